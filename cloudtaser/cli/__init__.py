@@ -1,0 +1,165 @@
+# PYTHON_ARGCOMPLETE_OK
+"""The ``cloudtaser`` command line: a thin layer over the library.
+
+Only the standard library is imported at module level so that shell completion stays fast;
+every handler imports what it needs (msgspec, yaml, lightkube, requests) when it runs.
+
+``build_parser()`` is pure; ``main(argv)`` parses, dispatches and maps errors to exit codes in
+one place (:func:`cloudtaser.cli.exitcodes.exit_code_for`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import ClassVar
+
+from cloudtaser import __version__
+from cloudtaser.cli.exitcodes import ExitCode, exit_code_for
+
+__all__ = ["build_parser", "console_main", "main"]
+
+#: Modules that register commands. Each has ``register(groups)`` and imports only the standard
+#: library at module level.
+COMMAND_MODULES: tuple[str, ...] = ("cloudtaser.cli.plan_cmds",)
+
+_EPILOG = """\
+workflow (each step may run on a different machine, by a different team):
+  1. cloudtaser target discover --kubeconfig KCFG -o plan.yaml      cluster only
+  2. review plan.yaml (cloudtaser plan validate / plan status)      no system access
+  3. cloudtaser source apply-plan plan.yaml --openbao-addr URL       vault only
+  4. put the secret values into the vault (bao kv put ...)
+  5. cloudtaser source verify-plan plan.yaml                          vault only
+  6. cloudtaser target protect --plan plan.yaml --yes|--interactive   cluster only
+
+exit codes: 0 ok, 1 problems found, 2 invalid input or usage, 3 cannot reach or
+authenticate to a remote system, 4 operation failed, 130 interrupted.
+docs: docs/workflow.md, docs/cli.md, docs/plan-format.md
+"""
+
+
+class _Groups:
+    """The noun sub-parsers command modules attach verbs to (created on first use)."""
+
+    def __init__(self, top: argparse._SubParsersAction[argparse.ArgumentParser]):
+        self._top = top
+        self._nouns: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+        self.common = _common_parent()
+
+    _HELP: ClassVar[dict[str, str]] = {
+        "plan": "work with plan files locally (no system access)",
+        "source": "vault-side commands: talk only to OpenBao / Vault, never to a cluster",
+        "target": "cluster-side commands: talk only to a Kubernetes cluster, never to a vault",
+    }
+
+    def noun(self, name: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        if name not in self._nouns:
+            help_text = self._HELP.get(name)
+            parser = self._top.add_parser(
+                name, help=help_text, description=help_text, parents=[self.common]
+            )
+            sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+            self._nouns[name] = sub
+        return self._nouns[name]
+
+    def top(self) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        return self._top
+
+
+def _common_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="more diagnostics on stderr; -v also shows tracebacks of unexpected errors",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the complete argument parser. Pure: no I/O, no heavy imports."""
+    parser = argparse.ArgumentParser(
+        prog="cloudtaser",
+        description=(
+            "Move Kubernetes workloads off Kubernetes Secrets onto OpenBao / HashiCorp Vault "
+            "through a reviewable migration plan that never holds a secret value."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"cloudtaser {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more diagnostics on stderr; -v also shows tracebacks of unexpected errors",
+    )
+    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    groups = _Groups(top)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(groups)
+    version = top.add_parser(
+        "version", help="print the cloudtaser version", parents=[groups.common]
+    )
+    version.set_defaults(handler=_run_version)
+    return parser
+
+
+def _run_version(args: argparse.Namespace) -> int:
+    print(f"cloudtaser {__version__}")
+    return ExitCode.OK
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level, format="cloudtaser: %(levelname)s: %(message)s", stream=sys.stderr
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the process exit code."""
+    parser = build_parser()
+    try:
+        import argcomplete  # noqa: PLC0415 - only when completing, cheap otherwise
+
+        argcomplete.autocomplete(parser)
+    except ImportError:  # pragma: no cover - argcomplete is a declared dependency
+        pass
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help / --version (0) or a usage error (2)
+        return int(exc.code or 0) if isinstance(exc.code, int) else ExitCode.USAGE
+    verbosity = int(getattr(args, "verbose", 0) or 0)
+    _configure_logging(verbosity)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("cloudtaser: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`); nothing more to say
+        sys.stderr.close()
+        return ExitCode.OK
+    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+        code, message = exit_code_for(exc)
+        print(f"cloudtaser: error: {message}", file=sys.stderr)
+        if verbosity > 0 or code == ExitCode.INTERNAL:
+            if verbosity > 0:
+                import traceback  # noqa: PLC0415
+
+                traceback.print_exception(exc, file=sys.stderr)
+            else:
+                print("cloudtaser: run again with -v for a traceback", file=sys.stderr)
+        return code
+
+
+def console_main() -> None:
+    """Entry point of the ``cloudtaser`` console script."""
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Configuration resolved once, at the edge, into frozen values.
+
+Precedence everywhere: flag > environment > default. Only this module (called by the CLI with
+``os.environ``) reads environment variables; everything deeper receives these frozen values.
+The token is kept out of every repr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cloudtaser.errors import ConfigError
+
+__all__ = ["ClusterTarget", "VaultTarget", "resolve_cluster_target", "resolve_vault_target"]
+
+_TRUE = {"1", "true", "yes", "on", "t", "y"}
+
+
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in _TRUE
+
+
+def validate_vault_address(address: str, *, what: str = "vault address") -> str:
+    """Return ``address`` without a trailing slash, or raise :class:`ConfigError`."""
+    address = address.strip()
+    parts = urlsplit(address)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(
+            f"{what} {address!r} is not an http(s) URL with a host, e.g. https://vault.example.com:8200"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(f"{what} must not carry credentials in the URL")
+    if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in address):
+        raise ConfigError(
+            f"{what} {parts.scheme}://{parts.hostname} has a query, fragment or blank"
+        )
+    return address.rstrip("/")
+
+
+@dataclass(frozen=True)
+class VaultTarget:
+    """Where and how to reach an OpenBao / Vault server. ``repr`` never shows the token."""
+
+    address: str
+    token: str | None = field(default=None, repr=False)
+    namespace: str | None = None
+    ca_cert: str | None = None
+    verify_tls: bool = True
+    timeout: float = 30.0
+
+    def __repr__(self) -> str:
+        token = "<set>" if self.token else "<unset>"
+        return (
+            f"VaultTarget(address={self.address!r}, token={token}, namespace={self.namespace!r}, "
+            f"ca_cert={self.ca_cert!r}, verify_tls={self.verify_tls})"
+        )
+
+    @property
+    def tls_insecure(self) -> bool:
+        """True when TLS verification was explicitly disabled for an https address."""
+        return not self.verify_tls and self.address.startswith("https:")
+
+
+def resolve_vault_target(
+    *,
+    address: str | None = None,
+    token: str | None = None,
+    token_file: str | None = None,
+    namespace: str | None = None,
+    ca_cert: str | None = None,
+    skip_verify: bool | None = None,
+    timeout: float = 30.0,
+    require_token: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> VaultTarget:
+    """Resolve flags and environment into a :class:`VaultTarget`.
+
+    Address: flag, ``BAO_ADDR``, ``VAULT_ADDR``. Token: ``--token``, ``--token-file``,
+    ``BAO_TOKEN``, ``VAULT_TOKEN``. Namespace: flag, ``BAO_NAMESPACE``, ``VAULT_NAMESPACE``.
+    CA bundle: flag, ``BAO_CACERT``, ``VAULT_CACERT``. Skip-verify: flag, ``BAO_SKIP_VERIFY``,
+    ``VAULT_SKIP_VERIFY``.
+    """
+    env = os.environ if environ is None else environ
+    address = address or env.get("BAO_ADDR") or env.get("VAULT_ADDR")
+    if not address:
+        raise ConfigError("no vault address: pass --openbao-addr URL or set BAO_ADDR / VAULT_ADDR")
+    address = validate_vault_address(address)
+    if token is None and token_file:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"--token-file {token_file} is empty")
+    token = token or env.get("BAO_TOKEN") or env.get("VAULT_TOKEN") or None
+    if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
+        raise ConfigError("the vault token contains blanks or control characters")
+    if require_token and not token:
+        raise ConfigError(
+            "no vault token: pass --token-file FILE (keeps it out of shell history), --token, "
+            "or set BAO_TOKEN / VAULT_TOKEN"
+        )
+    namespace = namespace or env.get("BAO_NAMESPACE") or env.get("VAULT_NAMESPACE") or None
+    if namespace is not None:
+        namespace = namespace.strip("/")
+        if not namespace or any(
+            not seg or seg in {".", ".."} or not all(c.isalnum() or c in "._-" for c in seg)
+            for seg in namespace.split("/")
+        ):
+            raise ConfigError(f"vault namespace {namespace!r} is not a valid namespace path")
+    ca_cert = ca_cert or env.get("BAO_CACERT") or env.get("VAULT_CACERT") or None
+    if ca_cert is not None and not Path(ca_cert).exists():
+        raise ConfigError(f"CA bundle {ca_cert} does not exist")
+    if skip_verify is None:
+        skip_verify = _truthy(env.get("BAO_SKIP_VERIFY")) or _truthy(env.get("VAULT_SKIP_VERIFY"))
+    return VaultTarget(
+        address=address,
+        token=token,
+        namespace=namespace,
+        ca_cert=ca_cert,
+        verify_tls=not skip_verify,
+        timeout=timeout,
+    )
+
+
+@dataclass(frozen=True)
+class ClusterTarget:
+    """Which cluster to talk to: a kubeconfig file (or ``KUBECONFIG`` list) and a context."""
+
+    kubeconfig: tuple[str, ...] = ()
+    context: str | None = None
+
+
+def resolve_cluster_target(
+    *,
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ClusterTarget:
+    """kubectl semantics: ``--kubeconfig``, else ``KUBECONFIG`` (a path list), else the default.
+
+    The default is ``~/.kube/config``.
+    """
+    env = os.environ if environ is None else environ
+    if kubeconfig:
+        paths: tuple[str, ...] = (kubeconfig,)
+    elif env.get("KUBECONFIG"):
+        paths = tuple(p for p in env["KUBECONFIG"].split(os.pathsep) if p)
+    else:
+        home = env.get("HOME") or str(Path.home())
+        paths = (str(Path(home) / ".kube" / "config"),)
+    existing = tuple(p for p in paths if Path(p).is_file())
+    if not existing:
+        raise ConfigError(
+            f"no kubeconfig found (looked at {', '.join(paths)}); pass --kubeconfig PATH or set "
+            "KUBECONFIG"
+        )
+    return ClusterTarget(kubeconfig=existing, context=context or None)

@@ -1,0 +1,513 @@
+"""The MigrationPlan: typed model, strict loading, deterministic atomic saving.
+
+The plan is the one artifact that crosses the air gap between cluster and vault, and the
+compliance evidence of a migration. It never holds a secret value: only names of Kubernetes
+Secrets, their keys, vault paths and environment variable names.
+
+Compatibility: the documented CloudTaser schema (``apiVersion: cloudtaser.io/v1``,
+``kind: MigrationPlan``) plus optional extension fields, all documented in
+``docs/plan-format.md``. Unknown fields are rejected so a reviewer's typo is never ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+import yaml
+from msgspec import Meta
+
+from cloudtaser.errors import PlanError
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_AUTH_MOUNT",
+    "KIND",
+    "MAX_PLAN_BYTES",
+    "MigrationPlan",
+    "PlanMetadata",
+    "SecretFile",
+    "SecretRef",
+    "StatusChange",
+    "Tenant",
+    "Workload",
+    "WorkloadKind",
+    "WorkloadStatus",
+    "dump",
+    "dumps",
+    "json_schema",
+    "load",
+    "loads",
+    "save",
+    "split_vault_path",
+]
+
+API_VERSION: Final = "cloudtaser.io/v1"
+KIND: Final = "MigrationPlan"
+DEFAULT_AUTH_MOUNT: Final = "kubernetes"
+#: Plans are hand-reviewed YAML; anything past this is not a plan (or is an attack).
+MAX_PLAN_BYTES: Final = 64 * 1024 * 1024
+
+# --- constrained string types ------------------------------------------------------------
+
+#: A Kubernetes DNS-1123 label (namespaces, tenant names).
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: A Kubernetes DNS-1123 subdomain (workload and Secret names).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+#: A plan name: goes into vault policy and role names, so letters, digits, '.', '_', '-'.
+PLAN_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+#: A POSIX-portable environment variable name.
+ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
+#: A vault field name / Kubernetes Secret key (no '.' or '..' alone, checked below).
+FIELD_NAME = r"^[A-Za-z0-9._-]+$"
+#: One path segment in vault: letters, digits, '.', '_', '-'.
+_SEGMENT = r"[A-Za-z0-9._-]+"
+#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path.
+VAULT_PATH = rf"^{_SEGMENT}/data(/{_SEGMENT})+$"
+#: A vault mount name (KV mount, auth mount): one or more safe segments.
+MOUNT = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+#: A free-text value that must stay on one line and printable (reasons, notes, sources).
+_ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+
+DnsLabel = Annotated[str, Meta(pattern=DNS_LABEL, max_length=63)]
+DnsSubdomain = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=253)]
+PlanName = Annotated[str, Meta(pattern=PLAN_NAME, max_length=63)]
+EnvVarName = Annotated[str, Meta(pattern=ENV_VAR, max_length=256)]
+FieldName = Annotated[str, Meta(pattern=FIELD_NAME, max_length=253)]
+VaultPath = Annotated[str, Meta(pattern=VAULT_PATH, max_length=512)]
+MountName = Annotated[str, Meta(pattern=MOUNT, max_length=128)]
+SourceRef = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$", min_length=1, max_length=512)
+]
+OneLine = Annotated[str, Meta(pattern=_ONE_LINE, max_length=4096)]
+NonEmptyLine = Annotated[str, Meta(pattern=_ONE_LINE, min_length=1, max_length=1024)]
+UtcTimestamp = Annotated[datetime, Meta(tz=True)]
+
+
+class WorkloadKind(enum.StrEnum):
+    """The workload kinds a plan may name."""
+
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+
+
+class WorkloadStatus(enum.StrEnum):
+    """Where a workload stands in the migration. An absent status means ``pending``."""
+
+    PENDING = "pending"
+    MIGRATED = "migrated"
+    SKIPPED = "skipped"
+
+
+class _Base(
+    msgspec.Struct,
+    rename="camel",
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    kw_only=True,
+):
+    """Shared conventions of every plan Struct."""
+
+
+def _unsafe_segment(path: str) -> str | None:
+    for segment in path.split("/"):
+        if segment in {".", ".."}:
+            return segment
+    return None
+
+
+class SecretRef(_Base, kw_only=True):
+    """One Kubernetes Secret (or existing vault path) a workload consumes, and where it moves.
+
+    ``fields`` maps a vault field (the Secret's key) to the environment variable the
+    application reads.
+    """
+
+    source: SourceRef
+    vault_path: VaultPath
+    fields: dict[FieldName, EnvVarName] = msgspec.field(default_factory=dict)
+    # --- extensions (optional) ---
+    #: ``env`` (secretKeyRef), ``envFrom`` (secretRef), or ``vaultAgent`` (injector annotation).
+    via: Literal["env", "envFrom", "vaultAgent"] | None = None
+    #: The Kubernetes reference was marked ``optional: true``.
+    optional: bool = False
+    #: A reviewer-facing remark from discovery (e.g. "Secret not found in the cluster").
+    note: OneLine | None = None
+
+    def __post_init__(self) -> None:
+        bad = _unsafe_segment(self.vault_path)
+        if bad is not None:
+            raise ValueError(f"vault path {self.vault_path!r} contains a {bad!r} segment")
+        for name in self.fields:
+            if name in {".", ".."}:
+                raise ValueError(f"field name {name!r} is not allowed")
+
+    @property
+    def mount(self) -> str:
+        """The KV mount: the part of ``vaultPath`` before ``/data/``."""
+        return split_vault_path(self.vault_path)[0]
+
+
+class SecretFile(_Base, kw_only=True):
+    """A Secret mounted as files (secret or projected volume): env injection cannot replace it."""
+
+    source: SourceRef
+    volume: DnsSubdomain
+    mount_paths: list[NonEmptyLine] = msgspec.field(default_factory=list)
+
+
+class StatusChange(_Base, kw_only=True):
+    """One entry of a workload's status history."""
+
+    status: WorkloadStatus
+    at: UtcTimestamp
+    by: OneLine | None = None
+    reason: OneLine | None = None
+
+
+class Workload(_Base, kw_only=True):
+    """A Deployment, StatefulSet or DaemonSet of one tenant."""
+
+    kind: WorkloadKind
+    name: DnsSubdomain
+    replicas: Annotated[int, Meta(ge=0)] | None = None
+    status: WorkloadStatus | None = None
+    secrets: list[SecretRef]
+    # --- extensions (optional) ---
+    #: The ServiceAccount the pods run as (``default`` when the pod spec names none).
+    service_account: DnsSubdomain | None = None
+    #: Why the workload is skipped, or a note for reviewers.
+    reason: OneLine | None = None
+    #: Secrets consumed as files; kept for review, not migrated by env injection.
+    secret_files: list[SecretFile] = msgspec.field(default_factory=list)
+    #: The last error ``protect`` recorded (rollout timeout, drift, ...).
+    last_error: OneLine | None = None
+    #: Every status change, oldest first.
+    history: list[StatusChange] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        seen: dict[str, str] = {}
+        for secret in self.secrets:
+            for field, env in secret.fields.items():
+                where = f"{secret.source}.{field}"
+                if env in seen:
+                    raise ValueError(
+                        f"environment variable {env!r} is fed twice in {self.kind} {self.name} "
+                        f"(by {seen[env]} and by {where}); one of them must be renamed or dropped"
+                    )
+                seen[env] = where
+
+    @property
+    def effective_status(self) -> WorkloadStatus:
+        """``status``, with an absent value meaning ``pending``."""
+        return self.status or WorkloadStatus.PENDING
+
+    def set_status(
+        self,
+        status: WorkloadStatus,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Record a status change (the new status, and an entry in ``history``)."""
+        when = (at or datetime.now(UTC)).replace(microsecond=0)
+        self.status = status
+        self.history.append(StatusChange(status=status, at=when, by=by, reason=reason))
+
+    @property
+    def env_names(self) -> list[str]:
+        """Every environment variable this workload will receive, in plan order."""
+        return [env for secret in self.secrets for env in secret.fields.values()]
+
+
+class Tenant(_Base, kw_only=True):
+    """The workloads of one namespace."""
+
+    name: DnsLabel
+    namespace: DnsLabel
+    workloads: list[Workload]
+
+    def __post_init__(self) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for index, workload in enumerate(self.workloads):
+            key = (str(workload.kind), workload.name)
+            if key in seen:
+                raise ValueError(
+                    f"workloads[{index}]: duplicate {workload.kind} {workload.name!r} "
+                    f"(already at workloads[{seen[key]}])"
+                )
+            seen[key] = index
+
+
+class PlanMetadata(_Base, kw_only=True):
+    """Identification and audit fields of a plan."""
+
+    name: PlanName
+    cluster: OneLine | None = None
+    created_at: UtcTimestamp | None = None
+    created_by: OneLine | None = None
+    # --- extensions (optional) ---
+    #: The vault Kubernetes auth mount the cluster's workloads log in through
+    #: (absent: ``kubernetes``, i.e. ``auth/kubernetes``).
+    auth_mount: MountName | None = None
+    #: The KV v2 mount every ``vaultPath`` must live in (absent: any, taken per path).
+    kv_mount: MountName | None = None
+    #: The naming template discovery used for vault paths (informational).
+    path_template: OneLine | None = None
+
+
+class MigrationPlan(_Base, kw_only=True):
+    """A CloudTaser MigrationPlan (``cloudtaser.io/v1``)."""
+
+    api_version: Literal["cloudtaser.io/v1"] = msgspec.field(name="apiVersion")
+    kind: Literal["MigrationPlan"]
+    metadata: PlanMetadata
+    tenants: list[Tenant]
+
+    def __post_init__(self) -> None:
+        names: dict[str, int] = {}
+        namespaces: dict[str, int] = {}
+        for index, tenant in enumerate(self.tenants):
+            if tenant.name in names:
+                raise ValueError(
+                    f"tenants[{index}]: duplicate tenant name {tenant.name!r} "
+                    f"(already at tenants[{names[tenant.name]}])"
+                )
+            if tenant.namespace in namespaces:
+                raise ValueError(
+                    f"tenants[{index}]: namespace {tenant.namespace!r} already belongs to "
+                    f"tenants[{namespaces[tenant.namespace]}] (one tenant per namespace)"
+                )
+            names[tenant.name] = index
+            namespaces[tenant.namespace] = index
+        kv_mount = self.metadata.kv_mount
+        if kv_mount is not None:
+            for t_index, tenant in enumerate(self.tenants):
+                for w_index, workload in enumerate(tenant.workloads):
+                    for s_index, secret in enumerate(workload.secrets):
+                        if secret.mount != kv_mount:
+                            raise ValueError(
+                                f"tenants[{t_index}].workloads[{w_index}].secrets[{s_index}]"
+                                f".vaultPath: {secret.vault_path!r} is outside the plan's "
+                                f"kvMount {kv_mount!r}"
+                            )
+
+    @property
+    def auth_mount(self) -> str:
+        """The Kubernetes auth mount (without ``auth/``); ``kubernetes`` when unrecorded."""
+        return self.metadata.auth_mount or DEFAULT_AUTH_MOUNT
+
+    def iter_workloads(self) -> Iterator[tuple[Tenant, Workload]]:
+        """Every (tenant, workload) pair, in plan order."""
+        for tenant in self.tenants:
+            for workload in tenant.workloads:
+                yield tenant, workload
+
+
+def split_vault_path(vault_path: str) -> tuple[str, str]:
+    """Split ``<mount>/data/<rest>`` into ``(mount, rest)``.
+
+    The mount is everything before the first ``/data/`` segment. Only paths that passed plan
+    validation are expected here.
+    """
+    mount, sep, rest = vault_path.partition("/data/")
+    if not sep or not mount or not rest:
+        raise ValueError(f"{vault_path!r} is not a KV v2 data path (<mount>/data/<path>)")
+    return mount, rest
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YamlDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOCATION = re.compile(r"^(?P<message>.*?)(?: - at `(?P<location>\$[^`]*)`)?$", re.DOTALL)
+
+
+def _reject_shared_nodes(data: Any, source: str) -> None:
+    """Refuse YAML anchors/aliases: a plan never needs them and they allow "billion laughs".
+
+    PyYAML builds an alias as a second reference to the same container, so a walk that refuses
+    any container seen twice stops an alias bomb after the first repetition.
+    """
+    seen: set[int] = set()
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            values: Any = node.values()
+        elif isinstance(node, list):
+            values = node
+        else:
+            continue
+        if id(node) in seen:
+            raise PlanError(
+                "YAML anchors and aliases (&name / *name) are not allowed in a plan; "
+                "write every value out",
+                source=source,
+            )
+        seen.add(id(node))
+        stack.extend(v for v in values if isinstance(v, dict | list))
+
+
+def _check_header(data: dict[str, Any], source: str) -> None:
+    for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
+        value = data.get(key)
+        if value is None:
+            raise PlanError(
+                f"missing {key}: a plan starts with 'apiVersion: {API_VERSION}' and 'kind: {KIND}'",
+                source=source,
+                location=f"$.{key}",
+            )
+        if value != expected:
+            shown = value if isinstance(value, str) and len(value) < 80 else type(value).__name__
+            raise PlanError(
+                f"must be {expected!r}, got {shown!r}; this is not a cloudtaser plan "
+                "or it was written by an incompatible version",
+                source=source,
+                location=f"$.{key}",
+            )
+
+
+def _translate(exc: msgspec.ValidationError, source: str) -> PlanError:
+    match = _LOCATION.match(str(exc))
+    message, location = (match["message"], match["location"]) if match else (str(exc), None)
+    message = message.replace("`", "'")
+    return PlanError(message, source=source, location=location)
+
+
+def loads(text: str | bytes, *, source: str = "<string>") -> MigrationPlan:
+    """Parse and validate a plan from YAML text. Raises :class:`PlanError` on any problem."""
+    if len(text) > MAX_PLAN_BYTES:
+        raise PlanError(
+            f"plan is larger than {MAX_PLAN_BYTES // (1024 * 1024)} MiB; refusing to parse it",
+            source=source,
+        )
+    try:
+        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise PlanError(f"not valid YAML: {where}{problem}", source=source) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        # e.g. an out-of-range timestamp PyYAML cannot construct
+        raise PlanError(f"not valid YAML: {type(exc).__name__}", source=source) from None
+    if data is None:
+        raise PlanError("the file is empty; expected a MigrationPlan mapping", source=source)
+    if not isinstance(data, dict):
+        raise PlanError(
+            f"expected a MigrationPlan mapping at the top level, got a {type(data).__name__}",
+            source=source,
+        )
+    _reject_shared_nodes(data, source)
+    _check_header(data, source)
+    try:
+        return msgspec.convert(data, MigrationPlan, from_attributes=False)
+    except msgspec.ValidationError as exc:
+        raise _translate(exc, source) from None
+
+
+def load(path: str | os.PathLike[str]) -> MigrationPlan:
+    """Read and validate the plan at ``path``."""
+    source = os.fspath(path)
+    try:
+        with Path(path).open("rb") as handle:
+            text = handle.read(MAX_PLAN_BYTES + 1)
+    except FileNotFoundError:
+        raise PlanError("no such file", source=source) from None
+    except IsADirectoryError:
+        raise PlanError("is a directory, not a plan file", source=source) from None
+    except OSError as exc:
+        raise PlanError(f"cannot read: {exc.strerror}", source=source) from None
+    return loads(text, source=source)
+
+
+# --- saving ------------------------------------------------------------------------------
+
+
+def _to_builtins(plan: MigrationPlan) -> Any:
+    return msgspec.to_builtins(plan)
+
+
+def dumps(plan: MigrationPlan) -> str:
+    """Deterministic YAML: same plan, same bytes; keys in schema order."""
+    return str(
+        yaml.dump(
+            _to_builtins(plan),
+            Dumper=_YamlDumper,
+            sort_keys=False,
+            default_flow_style=False,
+            allow_unicode=False,
+            width=4096,
+            indent=2,
+        )
+    )
+
+
+def dump(plan: MigrationPlan) -> bytes:
+    """:func:`dumps` as UTF-8 bytes."""
+    return dumps(plan).encode("utf-8")
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def save(plan: MigrationPlan, path: str | os.PathLike[str]) -> None:
+    """Write the plan atomically: temp file in the same directory, fsync, rename.
+
+    A crash at any moment leaves either the old file or the new one, never a mix. The file's
+    permission bits are kept when it already exists.
+    """
+    target = Path(path)
+    data = dump(plan)
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = _default_mode()
+    directory = target.parent if str(target.parent) else Path()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        Path(tmp_name).replace(target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            Path(tmp_name).unlink()
+        raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a plan, generated from the Structs (for editors and CI checks)."""
+    schema: dict[str, Any] = msgspec.json.schema(MigrationPlan)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cloudtaser MigrationPlan (cloudtaser.io/v1)"
+    return schema
