@@ -1,0 +1,195 @@
+"""The cluster side: a lightkube client built from a :class:`ClusterTarget`, and the one place
+where lightkube / httpx2 exceptions become cloudtaser errors.
+
+Workflow modules (``discover``, ``protect``, ``connect``) receive a :class:`KubeSession` and
+never build clients themselves, so the same code runs against any API server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cloudtaser.config import ClusterTarget
+from cloudtaser.errors import (
+    ClusterAuthError,
+    ClusterError,
+    ClusterUnreachableError,
+    ConfigError,
+)
+
+__all__ = ["FIELD_MANAGER", "KubeSession", "api_errors", "connect", "load_kubeconfig"]
+
+#: Every write carries this field manager, so our changes are identifiable in managedFields.
+FIELD_MANAGER = "cloudtaser"
+
+
+@dataclass(frozen=True)
+class KubeSession:
+    """A connected cluster: the lightkube client and what the kubeconfig said about it."""
+
+    client: Any  # lightkube.Client (untyped package)
+    context: str
+    cluster_name: str
+    server: str
+    #: PEM of the cluster CA from the kubeconfig, when it carries one (data or file).
+    ca_pem: str | None
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()
+
+
+def load_kubeconfig(paths: tuple[str, ...]) -> dict[str, Any]:
+    """Merge kubeconfig files like kubectl does for ``KUBECONFIG=a:b`` (first one wins)."""
+    merged: dict[str, Any] = {"clusters": [], "contexts": [], "users": []}
+    seen: dict[str, set[str]] = {"clusters": set(), "contexts": set(), "users": set()}
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+            data = yaml.safe_load(text) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
+        except yaml.YAMLError:
+            raise ConfigError(f"kubeconfig {path} is not valid YAML") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"kubeconfig {path} is not a kubeconfig mapping")
+        base = str(Path(path).resolve().parent)
+        for key in ("clusters", "contexts", "users"):
+            for entry in data.get(key) or []:
+                if not isinstance(entry, dict) or "name" not in entry:
+                    raise ConfigError(f"kubeconfig {path}: an entry of {key} has no name")
+                if entry["name"] in seen[key]:
+                    continue
+                seen[key].add(entry["name"])
+                merged[key].append({**entry, "_base": base})
+        if "current-context" not in merged and data.get("current-context"):
+            merged["current-context"] = data["current-context"]
+    return merged
+
+
+def _resolve_path(entry: dict[str, Any], value: str) -> str:
+    path = Path(value)
+    return str(path if path.is_absolute() else Path(entry["_base"]) / path)
+
+
+def _ca_pem(cluster_entry: dict[str, Any]) -> str | None:
+    import base64  # noqa: PLC0415
+
+    cluster = cluster_entry.get("cluster") or {}
+    if cluster.get("certificate-authority-data"):
+        try:
+            return base64.b64decode(cluster["certificate-authority-data"]).decode("ascii")
+        except (ValueError, UnicodeDecodeError):
+            raise ConfigError(
+                f"kubeconfig cluster {cluster_entry['name']!r}: certificate-authority-data is "
+                "not base64 PEM"
+            ) from None
+    if cluster.get("certificate-authority"):
+        path = _resolve_path(cluster_entry, cluster["certificate-authority"])
+        try:
+            return Path(path).read_text(encoding="ascii")
+        except OSError as exc:
+            raise ConfigError(f"cannot read cluster CA {path}: {exc.strerror}") from None
+    return None
+
+
+def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
+    """Build a lightkube client for ``target``. No request is sent yet."""
+    import httpx2  # noqa: PLC0415
+    from lightkube import Client, KubeConfig  # noqa: PLC0415
+    from lightkube.core.exceptions import ConfigError as LkConfigError  # noqa: PLC0415
+
+    merged = load_kubeconfig(target.kubeconfig)
+    context = target.context or merged.get("current-context")
+    if not context:
+        raise ConfigError("the kubeconfig has no current-context; pass --context NAME")
+    contexts = {c["name"]: c for c in merged["contexts"]}
+    if context not in contexts:
+        known = ", ".join(sorted(contexts)) or "none"
+        raise ConfigError(f"context {context!r} not found in the kubeconfig (known: {known})")
+    ctx = contexts[context].get("context") or {}
+    clusters = {c["name"]: c for c in merged["clusters"]}
+    cluster_name = ctx.get("cluster")
+    if cluster_name not in clusters:
+        raise ConfigError(
+            f"context {context!r} names cluster {cluster_name!r}, which is not defined"
+        )
+    cluster_entry = clusters[str(cluster_name)]
+    server = (cluster_entry.get("cluster") or {}).get("server")
+    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
+        raise ConfigError(f"cluster {cluster_name!r} has no http(s) server URL in the kubeconfig")
+    ca_pem = _ca_pem(cluster_entry)
+
+    # lightkube resolves relative file paths against the file it was loaded from; with several
+    # merged files we make them absolute first.
+    plain: dict[str, Any] = {"current-context": context}
+    for key in ("clusters", "contexts", "users"):
+        plain[key] = []
+        for original in merged[key]:
+            entry = {k: v for k, v in original.items() if k != "_base"}
+            inner_key = key[:-1]
+            inner = dict(entry.get(inner_key) or {})
+            for field in ("certificate-authority", "client-certificate", "client-key", "tokenFile"):
+                if isinstance(inner.get(field), str):
+                    inner[field] = _resolve_path(original, inner[field])
+            entry[inner_key] = inner
+            plain[key].append(entry)
+    try:
+        config = KubeConfig.from_dict(plain, fname=target.kubeconfig[0])
+        client = Client(
+            config=config,
+            timeout=httpx2.Timeout(timeout),
+            field_manager=FIELD_MANAGER,
+            trust_env=False,
+        )
+    except (LkConfigError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"kubeconfig context {context!r} is not usable: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"kubeconfig context {context!r}: {exc.strerror}: {exc.filename}"
+        ) from None
+    return KubeSession(
+        client=client, context=context, cluster_name=str(cluster_name), server=server, ca_pem=ca_pem
+    )
+
+
+@contextlib.contextmanager
+def api_errors(action: str) -> Iterator[None]:
+    """Translate lightkube / httpx2 failures of ``action`` (e.g. "list deployments in ns x").
+
+    401 → :class:`ClusterAuthError` (credentials), 403 → :class:`ClusterAuthError` naming the
+    missing permission, other statuses → :class:`ClusterError` with ``status``, transport
+    failures → :class:`ClusterUnreachableError`.
+    """
+    import httpx2  # noqa: PLC0415
+    from lightkube import ApiError  # noqa: PLC0415
+
+    try:
+        yield
+    except ApiError as exc:
+        code = getattr(exc.status, "code", None) or exc.response.status_code
+        reason = getattr(exc.status, "message", None) or str(code)
+        if code == 401:
+            raise ClusterAuthError(
+                f"cannot {action}: the API server rejected the credentials (401); refresh the "
+                "kubeconfig's token or certificate",
+                status=401,
+            ) from exc
+        if code == 403:
+            raise ClusterAuthError(
+                f"cannot {action}: permission denied (403): {reason}", status=403
+            ) from exc
+        raise ClusterError(f"cannot {action}: {reason} ({code})", status=code) from exc
+    except httpx2.TimeoutException as exc:
+        raise ClusterUnreachableError(f"cannot {action}: the API server timed out") from exc
+    except httpx2.TransportError as exc:
+        detail = str(exc) or type(exc).__name__
+        raise ClusterUnreachableError(
+            f"cannot {action}: cannot reach the API server ({detail})"
+        ) from exc
