@@ -85,3 +85,59 @@ def integration(session: nox.Session) -> None:
     _build_testenv(session)  # no-op when the cache is complete
     _install(session, "test")
     session.run("pytest", "tests/integration", *session.posargs, env=_testenv_env())
+
+
+@nox.session(python=PYTHON)
+def e2e_kind(session: nox.Session) -> None:
+    """The integration suite against two kind clusters (kind-config/) plus a local OpenBao.
+
+    Needs a Docker engine and `kind`; CI machines have neither, so CI never runs this.
+    Clusters are deleted afterwards unless `-- --keep-clusters` is given. Node image:
+    CLOUDTASER_KIND_NODE_IMAGE (default: the image named in kind-config/*.yaml).
+    """
+    import shutil  # noqa: PLC0415 - only this session needs them
+    import subprocess  # noqa: PLC0415
+
+    docker, kind = shutil.which("docker"), shutil.which("kind")
+    if not docker or not kind:
+        session.error(
+            "e2e_kind needs Docker and kind; this machine has no Docker engine"
+            f" (docker: {docker or 'missing'}, kind: {kind or 'missing'})."
+            " Use `nox -s integration` (local control planes, no Docker) instead"
+        )
+    if subprocess.run([docker, "info"], capture_output=True, check=False).returncode != 0:
+        session.error(
+            "e2e_kind: `docker info` failed, so no Docker engine is reachable here."
+            " Start Docker, or use `nox -s integration` (no Docker needed)"
+        )
+    keep = "--keep-clusters" in session.posargs
+    posargs = [a for a in session.posargs if a != "--keep-clusters"]
+    _install(session, "test")
+    workdir = Path(session.create_tmp()) / "kind"
+    workdir.mkdir(parents=True, exist_ok=True)
+    image = os.environ.get("CLOUDTASER_KIND_NODE_IMAGE")
+    kubeconfigs = []
+    created = []
+    try:
+        for cfg in ("cluster-a", "cluster-b"):
+            name = f"cloudtaser-{cfg.removeprefix('cluster-')}"
+            kubeconfig = workdir / f"{name}.kubeconfig"
+            args = ["create", "cluster", "--name", name, "--config", f"kind-config/{cfg}.yaml"]
+            args += ["--kubeconfig", str(kubeconfig), "--wait", "180s"]
+            if image:
+                args += ["--image", image]
+            session.run(kind, *args, external=True)
+            created.append(name)
+            kubeconfigs.append(str(kubeconfig))
+        env = {
+            **_testenv_env(),
+            "CLOUDTASER_E2E_KUBECONFIGS": os.pathsep.join(kubeconfigs),
+            "CLOUDTASER_TEST_IMAGE": os.environ.get(
+                "CLOUDTASER_TEST_IMAGE", "registry.k8s.io/pause:3.10"
+            ),
+        }
+        session.run("pytest", "tests/integration", *posargs, env=env)
+    finally:
+        if not keep:
+            for name in created:
+                session.run(kind, "delete", "cluster", "--name", name, external=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import os
 import re
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
-import yaml
+import yaml_rs
 from msgspec import Meta
 
 from cloudtaser.errors import PlanError
@@ -264,6 +265,9 @@ class PlanMetadata(_Base, kw_only=True):
     kv_mount: MountName | None = None
     #: The naming template discovery used for vault paths (informational).
     path_template: OneLine | None = None
+    #: What discovery could not read (e.g. a namespace or Secrets it had no permission for):
+    #: the plan does not cover these. Absent or empty: discovery read everything it needed.
+    unread: list[NonEmptyLine] = msgspec.field(default_factory=list)
 
 
 class MigrationPlan(_Base, kw_only=True):
@@ -328,35 +332,24 @@ def split_vault_path(vault_path: str) -> tuple[str, str]:
 
 # --- loading -----------------------------------------------------------------------------
 
-_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_YamlDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_ALIASES_FORBIDDEN = yaml_rs.AliasLimits(max_alias_expansions_per_anchor=0)
 _LOCATION = re.compile(r"^(?P<message>.*?)(?: - at `(?P<location>\$[^`]*)`)?$", re.DOTALL)
 
 
-def _reject_shared_nodes(data: Any, source: str) -> None:
-    """Refuse YAML anchors/aliases: a plan never needs them and they allow "billion laughs".
-
-    PyYAML builds an alias as a second reference to the same container, so a walk that refuses
-    any container seen twice stops an alias bomb after the first repetition.
-    """
-    seen: set[int] = set()
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            values: Any = node.values()
-        elif isinstance(node, list):
-            values = node
-        else:
-            continue
-        if id(node) in seen:
-            raise PlanError(
-                "YAML anchors and aliases (&name / *name) are not allowed in a plan; "
-                "write every value out",
-                source=source,
-            )
-        seen.add(id(node))
-        stack.extend(v for v in values if isinstance(v, dict | list))
+def _yaml_problem(message: str) -> str:
+    """One line from the YAML parser's message (no source excerpt: it could hold anything)."""
+    if "alias" in message and "limit" in message:
+        return (
+            "YAML anchors and aliases (&name / *name) are not allowed in a plan; "
+            "write every value out"
+        )
+    if message.startswith("duplicate mapping key"):
+        return f"not valid YAML: {message.splitlines()[0]} (a key must appear once per mapping)"
+    first = message.splitlines()[0] if message else "invalid YAML"
+    reason = message.strip().splitlines()[-1] if message.strip() else ""
+    if reason and reason != first and not reason.lstrip().startswith(("|", "^")):
+        first = f"{first}: {reason.strip()}"
+    return f"not valid YAML: {first.removeprefix('YAML parse error at ')}"
 
 
 def _check_header(data: dict[str, Any], source: str) -> None:
@@ -378,11 +371,57 @@ def _check_header(data: dict[str, Any], source: str) -> None:
             )
 
 
-def _translate(exc: msgspec.ValidationError, source: str) -> PlanError:
-    match = _LOCATION.match(str(exc))
-    message, location = (match["message"], match["location"]) if match else (str(exc), None)
-    message = message.replace("`", "'")
-    return PlanError(message, source=source, location=location)
+_KEY_IN = re.compile(r"^(?P<message>.*?) - at `key` in `(?P<location>\$[^`]*)`$", re.DOTALL)
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+
+
+def _walk(data: Any, location: str) -> Any:
+    """Follow a msgspec location (``$.a[0].b``) through the raw YAML data, or return None."""
+    node = data
+    for name, index in _STEP.findall(location[1:]):
+        if name and isinstance(node, dict):
+            node = node.get(name)
+        elif index and isinstance(node, list) and int(index) < len(node):
+            node = node[int(index)]
+        else:
+            return None
+    return node
+
+
+def _explain_fields(data: Any, mapping_location: str) -> tuple[str, str] | None:
+    """Name the offending entry of a ``fields`` mapping (msgspec only says ``fields[...]``)."""
+    fields = _walk(data, mapping_location)
+    if not isinstance(fields, dict):
+        return None
+    for key, value in fields.items():
+        if not isinstance(key, str) or not re.match(FIELD_NAME, key) or len(key) > 253:
+            return (
+                f"field name {key!r} is not allowed: use letters, digits, '.', '_' and '-'",
+                mapping_location,
+            )
+        if not isinstance(value, str) or not re.match(ENV_VAR, value) or len(value) > 256:
+            return (
+                f"environment variable name {value!r} is not valid: it must match "
+                "[A-Za-z_][A-Za-z0-9_]*",
+                f"{mapping_location}.{key}",
+            )
+    return None
+
+
+def _translate(exc: msgspec.ValidationError, data: Any, source: str) -> PlanError:
+    text = str(exc)
+    key_match = _KEY_IN.match(text)
+    if key_match:
+        message, location = key_match["message"], key_match["location"]
+    else:
+        match = _LOCATION.match(text)
+        message, location = (match["message"], match["location"]) if match else (text, None)
+    location = location or "$"
+    if location.endswith("[...]") or key_match:
+        explained = _explain_fields(data, location.removesuffix("[...]"))
+        if explained is not None:
+            message, location = explained
+    return PlanError(message.replace("`", "'"), source=source, location=location)
 
 
 def loads(text: str | bytes, *, source: str = "<string>") -> MigrationPlan:
@@ -392,29 +431,40 @@ def loads(text: str | bytes, *, source: str = "<string>") -> MigrationPlan:
             f"plan is larger than {MAX_PLAN_BYTES // (1024 * 1024)} MiB; refusing to parse it",
             source=source,
         )
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise PlanError(
+                f"not UTF-8 text (invalid byte at offset {exc.start})", source=source
+            ) from None
     try:
-        data = yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise PlanError(f"not valid YAML: {where}{problem}", source=source) from None
-    except (ValueError, TypeError, RecursionError) as exc:
-        # e.g. an out-of-range timestamp PyYAML cannot construct
+        data = yaml_rs.loads(
+            text,
+            parse_datetime=False,
+            alias_limits=_ALIASES_FORBIDDEN,
+            duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error,
+        )
+    except yaml_rs.YAMLDecodeError as exc:
+        raise PlanError(_yaml_problem(str(exc)), source=source) from None
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
         raise PlanError(f"not valid YAML: {type(exc).__name__}", source=source) from None
     if data is None:
         raise PlanError("the file is empty; expected a MigrationPlan mapping", source=source)
     if not isinstance(data, dict):
-        raise PlanError(
-            f"expected a MigrationPlan mapping at the top level, got a {type(data).__name__}",
-            source=source,
+        what = (
+            "a list (or several YAML documents)"
+            if isinstance(data, list)
+            else (f"a {type(data).__name__}")
         )
-    _reject_shared_nodes(data, source)
+        raise PlanError(
+            f"expected one MigrationPlan mapping at the top level, got {what}", source=source
+        )
     _check_header(data, source)
     try:
         return msgspec.convert(data, MigrationPlan, from_attributes=False)
     except msgspec.ValidationError as exc:
-        raise _translate(exc, source) from None
+        raise _translate(exc, data, source) from None
 
 
 def load(path: str | os.PathLike[str]) -> MigrationPlan:
@@ -435,23 +485,65 @@ def load(path: str | os.PathLike[str]) -> MigrationPlan:
 # --- saving ------------------------------------------------------------------------------
 
 
-def _to_builtins(plan: MigrationPlan) -> Any:
-    return msgspec.to_builtins(plan)
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./@-]*$")
+#: Words YAML 1.1 or 1.2 readers would turn into booleans or null when unquoted.
+_SPECIAL = frozenset(
+    word
+    for base in ("y", "yes", "n", "no", "true", "false", "on", "off", "null")
+    for word in (base, base.capitalize(), base.upper())
+)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        if _PLAIN.match(value) and value not in _SPECIAL:
+            return value
+        return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"cannot emit {type(value).__name__} in a plan")
+
+
+def _emit(node: Any, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(node, dict):
+        for key, value in node.items():
+            head = f"{pad}{_scalar(key)}:"
+            if isinstance(value, dict | list) and value:
+                out.append(head)
+                _emit(value, indent + 2, out)
+            elif isinstance(value, dict):
+                out.append(f"{head} {{}}")
+            elif isinstance(value, list):
+                out.append(f"{head} []")
+            else:
+                out.append(f"{head} {_scalar(value)}")
+    else:
+        for item in node:
+            if isinstance(item, dict | list) and item:
+                start = len(out)
+                _emit(item, indent + 2, out)
+                out[start] = f"{pad}- {out[start][indent + 2 :]}"
+            elif isinstance(item, dict | list):
+                out.append(f"{pad}- {'{}' if isinstance(item, dict) else '[]'}")
+            else:
+                out.append(f"{pad}- {_scalar(item)}")
 
 
 def dumps(plan: MigrationPlan) -> str:
-    """Deterministic YAML: same plan, same bytes; keys in schema order."""
-    return str(
-        yaml.dump(
-            _to_builtins(plan),
-            Dumper=_YamlDumper,
-            sort_keys=False,
-            default_flow_style=False,
-            allow_unicode=False,
-            width=4096,
-            indent=2,
-        )
-    )
+    """Deterministic YAML: same plan, same bytes; keys in schema order, block style.
+
+    Strings are written plain only when no YAML 1.1 or 1.2 reader could take them for anything
+    but a string; everything else is double-quoted (JSON escaping, ASCII only).
+    """
+    out: list[str] = []
+    _emit(msgspec.to_builtins(plan), 0, out)
+    out.append("")
+    return "\n".join(out)
 
 
 def dump(plan: MigrationPlan) -> bytes:

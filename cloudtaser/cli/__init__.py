@@ -24,7 +24,10 @@ __all__ = ["build_parser", "console_main", "main"]
 
 #: Modules that register commands. Each has ``register(groups)`` and imports only the standard
 #: library at module level.
-COMMAND_MODULES: tuple[str, ...] = ("cloudtaser.cli.plan_cmds",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "cloudtaser.cli.plan_cmds",
+    "cloudtaser.cli.source_cmds",
+)
 
 _EPILOG = """\
 workflow (each step may run on a different machine, by a different team):

@@ -1,0 +1,706 @@
+"""``source apply-plan``: per-tenant ACL policies and Kubernetes-auth roles from a plan.
+
+For every tenant with at least one non-skipped workload that has secrets, one ACL policy and
+one role, both named ``cloudtaser-<plan>-<tenant>`` (:mod:`cloudtaser.naming`, lower-cased the
+way OpenBao stores them):
+
+* the policy grants ``read`` on exactly the tenant's KV v2 ``data/`` paths (the runtime wrapper
+  reads ``<mount>/data/<path>`` and nothing else), headed by a ``managed-by`` comment that marks
+  it as ours;
+* the role on ``auth/<plan auth mount>/role/<name>`` binds the tenant's namespace and the
+  ServiceAccounts of its non-skipped workloads, with ``token_policies = [policy]``, a token TTL
+  and an optional audience.
+
+Everything taken from the plan is validated again right before it is rendered (defence in
+depth: a plan built in code skips the loader's checks), and a hostile value is rejected before
+any request is sent. Then: pre-flight (token capabilities, KV v2 mounts, auth mount), read,
+compare, write only what differs. Objects the plan does not name are never read or written.
+
+Pure library: no printing, no ``sys.exit``; progress goes to an optional callback.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+from cloudtaser import naming
+from cloudtaser.errors import OperationError, PlanError, VaultAuthError
+from cloudtaser.plan import MigrationPlan, WorkloadStatus, split_vault_path
+
+if TYPE_CHECKING:
+    from cloudtaser.openbao import OpenBaoClient
+
+__all__ = [
+    "DEFAULT_TOKEN_TTL",
+    "MANAGED_BY",
+    "Action",
+    "ApplyResult",
+    "Change",
+    "TenantGrant",
+    "apply_plan",
+    "build_grants",
+    "parse_duration",
+    "render_policy",
+    "validate_kv_path",
+]
+
+Progress = Callable[[str], None]
+
+DEFAULT_TOKEN_TTL: Final = 3600
+MANAGED_BY: Final = "# managed-by: cloudtaser"
+#: Mount names that are never a tenant's KV engine.
+RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
+MAX_PATH_CHARS: Final = 512
+MAX_SEGMENT_CHARS: Final = 128
+MAX_NAME_CHARS: Final = 140
+MAX_AUDIENCE_CHARS: Final = 256
+KUBERNETES_AUTH_TYPE: Final = "kubernetes"
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+_OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_AUDIENCE = re.compile(r"^[A-Za-z0-9._:/@+=-]+$")
+_HCL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+-]*$")
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class Action(enum.StrEnum):
+    """What apply-plan does (or, with ``--dry-run``, would do) to one object."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+    #: A same-named object exists that cloudtaser did not create; left alone unless forced.
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class TenantGrant:
+    """The desired vault objects of one tenant, built from validated plan values only."""
+
+    tenant: str
+    namespace: str
+    policy: str
+    role: str
+    auth_mount: str
+    paths: tuple[str, ...]
+    service_accounts: tuple[str, ...]
+    policy_hcl: str
+    token_ttl: int
+    audience: str | None
+
+    def role_fields(self) -> dict[str, Any]:
+        """The role body apply-plan writes (only the fields cloudtaser manages)."""
+        fields: dict[str, Any] = {
+            "bound_service_account_names": list(self.service_accounts),
+            "bound_service_account_namespaces": [self.namespace],
+            "token_policies": [self.policy],
+            "token_ttl": self.token_ttl,
+        }
+        if self.audience:
+            fields["audience"] = self.audience
+        return fields
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object and what apply-plan did (or would do) to it."""
+
+    kind: str  # "policy" | "role" | "auth-mount"
+    name: str
+    path: str
+    action: Action
+    tenant: str | None = None
+    #: Which managed fields differ (``update``), or why it is a conflict.
+    detail: str = ""
+
+
+@dataclass
+class ApplyResult:
+    """The outcome of one apply-plan run."""
+
+    plan: str
+    dry_run: bool
+    auth_mount: str
+    changes: list[Change] = field(default_factory=list)
+    #: Tenants that get no objects, with the reason (all workloads skipped, no secrets).
+    skipped_tenants: list[tuple[str, str]] = field(default_factory=list)
+    #: Server warnings and notes for the operator.
+    warnings: list[str] = field(default_factory=list)
+    #: Write requests actually sent (0 on a dry run or when everything is unchanged).
+    writes: int = 0
+
+    def count(self, action: Action) -> int:
+        """How many objects got ``action``."""
+        return sum(1 for c in self.changes if c.action is action)
+
+    @property
+    def changed(self) -> bool:
+        """True when something was (or would be) created or updated."""
+        return any(c.action in (Action.CREATE, Action.UPDATE) for c in self.changes)
+
+
+# --- validation (defence in depth) -----------------------------------------------------------
+
+
+def _reject(message: str, location: str | None = None) -> PlanError:
+    return PlanError(message, source="<plan>", location=location)
+
+
+def validate_kv_path(
+    vault_path: str, *, allowed_mount: str | None = None, location: str | None = None
+) -> tuple[str, str]:
+    """Re-check a ``<mount>/data/<path>`` KV v2 path and return ``(mount, rest)``.
+
+    Rejects anything that could widen a policy or escape into another part of the API:
+    globs (``*``, ``+``), ``..`` and ``.`` segments, quotes, blanks, control characters,
+    templates, ``sys/`` and the other reserved mounts, a mount other than ``allowed_mount``,
+    empty segments and over-long values.
+    """
+    shown = vault_path if len(vault_path) <= 80 else vault_path[:77] + "..."
+    shown = shown.encode("unicode_escape").decode("ascii")
+    if not isinstance(vault_path, str) or not vault_path:
+        raise _reject("empty vault path", location)
+    if len(vault_path) > MAX_PATH_CHARS:
+        raise _reject(f"vault path {shown!r} is longer than {MAX_PATH_CHARS} characters", location)
+    segments = vault_path.split("/")
+    for segment in segments:
+        if segment in {".", ".."}:
+            raise _reject(f"vault path {shown!r} contains a {segment!r} segment", location)
+        if not _SEGMENT.fullmatch(segment):
+            raise _reject(
+                f"vault path {shown!r} has an unsafe segment: only letters, digits, '.', '_' "
+                "and '-' are allowed (no globs, quotes, blanks or empty segments)",
+                location,
+            )
+        if len(segment) > MAX_SEGMENT_CHARS:
+            raise _reject(
+                f"vault path {shown!r} has a segment longer than {MAX_SEGMENT_CHARS} characters",
+                location,
+            )
+    try:
+        mount, rest = split_vault_path(vault_path)
+    except ValueError:
+        raise _reject(
+            f"vault path {shown!r} is not a KV v2 data path (<mount>/data/<path>)", location
+        ) from None
+    if mount.split("/")[0].lower() in RESERVED_MOUNTS:
+        raise _reject(
+            f"vault path {shown!r} points into the reserved {mount.split('/')[0]!r} mount, "
+            "not a KV engine",
+            location,
+        )
+    if allowed_mount is not None and mount != allowed_mount:
+        raise _reject(
+            f"vault path {shown!r} is outside the plan's KV mount {allowed_mount!r}", location
+        )
+    return mount, rest
+
+
+def _validate_mount_name(mount: str, what: str) -> str:
+    segments = mount.split("/")
+    if (
+        not mount
+        or len(mount) > MAX_SEGMENT_CHARS
+        or any(s in {".", ".."} or not _SEGMENT.fullmatch(s) for s in segments)
+    ):
+        raise _reject(f"{what} {mount[:80]!r} is not a safe mount name")
+    return mount
+
+
+def _validate_object_name(name: str, what: str) -> str:
+    if len(name) > MAX_NAME_CHARS or not _OBJECT_NAME.fullmatch(name):
+        raise _reject(
+            f"{what} name {name[:80]!r} is not safe: lower-case letters, digits, '.', '_', '-', "
+            f"at most {MAX_NAME_CHARS} characters"
+        )
+    return name
+
+
+def _validate_audience(audience: str | None) -> str | None:
+    if audience is None or audience == "":
+        return None
+    if len(audience) > MAX_AUDIENCE_CHARS or not _AUDIENCE.fullmatch(audience):
+        raise PlanError(
+            f"audience {audience[:80]!r} is not a safe token audience (no blanks or quotes, "
+            f"at most {MAX_AUDIENCE_CHARS} characters)",
+            source="--audience",
+        )
+    return audience
+
+
+def parse_duration(text: str) -> int:
+    """``3600``, ``1h``, ``90m``, ``1h30m``, ``45s`` → seconds (at least 1, at most 1 year)."""
+    value = text.strip().lower()
+    seconds: int
+    if value.isdigit():
+        seconds = int(value)
+    else:
+        match = _DURATION.fullmatch(value)
+        if not value or match is None:
+            raise ValueError(f"{text!r} is not a duration (e.g. 3600, 1h, 30m, 1h30m)")
+        hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if not 1 <= seconds <= 366 * 24 * 3600:
+        raise ValueError(f"{text!r} is out of range (1 second to 1 year)")
+    return seconds
+
+
+def _hcl_string(value: str) -> str:
+    """Quote a validated value as an HCL string literal.
+
+    Only a conservative character set passes (no quote, backslash, ``$``/``%`` template
+    starters, blanks or control characters), so no escaping is ever needed; anything else is
+    a bug upstream and is refused rather than escaped.
+    """
+    if not _HCL_SAFE.fullmatch(value):
+        raise PlanError(f"refusing to render {value[:80]!r} into a policy", source="<plan>")
+    return f'"{value}"'
+
+
+def _comment_value(value: str) -> str:
+    if not _HCL_SAFE.fullmatch(value):
+        raise PlanError(f"refusing to render {value[:80]!r} into a policy", source="<plan>")
+    return value
+
+
+def render_policy(
+    *, plan_name: str, tenant: str, namespace: str, role_path: str, paths: Sequence[str]
+) -> str:
+    """The HCL of a tenant's policy: a managed-by header and one ``read`` block per path."""
+    if not paths:
+        raise PlanError(f"tenant {tenant!r} has no vault paths to grant", source="<plan>")
+    lines = [
+        f"{MANAGED_BY}; plan={_comment_value(plan_name)}; tenant={_comment_value(tenant)}",
+        "# Written by 'cloudtaser source apply-plan'; hand edits are overwritten on the next run.",
+        f"# namespace={_comment_value(namespace)}; role={_comment_value(role_path)}",
+    ]
+    for path in paths:
+        lines += [f"path {_hcl_string(path)} {{", '  capabilities = ["read"]', "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _owner_line(plan_name: str, tenant: str) -> str:
+    return f"{MANAGED_BY}; plan={plan_name}; tenant={tenant}"
+
+
+def build_grants(
+    plan: MigrationPlan,
+    *,
+    token_ttl: int = DEFAULT_TOKEN_TTL,
+    audience: str | None = None,
+) -> tuple[list[TenantGrant], list[tuple[str, str]]]:
+    """Desired objects per tenant, and the tenants that get none (with the reason).
+
+    Pure: no I/O. Raises :class:`PlanError` for any unsafe value, so nothing hostile reaches a
+    request.
+    """
+    if not 1 <= token_ttl <= 366 * 24 * 3600:
+        raise PlanError(f"token TTL {token_ttl}s is out of range", source="--token-ttl")
+    audience = _validate_audience(audience)
+    plan_name = plan.metadata.name
+    if len(plan_name) > 63 or not re.fullmatch(
+        r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", plan_name
+    ):
+        raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
+    auth_mount = _validate_mount_name(plan.auth_mount, "auth mount")
+    if auth_mount.split("/")[0].lower() in RESERVED_MOUNTS - {"kubernetes"}:
+        raise _reject(f"auth mount {auth_mount!r} is reserved", "$.metadata.authMount")
+    kv_mount = plan.metadata.kv_mount
+    if kv_mount is not None:
+        _validate_mount_name(kv_mount, "KV mount")
+    grants: list[TenantGrant] = []
+    skipped: list[tuple[str, str]] = []
+    for t_index, tenant in enumerate(plan.tenants):
+        where = f"$.tenants[{t_index}]"
+        if len(tenant.name) > 63 or not _DNS_LABEL.fullmatch(tenant.name):
+            raise _reject(f"tenant name {tenant.name[:80]!r} is not a DNS label", f"{where}.name")
+        if len(tenant.namespace) > 63 or not _DNS_LABEL.fullmatch(tenant.namespace):
+            raise _reject(
+                f"namespace {tenant.namespace[:80]!r} is not a DNS label", f"{where}.namespace"
+            )
+        paths: set[str] = set()
+        accounts: set[str] = set()
+        active = 0
+        for w_index, workload in enumerate(tenant.workloads):
+            if workload.effective_status is WorkloadStatus.SKIPPED:
+                continue
+            active += 1
+            account = workload.service_account or "default"
+            if len(account) > 253 or not _DNS_SUBDOMAIN.fullmatch(account):
+                raise _reject(
+                    f"ServiceAccount {account[:80]!r} is not a DNS subdomain",
+                    f"{where}.workloads[{w_index}].serviceAccount",
+                )
+            for s_index, secret in enumerate(workload.secrets):
+                loc = f"{where}.workloads[{w_index}].secrets[{s_index}].vaultPath"
+                validate_kv_path(secret.vault_path, allowed_mount=kv_mount, location=loc)
+                paths.add(secret.vault_path)
+            if workload.secrets:
+                accounts.add(account)
+        if not active:
+            skipped.append((tenant.name, "every workload is skipped"))
+            continue
+        if not paths:
+            skipped.append((tenant.name, "no workload consumes a secret"))
+            continue
+        policy = _validate_object_name(naming.policy_name(plan_name, tenant.name).lower(), "policy")
+        role = _validate_object_name(naming.role_name(plan_name, tenant.name).lower(), "role")
+        ordered = tuple(sorted(paths))
+        role_path = f"auth/{auth_mount}/role/{role}"
+        hcl = render_policy(
+            plan_name=plan_name,
+            tenant=tenant.name,
+            namespace=tenant.namespace,
+            role_path=role_path,
+            paths=ordered,
+        )
+        grants.append(
+            TenantGrant(
+                tenant=tenant.name,
+                namespace=tenant.namespace,
+                policy=policy,
+                role=role,
+                auth_mount=auth_mount,
+                paths=ordered,
+                service_accounts=tuple(sorted(accounts)),
+                policy_hcl=hcl,
+                token_ttl=token_ttl,
+                audience=audience,
+            )
+        )
+    return grants, skipped
+
+
+# --- diffing (pure) ------------------------------------------------------------------------
+
+
+def policy_action(grant: TenantGrant, plan_name: str, current: str | None) -> tuple[Action, str]:
+    """Compare a policy's current HCL with the desired one."""
+    if current is None:
+        return Action.CREATE, ""
+    first = current.lstrip().split("\n", 1)[0].rstrip()
+    if first != _owner_line(plan_name, grant.tenant):
+        why = (
+            "created by cloudtaser for another plan or tenant"
+            if first.startswith(MANAGED_BY)
+            else "not created by cloudtaser"
+        )
+        return Action.CONFLICT, f"existing policy {why}; pass --force to overwrite it"
+    if current == grant.policy_hcl:
+        return Action.UNCHANGED, ""
+    return Action.UPDATE, "paths"
+
+
+def role_action(grant: TenantGrant, current: Mapping[str, Any] | None) -> tuple[Action, str]:
+    """Compare a role's managed fields with the desired ones (other fields are left alone)."""
+    if current is None:
+        return Action.CREATE, ""
+
+    def strings(key: str) -> list[str]:
+        value = current.get(key)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        return sorted(str(v) for v in value) if isinstance(value, list) else []
+
+    policies = [p.lower() for p in strings("token_policies")]
+    if grant.policy not in policies:
+        return (
+            Action.CONFLICT,
+            f"existing role does not use policy {grant.policy!r}, so cloudtaser did not create "
+            "it; pass --force to overwrite it",
+        )
+    differs = []
+    if strings("bound_service_account_names") != sorted(grant.service_accounts):
+        differs.append("bound_service_account_names")
+    if strings("bound_service_account_namespaces") != [grant.namespace]:
+        differs.append("bound_service_account_namespaces")
+    if policies != [grant.policy]:
+        differs.append("token_policies")
+    ttl = current.get("token_ttl")
+    if not isinstance(ttl, int) or ttl != grant.token_ttl:
+        differs.append("token_ttl")
+    if (current.get("audience") or None) != grant.audience:
+        differs.append("audience")
+    if differs:
+        return Action.UPDATE, ", ".join(differs)
+    return Action.UNCHANGED, ""
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def _has(caps: frozenset[str], needed: str) -> bool:
+    return "root" in caps or (needed in caps and "deny" not in caps)
+
+
+def _missing_capabilities(
+    needs: Iterable[tuple[str, str]], caps: Mapping[str, frozenset[str]]
+) -> list[tuple[str, str]]:
+    return [(cap, path) for cap, path in needs if not _has(caps.get(path, frozenset()), cap)]
+
+
+def _capability_error(missing: Sequence[tuple[str, str]]) -> VaultAuthError:
+    shown = "; ".join(f"'{cap}' on {path}" for cap, path in missing[:5])
+    more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+    cap, path = missing[0]
+    return VaultAuthError(
+        f"the token lacks capability {shown}{more}. Nothing was written. Grant these in the "
+        "operator's policy (docs/source-commands.md shows a complete one) and run again",
+        status=403,
+        path=path,
+        errors=[f"missing capability {cap!r} on {path}"],
+        method="POST",
+    )
+
+
+def check_kv_mounts(client: OpenBaoClient, mounts: Iterable[str]) -> dict[str, bool]:
+    """Pre-flight: each mount exists and is KV v2. Returns mount → exists.
+
+    A mount that is missing (or that the token cannot see at all) maps to ``False``; a mount
+    that exists but is not KV v2, or whose real mount point differs from the plan's split of
+    the path, raises :class:`OperationError`.
+    """
+    out: dict[str, bool] = {}
+    for mount in sorted(set(mounts)):
+        info = client.mount_info(mount)
+        if info is None:
+            out[mount] = False
+            continue
+        if info.path != mount:
+            raise OperationError(
+                f"the plan's vault paths put the KV mount at {mount!r}, but the vault's mount "
+                f"there is {info.path!r}; fix the plan's vaultPath values "
+                f"(<mount>/data/<path>)"
+            )
+        if not info.is_kv2:
+            version = f" version {info.version}" if info.version else ""
+            raise OperationError(
+                f"mount {mount!r} is a {info.type or 'unknown'}{version} engine, not KV version 2; "
+                f"cloudtaser needs KV v2 (upgrade with 'bao kv enable-versioning {mount}', which "
+                "changes the API paths of every existing policy)"
+            )
+        out[mount] = True
+    return out
+
+
+def _missing_kv_mount_error(mount: str) -> OperationError:
+    return OperationError(
+        f"KV mount {mount!r} does not exist, or the token has no capability anywhere under it "
+        f"(OpenBao does not tell the two apart). Create it with 'bao secrets enable "
+        f"-path={mount} kv-v2', or grant the operator 'read' on {mount}/subkeys/* "
+        "(verify-plan needs it anyway)"
+    )
+
+
+def apply_plan(
+    client: OpenBaoClient,
+    plan: MigrationPlan,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    token_ttl: int = DEFAULT_TOKEN_TTL,
+    audience: str | None = None,
+    enable_auth_mount: bool = False,
+    concurrency: int = 16,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """Create or update the plan's policies and roles; see the module docstring.
+
+    Raises :class:`PlanError` for unsafe plan values (before any request),
+    :class:`VaultAuthError` naming a missing capability and path (before any write),
+    :class:`OperationError` for a missing/wrong mount or a conflict (before any write), and
+    the client's errors when the vault fails mid-run (a re-run repairs: every write is a full,
+    idempotent replacement).
+    """
+    say = progress or (lambda _m: None)
+    grants, skipped = build_grants(plan, token_ttl=token_ttl, audience=audience)
+    auth_mount = plan.auth_mount
+    result = ApplyResult(
+        plan=plan.metadata.name, dry_run=dry_run, auth_mount=auth_mount, skipped_tenants=skipped
+    )
+    if not grants:
+        say("nothing to provision: no tenant has a non-skipped workload with secrets")
+        return result
+    workers = max(1, min(concurrency, 64))
+
+    # 1. what the token may do (one request for every path)
+    policy_paths = {g.policy: f"sys/policies/acl/{g.policy}" for g in grants}
+    role_paths = {g.role: f"auth/{auth_mount}/role/{g.role}" for g in grants}
+    enable_path = f"sys/auth/{auth_mount}"
+    probe = [*policy_paths.values(), *role_paths.values()]
+    if enable_auth_mount:
+        probe.append(enable_path)
+    say(f"pre-flight: checking the token's capabilities on {len(probe)} paths")
+    caps = client.capabilities_self(probe)
+    missing = _missing_capabilities((("read", p) for p in probe if p != enable_path), caps)
+    if missing:
+        raise _capability_error(missing)
+
+    # 2. mounts
+    mounts = {split_vault_path(p)[0] for g in grants for p in g.paths}
+    say(f"pre-flight: checking KV mount(s) {', '.join(sorted(mounts))} and auth/{auth_mount}")
+    for mount, exists in check_kv_mounts(client, mounts).items():
+        if not exists:
+            raise _missing_kv_mount_error(mount)
+    create_auth = False
+    auth_info = client.mount_info(f"auth/{auth_mount}")
+    if auth_info is None:
+        if not enable_auth_mount:
+            raise OperationError(
+                f"the Kubernetes auth mount auth/{auth_mount} does not exist. Configure it for "
+                "the cluster with 'cloudtaser target connect', or pass --enable-auth-mount to "
+                "enable an empty Kubernetes auth method there (it still needs 'target connect' "
+                "before pods can log in)"
+            )
+        needs = [("sudo", enable_path), ("create", enable_path)]
+        if _missing_capabilities(needs, caps):
+            raise _capability_error(_missing_capabilities(needs, caps))
+        create_auth = True
+        result.changes.append(
+            Change(kind="auth-mount", name=auth_mount, path=enable_path, action=Action.CREATE)
+        )
+    elif info_type(auth_info.type) != KUBERNETES_AUTH_TYPE:
+        raise OperationError(
+            f"auth/{auth_mount} is a {auth_info.type!r} auth method, not kubernetes; set the "
+            "plan's metadata.authMount to the cluster's Kubernetes auth mount"
+        )
+
+    # 3. read what exists (only the objects the plan names)
+    say(f"reading {len(grants)} policies and {len(grants)} roles")
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
+        policy_reads = {g.policy: pool.submit(client.policy_read, g.policy) for g in grants}
+        role_reads: dict[str, Future[dict[str, Any] | None]] = {}
+        if not create_auth:
+            role_reads = {g.role: pool.submit(client.role_read, auth_mount, g.role) for g in grants}
+        current_policies = {name: f.result() for name, f in policy_reads.items()}
+        current_roles = {name: f.result() for name, f in role_reads.items()}
+
+    # 4. diff
+    policy_changes: list[tuple[TenantGrant, Change]] = []
+    role_changes: list[tuple[TenantGrant, Change]] = []
+    for grant in grants:
+        action, detail = policy_action(grant, plan.metadata.name, current_policies[grant.policy])
+        policy_changes.append(
+            (
+                grant,
+                Change(
+                    kind="policy",
+                    name=grant.policy,
+                    path=policy_paths[grant.policy],
+                    action=action,
+                    tenant=grant.tenant,
+                    detail=detail,
+                ),
+            )
+        )
+        action, detail = role_action(grant, current_roles.get(grant.role))
+        role_changes.append(
+            (
+                grant,
+                Change(
+                    kind="role",
+                    name=grant.role,
+                    path=role_paths[grant.role],
+                    action=action,
+                    tenant=grant.tenant,
+                    detail=detail,
+                ),
+            )
+        )
+    for pair in zip(policy_changes, role_changes, strict=True):
+        result.changes.extend(change for _g, change in pair)
+
+    conflicts = [c for c in result.changes if c.action is Action.CONFLICT]
+    if conflicts and force:
+        result.warnings.append(
+            f"--force: overwriting {len(conflicts)} object(s) cloudtaser did not create: "
+            + ", ".join(c.path for c in conflicts)
+        )
+    elif conflicts and not dry_run:
+        shown = "; ".join(f"{c.path} ({c.detail})" for c in conflicts[:5])
+        raise OperationError(
+            f"refusing to overwrite {len(conflicts)} object(s) that cloudtaser did not create: "
+            f"{shown}. Nothing was written. Rename or remove them, or pass --force"
+        )
+
+    # 5. may the token write what differs?
+    def needed(change: Change) -> str | None:
+        if change.action is Action.CREATE:
+            return "create"
+        if change.action in (Action.UPDATE, Action.CONFLICT):
+            return "update"
+        return None
+
+    write_needs = [
+        (cap, c.path)
+        for c in result.changes
+        if c.kind != "auth-mount" and (cap := needed(c)) is not None
+    ]
+    if create_auth:  # the auth mount does not exist yet; capabilities were computed by policy
+        write_needs = [(cap, path) for cap, path in write_needs if path not in role_paths.values()]
+        write_needs += [("create", p) for p in role_paths.values()]
+    missing = _missing_capabilities(write_needs, caps)
+    if missing:
+        raise _capability_error(missing)
+    if dry_run:
+        return result
+
+    # 6. write: auth mount, then policies, then roles (a role never names a missing policy)
+    if create_auth:
+        say(f"enabling the Kubernetes auth method at auth/{auth_mount}")
+        client.enable_auth(
+            auth_mount, KUBERNETES_AUTH_TYPE, description="enabled by cloudtaser apply-plan"
+        )
+        result.writes += 1
+    todo_policies = [(g, c) for g, c in policy_changes if needed(c) is not None]
+    todo_roles = [(g, c) for g, c in role_changes if needed(c) is not None]
+    if todo_policies:
+        say(f"writing {len(todo_policies)} policies")
+        _run_all(
+            workers,
+            [partial(client.policy_write, g.policy, g.policy_hcl) for g, _c in todo_policies],
+        )
+        result.writes += len(todo_policies)
+    if todo_roles:
+        say(f"writing {len(todo_roles)} roles")
+        warnings = _run_all(
+            workers,
+            [
+                partial(client.role_write, auth_mount, g.role, g.role_fields())
+                for g, _c in todo_roles
+            ],
+        )
+        result.writes += len(todo_roles)
+        for found in warnings:
+            if isinstance(found, list):
+                result.warnings.extend(w for w in found if w not in result.warnings)
+    return result
+
+
+def info_type(value: str) -> str:
+    """Normalise a mount type (plugin names may carry a version suffix)."""
+    return value.split(":", 1)[0].strip().lower()
+
+
+def _run_all(workers: int, jobs: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run ``jobs`` on a bounded pool; on the first failure stop submitting and re-raise it."""
+    if workers == 1 or len(jobs) == 1:
+        return [job() for job in jobs]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply-write") as pool:
+        futures = [pool.submit(job) for job in jobs]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            error = future.exception()
+            if error is not None:
+                for other in pending:
+                    other.cancel()
+                raise error
+        return [f.result() for f in futures]
