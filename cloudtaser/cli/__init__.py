@@ -27,6 +27,7 @@ __all__ = ["build_parser", "console_main", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.plan_cmds",
     "cloudtaser.cli.source_cmds",
+    "cloudtaser.cli.discover_cmd",
 )
 
 _EPILOG = """\

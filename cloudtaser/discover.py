@@ -1,0 +1,1350 @@
+"""``target discover``: scan one cluster and build the MigrationPlan.
+
+Pure library: no printing, no exiting. The CLI supplies a progress callback and renders the
+:class:`DiscoveryResult`. The module has two layers:
+
+* pure functions over the plain-dict form of a pod template (``spec.template`` as API JSON):
+  :func:`consumed_env` (shared with ``protect``'s drift check), :func:`env_consumptions`,
+  :func:`secret_files`, :func:`vault_agent_paths`, the :class:`PathTemplate` naming rules and
+  :func:`build_plan`, which turns scanned workloads into a validated plan;
+* :func:`discover`, which lists Deployments, StatefulSets and DaemonSets (one paginated list
+  per kind, cluster-wide or per chosen namespace), reads the *key names* of the Secrets that
+  ``envFrom`` needs and calls :func:`build_plan`.
+
+Secret values are never kept: a Secret object read from the API is reduced to its sorted key
+names at once, and nothing else of it leaves the function that read it.
+
+How each consumption form maps into the plan (documented in ``docs/discover.md``):
+
+==============================  =================================================================
+pod template                    plan
+==============================  =================================================================
+``env[].valueFrom               ``secrets[]`` entry ``source: <secret>``, ``via: env``,
+.secretKeyRef``                 ``fields: {<key>: <env name>}``
+``envFrom[].secretRef``         ``source: <secret>``, ``via: envFrom``, one field per key of
+                                the Secret, env name ``<prefix><key>``
+secret / projected volumes      ``secretFiles[]``; file-only workloads are ``skipped``
+``vault.hashicorp.com/agent-    ``source: vault-agent:<name>``, ``via: vaultAgent``, the
+inject-secret-<name>``          annotation's KV v2 path as ``vaultPath``, no fields
+==============================  =================================================================
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from cloudtaser.errors import ClusterAuthError, ClusterError, ConfigError, PlanError
+from cloudtaser.plan import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    ENV_VAR,
+    FIELD_NAME,
+    MOUNT,
+    PLAN_NAME,
+    VAULT_PATH,
+    MigrationPlan,
+    WorkloadKind,
+    WorkloadStatus,
+)
+
+__all__ = [
+    "DEFAULT_EXCLUDED_NAMESPACES",
+    "DEFAULT_KV_MOUNT",
+    "DEFAULT_PATH_TEMPLATE",
+    "INJECT_ANNOTATION",
+    "ISOLATED_PATH_TEMPLATE",
+    "VAULT_AGENT_SECRET_PREFIX",
+    "DiscoverOptions",
+    "DiscoveryResult",
+    "DiscoverySummary",
+    "EnvConsumption",
+    "PathTemplate",
+    "ScannedWorkload",
+    "SecretFileUse",
+    "SecretKeys",
+    "SkippedWorkload",
+    "VaultAgentSecret",
+    "build_plan",
+    "consumed_env",
+    "default_plan_name",
+    "discover",
+    "env_consumptions",
+    "recorded_progress",
+    "secret_files",
+    "vault_agent_paths",
+]
+
+#: Namespaces discovery never scans (the compat contract's three, plus our own operator's).
+DEFAULT_EXCLUDED_NAMESPACES: Final = (
+    "cloudtaser-system",
+    "kube-node-lease",
+    "kube-public",
+    "kube-system",
+)
+#: Pod-template annotation of an already protected workload (see ``cloudtaser.annotations``).
+INJECT_ANNOTATION: Final = "cloudtaser.io/inject"
+#: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
+VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
+VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
+DEFAULT_KV_MOUNT: Final = "secret"
+#: Shared layout: clusters that use the same Secret names in the same namespaces share paths.
+DEFAULT_PATH_TEMPLATE: Final = "{mount}/data/{namespace}/{secret}"
+#: Isolated layout: every cluster has its own subtree (``--isolate``).
+ISOLATED_PATH_TEMPLATE: Final = "{mount}/data/{cluster}/{namespace}/{secret}"
+#: Page size of every list call.
+CHUNK_SIZE: Final = 500
+#: Up to this many Secrets are read with one GET each; beyond it, Secrets are listed.
+GET_SECRETS_LIMIT: Final = 16
+
+_KIND_ORDER: Final = {kind: index for index, kind in enumerate(WorkloadKind)}
+_VIA_ORDER: Final = {"env": 0, "envFrom": 1, "vaultAgent": 2}
+_ENV_RE: Final = re.compile(ENV_VAR)
+_FIELD_RE: Final = re.compile(FIELD_NAME)
+_SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
+_LABEL_RE: Final = re.compile(DNS_LABEL)
+_VAULT_PATH_RE: Final = re.compile(VAULT_PATH)
+_MOUNT_RE: Final = re.compile(MOUNT)
+_PLAN_NAME_RE: Final = re.compile(PLAN_NAME)
+_SEGMENT_RE: Final = re.compile(r"^[A-Za-z0-9._-]+$")
+_AGENT_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+Progress = Callable[[str], None]
+#: Key names of a Secret, or None when the Secret is missing or could not be read.
+SecretKeys = Callable[[str], Sequence[str] | None]
+
+
+def _noop(_message: str) -> None:
+    return None
+
+
+# --- pure: how a pod template consumes Secrets ------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class EnvConsumption:
+    """One environment variable fed from a Secret key.
+
+    ``usable`` is False when the names cannot go into a plan (an env var name that is not a
+    portable identifier, a key that is not a valid field, a Secret name that is not a DNS
+    subdomain); ``problem`` then says why. Kubernetes itself skips envFrom keys that are not
+    valid identifiers, so such keys are not part of :func:`consumed_env`.
+    """
+
+    secret: str
+    key: str
+    env: str
+    via: Literal["env", "envFrom"]
+    container: str
+    init: bool = False
+    optional: bool = False
+    problem: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class EnvFromRef:
+    """An ``envFrom[].secretRef`` (the keys come from the Secret)."""
+
+    secret: str
+    prefix: str
+    optional: bool
+    container: str
+    init: bool
+
+
+@dataclass(frozen=True, order=True)
+class SecretFileUse:
+    """A Secret mounted as files through a secret or projected volume."""
+
+    secret: str
+    volume: str
+    mount_paths: tuple[str, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class VaultAgentSecret:
+    """One ``vault.hashicorp.com/agent-inject-secret-<name>: <path>`` annotation."""
+
+    name: str
+    path: str
+
+
+def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], bool]]:
+    for key, init in (("initContainers", True), ("containers", False)):
+        for container in spec.get(key) or ():
+            if isinstance(container, Mapping):
+                yield container, init
+
+
+def _name_problem(secret: str) -> str | None:
+    if not isinstance(secret, str) or not secret:
+        return "the Secret reference has no name"
+    if len(secret) > 253 or not _SUBDOMAIN_RE.match(secret):
+        return f"Secret name {_shown(secret)} is not a valid Kubernetes name"
+    return None
+
+
+def _shown(value: object, limit: int = 64) -> str:
+    """A value safe to put into a one-line message (printable, truncated, quoted)."""
+    text = str(value)
+    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return repr(cleaned + ("..." if len(text) > limit else ""))
+
+
+def env_refs_from(pod_template: Mapping[str, Any]) -> list[EnvFromRef]:
+    """Every ``envFrom[].secretRef`` of the containers and init containers."""
+    spec = pod_template.get("spec") or {}
+    refs: list[EnvFromRef] = []
+    for container, init in _containers(spec):
+        cname = str(container.get("name") or "")
+        for source in container.get("envFrom") or ():
+            ref = (source or {}).get("secretRef") if isinstance(source, Mapping) else None
+            if not isinstance(ref, Mapping):
+                continue
+            refs.append(
+                EnvFromRef(
+                    secret=str(ref.get("name") or ""),
+                    prefix=str(source.get("prefix") or ""),
+                    optional=bool(ref.get("optional")),
+                    container=cname,
+                    init=init,
+                )
+            )
+    return refs
+
+
+def env_consumptions(
+    pod_template: Mapping[str, Any], secret_keys: SecretKeys
+) -> list[EnvConsumption]:
+    """Every env var a pod template feeds from a Secret, in container order.
+
+    ``env[].valueFrom.secretKeyRef`` gives one entry; ``envFrom[].secretRef`` one per key that
+    ``secret_keys(name)`` returns (none when it returns None), named ``prefix + key``.
+    """
+    spec = pod_template.get("spec") or {}
+    out: list[EnvConsumption] = []
+    for container, init in _containers(spec):
+        cname = str(container.get("name") or "")
+        for entry in container.get("env") or ():
+            if not isinstance(entry, Mapping):
+                continue
+            value_from = entry.get("valueFrom")
+            ref = value_from.get("secretKeyRef") if isinstance(value_from, Mapping) else None
+            if not isinstance(ref, Mapping):
+                continue
+            secret = str(ref.get("name") or "")
+            key = str(ref.get("key") or "")
+            env = str(entry.get("name") or "")
+            problem = _name_problem(secret) or _key_problem(key) or _env_problem(env, key)
+            out.append(
+                EnvConsumption(
+                    secret=secret,
+                    key=key,
+                    env=env,
+                    via="env",
+                    container=cname,
+                    init=init,
+                    optional=bool(ref.get("optional")),
+                    problem=problem,
+                )
+            )
+        for source in container.get("envFrom") or ():
+            ref = source.get("secretRef") if isinstance(source, Mapping) else None
+            if not isinstance(ref, Mapping):
+                continue
+            secret = str(ref.get("name") or "")
+            prefix = str(source.get("prefix") or "")
+            name_problem = _name_problem(secret)
+            keys = None if name_problem else secret_keys(secret)
+            for key in sorted(keys or ()):
+                env = prefix + key
+                out.append(
+                    EnvConsumption(
+                        secret=secret,
+                        key=key,
+                        env=env,
+                        via="envFrom",
+                        container=cname,
+                        init=init,
+                        optional=bool(ref.get("optional")),
+                        problem=_key_problem(key) or _env_problem(env, key),
+                    )
+                )
+    return out
+
+
+def _key_problem(key: str) -> str | None:
+    if not key or key in {".", ".."} or len(key) > 253 or not _FIELD_RE.match(key):
+        return f"Secret key {_shown(key)} is not a valid vault field name"
+    return None
+
+
+def _env_problem(env: str, key: str) -> str | None:
+    if not env or len(env) > 256 or not _ENV_RE.match(env):
+        return (
+            f"environment variable name {_shown(env)} (from key {_shown(key)}) is not a "
+            "portable identifier [A-Za-z_][A-Za-z0-9_]*"
+        )
+    return None
+
+
+def consumed_env(
+    pod_template: Mapping[str, Any], secret_keys: Callable[[str], Sequence[str] | None]
+) -> set[tuple[str, str, str]]:
+    """``(secret name, key, env var name)`` for every env var a pod template takes from a Secret.
+
+    Covers ``env[].valueFrom.secretKeyRef`` and ``envFrom[].secretRef`` (``prefix`` applied)
+    in containers and init containers. ``pod_template`` is the plain-dict API form of
+    ``spec.template``; ``secret_keys(name)`` returns a Secret's key names, or None when the
+    Secret is missing (its envFrom then contributes nothing). Entries whose names cannot go
+    into a plan (see :class:`EnvConsumption`) are left out, exactly as discovery leaves them
+    out of the plan, so ``protect`` and ``discover`` agree.
+    """
+    return {
+        (c.secret, c.key, c.env) for c in env_consumptions(pod_template, secret_keys) if c.usable
+    }
+
+
+def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
+    """Secrets mounted as files (secret volumes and projected volumes), sorted.
+
+    ``mount_paths`` lists ``<container>:<mountPath>`` of every container and init container
+    that mounts the volume.
+    """
+    spec = pod_template.get("spec") or {}
+    mounts: dict[str, list[str]] = defaultdict(list)
+    for container, _init in _containers(spec):
+        for mount in container.get("volumeMounts") or ():
+            if isinstance(mount, Mapping) and mount.get("name") and mount.get("mountPath"):
+                mounts[str(mount["name"])].append(f"{container.get('name')}:{mount['mountPath']}")
+    out: list[SecretFileUse] = []
+    for volume in spec.get("volumes") or ():
+        if not isinstance(volume, Mapping):
+            continue
+        vname = str(volume.get("name") or "")
+        paths = tuple(sorted(mounts.get(vname, ())))
+        secret = volume.get("secret")
+        if isinstance(secret, Mapping):
+            out.append(
+                SecretFileUse(
+                    secret=str(secret.get("secretName") or ""),
+                    volume=vname,
+                    mount_paths=paths,
+                    optional=bool(secret.get("optional")),
+                )
+            )
+        projected = volume.get("projected")
+        if isinstance(projected, Mapping):
+            for source in projected.get("sources") or ():
+                psecret = source.get("secret") if isinstance(source, Mapping) else None
+                if isinstance(psecret, Mapping):
+                    out.append(
+                        SecretFileUse(
+                            secret=str(psecret.get("name") or ""),
+                            volume=vname,
+                            mount_paths=paths,
+                            optional=bool(psecret.get("optional")),
+                        )
+                    )
+    return sorted(set(out))
+
+
+def vault_agent_paths(pod_template: Mapping[str, Any]) -> list[VaultAgentSecret]:
+    """The Vault Agent injector's ``agent-inject-secret-<name>: <path>`` annotations, sorted."""
+    annotations = (pod_template.get("metadata") or {}).get("annotations") or {}
+    return sorted(
+        VaultAgentSecret(name=key[len(VAULT_AGENT_SECRET_PREFIX) :], path=str(value))
+        for key, value in annotations.items()
+        if isinstance(key, str) and key.startswith(VAULT_AGENT_SECRET_PREFIX)
+    )
+
+
+def kv2_path(path: str) -> tuple[str | None, str | None]:
+    """Turn a Vault Agent secret path into a plan ``vaultPath``: ``(path, note)`` or
+    ``(None, problem)``.
+
+    ``<mount>/data/<path>`` (the KV v2 API path) is kept; ``<mount>/<path>`` (the logical path
+    the ``kv`` CLI shows) becomes ``<mount>/data/<path>``, with a note that KV v2 was assumed.
+    Anything with characters outside ``[A-Za-z0-9._-/]``, ``.``/``..`` segments, globs or
+    empty segments is refused.
+    """
+    cleaned = path.strip().strip("/")
+    segments = cleaned.split("/")
+    if (
+        not cleaned
+        or len(cleaned) > 500
+        or any(not _SEGMENT_RE.match(s) or s in {".", ".."} for s in segments)
+    ):
+        return None, (
+            "is not a safe KV path (only letters, digits, '.', '_', '-' and '/' separated "
+            "segments, no '.' or '..')"
+        )
+    if len(segments) >= 3 and segments[1] == "data":
+        return cleaned, None
+    if len(segments) >= 2:
+        converted = "/".join([segments[0], "data", *segments[1:]])
+        return converted, f"converted from {cleaned!r} assuming a KV v2 mount"
+    return None, "names a mount but no secret"
+
+
+# --- pure: vault path naming ---------------------------------------------------------------
+
+
+_PLACEHOLDERS: Final = frozenset({"mount", "cluster", "namespace", "secret"})
+
+
+@dataclass(frozen=True)
+class PathTemplate:
+    """The vault path naming convention: a template with ``{mount}``, ``{cluster}``,
+    ``{namespace}`` and ``{secret}``.
+
+    Both ``{namespace}`` and ``{secret}`` are required, so two tenants (namespaces) can never
+    share a path, and two Secrets of one namespace never collide. The rendered path must be a
+    KV v2 API path ``<mount>/data/<path>`` and pass the plan's path rules.
+    """
+
+    template: str
+    mount: str = DEFAULT_KV_MOUNT
+    cluster: str = "cluster"
+
+    def __post_init__(self) -> None:
+        fields: set[str] = set()
+        try:
+            parsed = list(string.Formatter().parse(self.template))
+        except ValueError as exc:
+            raise ConfigError(f"path template {self.template!r}: {exc}") from None
+        for _literal, name, spec, conversion in parsed:
+            if name is None:
+                continue
+            if name not in _PLACEHOLDERS or spec or conversion:
+                raise ConfigError(
+                    f"path template {self.template!r}: unknown placeholder {{{name}}}; use "
+                    "{mount}, {cluster}, {namespace} and {secret}"
+                )
+            fields.add(name)
+        missing = {"namespace", "secret"} - fields
+        if missing:
+            raise ConfigError(
+                f"path template {self.template!r} must contain {{namespace}} and {{secret}} "
+                "(otherwise tenants or Secrets would share vault paths)"
+            )
+        if not _MOUNT_RE.match(self.mount) or any(s in {".", ".."} for s in self.mount.split("/")):
+            raise ConfigError(f"KV mount {self.mount!r} is not a valid mount name")
+        if not _SEGMENT_RE.match(self.cluster) or self.cluster in {".", ".."}:
+            raise ConfigError(
+                f"cluster name {self.cluster!r} is not usable in a vault path (letters, "
+                "digits, '.', '_', '-')"
+            )
+        sample = self.render("namespace", "secret")
+        if sample is None:
+            raise ConfigError(
+                f"path template {self.template!r} does not render a KV v2 API path "
+                f"<mount>/data/<path> (got {self._format('namespace', 'secret')!r})"
+            )
+
+    @property
+    def uses_cluster(self) -> bool:
+        return "{cluster}" in self.template
+
+    def _format(self, namespace: str, secret: str) -> str:
+        return self.template.format(
+            mount=self.mount, cluster=self.cluster, namespace=namespace, secret=secret
+        )
+
+    def render(self, namespace: str, secret: str) -> str | None:
+        """The vault path of ``secret`` in ``namespace``, or None when it breaks a plan rule."""
+        path = self._format(namespace, secret)
+        if len(path) > 512 or not _VAULT_PATH_RE.match(path):
+            return None
+        if any(s in {".", ".."} for s in path.split("/")):
+            return None
+        return path
+
+    def rendered_mount(self) -> str:
+        """The KV mount the rendered paths live in."""
+        return self._format("namespace", "secret").partition("/data/")[0]
+
+
+def default_plan_name(context: str, cluster_name: str = "") -> str:
+    """A valid plan name derived from the kube context (or cluster) name."""
+    for candidate in (context, cluster_name):
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", candidate or "")[:63]
+        name = name.strip("._-")
+        if name and _PLAN_NAME_RE.match(name):
+            return name
+    return "cluster"
+
+
+# --- pure: building the plan ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScannedWorkload:
+    """A workload as read from the cluster: identity and its pod template in API-dict form."""
+
+    namespace: str
+    kind: WorkloadKind
+    name: str
+    template: Mapping[str, Any]
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class SkippedWorkload:
+    """A workload that will not be migrated, and why.
+
+    ``in_plan`` is True for workloads written to the plan with ``status: skipped`` (they use
+    Secrets, but not in a way env injection can take over), False for workloads left out of
+    the plan (no Secrets, already protected, excluded namespace).
+    """
+
+    namespace: str
+    kind: str
+    name: str
+    reason: str
+    in_plan: bool
+
+
+@dataclass(frozen=True)
+class DiscoverySummary:
+    """Counts for the end-of-run summary."""
+
+    namespaces_scanned: int
+    workloads_scanned: int
+    tenants: int
+    workloads: int
+    pending: int
+    skipped: int
+    #: Distinct vault paths in the plan (several workloads sharing a Secret count once).
+    secrets: int
+    #: Workloads left out of the plan, by reason.
+    not_in_plan: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DiscoveryResult:
+    """What discovery found: the plan, plus everything a reviewer should hear about."""
+
+    plan: MigrationPlan
+    warnings: tuple[str, ...]
+    skipped: tuple[SkippedWorkload, ...]
+    #: What could not be read (e.g. "list secrets in namespace x: forbidden"); the plan is
+    #: incomplete where this is not empty.
+    unreadable: tuple[str, ...]
+    summary: DiscoverySummary
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable
+
+
+@dataclass(frozen=True)
+class DiscoverOptions:
+    """What to scan and how to name things. Resolved by the CLI; nothing here reads env."""
+
+    #: Namespaces to scan (empty: every namespace).
+    namespaces: tuple[str, ...] = ()
+    #: A Kubernetes label selector (``app=web,tier!=cache``), passed to the API server.
+    selector: str | None = None
+    #: Namespaces to leave out, in addition to :data:`DEFAULT_EXCLUDED_NAMESPACES`.
+    exclude_namespaces: tuple[str, ...] = ()
+    #: Plan name (default: derived from the kube context).
+    name: str | None = None
+    #: Value of ``{cluster}`` in the path template (default: the plan name).
+    cluster_name: str | None = None
+    path_template: str = DEFAULT_PATH_TEMPLATE
+    #: KV mount recorded in the plan (``metadata.kvMount``) and used for ``{mount}``.
+    kv_mount: str | None = None
+    #: Kubernetes auth mount recorded in the plan (``metadata.authMount``).
+    auth_mount: str | None = None
+    created_by: str | None = None
+    #: Creation time (default: now, UTC, second precision).
+    now: datetime | None = None
+
+    def excluded(self) -> frozenset[str]:
+        return frozenset(DEFAULT_EXCLUDED_NAMESPACES) | frozenset(self.exclude_namespaces)
+
+    def validate(self) -> None:
+        """Refuse bad names before anything is sent to the cluster."""
+        for what, values in (
+            ("--namespace", self.namespaces),
+            ("--exclude-namespace", self.exclude_namespaces),
+        ):
+            for value in values:
+                if len(value) > 63 or not _LABEL_RE.match(value):
+                    raise ConfigError(f"{what} {value!r} is not a valid namespace name")
+        if self.name is not None and (len(self.name) > 63 or not _PLAN_NAME_RE.match(self.name)):
+            raise ConfigError(
+                f"plan name {self.name!r} is not valid: letters, digits, '.', '_', '-', at most "
+                "63, starting and ending with a letter or digit"
+            )
+        for what, mount in (("--kv-mount", self.kv_mount), ("--auth-mount", self.auth_mount)):
+            if mount is not None and (
+                not _MOUNT_RE.match(mount) or any(s in {".", ".."} for s in mount.split("/"))
+            ):
+                raise ConfigError(f"{what} {mount!r} is not a valid mount name")
+        if self.selector is not None and (
+            not self.selector.strip() or not self.selector.isprintable()
+        ):
+            raise ConfigError("--selector is empty or contains control characters")
+        if self.cluster_name is not None and (
+            not _SEGMENT_RE.match(self.cluster_name) or self.cluster_name in {".", ".."}
+        ):
+            raise ConfigError(
+                f"--cluster-name {self.cluster_name!r} is not usable in a vault path (letters, "
+                "digits, '.', '_', '-')"
+            )
+        PathTemplate(
+            self.path_template,
+            mount=self.kv_mount or DEFAULT_KV_MOUNT,
+            cluster=self.cluster_name or "cluster",
+        )
+
+
+class _SecretRefBuilder:
+    """Collects field mappings per (source, via); splits when one key feeds two env vars."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+        self.optional: set[tuple[str, str]] = set()
+        self.notes: dict[tuple[str, str], list[str]] = defaultdict(list)
+
+    def touch(self, source: str, via: str) -> None:
+        self.groups.setdefault((source, via), [])
+
+    def add(self, source: str, via: str, key: str, env: str) -> None:
+        dicts = self.groups.setdefault((source, via), [])
+        for mapping in dicts:
+            if mapping.get(key) == env:
+                return
+        for mapping in dicts:
+            if key not in mapping:
+                mapping[key] = env
+                return
+        dicts.append({key: env})
+
+    def note(self, source: str, via: str, text: str) -> None:
+        if text not in self.notes[(source, via)]:
+            self.notes[(source, via)].append(text)
+
+    def build(self, vault_path: Callable[[str, str], str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for source, via in sorted(self.groups, key=lambda k: (k[0], _VIA_ORDER[k[1]])):
+            dicts = self.groups[(source, via)] or [{}]
+            for mapping in dicts:
+                ref: dict[str, Any] = {
+                    "source": source,
+                    "vaultPath": vault_path(source, via),
+                }
+                if mapping:
+                    ref["fields"] = {k: mapping[k] for k in sorted(mapping)}
+                ref["via"] = via
+                if (source, via) in self.optional:
+                    ref["optional"] = True
+                notes = self.notes.get((source, via))
+                if notes:
+                    ref["note"] = "; ".join(notes)
+                out.append(ref)
+        return out
+
+
+@dataclass
+class _Context:
+    options: DiscoverOptions
+    template: PathTemplate
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[SkippedWorkload] = field(default_factory=list)
+
+
+def _where(workload: ScannedWorkload) -> str:
+    return f"{workload.kind} {workload.namespace}/{workload.name}"
+
+
+#: Outcome of reading one Secret's keys: a tuple of key names, MISSING, or an unreadable reason.
+MISSING: Final = "missing"
+
+
+@dataclass(frozen=True)
+class SecretLookup:
+    """Key names of the Secrets discovery read, and what it could not read."""
+
+    keys: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    missing: frozenset[tuple[str, str]] = frozenset()
+    #: (namespace, name) -> why the keys are unknown (e.g. permission denied).
+    unreadable: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def for_namespace(self, namespace: str) -> SecretKeys:
+        def lookup(name: str) -> Sequence[str] | None:
+            return self.keys.get((namespace, name))
+
+        return lookup
+
+
+def _workload_entry(
+    workload: ScannedWorkload, lookup: SecretLookup, ctx: _Context
+) -> dict[str, Any] | None:
+    """The plan entry of one workload, or None when it does not belong in the plan."""
+    template = workload.template
+    where = _where(workload)
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    if str(annotations.get(INJECT_ANNOTATION, "")).lower() == "true":
+        ctx.skipped.append(
+            SkippedWorkload(
+                workload.namespace,
+                str(workload.kind),
+                workload.name,
+                'already protected (cloudtaser.io/inject: "true")',
+                in_plan=False,
+            )
+        )
+        return None
+
+    ns = workload.namespace
+    keys_of = lookup.for_namespace(ns)
+    consumptions = env_consumptions(template, keys_of)
+    from_refs = env_refs_from(template)
+    files = secret_files(template)
+    agents = vault_agent_paths(template)
+    if not consumptions and not from_refs and not files and not agents:
+        ctx.skipped.append(
+            SkippedWorkload(ns, str(workload.kind), workload.name, "uses no Secrets", False)
+        )
+        return None
+
+    skip_reasons: list[str] = []
+    reasons: list[str] = []
+    builder = _SecretRefBuilder()
+    agent_paths: dict[str, str] = {}
+
+    # env / envFrom
+    feeders: dict[str, list[EnvConsumption]] = defaultdict(list)
+    for item in consumptions:
+        if not item.usable:
+            if _name_problem(item.secret) is not None:
+                skip_reasons.append(f"{item.problem} (container {item.container})")
+            else:
+                builder.touch(item.secret, item.via)
+                builder.note(item.secret, item.via, f"not migrated: {item.problem}")
+                ctx.warnings.append(f"{where}: {item.problem}; left out of the plan")
+            continue
+        feeders[item.env].append(item)
+    conflicts: set[str] = set()
+    for env, items in feeders.items():
+        distinct = sorted({(i.secret, i.key) for i in items})
+        if len(distinct) > 1:
+            conflicts.add(env)
+            shown = " and ".join(f"{s}.{k}" for s, k in distinct)
+            skip_reasons.append(f"environment variable {env} is fed by {shown}")
+    for env in sorted(feeders):
+        items = feeders[env]
+        first = items[0]
+        if env in conflicts:
+            # keep the first mapping only, so the plan stays valid; the workload is skipped
+            builder.add(first.secret, first.via, first.key, env)
+            continue
+        for item in items:
+            builder.add(item.secret, item.via, item.key, env)
+            if item.optional:
+                builder.optional.add((item.secret, item.via))
+    # secretKeyRef checks where the Secret's keys are known (it was read for envFrom)
+    for item in consumptions:
+        if item.via == "env" and item.usable:
+            if (ns, item.secret) in lookup.missing:
+                text = "Secret not found in the cluster"
+                builder.note(item.secret, "env", text)
+            elif (ns, item.secret) in lookup.keys and item.key not in lookup.keys[
+                (ns, item.secret)
+            ]:
+                builder.note(item.secret, "env", f"key {item.key!r} not found in the Secret")
+    for ref in from_refs:
+        problem = _name_problem(ref.secret)
+        if problem is not None:
+            skip_reasons.append(f"envFrom: {problem} (container {ref.container})")
+            continue
+        if ref.optional:
+            builder.optional.add((ref.secret, "envFrom"))
+        builder.touch(ref.secret, "envFrom")
+        key = (ns, ref.secret)
+        if key in lookup.unreadable:
+            why = lookup.unreadable[key]
+            builder.note(ref.secret, "envFrom", f"keys unknown: {why}")
+            skip_reasons.append(
+                f"the keys of Secret {ref.secret} could not be read ({why}); re-run discover "
+                "with get/list permission on secrets"
+            )
+        elif key in lookup.missing:
+            if ref.optional:
+                builder.note(ref.secret, "envFrom", "optional Secret not found; no keys known")
+            else:
+                builder.note(ref.secret, "envFrom", "Secret not found in the cluster")
+                ctx.warnings.append(
+                    f"{where}: envFrom Secret {ref.secret} does not exist (the pods cannot "
+                    "start until it does); recorded without fields"
+                )
+        elif key in lookup.keys and not lookup.keys[key]:
+            builder.note(ref.secret, "envFrom", "the Secret has no keys")
+
+    # Vault Agent
+    kv_mount = ctx.options.kv_mount
+    for agent in agents:
+        if not _AGENT_NAME_RE.match(agent.name):
+            skip_reasons.append(
+                f"Vault Agent annotation name {_shown(agent.name)} is not a usable source name"
+            )
+            continue
+        source = f"vault-agent:{agent.name}"
+        path, note = kv2_path(agent.path)
+        if path is None:
+            skip_reasons.append(f"Vault Agent secret {agent.name!r}: path {note}")
+            continue
+        if kv_mount is not None and path.partition("/data/")[0] != kv_mount:
+            skip_reasons.append(
+                f"Vault Agent secret {agent.name!r}: path {path} is outside the plan's KV "
+                f"mount {kv_mount!r}"
+            )
+            continue
+        agent_paths[source] = path
+        builder.touch(source, "vaultAgent")
+        if note:
+            builder.note(source, "vaultAgent", note)
+        builder.note(
+            source,
+            "vaultAgent",
+            f"Vault Agent renders it as file /vault/secrets/{agent.name}; add the fields to "
+            "expose as env vars",
+        )
+    if agent_paths:
+        if str(annotations.get(VAULT_AGENT_INJECT, "")).lower() != "true":
+            reasons.append(f'{VAULT_AGENT_INJECT} is not "true": the agent paths are inactive')
+        reasons.append(
+            "uses the Vault Agent injector (files under /vault/secrets): the application must "
+            "read env vars instead, and the fields must be filled in before protect"
+        )
+
+    # files
+    file_entries: list[dict[str, Any]] = []
+    for use in files:
+        problem = _name_problem(use.secret)
+        if problem is not None or not _SUBDOMAIN_RE.match(use.volume):
+            skip_reasons.append(f"volume {_shown(use.volume)}: {problem or 'invalid name'}")
+            continue
+        entry: dict[str, Any] = {"source": use.secret, "volume": use.volume}
+        paths = [p for p in use.mount_paths if p.isprintable() and len(p) <= 1024]
+        if paths:
+            entry["mountPaths"] = paths
+        file_entries.append(entry)
+    secrets_in_env = bool(builder.groups)
+    if file_entries:
+        names = ", ".join(sorted({e["source"] for e in file_entries}))
+        if not secrets_in_env:
+            skip_reasons.append(
+                f"uses Secrets only as files ({names}); env injection cannot replace files"
+            )
+        else:
+            reasons.append(f"also mounts Secrets as files ({names}); those stay Kubernetes Secrets")
+
+    def vault_path(source: str, via: str) -> str:
+        if via == "vaultAgent":
+            return agent_paths[source]
+        rendered = ctx.template.render(ns, source)
+        if rendered is None:  # only an over-long path gets here: names were validated
+            raise _PathTooLongError(source)
+        return rendered
+
+    try:
+        secrets = builder.build(vault_path)
+    except _PathTooLongError as exc:
+        secrets = []
+        skip_reasons.append(f"the vault path of Secret {exc.args[0]} would break the plan rules")
+        builder = _SecretRefBuilder()
+
+    service_account = (template.get("spec") or {}).get("serviceAccountName") or "default"
+    entry_out: dict[str, Any] = {"kind": str(workload.kind), "name": workload.name}
+    if workload.replicas is not None:
+        entry_out["replicas"] = workload.replicas
+    if skip_reasons:
+        status = WorkloadStatus.SKIPPED
+        reason = "; ".join(dict.fromkeys(skip_reasons + reasons))
+        ctx.skipped.append(
+            SkippedWorkload(ns, str(workload.kind), workload.name, "; ".join(skip_reasons), True)
+        )
+    else:
+        status = WorkloadStatus.PENDING
+        reason = "; ".join(reasons)
+    entry_out["status"] = str(status)
+    entry_out["secrets"] = secrets
+    if isinstance(service_account, str) and _SUBDOMAIN_RE.match(service_account):
+        entry_out["serviceAccount"] = service_account
+    if reason:
+        entry_out["reason"] = _one_line(reason)
+    if file_entries:
+        entry_out["secretFiles"] = file_entries
+    return entry_out
+
+
+class _PathTooLongError(Exception):
+    pass
+
+
+def _one_line(text: str, limit: int = 4000) -> str:
+    cleaned = "".join(c if c.isprintable() else "?" for c in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+def build_plan(
+    workloads: Iterable[ScannedWorkload],
+    lookup: SecretLookup,
+    *,
+    options: DiscoverOptions,
+    plan_name: str,
+    cluster: str,
+    unreadable: Sequence[str] = (),
+    namespaces_scanned: int | None = None,
+    warnings: Sequence[str] = (),
+) -> DiscoveryResult:
+    """Turn scanned workloads into a validated, deterministic plan. Pure."""
+    options.validate()
+    name = options.name or plan_name
+    if len(name) > 63 or not _PLAN_NAME_RE.match(name):
+        raise ConfigError(f"plan name {name!r} is not valid; pass --name NAME")
+    template = PathTemplate(
+        options.path_template,
+        mount=options.kv_mount or DEFAULT_KV_MOUNT,
+        cluster=options.cluster_name or name,
+    )
+    if options.kv_mount is not None and template.rendered_mount() != options.kv_mount:
+        raise ConfigError(
+            f"path template {options.path_template!r} puts paths in mount "
+            f"{template.rendered_mount()!r}, not in --kv-mount {options.kv_mount!r}"
+        )
+    ctx = _Context(options=options, template=template, warnings=list(warnings))
+    excluded = options.excluded()
+    by_namespace: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    seen_namespaces: set[str] = set()
+    scanned = 0
+    ordered = sorted(
+        workloads, key=lambda w: (w.namespace, _KIND_ORDER[WorkloadKind(w.kind)], w.name)
+    )
+    previous: tuple[str, str, str] | None = None
+    for workload in ordered:
+        ident = (workload.namespace, str(workload.kind), workload.name)
+        if ident == previous:
+            continue
+        previous = ident
+        scanned += 1
+        seen_namespaces.add(workload.namespace)
+        if workload.namespace in excluded:
+            ctx.skipped.append(SkippedWorkload(*ident, reason="excluded namespace", in_plan=False))
+            continue
+        if not _LABEL_RE.match(workload.namespace) or not _SUBDOMAIN_RE.match(workload.name):
+            ctx.warnings.append(f"{_shown(workload.name)}: invalid name from the API; ignored")
+            continue
+        entry = _workload_entry(workload, lookup, ctx)
+        if entry is not None:
+            by_namespace[workload.namespace].append(entry)
+
+    created = (options.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    metadata: dict[str, Any] = {"name": name, "cluster": _one_line(cluster), "createdAt": created}
+    if options.created_by:
+        metadata["createdBy"] = _one_line(options.created_by, 256)
+    if options.auth_mount:
+        metadata["authMount"] = options.auth_mount
+    if options.kv_mount:
+        metadata["kvMount"] = options.kv_mount
+    metadata["pathTemplate"] = options.path_template
+    unread = list(dict.fromkeys(_one_line(u, 1000) for u in unreadable))
+    if unread:
+        metadata["unread"] = unread
+    data = {
+        "apiVersion": "cloudtaser.io/v1",
+        "kind": "MigrationPlan",
+        "metadata": metadata,
+        "tenants": [
+            {"name": ns, "namespace": ns, "workloads": by_namespace[ns]}
+            for ns in sorted(by_namespace)
+        ],
+    }
+    import msgspec  # noqa: PLC0415 - keep `import cloudtaser.discover` light
+
+    try:
+        plan = msgspec.convert(data, MigrationPlan, from_attributes=False)
+    except (msgspec.ValidationError, ValueError) as exc:  # a bug: every name was checked
+        raise PlanError(f"discovery produced an invalid plan: {exc}", source="discover") from exc
+
+    paths: set[str] = set()
+    pending = skipped = workloads_in_plan = 0
+    for _tenant, wl in plan.iter_workloads():
+        workloads_in_plan += 1
+        if wl.effective_status is WorkloadStatus.SKIPPED:
+            skipped += 1
+        else:
+            pending += 1
+        paths.update(s.vault_path for s in wl.secrets)
+    not_in_plan: dict[str, int] = defaultdict(int)
+    for skip in ctx.skipped:
+        if not skip.in_plan:
+            not_in_plan[skip.reason] += 1
+    summary = DiscoverySummary(
+        namespaces_scanned=namespaces_scanned
+        if namespaces_scanned is not None
+        else len(seen_namespaces),
+        workloads_scanned=scanned,
+        tenants=len(plan.tenants),
+        workloads=workloads_in_plan,
+        pending=pending,
+        skipped=skipped,
+        secrets=len(paths),
+        not_in_plan=dict(sorted(not_in_plan.items())),
+    )
+    return DiscoveryResult(
+        plan=plan,
+        warnings=tuple(dict.fromkeys(ctx.warnings)),
+        skipped=tuple(ctx.skipped),
+        unreadable=tuple(unread),
+        summary=summary,
+    )
+
+
+def recorded_progress(old: MigrationPlan, new: MigrationPlan) -> list[str]:
+    """Decisions recorded in ``old`` that replacing it with ``new`` would lose.
+
+    A workload counts as progress when it is ``migrated``, has a status history, or is
+    ``skipped`` where the new plan does not skip it for the same reason (a reviewer's or
+    protect's decision rather than discovery's own).
+    """
+    fresh = {(t.namespace, str(w.kind), w.name): w for t, w in new.iter_workloads()}
+    lost: list[str] = []
+    for tenant, wl in old.iter_workloads():
+        ident = (tenant.namespace, str(wl.kind), wl.name)
+        status = wl.effective_status
+        if status is WorkloadStatus.PENDING and not wl.history:
+            continue
+        again = fresh.get(ident)
+        if (
+            status is WorkloadStatus.SKIPPED
+            and not wl.history
+            and again is not None
+            and again.effective_status is WorkloadStatus.SKIPPED
+            and again.reason == wl.reason
+        ):
+            continue
+        lost.append(f"{wl.kind} {tenant.namespace}/{wl.name} is {status}")
+    return lost
+
+
+# --- cluster I/O ---------------------------------------------------------------------------
+
+
+_RESOURCES: Final = {
+    WorkloadKind.DEPLOYMENT: ("Deployment", "deployments"),
+    WorkloadKind.STATEFUL_SET: ("StatefulSet", "statefulsets"),
+    WorkloadKind.DAEMON_SET: ("DaemonSet", "daemonsets"),
+}
+
+
+def _selector_labels(selector: str | None) -> Any:
+    """lightkube takes selectors as pairs; hand it the user's raw selector string."""
+    if not selector:
+        return None
+    from lightkube import operators  # noqa: PLC0415
+
+    class _Raw(operators.Operator[str]):
+        def encode(self, key: str) -> str:
+            return str(self.value)
+
+    return [("", _Raw("raw", "", selector.strip()))]
+
+
+def _forbidden(exc: ClusterError) -> bool:
+    return isinstance(exc, ClusterAuthError) and exc.status == 403
+
+
+def _list(
+    client: Any,
+    resource: Any,
+    *,
+    namespace: str,
+    action: str,
+    labels: Any = None,
+    selector: str | None = None,
+) -> Iterator[Any]:
+    from cloudtaser.kube import api_errors  # noqa: PLC0415
+
+    with api_errors(action):
+        try:
+            yield from client.list(
+                resource, namespace=namespace, chunk_size=CHUNK_SIZE, labels=labels
+            )
+        except Exception as exc:
+            status = getattr(getattr(exc, "status", None), "code", None)
+            if status == 400 and selector:
+                raise ConfigError(
+                    f"the API server rejected --selector {selector!r}: "
+                    f"{getattr(getattr(exc, 'status', None), 'message', '')}"
+                ) from None
+            raise
+
+
+def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
+    import msgspec  # noqa: PLC0415
+
+    spec = obj.spec
+    replicas = None
+    if kind is not WorkloadKind.DAEMON_SET:
+        replicas = spec.replicas if spec.replicas is not None else 1
+    return ScannedWorkload(
+        namespace=str(obj.metadata.namespace),
+        kind=kind,
+        name=str(obj.metadata.name),
+        template=msgspec.to_builtins(spec.template),
+        replicas=replicas,
+    )
+
+
+def _list_namespaces(client: Any) -> list[str]:
+    from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
+
+    from cloudtaser.kube import api_errors  # noqa: PLC0415
+
+    with api_errors("list namespaces (needed because the cluster-wide list was forbidden)"):
+        return sorted(str(ns.metadata.name) for ns in client.list(Namespace, chunk_size=CHUNK_SIZE))
+
+
+def _scan_workloads(
+    client: Any,
+    options: DiscoverOptions,
+    progress: Progress,
+    unreadable: list[str],
+    warnings: list[str],
+) -> tuple[list[ScannedWorkload], int | None]:
+    from lightkube.resources import apps_v1  # noqa: PLC0415
+
+    labels = _selector_labels(options.selector)
+    excluded = options.excluded()
+    out: list[ScannedWorkload] = []
+    namespaces: list[str] | None = None
+    if options.namespaces:
+        namespaces = sorted(set(options.namespaces))
+        warnings.extend(
+            f"namespace {ns} is excluded from discovery (system namespace or "
+            "--exclude-namespace); not scanned"
+            for ns in namespaces
+            if ns in excluded
+        )
+        namespaces = [ns for ns in namespaces if ns not in excluded]
+    first_error: ClusterError | None = None
+    all_namespaces: list[str] | None = None
+    attempts = successes = 0
+    for kind, (res_name, plural) in _RESOURCES.items():
+        resource = getattr(apps_v1, res_name)
+        scopes: list[str] = namespaces if namespaces is not None else ["*"]
+        if namespaces is None:
+            progress(f"listing {plural} in all namespaces")
+        else:
+            progress(f"listing {plural} in {len(namespaces)} namespace(s)")
+        count = 0
+        pending_scopes = list(scopes)
+        while pending_scopes:
+            ns = pending_scopes.pop(0)
+            where = "all namespaces" if ns == "*" else f"namespace {ns}"
+            attempts += 1
+            try:
+                for obj in _list(
+                    client,
+                    resource,
+                    namespace=ns,
+                    action=f"list {plural}.apps in {where}",
+                    labels=labels,
+                    selector=options.selector,
+                ):
+                    out.append(_scanned(kind, obj))
+                    count += 1
+                    if count % 1000 == 0:
+                        progress(f"  {count} {plural} so far")
+                successes += 1
+            except ClusterError as exc:
+                if not _forbidden(exc):
+                    raise
+                first_error = first_error or exc
+                if ns == "*":
+                    # fall back to one list per namespace, if we may list namespaces
+                    if all_namespaces is None:
+                        try:
+                            all_namespaces = _list_namespaces(client)
+                        except ClusterError as ns_exc:
+                            if not _forbidden(ns_exc):
+                                raise
+                            raise ClusterAuthError(
+                                f"cannot list {plural}.apps in all namespaces: permission denied "
+                                f"(403). discover needs 'list {plural}' in API group apps "
+                                "cluster-wide, or 'list namespaces' to fall back to "
+                                "per-namespace lists, or --namespace NS for namespaces you may "
+                                "read",
+                                status=403,
+                            ) from exc
+                    progress(f"listing {plural} cluster-wide is forbidden; listing per namespace")
+                    pending_scopes = [n for n in all_namespaces if n not in excluded]
+                    continue
+                unreadable.append(f"list {plural}.apps in namespace {ns}: permission denied")
+        progress(f"found {count} {plural}")
+    if attempts and not successes and first_error is not None:
+        raise first_error
+    scanned = namespaces if namespaces is not None else all_namespaces
+    return out, (len([n for n in scanned if n not in excluded]) if scanned is not None else None)
+
+
+def _keys_of(secret: Any) -> tuple[str, ...]:
+    """The key names of a Secret object; the values are not touched."""
+    data = getattr(secret, "data", None) or {}
+    return tuple(sorted(str(k) for k in data))
+
+
+def _read_secret_keys(
+    client: Any,
+    needed: Mapping[str, set[str]],
+    *,
+    cluster_wide: bool,
+    progress: Progress,
+) -> SecretLookup:
+    """Read the key names of the ``needed`` Secrets ({namespace: {name}}), cheapest way first.
+
+    Few Secrets: one GET each. Many, in few namespaces (or when namespaces were chosen): one
+    paginated list per namespace. Many across many namespaces: one cluster-wide paginated list.
+    When a list is forbidden, fall back to the narrower form (namespace lists, then GETs) so a
+    user allowed to ``get`` only named Secrets still gets a complete plan.
+    """
+    from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
+
+    from cloudtaser.kube import api_errors  # noqa: PLC0415
+
+    keys: dict[tuple[str, str], tuple[str, ...]] = {}
+    missing: set[tuple[str, str]] = set()
+    unreadable: dict[tuple[str, str], str] = {}
+    total = sum(len(v) for v in needed.values())
+    if not total:
+        return SecretLookup()
+    progress(f"reading the key names of {total} Secret(s) in {len(needed)} namespace(s)")
+
+    def get_each(ns: str, names: Iterable[str]) -> None:
+        for name in sorted(names):
+            try:
+                with api_errors(f"get secret {ns}/{name}"):
+                    try:
+                        obj = client.get(Secret, name=name, namespace=ns)
+                    except Exception as exc:
+                        if getattr(getattr(exc, "status", None), "code", None) == 404:
+                            missing.add((ns, name))
+                            continue
+                        raise
+                keys[(ns, name)] = _keys_of(obj)
+                del obj
+            except ClusterError as exc:
+                if not _forbidden(exc):
+                    raise
+                unreadable[(ns, name)] = f"permission denied: get secrets in namespace {ns}"
+
+    def take(objs: Iterable[Any], wanted: Mapping[str, set[str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for obj in objs:
+            ident = (str(obj.metadata.namespace), str(obj.metadata.name))
+            if ident[1] in wanted.get(ident[0], ()):
+                keys[ident] = _keys_of(obj)
+                found.add(ident)
+        return found
+
+    def list_namespace(ns: str, names: set[str]) -> None:
+        try:
+            with api_errors(f"list secrets in namespace {ns}"):
+                found = take(client.list(Secret, namespace=ns, chunk_size=CHUNK_SIZE), {ns: names})
+        except ClusterError as exc:
+            if not _forbidden(exc):
+                raise
+            get_each(ns, names)
+            return
+        missing.update((ns, n) for n in names if (ns, n) not in found)
+
+    if total <= GET_SECRETS_LIMIT:
+        for ns in sorted(needed):
+            get_each(ns, needed[ns])
+    elif not cluster_wide or len(needed) <= GET_SECRETS_LIMIT:
+        for ns in sorted(needed):
+            list_namespace(ns, needed[ns])
+    else:
+        try:
+            with api_errors("list secrets in all namespaces"):
+                found = take(client.list(Secret, namespace="*", chunk_size=CHUNK_SIZE), needed)
+            for ns, names in needed.items():
+                missing.update((ns, n) for n in names if (ns, n) not in found)
+        except ClusterError as exc:
+            if not _forbidden(exc):
+                raise
+            progress("listing secrets cluster-wide is forbidden; reading per namespace")
+            for ns in sorted(needed):
+                list_namespace(ns, needed[ns])
+    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable)
+
+
+def discover(
+    session: Any,
+    options: DiscoverOptions,
+    *,
+    progress: Progress | None = None,
+) -> DiscoveryResult:
+    """Scan the cluster behind ``session`` (a :class:`cloudtaser.kube.KubeSession`).
+
+    Raises :class:`ConfigError` for bad options, :class:`ClusterError` (and subclasses) when
+    the cluster cannot be read at all. Partial permission problems (403 on some namespaces or
+    on Secrets) do not raise: they are listed in :attr:`DiscoveryResult.unreadable` and the
+    affected workloads are skipped with a reason.
+    """
+    report = progress or _noop
+    options.validate()
+    plan_name = options.name or default_plan_name(session.context, session.cluster_name)
+    # validate the naming before talking to the cluster
+    PathTemplate(
+        options.path_template,
+        mount=options.kv_mount or DEFAULT_KV_MOUNT,
+        cluster=options.cluster_name or plan_name,
+    )
+    unreadable: list[str] = []
+    warnings: list[str] = []
+    workloads, namespaces_scanned = _scan_workloads(
+        session.client, options, report, unreadable, warnings
+    )
+
+    excluded = options.excluded()
+    needed: dict[str, set[str]] = defaultdict(set)
+    for workload in workloads:
+        if workload.namespace in excluded:
+            continue
+        annotations = (workload.template.get("metadata") or {}).get("annotations") or {}
+        if str(annotations.get(INJECT_ANNOTATION, "")).lower() == "true":
+            continue
+        for ref in env_refs_from(workload.template):
+            if _name_problem(ref.secret) is None:
+                needed[workload.namespace].add(ref.secret)
+    lookup = _read_secret_keys(
+        session.client, needed, cluster_wide=not options.namespaces, progress=report
+    )
+    for (ns, name), why in sorted(lookup.unreadable.items()):
+        unreadable.append(f"keys of Secret {ns}/{name}: {why}")
+    return build_plan(
+        workloads,
+        lookup,
+        options=options,
+        plan_name=plan_name,
+        cluster=session.server,
+        unreadable=unreadable,
+        namespaces_scanned=namespaces_scanned,
+        warnings=warnings,
+    )
