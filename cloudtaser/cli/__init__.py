@@ -28,6 +28,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.plan_cmds",
     "cloudtaser.cli.source_cmds",
     "cloudtaser.cli.discover_cmd",
+    "cloudtaser.cli.protect_cmd",
+    "cloudtaser.cli.connect_cmd",
+    "cloudtaser.cli.wrap_cmd",
 )
 
 _EPILOG = """\

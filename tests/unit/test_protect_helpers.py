@@ -1,0 +1,220 @@
+"""Pure parts of protect: drift, GitOps owners, patches, selection, the plan lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cloudtaser.annotations as ann
+from cloudtaser import protect
+from cloudtaser.errors import ConfigError, LockError
+from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
+
+
+def _workload(name: str = "api", kind: str = "Deployment") -> Workload:
+    return Workload(
+        kind=kind,
+        name=name,
+        secrets=[
+            SecretRef(
+                source="db", vault_path="secret/data/a/db", fields={"pw": "DB_PW"}, via="env"
+            ),
+            SecretRef(
+                source="vault:secret/data/legacy",
+                vault_path="secret/data/a/legacy",
+                fields={"token": "LEGACY"},
+                via="vaultAgent",
+            ),
+        ],
+    )
+
+
+def test_plan_triples_leave_out_vault_agent_sources() -> None:
+    assert protect.plan_triples(_workload()) == {("db", "pw", "DB_PW")}
+
+
+def test_drift_names_both_directions_without_values() -> None:
+    lines = protect.drift({("db", "pw", "DB_PW")}, {("db", "password", "DB_PW")})
+    assert len(lines) == 2
+    assert "no longer consumes" in lines[0]
+    assert "does not list" in lines[1]
+    assert protect.drift({("a", "b", "C")}, {("a", "b", "C")}) == []
+
+
+def test_gitops_owners_detects_argo_flux_helm_and_managers() -> None:
+    obj = {
+        "metadata": {
+            "annotations": {"argocd.argoproj.io/tracking-id": "shop:apps/Deployment:a/api"},
+            "labels": {
+                "kustomize.toolkit.fluxcd.io/name": "apps",
+                "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+                "app.kubernetes.io/managed-by": "Helm",
+            },
+            "managedFields": [{"manager": "kustomize-controller"}, {"manager": "kubectl"}],
+        }
+    }
+    owners = protect.gitops_owners(obj)
+    assert any("Argo CD (application 'shop'" in o for o in owners)
+    assert any("Flux Kustomization flux-system/apps" in o for o in owners)
+    assert any("Helm" in o for o in owners)
+    assert any("kustomize-controller" in o for o in owners)
+    assert protect.gitops_owners({"metadata": {"labels": {"app": "x"}}}) == []
+
+
+def test_build_patch_carries_everything_in_one_conditional_patch() -> None:
+    patch = protect.build_patch({ann.INJECT: "true"}, "2026-01-01T00:00:00Z", "42")
+    assert patch == {
+        "metadata": {"resourceVersion": "42"},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "labels": {"cloudtaser.io/inject": "true"},
+                    "annotations": {
+                        "cloudtaser.io/inject": "true",
+                        "cloudtaser.io/restartedAt": "2026-01-01T00:00:00Z",
+                    },
+                }
+            }
+        },
+    }
+
+
+def test_build_patch_clears_managed_keys_no_longer_intended() -> None:
+    live = {ann.AUTH_PATH: "auth/old", ann.RESTARTED_AT: "t0", "other": "kept"}
+    patch = protect.build_patch({ann.INJECT: "true"}, "t1", None, live)
+    assert "metadata" not in patch
+    assert patch["spec"]["template"]["metadata"]["annotations"] == {
+        ann.AUTH_PATH: None,
+        ann.INJECT: "true",
+        ann.RESTARTED_AT: "t1",
+    }
+
+
+def test_removal_patch_removes_exactly_what_protect_adds() -> None:
+    obj = {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "labels": {"app": "x", "cloudtaser.io/inject": "true"},
+                    "annotations": {
+                        "cloudtaser.io/inject": "true",
+                        "cloudtaser.io/env-map": "a=A",
+                        "cloudtaser.io/restartedAt": "t",
+                        "kubectl.kubernetes.io/restartedAt": "t",
+                    },
+                }
+            }
+        },
+    }
+    assert protect.build_removal_patch(obj) == {
+        "metadata": {"resourceVersion": "7"},
+        "spec": {
+            "template": {
+                "metadata": {
+                    "annotations": {
+                        "cloudtaser.io/inject": None,
+                        "cloudtaser.io/env-map": None,
+                        "cloudtaser.io/restartedAt": None,
+                    },
+                    "labels": {"cloudtaser.io/inject": None},
+                }
+            }
+        },
+    }
+    assert protect.build_removal_patch({"spec": {"template": {"metadata": {}}}}) is None
+
+
+def _plan() -> MigrationPlan:
+    return MigrationPlan(
+        api_version="cloudtaser.io/v1",
+        kind="MigrationPlan",
+        metadata=PlanMetadata(name="p"),
+        tenants=[
+            Tenant(
+                name="a",
+                namespace="ns-a",
+                workloads=[_workload("api"), _workload("db", "StatefulSet")],
+            ),
+            Tenant(name="b", namespace="ns-b", workloads=[_workload("api")]),
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("tenants", "workloads", "expected"),
+    [
+        ((), (), ["ns-a/api", "ns-a/db", "ns-b/api"]),
+        (("b",), (), ["ns-b/api"]),
+        (("ns-a",), (), ["ns-a/api", "ns-a/db"]),
+        ((), ("sts/db",), ["ns-a/db"]),
+        ((), ("Deployment/api",), ["ns-a/api", "ns-b/api"]),
+        ((), ("ns-b/api",), ["ns-b/api"]),
+        ((), ("ns-a/deploy/api",), ["ns-a/api"]),
+        (("a",), ("deploy/api",), ["ns-a/api"]),
+    ],
+)
+def test_selection(
+    tenants: tuple[str, ...], workloads: tuple[str, ...], expected: list[str]
+) -> None:
+    plan = _plan()
+    sel = protect.Selection(tenants=tenants, workloads=workloads)
+    sel.check(plan)
+    got = [f"{t.namespace}/{w.name}" for t, w in plan.iter_workloads() if sel.matches(t, w)]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("tenants", "workloads", "message"),
+    [
+        (("nope",), (), "--tenant 'nope'"),
+        ((), ("ns-a/nope",), "matches no workload"),
+        ((), ("a/b/c/d",), "expected KIND/NAME"),
+        ((), ("ns/cronjob/x",), "unknown kind"),
+    ],
+)
+def test_selection_rejects_what_matches_nothing(
+    tenants: tuple[str, ...], workloads: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        protect.Selection(tenants=tenants, workloads=workloads).check(_plan())
+
+
+def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    with protect.PlanLock(plan, actor="alice@host"):
+        holder = json.loads(protect.lock_path(plan).read_text())
+        assert holder["pid"] == os.getpid()
+        with pytest.raises(LockError, match="another cloudtaser run holds the plan lock"):
+            protect.PlanLock(plan).acquire()
+    assert not protect.lock_path(plan).exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    protect.lock_path(plan).write_text(
+        json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "x"})
+    )
+    with protect.PlanLock(plan):
+        assert json.loads(protect.lock_path(plan).read_text())["pid"] == os.getpid()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_from_another_host_is_never_broken(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    protect.lock_path(plan).write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
+    with pytest.raises(LockError, match=r"elsewhere\.example"):
+        protect.PlanLock(plan).acquire()
+    assert protect.lock_path(plan).exists()
