@@ -141,3 +141,14 @@ def e2e_kind(session: nox.Session) -> None:
         if not keep:
             for name in created:
                 session.run(kind, "delete", "cluster", "--name", name, external=True)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The main job: the whole workflow on a local OpenBao and a local cluster.
+
+    ``nox -s demo -- --keep`` leaves both running and prints how to reach them.
+    """
+    _build_testenv(session)
+    _install(session, "test")
+    session.run("python", "tools/demo.py", *session.posargs, env=_testenv_env())
