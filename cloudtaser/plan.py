@@ -67,12 +67,12 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 PLAN_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
 #: A POSIX-portable environment variable name.
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
-#: A vault field name / Kubernetes Secret key (no '.' or '..' alone, checked below).
-FIELD_NAME = r"^[A-Za-z0-9._-]+$"
+#: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
+FIELD_NAME = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+$"
 #: One path segment in vault: letters, digits, '.', '_', '-'.
 _SEGMENT = r"[A-Za-z0-9._-]+"
-#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path.
-VAULT_PATH = rf"^{_SEGMENT}/data(/{_SEGMENT})+$"
+#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path; no ``.`` or ``..`` segment.
+VAULT_PATH = rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT}/data(/{_SEGMENT})+$"
 #: A vault mount name (KV mount, auth mount): one or more safe segments.
 MOUNT = rf"^{_SEGMENT}(/{_SEGMENT})*$"
 #: A free-text value that must stay on one line and printable (reasons, notes, sources).
@@ -119,13 +119,6 @@ class _Base(
     """Shared conventions of every plan Struct."""
 
 
-def _unsafe_segment(path: str) -> str | None:
-    for segment in path.split("/"):
-        if segment in {".", ".."}:
-            return segment
-    return None
-
-
 class SecretRef(_Base, kw_only=True):
     """One Kubernetes Secret (or existing vault path) a workload consumes, and where it moves.
 
@@ -143,14 +136,6 @@ class SecretRef(_Base, kw_only=True):
     optional: bool = False
     #: A reviewer-facing remark from discovery (e.g. "Secret not found in the cluster").
     note: OneLine | None = None
-
-    def __post_init__(self) -> None:
-        bad = _unsafe_segment(self.vault_path)
-        if bad is not None:
-            raise ValueError(f"vault path {self.vault_path!r} contains a {bad!r} segment")
-        for name in self.fields:
-            if name in {".", ".."}:
-                raise ValueError(f"field name {name!r} is not allowed")
 
     @property
     def mount(self) -> str:
@@ -196,6 +181,9 @@ class Workload(_Base, kw_only=True):
     history: list[StatusChange] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
+        envs = [env for secret in self.secrets for env in secret.fields.values()]
+        if len(envs) == len(set(envs)):
+            return
         seen: dict[str, str] = {}
         for secret in self.secrets:
             for field, env in secret.fields.items():
@@ -408,6 +396,33 @@ def _explain_fields(data: Any, mapping_location: str) -> tuple[str, str] | None:
     return None
 
 
+_DESCRIBE = {
+    DNS_LABEL: "a Kubernetes DNS-1123 label (lower-case letters, digits and '-', at most 63)",
+    DNS_SUBDOMAIN: "a Kubernetes name (lower-case letters, digits, '-' and '.')",
+    PLAN_NAME: "a safe plan name (letters, digits, '.', '_', '-'; at most 63; alphanumeric ends)",
+    ENV_VAR: "a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+    FIELD_NAME: "a safe field name (letters, digits, '.', '_', '-'; not '.' or '..')",
+    VAULT_PATH: (
+        "a safe KV v2 path: <mount>/data/<path> with segments of ASCII letters, digits, '.', "
+        "'_', '-' only (no '..' or '.' segment, no globs, quotes, spaces or empty segments)"
+    ),
+    MOUNT: "a safe mount name (segments of letters, digits, '.', '_', '-')",
+    _ONE_LINE: "a single line of printable text",
+}
+_REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.DOTALL)
+
+
+def _humanize(message: str, data: Any, location: str) -> str:
+    """Replace msgspec's "matching regex '<pattern>'" with what the rule means and the value."""
+    match = _REGEX.match(message)
+    pattern = match["pattern"].replace("\\\\", "\\") if match else ""
+    if pattern not in _DESCRIBE:
+        return message
+    value = _walk(data, location)
+    shown = repr(value[:100] + "…" if isinstance(value, str) and len(value) > 100 else value)
+    return f"{shown} is not {_DESCRIBE[pattern]}"
+
+
 def _translate(exc: msgspec.ValidationError, data: Any, source: str) -> PlanError:
     text = str(exc)
     key_match = _KEY_IN.match(text)
@@ -421,6 +436,8 @@ def _translate(exc: msgspec.ValidationError, data: Any, source: str) -> PlanErro
         explained = _explain_fields(data, location.removesuffix("[...]"))
         if explained is not None:
             message, location = explained
+    else:
+        message = _humanize(message, data, location)
     return PlanError(message.replace("`", "'"), source=source, location=location)
 
 
