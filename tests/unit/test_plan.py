@@ -134,8 +134,16 @@ def test_unquoted_yaml_timestamp_is_accepted() -> None:
             "$.tenants[0].workloads[0].status",
             "Invalid enum value 'done'",
         ),
-        (lambda d: d["tenants"][0].update(namespace="Payments"), "$.tenants[0].namespace", "'Payments' is not a Kubernetes DNS-1123 label"),
-        (lambda d: d["tenants"][0].update(name="pay_ments"), "$.tenants[0].name", "is not a Kubernetes"),
+        (
+            lambda d: d["tenants"][0].update(namespace="Payments"),
+            "$.tenants[0].namespace",
+            "'Payments' is not a Kubernetes DNS-1123 label",
+        ),
+        (
+            lambda d: d["tenants"][0].update(name="pay_ments"),
+            "$.tenants[0].name",
+            "is not a Kubernetes",
+        ),
         (
             lambda d: d["tenants"][0]["workloads"][0].update(name="api/x"),
             "$.tenants[0].workloads[0].name",
