@@ -8,6 +8,7 @@ never build clients themselves, so the same code runs against any API server.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,15 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     if not isinstance(server, str) or not server.startswith(("https://", "http://")):
         raise ConfigError(f"cluster {cluster_name!r} has no http(s) server URL in the kubeconfig")
     ca_pem = _ca_pem(cluster_entry)
+    if (cluster_entry.get("cluster") or {}).get("insecure-skip-tls-verify"):
+        logging.getLogger("cloudtaser.kube").warning(
+            "TLS verification of the API server %s is DISABLED by the kubeconfig "
+            "(insecure-skip-tls-verify: true in cluster %r); anyone on the network path can "
+            "impersonate the cluster and read the credentials. Put the cluster CA into the "
+            "kubeconfig instead.",
+            server,
+            cluster_name,
+        )
 
     # lightkube resolves relative file paths against the file it was loaded from; with several
     # merged files we make them absolute first.

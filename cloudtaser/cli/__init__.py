@@ -123,11 +123,23 @@ def _run_version(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record (tests redirect it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _configure_logging(verbosity: int) -> None:
+    """Library diagnostics (logger ``cloudtaser``) go to stderr; -v shows INFO, -vv DEBUG."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, format="cloudtaser: %(levelname)s: %(message)s", stream=sys.stderr
-    )
+    logger = logging.getLogger("cloudtaser")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("cloudtaser: %(levelname)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
