@@ -79,6 +79,7 @@ def main() -> None:
         save_s = timed(lambda: planlib.save(plan, path), args.repeat)
         size = path.stat().st_size
         text = path.read_bytes()
+
         def parse_only() -> None:
             with planlib._no_cycle_collection():  # same conditions as load()
                 yaml_rs.loads(text.decode(), parse_datetime=False)

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from cloudtaser.naming import role_name
+from cloudtaser.naming import role_name, valid_role_name
 from cloudtaser.plan import DEFAULT_AUTH_MOUNT, ENV_VAR, FIELD_NAME, MOUNT, VAULT_PATH
 
 if TYPE_CHECKING:
@@ -93,7 +93,6 @@ _VAULT_PATH_RE = re.compile(VAULT_PATH)
 _FIELD_RE = re.compile(FIELD_NAME)
 _ENV_RE = re.compile(ENV_VAR)
 _MOUNT_RE = re.compile(MOUNT)
-_ROLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 class AnnotationError(ValueError):
@@ -216,7 +215,7 @@ def build_annotations(
             "environment variable: there is nothing to inject"
         )
     role = role_name(plan.metadata.name, tenant.name)
-    if not _ROLE_RE.match(role):
+    if not valid_role_name(role):
         raise AnnotationError(f"role name {role!r} is not valid")
     annotations = {
         INJECT: "true",

@@ -67,6 +67,7 @@ from urllib.parse import urlsplit
 
 from cloudtaser.errors import ClusterError, ConfigError, OperationError
 from cloudtaser.kube import api_errors
+from cloudtaser.naming import RESERVED_MOUNTS, safe_mount_path, valid_role_name
 
 if TYPE_CHECKING:
     from cloudtaser.kube import KubeSession
@@ -113,9 +114,6 @@ FILE_API_VERSION: Final = "cloudtaser.io/v1"
 FILE_KIND: Final = "ClusterConnection"
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
 #: Auth mount names that are never a cluster's Kubernetes auth method.
-RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
-
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -276,17 +274,12 @@ def validate_auth_mount(mount: str) -> str:
     """An auth mount path (``kubernetes``, ``k8s/eu-prod``) without ``auth/``; or ConfigError."""
     mount = mount.strip().strip("/")
     mount = mount.removeprefix("auth/")
-    segments = mount.split("/")
-    if (
-        not mount
-        or len(mount) > 128
-        or any(s in {".", ".."} or not _SEGMENT.fullmatch(s) for s in segments)
-    ):
+    if len(mount) > 128 or not safe_mount_path(mount):
         raise ConfigError(
             f"auth mount {mount[:80]!r} is not a safe mount path (letters, digits, '.', '_', "
             "'-', segments separated by '/')"
         )
-    if segments[0].lower() in RESERVED_MOUNTS:
+    if mount.split("/")[0].lower() in RESERVED_MOUNTS:
         raise ConfigError(f"auth mount {mount!r} is reserved by the vault")
     return mount
 
@@ -789,18 +782,20 @@ TokenSource = Callable[[], tuple[str, datetime]]
 def _configure_vault(
     client: OpenBaoClient,
     conn: ClusterConnection,
+    result: ConnectResult,
     *,
     options: ConnectOptions,
     token_source: TokenSource | None,
     progress: Progress,
-) -> tuple[list[Step], datetime | None, list[str]]:
+) -> None:
     """Enable the mount if absent, compare the config, write it (with a token) if needed.
 
-    Returns the steps, the reviewer token expiry now in force (token mode) and warnings.
+    Adds the steps and the vault's warnings to ``result`` and sets the reviewer token expiry
+    now in force (token mode).
     """
     mount = conn.auth_mount
-    steps: list[Step] = []
-    warnings: list[str] = []
+    steps = result.steps
+    record_expires: datetime | None = None
     progress(f"reading auth/{mount} on the vault")
     table = _auth_table(client)
     existing = table.get(mount)
@@ -814,6 +809,7 @@ def _configure_vault(
                 "--auth-mount"
             )
         record = _Record.parse(str(existing.get("description") or ""))
+        record_expires = record.expires if record else None
         current_config = client.read(f"auth/{mount}/config")
         if record is not None and record.cluster_id != conn.cluster_id and not options.force:
             raise OperationError(
@@ -863,13 +859,15 @@ def _configure_vault(
     must_write = bool(diffs) or bool(rotate_reason) or record is None
     if not must_write:
         steps.append(Step("vault", "auth-config", f"auth/{mount}/config", Action.UNCHANGED))
-        return steps, record.expires if record else None, warnings
+        result.reviewer_expires = record_expires
+        return
 
     detail = ", ".join([*diffs, *([rotate_reason] if rotate_reason else [])])
     action = Action.CREATE if current_config is None else Action.UPDATE
     steps.append(Step("vault", "auth-config", f"auth/{mount}/config", action, detail))
     if options.dry_run:
-        return steps, record.expires if record else None, warnings
+        result.reviewer_expires = record_expires
+        return
 
     body = dict(desired)
     expires: datetime | None = None
@@ -900,7 +898,7 @@ def _configure_vault(
         )
     progress(f"writing auth/{mount}/config ({detail or 'initial'})")
     reply = client.request("POST", f"auth/{mount}/config", json=body, idempotent=True)
-    warnings.extend(reply.warnings)
+    result.warnings.extend(reply.warnings)
     if existing is not None:
         client.request(
             "POST",
@@ -908,7 +906,7 @@ def _configure_vault(
             json={"description": new_record.render()},
             idempotent=True,
         )
-    return steps, expires, warnings
+    result.reviewer_expires = expires
 
 
 def _selftest_role_fields(conn: ClusterConnection, namespace: str) -> dict[str, Any]:
@@ -1143,6 +1141,29 @@ def _noop(_message: str) -> None:
     return None
 
 
+def _new_result(
+    conn: ClusterConnection, *, dry_run: bool, reviewer_expires: datetime | None = None
+) -> ConnectResult:
+    return ConnectResult(
+        auth_mount=conn.auth_mount,
+        cluster=conn.cluster,
+        kubernetes_host=conn.kubernetes_host,
+        reviewer_mode=conn.reviewer_mode,
+        dry_run=dry_run,
+        reviewer_expires=reviewer_expires,
+    )
+
+
+def _reviewer_token(session: KubeSession, options: ConnectOptions) -> tuple[str, datetime]:
+    """A fresh token of the reviewer ServiceAccount (TokenRequest API)."""
+    return request_token(
+        session,
+        options.namespace,
+        options.reviewer_service_account,
+        seconds=options.reviewer_token_ttl,
+    )
+
+
 def connect(
     session: KubeSession,
     client: OpenBaoClient,
@@ -1154,31 +1175,18 @@ def connect(
     say = progress or _noop
     options = options.validated()
     conn = _cluster_facts(session, options, progress=say)
-    result = ConnectResult(
-        auth_mount=conn.auth_mount,
-        cluster=conn.cluster,
-        kubernetes_host=conn.kubernetes_host,
-        reviewer_mode=conn.reviewer_mode,
-        dry_run=options.dry_run,
-    )
+    result = _new_result(conn, dry_run=options.dry_run)
     result.steps.extend(
         _prepare_cluster(session, options, with_selftest=options.self_test, progress=say)
     )
-
-    def token_source() -> tuple[str, datetime]:
-        return request_token(
-            session,
-            options.namespace,
-            options.reviewer_service_account,
-            seconds=options.reviewer_token_ttl,
-        )
-
-    steps, expires, warnings = _configure_vault(
-        client, conn, options=options, token_source=token_source, progress=say
+    _configure_vault(
+        client,
+        conn,
+        result,
+        options=options,
+        token_source=lambda: _reviewer_token(session, options),
+        progress=say,
     )
-    result.steps.extend(steps)
-    result.warnings.extend(warnings)
-    result.reviewer_expires = expires
     if not options.self_test:
         return result
     result.steps.append(
@@ -1194,7 +1202,7 @@ def connect(
         role=SELFTEST_ROLE,
         service_account=f"{options.namespace}/{SELFTEST_SERVICE_ACCOUNT}",
         audience=SELFTEST_AUDIENCE if conn.reviewer_mode is ReviewerMode.TOKEN else None,
-        reviewer_expires=expires,
+        reviewer_expires=result.reviewer_expires,
         progress=say,
     )
     return result
@@ -1244,14 +1252,7 @@ def check_connection(
             f"auth/{mount} is connected to another cluster ({record.cluster}); pass the "
             "--auth-mount of this cluster"
         )
-    result = ConnectResult(
-        auth_mount=mount,
-        cluster=conn.cluster,
-        kubernetes_host=conn.kubernetes_host,
-        reviewer_mode=mode,
-        dry_run=False,
-        reviewer_expires=record.expires if record else None,
-    )
+    result = _new_result(conn, dry_run=False, reviewer_expires=record.expires if record else None)
     if role is None:
         role = SELFTEST_ROLE
         service_account = f"{options.namespace}/{SELFTEST_SERVICE_ACCOUNT}"
@@ -1260,7 +1261,7 @@ def check_connection(
     sa_ns, _, sa_name = service_account.partition("/")
     if not _DNS_LABEL.fullmatch(sa_ns) or not _DNS_SUBDOMAIN.fullmatch(sa_name):
         raise ConfigError(f"ServiceAccount {service_account[:120]!r} is not a valid name")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", role):
+    if not valid_role_name(role):
         raise ConfigError(f"role name {role[:80]!r} is not valid")
     role_data = client.read(f"auth/{mount}/role/{role}")
     audience = str(role_data.get("audience") or "") if role_data else ""
@@ -1297,12 +1298,7 @@ def export_connection(
     steps = _prepare_cluster(session, options, with_selftest=False, progress=say)
     if include_reviewer_token and not options.dry_run:
         say("requesting a reviewer token (TokenRequest API) for the connection file")
-        token, expires = request_token(
-            session,
-            options.namespace,
-            options.reviewer_service_account,
-            seconds=options.reviewer_token_ttl,
-        )
+        token, expires = _reviewer_token(session, options)
         conn = replace(conn, reviewer_token=token, reviewer_expires=expires)
     return conn, steps
 
@@ -1323,19 +1319,8 @@ def import_connection(
         raise ConfigError(
             "the connection file says reviewer mode 'token' but holds no reviewer token"
         )
-    result = ConnectResult(
-        auth_mount=conn.auth_mount,
-        cluster=conn.cluster,
-        kubernetes_host=conn.kubernetes_host,
-        reviewer_mode=conn.reviewer_mode,
-        dry_run=options.dry_run,
-    )
-    steps, expires, warnings = _configure_vault(
-        client, conn, options=options, token_source=None, progress=say
-    )
-    result.steps.extend(steps)
-    result.warnings.extend(warnings)
-    result.reviewer_expires = expires
+    result = _new_result(conn, dry_run=options.dry_run)
+    _configure_vault(client, conn, result, options=options, token_source=None, progress=say)
     return result
 
 

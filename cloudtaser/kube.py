@@ -45,6 +45,12 @@ class KubeSession:
         """Release the connection pool."""
         self.client.close()
 
+    def __enter__(self) -> KubeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def load_kubeconfig(paths: tuple[str, ...]) -> dict[str, Any]:
     """Merge kubeconfig files like kubectl does for ``KUBECONFIG=a:b`` (first one wins)."""

@@ -10,11 +10,26 @@ role into ``cloudtaser.io/vault-role``.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
-__all__ = ["PREFIX", "policy_name", "role_name"]
+__all__ = [
+    "PREFIX",
+    "RESERVED_MOUNTS",
+    "policy_name",
+    "role_name",
+    "safe_mount_path",
+    "safe_segment",
+    "valid_role_name",
+]
 
 PREFIX: Final = "cloudtaser"
+
+#: Mount names the vault reserves: never a KV engine or a cluster's Kubernetes auth method.
+RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def policy_name(plan_name: str, tenant_name: str) -> str:
@@ -25,3 +40,20 @@ def policy_name(plan_name: str, tenant_name: str) -> str:
 def role_name(plan_name: str, tenant_name: str) -> str:
     """The Kubernetes-auth role of one tenant of one plan."""
     return f"{PREFIX}-{plan_name}-{tenant_name}".lower()
+
+
+def valid_role_name(name: str) -> bool:
+    """True for a Kubernetes-auth role name the vault accepts (letters, digits, '.', '_', '-';
+    at most 255 characters, starting with a letter or digit)."""
+    return _ROLE.fullmatch(name) is not None
+
+
+def safe_segment(segment: str) -> bool:
+    """True for one safe segment of a vault path or mount: letters, digits, '.', '_', '-', not
+    starting with '.' (so never '.' or '..'), not empty."""
+    return segment not in {".", ".."} and _SEGMENT.fullmatch(segment) is not None
+
+
+def safe_mount_path(mount: str) -> bool:
+    """True for a non-empty mount path (``kubernetes``, ``k8s/eu-prod``) of safe segments."""
+    return bool(mount) and all(safe_segment(s) for s in mount.split("/"))

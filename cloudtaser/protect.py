@@ -49,6 +49,7 @@ from cloudtaser.rollout import (
     RolloutFailedError,
     RolloutTimeoutError,
     blockers,
+    dig,
     wait_for_rollout,
 )
 
@@ -285,15 +286,6 @@ DecideFn = Callable[[Proposal], Decision]
 # --- pure helpers ---------------------------------------------------------------------------
 
 
-def _dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
-    node: Any = obj
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
 def plan_triples(workload: Workload) -> set[tuple[str, str, str]]:
     """(Secret, key, env) triples the plan says the workload consumes from Kubernetes Secrets.
 
@@ -407,7 +399,7 @@ def build_patch(
 
 
 def _template_meta(obj: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    meta = _dig(obj, "spec", "template", "metadata") or {}
+    meta = dig(obj, "spec", "template", "metadata") or {}
     return dict(meta.get("annotations") or {}), dict(meta.get("labels") or {})
 
 
@@ -430,7 +422,7 @@ def build_removal_patch(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     if not template_meta:
         return None
     patch: dict[str, Any] = {"spec": {"template": {"metadata": template_meta}}}
-    rv = _dig(obj, "metadata", "resourceVersion")
+    rv = dig(obj, "metadata", "resourceVersion")
     if rv:
         patch["metadata"] = {"resourceVersion": rv}
     return patch
@@ -443,9 +435,9 @@ def _is_applied(obj: Mapping[str, Any], intended: Mapping[str, str]) -> bool:
 
 def _replicas(kind: str, obj: Mapping[str, Any]) -> int | None:
     if kind == "DaemonSet":
-        value = _dig(obj, "status", "desiredNumberScheduled")
+        value = dig(obj, "status", "desiredNumberScheduled")
     else:
-        value = _dig(obj, "spec", "replicas")
+        value = dig(obj, "spec", "replicas")
         if value is None:
             value = 1
     return value if isinstance(value, int) else None
@@ -668,7 +660,7 @@ def _live_triples(
 ) -> set[tuple[str, str, str]]:
     from cloudtaser.discover import consumed_env  # noqa: PLC0415
 
-    template = _dig(obj, "spec", "template") or {}
+    template = dig(obj, "spec", "template") or {}
     return set(consumed_env(template, lambda name: cluster.secret_keys(ref.namespace, name)))
 
 
@@ -848,15 +840,6 @@ def _inspect_for_protect(
     return found
 
 
-def _load_for_run(
-    plan_path: Path, options: RunOptions
-) -> tuple[MigrationPlan, list[tuple[Tenant, Workload]]]:
-    plan = planlib.load(plan_path)
-    options.selection.check(plan)
-    selected = [(t, w) for t, w in plan.iter_workloads() if options.selection.matches(t, w)]
-    return plan, selected
-
-
 def _check_options(options: RunOptions) -> None:
     if options.parallel < 1 or options.parallel > 64:
         raise ConfigError("--parallel must be between 1 and 64")
@@ -898,21 +881,17 @@ def protect(
     from cloudtaser.config import validate_vault_address  # noqa: PLC0415
 
     vault_address = validate_vault_address(options.vault_address, what="--vault-address")
-    path = Path(plan_path)
-    cancel = cancel or threading.Event()
-    with _maybe_locked(path, options):
-        plan, selected = _load_for_run(path, options)
-        runner = _Runner(
-            session, path, plan, options, progress=progress, decide=decide, cancel=cancel
-        )
-        todo = [(t, w) for t, w in selected if w.effective_status == WorkloadStatus.PENDING]
-        runner.emit(
-            None,
-            f"{len(todo)} pending of {len(selected)} selected workload(s)"
-            + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
-        )
-        _drive(runner, todo, lambda t, w: _protect_one(runner, plan, t, w, vault_address))
-        return runner.report
+    return _run(
+        session,
+        Path(plan_path),
+        options,
+        progress=progress,
+        decide=decide,
+        cancel=cancel or threading.Event(),
+        wanted=lambda w: w.effective_status == WorkloadStatus.PENDING,
+        summary="{todo} pending of {selected} selected workload(s)",
+        step=lambda runner, t, w: _protect_one(runner, t, w, vault_address),
+    )
 
 
 def unprotect(
@@ -928,20 +907,48 @@ def unprotect(
     remove exactly the annotations and label protect adds (one patch, one rollout), wait,
     and record the workload as ``pending`` again."""
     _check_options(options)
-    path = Path(plan_path)
-    cancel = cancel or threading.Event()
+    return _run(
+        session,
+        Path(plan_path),
+        options,
+        progress=progress,
+        decide=decide,
+        cancel=cancel or threading.Event(),
+        wanted=lambda w: w.effective_status != WorkloadStatus.SKIPPED,
+        summary="{todo} of {selected} selected workload(s) may carry protection",
+        step=_unprotect_one,
+    )
+
+
+def _run(
+    session: KubeSession,
+    path: Path,
+    options: RunOptions,
+    *,
+    progress: ProgressFn | None,
+    decide: DecideFn | None,
+    cancel: threading.Event,
+    wanted: Callable[[Workload], bool],
+    summary: str,
+    step: Callable[[_Runner, Tenant, Workload], Callable[[], None] | None],
+) -> RunReport:
+    """What protect and unprotect share: take the plan lock (not with ``dry_run``), load the
+    plan, select the ``wanted`` workloads, say how many (``summary`` is formatted with
+    ``todo`` and ``selected``) and :func:`_drive` ``step`` over them."""
     with _maybe_locked(path, options):
-        plan, selected = _load_for_run(path, options)
+        plan = planlib.load(path)
+        options.selection.check(plan)
+        selected = [(t, w) for t, w in plan.iter_workloads() if options.selection.matches(t, w)]
         runner = _Runner(
             session, path, plan, options, progress=progress, decide=decide, cancel=cancel
         )
-        todo = [(t, w) for t, w in selected if w.effective_status != WorkloadStatus.SKIPPED]
+        todo = [(t, w) for t, w in selected if wanted(w)]
         runner.emit(
             None,
-            f"{len(todo)} of {len(selected)} selected workload(s) may carry protection"
+            summary.format(todo=len(todo), selected=len(selected))
             + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
         )
-        _drive(runner, todo, lambda t, w: _unprotect_one(runner, t, w))
+        _drive(runner, todo, lambda t, w: step(runner, t, w))
         return runner.report
 
 
@@ -994,134 +1001,259 @@ def _release_after(runner: _Runner, waiter: Callable[[], None]) -> None:
         runner.release_slot()
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One inspected workload, ready for the steps protect and unprotect share."""
+
+    obj: dict[str, Any]
+    #: What to send; ``None`` when the workload already carries the intended state (a run
+    #: killed after its patch, before recording): then it is only waited for and recorded.
+    patch: dict[str, Any] | None
+    #: What the reviewer is shown (protect shows its patch even when it is not sent again).
+    shown_patch: dict[str, Any]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _Flow:
+    """What protect and unprotect say and record differently around the shared steps of
+    :func:`_apply` (ask, patch with 409 retries, dry run, wait, record). A message that is
+    ``None`` is not emitted."""
+
+    action: str
+    done_status: WorkloadStatus
+    done_outcome: Outcome
+    #: Plan reasons once the rollout is done: after our patch / found already applied.
+    patched_reason: str
+    found_reason: str
+    #: Declined at the prompt: the status recorded (``None``: the plan is not touched).
+    declined_status: WorkloadStatus | None
+    declined_message: str
+    already_message: str | None
+    already_dry_run: str
+    already_dry_run_applied: bool
+    conflict_message: str | None
+    dry_run_message: str | None
+    dry_run_result: str
+    patched_message: str
+    patched_no_wait_message: str
+    #: An error leaves the workload ``pending`` with this reason (``None``: plan not touched).
+    failed_reason: str | None
+
+
+_PROTECT: Final = _Flow(
+    action="protect",
+    done_status=WorkloadStatus.MIGRATED,
+    done_outcome=Outcome.MIGRATED,
+    patched_reason="protected: annotations applied and rolled out",
+    found_reason="protected: annotations found applied; rollout confirmed",
+    declined_status=WorkloadStatus.SKIPPED,
+    declined_message="skipped (recorded in the plan)",
+    already_message="already carries the intended annotations: not patched again",
+    already_dry_run="already annotated; a real run would only wait and record",
+    already_dry_run_applied=True,
+    conflict_message="changed while we looked at it (409); checking again",
+    dry_run_message="server-side dry run accepted the patch",
+    dry_run_result="patch accepted (dry run)",
+    patched_message="patched (one rollout); waiting",
+    patched_no_wait_message="patched",
+    failed_reason="protect failed",
+)
+
+_UNPROTECT: Final = _Flow(
+    action="unprotect",
+    done_status=WorkloadStatus.PENDING,
+    done_outcome=Outcome.UNPROTECTED,
+    patched_reason="unprotected: cloudtaser annotations removed and rolled out",
+    found_reason="unprotected: cloudtaser annotations removed and rolled out",
+    declined_status=None,
+    declined_message="left as it is",
+    already_message=None,
+    already_dry_run="annotations already removed",
+    already_dry_run_applied=False,
+    conflict_message=None,
+    dry_run_message=None,
+    dry_run_result="removal accepted (dry run)",
+    patched_message="annotations removed (one rollout)",
+    patched_no_wait_message="annotations removed (one rollout)",
+    failed_reason=None,
+)
+
+
 def _protect_one(
-    runner: _Runner, plan: MigrationPlan, tenant: Tenant, workload: Workload, vault_address: str
+    runner: _Runner, tenant: Tenant, workload: Workload, vault_address: str
 ) -> Callable[[], None] | None:
     ref = _ref(tenant, workload)
-    opts = runner.options
     try:
-        intended = ann.build_annotations(plan, tenant, workload, vault_address)
+        intended = ann.build_annotations(runner.plan, tenant, workload, vault_address)
     except ann.AnnotationError as exc:
-        _refuse(runner, ref, workload, str(exc), [])
+        _refuse(runner, ref, str(exc), [], record=workload)
         return None
+
+    def inspect() -> _Step | None:
+        found = _inspect_for_protect(runner, ref, workload, intended)
+        for warning in found.warnings:
+            runner.emit(ref, warning, warning=True)
+        if found.refusals or found.obj is None:
+            _refuse(runner, ref, " ".join(found.refusals), found.warnings, record=workload)
+            return None
+        obj = found.obj
+        already = _is_applied(obj, intended)
+        rv = dig(obj, "metadata", "resourceVersion")
+        patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(obj)[0])
+        return _Step(obj, None if already else patch, patch, found.warnings)
+
+    return _apply(runner, _PROTECT, ref, workload, inspect)
+
+
+def _unprotect_one(
+    runner: _Runner, tenant: Tenant, workload: Workload
+) -> Callable[[], None] | None:
+    ref = _ref(tenant, workload)
+    status = workload.effective_status
+
+    def inspect() -> _Step | None:
+        obj = runner.cluster.get(ref)
+        if obj is None:
+            if status == WorkloadStatus.MIGRATED:
+                _refuse(runner, ref, f"{ref} does not exist in the cluster", [])
+            return None
+        removal = build_removal_patch(obj)
+        if removal is None and status != WorkloadStatus.MIGRATED:
+            return None  # pending and clean: nothing to undo
+        rules = blockers(ref.kind, obj)
+        if removal is not None and rules.refusals:
+            _refuse(runner, ref, " ".join(rules.refusals), rules.warnings)
+            return None
+        return _Step(obj, removal, removal or {}, list(rules.warnings))
+
+    return _apply(runner, _UNPROTECT, ref, workload, inspect)
+
+
+def _apply(
+    runner: _Runner,
+    flow: _Flow,
+    ref: WorkloadRef,
+    workload: Workload,
+    inspect: Callable[[], _Step | None],
+) -> Callable[[], None] | None:
+    """The per-workload steps protect and unprotect share, in the main thread: inspect (again
+    after a 409 Conflict), ask once, patch once. Returns the wait + record step for a worker,
+    or ``None`` when the workload is done with (its result already reported)."""
+    opts = runner.options
     asked = False
     try:
         for _attempt in range(CONFLICT_RETRIES):
-            found = _inspect_for_protect(runner, ref, workload, intended)
-            for warning in found.warnings:
-                runner.emit(ref, warning, warning=True)
-            if found.refusals or found.obj is None:
-                _refuse(runner, ref, workload, " ".join(found.refusals), found.warnings)
+            step = inspect()
+            if step is None:
                 return None
-            obj = found.obj
-            already = _is_applied(obj, intended)
-            rv = _dig(obj, "metadata", "resourceVersion")
-            patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(obj)[0])
-            if runner.decide is not None and not asked:
+            if not asked:
                 asked = True
-                answer = runner.decide(
-                    Proposal(
-                        action="protect",
-                        ref=ref,
-                        replicas=_replicas(ref.kind, obj),
-                        mapping=_mapping(workload),
-                        warnings=found.warnings,
-                        patch=patch,
-                        already_applied=already,
-                    )
-                )
-                if answer == Decision.QUIT or runner.cancel.is_set():
-                    runner.report.quit = answer == Decision.QUIT
-                    runner.report.not_reached.append(ref)
+                if not _ask(runner, flow, ref, workload, step):
                     return None
-                if answer == Decision.NO:
-                    runner.record(
-                        workload,
-                        WorkloadStatus.SKIPPED,
-                        reason="declined at the interactive prompt",
-                    )
-                    runner.emit(ref, "skipped (recorded in the plan)")
-                    runner.result(WorkloadResult(ref, Outcome.SKIPPED, "declined", found.warnings))
-                    return None
-            if already:
-                runner.emit(ref, "already carries the intended annotations: not patched again")
+            if step.patch is None:
+                if flow.already_message is not None:
+                    runner.emit(ref, flow.already_message)
                 if opts.dry_run:
                     runner.result(
                         WorkloadResult(
                             ref,
                             Outcome.DRY_RUN,
-                            "already annotated; a real run would only wait and record",
-                            found.warnings,
+                            flow.already_dry_run,
+                            step.warnings,
                             None,
-                            already_applied=True,
+                            already_applied=flow.already_dry_run_applied,
                         )
                     )
                     return None
-                generation = int(_dig(obj, "metadata", "generation") or 0)
                 return _waiter(
-                    runner,
-                    ref,
-                    workload=workload,
-                    generation=generation,
-                    warnings=found.warnings,
-                    patch=None,
-                    already=True,
+                    runner, flow, ref, workload, obj=step.obj, warnings=step.warnings, patch=None
                 )
             try:
-                patched = runner.cluster.patch(ref, patch, dry_run=opts.dry_run)
+                patched = runner.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
             except ClusterError as exc:
                 if exc.status == 409:
-                    runner.emit(ref, "changed while we looked at it (409); checking again")
+                    if flow.conflict_message is not None:
+                        runner.emit(ref, flow.conflict_message)
                     continue
                 raise
             if opts.dry_run:
-                runner.emit(ref, "server-side dry run accepted the patch")
+                if flow.dry_run_message is not None:
+                    runner.emit(ref, flow.dry_run_message)
                 runner.result(
                     WorkloadResult(
-                        ref, Outcome.DRY_RUN, "patch accepted (dry run)", found.warnings, patch
+                        ref, Outcome.DRY_RUN, flow.dry_run_result, step.warnings, step.patch
                     )
                 )
                 return None
-            generation = int(_dig(patched, "metadata", "generation") or 0)
-            runner.emit(ref, "patched (one rollout); waiting" if opts.wait else "patched")
+            runner.emit(ref, flow.patched_message if opts.wait else flow.patched_no_wait_message)
             return _waiter(
-                runner,
-                ref,
-                workload=workload,
-                generation=generation,
-                warnings=found.warnings,
-                patch=patch,
-                already=False,
+                runner, flow, ref, workload, obj=patched, warnings=step.warnings, patch=step.patch
             )
         raise ClusterError(f"{ref} kept changing while we tried to patch it (409 Conflict)")
     except CloudtaserError as exc:
         error = _one_line(str(exc))
         runner.emit(ref, error, warning=True)
-        runner.record(workload, WorkloadStatus.PENDING, reason="protect failed", error=error)
+        if flow.failed_reason is not None:
+            runner.record(workload, WorkloadStatus.PENDING, reason=flow.failed_reason, error=error)
         runner.result(WorkloadResult(ref, Outcome.FAILED, error))
         return None
 
 
+def _ask(runner: _Runner, flow: _Flow, ref: WorkloadRef, workload: Workload, step: _Step) -> bool:
+    """Ask ``decide`` (when given) about the workload; False when it is done with (declined,
+    or the run quits or was interrupted)."""
+    if runner.decide is None:
+        return True
+    answer = runner.decide(
+        Proposal(
+            action=flow.action,
+            ref=ref,
+            replicas=_replicas(ref.kind, step.obj),
+            mapping=_mapping(workload),
+            warnings=step.warnings,
+            patch=step.shown_patch,
+            already_applied=step.patch is None,
+        )
+    )
+    if answer == Decision.QUIT or runner.cancel.is_set():
+        runner.report.quit = answer == Decision.QUIT
+        runner.report.not_reached.append(ref)
+        return False
+    if answer == Decision.NO:
+        if flow.declined_status is not None:
+            runner.record(
+                workload, flow.declined_status, reason="declined at the interactive prompt"
+            )
+        runner.emit(ref, flow.declined_message)
+        runner.result(WorkloadResult(ref, Outcome.SKIPPED, "declined", step.warnings))
+        return False
+    return True
+
+
 def _waiter(
     runner: _Runner,
+    flow: _Flow,
     ref: WorkloadRef,
-    *,
     workload: Workload,
-    generation: int,
+    *,
+    obj: Mapping[str, Any],
     warnings: list[str],
     patch: dict[str, Any] | None,
-    already: bool,
 ) -> Callable[[], None]:
+    """Wait for the rollout of ``obj``'s generation and record ``flow.done_status``;
+    ``patch`` is ``None`` when the workload was found already applied."""
+    generation = int(dig(obj, "metadata", "generation") or 0)
+    already = patch is None
+
     def run() -> None:
         runner.wait_and_record(
             ref,
             workload,
             generation=generation,
-            done_status=WorkloadStatus.MIGRATED,
-            done_outcome=Outcome.MIGRATED,
-            done_reason="protected: annotations applied and rolled out"
-            if not already
-            else "protected: annotations found applied; rollout confirmed",
+            done_status=flow.done_status,
+            done_outcome=flow.done_outcome,
+            done_reason=flow.found_reason if already else flow.patched_reason,
             warnings=warnings,
             patch=patch,
             already=already,
@@ -1131,136 +1263,17 @@ def _waiter(
 
 
 def _refuse(
-    runner: _Runner, ref: WorkloadRef, workload: Workload, why: str, warnings: list[str]
-) -> None:
-    why = _one_line(why)
-    runner.emit(ref, f"not changed: {why}", warning=True)
-    runner.record(workload, WorkloadStatus.PENDING, reason="refused", error=why)
-    runner.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))
-
-
-def _refuse_undo(runner: _Runner, ref: WorkloadRef, why: str, warnings: list[str]) -> None:
-    """Unprotect refusals change nothing, not even the plan: the workload keeps its status."""
-    why = _one_line(why)
-    runner.emit(ref, f"not changed: {why}", warning=True)
-    runner.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))
-
-
-def _unprotect_one(
-    runner: _Runner, tenant: Tenant, workload: Workload
-) -> Callable[[], None] | None:
-    ref = _ref(tenant, workload)
-    opts = runner.options
-    status = workload.effective_status
-    asked = False
-    try:
-        for _attempt in range(CONFLICT_RETRIES):
-            obj = runner.cluster.get(ref)
-            if obj is None:
-                if status == WorkloadStatus.MIGRATED:
-                    _refuse_undo(runner, ref, f"{ref} does not exist in the cluster", [])
-                return None
-            removal = build_removal_patch(obj)
-            if removal is None and status != WorkloadStatus.MIGRATED:
-                return None  # pending and clean: nothing to undo
-            rules = blockers(ref.kind, obj)
-            if removal is not None and rules.refusals:
-                _refuse_undo(runner, ref, " ".join(rules.refusals), rules.warnings)
-                return None
-            warnings = list(rules.warnings)
-            if runner.decide is not None and not asked:
-                asked = True
-                answer = runner.decide(
-                    Proposal(
-                        action="unprotect",
-                        ref=ref,
-                        replicas=_replicas(ref.kind, obj),
-                        mapping=_mapping(workload),
-                        warnings=warnings,
-                        patch=removal or {},
-                        already_applied=removal is None,
-                    )
-                )
-                if answer == Decision.QUIT or runner.cancel.is_set():
-                    runner.report.quit = answer == Decision.QUIT
-                    runner.report.not_reached.append(ref)
-                    return None
-                if answer == Decision.NO:
-                    runner.emit(ref, "left as it is")
-                    runner.result(WorkloadResult(ref, Outcome.SKIPPED, "declined", warnings))
-                    return None
-            if removal is None:
-                # a run killed after its patch, before recording: only wait and record
-                if opts.dry_run:
-                    runner.result(
-                        WorkloadResult(
-                            ref, Outcome.DRY_RUN, "annotations already removed", warnings
-                        )
-                    )
-                    return None
-                generation = int(_dig(obj, "metadata", "generation") or 0)
-                return _undo_waiter(
-                    runner,
-                    ref,
-                    workload=workload,
-                    generation=generation,
-                    warnings=warnings,
-                    patch=None,
-                    already=True,
-                )
-            try:
-                patched = runner.cluster.patch(ref, removal, dry_run=opts.dry_run)
-            except ClusterError as exc:
-                if exc.status == 409:
-                    continue
-                raise
-            if opts.dry_run:
-                runner.result(
-                    WorkloadResult(
-                        ref, Outcome.DRY_RUN, "removal accepted (dry run)", warnings, removal
-                    )
-                )
-                return None
-            generation = int(_dig(patched, "metadata", "generation") or 0)
-            runner.emit(ref, "annotations removed (one rollout)")
-            return _undo_waiter(
-                runner,
-                ref,
-                workload=workload,
-                generation=generation,
-                warnings=warnings,
-                patch=removal,
-                already=False,
-            )
-        raise ClusterError(f"{ref} kept changing while we tried to patch it (409 Conflict)")
-    except CloudtaserError as exc:
-        error = _one_line(str(exc))
-        runner.emit(ref, error, warning=True)
-        runner.result(WorkloadResult(ref, Outcome.FAILED, error))
-        return None
-
-
-def _undo_waiter(
     runner: _Runner,
     ref: WorkloadRef,
-    *,
-    workload: Workload,
-    generation: int,
+    why: str,
     warnings: list[str],
-    patch: dict[str, Any] | None,
-    already: bool,
-) -> Callable[[], None]:
-    def run() -> None:
-        runner.wait_and_record(
-            ref,
-            workload,
-            generation=generation,
-            done_status=WorkloadStatus.PENDING,
-            done_outcome=Outcome.UNPROTECTED,
-            done_reason="unprotected: cloudtaser annotations removed and rolled out",
-            warnings=warnings,
-            patch=patch,
-            already=already,
-        )
-
-    return run
+    *,
+    record: Workload | None = None,
+) -> None:
+    """Leave the workload unchanged. Protect records the refusal (``record``: the workload
+    stays ``pending`` with the reason); unprotect refusals change nothing, not even the plan."""
+    why = _one_line(why)
+    runner.emit(ref, f"not changed: {why}", warning=True)
+    if record is not None:
+        runner.record(record, WorkloadStatus.PENDING, reason="refused", error=why)
+    runner.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))

@@ -55,14 +55,12 @@ Progress = Callable[[str], None]
 DEFAULT_TOKEN_TTL: Final = 3600
 MANAGED_BY: Final = "# managed-by: cloudtaser"
 #: Mount names that are never a tenant's KV engine.
-RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
 MAX_PATH_CHARS: Final = 512
 MAX_SEGMENT_CHARS: Final = 128
 MAX_NAME_CHARS: Final = 140
 MAX_AUDIENCE_CHARS: Final = 256
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -174,7 +172,7 @@ def validate_kv_path(
     for segment in segments:
         if segment in {".", ".."}:
             raise _reject(f"vault path {shown!r} contains a {segment!r} segment", location)
-        if not _SEGMENT.fullmatch(segment):
+        if not naming.safe_segment(segment):
             raise _reject(
                 f"vault path {shown!r} has an unsafe segment: only letters, digits, '.', '_' "
                 "and '-' are allowed (no globs, quotes, blanks or empty segments)",
@@ -191,7 +189,7 @@ def validate_kv_path(
         raise _reject(
             f"vault path {shown!r} is not a KV v2 data path (<mount>/data/<path>)", location
         ) from None
-    if mount.split("/")[0].lower() in RESERVED_MOUNTS:
+    if mount.split("/")[0].lower() in naming.RESERVED_MOUNTS:
         raise _reject(
             f"vault path {shown!r} points into the reserved {mount.split('/')[0]!r} mount, "
             "not a KV engine",
@@ -205,12 +203,7 @@ def validate_kv_path(
 
 
 def _validate_mount_name(mount: str, what: str) -> str:
-    segments = mount.split("/")
-    if (
-        not mount
-        or len(mount) > MAX_SEGMENT_CHARS
-        or any(s in {".", ".."} or not _SEGMENT.fullmatch(s) for s in segments)
-    ):
+    if len(mount) > MAX_SEGMENT_CHARS or not naming.safe_mount_path(mount):
         raise _reject(f"{what} {mount[:80]!r} is not a safe mount name")
     return mount
 
@@ -311,7 +304,7 @@ def build_grants(
     ):
         raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
     auth_mount = _validate_mount_name(plan.auth_mount, "auth mount")
-    if auth_mount.split("/")[0].lower() in RESERVED_MOUNTS - {"kubernetes"}:
+    if auth_mount.split("/")[0].lower() in naming.RESERVED_MOUNTS - {"kubernetes"}:
         raise _reject(f"auth mount {auth_mount!r} is reserved", "$.metadata.authMount")
     kv_mount = plan.metadata.kv_mount
     if kv_mount is not None:
@@ -587,32 +580,22 @@ def apply_plan(
     policy_changes: list[tuple[TenantGrant, Change]] = []
     role_changes: list[tuple[TenantGrant, Change]] = []
     for grant in grants:
-        action, detail = policy_action(grant, plan.metadata.name, current_policies[grant.policy])
         policy_changes.append(
-            (
+            _grant_change(
                 grant,
-                Change(
-                    kind="policy",
-                    name=grant.policy,
-                    path=policy_paths[grant.policy],
-                    action=action,
-                    tenant=grant.tenant,
-                    detail=detail,
-                ),
+                "policy",
+                grant.policy,
+                policy_paths[grant.policy],
+                policy_action(grant, plan.metadata.name, current_policies[grant.policy]),
             )
         )
-        action, detail = role_action(grant, current_roles.get(grant.role))
         role_changes.append(
-            (
+            _grant_change(
                 grant,
-                Change(
-                    kind="role",
-                    name=grant.role,
-                    path=role_paths[grant.role],
-                    action=action,
-                    tenant=grant.tenant,
-                    detail=detail,
-                ),
+                "role",
+                grant.role,
+                role_paths[grant.role],
+                role_action(grant, current_roles.get(grant.role)),
             )
         )
     for pair in zip(policy_changes, role_changes, strict=True):
@@ -683,6 +666,15 @@ def apply_plan(
             if isinstance(found, list):
                 result.warnings.extend(w for w in found if w not in result.warnings)
     return result
+
+
+def _grant_change(
+    grant: TenantGrant, kind: str, name: str, path: str, found: tuple[Action, str]
+) -> tuple[TenantGrant, Change]:
+    action, detail = found
+    return grant, Change(
+        kind=kind, name=name, path=path, action=action, tenant=grant.tenant, detail=detail
+    )
 
 
 def info_type(value: str) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "blockers",
     "daemonset_status",
     "deployment_status",
+    "dig",
     "rollout_status",
     "statefulset_status",
     "wait_for_rollout",
@@ -75,7 +76,8 @@ class RolloutState:
     failed: bool = False
 
 
-def _get(obj: Mapping[str, Any], *path: str) -> Any:
+def dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
+    """The value at ``path`` in an API object (a dict), ``None`` where it is absent."""
     node: Any = obj
     for key in path:
         if not isinstance(node, Mapping):
@@ -89,8 +91,8 @@ def _int(value: Any, default: int = 0) -> int:
 
 
 def _generation_observed(obj: Mapping[str, Any]) -> bool:
-    generation = _int(_get(obj, "metadata", "generation"))
-    observed = _int(_get(obj, "status", "observedGeneration"))
+    generation = _int(dig(obj, "metadata", "generation"))
+    observed = _int(dig(obj, "status", "observedGeneration"))
     return generation <= observed
 
 
@@ -100,10 +102,10 @@ def _waiting(message: str) -> RolloutState:
 
 def deployment_status(obj: Mapping[str, Any]) -> RolloutState:
     """kubectl's Deployment rollout-status rule."""
-    name = _get(obj, "metadata", "name") or "deployment"
+    name = dig(obj, "metadata", "name") or "deployment"
     if not _generation_observed(obj):
         return _waiting(f"waiting for deployment {name!r} spec update to be observed")
-    for condition in _get(obj, "status", "conditions") or []:
+    for condition in dig(obj, "status", "conditions") or []:
         if (
             isinstance(condition, Mapping)
             and condition.get("type") == "Progressing"
@@ -114,10 +116,10 @@ def deployment_status(obj: Mapping[str, Any]) -> RolloutState:
                 failed=True,
                 message=f"deployment {name!r} exceeded its progress deadline",
             )
-    replicas = _int(_get(obj, "spec", "replicas"), 1)
-    updated = _int(_get(obj, "status", "updatedReplicas"))
-    total = _int(_get(obj, "status", "replicas"))
-    available = _int(_get(obj, "status", "availableReplicas"))
+    replicas = _int(dig(obj, "spec", "replicas"), 1)
+    updated = _int(dig(obj, "status", "updatedReplicas"))
+    total = _int(dig(obj, "status", "replicas"))
+    available = _int(dig(obj, "status", "availableReplicas"))
     if updated < replicas:
         return _waiting(f"{updated} out of {replicas} new replicas have been updated")
     if total > updated:
@@ -127,21 +129,29 @@ def deployment_status(obj: Mapping[str, Any]) -> RolloutState:
     return RolloutState(done=True, message=f"deployment {name!r} successfully rolled out")
 
 
-def daemonset_status(obj: Mapping[str, Any]) -> RolloutState:
-    """kubectl's DaemonSet rollout-status rule (``RollingUpdate`` only)."""
-    name = _get(obj, "metadata", "name") or "daemonset"
-    strategy = _get(obj, "spec", "updateStrategy", "type") or "RollingUpdate"
+def _not_rolling_update(obj: Mapping[str, Any]) -> RolloutState | None:
+    """kubectl has no rollout status for DaemonSets and StatefulSets without the
+    ``RollingUpdate`` strategy: a failed state for them, ``None`` otherwise."""
+    strategy = dig(obj, "spec", "updateStrategy", "type") or "RollingUpdate"
     if strategy != "RollingUpdate":
         return RolloutState(
             done=False,
             failed=True,
             message="rollout status is only available for RollingUpdate strategy type",
         )
+    return None
+
+
+def daemonset_status(obj: Mapping[str, Any]) -> RolloutState:
+    """kubectl's DaemonSet rollout-status rule (``RollingUpdate`` only)."""
+    name = dig(obj, "metadata", "name") or "daemonset"
+    if refused := _not_rolling_update(obj):
+        return refused
     if not _generation_observed(obj):
         return _waiting(f"waiting for daemon set {name!r} spec update to be observed")
-    desired = _int(_get(obj, "status", "desiredNumberScheduled"))
-    updated = _int(_get(obj, "status", "updatedNumberScheduled"))
-    available = _int(_get(obj, "status", "numberAvailable"))
+    desired = _int(dig(obj, "status", "desiredNumberScheduled"))
+    updated = _int(dig(obj, "status", "updatedNumberScheduled"))
+    available = _int(dig(obj, "status", "numberAvailable"))
     if updated < desired:
         return _waiting(f"{updated} out of {desired} new pods have been updated")
     if available < desired:
@@ -151,28 +161,23 @@ def daemonset_status(obj: Mapping[str, Any]) -> RolloutState:
 
 def statefulset_status(obj: Mapping[str, Any]) -> RolloutState:
     """kubectl's StatefulSet rollout-status rule (``RollingUpdate`` only)."""
-    name = _get(obj, "metadata", "name") or "statefulset"
-    strategy = _get(obj, "spec", "updateStrategy", "type") or "RollingUpdate"
-    if strategy != "RollingUpdate":
-        return RolloutState(
-            done=False,
-            failed=True,
-            message="rollout status is only available for RollingUpdate strategy type",
-        )
-    observed = _int(_get(obj, "status", "observedGeneration"))
+    name = dig(obj, "metadata", "name") or "statefulset"
+    if refused := _not_rolling_update(obj):
+        return refused
+    observed = _int(dig(obj, "status", "observedGeneration"))
     if observed == 0 or not _generation_observed(obj):
         return _waiting("waiting for statefulset spec update to be observed")
-    replicas = _int(_get(obj, "spec", "replicas"), 1)
-    ready = _int(_get(obj, "status", "readyReplicas"))
+    replicas = _int(dig(obj, "spec", "replicas"), 1)
+    ready = _int(dig(obj, "status", "readyReplicas"))
     if ready < replicas:
         return _waiting(f"{replicas - ready} pods are not ready yet")
-    rolling = _get(obj, "spec", "updateStrategy", "rollingUpdate")
+    rolling = dig(obj, "spec", "updateStrategy", "rollingUpdate")
     if isinstance(rolling, Mapping):
         # kubectl takes this branch whenever rollingUpdate is set, and the API server
         # defaults it to {partition: 0}: complete once every pod at or above the partition
         # runs the update revision.
         partition = rolling.get("partition")
-        updated = _int(_get(obj, "status", "updatedReplicas"))
+        updated = _int(dig(obj, "status", "updatedReplicas"))
         if (
             isinstance(partition, int)
             and not isinstance(partition, bool)
@@ -186,10 +191,10 @@ def statefulset_status(obj: Mapping[str, Any]) -> RolloutState:
             done=True,
             message=f"partitioned roll out complete: {updated} new pods have been updated",
         )
-    update_revision = _get(obj, "status", "updateRevision")
-    current_revision = _get(obj, "status", "currentRevision")
+    update_revision = dig(obj, "status", "updateRevision")
+    current_revision = dig(obj, "status", "currentRevision")
     if update_revision != current_revision:
-        updated = _int(_get(obj, "status", "updatedReplicas"))
+        updated = _int(dig(obj, "status", "updatedReplicas"))
         return _waiting(f"{updated} of {replicas} pods run the update revision")
     return RolloutState(done=True, message=f"statefulset {name!r} successfully rolled out")
 
@@ -223,32 +228,32 @@ def blockers(kind: str, obj: Mapping[str, Any]) -> Blockers:
     refusals: list[str] = []
     warnings: list[str] = []
     if kind == "Deployment":
-        if _get(obj, "spec", "paused") is True:
+        if dig(obj, "spec", "paused") is True:
             refusals.append(
                 "the Deployment is paused: a template change would not roll out; "
                 "run 'kubectl rollout resume' first (or skip it in the plan)"
             )
-        if _get(obj, "spec", "strategy", "type") == "Recreate":
+        if dig(obj, "spec", "strategy", "type") == "Recreate":
             warnings.append(
                 "the Deployment uses the Recreate strategy: every pod stops before the new "
                 "ones start (downtime during the rollout)"
             )
     elif kind in {"StatefulSet", "DaemonSet"}:
-        strategy = _get(obj, "spec", "updateStrategy", "type") or "RollingUpdate"
+        strategy = dig(obj, "spec", "updateStrategy", "type") or "RollingUpdate"
         if strategy == "OnDelete":
             refusals.append(
                 f"the {kind} uses updateStrategy OnDelete: changing the template replaces no "
                 "pod, so the injection would only reach pods deleted later; switch to "
                 "RollingUpdate (or skip it in the plan)"
             )
-        partition = _get(obj, "spec", "updateStrategy", "rollingUpdate", "partition")
+        partition = dig(obj, "spec", "updateStrategy", "rollingUpdate", "partition")
         if (
             kind == "StatefulSet"
             and strategy == "RollingUpdate"
             and isinstance(partition, int)
             and partition > 0
         ):
-            replicas = _int(_get(obj, "spec", "replicas"), 1)
+            replicas = _int(dig(obj, "spec", "replicas"), 1)
             stay = min(partition, replicas)
             refusals.append(
                 f"the StatefulSet has rollingUpdate.partition={partition}: pods with ordinal "
@@ -280,7 +285,7 @@ def wait_for_rollout(
     last_message = ""
     while True:
         obj = fetch()
-        observed = _int(_get(obj, "status", "observedGeneration"))
+        observed = _int(dig(obj, "status", "observedGeneration"))
         if observed < min_generation:
             state = _waiting("waiting for the controller to observe the new template")
         else:

@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from cloudtaser.errors import ConfigError, OperationError, VaultAuthError, VaultHTTPError
+from cloudtaser.naming import RESERVED_MOUNTS, safe_mount_path, valid_role_name
 
 if TYPE_CHECKING:
     from cloudtaser.openbao import OpenBaoClient
@@ -95,8 +95,6 @@ AUTH_METHODS: Final = ("kubernetes", "token")
 
 _TRUE = frozenset({"1", "true", "yes", "on", "t", "y"})
 _FALSE = frozenset({"", "0", "false", "no", "off", "f", "n"})
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _MAX_TOKEN_FILE = 64 * 1024
 
 
@@ -148,12 +146,7 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 def _auth_mount(value: str) -> str:
     mount = value.strip().lstrip("/").removeprefix("auth/").strip("/")
-    segments = mount.split("/")
-    if (
-        not mount
-        or segments[0] in {"auth", "sys", "identity", "cubbyhole", "token"}
-        or any(s in {".", ".."} or not _SEGMENT.fullmatch(s) for s in segments)
-    ):
+    if not safe_mount_path(mount) or mount.split("/")[0] in RESERVED_MOUNTS:
         raise ConfigError(
             f"{ENV_AUTH_MOUNT_PATH} {value[:80]!r} is not an auth mount path such as "
             "auth/kubernetes"
@@ -178,7 +171,7 @@ def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
     if method == "kubernetes":
         if role is None:
             raise ConfigError(f"{ENV_AUTH_ROLE} is not set (the vault role of this workload)")
-        if not _ROLE.fullmatch(role):
+        if not valid_role_name(role):
             raise ConfigError(f"{ENV_AUTH_ROLE} {role[:80]!r} is not a valid role name")
     elif token is None:
         raise ConfigError(f"{ENV_AUTH_METHOD}=token but {ENV_TOKEN} is not set")

@@ -75,6 +75,27 @@ class _Groups:
     def top(self) -> argparse._SubParsersAction[argparse.ArgumentParser]:
         return self._top
 
+    def command(
+        self,
+        noun: str | None,
+        name: str,
+        *,
+        help: str,
+        description: str,
+        epilog: str | None = None,
+    ) -> argparse.ArgumentParser:
+        """A command ``noun name`` (top-level when ``noun`` is ``None``) with the common
+        options, its description and epilog shown as written."""
+        sub = self._top if noun is None else self.noun(noun)
+        return sub.add_parser(
+            name,
+            help=help,
+            description=description,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[self.common],
+        )
+
 
 def _common_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)

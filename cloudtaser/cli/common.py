@@ -11,15 +11,26 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser.cli.exitcodes import ExitCode
+
 if TYPE_CHECKING:
     from cloudtaser.config import ClusterTarget, VaultTarget
+    from cloudtaser.kube import KubeSession
+    from cloudtaser.openbao import OpenBaoClient
 
 __all__ = [
     "add_cluster_options",
     "add_output_option",
+    "add_plan_argument",
     "add_vault_options",
+    "cluster_session",
     "cluster_target",
+    "duration_seconds",
+    "int_1_to_64",
     "plan_files_completer",
+    "print_error",
+    "usage_error",
+    "vault_client",
     "vault_target",
 ]
 
@@ -42,6 +53,49 @@ def plan_files_completer(prefix: str, **_: Any) -> list[str]:
         elif entry.suffix in {".yaml", ".yml"}:
             out.append(shown)
     return sorted(out)
+
+
+def add_plan_argument(
+    parser: argparse._ActionsContainer, *names: str, **kwargs: Any
+) -> argparse.Action:
+    """An argument naming a plan file (positional or flag), completed with
+    :func:`plan_files_completer`. ``kwargs`` go to ``add_argument``."""
+    action = parser.add_argument(*names, **kwargs)
+    action.completer = plan_files_completer  # type: ignore[attr-defined]
+    return action
+
+
+def int_1_to_64(text: str) -> int:
+    """A whole number from 1 to 64 (argparse type for ``--parallel``, ``--concurrency``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def duration_seconds(text: str) -> int:
+    """``3600``, ``1h``, ``90m``, ``1h30m`` -> whole seconds (argparse type for TTLs; the rules
+    are :func:`cloudtaser.provision.parse_duration`'s)."""
+    from cloudtaser.provision import parse_duration  # noqa: PLC0415
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def print_error(message: str) -> None:
+    """``cloudtaser: error: MESSAGE`` on stderr."""
+    print(f"cloudtaser: error: {message}", file=sys.stderr)
+
+
+def usage_error(message: str) -> int:
+    """Print ``message`` as an error and return the usage exit code (2)."""
+    print_error(message)
+    return ExitCode.USAGE
 
 
 def _kube_contexts_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
@@ -174,3 +228,17 @@ def cluster_target(args: argparse.Namespace) -> ClusterTarget:
     return resolve_cluster_target(
         kubeconfig=getattr(args, "kubeconfig", None), context=getattr(args, "context", None)
     )
+
+
+def cluster_session(args: argparse.Namespace) -> KubeSession:
+    """Connect to the cluster named by ``args`` (use it in a ``with`` block)."""
+    from cloudtaser.kube import connect  # noqa: PLC0415
+
+    return connect(cluster_target(args))
+
+
+def vault_client(args: argparse.Namespace, *, pool_size: int) -> OpenBaoClient:
+    """A client for the vault named by ``args`` (use it in a ``with`` block)."""
+    from cloudtaser.openbao import OpenBaoClient  # noqa: PLC0415
+
+    return OpenBaoClient(vault_target(args), pool_size=pool_size)

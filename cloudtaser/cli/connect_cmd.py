@@ -8,15 +8,18 @@ Standard library only at module level; lightkube, requests and yaml load inside 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
     add_cluster_options,
     add_output_option,
+    add_plan_argument,
     add_vault_options,
-    plan_files_completer,
+    cluster_session,
+    duration_seconds,
+    usage_error,
+    vault_client,
 )
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
@@ -70,24 +73,14 @@ are reachable, or watch the first pod log in.
 """
 
 
-def _duration(text: str) -> int:
-    from cloudtaser.provision import parse_duration  # noqa: PLC0415
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def register(groups: Any) -> None:
     """Attach ``target connect`` and ``source connect``."""
-    target = groups.noun("target").add_parser(
+    target = groups.command(
+        "target",
         "connect",
         help="configure the vault's Kubernetes auth for this cluster and self-test a login",
         description=_TARGET_DESCRIPTION,
         epilog=_TARGET_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
     add_cluster_options(target)
     add_vault_options(target, namespace_alias=False)
@@ -126,7 +119,7 @@ def register(groups: Any) -> None:
     )
     group.add_argument(
         "--reviewer-token-ttl",
-        type=_duration,
+        type=duration_seconds,
         default=24 * 3600,
         metavar="DURATION",
         help="lifetime of the reviewer token (default 24h, minimum 10m); re-run connect "
@@ -183,12 +176,11 @@ def register(groups: Any) -> None:
     add_output_option(target)
     target.set_defaults(handler=_run_target_connect)
 
-    source = groups.noun("source").add_parser(
+    source = groups.command(
+        "source",
         "connect",
         help="configure the Kubernetes auth mount from a 'target connect --export' file",
         description=_SOURCE_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
     source.add_argument(
         "--import",
@@ -214,13 +206,13 @@ def register(groups: Any) -> None:
 
 
 def _add_mount_options(parser: argparse.ArgumentParser) -> None:
-    plan = parser.add_argument(
+    add_plan_argument(
+        parser,
         "--plan",
         metavar="PLAN",
         help="migration plan: its metadata.authMount names the mount; with --no-reviewer-token "
         "or --export its ServiceAccounts are bound to system:auth-delegator",
     )
-    plan.completer = plan_files_completer  # type: ignore[attr-defined]
     parser.add_argument(
         "--auth-mount",
         metavar="MOUNT",
@@ -287,76 +279,57 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
     )
 
 
-def _usage(message: str) -> int:
-    print(f"cloudtaser: error: {message}", file=sys.stderr)
-    return ExitCode.USAGE
-
-
 def _run_target_connect(args: argparse.Namespace) -> int:
-    from cloudtaser.cli.common import cluster_target, vault_target  # noqa: PLC0415
-    from cloudtaser.kube import connect as kube_connect  # noqa: PLC0415
-
     if args.include_reviewer_token and not args.export:
-        return _usage("--include-reviewer-token only goes with --export FILE")
+        return usage_error("--include-reviewer-token only goes with --export FILE")
     if args.export and (args.check or args.no_reviewer_token):
-        return _usage("--export cannot be combined with --check or --no-reviewer-token")
+        return usage_error("--export cannot be combined with --check or --no-reviewer-token")
     if (args.self_test_role is None) != (args.self_test_service_account is None):
-        return _usage("--self-test-role and --self-test-service-account go together")
+        return usage_error("--self-test-role and --self-test-service-account go together")
     if args.self_test_role and not args.check:
-        return _usage("--self-test-role is used with --check")
+        return usage_error("--self-test-role is used with --check")
     if args.check and (args.dry_run or args.skip_self_test):
-        return _usage("--check cannot be combined with --dry-run or --skip-self-test")
+        return usage_error("--check cannot be combined with --dry-run or --skip-self-test")
     if args.export:
         return _run_export(args)
 
     client_jwt = bool(args.no_reviewer_token)
     options = _options(args, client_jwt=client_jwt)
-    session = kube_connect(cluster_target(args))
-    from cloudtaser.openbao import OpenBaoClient  # noqa: PLC0415
+    with cluster_session(args) as session, vault_client(args, pool_size=4) as client:
+        if args.check:
+            from cloudtaser.connect import check_connection  # noqa: PLC0415
 
-    try:
-        with OpenBaoClient(vault_target(args), pool_size=4) as client:
-            if args.check:
-                from cloudtaser.connect import check_connection  # noqa: PLC0415
+            result = check_connection(
+                session,
+                client,
+                options,
+                role=args.self_test_role,
+                service_account=args.self_test_service_account,
+                progress=progress,
+            )
+        else:
+            from cloudtaser.connect import connect  # noqa: PLC0415
 
-                result = check_connection(
-                    session,
-                    client,
-                    options,
-                    role=args.self_test_role,
-                    service_account=args.self_test_service_account,
-                    progress=progress,
-                )
-            else:
-                from cloudtaser.connect import connect  # noqa: PLC0415
-
-                prefix = "dry run: " if args.dry_run else ""
-                progress(
-                    f"{prefix}connecting cluster {session.cluster_name} (context "
-                    f"{session.context}) to {client.address} at auth/{options.auth_mount}"
-                )
-                result = connect(session, client, options, progress=progress)
-    finally:
-        session.close()
+            prefix = "dry run: " if args.dry_run else ""
+            progress(
+                f"{prefix}connecting cluster {session.cluster_name} (context "
+                f"{session.context}) to {client.address} at auth/{options.auth_mount}"
+            )
+            result = connect(session, client, options, progress=progress)
     return _report(result, args.output)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from cloudtaser.cli.common import cluster_target  # noqa: PLC0415
     from cloudtaser.connect import export_connection, write_connection_file  # noqa: PLC0415
-    from cloudtaser.kube import connect as kube_connect  # noqa: PLC0415
 
     options = _options(args, client_jwt=not args.include_reviewer_token)
-    session = kube_connect(cluster_target(args))
-    try:
+    with cluster_session(args) as session:
         conn, steps = export_connection(
             session,
             options,
             include_reviewer_token=args.include_reviewer_token,
             progress=progress,
         )
-    finally:
-        session.close()
     if not args.dry_run:
         write_connection_file(args.export, conn)
     if args.output == "json":
@@ -399,13 +372,11 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_source_connect(args: argparse.Namespace) -> int:
     from dataclasses import replace  # noqa: PLC0415
 
-    from cloudtaser.cli.common import vault_target  # noqa: PLC0415
     from cloudtaser.connect import (  # noqa: PLC0415
         ConnectOptions,
         import_connection,
         read_connection_file,
     )
-    from cloudtaser.openbao import OpenBaoClient  # noqa: PLC0415
 
     conn = read_connection_file(args.import_file)
     if args.auth_mount:
@@ -413,7 +384,7 @@ def _run_source_connect(args: argparse.Namespace) -> int:
     options = ConnectOptions(
         auth_mount=conn.auth_mount, dry_run=args.dry_run, force=args.force, self_test=False
     )
-    with OpenBaoClient(vault_target(args), pool_size=4) as client:
+    with vault_client(args, pool_size=4) as client:
         prefix = "dry run: " if args.dry_run else ""
         progress(
             f"{prefix}configuring auth/{conn.auth_mount} on {client.address} for cluster "

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.cli.common import add_cluster_options, cluster_target, plan_files_completer
+from cloudtaser.cli.common import add_cluster_options, add_plan_argument, cluster_session
 from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -61,14 +61,12 @@ namespaces; get/list secrets only where envFrom needs key names. docs: docs/disc
 
 def register(groups: Any) -> None:
     """Attach ``target discover``."""
-    target = groups.noun("target")
-    parser = target.add_parser(
+    parser = groups.command(
+        "target",
         "discover",
         help="scan a cluster and write a migration plan (no vault access)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
     add_cluster_options(parser)
     scope = parser.add_argument_group("what to scan")
@@ -130,14 +128,14 @@ def register(groups: Any) -> None:
         help="Kubernetes auth mount to record in the plan (default: kubernetes)",
     )
     out = parser.add_argument_group("output")
-    dest = out.add_argument(
+    add_plan_argument(
+        out,
         "-o",
         "--output-plan",
         required=True,
         metavar="FILE",
         help="write the plan to FILE ('-' for stdout); an existing file is replaced atomically",
     )
-    dest.completer = plan_files_completer
     out.add_argument(
         "--force",
         action="store_true",
@@ -216,7 +214,6 @@ def _run_discover(args: argparse.Namespace) -> int:
 
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.discover import DiscoverOptions, discover  # noqa: PLC0415
-    from cloudtaser.kube import connect  # noqa: PLC0415
 
     template = _ISOLATED_TEMPLATE if args.isolate else args.path_template or _DEFAULT_TEMPLATE
     try:
@@ -236,12 +233,9 @@ def _run_discover(args: argparse.Namespace) -> int:
     )
     options.validate()
     old = None if args.output_plan == "-" else _existing_plan(args.output_plan, args.force)
-    session = connect(cluster_target(args))
-    try:
+    with cluster_session(args) as session:
         _progress(f"discovering in context {session.context} ({session.server})")
         result = discover(session, options, progress=_progress)
-    finally:
-        session.close()
     if args.output_plan == "-":
         sys.stdout.write(planlib.dumps(result.plan))
         sys.stdout.flush()

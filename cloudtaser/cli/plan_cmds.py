@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.cli.common import add_output_option, plan_files_completer
+from cloudtaser.cli.common import add_output_option, add_plan_argument
 from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -29,8 +29,7 @@ def register(groups: Any) -> None:
         ),
         parents=[groups.common],
     )
-    files = validate.add_argument("plans", nargs="+", metavar="PLAN", help="plan file(s)")
-    files.completer = plan_files_completer
+    add_plan_argument(validate, "plans", nargs="+", metavar="PLAN", help="plan file(s)")
     validate.set_defaults(handler=_run_validate)
 
     status = plan.add_parser(
@@ -42,8 +41,7 @@ def register(groups: Any) -> None:
         ),
         parents=[groups.common],
     )
-    one = status.add_argument("plan", metavar="PLAN", help="plan file")
-    one.completer = plan_files_completer
+    add_plan_argument(status, "plan", metavar="PLAN", help="plan file")
     add_output_option(status)
     status.set_defaults(handler=_run_status)
 

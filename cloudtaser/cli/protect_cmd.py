@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from cloudtaser.cli.common import (
     add_cluster_options,
     add_output_option,
-    cluster_target,
-    plan_files_completer,
+    add_plan_argument,
+    cluster_session,
+    int_1_to_64,
+    usage_error,
 )
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
@@ -61,45 +63,35 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
-
-
 def register(groups: Any) -> None:
     """Attach ``target protect`` and ``target unprotect``."""
-    target = groups.noun("target")
-    protect = target.add_parser(
+    protect = groups.command(
+        "target",
         "protect",
         help="annotate pending workloads for injection and roll each out once",
         description=_PROTECT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
     _add_run_options(protect, protect=True)
     protect.set_defaults(handler=_run_protect)
 
-    unprotect = target.add_parser(
+    unprotect = groups.command(
+        "target",
         "unprotect",
         help="remove the annotations protect added (one rollout) and mark workloads pending",
         description=_UNPROTECT_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
     _add_run_options(unprotect, protect=False)
     unprotect.set_defaults(handler=_run_unprotect)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
-    plan = parser.add_argument(
-        "--plan", required=True, metavar="PLAN", help="the migration plan (updated in place)"
+    add_plan_argument(
+        parser,
+        "--plan",
+        required=True,
+        metavar="PLAN",
+        help="the migration plan (updated in place)",
     )
-    plan.completer = plan_files_completer  # type: ignore[attr-defined]
     add_cluster_options(parser)
     if protect:
         parser.add_argument(
@@ -143,7 +135,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
     )
     run.add_argument(
         "--parallel",
-        type=_positive_int,
+        type=int_1_to_64,
         default=1,
         metavar="N",
         help="roll out up to N workloads at once (default: 1); plan writes stay serialized",
@@ -310,12 +302,10 @@ def _emit(event: Event) -> None:
 
 def _run_protect(args: argparse.Namespace) -> int:
     if not args.vault_address:
-        print(
-            "cloudtaser: error: --vault-address URL is required: the vault address the pods "
-            "will reach (it is written into the workloads)",
-            file=sys.stderr,
+        return usage_error(
+            "--vault-address URL is required: the vault address the pods "
+            "will reach (it is written into the workloads)"
         )
-        return ExitCode.USAGE
     return _run(args, protect=True)
 
 
@@ -327,15 +317,11 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
     if not (args.yes or args.interactive or args.dry_run):
         stdin_tty = bool(getattr(sys.stdin, "isatty", lambda: False)())
         hint = "" if stdin_tty else " (stdin is not a terminal: nobody could answer)"
-        print(
-            f"cloudtaser: error: pass --yes to go on for every workload, or --interactive to "
-            f"be asked for each{hint}",
-            file=sys.stderr,
+        return usage_error(
+            f"pass --yes to go on for every workload, or --interactive to be asked for each{hint}"
         )
-        return ExitCode.USAGE
 
     from cloudtaser import protect as protectlib  # noqa: PLC0415
-    from cloudtaser.kube import connect  # noqa: PLC0415
 
     options = protectlib.RunOptions(
         actor=_actor(),
@@ -348,23 +334,13 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         stop_on_error=args.stop_on_error,
         selection=protectlib.Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
     )
-    target = cluster_target(args)
-    session = connect(target)
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None
     run = protectlib.protect if protect else protectlib.unprotect
-    try:
-        with interrupts.installed():
-            report = run(
-                session,
-                args.plan,
-                options,
-                progress=_emit,
-                decide=decide,
-                cancel=interrupts.cancel,
-            )
-    finally:
-        session.close()
+    with cluster_session(args) as session, interrupts.installed():
+        report = run(
+            session, args.plan, options, progress=_emit, decide=decide, cancel=interrupts.cancel
+        )
     _print_report(report, args)
     if report.interrupted:
         return ExitCode.INTERRUPTED

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.cli.common import add_output_option, add_vault_options, plan_files_completer
+from cloudtaser.cli.common import (
+    add_output_option,
+    add_plan_argument,
+    add_vault_options,
+    duration_seconds,
+    int_1_to_64,
+    vault_client,
+)
 from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -68,29 +75,10 @@ flags, 3 vault unreachable, token refused or vault sealed, 4 a mount is not KV v
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
-
-
-def _duration(text: str) -> int:
-    from cloudtaser.provision import parse_duration  # noqa: PLC0415
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _add_concurrency(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=int_1_to_64,
         default=16,
         metavar="N",
         help="vault requests in flight at once over one pooled connection set (1-64, "
@@ -100,19 +88,14 @@ def _add_concurrency(parser: argparse.ArgumentParser) -> None:
 
 def register(groups: Any) -> None:
     """Attach the ``source`` verbs."""
-    source = groups.noun("source")
-
-    apply = source.add_parser(
+    apply = groups.command(
+        "source",
         "apply-plan",
         help="create the per-tenant vault policies and Kubernetes-auth roles a plan needs",
         description=_APPLY_DESCRIPTION,
         epilog=_APPLY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
-    plan_arg = apply.add_argument("plan", metavar="PLAN", help="the migration plan (YAML)")
-    plan_arg.completer = plan_files_completer
-    add_vault_options(apply)
+    _add_plan_and_vault(apply)
     apply.add_argument(
         "--dry-run",
         action="store_true",
@@ -125,7 +108,7 @@ def register(groups: Any) -> None:
     )
     apply.add_argument(
         "--token-ttl",
-        type=_duration,
+        type=duration_seconds,
         default=3600,
         metavar="DURATION",
         help="TTL of the tokens pods get when they log in (e.g. 3600, 1h, 30m; default 1h)",
@@ -146,28 +129,22 @@ def register(groups: Any) -> None:
     add_output_option(apply)
     apply.set_defaults(handler=_run_apply)
 
-    verify = source.add_parser(
+    verify = groups.command(
+        "source",
         "verify-plan",
         help="prove every secret path and field of a plan exists, without reading values",
         description=_VERIFY_DESCRIPTION,
         epilog=_VERIFY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
-    plan_arg = verify.add_argument("plan", metavar="PLAN", help="the migration plan (YAML)")
-    plan_arg.completer = plan_files_completer
-    add_vault_options(verify)
+    _add_plan_and_vault(verify)
     _add_concurrency(verify)
     add_output_option(verify)
     verify.set_defaults(handler=_run_verify)
 
 
-def _connect(args: argparse.Namespace) -> Any:
-    from cloudtaser.cli.common import vault_target  # noqa: PLC0415
-    from cloudtaser.openbao import OpenBaoClient  # noqa: PLC0415
-
-    target = vault_target(args)
-    return OpenBaoClient(target, pool_size=args.concurrency)
+def _add_plan_and_vault(parser: argparse.ArgumentParser) -> None:
+    add_plan_argument(parser, "plan", metavar="PLAN", help="the migration plan (YAML)")
+    add_vault_options(parser)
 
 
 def _run_apply(args: argparse.Namespace) -> int:
@@ -176,7 +153,7 @@ def _run_apply(args: argparse.Namespace) -> int:
     from cloudtaser.provision import apply_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
-    with _connect(args) as client:
+    with vault_client(args, pool_size=args.concurrency) as client:
         where = f"{client.address}" + (
             f" (namespace {client.namespace})" if client.namespace else ""
         )
@@ -278,7 +255,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from cloudtaser.verify import verify_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
-    with _connect(args) as client:
+    with vault_client(args, pool_size=args.concurrency) as client:
         result = verify_plan(client, loaded, concurrency=args.concurrency, progress=progress)
     if args.output == "json":
         print_json(_verify_json(result))

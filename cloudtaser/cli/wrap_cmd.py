@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from cloudtaser.cli.exitcodes import ExitCode
+from cloudtaser.cli.common import print_error, usage_error
 
 __all__ = ["register"]
 
@@ -49,13 +49,12 @@ See docs/connect-and-runtime.md.
 
 def register(groups: Any) -> None:
     """Attach the top-level ``wrap`` command."""
-    wrap = groups.top().add_parser(
+    wrap = groups.command(
+        None,
         "wrap",
         help="runtime wrapper: fetch a workload's secrets and exec its command with them",
         description=_DESCRIPTION,
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[groups.common],
     )
     wrap.add_argument(
         "argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="what to run"
@@ -68,10 +67,7 @@ def _run_wrap(args: argparse.Namespace) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     if not argv:
-        print(
-            "cloudtaser: error: no command: cloudtaser wrap -- COMMAND [ARGS...]", file=sys.stderr
-        )
-        return ExitCode.USAGE
+        return usage_error("no command: cloudtaser wrap -- COMMAND [ARGS...]")
     from cloudtaser.wrapper import exec_command, prepare  # noqa: PLC0415
 
     env = prepare(os.environ)
@@ -80,11 +76,11 @@ def _run_wrap(args: argparse.Namespace) -> int:
     try:
         exec_command(argv, env)
     except FileNotFoundError:
-        print(f"cloudtaser: error: command not found: {argv[0]}", file=sys.stderr)
+        print_error(f"command not found: {argv[0]}")
         return 127
     except PermissionError:
-        print(f"cloudtaser: error: permission denied executing {argv[0]}", file=sys.stderr)
+        print_error(f"permission denied executing {argv[0]}")
         return 126
     except OSError as exc:
-        print(f"cloudtaser: error: cannot execute {argv[0]}: {exc.strerror}", file=sys.stderr)
+        print_error(f"cannot execute {argv[0]}: {exc.strerror}")
         return 126
