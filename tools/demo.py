@@ -50,6 +50,13 @@ SECRETS = {
     },
 }
 AUTH_MOUNT = "kubernetes-demo"
+#: A stand-in for the application: it reports which secrets it received (masked).
+APP = """\
+import os
+masked = {k: len(os.environ[k]) * "*" for k in ("DB_USER", "DB_PASSWORD")}
+print("the app sees:", masked)
+print("CLOUDTASER_* in its environment:", [k for k in os.environ if k.startswith("CLOUDTASER_")])
+"""
 PLAN_NAME = "demo"
 
 
@@ -57,9 +64,29 @@ def step(title: str, why: str) -> None:
     print(f"\n{BOLD}== {title}{RESET}\n{DIM}{why}{RESET}", flush=True)
 
 
+#: Environment variables worth showing in front of a command when the step sets them.
+SHOWN_ENV = (
+    "KUBECONFIG",
+    "BAO_ADDR",
+    "VAULT_ADDR",
+    "VAULT_AUTH_ROLE",
+    "VAULT_AUTH_MOUNT_PATH",
+    "CLOUDTASER_SECRET_PATHS",
+    "CLOUDTASER_ENV_MAP",
+    "CLOUDTASER_SA_TOKEN_PATH",
+)
+
+
 def run(args: list[str], *, env: dict[str, str], cwd: Path, input: str | None = None) -> int:
     """Run one command as a user would type it (the command line is printed first)."""
-    shown = " ".join(shlex.quote(a) for a in args)
+    prefix = "".join(
+        f"{name}={shlex.quote(env[name])} "
+        for name in SHOWN_ENV
+        if env.get(name)
+        and env.get(name) != os.environ.get(name)
+        and "no-kubeconfig" not in env[name]
+    )
+    shown = prefix + " ".join(shlex.quote(a) for a in args)
     print(f"{GREEN}$ {shown}{RESET}", flush=True)
     argv = [sys.executable, "-m", "cloudtaser", *args[1:]] if args[0] == "cloudtaser" else args
     result = subprocess.run(argv, env=env, cwd=cwd, input=input, text=True, check=False)
@@ -269,11 +296,9 @@ def demo(workdir: Path, keep: bool) -> None:
             "CLOUDTASER_ENV_MAP": notes["cloudtaser.io/env-map"],
             "CLOUDTASER_SA_TOKEN_PATH": str(sa_token),
         }
-        show = (
-            "import os; print('the app sees:', "
-            "{k: len(os.environ[k]) * '*' for k in ('DB_USER', 'DB_PASSWORD')})"
-        )
-        run(["cloudtaser", "wrap", "--", sys.executable, "-c", show], env=pod_env, cwd=workdir)
+        app = workdir / "app.py"
+        app.write_text(APP)
+        run(["cloudtaser", "wrap", "--", "python3", "app.py"], env=pod_env, cwd=workdir)
 
         step("the final plan: the compliance evidence", "every workload migrated or skipped")
         run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)
