@@ -12,14 +12,15 @@ The demo's sample secret values are made up here; cloudtaser itself never prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,8 +170,9 @@ def create_samples(cluster: Cluster) -> None:
         wl.wait_rollout(client, spec.kind, spec.namespace, spec.name, timeout=120)
 
 
-@contextmanager
-def servers(workdir: Path, keep: bool) -> Iterator[tuple[BaoServer, Cluster]]:
+@contextlib.contextmanager
+def servers(workdir: Path) -> Iterator[tuple[BaoServer, Cluster]]:
+    """Start both servers; stop them when the block ends, however it ends."""
     bao = BaoServer(workdir / "openbao", binary=find_bao())
     (workdir / "openbao").mkdir()
     cluster = Cluster("demo", workdir / "cluster", nodes=1)
@@ -182,10 +184,9 @@ def servers(workdir: Path, keep: bool) -> Iterator[tuple[BaoServer, Cluster]]:
         print(f"  Kubernetes API server at {cluster.server} ({cluster.startup_seconds:.0f} s)")
         yield bao, cluster
     finally:
-        if not keep:
-            cluster.stop()
-            bao.stop()
-            print("\nstopped the OpenBao dev server and the local cluster")
+        cluster.stop()
+        bao.stop()
+        print("\nstopped the OpenBao dev server and the local cluster", flush=True)
 
 
 def populate(bao: BaoServer, plan_path: Path) -> None:
@@ -206,7 +207,7 @@ def populate(bao: BaoServer, plan_path: Path) -> None:
 
 def demo(workdir: Path, keep: bool) -> None:
     step("0. start a local OpenBao and a local Kubernetes cluster", "both real, on loopback")
-    with servers(workdir, keep) as (bao, cluster):
+    with servers(workdir) as (bao, cluster):
         token_file = workdir / "vault-token"
         token_file.write_text(bao.token)
         token_file.chmod(0o600)
@@ -308,13 +309,11 @@ def demo(workdir: Path, keep: bool) -> None:
             print(f"\n{BOLD}servers kept running{RESET} (stop them with Ctrl-C):")
             print(f"  export KUBECONFIG={cluster.kubeconfig}")
             print(f"  export BAO_ADDR={bao.address}   # token in {token_file}")
-            print(f"  plan: {plan}")
-            try:
+            print(f"  plan: {plan}", flush=True)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
-            except KeyboardInterrupt:
-                cluster.stop()
-                bao.stop()
 
 
 def main() -> None:

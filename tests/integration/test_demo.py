@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
+from lightkube import Client, KubeConfig
+from lightkube.resources.core_v1 import Namespace
 
 ROOT = Path(__file__).parents[2]
 
@@ -42,3 +48,43 @@ def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> No
     assert statuses
     assert set(statuses) <= {"migrated", "skipped"}
     assert "migrated" in statuses
+
+
+def test_demo_keep_leaves_servers_reachable_until_interrupted(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "demo.py"), "--keep", "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "NO_COLOR": "1"},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("  plan: "):
+                break
+        text = "".join(lines)
+        assert "servers kept running" in text, text[-4000:]
+        bao_addr = re.search(r"export BAO_ADDR=(\S+)", text)
+        assert bao_addr is not None
+        assert requests.get(f"{bao_addr[1]}/v1/sys/health", timeout=5).status_code == 200
+        client = Client(KubeConfig.from_file(workdir / "cluster" / "kubeconfig"))
+        names = {ns.metadata.name for ns in client.list(Namespace)}
+        assert {"payments", "shop"} <= names
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, rest[-2000:]
+    assert "stopped the OpenBao dev server and the local cluster" in rest
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{bao_addr[1]}/v1/sys/health", timeout=5)
