@@ -34,47 +34,14 @@ sys.path.insert(0, str(ROOT))
 from lightkube import codecs  # noqa: E402
 
 from cloudtaser import plan as planlib  # noqa: E402
-from tests.testenv.binaries import k8s_bin_dir  # noqa: E402
 from tests.testenv.cluster import Cluster  # noqa: E402
 
 LABEL = "cloudtaser-bench"
 
 
 def start_api_only_cluster(workdir: Path) -> Any:
-    """A testenv ``Cluster`` that starts only etcd and kube-apiserver."""
-
-    class ApiOnlyCluster(Cluster):
-        def _spawn(self, name: str, argv: list[str]) -> Any:
-            if name in {"kube-controller-manager", "kube-scheduler", "kwok"}:
-                return None
-            return super()._spawn(name, argv)
-
-        def _ready(self, client: Any) -> bool:
-            return True
-
-        def client(self, *, field_manager: str | None = None) -> Any:
-            from lightkube import Client, KubeConfig  # noqa: PLC0415
-
-            config = KubeConfig.from_file(self.kubeconfig).get(context_name=self.name)
-            return Client(config=config, field_manager=field_manager)
-
-    bin_dir = k8s_bin_dir()
-    binaries = {name: bin_dir / name for name in ("etcd", "kube-apiserver", "kubectl")}
-    for path in binaries.values():
-        if not path.is_file():
-            raise SystemExit(f"{path} is missing; build the testenv first (nox -s testenv)")
-    # not started (see _spawn), but the Cluster class looks them up
-    binaries |= {
-        n: Path("/nonexistent") for n in ("kube-controller-manager", "kube-scheduler", "kwok")
-    }
-    cluster = ApiOnlyCluster(
-        "bench",
-        workdir,
-        log_dir=workdir / "logs",
-        nodes=0,
-        binaries=binaries,
-        stages=Path(__file__),  # kwok is not started; any existing file will do
-    )
+    """A testenv ``Cluster`` that starts only etcd and kube-apiserver (objects, no rollouts)."""
+    cluster = Cluster("bench", workdir, log_dir=workdir / "logs", controllers=False)
     try:
         cluster.start()
     except BaseException:

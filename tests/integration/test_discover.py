@@ -25,7 +25,6 @@ from lightkube import codecs
 from lightkube.resources.apps_v1 import Deployment
 
 from cloudtaser import plan as planlib
-from tests.testenv.binaries import k8s_bin_dir, missing
 from tests.testenv.cluster import Cluster
 from tests.testenv.workloads import (
     ContainerSpec,
@@ -66,39 +65,11 @@ class Run:
         assert "Traceback" not in self.stderr
 
 
-class ApiOnlyCluster(Cluster):
-    """A testenv ``Cluster`` that starts only etcd and kube-apiserver."""
-
-    def _spawn(self, name: str, argv: list[str]) -> Any:
-        if name in {"kube-controller-manager", "kube-scheduler", "kwok"}:
-            return None
-        return super()._spawn(name, argv)
-
-    def _ready(self, client: Any) -> bool:
-        return True
-
-    def client(self, *, field_manager: str | None = None) -> Any:
-        from lightkube import Client, KubeConfig
-
-        config = KubeConfig.from_file(self.kubeconfig).get(context_name=self.name)
-        return Client(config=config, field_manager=field_manager)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    bin_dir = k8s_bin_dir()
-    binaries = {name: bin_dir / name for name in ("etcd", "kube-apiserver")}
-    for path in binaries.values():
-        if not path.is_file():
-            missing(f"{path} not found; build the test bed with `nox -s testenv`")
-    # looked up by Cluster but never started here
-    binaries |= {
-        n: Path("/nonexistent") for n in ("kube-controller-manager", "kube-scheduler", "kwok")
-    }
+    """Discovery needs objects, not rollouts: etcd and kube-apiserver only."""
     root = tmp_path_factory.mktemp("discover-cluster")
-    api = ApiOnlyCluster(
-        "disc", root, log_dir=root / "logs", nodes=0, binaries=binaries, stages=Path(__file__)
-    )
+    api = Cluster("disc", root, log_dir=root / "logs", controllers=False)
     try:
         api.start()
         yield api

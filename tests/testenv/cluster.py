@@ -76,15 +76,18 @@ class Cluster:
         binaries: Mapping[str, Path] | None = None,
         stages: Path | None = None,
         start_timeout: float = 120.0,
+        controllers: bool = True,
     ) -> None:
         self.name = name
         self.workdir = workdir
         self.log_dir = log_dir or workdir / "logs"
         self.kubeconfig = workdir / "kubeconfig"
-        self.node_names = [f"kwok-node-{i}" for i in range(nodes)]
+        #: False: only etcd and kube-apiserver (objects, RBAC, tokens; nothing rolls out).
+        self.controllers = controllers
+        self.node_names = [f"kwok-node-{i}" for i in range(nodes)] if controllers else []
         self.binaries = dict(binaries) if binaries is not None else find_k8s_binaries()
         stages = stages or kwok_stages_file(self.binaries["kube-apiserver"].parent)
-        if stages is None:
+        if stages is None and controllers:
             raise TestbedError("kwok stage file not found; run `nox -s testenv`")
         self.stages = stages
         self.start_timeout = start_timeout
@@ -207,6 +210,8 @@ class Cluster:
             diagnostics=self.diagnostics,
             interval=0.3,
         )
+        if not self.controllers:
+            return
 
         kcfg = str(self.kubeconfig)
         common = [
