@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cloudtaser.errors import ConfigError
+from cloudtaser.naming import safe_segment
 
 __all__ = ["ClusterTarget", "VaultTarget", "resolve_cluster_target", "resolve_vault_target"]
 
@@ -28,17 +29,27 @@ def validate_vault_address(address: str, *, what: str = "vault address") -> str:
     """Return ``address`` without a trailing slash, or raise :class:`ConfigError`."""
     address = address.strip()
     parts = urlsplit(address)
+    if parts.username or parts.password:  # checked first: later messages echo the address
+        raise ConfigError(f"{what} must not carry credentials in the URL")
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(
             f"{what} {address!r} is not an http(s) URL with a host, e.g. https://vault.example.com:8200"
         )
-    if parts.username or parts.password:
-        raise ConfigError(f"{what} must not carry credentials in the URL")
     if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in address):
         raise ConfigError(
             f"{what} {parts.scheme}://{parts.hostname} has a query, fragment or blank"
         )
     return address.rstrip("/")
+
+
+def header_safe_token(token: str) -> bool:
+    """A token is sent as an HTTP header: printable ASCII without blanks, nothing else."""
+    return token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
+
+
+def valid_vault_namespace(namespace: str) -> bool:
+    """A vault namespace path (sent as ``X-Vault-Namespace``): safe ASCII segments."""
+    return bool(namespace) and all(safe_segment(seg) for seg in namespace.split("/"))
 
 
 @dataclass(frozen=True)
@@ -97,8 +108,8 @@ def resolve_vault_target(
         if not token:
             raise ConfigError(f"--token-file {token_file} is empty")
     token = token or env.get("BAO_TOKEN") or env.get("VAULT_TOKEN") or None
-    if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
-        raise ConfigError("the vault token contains blanks or control characters")
+    if token is not None and not header_safe_token(token):
+        raise ConfigError("the vault token contains blanks, control or non-ASCII characters")
     if require_token and not token:
         raise ConfigError(
             "no vault token: pass --token-file FILE (keeps it out of shell history), --token, "
@@ -107,10 +118,7 @@ def resolve_vault_target(
     namespace = namespace or env.get("BAO_NAMESPACE") or env.get("VAULT_NAMESPACE") or None
     if namespace is not None:
         namespace = namespace.strip("/")
-        if not namespace or any(
-            not seg or seg in {".", ".."} or not all(c.isalnum() or c in "._-" for c in seg)
-            for seg in namespace.split("/")
-        ):
+        if not valid_vault_namespace(namespace):
             raise ConfigError(f"vault namespace {namespace!r} is not a valid namespace path")
     ca_cert = ca_cert or env.get("BAO_CACERT") or env.get("VAULT_CACERT") or None
     if ca_cert is not None and not Path(ca_cert).exists():

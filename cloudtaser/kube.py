@@ -68,9 +68,16 @@ def load_kubeconfig(paths: tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(f"kubeconfig {path} is not a kubeconfig mapping")
         base = str(Path(path).resolve().parent)
         for key in ("clusters", "contexts", "users"):
-            for entry in data.get(key) or []:
-                if not isinstance(entry, dict) or "name" not in entry:
+            entries = data.get(key) or []
+            if not isinstance(entries, list):
+                raise ConfigError(f"kubeconfig {path}: {key} is not a list")
+            for entry in entries:
+                if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                     raise ConfigError(f"kubeconfig {path}: an entry of {key} has no name")
+                if not isinstance(entry.get(key[:-1]) or {}, dict):
+                    raise ConfigError(
+                        f"kubeconfig {path}: {key[:-1]} {entry['name']!r} is not a mapping"
+                    )
                 if entry["name"] in seen[key]:
                     continue
                 seen[key].add(entry["name"])
@@ -123,16 +130,17 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     ctx = contexts[context].get("context") or {}
     clusters = {c["name"]: c for c in merged["clusters"]}
     cluster_name = ctx.get("cluster")
-    if cluster_name not in clusters:
+    if not isinstance(cluster_name, str) or cluster_name not in clusters:
         raise ConfigError(
             f"context {context!r} names cluster {cluster_name!r}, which is not defined"
         )
-    cluster_entry = clusters[str(cluster_name)]
-    server = (cluster_entry.get("cluster") or {}).get("server")
+    cluster_entry = clusters[cluster_name]
+    cluster = cluster_entry.get("cluster") or {}
+    server = cluster.get("server")
     if not isinstance(server, str) or not server.startswith(("https://", "http://")):
         raise ConfigError(f"cluster {cluster_name!r} has no http(s) server URL in the kubeconfig")
     ca_pem = _ca_pem(cluster_entry)
-    if (cluster_entry.get("cluster") or {}).get("insecure-skip-tls-verify"):
+    if cluster.get("insecure-skip-tls-verify"):
         logging.getLogger("cloudtaser.kube").warning(
             "TLS verification of the API server %s is DISABLED by the kubeconfig "
             "(insecure-skip-tls-verify: true in cluster %r); anyone on the network path can "

@@ -13,6 +13,7 @@ Retry policy (decided here, documented in ``docs/source-commands.md``):
   ``GET``/``LIST``/``HEAD``, and writes that replace an object with the same body every time
   (ACL policies, Kubernetes-auth roles, ``sys/capabilities-self``). Logins and mount enabling are
   not idempotent and are never retried on those.
+* TLS failures (untrusted or mismatched certificate) are never retried.
 * Back-off is exponential with full jitter (``base * 2**attempt``, capped); a ``Retry-After``
   header (integer seconds, as OpenBao sends it) is honoured up to a ceiling.
 * ``307``/``308`` (a standby that cannot forward) is followed by hand keeping method and body,
@@ -26,14 +27,13 @@ or a repr. ``requests`` is imported only by this module.
 
 from __future__ import annotations
 
-import builtins
 import logging
 import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -137,15 +137,6 @@ class SubkeysResult:
     keys: frozenset[str] | None
     deletion_time: str
     destroyed: bool
-
-    @property
-    def live(self) -> bool:
-        """True when the latest version is readable."""
-        return self.keys is not None and not self.destroyed
-
-
-def _encode_path(path: str) -> str:
-    return quote(path.strip("/"), safe=_PATH_SAFE)
 
 
 def _errors_of(body: Any) -> list[str]:
@@ -265,7 +256,7 @@ class OpenBaoClient:
         if idempotent is None:
             idempotent = method in _IDEMPOTENT_METHODS
         path = path.strip("/")
-        url = f"{self._address}/v1/{_encode_path(path)}"
+        url = f"{self._address}/v1/{quote(path, safe=_PATH_SAFE)}"
         wire_method, wire_params = method, dict(params or {})
         if method == "LIST":  # proxies and older servers know GET ?list=true better
             wire_method, wire_params = "GET", {**wire_params, "list": "true"}
@@ -304,6 +295,9 @@ class OpenBaoClient:
                 reply = self._send_following_redirects(
                     method, url, json=json, params=params, auth=auth
                 )
+            except requests.exceptions.SSLError as exc:
+                # An untrusted or mismatched certificate does not heal by retrying.
+                raise self._unreachable(exc) from exc
             except requests.exceptions.ConnectionError as exc:
                 # ConnectTimeout is a ConnectionError: nothing reached the server.
                 sent = not isinstance(exc, requests.exceptions.ConnectTimeout) and _maybe_sent(exc)
@@ -408,7 +402,7 @@ class OpenBaoClient:
             "--openbao-addr / BAO_ADDR, that the server runs and that this machine can reach it"
         )
 
-    def _raise_for(self, reply: Reply, *, method: str, path: str) -> None:
+    def _raise_for(self, reply: Reply, *, method: str, path: str) -> NoReturn:
         """Translate an error answer into the exception tree. The one place that does it."""
         status = reply.status
         errors = _errors_of(reply.body)
@@ -468,17 +462,6 @@ class OpenBaoClient:
         """``POST path`` with a JSON body. Pass ``idempotent=True`` for full-replacement writes."""
         return self.request("POST", path, json=dict(data), idempotent=idempotent)
 
-    def list(self, path: str) -> list[str]:
-        """``LIST path``: the keys, or ``[]`` when there are none (404)."""
-        reply = self.request("LIST", path, ok=(404,))
-        data = reply.data if reply.status != 404 else None
-        keys = data.get("keys") if isinstance(data, dict) else None
-        return [str(k) for k in keys] if isinstance(keys, list) else []
-
-    def delete(self, path: str) -> None:
-        """``DELETE path`` (deleting twice is harmless, so it is retried)."""
-        self.request("DELETE", path, idempotent=True, ok=(404,))
-
     # --- sys ------------------------------------------------------------------------------
 
     def mount_info(self, path: str) -> KvMount | None:
@@ -496,8 +479,8 @@ class OpenBaoClient:
                 return None
             self._raise_for(reply, method="GET", path=f"sys/internal/ui/mounts/{path}")
         data = reply.data if isinstance(reply.data, dict) else {}
-        options = data.get("options") if isinstance(data.get("options"), dict) else {}
-        raw_version = (options or {}).get("version")
+        options = data.get("options")
+        raw_version = options.get("version") if isinstance(options, dict) else None
         try:
             version = int(raw_version) if raw_version is not None else None
         except (TypeError, ValueError):
@@ -565,7 +548,7 @@ class OpenBaoClient:
         """A Kubernetes-auth role on ``auth/<mount>``, or ``None`` when it does not exist."""
         return self.read(f"auth/{mount}/role/{name}")
 
-    def role_write(self, mount: str, name: str, fields: Mapping[str, Any]) -> builtins.list[str]:
+    def role_write(self, mount: str, name: str, fields: Mapping[str, Any]) -> list[str]:
         """Create or update a Kubernetes-auth role; returns the server's warnings."""
         reply = self.request(
             "POST", f"auth/{mount}/role/{name}", json=dict(fields), idempotent=True
@@ -573,10 +556,6 @@ class OpenBaoClient:
         return reply.warnings
 
     # --- KV v2 ----------------------------------------------------------------------------
-
-    def kv2_metadata(self, mount: str, path: str) -> dict[str, Any] | None:
-        """``GET <mount>/metadata/<path>`` (no values), or ``None`` when never written."""
-        return self.read(f"{mount}/metadata/{path}")
 
     def kv2_subkeys(self, mount: str, path: str, *, depth: int = 1) -> SubkeysResult | None:
         """``GET <mount>/subkeys/<path>``: key names of the latest version, never values.
@@ -590,8 +569,9 @@ class OpenBaoClient:
         data = reply.data
         if not isinstance(data, dict):
             return None
-        meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        meta = meta or {}
+        meta = data.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
         subkeys = data.get("subkeys")
         version = meta.get("version")
         return SubkeysResult(

@@ -156,7 +156,11 @@ def _auth_mount(value: str) -> str:
 
 def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
     """Resolve the wrapper configuration from ``environ`` (see the module docstring)."""
-    from cloudtaser.config import validate_vault_address  # noqa: PLC0415
+    from cloudtaser.config import (  # noqa: PLC0415
+        header_safe_token,
+        valid_vault_namespace,
+        validate_vault_address,
+    )
 
     address = environ.get(ENV_ADDR) or environ.get("BAO_ADDR")
     if not address:
@@ -175,14 +179,16 @@ def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
             raise ConfigError(f"{ENV_AUTH_ROLE} {role[:80]!r} is not a valid role name")
     elif token is None:
         raise ConfigError(f"{ENV_AUTH_METHOD}=token but {ENV_TOKEN} is not set")
-    if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
-        raise ConfigError(f"{ENV_TOKEN} contains blanks or control characters")
+    if token is not None and not header_safe_token(token):
+        raise ConfigError(f"{ENV_TOKEN} contains blanks, control or non-ASCII characters")
     secret_paths = environ.get(ENV_SECRET_PATHS, "")
     env_map = environ.get(ENV_ENV_MAP, "")
     if not secret_paths.strip():
         raise ConfigError(f"{ENV_SECRET_PATHS} is not set: there are no secrets to fetch")
     mapping = parse_mapping(secret_paths, env_map)
     namespace = (environ.get(ENV_NAMESPACE) or environ.get("BAO_NAMESPACE") or "").strip("/")
+    if namespace and not valid_vault_namespace(namespace):
+        raise ConfigError(f"{ENV_NAMESPACE} {namespace[:80]!r} is not a valid namespace path")
     ca_cert = environ.get(ENV_CACERT) or environ.get("BAO_CACERT") or None
     if ca_cert is not None and not Path(ca_cert).is_file():
         raise ConfigError(f"{ENV_CACERT} {ca_cert} does not exist")
@@ -336,7 +342,9 @@ def _revoke(client: OpenBaoClient) -> None:
 
 
 def prepare(environ: Mapping[str, str], *, client: OpenBaoClient | None = None) -> dict[str, str]:
-    """Everything before the exec: configure, log in, fetch, revoke, build the child env."""
+    """Everything before the exec: configure, log in, fetch, revoke, build the child env.
+
+    The token of a Kubernetes-auth login is revoked whether or not the fetch succeeded."""
     config = config_from_env(environ)
     own = client is None
     if client is None:
@@ -354,9 +362,11 @@ def prepare(environ: Mapping[str, str], *, client: OpenBaoClient | None = None) 
         client = OpenBaoClient(target, pool_size=4, retry=RetryPolicy(deadline=60.0))
     try:
         login(client, config)
-        secrets = fetch_secrets(client, config)
-        if config.auth_method == "kubernetes":
-            _revoke(client)
+        try:
+            secrets = fetch_secrets(client, config)
+        finally:  # also when a secret is missing: the start fails, the token is of no use
+            if config.auth_method == "kubernetes":
+                _revoke(client)
     finally:
         if own:
             client.close()

@@ -74,6 +74,9 @@ def test_token_method_needs_vault_token_and_hides_it_in_repr() -> None:
         ({"CLOUDTASER_ENV_MAP": "a=X,b=X;cert=Y"}, "fed twice"),
         ({"VAULT_SKIP_VERIFY": "maybe"}, "true or false"),
         ({"VAULT_CACERT": "/nonexistent/ca.pem"}, "does not exist"),
+        ({"VAULT_AUTH_METHOD": "token", "VAULT_TOKEN": "s.тест"}, "non-ASCII"),
+        ({"VAULT_NAMESPACE": "eu/тест"}, "not a valid namespace path"),
+        ({"VAULT_NAMESPACE": "eu/../root"}, "not a valid namespace path"),
     ],
 )
 def test_bad_configuration_is_one_clear_error(change: dict[str, str], message: str) -> None:
