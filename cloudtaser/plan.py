@@ -60,24 +60,27 @@ MAX_PLAN_BYTES: Final = 64 * 1024 * 1024
 
 # --- constrained string types ------------------------------------------------------------
 
+# Every pattern ends in (?!\n)$: msgspec matches with re.search, where a bare "$" would also
+# accept a trailing newline.
+
 #: A Kubernetes DNS-1123 label (namespaces, tenant names).
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(?!\n)$"
 #: A Kubernetes DNS-1123 subdomain (workload and Secret names).
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(?!\n)$"
 #: A plan name: goes into vault policy and role names, so letters, digits, '.', '_', '-'.
-PLAN_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+PLAN_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$"
 #: A POSIX-portable environment variable name.
-ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
 #: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
-FIELD_NAME = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+$"
+FIELD_NAME = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+(?!\n)$"
 #: One path segment in vault: letters, digits, '.', '_', '-'.
 _SEGMENT = r"[A-Za-z0-9._-]+"
 #: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path; no ``.`` or ``..`` segment.
-VAULT_PATH = rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT}/data(/{_SEGMENT})+$"
+VAULT_PATH = rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT}/data(/{_SEGMENT})+(?!\n)$"
 #: A vault mount name (KV mount, auth mount): one or more safe segments.
-MOUNT = rf"^{_SEGMENT}(/{_SEGMENT})*$"
+MOUNT = rf"^{_SEGMENT}(/{_SEGMENT})*(?!\n)$"
 #: A free-text value that must stay on one line and printable (reasons, notes, sources).
-_ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+_ONE_LINE = r"^[^\x00-\x1f\x7f]*(?!\n)$"
 
 DnsLabel = Annotated[str, Meta(pattern=DNS_LABEL, max_length=63)]
 DnsSubdomain = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=253)]
@@ -87,7 +90,7 @@ FieldName = Annotated[str, Meta(pattern=FIELD_NAME, max_length=253)]
 VaultPath = Annotated[str, Meta(pattern=VAULT_PATH, max_length=512)]
 MountName = Annotated[str, Meta(pattern=MOUNT, max_length=128)]
 SourceRef = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$", min_length=1, max_length=512)
+    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*(?!\n)$", min_length=1, max_length=512)
 ]
 OneLine = Annotated[str, Meta(pattern=_ONE_LINE, max_length=4096)]
 NonEmptyLine = Annotated[str, Meta(pattern=_ONE_LINE, min_length=1, max_length=1024)]
@@ -187,7 +190,7 @@ class Workload(_Base, kw_only=True):
     history: list[StatusChange] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        envs = [env for secret in self.secrets for env in secret.fields.values()]
+        envs = self.env_names
         if len(envs) == len(set(envs)):
             return
         seen: dict[str, str] = {}
@@ -536,7 +539,7 @@ _SPECIAL = frozenset(
 
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
-        if _PLAIN.match(value) and value not in _SPECIAL:
+        if _PLAIN.fullmatch(value) and value not in _SPECIAL:
             return value
         return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
     if value is None:

@@ -212,6 +212,32 @@ def test_invalid_env_var_names_are_rejected(env: str) -> None:
     assert error.location == f"{_SECRET}.fields.password"
 
 
+@pytest.mark.parametrize(
+    ("mutate", "location"),
+    [
+        (lambda d: d["tenants"][0].update(namespace="payments\n"), "$.tenants[0].namespace"),
+        (lambda d: d["metadata"].update(name="prod-eu\n"), "$.metadata.name"),
+        (
+            lambda d: d["tenants"][0]["workloads"][0]["secrets"][0].update(
+                vaultPath="secret/data/payments/db\n"
+            ),
+            f"{_SECRET}.vaultPath",
+        ),
+        (
+            lambda d: d["tenants"][0]["workloads"][0]["secrets"][0].update(
+                fields={"password": "DB_PASSWORD\n"}
+            ),
+            f"{_SECRET}.fields.password",
+        ),
+        (lambda d: d["metadata"].update(createdBy="alice\n"), "$.metadata.createdBy"),
+    ],
+)
+def test_a_trailing_newline_is_not_accepted_anywhere(mutate, location: str) -> None:
+    data = _data()
+    mutate(data)
+    assert _reject(data).location == location
+
+
 def test_env_var_fed_twice_in_one_workload_is_rejected() -> None:
     data = _data()
     workload = data["tenants"][0]["workloads"][0]
