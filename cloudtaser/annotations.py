@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from cloudtaser.naming import role_name, valid_role_name
-from cloudtaser.plan import DEFAULT_AUTH_MOUNT, ENV_VAR, FIELD_NAME, MOUNT, VAULT_PATH
+from cloudtaser.naming import role_name, safe_mount_path, valid_role_name
+from cloudtaser.plan import DEFAULT_AUTH_MOUNT, ENV_VAR, FIELD_NAME, VAULT_PATH
 
 if TYPE_CHECKING:
     from cloudtaser.plan import MigrationPlan, Tenant, Workload
@@ -89,10 +89,11 @@ GROUP_SEPARATOR: Final = ";"
 PAIR_SEPARATOR: Final = ","
 KEY_VALUE_SEPARATOR: Final = "="
 
+# The plan patterns end in ``$``, which also matches before a trailing newline: always use
+# ``fullmatch`` so no line break reaches an annotation value.
 _VAULT_PATH_RE = re.compile(VAULT_PATH)
 _FIELD_RE = re.compile(FIELD_NAME)
 _ENV_RE = re.compile(ENV_VAR)
-_MOUNT_RE = re.compile(MOUNT)
 
 
 class AnnotationError(ValueError):
@@ -100,19 +101,19 @@ class AnnotationError(ValueError):
 
 
 def _check_path(path: str) -> str:
-    if not _VAULT_PATH_RE.match(path) or any(s in {".", ".."} for s in path.split("/")):
+    if not _VAULT_PATH_RE.fullmatch(path):  # the pattern refuses '.' and '..' segments
         raise AnnotationError(f"{path!r} is not a safe KV v2 path (<mount>/data/<path>)")
     return path
 
 
 def _check_field(field: str) -> str:
-    if not _FIELD_RE.match(field) or field in {".", ".."}:
+    if not _FIELD_RE.fullmatch(field):  # the pattern refuses '.' and '..'
         raise AnnotationError(f"{field!r} is not a valid vault field name")
     return field
 
 
 def _check_env(env: str) -> str:
-    if not _ENV_RE.match(env):
+    if not _ENV_RE.fullmatch(env):
         raise AnnotationError(f"{env!r} is not a valid environment variable name")
     return env
 
@@ -226,7 +227,7 @@ def build_annotations(
     }
     mount = plan.auth_mount
     if mount != DEFAULT_AUTH_MOUNT:
-        if not _MOUNT_RE.match(mount) or any(s in {".", ".."} for s in mount.split("/")):
+        if not safe_mount_path(mount):
             raise AnnotationError(f"auth mount {mount!r} is not valid")
         annotations[AUTH_PATH] = f"auth/{mount}"
     return annotations

@@ -220,9 +220,7 @@ class ConnectOptions:
         mount = validate_auth_mount(self.auth_mount)
         if not _DNS_LABEL.fullmatch(self.namespace):
             raise ConfigError(f"--namespace {self.namespace[:80]!r} is not a DNS label")
-        if len(self.reviewer_service_account) > 253 or not _DNS_SUBDOMAIN.fullmatch(
-            self.reviewer_service_account
-        ):
+        if not _DNS_SUBDOMAIN.fullmatch(self.reviewer_service_account):
             raise ConfigError(
                 f"reviewer ServiceAccount {self.reviewer_service_account[:80]!r} is not a valid "
                 "name"
@@ -235,12 +233,12 @@ class ConnectOptions:
         host = _validate_host(self.kubernetes_host) if self.kubernetes_host else None
         ca = (
             _validate_ca(self.kubernetes_ca_pem, "--kubernetes-ca-file")
-            if (self.kubernetes_ca_pem)
+            if self.kubernetes_ca_pem
             else None
         )
         issuer = _validate_issuer(self.issuer) if self.issuer else None
         for ns, sa in self.client_reviewers:
-            if not _DNS_LABEL.fullmatch(ns) or not _DNS_SUBDOMAIN.fullmatch(sa):
+            if not _valid_service_account(ns, sa):
                 raise ConfigError(f"ServiceAccount {ns[:63]}/{sa[:80]} is not a valid name")
         return replace(
             self, auth_mount=mount, kubernetes_host=host, kubernetes_ca_pem=ca, issuer=issuer
@@ -268,6 +266,11 @@ class ConnectResult:
 
 
 # --- validation (pure) --------------------------------------------------------------------------
+
+
+def _valid_service_account(namespace: str, name: str) -> bool:
+    """A ServiceAccount's namespace (DNS label) and name (DNS subdomain)."""
+    return bool(_DNS_LABEL.fullmatch(namespace) and _DNS_SUBDOMAIN.fullmatch(name))
 
 
 def validate_auth_mount(mount: str) -> str:
@@ -890,21 +893,13 @@ def _configure_vault(
     )
     if existing is None:
         progress(f"enabling the Kubernetes auth method at auth/{mount}")
-        client.request(
-            "POST",
-            f"sys/auth/{mount}",
-            json={"type": KUBERNETES_AUTH_TYPE, "description": new_record.render()},
-            idempotent=False,
-        )
+        client.enable_auth(mount, KUBERNETES_AUTH_TYPE, description=new_record.render())
     progress(f"writing auth/{mount}/config ({detail or 'initial'})")
-    reply = client.request("POST", f"auth/{mount}/config", json=body, idempotent=True)
+    reply = client.write(f"auth/{mount}/config", body, idempotent=True)
     result.warnings.extend(reply.warnings)
     if existing is not None:
-        client.request(
-            "POST",
-            f"sys/auth/{mount}/tune",
-            json={"description": new_record.render()},
-            idempotent=True,
+        client.write(
+            f"sys/auth/{mount}/tune", {"description": new_record.render()}, idempotent=True
         )
     result.reviewer_expires = expires
 
@@ -929,20 +924,18 @@ def _selftest_role_fields(conn: ClusterConnection, namespace: str) -> dict[str, 
 def _ensure_selftest_role(
     client: OpenBaoClient, conn: ClusterConnection, namespace: str, *, dry_run: bool
 ) -> Step:
-    path = f"auth/{conn.auth_mount}/role/{SELFTEST_ROLE}"
+    mount = conn.auth_mount
+    path = f"auth/{mount}/role/{SELFTEST_ROLE}"
     desired = _selftest_role_fields(conn, namespace)
-    current = client.read(path) if not dry_run or _mount_exists(client, conn.auth_mount) else None
+    exists = not dry_run or mount in client.auth_mounts()
+    current = client.role_read(mount, SELFTEST_ROLE) if exists else None
     if current is not None and _role_matches(current, desired):
         return Step("vault", "role", path, Action.UNCHANGED, "self-test")
     if not dry_run:
-        client.request("POST", path, json=desired, idempotent=True)
+        client.role_write(mount, SELFTEST_ROLE, desired)
     return Step(
         "vault", "role", path, Action.CREATE if current is None else Action.UPDATE, "self-test"
     )
-
-
-def _mount_exists(client: OpenBaoClient, mount: str) -> bool:
-    return mount in _auth_table(client)
 
 
 def _role_matches(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
@@ -965,8 +958,13 @@ def _role_matches(current: Mapping[str, Any], desired: Mapping[str, Any]) -> boo
 def _probe_tls(host: str, ca_pem: str, *, timeout: float = 5.0) -> tuple[str, str]:
     """From this machine: ``("ok"|"unreachable"|"untrusted", detail)`` for ``host`` + CA."""
     parts = urlsplit(host)
-    hostname = parts.hostname or ""
-    port = parts.port or 443
+    try:
+        port = parts.port or 443
+    except ValueError:
+        port = 0
+    hostname = parts.hostname
+    if not hostname or not port:
+        return "unreachable", "not an https URL with a host and a valid port"
     try:
         context = ssl.create_default_context(cadata=ca_pem)
     except (ssl.SSLError, ValueError):
@@ -1009,7 +1007,6 @@ def _diagnose(
     errors: list[str],
     role: str,
     service_account: str,
-    namespace: str,
     reviewer_expires: datetime | None,
 ) -> SelfTest:
     said = "; ".join(errors) or f"HTTP {status}"
@@ -1096,7 +1093,6 @@ def _self_test(
     client: OpenBaoClient,
     conn: ClusterConnection,
     *,
-    namespace: str,
     role: str,
     service_account: str,
     audience: str | None,
@@ -1129,7 +1125,6 @@ def _self_test(
         errors=errors,
         role=role,
         service_account=service_account,
-        namespace=namespace,
         reviewer_expires=reviewer_expires,
     )
 
@@ -1198,7 +1193,6 @@ def connect(
         session,
         client,
         conn,
-        namespace=options.namespace,
         role=SELFTEST_ROLE,
         service_account=f"{options.namespace}/{SELFTEST_SERVICE_ACCOUNT}",
         audience=SELFTEST_AUDIENCE if conn.reviewer_mode is ReviewerMode.TOKEN else None,
@@ -1225,6 +1219,15 @@ def check_connection(
     """
     say = progress or _noop
     options = options.validated()
+    if role is None:
+        role = SELFTEST_ROLE
+        service_account = f"{options.namespace}/{SELFTEST_SERVICE_ACCOUNT}"
+    if not service_account or "/" not in service_account:
+        raise ConfigError("--self-test-service-account must be NAMESPACE/NAME")
+    if not _valid_service_account(*service_account.split("/", 1)):
+        raise ConfigError(f"ServiceAccount {service_account[:120]!r} is not a valid name")
+    if not valid_role_name(role):
+        raise ConfigError(f"role name {role[:80]!r} is not valid")
     mount = options.auth_mount
     table = _auth_table(client)
     if mount not in table:
@@ -1253,23 +1256,12 @@ def check_connection(
             "--auth-mount of this cluster"
         )
     result = _new_result(conn, dry_run=False, reviewer_expires=record.expires if record else None)
-    if role is None:
-        role = SELFTEST_ROLE
-        service_account = f"{options.namespace}/{SELFTEST_SERVICE_ACCOUNT}"
-    if not service_account or "/" not in service_account:
-        raise ConfigError("--self-test-service-account must be NAMESPACE/NAME")
-    sa_ns, _, sa_name = service_account.partition("/")
-    if not _DNS_LABEL.fullmatch(sa_ns) or not _DNS_SUBDOMAIN.fullmatch(sa_name):
-        raise ConfigError(f"ServiceAccount {service_account[:120]!r} is not a valid name")
-    if not valid_role_name(role):
-        raise ConfigError(f"role name {role[:80]!r} is not valid")
-    role_data = client.read(f"auth/{mount}/role/{role}")
+    role_data = client.role_read(mount, role)
     audience = str(role_data.get("audience") or "") if role_data else ""
     result.self_test = _self_test(
         session,
         client,
         conn,
-        namespace=options.namespace,
         role=role,
         service_account=service_account,
         audience=audience or None,

@@ -39,13 +39,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from cloudtaser.annotations import INJECT
 from cloudtaser.errors import ClusterAuthError, ClusterError, ConfigError, PlanError
+from cloudtaser.naming import safe_mount_path, safe_segment
 from cloudtaser.plan import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     ENV_VAR,
     FIELD_NAME,
-    MOUNT,
     PLAN_NAME,
     VAULT_PATH,
     MigrationPlan,
@@ -88,7 +89,7 @@ DEFAULT_EXCLUDED_NAMESPACES: Final = (
     "kube-system",
 )
 #: Pod-template annotation of an already protected workload (see ``cloudtaser.annotations``).
-INJECT_ANNOTATION: Final = "cloudtaser.io/inject"
+INJECT_ANNOTATION: Final = INJECT
 #: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
 VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
@@ -104,14 +105,14 @@ GET_SECRETS_LIMIT: Final = 16
 
 _KIND_ORDER: Final = {kind: index for index, kind in enumerate(WorkloadKind)}
 _VIA_ORDER: Final = {"env": 0, "envFrom": 1, "vaultAgent": 2}
+# Always used with ``fullmatch``: the plan patterns end in ``$``, which also matches before a
+# trailing newline.
 _ENV_RE: Final = re.compile(ENV_VAR)
 _FIELD_RE: Final = re.compile(FIELD_NAME)
 _SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 _LABEL_RE: Final = re.compile(DNS_LABEL)
 _VAULT_PATH_RE: Final = re.compile(VAULT_PATH)
-_MOUNT_RE: Final = re.compile(MOUNT)
 _PLAN_NAME_RE: Final = re.compile(PLAN_NAME)
-_SEGMENT_RE: Final = re.compile(r"^[A-Za-z0-9._-]+$")
 _AGENT_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 Progress = Callable[[str], None]
@@ -186,10 +187,14 @@ def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], bo
                 yield container, init
 
 
+def _annotations(pod_template: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (pod_template.get("metadata") or {}).get("annotations") or {}
+
+
 def _name_problem(secret: str) -> str | None:
     if not isinstance(secret, str) or not secret:
         return "the Secret reference has no name"
-    if len(secret) > 253 or not _SUBDOMAIN_RE.match(secret):
+    if len(secret) > 253 or not _SUBDOMAIN_RE.fullmatch(secret):
         return f"Secret name {_shown(secret)} is not a valid Kubernetes name"
     return None
 
@@ -201,26 +206,25 @@ def _shown(value: object, limit: int = 64) -> str:
     return repr(cleaned + ("..." if len(text) > limit else ""))
 
 
+def _env_from_refs(container: Mapping[str, Any], init: bool) -> Iterator[EnvFromRef]:
+    """The ``envFrom[].secretRef`` entries of one container."""
+    cname = str(container.get("name") or "")
+    for source in container.get("envFrom") or ():
+        ref = source.get("secretRef") if isinstance(source, Mapping) else None
+        if isinstance(ref, Mapping):
+            yield EnvFromRef(
+                secret=str(ref.get("name") or ""),
+                prefix=str(source.get("prefix") or ""),
+                optional=bool(ref.get("optional")),
+                container=cname,
+                init=init,
+            )
+
+
 def env_refs_from(pod_template: Mapping[str, Any]) -> list[EnvFromRef]:
     """Every ``envFrom[].secretRef`` of the containers and init containers."""
     spec = pod_template.get("spec") or {}
-    refs: list[EnvFromRef] = []
-    for container, init in _containers(spec):
-        cname = str(container.get("name") or "")
-        for source in container.get("envFrom") or ():
-            ref = (source or {}).get("secretRef") if isinstance(source, Mapping) else None
-            if not isinstance(ref, Mapping):
-                continue
-            refs.append(
-                EnvFromRef(
-                    secret=str(ref.get("name") or ""),
-                    prefix=str(source.get("prefix") or ""),
-                    optional=bool(ref.get("optional")),
-                    container=cname,
-                    init=init,
-                )
-            )
-    return refs
+    return [ref for container, init in _containers(spec) for ref in _env_from_refs(container, init)]
 
 
 def env_consumptions(
@@ -258,25 +262,19 @@ def env_consumptions(
                     problem=problem,
                 )
             )
-        for source in container.get("envFrom") or ():
-            ref = source.get("secretRef") if isinstance(source, Mapping) else None
-            if not isinstance(ref, Mapping):
-                continue
-            secret = str(ref.get("name") or "")
-            prefix = str(source.get("prefix") or "")
-            name_problem = _name_problem(secret)
-            keys = None if name_problem else secret_keys(secret)
+        for from_ref in _env_from_refs(container, init):
+            keys = None if _name_problem(from_ref.secret) else secret_keys(from_ref.secret)
             for key in sorted(keys or ()):
-                env = prefix + key
+                env = from_ref.prefix + key
                 out.append(
                     EnvConsumption(
-                        secret=secret,
+                        secret=from_ref.secret,
                         key=key,
                         env=env,
                         via="envFrom",
                         container=cname,
                         init=init,
-                        optional=bool(ref.get("optional")),
+                        optional=from_ref.optional,
                         problem=_key_problem(key) or _env_problem(env, key),
                     )
                 )
@@ -284,13 +282,13 @@ def env_consumptions(
 
 
 def _key_problem(key: str) -> str | None:
-    if not key or key in {".", ".."} or len(key) > 253 or not _FIELD_RE.match(key):
+    if len(key) > 253 or not _FIELD_RE.fullmatch(key):  # refuses '', '.' and '..'
         return f"Secret key {_shown(key)} is not a valid vault field name"
     return None
 
 
 def _env_problem(env: str, key: str) -> str | None:
-    if not env or len(env) > 256 or not _ENV_RE.match(env):
+    if len(env) > 256 or not _ENV_RE.fullmatch(env):
         return (
             f"environment variable name {_shown(env)} (from key {_shown(key)}) is not a "
             "portable identifier [A-Za-z_][A-Za-z0-9_]*"
@@ -299,7 +297,7 @@ def _env_problem(env: str, key: str) -> str | None:
 
 
 def consumed_env(
-    pod_template: Mapping[str, Any], secret_keys: Callable[[str], Sequence[str] | None]
+    pod_template: Mapping[str, Any], secret_keys: SecretKeys
 ) -> set[tuple[str, str, str]]:
     """``(secret name, key, env var name)`` for every env var a pod template takes from a Secret.
 
@@ -361,7 +359,7 @@ def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
 
 def vault_agent_paths(pod_template: Mapping[str, Any]) -> list[VaultAgentSecret]:
     """The Vault Agent injector's ``agent-inject-secret-<name>: <path>`` annotations, sorted."""
-    annotations = (pod_template.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(pod_template)
     return sorted(
         VaultAgentSecret(name=key[len(VAULT_AGENT_SECRET_PREFIX) :], path=str(value))
         for key, value in annotations.items()
@@ -380,11 +378,7 @@ def kv2_path(path: str) -> tuple[str | None, str | None]:
     """
     cleaned = path.strip().strip("/")
     segments = cleaned.split("/")
-    if (
-        not cleaned
-        or len(cleaned) > 500
-        or any(not _SEGMENT_RE.match(s) or s in {".", ".."} for s in segments)
-    ):
+    if not cleaned or len(cleaned) > 500 or not all(safe_segment(s) for s in segments):
         return None, (
             "is not a safe KV path (only letters, digits, '.', '_', '-' and '/' separated "
             "segments, no '.' or '..')"
@@ -438,9 +432,9 @@ class PathTemplate:
                 f"path template {self.template!r} must contain {{namespace}} and {{secret}} "
                 "(otherwise tenants or Secrets would share vault paths)"
             )
-        if not _MOUNT_RE.match(self.mount) or any(s in {".", ".."} for s in self.mount.split("/")):
+        if not safe_mount_path(self.mount):
             raise ConfigError(f"KV mount {self.mount!r} is not a valid mount name")
-        if not _SEGMENT_RE.match(self.cluster) or self.cluster in {".", ".."}:
+        if not safe_segment(self.cluster):
             raise ConfigError(
                 f"cluster name {self.cluster!r} is not usable in a vault path (letters, "
                 "digits, '.', '_', '-')"
@@ -464,9 +458,9 @@ class PathTemplate:
     def render(self, namespace: str, secret: str) -> str | None:
         """The vault path of ``secret`` in ``namespace``, or None when it breaks a plan rule."""
         path = self._format(namespace, secret)
-        if len(path) > 512 or not _VAULT_PATH_RE.match(path):
+        if len(path) > 512 or not _VAULT_PATH_RE.fullmatch(path):
             return None
-        if any(s in {".", ".."} for s in path.split("/")):
+        if not all(safe_segment(s) for s in path.split("/")):
             return None
         return path
 
@@ -480,7 +474,7 @@ def default_plan_name(context: str, cluster_name: str = "") -> str:
     for candidate in (context, cluster_name):
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", candidate or "")[:63]
         name = name.strip("._-")
-        if name and _PLAN_NAME_RE.match(name):
+        if name and _PLAN_NAME_RE.fullmatch(name):
             return name
     return "cluster"
 
@@ -581,25 +575,21 @@ class DiscoverOptions:
             ("--exclude-namespace", self.exclude_namespaces),
         ):
             for value in values:
-                if len(value) > 63 or not _LABEL_RE.match(value):
+                if not _LABEL_RE.fullmatch(value):  # the pattern caps the length at 63
                     raise ConfigError(f"{what} {value!r} is not a valid namespace name")
-        if self.name is not None and (len(self.name) > 63 or not _PLAN_NAME_RE.match(self.name)):
+        if self.name is not None and not _PLAN_NAME_RE.fullmatch(self.name):
             raise ConfigError(
                 f"plan name {self.name!r} is not valid: letters, digits, '.', '_', '-', at most "
                 "63, starting and ending with a letter or digit"
             )
         for what, mount in (("--kv-mount", self.kv_mount), ("--auth-mount", self.auth_mount)):
-            if mount is not None and (
-                not _MOUNT_RE.match(mount) or any(s in {".", ".."} for s in mount.split("/"))
-            ):
+            if mount is not None and not safe_mount_path(mount):
                 raise ConfigError(f"{what} {mount!r} is not a valid mount name")
         if self.selector is not None and (
             not self.selector.strip() or not self.selector.isprintable()
         ):
             raise ConfigError("--selector is empty or contains control characters")
-        if self.cluster_name is not None and (
-            not _SEGMENT_RE.match(self.cluster_name) or self.cluster_name in {".", ".."}
-        ):
+        if self.cluster_name is not None and not safe_segment(self.cluster_name):
             raise ConfigError(
                 f"--cluster-name {self.cluster_name!r} is not usable in a vault path (letters, "
                 "digits, '.', '_', '-')"
@@ -670,8 +660,9 @@ def _where(workload: ScannedWorkload) -> str:
     return f"{workload.kind} {workload.namespace}/{workload.name}"
 
 
-#: Outcome of reading one Secret's keys: a tuple of key names, MISSING, or an unreadable reason.
-MISSING: Final = "missing"
+def _already_protected(pod_template: Mapping[str, Any]) -> bool:
+    """True when ``protect`` already marked the pod template (``cloudtaser.io/inject: "true"``)."""
+    return str(_annotations(pod_template).get(INJECT_ANNOTATION, "")).lower() == "true"
 
 
 @dataclass(frozen=True)
@@ -696,8 +687,8 @@ def _workload_entry(
     """The plan entry of one workload, or None when it does not belong in the plan."""
     template = workload.template
     where = _where(workload)
-    annotations = (template.get("metadata") or {}).get("annotations") or {}
-    if str(annotations.get(INJECT_ANNOTATION, "")).lower() == "true":
+    annotations = _annotations(template)
+    if _already_protected(template):
         ctx.skipped.append(
             SkippedWorkload(
                 workload.namespace,
@@ -797,7 +788,7 @@ def _workload_entry(
     # Vault Agent
     kv_mount = ctx.options.kv_mount
     for agent in agents:
-        if not _AGENT_NAME_RE.match(agent.name):
+        if not _AGENT_NAME_RE.fullmatch(agent.name):
             skip_reasons.append(
                 f"Vault Agent annotation name {_shown(agent.name)} is not a usable source name"
             )
@@ -835,7 +826,7 @@ def _workload_entry(
     file_entries: list[dict[str, Any]] = []
     for use in files:
         problem = _name_problem(use.secret)
-        if problem is not None or not _SUBDOMAIN_RE.match(use.volume):
+        if problem is not None or not _SUBDOMAIN_RE.fullmatch(use.volume):
             skip_reasons.append(f"volume {_shown(use.volume)}: {problem or 'invalid name'}")
             continue
         entry: dict[str, Any] = {"source": use.secret, "volume": use.volume}
@@ -866,7 +857,6 @@ def _workload_entry(
     except _PathTooLongError as exc:
         secrets = []
         skip_reasons.append(f"the vault path of Secret {exc.args[0]} would break the plan rules")
-        builder = _SecretRefBuilder()
 
     service_account = (template.get("spec") or {}).get("serviceAccountName") or "default"
     entry_out: dict[str, Any] = {"kind": str(workload.kind), "name": workload.name}
@@ -883,7 +873,7 @@ def _workload_entry(
         reason = "; ".join(reasons)
     entry_out["status"] = str(status)
     entry_out["secrets"] = secrets
-    if isinstance(service_account, str) and _SUBDOMAIN_RE.match(service_account):
+    if isinstance(service_account, str) and _SUBDOMAIN_RE.fullmatch(service_account):
         entry_out["serviceAccount"] = service_account
     if reason:
         entry_out["reason"] = _one_line(reason)
@@ -901,6 +891,22 @@ def _one_line(text: str, limit: int = 4000) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
+def _path_template(options: DiscoverOptions, plan_name: str) -> PathTemplate:
+    """The naming of a run (``{cluster}`` defaults to the plan name), checked against
+    ``--kv-mount``."""
+    template = PathTemplate(
+        options.path_template,
+        mount=options.kv_mount or DEFAULT_KV_MOUNT,
+        cluster=options.cluster_name or plan_name,
+    )
+    if options.kv_mount is not None and template.rendered_mount() != options.kv_mount:
+        raise ConfigError(
+            f"path template {options.path_template!r} puts paths in mount "
+            f"{template.rendered_mount()!r}, not in --kv-mount {options.kv_mount!r}"
+        )
+    return template
+
+
 def build_plan(
     workloads: Iterable[ScannedWorkload],
     lookup: SecretLookup,
@@ -915,18 +921,9 @@ def build_plan(
     """Turn scanned workloads into a validated, deterministic plan. Pure."""
     options.validate()
     name = options.name or plan_name
-    if len(name) > 63 or not _PLAN_NAME_RE.match(name):
+    if not _PLAN_NAME_RE.fullmatch(name):
         raise ConfigError(f"plan name {name!r} is not valid; pass --name NAME")
-    template = PathTemplate(
-        options.path_template,
-        mount=options.kv_mount or DEFAULT_KV_MOUNT,
-        cluster=options.cluster_name or name,
-    )
-    if options.kv_mount is not None and template.rendered_mount() != options.kv_mount:
-        raise ConfigError(
-            f"path template {options.path_template!r} puts paths in mount "
-            f"{template.rendered_mount()!r}, not in --kv-mount {options.kv_mount!r}"
-        )
+    template = _path_template(options, name)
     ctx = _Context(options=options, template=template, warnings=list(warnings))
     excluded = options.excluded()
     by_namespace: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -946,7 +943,9 @@ def build_plan(
         if workload.namespace in excluded:
             ctx.skipped.append(SkippedWorkload(*ident, reason="excluded namespace", in_plan=False))
             continue
-        if not _LABEL_RE.match(workload.namespace) or not _SUBDOMAIN_RE.match(workload.name):
+        if not _LABEL_RE.fullmatch(workload.namespace) or not _SUBDOMAIN_RE.fullmatch(
+            workload.name
+        ):
             ctx.warnings.append(f"{_shown(workload.name)}: invalid name from the API; ignored")
             continue
         entry = _workload_entry(workload, lookup, ctx)
@@ -1310,12 +1309,7 @@ def discover(
     report = progress or _noop
     options.validate()
     plan_name = options.name or default_plan_name(session.context, session.cluster_name)
-    # validate the naming before talking to the cluster
-    PathTemplate(
-        options.path_template,
-        mount=options.kv_mount or DEFAULT_KV_MOUNT,
-        cluster=options.cluster_name or plan_name,
-    )
+    _path_template(options, plan_name)  # refuse bad naming before talking to the cluster
     unreadable: list[str] = []
     warnings: list[str] = []
     workloads, namespaces_scanned = _scan_workloads(
@@ -1327,8 +1321,7 @@ def discover(
     for workload in workloads:
         if workload.namespace in excluded:
             continue
-        annotations = (workload.template.get("metadata") or {}).get("annotations") or {}
-        if str(annotations.get(INJECT_ANNOTATION, "")).lower() == "true":
+        if _already_protected(workload.template):
             continue
         for ref in env_refs_from(workload.template):
             if _name_problem(ref.secret) is None:

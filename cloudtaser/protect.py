@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import os
 import socket
@@ -220,7 +221,9 @@ class Selection:
     tenants: tuple[str, ...] = ()
     workloads: tuple[str, ...] = ()
 
+    @functools.cached_property
     def _parsed(self) -> list[tuple[str | None, str | None, str]]:
+        """The parsed ``workloads`` (parsed once, not once per workload of the plan)."""
         out: list[tuple[str | None, str | None, str]] = []
         for raw in self.workloads:
             parts = raw.strip().split("/")
@@ -243,14 +246,14 @@ class Selection:
             return False
         if not self.workloads:
             return True
-        return any(_match(p, tenant, workload) for p in self._parsed())
+        return any(_match(p, tenant, workload) for p in self._parsed)
 
     def check(self, plan: MigrationPlan) -> None:
         """Raise :class:`ConfigError` for a ``--tenant`` / ``--workload`` that matches nothing."""
         for name in self.tenants:
             if not any(name in {t.name, t.namespace} for t in plan.tenants):
                 raise ConfigError(f"--tenant {name!r} matches no tenant or namespace of the plan")
-        for raw, parsed in zip(self.workloads, self._parsed(), strict=True):
+        for raw, parsed in zip(self.workloads, self._parsed, strict=True):
             if not any(_match(parsed, t, w) for t, w in plan.iter_workloads()):
                 raise ConfigError(f"--workload {raw!r} matches no workload of the plan")
 
@@ -599,28 +602,38 @@ def _to_dict(obj: Any) -> dict[str, Any]:
 
 
 class _Cluster:
-    """The few API calls protect makes, each wrapped in :func:`api_errors`."""
+    """The few API calls protect makes, each wrapped in :func:`api_errors`.
+
+    The wait workers of ``--parallel`` share the session's one lightkube client with the main
+    thread. lightkube 1.0.1 / httpx2 crashed the interpreter (SIGSEGV) when several threads used
+    it at once (``benchmarks/discover.py``), so the calls take turns: waiting is mostly sleeping,
+    and one GET per interval per workload does not need to overlap another.
+    """
 
     def __init__(self, session: KubeSession) -> None:
         self.client = session.client
         self._secret_keys: dict[tuple[str, str], list[str] | None] = {}
         self._lock = threading.Lock()
 
+    def _get(self, resource: Any, name: str, namespace: str, action: str) -> Any:
+        """GET one object, ``None`` when it does not exist (404)."""
+        try:
+            with self._lock, api_errors(action):
+                return self.client.get(resource, name, namespace=namespace)
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def get(self, ref: WorkloadRef) -> dict[str, Any] | None:
-        with api_errors(f"read {ref}"):
-            try:
-                obj = self.client.get(_resource(ref.kind), ref.name, namespace=ref.namespace)
-            except Exception as exc:
-                if getattr(getattr(exc, "status", None), "code", None) == 404:
-                    return None
-                raise
-        return _to_dict(obj)
+        obj = self._get(_resource(ref.kind), ref.name, ref.namespace, f"read {ref}")
+        return None if obj is None else _to_dict(obj)
 
     def patch(self, ref: WorkloadRef, body: Mapping[str, Any], *, dry_run: bool) -> dict[str, Any]:
         from lightkube.types import PatchType  # noqa: PLC0415
 
         action = f"patch {ref}" + (" (server-side dry run)" if dry_run else "")
-        with api_errors(action):
+        with self._lock, api_errors(action):
             obj = self.client.patch(
                 _resource(ref.kind),
                 ref.name,
@@ -637,22 +650,15 @@ class _Cluster:
         from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
         key = (namespace, name)
-        with self._lock:
-            if key in self._secret_keys:
-                return self._secret_keys[key]
-        with api_errors(f"read the keys of Secret {namespace}/{name} (drift check)"):
-            try:
-                secret = self.client.get(Secret, name, namespace=namespace)
-            except Exception as exc:
-                if getattr(getattr(exc, "status", None), "code", None) == 404:
-                    secret = None
-                else:
-                    raise
-        keys = sorted((secret.data or {}).keys()) if secret is not None else None
-        del secret
-        with self._lock:
-            self._secret_keys[key] = keys
-        return keys
+        if key not in self._secret_keys:  # only the main thread checks drift
+            secret = self._get(
+                Secret, name, namespace, f"read the keys of Secret {namespace}/{name} (drift check)"
+            )
+            self._secret_keys[key] = (
+                sorted((secret.data or {}).keys()) if secret is not None else None
+            )
+            del secret
+        return self._secret_keys[key]
 
 
 def _live_triples(
@@ -974,13 +980,11 @@ def _drive(
                 finally:
                     if waiter is None:
                         runner.release_slot()
-                if runner.report.quit:
-                    runner.report.not_reached.extend(_ref(t, w) for t, w in todo[index + 1 :])
-                    if waiter is not None:
-                        futures.append(pool.submit(_release_after, runner, waiter))
-                    break
                 if waiter is not None:
                     futures.append(pool.submit(_release_after, runner, waiter))
+                if runner.report.quit:
+                    runner.report.not_reached.extend(_ref(t, w) for t, w in todo[index + 1 :])
+                    break
         except BaseException:
             runner.cancel.set()
             raise

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser import naming
 from cloudtaser.errors import OperationError, PlanError, VaultAuthError
-from cloudtaser.plan import MigrationPlan, WorkloadStatus, split_vault_path
+from cloudtaser.plan import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    PLAN_NAME,
+    MigrationPlan,
+    WorkloadStatus,
+    split_vault_path,
+)
 
 if TYPE_CHECKING:
     from cloudtaser.openbao import OpenBaoClient
@@ -54,16 +61,18 @@ Progress = Callable[[str], None]
 
 DEFAULT_TOKEN_TTL: Final = 3600
 MANAGED_BY: Final = "# managed-by: cloudtaser"
-#: Mount names that are never a tenant's KV engine.
 MAX_PATH_CHARS: Final = 512
 MAX_SEGMENT_CHARS: Final = 128
 MAX_NAME_CHARS: Final = 140
 MAX_AUDIENCE_CHARS: Final = 256
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
 
+# The plan's own patterns, always used with ``fullmatch`` (their ``$`` also matches before a
+# trailing newline, which the plan loader therefore lets through).
+_PLAN_NAME = re.compile(PLAN_NAME)
+_DNS_LABEL = re.compile(DNS_LABEL)
+_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
 _OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _AUDIENCE = re.compile(r"^[A-Za-z0-9._:/@+=-]+$")
 _HCL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+-]*$")
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -162,10 +171,10 @@ def validate_kv_path(
     templates, ``sys/`` and the other reserved mounts, a mount other than ``allowed_mount``,
     empty segments and over-long values.
     """
-    shown = vault_path if len(vault_path) <= 80 else vault_path[:77] + "..."
-    shown = shown.encode("unicode_escape").decode("ascii")
     if not isinstance(vault_path, str) or not vault_path:
         raise _reject("empty vault path", location)
+    shown = vault_path if len(vault_path) <= 80 else vault_path[:77] + "..."
+    shown = shown.encode("unicode_escape").decode("ascii")
     if len(vault_path) > MAX_PATH_CHARS:
         raise _reject(f"vault path {shown!r} is longer than {MAX_PATH_CHARS} characters", location)
     segments = vault_path.split("/")
@@ -253,12 +262,11 @@ def _hcl_string(value: str) -> str:
     starters, blanks or control characters), so no escaping is ever needed; anything else is
     a bug upstream and is refused rather than escaped.
     """
-    if not _HCL_SAFE.fullmatch(value):
-        raise PlanError(f"refusing to render {value[:80]!r} into a policy", source="<plan>")
-    return f'"{value}"'
+    return f'"{_comment_value(value)}"'
 
 
 def _comment_value(value: str) -> str:
+    """``value`` unchanged when it is in the conservative HCL-safe set; else PlanError."""
     if not _HCL_SAFE.fullmatch(value):
         raise PlanError(f"refusing to render {value[:80]!r} into a policy", source="<plan>")
     return value
@@ -271,7 +279,7 @@ def render_policy(
     if not paths:
         raise PlanError(f"tenant {tenant!r} has no vault paths to grant", source="<plan>")
     lines = [
-        f"{MANAGED_BY}; plan={_comment_value(plan_name)}; tenant={_comment_value(tenant)}",
+        _owner_line(_comment_value(plan_name), _comment_value(tenant)),
         "# Written by 'cloudtaser source apply-plan'; hand edits are overwritten on the next run.",
         f"# namespace={_comment_value(namespace)}; role={_comment_value(role_path)}",
     ]
@@ -299,12 +307,10 @@ def build_grants(
         raise PlanError(f"token TTL {token_ttl}s is out of range", source="--token-ttl")
     audience = _validate_audience(audience)
     plan_name = plan.metadata.name
-    if len(plan_name) > 63 or not re.fullmatch(
-        r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?", plan_name
-    ):
+    if not _PLAN_NAME.fullmatch(plan_name):  # the pattern caps the length at 63
         raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
     auth_mount = _validate_mount_name(plan.auth_mount, "auth mount")
-    if auth_mount.split("/")[0].lower() in naming.RESERVED_MOUNTS - {"kubernetes"}:
+    if auth_mount.split("/")[0].lower() in naming.RESERVED_MOUNTS:
         raise _reject(f"auth mount {auth_mount!r} is reserved", "$.metadata.authMount")
     kv_mount = plan.metadata.kv_mount
     if kv_mount is not None:
@@ -344,8 +350,8 @@ def build_grants(
         if not paths:
             skipped.append((tenant.name, "no workload consumes a secret"))
             continue
-        policy = _validate_object_name(naming.policy_name(plan_name, tenant.name).lower(), "policy")
-        role = _validate_object_name(naming.role_name(plan_name, tenant.name).lower(), "role")
+        policy = _validate_object_name(naming.policy_name(plan_name, tenant.name), "policy")
+        role = _validate_object_name(naming.role_name(plan_name, tenant.name), "role")
         ordered = tuple(sorted(paths))
         role_path = f"auth/{auth_mount}/role/{role}"
         hcl = render_policy(

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from cloudtaser import __version__
+from cloudtaser.cli.common import print_error
 from cloudtaser.cli.exitcodes import ExitCode, exit_code_for
 
 __all__ = ["build_parser", "console_main", "main"]
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         code, message = exit_code_for(exc)
-        print(f"cloudtaser: error: {message}", file=sys.stderr)
+        print_error(message)
         if verbosity > 0 or code == ExitCode.INTERNAL:
             if verbosity > 0:
                 import traceback  # noqa: PLC0415

@@ -229,16 +229,20 @@ def _add_mount_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
-    from cloudtaser.connect import ConnectOptions, ReviewerMode  # noqa: PLC0415
+    from cloudtaser.connect import (  # noqa: PLC0415
+        ConnectOptions,
+        ReviewerMode,
+        validate_auth_mount,
+    )
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
 
-    mount = args.auth_mount
+    mount = validate_auth_mount(args.auth_mount) if args.auth_mount else None
     reviewers: tuple[tuple[str, str], ...] = ()
     if args.plan:
         from cloudtaser import plan as planlib  # noqa: PLC0415
 
         loaded = planlib.load(args.plan)
-        if mount and mount.removeprefix("auth/").strip("/") != loaded.auth_mount:
+        if mount and mount != loaded.auth_mount:
             raise ConfigError(
                 f"--auth-mount {mount} differs from the plan's metadata.authMount "
                 f"{loaded.auth_mount}; use one of them"
@@ -250,7 +254,7 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
                     (tenant.namespace, w.service_account or "default")
                     for tenant in loaded.tenants
                     for w in tenant.workloads
-                    if str(w.effective_status) != "skipped" and w.secrets
+                    if w.effective_status is not planlib.WorkloadStatus.SKIPPED and w.secrets
                 }
             )
         )
@@ -376,11 +380,12 @@ def _run_source_connect(args: argparse.Namespace) -> int:
         ConnectOptions,
         import_connection,
         read_connection_file,
+        validate_auth_mount,
     )
 
     conn = read_connection_file(args.import_file)
     if args.auth_mount:
-        conn = replace(conn, auth_mount=args.auth_mount.removeprefix("auth/").strip("/"))
+        conn = replace(conn, auth_mount=validate_auth_mount(args.auth_mount))
     options = ConnectOptions(
         auth_mount=conn.auth_mount, dry_run=args.dry_run, force=args.force, self_test=False
     )

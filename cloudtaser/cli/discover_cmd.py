@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import add_cluster_options, add_plan_argument, cluster_session
 from cloudtaser.cli.exitcodes import ExitCode
+from cloudtaser.cli.output import progress as _progress
 
 if TYPE_CHECKING:
     from cloudtaser.discover import DiscoveryResult
@@ -144,10 +145,6 @@ def register(groups: Any) -> None:
     parser.set_defaults(handler=_run_discover)
 
 
-def _progress(message: str) -> None:
-    print(f"cloudtaser: {message}", file=sys.stderr, flush=True)
-
-
 def _existing_plan(path: str, force: bool) -> MigrationPlan | None:
     """The plan at ``path`` that a new one would replace (checked before scanning)."""
     from pathlib import Path  # noqa: PLC0415
@@ -160,7 +157,7 @@ def _existing_plan(path: str, force: bool) -> MigrationPlan | None:
         raise ConfigError(f"--output-plan {path} is a directory")
     if not target.parent.is_dir():
         raise ConfigError(f"--output-plan {path}: directory {target.parent} does not exist")
-    if path == "-" or not target.exists() or force:
+    if not target.exists() or force:
         return None
     try:
         return planlib.load(target)

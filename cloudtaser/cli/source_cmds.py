@@ -221,12 +221,7 @@ def _print_apply(result: ApplyResult) -> None:
         "conflict": "CONFLICT",
     }
     if result.dry_run:
-        verb = {
-            "create": "would create",
-            "update": "would update",
-            "unchanged": "unchanged",
-            "conflict": "CONFLICT",
-        }
+        verb |= {"create": "would create", "update": "would update"}
     rows = [
         [
             c.tenant or "-",

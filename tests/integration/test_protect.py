@@ -104,16 +104,16 @@ def _setup(client: Any, namespace: str, specs: list[WorkloadSpec], *, wait: bool
             wait_rollout(client, spec.kind, namespace, spec.name, timeout=ROLLOUT_TIMEOUT)
 
 
-def _cli(
+def _argv(
     cluster: Cluster,
     verb: str,
     plan: Path,
     *args: str,
-    input: str | None = None,
-    timeout: float = 240,
+    poll: str | None = "0.2",
     vault: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    argv = [
+) -> list[str]:
+    """``python -m cloudtaser target <verb> --plan … --kubeconfig …`` for this cluster."""
+    return [
         sys.executable,
         "-m",
         "cloudtaser",
@@ -123,13 +123,23 @@ def _cli(
         str(plan),
         "--kubeconfig",
         str(cluster.kubeconfig),
-        "--poll-interval",
-        "0.2",
+        *(["--poll-interval", poll] if poll else []),
         *(["--vault-address", VAULT] if vault and verb == "protect" else []),
         *args,
     ]
+
+
+def _cli(
+    cluster: Cluster,
+    verb: str,
+    plan: Path,
+    *args: str,
+    input: str | None = None,
+    timeout: float = 240,
+    vault: bool = True,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv,
+        _argv(cluster, verb, plan, *args, vault=vault),
         input=input,
         capture_output=True,
         text=True,
@@ -430,20 +440,7 @@ def test_a_second_run_on_the_same_plan_is_refused_by_the_lock(
     _setup(kube_client, namespace, [_spec("Deployment", "web", namespace)])
     plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "web")]})
     first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloudtaser",
-            "target",
-            "protect",
-            "--plan",
-            str(plan),
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--vault-address",
-            VAULT,
-            "--interactive",
-        ],
+        _argv(cluster, "protect", plan, "--interactive", poll=None),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -514,22 +511,7 @@ def test_ctrl_c_while_waiting_saves_the_plan_and_exits_130(
     _create_unschedulable(kube_client, "slow", namespace)
     plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "slow")]})
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloudtaser",
-            "target",
-            "protect",
-            "--plan",
-            str(plan),
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--vault-address",
-            VAULT,
-            "--yes",
-            "--poll-interval",
-            "0.2",
-        ],
+        _argv(cluster, "protect", plan, "--yes"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -575,24 +557,7 @@ def test_protect_resumes_after_sigkill_at_random_points_without_a_second_rollout
         specs = [_spec(kind, name, ns, min_ready_seconds=3) for kind, name in items]
         _setup(kube_client, ns, specs)
     plan = _write_plan(tmp_path / "plan.yaml", layout)
-    argv = [
-        sys.executable,
-        "-m",
-        "cloudtaser",
-        "target",
-        "protect",
-        "--plan",
-        str(plan),
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        "--vault-address",
-        VAULT,
-        "--yes",
-        "--poll-interval",
-        "0.1",
-        "--timeout",
-        "60s",
-    ]
+    argv = _argv(cluster, "protect", plan, "--yes", "--timeout", "60s", poll="0.1")
     rng = random.Random(int(os.environ.get("CLOUDTASER_KILL_SEED", "20260101")))
     kills = 0
     half_done = 0  # kills that landed between a patch and its plan write
