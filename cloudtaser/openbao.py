@@ -458,6 +458,13 @@ class OpenBaoClient:
         data = reply.data
         return data if isinstance(data, dict) else {}
 
+    def list_names(self, path: str) -> set[str]:
+        """``LIST path``: the ``keys`` below it (empty when there are none: 404)."""
+        reply = self.request("LIST", path, ok=(404,))
+        data = reply.data if reply.status != 404 else None
+        keys = data.get("keys") if isinstance(data, dict) else None
+        return {str(k) for k in keys} if isinstance(keys, list) else set()
+
     def write(self, path: str, data: Mapping[str, Any], *, idempotent: bool = False) -> Reply:
         """``POST path`` with a JSON body. Pass ``idempotent=True`` for full-replacement writes."""
         return self.request("POST", path, json=dict(data), idempotent=idempotent)

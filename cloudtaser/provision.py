@@ -534,11 +534,13 @@ def apply_plan(
     policy_paths = {g.policy: f"sys/policies/acl/{g.policy}" for g in grants}
     role_paths = {g.role: f"auth/{auth_mount}/role/{g.role}" for g in grants}
     enable_path = f"sys/auth/{auth_mount}"
+    # optional: with 'list' on these, one LIST replaces a read of every object that is absent
+    policy_list, role_list = "sys/policies/acl", f"auth/{auth_mount}/role"
     probe = [*policy_paths.values(), *role_paths.values()]
     if enable_auth_mount:
         probe.append(enable_path)
     say(f"pre-flight: checking the token's capabilities on {len(probe)} paths")
-    caps = client.capabilities_self(probe)
+    caps = client.capabilities_self([*probe, policy_list, role_list])
     missing = _missing_capabilities((("read", p) for p in probe if p != enable_path), caps)
     if missing:
         raise _capability_error(missing)
@@ -573,13 +575,23 @@ def apply_plan(
         )
 
     # 3. read what exists (only the objects the plan names)
-    say(f"reading {len(grants)} policies and {len(grants)} roles")
+    def existing(list_path: str, names: Iterable[str]) -> list[str]:
+        """The names to read: all, or (with 'list') only those the server has."""
+        if not _has(caps.get(list_path, frozenset()), "list"):
+            return list(names)
+        present = client.list_names(list_path)
+        return [name for name in names if name in present]
+
+    policies_to_read = existing(policy_list, (g.policy for g in grants))
+    roles_to_read = [] if create_auth else existing(role_list, (g.role for g in grants))
+    say(f"reading {len(policies_to_read)} policies and {len(roles_to_read)} roles")
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
-        policy_reads = {g.policy: pool.submit(client.policy_read, g.policy) for g in grants}
-        role_reads: dict[str, Future[dict[str, Any] | None]] = {}
-        if not create_auth:
-            role_reads = {g.role: pool.submit(client.role_read, auth_mount, g.role) for g in grants}
-        current_policies = {name: f.result() for name, f in policy_reads.items()}
+        policy_reads = {name: pool.submit(client.policy_read, name) for name in policies_to_read}
+        role_reads: dict[str, Future[dict[str, Any] | None]] = {
+            name: pool.submit(client.role_read, auth_mount, name) for name in roles_to_read
+        }
+        current_policies: dict[str, str | None] = {g.policy: None for g in grants}
+        current_policies |= {name: f.result() for name, f in policy_reads.items()}
         current_roles = {name: f.result() for name, f in role_reads.items()}
 
     # 4. diff
