@@ -59,12 +59,18 @@ def build_plan(workloads: int, per_tenant: int = 20) -> planlib.MigrationPlan:
     )
 
 
-def timed(fn, repeat: int) -> float:
+SAMPLES: dict[str, list[float]] = {}
+
+
+def timed(fn, repeat: int, name: str = "") -> float:
+    """Median wall time of ``repeat`` runs (all samples kept for the report)."""
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
+    if name:
+        SAMPLES[name] = samples
     return statistics.median(samples)
 
 
@@ -86,7 +92,7 @@ def main() -> None:
 
         floor_s = timed(parse_only, args.repeat)
         pyyaml_s = timed(lambda: yaml.load(text, Loader=yaml.CSafeLoader), 1)
-        load_s = timed(lambda: planlib.load(path), args.repeat)
+        load_s = timed(lambda: planlib.load(path), args.repeat, "load")
         assert planlib.load(path) == plan
     print(f"plan: {args.workloads} workloads, {2 * args.workloads} secrets, {size / 1e6:.1f} MB")
     print(

@@ -558,7 +558,8 @@ def _emit(node: Any, indent: int, out: list[str]) -> None:
             head = f"{pad}{_scalar(key)}:"
             if isinstance(value, dict | list) and value:
                 out.append(head)
-                _emit(value, indent + 2, out)
+                # block sequences start at the key's column (as kubectl writes them)
+                _emit(value, indent + 2 if isinstance(value, dict) else indent, out)
             elif isinstance(value, dict):
                 out.append(f"{head} {{}}")
             elif isinstance(value, list):
