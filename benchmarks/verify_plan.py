@@ -24,8 +24,8 @@ from _common import bao_loop, cpu_note, dev_server, report, timed
 
 from cloudtaser import plan as planlib
 from cloudtaser.config import VaultTarget
-from cloudtaser.openbao import OpenBaoClient
-from cloudtaser.verify import verify_plan
+from cloudtaser.source.openbao import OpenBaoClient
+from cloudtaser.source.verify import verify_plan
 
 PER_TENANT = 5
 

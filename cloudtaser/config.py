@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cloudtaser.errors import ConfigError
-from cloudtaser.naming import safe_segment
+from cloudtaser.plan.rules import safe_segment
 
 __all__ = ["ClusterTarget", "VaultTarget", "resolve_cluster_target", "resolve_vault_target"]
 

@@ -1,6 +1,6 @@
 """``target connect``: let one cluster's ServiceAccount JWTs log in to the vault.
 
-Cluster side (lightkube, through a :class:`~cloudtaser.kube.KubeSession`):
+Cluster side (lightkube, through a :class:`~cloudtaser.target.kube.KubeSession`):
 
 * a dedicated namespace (default ``cloudtaser-system``) with the token-reviewer ServiceAccount
   (``cloudtaser-token-reviewer``) and a self-test ServiceAccount (``cloudtaser-connect-selftest``);
@@ -12,8 +12,9 @@ Cluster side (lightkube, through a :class:`~cloudtaser.kube.KubeSession`):
   (kubeconfig, else the ``kube-root-ca.crt`` ConfigMap), the optional issuer, and the cluster's
   identity: the UID of the ``kube-system`` namespace.
 
-Vault side (:class:`~cloudtaser.openbao.OpenBaoClient`): enable the Kubernetes auth method at the
-chosen mount (one mount per cluster) and write ``auth/<mount>/config`` with ``kubernetes_host``,
+Vault side (:class:`~cloudtaser.source.openbao.OpenBaoClient`): enable the Kubernetes auth
+method at the chosen mount (one mount per cluster) and write ``auth/<mount>/config`` with
+``kubernetes_host``,
 ``kubernetes_ca_cert``, ``token_reviewer_jwt`` and ``disable_local_ca_jwt=true``.
 
 Idempotency vs rotation. OpenBao never returns ``token_reviewer_jwt`` and *clears* it when the
@@ -66,12 +67,12 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from cloudtaser.errors import ClusterError, ConfigError, OperationError
-from cloudtaser.kube import api_errors
-from cloudtaser.naming import RESERVED_MOUNTS, safe_mount_path, valid_role_name
+from cloudtaser.plan.rules import RESERVED_MOUNTS, safe_mount_path, valid_role_name
+from cloudtaser.target.kube import api_errors
 
 if TYPE_CHECKING:
-    from cloudtaser.kube import KubeSession
-    from cloudtaser.openbao import OpenBaoClient
+    from cloudtaser.source.openbao import OpenBaoClient
+    from cloudtaser.target.kube import KubeSession
 
 __all__ = [
     "AUTH_DELEGATOR",

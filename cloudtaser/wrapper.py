@@ -51,11 +51,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
+from cloudtaser import contract
+from cloudtaser.contract import (
+    DEFAULT_AUTH_MOUNT_PATH,
+    DEFAULT_SA_TOKEN_PATH,
+    ENV_ADDR,
+    ENV_AUTH_METHOD,
+    ENV_AUTH_MOUNT_PATH,
+    ENV_AUTH_ROLE,
+    ENV_CACERT,
+    ENV_ENV_MAP,
+    ENV_NAMESPACE,
+    ENV_SA_TOKEN_PATH,
+    ENV_SECRET_PATHS,
+    ENV_SKIP_VERIFY,
+    ENV_TOKEN,
+    STRIPPED_PREFIX,
+)
 from cloudtaser.errors import ConfigError, OperationError, VaultAuthError, VaultHTTPError
-from cloudtaser.naming import RESERVED_MOUNTS, safe_mount_path, valid_role_name
+from cloudtaser.plan.rules import valid_role_name
 
 if TYPE_CHECKING:
-    from cloudtaser.openbao import OpenBaoClient
+    from cloudtaser.source.openbao import OpenBaoClient
 
 __all__ = [
     "DEFAULT_AUTH_MOUNT_PATH",
@@ -73,28 +90,8 @@ __all__ = [
     "prepare",
 ]
 
-ENV_ADDR: Final = "VAULT_ADDR"
-ENV_AUTH_METHOD: Final = "VAULT_AUTH_METHOD"
-ENV_AUTH_ROLE: Final = "VAULT_AUTH_ROLE"
-ENV_AUTH_MOUNT_PATH: Final = "VAULT_AUTH_MOUNT_PATH"
-ENV_SKIP_VERIFY: Final = "VAULT_SKIP_VERIFY"
-ENV_CACERT: Final = "VAULT_CACERT"
-ENV_NAMESPACE: Final = "VAULT_NAMESPACE"
-ENV_TOKEN: Final = "VAULT_TOKEN"  # noqa: S105 - a variable name
-ENV_SECRET_PATHS: Final = "CLOUDTASER_SECRET_PATHS"  # noqa: S105 - a variable name
-ENV_ENV_MAP: Final = "CLOUDTASER_ENV_MAP"
-ENV_SA_TOKEN_PATH: Final = "CLOUDTASER_SA_TOKEN_PATH"  # noqa: S105 - a variable name
-
-DEFAULT_AUTH_MOUNT_PATH: Final = "auth/kubernetes"
-DEFAULT_SA_TOKEN_PATH: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
-#: Every variable with this prefix is removed from the child's environment.
-STRIPPED_PREFIX: Final = "CLOUDTASER_"
-#: Vault tokens are removed from the child's environment as well.
-STRIPPED_NAMES: Final = frozenset({"VAULT_TOKEN", "BAO_TOKEN"})
 AUTH_METHODS: Final = ("kubernetes", "token")
 
-_TRUE = frozenset({"1", "true", "yes", "on", "t", "y"})
-_FALSE = frozenset({"", "0", "false", "no", "off", "f", "n"})
 _MAX_TOKEN_FILE = 64 * 1024
 
 
@@ -119,15 +116,12 @@ class WrapperConfig:
 def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, str]]]:
     """Pair the secret-paths and env-map values (the annotation formats) group by group.
 
-    Delegates to :func:`cloudtaser.annotations.parse_mapping`; a format error becomes a
+    Delegates to :func:`cloudtaser.contract.parse_mapping`; a format error becomes a
     :class:`ConfigError` naming the variable.
     """
-    from cloudtaser.annotations import AnnotationError  # noqa: PLC0415
-    from cloudtaser.annotations import parse_mapping as parse  # noqa: PLC0415
-
     try:
-        pairs = parse(secret_paths, env_map)
-    except AnnotationError as exc:
+        pairs = contract.parse_mapping(secret_paths, env_map)
+    except contract.ContractError as exc:
         raise ConfigError(f"{ENV_SECRET_PATHS} / {ENV_ENV_MAP}: {exc}") from None
     for path, group in pairs:
         if not group:
@@ -136,22 +130,20 @@ def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, 
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, not {value[:20]!r}")
+    try:
+        return contract.parse_bool(name, environ.get(name))
+    except contract.ContractError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _auth_mount(value: str) -> str:
-    mount = value.strip().lstrip("/").removeprefix("auth/").strip("/")
-    if not safe_mount_path(mount) or mount.split("/")[0] in RESERVED_MOUNTS:
+    try:
+        return contract.parse_auth_path(value)
+    except contract.ContractError:
         raise ConfigError(
             f"{ENV_AUTH_MOUNT_PATH} {value[:80]!r} is not an auth mount path such as "
             "auth/kubernetes"
-        )
-    return mount
+        ) from None
 
 
 def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
@@ -162,7 +154,7 @@ def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
         validate_vault_address,
     )
 
-    address = environ.get(ENV_ADDR) or environ.get("BAO_ADDR")
+    address = contract.vault_env(environ, "ADDR")
     if not address:
         raise ConfigError(f"{ENV_ADDR} is not set: the wrapper does not know the vault address")
     address = validate_vault_address(address, what=ENV_ADDR)
@@ -171,7 +163,7 @@ def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
         raise ConfigError(f"{ENV_AUTH_METHOD} must be kubernetes or token, not {method[:20]!r}")
     mount = _auth_mount(environ.get(ENV_AUTH_MOUNT_PATH) or DEFAULT_AUTH_MOUNT_PATH)
     role = (environ.get(ENV_AUTH_ROLE) or "").strip() or None
-    token = environ.get(ENV_TOKEN) or environ.get("BAO_TOKEN") or None
+    token = contract.vault_env(environ, "TOKEN")
     if method == "kubernetes":
         if role is None:
             raise ConfigError(f"{ENV_AUTH_ROLE} is not set (the vault role of this workload)")
@@ -186,13 +178,14 @@ def config_from_env(environ: Mapping[str, str]) -> WrapperConfig:
     if not secret_paths.strip():
         raise ConfigError(f"{ENV_SECRET_PATHS} is not set: there are no secrets to fetch")
     mapping = parse_mapping(secret_paths, env_map)
-    namespace = (environ.get(ENV_NAMESPACE) or environ.get("BAO_NAMESPACE") or "").strip("/")
+    namespace = (contract.vault_env(environ, "NAMESPACE") or "").strip("/")
     if namespace and not valid_vault_namespace(namespace):
         raise ConfigError(f"{ENV_NAMESPACE} {namespace[:80]!r} is not a valid namespace path")
-    ca_cert = environ.get(ENV_CACERT) or environ.get("BAO_CACERT") or None
+    ca_cert = contract.vault_env(environ, "CACERT")
     if ca_cert is not None and not Path(ca_cert).is_file():
         raise ConfigError(f"{ENV_CACERT} {ca_cert} does not exist")
-    skip = _flag(environ, ENV_SKIP_VERIFY) or _flag(environ, "BAO_SKIP_VERIFY")
+    skip_name = ENV_SKIP_VERIFY if environ.get(ENV_SKIP_VERIFY) else "BAO_SKIP_VERIFY"
+    skip = _flag(environ, skip_name)
     return WrapperConfig(
         address=address,
         auth_method=method,
@@ -319,14 +312,12 @@ def fetch_secrets(client: OpenBaoClient, config: WrapperConfig) -> dict[str, str
 
 def build_child_env(environ: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
     """The command's environment: ``environ`` without ``CLOUDTASER_*`` and vault tokens, plus
-    ``secrets`` (which win over inherited variables of the same name). Pure."""
-    child = {
-        k: v
-        for k, v in environ.items()
-        if not k.startswith(STRIPPED_PREFIX) and k not in STRIPPED_NAMES
-    }
-    child.update(secrets)
-    return child
+    ``secrets`` (which win over inherited variables of the same name). Pure; the contract's
+    :func:`cloudtaser.contract.build_child_env`."""
+    try:
+        return contract.build_child_env(environ, secrets)
+    except contract.ContractError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _revoke(client: OpenBaoClient) -> None:
@@ -349,7 +340,7 @@ def prepare(environ: Mapping[str, str], *, client: OpenBaoClient | None = None) 
     own = client is None
     if client is None:
         from cloudtaser.config import VaultTarget  # noqa: PLC0415
-        from cloudtaser.openbao import OpenBaoClient, RetryPolicy  # noqa: PLC0415
+        from cloudtaser.source.openbao import OpenBaoClient, RetryPolicy  # noqa: PLC0415
 
         target = VaultTarget(
             address=config.address,

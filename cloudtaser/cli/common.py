@@ -15,8 +15,8 @@ from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from cloudtaser.config import ClusterTarget, VaultTarget
-    from cloudtaser.kube import KubeSession
-    from cloudtaser.openbao import OpenBaoClient
+    from cloudtaser.source.openbao import OpenBaoClient
+    from cloudtaser.target.kube import KubeSession
 
 __all__ = [
     "add_cluster_options",
@@ -78,8 +78,8 @@ def int_1_to_64(text: str) -> int:
 
 def duration_seconds(text: str) -> int:
     """``3600``, ``1h``, ``90m``, ``1h30m`` -> whole seconds (argparse type for TTLs; the rules
-    are :func:`cloudtaser.provision.parse_duration`'s)."""
-    from cloudtaser.provision import parse_duration  # noqa: PLC0415
+    are :func:`cloudtaser.source.provision.parse_duration`'s)."""
+    from cloudtaser.source.provision import parse_duration  # noqa: PLC0415
 
     try:
         return parse_duration(text)
@@ -232,13 +232,13 @@ def cluster_target(args: argparse.Namespace) -> ClusterTarget:
 
 def cluster_session(args: argparse.Namespace) -> KubeSession:
     """Connect to the cluster named by ``args`` (use it in a ``with`` block)."""
-    from cloudtaser.kube import connect  # noqa: PLC0415
+    from cloudtaser.target.kube import connect  # noqa: PLC0415
 
     return connect(cluster_target(args))
 
 
 def vault_client(args: argparse.Namespace, *, pool_size: int) -> OpenBaoClient:
     """A client for the vault named by ``args`` (use it in a ``with`` block)."""
-    from cloudtaser.openbao import OpenBaoClient  # noqa: PLC0415
+    from cloudtaser.source.openbao import OpenBaoClient  # noqa: PLC0415
 
     return OpenBaoClient(vault_target(args), pool_size=pool_size)

@@ -14,12 +14,13 @@ from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import progress as _progress
 
 if TYPE_CHECKING:
-    from cloudtaser.discover import DiscoveryResult
     from cloudtaser.plan import MigrationPlan
+    from cloudtaser.target.discover import DiscoveryResult
 
 __all__ = ["register"]
 
-# Kept in sync with cloudtaser.discover (importing it here would pull msgspec/yaml into --help).
+# Kept in sync with cloudtaser.target.discover (importing it here would pull msgspec/yaml
+# into --help).
 _DEFAULT_TEMPLATE = "{mount}/data/{namespace}/{secret}"
 _ISOLATED_TEMPLATE = "{mount}/data/{cluster}/{namespace}/{secret}"
 
@@ -169,8 +170,8 @@ def _existing_plan(path: str, force: bool) -> MigrationPlan | None:
 
 
 def _check_overwrite(path: str, old: MigrationPlan | None, result: DiscoveryResult) -> None:
-    from cloudtaser.discover import recorded_progress  # noqa: PLC0415
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
+    from cloudtaser.target.discover import recorded_progress  # noqa: PLC0415
 
     if old is None:
         return
@@ -210,7 +211,7 @@ def _run_discover(args: argparse.Namespace) -> int:
     import getpass  # noqa: PLC0415
 
     from cloudtaser import plan as planlib  # noqa: PLC0415
-    from cloudtaser.discover import DiscoverOptions, discover  # noqa: PLC0415
+    from cloudtaser.target.discover import DiscoverOptions, discover  # noqa: PLC0415
 
     template = _ISOLATED_TEMPLATE if args.isolate else args.path_template or _DEFAULT_TEMPLATE
     try:

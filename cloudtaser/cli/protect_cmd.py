@@ -30,7 +30,7 @@ from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
 
 if TYPE_CHECKING:
-    from cloudtaser.protect import Decision, Event, Proposal, RunReport
+    from cloudtaser.target.protect import Decision, Event, Proposal, RunReport
 
 __all__ = ["parse_duration", "register"]
 
@@ -249,7 +249,7 @@ def _render_proposal(proposal: Proposal) -> str:
 
 
 def _make_decide(interrupts: _Interrupts) -> Callable[[Proposal], Decision]:
-    from cloudtaser.protect import Decision  # noqa: PLC0415
+    from cloudtaser.target.protect import Decision  # noqa: PLC0415
 
     answers = {
         "y": Decision.YES,
@@ -321,7 +321,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
             f"pass --yes to go on for every workload, or --interactive to be asked for each{hint}"
         )
 
-    from cloudtaser import protect as protectlib  # noqa: PLC0415
+    from cloudtaser.target import protect as protectlib  # noqa: PLC0415
 
     options = protectlib.RunOptions(
         actor=_actor(),

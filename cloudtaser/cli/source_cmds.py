@@ -20,8 +20,8 @@ from cloudtaser.cli.common import (
 from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from cloudtaser.provision import ApplyResult
-    from cloudtaser.verify import VerifyResult
+    from cloudtaser.source.provision import ApplyResult
+    from cloudtaser.source.verify import VerifyResult
 
 __all__ = ["register"]
 
@@ -150,7 +150,7 @@ def _add_plan_and_vault(parser: argparse.ArgumentParser) -> None:
 def _run_apply(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.cli.output import print_json, progress  # noqa: PLC0415
-    from cloudtaser.provision import apply_plan  # noqa: PLC0415
+    from cloudtaser.source.provision import apply_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
     with vault_client(args, pool_size=args.concurrency) as client:
@@ -183,7 +183,7 @@ def _run_apply(args: argparse.Namespace) -> int:
 
 
 def _apply_json(result: ApplyResult) -> dict[str, Any]:
-    from cloudtaser.provision import Action  # noqa: PLC0415
+    from cloudtaser.source.provision import Action  # noqa: PLC0415
 
     return {
         "plan": result.plan,
@@ -211,7 +211,7 @@ def _apply_json(result: ApplyResult) -> dict[str, Any]:
 
 def _print_apply(result: ApplyResult) -> None:
     from cloudtaser.cli.output import color, table  # noqa: PLC0415
-    from cloudtaser.provision import Action  # noqa: PLC0415
+    from cloudtaser.source.provision import Action  # noqa: PLC0415
 
     colours = {"create": "green", "update": "yellow", "unchanged": "dim", "conflict": "red"}
     verb = {
@@ -247,7 +247,7 @@ def _print_apply(result: ApplyResult) -> None:
 def _run_verify(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.cli.output import print_json, progress  # noqa: PLC0415
-    from cloudtaser.verify import verify_plan  # noqa: PLC0415
+    from cloudtaser.source.verify import verify_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
     with vault_client(args, pool_size=args.concurrency) as client:

@@ -11,8 +11,8 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.config import VaultTarget
 from cloudtaser.errors import OperationError
-from cloudtaser.openbao import OpenBaoClient
-from cloudtaser.provision import Action, apply_plan
+from cloudtaser.source.openbao import OpenBaoClient
+from cloudtaser.source.provision import Action, apply_plan
 from tests.integration.source_helpers import (
     enable_k8s_auth,
     plan_dict,

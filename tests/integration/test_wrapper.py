@@ -20,9 +20,9 @@ from cloudtaser import plan as planlib
 from cloudtaser.config import ClusterTarget, VaultTarget
 from cloudtaser.connect import ConnectOptions, connect
 from cloudtaser.errors import OperationError, VaultAuthError
-from cloudtaser.kube import connect as kube_connect
-from cloudtaser.openbao import OpenBaoClient
-from cloudtaser.provision import apply_plan
+from cloudtaser.source.openbao import OpenBaoClient
+from cloudtaser.source.provision import apply_plan
+from cloudtaser.target.kube import connect as kube_connect
 from cloudtaser.wrapper import prepare
 from tests.integration.connect_helpers import (
     cleanup_cluster,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-import cloudtaser.annotations as ann
+import cloudtaser.target.annotations as ann
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
 
 

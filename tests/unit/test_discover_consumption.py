@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloudtaser.discover import (
+from cloudtaser.target.discover import (
     consumed_env,
     env_consumptions,
     kv2_path,

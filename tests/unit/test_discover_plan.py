@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from cloudtaser import plan as planlib
-from cloudtaser.discover import (
+from cloudtaser.errors import ConfigError
+from cloudtaser.plan import WorkloadKind, WorkloadStatus
+from cloudtaser.target.discover import (
     DEFAULT_PATH_TEMPLATE,
     ISOLATED_PATH_TEMPLATE,
     DiscoverOptions,
@@ -21,8 +23,6 @@ from cloudtaser.discover import (
     default_plan_name,
     recorded_progress,
 )
-from cloudtaser.errors import ConfigError
-from cloudtaser.plan import WorkloadKind, WorkloadStatus
 
 NOW = datetime(2026, 5, 16, 10, 0, 0, 123456, tzinfo=UTC)
 D, S, DS = WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFUL_SET, WorkloadKind.DAEMON_SET
@@ -475,7 +475,7 @@ def test_bad_options_are_refused_before_any_request(options: dict[str, Any]) -> 
 
 def test_plan_fields_agree_with_consumed_env() -> None:
     """protect's drift check compares consumed_env with the plan: they must agree."""
-    from cloudtaser.discover import consumed_env
+    from cloudtaser.target.discover import consumed_env
 
     keys = {("ns", "db"): ("password", "username", "tls.crt"), ("ns", "api"): ("token",)}
     lookup = SecretLookup(keys=keys)

@@ -24,7 +24,7 @@ from cloudtaser.errors import (
     VaultSealedError,
     VaultUnreachableError,
 )
-from cloudtaser.openbao import OpenBaoClient, Reply, RetryPolicy
+from cloudtaser.source.openbao import OpenBaoClient, Reply, RetryPolicy
 
 CANARY_TOKEN = "s.CANARY-token-never-shown-42"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import cloudtaser.annotations as ann
-from cloudtaser import protect
+import cloudtaser.target.annotations as ann
 from cloudtaser.errors import ConfigError, LockError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
+from cloudtaser.target import protect
 
 
 def _workload(name: str = "api", kind: str = "Deployment") -> Workload:

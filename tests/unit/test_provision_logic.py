@@ -13,9 +13,9 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.config import VaultTarget
 from cloudtaser.errors import PlanError
-from cloudtaser.openbao import OpenBaoClient, RetryPolicy
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
-from cloudtaser.provision import (
+from cloudtaser.source.openbao import OpenBaoClient, RetryPolicy
+from cloudtaser.source.provision import (
     Action,
     TenantGrant,
     apply_plan,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloudtaser import rollout
+from cloudtaser.target import rollout
 
 
 def _deploy(

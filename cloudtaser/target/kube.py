@@ -141,7 +141,7 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
         raise ConfigError(f"cluster {cluster_name!r} has no http(s) server URL in the kubeconfig")
     ca_pem = _ca_pem(cluster_entry)
     if cluster.get("insecure-skip-tls-verify"):
-        logging.getLogger("cloudtaser.kube").warning(
+        logging.getLogger("cloudtaser.target.kube").warning(
             "TLS verification of the API server %s is DISABLED by the kubeconfig "
             "(insecure-skip-tls-verify: true in cluster %r); anyone on the network path can "
             "impersonate the cluster and read the credentials. Put the cluster CA into the "

@@ -1,7 +1,7 @@
 """``source apply-plan``: per-tenant ACL policies and Kubernetes-auth roles from a plan.
 
 For every tenant with at least one non-skipped workload that has secrets, one ACL policy and
-one role, both named ``cloudtaser-<plan>-<tenant>`` (:mod:`cloudtaser.naming`, lower-cased the
+one role, both named ``cloudtaser-<plan>-<tenant>`` (:mod:`cloudtaser.plan.rules`, lower-cased the
 way OpenBao stores them):
 
 * the policy grants ``read`` on exactly the tenant's KV v2 ``data/`` paths (the runtime wrapper
@@ -29,19 +29,21 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser import naming
 from cloudtaser.errors import OperationError, PlanError, VaultAuthError
 from cloudtaser.plan import (
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
-    PLAN_NAME,
     MigrationPlan,
     WorkloadStatus,
     split_vault_path,
 )
+from cloudtaser.plan import rules as naming
+from cloudtaser.plan.rules import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    PLAN_NAME,
+)
 
 if TYPE_CHECKING:
-    from cloudtaser.openbao import OpenBaoClient
+    from cloudtaser.source.openbao import OpenBaoClient
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",

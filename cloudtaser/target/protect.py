@@ -5,17 +5,17 @@ Per pending workload, in plan order (``docs/protect.md`` tells the whole story):
 
 1. ``migrated`` and ``skipped`` workloads are never touched again (that is what resumes).
 2. Drift check: the live pod template must still consume exactly the (Secret, key, env)
-   triples the plan lists (``cloudtaser.discover.consumed_env``). On drift nothing is patched;
-   the workload stays ``pending`` with the reason recorded.
+   triples the plan lists (``cloudtaser.target.discover.consumed_env``). On drift nothing is
+   patched; the workload stays ``pending`` with the reason recorded.
 3. Refusals (paused Deployment, ``OnDelete``, StatefulSet partition) leave it pending too;
    warnings (Recreate strategy, Argo CD / Flux / Helm ownership) are reported.
 4. One strategic-merge patch of the pod template with a ``metadata.resourceVersion``
    precondition and field manager ``cloudtaser``: every annotation of
-   :mod:`cloudtaser.annotations`, the inject label and the restart marker at once, so exactly
+   :mod:`cloudtaser.target.annotations`, the inject label and the restart marker at once, so exactly
    one rollout happens. A workload that already carries exactly the intended annotations (the
    marker aside) is not patched again: it is only waited for and recorded. That is what makes
    a run killed between patch and plan write resume without a second rollout.
-5. Wait by kubectl's rules (:mod:`cloudtaser.rollout`), then write the new status to the plan
+5. Wait by kubectl's rules (:mod:`cloudtaser.target.rollout`), then write the new status to the plan
    at once (atomic save), with time and actor.
 
 The library never prints: progress goes to ``progress`` (a callable taking an
@@ -40,12 +40,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import cloudtaser.annotations as ann
+import cloudtaser.target.annotations as ann
 from cloudtaser import plan as planlib
 from cloudtaser.errors import CloudtaserError, ClusterError, ConfigError, LockError
-from cloudtaser.kube import FIELD_MANAGER, KubeSession, api_errors
 from cloudtaser.plan import MigrationPlan, Tenant, Workload, WorkloadStatus
-from cloudtaser.rollout import (
+from cloudtaser.target.kube import FIELD_MANAGER, KubeSession, api_errors
+from cloudtaser.target.rollout import (
     RolloutCancelledError,
     RolloutFailedError,
     RolloutTimeoutError,
@@ -664,7 +664,7 @@ class _Cluster:
 def _live_triples(
     cluster: _Cluster, ref: WorkloadRef, obj: Mapping[str, Any]
 ) -> set[tuple[str, str, str]]:
-    from cloudtaser.discover import consumed_env  # noqa: PLC0415
+    from cloudtaser.target.discover import consumed_env  # noqa: PLC0415
 
     template = dig(obj, "spec", "template") or {}
     return set(consumed_env(template, lambda name: cluster.secret_keys(ref.namespace, name)))

@@ -56,7 +56,7 @@ __all__ = [
     "SubkeysResult",
 ]
 
-log = logging.getLogger("cloudtaser.openbao")
+log = logging.getLogger("cloudtaser.source.openbao")
 
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "LIST", "HEAD"})
 _MAX_REDIRECTS: Final = 3

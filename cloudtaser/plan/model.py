@@ -28,6 +28,19 @@ import yaml_rs
 from msgspec import Meta
 
 from cloudtaser.errors import PlanError
+from cloudtaser.plan import rules
+from cloudtaser.plan.rules import (
+    DEFAULT_AUTH_MOUNT,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    ENV_VAR,
+    FIELD_NAME,
+    MOUNT,
+    ONE_LINE,
+    PLAN_NAME,
+    SOURCE_REF,
+    VAULT_PATH,
+)
 
 __all__ = [
     "API_VERSION",
@@ -48,52 +61,30 @@ __all__ = [
     "json_schema",
     "load",
     "loads",
+    "rule_problem",
     "save",
     "split_vault_path",
 ]
 
 API_VERSION: Final = "cloudtaser.io/v1"
 KIND: Final = "MigrationPlan"
-DEFAULT_AUTH_MOUNT: Final = "kubernetes"
 #: Plans are hand-reviewed YAML; anything past this is not a plan (or is an attack).
 MAX_PLAN_BYTES: Final = 64 * 1024 * 1024
 
-# --- constrained string types ------------------------------------------------------------
+# --- constrained string types (patterns and limits: the rule book, cloudtaser.plan.rules) ------
 
-# Every pattern ends in (?!\n)$: msgspec matches with re.search, where a bare "$" would also
-# accept a trailing newline.
-
-#: A Kubernetes DNS-1123 label (namespaces, tenant names).
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(?!\n)$"
-#: A Kubernetes DNS-1123 subdomain (workload and Secret names).
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(?!\n)$"
-#: A plan name: goes into vault policy and role names, so letters, digits, '.', '_', '-'.
-PLAN_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$"
-#: A POSIX-portable environment variable name.
-ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
-#: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
-FIELD_NAME = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+(?!\n)$"
-#: One path segment in vault: letters, digits, '.', '_', '-'.
-_SEGMENT = r"[A-Za-z0-9._-]+"
-#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path; no ``.`` or ``..`` segment.
-VAULT_PATH = rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT}/data(/{_SEGMENT})+(?!\n)$"
-#: A vault mount name (KV mount, auth mount): one or more safe segments.
-MOUNT = rf"^{_SEGMENT}(/{_SEGMENT})*(?!\n)$"
-#: A free-text value that must stay on one line and printable (reasons, notes, sources).
-_ONE_LINE = r"^[^\x00-\x1f\x7f]*(?!\n)$"
-
-DnsLabel = Annotated[str, Meta(pattern=DNS_LABEL, max_length=63)]
-DnsSubdomain = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=253)]
-PlanName = Annotated[str, Meta(pattern=PLAN_NAME, max_length=63)]
-EnvVarName = Annotated[str, Meta(pattern=ENV_VAR, max_length=256)]
-FieldName = Annotated[str, Meta(pattern=FIELD_NAME, max_length=253)]
-VaultPath = Annotated[str, Meta(pattern=VAULT_PATH, max_length=512)]
-MountName = Annotated[str, Meta(pattern=MOUNT, max_length=128)]
-SourceRef = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*(?!\n)$", min_length=1, max_length=512)
-]
-OneLine = Annotated[str, Meta(pattern=_ONE_LINE, max_length=4096)]
-NonEmptyLine = Annotated[str, Meta(pattern=_ONE_LINE, min_length=1, max_length=1024)]
+DnsLabel = Annotated[str, Meta(pattern=DNS_LABEL, max_length=rules.MAX_DNS_LABEL)]
+DnsSubdomain = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=rules.MAX_DNS_SUBDOMAIN)]
+PlanName = Annotated[str, Meta(pattern=PLAN_NAME, max_length=rules.MAX_PLAN_NAME)]
+EnvVarName = Annotated[str, Meta(pattern=ENV_VAR, max_length=rules.MAX_ENV_VAR)]
+FieldName = Annotated[str, Meta(pattern=FIELD_NAME, max_length=rules.MAX_FIELD_NAME)]
+#: The pattern gives the schema; :func:`rule_problem` applies the rest of the rule book
+#: (segment length, reserved mounts) when a plan is loaded.
+VaultPath = Annotated[str, Meta(pattern=VAULT_PATH, max_length=rules.MAX_VAULT_PATH)]
+MountName = Annotated[str, Meta(pattern=MOUNT, max_length=rules.MAX_MOUNT)]
+SourceRef = Annotated[str, Meta(pattern=SOURCE_REF, min_length=1, max_length=512)]
+OneLine = Annotated[str, Meta(pattern=ONE_LINE, max_length=4096)]
+NonEmptyLine = Annotated[str, Meta(pattern=ONE_LINE, min_length=1, max_length=1024)]
 UtcTimestamp = Annotated[datetime, Meta(tz=True)]
 
 
@@ -315,6 +306,34 @@ class MigrationPlan(_Base, kw_only=True):
                 yield tenant, workload
 
 
+def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
+    """The first rule-book violation the schema cannot express, as ``(location, message)``.
+
+    The Struct patterns are the schema (and the JSON schema); the rules no pattern can carry
+    (a vault path segment over 128 characters, a reserved mount in any letter case, a mount
+    over the length limit) come from :mod:`cloudtaser.plan.rules`, the same functions
+    apply-plan, verify-plan, protect and discover call. ``loads`` runs this on every plan, so
+    ``plan validate`` accepts exactly what those commands accept.
+    """
+    meta = plan.metadata
+    if meta.auth_mount is not None:
+        problem = rules.auth_mount_problem(meta.auth_mount)
+        if problem:
+            return "$.metadata.authMount", problem
+    if meta.kv_mount is not None:
+        problem = rules.kv_mount_problem(meta.kv_mount)
+        if problem:
+            return "$.metadata.kvMount", problem
+    for t_index, tenant in enumerate(plan.tenants):
+        for w_index, workload in enumerate(tenant.workloads):
+            for s_index, secret in enumerate(workload.secrets):
+                problem = rules.vault_path_problem(secret.vault_path)
+                if problem:
+                    where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}]"
+                    return f"{where}.vaultPath", problem
+    return None
+
+
 def split_vault_path(vault_path: str) -> tuple[str, str]:
     """Split ``<mount>/data/<rest>`` into ``(mount, rest)``.
 
@@ -416,7 +435,7 @@ _DESCRIBE = {
         "'_', '-' only (no '..' or '.' segment, no globs, quotes, spaces or empty segments)"
     ),
     MOUNT: "a safe mount name (segments of letters, digits, '.', '_', '-')",
-    _ONE_LINE: "a single line of printable text",
+    ONE_LINE: "a single line of printable text",
 }
 _REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.DOTALL)
 
@@ -505,9 +524,14 @@ def _loads(text: str | bytes, source: str) -> MigrationPlan:
         )
     _check_header(data, source)
     try:
-        return msgspec.convert(data, MigrationPlan, from_attributes=False)
+        plan = msgspec.convert(data, MigrationPlan, from_attributes=False)
     except msgspec.ValidationError as exc:
         raise _translate(exc, data, source) from None
+    violation = rule_problem(plan)
+    if violation is not None:
+        location, message = violation
+        raise PlanError(message, source=source, location=location)
+    return plan
 
 
 def load(path: str | os.PathLike[str]) -> MigrationPlan:

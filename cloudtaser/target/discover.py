@@ -39,20 +39,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from cloudtaser.annotations import INJECT
 from cloudtaser.errors import ClusterAuthError, ClusterError, ConfigError, PlanError
-from cloudtaser.naming import safe_mount_path, safe_segment
 from cloudtaser.plan import (
+    MigrationPlan,
+    WorkloadKind,
+    WorkloadStatus,
+)
+from cloudtaser.plan.rules import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
     ENV_VAR,
     FIELD_NAME,
     PLAN_NAME,
     VAULT_PATH,
-    MigrationPlan,
-    WorkloadKind,
-    WorkloadStatus,
+    safe_mount_path,
+    safe_segment,
 )
+from cloudtaser.target.annotations import INJECT
 
 __all__ = [
     "DEFAULT_EXCLUDED_NAMESPACES",
@@ -88,7 +91,7 @@ DEFAULT_EXCLUDED_NAMESPACES: Final = (
     "kube-public",
     "kube-system",
 )
-#: Pod-template annotation of an already protected workload (see ``cloudtaser.annotations``).
+#: Pod-template annotation of an already protected workload (see ``cloudtaser.target.annotations``).
 INJECT_ANNOTATION: Final = INJECT
 #: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
 VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
@@ -973,7 +976,7 @@ def build_plan(
             for ns in sorted(by_namespace)
         ],
     }
-    import msgspec  # noqa: PLC0415 - keep `import cloudtaser.discover` light
+    import msgspec  # noqa: PLC0415 - keep `import cloudtaser.target.discover` light
 
     try:
         plan = msgspec.convert(data, MigrationPlan, from_attributes=False)
@@ -1077,7 +1080,7 @@ def _list(
     labels: Any = None,
     selector: str | None = None,
 ) -> Iterator[Any]:
-    from cloudtaser.kube import api_errors  # noqa: PLC0415
+    from cloudtaser.target.kube import api_errors  # noqa: PLC0415
 
     with api_errors(action):
         try:
@@ -1113,7 +1116,7 @@ def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
 def _list_namespaces(client: Any) -> list[str]:
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
-    from cloudtaser.kube import api_errors  # noqa: PLC0415
+    from cloudtaser.target.kube import api_errors  # noqa: PLC0415
 
     with api_errors("list namespaces (needed because the cluster-wide list was forbidden)"):
         return sorted(str(ns.metadata.name) for ns in client.list(Namespace, chunk_size=CHUNK_SIZE))
@@ -1224,7 +1227,7 @@ def _read_secret_keys(
     """
     from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
-    from cloudtaser.kube import api_errors  # noqa: PLC0415
+    from cloudtaser.target.kube import api_errors  # noqa: PLC0415
 
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
     missing: set[tuple[str, str]] = set()
@@ -1299,7 +1302,7 @@ def discover(
     *,
     progress: Progress | None = None,
 ) -> DiscoveryResult:
-    """Scan the cluster behind ``session`` (a :class:`cloudtaser.kube.KubeSession`).
+    """Scan the cluster behind ``session`` (a :class:`cloudtaser.target.kube.KubeSession`).
 
     Raises :class:`ConfigError` for bad options, :class:`ClusterError` (and subclasses) when
     the cluster cannot be read at all. Partial permission problems (403 on some namespaces or

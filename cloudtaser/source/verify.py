@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Final
 
 from cloudtaser.errors import VaultAuthError
 from cloudtaser.plan import MigrationPlan, WorkloadStatus
-from cloudtaser.provision import check_kv_mounts, validate_kv_path
+from cloudtaser.source.provision import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
-    from cloudtaser.openbao import OpenBaoClient, SubkeysResult
+    from cloudtaser.source.openbao import OpenBaoClient, SubkeysResult
 
 __all__ = [
     "PathStatus",

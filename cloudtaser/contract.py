@@ -1,0 +1,386 @@
+"""The contract between ``target protect`` and the runtime (injector + wrapper), stdlib only.
+
+The Go runtime implements the same contract; both languages run the JSON test vectors in
+``spec/contract/`` against their implementation. Everything here is pure and depends on the
+standard library and the rule book (:mod:`cloudtaser.plan.rules`, itself stdlib only) — no
+msgspec, yaml or client import (an import-linter contract enforces it).
+
+Pod-template annotations
+========================
+
+=================================  ==============================================================
+key                                value
+=================================  ==============================================================
+``cloudtaser.io/inject``           ``"true"`` (also written as a pod-template *label*, because the
+                                   webhook's default ``objectSelector`` matches labels)
+``cloudtaser.io/vault-address``    the vault URL the pods reach (``https://host:8200``)
+``cloudtaser.io/vault-role``       the tenant's Kubernetes-auth role (``rules.role_name``)
+``cloudtaser.io/secret-paths``     KV v2 API paths, plan order, joined by ``,``
+``cloudtaser.io/env-map``          ``field=ENV`` pairs joined by ``,``; one group per secret path,
+                                   groups joined by ``;`` (same order as ``secret-paths``)
+``cloudtaser.io/vault-auth-path``  ``auth/<mount>``; written only when the plan's auth mount is
+                                   not the default ``kubernetes``
+``cloudtaser.io/restartedAt``      restart marker: RFC 3339 UTC time of the protect run that
+                                   patched the workload (our own key, so GitOps tools can ignore it)
+=================================  ==============================================================
+
+Wrapper environment
+===================
+
+``VAULT_*`` first, ``BAO_*`` as the fallback (like the vault CLI and the CloudTaser wrapper
+docs): :func:`vault_env`. The CLI (:mod:`cloudtaser.config`) resolves the same way.
+
+==============================  ==================================================================
+``VAULT_ADDR``                  vault URL with scheme and port (required)
+``VAULT_AUTH_METHOD``           ``kubernetes`` (default) or ``token``
+``VAULT_AUTH_ROLE``             the Kubernetes-auth role (required for ``kubernetes``)
+``VAULT_AUTH_MOUNT_PATH``       default ``auth/kubernetes`` (``auth/`` prefix optional)
+``VAULT_TOKEN``                 the vault token (only for ``token``)
+``VAULT_NAMESPACE``             vault namespace (optional)
+``VAULT_CACERT``                CA bundle file (optional)
+``VAULT_SKIP_VERIFY``           a boolean (:func:`parse_bool`); true disables TLS verification
+``CLOUDTASER_SECRET_PATHS``     the ``cloudtaser.io/secret-paths`` value
+``CLOUDTASER_ENV_MAP``          the ``cloudtaser.io/env-map`` value
+``CLOUDTASER_SA_TOKEN_PATH``    default ``/var/run/secrets/kubernetes.io/serviceaccount/token``
+==============================  ==================================================================
+
+The child process gets the parent environment minus every ``CLOUDTASER_*`` variable and every
+vault token (``VAULT_TOKEN``, ``BAO_TOKEN``), plus the fetched secrets (:func:`build_child_env`).
+
+Values
+======
+
+Booleans: case-insensitive, blanks trimmed; true = ``1|true|yes|on``, false = ``0|false|no|off``
+or empty/unset; anything else is an error naming the variable. Durations: Go
+``time.ParseDuration`` syntax (``500ms``, ``30s``, ``2m``, ``1h30m``) or a bare non-negative
+integer meaning seconds; negative or unparsable is an error naming the variable.
+
+Every refusal is a :class:`ContractError` with a stable ``code`` (the vectors' ``error``);
+messages are free text and never hold a secret value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+from cloudtaser.plan import rules
+
+__all__ = [
+    "AUTH_PATH",
+    "DEFAULT_AUTH_MOUNT_PATH",
+    "DEFAULT_SA_TOKEN_PATH",
+    "ENV_ADDR",
+    "ENV_AUTH_METHOD",
+    "ENV_AUTH_MOUNT_PATH",
+    "ENV_AUTH_ROLE",
+    "ENV_CACERT",
+    "ENV_ENV_MAP",
+    "ENV_MAP",
+    "ENV_NAMESPACE",
+    "ENV_SA_TOKEN_PATH",
+    "ENV_SECRET_PATHS",
+    "ENV_SKIP_VERIFY",
+    "ENV_TOKEN",
+    "INJECT",
+    "INJECT_LABEL",
+    "MANAGED_KEYS",
+    "PREFIX",
+    "RESTARTED_AT",
+    "SECRET_PATHS",
+    "STRIPPED_NAMES",
+    "STRIPPED_PREFIX",
+    "VAULT_ADDRESS",
+    "VAULT_ROLE",
+    "ContractError",
+    "build_child_env",
+    "format_auth_path",
+    "format_env_map",
+    "format_secret_paths",
+    "parse_auth_path",
+    "parse_bool",
+    "parse_duration",
+    "parse_env_map",
+    "parse_mapping",
+    "parse_secret_paths",
+    "restart_marker",
+    "vault_env",
+]
+
+# --- annotation keys --------------------------------------------------------------------------
+
+PREFIX: Final = "cloudtaser.io/"
+INJECT: Final = "cloudtaser.io/inject"
+#: The label twin of :data:`INJECT` (same key, same value) for label-based webhook selectors.
+INJECT_LABEL: Final = "cloudtaser.io/inject"
+VAULT_ADDRESS: Final = "cloudtaser.io/vault-address"
+VAULT_ROLE: Final = "cloudtaser.io/vault-role"
+SECRET_PATHS: Final = "cloudtaser.io/secret-paths"  # noqa: S105 - a key name
+ENV_MAP: Final = "cloudtaser.io/env-map"
+AUTH_PATH: Final = "cloudtaser.io/vault-auth-path"
+RESTARTED_AT: Final = "cloudtaser.io/restartedAt"
+
+#: Every annotation key protect may write; exactly these are removed by unprotect.
+MANAGED_KEYS: Final = (
+    INJECT,
+    VAULT_ADDRESS,
+    VAULT_ROLE,
+    SECRET_PATHS,
+    ENV_MAP,
+    AUTH_PATH,
+    RESTARTED_AT,
+)
+
+PATH_SEPARATOR: Final = ","
+GROUP_SEPARATOR: Final = ";"
+PAIR_SEPARATOR: Final = ","
+KEY_VALUE_SEPARATOR: Final = "="
+
+# --- wrapper environment ------------------------------------------------------------------
+
+ENV_ADDR: Final = "VAULT_ADDR"
+ENV_AUTH_METHOD: Final = "VAULT_AUTH_METHOD"
+ENV_AUTH_ROLE: Final = "VAULT_AUTH_ROLE"
+ENV_AUTH_MOUNT_PATH: Final = "VAULT_AUTH_MOUNT_PATH"
+ENV_SKIP_VERIFY: Final = "VAULT_SKIP_VERIFY"
+ENV_CACERT: Final = "VAULT_CACERT"
+ENV_NAMESPACE: Final = "VAULT_NAMESPACE"
+ENV_TOKEN: Final = "VAULT_TOKEN"  # noqa: S105 - a variable name
+ENV_SECRET_PATHS: Final = "CLOUDTASER_SECRET_PATHS"  # noqa: S105 - a variable name
+ENV_ENV_MAP: Final = "CLOUDTASER_ENV_MAP"
+ENV_SA_TOKEN_PATH: Final = "CLOUDTASER_SA_TOKEN_PATH"  # noqa: S105 - a variable name
+
+DEFAULT_AUTH_MOUNT_PATH: Final = "auth/kubernetes"
+DEFAULT_SA_TOKEN_PATH: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
+#: Every variable with this prefix is removed from the child's environment.
+STRIPPED_PREFIX: Final = "CLOUDTASER_"
+#: Vault tokens are removed from the child's environment as well.
+STRIPPED_NAMES: Final = frozenset({"VAULT_TOKEN", "BAO_TOKEN"})
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"", "0", "false", "no", "off"})
+_DURATION_UNITS: Final = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+
+class ContractError(ValueError):
+    """A contract value (built or parsed) violates its format. ``code`` is stable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def vault_env(environ: Mapping[str, str], suffix: str) -> str | None:
+    """``VAULT_<suffix>``, else ``BAO_<suffix>``, else None (an empty value counts as unset)."""
+    return environ.get(f"VAULT_{suffix}") or environ.get(f"BAO_{suffix}") or None
+
+
+def parse_bool(name: str, value: str | None) -> bool:
+    """A boolean environment / annotation value (see the module docstring)."""
+    text = (value or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ContractError(
+        "bad-bool",
+        f"{name} must be true or false (1/true/yes/on or 0/false/no/off), not {text[:20]!r}",
+    )
+
+
+def parse_duration(name: str, value: str) -> float:
+    """Seconds from a Go duration (``1h30m``, ``500ms``) or a bare non-negative integer."""
+    text = value.strip()
+    if text.isdigit() and text.isascii():
+        return float(int(text))
+    rest = text
+    if rest.startswith("+"):
+        rest = rest[1:]
+    if rest.startswith("-") or not rest:
+        raise ContractError(
+            "bad-duration",
+            f"{name} {value[:40]!r} is not a non-negative duration (e.g. 30, 30s, 2m, 1h30m)",
+        )
+    if rest == "0":
+        return 0.0
+    total = 0.0
+    position = 0
+    while position < len(rest):
+        match = _DURATION_PART.match(rest, position)
+        if match is None:
+            raise ContractError(
+                "bad-duration",
+                f"{name} {value[:40]!r} is not a duration (e.g. 30, 30s, 2m, 1h30m)",
+            )
+        total += float(match[1]) * _DURATION_UNITS[match[2]]
+        position = match.end()
+    return total
+
+
+# --- secret-paths / env-map -----------------------------------------------------------------
+
+
+def _check_path(path: str) -> str:
+    problem = rules.vault_path_problem(path)
+    if problem is not None:
+        raise ContractError(
+            "unsafe-path",
+            f"{rules.shown(path)} is not a safe KV v2 path (<mount>/data/<path>): {problem}",
+        )
+    return path
+
+
+def _check_field(field: str) -> str:
+    if not rules.is_field_name(field):  # refuses '', '.' and '..'
+        raise ContractError("bad-field", f"{rules.shown(field)} is not a valid vault field name")
+    return field
+
+
+def _check_env(env: str) -> str:
+    if not rules.is_env_var(env):
+        raise ContractError(
+            "bad-env-name", f"{rules.shown(env)} is not a valid environment variable name"
+        )
+    return env
+
+
+def format_secret_paths(paths: Sequence[str]) -> str:
+    """``secret/data/a,secret/data/b`` (each path validated)."""
+    return PATH_SEPARATOR.join(_check_path(p) for p in paths)
+
+
+def format_env_map(groups: Sequence[Mapping[str, str]]) -> str:
+    """``f1=ENV1,f2=ENV2;f3=ENV3`` (names validated; insertion order kept)."""
+    parts = []
+    seen_env: set[str] = set()
+    for group in groups:
+        if not group:
+            raise ContractError("empty-group", "an env-map group must map at least one field")
+        for env in group.values():
+            if env in seen_env:
+                raise ContractError(
+                    "env-fed-twice", f"env-map: environment variable {env!r} is fed twice"
+                )
+            seen_env.add(env)
+        parts.append(
+            PAIR_SEPARATOR.join(
+                f"{_check_field(field)}{KEY_VALUE_SEPARATOR}{_check_env(env)}"
+                for field, env in group.items()
+            )
+        )
+    return GROUP_SEPARATOR.join(parts)
+
+
+def parse_secret_paths(value: str) -> list[str]:
+    """Inverse of :func:`format_secret_paths`; blanks around paths are tolerated."""
+    if not value.strip():
+        return []
+    return [_check_path(part.strip()) for part in value.split(PATH_SEPARATOR)]
+
+
+def parse_env_map(value: str) -> list[dict[str, str]]:
+    """Inverse of :func:`format_env_map`: one ``{field: ENV}`` dict per group.
+
+    Blanks around tokens are tolerated; an empty pair, a pair without ``=``, an invalid name,
+    a field given twice in a group or an environment variable fed twice are errors.
+    """
+    if not value.strip():
+        return []
+    groups: list[dict[str, str]] = []
+    seen_env: set[str] = set()
+    for index, raw_group in enumerate(value.split(GROUP_SEPARATOR)):
+        group: dict[str, str] = {}
+        for raw_pair in raw_group.split(PAIR_SEPARATOR):
+            pair = raw_pair.strip()
+            field, sep, env = pair.partition(KEY_VALUE_SEPARATOR)
+            if not sep:
+                raise ContractError(
+                    "bad-pair",
+                    f"env-map group {index + 1}: {rules.shown(pair)} is not a field=ENV_VAR pair",
+                )
+            field, env = _check_field(field.strip()), _check_env(env.strip())
+            if field in group:
+                raise ContractError(
+                    "duplicate-field", f"env-map group {index + 1}: field {field!r} given twice"
+                )
+            if env in seen_env:
+                raise ContractError(
+                    "env-fed-twice", f"env-map: environment variable {env!r} is fed twice"
+                )
+            seen_env.add(env)
+            group[field] = env
+        groups.append(group)
+    return groups
+
+
+def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, str]]]:
+    """Pair the ``secret-paths`` and ``env-map`` values: ``[(path, {field: ENV})]``."""
+    paths = parse_secret_paths(secret_paths)
+    groups = parse_env_map(env_map)
+    if len(paths) != len(groups):
+        raise ContractError(
+            "count-mismatch",
+            f"secret-paths names {len(paths)} path(s) but env-map has {len(groups)} group(s); "
+            "they must match one to one",
+        )
+    return list(zip(paths, groups, strict=True))
+
+
+# --- auth path ---------------------------------------------------------------------------------
+
+
+def format_auth_path(mount: str) -> str:
+    """``auth/<mount>`` for the ``vault-auth-path`` annotation (mount checked by the rule book)."""
+    problem = rules.auth_mount_problem(mount)
+    if problem is not None:
+        raise ContractError("bad-mount", problem)
+    return f"auth/{mount}"
+
+
+def parse_auth_path(value: str) -> str:
+    """The mount of ``auth/<mount>`` (the ``auth/`` prefix and slashes around are optional)."""
+    mount = value.strip().lstrip("/").removeprefix("auth/").strip("/")
+    problem = rules.auth_mount_problem(mount)
+    if problem is not None:
+        raise ContractError(
+            "bad-mount", f"{rules.shown(value)} is not an auth mount path such as auth/kubernetes"
+        )
+    return mount
+
+
+def restart_marker(at: datetime | None = None) -> str:
+    """The restart marker value: RFC 3339 UTC, seconds precision (``2026-01-02T03:04:05Z``)."""
+    when = (at or datetime.now(UTC)).astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- child environment -------------------------------------------------------------------------
+
+
+def build_child_env(parent: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: ``parent`` minus ``CLOUDTASER_*`` and vault tokens, plus
+    ``secrets`` (which win over inherited values of the same name)."""
+    for name in secrets:
+        _check_env(name)
+    child = {
+        key: value
+        for key, value in parent.items()
+        if not key.startswith(STRIPPED_PREFIX) and key not in STRIPPED_NAMES
+    }
+    child.update(secrets)
+    return child

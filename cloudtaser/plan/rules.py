@@ -1,0 +1,245 @@
+"""The rule book: every name pattern, length limit, reserved mount and path rule, once.
+
+Plan validation (the msgspec model), ``target discover``, ``source apply-plan`` /
+``verify-plan``, ``target protect`` (the annotations it writes), ``target connect`` and the
+wrapper all check names here, so they cannot disagree: whatever discover writes passes
+``plan validate``, and whatever ``plan validate`` accepts passes apply-plan's and protect's own
+(defence-in-depth) checks. ``tests/unit/test_rule_agreement.py`` proves it with generated
+names at and beyond every limit.
+
+Standard library only (the stdlib-only :mod:`cloudtaser.contract` builds on it).
+
+Naming convention (documented in docs/plan-format.md): policy and role of a tenant are both
+named ``cloudtaser-<plan name>-<tenant name>``, lower-cased (OpenBao stores policy and role
+names lower-cased). The plan name identifies the cluster, so two plans from two clusters
+applied to one vault never overwrite each other's objects, even when they share tenant names
+and vault paths. ``apply-plan`` creates them and ``protect`` writes the role into
+``cloudtaser.io/vault-role``.
+
+Every pattern ends in ``(?!\\n)$``: msgspec matches with ``re.search``, where a bare ``$``
+would also accept a trailing newline. The ``is_*`` helpers use ``fullmatch`` as well.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = [
+    "DEFAULT_AUTH_MOUNT",
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
+    "ENV_VAR",
+    "FIELD_NAME",
+    "MAX_DNS_LABEL",
+    "MAX_DNS_SUBDOMAIN",
+    "MAX_ENV_VAR",
+    "MAX_FIELD_NAME",
+    "MAX_MOUNT",
+    "MAX_OBJECT_NAME",
+    "MAX_PLAN_NAME",
+    "MAX_SEGMENT",
+    "MAX_VAULT_PATH",
+    "MOUNT",
+    "ONE_LINE",
+    "PLAN_NAME",
+    "PREFIX",
+    "RESERVED_MOUNTS",
+    "SOURCE_REF",
+    "VAULT_PATH",
+    "auth_mount_problem",
+    "is_dns_label",
+    "is_dns_subdomain",
+    "is_env_var",
+    "is_field_name",
+    "is_plan_name",
+    "is_reserved_mount",
+    "kv_mount_problem",
+    "policy_name",
+    "role_name",
+    "safe_mount_path",
+    "safe_segment",
+    "shown",
+    "valid_role_name",
+    "vault_path_problem",
+]
+
+PREFIX: Final = "cloudtaser"
+#: A plan that records no auth mount uses this Kubernetes auth mount (``auth/kubernetes``).
+DEFAULT_AUTH_MOUNT: Final = "kubernetes"
+
+#: Mount names the vault reserves: never a KV engine or a cluster's Kubernetes auth method.
+#: Compared case-insensitively on the first segment (``SYS``, ``Sys/x`` are reserved too).
+RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
+
+# --- length limits ----------------------------------------------------------------------------
+
+MAX_DNS_LABEL: Final = 63
+MAX_DNS_SUBDOMAIN: Final = 253
+MAX_PLAN_NAME: Final = 63
+MAX_ENV_VAR: Final = 256
+MAX_FIELD_NAME: Final = 253
+#: A whole ``<mount>/data/<path>``.
+MAX_VAULT_PATH: Final = 512
+#: One segment of a vault path, and a whole mount path.
+MAX_SEGMENT: Final = 128
+MAX_MOUNT: Final = 128
+#: A policy or role name (``cloudtaser-<plan>-<tenant>`` is at most 138).
+MAX_OBJECT_NAME: Final = 140
+
+# --- patterns -----------------------------------------------------------------------------------
+
+#: A Kubernetes DNS-1123 label (namespaces, tenant names).
+DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(?!\n)$"
+#: A Kubernetes DNS-1123 subdomain (workload, Secret and ServiceAccount names).
+DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(?!\n)$"
+#: A plan name: goes into vault policy and role names, so letters, digits, '.', '_', '-'.
+PLAN_NAME: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$"
+#: A POSIX-portable environment variable name.
+ENV_VAR: Final = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
+#: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
+FIELD_NAME: Final = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+(?!\n)$"
+#: One path segment in vault: letters, digits, '.', '_', '-'.
+_SEGMENT_CHARS: Final = r"[A-Za-z0-9._-]+"
+#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path; no ``.`` or ``..`` segment.
+VAULT_PATH: Final = (
+    rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT_CHARS}/data(/{_SEGMENT_CHARS})+(?!\n)$"
+)
+#: A vault mount name (KV mount, auth mount): one or more safe segments.
+MOUNT: Final = rf"^{_SEGMENT_CHARS}(/{_SEGMENT_CHARS})*(?!\n)$"
+#: A free-text value that must stay on one line and printable (reasons, notes, sources).
+ONE_LINE: Final = r"^[^\x00-\x1f\x7f]*(?!\n)$"
+#: Where a secret came from (``Secret/name``, ``vault-agent:name`` ...).
+SOURCE_REF: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*(?!\n)$"
+
+_DNS_LABEL_RE: Final = re.compile(DNS_LABEL)
+_DNS_SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
+_PLAN_NAME_RE: Final = re.compile(PLAN_NAME)
+_ENV_VAR_RE: Final = re.compile(ENV_VAR)
+_FIELD_NAME_RE: Final = re.compile(FIELD_NAME)
+_VAULT_PATH_RE: Final = re.compile(VAULT_PATH)
+_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_ROLE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+def is_dns_label(value: str) -> bool:
+    """A Kubernetes namespace / tenant name."""
+    return len(value) <= MAX_DNS_LABEL and _DNS_LABEL_RE.fullmatch(value) is not None
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """A Kubernetes object name (workload, Secret, ServiceAccount, volume)."""
+    return len(value) <= MAX_DNS_SUBDOMAIN and _DNS_SUBDOMAIN_RE.fullmatch(value) is not None
+
+
+def is_plan_name(value: str) -> bool:
+    """A plan name (part of every policy and role name)."""
+    return len(value) <= MAX_PLAN_NAME and _PLAN_NAME_RE.fullmatch(value) is not None
+
+
+def is_env_var(value: str) -> bool:
+    """A portable environment variable name."""
+    return len(value) <= MAX_ENV_VAR and _ENV_VAR_RE.fullmatch(value) is not None
+
+
+def is_field_name(value: str) -> bool:
+    """A vault field / Secret key name."""
+    return len(value) <= MAX_FIELD_NAME and _FIELD_NAME_RE.fullmatch(value) is not None
+
+
+def policy_name(plan_name: str, tenant_name: str) -> str:
+    """The ACL policy of one tenant of one plan (inputs are validated plan names)."""
+    return f"{PREFIX}-{plan_name}-{tenant_name}".lower()
+
+
+def role_name(plan_name: str, tenant_name: str) -> str:
+    """The Kubernetes-auth role of one tenant of one plan."""
+    return f"{PREFIX}-{plan_name}-{tenant_name}".lower()
+
+
+def valid_role_name(name: str) -> bool:
+    """True for a Kubernetes-auth role name the vault accepts (letters, digits, '.', '_', '-';
+    at most 255 characters, starting with a letter or digit)."""
+    return _ROLE_RE.fullmatch(name) is not None
+
+
+def safe_segment(segment: str) -> bool:
+    """True for one safe segment of a vault path or mount: letters, digits, '.', '_', '-', not
+    starting with '.' (so never '.' or '..'), not empty."""
+    return segment not in {".", ".."} and _SEGMENT_RE.fullmatch(segment) is not None
+
+
+def safe_mount_path(mount: str) -> bool:
+    """True for a non-empty mount path (``kubernetes``, ``k8s/eu-prod``) of safe segments."""
+    return bool(mount) and all(safe_segment(s) for s in mount.split("/"))
+
+
+def is_reserved_mount(mount: str) -> bool:
+    """True when the mount's first segment is reserved by the vault (any letter case)."""
+    return mount.split("/", maxsplit=1)[0].lower() in RESERVED_MOUNTS
+
+
+def shown(value: str, limit: int = 80) -> str:
+    """``value`` shortened and escaped for a message (control characters made visible)."""
+    text = value if len(value) <= limit else value[: limit - 3] + "..."
+    return repr(text.encode("unicode_escape").decode("ascii"))
+
+
+def _mount_problem(mount: str, what: str) -> str | None:
+    if not mount:
+        return f"{what} is empty"
+    if len(mount) > MAX_MOUNT:
+        return f"{what} {shown(mount)} is longer than {MAX_MOUNT} characters"
+    if not safe_mount_path(mount):
+        return (
+            f"{what} {shown(mount)} is not a safe mount name (segments of letters, digits, "
+            "'.', '_', '-', separated by '/')"
+        )
+    if is_reserved_mount(mount):
+        first = mount.split("/", maxsplit=1)[0]
+        return f"{what} {shown(mount)} is reserved by the vault ({first!r})"
+    return None
+
+
+def kv_mount_problem(mount: str) -> str | None:
+    """Why ``mount`` cannot be a KV v2 mount of a plan, or None."""
+    return _mount_problem(mount, "KV mount")
+
+
+def auth_mount_problem(mount: str) -> str | None:
+    """Why ``mount`` cannot be the Kubernetes auth mount of a plan, or None."""
+    return _mount_problem(mount, "auth mount")
+
+
+def vault_path_problem(vault_path: str, *, allowed_mount: str | None = None) -> str | None:
+    """Why ``vault_path`` is not a safe KV v2 API path ``<mount>/data/<path>``, or None.
+
+    Refuses anything that could widen a policy or escape into another part of the API:
+    globs (``*``, ``+``), ``..`` and ``.`` segments, quotes, blanks, control characters,
+    templates, ``sys/`` and the other reserved mounts (any case), a mount other than
+    ``allowed_mount``, empty segments, segments over :data:`MAX_SEGMENT` and paths over
+    :data:`MAX_VAULT_PATH` characters.
+    """
+    if not vault_path:
+        return "empty vault path"
+    what = f"vault path {shown(vault_path)}"
+    if len(vault_path) > MAX_VAULT_PATH:
+        return f"{what} is longer than {MAX_VAULT_PATH} characters"
+    for segment in vault_path.split("/"):
+        if segment in {".", ".."}:
+            return f"{what} contains a {segment!r} segment"
+        if not safe_segment(segment):
+            return (
+                f"{what} has an unsafe segment: only letters, digits, '.', '_' and '-' are "
+                "allowed (no globs, quotes, blanks or empty segments)"
+            )
+        if len(segment) > MAX_SEGMENT:
+            return f"{what} has a segment longer than {MAX_SEGMENT} characters"
+    if _VAULT_PATH_RE.fullmatch(vault_path) is None:
+        return f"{what} is not a KV v2 data path (<mount>/data/<path>)"
+    mount = vault_path.partition("/data/")[0]
+    if is_reserved_mount(mount):
+        return f"{what} points into the reserved {mount.split('/')[0]!r} mount, not a KV engine"
+    if allowed_mount is not None and mount != allowed_mount:
+        return f"{what} is outside the plan's KV mount {allowed_mount!r}"
+    return None

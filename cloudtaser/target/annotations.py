@@ -1,0 +1,119 @@
+"""The pod-template annotations ``protect`` writes for one workload of a plan.
+
+The keys and value formats are the runtime contract, defined once in :mod:`cloudtaser.contract`
+(stdlib only, shared with the Go runtime through ``spec/contract/``); this module builds them
+from a plan and compares them with what a cluster holds.
+
+Secrets of a workload with no field mapping (nothing to inject) are left out of both
+``secret-paths`` and ``env-map`` so the two stay aligned group by group.
+
+The restart marker is deliberately *not* part of the comparison that decides whether a
+workload already carries the intended annotations (:func:`matches_intended`): its value is a
+time, and a resumed run must recognise its own earlier patch and roll out nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from cloudtaser.contract import (
+    AUTH_PATH,
+    ENV_MAP,
+    INJECT,
+    INJECT_LABEL,
+    MANAGED_KEYS,
+    PREFIX,
+    RESTARTED_AT,
+    SECRET_PATHS,
+    VAULT_ADDRESS,
+    VAULT_ROLE,
+    format_auth_path,
+    format_env_map,
+    format_secret_paths,
+    parse_env_map,
+    parse_mapping,
+    parse_secret_paths,
+    restart_marker,
+)
+from cloudtaser.contract import ContractError as AnnotationError
+from cloudtaser.plan.rules import DEFAULT_AUTH_MOUNT, role_name, valid_role_name
+
+if TYPE_CHECKING:
+    from cloudtaser.plan import MigrationPlan, Tenant, Workload
+
+__all__ = [
+    "AUTH_PATH",
+    "ENV_MAP",
+    "INJECT",
+    "INJECT_LABEL",
+    "MANAGED_KEYS",
+    "PREFIX",
+    "RESTARTED_AT",
+    "SECRET_PATHS",
+    "VAULT_ADDRESS",
+    "VAULT_ROLE",
+    "AnnotationError",
+    "build_annotations",
+    "format_env_map",
+    "format_secret_paths",
+    "matches_intended",
+    "parse_env_map",
+    "parse_mapping",
+    "parse_secret_paths",
+    "restart_marker",
+]
+
+
+def build_annotations(
+    plan: MigrationPlan, tenant: Tenant, workload: Workload, vault_address: str
+) -> dict[str, str]:
+    """The annotations protect writes for ``workload`` (without the restart marker).
+
+    Pure. ``vault_address`` must already be validated
+    (:func:`cloudtaser.config.validate_vault_address`); it is checked again for separators and
+    control characters. Raises :class:`AnnotationError` when the workload has nothing to
+    inject or a value would break the format.
+    """
+    if (
+        not vault_address.startswith(("https://", "http://"))
+        or any(c.isspace() or ord(c) < 32 or c in ",;\"'" for c in vault_address)
+        or len(vault_address) > 2048
+    ):
+        raise AnnotationError("bad-address", "the vault address is not a plain http(s) URL")
+    mapped = [s for s in workload.secrets if s.fields]
+    if not mapped:
+        raise AnnotationError(
+            "nothing-to-inject",
+            f"{workload.kind} {tenant.namespace}/{workload.name} maps no secret field to an "
+            "environment variable: there is nothing to inject",
+        )
+    role = role_name(plan.metadata.name, tenant.name)
+    if not valid_role_name(role):
+        raise AnnotationError("bad-role", f"role name {role!r} is not valid")
+    annotations = {
+        INJECT: "true",
+        VAULT_ADDRESS: vault_address,
+        VAULT_ROLE: role,
+        SECRET_PATHS: format_secret_paths([s.vault_path for s in mapped]),
+        ENV_MAP: format_env_map([s.fields for s in mapped]),
+    }
+    mount = plan.auth_mount
+    if mount != DEFAULT_AUTH_MOUNT:
+        annotations[AUTH_PATH] = format_auth_path(mount)
+    return annotations
+
+
+def matches_intended(live: Mapping[str, str] | None, intended: Mapping[str, str]) -> bool:
+    """True when ``live`` pod-template annotations already carry exactly ``intended``.
+
+    Compared over every key protect manages except the restart marker: each intended key with
+    the same value, and no other managed key (e.g. a stale ``vault-auth-path``).
+    """
+    live = live or {}
+    for key in MANAGED_KEYS:
+        if key == RESTARTED_AT:
+            continue
+        if live.get(key) != intended.get(key):
+            return False
+    return True
