@@ -1,8 +1,11 @@
 """Configuration resolved once, at the edge, into frozen values.
 
-Precedence everywhere: flag > environment > default. Only this module (called by the CLI with
-``os.environ``) reads environment variables; everything deeper receives these frozen values.
-The token is kept out of every repr.
+Precedence everywhere: flag > environment > default. Among the environment variables,
+``VAULT_*`` comes first and ``BAO_*`` is the fallback, like the vault CLI and the runtime
+wrapper (one implementation: :func:`cloudtaser.contract.vault_env`). Booleans follow the
+contract's :func:`~cloudtaser.contract.parse_bool` (an unknown value is an error naming the
+variable). Only this module (called by the CLI with ``os.environ``) reads environment
+variables; everything deeper receives these frozen values. The token is kept out of every repr.
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cloudtaser import contract
 from cloudtaser.errors import ConfigError
 from cloudtaser.plan.rules import safe_segment
 
 __all__ = ["ClusterTarget", "VaultTarget", "resolve_cluster_target", "resolve_vault_target"]
 
-_TRUE = {"1", "true", "yes", "on", "t", "y"}
-
-
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.strip().lower() in _TRUE
+def env_flag(env: Mapping[str, str], suffix: str) -> bool:
+    """``VAULT_<suffix>`` (else ``BAO_<suffix>``) as a contract boolean; unknown = ConfigError."""
+    name = f"VAULT_{suffix}" if env.get(f"VAULT_{suffix}") else f"BAO_{suffix}"
+    try:
+        return contract.parse_bool(name, env.get(name))
+    except contract.ContractError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate_vault_address(address: str, *, what: str = "vault address") -> str:
@@ -90,15 +96,15 @@ def resolve_vault_target(
 ) -> VaultTarget:
     """Resolve flags and environment into a :class:`VaultTarget`.
 
-    Address: flag, ``BAO_ADDR``, ``VAULT_ADDR``. Token: ``--token``, ``--token-file``,
-    ``BAO_TOKEN``, ``VAULT_TOKEN``. Namespace: flag, ``BAO_NAMESPACE``, ``VAULT_NAMESPACE``.
-    CA bundle: flag, ``BAO_CACERT``, ``VAULT_CACERT``. Skip-verify: flag, ``BAO_SKIP_VERIFY``,
-    ``VAULT_SKIP_VERIFY``.
+    Address: flag, ``VAULT_ADDR``, ``BAO_ADDR``. Token: ``--token``, ``--token-file``,
+    ``VAULT_TOKEN``, ``BAO_TOKEN``. Namespace: flag, ``VAULT_NAMESPACE``, ``BAO_NAMESPACE``.
+    CA bundle: flag, ``VAULT_CACERT``, ``BAO_CACERT``. Skip-verify: flag,
+    ``VAULT_SKIP_VERIFY``, ``BAO_SKIP_VERIFY`` (a boolean; anything else is an error).
     """
     env = os.environ if environ is None else environ
-    address = address or env.get("BAO_ADDR") or env.get("VAULT_ADDR")
+    address = address or contract.vault_env(env, "ADDR")
     if not address:
-        raise ConfigError("no vault address: pass --openbao-addr URL or set BAO_ADDR / VAULT_ADDR")
+        raise ConfigError("no vault address: pass --openbao-addr URL or set VAULT_ADDR / BAO_ADDR")
     address = validate_vault_address(address)
     if token is None and token_file:
         try:
@@ -107,24 +113,24 @@ def resolve_vault_target(
             raise ConfigError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
         if not token:
             raise ConfigError(f"--token-file {token_file} is empty")
-    token = token or env.get("BAO_TOKEN") or env.get("VAULT_TOKEN") or None
+    token = token or contract.vault_env(env, "TOKEN")
     if token is not None and not header_safe_token(token):
         raise ConfigError("the vault token contains blanks, control or non-ASCII characters")
     if require_token and not token:
         raise ConfigError(
             "no vault token: pass --token-file FILE (keeps it out of shell history), --token, "
-            "or set BAO_TOKEN / VAULT_TOKEN"
+            "or set VAULT_TOKEN / BAO_TOKEN"
         )
-    namespace = namespace or env.get("BAO_NAMESPACE") or env.get("VAULT_NAMESPACE") or None
+    namespace = namespace or contract.vault_env(env, "NAMESPACE")
     if namespace is not None:
         namespace = namespace.strip("/")
         if not valid_vault_namespace(namespace):
             raise ConfigError(f"vault namespace {namespace!r} is not a valid namespace path")
-    ca_cert = ca_cert or env.get("BAO_CACERT") or env.get("VAULT_CACERT") or None
+    ca_cert = ca_cert or contract.vault_env(env, "CACERT")
     if ca_cert is not None and not Path(ca_cert).exists():
         raise ConfigError(f"CA bundle {ca_cert} does not exist")
     if skip_verify is None:
-        skip_verify = _truthy(env.get("BAO_SKIP_VERIFY")) or _truthy(env.get("VAULT_SKIP_VERIFY"))
+        skip_verify = env_flag(env, "SKIP_VERIFY")
     return VaultTarget(
         address=address,
         token=token,

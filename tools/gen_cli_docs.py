@@ -24,9 +24,11 @@ when this file and the parser disagree. For the workflow around these commands s
   vault; `plan ...` commands need no system access.
 - Results go to stdout (human text, or JSON with `--output json`); progress and diagnostics go to
   stderr. Colours only on a terminal, never with `NO_COLOR`.
-- Configuration precedence: flag, then environment, then default. Vault: `BAO_ADDR`/`VAULT_ADDR`,
-  `BAO_TOKEN`/`VAULT_TOKEN`, `BAO_NAMESPACE`/`VAULT_NAMESPACE`, `VAULT_CACERT`,
-  `VAULT_SKIP_VERIFY`. Cluster: `KUBECONFIG`.
+- Configuration precedence: flag, then environment, then default. Vault (`VAULT_*` first, like
+  the vault CLI and the runtime wrapper; `BAO_*` as the fallback): `VAULT_ADDR`/`BAO_ADDR`,
+  `VAULT_TOKEN`/`BAO_TOKEN`, `VAULT_NAMESPACE`/`BAO_NAMESPACE`, `VAULT_CACERT`/`BAO_CACERT`,
+  `VAULT_SKIP_VERIFY`/`BAO_SKIP_VERIFY` (booleans: `1|true|yes|on`, `0|false|no|off`, anything
+  else is an error). Cluster: `KUBECONFIG`.
 - Errors: one line on stderr, `cloudtaser: error: ...`, and a non-zero exit code; a traceback only
   with `-v`.
 - Shell completion: `eval "$(register-python-argcomplete cloudtaser)"` (argcomplete).

@@ -152,14 +152,14 @@ def add_vault_options(
         "--vault-address",
         dest="vault_addr",
         metavar="URL",
-        help="OpenBao/Vault address (default: $BAO_ADDR, then $VAULT_ADDR)",
+        help="OpenBao/Vault address (default: $VAULT_ADDR, then $BAO_ADDR)",
     )
     if token:
         group.add_argument(
             "--token",
             dest="vault_token",
             metavar="TOKEN",
-            help="vault token (prefer --token-file or $BAO_TOKEN/$VAULT_TOKEN: "
+            help="vault token (prefer --token-file or $VAULT_TOKEN/$BAO_TOKEN: "
             "a flag ends up in shell history and the process list)",
         )
         group.add_argument(
@@ -172,8 +172,8 @@ def add_vault_options(
         *(["--namespace"] if namespace_alias else []),
         dest="vault_namespace",
         metavar="NS",
-        help="vault namespace, sent as X-Vault-Namespace (default: $BAO_NAMESPACE, "
-        "then $VAULT_NAMESPACE)",
+        help="vault namespace, sent as X-Vault-Namespace (default: $VAULT_NAMESPACE, "
+        "then $BAO_NAMESPACE)",
     )
     group.add_argument(
         "--ca-cert",

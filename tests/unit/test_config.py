@@ -12,12 +12,15 @@ from cloudtaser.errors import ConfigError
 TOKEN = "s.canary-token-1234"
 
 
-def test_flag_beats_bao_env_beats_vault_env(tmp_path: Path) -> None:
+def test_flag_beats_vault_env_beats_bao_env(tmp_path: Path) -> None:
     env = {"BAO_ADDR": "https://bao.example:8200", "VAULT_ADDR": "https://vault.example:8200"}
-    env |= {"BAO_TOKEN": "s.bao", "VAULT_TOKEN": "s.vault", "VAULT_NAMESPACE": "eu"}
-    assert resolve_vault_target(environ=env).address == "https://bao.example:8200"
-    assert resolve_vault_target(environ=env).token == "s.bao"
-    assert resolve_vault_target(environ=env).namespace == "eu"
+    env |= {"BAO_TOKEN": "s.bao", "VAULT_TOKEN": "s.vault", "BAO_NAMESPACE": "eu"}
+    assert resolve_vault_target(environ=env).address == "https://vault.example:8200"
+    assert resolve_vault_target(environ=env).token == "s.vault"
+    assert resolve_vault_target(environ=env).namespace == "eu"  # BAO_* is the fallback
+    only_bao = {"BAO_ADDR": "https://bao.example:8200", "BAO_TOKEN": "s.bao"}
+    assert resolve_vault_target(environ=only_bao).address == "https://bao.example:8200"
+    assert resolve_vault_target(environ={**only_bao, "VAULT_ADDR": ""}).token == "s.bao"
     flagged = resolve_vault_target(address="https://flag.example/", token=TOKEN, environ=env)
     assert (flagged.address, flagged.token) == ("https://flag.example", TOKEN)
     token_file = tmp_path / "token"
@@ -30,6 +33,24 @@ def test_tls_verification_is_on_unless_explicitly_disabled() -> None:
     assert resolve_vault_target(environ=env).verify_tls is True
     assert resolve_vault_target(environ={**env, "VAULT_SKIP_VERIFY": "true"}).tls_insecure
     assert resolve_vault_target(skip_verify=True, environ=env).verify_tls is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "t", "y", "2", "enable"])
+def test_unknown_skip_verify_value_is_an_error_naming_the_variable(value: str) -> None:
+    env = {"VAULT_ADDR": "https://vault.example", "VAULT_TOKEN": TOKEN}
+    with pytest.raises(ConfigError, match="VAULT_SKIP_VERIFY"):
+        resolve_vault_target(environ={**env, "VAULT_SKIP_VERIFY": value})
+    with pytest.raises(ConfigError, match="BAO_SKIP_VERIFY"):
+        resolve_vault_target(environ={**env, "BAO_SKIP_VERIFY": value})
+
+
+@pytest.mark.parametrize(("value", "verify"), [(" TRUE ", False), ("off", True), ("", True)])
+def test_skip_verify_booleans_follow_the_contract(value: str, verify: bool) -> None:
+    env = {"VAULT_ADDR": "https://vault.example", "VAULT_TOKEN": TOKEN}
+    assert resolve_vault_target(environ={**env, "VAULT_SKIP_VERIFY": value}).verify_tls is verify
+    # VAULT_* first: an explicit VAULT_SKIP_VERIFY=false wins over BAO_SKIP_VERIFY=true
+    both = {**env, "VAULT_SKIP_VERIFY": "false", "BAO_SKIP_VERIFY": "true"}
+    assert resolve_vault_target(environ=both).verify_tls is True
 
 
 def test_token_never_appears_in_repr() -> None:
