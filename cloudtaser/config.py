@@ -22,6 +22,7 @@ from cloudtaser.plan.rules import safe_segment
 
 __all__ = ["ClusterTarget", "VaultTarget", "resolve_cluster_target", "resolve_vault_target"]
 
+
 def env_flag(env: Mapping[str, str], suffix: str) -> bool:
     """``VAULT_<suffix>`` (else ``BAO_<suffix>``) as a contract boolean; unknown = ConfigError."""
     name = f"VAULT_{suffix}" if env.get(f"VAULT_{suffix}") else f"BAO_{suffix}"
