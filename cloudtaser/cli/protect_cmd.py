@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import signal
 import socket
 import sys
@@ -49,15 +48,17 @@ added, in one patch (one rollout), wait, and record the workload as pending agai
 Skipped workloads are left alone. See docs/protect.md.
 """
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-
 
 def parse_duration(text: str) -> float:
-    """``300``, ``300s``, ``5m``, ``1h``, ``500ms`` -> seconds (argparse type)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 300, 90s, 5m, 1h)")
-    value = float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match[2]]
+    """``300``, ``300s``, ``5m``, ``1h``, ``500ms`` -> seconds (argparse type; the grammar is
+    the contract's :func:`cloudtaser.contract.parse_duration`)."""
+    from cloudtaser.contract import ContractError  # noqa: PLC0415
+    from cloudtaser.contract import parse_duration as parse  # noqa: PLC0415
+
+    try:
+        value = parse("the duration", text)
+    except ContractError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("the duration must be positive")
     return value

@@ -46,12 +46,15 @@ if TYPE_CHECKING:
     from cloudtaser.plan.rules import DEFAULT_AUTH_MOUNT as DEFAULT_AUTH_MOUNT
 
 _FROM_RULES = frozenset({"DEFAULT_AUTH_MOUNT"})
+_SUBMODULES = frozenset({"model", "rules", "store", "summary"})
 
 
 def __getattr__(name: str) -> Any:
     """Load the model lazily, so ``cloudtaser.plan.rules`` alone needs no msgspec."""
     if name.startswith("__"):
         raise AttributeError(name)
+    if name in _SUBMODULES:  # `from cloudtaser.plan import rules` must not load the model
+        return importlib.import_module(f"{__name__}.{name}")
     module = importlib.import_module(
         "cloudtaser.plan.rules" if name in _FROM_RULES else "cloudtaser.plan.model"
     )

@@ -22,6 +22,7 @@ would also accept a trailing newline. The ``is_*`` helpers use ``fullmatch`` as 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 
@@ -48,6 +49,7 @@ __all__ = [
     "SOURCE_REF",
     "VAULT_PATH",
     "auth_mount_problem",
+    "fit_segment",
     "is_dns_label",
     "is_dns_subdomain",
     "is_env_var",
@@ -183,6 +185,21 @@ def shown(value: str, limit: int = 80) -> str:
     """``value`` shortened and escaped for a message (control characters made visible)."""
     text = value if len(value) <= limit else value[: limit - 3] + "..."
     return repr(text.encode("unicode_escape").decode("ascii"))
+
+
+def fit_segment(name: str) -> tuple[str, bool]:
+    """``name`` as one vault path segment: unchanged when it fits :data:`MAX_SEGMENT`, else
+    shortened to exactly that length as ``<prefix>-<8 hex of its SHA-256>`` (``True``).
+
+    Kubernetes names reach 253 characters, vault path segments only 128. The digest keeps the
+    mapping injective in practice: two long names sharing a prefix get different segments.
+    The same name always gives the same segment, so a rediscovery writes the same paths.
+    """
+    if len(name) <= MAX_SEGMENT:
+        return name, False
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    prefix = name[: MAX_SEGMENT - len(digest) - 1].rstrip(".-_")
+    return f"{prefix}-{digest}", True
 
 
 def _mount_problem(mount: str, what: str) -> str | None:

@@ -29,17 +29,21 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser.errors import OperationError, PlanError, VaultAuthError
+from cloudtaser import contract
+from cloudtaser.errors import OperationError, PlanError
 from cloudtaser.plan import (
     MigrationPlan,
     WorkloadStatus,
+    rules,
     split_vault_path,
 )
-from cloudtaser.plan import rules as naming
-from cloudtaser.plan.rules import (
-    DNS_LABEL,
-    DNS_SUBDOMAIN,
-    PLAN_NAME,
+from cloudtaser.source.preflight import (
+    capability_error,
+    check_kv_mounts,
+    has_capability,
+    missing_capabilities,
+    missing_kv_mount_error,
+    validate_kv_path,
 )
 
 if TYPE_CHECKING:
@@ -63,21 +67,14 @@ Progress = Callable[[str], None]
 
 DEFAULT_TOKEN_TTL: Final = 3600
 MANAGED_BY: Final = "# managed-by: cloudtaser"
-MAX_PATH_CHARS: Final = 512
-MAX_SEGMENT_CHARS: Final = 128
-MAX_NAME_CHARS: Final = 140
 MAX_AUDIENCE_CHARS: Final = 256
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
 
-# The plan's own patterns, always used with ``fullmatch`` (their ``$`` also matches before a
-# trailing newline, which the plan loader therefore lets through).
-_PLAN_NAME = re.compile(PLAN_NAME)
-_DNS_LABEL = re.compile(DNS_LABEL)
-_DNS_SUBDOMAIN = re.compile(DNS_SUBDOMAIN)
+# Names and paths are checked by the rule book (cloudtaser.plan.rules); these patterns are
+# apply-plan's own: what may be rendered into HCL and sent as a role field.
 _OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _AUDIENCE = re.compile(r"^[A-Za-z0-9._:/@+=-]+$")
 _HCL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+-]*$")
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 class Action(enum.StrEnum):
@@ -163,67 +160,11 @@ def _reject(message: str, location: str | None = None) -> PlanError:
     return PlanError(message, source="<plan>", location=location)
 
 
-def validate_kv_path(
-    vault_path: str, *, allowed_mount: str | None = None, location: str | None = None
-) -> tuple[str, str]:
-    """Re-check a ``<mount>/data/<path>`` KV v2 path and return ``(mount, rest)``.
-
-    Rejects anything that could widen a policy or escape into another part of the API:
-    globs (``*``, ``+``), ``..`` and ``.`` segments, quotes, blanks, control characters,
-    templates, ``sys/`` and the other reserved mounts, a mount other than ``allowed_mount``,
-    empty segments and over-long values.
-    """
-    if not isinstance(vault_path, str) or not vault_path:
-        raise _reject("empty vault path", location)
-    shown = vault_path if len(vault_path) <= 80 else vault_path[:77] + "..."
-    shown = shown.encode("unicode_escape").decode("ascii")
-    if len(vault_path) > MAX_PATH_CHARS:
-        raise _reject(f"vault path {shown!r} is longer than {MAX_PATH_CHARS} characters", location)
-    segments = vault_path.split("/")
-    for segment in segments:
-        if segment in {".", ".."}:
-            raise _reject(f"vault path {shown!r} contains a {segment!r} segment", location)
-        if not naming.safe_segment(segment):
-            raise _reject(
-                f"vault path {shown!r} has an unsafe segment: only letters, digits, '.', '_' "
-                "and '-' are allowed (no globs, quotes, blanks or empty segments)",
-                location,
-            )
-        if len(segment) > MAX_SEGMENT_CHARS:
-            raise _reject(
-                f"vault path {shown!r} has a segment longer than {MAX_SEGMENT_CHARS} characters",
-                location,
-            )
-    try:
-        mount, rest = split_vault_path(vault_path)
-    except ValueError:
-        raise _reject(
-            f"vault path {shown!r} is not a KV v2 data path (<mount>/data/<path>)", location
-        ) from None
-    if mount.split("/")[0].lower() in naming.RESERVED_MOUNTS:
-        raise _reject(
-            f"vault path {shown!r} points into the reserved {mount.split('/')[0]!r} mount, "
-            "not a KV engine",
-            location,
-        )
-    if allowed_mount is not None and mount != allowed_mount:
-        raise _reject(
-            f"vault path {shown!r} is outside the plan's KV mount {allowed_mount!r}", location
-        )
-    return mount, rest
-
-
-def _validate_mount_name(mount: str, what: str) -> str:
-    if len(mount) > MAX_SEGMENT_CHARS or not naming.safe_mount_path(mount):
-        raise _reject(f"{what} {mount[:80]!r} is not a safe mount name")
-    return mount
-
-
 def _validate_object_name(name: str, what: str) -> str:
-    if len(name) > MAX_NAME_CHARS or not _OBJECT_NAME.fullmatch(name):
+    if len(name) > rules.MAX_OBJECT_NAME or not _OBJECT_NAME.fullmatch(name):
         raise _reject(
             f"{what} name {name[:80]!r} is not safe: lower-case letters, digits, '.', '_', '-', "
-            f"at most {MAX_NAME_CHARS} characters"
+            f"at most {rules.MAX_OBJECT_NAME} characters"
         )
     return name
 
@@ -241,17 +182,15 @@ def _validate_audience(audience: str | None) -> str | None:
 
 
 def parse_duration(text: str) -> int:
-    """``3600``, ``1h``, ``90m``, ``1h30m``, ``45s`` → seconds (at least 1, at most 1 year)."""
-    value = text.strip().lower()
-    seconds: int
-    if value.isdigit():
-        seconds = int(value)
-    else:
-        match = _DURATION.fullmatch(value)
-        if not value or match is None:
-            raise ValueError(f"{text!r} is not a duration (e.g. 3600, 1h, 30m, 1h30m)")
-        hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
-        seconds = hours * 3600 + minutes * 60 + secs
+    """``3600``, ``1h``, ``90m``, ``1h30m``, ``45s`` → whole seconds (at least 1, at most 1
+    year): a token TTL. The grammar is :func:`cloudtaser.contract.parse_duration`."""
+    try:
+        value = contract.parse_duration("the duration", text)
+    except contract.ContractError as exc:
+        raise ValueError(str(exc)) from None
+    seconds = int(value)
+    if seconds != value:
+        raise ValueError(f"{text!r} is not a whole number of seconds")
     if not 1 <= seconds <= 366 * 24 * 3600:
         raise ValueError(f"{text!r} is out of range (1 second to 1 year)")
     return seconds
@@ -309,21 +248,23 @@ def build_grants(
         raise PlanError(f"token TTL {token_ttl}s is out of range", source="--token-ttl")
     audience = _validate_audience(audience)
     plan_name = plan.metadata.name
-    if not _PLAN_NAME.fullmatch(plan_name):  # the pattern caps the length at 63
+    if not rules.is_plan_name(plan_name):
         raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
-    auth_mount = _validate_mount_name(plan.auth_mount, "auth mount")
-    if auth_mount.split("/")[0].lower() in naming.RESERVED_MOUNTS:
-        raise _reject(f"auth mount {auth_mount!r} is reserved", "$.metadata.authMount")
+    auth_mount = plan.auth_mount
+    problem = rules.auth_mount_problem(auth_mount)
+    if problem is not None:
+        raise _reject(problem, "$.metadata.authMount")
     kv_mount = plan.metadata.kv_mount
-    if kv_mount is not None:
-        _validate_mount_name(kv_mount, "KV mount")
+    problem = None if kv_mount is None else rules.kv_mount_problem(kv_mount)
+    if problem is not None:
+        raise _reject(problem, "$.metadata.kvMount")
     grants: list[TenantGrant] = []
     skipped: list[tuple[str, str]] = []
     for t_index, tenant in enumerate(plan.tenants):
         where = f"$.tenants[{t_index}]"
-        if len(tenant.name) > 63 or not _DNS_LABEL.fullmatch(tenant.name):
+        if not rules.is_dns_label(tenant.name):
             raise _reject(f"tenant name {tenant.name[:80]!r} is not a DNS label", f"{where}.name")
-        if len(tenant.namespace) > 63 or not _DNS_LABEL.fullmatch(tenant.namespace):
+        if not rules.is_dns_label(tenant.namespace):
             raise _reject(
                 f"namespace {tenant.namespace[:80]!r} is not a DNS label", f"{where}.namespace"
             )
@@ -335,7 +276,7 @@ def build_grants(
                 continue
             active += 1
             account = workload.service_account or "default"
-            if len(account) > 253 or not _DNS_SUBDOMAIN.fullmatch(account):
+            if not rules.is_dns_subdomain(account):
                 raise _reject(
                     f"ServiceAccount {account[:80]!r} is not a DNS subdomain",
                     f"{where}.workloads[{w_index}].serviceAccount",
@@ -352,8 +293,8 @@ def build_grants(
         if not paths:
             skipped.append((tenant.name, "no workload consumes a secret"))
             continue
-        policy = _validate_object_name(naming.policy_name(plan_name, tenant.name), "policy")
-        role = _validate_object_name(naming.role_name(plan_name, tenant.name), "role")
+        policy = _validate_object_name(rules.policy_name(plan_name, tenant.name), "policy")
+        role = _validate_object_name(rules.role_name(plan_name, tenant.name), "role")
         ordered = tuple(sorted(paths))
         role_path = f"auth/{auth_mount}/role/{role}"
         hcl = render_policy(
@@ -438,69 +379,6 @@ def role_action(grant: TenantGrant, current: Mapping[str, Any] | None) -> tuple[
 # --- the run --------------------------------------------------------------------------------
 
 
-def _has(caps: frozenset[str], needed: str) -> bool:
-    return "root" in caps or (needed in caps and "deny" not in caps)
-
-
-def _missing_capabilities(
-    needs: Iterable[tuple[str, str]], caps: Mapping[str, frozenset[str]]
-) -> list[tuple[str, str]]:
-    return [(cap, path) for cap, path in needs if not _has(caps.get(path, frozenset()), cap)]
-
-
-def _capability_error(missing: Sequence[tuple[str, str]]) -> VaultAuthError:
-    shown = "; ".join(f"'{cap}' on {path}" for cap, path in missing[:5])
-    more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-    cap, path = missing[0]
-    return VaultAuthError(
-        f"the token lacks capability {shown}{more}. Nothing was written. Grant these in the "
-        "operator's policy (docs/source-commands.md shows a complete one) and run again",
-        status=403,
-        path=path,
-        errors=[f"missing capability {cap!r} on {path}"],
-        method="POST",
-    )
-
-
-def check_kv_mounts(client: OpenBaoClient, mounts: Iterable[str]) -> dict[str, bool]:
-    """Pre-flight: each mount exists and is KV v2. Returns mount → exists.
-
-    A mount that is missing (or that the token cannot see at all) maps to ``False``; a mount
-    that exists but is not KV v2, or whose real mount point differs from the plan's split of
-    the path, raises :class:`OperationError`.
-    """
-    out: dict[str, bool] = {}
-    for mount in sorted(set(mounts)):
-        info = client.mount_info(mount)
-        if info is None:
-            out[mount] = False
-            continue
-        if info.path != mount:
-            raise OperationError(
-                f"the plan's vault paths put the KV mount at {mount!r}, but the vault's mount "
-                f"there is {info.path!r}; fix the plan's vaultPath values "
-                f"(<mount>/data/<path>)"
-            )
-        if not info.is_kv2:
-            version = f" version {info.version}" if info.version else ""
-            raise OperationError(
-                f"mount {mount!r} is a {info.type or 'unknown'}{version} engine, not KV version 2; "
-                f"cloudtaser needs KV v2 (upgrade with 'bao kv enable-versioning {mount}', which "
-                "changes the API paths of every existing policy)"
-            )
-        out[mount] = True
-    return out
-
-
-def _missing_kv_mount_error(mount: str) -> OperationError:
-    return OperationError(
-        f"KV mount {mount!r} does not exist, or the token has no capability anywhere under it "
-        f"(OpenBao does not tell the two apart). Create it with 'bao secrets enable "
-        f"-path={mount} kv-v2', or grant the operator 'read' on {mount}/subkeys/* "
-        "(verify-plan needs it anyway)"
-    )
-
-
 def apply_plan(
     client: OpenBaoClient,
     plan: MigrationPlan,
@@ -543,16 +421,16 @@ def apply_plan(
         probe.append(enable_path)
     say(f"pre-flight: checking the token's capabilities on {len(probe)} paths")
     caps = client.capabilities_self([*probe, policy_list, role_list])
-    missing = _missing_capabilities((("read", p) for p in probe if p != enable_path), caps)
+    missing = missing_capabilities((("read", p) for p in probe if p != enable_path), caps)
     if missing:
-        raise _capability_error(missing)
+        raise capability_error(missing)
 
     # 2. mounts
     mounts = {split_vault_path(p)[0] for g in grants for p in g.paths}
     say(f"pre-flight: checking KV mount(s) {', '.join(sorted(mounts))} and auth/{auth_mount}")
     for mount, exists in check_kv_mounts(client, mounts).items():
         if not exists:
-            raise _missing_kv_mount_error(mount)
+            raise missing_kv_mount_error(mount)
     create_auth = False
     auth_info = client.mount_info(f"auth/{auth_mount}")
     if auth_info is None:
@@ -564,8 +442,8 @@ def apply_plan(
                 "before pods can log in)"
             )
         needs = [("sudo", enable_path), ("create", enable_path)]
-        if _missing_capabilities(needs, caps):
-            raise _capability_error(_missing_capabilities(needs, caps))
+        if missing_capabilities(needs, caps):
+            raise capability_error(missing_capabilities(needs, caps))
         create_auth = True
         result.changes.append(
             Change(kind="auth-mount", name=auth_mount, path=enable_path, action=Action.CREATE)
@@ -579,7 +457,7 @@ def apply_plan(
     # 3. read what exists (only the objects the plan names)
     def existing(list_path: str, names: Iterable[str]) -> list[str]:
         """The names to read: all, or (with 'list') only those the server has."""
-        if not _has(caps.get(list_path, frozenset()), "list"):
+        if not has_capability(caps.get(list_path, frozenset()), "list"):
             return list(names)
         present = client.list_names(list_path)
         return [name for name in names if name in present]
@@ -650,9 +528,9 @@ def apply_plan(
     if create_auth:  # the auth mount does not exist yet; capabilities were computed by policy
         write_needs = [(cap, path) for cap, path in write_needs if path not in role_paths.values()]
         write_needs += [("create", p) for p in role_paths.values()]
-    missing = _missing_capabilities(write_needs, caps)
+    missing = missing_capabilities(write_needs, caps)
     if missing:
-        raise _capability_error(missing)
+        raise capability_error(missing)
     if dry_run:
         return result
 

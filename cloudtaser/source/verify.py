@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 
 from cloudtaser.errors import VaultAuthError
 from cloudtaser.plan import MigrationPlan, WorkloadStatus
-from cloudtaser.source.provision import check_kv_mounts, validate_kv_path
+from cloudtaser.source.preflight import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient, SubkeysResult

@@ -44,6 +44,8 @@ from cloudtaser.plan import (
     MigrationPlan,
     WorkloadKind,
     WorkloadStatus,
+    rule_problem,
+    rules,
 )
 from cloudtaser.plan.rules import (
     DNS_LABEL,
@@ -52,7 +54,6 @@ from cloudtaser.plan.rules import (
     FIELD_NAME,
     PLAN_NAME,
     VAULT_PATH,
-    safe_mount_path,
     safe_segment,
 )
 from cloudtaser.target.annotations import INJECT
@@ -435,9 +436,10 @@ class PathTemplate:
                 f"path template {self.template!r} must contain {{namespace}} and {{secret}} "
                 "(otherwise tenants or Secrets would share vault paths)"
             )
-        if not safe_mount_path(self.mount):
-            raise ConfigError(f"KV mount {self.mount!r} is not a valid mount name")
-        if not safe_segment(self.cluster):
+        problem = rules.kv_mount_problem(self.mount)
+        if problem is not None:
+            raise ConfigError(problem)
+        if not safe_segment(self.cluster) or len(self.cluster) > rules.MAX_SEGMENT:
             raise ConfigError(
                 f"cluster name {self.cluster!r} is not usable in a vault path (letters, "
                 "digits, '.', '_', '-')"
@@ -459,13 +461,23 @@ class PathTemplate:
         )
 
     def render(self, namespace: str, secret: str) -> str | None:
-        """The vault path of ``secret`` in ``namespace``, or None when it breaks a plan rule."""
+        """The vault path of ``secret`` in ``namespace``, or None when it breaks a plan rule
+        (the rule book's :func:`~cloudtaser.plan.rules.vault_path_problem`, the same check
+        ``plan validate`` and apply-plan make)."""
         path = self._format(namespace, secret)
-        if len(path) > 512 or not _VAULT_PATH_RE.fullmatch(path):
-            return None
-        if not all(safe_segment(s) for s in path.split("/")):
-            return None
-        return path
+        return None if rules.vault_path_problem(path) is not None else path
+
+    def render_fitted(self, namespace: str, secret: str) -> tuple[str | None, str | None]:
+        """Like :meth:`render`, with a Secret name over the segment limit shortened by
+        :func:`~cloudtaser.plan.rules.fit_segment`: ``(path, note saying so)``."""
+        segment, adapted = rules.fit_segment(secret)
+        path = self.render(namespace, segment)
+        if not adapted or path is None:
+            return path, None
+        return path, (
+            f"Secret name is longer than {rules.MAX_SEGMENT} characters (the vault's segment "
+            f"limit): its vault path uses {segment!r}"
+        )
 
     def rendered_mount(self) -> str:
         """The KV mount the rendered paths live in."""
@@ -585,17 +597,23 @@ class DiscoverOptions:
                 f"plan name {self.name!r} is not valid: letters, digits, '.', '_', '-', at most "
                 "63, starting and ending with a letter or digit"
             )
-        for what, mount in (("--kv-mount", self.kv_mount), ("--auth-mount", self.auth_mount)):
-            if mount is not None and not safe_mount_path(mount):
-                raise ConfigError(f"{what} {mount!r} is not a valid mount name")
+        for what, mount, check in (
+            ("--kv-mount", self.kv_mount, rules.kv_mount_problem),
+            ("--auth-mount", self.auth_mount, rules.auth_mount_problem),
+        ):
+            problem = None if mount is None else check(mount)
+            if problem is not None:
+                raise ConfigError(f"{what}: {problem}")
         if self.selector is not None and (
             not self.selector.strip() or not self.selector.isprintable()
         ):
             raise ConfigError("--selector is empty or contains control characters")
-        if self.cluster_name is not None and not safe_segment(self.cluster_name):
+        if self.cluster_name is not None and (
+            not safe_segment(self.cluster_name) or len(self.cluster_name) > rules.MAX_SEGMENT
+        ):
             raise ConfigError(
                 f"--cluster-name {self.cluster_name!r} is not usable in a vault path (letters, "
-                "digits, '.', '_', '-')"
+                f"digits, '.', '_', '-'; at most {rules.MAX_SEGMENT} characters)"
             )
         PathTemplate(
             self.path_template,
@@ -850,9 +868,12 @@ def _workload_entry(
     def vault_path(source: str, via: str) -> str:
         if via == "vaultAgent":
             return agent_paths[source]
-        rendered = ctx.template.render(ns, source)
+        rendered, note = ctx.template.render_fitted(ns, source)
         if rendered is None:  # only an over-long path gets here: names were validated
             raise _PathTooLongError(source)
+        if note is not None:
+            builder.note(source, via, note)
+            ctx.warnings.append(f"{ns}/{source}: {note}")
         return rendered
 
     try:
@@ -982,6 +1003,9 @@ def build_plan(
         plan = msgspec.convert(data, MigrationPlan, from_attributes=False)
     except (msgspec.ValidationError, ValueError) as exc:  # a bug: every name was checked
         raise PlanError(f"discovery produced an invalid plan: {exc}", source="discover") from exc
+    violation = rule_problem(plan)
+    if violation is not None:  # a bug as well: discover writes only what plan validate accepts
+        raise PlanError(f"discovery produced an invalid plan: {violation[1]}", source="discover")
 
     paths: set[str] = set()
     pending = skipped = workloads_in_plan = 0
