@@ -250,7 +250,9 @@ def build_grants(
     plan_name = plan.metadata.name
     if not rules.is_plan_name(plan_name):
         raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
-    auth_mount = plan.auth_mount
+    # the recorded value itself: an empty one is refused, not silently the default
+    recorded = plan.metadata.auth_mount
+    auth_mount = plan.auth_mount if recorded is None else recorded
     problem = rules.auth_mount_problem(auth_mount)
     if problem is not None:
         raise _reject(problem, "$.metadata.authMount")
