@@ -66,7 +66,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from cloudtaser.errors import ClusterError, ConfigError, OperationError
+from cloudtaser.errors import (
+    ClusterConflictError,
+    ClusterError,
+    ClusterNotFoundError,
+    ConfigError,
+    OperationError,
+)
 from cloudtaser.plan.rules import RESERVED_MOUNTS, safe_mount_path, valid_role_name
 from cloudtaser.target.kube import api_errors
 
@@ -419,10 +425,8 @@ def _get(session: KubeSession, resource: Any, name: str, namespace: str | None =
     try:
         with api_errors(f"read {resource.__name__} {where}"):
             return session.client.get(resource, name, namespace=namespace)
-    except ClusterError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    except ClusterNotFoundError:
+        return None
 
 
 def _create(session: KubeSession, body: dict[str, Any]) -> None:
@@ -433,9 +437,8 @@ def _create(session: KubeSession, body: dict[str, Any]) -> None:
     try:
         with api_errors(f"create {body['kind']} {where}"):
             session.client.create(codecs.from_dict(body))
-    except ClusterError as exc:
-        if exc.status != 409:  # created meanwhile by a concurrent run: fine
-            raise
+    except ClusterConflictError:  # created meanwhile by a concurrent run: fine
+        pass
 
 
 def cluster_identity(session: KubeSession) -> str:

@@ -7,7 +7,11 @@
     ├── ConfigError                  flags / environment / kubeconfig resolve to nothing usable
     ├── ClusterError                 the Kubernetes API refused or failed a request
     │   ├── ClusterUnreachableError  no connection, TLS failure, timeout
-    │   └── ClusterAuthError         401 / 403 from the API server
+    │   ├── ClusterAuthError         401 / 403 from the API server
+    │   │   └── ClusterForbiddenError  403: authenticated, but RBAC denies the verb
+    │   ├── ClusterNotFoundError     404: the object (or its namespace) does not exist
+    │   ├── ClusterConflictError     409: resourceVersion precondition failed / already exists
+    │   └── ClusterInvalidError      400 / 422: the server refused the request as invalid
     ├── VaultError                   OpenBao / Vault problems
     │   ├── VaultUnreachableError    no connection, TLS failure, timeout
     │   └── VaultHTTPError           the server answered with an error status
@@ -29,7 +33,11 @@ from collections.abc import Sequence
 __all__ = [
     "CloudtaserError",
     "ClusterAuthError",
+    "ClusterConflictError",
     "ClusterError",
+    "ClusterForbiddenError",
+    "ClusterInvalidError",
+    "ClusterNotFoundError",
     "ClusterUnreachableError",
     "ConfigError",
     "LockError",
@@ -80,6 +88,22 @@ class ClusterUnreachableError(ClusterError):
 
 class ClusterAuthError(ClusterError):
     """The API server answered 401 or 403."""
+
+
+class ClusterForbiddenError(ClusterAuthError):
+    """403: the credentials are fine, RBAC does not allow the verb (the message names it)."""
+
+
+class ClusterNotFoundError(ClusterError):
+    """404: the object or its namespace does not exist."""
+
+
+class ClusterConflictError(ClusterError):
+    """409: a precondition (``resourceVersion``) failed, or the object already exists."""
+
+
+class ClusterInvalidError(ClusterError):
+    """400 / 422: the API server refused the request (bad selector, invalid object)."""
 
 
 class VaultError(CloudtaserError):

@@ -39,7 +39,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from cloudtaser.errors import ClusterAuthError, ClusterError, ConfigError, PlanError
+from cloudtaser.errors import (
+    ClusterAuthError,
+    ClusterError,
+    ClusterForbiddenError,
+    ClusterInvalidError,
+    ClusterNotFoundError,
+    ConfigError,
+    PlanError,
+)
 from cloudtaser.plan import (
     MigrationPlan,
     WorkloadKind,
@@ -1092,7 +1100,7 @@ def _selector_labels(selector: str | None) -> Any:
 
 
 def _forbidden(exc: ClusterError) -> bool:
-    return isinstance(exc, ClusterAuthError) and exc.status == 403
+    return isinstance(exc, ClusterForbiddenError)
 
 
 def _list(
@@ -1106,19 +1114,15 @@ def _list(
 ) -> Iterator[Any]:
     from cloudtaser.target.kube import api_errors  # noqa: PLC0415
 
-    with api_errors(action):
-        try:
+    try:
+        with api_errors(action):
             yield from client.list(
                 resource, namespace=namespace, chunk_size=CHUNK_SIZE, labels=labels
             )
-        except Exception as exc:
-            status = getattr(getattr(exc, "status", None), "code", None)
-            if status == 400 and selector:
-                raise ConfigError(
-                    f"the API server rejected --selector {selector!r}: "
-                    f"{getattr(getattr(exc, 'status', None), 'message', '')}"
-                ) from None
-            raise
+    except ClusterInvalidError as exc:
+        if selector:
+            raise ConfigError(f"the API server rejected --selector {selector!r}: {exc}") from None
+        raise
 
 
 def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
@@ -1264,14 +1268,12 @@ def _read_secret_keys(
     def get_each(ns: str, names: Iterable[str]) -> None:
         for name in sorted(names):
             try:
-                with api_errors(f"get secret {ns}/{name}"):
-                    try:
+                try:
+                    with api_errors(f"get secret {ns}/{name}"):
                         obj = client.get(Secret, name=name, namespace=ns)
-                    except Exception as exc:
-                        if getattr(getattr(exc, "status", None), "code", None) == 404:
-                            missing.add((ns, name))
-                            continue
-                        raise
+                except ClusterNotFoundError:
+                    missing.add((ns, name))
+                    continue
                 keys[(ns, name)] = _keys_of(obj)
                 del obj
             except ClusterError as exc:

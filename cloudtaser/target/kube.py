@@ -12,17 +12,24 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cloudtaser.config import ClusterTarget
 from cloudtaser.errors import (
     ClusterAuthError,
+    ClusterConflictError,
     ClusterError,
+    ClusterForbiddenError,
+    ClusterInvalidError,
+    ClusterNotFoundError,
     ClusterUnreachableError,
     ConfigError,
 )
+
+if TYPE_CHECKING:
+    from lightkube import Client
 
 __all__ = ["FIELD_MANAGER", "KubeSession", "api_errors", "connect", "load_kubeconfig"]
 
@@ -34,7 +41,7 @@ FIELD_MANAGER = "cloudtaser"
 class KubeSession:
     """A connected cluster: the lightkube client and what the kubeconfig said about it."""
 
-    client: Any  # lightkube.Client (untyped package)
+    client: Client
     context: str
     cluster_name: str
     server: str
@@ -183,13 +190,23 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     )
 
 
+_BY_STATUS: dict[int, type[ClusterError]] = {
+    400: ClusterInvalidError,
+    404: ClusterNotFoundError,
+    409: ClusterConflictError,
+    422: ClusterInvalidError,
+}
+
+
 @contextlib.contextmanager
 def api_errors(action: str) -> Iterator[None]:
     """Translate lightkube / httpx2 failures of ``action`` (e.g. "list deployments in ns x").
 
-    401 → :class:`ClusterAuthError` (credentials), 403 → :class:`ClusterAuthError` naming the
-    missing permission, other statuses → :class:`ClusterError` with ``status``, transport
-    failures → :class:`ClusterUnreachableError`.
+    401 → :class:`ClusterAuthError` (credentials), 403 → :class:`ClusterForbiddenError`
+    naming the missing permission, 404 → :class:`ClusterNotFoundError`, 409 →
+    :class:`ClusterConflictError`, 400/422 → :class:`ClusterInvalidError`, other statuses →
+    :class:`ClusterError` with ``status``, transport failures →
+    :class:`ClusterUnreachableError`. Callers catch these types; none looks at a status code.
     """
     import httpx2  # noqa: PLC0415
     from lightkube import ApiError  # noqa: PLC0415
@@ -206,10 +223,11 @@ def api_errors(action: str) -> Iterator[None]:
                 status=401,
             ) from exc
         if code == 403:
-            raise ClusterAuthError(
+            raise ClusterForbiddenError(
                 f"cannot {action}: permission denied (403): {reason}", status=403
             ) from exc
-        raise ClusterError(f"cannot {action}: {reason} ({code})", status=code) from exc
+        typed = _BY_STATUS.get(code, ClusterError)
+        raise typed(f"cannot {action}: {reason} ({code})", status=code) from exc
     except httpx2.TimeoutException as exc:
         raise ClusterUnreachableError(f"cannot {action}: the API server timed out") from exc
     except httpx2.TransportError as exc:

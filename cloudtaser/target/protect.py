@@ -42,7 +42,14 @@ from typing import Any, Final
 
 import cloudtaser.target.annotations as ann
 from cloudtaser import plan as planlib
-from cloudtaser.errors import CloudtaserError, ClusterError, ConfigError, LockError
+from cloudtaser.errors import (
+    CloudtaserError,
+    ClusterConflictError,
+    ClusterError,
+    ClusterNotFoundError,
+    ConfigError,
+    LockError,
+)
 from cloudtaser.plan import MigrationPlan, Tenant, Workload, WorkloadStatus
 from cloudtaser.target.kube import FIELD_MANAGER, KubeSession, api_errors
 from cloudtaser.target.rollout import (
@@ -620,10 +627,8 @@ class _Cluster:
         try:
             with self._lock, api_errors(action):
                 return self.client.get(resource, name, namespace=namespace)
-        except ClusterError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except ClusterNotFoundError:
+            return None
 
     def get(self, ref: WorkloadRef) -> dict[str, Any] | None:
         obj = self._get(_resource(ref.kind), ref.name, ref.namespace, f"read {ref}")
@@ -1175,12 +1180,10 @@ def _apply(
                 )
             try:
                 patched = runner.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
-            except ClusterError as exc:
-                if exc.status == 409:
-                    if flow.conflict_message is not None:
-                        runner.emit(ref, flow.conflict_message)
-                    continue
-                raise
+            except ClusterConflictError:
+                if flow.conflict_message is not None:
+                    runner.emit(ref, flow.conflict_message)
+                continue
             if opts.dry_run:
                 if flow.dry_run_message is not None:
                     runner.emit(ref, flow.dry_run_message)
