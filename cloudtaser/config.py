@@ -32,6 +32,20 @@ def env_flag(env: Mapping[str, str], suffix: str) -> bool:
         raise ConfigError(str(exc)) from None
 
 
+def local_actor() -> str:
+    """Who runs this command, for plan history, ``createdBy`` and connect records:
+    ``user@host``, printable, at most 200 characters (the one actor string)."""
+    import getpass  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    text = f"{user}@{socket.gethostname()}"
+    return "".join(c for c in text if c.isprintable())[:200] or "unknown"
+
+
 def validate_vault_address(address: str, *, what: str = "vault address") -> str:
     """Return ``address`` without a trailing slash, or raise :class:`ConfigError`."""
     address = address.strip()

@@ -52,12 +52,10 @@ message, a repr or the progress stream.
 from __future__ import annotations
 
 import enum
-import getpass
 import os
 import re
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -66,6 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from cloudtaser.config import local_actor
 from cloudtaser.errors import (
     ClusterConflictError,
     ClusterError,
@@ -73,6 +72,7 @@ from cloudtaser.errors import (
     ConfigError,
     OperationError,
 )
+from cloudtaser.fileio import atomic_write
 from cloudtaser.plan.rules import RESERVED_MOUNTS, safe_mount_path, valid_role_name
 from cloudtaser.target.kube import api_errors
 
@@ -666,11 +666,7 @@ def _cluster_facts(
 
 
 def _who() -> str:
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):
-        user = "unknown"
-    return _record_value(f"{user}@{socket.gethostname()}")
+    return _record_value(local_actor())
 
 
 def _binding_name(options: ConnectOptions) -> str:
@@ -1371,18 +1367,9 @@ def write_connection_file(path: str | os.PathLike[str], conn: ClusterConnection)
     text = _HEADER.format(cred=cred) + yaml.safe_dump(
         connection_document(conn), sort_keys=False, default_flow_style=False
     )
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).chmod(0o600)
-        Path(tmp).replace(target)
+        atomic_write(path, text.encode("utf-8"), mode=0o600)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 

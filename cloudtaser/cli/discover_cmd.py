@@ -208,16 +208,12 @@ def _summary(result: DiscoveryResult) -> None:
 
 
 def _run_discover(args: argparse.Namespace) -> int:
-    import getpass  # noqa: PLC0415
-
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.target.discover import DiscoverOptions, discover  # noqa: PLC0415
 
     template = _ISOLATED_TEMPLATE if args.isolate else args.path_template or _DEFAULT_TEMPLATE
-    try:
-        user: str | None = getpass.getuser()
-    except (OSError, KeyError):
-        user = None
+    from cloudtaser.config import local_actor  # noqa: PLC0415
+
     options = DiscoverOptions(
         namespaces=tuple(args.namespaces),
         selector=args.selector,
@@ -227,7 +223,7 @@ def _run_discover(args: argparse.Namespace) -> int:
         path_template=template,
         kv_mount=args.kv_mount,
         auth_mount=args.auth_mount,
-        created_by=user,
+        created_by=local_actor(),
     )
     options.validate()
     old = None if args.output_plan == "-" else _existing_plan(args.output_plan, args.force)

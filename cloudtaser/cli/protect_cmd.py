@@ -7,10 +7,8 @@ inside the handlers.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -181,12 +179,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
 
 
 def _actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    text = f"{user}@{socket.gethostname()}"
-    return "".join(c for c in text if c.isprintable())[:200] or "unknown"
+    from cloudtaser.config import local_actor  # noqa: PLC0415
+
+    return local_actor()
 
 
 class _Interrupts:

@@ -17,7 +17,6 @@ import gc
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml_rs
 from msgspec import Meta
 
 from cloudtaser.errors import PlanError
+from cloudtaser.fileio import atomic_write
 from cloudtaser.plan import rules
 from cloudtaser.plan.rules import (
     DEFAULT_AUTH_MOUNT,
@@ -620,50 +620,12 @@ def dump(plan: MigrationPlan) -> bytes:
     return dumps(plan).encode("utf-8")
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save(plan: MigrationPlan, path: str | os.PathLike[str]) -> None:
-    """Write the plan atomically: temp file in the same directory, fsync, rename.
-
-    A crash at any moment leaves either the old file or the new one, never a mix. The file's
-    permission bits are kept when it already exists.
+    """Write the plan atomically (:func:`cloudtaser.fileio.atomic_write`: temp file in the
+    same directory, fsync, rename). A crash at any moment leaves either the old file or the
+    new one, never a mix. The file's permission bits are kept when it already exists.
     """
-    target = Path(path)
-    data = dump(plan)
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        mode = _default_mode()
-    directory = target.parent if str(target.parent) else Path()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        Path(tmp_name).replace(target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            Path(tmp_name).unlink()
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, dump(plan))
 
 
 def json_schema() -> dict[str, Any]:

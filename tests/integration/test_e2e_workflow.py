@@ -553,7 +553,7 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
         ).ok()  # fmt: skip
         assert site.plan_path.read_bytes() == approved[site.label]
     mark = openbao.audit_mark()
-    common = ["--vault-address", POD_VAULT_ADDRESS, "--poll-interval", "0.2", "--timeout", "120s"]
+    common = ["--vault-address", POD_VAULT_ADDRESS, "--poll-interval", "200ms", "--timeout", "120s"]
     sides.run(
         sides.cluster_only(), "target", "protect", "--plan", str(site_a.plan_path),
         "--kubeconfig", str(cluster_a.kubeconfig), *common, "--yes",

@@ -259,7 +259,7 @@ def test_protect_and_unprotect_with_exactly_the_documented_rbac_in_one_namespace
     assert admin.returncode == 0, admin.stderr
     identity.grant(doc_cluster_role("rbac-protect"), namespace=ns)  # a RoleBinding is enough
     kubeconfig = str(identity.kubeconfig())
-    common = ["--plan", str(plan), "--kubeconfig", kubeconfig, "--poll-interval", "0.2"]
+    common = ["--plan", str(plan), "--kubeconfig", kubeconfig, "--poll-interval", "200ms"]
 
     dry = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200",
                      "--dry-run")  # fmt: skip
