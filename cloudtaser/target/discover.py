@@ -37,7 +37,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from cloudtaser.errors import (
     ClusterAuthError,
@@ -65,6 +65,22 @@ from cloudtaser.plan.rules import (
     safe_segment,
 )
 from cloudtaser.target.annotations import INJECT
+from cloudtaser.target.podspec import (
+    VAULT_AGENT_SECRET_PREFIX,
+    EnvConsumption,
+    SecretFileUse,
+    SecretKeys,
+    VaultAgentSecret,
+    consumed_env,
+    env_consumptions,
+    env_refs_from,
+    kv2_path,
+    secret_files,
+    secret_name_problem,
+    template_annotations,
+    vault_agent_paths,
+)
+from cloudtaser.target.podspec import shown as _shown
 
 __all__ = [
     "DEFAULT_EXCLUDED_NAMESPACES",
@@ -102,8 +118,6 @@ DEFAULT_EXCLUDED_NAMESPACES: Final = (
 )
 #: Pod-template annotation of an already protected workload (see ``cloudtaser.target.annotations``).
 INJECT_ANNOTATION: Final = INJECT
-#: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
-VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
 DEFAULT_KV_MOUNT: Final = "secret"
 #: Shared layout: clusters that use the same Secret names in the same namespaces share paths.
@@ -128,279 +142,10 @@ _PLAN_NAME_RE: Final = re.compile(PLAN_NAME)
 _AGENT_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 Progress = Callable[[str], None]
-#: Key names of a Secret, or None when the Secret is missing or could not be read.
-SecretKeys = Callable[[str], Sequence[str] | None]
 
 
 def _noop(_message: str) -> None:
     return None
-
-
-# --- pure: how a pod template consumes Secrets ------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class EnvConsumption:
-    """One environment variable fed from a Secret key.
-
-    ``usable`` is False when the names cannot go into a plan (an env var name that is not a
-    portable identifier, a key that is not a valid field, a Secret name that is not a DNS
-    subdomain); ``problem`` then says why. Kubernetes itself skips envFrom keys that are not
-    valid identifiers, so such keys are not part of :func:`consumed_env`.
-    """
-
-    secret: str
-    key: str
-    env: str
-    via: Literal["env", "envFrom"]
-    container: str
-    init: bool = False
-    optional: bool = False
-    problem: str | None = None
-
-    @property
-    def usable(self) -> bool:
-        return self.problem is None
-
-
-@dataclass(frozen=True)
-class EnvFromRef:
-    """An ``envFrom[].secretRef`` (the keys come from the Secret)."""
-
-    secret: str
-    prefix: str
-    optional: bool
-    container: str
-    init: bool
-
-
-@dataclass(frozen=True, order=True)
-class SecretFileUse:
-    """A Secret mounted as files through a secret or projected volume."""
-
-    secret: str
-    volume: str
-    mount_paths: tuple[str, ...]
-    optional: bool = False
-
-
-@dataclass(frozen=True, order=True)
-class VaultAgentSecret:
-    """One ``vault.hashicorp.com/agent-inject-secret-<name>: <path>`` annotation."""
-
-    name: str
-    path: str
-
-
-def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], bool]]:
-    for key, init in (("initContainers", True), ("containers", False)):
-        for container in spec.get(key) or ():
-            if isinstance(container, Mapping):
-                yield container, init
-
-
-def _annotations(pod_template: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (pod_template.get("metadata") or {}).get("annotations") or {}
-
-
-def _name_problem(secret: str) -> str | None:
-    if not isinstance(secret, str) or not secret:
-        return "the Secret reference has no name"
-    if len(secret) > 253 or not _SUBDOMAIN_RE.fullmatch(secret):
-        return f"Secret name {_shown(secret)} is not a valid Kubernetes name"
-    return None
-
-
-def _shown(value: object, limit: int = 64) -> str:
-    """A value safe to put into a one-line message (printable, truncated, quoted)."""
-    text = str(value)
-    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return repr(cleaned + ("..." if len(text) > limit else ""))
-
-
-def _env_from_refs(container: Mapping[str, Any], init: bool) -> Iterator[EnvFromRef]:
-    """The ``envFrom[].secretRef`` entries of one container."""
-    cname = str(container.get("name") or "")
-    for source in container.get("envFrom") or ():
-        ref = source.get("secretRef") if isinstance(source, Mapping) else None
-        if isinstance(ref, Mapping):
-            yield EnvFromRef(
-                secret=str(ref.get("name") or ""),
-                prefix=str(source.get("prefix") or ""),
-                optional=bool(ref.get("optional")),
-                container=cname,
-                init=init,
-            )
-
-
-def env_refs_from(pod_template: Mapping[str, Any]) -> list[EnvFromRef]:
-    """Every ``envFrom[].secretRef`` of the containers and init containers."""
-    spec = pod_template.get("spec") or {}
-    return [ref for container, init in _containers(spec) for ref in _env_from_refs(container, init)]
-
-
-def env_consumptions(
-    pod_template: Mapping[str, Any], secret_keys: SecretKeys
-) -> list[EnvConsumption]:
-    """Every env var a pod template feeds from a Secret, in container order.
-
-    ``env[].valueFrom.secretKeyRef`` gives one entry; ``envFrom[].secretRef`` one per key that
-    ``secret_keys(name)`` returns (none when it returns None), named ``prefix + key``.
-    """
-    spec = pod_template.get("spec") or {}
-    out: list[EnvConsumption] = []
-    for container, init in _containers(spec):
-        cname = str(container.get("name") or "")
-        for entry in container.get("env") or ():
-            if not isinstance(entry, Mapping):
-                continue
-            value_from = entry.get("valueFrom")
-            ref = value_from.get("secretKeyRef") if isinstance(value_from, Mapping) else None
-            if not isinstance(ref, Mapping):
-                continue
-            secret = str(ref.get("name") or "")
-            key = str(ref.get("key") or "")
-            env = str(entry.get("name") or "")
-            problem = _name_problem(secret) or _key_problem(key) or _env_problem(env, key)
-            out.append(
-                EnvConsumption(
-                    secret=secret,
-                    key=key,
-                    env=env,
-                    via="env",
-                    container=cname,
-                    init=init,
-                    optional=bool(ref.get("optional")),
-                    problem=problem,
-                )
-            )
-        for from_ref in _env_from_refs(container, init):
-            keys = None if _name_problem(from_ref.secret) else secret_keys(from_ref.secret)
-            for key in sorted(keys or ()):
-                env = from_ref.prefix + key
-                out.append(
-                    EnvConsumption(
-                        secret=from_ref.secret,
-                        key=key,
-                        env=env,
-                        via="envFrom",
-                        container=cname,
-                        init=init,
-                        optional=from_ref.optional,
-                        problem=_key_problem(key) or _env_problem(env, key),
-                    )
-                )
-    return out
-
-
-def _key_problem(key: str) -> str | None:
-    if len(key) > 253 or not _FIELD_RE.fullmatch(key):  # refuses '', '.' and '..'
-        return f"Secret key {_shown(key)} is not a valid vault field name"
-    return None
-
-
-def _env_problem(env: str, key: str) -> str | None:
-    if len(env) > 256 or not _ENV_RE.fullmatch(env):
-        return (
-            f"environment variable name {_shown(env)} (from key {_shown(key)}) is not a "
-            "portable identifier [A-Za-z_][A-Za-z0-9_]*"
-        )
-    return None
-
-
-def consumed_env(
-    pod_template: Mapping[str, Any], secret_keys: SecretKeys
-) -> set[tuple[str, str, str]]:
-    """``(secret name, key, env var name)`` for every env var a pod template takes from a Secret.
-
-    Covers ``env[].valueFrom.secretKeyRef`` and ``envFrom[].secretRef`` (``prefix`` applied)
-    in containers and init containers. ``pod_template`` is the plain-dict API form of
-    ``spec.template``; ``secret_keys(name)`` returns a Secret's key names, or None when the
-    Secret is missing (its envFrom then contributes nothing). Entries whose names cannot go
-    into a plan (see :class:`EnvConsumption`) are left out, exactly as discovery leaves them
-    out of the plan, so ``protect`` and ``discover`` agree.
-    """
-    return {
-        (c.secret, c.key, c.env) for c in env_consumptions(pod_template, secret_keys) if c.usable
-    }
-
-
-def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
-    """Secrets mounted as files (secret volumes and projected volumes), sorted.
-
-    ``mount_paths`` lists ``<container>:<mountPath>`` of every container and init container
-    that mounts the volume.
-    """
-    spec = pod_template.get("spec") or {}
-    mounts: dict[str, list[str]] = defaultdict(list)
-    for container, _init in _containers(spec):
-        for mount in container.get("volumeMounts") or ():
-            if isinstance(mount, Mapping) and mount.get("name") and mount.get("mountPath"):
-                mounts[str(mount["name"])].append(f"{container.get('name')}:{mount['mountPath']}")
-    out: list[SecretFileUse] = []
-    for volume in spec.get("volumes") or ():
-        if not isinstance(volume, Mapping):
-            continue
-        vname = str(volume.get("name") or "")
-        paths = tuple(sorted(mounts.get(vname, ())))
-        secret = volume.get("secret")
-        if isinstance(secret, Mapping):
-            out.append(
-                SecretFileUse(
-                    secret=str(secret.get("secretName") or ""),
-                    volume=vname,
-                    mount_paths=paths,
-                    optional=bool(secret.get("optional")),
-                )
-            )
-        projected = volume.get("projected")
-        if isinstance(projected, Mapping):
-            for source in projected.get("sources") or ():
-                psecret = source.get("secret") if isinstance(source, Mapping) else None
-                if isinstance(psecret, Mapping):
-                    out.append(
-                        SecretFileUse(
-                            secret=str(psecret.get("name") or ""),
-                            volume=vname,
-                            mount_paths=paths,
-                            optional=bool(psecret.get("optional")),
-                        )
-                    )
-    return sorted(set(out))
-
-
-def vault_agent_paths(pod_template: Mapping[str, Any]) -> list[VaultAgentSecret]:
-    """The Vault Agent injector's ``agent-inject-secret-<name>: <path>`` annotations, sorted."""
-    annotations = _annotations(pod_template)
-    return sorted(
-        VaultAgentSecret(name=key[len(VAULT_AGENT_SECRET_PREFIX) :], path=str(value))
-        for key, value in annotations.items()
-        if isinstance(key, str) and key.startswith(VAULT_AGENT_SECRET_PREFIX)
-    )
-
-
-def kv2_path(path: str) -> tuple[str | None, str | None]:
-    """Turn a Vault Agent secret path into a plan ``vaultPath``: ``(path, note)`` or
-    ``(None, problem)``.
-
-    ``<mount>/data/<path>`` (the KV v2 API path) is kept; ``<mount>/<path>`` (the logical path
-    the ``kv`` CLI shows) becomes ``<mount>/data/<path>``, with a note that KV v2 was assumed.
-    Anything with characters outside ``[A-Za-z0-9._-/]``, ``.``/``..`` segments, globs or
-    empty segments is refused.
-    """
-    cleaned = path.strip().strip("/")
-    segments = cleaned.split("/")
-    if not cleaned or len(cleaned) > 500 or not all(safe_segment(s) for s in segments):
-        return None, (
-            "is not a safe KV path (only letters, digits, '.', '_', '-' and '/' separated "
-            "segments, no '.' or '..')"
-        )
-    if len(segments) >= 3 and segments[1] == "data":
-        return cleaned, None
-    if len(segments) >= 2:
-        converted = "/".join([segments[0], "data", *segments[1:]])
-        return converted, f"converted from {cleaned!r} assuming a KV v2 mount"
-    return None, "names a mount but no secret"
 
 
 # --- pure: vault path naming ---------------------------------------------------------------
@@ -691,7 +436,7 @@ def _where(workload: ScannedWorkload) -> str:
 
 def _already_protected(pod_template: Mapping[str, Any]) -> bool:
     """True when ``protect`` already marked the pod template (``cloudtaser.io/inject: "true"``)."""
-    return str(_annotations(pod_template).get(INJECT_ANNOTATION, "")).lower() == "true"
+    return str(template_annotations(pod_template).get(INJECT_ANNOTATION, "")).lower() == "true"
 
 
 @dataclass(frozen=True)
@@ -716,7 +461,7 @@ def _workload_entry(
     """The plan entry of one workload, or None when it does not belong in the plan."""
     template = workload.template
     where = _where(workload)
-    annotations = _annotations(template)
+    annotations = template_annotations(template)
     if _already_protected(template):
         ctx.skipped.append(
             SkippedWorkload(
@@ -750,7 +495,7 @@ def _workload_entry(
     feeders: dict[str, list[EnvConsumption]] = defaultdict(list)
     for item in consumptions:
         if not item.usable:
-            if _name_problem(item.secret) is not None:
+            if secret_name_problem(item.secret) is not None:
                 skip_reasons.append(f"{item.problem} (container {item.container})")
             else:
                 builder.touch(item.secret, item.via)
@@ -787,7 +532,7 @@ def _workload_entry(
             ]:
                 builder.note(item.secret, "env", f"key {item.key!r} not found in the Secret")
     for ref in from_refs:
-        problem = _name_problem(ref.secret)
+        problem = secret_name_problem(ref.secret)
         if problem is not None:
             skip_reasons.append(f"envFrom: {problem} (container {ref.container})")
             continue
@@ -854,7 +599,7 @@ def _workload_entry(
     # files
     file_entries: list[dict[str, Any]] = []
     for use in files:
-        problem = _name_problem(use.secret)
+        problem = secret_name_problem(use.secret)
         if problem is not None or not _SUBDOMAIN_RE.fullmatch(use.volume):
             skip_reasons.append(f"volume {_shown(use.volume)}: {problem or 'invalid name'}")
             continue
@@ -1353,7 +1098,7 @@ def discover(
         if _already_protected(workload.template):
             continue
         for ref in env_refs_from(workload.template):
-            if _name_problem(ref.secret) is None:
+            if secret_name_problem(ref.secret) is None:
                 needed[workload.namespace].add(ref.secret)
     lookup = _read_secret_keys(
         session.client, needed, cluster_wide=not options.namespaces, progress=report

@@ -29,7 +29,7 @@ from cloudtaser.errors import (
 )
 
 if TYPE_CHECKING:
-    from lightkube import Client
+    from lightkube import AsyncClient, Client, KubeConfig
 
 __all__ = ["FIELD_MANAGER", "KubeSession", "api_errors", "connect", "load_kubeconfig"]
 
@@ -47,6 +47,25 @@ class KubeSession:
     server: str
     #: PEM of the cluster CA from the kubeconfig, when it carries one (data or file).
     ca_pem: str | None
+    #: The resolved kubeconfig, for more clients of the same cluster (:meth:`async_client`).
+    config: KubeConfig | None = None
+    timeout: float = 30.0
+
+    def async_client(self) -> AsyncClient:
+        """A new ``lightkube.AsyncClient`` for the same cluster and credentials (the caller
+        closes it). For concurrent requests from one event loop: lightkube clients must not
+        be shared between threads."""
+        import httpx2  # noqa: PLC0415
+        from lightkube import AsyncClient  # noqa: PLC0415
+
+        if self.config is None:
+            raise ConfigError("this cluster session was built without a kubeconfig")
+        return AsyncClient(
+            config=self.config,
+            timeout=httpx2.Timeout(self.timeout),
+            field_manager=FIELD_MANAGER,
+            trust_env=False,
+        )
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -186,7 +205,13 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
             f"kubeconfig context {context!r}: {exc.strerror}: {exc.filename}"
         ) from None
     return KubeSession(
-        client=client, context=context, cluster_name=str(cluster_name), server=server, ca_pem=ca_pem
+        client=client,
+        context=context,
+        cluster_name=str(cluster_name),
+        server=server,
+        ca_pem=ca_pem,
+        config=config,
+        timeout=timeout,
     )
 
 

@@ -1,18 +1,11 @@
-"""Pure parts of protect: drift, GitOps owners, patches, selection, the plan lock."""
+"""Pure parts of protect: drift, GitOps owners, patches, selection."""
 
 from __future__ import annotations
-
-import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import cloudtaser.target.annotations as ann
-from cloudtaser.errors import ConfigError, LockError
+from cloudtaser.errors import ConfigError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
 from cloudtaser.target import protect
 
@@ -184,37 +177,3 @@ def test_selection_rejects_what_matches_nothing(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         protect.Selection(tenants=tenants, workloads=workloads).check(_plan())
-
-
-def test_lock_refuses_a_second_holder_and_is_released(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.yaml"
-    with protect.PlanLock(plan, actor="alice@host"):
-        holder = json.loads(protect.lock_path(plan).read_text())
-        assert holder["pid"] == os.getpid()
-        with pytest.raises(LockError, match="another cloudtaser run holds the plan lock"):
-            protect.PlanLock(plan).acquire()
-    assert not protect.lock_path(plan).exists()
-
-
-def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.yaml"
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    protect.lock_path(plan).write_text(
-        json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "started": "x"})
-    )
-    with protect.PlanLock(plan):
-        assert json.loads(protect.lock_path(plan).read_text())["pid"] == os.getpid()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_lock_from_another_host_is_never_broken(tmp_path: Path) -> None:
-    plan = tmp_path / "plan.yaml"
-    protect.lock_path(plan).write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
-    with pytest.raises(LockError, match=r"elsewhere\.example"):
-        protect.PlanLock(plan).acquire()
-    assert protect.lock_path(plan).exists()

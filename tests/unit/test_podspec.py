@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cloudtaser.target.discover import (
+from cloudtaser.target.podspec import (
     consumed_env,
     env_consumptions,
     kv2_path,

@@ -1,0 +1,250 @@
+"""Plan storage for every command that writes a plan: lock + load + record + atomic save.
+
+:class:`PlanStore` is the one way a command changes a plan file: it takes the plan's lock
+(:class:`PlanLock`, ``<plan>.lock``), loads the plan, records status changes (history entry
+with time and actor) and saves after each one atomically (:func:`cloudtaser.plan.model.save`),
+with the threads of a parallel run taking turns. ``protect``, ``unprotect`` and ``discover -o``
+use it; ``apply-plan`` and ``verify-plan`` never write the plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtaser.errors import LockError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from cloudtaser.plan.model import MigrationPlan, Workload, WorkloadStatus
+
+__all__ = ["PlanLock", "PlanStore", "lock_path", "one_line"]
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """``text`` on one printable line, at most ``limit`` characters (for plan reasons)."""
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def lock_path(plan_path: str | os.PathLike[str]) -> Path:
+    """``<plan>.lock`` next to the plan."""
+    return Path(f"{os.fspath(plan_path)}.lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class PlanLock:
+    """An exclusive lock on a plan: ``<plan>.lock`` created with ``O_CREAT | O_EXCL``.
+
+    The file holds JSON ``{pid, host, started, actor}``. A lock left behind by a dead process
+    (same host, pid no longer alive — e.g. after ``kill -9``) is stale and taken over; a lock
+    held by a live process, or by another host, makes :meth:`acquire` raise
+    :class:`LockError` naming who holds it and how to clear it.
+    """
+
+    def __init__(self, plan_path: str | os.PathLike[str], *, actor: str = "") -> None:
+        self.path = lock_path(plan_path)
+        self.actor = actor
+        self._held = False
+
+    def _content(self) -> bytes:
+        return json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "actor": self.actor,
+            }
+        ).encode()
+
+    def _try_create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise LockError(f"cannot create the lock file {self.path}: {exc.strerror}") from None
+        try:
+            os.write(fd, self._content())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def _read(self, path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "null")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _stale(self, holder: dict[str, Any]) -> bool:
+        pid = holder.get("pid")
+        return (
+            holder.get("host") == socket.gethostname()
+            and isinstance(pid, int)
+            and pid > 0
+            and not _pid_alive(pid)
+        )
+
+    def acquire(self) -> None:
+        for _attempt in range(5):
+            if self._try_create():
+                self._held = True
+                return
+            holder = self._read(self.path)
+            if holder is None:  # released meanwhile
+                continue
+            if not self._stale(holder):
+                raise self._busy(holder)
+            # Break the stale lock: move it aside under a unique name first, so two runs
+            # breaking the same stale lock cannot remove each other's fresh lock.
+            aside = self.path.with_name(f"{self.path.name}.stale.{os.getpid()}")
+            try:
+                self.path.rename(aside)
+            except FileNotFoundError:
+                continue
+            moved = self._read(aside) or {}
+            if moved != holder and not self._stale(moved):
+                # we moved a fresh lock of another run: put it back (unless a third took over)
+                with contextlib.suppress(OSError):
+                    os.link(aside, self.path)
+            with contextlib.suppress(OSError):
+                aside.unlink()
+        holder = self._read(self.path) or {}
+        raise self._busy(holder)
+
+    def _busy(self, holder: Mapping[str, Any]) -> LockError:
+        who = (
+            f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"started {holder.get('started', '?')}"
+            + (f" by {holder['actor']}" if holder.get("actor") else "")
+        )
+        return LockError(
+            f"another cloudtaser run holds the plan lock {self.path} ({one_line(who, 300)}); "
+            "wait for it to finish. If no such run is alive (e.g. it was killed on another "
+            "machine), delete the lock file and run again"
+        )
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    def __enter__(self) -> PlanLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class PlanStore:
+    """Lock + load + record + atomic save of one plan file.
+
+    ``with PlanStore(path, actor=...) as store``: takes the lock (``lock=False``: none, for a
+    dry run that never writes), :meth:`load` reads and validates the plan, :meth:`record`
+    changes one workload's status and saves at once (thread-safe: one save at a time, each a
+    single rename, so an interrupt never leaves half a plan). ``read_only=True`` turns
+    :meth:`record` and :meth:`save` into no-ops (``--dry-run``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        actor: str,
+        lock: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.actor = actor
+        self.read_only = read_only
+        self._lock = PlanLock(self.path, actor=actor) if lock else None
+        self._write = threading.Lock()
+        self._plan: MigrationPlan | None = None
+
+    def __enter__(self) -> PlanStore:
+        if self._lock is not None:
+            self._lock.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._lock is not None:
+            self._lock.release()
+
+    @property
+    def plan(self) -> MigrationPlan:
+        """The loaded plan (:meth:`load` first)."""
+        if self._plan is None:
+            raise RuntimeError("PlanStore.load() was not called")
+        return self._plan
+
+    def load(self) -> MigrationPlan:
+        """Read and validate the plan file."""
+        from cloudtaser.plan.model import load  # noqa: PLC0415
+
+        self._plan = load(self.path)
+        return self._plan
+
+    def load_existing(self) -> MigrationPlan | None:
+        """The plan at the path, or ``None`` when there is no file yet."""
+        if not self.path.exists():
+            return None
+        return self.load()
+
+    def record(
+        self,
+        workload: Workload,
+        status: WorkloadStatus,
+        *,
+        reason: str,
+        error: str | None = None,
+    ) -> None:
+        """Set ``workload``'s status (history entry with time and this store's actor) and
+        save the plan atomically. Never interrupted halfway: the save is a single rename."""
+        if self.read_only:
+            return
+        with self._write:
+            workload.set_status(status, by=self.actor, reason=one_line(reason))
+            workload.last_error = one_line(error) if error else None
+            self._save_locked(self.plan)
+
+    def save(self, plan: MigrationPlan | None = None) -> None:
+        """Save ``plan`` (default: the loaded one) atomically."""
+        if self.read_only:
+            return
+        with self._write:
+            if plan is not None:
+                self._plan = plan
+            self._save_locked(self.plan)
+
+    def _save_locked(self, plan: MigrationPlan) -> None:
+        from cloudtaser.plan.model import save  # noqa: PLC0415
+
+        save(plan, self.path)

@@ -1,0 +1,707 @@
+"""The workload engine: one implementation of what protect and unprotect (and finalize next)
+share — selection, the yes / no / quit dialogue, one patch per workload (``resourceVersion``
+precondition, 409 retries), the rollout wait in up to ``--parallel`` workers, recording every
+outcome through the :class:`~cloudtaser.plan.store.PlanStore` (lock + atomic save after each
+status change), resume and cancellation.
+
+A :class:`Step` is the small part that differs: which workloads it wants, how it inspects one
+and builds its patch (``None`` when it is already done: then it is only waited for and
+recorded, which is what makes a killed run resume without a second rollout), and the status
+and texts it records. The steps live in :mod:`cloudtaser.target.protect`.
+
+The library never prints: progress goes to ``progress`` (a callable taking an
+:class:`Event`), questions to ``decide`` (a callable taking a :class:`Proposal`, returning a
+:class:`Decision`). ``cancel`` (a :class:`threading.Event`) asks the run to stop between
+steps; a plan write in progress is always completed. Cluster calls go through one
+:class:`~cloudtaser.target.workloads.WorkloadAPI` (an async client on its own event loop), so
+the wait workers' reads really overlap.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import functools
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from cloudtaser.errors import CloudtaserError, ClusterConflictError, ClusterError, ConfigError
+from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.plan.store import PlanStore, one_line
+from cloudtaser.target.rollout import (
+    RolloutCancelledError,
+    RolloutFailedError,
+    RolloutTimeoutError,
+    dig,
+    wait_for_rollout,
+)
+from cloudtaser.target.workloads import WorkloadAPI, WorkloadRef
+
+if TYPE_CHECKING:
+    from cloudtaser.target.kube import KubeSession
+
+__all__ = [
+    "Decision",
+    "Engine",
+    "Event",
+    "Inspected",
+    "MappingLine",
+    "Outcome",
+    "Proposal",
+    "RunOptions",
+    "RunReport",
+    "Selection",
+    "Step",
+    "WorkloadRef",
+    "WorkloadResult",
+    "check_options",
+    "run",
+    "workload_ref",
+]
+
+#: How often a 409 Conflict (the object changed between our GET and PATCH) is retried.
+CONFLICT_RETRIES: Final = 5
+
+_KIND_ALIASES: Final = {
+    "deployment": "Deployment",
+    "deployments": "Deployment",
+    "deploy": "Deployment",
+    "statefulset": "StatefulSet",
+    "statefulsets": "StatefulSet",
+    "sts": "StatefulSet",
+    "daemonset": "DaemonSet",
+    "daemonsets": "DaemonSet",
+    "ds": "DaemonSet",
+}
+
+
+class Outcome(enum.StrEnum):
+    """What happened to one workload in this run."""
+
+    #: Rolled out (or found already rolled out) and recorded ``migrated``.
+    MIGRATED = "migrated"
+    #: ``--no-wait``: patched and recorded without waiting for the rollout.
+    APPLIED = "applied"
+    #: Declined at the prompt: recorded ``skipped`` (protect) / left alone (unprotect).
+    SKIPPED = "skipped"
+    #: Not touched: drift, paused, OnDelete, partition, not found, nothing to inject.
+    REFUSED = "refused"
+    #: Patch or rollout failed or timed out; left ``pending`` with the error recorded.
+    FAILED = "failed"
+    #: The run was interrupted while this workload was waited for; it stays ``pending``.
+    INTERRUPTED = "interrupted"
+    #: ``--dry-run``: the server accepted the patch; nothing was changed.
+    DRY_RUN = "dry-run"
+    #: Unprotect: annotations removed, rolled out, back to ``pending``.
+    UNPROTECTED = "unprotected"
+
+
+class Decision(enum.StrEnum):
+    """The answer to a :class:`Proposal`."""
+
+    YES = "yes"
+    NO = "no"
+    QUIT = "quit"
+
+
+@dataclass(frozen=True)
+class MappingLine:
+    """One secret of a workload as shown to the reviewer: source → vaultPath, field → ENV."""
+
+    source: str
+    vault_path: str
+    fields: dict[str, str]
+    via: str | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What is about to happen to one workload, for a yes / no / quit decision."""
+
+    action: str  # "protect" or "unprotect"
+    ref: WorkloadRef
+    replicas: int | None
+    mapping: list[MappingLine]
+    warnings: list[str]
+    patch: dict[str, Any]
+    #: The workload already carries the intended state: no patch, only wait and record.
+    already_applied: bool
+
+
+@dataclass(frozen=True)
+class Event:
+    """A progress line: ``ref`` may be ``None`` for run-level messages."""
+
+    ref: WorkloadRef | None
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.message}" if self.ref else self.message
+
+
+@dataclass
+class WorkloadResult:
+    """The outcome of one workload in this run."""
+
+    ref: WorkloadRef
+    outcome: Outcome
+    message: str
+    warnings: list[str] = field(default_factory=list)
+    #: The exact patch sent (or, with ``--dry-run``, that would be sent).
+    patch: dict[str, Any] | None = None
+    already_applied: bool = False
+
+
+@dataclass
+class RunReport:
+    """Everything a run did, in plan order."""
+
+    results: list[WorkloadResult] = field(default_factory=list)
+    interrupted: bool = False
+    quit: bool = False
+    stopped_on_error: bool = False
+    #: Workloads selected but never reached (quit, interrupt, stop-on-error).
+    not_reached: list[WorkloadRef] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def problems(self) -> bool:
+        return any(r.outcome in {Outcome.REFUSED, Outcome.FAILED} for r in self.results)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.outcome == Outcome.FAILED for r in self.results)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Limit a run to some tenants and/or workloads (empty: everything).
+
+    ``tenants``: tenant names or namespaces. ``workloads``: ``kind/name``, ``namespace/name``
+    or ``namespace/kind/name`` (kinds case-insensitive, with kubectl short names). A workload
+    is selected when it matches any ``--workload`` (if given) and its tenant matches any
+    ``--tenant`` (if given).
+    """
+
+    tenants: tuple[str, ...] = ()
+    workloads: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _parsed(self) -> list[tuple[str | None, str | None, str]]:
+        """The parsed ``workloads`` (parsed once, not once per workload of the plan)."""
+        out: list[tuple[str | None, str | None, str]] = []
+        for raw in self.workloads:
+            parts = raw.strip().split("/")
+            if len(parts) == 3 and all(parts):
+                kind = _KIND_ALIASES.get(parts[1].lower())
+                if kind is None:
+                    raise ConfigError(f"--workload {raw!r}: unknown kind {parts[1]!r}")
+                out.append((parts[0], kind, parts[2]))
+            elif len(parts) == 2 and all(parts):
+                kind = _KIND_ALIASES.get(parts[0].lower())
+                out.append((None, kind, parts[1]) if kind else (parts[0], None, parts[1]))
+            else:
+                raise ConfigError(
+                    f"--workload {raw!r}: expected KIND/NAME, NAMESPACE/NAME or NAMESPACE/KIND/NAME"
+                )
+        return out
+
+    def matches(self, tenant: Tenant, workload: Workload) -> bool:
+        if self.tenants and not ({tenant.name, tenant.namespace} & set(self.tenants)):
+            return False
+        if not self.workloads:
+            return True
+        return any(_match(p, tenant, workload) for p in self._parsed)
+
+    def check(self, plan: MigrationPlan) -> None:
+        """Raise :class:`ConfigError` for a ``--tenant`` / ``--workload`` that matches nothing."""
+        for name in self.tenants:
+            if not any(name in {t.name, t.namespace} for t in plan.tenants):
+                raise ConfigError(f"--tenant {name!r} matches no tenant or namespace of the plan")
+        for raw, parsed in zip(self.workloads, self._parsed, strict=True):
+            if not any(_match(parsed, t, w) for t, w in plan.iter_workloads()):
+                raise ConfigError(f"--workload {raw!r} matches no workload of the plan")
+
+
+def _match(parsed: tuple[str | None, str | None, str], tenant: Tenant, workload: Workload) -> bool:
+    namespace, kind, name = parsed
+    return (
+        workload.name == name
+        and (kind is None or str(workload.kind) == kind)
+        and (namespace is None or namespace == tenant.namespace)
+    )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run. ``vault_address`` is required by :func:`protect` (validated URL)."""
+
+    actor: str
+    vault_address: str | None = None
+    dry_run: bool = False
+    wait: bool = True
+    timeout: float = 300.0
+    poll_interval: float = 1.0
+    parallel: int = 1
+    stop_on_error: bool = True
+    selection: Selection = Selection()
+
+
+ProgressFn = Callable[[Event], None]
+DecideFn = Callable[[Proposal], Decision]
+
+
+def _replicas(kind: str, obj: Mapping[str, Any]) -> int | None:
+    if kind == "DaemonSet":
+        value = dig(obj, "status", "desiredNumberScheduled")
+    else:
+        value = dig(obj, "spec", "replicas")
+        if value is None:
+            value = 1
+    return value if isinstance(value, int) else None
+
+
+def _mapping(workload: Workload) -> list[MappingLine]:
+    return [
+        MappingLine(source=s.source, vault_path=s.vault_path, fields=dict(s.fields), via=s.via)
+        for s in workload.secrets
+    ]
+
+
+def workload_ref(tenant: Tenant, workload: Workload) -> WorkloadRef:
+    return WorkloadRef(
+        tenant=tenant.name, namespace=tenant.namespace, kind=str(workload.kind), name=workload.name
+    )
+
+
+def check_options(options: RunOptions) -> None:
+    """Refuse unusable run options before anything is read."""
+    if options.parallel < 1 or options.parallel > 64:
+        raise ConfigError("--parallel must be between 1 and 64")
+    if options.timeout <= 0:
+        raise ConfigError("--timeout must be positive")
+    if options.poll_interval <= 0:
+        raise ConfigError("the poll interval must be positive")
+    if not options.actor or not options.actor.isprintable():
+        raise ConfigError("the actor name must be a non-empty printable string")
+
+
+class Engine:
+    """One run of a :class:`Step` over the selected workloads of a plan: state shared by the
+    main thread (inspect, ask, patch) and the wait workers (wait, record)."""
+
+    def __init__(
+        self,
+        cluster: WorkloadAPI,
+        store: PlanStore,
+        options: RunOptions,
+        *,
+        progress: ProgressFn | None,
+        decide: DecideFn | None,
+        cancel: threading.Event,
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.plan = store.plan
+        self.options = options
+        self._progress = progress
+        self.decide = decide
+        self.cancel = cancel
+        self.report = RunReport()
+        self._report_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(max(1, options.parallel))
+
+    # -- reporting and recording --
+
+    def emit(self, ref: WorkloadRef | None, message: str, *, warning: bool = False) -> None:
+        if self._progress is not None:
+            self._progress(Event(ref=ref, message=message, warning=warning))
+
+    def result(self, res: WorkloadResult) -> None:
+        with self._report_lock:
+            self.report.results.append(res)
+        if res.outcome == Outcome.FAILED and self.options.stop_on_error:
+            self._stop.set()
+
+    def record(
+        self,
+        workload: Workload,
+        status: WorkloadStatus,
+        *,
+        reason: str,
+        error: str | None = None,
+    ) -> None:
+        """Record a status change in the plan store (atomic save; nothing with ``dry_run``)."""
+        self.store.record(workload, status, reason=reason, error=error)
+
+    # -- scheduling --
+
+    def acquire_slot(self) -> bool:
+        """Wait for a free worker slot; False when the run must stop instead."""
+        while True:
+            if self.cancel.is_set() or self._stop.is_set():
+                return False
+            if self._slots.acquire(timeout=0.2):
+                if self.cancel.is_set() or self._stop.is_set():
+                    self._slots.release()
+                    return False
+                return True
+
+    def release_slot(self) -> None:
+        self._slots.release()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # -- waiting --
+
+    def wait_and_record(
+        self,
+        ref: WorkloadRef,
+        workload: Workload,
+        *,
+        generation: int,
+        done_status: WorkloadStatus,
+        done_outcome: Outcome,
+        done_reason: str,
+        warnings: list[str],
+        patch: dict[str, Any] | None,
+        already: bool,
+    ) -> None:
+        try:
+            if self.options.wait:
+                state = wait_for_rollout(
+                    lambda: self._fetch_for_wait(ref),
+                    ref.kind,
+                    min_generation=generation,
+                    timeout=self.options.timeout,
+                    interval=self.options.poll_interval,
+                    cancel=self.cancel,
+                    on_progress=lambda msg: self.emit(ref, msg),
+                )
+                message = state.message
+                reason = done_reason
+                outcome = done_outcome
+            else:
+                message = "rollout started; not waited for (--no-wait)"
+                reason = f"{done_reason}; rollout not awaited (--no-wait)"
+                outcome = Outcome.APPLIED
+            self.record(workload, done_status, reason=reason)
+            self.emit(ref, f"{message}; recorded {done_status}")
+            self.result(
+                WorkloadResult(ref, outcome, message, warnings, patch, already_applied=already)
+            )
+        except RolloutCancelledError as exc:
+            error = f"interrupted while waiting for the rollout: {exc}; re-run to resume"
+            self.record(workload, WorkloadStatus.PENDING, reason="interrupted", error=error)
+            self.result(WorkloadResult(ref, Outcome.INTERRUPTED, error, warnings, patch, already))
+        except (RolloutFailedError, RolloutTimeoutError, CloudtaserError) as exc:
+            error = f"rollout did not complete: {exc}"
+            self.emit(ref, error, warning=True)
+            self.record(workload, WorkloadStatus.PENDING, reason="rollout failed", error=error)
+            self.result(WorkloadResult(ref, Outcome.FAILED, error, warnings, patch, already))
+
+    def _fetch_for_wait(self, ref: WorkloadRef) -> Mapping[str, Any]:
+        obj = self.cluster.get(ref)
+        if obj is None:
+            raise RolloutFailedError(f"{ref} was deleted while rolling out")
+        return obj
+
+    def refuse(
+        self,
+        step: Step,
+        ref: WorkloadRef,
+        workload: Workload,
+        why: str,
+        warnings: list[str],
+    ) -> None:
+        """Leave the workload unchanged and report why. A step with ``records_refusals``
+        records it (the workload stays ``pending`` with the reason); others change nothing,
+        not even the plan."""
+        why = one_line(why)
+        self.emit(ref, f"not changed: {why}", warning=True)
+        if step.records_refusals:
+            self.record(workload, WorkloadStatus.PENDING, reason="refused", error=why)
+        self.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """One inspected workload, ready for the shared steps (ask, patch, wait, record)."""
+
+    obj: dict[str, Any]
+    #: What to send; ``None`` when the workload already carries the intended state (a run
+    #: killed after its patch, before recording): then it is only waited for and recorded.
+    patch: dict[str, Any] | None
+    #: What the reviewer is shown (protect shows its patch even when it is not sent again).
+    shown_patch: dict[str, Any]
+    warnings: list[str]
+
+
+class Step(abc.ABC):
+    """One kind of change the engine applies to a workload (protect, unprotect; finalize
+    next): what it selects, how it inspects a workload and builds its one patch (``None``:
+    already done), and what it says and records. A message that is ``None`` is not emitted.
+    """
+
+    #: ``protect`` / ``unprotect`` (shown in the :class:`Proposal`).
+    action: str
+    #: Run summary, formatted with ``todo`` and ``selected``.
+    summary: str
+    done_status: WorkloadStatus
+    done_outcome: Outcome
+    #: Plan reasons once the rollout is done: after our patch / found already applied.
+    patched_reason: str
+    found_reason: str
+    #: Declined at the prompt: the status recorded (``None``: the plan is not touched).
+    declined_status: WorkloadStatus | None = None
+    declined_message: str = "left as it is"
+    already_message: str | None = None
+    already_dry_run: str = "already done"
+    already_dry_run_applied: bool = False
+    conflict_message: str | None = None
+    dry_run_message: str | None = None
+    dry_run_result: str = "accepted (dry run)"
+    patched_message: str = "patched (one rollout); waiting"
+    patched_no_wait_message: str = "patched"
+    #: An error leaves the workload ``pending`` with this reason (``None``: plan not touched).
+    failed_reason: str | None = None
+    #: A refusal is recorded in the plan (the workload stays ``pending`` with the reason).
+    records_refusals: bool = False
+
+    @abc.abstractmethod
+    def wanted(self, workload: Workload) -> bool:
+        """Whether a selected workload is this step's to do (by its plan status)."""
+
+    @abc.abstractmethod
+    def inspect(
+        self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
+    ) -> Inspected | None:
+        """Read the workload and decide: the patch to send (or ``None`` when already done),
+        or ``None`` after calling :meth:`Engine.refuse` (or when there is nothing to do).
+        Called again after a 409 Conflict."""
+
+
+def run(
+    session: KubeSession,
+    plan_path: str | os.PathLike[str],
+    step: Step,
+    options: RunOptions,
+    *,
+    progress: ProgressFn | None = None,
+    decide: DecideFn | None = None,
+    cancel: threading.Event | None = None,
+) -> RunReport:
+    """Run ``step`` over the plan at ``plan_path``: take the plan lock (not with ``dry_run``)
+    through a :class:`PlanStore`, load the plan, select the workloads ``step`` wants, say how
+    many, and drive the step over them (inspect, ask, one patch, wait in up to
+    ``options.parallel`` workers, record after each status change)."""
+    check_options(options)
+    store = PlanStore(
+        plan_path, actor=options.actor, lock=not options.dry_run, read_only=options.dry_run
+    )
+    with store, WorkloadAPI(session) as cluster:
+        plan = store.load()
+        options.selection.check(plan)
+        selected = [(t, w) for t, w in plan.iter_workloads() if options.selection.matches(t, w)]
+        engine = Engine(
+            cluster,
+            store,
+            options,
+            progress=progress,
+            decide=decide,
+            cancel=cancel or threading.Event(),
+        )
+        todo = [(t, w) for t, w in selected if step.wanted(w)]
+        engine.emit(
+            None,
+            step.summary.format(todo=len(todo), selected=len(selected))
+            + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
+        )
+        _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
+        return engine.report
+
+
+def _drive(
+    engine: Engine,
+    todo: Sequence[tuple[Tenant, Workload]],
+    step: Callable[[Tenant, Workload], Callable[[], None] | None],
+) -> None:
+    """Run ``step`` per workload in the main thread (inspect, ask, patch); a returned callable
+    (wait + record) runs in a worker while the next workload is prepared."""
+    futures: list[Future[None]] = []
+    with ThreadPoolExecutor(
+        max_workers=max(1, engine.options.parallel), thread_name_prefix="cloudtaser-wait"
+    ) as pool:
+        try:
+            for index, (tenant, workload) in enumerate(todo):
+                if not engine.acquire_slot():
+                    engine.report.not_reached.extend(workload_ref(t, w) for t, w in todo[index:])
+                    break
+                waiter: Callable[[], None] | None = None
+                try:
+                    waiter = step(tenant, workload)
+                finally:
+                    if waiter is None:
+                        engine.release_slot()
+                if waiter is not None:
+                    futures.append(pool.submit(_release_after, engine, waiter))
+                if engine.report.quit:
+                    engine.report.not_reached.extend(
+                        workload_ref(t, w) for t, w in todo[index + 1 :]
+                    )
+                    break
+        except BaseException:
+            engine.cancel.set()
+            raise
+        finally:
+            unexpected = [e for e in (f.exception() for f in futures) if e is not None]
+    if unexpected:
+        raise unexpected[0]  # a bug in a wait worker: surface it, never swallow it
+    engine.report.interrupted = engine.cancel.is_set()
+    engine.report.stopped_on_error = engine.stopped and not engine.report.interrupted
+    order = {workload_ref(t, w): i for i, (t, w) in enumerate(todo)}
+    engine.report.results.sort(key=lambda r: order.get(r.ref, len(order)))
+
+
+def _release_after(engine: Engine, waiter: Callable[[], None]) -> None:
+    try:
+        waiter()
+    finally:
+        engine.release_slot()
+
+
+def _apply(
+    engine: Engine, flow: Step, tenant: Tenant, workload: Workload
+) -> Callable[[], None] | None:
+    """The per-workload work every step shares, in the main thread: inspect (again after a
+    409 Conflict), ask once, patch once. Returns the wait + record job for a worker, or
+    ``None`` when the workload is done with (its result already reported)."""
+    opts = engine.options
+    ref = workload_ref(tenant, workload)
+    asked = False
+    try:
+        for _attempt in range(CONFLICT_RETRIES):
+            step = flow.inspect(engine, tenant, workload, ref)
+            if step is None:
+                return None
+            if not asked:
+                asked = True
+                if not _ask(engine, flow, ref, workload, step):
+                    return None
+            if step.patch is None:
+                if flow.already_message is not None:
+                    engine.emit(ref, flow.already_message)
+                if opts.dry_run:
+                    engine.result(
+                        WorkloadResult(
+                            ref,
+                            Outcome.DRY_RUN,
+                            flow.already_dry_run,
+                            step.warnings,
+                            None,
+                            already_applied=flow.already_dry_run_applied,
+                        )
+                    )
+                    return None
+                return _waiter(
+                    engine, flow, ref, workload, obj=step.obj, warnings=step.warnings, patch=None
+                )
+            try:
+                patched = engine.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
+            except ClusterConflictError:
+                if flow.conflict_message is not None:
+                    engine.emit(ref, flow.conflict_message)
+                continue
+            if opts.dry_run:
+                if flow.dry_run_message is not None:
+                    engine.emit(ref, flow.dry_run_message)
+                engine.result(
+                    WorkloadResult(
+                        ref, Outcome.DRY_RUN, flow.dry_run_result, step.warnings, step.patch
+                    )
+                )
+                return None
+            engine.emit(ref, flow.patched_message if opts.wait else flow.patched_no_wait_message)
+            return _waiter(
+                engine, flow, ref, workload, obj=patched, warnings=step.warnings, patch=step.patch
+            )
+        raise ClusterError(f"{ref} kept changing while we tried to patch it (409 Conflict)")
+    except CloudtaserError as exc:
+        error = one_line(str(exc))
+        engine.emit(ref, error, warning=True)
+        if flow.failed_reason is not None:
+            engine.record(workload, WorkloadStatus.PENDING, reason=flow.failed_reason, error=error)
+        engine.result(WorkloadResult(ref, Outcome.FAILED, error))
+        return None
+
+
+def _ask(engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected) -> bool:
+    """Ask ``decide`` (when given) about the workload; False when it is done with (declined,
+    or the run quits or was interrupted)."""
+    if engine.decide is None:
+        return True
+    answer = engine.decide(
+        Proposal(
+            action=flow.action,
+            ref=ref,
+            replicas=_replicas(ref.kind, step.obj),
+            mapping=_mapping(workload),
+            warnings=step.warnings,
+            patch=step.shown_patch,
+            already_applied=step.patch is None,
+        )
+    )
+    if answer == Decision.QUIT or engine.cancel.is_set():
+        engine.report.quit = answer == Decision.QUIT
+        engine.report.not_reached.append(ref)
+        return False
+    if answer == Decision.NO:
+        if flow.declined_status is not None:
+            engine.record(
+                workload, flow.declined_status, reason="declined at the interactive prompt"
+            )
+        engine.emit(ref, flow.declined_message)
+        engine.result(WorkloadResult(ref, Outcome.SKIPPED, "declined", step.warnings))
+        return False
+    return True
+
+
+def _waiter(
+    engine: Engine,
+    flow: Step,
+    ref: WorkloadRef,
+    workload: Workload,
+    *,
+    obj: Mapping[str, Any],
+    warnings: list[str],
+    patch: dict[str, Any] | None,
+) -> Callable[[], None]:
+    """Wait for the rollout of ``obj``'s generation and record ``flow.done_status``;
+    ``patch`` is ``None`` when the workload was found already applied."""
+    generation = int(dig(obj, "metadata", "generation") or 0)
+    already = patch is None
+
+    def run() -> None:
+        engine.wait_and_record(
+            ref,
+            workload,
+            generation=generation,
+            done_status=flow.done_status,
+            done_outcome=flow.done_outcome,
+            done_reason=flow.found_reason if already else flow.patched_reason,
+            warnings=warnings,
+            patch=patch,
+            already=already,
+        )
+
+    return run

@@ -1,0 +1,137 @@
+"""The few workload API calls the engine makes (read, patch, Secret keys), safe to call from
+many threads at once and genuinely concurrent.
+
+lightkube clients must not be shared between threads (lightkube 1.0.1 / httpx2 crashed the
+interpreter with SIGSEGV when threads shared one, see ``benchmarks/discover.py``). So every
+call runs on one ``lightkube.AsyncClient`` inside one event loop, in its own thread; callers
+in any thread submit a coroutine and wait for its result. The client is used by one thread
+only, yet up to ``--parallel`` requests are in flight at once (one pooled HTTP/1.1
+connection each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cloudtaser.errors import ClusterNotFoundError
+from cloudtaser.target.kube import FIELD_MANAGER, api_errors
+
+if TYPE_CHECKING:
+    from lightkube import AsyncClient
+
+    from cloudtaser.target.kube import KubeSession
+
+__all__ = ["WorkloadAPI", "WorkloadRef"]
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class WorkloadRef:
+    """Which workload: tenant, namespace, kind, name."""
+
+    tenant: str
+    namespace: str
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+def _resource(kind: str) -> Any:
+    from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet  # noqa: PLC0415
+
+    return {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}[kind]
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    import msgspec  # noqa: PLC0415
+
+    data = msgspec.to_builtins(obj)
+    return data if isinstance(data, dict) else {}
+
+
+class WorkloadAPI:
+    """Read and patch workloads of one cluster from any thread; :meth:`close` when done."""
+
+    def __init__(self, session: KubeSession) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="cloudtaser-kube-io", daemon=True
+        )
+        self._thread.start()
+        self._client: AsyncClient = session.async_client()
+        self._secret_keys: dict[tuple[str, str], list[str] | None] = {}
+        self._closed = False
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _get(self, resource: Any, name: str, namespace: str, action: str) -> Any:
+        try:
+            with api_errors(action):
+                return await self._client.get(resource, name, namespace=namespace)
+        except ClusterNotFoundError:
+            return None
+
+    def get(self, ref: WorkloadRef) -> dict[str, Any] | None:
+        """The workload as an API dict, ``None`` when it does not exist."""
+        obj = self._run(self._get(_resource(ref.kind), ref.name, ref.namespace, f"read {ref}"))
+        return None if obj is None else _to_dict(obj)
+
+    async def _patch(self, ref: WorkloadRef, body: dict[str, Any], dry_run: bool) -> Any:
+        from lightkube.types import PatchType  # noqa: PLC0415
+
+        action = f"patch {ref}" + (" (server-side dry run)" if dry_run else "")
+        with api_errors(action):
+            return await self._client.patch(
+                _resource(ref.kind),
+                ref.name,
+                body,
+                namespace=ref.namespace,
+                patch_type=PatchType.STRATEGIC,
+                field_manager=FIELD_MANAGER,
+                dry_run=dry_run,
+            )
+
+    def patch(self, ref: WorkloadRef, body: Mapping[str, Any], *, dry_run: bool) -> dict[str, Any]:
+        """One strategic-merge patch (field manager ``cloudtaser``); the patched object."""
+        return _to_dict(self._run(self._patch(ref, dict(body), dry_run)))
+
+    def secret_keys(self, namespace: str, name: str) -> list[str] | None:
+        """The keys (never the values) of a Secret, ``None`` when it does not exist. Cached:
+        only the main thread checks drift."""
+        from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
+
+        key = (namespace, name)
+        if key not in self._secret_keys:
+            action = f"read the keys of Secret {namespace}/{name} (drift check)"
+            secret = self._run(self._get(Secret, name, namespace, action))
+            self._secret_keys[key] = (
+                sorted((secret.data or {}).keys()) if secret is not None else None
+            )
+            del secret
+        return self._secret_keys[key]
+
+    def close(self) -> None:
+        """Close the client and stop the loop thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._run(self._client.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+    def __enter__(self) -> WorkloadAPI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
