@@ -161,11 +161,11 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover). Not part of plain ``nox``: they take minutes and measure, they do not test.
+    discover, protect). Not part of plain ``nox``: they take minutes and measure, they do not test.
     """
     _build_testenv(session)
     _install(session, "test")
-    names = session.posargs or ["plan_load", "apply_plan", "verify_plan", "discover"]
+    names = session.posargs or ["plan_load", "apply_plan", "verify_plan", "discover", "protect"]
     for name in names:
         session.log(f"benchmark: {name}")
         session.run("python", f"benchmarks/{name}.py", env=_testenv_env())

@@ -109,7 +109,7 @@ def _argv(
     verb: str,
     plan: Path,
     *args: str,
-    poll: str | None = "0.2",
+    poll: str | None = "200ms",
     vault: bool = True,
 ) -> list[str]:
     """``python -m cloudtaser target <verb> --plan … --kubeconfig …`` for this cluster."""
@@ -557,7 +557,7 @@ def test_protect_resumes_after_sigkill_at_random_points_without_a_second_rollout
         specs = [_spec(kind, name, ns, min_ready_seconds=3) for kind, name in items]
         _setup(kube_client, ns, specs)
     plan = _write_plan(tmp_path / "plan.yaml", layout)
-    argv = _argv(cluster, "protect", plan, "--yes", "--timeout", "60s", poll="0.1")
+    argv = _argv(cluster, "protect", plan, "--yes", "--timeout", "60s", poll="100ms")
     rng = random.Random(int(os.environ.get("CLOUDTASER_KILL_SEED", "20260101")))
     kills = 0
     half_done = 0  # kills that landed between a patch and its plan write
