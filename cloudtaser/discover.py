@@ -32,7 +32,6 @@ inject-secret-<name>``          annotation's KV v2 path as ``vaultPath``, no fie
 from __future__ import annotations
 
 import re
-import string
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ from cloudtaser.annotations import INJECT
 from cloudtaser.errors import ClusterAuthError, ClusterError, ConfigError, PlanError
 from cloudtaser.naming import safe_mount_path, safe_segment
 from cloudtaser.plan import (
+    DEFAULT_KV_MOUNT,
+    DEFAULT_PATH_TEMPLATE,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     ENV_VAR,
@@ -52,6 +53,8 @@ from cloudtaser.plan import (
     MigrationPlan,
     WorkloadKind,
     WorkloadStatus,
+    template_problem,
+    tenant_scope,
 )
 
 __all__ = [
@@ -93,9 +96,7 @@ INJECT_ANNOTATION: Final = INJECT
 #: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
 VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
-DEFAULT_KV_MOUNT: Final = "secret"
 #: Shared layout: clusters that use the same Secret names in the same namespaces share paths.
-DEFAULT_PATH_TEMPLATE: Final = "{mount}/data/{namespace}/{secret}"
 #: Isolated layout: every cluster has its own subtree (``--isolate``).
 ISOLATED_PATH_TEMPLATE: Final = "{mount}/data/{cluster}/{namespace}/{secret}"
 #: Page size of every list call.
@@ -412,26 +413,9 @@ class PathTemplate:
     cluster: str = "cluster"
 
     def __post_init__(self) -> None:
-        fields: set[str] = set()
-        try:
-            parsed = list(string.Formatter().parse(self.template))
-        except ValueError as exc:
-            raise ConfigError(f"path template {self.template!r}: {exc}") from None
-        for _literal, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if name not in _PLACEHOLDERS or spec or conversion:
-                raise ConfigError(
-                    f"path template {self.template!r}: unknown placeholder {{{name}}}; use "
-                    "{mount}, {cluster}, {namespace} and {secret}"
-                )
-            fields.add(name)
-        missing = {"namespace", "secret"} - fields
-        if missing:
-            raise ConfigError(
-                f"path template {self.template!r} must contain {{namespace}} and {{secret}} "
-                "(otherwise tenants or Secrets would share vault paths)"
-            )
+        problem = template_problem(self.template)  # the rule book: injective templates only
+        if problem is not None:
+            raise ConfigError(f"path template {self.template!r} {problem}")
         if not safe_mount_path(self.mount):
             raise ConfigError(f"KV mount {self.mount!r} is not a valid mount name")
         if not safe_segment(self.cluster):
@@ -467,6 +451,12 @@ class PathTemplate:
     def rendered_mount(self) -> str:
         """The KV mount the rendered paths live in."""
         return self._format("namespace", "secret").partition("/data/")[0]
+
+    def scope(self, namespace: str) -> re.Pattern[str]:
+        """Every path this template may give ``namespace`` (the rule book's tenant scope)."""
+        return tenant_scope(
+            self.template, namespace=namespace, mount=self.mount, cluster=self.cluster
+        )
 
 
 def default_plan_name(context: str, cluster_name: str = "") -> str:
@@ -786,7 +776,6 @@ def _workload_entry(
             builder.note(ref.secret, "envFrom", "the Secret has no keys")
 
     # Vault Agent
-    kv_mount = ctx.options.kv_mount
     for agent in agents:
         if not _AGENT_NAME_RE.fullmatch(agent.name):
             skip_reasons.append(
@@ -798,16 +787,32 @@ def _workload_entry(
         if path is None:
             skip_reasons.append(f"Vault Agent secret {agent.name!r}: path {note}")
             continue
-        if kv_mount is not None and path.partition("/data/")[0] != kv_mount:
+        # The rule book's tenant scope: cluster content (an annotation anyone who can edit
+        # the Deployment controls) must never widen this tenant's policy. The entry is kept
+        # for the reviewer, the workload skipped; only 'shared: true' can let it through.
+        plan_mount = ctx.template.rendered_mount()
+        if path.partition("/data/")[0] != plan_mount:
             skip_reasons.append(
                 f"Vault Agent secret {agent.name!r}: path {path} is outside the plan's KV "
-                f"mount {kv_mount!r}"
+                f"mount {plan_mount!r} (if intended, a reviewer adds it marked 'shared: true')"
             )
             continue
+        outside = None
+        if not ctx.template.scope(ns).fullmatch(path):
+            outside = (
+                f"outside namespace {ns}'s scope under the path template {ctx.template.template!r}"
+            )
         agent_paths[source] = path
         builder.touch(source, "vaultAgent")
         if note:
             builder.note(source, "vaultAgent", note)
+        if outside is not None:
+            builder.note(source, "vaultAgent", f"not granted: {outside}")
+            skip_reasons.append(
+                f"Vault Agent secret {agent.name!r}: path {path} is {outside}; a namespace "
+                "never gains another tenant's paths (if intended, a reviewer marks the secret "
+                "'shared: true' and sets the status to pending)"
+            )
         builder.note(
             source,
             "vaultAgent",
@@ -961,6 +966,8 @@ def build_plan(
     if options.kv_mount:
         metadata["kvMount"] = options.kv_mount
     metadata["pathTemplate"] = options.path_template
+    if template.uses_cluster and template.cluster != name:
+        metadata["pathCluster"] = template.cluster
     unread = list(dict.fromkeys(_one_line(u, 1000) for u in unreadable))
     if unread:
         metadata["unread"] = unread

@@ -32,6 +32,8 @@ from cloudtaser.errors import PlanError
 __all__ = [
     "API_VERSION",
     "DEFAULT_AUTH_MOUNT",
+    "DEFAULT_KV_MOUNT",
+    "DEFAULT_PATH_TEMPLATE",
     "KIND",
     "MAX_PLAN_BYTES",
     "MigrationPlan",
@@ -43,18 +45,27 @@ __all__ = [
     "Workload",
     "WorkloadKind",
     "WorkloadStatus",
+    "check_isolation",
     "dump",
     "dumps",
+    "isolation_problems",
     "json_schema",
     "load",
     "loads",
+    "plan_kv_mount",
     "save",
     "split_vault_path",
+    "template_problem",
+    "tenant_scope",
 ]
 
 API_VERSION: Final = "cloudtaser.io/v1"
 KIND: Final = "MigrationPlan"
 DEFAULT_AUTH_MOUNT: Final = "kubernetes"
+#: The KV v2 mount ``{mount}`` stands for when the plan records no ``kvMount``.
+DEFAULT_KV_MOUNT: Final = "secret"
+#: The vault path naming of discover; also the tenant scope of a plan that records none.
+DEFAULT_PATH_TEMPLATE: Final = "{mount}/data/{namespace}/{secret}"
 #: Plans are hand-reviewed YAML; anything past this is not a plan (or is an attack).
 MAX_PLAN_BYTES: Final = 64 * 1024 * 1024
 
@@ -145,6 +156,10 @@ class SecretRef(_Base, kw_only=True):
     optional: bool = False
     #: A reviewer-facing remark from discovery (e.g. "Secret not found in the cluster").
     note: OneLine | None = None
+    #: Set by a reviewer, never by discover: this path lies outside the tenant's own scope
+    #: (another tenant's paths, another KV mount) or is used by several tenants, on purpose.
+    #: Without it apply-plan and protect refuse such a path (see :func:`isolation_problems`).
+    shared: bool = False
 
     @property
     def mount(self) -> str:
@@ -234,6 +249,10 @@ class Tenant(_Base, kw_only=True):
     name: DnsLabel
     namespace: DnsLabel
     workloads: list[Workload]
+    # --- extensions (optional) ---
+    #: A KV v2 path prefix (``<mount>/data/<segments>``) that belongs to this tenant besides
+    #: the scope the path template gives it (e.g. a legacy layout); reviewer-set.
+    path_prefix: VaultPath | None = None
 
     def __post_init__(self) -> None:
         seen: dict[tuple[str, str], int] = {}
@@ -260,8 +279,13 @@ class PlanMetadata(_Base, kw_only=True):
     auth_mount: MountName | None = None
     #: The KV v2 mount every ``vaultPath`` must live in (absent: any, taken per path).
     kv_mount: MountName | None = None
-    #: The naming template discovery used for vault paths (informational).
+    #: The naming template discovery used for vault paths. It also defines each tenant's
+    #: scope (absent: ``{mount}/data/{namespace}/{secret}``); see :func:`tenant_scope`.
     path_template: OneLine | None = None
+    #: The value of ``{cluster}`` in ``pathTemplate`` (absent: the plan name).
+    path_cluster: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(?!\n)$")] | None = (
+        None
+    )
     #: What discovery could not read (e.g. a namespace or Secrets it had no permission for):
     #: the plan does not cover these. Absent or empty: discovery read everything it needed.
     unread: list[NonEmptyLine] = msgspec.field(default_factory=list)
@@ -313,6 +337,212 @@ class MigrationPlan(_Base, kw_only=True):
         for tenant in self.tenants:
             for workload in tenant.workloads:
                 yield tenant, workload
+
+
+# --- the rule book: path templates and tenant isolation --------------------------------------
+#
+# One tenant must never gain another tenant's secrets through the plan. Discover names paths
+# with an injective template ({namespace} is a whole segment), so each tenant owns a disjoint
+# *scope*; discover skips (with a reason) anything outside it; apply-plan, protect and
+# 'plan validate' refuse a plan in which an active workload names a path outside its tenant's
+# scope, a path inside another tenant's scope, a path several tenants use, or a second KV mount,
+# unless a reviewer marked that secret ``shared: true``.
+
+_TEMPLATE_FIELDS: Final = frozenset({"mount", "cluster", "namespace", "secret"})
+_SCOPE_SEGMENT: Final = "[A-Za-z0-9_-][A-Za-z0-9._-]*"
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot name vault paths safely, or None.
+
+    It must use ``{namespace}`` and ``{secret}`` exactly once each; ``{namespace}`` must be a
+    whole path segment after ``<mount>/data/`` and ``{secret}`` must share its segment with no
+    other placeholder. Then two (namespace, Secret) pairs never render the same path (the
+    template is injective): ``{mount}/data/{namespace}-{secret}`` maps ``team``/``x-db`` and
+    ``team-x``/``db`` to one path and is refused.
+    """
+    import string  # noqa: PLC0415
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return str(exc)
+    counts: dict[str, int] = {}
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in _TEMPLATE_FIELDS or spec or conversion:
+            return (
+                f"unknown placeholder {{{name}}}; use {{mount}}, {{cluster}}, {{namespace}} and "
+                "{secret}"
+            )
+        counts[name] = counts.get(name, 0) + 1
+    if counts.get("namespace") != 1 or counts.get("secret") != 1:
+        return (
+            "must contain {namespace} and {secret} exactly once (otherwise tenants or Secrets "
+            "would share vault paths)"
+        )
+    segments = template.split("/")
+    if "data" not in segments[1:]:
+        return "does not render a KV v2 API path <mount>/data/<path>"
+    after_data = segments[segments.index("data", 1) + 1 :]
+    if "{namespace}" not in after_data:
+        return (
+            "must have {namespace} as a whole path segment after <mount>/data/ (e.g. "
+            "{mount}/data/{namespace}/{secret}); anything else lets two tenants share a path"
+        )
+    secret_segment = next(s for s in segments if "{secret}" in s)
+    if secret_segment.count("{") != 1:
+        return "must not put another placeholder into the path segment of {secret}"
+    return None
+
+
+def plan_kv_mount(plan: MigrationPlan) -> str | None:
+    """The one KV mount of the plan: ``kvMount``, else the template's literal mount, else the
+    mount every active non-shared path uses (None when they use several, or none)."""
+    if plan.metadata.kv_mount:
+        return plan.metadata.kv_mount
+    template = plan.metadata.path_template or DEFAULT_PATH_TEMPLATE
+    literal = template.partition("/data/")[0]
+    if "{" not in literal and literal:
+        return literal
+    mounts = {
+        secret.vault_path.partition("/data/")[0]
+        for _tenant, workload in plan.iter_workloads()
+        if workload.effective_status is not WorkloadStatus.SKIPPED
+        for secret in workload.secrets
+        if not secret.shared
+    }
+    return mounts.pop() if len(mounts) == 1 else None
+
+
+def tenant_scope(template: str, *, namespace: str, mount: str, cluster: str) -> re.Pattern[str]:
+    """The paths ``template`` can give ``namespace``: ``{secret}`` stands for any segment (and,
+    when it ends the template, any deeper path below it, as Vault Agent paths may be)."""
+    import string  # noqa: PLC0415
+
+    values = {"mount": mount, "cluster": cluster, "namespace": namespace}
+    out: list[str] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        out.append(re.escape(literal))
+        if name == "secret":
+            out.append(_SCOPE_SEGMENT)
+        elif name is not None:
+            out.append(re.escape(values[name]))
+    if template.endswith("{secret}"):
+        out.append(f"(?:/{_SCOPE_SEGMENT})*")
+    return re.compile("".join(out))
+
+
+def _in_prefix(path: str, prefix: str | None) -> bool:
+    return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
+
+
+def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
+    """``(location, problem)`` for every active secret that could widen a tenant's policy.
+
+    Skipped workloads are ignored (they get no grant). A secret marked ``shared: true`` is
+    allowed anywhere in a KV mount (the reviewer decided it); everything else must lie in its
+    tenant's scope (template or ``pathPrefix``), in no other tenant's scope, in the plan's one
+    KV mount, and be used by this tenant only.
+    """
+    template = plan.metadata.path_template or DEFAULT_PATH_TEMPLATE
+    problem = template_problem(template)
+    if problem is not None:
+        return [("$.metadata.pathTemplate", f"path template {template!r} {problem}")]
+    mount = plan_kv_mount(plan)
+    cluster = plan.metadata.path_cluster or plan.metadata.name
+    problems: list[tuple[str, str]] = []
+    scopes = {
+        tenant.name: tenant_scope(
+            template,
+            namespace=tenant.namespace,
+            mount=mount or DEFAULT_KV_MOUNT,
+            cluster=cluster,
+        )
+        for tenant in plan.tenants
+    }
+    users: dict[str, set[str]] = {}
+    for t_index, tenant in enumerate(plan.tenants):
+        for w_index, workload in enumerate(tenant.workloads):
+            if workload.effective_status is WorkloadStatus.SKIPPED:
+                continue
+            for s_index, secret in enumerate(workload.secrets):
+                path = secret.vault_path
+                users.setdefault(path, set())
+                if not secret.shared:
+                    users[path].add(tenant.name)
+                if secret.shared:
+                    continue
+                where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}].vaultPath"
+                hint = (
+                    "; if this is intended, mark the secret 'shared: true' (a reviewer's "
+                    "decision, see docs/plan-format.md)"
+                )
+                if mount is None:
+                    problems.append(
+                        (
+                            where,
+                            f"{path!r}: the plan's paths span several KV mounts; set "
+                            f"metadata.kvMount or mark the other mounts' secrets shared{hint}",
+                        )
+                    )
+                    continue
+                if secret.vault_path.partition("/data/")[0] != mount:
+                    problems.append(
+                        (where, f"{path!r} is outside the plan's KV mount {mount!r}{hint}")
+                    )
+                    continue
+                own = bool(scopes[tenant.name].fullmatch(path)) or _in_prefix(
+                    path, tenant.path_prefix
+                )
+                if not own:
+                    problems.append(
+                        (
+                            where,
+                            f"{path!r} is outside the scope of tenant {tenant.name!r} "
+                            f"(namespace {tenant.namespace}, path template {template!r})"
+                            f"{hint}",
+                        )
+                    )
+                    continue
+                others = sorted(
+                    other.name
+                    for other in plan.tenants
+                    if other.name != tenant.name
+                    and (scopes[other.name].fullmatch(path) or _in_prefix(path, other.path_prefix))
+                )
+                if others:
+                    problems.append(
+                        (
+                            where,
+                            f"{path!r} also lies in the scope of tenant(s) {', '.join(others)}"
+                            f"{hint}",
+                        )
+                    )
+    for path, tenants in users.items():
+        if len(tenants) > 1:
+            problems.append(
+                (
+                    "$.tenants",
+                    f"{path!r} is used by tenants {', '.join(sorted(tenants))}: each of them would "
+                    "get read on it; mark every use 'shared: true' if this is intended",
+                )
+            )
+    return problems
+
+
+def check_isolation(plan: MigrationPlan, *, source: str = "<plan>") -> None:
+    """Raise :class:`PlanError` naming every :func:`isolation_problems` entry (at most 20)."""
+    problems = isolation_problems(plan)
+    if not problems:
+        return
+    shown = "; ".join(f"{where}: {what}" for where, what in problems[:20])
+    more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+    raise PlanError(
+        f"the plan would let a tenant read secrets outside its own scope: {shown}{more}",
+        source=source,
+    )
 
 
 def split_vault_path(vault_path: str) -> tuple[str, str]:
@@ -468,6 +698,33 @@ def loads(text: str | bytes, *, source: str = "<string>") -> MigrationPlan:
         return _loads(text, source)
 
 
+#: What a reviewer's terminal does not show as written: NUL (the YAML parser stops there
+#: silently), C0 controls but newline (and CR of a CRLF), DEL, C1 controls, and the Unicode
+#: bidi / invisible format characters that reorder or hide text.
+_HIDDEN_CHARACTERS: Final = re.compile(
+    "[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u2069\ufeff]|\r(?!\n)"
+)
+
+
+def _refuse_hidden_characters(text: str, source: str) -> None:
+    """The rule book: a plan must read the same to a reviewer's eyes and to the parser."""
+    found = _HIDDEN_CHARACTERS.search(text, 1 if text.startswith("\ufeff") else 0)
+    if found is None:
+        return
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    char = found.group()
+    name = f"U+{ord(char):04X}"
+    raise PlanError(
+        f"line {line}, column {column}: the plan contains the control or invisible character "
+        f"{name}; a terminal or a review tool may not show it, so what a reviewer sees would "
+        "not be what runs. Remove it (only printable text, newlines and CRLF are allowed; "
+        "write tabs as spaces)",
+        source=source,
+    )
+
+
 def _loads(text: str | bytes, source: str) -> MigrationPlan:
     if len(text) > MAX_PLAN_BYTES:
         raise PlanError(
@@ -481,6 +738,7 @@ def _loads(text: str | bytes, source: str) -> MigrationPlan:
             raise PlanError(
                 f"not UTF-8 text (invalid byte at offset {exc.start})", source=source
             ) from None
+    _refuse_hidden_characters(text, source)
     try:
         data = yaml_rs.loads(
             text,

@@ -897,6 +897,7 @@ def protect(
         wanted=lambda w: w.effective_status == WorkloadStatus.PENDING,
         summary="{todo} pending of {selected} selected workload(s)",
         step=lambda runner, t, w: _protect_one(runner, t, w, vault_address),
+        isolate=True,
     )
 
 
@@ -937,12 +938,16 @@ def _run(
     wanted: Callable[[Workload], bool],
     summary: str,
     step: Callable[[_Runner, Tenant, Workload], Callable[[], None] | None],
+    isolate: bool = False,
 ) -> RunReport:
     """What protect and unprotect share: take the plan lock (not with ``dry_run``), load the
     plan, select the ``wanted`` workloads, say how many (``summary`` is formatted with
     ``todo`` and ``selected``) and :func:`_drive` ``step`` over them."""
     with _maybe_locked(path, options):
         plan = planlib.load(path)
+        if isolate:
+            # the rule book: never point a tenant's pods at paths outside its scope
+            planlib.check_isolation(plan, source=str(path))
         options.selection.check(plan)
         selected = [(t, w) for t, w in plan.iter_workloads() if options.selection.matches(t, w)]
         runner = _Runner(

@@ -37,6 +37,7 @@ from cloudtaser.plan import (
     PLAN_NAME,
     MigrationPlan,
     WorkloadStatus,
+    check_isolation,
     split_vault_path,
 )
 
@@ -375,6 +376,8 @@ def build_grants(
                 audience=audience,
             )
         )
+    # the rule book: no tenant reads outside its own scope unless a reviewer marked it shared
+    check_isolation(plan)
     return grants, skipped
 
 

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from cloudtaser import plan as planlib
+from tests.integration.source_helpers import (
+    enable_k8s_auth,
+    plan_dict,
+    run_cli,
+    unique,
+    workload,
+    write_plan,
+)
 from tests.testenv.cluster import Cluster
+from tests.testenv.openbao import BaoServer
 from tests.testenv.workloads import (
     ContainerSpec,
     create_namespace,
@@ -230,3 +239,118 @@ def test_unsendable_token_never_reaches_connect_export(
     _token_parts_absent(token, run.stdout + run.stderr)
     if conn.exists():
         _token_parts_absent(token, conn.read_text())
+
+
+# -- finding 2: cluster content must not widen a tenant's policy -------------------------------
+
+
+def test_hostile_vault_agent_annotation_grants_nothing_outside_the_tenant(
+    cluster: Cluster, kube_client: Any, openbao: BaoServer, kv_mount: str, tmp_path: Path
+) -> None:
+    tag = secrets.token_hex(3)
+    hostile, billing = f"hostile-{tag}", f"billing-{tag}"
+    auth = enable_k8s_auth(openbao, unique("k8s"))
+    for ns in (hostile, billing):
+        create_namespace(kube_client, ns)
+    try:
+        openbao.api_ok("POST", f"{kv_mount}/data/{billing}/db", {"data": {"pw": CANARY}})
+        create_workload(
+            kube_client,
+            deployment(
+                "thief",
+                hostile,
+                pod_annotations={
+                    "vault.hashicorp.com/agent-inject": "true",
+                    "vault.hashicorp.com/agent-inject-secret-db": f"{kv_mount}/data/{billing}/db",
+                    "vault.hashicorp.com/agent-inject-secret-pay": f"{kv_mount}/{billing}/db",
+                },
+            ),
+        )
+        create_workload(
+            kube_client,
+            deployment(
+                "api",
+                billing,
+                pod_annotations={
+                    "vault.hashicorp.com/agent-inject": "true",
+                    "vault.hashicorp.com/agent-inject-secret-db": f"{kv_mount}/data/{billing}/db",
+                },
+            ),
+        )
+        plan = tmp_path / "plan.yaml"
+        found = discover(
+            cluster.kubeconfig, hostile, plan, "-n", billing, "--kv-mount", kv_mount,
+            "--auth-mount", auth,
+        )  # fmt: skip
+        assert found.returncode in (0, 1), found.stderr
+        loaded = planlib.load(plan)
+        by_ns = {t.namespace: t.workloads[0] for t in loaded.tenants}
+        assert by_ns[hostile].status is planlib.WorkloadStatus.SKIPPED
+        assert "outside namespace" in (by_ns[hostile].reason or "")
+        assert by_ns[billing].status is planlib.WorkloadStatus.PENDING
+        # the reviewer fills in fields; apply-plan grants billing its path, hostile nothing
+        for _t, w in loaded.iter_workloads():
+            for s in w.secrets:
+                s.fields = {"pw": f"PW_{s.source.split(':')[1].upper()}"}
+        planlib.save(loaded, plan)
+        applied = run_cli(openbao, "source", "apply-plan", str(plan))
+        assert applied.returncode == 0, applied.stderr
+        name = loaded.metadata.name.lower()
+        assert (
+            openbao.api("GET", f"sys/policies/acl/cloudtaser-{name}-{hostile}").status_code == 404
+        )
+        billing_policy = openbao.api_ok("GET", f"sys/policies/acl/cloudtaser-{name}-{billing}")
+        assert f"{kv_mount}/data/{billing}/db" in billing_policy["data"]["policy"]
+
+        # a careless (or hostile) edit flips the status: refused before any request
+        text = plan.read_text()
+        flipped = text.replace("status: skipped", "status: pending")
+        assert flipped != text
+        plan.write_text(flipped)
+        mark = openbao.audit_mark()
+        refused = run_cli(openbao, "source", "apply-plan", str(plan))
+        assert refused.returncode == 2
+        assert f"outside the scope of tenant '{hostile}'" in refused.stderr
+        assert openbao.requests_since(mark) == []
+        protect = cloudtaser(
+            "target", "protect", "--plan", str(plan), "--kubeconfig", str(cluster.kubeconfig),
+            "--vault-address", "https://vault.example.com:8200", "--yes",
+        )  # fmt: skip
+        assert protect.returncode == 2
+        assert "outside the scope" in protect.stderr
+        assert plan.read_text() == flipped
+    finally:
+        for ns in (hostile, billing):
+            delete_namespace(kube_client, ns)
+
+
+# -- finding 3: what a reviewer sees is what runs ----------------------------------------------
+
+
+def test_nul_byte_before_status_skipped_is_refused_by_a_real_apply_plan(
+    openbao: BaoServer, kv_mount: str, tmp_path: Path
+) -> None:
+    auth = enable_k8s_auth(openbao, unique("k8s"))
+    plan = tmp_path / "plan.yaml"
+    write_plan(
+        plan,
+        plan_dict(
+            unique("nul"),
+            {
+                "victim": [
+                    workload("w", {f"{kv_mount}/data/victim/db": {"k": "K"}}, status="skipped")
+                ]
+            },
+            auth_mount=auth,
+        ),
+    )
+    text = plan.read_text()
+    plan.write_text(text.replace("status: skipped", "\x00status: skipped"))
+    mark = openbao.audit_mark()
+
+    run = run_cli(openbao, "source", "apply-plan", str(plan))
+
+    assert run.returncode == 2
+    assert "U+0000" in run.stderr
+    assert "\x00" not in run.stderr
+    assert openbao.requests_since(mark) == []
