@@ -83,6 +83,9 @@ class VaultTarget:
     ca_cert: str | None = None
     verify_tls: bool = True
     timeout: float = 30.0
+    #: Follow 307/308 redirects to another origin (host or port). Off by default: the token
+    #: (or a login's JWT) would go with the request to wherever the server points.
+    cross_origin_redirects: bool = False
 
     def __repr__(self) -> str:
         token = "<set>" if self.token else "<unset>"
@@ -107,6 +110,7 @@ def resolve_vault_target(
     skip_verify: bool | None = None,
     timeout: float = 30.0,
     require_token: bool = True,
+    cross_origin_redirects: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> VaultTarget:
     """Resolve flags and environment into a :class:`VaultTarget`.
@@ -153,6 +157,7 @@ def resolve_vault_target(
         ca_cert=ca_cert,
         verify_tls=not skip_verify,
         timeout=timeout,
+        cross_origin_redirects=cross_origin_redirects,
     )
 
 

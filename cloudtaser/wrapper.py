@@ -350,7 +350,9 @@ def prepare(environ: Mapping[str, str], *, client: OpenBaoClient | None = None) 
             verify_tls=config.verify_tls,
             timeout=config.timeout,
         )
-        client = OpenBaoClient(target, pool_size=4, retry=RetryPolicy(deadline=60.0))
+        client = OpenBaoClient(
+            target, pool_size=4, retry=RetryPolicy(deadline=60.0, command_deadline=120.0)
+        )
     try:
         login(client, config)
         try:

@@ -195,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if verbosity > 0:
                 import traceback  # noqa: PLC0415
 
-                traceback.print_exception(exc, file=sys.stderr)
+                from cloudtaser.sanitize import scrub_credentials  # noqa: PLC0415
+
+                # a chained library exception may quote a credential: scrub the whole text
+                text = "".join(traceback.format_exception(exc))
+                sys.stderr.write(scrub_credentials(text))
             else:
                 print("cloudtaser: run again with -v for a traceback", file=sys.stderr)
         return code

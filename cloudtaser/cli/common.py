@@ -186,6 +186,13 @@ def add_vault_options(
         default=None,
         help="DANGEROUS: do not verify the vault's TLS certificate (also $VAULT_SKIP_VERIFY)",
     )
+    group.add_argument(
+        "--allow-cross-origin-redirects",
+        action="store_true",
+        default=False,
+        help="follow a vault's 307/308 redirect to another host or port (default: same origin "
+        "only, since the token goes with it; https is never downgraded)",
+    )
 
 
 def add_output_option(parser: argparse.ArgumentParser) -> None:
@@ -210,6 +217,7 @@ def vault_target(args: argparse.Namespace, *, require_token: bool = True) -> Vau
         ca_cert=getattr(args, "ca_cert", None),
         skip_verify=getattr(args, "tls_skip_verify", None),
         require_token=require_token,
+        cross_origin_redirects=bool(getattr(args, "allow_cross_origin_redirects", False)),
     )
     if target.tls_insecure:
         print(
@@ -237,8 +245,14 @@ def cluster_session(args: argparse.Namespace) -> KubeSession:
     return connect(cluster_target(args))
 
 
+#: Total time the vault requests of one ``source`` command may take (docs/source-commands.md).
+COMMAND_DEADLINE = 1800.0
+
+
 def vault_client(args: argparse.Namespace, *, pool_size: int) -> OpenBaoClient:
     """A client for the vault named by ``args`` (use it in a ``with`` block)."""
-    from cloudtaser.source.openbao import OpenBaoClient  # noqa: PLC0415
+    from cloudtaser.source.openbao import OpenBaoClient, RetryPolicy  # noqa: PLC0415
 
-    return OpenBaoClient(vault_target(args), pool_size=pool_size)
+    # every request of one command, retries included, ends within COMMAND_DEADLINE
+    retry = RetryPolicy(command_deadline=COMMAND_DEADLINE)
+    return OpenBaoClient(vault_target(args), pool_size=pool_size, retry=retry)

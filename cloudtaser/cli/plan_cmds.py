@@ -66,6 +66,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     for path in args.plans:
         try:
             loaded = planlib.load(path)
+            planlib.check_isolation(loaded, source=str(path))
         except PlanError as exc:
             failed += 1
             print(f"cloudtaser: invalid: {exc}", file=sys.stderr)

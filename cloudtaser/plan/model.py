@@ -31,6 +31,8 @@ from cloudtaser.fileio import atomic_write
 from cloudtaser.plan import rules
 from cloudtaser.plan.rules import (
     DEFAULT_AUTH_MOUNT,
+    DEFAULT_KV_MOUNT,
+    DEFAULT_PATH_TEMPLATE,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     ENV_VAR,
@@ -40,11 +42,15 @@ from cloudtaser.plan.rules import (
     PLAN_NAME,
     SOURCE_REF,
     VAULT_PATH,
+    template_problem,
+    tenant_scope,
 )
 
 __all__ = [
     "API_VERSION",
     "DEFAULT_AUTH_MOUNT",
+    "DEFAULT_KV_MOUNT",
+    "DEFAULT_PATH_TEMPLATE",
     "KIND",
     "MAX_PLAN_BYTES",
     "MigrationPlan",
@@ -56,14 +62,19 @@ __all__ = [
     "Workload",
     "WorkloadKind",
     "WorkloadStatus",
+    "check_isolation",
     "dump",
     "dumps",
+    "isolation_problems",
     "json_schema",
     "load",
     "loads",
+    "plan_kv_mount",
     "rule_problem",
     "save",
     "split_vault_path",
+    "template_problem",
+    "tenant_scope",
 ]
 
 API_VERSION: Final = "cloudtaser.io/v1"
@@ -136,6 +147,10 @@ class SecretRef(_Base, kw_only=True):
     optional: bool = False
     #: A reviewer-facing remark from discovery (e.g. "Secret not found in the cluster").
     note: OneLine | None = None
+    #: Set by a reviewer, never by discover: this path lies outside the tenant's own scope
+    #: (another tenant's paths, another KV mount) or is used by several tenants, on purpose.
+    #: Without it apply-plan and protect refuse such a path (see :func:`isolation_problems`).
+    shared: bool = False
 
     @property
     def mount(self) -> str:
@@ -225,6 +240,10 @@ class Tenant(_Base, kw_only=True):
     name: DnsLabel
     namespace: DnsLabel
     workloads: list[Workload]
+    # --- extensions (optional) ---
+    #: A KV v2 path prefix (``<mount>/data/<segments>``) that belongs to this tenant besides
+    #: the scope the path template gives it (e.g. a legacy layout); reviewer-set.
+    path_prefix: VaultPath | None = None
 
     def __post_init__(self) -> None:
         seen: dict[tuple[str, str], int] = {}
@@ -251,8 +270,13 @@ class PlanMetadata(_Base, kw_only=True):
     auth_mount: MountName | None = None
     #: The KV v2 mount every ``vaultPath`` must live in (absent: any, taken per path).
     kv_mount: MountName | None = None
-    #: The naming template discovery used for vault paths (informational).
+    #: The naming template discovery used for vault paths. It also defines each tenant's
+    #: scope (absent: ``{mount}/data/{namespace}/{secret}``); see :func:`tenant_scope`.
     path_template: OneLine | None = None
+    #: The value of ``{cluster}`` in ``pathTemplate`` (absent: the plan name).
+    path_cluster: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(?!\n)$")] | None = (
+        None
+    )
     #: What discovery could not read (e.g. a namespace or Secrets it had no permission for):
     #: the plan does not cover these. Absent or empty: discovery read everything it needed.
     unread: list[NonEmptyLine] = msgspec.field(default_factory=list)
@@ -332,6 +356,145 @@ def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
                     where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}]"
                     return f"{where}.vaultPath", problem
     return None
+
+
+# --- the rule book: path templates and tenant isolation --------------------------------------
+#
+# One tenant must never gain another tenant's secrets through the plan. Discover names paths
+# with an injective template ({namespace} is a whole segment), so each tenant owns a disjoint
+# *scope*; discover skips (with a reason) anything outside it; apply-plan, protect and
+# 'plan validate' refuse a plan in which an active workload names a path outside its tenant's
+# scope, a path inside another tenant's scope, a path several tenants use, or a second KV mount,
+# unless a reviewer marked that secret ``shared: true``.
+
+
+def plan_kv_mount(plan: MigrationPlan) -> str | None:
+    """The one KV mount of the plan: ``kvMount``, else the template's literal mount, else the
+    mount every active non-shared path uses (None when they use several, or none)."""
+    if plan.metadata.kv_mount:
+        return plan.metadata.kv_mount
+    template = plan.metadata.path_template or DEFAULT_PATH_TEMPLATE
+    literal = template.partition("/data/")[0]
+    if "{" not in literal and literal:
+        return literal
+    mounts = {
+        secret.vault_path.partition("/data/")[0]
+        for _tenant, workload in plan.iter_workloads()
+        if workload.effective_status is not WorkloadStatus.SKIPPED
+        for secret in workload.secrets
+        if not secret.shared
+    }
+    return mounts.pop() if len(mounts) == 1 else None
+
+
+def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
+    """``(location, problem)`` for every active secret that could widen a tenant's policy.
+
+    Skipped workloads are ignored (they get no grant). A secret marked ``shared: true`` is
+    allowed anywhere in a KV mount (the reviewer decided it); everything else must lie in its
+    tenant's scope (template or ``pathPrefix``), in no other tenant's scope, in the plan's one
+    KV mount, and be used by this tenant only.
+    """
+    template = plan.metadata.path_template or DEFAULT_PATH_TEMPLATE
+    problem = template_problem(template)
+    if problem is not None:
+        return [("$.metadata.pathTemplate", f"path template {template!r} {problem}")]
+    mount = plan_kv_mount(plan)
+    cluster = plan.metadata.path_cluster or plan.metadata.name
+    problems: list[tuple[str, str]] = []
+    scopes = {
+        tenant.name: tenant_scope(
+            template,
+            namespace=tenant.namespace,
+            mount=mount or DEFAULT_KV_MOUNT,
+            cluster=cluster,
+        )
+        for tenant in plan.tenants
+    }
+    users: dict[str, set[str]] = {}
+    for t_index, tenant in enumerate(plan.tenants):
+        for w_index, workload in enumerate(tenant.workloads):
+            if workload.effective_status is WorkloadStatus.SKIPPED:
+                continue
+            for s_index, secret in enumerate(workload.secrets):
+                path = secret.vault_path
+                users.setdefault(path, set())
+                if not secret.shared:
+                    users[path].add(tenant.name)
+                if secret.shared:
+                    continue
+                where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}].vaultPath"
+                hint = (
+                    "; if this is intended, mark the secret 'shared: true' (a reviewer's "
+                    "decision, see docs/plan-format.md)"
+                )
+                if mount is None:
+                    problems.append(
+                        (
+                            where,
+                            f"{path!r}: the plan's paths span several KV mounts; set "
+                            f"metadata.kvMount or mark the other mounts' secrets shared{hint}",
+                        )
+                    )
+                    continue
+                if secret.vault_path.partition("/data/")[0] != mount:
+                    problems.append(
+                        (where, f"{path!r} is outside the plan's KV mount {mount!r}{hint}")
+                    )
+                    continue
+                own = bool(scopes[tenant.name].fullmatch(path)) or rules.path_in_prefix(
+                    path, tenant.path_prefix
+                )
+                if not own:
+                    problems.append(
+                        (
+                            where,
+                            f"{path!r} is outside the scope of tenant {tenant.name!r} "
+                            f"(namespace {tenant.namespace}, path template {template!r})"
+                            f"{hint}",
+                        )
+                    )
+                    continue
+                others = sorted(
+                    other.name
+                    for other in plan.tenants
+                    if other.name != tenant.name
+                    and (
+                        scopes[other.name].fullmatch(path)
+                        or rules.path_in_prefix(path, other.path_prefix)
+                    )
+                )
+                if others:
+                    problems.append(
+                        (
+                            where,
+                            f"{path!r} also lies in the scope of tenant(s) {', '.join(others)}"
+                            f"{hint}",
+                        )
+                    )
+    for path, tenants in users.items():
+        if len(tenants) > 1:
+            problems.append(
+                (
+                    "$.tenants",
+                    f"{path!r} is used by tenants {', '.join(sorted(tenants))}: each of them would "
+                    "get read on it; mark every use 'shared: true' if this is intended",
+                )
+            )
+    return problems
+
+
+def check_isolation(plan: MigrationPlan, *, source: str = "<plan>") -> None:
+    """Raise :class:`PlanError` naming every :func:`isolation_problems` entry (at most 20)."""
+    problems = isolation_problems(plan)
+    if not problems:
+        return
+    shown = "; ".join(f"{where}: {what}" for where, what in problems[:20])
+    more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+    raise PlanError(
+        f"the plan would let a tenant read secrets outside its own scope: {shown}{more}",
+        source=source,
+    )
 
 
 def split_vault_path(vault_path: str) -> tuple[str, str]:
@@ -500,6 +663,9 @@ def _loads(text: str | bytes, source: str) -> MigrationPlan:
             raise PlanError(
                 f"not UTF-8 text (invalid byte at offset {exc.start})", source=source
             ) from None
+    hidden = rules.hidden_character_problem(text)
+    if hidden is not None:
+        raise PlanError(hidden, source=source)
     try:
         data = yaml_rs.loads(
             text,

@@ -28,10 +28,13 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_AUTH_MOUNT",
+    "DEFAULT_KV_MOUNT",
+    "DEFAULT_PATH_TEMPLATE",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "ENV_VAR",
     "FIELD_NAME",
+    "ISOLATED_PATH_TEMPLATE",
     "MAX_DNS_LABEL",
     "MAX_DNS_SUBDOMAIN",
     "MAX_ENV_VAR",
@@ -50,6 +53,7 @@ __all__ = [
     "VAULT_PATH",
     "auth_mount_problem",
     "fit_segment",
+    "hidden_character_problem",
     "is_dns_label",
     "is_dns_subdomain",
     "is_env_var",
@@ -57,11 +61,14 @@ __all__ = [
     "is_plan_name",
     "is_reserved_mount",
     "kv_mount_problem",
+    "path_in_prefix",
     "policy_name",
     "role_name",
     "safe_mount_path",
     "safe_segment",
     "shown",
+    "template_problem",
+    "tenant_scope",
     "valid_role_name",
     "vault_path_problem",
 ]
@@ -69,6 +76,12 @@ __all__ = [
 PREFIX: Final = "cloudtaser"
 #: A plan that records no auth mount uses this Kubernetes auth mount (``auth/kubernetes``).
 DEFAULT_AUTH_MOUNT: Final = "kubernetes"
+#: The KV v2 mount ``{mount}`` stands for when the plan records no ``kvMount``.
+DEFAULT_KV_MOUNT: Final = "secret"
+#: The vault path naming of discover; also the tenant scope of a plan that records none.
+DEFAULT_PATH_TEMPLATE: Final = "{mount}/data/{namespace}/{secret}"
+#: ``--isolate``: every cluster has its own subtree.
+ISOLATED_PATH_TEMPLATE: Final = "{mount}/data/{cluster}/{namespace}/{secret}"
 
 #: Mount names the vault reserves: never a KV engine or a cluster's Kubernetes auth method.
 #: Compared case-insensitively on the first segment (``SYS``, ``Sys/x`` are reserved too).
@@ -260,3 +273,112 @@ def vault_path_problem(vault_path: str, *, allowed_mount: str | None = None) -> 
     if allowed_mount is not None and mount != allowed_mount:
         return f"{what} is outside the plan's KV mount {allowed_mount!r}"
     return None
+
+
+# --- path templates and tenant scopes (the plan-level checks are model.isolation_problems) ----
+#
+# One tenant must never gain another tenant's secrets through the plan. Discover names paths
+# with an injective template ({namespace} is a whole segment), so each tenant owns a disjoint
+# *scope*; discover skips (with a reason) anything outside it; apply-plan, protect and
+# 'plan validate' refuse a plan in which an active workload names a path outside its tenant's
+# scope, a path inside another tenant's scope, a path several tenants use, or a second KV mount,
+# unless a reviewer marked that secret ``shared: true``.
+
+_TEMPLATE_FIELDS: Final = frozenset({"mount", "cluster", "namespace", "secret"})
+_SCOPE_SEGMENT: Final = "[A-Za-z0-9_-][A-Za-z0-9._-]*"
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot name vault paths safely, or None.
+
+    It must use ``{namespace}`` and ``{secret}`` exactly once each; ``{namespace}`` must be a
+    whole path segment after ``<mount>/data/`` and ``{secret}`` must share its segment with no
+    other placeholder. Then two (namespace, Secret) pairs never render the same path (the
+    template is injective): ``{mount}/data/{namespace}-{secret}`` maps ``team``/``x-db`` and
+    ``team-x``/``db`` to one path and is refused.
+    """
+    import string  # noqa: PLC0415
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return str(exc)
+    counts: dict[str, int] = {}
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if name not in _TEMPLATE_FIELDS or spec or conversion:
+            return (
+                f"unknown placeholder {{{name}}}; use {{mount}}, {{cluster}}, {{namespace}} and "
+                "{secret}"
+            )
+        counts[name] = counts.get(name, 0) + 1
+    if counts.get("namespace") != 1 or counts.get("secret") != 1:
+        return (
+            "must contain {namespace} and {secret} exactly once (otherwise tenants or Secrets "
+            "would share vault paths)"
+        )
+    segments = template.split("/")
+    if "data" not in segments[1:]:
+        return "does not render a KV v2 API path <mount>/data/<path>"
+    after_data = segments[segments.index("data", 1) + 1 :]
+    if "{namespace}" not in after_data:
+        return (
+            "must have {namespace} as a whole path segment after <mount>/data/ (e.g. "
+            "{mount}/data/{namespace}/{secret}); anything else lets two tenants share a path"
+        )
+    secret_segment = next(s for s in segments if "{secret}" in s)
+    if secret_segment.count("{") != 1:
+        return "must not put another placeholder into the path segment of {secret}"
+    return None
+
+
+def tenant_scope(template: str, *, namespace: str, mount: str, cluster: str) -> re.Pattern[str]:
+    """The paths ``template`` can give ``namespace``: ``{secret}`` stands for any segment (and,
+    when it ends the template, any deeper path below it, as Vault Agent paths may be)."""
+    import string  # noqa: PLC0415
+
+    values = {"mount": mount, "cluster": cluster, "namespace": namespace}
+    out: list[str] = []
+    for literal, name, _spec, _conv in string.Formatter().parse(template):
+        out.append(re.escape(literal))
+        if name == "secret":
+            out.append(_SCOPE_SEGMENT)
+        elif name is not None:
+            out.append(re.escape(values[name]))
+    if template.endswith("{secret}"):
+        out.append(f"(?:/{_SCOPE_SEGMENT})*")
+    return re.compile("".join(out))
+
+
+def path_in_prefix(path: str, prefix: str | None) -> bool:
+    """True when ``path`` is ``prefix`` or lies below it."""
+    return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
+
+
+# --- what a reviewer sees -----------------------------------------------------------------------
+
+#: What a reviewer's terminal does not show as written: NUL (the YAML parser stops there
+#: silently), C0 controls but newline (and CR of a CRLF), DEL, C1 controls, and the Unicode
+#: bidi / invisible format characters that reorder or hide text.
+_HIDDEN_CHARACTERS: Final = re.compile(
+    "[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u2069\ufeff]|\r(?!\n)"
+)
+
+
+def hidden_character_problem(text: str) -> str | None:
+    """A plan must read the same to a reviewer's eyes and to the parser: why not, or None."""
+    found = _HIDDEN_CHARACTERS.search(text, 1 if text.startswith("\ufeff") else 0)
+    if found is None:
+        return None
+    line = text.count("\n", 0, found.start()) + 1
+    column = found.start() - (text.rfind("\n", 0, found.start()) + 1) + 1
+    char = found.group()
+    name = f"U+{ord(char):04X}"
+    return (
+        f"line {line}, column {column}: the plan contains the control or invisible character "
+        f"{name}; a terminal or a review tool may not show it, so what a reviewer sees would "
+        "not be what runs. Remove it (only printable text, newlines and CRLF are allowed; "
+        "write tabs as spaces)"
+    )

@@ -37,6 +37,7 @@ from typing import Any, Final, NoReturn
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from cloudtaser.config import VaultTarget
@@ -47,6 +48,7 @@ from cloudtaser.errors import (
     VaultSealedError,
     VaultUnreachableError,
 )
+from cloudtaser.sanitize import printable, scrub_credentials, shown
 
 __all__ = [
     "KvMount",
@@ -61,6 +63,12 @@ log = logging.getLogger("cloudtaser.source.openbao")
 _IDEMPOTENT_METHODS: Final = frozenset({"GET", "LIST", "HEAD"})
 _MAX_REDIRECTS: Final = 3
 _MAX_ERROR_CHARS: Final = 300
+#: How many ``errors`` of one answer are shown (a hostile server may send 200,000).
+_MAX_ERRORS_SHOWN: Final = 10
+#: The largest answer body read from a vault (documented in docs/source-commands.md). A LIST of
+#: 100,000 keys is about 5 MiB; anything past this is refused, never buffered.
+MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+_READ_CHUNK: Final = 64 * 1024
 #: Path characters sent unescaped; everything else is percent-encoded.
 _PATH_SAFE: Final = "/-._~"
 
@@ -78,6 +86,11 @@ class RetryPolicy:
 
     #: A 429 means "slow down", not "failed": it is retried until ``deadline`` or this many tries.
     max_rate_limited_attempts: int = 60
+    #: Total time for one HTTP exchange (connect, send, headers and the whole body): a server
+    #: that drips its answer cannot hold a request longer than this.
+    exchange_deadline: float = 60.0
+    #: Total time for every request of one client (one command), or None for no limit.
+    command_deadline: float | None = None
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based).
@@ -144,9 +157,12 @@ def _errors_of(body: Any) -> list[str]:
     if not isinstance(errors, list):
         return []
     out = []
-    for item in errors:
-        text = " ".join(str(item).split())  # "1 error occurred:\n\t* permission denied" -> one line
-        out.append(text[:_MAX_ERROR_CHARS])
+    for item in errors[:_MAX_ERRORS_SHOWN]:
+        text = " ".join(str(item)[: _MAX_ERROR_CHARS * 4].split())  # "1 error occurred:\n\t* …"
+        # server text reaches the terminal: credentials scrubbed, control characters escaped
+        out.append(shown(text, limit=_MAX_ERROR_CHARS))
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        out.append(f"(and {len(errors) - _MAX_ERRORS_SHOWN} more errors not shown)")
     return out
 
 
@@ -174,8 +190,14 @@ class OpenBaoClient:
     ) -> None:
         self._address = target.address.rstrip("/")
         self._namespace = target.namespace
+        self._cross_origin_redirects = target.cross_origin_redirects
         self._timeout = (min(10.0, target.timeout), target.timeout)
         self._retry = retry or RetryPolicy()
+        self._command_ends = (
+            time.monotonic() + self._retry.command_deadline
+            if self._retry.command_deadline is not None
+            else None
+        )
         self._token = token if token is not None else target.token
         self._warned_rate_limit = False
         self._lock = threading.Lock()
@@ -186,7 +208,14 @@ class OpenBaoClient:
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.headers.update({"X-Vault-Request": "true", "Accept": "application/json"})
+        session.headers.update(
+            {
+                "X-Vault-Request": "true",
+                "Accept": "application/json",
+                # no compression: the body cap below counts what is really held in memory
+                "Accept-Encoding": "identity",
+            }
+        )
         session.trust_env = False  # no .netrc, no proxy surprises for a vault address
         if target.ca_cert:
             session.verify = target.ca_cert
@@ -287,13 +316,21 @@ class OpenBaoClient:
     ) -> Reply:
         policy = self._retry
         started = time.monotonic()
+        ends = started + policy.deadline
+        if self._command_ends is not None:
+            ends = min(ends, self._command_ends)
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
             try:
                 reply = self._send_following_redirects(
-                    method, url, json=json, params=params, auth=auth
+                    method,
+                    url,
+                    json=json,
+                    params=params,
+                    auth=auth,
+                    ends=min(ends, time.monotonic() + policy.exchange_deadline),
                 )
             except requests.exceptions.SSLError as exc:
                 # An untrusted or mismatched certificate does not heal by retrying.
@@ -305,6 +342,8 @@ class OpenBaoClient:
                 error: Exception = exc
                 reason = "connection failed"
             except requests.exceptions.Timeout as exc:  # ReadTimeout: the server may have acted
+                if time.monotonic() >= ends - 0.05:
+                    raise self._deadline_passed() from exc
                 retryable = idempotent
                 error = exc
                 reason = "timed out"
@@ -332,7 +371,7 @@ class OpenBaoClient:
                 if attempt >= limit or not retryable:
                     return reply  # translated by the caller, with status and errors
                 delay = policy.delay(attempt, retry_after)
-                if time.monotonic() - started + delay > policy.deadline:
+                if time.monotonic() + delay > ends:
                     return reply
                 log.debug("%s: %s; retry %d in %.2fs", shown, reason, attempt, delay)
                 time.sleep(delay)
@@ -340,7 +379,7 @@ class OpenBaoClient:
             if not retryable or attempt >= policy.max_attempts:
                 raise self._unreachable(error) from error
             delay = policy.delay(attempt, None)
-            if time.monotonic() - started + delay > policy.deadline:
+            if time.monotonic() + delay > ends:
                 raise self._unreachable(error) from error
             log.info("%s: %s; retry %d in %.2fs", shown, reason, attempt, delay)
             time.sleep(delay)
@@ -353,9 +392,13 @@ class OpenBaoClient:
         json: Any,
         params: Mapping[str, str],
         auth: bool,
+        ends: float,
     ) -> Reply:
         headers = self._headers(auth=auth)
         for _hop in range(_MAX_REDIRECTS + 1):
+            remaining = ends - time.monotonic()
+            if remaining <= 0:
+                raise self._deadline_passed()
             with self._lock:
                 self._requests_sent += 1
             response = self._session.request(
@@ -364,8 +407,9 @@ class OpenBaoClient:
                 json=json,
                 params=params or None,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=(min(self._timeout[0], remaining), min(self._timeout[1], remaining)),
                 allow_redirects=False,
+                stream=True,  # the body is read by _read_body: capped and against the deadline
             )
             if response.status_code in (307, 308) and "Location" in response.headers:
                 target = urljoin(url, response.headers["Location"])
@@ -375,14 +419,75 @@ class OpenBaoClient:
                         f"the vault at {self._address} redirected to a non-https address; "
                         "refusing to send the token there"
                     )
+                if not self._cross_origin_redirects and _origin(target) != _origin(url):
+                    response.close()
+                    raise VaultError(
+                        f"the vault at {self._address} redirected to another origin "
+                        f"({printable(_origin_text(target), limit=200)}); refusing to send the "
+                        "token there. Point --openbao-addr at the active node, or pass "
+                        "--allow-cross-origin-redirects if that host is trusted"
+                    )
                 log.debug("following %s redirect to %s", response.status_code, target)
                 response.close()
                 url, params = target, {}  # Location already carries the query string
                 continue
-            return _decode(response)
+            try:
+                body = self._read_body(response, ends)
+            finally:
+                response.close()
+            return _decode(response, body)
         raise VaultError(
             f"the vault at {self._address} redirected more than {_MAX_REDIRECTS} times; "
             "point --openbao-addr at the active node"
+        )
+
+    def _read_body(self, response: requests.Response, ends: float) -> bytes:
+        """The whole body, at most :data:`MAX_RESPONSE_BYTES`, finished before ``ends``."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise self._too_large()
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                remaining = ends - time.monotonic()
+                if remaining <= 0:
+                    raise self._deadline_passed()
+                _set_read_timeout(raw, min(remaining, self._timeout[1]))
+                chunk = raw.read1(_READ_CHUNK)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._too_large()
+                chunks.append(chunk)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            if ends - time.monotonic() <= 0.05:
+                raise self._deadline_passed() from None
+            raise requests.exceptions.ReadTimeout(str(exc)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise requests.exceptions.ConnectionError(type(exc).__name__) from None
+        return b"".join(chunks)
+
+    def _too_large(self) -> VaultError:
+        return VaultError(
+            f"the vault at {self._address} sent an answer larger than "
+            f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; refusing to read it (a vault never "
+            "answers this much: check the address)"
+        )
+
+    def _deadline_passed(self) -> VaultUnreachableError:
+        return VaultUnreachableError(
+            f"the vault at {self._address} did not complete its answer within the deadline "
+            f"({self._retry.exchange_deadline:g} s per request, {self._retry.deadline:g} s with "
+            "retries"
+            + (
+                f", {self._retry.command_deadline:g} s per command"
+                if self._retry.command_deadline is not None
+                else ""
+            )
+            + "); check the address, the network path and the server's load"
         )
 
     def _unreachable(self, exc: Exception) -> VaultUnreachableError:
@@ -446,7 +551,13 @@ class OpenBaoClient:
             message = f"{where}{ns}: not found (HTTP 404){said}"
         else:
             message = f"{where}{ns} failed (HTTP {status}){said}"
-        raise VaultHTTPError(message, status=status, path=path, errors=errors, method=method)
+        raise VaultHTTPError(
+            scrub_credentials(message, [self._token]),
+            status=status,
+            path=path,
+            errors=errors,
+            method=method,
+        )
 
     # --- generic operations -----------------------------------------------------------------
 
@@ -629,9 +740,35 @@ def _maybe_sent(exc: requests.exceptions.ConnectionError) -> bool:
     return not any(marker in text for marker in never_sent)
 
 
-def _decode(response: requests.Response) -> Reply:
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in."""
+    parts = urlsplit(url)
     try:
-        body: Any = response.json() if response.content else None
+        port = parts.port
     except ValueError:
+        port = -1
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80 if parts.scheme == "http" else None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+def _set_read_timeout(raw: Any, seconds: float) -> None:
+    """Bound the next socket read of a streamed urllib3 response by ``seconds``."""
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.001))
+
+
+def _decode(response: requests.Response, content: bytes) -> Reply:
+    import json as jsonlib  # noqa: PLC0415
+
+    try:
+        body: Any = jsonlib.loads(content) if content else None
+    except (ValueError, RecursionError):
         body = None
     return Reply(status=response.status_code, body=body, headers=response.headers)

@@ -34,6 +34,7 @@ from cloudtaser.errors import OperationError, PlanError
 from cloudtaser.plan import (
     MigrationPlan,
     WorkloadStatus,
+    check_isolation,
     rules,
     split_vault_path,
 )
@@ -320,6 +321,8 @@ def build_grants(
                 audience=audience,
             )
         )
+    # the rule book: no tenant reads outside its own scope unless a reviewer marked it shared
+    check_isolation(plan)
     return grants, skipped
 
 

@@ -32,7 +32,6 @@ inject-secret-<name>``          annotation's KV v2 path as ``vaultPath``, no fie
 from __future__ import annotations
 
 import re
-import string
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,8 @@ from cloudtaser.plan import (
     rules,
 )
 from cloudtaser.plan.rules import (
+    DEFAULT_KV_MOUNT,
+    DEFAULT_PATH_TEMPLATE,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     ENV_VAR,
@@ -63,6 +64,8 @@ from cloudtaser.plan.rules import (
     PLAN_NAME,
     VAULT_PATH,
     safe_segment,
+    template_problem,
+    tenant_scope,
 )
 from cloudtaser.target.annotations import INJECT
 from cloudtaser.target.podspec import (
@@ -119,9 +122,7 @@ DEFAULT_EXCLUDED_NAMESPACES: Final = (
 #: Pod-template annotation of an already protected workload (see ``cloudtaser.target.annotations``).
 INJECT_ANNOTATION: Final = INJECT
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
-DEFAULT_KV_MOUNT: Final = "secret"
 #: Shared layout: clusters that use the same Secret names in the same namespaces share paths.
-DEFAULT_PATH_TEMPLATE: Final = "{mount}/data/{namespace}/{secret}"
 #: Isolated layout: every cluster has its own subtree (``--isolate``).
 ISOLATED_PATH_TEMPLATE: Final = "{mount}/data/{cluster}/{namespace}/{secret}"
 #: Page size of every list call.
@@ -169,26 +170,9 @@ class PathTemplate:
     cluster: str = "cluster"
 
     def __post_init__(self) -> None:
-        fields: set[str] = set()
-        try:
-            parsed = list(string.Formatter().parse(self.template))
-        except ValueError as exc:
-            raise ConfigError(f"path template {self.template!r}: {exc}") from None
-        for _literal, name, spec, conversion in parsed:
-            if name is None:
-                continue
-            if name not in _PLACEHOLDERS or spec or conversion:
-                raise ConfigError(
-                    f"path template {self.template!r}: unknown placeholder {{{name}}}; use "
-                    "{mount}, {cluster}, {namespace} and {secret}"
-                )
-            fields.add(name)
-        missing = {"namespace", "secret"} - fields
-        if missing:
-            raise ConfigError(
-                f"path template {self.template!r} must contain {{namespace}} and {{secret}} "
-                "(otherwise tenants or Secrets would share vault paths)"
-            )
+        problem = template_problem(self.template)  # the rule book: injective templates only
+        if problem is not None:
+            raise ConfigError(f"path template {self.template!r} {problem}")
         problem = rules.kv_mount_problem(self.mount)
         if problem is not None:
             raise ConfigError(problem)
@@ -235,6 +219,12 @@ class PathTemplate:
     def rendered_mount(self) -> str:
         """The KV mount the rendered paths live in."""
         return self._format("namespace", "secret").partition("/data/")[0]
+
+    def scope(self, namespace: str) -> re.Pattern[str]:
+        """Every path this template may give ``namespace`` (the rule book's tenant scope)."""
+        return tenant_scope(
+            self.template, namespace=namespace, mount=self.mount, cluster=self.cluster
+        )
 
 
 def default_plan_name(context: str, cluster_name: str = "") -> str:
@@ -560,7 +550,6 @@ def _workload_entry(
             builder.note(ref.secret, "envFrom", "the Secret has no keys")
 
     # Vault Agent
-    kv_mount = ctx.options.kv_mount
     for agent in agents:
         if not _AGENT_NAME_RE.fullmatch(agent.name):
             skip_reasons.append(
@@ -572,16 +561,32 @@ def _workload_entry(
         if path is None:
             skip_reasons.append(f"Vault Agent secret {agent.name!r}: path {note}")
             continue
-        if kv_mount is not None and path.partition("/data/")[0] != kv_mount:
+        # The rule book's tenant scope: cluster content (an annotation anyone who can edit
+        # the Deployment controls) must never widen this tenant's policy. The entry is kept
+        # for the reviewer, the workload skipped; only 'shared: true' can let it through.
+        plan_mount = ctx.template.rendered_mount()
+        if path.partition("/data/")[0] != plan_mount:
             skip_reasons.append(
                 f"Vault Agent secret {agent.name!r}: path {path} is outside the plan's KV "
-                f"mount {kv_mount!r}"
+                f"mount {plan_mount!r} (if intended, a reviewer adds it marked 'shared: true')"
             )
             continue
+        outside = None
+        if not ctx.template.scope(ns).fullmatch(path):
+            outside = (
+                f"outside namespace {ns}'s scope under the path template {ctx.template.template!r}"
+            )
         agent_paths[source] = path
         builder.touch(source, "vaultAgent")
         if note:
             builder.note(source, "vaultAgent", note)
+        if outside is not None:
+            builder.note(source, "vaultAgent", f"not granted: {outside}")
+            skip_reasons.append(
+                f"Vault Agent secret {agent.name!r}: path {path} is {outside}; a namespace "
+                "never gains another tenant's paths (if intended, a reviewer marks the secret "
+                "'shared: true' and sets the status to pending)"
+            )
         builder.note(
             source,
             "vaultAgent",
@@ -738,6 +743,8 @@ def build_plan(
     if options.kv_mount:
         metadata["kvMount"] = options.kv_mount
     metadata["pathTemplate"] = options.path_template
+    if template.uses_cluster and template.cluster != name:
+        metadata["pathCluster"] = template.cluster
     unread = list(dict.fromkeys(_one_line(u, 1000) for u in unreadable))
     if unread:
         metadata["unread"] = unread

@@ -478,6 +478,9 @@ class Step(abc.ABC):
     #: A refusal is recorded in the plan (the workload stays ``pending`` with the reason).
     records_refusals: bool = False
 
+    def check_plan(self, plan: MigrationPlan, *, source: str) -> None:  # noqa: B027
+        """Plan-wide rules this step enforces before touching anything (raise PlanError)."""
+
     @abc.abstractmethod
     def wanted(self, workload: Workload) -> bool:
         """Whether a selected workload is this step's to do (by its plan status)."""
@@ -509,26 +512,51 @@ def run(
     store = PlanStore(
         plan_path, actor=options.actor, lock=not options.dry_run, read_only=options.dry_run
     )
-    with store, WorkloadAPI(session) as cluster:
+    with store:
         plan = store.load()
+        step.check_plan(plan, source=str(plan_path))  # before the cluster is touched
         options.selection.check(plan)
         selected = [(t, w) for t, w in plan.iter_workloads() if options.selection.matches(t, w)]
-        engine = Engine(
-            cluster,
-            store,
-            options,
-            progress=progress,
-            decide=decide,
-            cancel=cancel or threading.Event(),
-        )
-        todo = [(t, w) for t, w in selected if step.wanted(w)]
-        engine.emit(
-            None,
-            step.summary.format(todo=len(todo), selected=len(selected))
-            + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
-        )
-        _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
-        return engine.report
+        with WorkloadAPI(session) as cluster:
+            return _run_loaded(
+                cluster,
+                store,
+                step,
+                options,
+                selected,
+                progress=progress,
+                decide=decide,
+                cancel=cancel,
+            )
+
+
+def _run_loaded(
+    cluster: WorkloadAPI,
+    store: PlanStore,
+    step: Step,
+    options: RunOptions,
+    selected: Sequence[tuple[Tenant, Workload]],
+    *,
+    progress: ProgressFn | None,
+    decide: DecideFn | None,
+    cancel: threading.Event | None,
+) -> RunReport:
+    engine = Engine(
+        cluster,
+        store,
+        options,
+        progress=progress,
+        decide=decide,
+        cancel=cancel or threading.Event(),
+    )
+    todo = [(t, w) for t, w in selected if step.wanted(w)]
+    engine.emit(
+        None,
+        step.summary.format(todo=len(todo), selected=len(selected))
+        + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
+    )
+    _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
+    return engine.report
 
 
 def _drive(

@@ -27,6 +27,7 @@ from cloudtaser.errors import (
     ClusterUnreachableError,
     ConfigError,
 )
+from cloudtaser.sanitize import shown
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient, Client, KubeConfig
@@ -188,6 +189,10 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
             for field in ("certificate-authority", "client-certificate", "client-key", "tokenFile"):
                 if isinstance(inner.get(field), str):
                     inner[field] = _resolve_path(original, inner[field])
+            if key == "users" and isinstance(inner.get("token"), str):
+                # kubectl trims a token's surrounding whitespace: YAML's block form
+                # (``token: |``) ends it with a newline, which no HTTP header may hold.
+                inner["token"] = inner["token"].strip()
             entry[inner_key] = inner
             plain[key].append(entry)
     try:
@@ -199,7 +204,9 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
             trust_env=False,
         )
     except (LkConfigError, KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"kubeconfig context {context!r} is not usable: {exc}") from None
+        raise ConfigError(
+            f"kubeconfig context {context!r} is not usable: {shown(str(exc))}"
+        ) from None
     except OSError as exc:
         raise ConfigError(
             f"kubeconfig context {context!r}: {exc.strerror}: {exc.filename}"
@@ -240,7 +247,7 @@ def api_errors(action: str) -> Iterator[None]:
         yield
     except ApiError as exc:
         code = getattr(exc.status, "code", None) or exc.response.status_code
-        reason = getattr(exc.status, "message", None) or str(code)
+        reason = shown(str(getattr(exc.status, "message", None) or code))
         if code == 401:
             raise ClusterAuthError(
                 f"cannot {action}: the API server rejected the credentials (401); refresh the "
@@ -256,7 +263,9 @@ def api_errors(action: str) -> Iterator[None]:
     except httpx2.TimeoutException as exc:
         raise ClusterUnreachableError(f"cannot {action}: the API server timed out") from exc
     except httpx2.TransportError as exc:
-        detail = str(exc) or type(exc).__name__
+        # The library may quote the request it could not send ("Illegal header value
+        # b'Bearer eyJ…'"): never copy its text without scrubbing credentials.
+        detail = shown(str(exc)) or type(exc).__name__
         raise ClusterUnreachableError(
             f"cannot {action}: cannot reach the API server ({detail})"
         ) from exc

@@ -34,7 +34,13 @@ from typing import Any
 
 import cloudtaser.target.annotations as ann
 from cloudtaser.errors import ConfigError
-from cloudtaser.plan.model import Tenant, Workload, WorkloadStatus
+from cloudtaser.plan.model import (
+    MigrationPlan,
+    Tenant,
+    Workload,
+    WorkloadStatus,
+    check_isolation,
+)
 from cloudtaser.plan.store import PlanLock, lock_path
 from cloudtaser.target.engine import (
     DecideFn,
@@ -305,6 +311,10 @@ class ProtectStep(Step):
 
     def __init__(self, vault_address: str) -> None:
         self.vault_address = vault_address
+
+    def check_plan(self, plan: MigrationPlan, *, source: str) -> None:
+        # the rule book: never point a tenant's pods at paths outside its scope
+        check_isolation(plan, source=source)
 
     def wanted(self, workload: Workload) -> bool:
         return workload.effective_status == WorkloadStatus.PENDING

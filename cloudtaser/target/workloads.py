@@ -60,12 +60,12 @@ class WorkloadAPI:
     """Read and patch workloads of one cluster from any thread; :meth:`close` when done."""
 
     def __init__(self, session: KubeSession) -> None:
+        self._client: AsyncClient = session.async_client()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="cloudtaser-kube-io", daemon=True
         )
         self._thread.start()
-        self._client: AsyncClient = session.async_client()
         self._secret_keys: dict[tuple[str, str], list[str] | None] = {}
         self._closed = False
 

@@ -56,13 +56,16 @@ def workload(
     *,
     sa: str | None = None,
     status: str | None = None,
+    shared: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """``secrets_``: vaultPath -> fields ({field: ENV})."""
+    """``secrets_``: vaultPath -> fields ({field: ENV}); paths in ``shared`` are marked
+    ``shared: true`` (outside the tenant's scope on purpose)."""
     w: dict[str, Any] = {
         "kind": "Deployment",
         "name": name,
         "secrets": [
             {"source": f"src-{i}", "vaultPath": path, "fields": fields}
+            | ({"shared": True} if path in shared else {})
             for i, (path, fields) in enumerate(secrets_.items())
         ],
     }

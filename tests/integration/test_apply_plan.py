@@ -52,6 +52,7 @@ def _two_tenant_plan(kv: str, auth: str, name: str) -> dict:
                     "api",
                     {f"{kv}/data/payments/db": {"user": "DB_USER"}, f"{kv}/data/shared/tls": {}},
                     sa="payments-api",
+                    shared=frozenset({f"{kv}/data/shared/tls"}),  # a reviewer's decision
                 ),
                 workload("worker", {f"{kv}/data/payments/db": {"password": "DB_PW"}}),
                 workload("legacy", {f"{kv}/data/payments/legacy": {}}, status="skipped"),
@@ -167,7 +168,7 @@ def test_dry_run_shows_create_update_unchanged_and_writes_nothing(
 def test_two_plans_sharing_tenant_names_and_paths_never_overwrite_each_other(
     openbao: BaoServer, kv_mount: str, auth_mount: str, tmp_path: Path
 ) -> None:
-    shared = f"{kv_mount}/data/shared/db"
+    shared = f"{kv_mount}/data/payments/db"
     a, b = unique("cluster-a"), unique("cluster-b")
     plan_a = plan_dict(
         a, {"payments": [workload("api", {shared: {}}, sa="a")]}, auth_mount=auth_mount
@@ -252,7 +253,9 @@ def test_kv_v1_and_missing_kv_mounts_fail_preflight_before_any_write(
         plan = planlib.loads(
             json.dumps(
                 plan_dict(
-                    unique("p"), {"t": [workload("w", {f"{v1}/data/x": {}})]}, auth_mount=auth_mount
+                    unique("p"),
+                    {"t": [workload("w", {f"{v1}/data/t/x": {}})]},
+                    auth_mount=auth_mount,
                 )
             )
         )
@@ -262,7 +265,7 @@ def test_kv_v1_and_missing_kv_mounts_fail_preflight_before_any_write(
             json.dumps(
                 plan_dict(
                     unique("p"),
-                    {"t": [workload("w", {"nosuchkv/data/x": {}})]},
+                    {"t": [workload("w", {"nosuchkv/data/t/x": {}})]},
                     auth_mount=auth_mount,
                 )
             )

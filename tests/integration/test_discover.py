@@ -354,6 +354,9 @@ def test_discover_records_vault_agent_paths(scene: Scene) -> None:
         ("vault-agent:config", "secret/data/legacy/config"),
     }
     assert all(s.via == "vaultAgent" for s in legacy.secrets)
+    # paths outside the namespace's scope: kept for review, never granted (issue 18, finding 2)
+    assert legacy.status is planlib.WorkloadStatus.SKIPPED
+    assert "outside namespace" in (legacy.reason or "")
 
 
 def test_discover_skips_protected_and_secretless_workloads(scene: Scene) -> None:

@@ -434,7 +434,7 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
         f"{shop}/Deployment/certs": "skipped",  # files only
         f"{shop}/Deployment/web": "pending",
         f"{shop}/StatefulSet/cache": "pending",
-        f"{pay}/Deployment/legacy": "pending",
+        f"{pay}/Deployment/legacy": "skipped",  # its agent path is outside the tenant's scope
         f"{pay}/DaemonSet/agent": "pending",
     }
     web_a = found_a[f"{shop}/Deployment/web"][1]
@@ -471,6 +471,10 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
     for _t, w in plan_a.iter_workloads():
         if w.name == "legacy":
             w.secrets[0].fields = {"dsn": "LEGACY_DSN"}
+            # the existing path lies outside the tenant's scope: the reviewer grants it on
+            # purpose, visibly (issue 18, finding 2)
+            w.secrets[0].shared = True
+            w.status = planlib.WorkloadStatus.PENDING
     planlib.save(plan_a, site_a.plan_path)
     sides.run(
         sides.cluster_only(), "plan", "validate", str(site_a.plan_path), str(site_b.plan_path)

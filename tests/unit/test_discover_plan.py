@@ -261,7 +261,7 @@ def test_vault_agent_paths_are_recorded_and_converted() -> None:
     result = build(
         [
             wl(
-                "ns",
+                "legacy",  # the paths lie in this namespace's scope
                 D,
                 "legacy",
                 tpl(

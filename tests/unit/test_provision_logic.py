@@ -102,7 +102,7 @@ def test_policy_grants_read_on_exactly_the_tenants_paths_with_managed_by_header(
 
 
 def test_names_include_the_plan_so_two_clusters_never_collide() -> None:
-    tenant = _tenant("payments", _workload("api", "secret/data/shared/db"))
+    tenant = _tenant("payments", _workload("api", "secret/data/payments/db"))
     a, _ = build_grants(_plan(tenant, name="cluster-a"))
     b, _ = build_grants(_plan(tenant, name="cluster-b"))
     assert a[0].policy != b[0].policy
@@ -110,7 +110,7 @@ def test_names_include_the_plan_so_two_clusters_never_collide() -> None:
 
 
 def test_names_are_lower_cased_the_way_openbao_stores_them() -> None:
-    grants, _ = build_grants(_plan(_tenant("t", _workload("w", "secret/data/x")), name="Prod-EU"))
+    grants, _ = build_grants(_plan(_tenant("t", _workload("w", "secret/data/t/x")), name="Prod-EU"))
     assert grants[0].policy == "cloudtaser-prod-eu-t"
     assert "plan=Prod-EU" in grants[0].policy_hcl
 
@@ -136,7 +136,7 @@ def test_skipped_workloads_grant_nothing_and_all_skipped_tenants_get_no_objects(
 
 
 def test_role_uses_plan_auth_mount_ttl_and_audience() -> None:
-    plan = _plan(_tenant("t", _workload("w", "kv/data/x")), auth="k8s-prod")
+    plan = _plan(_tenant("t", _workload("w", "kv/data/t/x")), auth="k8s-prod")
     grants, _ = build_grants(plan, token_ttl=900, audience="openbao")
     assert "role=auth/k8s-prod/role/cloudtaser-prod-eu-t" in grants[0].policy_hcl
     fields = grants[0].role_fields()
@@ -262,7 +262,7 @@ def test_render_policy_refuses_unvalidated_values() -> None:
 
 
 def _grant() -> TenantGrant:
-    grants, _ = build_grants(_plan(_tenant("t", _workload("w", "secret/data/x", sa="app"))))
+    grants, _ = build_grants(_plan(_tenant("t", _workload("w", "secret/data/t/x", sa="app"))))
     return grants[0]
 
 
@@ -270,9 +270,9 @@ def test_policy_diff() -> None:
     grant = _grant()
     assert policy_action(grant, "prod-eu", None) == (Action.CREATE, "")
     assert policy_action(grant, "prod-eu", grant.policy_hcl) == (Action.UNCHANGED, "")
-    stale = grant.policy_hcl.replace("secret/data/x", "secret/data/old")
+    stale = grant.policy_hcl.replace("secret/data/t/x", "secret/data/t/old")
     assert policy_action(grant, "prod-eu", stale)[0] is Action.UPDATE
-    foreign = 'path "secret/data/x" {\n  capabilities = ["read", "update"]\n}\n'
+    foreign = 'path "secret/data/t/x" {\n  capabilities = ["read", "update"]\n}\n'
     action, detail = policy_action(grant, "prod-eu", foreign)
     assert action is Action.CONFLICT
     assert "not created by cloudtaser" in detail

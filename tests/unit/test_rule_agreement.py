@@ -71,9 +71,12 @@ _MOUNTS = st.one_of(
 
 @st.composite
 def _vault_path(draw: st.DrawFn) -> str:
-    mount = draw(_MOUNTS)
-    segments = draw(st.lists(st.one_of(_segment(), _hostile_segment()), min_size=1, max_size=5))
-    path = "/".join([mount, "data", *segments])
+    mount = draw(st.one_of(st.just("secret"), _MOUNTS))
+    # mostly inside the tenant's own scope (<mount>/data/payments/<secret>), so the name and
+    # length rules are what decides; sometimes anywhere
+    scope = draw(st.sampled_from(["payments", "payments", "payments", "other"]))
+    segments = draw(st.lists(st.one_of(_segment(), _hostile_segment()), min_size=1, max_size=4))
+    path = "/".join([mount, "data", scope, *segments])
     if draw(st.booleans()):  # also reach the whole-path limit
         while len(path) < rules.MAX_VAULT_PATH - 10:
             path += "/" + draw(_segment(120))
@@ -118,13 +121,15 @@ def _plan_data(
 
 
 def _validate(data: dict[str, Any]) -> planlib.MigrationPlan | None:
-    """``plan validate``: the plan, or None when it is refused."""
+    """``plan validate`` (load, then the tenant-scope rules): the plan, or None if refused."""
     import json
 
     try:
-        return planlib.loads(json.dumps(data))  # JSON is YAML
+        plan = planlib.loads(json.dumps(data))  # JSON is YAML
+        planlib.check_isolation(plan)
     except PlanError:
         return None
+    return plan
 
 
 def _unchecked(data: dict[str, Any]) -> planlib.MigrationPlan:
