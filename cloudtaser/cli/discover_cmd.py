@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 from cloudtaser.cli.common import add_cluster_options, add_plan_argument, cluster_session
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import progress as _progress
+from cloudtaser.plan.rules import DEFAULT_PATH_TEMPLATE, ISOLATED_PATH_TEMPLATE
 
 if TYPE_CHECKING:
-    from cloudtaser.plan import MigrationPlan
     from cloudtaser.target.discover import DiscoveryResult
 
 __all__ = ["register"]
 
-# Kept in sync with cloudtaser.target.discover (importing it here would pull msgspec/yaml
-# into --help).
-_DEFAULT_TEMPLATE = "{mount}/data/{namespace}/{secret}"
-_ISOLATED_TEMPLATE = "{mount}/data/{cluster}/{namespace}/{secret}"
+# The rule book's template names (cloudtaser.plan.rules is standard library only, so --help
+# and completion stay fast).
+_DEFAULT_TEMPLATE = DEFAULT_PATH_TEMPLATE
+_ISOLATED_TEMPLATE = ISOLATED_PATH_TEMPLATE
 
 _DESCRIPTION = """\
 Scan one cluster (never a vault) for Deployments, StatefulSets and DaemonSets that consume
@@ -146,44 +146,6 @@ def register(groups: Any) -> None:
     parser.set_defaults(handler=_run_discover)
 
 
-def _existing_plan(path: str, force: bool) -> MigrationPlan | None:
-    """The plan at ``path`` that a new one would replace (checked before scanning)."""
-    from pathlib import Path  # noqa: PLC0415
-
-    from cloudtaser import plan as planlib  # noqa: PLC0415
-    from cloudtaser.errors import ConfigError, PlanError  # noqa: PLC0415
-
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError(f"--output-plan {path} is a directory")
-    if not target.parent.is_dir():
-        raise ConfigError(f"--output-plan {path}: directory {target.parent} does not exist")
-    if not target.exists() or force:
-        return None
-    try:
-        return planlib.load(target)
-    except PlanError:
-        raise ConfigError(
-            f"{path} exists and is not a valid plan; refusing to overwrite it (use --force, "
-            "or choose another file)"
-        ) from None
-
-
-def _check_overwrite(path: str, old: MigrationPlan | None, result: DiscoveryResult) -> None:
-    from cloudtaser.errors import ConfigError  # noqa: PLC0415
-    from cloudtaser.target.discover import recorded_progress  # noqa: PLC0415
-
-    if old is None:
-        return
-    lost = recorded_progress(old, result.plan)
-    if lost:
-        shown = "; ".join(lost[:5]) + (f"; and {len(lost) - 5} more" if len(lost) > 5 else "")
-        raise ConfigError(
-            f"{path} records progress that a new plan would lose ({shown}); write to another "
-            "file, or pass --force to replace it"
-        )
-
-
 def _summary(result: DiscoveryResult) -> None:
     s = result.summary
     _progress(
@@ -209,6 +171,7 @@ def _summary(result: DiscoveryResult) -> None:
 
 def _run_discover(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
+    from cloudtaser.plan.store import PlanStore, check_replace, existing_plan  # noqa: PLC0415
     from cloudtaser.target.discover import DiscoverOptions, discover  # noqa: PLC0415
 
     template = _ISOLATED_TEMPLATE if args.isolate else args.path_template or _DEFAULT_TEMPLATE
@@ -226,7 +189,7 @@ def _run_discover(args: argparse.Namespace) -> int:
         created_by=local_actor(),
     )
     options.validate()
-    old = None if args.output_plan == "-" else _existing_plan(args.output_plan, args.force)
+    old = None if args.output_plan == "-" else existing_plan(args.output_plan, force=args.force)
     with cluster_session(args) as session:
         _progress(f"discovering in context {session.context} ({session.server})")
         result = discover(session, options, progress=_progress)
@@ -234,8 +197,12 @@ def _run_discover(args: argparse.Namespace) -> int:
         sys.stdout.write(planlib.dumps(result.plan))
         sys.stdout.flush()
     else:
-        _check_overwrite(args.output_plan, old, result)
-        planlib.save(result.plan, args.output_plan)
+        # lock, re-read what is there now (another run may have recorded progress meanwhile),
+        # refuse to lose it, save atomically
+        with PlanStore(args.output_plan, actor=options.created_by or "discover") as store:
+            current = None if args.force or old is None else store.load_existing()
+            check_replace(args.output_plan, current, result.plan)
+            store.save(result.plan)
     _summary(result)
     if args.output_plan != "-":
         _progress(f"wrote {args.output_plan}")

@@ -19,14 +19,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.errors import LockError
+from cloudtaser.errors import ConfigError, LockError, PlanError
+from cloudtaser.plan.model import WorkloadStatus
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from cloudtaser.plan.model import MigrationPlan, Workload, WorkloadStatus
+    from cloudtaser.plan.model import MigrationPlan, Workload
 
-__all__ = ["PlanLock", "PlanStore", "lock_path", "one_line"]
+__all__ = [
+    "PlanLock",
+    "PlanStore",
+    "check_replace",
+    "existing_plan",
+    "lock_path",
+    "one_line",
+    "recorded_progress",
+]
 
 
 def one_line(text: str, limit: int = 1000) -> str:
@@ -248,3 +257,73 @@ class PlanStore:
         from cloudtaser.plan.model import save  # noqa: PLC0415
 
         save(plan, self.path)
+
+
+# --- replacing a plan (discover -o) ----------------------------------------------------------
+
+
+def recorded_progress(old: MigrationPlan, new: MigrationPlan) -> list[str]:
+    """Decisions recorded in ``old`` that replacing it with ``new`` would lose.
+
+    A workload counts as progress when it is ``migrated``, has a status history, or is
+    ``skipped`` where the new plan does not skip it for the same reason (a reviewer's or
+    protect's decision rather than discovery's own).
+    """
+    fresh = {(t.namespace, str(w.kind), w.name): w for t, w in new.iter_workloads()}
+    lost: list[str] = []
+    for tenant, wl in old.iter_workloads():
+        ident = (tenant.namespace, str(wl.kind), wl.name)
+        status = wl.effective_status
+        if status is WorkloadStatus.PENDING and not wl.history:
+            continue
+        again = fresh.get(ident)
+        if (
+            status is WorkloadStatus.SKIPPED
+            and not wl.history
+            and again is not None
+            and again.effective_status is WorkloadStatus.SKIPPED
+            and again.reason == wl.reason
+        ):
+            continue
+        lost.append(f"{wl.kind} {tenant.namespace}/{wl.name} is {status}")
+    return lost
+
+
+def existing_plan(path: str | os.PathLike[str], *, force: bool) -> MigrationPlan | None:
+    """The plan at ``path`` that a new one would replace (``None``: no file, or ``force``).
+
+    Checked before a command does its work: a directory, a missing parent directory or a
+    file that is not a valid plan (never overwritten without ``force``) is a ConfigError.
+    """
+    from cloudtaser.plan.model import load  # noqa: PLC0415
+
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--output-plan {path} is a directory")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--output-plan {path}: directory {target.parent} does not exist")
+    if not target.exists() or force:
+        return None
+    try:
+        return load(target)
+    except PlanError:
+        raise ConfigError(
+            f"{path} exists and is not a valid plan; refusing to overwrite it (use --force, "
+            "or choose another file)"
+        ) from None
+
+
+def check_replace(
+    path: str | os.PathLike[str], old: MigrationPlan | None, new: MigrationPlan
+) -> None:
+    """Never lose recorded progress: refuse (ConfigError) when replacing ``old`` with ``new``
+    would drop a decision (:func:`recorded_progress`)."""
+    if old is None:
+        return
+    lost = recorded_progress(old, new)
+    if lost:
+        shown = "; ".join(lost[:5]) + (f"; and {len(lost) - 5} more" if len(lost) > 5 else "")
+        raise ConfigError(
+            f"{os.fspath(path)} records progress that a new plan would lose ({shown}); write "
+            "to another file, or pass --force to replace it"
+        )

@@ -61,12 +61,14 @@ from cloudtaser.plan.rules import (
     DNS_SUBDOMAIN,
     ENV_VAR,
     FIELD_NAME,
+    ISOLATED_PATH_TEMPLATE,
     PLAN_NAME,
     VAULT_PATH,
     safe_segment,
     template_problem,
     tenant_scope,
 )
+from cloudtaser.plan.store import recorded_progress
 from cloudtaser.target.annotations import INJECT
 from cloudtaser.target.podspec import (
     VAULT_AGENT_SECRET_PREFIX,
@@ -123,8 +125,6 @@ DEFAULT_EXCLUDED_NAMESPACES: Final = (
 INJECT_ANNOTATION: Final = INJECT
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
 #: Shared layout: clusters that use the same Secret names in the same namespaces share paths.
-#: Isolated layout: every cluster has its own subtree (``--isolate``).
-ISOLATED_PATH_TEMPLATE: Final = "{mount}/data/{cluster}/{namespace}/{secret}"
 #: Page size of every list call.
 CHUNK_SIZE: Final = 500
 #: Up to this many Secrets are read with one GET each; beyond it, Secrets are listed.
@@ -799,33 +799,6 @@ def build_plan(
         unreadable=tuple(unread),
         summary=summary,
     )
-
-
-def recorded_progress(old: MigrationPlan, new: MigrationPlan) -> list[str]:
-    """Decisions recorded in ``old`` that replacing it with ``new`` would lose.
-
-    A workload counts as progress when it is ``migrated``, has a status history, or is
-    ``skipped`` where the new plan does not skip it for the same reason (a reviewer's or
-    protect's decision rather than discovery's own).
-    """
-    fresh = {(t.namespace, str(w.kind), w.name): w for t, w in new.iter_workloads()}
-    lost: list[str] = []
-    for tenant, wl in old.iter_workloads():
-        ident = (tenant.namespace, str(wl.kind), wl.name)
-        status = wl.effective_status
-        if status is WorkloadStatus.PENDING and not wl.history:
-            continue
-        again = fresh.get(ident)
-        if (
-            status is WorkloadStatus.SKIPPED
-            and not wl.history
-            and again is not None
-            and again.effective_status is WorkloadStatus.SKIPPED
-            and again.reason == wl.reason
-        ):
-            continue
-        lost.append(f"{wl.kind} {tenant.namespace}/{wl.name} is {status}")
-    return lost
 
 
 # --- cluster I/O ---------------------------------------------------------------------------
