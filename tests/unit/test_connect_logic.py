@@ -17,13 +17,12 @@ from cloudtaser.connect import (
     ClusterConnection,
     ConnectOptions,
     ReviewerMode,
-    _config_differences,
-    _desired_config,
-    _Record,
     read_connection_file,
     validate_auth_mount,
     write_connection_file,
 )
+from cloudtaser.connect.model import _Record
+from cloudtaser.connect.vault import _config_differences, _desired_config
 from cloudtaser.errors import ConfigError
 
 

@@ -1,0 +1,353 @@
+"""The cluster side of target connect (Kubernetes only): reviewer ServiceAccount, system:auth-
+delegator binding checked by SubjectAccessReview, TokenRequest, cluster identity and CA.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from cloudtaser.config import local_actor
+from cloudtaser.errors import (
+    ClusterConflictError,
+    ClusterError,
+    ClusterNotFoundError,
+    ConfigError,
+    OperationError,
+)
+from cloudtaser.target.kube import api_errors
+
+if TYPE_CHECKING:
+    from cloudtaser.target.kube import KubeSession
+
+from cloudtaser.connect.model import (
+    AUTH_DELEGATOR,
+    MANAGED_LABELS,
+    SELFTEST_SERVICE_ACCOUNT,
+    Action,
+    ClusterConnection,
+    ConnectOptions,
+    Progress,
+    ReviewerMode,
+    Step,
+    _parse_time,
+    _record_value,
+    _validate_ca,
+    _validate_host,
+)
+
+# --- cluster side -------------------------------------------------------------------------------
+
+
+def _get(session: KubeSession, resource: Any, name: str, namespace: str | None = None) -> Any:
+    where = f"{namespace}/{name}" if namespace else name
+    try:
+        with api_errors(f"read {resource.__name__} {where}"):
+            return session.client.get(resource, name, namespace=namespace)
+    except ClusterNotFoundError:
+        return None
+
+
+def _create(session: KubeSession, body: dict[str, Any]) -> None:
+    from lightkube import codecs  # noqa: PLC0415
+
+    meta = body["metadata"]
+    where = f"{meta.get('namespace')}/{meta['name']}" if meta.get("namespace") else meta["name"]
+    try:
+        with api_errors(f"create {body['kind']} {where}"):
+            session.client.create(codecs.from_dict(body))
+    except ClusterConflictError:  # created meanwhile by a concurrent run: fine
+        pass
+
+
+def cluster_identity(session: KubeSession) -> str:
+    """The UID of the ``kube-system`` namespace: stable and unique per cluster."""
+    from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
+
+    obj = _get(session, Namespace, "kube-system")
+    uid = getattr(getattr(obj, "metadata", None), "uid", None) if obj is not None else None
+    if not uid:
+        raise ClusterError(
+            "cannot identify the cluster: namespace kube-system has no UID (is this a "
+            "Kubernetes API server?)"
+        )
+    return str(uid)
+
+
+def _ensure_namespace(session: KubeSession, name: str, *, dry_run: bool) -> Step:
+    from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
+
+    if _get(session, Namespace, name) is not None:
+        return Step("cluster", "Namespace", name, Action.UNCHANGED)
+    if not dry_run:
+        _create(
+            session,
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": dict(MANAGED_LABELS)},
+            },
+        )
+    return Step("cluster", "Namespace", name, Action.CREATE)
+
+
+def _ensure_service_account(
+    session: KubeSession, namespace: str, name: str, *, dry_run: bool
+) -> Step:
+    from lightkube.resources.core_v1 import ServiceAccount  # noqa: PLC0415
+
+    shown = f"{namespace}/{name}"
+    if _get(session, ServiceAccount, name, namespace) is not None:
+        return Step("cluster", "ServiceAccount", shown, Action.UNCHANGED)
+    if not dry_run:
+        _create(
+            session,
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_LABELS)},
+            },
+        )
+    return Step("cluster", "ServiceAccount", shown, Action.CREATE)
+
+
+def _ensure_binding(
+    session: KubeSession,
+    name: str,
+    subjects: Iterable[tuple[str, str]],
+    *,
+    dry_run: bool,
+    force: bool,
+) -> Step:
+    """A ClusterRoleBinding ``name`` -> ``system:auth-delegator`` for exactly ``subjects``."""
+    from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding  # noqa: PLC0415
+    from lightkube.types import PatchType  # noqa: PLC0415
+
+    wanted = [
+        {"kind": "ServiceAccount", "name": sa, "namespace": ns} for ns, sa in sorted(set(subjects))
+    ]
+    current = _get(session, ClusterRoleBinding, name)
+    if current is None:
+        if not dry_run:
+            _create(
+                session,
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": name, "labels": dict(MANAGED_LABELS)},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": AUTH_DELEGATOR,
+                    },
+                    "subjects": wanted,
+                },
+            )
+        return Step("cluster", "ClusterRoleBinding", name, Action.CREATE, AUTH_DELEGATOR)
+    data = current.to_dict()
+    role = (data.get("roleRef") or {}).get("name")
+    labels = (data.get("metadata") or {}).get("labels") or {}
+    if role != AUTH_DELEGATOR:
+        raise OperationError(
+            f"ClusterRoleBinding {name} exists but binds {role!r}, not {AUTH_DELEGATOR}; "
+            "delete it or choose another --namespace"
+        )
+    have = sorted(
+        (s.get("namespace", ""), s.get("name", ""))
+        for s in data.get("subjects") or []
+        if s.get("kind") == "ServiceAccount"
+    )
+    if have == sorted(set(subjects)) and len(have) == len(data.get("subjects") or []):
+        return Step("cluster", "ClusterRoleBinding", name, Action.UNCHANGED, AUTH_DELEGATOR)
+    if labels.get("app.kubernetes.io/managed-by") != "cloudtaser" and not force:
+        raise OperationError(
+            f"ClusterRoleBinding {name} exists with other subjects and was not created by "
+            "cloudtaser; pass --force to replace its subjects"
+        )
+    if not dry_run:
+        with api_errors(f"update ClusterRoleBinding {name}"):
+            session.client.patch(
+                ClusterRoleBinding, name, {"subjects": wanted}, patch_type=PatchType.MERGE
+            )
+    return Step("cluster", "ClusterRoleBinding", name, Action.UPDATE, "subjects")
+
+
+def can_review_tokens(session: KubeSession, namespace: str, service_account: str) -> bool:
+    """SubjectAccessReview: may ``namespace/service_account`` create tokenreviews?"""
+    from lightkube import codecs  # noqa: PLC0415
+
+    body = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": f"system:serviceaccount:{namespace}:{service_account}",
+            "groups": [
+                "system:serviceaccounts",
+                f"system:serviceaccounts:{namespace}",
+                "system:authenticated",
+            ],
+            "resourceAttributes": {
+                "group": "authentication.k8s.io",
+                "resource": "tokenreviews",
+                "verb": "create",
+            },
+        },
+    }
+    with api_errors("create a SubjectAccessReview (needs create on subjectaccessreviews)"):
+        answer = session.client.create(codecs.from_dict(body))
+    return bool(getattr(getattr(answer, "status", None), "allowed", False))
+
+
+def _wait_can_review(session: KubeSession, namespace: str, sa: str, *, patience: float) -> bool:
+    """RBAC changes reach the authorizer after a moment: poll briefly."""
+    deadline = time.monotonic() + patience
+    while True:
+        if can_review_tokens(session, namespace, sa):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+def request_token(
+    session: KubeSession,
+    namespace: str,
+    service_account: str,
+    *,
+    seconds: int,
+    audiences: Iterable[str] = (),
+) -> tuple[str, datetime]:
+    """TokenRequest for a ServiceAccount: ``(token, expiry)``. The token is never logged."""
+    from lightkube.models.authentication_v1 import TokenRequestSpec  # noqa: PLC0415
+    from lightkube.models.meta_v1 import ObjectMeta  # noqa: PLC0415
+    from lightkube.resources.core_v1 import ServiceAccountToken  # noqa: PLC0415
+
+    req = ServiceAccountToken(
+        metadata=ObjectMeta(name=service_account, namespace=namespace),
+        spec=TokenRequestSpec(audiences=list(audiences), expirationSeconds=seconds),
+    )
+    with api_errors(f"request a token for ServiceAccount {namespace}/{service_account}"):
+        res = session.client.create(req, service_account, namespace=namespace)
+    status = getattr(res, "status", None)
+    token = getattr(status, "token", None)
+    if not isinstance(token, str) or not token:
+        raise ClusterError(f"the TokenRequest for {namespace}/{service_account} returned no token")
+    expires = _parse_time(getattr(status, "expirationTimestamp", None))
+    return token, expires or datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def _cluster_ca(session: KubeSession, options: ConnectOptions) -> tuple[str, str]:
+    """``(pem, source)``: the flag, the kubeconfig, else the ``kube-root-ca.crt`` ConfigMap."""
+    from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
+
+    if options.kubernetes_ca_pem:
+        return options.kubernetes_ca_pem, "file"
+    if session.ca_pem:
+        return _validate_ca(session.ca_pem, f"kubeconfig CA of context {session.context}"), (
+            "kubeconfig"
+        )
+    for namespace in (options.namespace, "kube-system", "default"):
+        cm = _get(session, ConfigMap, "kube-root-ca.crt", namespace)
+        data = getattr(cm, "data", None) if cm is not None else None
+        if data and data.get("ca.crt"):
+            return _validate_ca(data["ca.crt"], "ConfigMap kube-root-ca.crt"), "configmap"
+    raise ConfigError(
+        "no cluster CA: the kubeconfig has none and no kube-root-ca.crt ConfigMap was found; "
+        "pass --kubernetes-ca-file FILE"
+    )
+
+
+def _cluster_facts(
+    session: KubeSession, options: ConnectOptions, *, progress: Progress
+) -> ClusterConnection:
+    progress(f"reading cluster facts of context {session.context}")
+    cluster_id = cluster_identity(session)
+    host = options.kubernetes_host or _validate_host(session.server)
+    ca_pem, ca_source = _cluster_ca(session, options)
+    reviewer = (
+        f"{options.namespace}/{options.reviewer_service_account}"
+        if options.reviewer_mode is ReviewerMode.TOKEN
+        else None
+    )
+    return ClusterConnection(
+        cluster=session.cluster_name,
+        cluster_id=cluster_id,
+        auth_mount=options.auth_mount,
+        kubernetes_host=host,
+        kubernetes_ca_pem=ca_pem,
+        reviewer_mode=options.reviewer_mode,
+        issuer=options.issuer,
+        reviewer=reviewer,
+        ca_source=ca_source,
+        created_at=datetime.now(UTC).replace(microsecond=0),
+        created_by=_who(),
+    )
+
+
+def _who() -> str:
+    return _record_value(local_actor())
+
+
+def _binding_name(options: ConnectOptions) -> str:
+    return f"cloudtaser-token-reviewer-{options.namespace}"
+
+
+def _client_binding_name(options: ConnectOptions) -> str:
+    mount = re.sub(r"[^a-z0-9-]", "-", options.auth_mount.lower())
+    return f"cloudtaser-client-reviewers-{mount}"[:253].rstrip("-")
+
+
+def _prepare_cluster(
+    session: KubeSession,
+    options: ConnectOptions,
+    *,
+    with_selftest: bool,
+    progress: Progress,
+) -> list[Step]:
+    """Namespace, ServiceAccounts and bindings; then prove the reviewer may review tokens."""
+    ns = options.namespace
+    steps = [_ensure_namespace(session, ns, dry_run=options.dry_run)]
+    fresh_namespace = steps[0].action is Action.CREATE
+    accounts: list[str] = []
+    if options.reviewer_mode is ReviewerMode.TOKEN:
+        accounts.append(options.reviewer_service_account)
+    if with_selftest:
+        accounts.append(SELFTEST_SERVICE_ACCOUNT)
+    for sa in accounts:
+        if fresh_namespace and options.dry_run:
+            steps.append(Step("cluster", "ServiceAccount", f"{ns}/{sa}", Action.CREATE))
+        else:
+            steps.append(_ensure_service_account(session, ns, sa, dry_run=options.dry_run))
+
+    if options.reviewer_mode is ReviewerMode.TOKEN:
+        subjects = [(ns, options.reviewer_service_account)]
+        name = _binding_name(options)
+    else:
+        subjects = list(options.client_reviewers)
+        if with_selftest:
+            subjects.append((ns, SELFTEST_SERVICE_ACCOUNT))
+        name = _client_binding_name(options)
+    if subjects and not options.skip_rbac:
+        progress(f"binding {len(set(subjects))} ServiceAccount(s) to {AUTH_DELEGATOR}")
+        steps.append(
+            _ensure_binding(session, name, subjects, dry_run=options.dry_run, force=options.force)
+        )
+
+    # pre-flight: the reviewer must be allowed to call the TokenReview API
+    if options.reviewer_mode is ReviewerMode.TOKEN:
+        pending = any(s.action is not Action.UNCHANGED for s in steps[1:])
+        if options.dry_run and pending:
+            return steps  # nothing to ask yet: the objects do not exist
+        sa = options.reviewer_service_account
+        patience = 0.0 if options.dry_run else 10.0 if pending else 2.0
+        if not _wait_can_review(session, ns, sa, patience=patience):
+            raise OperationError(
+                f"reviewer forbidden: ServiceAccount {ns}/{sa} may not create tokenreviews "
+                f"(authentication.k8s.io), so the vault could not verify any login. Bind it to "
+                f"ClusterRole {AUTH_DELEGATOR}"
+                + (" (connect did not, because of --skip-rbac)" if options.skip_rbac else "")
+            )
+    return steps

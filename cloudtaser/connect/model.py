@@ -1,0 +1,336 @@
+"""The values of target connect: options, results, the connection, pure validation and the
+credential-free record kept in the auth mount description.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from cloudtaser.errors import (
+    ConfigError,
+)
+from cloudtaser.plan.rules import RESERVED_MOUNTS, safe_mount_path
+
+if TYPE_CHECKING:
+    pass
+
+
+Progress = Callable[[str], None]
+
+DEFAULT_NAMESPACE: Final = "cloudtaser-system"
+DEFAULT_REVIEWER: Final = "cloudtaser-token-reviewer"
+SELFTEST_SERVICE_ACCOUNT: Final = "cloudtaser-connect-selftest"
+SELFTEST_ROLE: Final = "cloudtaser_connect_selftest"
+SELFTEST_AUDIENCE: Final = "cloudtaser-connect-selftest"
+AUTH_DELEGATOR: Final = "system:auth-delegator"
+DEFAULT_REVIEWER_TTL: Final = 24 * 3600
+#: The TokenRequest API refuses less than 10 minutes.
+MIN_TOKEN_SECONDS: Final = 600
+MAX_REVIEWER_TTL: Final = 366 * 24 * 3600
+MANAGED_LABELS: Final = {"app.kubernetes.io/managed-by": "cloudtaser"}
+DESCRIPTION_PREFIX: Final = "cloudtaser target connect"
+FILE_API_VERSION: Final = "cloudtaser.io/v1"
+FILE_KIND: Final = "ClusterConnection"
+KUBERNETES_AUTH_TYPE: Final = "kubernetes"
+#: Auth mount names that are never a cluster's Kubernetes auth method.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_RECORD_VALUE = re.compile(r"[^A-Za-z0-9._:/@+-]")
+_PEM_CERT = re.compile(
+    r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
+)
+
+
+class Action(enum.StrEnum):
+    """What connect did (or, with ``dry_run``, would do) to one object."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+
+
+class ReviewerMode(enum.StrEnum):
+    """Which JWT the vault presents to the TokenReview API."""
+
+    #: A dedicated reviewer ServiceAccount's token (stored in the vault, rotated by re-running).
+    TOKEN = "token"  # noqa: S105 - a mode name, not a credential
+    #: Each logging-in client's own JWT (no stored credential; every client SA needs
+    #: ``system:auth-delegator`` and API-audience tokens).
+    CLIENT_JWT = "client-jwt"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One object connect looked at and what it did (or would do) to it."""
+
+    side: str  # "cluster" | "vault"
+    kind: str
+    name: str
+    action: Action
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    """The outcome of a real login through the configured mount.
+
+    ``reason`` is a stable code: ``ok``, ``role-missing``, ``role-not-bound``,
+    ``audience-mismatch``, ``not-configured``, ``reviewer-forbidden``, ``reviewer-token-invalid``,
+    ``ca-mismatch``, ``host-unreachable`` or ``unknown``.
+    """
+
+    ok: bool
+    reason: str
+    message: str
+    role: str
+    service_account: str
+
+
+@dataclass(frozen=True)
+class ClusterConnection:
+    """What the vault needs to know about one cluster (the content of the hand-off file).
+
+    ``reviewer_token`` is the only credential; it is never part of the repr.
+    """
+
+    cluster: str
+    cluster_id: str
+    auth_mount: str
+    kubernetes_host: str
+    kubernetes_ca_pem: str
+    reviewer_mode: ReviewerMode
+    issuer: str | None = None
+    #: ``namespace/name`` of the reviewer ServiceAccount (token mode).
+    reviewer: str | None = None
+    reviewer_token: str | None = field(default=None, repr=False)
+    reviewer_expires: datetime | None = None
+    #: Where the CA came from: ``kubeconfig``, ``configmap`` or ``file``.
+    ca_source: str = "kubeconfig"
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """Everything ``target connect`` can be told (validated by :meth:`validated`)."""
+
+    auth_mount: str = "kubernetes"
+    namespace: str = DEFAULT_NAMESPACE
+    reviewer_service_account: str = DEFAULT_REVIEWER
+    reviewer_mode: ReviewerMode = ReviewerMode.TOKEN
+    reviewer_token_ttl: int = DEFAULT_REVIEWER_TTL
+    #: Overrides the kubeconfig's server: the address the *vault* uses to reach the API server.
+    kubernetes_host: str | None = None
+    #: Overrides the CA (PEM text), e.g. read from ``--kubernetes-ca-file``.
+    kubernetes_ca_pem: str | None = None
+    issuer: str | None = None
+    rotate: bool = False
+    force: bool = False
+    dry_run: bool = False
+    self_test: bool = True
+    #: Do not create ClusterRoleBindings (the platform team manages RBAC); still checked.
+    skip_rbac: bool = False
+    #: ``(namespace, service account)`` pairs to bind to auth-delegator in client-JWT mode.
+    client_reviewers: tuple[tuple[str, str], ...] = ()
+
+    def validated(self) -> ConnectOptions:
+        """Return the options with checked values, or raise :class:`ConfigError`."""
+        mount = validate_auth_mount(self.auth_mount)
+        if not _DNS_LABEL.fullmatch(self.namespace):
+            raise ConfigError(f"--namespace {self.namespace[:80]!r} is not a DNS label")
+        if not _DNS_SUBDOMAIN.fullmatch(self.reviewer_service_account):
+            raise ConfigError(
+                f"reviewer ServiceAccount {self.reviewer_service_account[:80]!r} is not a valid "
+                "name"
+            )
+        if not MIN_TOKEN_SECONDS <= self.reviewer_token_ttl <= MAX_REVIEWER_TTL:
+            raise ConfigError(
+                "--reviewer-token-ttl must be between 10 minutes (the TokenRequest minimum) and "
+                "one year"
+            )
+        host = _validate_host(self.kubernetes_host) if self.kubernetes_host else None
+        ca = (
+            _validate_ca(self.kubernetes_ca_pem, "--kubernetes-ca-file")
+            if self.kubernetes_ca_pem
+            else None
+        )
+        issuer = _validate_issuer(self.issuer) if self.issuer else None
+        for ns, sa in self.client_reviewers:
+            if not _valid_service_account(ns, sa):
+                raise ConfigError(f"ServiceAccount {ns[:63]}/{sa[:80]} is not a valid name")
+        return replace(
+            self, auth_mount=mount, kubernetes_host=host, kubernetes_ca_pem=ca, issuer=issuer
+        )
+
+
+@dataclass
+class ConnectResult:
+    """The outcome of one connect / import / check run."""
+
+    auth_mount: str
+    cluster: str
+    kubernetes_host: str
+    reviewer_mode: ReviewerMode
+    dry_run: bool
+    steps: list[Step] = field(default_factory=list)
+    self_test: SelfTest | None = None
+    reviewer_expires: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """True when something was (or, in a dry run, would be) created or updated."""
+        return any(s.action is not Action.UNCHANGED for s in self.steps)
+
+
+# --- validation (pure) --------------------------------------------------------------------------
+
+
+def _valid_service_account(namespace: str, name: str) -> bool:
+    """A ServiceAccount's namespace (DNS label) and name (DNS subdomain)."""
+    return bool(_DNS_LABEL.fullmatch(namespace) and _DNS_SUBDOMAIN.fullmatch(name))
+
+
+def validate_auth_mount(mount: str) -> str:
+    """An auth mount path (``kubernetes``, ``k8s/eu-prod``) without ``auth/``; or ConfigError."""
+    mount = mount.strip().strip("/")
+    mount = mount.removeprefix("auth/")
+    if len(mount) > 128 or not safe_mount_path(mount):
+        raise ConfigError(
+            f"auth mount {mount[:80]!r} is not a safe mount path (letters, digits, '.', '_', "
+            "'-', segments separated by '/')"
+        )
+    if mount.split("/")[0].lower() in RESERVED_MOUNTS:
+        raise ConfigError(f"auth mount {mount!r} is reserved by the vault")
+    return mount
+
+
+def _validate_host(host: str) -> str:
+    host = host.strip()
+    parts = urlsplit(host)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(
+            f"Kubernetes API host {host[:120]!r} is not an https URL with a host "
+            "(e.g. https://10.0.0.1:6443)"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError("the Kubernetes API host must not carry credentials, query or fragment")
+    if any(c.isspace() or ord(c) < 32 for c in host):
+        raise ConfigError("the Kubernetes API host contains blanks or control characters")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"Kubernetes API host {host[:120]!r} has an invalid port") from None
+    return host.rstrip("/")
+
+
+def _validate_issuer(issuer: str) -> str:
+    issuer = issuer.strip()
+    if (
+        not issuer
+        or len(issuer) > 1024
+        or any(c.isspace() or ord(c) < 32 or c in "\"'" for c in issuer)
+    ):
+        raise ConfigError("--issuer must be one printable word (the API server's issuer URL)")
+    return issuer
+
+
+def _validate_ca(pem: str | None, what: str) -> str:
+    """Normalise a PEM bundle (certificates only, every line ending in ``\\n``)."""
+    if not pem or not pem.strip():
+        raise ConfigError(f"{what}: no CA certificate")
+    blocks = _PEM_CERT.findall(pem)
+    if not blocks:
+        raise ConfigError(f"{what}: no PEM certificate (-----BEGIN CERTIFICATE-----) found")
+    normalised = "".join(
+        "\n".join(line.strip() for line in block.splitlines() if line.strip()) + "\n"
+        for block in blocks
+    )
+    try:
+        ssl.create_default_context(cadata=normalised)
+    except (ssl.SSLError, ValueError):
+        raise ConfigError(f"{what}: the PEM certificate(s) cannot be parsed") from None
+    return normalised
+
+
+def _same_pem(a: str | None, b: str | None) -> bool:
+    def norm(text: str | None) -> list[str]:
+        return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+    return norm(a) == norm(b)
+
+
+def _record_value(text: str) -> str:
+    return _RECORD_VALUE.sub("_", text)[:200]
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+# --- the record in the mount description ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What connect remembers in ``sys/auth/<mount>`` ``description`` (no credential)."""
+
+    cluster: str
+    cluster_id: str
+    reviewer: str  # "token:<ns>/<sa>" | "client-jwt"
+    expires: datetime | None
+
+    def render(self) -> str:
+        parts = [
+            DESCRIPTION_PREFIX,
+            f"cluster={_record_value(self.cluster)}",
+            f"cluster-id={_record_value(self.cluster_id)}",
+            f"reviewer={_record_value(self.reviewer)}",
+        ]
+        if self.expires is not None:
+            parts.append(f"reviewer-expires={_iso(self.expires)}")
+        return "; ".join(parts)
+
+    @classmethod
+    def parse(cls, description: str) -> _Record | None:
+        if not description.startswith(DESCRIPTION_PREFIX):
+            return None
+        values: dict[str, str] = {}
+        for part in description.split(";")[1:]:
+            key, sep, value = part.strip().partition("=")
+            if sep:
+                values[key] = value
+        if "cluster-id" not in values:
+            return None
+        return cls(
+            cluster=values.get("cluster", ""),
+            cluster_id=values["cluster-id"],
+            reviewer=values.get("reviewer", ""),
+            expires=_parse_time(values.get("reviewer-expires")),
+        )
+
+
+def _reviewer_label(conn: ClusterConnection) -> str:
+    if conn.reviewer_mode is ReviewerMode.CLIENT_JWT:
+        return "client-jwt"
+    return f"token:{conn.reviewer}"
