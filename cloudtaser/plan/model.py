@@ -7,6 +7,10 @@ Secrets, their keys, vault paths and environment variable names.
 Compatibility: the documented CloudTaser schema (``apiVersion: cloudtaser.io/v1``,
 ``kind: MigrationPlan``) plus optional extension fields, all documented in
 ``docs/plan-format.md``. Unknown fields are rejected so a reviewer's typo is never ignored.
+
+Why one module of this size: the Structs, their loader (msgspec error locations made
+readable) and the deterministic emitter are one concept, the plan file format; the rules it
+applies live in :mod:`cloudtaser.plan.rules`, storage in :mod:`cloudtaser.plan.store`.
 """
 
 from __future__ import annotations

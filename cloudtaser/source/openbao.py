@@ -23,6 +23,10 @@ Every error status is translated in exactly one place (:meth:`OpenBaoClient._rai
 server's ``{"errors": [...]}`` into :mod:`cloudtaser.errors`, with method, path and status; 403
 and 503/sealed get plain-words explanations. The token never appears in a message, a log line
 or a repr. ``requests`` is imported only by this module.
+
+Why one module of this size: it is one concept, the vault client: transport, the retry
+policy written below, the single translation of HTTP errors and the typed helpers that use
+them belong together (the same size rule as nox's sessions.py).
 """
 
 from __future__ import annotations

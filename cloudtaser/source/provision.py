@@ -17,6 +17,10 @@ any request is sent. Then: pre-flight (token capabilities, KV v2 mounts, auth mo
 compare, write only what differs. Objects the plan does not name are never read or written.
 
 Pure library: no printing, no ``sys.exit``; progress goes to an optional callback.
+
+Why one module of this size: grants, HCL rendering, diffing and the bounded write pool are
+the one apply-plan concept; pre-flight shared with verify-plan is
+:mod:`cloudtaser.source.preflight`.
 """
 
 from __future__ import annotations

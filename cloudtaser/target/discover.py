@@ -27,6 +27,10 @@ secret / projected volumes      ``secretFiles[]``; file-only workloads are ``ski
 ``vault.hashicorp.com/agent-    ``source: vault-agent:<name>``, ``via: vaultAgent``, the
 inject-secret-<name>``          annotation's KV v2 path as ``vaultPath``, no fields
 ==============================  =================================================================
+
+Why one module of this size: it is one concept, turning a cluster scan into a plan; pod-spec
+reading is :mod:`cloudtaser.target.podspec`, the naming rules :mod:`cloudtaser.plan.rules`,
+the overwrite guard :mod:`cloudtaser.plan.store`.
 """
 
 from __future__ import annotations

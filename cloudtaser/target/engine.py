@@ -15,6 +15,10 @@ The library never prints: progress goes to ``progress`` (a callable taking an
 steps; a plan write in progress is always completed. Cluster calls go through one
 :class:`~cloudtaser.target.workloads.WorkloadAPI` (an async client on its own event loop), so
 the wait workers' reads really overlap.
+
+Why one module of this size: it is one concept, the run loop, and its values (options,
+report, proposal, event) are only meaningful with it; splitting them apart would scatter
+the one state machine a reviewer must read as a whole.
 """
 
 from __future__ import annotations
