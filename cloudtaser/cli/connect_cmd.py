@@ -240,24 +240,9 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
     reviewers: tuple[tuple[str, str], ...] = ()
     if args.plan:
         from cloudtaser import plan as planlib  # noqa: PLC0415
+        from cloudtaser.connect import plan_selection  # noqa: PLC0415
 
-        loaded = planlib.load(args.plan)
-        if mount and mount != loaded.auth_mount:
-            raise ConfigError(
-                f"--auth-mount {mount} differs from the plan's metadata.authMount "
-                f"{loaded.auth_mount}; use one of them"
-            )
-        mount = mount or loaded.auth_mount
-        reviewers = tuple(
-            sorted(
-                {
-                    (tenant.namespace, w.service_account or "default")
-                    for tenant in loaded.tenants
-                    for w in tenant.workloads
-                    if w.effective_status is not planlib.WorkloadStatus.SKIPPED and w.secrets
-                }
-            )
-        )
+        mount, reviewers = plan_selection(planlib.load(args.plan), mount)
     ca_pem = None
     if args.kubernetes_ca_file:
         try:

@@ -75,6 +75,7 @@ from cloudtaser.connect.model import (
     ReviewerMode,
     SelfTest,
     Step,
+    plan_selection,
     validate_auth_mount,
 )
 
@@ -96,6 +97,7 @@ __all__ = [
     "connect",
     "export_connection",
     "import_connection",
+    "plan_selection",
     "read_connection_file",
     "validate_auth_mount",
     "write_connection_file",

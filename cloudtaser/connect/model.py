@@ -16,10 +16,11 @@ from urllib.parse import urlsplit
 from cloudtaser.errors import (
     ConfigError,
 )
+from cloudtaser.plan.model import WorkloadStatus
 from cloudtaser.plan.rules import RESERVED_MOUNTS, safe_mount_path
 
 if TYPE_CHECKING:
-    pass
+    from cloudtaser.plan.model import MigrationPlan
 
 
 Progress = Callable[[str], None]
@@ -334,3 +335,24 @@ def _reviewer_label(conn: ClusterConnection) -> str:
     if conn.reviewer_mode is ReviewerMode.CLIENT_JWT:
         return "client-jwt"
     return f"token:{conn.reviewer}"
+
+
+def plan_selection(
+    plan: MigrationPlan, auth_mount: str | None
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What ``--plan`` selects for connect: the auth mount (``auth_mount`` must agree with the
+    plan's ``metadata.authMount`` when both are given) and the (namespace, ServiceAccount)
+    pairs of every active workload with secrets, sorted (the client-JWT reviewers)."""
+    if auth_mount and auth_mount != plan.auth_mount:
+        raise ConfigError(
+            f"--auth-mount {auth_mount} differs from the plan's metadata.authMount "
+            f"{plan.auth_mount}; use one of them"
+        )
+    reviewers = sorted(
+        {
+            (tenant.namespace, workload.service_account or "default")
+            for tenant, workload in plan.iter_workloads()
+            if workload.effective_status is not WorkloadStatus.SKIPPED and workload.secrets
+        }
+    )
+    return auth_mount or plan.auth_mount, tuple(reviewers)

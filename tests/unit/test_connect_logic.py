@@ -165,3 +165,30 @@ def test_tampered_connection_files_are_rejected(
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=message):
         read_connection_file(path)
+
+
+def test_plan_selection_takes_the_plans_mount_and_active_service_accounts() -> None:
+    from cloudtaser import plan as planlib
+    from cloudtaser.connect import plan_selection
+
+    plan = planlib.loads(
+        """\
+apiVersion: cloudtaser.io/v1
+kind: MigrationPlan
+metadata: {name: prod, authMount: k8s-prod}
+tenants:
+- name: a
+  namespace: a
+  workloads:
+  - {kind: Deployment, name: api, serviceAccount: api,
+     secrets: [{source: db, vaultPath: secret/data/a/db, fields: {pw: PW}}]}
+  - {kind: Deployment, name: web,
+     secrets: [{source: db, vaultPath: secret/data/a/db, fields: {pw: PW2}}]}
+  - {kind: Deployment, name: old, serviceAccount: old, status: skipped,
+     secrets: [{source: db, vaultPath: secret/data/a/db}]}
+"""
+    )
+    assert plan_selection(plan, None) == ("k8s-prod", (("a", "api"), ("a", "default")))
+    assert plan_selection(plan, "k8s-prod")[0] == "k8s-prod"
+    with pytest.raises(ConfigError, match="differs from the plan"):
+        plan_selection(plan, "other")
