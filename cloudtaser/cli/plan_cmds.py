@@ -10,7 +10,7 @@ from cloudtaser.cli.common import add_output_option, add_plan_argument
 from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from cloudtaser.plan import MigrationPlan
+    pass
 
 __all__ = ["register"]
 
@@ -76,34 +76,14 @@ def _run_validate(args: argparse.Namespace) -> int:
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
-def _counts(loaded: MigrationPlan) -> dict[str, Any]:
-    from cloudtaser.plan import WorkloadStatus  # noqa: PLC0415
-
-    def empty() -> dict[str, dict[str, int]]:
-        return {
-            "workloads": {s.value: 0 for s in WorkloadStatus},
-            "secrets": {s.value: 0 for s in WorkloadStatus},
-        }
-
-    total = empty()
-    tenants = []
-    for tenant in loaded.tenants:
-        counts = empty()
-        for workload in tenant.workloads:
-            status = workload.effective_status.value
-            for bucket in (counts, total):
-                bucket["workloads"][status] += 1
-                bucket["secrets"][status] += len(workload.secrets)
-        tenants.append({"tenant": tenant.name, "namespace": tenant.namespace, **counts})
-    return {"plan": loaded.metadata.name, "tenants": tenants, "total": total}
-
-
 def _run_status(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.cli.output import print_json, table  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
-    report = _counts(loaded)
+    from cloudtaser.plan.summary import status_counts  # noqa: PLC0415
+
+    report = status_counts(loaded)
     if args.output == "json":
         print_json(report)
         return ExitCode.OK
