@@ -51,6 +51,7 @@ message, a repr or the progress stream.
 
 from __future__ import annotations
 
+from cloudtaser.changes import Action
 from cloudtaser.connect.file import (
     read_connection_file,
     write_connection_file,
@@ -68,7 +69,6 @@ from cloudtaser.connect.model import (
     DEFAULT_REVIEWER_TTL,
     SELFTEST_ROLE,
     SELFTEST_SERVICE_ACCOUNT,
-    Action,
     ClusterConnection,
     ConnectOptions,
     ConnectResult,

@@ -23,11 +23,11 @@ from cloudtaser.target.kube import api_errors
 if TYPE_CHECKING:
     from cloudtaser.target.kube import KubeSession
 
+from cloudtaser.changes import Action
 from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
     MANAGED_LABELS,
     SELFTEST_SERVICE_ACCOUNT,
-    Action,
     ClusterConnection,
     ConnectOptions,
     Progress,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from cloudtaser.changes import Action
 from cloudtaser.errors import (
     ConfigError,
 )
@@ -48,14 +49,6 @@ _RECORD_VALUE = re.compile(r"[^A-Za-z0-9._:/@+-]")
 _PEM_CERT = re.compile(
     r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
 )
-
-
-class Action(enum.StrEnum):
-    """What connect did (or, with ``dry_run``, would do) to one object."""
-
-    CREATE = "create"
-    UPDATE = "update"
-    UNCHANGED = "unchanged"
 
 
 class ReviewerMode(enum.StrEnum):

@@ -15,12 +15,12 @@ from cloudtaser.errors import (
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
 
+from cloudtaser.changes import Action
 from cloudtaser.connect.model import (
     KUBERNETES_AUTH_TYPE,
     SELFTEST_AUDIENCE,
     SELFTEST_ROLE,
     SELFTEST_SERVICE_ACCOUNT,
-    Action,
     ClusterConnection,
     ConnectOptions,
     ConnectResult,

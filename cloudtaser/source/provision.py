@@ -25,7 +25,6 @@ the one apply-plan concept; pre-flight shared with verify-plan is
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -34,6 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser import contract
+from cloudtaser.changes import Action
 from cloudtaser.errors import OperationError, PlanError
 from cloudtaser.plan import (
     MigrationPlan,
@@ -80,16 +80,6 @@ KUBERNETES_AUTH_TYPE: Final = "kubernetes"
 _OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _AUDIENCE = re.compile(r"^[A-Za-z0-9._:/@+=-]+$")
 _HCL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+-]*$")
-
-
-class Action(enum.StrEnum):
-    """What apply-plan does (or, with ``--dry-run``, would do) to one object."""
-
-    CREATE = "create"
-    UPDATE = "update"
-    UNCHANGED = "unchanged"
-    #: A same-named object exists that cloudtaser did not create; left alone unless forced.
-    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
