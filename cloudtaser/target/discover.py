@@ -40,7 +40,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.errors import (
     ClusterAuthError,
@@ -90,6 +90,9 @@ from cloudtaser.target.podspec import (
     vault_agent_paths,
 )
 from cloudtaser.target.podspec import shown as _shown
+
+if TYPE_CHECKING:
+    from lightkube import Client
 
 __all__ = [
     "DEFAULT_EXCLUDED_NAMESPACES",
@@ -833,7 +836,7 @@ def _forbidden(exc: ClusterError) -> bool:
 
 
 def _list(
-    client: Any,
+    client: Client,
     resource: Any,
     *,
     namespace: str,
@@ -870,17 +873,21 @@ def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
     )
 
 
-def _list_namespaces(client: Any) -> list[str]:
+def _list_namespaces(client: Client) -> list[str]:
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
     from cloudtaser.target.kube import api_errors  # noqa: PLC0415
 
     with api_errors("list namespaces (needed because the cluster-wide list was forbidden)"):
-        return sorted(str(ns.metadata.name) for ns in client.list(Namespace, chunk_size=CHUNK_SIZE))
+        return sorted(
+            str(ns.metadata.name)
+            for ns in client.list(Namespace, chunk_size=CHUNK_SIZE)
+            if ns.metadata is not None and ns.metadata.name
+        )
 
 
 def _scan_workloads(
-    client: Any,
+    client: Client,
     options: DiscoverOptions,
     progress: Progress,
     unreadable: list[str],
@@ -969,7 +976,7 @@ def _keys_of(secret: Any) -> tuple[str, ...]:
 
 
 def _read_secret_keys(
-    client: Any,
+    client: Client,
     needed: Mapping[str, set[str]],
     *,
     cluster_wide: bool,
