@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from cloudtaser.naming import role_name, safe_mount_path, valid_role_name
+from cloudtaser.naming import role_name, usable_mount, valid_role_name
 from cloudtaser.plan import DEFAULT_AUTH_MOUNT, ENV_VAR, FIELD_NAME, VAULT_PATH
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def build_annotations(
     }
     mount = plan.auth_mount
     if mount != DEFAULT_AUTH_MOUNT:
-        if not safe_mount_path(mount):
+        if not usable_mount(mount):  # the rule book: never auth/sys, auth/../sys, auth/TOKEN
             raise AnnotationError(f"auth mount {mount!r} is not valid")
         annotations[AUTH_PATH] = f"auth/{mount}"
     return annotations

@@ -68,7 +68,7 @@ from urllib.parse import urlsplit
 from cloudtaser.config import warn_if_exposed
 from cloudtaser.errors import ClusterError, ConfigError, OperationError
 from cloudtaser.kube import api_errors
-from cloudtaser.naming import RESERVED_MOUNTS, safe_mount_path, valid_role_name
+from cloudtaser.naming import reserved_mount, usable_mount, valid_role_name
 
 if TYPE_CHECKING:
     from cloudtaser.kube import KubeSession
@@ -278,13 +278,13 @@ def validate_auth_mount(mount: str) -> str:
     """An auth mount path (``kubernetes``, ``k8s/eu-prod``) without ``auth/``; or ConfigError."""
     mount = mount.strip().strip("/")
     mount = mount.removeprefix("auth/")
-    if len(mount) > 128 or not safe_mount_path(mount):
+    if reserved_mount(mount):
+        raise ConfigError(f"auth mount {mount[:80]!r} is reserved by the vault")
+    if not usable_mount(mount):  # the rule book (naming): same rule for every command
         raise ConfigError(
             f"auth mount {mount[:80]!r} is not a safe mount path (letters, digits, '.', '_', "
-            "'-', segments separated by '/')"
+            "'-', segments separated by '/', none starting with '.')"
         )
-    if mount.split("/")[0].lower() in RESERVED_MOUNTS:
-        raise ConfigError(f"auth mount {mount!r} is reserved by the vault")
     return mount
 
 

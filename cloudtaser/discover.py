@@ -40,7 +40,7 @@ from typing import Any, Final, Literal
 
 from cloudtaser.annotations import INJECT
 from cloudtaser.errors import ClusterAuthError, ClusterError, ConfigError, PlanError
-from cloudtaser.naming import safe_mount_path, safe_segment
+from cloudtaser.naming import MAX_SEGMENT_CHARS, reserved_mount, safe_segment, usable_mount
 from cloudtaser.plan import (
     DEFAULT_KV_MOUNT,
     DEFAULT_PATH_TEMPLATE,
@@ -384,10 +384,16 @@ def kv2_path(path: str) -> tuple[str | None, str | None]:
             "is not a safe KV path (only letters, digits, '.', '_', '-' and '/' separated "
             "segments, no '.' or '..')"
         )
+    if reserved_mount(cleaned):
+        return None, "points into a reserved vault mount (sys, auth, identity, cubbyhole, token)"
+    if any(len(s) > MAX_SEGMENT_CHARS for s in segments):
+        return None, f"has a segment longer than {MAX_SEGMENT_CHARS} characters"
     if len(segments) >= 3 and segments[1] == "data":
         return cleaned, None
     if len(segments) >= 2:
         converted = "/".join([segments[0], "data", *segments[1:]])
+        if len(converted) > 512:
+            return None, "is too long"
         return converted, f"converted from {cleaned!r} assuming a KV v2 mount"
     return None, "names a mount but no secret"
 
@@ -416,7 +422,7 @@ class PathTemplate:
         problem = template_problem(self.template)  # the rule book: injective templates only
         if problem is not None:
             raise ConfigError(f"path template {self.template!r} {problem}")
-        if not safe_mount_path(self.mount):
+        if not usable_mount(self.mount):
             raise ConfigError(f"KV mount {self.mount!r} is not a valid mount name")
         if not safe_segment(self.cluster):
             raise ConfigError(
@@ -573,8 +579,11 @@ class DiscoverOptions:
                 "63, starting and ending with a letter or digit"
             )
         for what, mount in (("--kv-mount", self.kv_mount), ("--auth-mount", self.auth_mount)):
-            if mount is not None and not safe_mount_path(mount):
-                raise ConfigError(f"{what} {mount!r} is not a valid mount name")
+            if mount is not None and not usable_mount(mount):
+                raise ConfigError(
+                    f"{what} {mount!r} is not a valid mount name (safe segments, none starting "
+                    "with '.'; not sys, auth, identity, cubbyhole or token in any case)"
+                )
         if self.selector is not None and (
             not self.selector.strip() or not self.selector.isprintable()
         ):

@@ -14,12 +14,15 @@ import re
 from typing import Final
 
 __all__ = [
+    "MAX_SEGMENT_CHARS",
     "PREFIX",
     "RESERVED_MOUNTS",
     "policy_name",
+    "reserved_mount",
     "role_name",
     "safe_mount_path",
     "safe_segment",
+    "usable_mount",
     "valid_role_name",
 ]
 
@@ -27,6 +30,8 @@ PREFIX: Final = "cloudtaser"
 
 #: Mount names the vault reserves: never a KV engine or a cluster's Kubernetes auth method.
 RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
+#: The longest path segment (mount or vault path) any command accepts.
+MAX_SEGMENT_CHARS: Final = 128
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _ROLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -57,3 +62,15 @@ def safe_segment(segment: str) -> bool:
 def safe_mount_path(mount: str) -> bool:
     """True for a non-empty mount path (``kubernetes``, ``k8s/eu-prod``) of safe segments."""
     return bool(mount) and all(safe_segment(s) for s in mount.split("/"))
+
+
+def reserved_mount(mount: str) -> bool:
+    """True when ``mount``'s first segment is a vault-reserved mount, in any case (the vault
+    routes ``SYS/`` and ``Sys/`` like ``sys/``)."""
+    return mount.split("/", maxsplit=1)[0].lower() in RESERVED_MOUNTS
+
+
+def usable_mount(mount: str) -> bool:
+    """The one rule for a KV or auth mount every command applies: safe segments (no ``.``,
+    ``..``, ``...`` or ``.db``: a segment never starts with a dot), not reserved, bounded."""
+    return len(mount) <= MAX_SEGMENT_CHARS and safe_mount_path(mount) and not reserved_mount(mount)

@@ -84,12 +84,15 @@ PLAN_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$"
 ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
 #: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
 FIELD_NAME = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+(?!\n)$"
-#: One path segment in vault: letters, digits, '.', '_', '-'.
-_SEGMENT = r"[A-Za-z0-9._-]+"
-#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path; no ``.`` or ``..`` segment.
-VAULT_PATH = rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT}/data(/{_SEGMENT})+(?!\n)$"
-#: A vault mount name (KV mount, auth mount): one or more safe segments.
-MOUNT = rf"^{_SEGMENT}(/{_SEGMENT})*(?!\n)$"
+#: One path segment in vault: letters, digits, '.', '_', '-', never starting with '.' (so never
+#: '.', '..', '...' or '.db'): the same rule as ``naming.safe_segment``.
+_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+#: A mount may not start with a vault-reserved mount, in any case (``naming.RESERVED_MOUNTS``).
+_NOT_RESERVED = r"(?!(?i:sys|auth|identity|cubbyhole|token)(?:/|$))"
+#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path of a non-reserved mount.
+VAULT_PATH = rf"^{_NOT_RESERVED}{_SEGMENT}/data(/{_SEGMENT})+(?!\n)$"
+#: A vault mount name (KV mount, auth mount): one or more safe segments, not reserved.
+MOUNT = rf"^{_NOT_RESERVED}{_SEGMENT}(/{_SEGMENT})*(?!\n)$"
 #: A free-text value that must stay on one line and printable (reasons, notes, sources).
 _ONE_LINE = r"^[^\x00-\x1f\x7f]*(?!\n)$"
 
@@ -643,9 +646,13 @@ _DESCRIBE = {
     FIELD_NAME: "a safe field name (letters, digits, '.', '_', '-'; not '.' or '..')",
     VAULT_PATH: (
         "a safe KV v2 path: <mount>/data/<path> with segments of ASCII letters, digits, '.', "
-        "'_', '-' only (no '..' or '.' segment, no globs, quotes, spaces or empty segments)"
+        "'_', '-' only, none starting with '.' (no '..', globs, quotes, spaces or empty "
+        "segments), and not in a reserved mount (sys, auth, identity, cubbyhole, token)"
     ),
-    MOUNT: "a safe mount name (segments of letters, digits, '.', '_', '-')",
+    MOUNT: (
+        "a safe mount name (segments of letters, digits, '.', '_', '-', none starting with "
+        "'.'; not sys, auth, identity, cubbyhole or token in any case)"
+    ),
     _ONE_LINE: "a single line of printable text",
 }
 _REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.DOTALL)

@@ -63,7 +63,7 @@ Progress = Callable[[str], None]
 DEFAULT_TOKEN_TTL: Final = 3600
 MANAGED_BY: Final = "# managed-by: cloudtaser"
 MAX_PATH_CHARS: Final = 512
-MAX_SEGMENT_CHARS: Final = 128
+MAX_SEGMENT_CHARS: Final = naming.MAX_SEGMENT_CHARS
 MAX_NAME_CHARS: Final = 140
 MAX_AUDIENCE_CHARS: Final = 256
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
@@ -199,7 +199,7 @@ def validate_kv_path(
         raise _reject(
             f"vault path {shown!r} is not a KV v2 data path (<mount>/data/<path>)", location
         ) from None
-    if mount.split("/")[0].lower() in naming.RESERVED_MOUNTS:
+    if naming.reserved_mount(mount):
         raise _reject(
             f"vault path {shown!r} points into the reserved {mount.split('/')[0]!r} mount, "
             "not a KV engine",
@@ -213,7 +213,9 @@ def validate_kv_path(
 
 
 def _validate_mount_name(mount: str, what: str) -> str:
-    if len(mount) > MAX_SEGMENT_CHARS or not naming.safe_mount_path(mount):
+    if naming.reserved_mount(mount):
+        raise _reject(f"{what} {mount[:80]!r} is reserved")
+    if not naming.usable_mount(mount):
         raise _reject(f"{what} {mount[:80]!r} is not a safe mount name")
     return mount
 
@@ -311,7 +313,7 @@ def build_grants(
     if not _PLAN_NAME.fullmatch(plan_name):  # the pattern caps the length at 63
         raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
     auth_mount = _validate_mount_name(plan.auth_mount, "auth mount")
-    if auth_mount.split("/")[0].lower() in naming.RESERVED_MOUNTS:
+    if naming.reserved_mount(auth_mount):
         raise _reject(f"auth mount {auth_mount!r} is reserved", "$.metadata.authMount")
     kv_mount = plan.metadata.kv_mount
     if kv_mount is not None:

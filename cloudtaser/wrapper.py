@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from cloudtaser.errors import ConfigError, OperationError, VaultAuthError, VaultHTTPError
-from cloudtaser.naming import RESERVED_MOUNTS, safe_mount_path, valid_role_name
+from cloudtaser.naming import usable_mount, valid_role_name
 
 if TYPE_CHECKING:
     from cloudtaser.openbao import OpenBaoClient
@@ -146,7 +146,7 @@ def _flag(environ: Mapping[str, str], name: str) -> bool:
 
 def _auth_mount(value: str) -> str:
     mount = value.strip().lstrip("/").removeprefix("auth/").strip("/")
-    if not safe_mount_path(mount) or mount.split("/")[0] in RESERVED_MOUNTS:
+    if not usable_mount(mount):  # the rule book (naming), reserved mounts in any case
         raise ConfigError(
             f"{ENV_AUTH_MOUNT_PATH} {value[:80]!r} is not an auth mount path such as "
             "auth/kubernetes"
