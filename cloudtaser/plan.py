@@ -93,8 +93,12 @@ _NOT_RESERVED = r"(?!(?i:sys|auth|identity|cubbyhole|token)(?:/|$))"
 VAULT_PATH = rf"^{_NOT_RESERVED}{_SEGMENT}/data(/{_SEGMENT})+(?!\n)$"
 #: A vault mount name (KV mount, auth mount): one or more safe segments, not reserved.
 MOUNT = rf"^{_NOT_RESERVED}{_SEGMENT}(/{_SEGMENT})*(?!\n)$"
-#: A free-text value that must stay on one line and printable (reasons, notes, sources).
-_ONE_LINE = r"^[^\x00-\x1f\x7f]*(?!\n)$"
+#: A free-text value that must stay on one line and printable (reasons, notes, sources): no
+#: C0/C1 control character and no bidi/invisible format character, even written as a YAML
+#: escape ("\u202e"), so no plan value can rewrite a reviewer's terminal.
+_ONE_LINE = (
+    r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*(?!\n)$"
+)
 
 DnsLabel = Annotated[str, Meta(pattern=DNS_LABEL, max_length=63)]
 DnsSubdomain = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=253)]
