@@ -31,7 +31,7 @@ def _big_plan(kv: str, auth: str, tenants: int, name: str | None = None) -> dict
     return plan_dict(
         name or unique("big"),
         {
-            f"t{i:04d}": [workload("app", {f"{kv}/data/t{i}/db": {"k": "K"}})]
+            f"t{i:04d}": [workload("app", {f"{kv}/data/t{i:04d}/db": {"k": "K"}})]
             for i in range(tenants)
         },
         auth_mount=auth,
@@ -159,7 +159,7 @@ def test_rate_limited_apply_and_verify_slow_down_and_finish(
     auth = enable_k8s_auth(openbao, unique("k8s"))
     plan_file = write_plan(tmp_path / "plan.yaml", _big_plan(kv_mount, auth, 40))
     for i in range(40):
-        openbao.api_ok("POST", f"{kv_mount}/data/t{i}/db", {"data": {"k": "v"}})
+        openbao.api_ok("POST", f"{kv_mount}/data/t{i:04d}/db", {"data": {"k": "v"}})
     # path quotas bind to mounts (sys/ paths are exempt): the auth mount takes the role calls
     rate_limit(f"auth/{auth}/", 10)  # type: ignore[operator]
     rate_limit(f"{kv_mount}/", 10)  # type: ignore[operator]
