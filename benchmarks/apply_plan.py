@@ -45,12 +45,12 @@ def make_plan(name: str, tenants: int) -> planlib.MigrationPlan:
                         "secrets": [
                             {
                                 "source": "db",
-                                "vaultPath": f"secret/data/t{i}/db",
+                                "vaultPath": f"secret/data/t{i:04d}/db",
                                 "fields": {"password": "DB_PASSWORD"},
                             },
                             {
                                 "source": "tls",
-                                "vaultPath": f"secret/data/t{i}/tls",
+                                "vaultPath": f"secret/data/t{i:04d}/tls",
                                 "fields": {"cert": "TLS_CERT"},
                             },
                         ],

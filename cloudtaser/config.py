@@ -63,6 +63,40 @@ def validate_vault_address(address: str, *, what: str = "vault address") -> str:
     return address.rstrip("/")
 
 
+def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
+    """Log a warning (and return True) when ``path``, which holds a credential, is readable
+    or writable by its group or by others. Never reads the content."""
+    import logging  # noqa: PLC0415
+    import stat  # noqa: PLC0415
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:
+        return False
+    if not mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return False
+    logging.getLogger("cloudtaser.config").warning(
+        "%s %s is accessible by its group or by other users (mode %s); anyone who can read it "
+        "has the credential: chmod 600 %s",
+        what,
+        os.fspath(path),
+        oct(stat.S_IMODE(mode)),
+        os.fspath(path),
+    )
+    return True
+
+
+def warn_token_flag() -> None:
+    """``--token`` on the command line is visible to every user of the machine (``ps``)."""
+    import logging  # noqa: PLC0415
+
+    logging.getLogger("cloudtaser.config").warning(
+        "--token puts the vault token on the command line, where every user of this machine "
+        "can read it (ps, /proc) and the shell history keeps it; use --token-file FILE (mode "
+        "600) or the BAO_TOKEN / VAULT_TOKEN environment variable instead"
+    )
+
+
 def header_safe_token(token: str) -> bool:
     """A token is sent as an HTTP header: printable ASCII without blanks, nothing else."""
     return token.isascii() and token.isprintable() and not any(c.isspace() for c in token)
@@ -125,7 +159,10 @@ def resolve_vault_target(
     if not address:
         raise ConfigError("no vault address: pass --openbao-addr URL or set VAULT_ADDR / BAO_ADDR")
     address = validate_vault_address(address)
+    if token is not None:
+        warn_token_flag()
     if token is None and token_file:
+        warn_if_exposed(token_file, "the token file")
         try:
             token = Path(token_file).read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from cloudtaser.config import warn_if_exposed
 from cloudtaser.errors import (
     ConfigError,
 )
@@ -117,10 +118,12 @@ def read_connection_file(path: str | os.PathLike[str]) -> ClusterConnection:
         raise ConfigError(f"{where}: too large for a connection file")
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"{where}: not valid YAML") from None
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError):
+        raise ConfigError(f"{where}: not valid YAML (or nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: not a connection file (expected a mapping)")
+    if not all(isinstance(key, str) for key in doc):
+        raise ConfigError(f"{where}: every key of a connection file is a string")
     if doc.get("apiVersion") != FILE_API_VERSION or doc.get("kind") != FILE_KIND:
         raise ConfigError(
             f"{where}: expected apiVersion {FILE_API_VERSION} and kind {FILE_KIND} (written by "
@@ -141,6 +144,10 @@ def read_connection_file(path: str | os.PathLike[str]) -> ClusterConnection:
     reviewer = doc.get("reviewer") or {}
     if not isinstance(metadata, dict) or not isinstance(reviewer, dict):
         raise ConfigError(f"{where}: metadata and reviewer must be mappings")
+    if not all(isinstance(key, str) for key in (*metadata, *reviewer)):
+        raise ConfigError(f"{where}: every key of a connection file is a string")
+    if doc.get("issuer") is not None and not isinstance(doc["issuer"], str):
+        raise ConfigError(f"{where}: issuer must be a string (the API server's issuer URL)")
     extra = sorted(set(metadata) - {"cluster", "clusterId", "createdAt", "createdBy"}) + sorted(
         f"reviewer.{k}" for k in set(reviewer) - {"mode", "serviceAccount", "token", "expiresAt"}
     )
@@ -152,6 +159,7 @@ def read_connection_file(path: str | os.PathLike[str]) -> ClusterConnection:
         raise ConfigError(f"{where}: reviewer.mode must be 'token' or 'client-jwt'") from None
     token = reviewer.get("token")
     if token is not None:
+        warn_if_exposed(path, "the connection file (it holds a reviewer token)")
         if mode is not ReviewerMode.TOKEN:
             raise ConfigError(f"{where}: reviewer.token is only allowed with mode 'token'")
         if not isinstance(token, str) or len(token) > 16384 or not _JWT.fullmatch(token):

@@ -18,7 +18,7 @@ from cloudtaser.errors import (
     ConfigError,
 )
 from cloudtaser.plan.model import WorkloadStatus
-from cloudtaser.plan.rules import RESERVED_MOUNTS, safe_mount_path
+from cloudtaser.plan.rules import reserved_mount, usable_mount
 
 if TYPE_CHECKING:
     from cloudtaser.plan.model import MigrationPlan
@@ -197,13 +197,13 @@ def validate_auth_mount(mount: str) -> str:
     """An auth mount path (``kubernetes``, ``k8s/eu-prod``) without ``auth/``; or ConfigError."""
     mount = mount.strip().strip("/")
     mount = mount.removeprefix("auth/")
-    if len(mount) > 128 or not safe_mount_path(mount):
+    if reserved_mount(mount):
+        raise ConfigError(f"auth mount {mount[:80]!r} is reserved by the vault")
+    if not usable_mount(mount):  # the rule book: same rule for every command
         raise ConfigError(
             f"auth mount {mount[:80]!r} is not a safe mount path (letters, digits, '.', '_', "
-            "'-', segments separated by '/')"
+            "'-', segments separated by '/', none starting with '.')"
         )
-    if mount.split("/")[0].lower() in RESERVED_MOUNTS:
-        raise ConfigError(f"auth mount {mount!r} is reserved by the vault")
     return mount
 
 

@@ -599,9 +599,13 @@ _DESCRIBE = {
     FIELD_NAME: "a safe field name (letters, digits, '.', '_', '-'; not '.' or '..')",
     VAULT_PATH: (
         "a safe KV v2 path: <mount>/data/<path> with segments of ASCII letters, digits, '.', "
-        "'_', '-' only (no '..' or '.' segment, no globs, quotes, spaces or empty segments)"
+        "'_', '-' only, none starting with '.' (no '..', globs, quotes, spaces or empty "
+        "segments), and not in a reserved mount (sys, auth, identity, cubbyhole, token)"
     ),
-    MOUNT: "a safe mount name (segments of letters, digits, '.', '_', '-')",
+    MOUNT: (
+        "a safe mount name (segments of letters, digits, '.', '_', '-', none starting with "
+        "'.'; not sys, auth, identity, cubbyhole or token in any case)"
+    ),
     ONE_LINE: "a single line of printable text",
 }
 _REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.DOTALL)

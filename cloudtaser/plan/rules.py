@@ -43,6 +43,7 @@ __all__ = [
     "MAX_OBJECT_NAME",
     "MAX_PLAN_NAME",
     "MAX_SEGMENT",
+    "MAX_SEGMENT_CHARS",
     "MAX_VAULT_PATH",
     "MOUNT",
     "ONE_LINE",
@@ -63,12 +64,14 @@ __all__ = [
     "kv_mount_problem",
     "path_in_prefix",
     "policy_name",
+    "reserved_mount",
     "role_name",
     "safe_mount_path",
     "safe_segment",
     "shown",
     "template_problem",
     "tenant_scope",
+    "usable_mount",
     "valid_role_name",
     "vault_path_problem",
 ]
@@ -98,6 +101,8 @@ MAX_FIELD_NAME: Final = 253
 MAX_VAULT_PATH: Final = 512
 #: One segment of a vault path, and a whole mount path.
 MAX_SEGMENT: Final = 128
+#: The name issue 18 (sec) gave the same limit.
+MAX_SEGMENT_CHARS: Final = MAX_SEGMENT
 MAX_MOUNT: Final = 128
 #: A policy or role name (``cloudtaser-<plan>-<tenant>`` is at most 138).
 MAX_OBJECT_NAME: Final = 140
@@ -114,16 +119,21 @@ PLAN_NAME: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$"
 ENV_VAR: Final = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
 #: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
 FIELD_NAME: Final = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+(?!\n)$"
-#: One path segment in vault: letters, digits, '.', '_', '-'.
-_SEGMENT_CHARS: Final = r"[A-Za-z0-9._-]+"
-#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path; no ``.`` or ``..`` segment.
-VAULT_PATH: Final = (
-    rf"^(?!(?:.*/)?\.{{1,2}}(?:/|$)){_SEGMENT_CHARS}/data(/{_SEGMENT_CHARS})+(?!\n)$"
+#: One path segment in vault: letters, digits, '.', '_', '-', never starting with '.' (so never
+#: '.', '..', '...' or '.db'): the same rule as :func:`safe_segment`.
+_SEGMENT_CHARS: Final = r"[A-Za-z0-9_-][A-Za-z0-9._-]*"
+#: A mount may not start with a vault-reserved mount, in any case (:data:`RESERVED_MOUNTS`).
+_NOT_RESERVED: Final = r"(?!(?i:sys|auth|identity|cubbyhole|token)(?:/|$))"
+#: ``<mount>/data/<segment>[/<segment>...]``, the KV v2 API path of a non-reserved mount.
+VAULT_PATH: Final = rf"^{_NOT_RESERVED}{_SEGMENT_CHARS}/data(/{_SEGMENT_CHARS})+(?!\n)$"
+#: A vault mount name (KV mount, auth mount): one or more safe segments, not reserved.
+MOUNT: Final = rf"^{_NOT_RESERVED}{_SEGMENT_CHARS}(/{_SEGMENT_CHARS})*(?!\n)$"
+#: A free-text value that must stay on one line and printable (reasons, notes, sources): no
+#: C0/C1 control character and no bidi/invisible format character, even written as a YAML
+#: escape ("\u202e"), so no plan value can rewrite a reviewer's terminal.
+ONE_LINE: Final = (
+    r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]*(?!\n)$"
 )
-#: A vault mount name (KV mount, auth mount): one or more safe segments.
-MOUNT: Final = rf"^{_SEGMENT_CHARS}(/{_SEGMENT_CHARS})*(?!\n)$"
-#: A free-text value that must stay on one line and printable (reasons, notes, sources).
-ONE_LINE: Final = r"^[^\x00-\x1f\x7f]*(?!\n)$"
 #: Where a secret came from (``Secret/name``, ``vault-agent:name`` ...).
 SOURCE_REF: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*(?!\n)$"
 
@@ -192,6 +202,17 @@ def safe_mount_path(mount: str) -> bool:
 def is_reserved_mount(mount: str) -> bool:
     """True when the mount's first segment is reserved by the vault (any letter case)."""
     return mount.split("/", maxsplit=1)[0].lower() in RESERVED_MOUNTS
+
+
+def reserved_mount(mount: str) -> bool:
+    """Alias of :func:`is_reserved_mount` (the vault routes ``SYS/`` like ``sys/``)."""
+    return is_reserved_mount(mount)
+
+
+def usable_mount(mount: str) -> bool:
+    """The one rule for a KV or auth mount every command applies: safe segments (none
+    starting with a dot), not reserved in any case, at most :data:`MAX_MOUNT` characters."""
+    return _mount_problem(mount, "mount") is None
 
 
 def shown(value: str, limit: int = 80) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtaser.errors import ConfigError, LockError, PlanError
 from cloudtaser.plan.model import WorkloadStatus
+from cloudtaser.sanitize import printable
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -98,13 +100,37 @@ class PlanLock:
         return True
 
     def _read(self, path: Path) -> dict[str, Any] | None:
+        """The holder recorded in the lock at ``path`` (None: no lock).
+
+        The lock may sit in a shared directory: it is opened without following a symlink and
+        without blocking (a FIFO would hang the run), and only a regular file is accepted;
+        anything else is a :class:`LockError` that never echoes what the path points to.
+        """
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            data = json.loads(path.read_text(encoding="utf-8") or "null")
+            fd = os.open(path, flags)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except OSError as exc:
+            raise self._not_a_lock(path, "a symbolic link or unreadable") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self._not_a_lock(path, "not a regular file")
+            raw = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        try:
+            data = json.loads(raw.decode("utf-8") or "null")
+        except (ValueError, RecursionError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _not_a_lock(path: Path, what: str) -> LockError:
+        return LockError(
+            f"the plan lock {path} exists but is {what}; cloudtaser only creates regular "
+            "files there. Remove it (and check who put it there) and run again"
+        )
 
     def _stale(self, holder: dict[str, Any]) -> bool:
         pid = holder.get("pid")
@@ -143,10 +169,12 @@ class PlanLock:
         raise self._busy(holder)
 
     def _busy(self, holder: Mapping[str, Any]) -> LockError:
-        who = (
-            f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-            f"started {holder.get('started', '?')}"
-            + (f" by {holder['actor']}" if holder.get("actor") else "")
+        def field(key: str) -> str:
+            value = holder.get(key, "?")
+            return printable(str(value) if isinstance(value, str | int) else "?", limit=80)
+
+        who = f"pid {field('pid')} on {field('host')}, started {field('started')}" + (
+            f" by {field('actor')}" if holder.get("actor") else ""
         )
         return LockError(
             f"another cloudtaser run holds the plan lock {self.path} ({one_line(who, 300)}); "

@@ -36,7 +36,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, NoReturn
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -116,6 +116,8 @@ class Reply:
     status: int
     body: Any
     headers: Mapping[str, str]
+    #: How many times the request was sent (retries included) before this answer.
+    attempts: int = 1
 
     @property
     def data(self) -> Any:
@@ -373,10 +375,10 @@ class OpenBaoClient:
                     return reply
                 limit = policy.max_rate_limited_attempts if status == 429 else policy.max_attempts
                 if attempt >= limit or not retryable:
-                    return reply  # translated by the caller, with status and errors
+                    return replace(reply, attempts=attempt)  # translated by the caller
                 delay = policy.delay(attempt, retry_after)
                 if time.monotonic() + delay > ends:
-                    return reply
+                    return replace(reply, attempts=attempt)
                 log.debug("%s: %s; retry %d in %.2fs", shown, reason, attempt, delay)
                 time.sleep(delay)
                 continue
@@ -546,8 +548,8 @@ class OpenBaoClient:
             )
         if status == 429:
             message = (
-                f"the vault kept rate-limiting {where} (HTTP 429) after "
-                f"{self._retry.max_rate_limited_attempts} attempts{said}; retry later, lower "
+                f"the vault kept rate-limiting {where} (HTTP 429) after {reply.attempts} "
+                f"attempt{'s' if reply.attempts != 1 else ''}{said}; retry later, lower "
                 "--concurrency or "
                 "ask the vault team to raise the rate-limit quota"
             )

@@ -27,7 +27,7 @@ from cloudtaser.errors import (
     ClusterUnreachableError,
     ConfigError,
 )
-from cloudtaser.sanitize import shown
+from cloudtaser.sanitize import printable, shown
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient, Client, KubeConfig
@@ -164,9 +164,13 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     cluster_entry = clusters[cluster_name]
     cluster = cluster_entry.get("cluster") or {}
     server = cluster.get("server")
-    if not isinstance(server, str) or not server.startswith(("https://", "http://")):
-        raise ConfigError(f"cluster {cluster_name!r} has no http(s) server URL in the kubeconfig")
+    if not isinstance(server, str) or not _valid_server(server):
+        raise ConfigError(
+            f"cluster {cluster_name!r} has no valid http(s) server URL in the kubeconfig "
+            "(e.g. https://10.0.0.1:6443 or https://[::1]:6443)"
+        )
     ca_pem = _ca_pem(cluster_entry)
+    user_name = ctx.get("user")
     if cluster.get("insecure-skip-tls-verify"):
         logging.getLogger("cloudtaser.target.kube").warning(
             "TLS verification of the API server %s is DISABLED by the kubeconfig "
@@ -193,6 +197,8 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
                 # kubectl trims a token's surrounding whitespace: YAML's block form
                 # (``token: |``) ends it with a newline, which no HTTP header may hold.
                 inner["token"] = inner["token"].strip()
+            if key == "users" and original["name"] == user_name:
+                inner = _usable_user(inner, user_name)
             entry[inner_key] = inner
             plain[key].append(entry)
     try:
@@ -228,6 +234,128 @@ _BY_STATUS: dict[int, type[ClusterError]] = {
     409: ClusterConflictError,
     422: ClusterInvalidError,
 }
+
+
+def _valid_server(server: str) -> bool:
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    try:
+        parts = urlsplit(server)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+#: Exec credential plugin API versions we speak (kubectl's client-go speaks the same three).
+_EXEC_VERSIONS = frozenset(
+    {
+        "client.authentication.k8s.io/v1",
+        "client.authentication.k8s.io/v1beta1",
+        "client.authentication.k8s.io/v1alpha1",
+    }
+)
+#: How long an exec credential plugin may run, and how much it may print.
+_EXEC_TIMEOUT = 60.0
+_EXEC_MAX_OUTPUT = 1024 * 1024
+
+
+def _usable_user(user: dict[str, Any], name: str) -> dict[str, Any]:
+    """Check the context's user before any request: a missing ``tokenFile`` or a broken
+    ``exec`` plugin is a configuration problem (exit 2), never a crash. An ``exec`` plugin is
+    run here, once per command, in every API version kubectl supports (lightkube alone lacks
+    ``client.authentication.k8s.io/v1``, which the cloud providers' plugins emit); its token
+    replaces the ``exec`` entry."""
+    token_file = user.get("tokenFile")
+    if isinstance(token_file, str):
+        try:
+            content = Path(token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"kubeconfig user {name!r}: cannot read tokenFile {token_file}: {exc.strerror}"
+            ) from None
+        if not content:
+            raise ConfigError(f"kubeconfig user {name!r}: tokenFile {token_file} is empty")
+    exec_spec = user.get("exec")
+    if exec_spec is None or user.get("token") or isinstance(token_file, str):
+        return user
+    token = _run_exec_plugin(exec_spec, name)
+    return {k: v for k, v in user.items() if k != "exec"} | {"token": token}
+
+
+def _run_exec_plugin(spec: Any, name: str) -> str:
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    where = f"kubeconfig user {name!r}: exec plugin"
+    if not isinstance(spec, dict) or not isinstance(spec.get("command"), str):
+        raise ConfigError(f"{where}: 'exec' needs a command")
+    version = spec.get("apiVersion")
+    if version not in _EXEC_VERSIONS:
+        raise ConfigError(
+            f"{where}: apiVersion {printable(str(version), limit=80)!r} is not supported (use "
+            "client.authentication.k8s.io/v1 or v1beta1)"
+        )
+    args = spec.get("args") or []
+    env_list = spec.get("env") or []
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise ConfigError(f"{where}: args must be a list of strings")
+    if not isinstance(env_list, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("value"), str)
+        for e in env_list
+    ):
+        raise ConfigError(f"{where}: env must be a list of {{name, value}} strings")
+    env = dict(os.environ) | {e["name"]: e["value"] for e in env_list}
+    env["KUBERNETES_EXEC_INFO"] = json.dumps(
+        {"apiVersion": version, "kind": "ExecCredential", "spec": {"interactive": False}}
+    )
+    command = spec["command"]
+    shown_cmd = printable(command, limit=200)
+    try:
+        proc = subprocess.run(  # the user's own kubeconfig names the plugin
+            [command, *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_EXEC_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        hint = spec.get("installHint")
+        extra = f" ({printable(hint, limit=300)})" if isinstance(hint, str) else ""
+        raise ConfigError(f"{where}: command {shown_cmd!r} not found{extra}") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"{where}: {shown_cmd!r} did not finish within {_EXEC_TIMEOUT:g} s"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot run {shown_cmd!r}: {exc.strerror}") from None
+    if proc.returncode != 0:
+        said = shown(proc.stderr.decode("utf-8", "replace").strip(), limit=300)
+        raise ConfigError(
+            f"{where}: {shown_cmd!r} failed (exit {proc.returncode})"
+            + (f": {said}" if said else "")
+        )
+    if len(proc.stdout) > _EXEC_MAX_OUTPUT:
+        raise ConfigError(f"{where}: {shown_cmd!r} printed more than 1 MiB")
+    try:
+        doc = json.loads(proc.stdout)
+    except (ValueError, RecursionError):
+        raise ConfigError(
+            f"{where}: {shown_cmd!r} did not print an ExecCredential JSON document"
+        ) from None
+    status = doc.get("status") if isinstance(doc, dict) else None
+    token = status.get("token") if isinstance(status, dict) else None
+    if not isinstance(token, str) or not token.strip():
+        raise ConfigError(
+            f"{where}: {shown_cmd!r} printed no status.token (client certificates from exec "
+            "plugins are not supported)"
+        )
+    token = token.strip()
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise ConfigError(f"{where}: {shown_cmd!r} printed a token that is not a header value")
+    return token
 
 
 @contextlib.contextmanager

@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from cloudtaser.plan.rules import DNS_SUBDOMAIN, ENV_VAR, FIELD_NAME, safe_segment
+from cloudtaser.plan.rules import (
+    DNS_SUBDOMAIN,
+    ENV_VAR,
+    FIELD_NAME,
+    MAX_SEGMENT_CHARS,
+    MAX_VAULT_PATH,
+    reserved_mount,
+    safe_segment,
+)
 
 __all__ = [
     "VAULT_AGENT_SECRET_PREFIX",
@@ -304,9 +312,15 @@ def kv2_path(path: str) -> tuple[str | None, str | None]:
             "is not a safe KV path (only letters, digits, '.', '_', '-' and '/' separated "
             "segments, no '.' or '..')"
         )
+    if reserved_mount(cleaned):
+        return None, "points into a reserved vault mount (sys, auth, identity, cubbyhole, token)"
+    if any(len(s) > MAX_SEGMENT_CHARS for s in segments):
+        return None, f"has a segment longer than {MAX_SEGMENT_CHARS} characters"
     if len(segments) >= 3 and segments[1] == "data":
         return cleaned, None
     if len(segments) >= 2:
         converted = "/".join([segments[0], "data", *segments[1:]])
+        if len(converted) > MAX_VAULT_PATH:
+            return None, "is too long"
         return converted, f"converted from {cleaned!r} assuming a KV v2 mount"
     return None, "names a mount but no secret"

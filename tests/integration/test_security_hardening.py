@@ -354,3 +354,42 @@ def test_nul_byte_before_status_skipped_is_refused_by_a_real_apply_plan(
     assert "U+0000" in run.stderr
     assert "\x00" not in run.stderr
     assert openbao.requests_since(mark) == []
+
+
+# -- finding 9: exec plugins in client.authentication.k8s.io/v1 work -----------------------------
+
+
+@pytest.mark.parametrize(
+    "version", ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"]
+)
+def test_exec_credential_plugin_works_against_a_real_api_server(
+    cluster: Cluster, apps: tuple[str, str], tmp_path: Path, version: str
+) -> None:
+    ns, token = apps
+    token_file = tmp_path / "sa-token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    plugin = tmp_path / "plugin.sh"
+    plugin.write_text(
+        "#!/bin/sh\n"
+        # a v1 plugin must see KUBERNETES_EXEC_INFO naming its version
+        f'case "$KUBERNETES_EXEC_INFO" in *"{version}"*) ;; *) echo no info >&2; exit 9;; esac\n'
+        f'printf \'{{"apiVersion": "{version}", "kind": "ExecCredential", '
+        f'"status": {{"token": "%s"}}}}\' "$(cat {token_file})"\n'
+    )
+    plugin.chmod(0o700)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        kubeconfig_text(
+            cluster,
+            f"    exec:\n      apiVersion: {version}\n      command: {plugin}\n"
+            "      interactiveMode: Never\n",
+        )
+    )
+    plan = tmp_path / "plan.yaml"
+
+    run = discover(kubeconfig, ns, plan)
+
+    assert run.returncode == 0, run.stderr
+    assert [w.name for _t, w in planlib.load(plan).iter_workloads()] == ["web"]
+    assert token not in run.stdout + run.stderr + plan.read_text()

@@ -92,8 +92,14 @@ def _client(address: str, **retry: float) -> OpenBaoClient:
     return OpenBaoClient(VaultTarget(address=address, token=TOKEN, timeout=10.0), retry=policy)
 
 
+_REDIRECT = (
+    "HTTP/1.1 307 X\r\nConnection: close\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+)
+
+
 def _head(status: int = 200, extra: str = "") -> bytes:
-    return f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}".encode()
+    head = f"HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Type: application/json\r\n"
+    return (head + extra).encode()
 
 
 def _rss_mib() -> float:
@@ -174,9 +180,7 @@ def test_redirect_to_another_origin_is_not_followed_with_the_token(hostile, allo
 
     def redirect(conn: socket.socket, _req: bytes) -> None:
         location = f"{elsewhere.address}/v1/secret/data/x"
-        conn.sendall(
-            f"HTTP/1.1 307 X\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
-        )
+        conn.sendall(_REDIRECT.format(location=location).encode())
 
     server = hostile(redirect)
     target = VaultTarget(
@@ -198,7 +202,7 @@ def test_same_origin_redirect_is_still_followed(hostile) -> None:  # type: ignor
         if b"/v1/moved" in req:
             conn.sendall(_head(extra="Content-Length: 11\r\n\r\n") + b'{"data":{}}')
         else:
-            conn.sendall(b"HTTP/1.1 307 X\r\nLocation: /v1/moved\r\nContent-Length: 0\r\n\r\n")
+            conn.sendall(_REDIRECT.format(location="/v1/moved").encode())
 
     server = hostile(handler)
     with _client(server.address) as client:
@@ -239,3 +243,19 @@ def test_two_hundred_thousand_errors_become_one_short_line(hostile) -> None:  # 
     assert len(message) < 5000
     assert "\n" not in message
     assert "199990 more errors not shown" in message
+
+
+def test_rate_limit_message_counts_the_attempts_really_made(hostile) -> None:  # type: ignore[no-untyped-def]
+    body = b'{"errors": ["request path \\"x\\": rate limit quota exceeded"]}'
+
+    def handler(conn: socket.socket, _req: bytes) -> None:
+        conn.sendall(_head(429, f"Retry-After: 1\r\nContent-Length: {len(body)}\r\n\r\n") + body)
+
+    server = hostile(handler)
+    policy = RetryPolicy(max_rate_limited_attempts=60, deadline=2.5, backoff_base=0.01)
+    target = VaultTarget(address=server.address, token=TOKEN, timeout=5.0)
+    with OpenBaoClient(target, retry=policy) as client, pytest.raises(VaultHTTPError) as caught:
+        client.read("x")
+    sent = len(server.received)
+    assert 1 < sent < 60
+    assert f"after {sent} attempts" in str(caught.value)

@@ -275,3 +275,12 @@ def test_nul_before_status_can_no_longer_turn_skipped_into_pending() -> None:
 def test_crlf_and_a_bom_are_still_fine() -> None:
     text = "\ufeff" + _SKIPPED_PLAN.replace("\n", "\r\n")
     assert planlib.loads(text.encode()).tenants[0].workloads[0].status is WorkloadStatus.SKIPPED
+
+
+@pytest.mark.parametrize("escape", ["\\u202e", "\\x9b", "\\u200b", "\\x1b", "\\0"])
+def test_hidden_characters_written_as_yaml_escapes_are_refused_too(escape: str) -> None:
+    text = _SKIPPED_PLAN.replace(
+        "      status: skipped\n", f'      status: skipped\n      reason: "a{escape}b"\n'
+    )
+    with pytest.raises(PlanError, match="single line of printable text"):
+        planlib.loads(text)
