@@ -197,8 +197,12 @@ func (c *Client) Do(ctx context.Context, method, path string, body any, ok ...in
 		if retryAfter > wait {
 			wait = retryAfter
 		}
-		if dl, has := ctx.Deadline(); has && time.Until(dl) < wait {
-			return nil, &UnreachableError{method, path, last}
+		if dl, has := ctx.Deadline(); has {
+			left := time.Until(dl)
+			if left <= 0 {
+				return nil, &UnreachableError{method, path, last}
+			}
+			wait = min(wait, left) // one last try at the deadline, not a give-up before it
 		}
 		select {
 		case <-ctx.Done():
