@@ -260,11 +260,15 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover). Not part of plain ``nox``: they take minutes and measure, they do not test.
+    discover, runtime_wrapper). Not part of plain ``nox``: they take minutes and measure, they do not test.
     """
     _build_testenv(session)
     _install(session, "test")
-    names = session.posargs or ["plan_load", "apply_plan", "verify_plan", "discover"]
+    names = session.posargs or ["plan_load", "apply_plan", "verify_plan", "discover", "runtime_wrapper"]
+    if "runtime_wrapper" in names:
+        session.chdir(RUNTIME)
+        build_runtime(session)
+        session.chdir(ROOT)
     for name in names:
         session.log(f"benchmark: {name}")
         session.run("python", f"benchmarks/{name}.py", env=_testenv_env())
