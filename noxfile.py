@@ -93,7 +93,9 @@ def _go(session: nox.Session) -> tuple[str, dict[str, str]]:
     path = os.environ.get("PATH", "")
     go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if not go:
-        session.error("Go >= 1.26 is required for the runtime (not on PATH or in /usr/local/go/bin)")
+        session.error(
+            "Go >= 1.26 is required for the runtime (not on PATH or in /usr/local/go/bin)"
+        )
     return go, {"PATH": f"{path}{os.pathsep}{Path(go).parent}", "CGO_ENABLED": "0"}
 
 
@@ -151,7 +153,9 @@ def runtime(session: nox.Session) -> None:
         if len(session.posargs) != 2 or session.posargs[0] != "--push":
             session.error("usage: nox -s runtime [-- --push REF]")
         push = session.posargs[1]
-    session.install(*[d for d in nox.project.dependency_groups(PYPROJECT, "test") if "openbao" in d])
+    session.install(
+        *[d for d in nox.project.dependency_groups(PYPROJECT, "test") if "openbao" in d]
+    )
     go, env = _go(session)
     bao = shutil.which("bao", path=str(Path(session.bin)))
     env = {**env, "CLOUDTASER_BAO": bao or ""}
@@ -163,7 +167,9 @@ def runtime(session: nox.Session) -> None:
         session.error(f"gofmt: not formatted:\n{unformatted}")
     session.run(go, "vet", "./...", external=True, env=env)
     # -race needs cgo (the binaries themselves are built with CGO_ENABLED=0)
-    session.run(go, "test", "-race", "-count=1", "./...", external=True, env={**env, "CGO_ENABLED": "1"})
+    session.run(
+        go, "test", "-race", "-count=1", "./...", external=True, env={**env, "CGO_ENABLED": "1"}
+    )
     session.chdir(RUNTIME / "tools" / "push")
     session.run(go, "vet", "./...", external=True, env=env)
     session.run(go, "test", "-count=1", "./...", external=True, env=env)
@@ -251,6 +257,9 @@ def demo(session: nox.Session) -> None:
     ``nox -s demo -- --keep`` leaves both running and prints how to reach them.
     """
     _build_testenv(session)
+    session.chdir(RUNTIME)
+    build_runtime(session)  # the demo's runtime step runs the Go wrapper
+    session.chdir(ROOT)
     _install(session, "test")
     session.run("python", "tools/demo.py", *session.posargs, env=_testenv_env())
 
@@ -260,11 +269,18 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover, runtime_wrapper). Not part of plain ``nox``: they take minutes and measure, they do not test.
+    discover, runtime_wrapper). Not part of plain ``nox``: they take minutes and measure, they
+    do not test.
     """
     _build_testenv(session)
     _install(session, "test")
-    names = session.posargs or ["plan_load", "apply_plan", "verify_plan", "discover", "runtime_wrapper"]
+    names = session.posargs or [
+        "plan_load",
+        "apply_plan",
+        "verify_plan",
+        "discover",
+        "runtime_wrapper",
+    ]
     if "runtime_wrapper" in names:
         session.chdir(RUNTIME)
         build_runtime(session)

@@ -51,7 +51,9 @@ from tests.integration.connect_helpers import (  # noqa: E402
 )
 
 PATHS = 5
-TIMING = re.compile(r"timing exec: total ([\d.]+) ms, vault ([\d.]+) ms in (\d+) request\(s\), wrapper ([\d.]+) ms")
+TIMING = re.compile(
+    r"timing exec: total ([\d.]+) ms, vault ([\d.]+) ms in (\d+) request\(s\), wrapper ([\d.]+) ms"
+)
 
 
 def setup(openbao, cluster, tmp: Path) -> dict[str, str]:
@@ -75,7 +77,11 @@ def setup(openbao, cluster, tmp: Path) -> dict[str, str]:
                         "name": "api",
                         "serviceAccount": "app",
                         "secrets": [
-                            {"source": f"s{i}", "vaultPath": f"{kv}/data/{ns}/s{i}", "fields": {"password": f"P{i}"}}
+                            {
+                                "source": f"s{i}",
+                                "vaultPath": f"{kv}/data/{ns}/s{i}",
+                                "fields": {"password": f"P{i}"},
+                            }
                             for i in range(PATHS)
                         ],
                     }
@@ -85,13 +91,16 @@ def setup(openbao, cluster, tmp: Path) -> dict[str, str]:
     }
     try:
         result = connect(session, vault, ConnectOptions(auth_mount=mount, namespace="ct-bench"))
-        assert result.self_test is not None and result.self_test.ok, result.self_test
+        assert result.self_test is not None, "connect ran no self-test"
+        assert result.self_test.ok, result.self_test.message
         apply_plan(vault, msgspec.convert(doc, planlib.MigrationPlan), audience="openbao")
     finally:
         session.close()
         vault.close()
     for i in range(PATHS):
-        openbao.api_ok("POST", f"{kv}/data/{ns}/s{i}", {"data": {"password": secrets.token_hex(16)}})
+        openbao.api_ok(
+            "POST", f"{kv}/data/{ns}/s{i}", {"data": {"password": secrets.token_hex(16)}}
+        )
     token = tmp / "sa-token"
     token.write_text(request_token(client, ns, "app", ["openbao"], seconds=3600))
     client.close()
@@ -119,26 +128,37 @@ def wall(argv: list[str], env: dict[str, str], runs: int) -> tuple[list[float], 
 
 
 def row(name: str, ms: list[float]) -> None:
-    print(f"  {name:<44} median {statistics.median(ms):8.2f} ms   min {min(ms):8.2f}   max {max(ms):8.2f}")
+    print(
+        f"  {name:<44} median {statistics.median(ms):8.2f} ms"
+        f"   min {min(ms):8.2f}   max {max(ms):8.2f}"
+    )
 
 
 def resident_rss(binary: str, env: dict[str, str]) -> tuple[int, int]:
     renv = {**env, "CLOUDTASER_MODE": "resident", "CLOUDTASER_ROTATION_INTERVAL": "1s"}
-    proc = subprocess.Popen([binary, "wrap", "--", "sleep", "5"], env=renv, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [binary, "wrap", "--", "sleep", "5"], env=renv, stderr=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(3)  # login, reads, the app started, two rotation polls done
         status = Path(f"/proc/{proc.pid}/status").read_text()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    kib = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status.splitlines()) if k in ("VmRSS", "VmHWM")}
+    kib = {
+        k: int(v.split()[0])
+        for k, v in (line.split(":", 1) for line in status.splitlines())
+        if k in ("VmRSS", "VmHWM")
+    }
     return kib["VmRSS"], kib["VmHWM"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--binary", default=str(ROOT / "build/runtime/linux-amd64/cloudtaser-runtime"))
+    parser.add_argument(
+        "--binary", default=str(ROOT / "build/runtime/linux-amd64/cloudtaser-runtime")
+    )
     args = parser.parse_args()
     if not Path(args.binary).is_file():
         raise SystemExit(f"{args.binary} not found: run `nox -s runtime` first")
@@ -146,10 +166,17 @@ def main() -> None:
         cluster = start_api_only_cluster(Path(tmp) / "cluster")
         try:
             env = setup(openbao, cluster, Path(tmp))
-            print(f"runtime wrapper: login + {PATHS} KV v2 reads, {args.runs} runs each ({cpu_note()})")
+            print(
+                f"runtime wrapper: login + {PATHS} KV v2 reads, {args.runs} runs each"
+                f" ({cpu_note()})"
+            )
             floor, _ = wall(["/bin/true"], env, args.runs)
             row("/bin/true alone", floor)
-            go, errs = wall([args.binary, "wrap", "--", "/bin/true"], {**env, "CLOUDTASER_DEBUG": "1"}, args.runs)
+            go, errs = wall(
+                [args.binary, "wrap", "--", "/bin/true"],
+                {**env, "CLOUDTASER_DEBUG": "1"},
+                args.runs,
+            )
             row("Go: cloudtaser-runtime wrap -- /bin/true", go)
             overhead = []
             for err in errs:
@@ -160,13 +187,24 @@ def main() -> None:
             row("Go: wrapper overhead, vault round trips excluded", overhead)
             if importlib.util.find_spec("cloudtaser.wrapper") is not None:
                 penv = {**env, "PYTHONPATH": str(ROOT)}
-                py, _ = wall([sys.executable, "-m", "cloudtaser", "wrap", "--", "/bin/true"], penv, args.runs)
+                py, _ = wall(
+                    [sys.executable, "-m", "cloudtaser", "wrap", "--", "/bin/true"], penv, args.runs
+                )
                 row("Python: cloudtaser wrap -- /bin/true", py)
-                print(f"  Go is {statistics.median(py) / statistics.median(go):.1f}x faster start-to-app")
+                print(
+                    f"  Go is {statistics.median(py) / statistics.median(go):.1f}x faster"
+                    " start-to-app"
+                )
             else:
-                print("  Python: cloudtaser wrap is removed (figures of the last run are in docs/connect-and-runtime.md)")
+                print(
+                    "  Python: cloudtaser wrap is removed (its figures, measured before,"
+                    " are in docs/connect-and-runtime.md)"
+                )
             rss, hwm = resident_rss(args.binary, env)
-            print(f"  Go resident mode (rotation on): VmRSS {rss / 1024:.1f} MiB, VmHWM {hwm / 1024:.1f} MiB")
+            print(
+                f"  Go resident mode (rotation on): VmRSS {rss / 1024:.1f} MiB,"
+                f" VmHWM {hwm / 1024:.1f} MiB"
+            )
         finally:
             cluster.stop()
 

@@ -141,7 +141,7 @@ def run_wrapper(
     env: dict[str, str], command: Sequence[str], *, timeout: float = 60, binary: str | None = None
 ) -> WrapRun:
     """``cloudtaser-runtime wrap -- COMMAND`` (the Go binary) as the injected wrapper runs it."""
-    from tests.integration.runtime_binary import runtime_binary  # noqa: PLC0415
+    from tests.integration.runtime_binary import runtime_binary
 
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     full.update(env)

@@ -15,7 +15,10 @@ from tests.integration.runtime_binary import REPO, go_binary, go_build
 
 def _image(tmp: Path, *, fresh_cache: bool) -> tuple[str, dict[str, bytes]]:
     extra = {"GOCACHE": str(tmp / "gocache")} if fresh_cache else {}
-    bins = {arch: go_build(tmp / arch / "cloudtaser-runtime", arch=arch, extra_env=extra) for arch in ("amd64", "arm64")}
+    bins = {
+        arch: go_build(tmp / arch / "cloudtaser-runtime", arch=arch, extra_env=extra)
+        for arch in ("amd64", "arm64")
+    }
     out = subprocess.run(
         [go_binary(), "run", "./tools/build-image", "-out", str(tmp / "image"),
          *(f"{a}={p}" for a, p in bins.items())],
