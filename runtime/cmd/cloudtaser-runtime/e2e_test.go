@@ -164,12 +164,16 @@ func kvMount(t *testing.T) string {
 
 // childToken makes a token for the wrapper (token auth) with a policy reading only path.
 func childToken(t *testing.T, mount string, metadata bool) string {
+	return childTokenTTL(t, mount, metadata, "10m")
+}
+
+func childTokenTTL(t *testing.T, mount string, metadata bool, ttl string) string {
 	rules := fmt.Sprintf("path %q { capabilities = [\"read\"] }\n", mount+"/data/app/db")
 	if metadata {
 		rules += fmt.Sprintf("path %q { capabilities = [\"read\"] }\n", mount+"/metadata/app/db")
 	}
 	api(t, "PUT", "sys/policies/acl/"+mount, map[string]any{"policy": rules})
-	out := api(t, "POST", "auth/token/create", map[string]any{"policies": []string{mount}, "ttl": "10m"})
+	out := api(t, "POST", "auth/token/create", map[string]any{"policies": []string{mount}, "ttl": ttl, "renewable": true})
 	return out["auth"].(map[string]any)["client_token"].(string)
 }
 
@@ -198,11 +202,13 @@ func startWrapper(t *testing.T, env []string, argv ...string) *proc {
 	p := &proc{cmd: cmd, stderr: &lockedBuf{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // cleanup kills the app too
+	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-p.done })
 	return p
 }
 
@@ -398,5 +404,27 @@ func TestInstallCopiesTheBinary(t *testing.T) {
 	}
 	if err := exec.Command(binary, "install", filepath.Join(dir, "missing")).Run(); err == nil {
 		t.Fatal("install into a missing directory succeeded")
+	}
+}
+
+// A resident wrapper with rotation keeps its token alive: with a 3 s token, a rotation 7 s
+// later still reads the new version (renew-self at 2/3 of the TTL).
+func TestResidentWrapperRenewsItsTokenSoRotationOutlivesTheTTL(t *testing.T) {
+	needBao(t)
+	mount := kvMount(t)
+	api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-r1"}})
+	out := filepath.Join(t.TempDir(), "app.log")
+	p := startWrapper(t, []string{
+		"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + childTokenTTL(t, mount, true, "3s"),
+		"CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=DB_PASSWORD",
+		"CLOUDTASER_MODE=resident", "CLOUDTASER_ROTATION_INTERVAL=1s", "CT_HELPER=app", "CT_OUT=" + out,
+	}, self(t))
+	waitFile(t, out, "start CANARY-r1", 15*time.Second)
+	time.Sleep(7 * time.Second) // more than twice the token's TTL
+	api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-r2"}})
+	waitFile(t, out, "start CANARY-r2", 15*time.Second)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 42 {
+		t.Fatalf("exit %d: %s", code, p.stderr)
 	}
 }

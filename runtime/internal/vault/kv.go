@@ -54,6 +54,23 @@ func (c *Client) RenewSelf(ctx context.Context) (*Login, error) {
 	return authOf(reply)
 }
 
+// LookupSelf returns the lease of the client's token (auth/token/lookup-self).
+func (c *Client) LookupSelf(ctx context.Context) (*Login, error) {
+	reply, err := c.Do(ctx, "GET", "auth/token/lookup-self", nil)
+	if err != nil {
+		return nil, err
+	}
+	data, _ := reply.Body["data"].(map[string]any)
+	l := &Login{Token: c.token}
+	if n, ok := data["ttl"].(json.Number); ok {
+		if s, err := n.Int64(); err == nil && s > 0 {
+			l.TTL = time.Duration(s) * time.Second
+		}
+	}
+	l.Renewable, _ = data["renewable"].(bool)
+	return l, nil
+}
+
 // RevokeSelf revokes the client's token and forgets it.
 func (c *Client) RevokeSelf(ctx context.Context) error {
 	if c.token == "" {

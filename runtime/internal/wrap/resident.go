@@ -98,6 +98,16 @@ func (w *Wrapper) resident(got *fetched) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	if rotating && w.login == nil && w.client.HasToken() {
+		// a given token (token auth): learn its lease so it can be renewed in time
+		ctx, cancel := context.WithTimeout(context.Background(), w.Cfg.RequestTimeout)
+		if l, err := w.client.LookupSelf(ctx); err == nil {
+			w.login = l
+		} else {
+			w.Logf("token: cannot look up the given token's TTL (it will not be renewed): %v", err)
+		}
+		cancel()
+	}
 	renew := w.renewTimer()
 	defer renew.Stop()
 	reap := time.NewTicker(time.Second) // a lost SIGCHLD never leaves a zombie for long
