@@ -2,10 +2,12 @@ package contract
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -141,6 +143,13 @@ func TestWrapperEnvVectors(t *testing.T) {
 				return false
 			}
 			cfg, err := ResolveEnv(in.Env, exists)
+			for _, name := range []string{"VAULT_TOKEN", "BAO_TOKEN"} {
+				tok := in.Env[name]
+				if tok != "" && (err != nil && strings.Contains(err.Error(), tok) ||
+					strings.Contains(cfg.String(), tok) || strings.Contains(fmt.Sprintf("%v %#v", cfg, cfg), tok)) {
+					t.Fatalf("the token of %s is shown", name)
+				}
+			}
 			got := map[string]any{
 				"address": cfg.Address, "authMethod": cfg.AuthMethod, "authMount": cfg.AuthMount, "role": cfg.Role,
 				"tokenSet": cfg.Token != "", "namespace": cfg.Namespace, "caCert": cfg.CACert, "skipVerify": cfg.SkipVerify,
