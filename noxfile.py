@@ -1,8 +1,11 @@
-"""Every developer task. Plain ``nox`` runs what CI runs: lint, typecheck, tests, integration."""
+"""Every developer task. Plain ``nox`` runs what CI runs: lint, typecheck, tests, runtime,
+integration."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 
 import nox
@@ -10,7 +13,7 @@ import nox
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "tests", "integration"]
+nox.options.sessions = ["lint", "typecheck", "tests", "runtime", "integration"]
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -79,6 +82,110 @@ def _build_testenv(session: nox.Session) -> None:
         session.log(f"using prebuilt binaries from {prebuilt}")
         return
     session.run("bash", str(ROOT / "tests/testenv/build-k8s.sh"), env=_testenv_env())
+
+
+RUNTIME = ROOT / "runtime"
+RUNTIME_BUILD = ROOT / "build" / "runtime"
+RUNTIME_ARCHES = ("amd64", "arm64")
+RUNTIME_MAX_BYTES = 10 * 1024 * 1024
+
+
+def _go(session: nox.Session) -> tuple[str, dict[str, str]]:
+    """The go binary (PATH, else /usr/local/go/bin) and an environment with it on PATH."""
+    path = os.environ.get("PATH", "")
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+    if not go:
+        session.error(
+            "Go >= 1.26 is required for the runtime (not on PATH or in /usr/local/go/bin)"
+        )
+    return go, {"PATH": f"{path}{os.pathsep}{Path(go).parent}", "CGO_ENABLED": "0"}
+
+
+def _version() -> str:
+    text = (ROOT / "cloudtaser" / "__init__.py").read_text()
+    found = re.search(r'__version__ = "([^"]+)"', text)
+    return found.group(1) if found else "dev"
+
+
+def _static_elf(path: Path) -> bool:
+    """True when the ELF file has no PT_INTERP program header (no dynamic loader)."""
+    import struct  # noqa: PLC0415
+
+    data = path.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2:  # 64-bit only
+        return False
+    endian = "<" if data[5] == 1 else ">"
+    phoff = struct.unpack_from(endian + "Q", data, 0x20)[0]
+    phentsize, phnum = struct.unpack_from(endian + "HH", data, 0x36)
+    types = [struct.unpack_from(endian + "I", data, phoff + i * phentsize)[0] for i in range(phnum)]
+    return 3 not in types  # PT_INTERP
+
+
+def build_runtime(session: nox.Session, out: Path = RUNTIME_BUILD) -> dict[str, Path]:
+    """Static, reproducible linux binaries of cloudtaser-runtime under ``out/linux-<arch>/``."""
+    go, env = _go(session)
+    ldflags = f"-s -w -buildid= -X main.version={_version()}"
+    binaries = {}
+    for arch in RUNTIME_ARCHES:
+        target = out / f"linux-{arch}" / "cloudtaser-runtime"
+        session.run(
+            go, "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", str(target),
+            "./cmd/cloudtaser-runtime",
+            env={**env, "GOOS": "linux", "GOARCH": arch}, external=True,
+        )  # fmt: skip
+        size = target.stat().st_size
+        if size > RUNTIME_MAX_BYTES:
+            session.error(f"{target} is {size} bytes, over the 10 MiB budget")
+        if not _static_elf(target):
+            session.error(f"{target} is not statically linked")
+        session.log(f"{target.relative_to(ROOT)}: {size / 1048576:.2f} MiB, static")
+        binaries[arch] = target
+    return binaries
+
+
+@nox.session(python=PYTHON)
+def runtime(session: nox.Session) -> None:
+    """The Go runtime: gofmt check, go vet, go test -race (end-to-end tests against a real
+    bao -dev), static binaries for linux/amd64 and linux/arm64, the OCI image layout.
+
+    ``nox -s runtime -- --push REF`` also pushes the image index to a registry.
+    """
+    push = None
+    if session.posargs:
+        if len(session.posargs) != 2 or session.posargs[0] != "--push":
+            session.error("usage: nox -s runtime [-- --push REF]")
+        push = session.posargs[1]
+    session.install(
+        *[d for d in nox.project.dependency_groups(PYPROJECT, "test") if "openbao" in d]
+    )
+    go, env = _go(session)
+    bao = shutil.which("bao", path=str(Path(session.bin)))
+    env = {**env, "CLOUDTASER_BAO": bao or ""}
+    session.chdir(RUNTIME)
+    unformatted = session.run(
+        str(Path(go).parent / "gofmt"), "-l", ".", silent=True, external=True, env=env
+    )
+    if isinstance(unformatted, str) and unformatted.strip():
+        session.error(f"gofmt: not formatted:\n{unformatted}")
+    session.run(go, "vet", "./...", external=True, env=env)
+    # -race needs cgo (the binaries themselves are built with CGO_ENABLED=0)
+    session.run(
+        go, "test", "-race", "-count=1", "./...", external=True, env={**env, "CGO_ENABLED": "1"}
+    )
+    session.chdir(RUNTIME / "tools" / "push")
+    session.run(go, "vet", "./...", external=True, env=env)
+    session.run(go, "test", "-count=1", "./...", external=True, env=env)
+    session.chdir(RUNTIME)
+    binaries = build_runtime(session)
+    image = RUNTIME_BUILD / "image"
+    args = [f"{arch}={path}" for arch, path in binaries.items()]
+    session.run(
+        go, "run", "./tools/build-image", "-out", str(image), "-version", _version(),
+        "-tag", f"cloudtaser-runtime:{_version()}", *args, external=True, env=env,
+    )  # fmt: skip
+    if push:
+        session.chdir(RUNTIME / "tools" / "push")
+        session.run(go, "run", ".", "-layout", str(image), push, external=True, env=env)
 
 
 @nox.session(python=PYTHON)
@@ -152,6 +259,9 @@ def demo(session: nox.Session) -> None:
     ``nox -s demo -- --keep`` leaves both running and prints how to reach them.
     """
     _build_testenv(session)
+    session.chdir(RUNTIME)
+    build_runtime(session)  # the demo's runtime step runs the Go wrapper
+    session.chdir(ROOT)
     _install(session, "test")
     session.run("python", "tools/demo.py", *session.posargs, env=_testenv_env())
 
@@ -161,11 +271,23 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover, protect). Not part of plain ``nox``: they take minutes and measure, they do not test.
+    discover, protect, runtime_wrapper). Not part of plain ``nox``: they take minutes and measure,
+    they do not test.
     """
     _build_testenv(session)
     _install(session, "test")
-    names = session.posargs or ["plan_load", "apply_plan", "verify_plan", "discover", "protect"]
+    names = session.posargs or [
+        "plan_load",
+        "apply_plan",
+        "verify_plan",
+        "discover",
+        "protect",
+        "runtime_wrapper",
+    ]
+    if "runtime_wrapper" in names:
+        session.chdir(RUNTIME)
+        build_runtime(session)
+        session.chdir(ROOT)
     for name in names:
         session.log(f"benchmark: {name}")
         session.run("python", f"benchmarks/{name}.py", env=_testenv_env())

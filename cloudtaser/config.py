@@ -14,7 +14,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from cloudtaser import contract
 from cloudtaser.errors import ConfigError
@@ -48,19 +47,10 @@ def local_actor() -> str:
 
 def validate_vault_address(address: str, *, what: str = "vault address") -> str:
     """Return ``address`` without a trailing slash, or raise :class:`ConfigError`."""
-    address = address.strip()
-    parts = urlsplit(address)
-    if parts.username or parts.password:  # checked first: later messages echo the address
-        raise ConfigError(f"{what} must not carry credentials in the URL")
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(
-            f"{what} {address!r} is not an http(s) URL with a host, e.g. https://vault.example.com:8200"
-        )
-    if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in address):
-        raise ConfigError(
-            f"{what} {parts.scheme}://{parts.hostname} has a query, fragment or blank"
-        )
-    return address.rstrip("/")
+    try:  # one rule, the runtime contract's
+        return contract.parse_vault_address(what, address)
+    except contract.ContractError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:

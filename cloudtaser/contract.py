@@ -64,7 +64,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 from cloudtaser.plan import rules
 
@@ -99,12 +100,15 @@ __all__ = [
     "format_auth_path",
     "format_env_map",
     "format_secret_paths",
+    "optional_duration",
+    "parse_annotations",
     "parse_auth_path",
     "parse_bool",
     "parse_duration",
     "parse_env_map",
     "parse_mapping",
     "parse_secret_paths",
+    "parse_vault_address",
     "restart_marker",
     "vault_env",
 ]
@@ -203,8 +207,26 @@ def parse_bool(name: str, value: str | None) -> bool:
     )
 
 
+#: Go's largest ``time.Duration`` (2^63-1 ns), in seconds.
+MAX_DURATION_SECONDS: Final = (2**63 - 1) / 1e9
+
+
+def optional_duration(name: str, value: str | None) -> float | None:
+    """Like :func:`parse_duration`, with an empty or unset value meaning "the default" (None)."""
+    if value is None or not value.strip():
+        return None
+    return parse_duration(name, value)
+
+
 def parse_duration(name: str, value: str) -> float:
     """Seconds from a Go duration (``1h30m``, ``500ms``) or a bare non-negative integer."""
+    seconds = _duration(name, value)
+    if seconds > MAX_DURATION_SECONDS:
+        raise ContractError("bad-duration", f"{name} {value[:40]!r} is out of range")
+    return seconds
+
+
+def _duration(name: str, value: str) -> float:
     text = value.strip()
     if text.isdigit() and text.isascii():
         return float(int(text))
@@ -274,7 +296,7 @@ def format_env_map(groups: Sequence[Mapping[str, str]]) -> str:
         for env in group.values():
             if env in seen_env:
                 raise ContractError(
-                    "env-fed-twice", f"env-map: environment variable {env!r} is fed twice"
+                    "duplicate-env", f"env-map: environment variable {env!r} is fed twice"
                 )
             seen_env.add(env)
         parts.append(
@@ -320,7 +342,7 @@ def parse_env_map(value: str) -> list[dict[str, str]]:
                 )
             if env in seen_env:
                 raise ContractError(
-                    "env-fed-twice", f"env-map: environment variable {env!r} is fed twice"
+                    "duplicate-env", f"env-map: environment variable {env!r} is fed twice"
                 )
             seen_env.add(env)
             group[field] = env
@@ -334,7 +356,7 @@ def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, 
     groups = parse_env_map(env_map)
     if len(paths) != len(groups):
         raise ContractError(
-            "count-mismatch",
+            "mapping-mismatch",
             f"secret-paths names {len(paths)} path(s) but env-map has {len(groups)} group(s); "
             "they must match one to one",
         )
@@ -348,7 +370,7 @@ def format_auth_path(mount: str) -> str:
     """``auth/<mount>`` for the ``vault-auth-path`` annotation (mount checked by the rule book)."""
     problem = rules.auth_mount_problem(mount)
     if problem is not None:
-        raise ContractError("bad-mount", problem)
+        raise ContractError("bad-auth-mount", problem)
     return f"auth/{mount}"
 
 
@@ -358,7 +380,8 @@ def parse_auth_path(value: str) -> str:
     problem = rules.auth_mount_problem(mount)
     if problem is not None:
         raise ContractError(
-            "bad-mount", f"{rules.shown(value)} is not an auth mount path such as auth/kubernetes"
+            "bad-auth-mount",
+            f"{rules.shown(value)} is not an auth mount path such as auth/kubernetes",
         )
     return mount
 
@@ -375,8 +398,10 @@ def restart_marker(at: datetime | None = None) -> str:
 def build_child_env(parent: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
     """The command's environment: ``parent`` minus ``CLOUDTASER_*`` and vault tokens, plus
     ``secrets`` (which win over inherited values of the same name)."""
-    for name in secrets:
+    for name, value in secrets.items():
         _check_env(name)
+        if "\x00" in value:
+            raise ContractError("nul-in-value", f"the value for {name} contains a NUL byte")
     child = {
         key: value
         for key, value in parent.items()
@@ -384,3 +409,54 @@ def build_child_env(parent: Mapping[str, str], secrets: Mapping[str, str]) -> di
     }
     child.update(secrets)
     return child
+
+
+# --- a whole pod's annotations (what the injector reads) ------------------------------------
+
+
+def parse_vault_address(what: str, value: str) -> str:
+    """An http(s) URL with a host, no credentials, query, fragment or blanks; without a
+    trailing slash. ``addr-credentials`` / ``bad-addr``; messages never echo credentials."""
+    address = value.strip()
+    parts = urlsplit(address)
+    if parts.username or parts.password:  # checked first: later messages echo the address
+        raise ContractError("addr-credentials", f"{what} must not carry credentials in the URL")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ContractError(
+            "bad-addr",
+            f"{what} {rules.shown(address)} is not an http(s) URL with a host, e.g. "
+            "https://vault.example.com:8200",
+        )
+    if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in address):
+        raise ContractError(
+            "bad-addr", f"{what} {parts.scheme}://{parts.hostname} has a query, fragment or blank"
+        )
+    return address.rstrip("/")
+
+
+def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
+    """A pod's annotations as the injector reads them: ``{"inject": False}``, or the address,
+    role, auth mount and the ordered ``[{path, fields}]`` mapping. Refusals carry the codes of
+    ``spec/contract/annotations.json``."""
+    if not parse_bool(INJECT, annotations.get(INJECT, "")):
+        return {"inject": False}
+    address = annotations.get(VAULT_ADDRESS, "")
+    if not address.strip():
+        raise ContractError("missing-addr", f"{VAULT_ADDRESS} is not set")
+    address = parse_vault_address(VAULT_ADDRESS, address)
+    role = annotations.get(VAULT_ROLE, "").strip()
+    if not role:
+        raise ContractError("missing-role", f"{VAULT_ROLE} is not set")
+    if not rules.valid_role_name(role):
+        raise ContractError("bad-role", f"{VAULT_ROLE} {rules.shown(role)} is not a valid role")
+    mount = parse_auth_path(annotations[AUTH_PATH]) if AUTH_PATH in annotations else "kubernetes"
+    if not annotations.get(SECRET_PATHS, "").strip():
+        raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
+    pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))
+    return {
+        "inject": True,
+        "address": address,
+        "role": role,
+        "authMount": mount,
+        "mapping": [{"path": path, "fields": fields} for path, fields in pairs],
+    }

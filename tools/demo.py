@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,6 +95,26 @@ def run(args: list[str], *, env: dict[str, str], cwd: Path, input: str | None = 
     if result.returncode not in (0, 1):
         raise SystemExit(f"demo: step failed with exit code {result.returncode}: {shown}")
     return result.returncode
+
+
+def runtime_binary() -> str:
+    """The Go wrapper: CLOUDTASER_RUNTIME_BIN, else the one ``nox -s runtime`` (and so
+    ``nox -s demo``) builds, else built here with ``go``."""
+    given = os.environ.get("CLOUDTASER_RUNTIME_BIN")
+    if given:
+        return given
+    built = ROOT / "build" / "runtime" / "linux-amd64" / "cloudtaser-runtime"
+    if not built.is_file():
+        go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+        if not go:
+            raise SystemExit(
+                "demo: the Go runtime is not built and Go is not installed (nox -s runtime)"
+            )
+        subprocess.run(
+            [go, "build", "-trimpath", "-o", str(built), "./cmd/cloudtaser-runtime"],
+            cwd=ROOT / "runtime", env={**os.environ, "CGO_ENABLED": "0"}, check=True,
+        )  # fmt: skip
+    return str(built)
 
 
 def create_samples(cluster: Cluster) -> None:
@@ -299,7 +320,7 @@ def demo(workdir: Path, keep: bool) -> None:
         }
         app = workdir / "app.py"
         app.write_text(APP)
-        run(["cloudtaser", "wrap", "--", "python3", "app.py"], env=pod_env, cwd=workdir)
+        run([runtime_binary(), "wrap", "--", "python3", "app.py"], env=pod_env, cwd=workdir)
 
         step("the final plan: the compliance evidence", "every workload migrated or skipped")
         run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)

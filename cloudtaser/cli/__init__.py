@@ -31,7 +31,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.discover_cmd",
     "cloudtaser.cli.protect_cmd",
     "cloudtaser.cli.connect_cmd",
-    "cloudtaser.cli.wrap_cmd",
 )
 
 _EPILOG = """\

@@ -137,13 +137,16 @@ class WrapRun:
     stderr: str
 
 
-def run_wrapper(env: dict[str, str], command: Sequence[str], *, timeout: float = 60) -> WrapRun:
-    """``python -m cloudtaser wrap -- COMMAND`` as the injected wrapper would run it."""
+def run_wrapper(
+    env: dict[str, str], command: Sequence[str], *, timeout: float = 60, binary: str | None = None
+) -> WrapRun:
+    """``cloudtaser-runtime wrap -- COMMAND`` (the Go binary) as the injected wrapper runs it."""
+    from tests.integration.runtime_binary import runtime_binary
+
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
     full.update(env)
-    full["PYTHONPATH"] = str(REPO) + os.pathsep + full.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudtaser", "wrap", "--", *command],
+        [binary or runtime_binary(), "wrap", "--", *command],
         env=full,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,6 +15,8 @@ import yaml
 from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace
 
+from tests.integration.runtime_binary import runtime_binary
+
 ROOT = Path(__file__).parents[2]
 
 pytestmark = [pytest.mark.integration]
@@ -33,7 +35,11 @@ def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> No
         text=True,
         timeout=900,
         check=False,
-        env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "NO_COLOR": "1"},
+        env={
+            "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+            "NO_COLOR": "1",
+            "CLOUDTASER_RUNTIME_BIN": runtime_binary(),
+        },
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -57,7 +63,11 @@ def test_demo_keep_leaves_servers_reachable_until_interrupted(tmp_path: Path) ->
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "NO_COLOR": "1"},
+        env={
+            "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+            "NO_COLOR": "1",
+            "CLOUDTASER_RUNTIME_BIN": runtime_binary(),
+        },
     )
     lines: list[str] = []
     try:

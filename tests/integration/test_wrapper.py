@@ -1,8 +1,10 @@
-"""The runtime wrapper end to end: target connect, source apply-plan, then ``cloudtaser wrap``
-logging in with real ServiceAccount tokens (TokenRequest) against a real OpenBao.
+"""The runtime wrapper end to end: target connect, source apply-plan, then the Go
+``cloudtaser-runtime wrap`` logging in with real ServiceAccount tokens (TokenRequest) against a
+real OpenBao.
 
-Canary secret values may appear only in the child's environment dump, never in the output of a
-cloudtaser command.
+Canary secret values may appear only in the child's environment dump, never in the wrapper's
+output. (Rotation and signal forwarding with real child processes are proven by the Go
+end-to-end tests in runtime/cmd/cloudtaser-runtime/e2e_test.go.)
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.config import ClusterTarget, VaultTarget
 from cloudtaser.connect import ConnectOptions, connect
-from cloudtaser.errors import OperationError, VaultAuthError
 from cloudtaser.source.openbao import OpenBaoClient
 from cloudtaser.source.provision import apply_plan
 from cloudtaser.target.kube import connect as kube_connect
-from cloudtaser.wrapper import prepare
 from tests.integration.connect_helpers import (
     cleanup_cluster,
     cli,
@@ -284,8 +284,30 @@ def test_token_of_the_wrong_audience_is_refused(
 ) -> None:
     token = _token_file(tmp_path, kube_client, site.tenant_a, audience="not-openbao")
     env = _env(site, site.tenant_a, token, VAULT_ADDR=openbao.address)
-    with pytest.raises(VaultAuthError, match="audience"):
-        prepare(env)
+    run = run_wrapper(env, [sys.executable, "-c", "pass"])
+    assert run.returncode == 3, run.stderr
+    assert "audience" in run.stderr
+    _no_canaries(run.stdout + run.stderr, site.canary_a, site.canary_b)
+
+
+def test_resident_mode_gives_the_child_its_secrets_and_its_exit_code(
+    openbao: BaoServer, kube_client: Any, site: Site, tmp_path: Path
+) -> None:
+    token = _token_file(tmp_path, kube_client, site.tenant_a)
+    dump = tmp_path / "env.json"
+    env = _env(site, site.tenant_a, token, VAULT_ADDR=openbao.address, CLOUDTASER_MODE="resident")
+    mark = openbao.audit_mark()
+    run = run_wrapper(env, [*env_dump_command(dump)])
+    assert run.returncode == 0, run.stderr
+    child = read_dump(dump)
+    assert child["pid"] != run.pid  # resident: the app is the wrapper's child
+    assert child["env"]["DB_PASSWORD"] == site.canary_a["password"]
+    assert not [k for k in child["env"] if k.startswith("CLOUDTASER_")]
+    # without rotation the resident wrapper needs no token once the app has its secrets
+    assert ("update", "auth/token/revoke-self") in openbao.request_ops_since(mark)
+    failing = run_wrapper(env, [sys.executable, "-c", "import sys; sys.exit(9)"])
+    assert failing.returncode == 9
+    _no_canaries(run.stdout + run.stderr + failing.stderr, site.canary_a, site.canary_b)
 
 
 def test_check_names_a_role_that_does_not_bind_the_service_account(
@@ -345,12 +367,17 @@ def test_each_clusters_tokens_work_only_through_its_own_mount(
         for token_owner, token in tokens.items():
             for mount_owner, target in sites.items():
                 env = _env(target, tenants[0], token, VAULT_ADDR=openbao.address)
+                dump = tmp_path / f"env-{token_owner}-{mount_owner}.json"
+                run = run_wrapper(env, env_dump_command(dump))
                 if token_owner == mount_owner:
-                    child = prepare(env)
+                    assert run.returncode == 0, run.stderr
+                    child = read_dump(dump)["env"]
                     assert child["DB_PASSWORD"] == target.canary_a["password"]
                 else:
-                    with pytest.raises(VaultAuthError, match="was refused"):
-                        prepare(env)
+                    assert run.returncode == 3, run.stderr
+                    assert "was refused" in run.stderr
+                    assert not dump.exists()
+                _no_canaries(run.stdout + run.stderr, one.canary_a, two.canary_a)
 
         # connecting the second cluster to the first one's mount is refused
         refused = cli(connect_args(second, openbao, tmp_path, one.mount, f"ct-sys-{one.mount[4:]}"))
@@ -369,7 +396,7 @@ def test_each_clusters_tokens_work_only_through_its_own_mount(
         second_client.close()
 
 
-def test_prepare_raises_operation_error_for_a_missing_field(
+def test_unmapped_field_fails_closed_without_showing_values(
     openbao: BaoServer, kube_client: Any, site: Site, tmp_path: Path
 ) -> None:
     token = _token_file(tmp_path, kube_client, site.tenant_a)
@@ -380,6 +407,7 @@ def test_prepare_raises_operation_error_for_a_missing_field(
         VAULT_ADDR=openbao.address,
         CLOUDTASER_ENV_MAP="nope=NOPE",
     )
-    with pytest.raises(OperationError) as info:
-        prepare(env)
-    assert site.canary_a["password"] not in str(info.value)
+    run = run_wrapper(env, [sys.executable, "-c", "pass"])
+    assert run.returncode == 4, run.stderr
+    assert "'nope'" in run.stderr
+    _no_canaries(run.stdout + run.stderr, site.canary_a, site.canary_b)

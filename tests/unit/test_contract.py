@@ -96,9 +96,9 @@ def test_mapping_round_trips_in_order() -> None:
         ("secret/data/x", "..=A", "bad-field"),
         ("secret/data/x", "a", "bad-pair"),
         ("secret/data/x", "a=A,a=B", "duplicate-field"),
-        ("secret/data/x,secret/data/y", "a=A;b=A", "env-fed-twice"),
-        ("secret/data/x,secret/data/y", "a=A", "count-mismatch"),
-        ("secret/data/x", "a=A;b=B", "count-mismatch"),
+        ("secret/data/x,secret/data/y", "a=A;b=A", "duplicate-env"),
+        ("secret/data/x,secret/data/y", "a=A", "mapping-mismatch"),
+        ("secret/data/x", "a=A;b=B", "mapping-mismatch"),
     ],
 )
 def test_every_refusal_has_a_stable_code(secret_paths: str, env_map: str, code: str) -> None:
@@ -110,7 +110,7 @@ def test_every_refusal_has_a_stable_code(secret_paths: str, env_map: str, code: 
 def test_format_refuses_what_parse_refuses() -> None:
     with pytest.raises(ContractError) as info:
         contract.format_env_map([{"a": "X"}, {"b": "X"}])
-    assert info.value.code == "env-fed-twice"
+    assert info.value.code == "duplicate-env"
     with pytest.raises(ContractError) as info:
         contract.format_env_map([{}])
     assert info.value.code == "empty-group"
@@ -132,7 +132,7 @@ def test_auth_path(value: str, mount: str) -> None:
 def test_bad_auth_paths(value: str) -> None:
     with pytest.raises(ContractError) as info:
         contract.parse_auth_path(value)
-    assert info.value.code == "bad-mount"
+    assert info.value.code == "bad-auth-mount"
 
 
 def test_child_env_drops_cloudtaser_and_tokens_and_adds_secrets() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from cloudtaser import plan as planlib
 from cloudtaser.connect import validate_auth_mount
+from cloudtaser.contract import ContractError, parse_auth_path
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload, WorkloadKind
 from cloudtaser.source.provision import build_grants, validate_kv_path
@@ -22,7 +23,6 @@ from cloudtaser.target.discover import (
     build_plan,
     kv2_path,
 )
-from cloudtaser.wrapper import _auth_mount
 
 BAD_MOUNTS = [
     "SYS",
@@ -79,8 +79,8 @@ def test_bad_auth_mount_is_refused_by_every_command(mount: str) -> None:
         build_annotations(_plan(auth_mount=mount), *_first(), "https://v:8200")  # protect
     with pytest.raises(ConfigError):
         validate_auth_mount(mount)  # connect
-    with pytest.raises(ConfigError):
-        _auth_mount(f"auth/{mount}")  # the wrapper
+    with pytest.raises(ContractError):
+        parse_auth_path(f"auth/{mount}")  # the runtime contract (what the wrapper reads)
     with pytest.raises(ConfigError):
         DiscoverOptions(auth_mount=mount).validate()  # discover
     with pytest.raises(ConfigError):
@@ -110,7 +110,7 @@ def test_good_names_pass_everywhere() -> None:
     for mount in ("kubernetes", "k8s/eu-prod", "tokens", "sys1"):
         planlib.loads(_plan_text(auth=mount))
         assert validate_auth_mount(mount) == mount
-        assert _auth_mount(f"auth/{mount}") == mount
+        assert parse_auth_path(f"auth/{mount}") == mount
     plan = _plan(auth_mount="k8s/eu", path="secret/data/t/a.b")
     assert (
         build_annotations(plan, *_first(plan), "https://v:8200")["cloudtaser.io/vault-auth-path"]

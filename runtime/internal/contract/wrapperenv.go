@@ -1,0 +1,225 @@
+package contract
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Wrapper environment variables. VAULT_* first (as the vault CLI and CloudTaser's wrapper
+// docs), BAO_* as the fallback for each of them.
+const (
+	EnvAddr           = "VAULT_ADDR"
+	EnvAuthMethod     = "VAULT_AUTH_METHOD"
+	EnvAuthRole       = "VAULT_AUTH_ROLE"
+	EnvAuthMountPath  = "VAULT_AUTH_MOUNT_PATH"
+	EnvToken          = "VAULT_TOKEN"
+	EnvNamespace      = "VAULT_NAMESPACE"
+	EnvCACert         = "VAULT_CACERT"
+	EnvSkipVerify     = "VAULT_SKIP_VERIFY"
+	EnvSecretPaths    = "CLOUDTASER_SECRET_PATHS"
+	EnvEnvMap         = "CLOUDTASER_ENV_MAP"
+	EnvSATokenPath    = "CLOUDTASER_SA_TOKEN_PATH"
+	EnvMode           = "CLOUDTASER_MODE"
+	EnvStartTimeout   = "CLOUDTASER_START_TIMEOUT"
+	EnvRotation       = "CLOUDTASER_ROTATION_INTERVAL"
+	EnvGracePeriod    = "CLOUDTASER_GRACE_PERIOD"
+	EnvRequestTimeout = "CLOUDTASER_REQUEST_TIMEOUT"
+	EnvDebug          = "CLOUDTASER_DEBUG"
+
+	// StrippedPrefix: every variable with this prefix is removed from the child environment.
+	StrippedPrefix = "CLOUDTASER_"
+)
+
+// Defaults.
+const (
+	DefaultAuthMountPath  = "auth/kubernetes"
+	DefaultSATokenPath    = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	DefaultStartTimeout   = 60 * time.Second
+	DefaultGracePeriod    = 10 * time.Second
+	DefaultRequestTimeout = 10 * time.Second
+	MinRotationInterval   = time.Second
+)
+
+// StrippedNames are vault token variables, removed from the child environment too.
+var StrippedNames = map[string]bool{"VAULT_TOKEN": true, "BAO_TOKEN": true}
+
+// Modes.
+const (
+	ModeExec     = "exec"
+	ModeResident = "resident"
+)
+
+// Config is the wrapper's resolved configuration. Its String and GoString never show the token.
+type Config struct {
+	Address          string
+	AuthMethod       string // "kubernetes" or "token"
+	AuthMount        string // without "auth/"
+	Role             string
+	Token            string // only for AuthMethod "token"; never printed
+	Namespace        string
+	CACert           string
+	SkipVerify       bool
+	SATokenPath      string
+	Secrets          []Secret
+	Mode             string
+	StartTimeout     time.Duration
+	RequestTimeout   time.Duration
+	RotationInterval time.Duration // 0: off
+	GracePeriod      time.Duration
+	Debug            bool
+}
+
+func (c Config) String() string {
+	tok := "<unset>"
+	if c.Token != "" {
+		tok = "<set>"
+	}
+	return fmt.Sprintf("Config{address=%s method=%s mount=%s role=%s token=%s namespace=%s mode=%s paths=%d}",
+		c.Address, c.AuthMethod, c.AuthMount, c.Role, tok, c.Namespace, c.Mode, len(c.Secrets))
+}
+
+// GoString keeps %#v from printing the token.
+func (c Config) GoString() string { return c.String() }
+
+// lookup returns VAULT_X, else BAO_X (an empty value counts as unset).
+func lookup(env map[string]string, vaultName string) (string, string) {
+	if v := env[vaultName]; v != "" {
+		return vaultName, v
+	}
+	bao := "BAO_" + strings.TrimPrefix(vaultName, "VAULT_")
+	if v := env[bao]; v != "" {
+		return bao, v
+	}
+	return vaultName, ""
+}
+
+// FileExists is the check used for VAULT_CACERT; replaceable for the vectors.
+type FileExists func(path string) bool
+
+// OSFileExists checks a regular file on disk.
+func OSFileExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// ResolveEnv resolves the wrapper configuration from the environment.
+func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
+	var c Config
+	var err error
+	name, addr := lookup(env, EnvAddr)
+	if addr == "" {
+		return c, errorf(CodeMissingAddr, "%s is not set: the wrapper does not know the vault address", EnvAddr)
+	}
+	if c.Address, err = ValidateAddress(name, addr); err != nil {
+		return c, err
+	}
+	name, method := lookup(env, EnvAuthMethod)
+	c.AuthMethod = strings.ToLower(strings.TrimSpace(method))
+	if c.AuthMethod == "" {
+		c.AuthMethod = "kubernetes"
+	}
+	if c.AuthMethod != "kubernetes" && c.AuthMethod != "token" {
+		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes or token, not %s", name, quote(method, 20))
+	}
+	name, mount := lookup(env, EnvAuthMountPath)
+	if mount == "" {
+		mount = DefaultAuthMountPath
+	}
+	if c.AuthMount, err = NormaliseAuthMount(name, mount); err != nil {
+		return c, err
+	}
+	name, role := lookup(env, EnvAuthRole)
+	role = strings.TrimSpace(role)
+	tokName, token := lookup(env, EnvToken)
+	if c.AuthMethod == "kubernetes" {
+		if role == "" {
+			return c, errorf(CodeMissingRole, "%s is not set (the vault role of this workload)", EnvAuthRole)
+		}
+		if !ValidRole(role) {
+			return c, errorf(CodeBadRole, "%s %s is not a valid role name", name, quote(role, 80))
+		}
+		c.Role = role
+	} else {
+		if token == "" {
+			return c, errorf(CodeMissingToken, "%s=token but %s is not set", EnvAuthMethod, EnvToken)
+		}
+		c.Token = token
+	}
+	if token != "" && !HeaderSafeToken(token) {
+		return c, errorf(CodeBadToken, "%s contains blanks, control or non-ASCII characters", tokName)
+	}
+	if strings.TrimSpace(env[EnvSecretPaths]) == "" {
+		return c, errorf(CodeMissingPaths, "%s is not set: there are no secrets to fetch", EnvSecretPaths)
+	}
+	if c.Secrets, err = ParseMapping(EnvSecretPaths, env[EnvSecretPaths], EnvEnvMap, env[EnvEnvMap]); err != nil {
+		return c, err
+	}
+	name, ns := lookup(env, EnvNamespace)
+	c.Namespace = strings.Trim(ns, "/")
+	if c.Namespace != "" && !ValidNamespace(c.Namespace) {
+		return c, errorf(CodeBadNamespace, "%s %s is not a valid namespace path", name, quote(ns, 80))
+	}
+	name, c.CACert = lookup(env, EnvCACert)
+	if c.CACert != "" && !exists(c.CACert) {
+		return c, errorf(CodeMissingCACert, "%s %s does not exist", name, quote(c.CACert, 200))
+	}
+	name, skip := lookup(env, EnvSkipVerify)
+	if c.SkipVerify, err = ParseBool(name, skip); err != nil {
+		return c, err
+	}
+	c.SATokenPath = env[EnvSATokenPath]
+	if c.SATokenPath == "" {
+		c.SATokenPath = DefaultSATokenPath
+	}
+	if !strings.HasPrefix(c.SATokenPath, "/") || strings.ContainsAny(c.SATokenPath, "\x00\n") {
+		return c, errorf(CodeBadSATokenPath, "%s must be an absolute file path", EnvSATokenPath)
+	}
+	c.Mode = strings.ToLower(strings.TrimSpace(env[EnvMode]))
+	if c.Mode == "" {
+		c.Mode = ModeExec
+	}
+	if c.Mode != ModeExec && c.Mode != ModeResident {
+		return c, errorf(CodeBadMode, "%s must be exec or resident, not %s", EnvMode, quote(env[EnvMode], 20))
+	}
+	if c.StartTimeout, err = ParseDuration(EnvStartTimeout, env[EnvStartTimeout], DefaultStartTimeout); err != nil {
+		return c, err
+	}
+	if c.StartTimeout == 0 {
+		return c, errorf(CodeBadDuration, "%s must be greater than zero", EnvStartTimeout)
+	}
+	if c.RequestTimeout, err = ParseDuration(EnvRequestTimeout, env[EnvRequestTimeout], DefaultRequestTimeout); err != nil {
+		return c, err
+	}
+	if c.RequestTimeout == 0 {
+		return c, errorf(CodeBadDuration, "%s must be greater than zero", EnvRequestTimeout)
+	}
+	if c.RotationInterval, err = ParseDuration(EnvRotation, env[EnvRotation], 0); err != nil {
+		return c, err
+	}
+	if c.RotationInterval > 0 && c.RotationInterval < MinRotationInterval {
+		return c, errorf(CodeBadDuration, "%s must be 0 (off) or at least 1s", EnvRotation)
+	}
+	if c.RotationInterval > 0 && c.Mode != ModeResident {
+		return c, errorf(CodeBadMode, "%s needs %s=resident (in exec mode nothing is left to restart the app)", EnvRotation, EnvMode)
+	}
+	if c.GracePeriod, err = ParseDuration(EnvGracePeriod, env[EnvGracePeriod], DefaultGracePeriod); err != nil {
+		return c, err
+	}
+	if c.Debug, err = ParseBool(EnvDebug, env[EnvDebug]); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// EnvMap turns KEY=VALUE entries (os.Environ) into a map; the last entry of a key wins.
+func EnvMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
