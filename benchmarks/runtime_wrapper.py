@@ -42,9 +42,9 @@ from discover import start_api_only_cluster  # noqa: E402
 from cloudtaser import plan as planlib  # noqa: E402
 from cloudtaser.config import ClusterTarget, VaultTarget  # noqa: E402
 from cloudtaser.connect import ConnectOptions, connect  # noqa: E402
-from cloudtaser.kube import connect as kube_connect  # noqa: E402
-from cloudtaser.openbao import OpenBaoClient  # noqa: E402
-from cloudtaser.provision import apply_plan  # noqa: E402
+from cloudtaser.source.openbao import OpenBaoClient  # noqa: E402
+from cloudtaser.source.provision import apply_plan  # noqa: E402
+from cloudtaser.target.kube import connect as kube_connect  # noqa: E402
 from tests.integration.connect_helpers import (  # noqa: E402
     create_namespace_with_accounts,
     request_token,
