@@ -4,6 +4,8 @@ segment rule)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,7 +18,8 @@ from cloudtaser.discover import DiscoverOptions, ScannedWorkload, SecretLookup, 
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload, WorkloadKind
 from cloudtaser.provision import build_grants, validate_kv_path
-from cloudtaser.wrapper import _auth_mount
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BAD_MOUNTS = [
     "SYS",
@@ -73,12 +76,18 @@ def test_bad_auth_mount_is_refused_by_every_command(mount: str) -> None:
         build_annotations(_plan(auth_mount=mount), *_first(), "https://v:8200")  # protect
     with pytest.raises(ConfigError):
         validate_auth_mount(mount)  # connect
-    with pytest.raises(ConfigError):
-        _auth_mount(f"auth/{mount}")  # the wrapper
+    assert _wrapper_refuses("VAULT_AUTH_MOUNT_PATH", f"auth/{mount}")  # the Go wrapper
     with pytest.raises(ConfigError):
         DiscoverOptions(auth_mount=mount).validate()  # discover
     with pytest.raises(ConfigError):
         DiscoverOptions(kv_mount=mount).validate()
+
+
+def _wrapper_refuses(variable: str, value: str) -> bool:
+    """The Go wrapper's side of the rule: a refusal case in the shared contract vectors, which
+    `go test ./runtime/internal/contract` runs against the wrapper's parser."""
+    cases = json.loads((ROOT / "spec/contract/wrapper-env.json").read_text())["cases"]
+    return any(c["input"]["env"].get(variable) == value and "error" in c for c in cases)
 
 
 def _first(plan: MigrationPlan | None = None) -> tuple[Tenant, Workload]:
@@ -98,13 +107,13 @@ def test_bad_vault_path_is_refused_by_every_command(path: str) -> None:
     with pytest.raises(AnnotationError):
         build_annotations(bad, *_first(bad), "https://v:8200")
     assert kv2_path(path)[0] is None  # discover never records it
+    assert _wrapper_refuses("CLOUDTASER_SECRET_PATHS", path)  # the Go wrapper
 
 
 def test_good_names_pass_everywhere() -> None:
     for mount in ("kubernetes", "k8s/eu-prod", "tokens", "sys1"):
         planlib.loads(_plan_text(auth=mount))
         assert validate_auth_mount(mount) == mount
-        assert _auth_mount(f"auth/{mount}") == mount
     plan = _plan(auth_mount="k8s/eu", path="secret/data/t/a.b")
     assert (
         build_annotations(plan, *_first(plan), "https://v:8200")["cloudtaser.io/vault-auth-path"]
