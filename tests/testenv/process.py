@@ -51,7 +51,7 @@ def _owner_alive(marker: str) -> bool:
     return _start_time(int(pid_s)) == start and pid_alive(int(pid_s))
 
 
-def testbed_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+def marked_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's environment) plus this runner's owner marker."""
     out = dict(os.environ if env is None else env)
     out[OWNER_ENV] = owner_marker()
@@ -104,7 +104,7 @@ _PRCTL = _libc_prctl()
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn``: SIGKILL this child when its parent (thread) dies; exit if it already has."""
+    """A ``preexec_fn``: SIGKILL the child when its parent (thread) dies; exit if it already did."""
 
     def preexec() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
@@ -235,7 +235,7 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if self.redact else self._log,
             stderr=subprocess.STDOUT,
-            env=testbed_env(self.env),
+            env=marked_env(self.env),
             cwd=self.cwd,
             start_new_session=True,
             preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - tiny, async-signal-safe

@@ -52,6 +52,7 @@ from .process import (
     owner_marker,
     pid_alive,
     process_owner,
+    wait_until,
 )
 
 NODE_NAME = "127.0.0.1"
@@ -114,9 +115,9 @@ def mounts_under(base: Path) -> list[str]:
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         point = line.split()[4]
-        point = (
-            point.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-        ).replace("\\134", "\\")
+        point = (point.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")).replace(
+            "\\134", "\\"
+        )
         if point == prefix or point.startswith(prefix + "/"):
             found.append(point)
     return sorted(set(found), key=lambda p: (-p.count("/"), p))
@@ -182,7 +183,7 @@ def remove_kubepods_cgroups(timeout: float = 10.0) -> None:
         for group in kubepods_cgroups():
             for dirpath, _dirs, _files in os.walk(group, topdown=False):
                 try:
-                    os.rmdir(dirpath)
+                    Path(dirpath).rmdir()
                 except OSError as exc:
                     busy.append(f"{dirpath}: {exc.strerror}")
         if not kubepods_cgroups():
@@ -203,7 +204,7 @@ def _snapshot(root: Path) -> list[str] | None:
         return None
     out = []
     for dirpath, dirs, files in os.walk(root):
-        out.extend(os.path.join(dirpath, n) for n in (*dirs, *files))
+        out.extend(str(Path(dirpath) / n) for n in (*dirs, *files))
     return out
 
 
@@ -362,8 +363,15 @@ class Image:
         return f"{self.ref.rsplit(':', 1)[0]}@{self.digest}"
 
 
-def _add(tar: tarfile.TarFile, name: str, *, data: bytes | None = None, mode: int = 0o755,
-         kind: bytes = tarfile.REGTYPE, link: str = "") -> None:  # fmt: skip
+def _add(
+    tar: tarfile.TarFile,
+    name: str,
+    *,
+    data: bytes | None = None,
+    mode: int = 0o755,
+    kind: bytes = tarfile.REGTYPE,
+    link: str = "",
+) -> None:
     info = tarfile.TarInfo(name.lstrip("/"))
     info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, 0, 0, 0
     info.linkname = link
@@ -410,7 +418,7 @@ def write_layer(
                 rel = src.relative_to(directory).as_posix()
                 parents(tar, rel)
                 if src.is_symlink():
-                    _add(tar, rel, kind=tarfile.SYMTYPE, link=os.readlink(src), mode=0o777)
+                    _add(tar, rel, kind=tarfile.SYMTYPE, link=str(src.readlink()), mode=0o777)
                 elif src.is_dir():
                     seen.add(rel)
                     _add(tar, rel, kind=tarfile.DIRTYPE, mode=src.stat().st_mode & 0o7777)
@@ -560,27 +568,40 @@ class RealNode:
         (self.base / "registry").mkdir()
         reg = self._spawn(
             "registry",
-            [str(self.bin["crane"]), "registry", "serve", "--address", self.registry,
-             "--disk", str(self.base / "registry")],
+            [
+                str(self.bin["crane"]),
+                "registry",
+                "serve",
+                "--address",
+                self.registry,
+                "--disk",
+                str(self.base / "registry"),
+            ],
             logs,
-        )  # fmt: skip
-        _wait(lambda: requests.get(f"http://{self.registry}/v2/", timeout=2).ok, 15,
-              "local registry", reg)  # fmt: skip
+        )
+        _wait(
+            lambda: requests.get(f"http://{self.registry}/v2/", timeout=2).ok,
+            15,
+            "local registry",
+            reg,
+        )
         self.timings["registry"] = time.monotonic() - t1
 
         t2 = time.monotonic()
         self._write_containerd_config(stream_port)
         ctrd = self._spawn(
-            "containerd", [str(self.bin["containerd"]), "--config", str(self.base / "ctrd.toml")],
+            "containerd",
+            [str(self.bin["containerd"]), "--config", str(self.base / "ctrd.toml")],
             logs,
-        )  # fmt: skip
-        _wait(lambda: (self.base / "ctrd.sock").is_socket(), 15, "containerd socket", ctrd)
+        )
+        _wait((self.base / "ctrd.sock").is_socket, 15, "containerd socket", ctrd)
         self.timings["containerd"] = time.monotonic() - t2
 
         t3 = time.monotonic()
         # containerd pulls PAUSE_IMAGE through the registry.k8s.io mirror entry.
-        self.build_image("pause:3.10", files={"/pause": self.bin["pause"]}, busybox=False,
-                         entrypoint=["/pause"])  # fmt: skip
+        self.build_image(
+            "pause:3.10", files={"/pause": self.bin["pause"]}, busybox=False, entrypoint=["/pause"]
+        )
         self.timings["pause image"] = time.monotonic() - t3
 
         t4 = time.monotonic()
@@ -600,8 +621,13 @@ class RealNode:
         )
         client = cluster.client()
         try:
-            _wait(lambda: self._node_ready(client), self.ready_timeout, "node 127.0.0.1 Ready",
-                  kubelet, self.diagnostics)  # fmt: skip
+            _wait(
+                lambda: self._node_ready(client),
+                self.ready_timeout,
+                "node 127.0.0.1 Ready",
+                kubelet,
+                self.diagnostics,
+            )
         finally:
             client.close()
         self.timings["kubelet → node Ready"] = time.monotonic() - t4
@@ -638,9 +664,7 @@ class RealNode:
         cni = b / "cni"
         cni.mkdir()
         (cni / "10-loopback.conflist").write_text(
-            json.dumps(
-                {"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]}
-            )
+            json.dumps({"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]})
         )
         cri_rt = '[plugins."io.containerd.cri.v1.runtime"'
         (b / "ctrd.toml").write_text(f"""version = 3
@@ -703,16 +727,23 @@ disabled_plugins = [
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "c", "cluster": {"server": cluster.server,
-                                          "certificate-authority": str(pki.ca_cert)}}
+                {
+                    "name": "c",
+                    "cluster": {
+                        "server": cluster.server,
+                        "certificate-authority": str(pki.ca_cert),
+                    },
+                }
             ],
             "users": [
-                {"name": "node", "user": {"client-certificate": str(node_crt),
-                                          "client-key": str(node_key)}}
+                {
+                    "name": "node",
+                    "user": {"client-certificate": str(node_crt), "client-key": str(node_key)},
+                }
             ],
             "contexts": [{"name": "c", "context": {"cluster": "c", "user": "node"}}],
             "current-context": "c",
-        }  # fmt: skip
+        }
         (b / "kubelet.kubeconfig").write_text(yaml.safe_dump(kubeconfig))
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -800,8 +831,10 @@ disabled_plugins = [
             pid = int(entry.name)
             with contextlib.suppress(OSError):
                 cmd = (entry / "cmdline").read_bytes()
-                if pid_alive(pid) and (str(base).encode() in cmd or (
-                        process_owner(pid) == marker and b"containerd-shim" in cmd)):  # fmt: skip
+                if pid_alive(pid) and (
+                    str(base).encode() in cmd
+                    or (process_owner(pid) == marker and b"containerd-shim" in cmd)
+                ):
                     shown = cmd.replace(b"\0", b" ")[:120].decode("utf-8", "replace")
                     out.append(f"process {pid}: {shown}")
         out += [f"mount {m}" for m in mounts_under(base)]
@@ -830,8 +863,10 @@ disabled_plugins = [
 
     def _record_memory(self) -> None:
         mem = self.memory_kib()
-        lines = [f"{n:26s} rss {r / 1024:7.1f} MiB  peak {h / 1024:7.1f} MiB"
-                 for n, (r, h) in mem.items()]  # fmt: skip
+        lines = [
+            f"{n:26s} rss {r / 1024:7.1f} MiB  peak {h / 1024:7.1f} MiB"
+            for n, (r, h) in mem.items()
+        ]
         with contextlib.suppress(OSError):
             self.log_dir.mkdir(parents=True, exist_ok=True)
             (self.log_dir / f"memory-{self._starts}.txt").write_text("\n".join(lines) + "\n")
@@ -847,8 +882,9 @@ disabled_plugins = [
     def client(self, *, field_manager: str | None = None) -> Client:
         return self.cluster.client(field_manager=field_manager)
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
-                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 60.0
+    ) -> subprocess.CompletedProcess[str]:
         return self.cluster.kubectl(*args, check=check, input=input, timeout=timeout)
 
     # -- images ------------------------------------------------------------------------------
@@ -857,8 +893,14 @@ disabled_plugins = [
         """Run the built crane against the local registry; stdout, or ``TestbedError``."""
         env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY")}
         env.update(HOME=str(self.base), DOCKER_CONFIG=str(self.base / "docker"))
-        r = subprocess.run([str(self.bin["crane"]), *args], capture_output=True, text=True,
-                           env=env, timeout=timeout, check=False)  # fmt: skip
+        r = subprocess.run(
+            [str(self.bin["crane"]), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
         if r.returncode != 0:
             raise TestbedError(f"crane {args[0]} failed ({r.returncode}): {r.stderr[-1500:]}")
         return r.stdout.strip()
@@ -897,8 +939,9 @@ disabled_plugins = [
             if entrypoint is None:
                 entrypoint = [binary_path]
         with tempfile.TemporaryDirectory(dir=self.base) as tmp:
-            layer = write_layer(Path(tmp) / "layer.tar", busybox=busybox, directory=directory,
-                                files=all_files)  # fmt: skip
+            layer = write_layer(
+                Path(tmp) / "layer.tar", busybox=busybox, directory=directory, files=all_files
+            )
             self.crane("append", "--oci-empty-base", "-f", str(layer), "-t", ref)
         args = ["mutate", ref, "-t", ref, "--set-platform", platform]
         if entrypoint is not None:
@@ -928,8 +971,7 @@ disabled_plugins = [
         index = json.loads((layout / "index.json").read_text())
         manifests = index.get("manifests", [])
         nested = any(m.get("mediaType", "").endswith("image.index.v1+json") for m in manifests)
-        self.crane("push", *(["--index"] if len(manifests) > 1 or nested else []),
-                   str(layout), ref)  # fmt: skip
+        self.crane("push", *(["--index"] if len(manifests) > 1 or nested else []), str(layout), ref)
         return Image(ref, self.crane("digest", ref))
 
     def copy_image(self, src: str, dst: str) -> None:
@@ -975,17 +1017,29 @@ disabled_plugins = [
             "spec": pod_spec,
         }
 
-    def run_pod(self, manifest: Mapping[str, Any], *, until: Iterable[str] = ("Running",),
-                timeout: float = 60.0) -> Pod:  # fmt: skip
+    def run_pod(
+        self,
+        manifest: Mapping[str, Any],
+        *,
+        until: Iterable[str] = ("Running",),
+        timeout: float = 60.0,
+    ) -> Pod:
         """Create the pod and wait until its phase is one of ``until`` (see ``wait_pod``)."""
         with contextlib.closing(self.client()) as client:
             pod = client.create(codecs.from_dict(dict(manifest)))
         assert pod.metadata is not None
-        return self.wait_pod(str(pod.metadata.namespace), str(pod.metadata.name), until=until,
-                             timeout=timeout)  # fmt: skip
+        return self.wait_pod(
+            str(pod.metadata.namespace), str(pod.metadata.name), until=until, timeout=timeout
+        )
 
-    def wait_pod(self, namespace: str, name: str, *, until: Iterable[str] = ("Running",),
-                 timeout: float = 60.0) -> Pod:  # fmt: skip
+    def wait_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        until: Iterable[str] = ("Running",),
+        timeout: float = 60.0,
+    ) -> Pod:
         """Wait for the phase (``Running`` also needs every container ready); fail fast on
         ``Failed`` or an image pull error, with the pod's events and the kubelet log."""
         want = set(until)
@@ -1004,11 +1058,22 @@ disabled_plugins = [
                     for c in [*statuses, *((status.initContainerStatuses or []) if status else [])]
                     if c.state and c.state.waiting and c.state.waiting.reason
                 ]
-                bad = [w for w in waiting if w in ("ErrImagePull", "ImagePullBackOff",
-                                                   "CreateContainerError", "InvalidImageName")]  # fmt: skip
+                bad = [
+                    w
+                    for w in waiting
+                    if w
+                    in (
+                        "ErrImagePull",
+                        "ImagePullBackOff",
+                        "CreateContainerError",
+                        "InvalidImageName",
+                    )
+                ]
                 if (phase == "Failed" and "Failed" not in want) or bad:
-                    raise TestbedError(f"pod {namespace}/{name}: {phase} {bad}\n"
-                                       f"{self.pod_diagnostics(namespace, name)}")  # fmt: skip
+                    raise TestbedError(
+                        f"pod {namespace}/{name}: {phase} {bad}\n"
+                        f"{self.pod_diagnostics(namespace, name)}"
+                    )
                 if time.monotonic() > deadline:
                     raise TestbedError(
                         f"pod {namespace}/{name}: phase {phase}, not {sorted(want)} after "
@@ -1029,8 +1094,15 @@ disabled_plugins = [
             args += ["-c", container]
         return self.kubectl(*args).stdout
 
-    def exec(self, namespace: str, name: str, *command: str, container: str | None = None,
-             input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def exec(
+        self,
+        namespace: str,
+        name: str,
+        *command: str,
+        container: str | None = None,
+        input: str | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         """``kubectl exec`` (``-i`` when ``input`` is given)."""
         args = ["-n", namespace, "exec"]
         if input is not None:
@@ -1042,10 +1114,16 @@ disabled_plugins = [
 
     def create_namespace(self, name: str) -> str:
         with contextlib.closing(self.client()) as client:
-            client.create(codecs.from_dict(
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))  # fmt: skip
-            _wait(lambda: client.get(ServiceAccount, "default", namespace=name) is not None,
-                  30, f"default ServiceAccount in {name}")  # fmt: skip
+            client.create(
+                codecs.from_dict(
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+                )
+            )
+            _wait(
+                lambda: client.get(ServiceAccount, "default", namespace=name) is not None,
+                30,
+                f"default ServiceAccount in {name}",
+            )
         return name
 
     def delete_namespace(self, name: str) -> None:
@@ -1053,10 +1131,13 @@ disabled_plugins = [
             client.delete(Namespace, name)
 
 
-def _wait(check: Any, timeout: float, what: str, proc: ManagedProcess | None = None,
-          diagnostics: Any = None) -> None:  # fmt: skip
-    from .process import wait_until  # noqa: PLC0415
-
+def _wait(
+    check: Any,
+    timeout: float,
+    what: str,
+    proc: ManagedProcess | None = None,
+    diagnostics: Any = None,
+) -> None:
     wait_until(
         check,
         timeout=timeout,
