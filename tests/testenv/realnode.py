@@ -948,7 +948,7 @@ disabled_plugins = [
             args += [f"--entrypoint={','.join(entrypoint)}"]
         if cmd is not None:
             args += [f"--cmd={','.join(cmd)}"]
-        for k, v in (env or {}).items():
+        for k, v in {"PATH": "/bin:/usr/bin:/sbin:/usr/sbin", **(env or {})}.items():
             args += ["-e", f"{k}={v}"]
         if workdir:
             args += ["-w", workdir]
