@@ -94,9 +94,13 @@ def sweep_leftovers(*, grace: float = 3.0) -> list[int]:
     return victims
 
 
-def _libc_prctl() -> Callable[..., int]:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    prctl: Callable[..., int] = libc.prctl
+def _libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux); ``None`` elsewhere, where children just lack the death signal."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
     return prctl
 
 
@@ -107,6 +111,8 @@ def die_with_parent(parent: int) -> Callable[[], None]:
     """A ``preexec_fn``: SIGKILL the child when its parent (thread) dies; exit if it already did."""
 
     def preexec() -> None:
+        if _PRCTL is None:
+            return
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
