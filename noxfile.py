@@ -197,6 +197,19 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def realnode(session: nox.Session) -> None:
+    """Only the real-node tests (pytest -m realnode): pods whose containers really run.
+
+    Needs root, overlayfs, cgroups, runc and the CNI plugins (see docs/testing.md).
+    """
+    _build_testenv(session)
+    _install(session, "test")
+    session.run(
+        "pytest", "tests/integration", "-m", "realnode", *session.posargs, env=_testenv_env()
+    )
+
+
+@nox.session(python=PYTHON)
 def e2e_kind(session: nox.Session) -> None:
     """The integration suite against two kind clusters (kind-config/) plus a local OpenBao.
 

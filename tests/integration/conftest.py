@@ -19,6 +19,14 @@ kubeconfig (its current context); a test needing more clusters than listed is sk
 
 OpenBao restarts (``openbao.restart()`` or ``stop()`` + ``start()``) wipe the dev server's data.
 If a test leaves the server stopped, it is started again after that test.
+
+Real node (``tests/testenv/realnode.py``): ``real_node`` (session) -> ``RealNode``, a control
+plane plus containerd and a kubelet whose pods really run (one per host, behind a lock);
+``node_namespace`` (function) -> a fresh namespace on it; ``node_client`` (function) -> a
+``lightkube.Client`` for it. Tests using them are marked ``realnode`` (``pytest -m realnode``).
+Missing prerequisites (root, overlayfs, runc, ...) fail under ``CI`` and skip elsewhere.
+
+Every session first sweeps test-bed processes left by a killed runner (``sweep_leftovers``).
 """
 
 from __future__ import annotations
@@ -31,15 +39,24 @@ from typing import Any
 
 import pytest
 
-from tests.testenv.binaries import find_bao, find_k8s_binaries
+from tests.testenv.binaries import find_bao, find_k8s_binaries, missing
 from tests.testenv.cluster import Cluster, ExternalCluster
 from tests.testenv.openbao import BaoServer
+from tests.testenv.process import sweep_leftovers
+from tests.testenv.realnode import RealNode, missing_prerequisites
 from tests.testenv.workloads import create_namespace, delete_namespace
 
 _INTEGRATION_DIR = Path(__file__).parent
 _CLUSTER_FIXTURES = {"cluster", "cluster_factory", "namespace", "kube_client"}
 _VAULT_FIXTURES = {"openbao", "kv_mount"}
+_REALNODE_FIXTURES = {"real_node", "node_namespace", "node_client"}
 _STATE: dict[str, Any] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "realnode: needs the real node (root, containerd, kubelet; one per host)"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,6 +69,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if names & _VAULT_FIXTURES:
             item.add_marker(pytest.mark.vault)
+        if names & _REALNODE_FIXTURES:
+            item.add_marker(pytest.mark.realnode)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_testbed_leftovers() -> None:
+    """Kill test-bed processes whose runner is gone (a killed earlier run's servers)."""
+    sweep_leftovers()
 
 
 def _log_root(tmp_path_factory: pytest.TempPathFactory, what: str) -> Path:
@@ -169,3 +194,40 @@ def namespace(cluster: Cluster, kube_client: Any) -> Iterator[str]:
     name = create_namespace(kube_client, f"t-{secrets.token_hex(4)}")
     yield name
     delete_namespace(kube_client, name)
+
+
+# -- the real node -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """A control plane plus a real node ``127.0.0.1`` (containerd + kubelet + local registry).
+
+    Restartable (``stop()``/``start()``): ask it for clients per test, do not keep them.
+    """
+    absent = missing_prerequisites()
+    if absent:
+        missing(f"the real node needs: {'; '.join(absent)}")
+    node = RealNode(_log_root(tmp_path_factory, "realnode"))
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def node_client(real_node: RealNode) -> Iterator[Any]:
+    """A ``lightkube.Client`` (admin) for the real node's cluster."""
+    client = real_node.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def node_namespace(real_node: RealNode) -> Iterator[str]:
+    """A fresh namespace on the real node's cluster (deleted afterwards, not awaited)."""
+    name = real_node.create_namespace(f"rn-{secrets.token_hex(4)}")
+    yield name
+    if real_node.running:
+        real_node.delete_namespace(name)

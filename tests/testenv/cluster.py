@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,8 @@ class Cluster:
         stages: Path | None = None,
         start_timeout: float = 120.0,
         controllers: bool = True,
+        kwok: bool = True,
+        extra_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.name = name
         self.workdir = workdir
@@ -84,10 +86,14 @@ class Cluster:
         self.kubeconfig = workdir / "kubeconfig"
         #: False: only etcd and kube-apiserver (objects, RBAC, tokens; nothing rolls out).
         self.controllers = controllers
-        self.node_names = [f"kwok-node-{i}" for i in range(nodes)] if controllers else []
+        #: False: no kwok and no fake nodes (a real kubelet registers its own node).
+        self.kwok = kwok and controllers
+        #: Extra flags per component name (e.g. ``{"kube-apiserver": ["--v=2"]}``).
+        self.extra_args = {k: list(v) for k, v in (extra_args or {}).items()}
+        self.node_names = [f"kwok-node-{i}" for i in range(nodes)] if self.kwok else []
         self.binaries = dict(binaries) if binaries is not None else find_k8s_binaries()
         stages = stages or kwok_stages_file(self.binaries["kube-apiserver"].parent)
-        if stages is None and controllers:
+        if stages is None and self.kwok:
             raise TestbedError("kwok stage file not found; run `nox -s testenv`")
         self.stages = stages
         self.start_timeout = start_timeout
@@ -245,6 +251,8 @@ class Cluster:
                 "--v=1",
             ],
         )
+        if not self.kwok:
+            return
         self._spawn(
             "kwok",
             [
@@ -272,6 +280,7 @@ class Cluster:
             client.close()
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
+        argv = [*argv, *self.extra_args.get(name, ())]
         proc = ManagedProcess(name, argv, self.log_dir / f"{name}.log", cwd=self.workdir)
         self.processes[name] = proc
         proc.start()

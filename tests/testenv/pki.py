@@ -177,3 +177,45 @@ def create_cluster_pki(
         sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
+
+
+def issue_cert(
+    pki: ClusterPKI,
+    stem: str,
+    *,
+    cn: str,
+    org: str | None = None,
+    server_ips: tuple[str, ...] = (),
+    client: bool = True,
+) -> tuple[Path, Path]:
+    """Sign one more leaf with the cluster CA: ``<dir>/<stem>.crt`` and ``<stem>.key``.
+
+    ``server_ips`` non-empty makes it a serving certificate for those IPs (and ``localhost``);
+    otherwise it is a client certificate (``CN=cn``, ``O=org``), e.g. a node's
+    ``system:node:<name>`` / ``system:nodes``.
+    """
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_ips else []
+    if client:
+        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+    b = (
+        _builder(_name(cn, org), ca.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if server_ips:
+        san = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        b = b.add_extension(
+            x509.SubjectAlternativeName([*san, x509.DNSName("localhost")]), critical=False
+        )
+    cert_path, key_path = pki.dir / f"{stem}.crt", pki.dir / f"{stem}.key"
+    cert_path.write_bytes(b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    _write_key(key_path, key)
+    return cert_path, key_path

@@ -1,8 +1,17 @@
-"""One server process: own session, log file, readiness deadline, stop in ``finally``."""
+"""One server process: own session, log file, readiness deadline, stop in ``finally``.
+
+Every process started here dies with the test runner: it gets ``PR_SET_PDEATHSIG`` (SIGKILL when
+the thread that started it exits; fixtures run on the main thread), and it carries the environment
+marker ``CLOUDTASER_TESTBED_OWNER=<runner pid>:<runner start time>``, which its own children
+(e.g. containerd's shims, which outlive containerd by design) inherit. ``sweep_leftovers()`` kills
+every marked process whose runner is gone, so the next run cleans up after a killed one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -14,6 +23,101 @@ from pathlib import Path
 from typing import IO
 
 _HANDED_OUT: set[int] = set()
+
+#: Environment variable that marks every test-bed process with the runner that started it.
+OWNER_ENV = "CLOUDTASER_TESTBED_OWNER"
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_marker(pid: int | None = None) -> str:
+    """``<pid>:<start time>`` of this runner (or of ``pid``)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid)}"
+
+
+def _owner_alive(marker: str) -> bool:
+    pid_s, _, start = marker.partition(":")
+    if not pid_s.isdigit():
+        return False
+    return _start_time(int(pid_s)) == start and pid_alive(int(pid_s))
+
+
+def marked_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's environment) plus this runner's owner marker."""
+    out = dict(os.environ if env is None else env)
+    out[OWNER_ENV] = owner_marker()
+    return out
+
+
+def process_owner(pid: int) -> str | None:
+    """The owner marker in ``pid``'s environment, or ``None`` (not ours, or unreadable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = OWNER_ENV.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode("ascii", "replace")
+    return None
+
+
+def sweep_leftovers(*, grace: float = 3.0) -> list[int]:
+    """Kill every test-bed process whose runner is gone (SIGTERM, then SIGKILL after ``grace``).
+
+    Returns the pids that were signalled. Processes of a live runner (a parallel session in
+    another worktree) are left alone.
+    """
+    victims = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        marker = process_owner(int(entry.name))
+        if marker is not None and not _owner_alive(marker) and pid_alive(int(entry.name)):
+            victims.append(int(entry.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(pid_alive(p) for p in victims):
+            time.sleep(0.05)
+    return victims
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` (Linux); ``None`` elsewhere, where children just lack the death signal."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _libc_prctl()
+
+
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: SIGKILL the child when its parent (thread) dies; exit if it already did."""
+
+    def preexec() -> None:
+        if _PRCTL is None:
+            return
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 class TestbedError(RuntimeError):
@@ -137,9 +241,10 @@ class ManagedProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if self.redact else self._log,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env=marked_env(self.env),
             cwd=self.cwd,
             start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - tiny, async-signal-safe
         )
         if self.redact:
             self._pump = threading.Thread(

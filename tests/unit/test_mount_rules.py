@@ -4,6 +4,8 @@ segment rule)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -23,6 +25,8 @@ from cloudtaser.target.discover import (
     build_plan,
     kv2_path,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BAD_MOUNTS = [
     "SYS",
@@ -79,12 +83,20 @@ def test_bad_auth_mount_is_refused_by_every_command(mount: str) -> None:
         build_annotations(_plan(auth_mount=mount), *_first(), "https://v:8200")  # protect
     with pytest.raises(ConfigError):
         validate_auth_mount(mount)  # connect
+    assert _wrapper_refuses("VAULT_AUTH_MOUNT_PATH", f"auth/{mount}")  # the Go wrapper
     with pytest.raises(ContractError):
-        parse_auth_path(f"auth/{mount}")  # the runtime contract (what the wrapper reads)
+        parse_auth_path(f"auth/{mount}")  # the Python side of the same contract
     with pytest.raises(ConfigError):
         DiscoverOptions(auth_mount=mount).validate()  # discover
     with pytest.raises(ConfigError):
         DiscoverOptions(kv_mount=mount).validate()
+
+
+def _wrapper_refuses(variable: str, value: str) -> bool:
+    """The Go wrapper's side of the rule: a refusal case in the shared contract vectors, which
+    `go test ./runtime/internal/contract` runs against the wrapper's parser."""
+    cases = json.loads((ROOT / "spec/contract/wrapper-env.json").read_text())["cases"]
+    return any(c["input"]["env"].get(variable) == value and "error" in c for c in cases)
 
 
 def _first(plan: MigrationPlan | None = None) -> tuple[Tenant, Workload]:
@@ -104,13 +116,13 @@ def test_bad_vault_path_is_refused_by_every_command(path: str) -> None:
     with pytest.raises(AnnotationError):
         build_annotations(bad, *_first(bad), "https://v:8200")
     assert kv2_path(path)[0] is None  # discover never records it
+    assert _wrapper_refuses("CLOUDTASER_SECRET_PATHS", path)  # the Go wrapper
 
 
 def test_good_names_pass_everywhere() -> None:
     for mount in ("kubernetes", "k8s/eu-prod", "tokens", "sys1"):
         planlib.loads(_plan_text(auth=mount))
         assert validate_auth_mount(mount) == mount
-        assert parse_auth_path(f"auth/{mount}") == mount
     plan = _plan(auth_mount="k8s/eu", path="secret/data/t/a.b")
     assert (
         build_annotations(plan, *_first(plan), "https://v:8200")["cloudtaser.io/vault-auth-path"]

@@ -29,19 +29,26 @@ func pathSegment(s string) bool {
 }
 
 // ValidVaultPath reports whether p is a KV v2 API path `<mount>/data/<segment>[/...]` of
-// safe segments (the plan's VAULT_PATH rule).
+// safe segments (no segment starts with a dot) on a non-reserved mount (the plan's VAULT_PATH rule).
 func ValidVaultPath(p string) bool {
 	segs := strings.Split(p, "/")
 	if len(segs) < 3 || segs[1] != "data" {
 		return false
 	}
+	if len(p) > 512 || reservedMount(segs[0]) {
+		return false
+	}
 	for _, s := range segs {
-		if !pathSegment(s) {
+		if !mountSegment(s) {
 			return false
 		}
 	}
 	return true
 }
+
+// reservedMount: the vault routes `SYS/` and `Sys/` like `sys/`, so reserved names are
+// matched in any case (the plan rule book's rule).
+func reservedMount(first string) bool { return reservedMounts[strings.ToLower(first)] }
 
 // SplitVaultPath splits a valid `<mount>/data/<rest>` into mount and rest.
 func SplitVaultPath(p string) (mount, rest string) {
@@ -94,7 +101,7 @@ func NormaliseAuthMount(name, value string) (string, error) {
 	for _, s := range strings.Split(m, "/") {
 		ok = ok && mountSegment(s)
 	}
-	if !ok || reservedMounts[strings.Split(m, "/")[0]] {
+	if !ok || reservedMount(strings.Split(m, "/")[0]) {
 		return "", errorf(CodeBadAuthMount, "%s %s is not an auth mount path such as auth/kubernetes", name, quote(value, 80))
 	}
 	return m, nil

@@ -194,7 +194,18 @@ func (w *Wrapper) resident(got *fetched) error {
 				pending.region.Close()
 			}
 			w.revoke()
+			reapExited() // orphans re-parented to us when the app exited
 			return exitOf(ws)
+		}
+	}
+}
+
+// reapExited reaps every child that has already exited, without waiting for live ones.
+func reapExited() {
+	for {
+		var ws unix.WaitStatus
+		if got, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); got <= 0 || err != nil {
+			return
 		}
 	}
 }
