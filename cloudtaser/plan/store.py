@@ -218,7 +218,15 @@ class PlanStore:
         self.actor = actor
         self.read_only = read_only
         self._lock = PlanLock(self.path, actor=actor) if lock else None
+        # Group commit: ``_state`` guards the plan's content and the change counters, held
+        # only while a status is set or the plan is encoded; ``_write`` lets one thread at a
+        # time write the file. A record returns only once a save that includes its change
+        # has been renamed into place, but one save can carry the changes of every worker
+        # that finished meanwhile (so 32 parallel workers do not queue for 32 saves).
+        self._state = threading.Lock()
         self._write = threading.Lock()
+        self._changes = 0
+        self._saved = 0
         self._plan: MigrationPlan | None = None
 
     def __enter__(self) -> PlanStore:
@@ -267,24 +275,37 @@ class PlanStore:
         save the plan atomically. Never interrupted halfway: the save is a single rename."""
         if self.read_only:
             return
-        with self._write:
+        with self._state:
             workload.set_status(status, by=self.actor, reason=one_line(reason))
             workload.last_error = one_line(error) if error else None
-            self._save_locked(self.plan)
+            self._changes += 1
+            mine = self._changes
+        self._commit(mine)
 
     def save(self, plan: MigrationPlan | None = None) -> None:
         """Save ``plan`` (default: the loaded one) atomically."""
         if self.read_only:
             return
-        with self._write:
+        with self._state:
             if plan is not None:
                 self._plan = plan
-            self._save_locked(self.plan)
+            self._changes += 1
+            mine = self._changes
+        self._commit(mine)
 
-    def _save_locked(self, plan: MigrationPlan) -> None:
-        from cloudtaser.plan.model import save  # noqa: PLC0415
+    def _commit(self, change: int) -> None:
+        """Return once change number ``change`` (and all before it) is on disk."""
+        from cloudtaser.fileio import atomic_write  # noqa: PLC0415
+        from cloudtaser.plan.model import dump  # noqa: PLC0415
 
-        save(plan, self.path)
+        with self._write:
+            if self._saved >= change:
+                return  # another thread's save, made after our change, carried it
+            with self._state:
+                upto = self._changes
+                data = dump(self.plan)
+            atomic_write(self.path, data)
+            self._saved = upto
 
 
 # --- replacing a plan (discover -o) ----------------------------------------------------------

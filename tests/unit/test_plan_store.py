@@ -120,3 +120,41 @@ def test_a_lock_from_another_host_is_never_broken(tmp_path: Path) -> None:
     with pytest.raises(LockError, match=r"elsewhere\.example"):
         PlanLock(plan).acquire()
     assert lock_path(plan).exists()
+
+
+def test_record_returns_only_when_its_change_is_on_disk_and_saves_are_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: every record() is durable when it returns, even when another thread's
+    save carried it, and parallel workers share saves instead of queueing one each."""
+    import cloudtaser.fileio as fileio
+
+    path = _plan_file(tmp_path, workloads=32)
+    writes: list[int] = []
+    real_write = fileio.atomic_write
+
+    def slow_write(target: str | os.PathLike[str], data: bytes, **kw: object) -> None:
+        writes.append(1)
+        threading.Event().wait(0.02)  # a slow disk: fsync takes time
+        real_write(target, data, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fileio, "atomic_write", slow_write)
+    problems: list[str] = []
+    with PlanStore(path, actor="alice@host") as store:
+        workloads = [w for _t, w in store.load().iter_workloads()]
+        start = threading.Barrier(len(workloads))
+
+        def work(w: planlib.Workload) -> None:
+            start.wait()
+            store.record(w, planlib.WorkloadStatus.MIGRATED, reason="done")
+            on_disk = {x.name: x.status for _t, x in planlib.load(path).iter_workloads()}
+            if on_disk[w.name] is not planlib.WorkloadStatus.MIGRATED:
+                problems.append(f"{w.name} returned before it was saved")
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in workloads]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert problems == []
+    assert 1 <= len(writes) < len(workloads)  # 32 records shared fewer saves
