@@ -85,7 +85,10 @@ func run(m *testing.M) int {
 	logf, _ := os.Create(filepath.Join(dir, "bao.log"))
 	srv := exec.Command(bao, "server", "-dev", "-dev-root-token-id="+baoTok, fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port))
 	srv.Stdout, srv.Stderr = logf, logf
-	srv.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The dev server dies with the test binary even when that is killed (the death signal
+	// is tied to the starting OS thread, so keep this goroutine on it).
+	runtime.LockOSThread()
+	srv.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if err := srv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
