@@ -356,15 +356,29 @@ func (r *Resolver) cached(ref name.Reference, p Platform) (Result, bool) {
 	return res, ok
 }
 
+// fetch reads the image from its registry, trying the matching pull-secret credentials in
+// the pod's order (the next one after a refusal, as the kubelet does), anonymously when none
+// matches.
 func (r *Resolver) fetch(ctx context.Context, req Request, ref name.Reference, plainHTTP map[string]bool, plat Platform) (Result, error) {
-	kc, err := r.keychain(ctx, req)
+	auths, err := r.credentials(ctx, req, ref)
 	if err != nil {
 		return Result{}, err
 	}
 	r.fetches.Add(1)
+	for i, a := range auths {
+		res, err := r.fetchWith(ctx, req, ref, plainHTTP, plat, a)
+		var e *Error
+		if err == nil || i == len(auths)-1 || !errors.As(err, &e) || e.Kind != KindUnauthorized {
+			return res, err
+		}
+	}
+	return Result{}, errors.New("unreachable")
+}
+
+func (r *Resolver) fetchWith(ctx context.Context, req Request, ref name.Reference, plainHTTP map[string]bool, plat Platform, auth authn.Authenticator) (Result, error) {
 	opts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(kc),
+		remote.WithAuth(auth),
 		remote.WithTransport(&schemeGuard{base: r.base, plainHTTP: plainHTTP}),
 		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
 	}
@@ -531,16 +545,19 @@ func isLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// keychain returns the credentials to try: the pod's pull secrets when enabled, else none.
-func (r *Resolver) keychain(ctx context.Context, req Request) (authn.Keychain, error) {
+// credentials returns the authenticators to try for ref's registry: the entries of the pod's
+// pull secrets (when enabled) for that host, in the pod's order; anonymous when none matches.
+func (r *Resolver) credentials(ctx context.Context, req Request, ref name.Reference) ([]authn.Authenticator, error) {
+	anonymous := []authn.Authenticator{authn.Anonymous}
 	if r.secrets == nil || len(req.PullSecrets) == 0 {
-		return authn.NewMultiKeychain(), nil
+		return anonymous, nil
 	}
-	var all []dockerAuth
+	host := canonicalHost(ref.Context().RegistryStr())
+	var out []authn.Authenticator
 	for _, s := range req.PullSecrets {
 		sec, err := r.secrets.GetSecret(ctx, req.Namespace, s)
 		if err != nil {
-			// A listed secret that does not exist is ignored, as the kubelet does.
+			// A listed secret that does not exist is skipped, as the kubelet does.
 			if errors.Is(err, ErrSecretNotFound) {
 				continue
 			}
@@ -552,9 +569,16 @@ func (r *Resolver) keychain(ctx context.Context, req Request) (authn.Keychain, e
 			return nil, &Error{Kind: KindCredentials, Image: req.Image,
 				Msg: fmt.Sprintf("pull secret %s/%s: %v", clip(req.Namespace), clip(s), err)}
 		}
-		all = append(all, auths...)
+		for _, a := range auths {
+			if a.host == host {
+				out = append(out, authn.FromConfig(a.cfg))
+			}
+		}
 	}
-	return keychain(all), nil
+	if len(out) == 0 {
+		return anonymous, nil
+	}
+	return out, nil
 }
 
 // ErrSecretNotFound is what a SecretGetter returns (wrapped or not) for a missing secret.

@@ -455,6 +455,7 @@ func TestPullSecretsOnlyWhenEnabled(t *testing.T) {
 		{[]string{"legacy"}, ""},
 		{[]string{"missing", "regcred"}, ""}, // a missing listed secret is skipped
 		{[]string{"other", "regcred"}, ""},   // non-matching hosts are skipped
+		{[]string{"wrong", "regcred"}, ""}, // several match: the next after a refusal
 		{[]string{"wrong"}, KindUnauthorized},
 		{nil, KindUnauthorized},
 		{[]string{"garbage"}, KindCredentials},
