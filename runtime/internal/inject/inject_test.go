@@ -256,6 +256,16 @@ func TestAuthMountPathOnlyWhenNotDefault(t *testing.T) {
 	}
 }
 
+// Reinvocation does not bypass the policy: an injected pod whose address was changed by
+// someone else afterwards is refused.
+func TestInjectedPodIsStillChecked(t *testing.T) {
+	p := mutated(t, testConfig(), testPod(annotations()))
+	get(p, "metadata", "annotations").(map[string]any)["cloudtaser.io/vault-address"] = "https://evil.example:8200"
+	denied(t, testConfig(), p, ReasonAddressNotAllowed)
+	get(p, "metadata", "annotations").(map[string]any)["cloudtaser.io/vault-address"] = "not a url"
+	denied(t, testConfig(), p, ReasonBadAnnotations)
+}
+
 func TestOursFirstSidecarsAndInitContainersKept(t *testing.T) {
 	p := testPod(annotations())
 	spec := p["spec"].(map[string]any)

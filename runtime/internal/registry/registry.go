@@ -11,7 +11,7 @@
 // lookups of one image share one request; every lookup stops at the context's deadline.
 //
 // Plain HTTP is used only for loopback registries (localhost, 127.0.0.0/8, ::1) and for
-// mirrors given explicitly; every other request is sent over HTTPS, whatever
+// mirrors given explicitly as http://HOST; every other request is sent over HTTPS, whatever
 // go-containerregistry's own private-address heuristics would do.
 //
 // Errors never carry a credential: the messages of Error name the image and a class of failure.
@@ -95,8 +95,9 @@ type SecretGetter interface {
 // Options configures a Resolver.
 type Options struct {
 	// Mirrors maps a registry host (docker.io, ghcr.io, registry.corp:5000) to a mirror
-	// host, optionally with a path prefix (registry.corp:5000/dockerhub). Lookups of that
-	// registry go to the mirror only; the repository path and tag are kept.
+	// host, optionally with a path prefix (registry.corp:5000/dockerhub) and "http://" in
+	// front for a plain-HTTP mirror. Lookups of that registry go to the mirror only; the
+	// repository path and tag are kept.
 	Mirrors map[string]string
 	// TagTTL: how long tag -> digest answers are reused; 0 means DefaultTagTTL, negative
 	// disables the tag cache.
@@ -157,8 +158,9 @@ type Resolver struct {
 }
 
 type mirror struct {
-	host   string
-	prefix string
+	host     string
+	prefix   string
+	insecure bool // given as http://: plain HTTP allowed
 }
 
 type tagEntry struct {
@@ -201,7 +203,7 @@ func New(o Options) (*Resolver, error) {
 	return r, nil
 }
 
-// ParseMirror parses a --mirror flag value HOST=MIRROR[/PREFIX].
+// ParseMirror parses a --mirror flag value HOST=[http://]MIRROR[/PREFIX].
 func ParseMirror(v string) (host, mirror string, err error) {
 	host, mirror, ok := strings.Cut(strings.TrimSpace(v), "=")
 	if !ok || host == "" || mirror == "" {
@@ -211,11 +213,13 @@ func ParseMirror(v string) (host, mirror string, err error) {
 }
 
 func (r *Resolver) addMirror(host, m string) error {
-	bad := fmt.Errorf("mirror %q=%q: both sides must be registry hosts (host[:port], the mirror optionally with /path)", clip(host), clip(m))
+	bad := fmt.Errorf("mirror %q=%q: both sides must be registry hosts (host[:port]; the mirror optionally http:// and /path)", clip(host), clip(m))
 	h := canonicalHost(host)
 	if _, err := name.NewRegistry(h, name.StrictValidation); err != nil || strings.Contains(host, "/") {
 		return bad
 	}
+	insecure := strings.HasPrefix(m, "http://")
+	m = strings.TrimPrefix(strings.TrimPrefix(m, "http://"), "https://")
 	mh, prefix, _ := strings.Cut(strings.TrimSuffix(m, "/"), "/")
 	if _, err := name.NewRegistry(mh, name.StrictValidation); err != nil {
 		return bad
@@ -225,7 +229,7 @@ func (r *Resolver) addMirror(host, m string) error {
 			return bad
 		}
 	}
-	r.mirrors[h] = mirror{host: mh, prefix: prefix}
+	r.mirrors[h] = mirror{host: mh, prefix: prefix, insecure: insecure}
 	return nil
 }
 
@@ -327,8 +331,14 @@ func (r *Resolver) reference(image string) (name.Reference, map[string]bool, err
 	} else {
 		mref += ":" + ref.Identifier()
 	}
-	// Insecure: the mirror was named explicitly, so plain HTTP to it is allowed (HTTPS is
-	// still tried first by go-containerregistry's ping).
+	if !m.insecure {
+		nref, err := name.ParseReference(mref)
+		if err != nil {
+			return nil, nil, bad
+		}
+		return nref, nil, nil
+	}
+	// A mirror given as http://: plain HTTP to it is allowed.
 	nref, err := name.ParseReference(mref, name.Insecure)
 	if err != nil {
 		return nil, nil, bad

@@ -335,6 +335,20 @@ func TestMirrorServesTheRegistrysImages(t *testing.T) {
 	if err != nil || res.Entrypoint[0] != "/nginx" {
 		t.Fatalf("prefix mirror: %v %v", res, err)
 	}
+	// A mirror given as http:// is allowed plain HTTP; without it, HTTPS only (the guard
+	// upgrades go-containerregistry's plain HTTP for private addresses).
+	plain := newResolver(t, Options{Mirrors: map[string]string{"docker.io": "http://" + mirror.host, "quay.io": "http://10.0.0.5:5000/q", "ghcr.io": "10.0.0.5:5000"}})
+	if res, err := plain.Resolve(context.Background(), Request{Image: "busybox:1.37"}); err != nil || res.Cmd[0] != "sh" {
+		t.Fatalf("http:// mirror: %v %v", res, err)
+	}
+	ref, allowed, err := plain.reference("quay.io/team/app:1")
+	if err != nil || ref.Name() != "10.0.0.5:5000/q/team/app:1" || !allowed["10.0.0.5:5000"] {
+		t.Fatalf("http:// mirror: %v %v %v", ref, allowed, err)
+	}
+	ref, allowed, err = plain.reference("ghcr.io/team/app:1")
+	if err != nil || ref.Name() != "10.0.0.5:5000/team/app:1" || allowed != nil {
+		t.Fatalf("https mirror: %v %v %v", ref, allowed, err)
+	}
 	// An image the mirror lacks fails there: the origin is never asked.
 	if _, err := r.Resolve(context.Background(), Request{Image: "docker.io/library/absent:1"}); kind(err) != KindNotFound {
 		t.Fatalf("absent: %v", err)
@@ -455,7 +469,7 @@ func TestPullSecretsOnlyWhenEnabled(t *testing.T) {
 		{[]string{"legacy"}, ""},
 		{[]string{"missing", "regcred"}, ""}, // a missing listed secret is skipped
 		{[]string{"other", "regcred"}, ""},   // non-matching hosts are skipped
-		{[]string{"wrong", "regcred"}, ""}, // several match: the next after a refusal
+		{[]string{"wrong", "regcred"}, ""},   // several match: the next after a refusal
 		{[]string{"wrong"}, KindUnauthorized},
 		{nil, KindUnauthorized},
 		{[]string{"garbage"}, KindCredentials},
