@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -37,6 +38,9 @@ import (
 
 // DefaultTagTTL is how long a tag -> digest answer is reused.
 const DefaultTagTTL = 5 * time.Minute
+
+// MaxCacheEntries bounds each cache (tags, configs); when full, an arbitrary entry goes.
+const MaxCacheEntries = 8192
 
 // Platform selects an entry of a multi-arch index.
 type Platform struct {
@@ -290,7 +294,12 @@ func (r *Resolver) resolve(ctx context.Context, req Request) (Result, error) {
 		r.dedup.Add(1)
 		select {
 		case <-f.done:
-			return f.res, f.err
+			var e *Error
+			if !(errors.As(f.err, &e) && e.Kind == KindTimeout && ctx.Err() == nil) {
+				return f.res, f.err
+			}
+			// The leader ran out of its own time; this request still has some.
+			return r.fetch(ctx, req, ref, plainHTTP, plat)
 		case <-ctx.Done():
 			return Result{}, r.classify(req.Image, ctx.Err())
 		}
@@ -346,6 +355,17 @@ func (r *Resolver) reference(image string) (name.Reference, map[string]bool, err
 	return nref, map[string]bool{strings.ToLower(m.host): true}, nil
 }
 
+// evictOne makes room for one entry in a full cache.
+func evictOne[V any](m map[string]V) {
+	if len(m) < MaxCacheEntries {
+		return
+	}
+	for k := range m {
+		delete(m, k)
+		return
+	}
+}
+
 func cfgKey(digest string, p Platform) string { return digest + "|" + p.String() }
 
 // cached answers from the caches: a digest reference from the config cache, a tag through a
@@ -399,6 +419,7 @@ func (r *Resolver) fetchWith(ctx context.Context, req Request, ref name.Referenc
 	top := desc.Digest.String()
 	if _, isTag := ref.(name.Tag); isTag && r.tagTTL > 0 {
 		r.mu.Lock()
+		evictOne(r.tags)
 		r.tags[ref.Name()] = tagEntry{digest: top, expires: r.now().Add(r.tagTTL)}
 		r.mu.Unlock()
 	}
@@ -444,6 +465,7 @@ func (r *Resolver) fetchWith(ctx context.Context, req Request, ref name.Referenc
 	}
 	res = Result{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Digest: digest.String()}
 	r.mu.Lock()
+	evictOne(r.configs)
 	r.configs[cfgKey(top, plat)] = res
 	r.mu.Unlock()
 	return res, nil
@@ -513,8 +535,8 @@ func (r *Resolver) classify(image string, err error) error {
 	if errors.As(err, &de) || errors.As(err, &oe) || errors.As(err, &ne) {
 		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the registry of image %q is unreachable from the webhook", img)}
 	}
-	if errors.Is(err, errPlainHTTP) {
-		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the registry of image %q would need plain HTTP, which is allowed only for loopback registries and mirrors", img)}
+	if errors.Is(err, errTooLarge) {
+		return &Error{Kind: KindRegistry, Image: image, Msg: fmt.Sprintf("the registry of image %q sent a manifest or config larger than %d MiB", img, MaxResponseBytes>>20)}
 	}
 	return &Error{Kind: KindRegistry, Image: image, Msg: fmt.Sprintf("the registry of image %q gave an answer that is not a readable image", img)}
 }
@@ -524,8 +546,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-var errPlainHTTP = errors.New("plain HTTP refused")
-
 // schemeGuard sends every request over HTTPS except to loopback hosts and explicit mirrors:
 // go-containerregistry would use plain HTTP for private (RFC 1918) and .local registries.
 type schemeGuard struct {
@@ -534,18 +554,41 @@ type schemeGuard struct {
 }
 
 func (g *schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" {
-		return g.base.RoundTrip(req)
+	if req.URL.Scheme == "http" && !g.plainHTTP[strings.ToLower(req.URL.Host)] && !isLoopback(req.URL.Hostname()) {
+		req = req.Clone(req.Context())
+		req.URL.Scheme = "https"
 	}
-	host := strings.ToLower(req.URL.Host)
-	h := req.URL.Hostname()
-	if g.plainHTTP[host] || isLoopback(h) {
-		return g.base.RoundTrip(req)
+	resp, err := g.base.RoundTrip(req)
+	if err == nil && resp.Body != nil {
+		resp.Body = &capped{rc: resp.Body, left: MaxResponseBytes}
 	}
-	r2 := req.Clone(req.Context())
-	r2.URL.Scheme = "https"
-	return g.base.RoundTrip(r2)
+	return resp, err
 }
+
+// MaxResponseBytes bounds every registry response the resolver reads (manifests, indexes,
+// configs are kilobytes; go-containerregistry alone would accept a 100 MiB manifest).
+const MaxResponseBytes = 4 << 20
+
+var errTooLarge = errors.New("registry response larger than the injector reads")
+
+type capped struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.rc.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+func (c *capped) Close() error { return c.rc.Close() }
 
 func isLoopback(h string) bool {
 	if strings.EqualFold(h, "localhost") {

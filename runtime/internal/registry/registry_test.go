@@ -511,3 +511,56 @@ func TestSchemeGuardUpgradesPlainHTTPExceptLoopbackAndMirrors(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestOversizedConfigIsRefused(t *testing.T) {
+	tr := newRegistry(t)
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("x", MaxResponseBytes)
+	img, err = mutate.Config(img, v1.Config{Entrypoint: []string{"/app"}, Env: []string{"BIG=" + huge}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.push(t, "big:1", img)
+	tr.push(t, "small:1", image(t, []string{"/small"}, nil))
+	r := newResolver(t, Options{})
+	_, err = r.Resolve(context.Background(), Request{Image: tr.host + "/big:1"})
+	if kind(err) != KindRegistry || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := r.Resolve(context.Background(), Request{Image: tr.host + "/small:1"}); err != nil {
+		t.Fatalf("a normal image after the big one: %v", err)
+	}
+}
+
+// A follower whose own deadline is later does not inherit the leader's timeout.
+func TestFollowerOutlivesATimedOutLeader(t *testing.T) {
+	tr := newRegistry(t)
+	tr.push(t, "app:1", image(t, []string{"/app"}, nil))
+	tr.mu.Lock()
+	tr.delay = 400 * time.Millisecond
+	tr.mu.Unlock()
+	r := newResolver(t, Options{})
+	leaderCtx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	leaderErr := make(chan error, 1)
+	go func() {
+		_, err := r.Resolve(leaderCtx, Request{Image: tr.host + "/app:1"})
+		leaderErr <- err
+	}()
+	<-tr.arrived
+	ctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	res, err := r.Resolve(ctx, Request{Image: tr.host + "/app:1"})
+	if err != nil || res.Entrypoint[0] != "/app" {
+		t.Fatalf("follower: %v %v", res, err)
+	}
+	if err := <-leaderErr; kind(err) != KindTimeout {
+		t.Fatalf("leader: %v", err)
+	}
+	if r.Stats().Deduplicated != 1 {
+		t.Fatalf("the follower did not join the flight: %+v", r.Stats())
+	}
+}
