@@ -517,7 +517,7 @@ type imageSpec struct {
 // startRegistry serves go-containerregistry's registry on 127.0.0.1, pushes the images
 // (names as in a pod, e.g. docker.io/library/app:1) under their repository paths and returns
 // a resolver whose mirrors send docker.io and ghcr.io there.
-func startRegistry(t *testing.T, images map[string]imageSpec) *registry.Resolver {
+func startRegistry(t testing.TB, images map[string]imageSpec) *registry.Resolver {
 	t.Helper()
 	srv := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(srv.Close)
@@ -553,7 +553,7 @@ func startRegistry(t *testing.T, images map[string]imageSpec) *registry.Resolver
 	return r
 }
 
-func configImage(t *testing.T, ep, cmd []string) v1.Image {
+func configImage(t testing.TB, ep, cmd []string) v1.Image {
 	t.Helper()
 	img, err := random.Image(32, 1)
 	if err != nil {
