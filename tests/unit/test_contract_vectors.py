@@ -75,7 +75,13 @@ def test_child_env_vector(case: dict[str, Any]) -> None:
 
 def test_every_vector_file_is_well_formed() -> None:
     files = sorted(p.name for p in SPEC.glob("*.json"))
-    assert files == ["annotations.json", "child-env.json", "injection.json", "values.json", "wrapper-env.json"]
+    assert files == [
+        "annotations.json",
+        "child-env.json",
+        "injection.json",
+        "values.json",
+        "wrapper-env.json",
+    ]
     for name in files:
         doc = json.loads((SPEC / name).read_text())
         # injection.json (the webhook's pod mutation) also carries the injector's flags and

@@ -417,10 +417,42 @@ func (m *mutation) lookup(ctx context.Context, c container) (command, *Admission
 	return out, nil
 }
 
-// platform: the pod's kubernetes.io/os and kubernetes.io/arch node selectors, else linux/amd64.
+// platform: the node's os/arch as far as the pod pins it (nodeSelector kubernetes.io/os and
+// kubernetes.io/arch, else a required node affinity that allows exactly one value); the
+// resolver fills in linux/amd64 for what is left open.
 func (m *mutation) platform() registry.Platform {
 	ns := m.pod.Spec.NodeSelector
-	return registry.Platform{OS: ns["kubernetes.io/os"], Architecture: ns["kubernetes.io/arch"]}
+	p := registry.Platform{OS: ns["kubernetes.io/os"], Architecture: ns["kubernetes.io/arch"]}
+	if p.OS == "" {
+		p.OS = m.affinityValue("kubernetes.io/os")
+	}
+	if p.Architecture == "" {
+		p.Architecture = m.affinityValue("kubernetes.io/arch")
+	}
+	return p
+}
+
+// affinityValue is the one value a required node affinity allows for key: every term
+// (terms are ORed) must pin the key with In to the same single value; "" otherwise.
+func (m *mutation) affinityValue(key string) string {
+	a := m.pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.Required == nil || len(a.NodeAffinity.Required.Terms) == 0 {
+		return ""
+	}
+	value := ""
+	for _, term := range a.NodeAffinity.Required.Terms {
+		found := ""
+		for _, e := range term.MatchExpressions {
+			if e.Key == key && e.Operator == "In" && len(e.Values) == 1 {
+				found = e.Values[0]
+			}
+		}
+		if found == "" || (value != "" && found != value) {
+			return ""
+		}
+		value = found
+	}
+	return value
 }
 
 func wrapperPrefix() []string { return []string{WrapperPath, "wrap", "--"} }

@@ -616,6 +616,24 @@ func TestCommandAndArgsRules(t *testing.T) {
 	if got := strs(get(mutated(t, cfg, arm), "spec", "containers", 0, "command")); !reflect.DeepEqual(got, w("/arm64")) {
 		t.Fatalf("arm64 node: %v", got)
 	}
+	pin := func(values ...string) map[string]any {
+		vs := []any{}
+		for _, v := range values {
+			vs = append(vs, v)
+		}
+		return map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{
+			"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "kubernetes.io/arch", "operator": "In", "values": vs}}}}}}}
+	}
+	for _, c := range []struct {
+		affinity map[string]any
+		want     string
+	}{{pin("arm64"), "/arm64"}, {pin("arm64", "amd64"), "/amd64"}, {pin("amd64"), "/amd64"}} {
+		p := podWith(map[string]any{"image": "ghcr.io/team/multi:2"})
+		p["spec"].(map[string]any)["affinity"] = c.affinity
+		if got := strs(get(mutated(t, cfg, p), "spec", "containers", 0, "command")); !reflect.DeepEqual(got, w(c.want)) {
+			t.Fatalf("affinity %s: %v", asJSON(c.affinity), got)
+		}
+	}
 	for _, c := range []struct {
 		name, image, want, todo string
 	}{
