@@ -52,6 +52,8 @@ from cloudtaser.plan.rules import (
 
 __all__ = [
     "API_VERSION",
+    "MAX_APPROVALS",
+    "Approval",
     "DEFAULT_AUTH_MOUNT",
     "DEFAULT_KV_MOUNT",
     "DEFAULT_PATH_TEMPLATE",
@@ -101,6 +103,29 @@ SourceRef = Annotated[str, Meta(pattern=SOURCE_REF, min_length=1, max_length=512
 OneLine = Annotated[str, Meta(pattern=ONE_LINE, max_length=4096)]
 NonEmptyLine = Annotated[str, Meta(pattern=ONE_LINE, min_length=1, max_length=1024)]
 UtcTimestamp = Annotated[datetime, Meta(tz=True)]
+#: Kubernetes ``replicas`` is an int32 (the bound also keeps the canonical form's integers
+#: exact in every JSON implementation, RFC 8785).
+Replicas = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+
+#: At most this many approvals in one plan (a hostile ``approvals:`` section is bounded).
+MAX_APPROVALS: Final = 64
+#: An approver's principal as in an allowed-signers file (``alice@example.com``; what
+#: ``ssh-keygen -Y verify -I`` takes): no blank, comma, quote or pattern character.
+ApprovalIdentity = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9@._+=:/%~-]+(?!\n)$", max_length=256)
+]
+Digest = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}(?!\n)$")]
+#: An armored SSHSIG (``ssh-keygen -Y sign`` output): base64 lines between the armor lines.
+ArmoredSignature = Annotated[
+    str,
+    Meta(
+        pattern=(
+            r"^-----BEGIN SSH SIGNATURE-----\n(?:[A-Za-z0-9+/=]{1,76}\n){1,200}"
+            r"-----END SSH SIGNATURE-----\n?(?!\n)$"
+        ),
+        max_length=16384,
+    ),
+]
 
 
 class WorkloadKind(enum.StrEnum):
@@ -184,7 +209,7 @@ class Workload(_Base, kw_only=True):
 
     kind: WorkloadKind
     name: DnsSubdomain
-    replicas: Annotated[int, Meta(ge=0)] | None = None
+    replicas: Replicas | None = None
     status: WorkloadStatus | None = None
     secrets: list[SecretRef]
     # --- extensions (optional) ---
@@ -286,6 +311,22 @@ class PlanMetadata(_Base, kw_only=True):
     unread: list[NonEmptyLine] = msgspec.field(default_factory=list)
 
 
+class Approval(_Base, kw_only=True):
+    """One reviewer's signature over the plan's reviewed content (docs/approval.md).
+
+    Only ``signature`` is proof: it is an SSHSIG (namespace ``cloudtaser-plan``) over the
+    canonical reviewed content (:mod:`cloudtaser.plan.canonical`). ``identity`` names the
+    principal to look up in an allowed-signers file; ``at``, ``comment`` and ``digest`` are
+    informative (``digest`` tells a stale approval from a current one without verifying).
+    """
+
+    identity: ApprovalIdentity
+    at: UtcTimestamp
+    digest: Digest
+    signature: ArmoredSignature
+    comment: Annotated[str, Meta(pattern=ONE_LINE, max_length=1024)] | None = None
+
+
 class MigrationPlan(_Base, kw_only=True):
     """A CloudTaser MigrationPlan (``cloudtaser.io/v1``)."""
 
@@ -293,8 +334,23 @@ class MigrationPlan(_Base, kw_only=True):
     kind: Literal["MigrationPlan"]
     metadata: PlanMetadata
     tenants: list[Tenant]
+    # --- extensions (optional) ---
+    #: Reviewers' signatures over the reviewed content (``cloudtaser plan approve``).
+    approvals: Annotated[list[Approval], Meta(max_length=MAX_APPROVALS)] = msgspec.field(
+        default_factory=list
+    )
 
     def __post_init__(self) -> None:
+        seen_approvals: dict[tuple[str, str], int] = {}
+        for index, approval in enumerate(self.approvals):
+            key = (approval.identity, approval.digest)
+            if key in seen_approvals:
+                raise ValueError(
+                    f"approvals[{index}]: duplicate approval by {approval.identity!r} of "
+                    f"{approval.digest} (already at approvals[{seen_approvals[key]}]); "
+                    "remove one of them"
+                )
+            seen_approvals[key] = index
         names: dict[str, int] = {}
         namespaces: dict[str, int] = {}
         for index, tenant in enumerate(self.tenants):
