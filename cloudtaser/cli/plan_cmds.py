@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ def register(groups: Any) -> None:
         parents=[groups.common],
     )
     schema.set_defaults(handler=_run_schema)
+    importlib.import_module("cloudtaser.cli.approval_cmds").register(groups)
 
 
 def _run_validate(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates
 from cloudtaser.cli.common import (
     add_cluster_options,
     add_output_option,
@@ -71,6 +72,7 @@ def register(groups: Any) -> None:
         description=_PROTECT_DESCRIPTION,
     )
     _add_run_options(protect, protect=True)
+    add_gate_options(protect, verified=True)
     protect.set_defaults(handler=_run_protect)
 
     unprotect = groups.command(
@@ -302,6 +304,7 @@ def _run_protect(args: argparse.Namespace) -> int:
             "--vault-address URL is required: the vault address the pods "
             "will reach (it is written into the workloads)"
         )
+    enforce_gates(args, args.plan)
     return _run(args, protect=True)
 
 

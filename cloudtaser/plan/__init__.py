@@ -47,7 +47,18 @@ if TYPE_CHECKING:
 
 _FROM_RULES = frozenset({"DEFAULT_AUTH_MOUNT"})
 _SUBMODULES = frozenset(
-    {"approval", "attest", "canonical", "diff", "model", "rules", "signers", "sshsig", "store", "summary"}
+    {
+        "approval",
+        "attest",
+        "canonical",
+        "diff",
+        "model",
+        "rules",
+        "signers",
+        "sshsig",
+        "store",
+        "summary",
+    }
 )
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "ApprovalState",
     "approve",
     "check_approvals",
+    "record_signature",
     "require_approvals",
 ]
 
@@ -102,12 +103,48 @@ def approve(
     """``plan`` with a new approval by ``identity`` over its current reviewed content (an
     earlier approval by the same identity is replaced). Raises :class:`ApprovalError` when
     the plan already holds the maximum number of approvals."""
+    content = canonical_bytes(plan)
+    signature = sshsig.sign(signer, content, NAMESPACE)
+    return _with_approval(
+        plan, content, signature=signature, identity=identity, comment=comment, now=now
+    )
+
+
+def record_signature(
+    plan: MigrationPlan,
+    armored: str,
+    *,
+    identity: str,
+    comment: str | None = None,
+    now: datetime | None = None,
+) -> MigrationPlan:
+    """``plan`` with an approval made elsewhere (``ssh-keygen -Y sign -n cloudtaser-plan``
+    over :func:`canonical_bytes`); the signature must verify over the current content."""
+    content = canonical_bytes(plan)
+    sshsig.verify(armored, content, NAMESPACE)
+    return _with_approval(
+        plan,
+        content,
+        signature=armored.strip() + "\n",
+        identity=identity,
+        comment=comment,
+        now=now,
+    )
+
+
+def _with_approval(
+    plan: MigrationPlan,
+    content: bytes,
+    *,
+    signature: str,
+    identity: str,
+    comment: str | None,
+    now: datetime | None,
+) -> MigrationPlan:
     import msgspec  # noqa: PLC0415
 
     from cloudtaser.plan.model import MAX_APPROVALS, Approval  # noqa: PLC0415
 
-    content = canonical_bytes(plan)
-    signature = sshsig.sign(signer, content, NAMESPACE)
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     try:
         entry = msgspec.convert(
@@ -122,7 +159,8 @@ def approve(
             from_attributes=False,
         )
     except msgspec.ValidationError as exc:
-        raise ApprovalError(f"cannot record the approval: {exc}", source="approval") from None
+        text = str(exc).replace("`", "'")
+        raise ApprovalError(f"cannot record the approval: {text}", source="approval") from None
     kept = [a for a in plan.approvals if a.identity != identity]
     if len(kept) >= MAX_APPROVALS:
         raise ApprovalError(

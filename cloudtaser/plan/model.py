@@ -52,13 +52,13 @@ from cloudtaser.plan.rules import (
 
 __all__ = [
     "API_VERSION",
-    "MAX_APPROVALS",
-    "Approval",
     "DEFAULT_AUTH_MOUNT",
     "DEFAULT_KV_MOUNT",
     "DEFAULT_PATH_TEMPLATE",
     "KIND",
+    "MAX_APPROVALS",
     "MAX_PLAN_BYTES",
+    "Approval",
     "MigrationPlan",
     "PlanMetadata",
     "SecretFile",
@@ -111,9 +111,7 @@ Replicas = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 MAX_APPROVALS: Final = 64
 #: An approver's principal as in an allowed-signers file (``alice@example.com``; what
 #: ``ssh-keygen -Y verify -I`` takes): no blank, comma, quote or pattern character.
-ApprovalIdentity = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9@._+=:/%~-]+(?!\n)$", max_length=256)
-]
+ApprovalIdentity = Annotated[str, Meta(pattern=r"^[A-Za-z0-9@._+=:/%~-]+(?!\n)$", max_length=256)]
 Digest = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}(?!\n)$")]
 #: An armored SSHSIG (``ssh-keygen -Y sign`` output): base64 lines between the armor lines.
 ArmoredSignature = Annotated[

@@ -106,7 +106,7 @@ def _parse_time(text: str, where: str) -> float:
     day, hm, sec, utc = match.groups()
     stamp = day + (hm or "0000") + (sec or "00")
     try:
-        parsed = datetime.strptime(stamp, "%Y%m%d%H%M%S")  # noqa: DTZ007 - zone below
+        parsed = datetime.strptime(stamp, "%Y%m%d%H%M%S")
     except ValueError:
         raise ConfigError(f"{where}: {text!r} is not a valid date and time") from None
     if utc:

@@ -53,6 +53,7 @@ __all__ = [
     "armor",
     "load_signer",
     "parse_signature",
+    "read_signature_file",
     "sign",
     "verify",
 ]
@@ -172,9 +173,7 @@ class PublicKey:
         reader.text()
         try:
             if self.type == ED25519:
-                ed25519.Ed25519PublicKey.from_public_bytes(reader.string()).verify(
-                    signature, data
-                )
+                ed25519.Ed25519PublicKey.from_public_bytes(reader.string()).verify(signature, data)
             else:
                 exponent, modulus = reader.mpint(), reader.mpint()
                 key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
@@ -256,6 +255,17 @@ def parse_signature(armored: str) -> Signature:
     except ValueError as exc:
         raise _bad(f"signing key: {exc}") from None
     return Signature(public_key, namespace, hash_algorithm, algorithm, signature)
+
+
+def read_signature_file(path: str | os.PathLike[str]) -> str:
+    """The text of an armored signature file (bounded; :class:`ConfigError` when unusable)."""
+    data = _read_key_file(Path(path))
+    if len(data) > 4 * MAX_SIGNATURE_BYTES:
+        raise ConfigError(f"{os.fspath(path)} is too large to be an SSH signature")
+    try:
+        return data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{os.fspath(path)} is not an armored SSH signature") from None
 
 
 def verify(armored: str, message: bytes, namespace: str) -> PublicKey:
@@ -437,7 +447,9 @@ def _public_from_line(data: bytes, path: Path) -> PublicKey:
     try:
         key = PublicKey.from_blob(base64.b64decode(parts[1], validate=True))
     except (IndexError, binascii.Error, ValueError) as exc:
-        raise ConfigError(f"{path} is neither a private key nor a usable public key: {exc}") from None
+        raise ConfigError(
+            f"{path} is neither a private key nor a usable public key: {exc}"
+        ) from None
     if key.type != parts[0].decode("ascii", "replace"):
         raise ConfigError(f"{path}: the key type does not match the key")
     return key
