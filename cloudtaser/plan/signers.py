@@ -114,15 +114,17 @@ def _parse_time(text: str, where: str) -> float:
     return time.mktime(parsed.timetuple())
 
 
-def _token(text: str, pos: int, where: str) -> tuple[str, int]:
+def _token(text: str, pos: int, where: str, *, keep_quotes: bool = False) -> tuple[str, int]:
     """The next whitespace-delimited field from ``pos`` (double quotes group, as OpenSSH's
-    ``strdelimw``), and the position after it."""
+    ``strdelimw``; ``keep_quotes`` for the options field), and the position after it."""
     out = []
     quoted = False
     while pos < len(text):
         char = text[pos]
         if char == '"':
             quoted = not quoted
+            if keep_quotes:
+                out.append(char)
         elif char in " \t" and not quoted:
             break
         else:
@@ -159,7 +161,7 @@ def _parse_line(raw: str, number: int, source: str) -> AllowedSigner | None:
     principals, pos = _token(line, 0, where)
     if not principals or pos >= len(line):
         raise ConfigError(f"{where}: expected 'principals [options] keytype key'")
-    field, after = _token(line, pos, where)
+    field, after = _token(line, pos, where, keep_quotes=True)
     options: dict[str, str | None] = {}
     if not _KEY_TYPES.match(field):
         options = _options(field, where)
