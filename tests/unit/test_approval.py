@@ -238,8 +238,7 @@ def test_unskipping_a_reviewer_skip_invalidates_even_with_forged_history(
     text = planlib.dumps(approved)
     forged = text.replace(
         "status: skipped\n",
-        "status: skipped\n    history:\n    - status: skipped\n"
-        '      at: "2026-01-01T00:00:00Z"\n',
+        'status: skipped\n    history:\n    - status: skipped\n      at: "2026-01-01T00:00:00Z"\n',
         1,
     )
     assert forged != text
@@ -581,9 +580,12 @@ def test_allowed_signers_syntax(keys: dict[str, Path]) -> None:
                 "# comment",
                 "",
                 f'"alice@example.com,*@ops.example.com" {key} a comment',
-                f'!eve@ops.example.com,*@ops.example.com namespaces="a,cloudtaser-*",valid-after="20200101",VALID-BEFORE="29991231235959Z" {key}',
+                "!eve@ops.example.com,*@ops.example.com "
+                'namespaces="a,cloudtaser-*",valid-after="20200101",'
+                f'VALID-BEFORE="29991231235959Z" {key}',
                 f"ca@example.com cert-authority {key}",
-                "ecdsa@example.com ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA==",
+                "ecdsa@example.com ecdsa-sha2-nistp256 "
+                "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBA==",
             ]
         )
     )
