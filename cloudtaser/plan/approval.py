@@ -265,7 +265,8 @@ def require_approvals(
         " The reviewed content changed after approval: compare the approved file with this one "
         "('cloudtaser plan diff APPROVED.yaml THIS.yaml') and approve again."
         if stale
-        else " Approve it with 'cloudtaser plan approve'."
+        else " Approve it with 'cloudtaser plan approve' (if it changed since the review, "
+        "'cloudtaser plan diff APPROVED.yaml THIS.yaml' shows how)."
     )
     raise ApprovalError(
         f"not approved: reviewed content {report.digest} has {report.valid} valid approval(s), "

@@ -146,6 +146,47 @@ def test_canonical_form_ignores_yaml_formatting_key_order_and_defaults() -> None
     assert b'"status"' not in text  # pending is run state
 
 
+DOC_EXAMPLE = """\
+apiVersion: cloudtaser.io/v1
+kind: MigrationPlan
+metadata:
+  name: prod-eu
+tenants:
+- name: payments
+  namespace: payments
+  workloads:
+  - kind: Deployment
+    name: api
+    status: migrated
+    secrets:
+    - source: db
+      vaultPath: secret/data/payments/db
+      fields:
+        password: POSTGRES_PASSWORD
+"""
+
+
+def test_canonical_form_known_answer_as_documented() -> None:
+    """docs/approval.md gives these bytes and digest, for other tools to check against."""
+    plan = planlib.loads(DOC_EXAMPLE)
+    assert canonical_bytes(plan) == (
+        b'{"apiVersion":"cloudtaser.io/v1","kind":"MigrationPlan","metadata":{"name":"prod-eu"},'
+        b'"tenants":[{"name":"payments","namespace":"payments","workloads":[{"kind":"Deployment",'
+        b'"name":"api","secrets":[{"fields":{"password":"POSTGRES_PASSWORD"},"source":"db",'
+        b'"vaultPath":"secret/data/payments/db"}]}]}]}'
+    )
+    digest = "sha256:40cc81bad01c5717c088d02ae7cc18476d47e2d76c3694aa5a5e995f9fd9d798"
+    assert plan_digest(plan) == digest
+    assert digest in (Path(__file__).parents[2] / "docs" / "approval.md").read_text()
+
+
+def test_canonical_escaping_follows_rfc_8785() -> None:
+    data = yaml.safe_load(DOC_EXAMPLE)
+    data["metadata"]["createdBy"] = 'q"b\\s é €'
+    text = canonical_bytes(planlib.loads(yaml.safe_dump(data)))
+    assert '"createdBy":"q\\"b\\\\s é €"'.encode() in text
+
+
 def _mutate(change: Callable[[dict], None]) -> planlib.MigrationPlan:
     data = yaml.safe_load(VALID)
     change(data)
