@@ -66,6 +66,8 @@ END: Final = "-----END SSH SIGNATURE-----"
 #: Decoded signature blob limit (an RSA-16384 signature with its key is about 4 KiB).
 MAX_SIGNATURE_BYTES: Final = 12 * 1024
 MIN_RSA_BITS: Final = 2048
+#: OpenSSL's own limit for RSA public-key operations; a larger "key" is an attack.
+MAX_RSA_BITS: Final = 16384
 _MAX_KEY_FILE: Final = 1024 * 1024
 _MAX_AGENT_MESSAGE: Final = 256 * 1024
 
@@ -140,8 +142,10 @@ class PublicKey:
                 raise ValueError("an Ed25519 key has 32 bytes")
         elif key_type == RSA:
             exponent, modulus = reader.mpint(), reader.mpint()
-            if exponent <= 1 or modulus <= 0 or modulus.bit_length() < MIN_RSA_BITS:
-                raise ValueError(f"RSA keys need at least {MIN_RSA_BITS} bits")
+            if exponent <= 1 or exponent.bit_length() > 64 or modulus <= 0:
+                raise ValueError("not a valid RSA key")
+            if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
+                raise ValueError(f"RSA keys need {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
         else:
             raise ValueError(
                 f"key type {key_type[:40]!r} is not supported (use ssh-ed25519 or ssh-rsa)"

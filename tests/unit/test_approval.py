@@ -540,6 +540,56 @@ def test_truncated_or_corrupt_signatures_are_refused_cleanly(
     assert "was edited" in report.checks[0].detail
 
 
+def _forged(
+    key_blob: bytes, algorithm: bytes = b"ssh-rsa", namespace: bytes = b"cloudtaser-plan"
+) -> str:
+    import struct
+
+    def string(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    inner = string(algorithm) + string(b"\x00" * 64)
+    blob = (
+        b"SSHSIG"
+        + struct.pack(">I", 1)
+        + string(key_blob)
+        + string(namespace)
+        + string(b"")
+        + string(b"sha512")
+        + string(inner)
+    )
+    return sshsig.armor(blob)
+
+
+@pytest.mark.parametrize(
+    ("key_blob", "message"),
+    [
+        (
+            b"\x00\x00\x00\x07ssh-rsa"
+            + b"\x00\x00\x00\x01\x03"
+            + b"\x00\x00\x0a\x01\x00"
+            + b"\xff" * 2560,
+            "RSA keys need 2048 to 16384 bits",
+        ),
+        (
+            b"\x00\x00\x00\x07ssh-rsa"
+            + b"\x00\x00\x00\x01\x03"
+            + b"\x00\x00\x00\x81\x00"
+            + b"\xff" * 128,
+            "RSA keys need 2048",
+        ),
+        (b"\x00\x00\x00\x0bssh-ed25519" + b"\x00\x00\x00\x05abcde", "Ed25519 key has 32 bytes"),
+        (b"\x00\x00\x00\x13ecdsa-sha2-nistp256", "is not supported"),
+        (b"\xff\xff\xff\xff", "truncated"),
+    ],
+)
+def test_hostile_keys_inside_signatures_are_refused_quickly(key_blob: bytes, message: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ApprovalError, match=message):
+        sshsig.verify(_forged(key_blob), b"content", NAMESPACE)
+    assert time.monotonic() - started < 1
+
+
 def test_duplicate_approvals(plan_file: Path, keys: dict[str, Path], tmp_path: Path) -> None:
     assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
     text = plan_file.read_text()
