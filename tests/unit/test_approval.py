@@ -790,3 +790,116 @@ def test_gates_refuse_before_any_connection(
     monkeypatch.delenv("CLOUDTASER_REQUIRE_APPROVAL")
     assert main([*protect, "--require-approval"]) == 2
     assert "needs --allowed-signers" in capsys.readouterr().err
+
+
+# --- verification reports (the vault side is in tests/integration/test_approval_flow.py) ----
+
+
+def test_report_signed_with_plan_approve_report_and_checked_by_protect(
+    plan_file: Path, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cloudtaser.fileio import atomic_write
+    from cloudtaser.plan.attest import build_report, dump_report, load_report
+
+    plan = planlib.load(plan_file)
+    proven = {
+        "secret/data/payments/postgres-credentials": (["username", "password"], 1),
+        "secret/data/payments/ledger-key": (["key"], 2),
+    }
+    report_file = tmp_path / "verified.json"
+    atomic_write(report_file, dump_report(build_report(plan, proven, vault_address="https://v")))
+    vault_ops = _signers(
+        tmp_path, f'ops@example.com namespaces="cloudtaser-verification" {_pub(keys["bob"])}'
+    )
+    protect = [
+        "target",
+        "protect",
+        "--plan",
+        str(plan_file),
+        "--kubeconfig",
+        str(tmp_path / "none"),
+        "--vault-address",
+        "https://v",
+        "--yes",
+        "--require-verified",
+        str(report_file),
+    ]
+    assert main(protect) == 2  # covered, but on to the missing kubeconfig
+    assert "no kubeconfig found" in capsys.readouterr().err
+    assert main([*protect, "--allowed-signers", str(vault_ops)]) == 2
+    assert "no valid signature" in capsys.readouterr().err
+    code = main(
+        [
+            "plan",
+            "approve",
+            str(plan_file),
+            "--report",
+            str(report_file),
+            "--key",
+            str(keys["bob"]),
+            "--identity",
+            "ops@example.com",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "signed by ops@example.com" in capsys.readouterr().out
+    assert len(load_report(report_file).signatures) == 1
+    assert planlib.load(plan_file).approvals == []  # the plan itself is untouched
+    assert main([*protect, "--allowed-signers", str(vault_ops)]) == 2
+    assert "no kubeconfig found" in capsys.readouterr().err
+    # a report signature never passes for a plan approval (namespace), nor the reverse
+    report_sig = load_report(report_file).signatures[0].signature
+    with pytest.raises(ApprovalError, match="namespace 'cloudtaser-verification'"):
+        record_signature(plan, report_sig, identity="ops@example.com")
+    # the report lacks a field: protect names the workload
+    proven["secret/data/payments/ledger-key"] = ([], 2)
+    atomic_write(report_file, dump_report(build_report(plan, proven, vault_address="https://v")))
+    assert main(protect) == 2
+    err = capsys.readouterr().err
+    assert (
+        "StatefulSet payments/ledger: secret/data/payments/ledger-key fields key not proven" in err
+    )
+    assert "verify-plan" in err
+    assert "payments/api" not in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", "[]", '{"kind": "VerificationReport"}', '{"apiVersion": 1}', "x" * 100],
+)
+def test_hostile_reports_are_refused_cleanly(
+    content: str, plan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "r.json"
+    report.write_text(content)
+    code = main(
+        [
+            "target",
+            "protect",
+            "--plan",
+            str(plan_file),
+            "--vault-address",
+            "https://v",
+            "--yes",
+            "--require-verified",
+            str(report),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "r.json" in err
+    assert "Traceback" not in err
+
+
+def test_verify_plan_key_without_attest_is_a_usage_error(
+    plan_file: Path, keys: dict[str, Path]
+) -> None:
+    from cloudtaser.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["source", "verify-plan", str(plan_file), "--key", str(keys["alice"])]
+    )
+    from cloudtaser.cli.attest_opts import write_attestation
+
+    with pytest.raises(ConfigError, match="needs --attest"):
+        write_attestation(args, planlib.load(plan_file), None, None)  # type: ignore[arg-type]
