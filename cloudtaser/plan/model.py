@@ -107,22 +107,13 @@ UtcTimestamp = Annotated[datetime, Meta(tz=True)]
 #: exact in every JSON implementation, RFC 8785).
 Replicas = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 
-#: At most this many approvals in one plan (a hostile ``approvals:`` section is bounded).
-MAX_APPROVALS: Final = 64
-#: An approver's principal as in an allowed-signers file (``alice@example.com``; what
-#: ``ssh-keygen -Y verify -I`` takes): no blank, comma, quote or pattern character.
-ApprovalIdentity = Annotated[str, Meta(pattern=r"^[A-Za-z0-9@._+=:/%~-]+(?!\n)$", max_length=256)]
-Digest = Annotated[str, Meta(pattern=r"^sha256:[0-9a-f]{64}(?!\n)$")]
-#: An armored SSHSIG (``ssh-keygen -Y sign`` output): base64 lines between the armor lines.
+MAX_APPROVALS: Final = rules.MAX_APPROVALS
+ApprovalIdentity = Annotated[
+    str, Meta(pattern=rules.APPROVAL_IDENTITY, max_length=rules.MAX_APPROVAL_IDENTITY)
+]
+Digest = Annotated[str, Meta(pattern=rules.DIGEST)]
 ArmoredSignature = Annotated[
-    str,
-    Meta(
-        pattern=(
-            r"^-----BEGIN SSH SIGNATURE-----\n(?:[A-Za-z0-9+/=]{1,76}\n){1,200}"
-            r"-----END SSH SIGNATURE-----\n?(?!\n)$"
-        ),
-        max_length=16384,
-    ),
+    str, Meta(pattern=rules.ARMORED_SIGNATURE, max_length=rules.MAX_ARMORED_SIGNATURE)
 ]
 
 
@@ -661,6 +652,14 @@ _DESCRIBE = {
         "'.'; not sys, auth, identity, cubbyhole or token in any case)"
     ),
     ONE_LINE: "a single line of printable text",
+    rules.APPROVAL_IDENTITY: (
+        "an approver identity as in an allowed-signers file (letters, digits and @._+=:/%~-)"
+    ),
+    rules.DIGEST: "a reviewed-content digest (sha256: and 64 lower-case hex digits)",
+    rules.ARMORED_SIGNATURE: (
+        "an armored SSH signature as ssh-keygen -Y sign writes it (-----BEGIN SSH "
+        "SIGNATURE----- ...)"
+    ),
 }
 _REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.DOTALL)
 
