@@ -283,11 +283,10 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _approvals_json(report: ApprovalReport, name: str) -> dict[str, Any]:
     return {
+        "formatVersion": "1",
+        "kind": "plan-approvals",
         "plan": name,
         "digest": report.digest,
-        "required": report.required,
-        "valid": report.valid,
-        "ok": report.ok,
         "approvals": [
             {
                 "index": c.index,
@@ -299,6 +298,7 @@ def _approvals_json(report: ApprovalReport, name: str) -> dict[str, Any]:
             }
             for c in report.checks
         ],
+        "summary": {"ok": report.ok, "valid": report.valid, "required": report.required},
     }
 
 
@@ -338,7 +338,8 @@ def _run_diff(args: argparse.Namespace) -> int:
 
 def _diff_json(result: PlanDiff) -> dict[str, Any]:
     return {
-        "reviewedChanged": result.reviewed_changed,
+        "formatVersion": "1",
+        "kind": "plan-diff",
         "oldDigest": result.old_digest,
         "newDigest": result.new_digest,
         "changes": [
@@ -361,6 +362,11 @@ def _diff_json(result: PlanDiff) -> dict[str, Any]:
             }
             for s in result.status_changes
         ],
+        "summary": {
+            "reviewedChanged": result.reviewed_changed,
+            "changes": len(result.changes),
+            "statusChanges": len(result.status_changes),
+        },
     }
 
 

@@ -46,7 +46,8 @@ def test_diff_names_every_reviewed_change(
     new = _edited(tmp_path)
     assert main(["plan", "diff", str(old), str(new), "--output", "json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert report["reviewedChanged"] is True
+    assert report["kind"] == "plan-diff"
+    assert report["summary"]["reviewedChanged"] is True
     assert report["oldDigest"] != report["newDigest"]
     changes = {(c["op"], c["path"]) for c in report["changes"]}
     api = "tenants[payments].workloads[Deployment/api].secrets[postgres-credentials]"
