@@ -903,3 +903,17 @@ def test_verify_plan_key_without_attest_is_a_usage_error(
 
     with pytest.raises(ConfigError, match="needs --attest"):
         write_attestation(args, planlib.load(plan_file), None, None)  # type: ignore[arg-type]
+
+
+def test_approve_takes_the_plan_lock(
+    plan_file: Path, keys: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cloudtaser.plan.store import PlanLock
+
+    before = plan_file.read_bytes()
+    with PlanLock(plan_file, actor="protect run"):
+        assert _approve(plan_file, keys["alice"], "alice@example.com") == 4
+    assert "holds the plan lock" in capsys.readouterr().err
+    assert plan_file.read_bytes() == before
+    assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
+    assert not Path(f"{plan_file}.lock").exists()
