@@ -3,7 +3,10 @@ on a plan (``source apply-plan``, ``target protect``, ``target finalize``).
 
 Two lines per command: ``add_gate_options(parser)`` when registering (``verified=True`` adds
 ``--require-verified``, for cluster-side commands), and ``enforce_gates(args, plan)`` in the
-handler before any request (``plan`` is a loaded plan or its path). Settings resolve flag >
+handler before any request (``plan`` is a loaded plan or its path). Commands over the engine
+also pass ``plan_check=plan_gate(args)`` in their ``RunOptions``: the engine runs the same
+check on the plan it loads under the plan lock, so a file changed between the two checks is
+still refused. Settings resolve flag >
 environment > default, here at the edge:
 
 =============================  ==================================  =========
@@ -22,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cloudtaser.plan import MigrationPlan
 
-__all__ = ["add_gate_options", "approvals_count", "enforce_gates"]
+__all__ = ["add_gate_options", "approvals_count", "enforce_gates", "plan_gate"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -82,9 +86,10 @@ def _flag_or_env(args: argparse.Namespace, name: str, env: str) -> Any:
     return value if value is not None else os.environ.get(env) or None
 
 
-def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathLike[str]) -> None:
-    """Apply the gates ``args`` (and the environment) ask for; raise the library's
-    ``ApprovalError`` / ``ConfigError`` (exit 2) when one refuses. No gate asked: no-op."""
+def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | None:
+    """The gates ``args`` (and the environment) ask for, resolved once (allowed signers and
+    report read now), as one check of a loaded plan; ``None`` when no gate is asked for.
+    Raises ``ConfigError`` for unusable settings; the check raises ``ApprovalError``."""
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
 
     require = getattr(args, "require_approval", None)
@@ -99,7 +104,7 @@ def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathL
     if not hasattr(args, "require_verified"):
         report_path = None  # a vault-side command: no report gate
     if not require and report_path is None:
-        return
+        return None
     signers_path = _flag_or_env(args, "allowed_signers", "CLOUDTASER_ALLOWED_SIGNERS")
     minimum = getattr(args, "min_approvals", None)
     if minimum is None:
@@ -114,19 +119,30 @@ def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathL
             "the approvers' public keys"
         )
 
-    from cloudtaser import plan as planlib  # noqa: PLC0415
+    from cloudtaser.plan.approval import require_approvals  # noqa: PLC0415
+    from cloudtaser.plan.attest import load_report, require_verified  # noqa: PLC0415
     from cloudtaser.plan.signers import load_allowed_signers  # noqa: PLC0415
 
-    loaded = plan if isinstance(plan, planlib.MigrationPlan) else planlib.load(plan)
-    source = str(getattr(args, "plan", None) or "<plan>")
-    if not isinstance(plan, planlib.MigrationPlan):
-        source = os.fspath(plan)
     signers = load_allowed_signers(signers_path) if signers_path is not None else None
-    if require and signers is not None:
-        from cloudtaser.plan.approval import require_approvals  # noqa: PLC0415
+    report = load_report(report_path) if report_path is not None else None
+    source = str(getattr(args, "plan", None) or "<plan>")
 
-        require_approvals(loaded, signers, required=minimum, source=source)
-    if report_path is not None:
-        from cloudtaser.plan.attest import load_report, require_verified  # noqa: PLC0415
+    def check(plan: MigrationPlan) -> None:
+        if require and signers is not None:
+            require_approvals(plan, signers, required=minimum, source=source)
+        if report is not None:
+            require_verified(plan, report, signers=signers, source=str(report_path))
 
-        require_verified(loaded, load_report(report_path), signers=signers, source=str(report_path))
+    return check
+
+
+def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathLike[str]) -> None:
+    """Apply the gates ``args`` (and the environment) ask for to ``plan`` (loaded, or its
+    path); raise the library's ``ApprovalError`` / ``ConfigError`` (exit 2) when one refuses.
+    No gate asked: no-op (the plan is not even read)."""
+    gate = plan_gate(args)
+    if gate is None:
+        return
+    from cloudtaser import plan as planlib  # noqa: PLC0415
+
+    gate(plan if isinstance(plan, planlib.MigrationPlan) else planlib.load(plan))

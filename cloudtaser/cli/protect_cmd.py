@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates
+from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates, plan_gate
 from cloudtaser.cli.common import (
     add_cluster_options,
     add_output_option,
@@ -332,6 +332,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         parallel=args.parallel,
         stop_on_error=args.stop_on_error,
         selection=protectlib.Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
+        plan_check=plan_gate(args) if protect else None,
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None

@@ -917,3 +917,35 @@ def test_approve_takes_the_plan_lock(
     assert plan_file.read_bytes() == before
     assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
     assert not Path(f"{plan_file}.lock").exists()
+
+
+def test_protect_engine_rechecks_the_plan_it_loads_under_the_lock(
+    plan_file: Path, keys: dict[str, Path], allowed: Path
+) -> None:
+    """An approved plan swapped for an edited one after the CLI's early check is still
+    refused: the engine runs the same gate on the plan it reads under the plan lock."""
+    import argparse
+
+    from cloudtaser.cli.approval_opts import enforce_gates, plan_gate
+    from cloudtaser.target import protect as protectlib
+
+    assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
+    args = argparse.Namespace(
+        plan=str(plan_file),
+        require_approval=True,
+        allowed_signers=str(allowed),
+        min_approvals=1,
+        require_verified=None,
+    )
+    enforce_gates(args, args.plan)  # the early check passes
+    gate = plan_gate(args)
+    assert gate is not None
+    plan_file.write_text(plan_file.read_text().replace("POSTGRES_USER", "EVIL_USER"))
+    before = plan_file.read_bytes()
+    options = protectlib.RunOptions(
+        actor="ci", vault_address="https://vault.example:8200", plan_check=gate
+    )
+    with pytest.raises(ApprovalError, match="not approved"):
+        protectlib.protect(None, plan_file, options)  # type: ignore[arg-type]
+    assert plan_file.read_bytes() == before
+    assert not Path(f"{plan_file}.lock").exists()
