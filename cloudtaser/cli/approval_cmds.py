@@ -198,7 +198,6 @@ def default_identity(key: str | None) -> str:
 
 
 def _run_approve(args: argparse.Namespace) -> int:
-    from cloudtaser.cli.output import progress  # noqa: PLC0415
     from cloudtaser.plan.canonical import plan_digest  # noqa: PLC0415
 
     identity = args.identity or default_identity(args.key)
@@ -223,7 +222,6 @@ def _run_approve(args: argparse.Namespace) -> int:
             )
         store.save(approved)
     entry = approved.approvals[-1]
-    progress(f"approved by {identity} (recorded in {args.plan})")
     print(
         f"plan {approved.metadata.name}: reviewed content {plan_digest(approved)} approved by "
         f"{entry.identity}; {len(approved.approvals)} approval(s) recorded"
