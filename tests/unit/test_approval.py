@@ -14,6 +14,8 @@ from pathlib import Path
 import msgspec
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudtaser import plan as planlib
 from cloudtaser.cli import main
@@ -949,3 +951,33 @@ def test_protect_engine_rechecks_the_plan_it_loads_under_the_lock(
         protectlib.protect(None, plan_file, options)  # type: ignore[arg-type]
     assert plan_file.read_bytes() == before
     assert not Path(f"{plan_file}.lock").exists()
+
+
+# --- robustness: arbitrary input is refused with our errors only -------------------------------
+
+_LINE_PARTS = st.sampled_from(
+    [
+        "alice@example.com", '"a,b"', "*", "!x", "namespaces=", 'namespaces="a,b"',
+        'valid-before="20200101"', 'valid-after="2020"', "cert-authority", "ssh-ed25519",
+        "ssh-rsa", "AAAAC3NzaC1lZDI1NTE5AAAAIA==", "AAAA", "#", '"', ",", " ", "\t", "=",
+        "ecdsa-sha2-nistp256", "sk-ssh-ed25519@openssh.com", "é", "\x00",
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_LINE_PARTS, max_size=8).map(" ".join), max_size=5), st.text(max_size=40))
+def test_allowed_signers_parser_never_crashes(lines: list[str], noise: str) -> None:
+    text = "\n".join([*lines, noise])
+    try:
+        parse(text)
+    except ConfigError as exc:
+        assert str(exc).startswith("<allowed signers>:")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from(["", "\n", "=="]))
+def test_signature_parser_never_crashes(blob: bytes, tail: str) -> None:
+    armored = sshsig.armor(b"SSHSIG" + blob) + tail
+    with pytest.raises(ApprovalError):
+        sshsig.verify(armored, b"message", NAMESPACE)
