@@ -2,11 +2,12 @@
 
 Written here (with the ``cryptography`` package for the key maths) so that a reviewer can
 verify a cloudtaser approval with stock OpenSSH, and an approval made with ``ssh-keygen -Y
-sign`` verifies here. Supported keys: Ed25519 (``ssh-ed25519``) and RSA of at least 2048 bits
+sign`` verifies here. Supported keys: Ed25519 (``ssh-ed25519``), RSA of 2048 to 16384 bits
 (signing always ``rsa-sha2-512``; verification also accepts ``rsa-sha2-256``, never SHA-1
-``ssh-rsa``). Keys come from OpenSSH private key files (encrypted ones need a passphrase and
-the ``bcrypt`` package) or from a running ssh-agent (``SSH_AUTH_SOCK``, agent protocol
-``SSH2_AGENTC_SIGN_REQUEST`` with the ``SSH_AGENT_RSA_SHA2_512`` flag for RSA).
+``ssh-rsa``) and ECDSA on NIST P-256/384/521 (``ecdsa-sha2-nistp*``). Keys come from OpenSSH
+private key files (encrypted ones need a passphrase and the ``bcrypt`` package) or from a
+running ssh-agent (``SSH_AUTH_SOCK``, agent protocol ``SSH2_AGENTC_SIGN_REQUEST`` with the
+``SSH_AGENT_RSA_SHA2_512`` flag for RSA).
 
 The blob (``PROTOCOL.sshsig``), every ``string`` a uint32 length and bytes::
 
@@ -35,11 +36,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from cloudtaser.errors import ApprovalError, ConfigError
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
@@ -73,7 +75,41 @@ _MAX_AGENT_MESSAGE: Final = 256 * 1024
 
 ED25519: Final = "ssh-ed25519"
 RSA: Final = "ssh-rsa"
-_SIG_ALGORITHMS: Final = {ED25519: {ED25519}, RSA: {"rsa-sha2-512", "rsa-sha2-256"}}
+#: ECDSA key type -> (curve name in the blob, hash of the signature).
+_ECDSA: Final = {
+    "ecdsa-sha2-nistp256": ("nistp256", "sha256"),
+    "ecdsa-sha2-nistp384": ("nistp384", "sha384"),
+    "ecdsa-sha2-nistp521": ("nistp521", "sha512"),
+}
+_SIG_ALGORITHMS: Final = {
+    ED25519: {ED25519},
+    RSA: {"rsa-sha2-512", "rsa-sha2-256"},
+    **{name: {name} for name in _ECDSA},
+}
+
+
+def _ec_curve(key_type: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    curve = _ECDSA[key_type][0]
+    if curve == "nistp256":
+        return ec.SECP256R1()
+    return ec.SECP384R1() if curve == "nistp384" else ec.SECP521R1()
+
+
+def _ec_hash(key_type: str) -> Any:
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+
+    name = _ECDSA[key_type][1]
+    if name == "sha256":
+        return hashes.SHA256()
+    return hashes.SHA384() if name == "sha384" else hashes.SHA512()
+
+
+def _mpint(value: int) -> bytes:
+    raw = value.to_bytes((value.bit_length() + 8) // 8, "big") if value else b""
+    return _string(raw)
+
 
 # ssh-agent protocol (draft-miller-ssh-agent)
 _AGENT_FAILURE: Final = 5
@@ -146,9 +182,16 @@ class PublicKey:
                 raise ValueError("not a valid RSA key")
             if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
                 raise ValueError(f"RSA keys need {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
+        elif key_type in _ECDSA:
+            from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+            if reader.text() != _ECDSA[key_type][0]:
+                raise ValueError("the ECDSA curve does not match the key type")
+            ec.EllipticCurvePublicKey.from_encoded_point(_ec_curve(key_type), reader.string())
         else:
             raise ValueError(
-                f"key type {key_type[:40]!r} is not supported (use ssh-ed25519 or ssh-rsa)"
+                f"key type {key_type[:40]!r} is not supported (use ssh-ed25519, ssh-rsa or "
+                "ecdsa-sha2-nistp256/384/521)"
             )
         if not reader.done():
             raise ValueError("trailing bytes after the key")
@@ -178,6 +221,21 @@ class PublicKey:
         try:
             if self.type == ED25519:
                 ed25519.Ed25519PublicKey.from_public_bytes(reader.string()).verify(signature, data)
+            elif self.type in _ECDSA:
+                from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+                from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: PLC0415
+                    encode_dss_signature,
+                )
+
+                reader.text()
+                ec_key = ec.EllipticCurvePublicKey.from_encoded_point(
+                    _ec_curve(self.type), reader.string()
+                )
+                parts = _Reader(signature)
+                r, s = parts.mpint(), parts.mpint()
+                if not parts.done() or r <= 0 or s <= 0:
+                    return False
+                ec_key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_ec_hash(self.type)))
             else:
                 exponent, modulus = reader.mpint(), reader.mpint()
                 key = rsa.RSAPublicNumbers(exponent, modulus).public_key()
@@ -325,7 +383,7 @@ def sign(signer: Signer, message: bytes, namespace: str) -> str:
 class FileSigner:
     """A private key from an OpenSSH (or PEM) private key file."""
 
-    def __init__(self, key: Ed25519PrivateKey | RSAPrivateKey) -> None:
+    def __init__(self, key: Ed25519PrivateKey | RSAPrivateKey | EllipticCurvePrivateKey) -> None:
         from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
         self._key = key
@@ -340,10 +398,21 @@ class FileSigner:
 
     def sign_raw(self, data: bytes) -> tuple[str, bytes]:
         from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-        from cryptography.hazmat.primitives.asymmetric import ed25519, padding  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import (  # noqa: PLC0415
+            ec,
+            ed25519,
+            padding,
+        )
+        from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: PLC0415
+            decode_dss_signature,
+        )
 
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return ED25519, self._key.sign(data)
+        if isinstance(self._key, ec.EllipticCurvePrivateKey):
+            key_type = self._public.type
+            r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(_ec_hash(key_type))))
+            return key_type, _mpint(r) + _mpint(s)
         return "rsa-sha2-512", self._key.sign(data, padding.PKCS1v15(), hashes.SHA512())
 
 
@@ -415,7 +484,7 @@ class AgentSigner:
             algorithm, raw = inner.text(), inner.string()
         except ValueError:
             raise ConfigError("ssh-agent sent a malformed signature") from None
-        expected = "rsa-sha2-512" if self._public.type == RSA else ED25519
+        expected = "rsa-sha2-512" if self._public.type == RSA else self._public.type
         if algorithm != expected:
             raise ConfigError(
                 f"ssh-agent signed with {algorithm[:30]!r} instead of {expected!r} (too old "
@@ -472,7 +541,7 @@ def load_signer(
     as with ``ssh-keygen -Y sign -f key.pub``. Raises :class:`ConfigError` with what to do.
     """
     from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: PLC0415
     from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
         load_pem_private_key,
         load_ssh_private_key,
@@ -524,4 +593,10 @@ def load_signer(
         return FileSigner(key)
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return FileSigner(key)
-    raise ConfigError(f"{key_path}: only Ed25519 and RSA keys can sign approvals")
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in {
+        "secp256r1",
+        "secp384r1",
+        "secp521r1",
+    }:
+        return FileSigner(key)
+    raise ConfigError(f"{key_path}: only Ed25519, RSA and ECDSA (NIST P-256/384/521) keys can sign")

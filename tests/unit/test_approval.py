@@ -41,7 +41,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _keygen(path: Path, kind: str, comment: str, passphrase: str = "") -> Path:
-    args = ["-t", kind] + (["-b", "3072"] if kind == "rsa" else [])
+    kind, _, bits = kind.partition(":")
+    args = ["-t", kind] + (["-b", bits] if bits else ["-b", "3072"] if kind == "rsa" else [])
     subprocess.run(
         ["ssh-keygen", "-q", *args, "-N", passphrase, "-C", comment, "-f", str(path)],
         check=True,
@@ -58,6 +59,8 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "bob": _keygen(base / "bob", "rsa", "bob@example.com"),
         "mallory": _keygen(base / "mallory", "ed25519", "mallory@example.com"),
         "carol": _keygen(base / "carol", "ed25519", "carol@example.com", passphrase="s3cret pass"),
+        "dave": _keygen(base / "dave", "ecdsa:256", "dave@example.com"),
+        "erin": _keygen(base / "erin", "ecdsa:521", "erin@example.com"),
     }
 
 
@@ -88,6 +91,8 @@ def allowed(tmp_path: Path, keys: dict[str, Path]) -> Path:
         f"alice@example.com {_pub(keys['alice'])}",
         f'bob@example.com namespaces="cloudtaser-plan,cloudtaser-verification" {_pub(keys["bob"])}',
         f"carol@example.com {_pub(keys['carol'])}",
+        f"dave@example.com {_pub(keys['dave'])}",
+        f"erin@example.com {_pub(keys['erin'])}",
     )
 
 
@@ -294,7 +299,7 @@ def test_unskipping_a_reviewer_skip_invalidates_even_with_forged_history(
 # --- interop with real OpenSSH ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("who", ["alice", "bob"])
+@pytest.mark.parametrize("who", ["alice", "bob", "dave", "erin"])
 def test_our_approval_verifies_with_ssh_keygen(
     who: str,
     plan_file: Path,
@@ -324,7 +329,7 @@ def test_our_approval_verifies_with_ssh_keygen(
     assert _ssh_verify(tampered, entry.signature, allowed, identity, tmp_path).returncode != 0
 
 
-@pytest.mark.parametrize("who", ["alice", "bob"])
+@pytest.mark.parametrize("who", ["alice", "bob", "dave", "erin"])
 def test_ssh_keygen_signature_over_our_canonical_form_verifies_with_our_command(
     who: str,
     plan_file: Path,
@@ -375,7 +380,7 @@ def agent(tmp_path: Path) -> Iterator[dict[str, str]]:
         proc.wait(timeout=10)
 
 
-@pytest.mark.parametrize("who", ["alice", "bob"])
+@pytest.mark.parametrize("who", ["alice", "bob", "dave"])
 def test_signing_through_a_real_ssh_agent(
     who: str,
     agent: dict[str, str],
@@ -581,7 +586,8 @@ def _forged(
             "RSA keys need 2048",
         ),
         (b"\x00\x00\x00\x0bssh-ed25519" + b"\x00\x00\x00\x05abcde", "Ed25519 key has 32 bytes"),
-        (b"\x00\x00\x00\x13ecdsa-sha2-nistp256", "is not supported"),
+        (b"\x00\x00\x00\x1ask-ssh-ed25519@openssh.com", "is not supported"),
+        (b"\x00\x00\x00\x13ecdsa-sha2-nistp256\x00\x00\x00\x08nistp384", "curve does not match"),
         (b"\xff\xff\xff\xff", "truncated"),
     ],
 )
