@@ -200,6 +200,10 @@ def default_identity(key: str | None) -> str:
 def _run_approve(args: argparse.Namespace) -> int:
     from cloudtaser.plan.canonical import plan_digest  # noqa: PLC0415
 
+    if args.signature and not args.identity:
+        from cloudtaser.errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError("--signature needs --identity: the signer's principal")
     identity = args.identity or default_identity(args.key)
     if args.report:
         return _sign_report(args, identity)
