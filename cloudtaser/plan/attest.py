@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -55,6 +55,7 @@ __all__ = [
     "dump_report",
     "load_report",
     "report_content",
+    "report_schema",
     "require_verified",
     "require_verified_digest",
     "sign_report",
@@ -191,6 +192,14 @@ def load_report(path: str | os.PathLike[str]) -> VerificationReport:
             "verify-plan PLAN --attest FILE'",
             source=source,
         ) from None
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of a report (committed as schema/verification-report.schema.json)."""
+    schema: dict[str, Any] = msgspec.json.schema(VerificationReport)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "cloudtaser VerificationReport (source verify-plan --attest)"
+    return schema
 
 
 def uncovered(plan: MigrationPlan, report: VerificationReport) -> list[str]:

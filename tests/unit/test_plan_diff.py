@@ -119,3 +119,93 @@ def test_diff_of_an_invalid_plan_is_exit_2(
     bad.write_text(VALID.replace("kind: Deployment", "kind: Pod"))
     assert main(["plan", "diff", str(old), str(bad)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
+
+
+# --- committed JSON schemas of the new outputs ---------------------------------------------------
+
+SCHEMAS = Path(__file__).parents[2] / "schema"
+
+
+def _conforms(value: object, schema: dict, where: str = "$") -> None:
+    """The subset of JSON Schema these files use: type, const, enum, required, properties,
+    additionalProperties: false, items, minimum, pattern."""
+    import re
+
+    kind = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+    if kind is not None:
+        assert isinstance(value, types[kind]), f"{where}: not {kind}"
+    if "const" in schema:
+        assert value == schema["const"], where
+    if "enum" in schema:
+        assert value in schema["enum"], where
+    if "pattern" in schema:
+        assert isinstance(value, str), where
+        assert re.search(schema["pattern"], value), where
+    if "minimum" in schema:
+        assert isinstance(value, int), where
+        assert value >= schema["minimum"], where
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{where}: {key} missing"
+        props = schema.get("properties", {})
+        for key, item in value.items():
+            if key in props:
+                _conforms(item, props[key], f"{where}.{key}")
+            else:
+                assert schema.get("additionalProperties", True) is not False, f"{where}.{key}"
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            _conforms(item, schema["items"], f"{where}[{index}]")
+
+
+def test_diff_and_approvals_json_match_their_committed_schemas(
+    old: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = _edited(tmp_path)
+    with PlanStore(new, actor="ci") as store:
+        plan = store.load()
+        store.record(plan.tenants[0].workloads[0], planlib.WorkloadStatus.MIGRATED, reason="ok")
+    assert main(["plan", "diff", str(old), str(new), "--output", "json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["changes"]
+    assert report["statusChanges"]
+    _conforms(report, json.loads((SCHEMAS / "output-plan-diff.schema.json").read_text()))
+
+    signers = tmp_path / "allowed"
+    signers.write_text(
+        "x@example.com ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIBwQb7cNnN0F0pQ0Hkq8v1pnxKn8W2h+Yc3g4b5d6e7f\n"
+    )
+    old.write_text(
+        old.read_text()
+        + 'approvals:\n- identity: x@example.com\n  at: "2026-01-01T00:00:00Z"\n'
+        + f"  digest: sha256:{'0' * 64}\n"
+        + '  signature: "-----BEGIN SSH SIGNATURE-----\\nQUJD\\n-----END SSH SIGNATURE-----\\n"\n'
+    )
+    code = main(
+        [
+            "plan",
+            "verify-approvals",
+            str(old),
+            "--allowed-signers",
+            str(signers),
+            "-v",
+            "--output",
+            "json",
+        ]
+    )
+    assert code == 2
+    result = json.loads(capsys.readouterr().out)
+    assert result["approvals"][0]["state"] == "invalid"
+    _conforms(result, json.loads((SCHEMAS / "output-plan-approvals.schema.json").read_text()))
+
+
+def test_verification_report_schema_is_current() -> None:
+    from cloudtaser.plan.attest import report_schema
+
+    committed = json.loads((SCHEMAS / "verification-report.schema.json").read_text())
+    assert committed == report_schema(), (
+        "schema/verification-report.schema.json is stale: regenerate it from "
+        "cloudtaser.plan.attest.report_schema()"
+    )
