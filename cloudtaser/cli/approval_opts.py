@@ -126,12 +126,20 @@ def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | Non
     signers = load_allowed_signers(signers_path) if signers_path is not None else None
     report = load_report(report_path) if report_path is not None else None
     source = str(getattr(args, "plan", None) or "<plan>")
+    include = None
+    if report is not None and (getattr(args, "tenant", None) or getattr(args, "workload", None)):
+        from cloudtaser.target.engine import Selection  # noqa: PLC0415
+
+        # only what this run would touch must be covered (--tenant / --workload)
+        include = Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)).matches
 
     def check(plan: MigrationPlan) -> None:
         if require and signers is not None:
             require_approvals(plan, signers, required=minimum, source=source)
         if report is not None:
-            require_verified(plan, report, signers=signers, source=str(report_path))
+            require_verified(
+                plan, report, signers=signers, include=include, source=str(report_path)
+            )
 
     return check
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
@@ -41,7 +41,7 @@ from cloudtaser.plan.model import (
 from cloudtaser.plan.signers import find_problem
 
 if TYPE_CHECKING:
-    from cloudtaser.plan.model import MigrationPlan
+    from cloudtaser.plan.model import MigrationPlan, Tenant, Workload
     from cloudtaser.plan.signers import AllowedSigner
 
 __all__ = [
@@ -202,12 +202,20 @@ def report_schema() -> dict[str, Any]:
     return schema
 
 
-def uncovered(plan: MigrationPlan, report: VerificationReport) -> list[str]:
-    """Every pending workload of ``plan`` the report does not cover, with what is missing."""
+def uncovered(
+    plan: MigrationPlan,
+    report: VerificationReport,
+    *,
+    include: Callable[[Tenant, Workload], bool] | None = None,
+) -> list[str]:
+    """Every pending workload of ``plan`` (that ``include`` selects: a run's ``--tenant`` /
+    ``--workload``) the report does not cover, with what is missing."""
     proven = {p.vault_path: set(p.fields) for p in report.proven}
     out = []
     for tenant, workload in plan.iter_workloads():
         if workload.effective_status is not WorkloadStatus.PENDING:
+            continue
+        if include is not None and not include(tenant, workload):
             continue
         missing = []
         for secret in workload.secrets:
@@ -267,12 +275,13 @@ def require_verified(
     report: VerificationReport,
     *,
     signers: Sequence[AllowedSigner] | None = None,
+    include: Callable[[Tenant, Workload], bool] | None = None,
     source: str = "<report>",
     now: float | None = None,
 ) -> None:
     """The gate of ``--require-verified``: :class:`ApprovalError` unless ``report`` is for
-    this plan's reviewed content, covers every pending workload, and (with ``signers``)
-    carries a signature an allowed signer made."""
+    this plan's reviewed content, covers every pending workload (that ``include`` selects),
+    and (with ``signers``) carries a signature an allowed signer made."""
     require_verified_digest(plan, report, source=source)
     if signers is not None:
         reasons = _check_signatures(report, signers, time.time() if now is None else now)
@@ -283,7 +292,7 @@ def require_verified(
                 + "); sign it with 'cloudtaser plan approve --report FILE --key KEY'",
                 source=source,
             )
-    gaps = uncovered(plan, report)
+    gaps = uncovered(plan, report, include=include)
     rerun = _RERUN
     if gaps:
         shown = "; ".join(gaps[:10]) + (f"; and {len(gaps) - 10} more" if len(gaps) > 10 else "")
