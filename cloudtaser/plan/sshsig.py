@@ -4,7 +4,8 @@ Written here (with the ``cryptography`` package for the key maths) so that a rev
 verify a cloudtaser approval with stock OpenSSH, and an approval made with ``ssh-keygen -Y
 sign`` verifies here. Supported keys: Ed25519 (``ssh-ed25519``), RSA of 2048 to 16384 bits
 (signing always ``rsa-sha2-512``; verification also accepts ``rsa-sha2-256``, never SHA-1
-``ssh-rsa``) and ECDSA on NIST P-256/384/521 (``ecdsa-sha2-nistp*``). Keys come from OpenSSH
+``ssh-rsa``), ECDSA on NIST P-256/384/521 (``ecdsa-sha2-nistp*``) and, for verification only,
+FIDO Ed25519 keys (``sk-ssh-ed25519@openssh.com``, user presence required). Keys come from OpenSSH
 private key files (encrypted ones need a passphrase and the ``bcrypt`` package) or from a
 running ssh-agent (``SSH_AUTH_SOCK``, agent protocol ``SSH2_AGENTC_SIGN_REQUEST`` with the
 ``SSH_AGENT_RSA_SHA2_512`` flag for RSA).
@@ -75,6 +76,10 @@ _MAX_AGENT_MESSAGE: Final = 256 * 1024
 
 ED25519: Final = "ssh-ed25519"
 RSA: Final = "ssh-rsa"
+#: A FIDO authenticator's Ed25519 key (``ssh-keygen -t ed25519-sk``): verified, never signed.
+SK_ED25519: Final = "sk-ssh-ed25519@openssh.com"
+#: The authenticator's "user present" flag; a signature without it is refused.
+_SK_USER_PRESENT: Final = 0x01
 #: ECDSA key type -> (curve name in the blob, hash of the signature).
 _ECDSA: Final = {
     "ecdsa-sha2-nistp256": ("nistp256", "sha256"),
@@ -84,6 +89,7 @@ _ECDSA: Final = {
 _SIG_ALGORITHMS: Final = {
     ED25519: {ED25519},
     RSA: {"rsa-sha2-512", "rsa-sha2-256"},
+    SK_ED25519: {SK_ED25519},
     **{name: {name} for name in _ECDSA},
 }
 
@@ -173,9 +179,11 @@ class PublicKey:
         """Parse and check a wire blob (raises ``ValueError`` for anything unsupported)."""
         reader = _Reader(blob)
         key_type = reader.text()
-        if key_type == ED25519:
+        if key_type in {ED25519, SK_ED25519}:
             if len(reader.string()) != 32:
                 raise ValueError("an Ed25519 key has 32 bytes")
+            if key_type == SK_ED25519 and not reader.string():
+                raise ValueError("a FIDO key names its application")
         elif key_type == RSA:
             exponent, modulus = reader.mpint(), reader.mpint()
             if exponent <= 1 or exponent.bit_length() > 64 or modulus <= 0:
@@ -208,8 +216,9 @@ class PublicKey:
         """``<type> <base64>`` (an authorized_keys / allowed-signers key field)."""
         return f"{self.type} {base64.b64encode(self.blob).decode('ascii')}"
 
-    def verify(self, algorithm: str, signature: bytes, data: bytes) -> bool:
-        """True when ``signature`` (made with ``algorithm``) over ``data`` is valid."""
+    def verify(self, algorithm: str, signature: bytes, data: bytes, sk: bytes = b"") -> bool:
+        """True when ``signature`` (made with ``algorithm``) over ``data`` is valid. ``sk``:
+        a FIDO signature's flags byte and counter (the user-present flag is required)."""
         from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
         from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
         from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa  # noqa: PLC0415
@@ -221,6 +230,12 @@ class PublicKey:
         try:
             if self.type == ED25519:
                 ed25519.Ed25519PublicKey.from_public_bytes(reader.string()).verify(signature, data)
+            elif self.type == SK_ED25519:
+                public, application = reader.string(), reader.string()
+                if len(sk) != 5 or not sk[0] & _SK_USER_PRESENT:
+                    return False
+                signed = hashlib.sha256(application).digest() + sk + hashlib.sha256(data).digest()
+                ed25519.Ed25519PublicKey.from_public_bytes(public).verify(signature, signed)
             elif self.type in _ECDSA:
                 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
                 from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: PLC0415
@@ -255,6 +270,8 @@ class Signature:
     hash_algorithm: str
     algorithm: str
     signature: bytes
+    #: FIDO signatures: the flags byte and the uint32 counter after the signature.
+    sk: bytes = b""
 
 
 def _signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:
@@ -306,6 +323,7 @@ def parse_signature(armored: str) -> Signature:
         inner = _Reader(reader.string())
         algorithm = inner.text()
         signature = inner.string()
+        sk = inner.take(5) if algorithm == SK_ED25519 else b""
         if not (reader.done() and inner.done()):
             raise _bad("trailing bytes")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -316,7 +334,7 @@ def parse_signature(armored: str) -> Signature:
         public_key = PublicKey.from_blob(key_blob)
     except ValueError as exc:
         raise _bad(f"signing key: {exc}") from None
-    return Signature(public_key, namespace, hash_algorithm, algorithm, signature)
+    return Signature(public_key, namespace, hash_algorithm, algorithm, signature, sk)
 
 
 def read_signature_file(path: str | os.PathLike[str]) -> str:
@@ -341,8 +359,14 @@ def verify(armored: str, message: bytes, namespace: str) -> PublicKey:
             f"(sign with: ssh-keygen -Y sign -n {namespace})",
             source="signature",
         )
+    if parsed.sk and not parsed.sk[0] & _SK_USER_PRESENT:
+        raise ApprovalError(
+            f"the FIDO signature by {parsed.public_key.fingerprint} was made without user "
+            "presence (no touch); sign again and touch the key",
+            source="signature",
+        )
     data = _signed_data(namespace, parsed.hash_algorithm, message)
-    if not parsed.public_key.verify(parsed.algorithm, parsed.signature, data):
+    if not parsed.public_key.verify(parsed.algorithm, parsed.signature, data, parsed.sk):
         raise ApprovalError(
             f"the signature by {parsed.public_key.fingerprint} does not match the content",
             source="signature",
@@ -360,14 +384,15 @@ class Signer(Protocol):
     def public_key(self) -> PublicKey: ...
 
     def sign_raw(self, data: bytes) -> tuple[str, bytes]:
-        """(signature algorithm, signature bytes) over ``data``."""
+        """(signature algorithm, the rest of the SSH signature encoding) over ``data``: the
+        ``string`` of the signature bytes (and, for a FIDO key, its flags and counter)."""
         ...
 
 
 def sign(signer: Signer, message: bytes, namespace: str) -> str:
     """An armored SSHSIG over ``message`` (hash sha512), as ``ssh-keygen -Y sign -n``."""
     data = _signed_data(namespace, "sha512", message)
-    algorithm, raw = signer.sign_raw(data)
+    algorithm, rest = signer.sign_raw(data)
     blob = (
         MAGIC
         + struct.pack(">I", VERSION)
@@ -375,9 +400,16 @@ def sign(signer: Signer, message: bytes, namespace: str) -> str:
         + _string(namespace.encode())
         + _string(b"")
         + _string(b"sha512")
-        + _string(_string(algorithm.encode()) + _string(raw))
+        + _string(_string(algorithm.encode()) + rest)
     )
-    return armor(blob)
+    armored = armor(blob)
+    try:  # never record a signature that does not verify (an agent's or a key's fault)
+        verify(armored, message, namespace)
+    except ApprovalError as exc:
+        raise ConfigError(
+            f"the key produced a signature that does not verify: {exc.detail}"
+        ) from None
+    return armored
 
 
 class FileSigner:
@@ -408,12 +440,13 @@ class FileSigner:
         )
 
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
-            return ED25519, self._key.sign(data)
+            return ED25519, _string(self._key.sign(data))
         if isinstance(self._key, ec.EllipticCurvePrivateKey):
             key_type = self._public.type
             r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(_ec_hash(key_type))))
-            return key_type, _mpint(r) + _mpint(s)
-        return "rsa-sha2-512", self._key.sign(data, padding.PKCS1v15(), hashes.SHA512())
+            return key_type, _string(_mpint(r) + _mpint(s))
+        signature = self._key.sign(data, padding.PKCS1v15(), hashes.SHA512())
+        return "rsa-sha2-512", _string(signature)
 
 
 class AgentSigner:
@@ -481,7 +514,8 @@ class AgentSigner:
             raise ConfigError(f"ssh-agent answered a sign request with message type {kind}")
         try:
             inner = _Reader(reader.string())
-            algorithm, raw = inner.text(), inner.string()
+            algorithm = inner.text()
+            rest = inner.data[inner.pos :]
         except ValueError:
             raise ConfigError("ssh-agent sent a malformed signature") from None
         expected = "rsa-sha2-512" if self._public.type == RSA else self._public.type
@@ -490,7 +524,7 @@ class AgentSigner:
                 f"ssh-agent signed with {algorithm[:30]!r} instead of {expected!r} (too old "
                 "an agent?)"
             )
-        return algorithm, raw
+        return algorithm, rest
 
 
 def _recv(sock: socket.socket, count: int) -> bytes:

@@ -586,7 +586,14 @@ def _forged(
             "RSA keys need 2048",
         ),
         (b"\x00\x00\x00\x0bssh-ed25519" + b"\x00\x00\x00\x05abcde", "Ed25519 key has 32 bytes"),
-        (b"\x00\x00\x00\x1ask-ssh-ed25519@openssh.com", "is not supported"),
+        (b"\x00\x00\x00\x07ssh-dss", "is not supported"),
+        (
+            b"\x00\x00\x00\x1ask-ssh-ed25519@openssh.com"
+            + b"\x00\x00\x00\x20"
+            + b"k" * 32
+            + b"\x00\x00\x00\x00",
+            "names its application",
+        ),
         (b"\x00\x00\x00\x13ecdsa-sha2-nistp256\x00\x00\x00\x08nistp384", "curve does not match"),
         (b"\xff\xff\xff\xff", "truncated"),
     ],
@@ -596,6 +603,62 @@ def test_hostile_keys_inside_signatures_are_refused_quickly(key_blob: bytes, mes
     with pytest.raises(ApprovalError, match=message):
         sshsig.verify(_forged(key_blob), b"content", NAMESPACE)
     assert time.monotonic() - started < 1
+
+
+def _fido_signature(message: bytes, flags: int) -> tuple[str, str]:
+    """(armored SSHSIG, allowed-signers key field) of a FIDO ``sk-ssh-ed25519`` key, the
+    authenticator simulated with a software Ed25519 key (the format is public: PROTOCOL.u2f)."""
+    import base64
+    import hashlib
+    import struct
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    def string(data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + data
+
+    authenticator = Ed25519PrivateKey.generate()
+    public = authenticator.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    application = b"ssh:"
+    key_type = b"sk-ssh-ed25519@openssh.com"
+    key_blob = string(key_type) + string(public) + string(application)
+    data = (
+        b"SSHSIG"
+        + string(NAMESPACE.encode())
+        + string(b"")
+        + string(b"sha512")
+        + string(hashlib.sha512(message).digest())
+    )
+    trailer = bytes([flags]) + struct.pack(">I", 7)
+    signed = hashlib.sha256(application).digest() + trailer + hashlib.sha256(data).digest()
+    inner = string(key_type) + string(authenticator.sign(signed)) + trailer
+    blob = (
+        b"SSHSIG"
+        + struct.pack(">I", 1)
+        + string(key_blob)
+        + string(NAMESPACE.encode())
+        + string(b"")
+        + string(b"sha512")
+        + string(inner)
+    )
+    return sshsig.armor(blob), f"{key_type.decode()} {base64.b64encode(key_blob).decode()}"
+
+
+def test_fido_key_signatures_verify_like_ssh_keygen(plan_file: Path, tmp_path: Path) -> None:
+    plan = planlib.load(plan_file)
+    message = canonical_bytes(plan)
+    armored, key = _fido_signature(message, flags=0x01)
+    signers = _signers(tmp_path, f"yubi@example.com {key}")
+    result = _ssh_verify(message, armored, signers, "yubi@example.com", tmp_path)
+    assert result.returncode == 0, result.stderr  # the crafted signature is a real one
+    approved = record_signature(plan, armored, identity="yubi@example.com")
+    report = check_approvals(approved, load_allowed_signers(signers))
+    assert [c.state for c in report.checks] == [ApprovalState.VALID]
+    assert _ssh_verify(message + b" ", armored, signers, "yubi@example.com", tmp_path).returncode
+    untouched, key = _fido_signature(message, flags=0x00)  # no user presence
+    with pytest.raises(ApprovalError, match="without user presence"):
+        record_signature(plan, untouched, identity="yubi@example.com")
 
 
 def test_duplicate_approvals(plan_file: Path, keys: dict[str, Path], tmp_path: Path) -> None:
