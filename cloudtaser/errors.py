@@ -4,6 +4,7 @@
 
     CloudtaserError                  base; every error the library raises on purpose
     ├── PlanError                    a plan file is unreadable, malformed or unsafe
+    │   └── ApprovalError            approvals / verification report missing, stale or invalid
     ├── ConfigError                  flags / environment / kubeconfig resolve to nothing usable
     ├── ClusterError                 the Kubernetes API refused or failed a request
     │   ├── ClusterUnreachableError  no connection, TLS failure, timeout
@@ -31,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ApprovalError",
     "CloudtaserError",
     "ClusterAuthError",
     "ClusterConflictError",
@@ -68,6 +70,11 @@ class PlanError(CloudtaserError):
         self.detail = message
         where = f"{source}: {location}: " if location else f"{source}: "
         super().__init__(where + message)
+
+
+class ApprovalError(PlanError):
+    """The plan lacks the approvals (or the verification report) a command requires, or one
+    is malformed: a signature that does not verify, an unknown signer, a stale digest."""
 
 
 class ConfigError(CloudtaserError):

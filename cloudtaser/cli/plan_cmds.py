@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser.cli import approval_cmds
 from cloudtaser.cli.common import add_output_option, add_plan_argument
 from cloudtaser.cli.exitcodes import ExitCode
 
@@ -56,6 +57,7 @@ def register(groups: Any) -> None:
         parents=[groups.common],
     )
     schema.set_defaults(handler=_run_schema)
+    approval_cmds.register(groups)  # approve, verify-approvals, diff, canonical
 
 
 def _run_validate(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates, plan_gate
 from cloudtaser.cli.common import (
     add_cluster_options,
     add_output_option,
@@ -71,6 +72,7 @@ def register(groups: Any) -> None:
         description=_PROTECT_DESCRIPTION,
     )
     _add_run_options(protect, protect=True)
+    add_gate_options(protect, verified=True)
     protect.set_defaults(handler=_run_protect)
 
     unprotect = groups.command(
@@ -302,6 +304,7 @@ def _run_protect(args: argparse.Namespace) -> int:
             "--vault-address URL is required: the vault address the pods "
             "will reach (it is written into the workloads)"
         )
+    enforce_gates(args, args.plan)
     return _run(args, protect=True)
 
 
@@ -329,6 +332,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         parallel=args.parallel,
         stop_on_error=args.stop_on_error,
         selection=protectlib.Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
+        plan_check=plan_gate(args) if protect else None,
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates
+from cloudtaser.cli.attest_opts import add_attest_options, write_attestation
 from cloudtaser.cli.common import (
     add_output_option,
     add_plan_argument,
@@ -127,6 +129,7 @@ def register(groups: Any) -> None:
     )
     _add_concurrency(apply)
     add_output_option(apply)
+    add_gate_options(apply)
     apply.set_defaults(handler=_run_apply)
 
     verify = groups.command(
@@ -139,6 +142,7 @@ def register(groups: Any) -> None:
     _add_plan_and_vault(verify)
     _add_concurrency(verify)
     add_output_option(verify)
+    add_attest_options(verify)
     verify.set_defaults(handler=_run_verify)
 
 
@@ -153,6 +157,7 @@ def _run_apply(args: argparse.Namespace) -> int:
     from cloudtaser.source.provision import apply_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
+    enforce_gates(args, loaded)
     with vault_client(args, pool_size=args.concurrency) as client:
         where = f"{client.address}" + (
             f" (namespace {client.namespace})" if client.namespace else ""
@@ -252,6 +257,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     loaded = planlib.load(args.plan)
     with vault_client(args, pool_size=args.concurrency) as client:
         result = verify_plan(client, loaded, concurrency=args.concurrency, progress=progress)
+        write_attestation(args, loaded, result, client)
     if args.output == "json":
         print_json(_verify_json(result))
     else:

@@ -46,7 +46,20 @@ if TYPE_CHECKING:
     from cloudtaser.plan.rules import DEFAULT_AUTH_MOUNT as DEFAULT_AUTH_MOUNT
 
 _FROM_RULES = frozenset({"DEFAULT_AUTH_MOUNT"})
-_SUBMODULES = frozenset({"model", "rules", "store", "summary"})
+_SUBMODULES = frozenset(
+    {
+        "approval",
+        "attest",
+        "canonical",
+        "diff",
+        "model",
+        "rules",
+        "signers",
+        "sshsig",
+        "store",
+        "summary",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

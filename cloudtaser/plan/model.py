@@ -56,7 +56,9 @@ __all__ = [
     "DEFAULT_KV_MOUNT",
     "DEFAULT_PATH_TEMPLATE",
     "KIND",
+    "MAX_APPROVALS",
     "MAX_PLAN_BYTES",
+    "Approval",
     "MigrationPlan",
     "PlanMetadata",
     "SecretFile",
@@ -101,6 +103,18 @@ SourceRef = Annotated[str, Meta(pattern=SOURCE_REF, min_length=1, max_length=512
 OneLine = Annotated[str, Meta(pattern=ONE_LINE, max_length=4096)]
 NonEmptyLine = Annotated[str, Meta(pattern=ONE_LINE, min_length=1, max_length=1024)]
 UtcTimestamp = Annotated[datetime, Meta(tz=True)]
+#: Kubernetes ``replicas`` is an int32 (the bound also keeps the canonical form's integers
+#: exact in every JSON implementation, RFC 8785).
+Replicas = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+
+MAX_APPROVALS: Final = rules.MAX_APPROVALS
+ApprovalIdentity = Annotated[
+    str, Meta(pattern=rules.APPROVAL_IDENTITY, max_length=rules.MAX_APPROVAL_IDENTITY)
+]
+Digest = Annotated[str, Meta(pattern=rules.DIGEST)]
+ArmoredSignature = Annotated[
+    str, Meta(pattern=rules.ARMORED_SIGNATURE, max_length=rules.MAX_ARMORED_SIGNATURE)
+]
 
 
 class WorkloadKind(enum.StrEnum):
@@ -184,7 +198,7 @@ class Workload(_Base, kw_only=True):
 
     kind: WorkloadKind
     name: DnsSubdomain
-    replicas: Annotated[int, Meta(ge=0)] | None = None
+    replicas: Replicas | None = None
     status: WorkloadStatus | None = None
     secrets: list[SecretRef]
     # --- extensions (optional) ---
@@ -286,6 +300,22 @@ class PlanMetadata(_Base, kw_only=True):
     unread: list[NonEmptyLine] = msgspec.field(default_factory=list)
 
 
+class Approval(_Base, kw_only=True):
+    """One reviewer's signature over the plan's reviewed content (docs/approval.md).
+
+    Only ``signature`` is proof: it is an SSHSIG (namespace ``cloudtaser-plan``) over the
+    canonical reviewed content (:mod:`cloudtaser.plan.canonical`). ``identity`` names the
+    principal to look up in an allowed-signers file; ``at``, ``comment`` and ``digest`` are
+    informative (``digest`` tells a stale approval from a current one without verifying).
+    """
+
+    identity: ApprovalIdentity
+    at: UtcTimestamp
+    digest: Digest
+    signature: ArmoredSignature
+    comment: Annotated[str, Meta(pattern=ONE_LINE, max_length=1024)] | None = None
+
+
 class MigrationPlan(_Base, kw_only=True):
     """A CloudTaser MigrationPlan (``cloudtaser.io/v1``)."""
 
@@ -293,8 +323,23 @@ class MigrationPlan(_Base, kw_only=True):
     kind: Literal["MigrationPlan"]
     metadata: PlanMetadata
     tenants: list[Tenant]
+    # --- extensions (optional) ---
+    #: Reviewers' signatures over the reviewed content (``cloudtaser plan approve``).
+    approvals: Annotated[list[Approval], Meta(max_length=MAX_APPROVALS)] = msgspec.field(
+        default_factory=list
+    )
 
     def __post_init__(self) -> None:
+        seen_approvals: dict[tuple[str, str], int] = {}
+        for index, approval in enumerate(self.approvals):
+            key = (approval.identity, approval.digest)
+            if key in seen_approvals:
+                raise ValueError(
+                    f"approvals[{index}]: duplicate approval by {approval.identity!r} of "
+                    f"{approval.digest} (already at approvals[{seen_approvals[key]}]); "
+                    "remove one of them"
+                )
+            seen_approvals[key] = index
         names: dict[str, int] = {}
         namespaces: dict[str, int] = {}
         for index, tenant in enumerate(self.tenants):
@@ -607,6 +652,14 @@ _DESCRIBE = {
         "'.'; not sys, auth, identity, cubbyhole or token in any case)"
     ),
     ONE_LINE: "a single line of printable text",
+    rules.APPROVAL_IDENTITY: (
+        "an approver identity as in an allowed-signers file (letters, digits and @._+=:/%~-)"
+    ),
+    rules.DIGEST: "a reviewed-content digest (sha256: and 64 lower-case hex digits)",
+    rules.ARMORED_SIGNATURE: (
+        "an armored SSH signature as ssh-keygen -Y sign writes it (-----BEGIN SSH "
+        "SIGNATURE----- ...)"
+    ),
 }
 _REGEX = re.compile(r"^Expected `str` matching regex '(?P<pattern>.*)'$", re.DOTALL)
 

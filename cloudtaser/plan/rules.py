@@ -27,14 +27,20 @@ import re
 from typing import Final
 
 __all__ = [
+    "APPROVAL_IDENTITY",
+    "ARMORED_SIGNATURE",
     "DEFAULT_AUTH_MOUNT",
     "DEFAULT_KV_MOUNT",
     "DEFAULT_PATH_TEMPLATE",
+    "DIGEST",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "ENV_VAR",
     "FIELD_NAME",
     "ISOLATED_PATH_TEMPLATE",
+    "MAX_APPROVALS",
+    "MAX_APPROVAL_IDENTITY",
+    "MAX_ARMORED_SIGNATURE",
     "MAX_DNS_LABEL",
     "MAX_DNS_SUBDOMAIN",
     "MAX_ENV_VAR",
@@ -136,6 +142,24 @@ ONE_LINE: Final = (
 )
 #: Where a secret came from (``Secret/name``, ``vault-agent:name`` ...).
 SOURCE_REF: Final = r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*(?!\n)$"
+
+# --- approvals (docs/approval.md) ---------------------------------------------------------------
+
+#: At most this many approvals in one plan (a hostile ``approvals:`` section is bounded).
+MAX_APPROVALS: Final = 64
+MAX_APPROVAL_IDENTITY: Final = 256
+#: An armored SSH signature (an RSA-16384 one with its key is about 6 KiB of text).
+MAX_ARMORED_SIGNATURE: Final = 16384
+#: An approver's principal as in an allowed-signers file (``alice@example.com``, what
+#: ``ssh-keygen -Y verify -I`` takes): no blank, comma, quote or pattern character.
+APPROVAL_IDENTITY: Final = r"^[A-Za-z0-9@._+=:/%~-]+(?!\n)$"
+#: A reviewed-content digest (:mod:`cloudtaser.plan.canonical`).
+DIGEST: Final = r"^sha256:[0-9a-f]{64}(?!\n)$"
+#: An armored SSHSIG as ``ssh-keygen -Y sign`` writes it: base64 lines between the armor lines.
+ARMORED_SIGNATURE: Final = (
+    r"^-----BEGIN SSH SIGNATURE-----\n(?:[A-Za-z0-9+/=]{1,76}\n){1,300}"
+    r"-----END SSH SIGNATURE-----\n?(?!\n)$"
+)
 
 _DNS_LABEL_RE: Final = re.compile(DNS_LABEL)
 _DNS_SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)

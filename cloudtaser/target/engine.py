@@ -256,6 +256,10 @@ class RunOptions:
     parallel: int = 1
     stop_on_error: bool = True
     selection: Selection = Selection()
+    #: Called with the plan as loaded under the lock, before the cluster is touched; raises to
+    #: refuse the run (the approval / verification gates of docs/approval.md, so what they
+    #: checked is exactly what runs).
+    plan_check: Callable[[MigrationPlan], None] | None = None
 
 
 ProgressFn = Callable[[Event], None]
@@ -519,6 +523,8 @@ def run(
     with store:
         plan = store.load()
         step.check_plan(plan, source=str(plan_path))  # before the cluster is touched
+        if options.plan_check is not None:
+            options.plan_check(plan)
         options.selection.check(plan)
         selected = [(t, w) for t, w in plan.iter_workloads() if options.selection.matches(t, w)]
         with WorkloadAPI(session) as cluster:
