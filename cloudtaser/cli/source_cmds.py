@@ -223,7 +223,9 @@ def _apply(args: argparse.Namespace) -> int:
 
     def before_write(pending: ApplyResult) -> None:
         if args.output != "json":
-            _print_diff(pending)
+            # what is replaced or deleted in full; a create in one line (its whole HCL is
+            # on --dry-run), so a first apply of 300 tenants is not 300 policy bodies
+            _print_diff(pending, full_creates=False)
             shown.append(True)
 
     with vault_client(args, pool_size=args.concurrency) as client, RunProgress() as reporter:
@@ -296,11 +298,12 @@ def _show(value: Any) -> str:
     return "(unset)" if value is None else json.dumps(value)
 
 
-def _print_diff(result: ApplyResult) -> None:
+def _print_diff(result: ApplyResult, *, full_creates: bool = True) -> None:
     from cloudtaser.cli.output import color  # noqa: PLC0415
 
     marks = {"create": "+", "update": "~", "delete": "-", "orphaned": "!", "conflict": "!"}
     colours = {"create": "green", "update": "yellow", "delete": "red", "orphaned": "red"}
+    creates = 0
     for change in result.changes:
         action = change.action.value
         if action not in marks or change.kind == "auth-mount":
@@ -321,6 +324,9 @@ def _print_diff(result: ApplyResult) -> None:
             )
             + (f" ({change.detail})" if change.detail and action != "update" else "")
         )
+        if action == "create" and not full_creates:
+            creates += 1
+            continue
         if change.kind == "policy":
             for line in policy_diff(change):
                 tint = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -329,6 +335,13 @@ def _print_diff(result: ApplyResult) -> None:
         else:
             for key, old, new in _role_field_changes(change):
                 print(f"    {key}: {_show(old)} -> {_show(new)}")
+    if creates:
+        print(
+            color(
+                f"+ {creates} object(s) will be created (listed below; --dry-run shows their HCL)",
+                "green",
+            )
+        )
 
 
 def _role_field_changes(change: Change) -> list[tuple[str, Any, Any]]:
