@@ -43,7 +43,11 @@ def _plan(kv: str, auth: str, name: str, *, with_shop: bool = True, extra_sa: bo
     tenants = {
         "payments": [
             workload("api", {f"{kv}/data/payments/db": {"user": "U"}}, sa="api"),
-            *([workload("worker", {f"{kv}/data/payments/q": {"k": "K"}}, sa="w")] if extra_sa else []),
+            *(
+                [workload("worker", {f"{kv}/data/payments/q": {"k": "K"}}, sa="w")]
+                if extra_sa
+                else []
+            ),
         ],
     }
     if with_shop:
@@ -71,9 +75,7 @@ def test_apply_plan_dry_run_shows_hcl_diff_and_role_fields_with_detailed_exitcod
     )
     assert again.returncode == 0, again.stdout + again.stderr
     # a new workload in payments: the policy gains a path, the role a ServiceAccount
-    plan_file = write_plan(
-        tmp_path / "plan.yaml", _plan(kv_mount, auth_mount, name, extra_sa=True)
-    )
+    plan_file = write_plan(tmp_path / "plan.yaml", _plan(kv_mount, auth_mount, name, extra_sa=True))
     dry = run_cli(
         openbao, "source", "apply-plan", str(plan_file), "--dry-run", "--detailed-exitcode"
     )
@@ -83,7 +85,7 @@ def test_apply_plan_dry_run_shows_hcl_diff_and_role_fields_with_detailed_exitcod
     assert f"--- sys/policies/acl/cloudtaser-{name}-payments (vault)" in out
     assert f"+++ sys/policies/acl/cloudtaser-{name}-payments (plan)" in out
     assert f'    +path "{kv_mount}/data/payments/q" {{' in out
-    assert f'bound_service_account_names: ["api"] -> ["api", "w"]' in out
+    assert 'bound_service_account_names: ["api"] -> ["api", "w"]' in out
     # JSON carries the same diff, a formatVersion and a summary; it validates
     js = run_cli(openbao, "source", "apply-plan", str(plan_file), "--dry-run", "-o", "json")
     doc = json.loads(js.stdout)
@@ -257,8 +259,8 @@ def test_vault_token_file_is_read_after_flag_and_environment(
     for key in ("BAO_TOKEN", "VAULT_TOKEN"):
         env.pop(key)
     env["HOME"] = str(home)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get(
-        "PYTHONPATH", ""
+    env["PYTHONPATH"] = (
+        str(Path(__file__).resolve().parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
     )
 
     def run(*extra: str, **over: str) -> subprocess.CompletedProcess[str]:
