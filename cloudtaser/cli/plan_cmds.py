@@ -288,7 +288,7 @@ def _run_todo(args: argparse.Namespace) -> int:
 
     loaded = _load(args.plan)
     items = checklist(loaded, select_tenants(loaded, args.tenant))
-    print_todo(items, args.output, plan=loaded.metadata.name, kind="plan-todo")
+    print_todo(items, args.output, plan=loaded.metadata.name, vault_checked=False)
     return ExitCode.OK
 
 

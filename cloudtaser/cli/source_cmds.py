@@ -460,7 +460,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         )
     if args.missing:
         todo = [p.todo() for p in result.by_path() if not p.ok]
-        print_todo(todo, args.output, plan=result.plan, kind="verify-plan-missing")
+        print_todo(todo, args.output, plan=result.plan, vault_checked=True)
     elif args.output == "json":
         _print_verify_json(result)
     else:
@@ -468,14 +468,14 @@ def _run_verify(args: argparse.Namespace) -> int:
     return ExitCode.OK if result.ok else ExitCode.PROBLEMS
 
 
-def print_todo(items: list[Any], output: str, *, plan: str, kind: str) -> None:
+def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool) -> None:
     """The populate checklist (``plan todo``, ``verify-plan --missing``): text or JSON."""
     from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
 
     fields = sum(len(i.missing_fields) for i in items)
     if output == "json":
         print_result_json(
-            kind,
+            "verify-plan-missing" if vault_checked else "plan-todo",
             {
                 "plan": plan,
                 "paths": [

@@ -51,9 +51,10 @@ def _commands(
 def _join_continuations(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     pending: tuple[int, str] | None = None
-    for number, line in lines:
+    for raw_number, raw in lines:
+        number, line = raw_number, raw
         if pending is not None:
-            number, line = pending[0], pending[1] + " " + line.strip()
+            number, line = pending[0], pending[1] + " " + raw.strip()
             pending = None
         if line.rstrip().endswith("\\"):
             pending = (number, line.rstrip()[:-1].rstrip())
@@ -157,9 +158,7 @@ def test_examples_were_found() -> None:
     assert any("docs/workflow.md" in e.where for e in DOC_EXAMPLES)
 
 
-@pytest.mark.parametrize(
-    "path", [p for p, _parser in _commands(build_parser())], ids=" ".join
-)
+@pytest.mark.parametrize("path", [p for p, _parser in _commands(build_parser())], ids=" ".join)
 def test_every_command_help_has_an_examples_block(path: tuple[str, ...]) -> None:
     parser = dict(_commands(build_parser()))[path]
     text = parser.format_help()

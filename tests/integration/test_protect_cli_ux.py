@@ -107,3 +107,36 @@ def test_protect_warns_loudly_about_a_plain_http_vault_address(
     assert result.returncode == 0, result.stderr
     assert "WARNING: --vault-address http://" in result.stderr
     assert "UNENCRYPTED" in result.stderr
+
+
+def _validate(kind: str, document: dict) -> None:
+    schema = json.loads((REPO / "schema" / f"output-{kind}.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(document)
+
+
+def test_discover_and_unprotect_json_reports_validate(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    specs = [_spec("Deployment", "api", namespace)]
+    _setup(kube_client, namespace, specs)
+    plan = tmp_path / "plan.yaml"
+    base = [sys.executable, "-m", "cloudtaser", "target", "discover"]
+    found = subprocess.run(
+        [*base, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
+         "--output-plan", str(plan), "-o", "json"],
+        capture_output=True, text=True, check=False, cwd=REPO, env=_env(),
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    doc = json.loads(found.stdout)
+    _validate("discover", doc)
+    assert doc["summary"]["workloads"] == 1
+    assert doc["outputPlan"] == str(plan)
+    assert plan.exists()
+    assert not (REPO / "json").exists()
+
+    assert _cli(cluster, "protect", plan, "--yes").returncode == 0
+    undo = _cli(cluster, "unprotect", plan, "--yes", "-o", "json")
+    assert undo.returncode == 0, undo.stderr
+    report = json.loads(undo.stdout)
+    _validate("unprotect-run", report)
+    assert report["summary"]["unprotected"] == 1
