@@ -246,9 +246,17 @@ def _run_discover(args: argparse.Namespace) -> int:
     )
     options.validate()
     old = None if args.output_plan == "-" else existing_plan(args.output_plan, force=args.force)
-    with cluster_session(args) as session:
-        _progress(f"discovering in context {session.context} ({session.server})")
-        result = discover(session, options, progress=_progress)
+    from cloudtaser.cli.output import RunProgress  # noqa: PLC0415
+
+    with cluster_session(args) as session, RunProgress() as reporter:
+        reporter.message(f"discovering in context {session.context} ({session.server})")
+        result = discover(session, options, progress=reporter.message)
+        s = result.summary
+        reporter.close(
+            f"{s.workloads_scanned} workloads scanned: {s.workloads} in the plan "
+            f"({s.pending} pending, {s.skipped} skipped), {s.secrets} vault paths"
+            + (f", {len(result.unreadable)} unreadable" if result.unreadable else "")
+        )
     if args.output_plan == "-":
         sys.stdout.write(planlib.dumps(result.plan))
         sys.stdout.flush()
