@@ -35,10 +35,10 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 _EPILOG = """\
 workflow (each step may run on a different machine, by a different team):
+  0. cloudtaser target connect --kubeconfig KCFG --openbao-addr URL        once per cluster
   1. cloudtaser target discover --kubeconfig KCFG --output-plan plan.yaml   cluster only
   2. cloudtaser plan validate plan.yaml                                     no system access
   3. cloudtaser source apply-plan plan.yaml --openbao-addr URL              vault only
-     cloudtaser target connect --plan plan.yaml --openbao-addr URL          cluster + vault
   4. cloudtaser plan todo plan.yaml       the secret owners run each 'bao kv put' it lists
   5. cloudtaser source verify-plan plan.yaml --openbao-addr URL             vault only
   6. cloudtaser target protect --plan plan.yaml --vault-address URL --interactive

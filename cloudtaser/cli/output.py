@@ -167,8 +167,19 @@ class RunProgress:
             self._redraw()
 
     def message(self, text: str) -> None:
-        """A plain progress message (the source-side library's ``progress`` callback)."""
+        """A progress message (the source-side library's ``progress`` callback). A
+        :class:`cloudtaser.progress.Count` moves the ``[n/N]`` counter; piped, only its
+        milestones are printed."""
         with self._lock:
+            done, total = getattr(text, "done", None), getattr(text, "total", None)
+            if isinstance(done, int) and isinstance(total, int):
+                self.done, self.total = done, total
+                if self.live:
+                    self._last = str(text)
+                    self._redraw()
+                elif getattr(text, "milestone", True) or self.verbose:
+                    self._print(str(text))
+                return
             self._print(text)
 
     def event(self, event: Any) -> None:

@@ -26,6 +26,7 @@ the one apply-plan concept; pre-flight shared with verify-plan is
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from cloudtaser.plan import (
     rules,
     split_vault_path,
 )
+from cloudtaser.progress import Count
 from cloudtaser.source.preflight import (
     capability_error,
     check_kv_mounts,
@@ -625,11 +627,15 @@ def apply_plan(
         result.writes += 1
     todo_policies = [(g, c) for g, c in policy_changes if needed(c) is not None]
     todo_roles = [(g, c) for g, c in role_changes if needed(c) is not None]
+    counted = _Counted(say, len(todo_policies) + len(todo_roles) + len(deletes))
     if todo_policies:
         say(f"writing {len(todo_policies)} policies")
         _run_all(
             workers,
-            [partial(client.policy_write, g.policy, g.policy_hcl) for g, _c in todo_policies],
+            [
+                counted(partial(client.policy_write, g.policy, g.policy_hcl))
+                for g, _c in todo_policies
+            ],
         )
         result.writes += len(todo_policies)
     if todo_roles:
@@ -637,7 +643,7 @@ def apply_plan(
         warnings = _run_all(
             workers,
             [
-                partial(client.role_write, auth_mount, g.role, g.role_fields())
+                counted(partial(client.role_write, auth_mount, g.role, g.role_fields()))
                 for g, _c in todo_roles
             ],
         )
@@ -653,9 +659,11 @@ def apply_plan(
             _run_all(
                 workers,
                 [
-                    partial(client.role_delete, auth_mount, c.name)
-                    if kind == "role"
-                    else partial(client.policy_delete, c.name)
+                    counted(
+                        partial(client.role_delete, auth_mount, c.name)
+                        if kind == "role"
+                        else partial(client.policy_delete, c.name)
+                    )
                     for c in gone
                 ],
             )
@@ -780,6 +788,37 @@ def _grant_change(
 def info_type(value: str) -> str:
     """Normalise a mount type (plugin names may carry a version suffix)."""
     return value.split(":", 1)[0].strip().lower()
+
+
+class _Counted:
+    """Wraps write jobs so each finished one reports ``wrote n/N`` as a
+    :class:`cloudtaser.progress.Count` (a milestone every tenth)."""
+
+    def __init__(self, say: Progress, total: int) -> None:
+        self._say = say
+        self._total = total
+        self._done = 0
+        self._lock = threading.Lock()
+        self._step = max(10, total // 10)
+
+    def __call__(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            value = job()
+            with self._lock:
+                self._done += 1
+                done = self._done
+            milestone = done % self._step == 0 and done < self._total
+            self._say(
+                Count(
+                    f"wrote {done}/{self._total} objects",
+                    done=done,
+                    total=self._total,
+                    milestone=milestone,
+                )
+            )
+            return value
+
+        return run
 
 
 def _run_all(workers: int, jobs: Sequence[Callable[[], Any]]) -> list[Any]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 from cloudtaser.errors import VaultAuthError
 from cloudtaser.plan import MigrationPlan, WorkloadStatus
 from cloudtaser.plan.todo import TodoItem, select_tenants
+from cloudtaser.progress import Count
 from cloudtaser.source.preflight import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
@@ -314,8 +315,12 @@ def verify_plan(
                 )
             with lock:
                 done += 1
-                if done % step == 0 and done < total:
-                    say(f"checked {done}/{total} paths")
+                milestone = done % step == 0 and done < total
+                say(
+                    Count(
+                        f"checked {done}/{total} paths", done=done, total=total, milestone=milestone
+                    )
+                )
             return path, state
 
         workers = max(1, min(concurrency, 64))

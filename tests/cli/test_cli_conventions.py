@@ -459,3 +459,19 @@ def test_context_completes_from_every_kubeconfig_entry(tmp_path: Path) -> None:
     found = _complete("cloudtaser target discover --context prod", tmp_path, **env)
     assert "prod-eu" in found
     assert "prod-us" in found
+
+
+def test_counted_messages_drive_the_counter_and_only_milestones_print_when_piped() -> None:
+    from cloudtaser.progress import Count
+
+    piped = io.StringIO()
+    with RunProgress(stream=piped, live=False) as rp:
+        for done in range(1, 11):
+            rp.message(Count(f"checked {done}/10 paths", done=done, total=10, milestone=done == 5))
+    assert piped.getvalue() == "cloudtaser: checked 5/10 paths\n"
+    live = io.StringIO()
+    clock = _Clock()
+    with RunProgress(stream=live, live=True, clock=clock) as rp:
+        clock.now += 10
+        rp.message(Count("checked 5/10 paths", done=5, total=10, milestone=False))
+        assert rp.status_line().startswith("[5/10] 10s elapsed, ETA 10s")

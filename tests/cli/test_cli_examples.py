@@ -90,7 +90,7 @@ def _help_examples() -> list[Example]:
 
 def _doc_examples() -> list[Example]:
     out = []
-    for doc in sorted((ROOT / "docs").glob("*.md")):
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         if doc.name == "cli.md":  # generated from the --help texts checked above
             continue
         fenced: list[tuple[int, str]] = []
@@ -104,7 +104,7 @@ def _doc_examples() -> list[Example]:
         for number, line in _join_continuations(fenced):
             match = _PROMPT.match(line.strip())
             if match and match["top"] in _TOP:
-                out.append(Example(f"docs/{doc.name}:{number}", match["cmd"].strip()))
+                out.append(Example(f"{doc.relative_to(ROOT)}:{number}", match["cmd"].strip()))
         # inline code that shows a use (has an option), e.g. `cloudtaser target unprotect
         # --plan plan.yaml ...`; a bare command name (`cloudtaser plan validate`) is a name
         for number, line in enumerate(doc.read_text().splitlines(), 1):
@@ -112,7 +112,7 @@ def _doc_examples() -> list[Example]:
                 cmd = span["cmd"].replace("\\|", "|")
                 top = cmd.split()[2 if cmd.startswith("kubectl") else 1]
                 if " -" in cmd and top in _TOP:
-                    out.append(Example(f"docs/{doc.name}:{number}", cmd.strip()))
+                    out.append(Example(f"{doc.relative_to(ROOT)}:{number}", cmd.strip()))
     return out
 
 
