@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser import contract
 from cloudtaser.changes import Action
-from cloudtaser.errors import OperationError, PlanError
+from cloudtaser.errors import OperationError, PlanError, VaultAuthError
 from cloudtaser.plan import (
     MigrationPlan,
     WorkloadStatus,
@@ -715,7 +715,11 @@ def _orphans(
         for name in sorted(client.list_names(policy_list)):
             if not name.startswith(prefix) or name in policies:
                 continue
-            hcl = client.policy_read(name) or ""
+            try:
+                hcl = client.policy_read(name) or ""
+            except VaultAuthError:
+                warnings.append(f"cannot read policy {name} to tell whether the plan dropped it")
+                continue
             first = hcl.lstrip().split("\n", 1)[0].rstrip()
             if not first.startswith(f"{MANAGED_BY}; plan={plan_name};"):
                 continue  # same prefix, not ours for this plan: never touched
@@ -735,7 +739,11 @@ def _orphans(
         for name in sorted(client.list_names(role_list)):
             if not name.startswith(prefix) or name in roles:
                 continue
-            role = client.role_read(auth_mount, name) or {}
+            try:
+                role = client.role_read(auth_mount, name) or {}
+            except VaultAuthError:
+                warnings.append(f"cannot read role {name} to tell whether the plan dropped it")
+                continue
             used = _normalised("token_policies", role.get("token_policies")) or []
             if not used or not all(str(p).lower().startswith(prefix) for p in used):
                 continue  # grants other policies: someone else's role
