@@ -469,7 +469,7 @@ def run_summary(report: RunReport) -> dict[str, int]:
 def _print_report(report: RunReport, args: argparse.Namespace) -> None:
     if args.output == "json":
         print_result_json(
-            "protect-run" if args.command_name == "protect" else "unprotect-run",
+            "unprotect-run" if getattr(args, "command_name", "") == "unprotect" else "protect-run",
             {
                 "dryRun": bool(args.dry_run),
                 "interrupted": report.interrupted,

@@ -308,6 +308,9 @@ def _print_diff(result: ApplyResult, *, full_creates: bool = True) -> None:
         action = change.action.value
         if action not in marks or change.kind == "auth-mount":
             continue
+        if action == "create" and not full_creates:
+            creates += 1
+            continue
         verb = (
             ("would " if result.dry_run else "will ") + action
             if action
@@ -324,9 +327,6 @@ def _print_diff(result: ApplyResult, *, full_creates: bool = True) -> None:
             )
             + (f" ({change.detail})" if change.detail and action != "update" else "")
         )
-        if action == "create" and not full_creates:
-            creates += 1
-            continue
         if change.kind == "policy":
             for line in policy_diff(change):
                 tint = "green" if line.startswith("+") else "red" if line.startswith("-") else None
@@ -588,7 +588,10 @@ def _print_verify(result: VerifyResult, *, show_all: bool) -> None:
         print(line)
         if path.fields:
             print(f"  fields: {', '.join(path.fields)}")
-        print(f"  needed by {len(path.workloads)}: {', '.join(path.workloads)}")
+        count = len(path.workloads)
+        print(
+            f"  needed by {count} workload{'s' if count != 1 else ''}: {', '.join(path.workloads)}"
+        )
     counts = result.path_counts()
     problems = {k: v for k, v in counts.items() if k != "ok" and v}
     detail = ", ".join(f"{v} {k}" for k, v in problems.items())

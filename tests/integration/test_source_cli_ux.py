@@ -185,7 +185,7 @@ def test_verify_plan_groups_problems_by_distinct_path_with_correct_counts(
     # problems only by default, one entry per distinct path
     assert f"{kv_mount}/data/misc/ok" not in out
     assert out.count(f"{kv_mount}/data/payments/db: missing") == 1
-    assert "needed by 6: payments/Deployment/api-0, " in out
+    assert "needed by 6 workloads: payments/Deployment/api-0, " in out
     assert f"{kv_mount}/data/misc/partial: missing-fields (lacks token)" in out
     assert "4 distinct paths checked, 3 of them with problems (2 missing, 1 missing-fields)" in out
     assert len(out.splitlines()) < 15  # 12 workloads, 3 problem paths: no wall of text
