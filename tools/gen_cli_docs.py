@@ -50,7 +50,8 @@ when this file and the parser disagree. For the workflow around these commands s
   plan files, `--context` from every `KUBECONFIG` file, `--tenant`/`--workload` from the plan on
   the line. Nothing goes over the network.
 - kubectl plugin: the package installs `kubectl-cloudtaser` too, so `kubectl cloudtaser target
-  discover ...` runs the same CLI.
+  discover ...` runs the same CLI, and `kubectl_complete-cloudtaser`, which kubectl 1.26+ asks for
+  `kubectl cloudtaser <Tab>` completions.
 - Every command's help ends with runnable examples; tests/cli/test_cli_examples.py parses each
   one (and each `cloudtaser` line in docs/*.md) against this parser.
 

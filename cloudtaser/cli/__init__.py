@@ -21,7 +21,7 @@ from cloudtaser import __version__
 from cloudtaser.cli.common import CloudtaserParser, examples_epilog, print_error
 from cloudtaser.cli.exitcodes import ExitCode, exit_code_for
 
-__all__ = ["build_parser", "console_main", "main"]
+__all__ = ["build_parser", "console_main", "kubectl_complete_main", "main"]
 
 #: Modules that register commands. Each has ``register(groups)`` and imports only the standard
 #: library at module level.
@@ -239,3 +239,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> None:
     """Entry point of the ``cloudtaser`` console script."""
     sys.exit(main())
+
+
+def kubectl_complete_main() -> None:
+    """Entry point of ``kubectl_complete-cloudtaser``: kubectl (1.26+) runs it with the words
+    after ``kubectl cloudtaser`` (the last one being completed) to complete a plugin's
+    arguments; it answers one candidate per line and ``:4`` (no file completion), the protocol
+    of kubectl's own completion. The candidates are argcomplete's, as for ``cloudtaser``."""
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    import argcomplete  # noqa: PLC0415
+
+    line = " ".join(["cloudtaser", *sys.argv[1:]])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "candidates")  # noqa: PTH118
+        os.environ.update(
+            _ARGCOMPLETE="1",
+            _ARGCOMPLETE_IFS="\n",
+            COMP_LINE=line,
+            COMP_POINT=str(len(line)),
+            _ARGCOMPLETE_STDOUT_FILENAME=out,
+        )
+        argcomplete.autocomplete(build_parser(), exit_method=lambda *_args: None)
+        try:
+            with open(out, encoding="utf-8") as handle:  # noqa: PTH123
+                candidates = [c.strip() for c in handle.read().split("\n") if c.strip()]
+        except OSError:
+            candidates = []
+    for candidate in candidates:
+        print(candidate)
+    print(":4")

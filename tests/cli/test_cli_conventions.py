@@ -401,6 +401,27 @@ def test_kubectl_plugin_console_script_runs_the_same_cli() -> None:
     assert scripts["kubectl-cloudtaser"] == scripts["cloudtaser"] == "cloudtaser.cli:console_main"
 
 
+def test_kubectl_plugin_completion_answers_in_kubectls_protocol() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["kubectl_complete-cloudtaser"] == "cloudtaser.cli:kubectl_complete_main"
+    code = "import sys; from cloudtaser.cli import kubectl_complete_main as m; m()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("_ARGCOMPLETE", "COMP_"))}
+
+    def complete(*words: str) -> list[str]:
+        run = subprocess.run(
+            [sys.executable, "-c", code, *words],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            cwd=ROOT,
+        )
+        return run.stdout.splitlines()
+
+    assert complete("plan", "va") == ["validate", ":4"]
+    assert complete("target", "protect", "--pl") == ["--plan", ":4"]
+
+
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completion_prints_a_script_for_each_shell(
     shell: str, capsys: pytest.CaptureFixture[str]
