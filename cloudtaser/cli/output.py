@@ -182,6 +182,8 @@ class RunProgress:
                 return
             self._print(text)
 
+    message.counts = True  # type: ignore[attr-defined]  # cloudtaser.progress.wants_counts
+
     def event(self, event: Any) -> None:
         """An engine :class:`~cloudtaser.target.engine.Event`."""
         with self._lock:

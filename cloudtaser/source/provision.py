@@ -43,7 +43,7 @@ from cloudtaser.plan import (
     rules,
     split_vault_path,
 )
-from cloudtaser.progress import Count
+from cloudtaser.progress import Count, wants_counts
 from cloudtaser.source.preflight import (
     capability_error,
     check_kv_mounts,
@@ -627,7 +627,7 @@ def apply_plan(
         result.writes += 1
     todo_policies = [(g, c) for g, c in policy_changes if needed(c) is not None]
     todo_roles = [(g, c) for g, c in role_changes if needed(c) is not None]
-    counted = _Counted(say, len(todo_policies) + len(todo_roles) + len(deletes))
+    counted = _Counted(progress or say, len(todo_policies) + len(todo_roles) + len(deletes))
     if todo_policies:
         say(f"writing {len(todo_policies)} policies")
         _run_all(
@@ -808,6 +808,7 @@ class _Counted:
         self._done = 0
         self._lock = threading.Lock()
         self._step = max(10, total // 10)
+        self._every = wants_counts(say)
 
     def __call__(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -816,6 +817,8 @@ class _Counted:
                 self._done += 1
                 done = self._done
             milestone = done % self._step == 0 and done < self._total
+            if not (milestone or self._every):
+                return value
             self._say(
                 Count(
                     f"wrote {done}/{self._total} objects",

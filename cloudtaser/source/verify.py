@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from cloudtaser.errors import VaultAuthError
 from cloudtaser.plan import MigrationPlan, WorkloadStatus
 from cloudtaser.plan.todo import TodoItem, select_tenants
-from cloudtaser.progress import Count
+from cloudtaser.progress import Count, wants_counts
 from cloudtaser.source.preflight import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
@@ -301,6 +301,7 @@ def verify_plan(
         if total:
             say(f"checking {total} distinct vault paths (concurrency {concurrency})")
         step = max(200, total // 10)
+        every = wants_counts(progress)
         lock = threading.Lock()
         done = 0
 
@@ -316,11 +317,15 @@ def verify_plan(
             with lock:
                 done += 1
                 milestone = done % step == 0 and done < total
-                say(
-                    Count(
-                        f"checked {done}/{total} paths", done=done, total=total, milestone=milestone
+                if milestone or every:
+                    say(
+                        Count(
+                            f"checked {done}/{total} paths",
+                            done=done,
+                            total=total,
+                            milestone=milestone,
+                        )
                     )
-                )
             return path, state
 
         workers = max(1, min(concurrency, 64))

@@ -496,3 +496,12 @@ def test_counted_messages_drive_the_counter_and_only_milestones_print_when_piped
         clock.now += 10
         rp.message(Count("checked 5/10 paths", done=5, total=10, milestone=False))
         assert rp.status_line().startswith("[5/10] 10s elapsed, ETA 10s")
+
+
+def test_only_the_reporter_asks_for_a_count_per_item() -> None:
+    """A plain callback (print, a logger) gets milestones only, not one line per path."""
+    from cloudtaser.progress import wants_counts
+
+    assert wants_counts(RunProgress(stream=io.StringIO()).message)
+    assert not wants_counts(print)
+    assert not wants_counts(lambda _m: None)
