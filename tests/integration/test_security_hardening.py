@@ -195,7 +195,8 @@ def test_unsendable_token_never_reaches_discover_output(
     _token_parts_absent(token, run.stdout + run.stderr)
     if plan.exists():
         _token_parts_absent(token, plan.read_text())
-    # -v prints the traceback with the library's chained exception: scrubbed too
+    # an expected error prints no traceback even with -v (issue 17), and -v's extra
+    # diagnostics are scrubbed too
     verbose = cloudtaser(
         "-v",
         "target",
@@ -207,7 +208,9 @@ def test_unsendable_token_never_reaches_discover_output(
         "--output-plan",
         str(plan),
     )
-    assert "LocalProtocolError" in verbose.stderr
+    assert verbose.returncode == 3
+    assert "Traceback" not in verbose.stderr
+    assert "<redacted>" in verbose.stderr
     _token_parts_absent(token, verbose.stdout + verbose.stderr)
 
 
