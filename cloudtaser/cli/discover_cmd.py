@@ -69,6 +69,10 @@ namespaces; get/list secrets only where envFrom needs key names. docs: docs/disc
 """
 
 
+def _verbose(args: argparse.Namespace) -> bool:
+    return int(getattr(args, "verbose", 0) or 0) > 0
+
+
 def register(groups: Any) -> None:
     """Attach ``target discover``."""
     parser = groups.command(
@@ -248,7 +252,7 @@ def _run_discover(args: argparse.Namespace) -> int:
     old = None if args.output_plan == "-" else existing_plan(args.output_plan, force=args.force)
     from cloudtaser.cli.output import RunProgress  # noqa: PLC0415
 
-    with cluster_session(args) as session, RunProgress() as reporter:
+    with cluster_session(args) as session, RunProgress(verbose=_verbose(args)) as reporter:
         reporter.message(f"discovering in context {session.context} ({session.server})")
         result = discover(session, options, progress=reporter.message)
         s = result.summary

@@ -149,7 +149,8 @@ class RunProgress:
         self.outcomes: dict[str, int] = {}
         self._last = ""
         self._shown = False
-        self._lock = threading.Lock()
+        # re-entrant: a signal handler on the main thread may report while it holds it
+        self._lock = threading.RLock()
 
     def __enter__(self) -> RunProgress:
         return self

@@ -223,13 +223,15 @@ class _Interrupts:
         self.cancel = threading.Event()
         self.prompting = False
         self.count = 0
+        #: Where the notice goes (the run's progress reporter, so a live line is cleared first).
+        self.say: Callable[[str], None] = progress
 
     def handler(self, signum: int, _frame: object) -> None:
         self.count += 1
         if self.prompting or self.count > 1:
             raise KeyboardInterrupt
         self.cancel.set()
-        progress(
+        self.say(
             "interrupted: finishing the current step and saving the plan "
             "(press Ctrl-C again to abort at once)"
         )
@@ -415,6 +417,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         interrupts.installed(),
         RunProgress(live=live, verbose=verbose) as reporter,
     ):
+        interrupts.say = reporter.message
         report = run(
             session,
             args.plan,

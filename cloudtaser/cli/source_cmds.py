@@ -107,6 +107,10 @@ def _add_concurrency(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _verbose(args: argparse.Namespace) -> bool:
+    return int(getattr(args, "verbose", 0) or 0) > 0
+
+
 def register(groups: Any) -> None:
     """Attach the ``source`` verbs."""
     apply = groups.command(
@@ -228,7 +232,10 @@ def _apply(args: argparse.Namespace) -> int:
             _print_diff(pending, full_creates=False)
             shown.append(True)
 
-    with vault_client(args, pool_size=args.concurrency) as client, RunProgress() as reporter:
+    with (
+        vault_client(args, pool_size=args.concurrency) as client,
+        RunProgress(verbose=_verbose(args)) as reporter,
+    ):
         where = f"{client.address}" + (
             f" (namespace {client.namespace})" if client.namespace else ""
         )
@@ -445,7 +452,10 @@ def _run_verify(args: argparse.Namespace) -> int:
     from cloudtaser.source.verify import verify_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
-    with vault_client(args, pool_size=args.concurrency) as client, RunProgress() as reporter:
+    with (
+        vault_client(args, pool_size=args.concurrency) as client,
+        RunProgress(verbose=_verbose(args)) as reporter,
+    ):
         result = verify_plan(
             client,
             loaded,
