@@ -22,6 +22,7 @@ from cloudtaser.cli.common import (
     cluster_session,
     int_1_to_64,
     tenant_completer,
+    usage_error,
     workload_completer,
 )
 from cloudtaser.cli.exitcodes import ExitCode
@@ -376,8 +377,6 @@ def _warn_plain_http(address: str) -> None:
 def _run_protect(args: argparse.Namespace) -> int:
     problem = _check_protect(args)
     if problem:
-        from cloudtaser.cli.common import usage_error  # noqa: PLC0415
-
         return usage_error(problem)
     _warn_plain_http(args.vault_address)
     return _run(args, protect=True)
@@ -386,8 +385,6 @@ def _run_protect(args: argparse.Namespace) -> int:
 def _run_unprotect(args: argparse.Namespace) -> int:
     problem = _check_run(args)
     if problem:
-        from cloudtaser.cli.common import usage_error  # noqa: PLC0415
-
         return usage_error(problem)
     return _run(args, protect=False)
 
