@@ -199,7 +199,7 @@ def main() -> int:
                 "discover",
                 "--kubeconfig",
                 str(kubeconfig),
-                "-o",
+                "--output-plan",
                 str(plan),
                 "--force",
             ]

@@ -247,7 +247,7 @@ def main() -> int:
                     "discover",
                     "--kubeconfig",
                     str(kubeconfig),
-                    "-o",
+                    "--output-plan",
                     str(plan),
                     "--force",
                 ],

@@ -16,3 +16,8 @@ class Action(enum.StrEnum):
     UNCHANGED = "unchanged"
     #: A same-named object exists that cloudtaser did not create; left alone unless forced.
     CONFLICT = "conflict"
+    #: apply-plan: an object named for this plan that the plan no longer contains (a tenant
+    #: dropped from the plan); reported, left alone without ``--prune``.
+    ORPHANED = "orphaned"
+    #: apply-plan ``--prune``: such an object is (or, with ``--dry-run``, would be) deleted.
+    DELETE = "delete"

@@ -140,7 +140,9 @@ def resolve_vault_target(
     """Resolve flags and environment into a :class:`VaultTarget`.
 
     Address: flag, ``VAULT_ADDR``, ``BAO_ADDR``. Token: ``--token``, ``--token-file``,
-    ``VAULT_TOKEN``, ``BAO_TOKEN``. Namespace: flag, ``VAULT_NAMESPACE``, ``BAO_NAMESPACE``.
+    ``VAULT_TOKEN``, ``BAO_TOKEN``, then ``~/.vault-token`` (what ``bao login`` / ``vault
+    login`` write, read last as the vault CLI's default token helper does). Namespace: flag,
+    ``VAULT_NAMESPACE``, ``BAO_NAMESPACE``.
     CA bundle: flag, ``VAULT_CACERT``, ``BAO_CACERT``. Skip-verify: flag,
     ``VAULT_SKIP_VERIFY``, ``BAO_SKIP_VERIFY`` (a boolean; anything else is an error).
     """
@@ -159,13 +161,13 @@ def resolve_vault_target(
             raise ConfigError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
         if not token:
             raise ConfigError(f"--token-file {token_file} is empty")
-    token = token or contract.vault_env(env, "TOKEN")
+    token = token or contract.vault_env(env, "TOKEN") or _token_helper_file(env)
     if token is not None and not header_safe_token(token):
         raise ConfigError("the vault token contains blanks, control or non-ASCII characters")
     if require_token and not token:
         raise ConfigError(
             "no vault token: pass --token-file FILE (keeps it out of shell history), --token, "
-            "or set VAULT_TOKEN / BAO_TOKEN"
+            "set VAULT_TOKEN / BAO_TOKEN, or run 'bao login' (writes ~/.vault-token)"
         )
     namespace = namespace or contract.vault_env(env, "NAMESPACE")
     if namespace is not None:
@@ -186,6 +188,27 @@ def resolve_vault_target(
         timeout=timeout,
         cross_origin_redirects=cross_origin_redirects,
     )
+
+
+def token_helper_path(env: Mapping[str, str]) -> Path | None:
+    """``$HOME/.vault-token``: where ``bao login`` and ``vault login`` store the token
+    (``None`` without ``HOME`` in the environment)."""
+    home = env.get("HOME")
+    return Path(home) / ".vault-token" if home else None
+
+
+def _token_helper_file(env: Mapping[str, str]) -> str | None:
+    """The token ``bao login`` left in ``~/.vault-token``, or None (absent or empty)."""
+    path = token_helper_path(env)
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if text:
+        warn_if_exposed(path, "the token file")
+    return text or None
 
 
 @dataclass(frozen=True)

@@ -261,7 +261,7 @@ def demo(workdir: Path, keep: bool) -> None:
         step("1. discover (cluster side only)", "scan workloads; the plan holds no secret value")
         run(
             ["cloudtaser", "target", "discover", "--name", PLAN_NAME, "--auth-mount", AUTH_MOUNT,
-             "-o", "plan.yaml"],
+             "--output-plan", "plan.yaml"],
             env=cluster_env, cwd=workdir,
         )  # fmt: skip
 

@@ -22,16 +22,38 @@ when this file and the parser disagree. For the workflow around these commands s
 
 - `target ...` commands talk only to a Kubernetes cluster; `source ...` commands talk only to the
   vault; `plan ...` commands need no system access.
-- Results go to stdout (human text, or JSON with `--output json`); progress and diagnostics go to
-  stderr. Colours only on a terminal, never with `NO_COLOR`.
+- Results go to stdout (human text, or JSON with `-o/--output json`); progress and diagnostics go
+  to stderr. Colours only on a terminal, never with `NO_COLOR`; tables align by visible width.
+- `-o/--output text|json` is the result format on every command that reports, and nothing else.
+  `target discover` writes its plan with `--output-plan FILE`: CloudTaser's documented
+  `-o plan.yaml` cannot share `-o` with the format without ambiguity (a plan file named `json`),
+  so `-o plan.yaml` is refused with a hint. Options are never abbreviated (`--out` is an error
+  with a "did you mean"), and an unknown option shows the usage of the command it was given to.
+- Every JSON result carries `formatVersion` (now `"1"`), `kind` and a `summary` object; their JSON
+  Schemas are in `schema/output-<kind>.schema.json`. A new `formatVersion` means a field changed
+  meaning or was removed; added fields keep the version.
+- Long runs (protect, unprotect, apply-plan, verify-plan, discover): on a terminal one live
+  status line (`[n/N]`, elapsed, ETA); piped, quiet line-oriented output (`-v` for every step);
+  always a closing tally such as `287 migrated, 2 failed, 1 refused`.
 - Configuration precedence: flag, then environment, then default. Vault (`VAULT_*` first, like
   the vault CLI and the runtime wrapper; `BAO_*` as the fallback): `VAULT_ADDR`/`BAO_ADDR`,
-  `VAULT_TOKEN`/`BAO_TOKEN`, `VAULT_NAMESPACE`/`BAO_NAMESPACE`, `VAULT_CACERT`/`BAO_CACERT`,
+  `VAULT_TOKEN`/`BAO_TOKEN`, then `~/.vault-token` (written by `bao login` / `vault login`, read
+  last as the vault CLI does), `VAULT_NAMESPACE`/`BAO_NAMESPACE` (flag: `--vault-namespace`;
+  `--namespace` on `source` commands is refused with a hint, it is not a vault namespace),
+  `VAULT_CACERT`/`BAO_CACERT`,
   `VAULT_SKIP_VERIFY`/`BAO_SKIP_VERIFY` (booleans: `1|true|yes|on`, `0|false|no|off`, anything
   else is an error). Cluster: `KUBECONFIG`.
-- Errors: one line on stderr, `cloudtaser: error: ...`, and a non-zero exit code; a traceback only
-  with `-v`.
-- Shell completion: `eval "$(register-python-argcomplete cloudtaser)"` (argcomplete).
+- Errors: one line on stderr, `cloudtaser: error: ...`, and a non-zero exit code. Expected errors
+  (bad plan, unreachable vault, refused token) never print a traceback, not even with `-v`; an
+  unexpected one (a bug, exit 70) shows its traceback with `-v`.
+- Shell completion: `eval "$(cloudtaser completion bash)"` (also `zsh`, `fish`): commands, flags,
+  plan files, `--context` from every `KUBECONFIG` file, `--tenant`/`--workload` from the plan on
+  the line. Nothing goes over the network.
+- kubectl plugin: the package installs `kubectl-cloudtaser` too, so `kubectl cloudtaser target
+  discover ...` runs the same CLI, and `kubectl_complete-cloudtaser`, which kubectl 1.26+ asks for
+  `kubectl cloudtaser <Tab>` completions.
+- Every command's help ends with runnable examples; tests/cli/test_cli_examples.py parses each
+  one (and each `cloudtaser` line in docs/*.md) against this parser.
 
 ## Exit codes
 

@@ -15,13 +15,13 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from cloudtaser import __version__
-from cloudtaser.cli.common import print_error
+from cloudtaser.cli.common import CloudtaserParser, examples_epilog, print_error
 from cloudtaser.cli.exitcodes import ExitCode, exit_code_for
 
-__all__ = ["build_parser", "console_main", "main"]
+__all__ = ["build_parser", "console_main", "kubectl_complete_main", "main"]
 
 #: Modules that register commands. Each has ``register(groups)`` and imports only the standard
 #: library at module level.
@@ -35,12 +35,13 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 _EPILOG = """\
 workflow (each step may run on a different machine, by a different team):
-  1. cloudtaser target discover --kubeconfig KCFG -o plan.yaml      cluster only
-  2. review plan.yaml (cloudtaser plan validate / plan status)      no system access
-  3. cloudtaser source apply-plan plan.yaml --openbao-addr URL       vault only
-  4. put the secret values into the vault (bao kv put ...)
-  5. cloudtaser source verify-plan plan.yaml                          vault only
-  6. cloudtaser target protect --plan plan.yaml --yes|--interactive   cluster only
+  0. cloudtaser target connect --kubeconfig KCFG --openbao-addr URL        once per cluster
+  1. cloudtaser target discover --kubeconfig KCFG --output-plan plan.yaml   cluster only
+  2. cloudtaser plan validate plan.yaml                                     no system access
+  3. cloudtaser source apply-plan plan.yaml --openbao-addr URL              vault only
+  4. cloudtaser plan todo plan.yaml       the secret owners run each 'bao kv put' it lists
+  5. cloudtaser source verify-plan plan.yaml --openbao-addr URL             vault only
+  6. cloudtaser target protect --plan plan.yaml --vault-address URL --interactive
 
 exit codes: 0 ok, 1 problems found, 2 invalid input or usage, 3 cannot reach or
 authenticate to a remote system, 4 operation failed, 130 interrupted.
@@ -48,12 +49,23 @@ docs: docs/workflow.md, docs/cli.md, docs/plan-format.md
 """
 
 
+_EXAMPLES = [
+    "cloudtaser target discover --kubeconfig ~/.kube/prod --output-plan plan.yaml",
+    "cloudtaser plan validate plan.yaml",
+    "cloudtaser source apply-plan plan.yaml --openbao-addr https://bao.example:8200 --dry-run",
+    "cloudtaser plan todo plan.yaml",
+    "cloudtaser source verify-plan plan.yaml --openbao-addr https://bao.example:8200",
+    "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200 "
+    "--interactive",
+]
+
+
 class _Groups:
     """The noun sub-parsers command modules attach verbs to (created on first use)."""
 
-    def __init__(self, top: argparse._SubParsersAction[argparse.ArgumentParser]):
+    def __init__(self, top: argparse._SubParsersAction[Any]):
         self._top = top
-        self._nouns: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+        self._nouns: dict[str, argparse._SubParsersAction[Any]] = {}
         self.common = _common_parent()
 
     _HELP: ClassVar[dict[str, str]] = {
@@ -62,17 +74,19 @@ class _Groups:
         "target": "cluster-side commands: talk only to a Kubernetes cluster, never to a vault",
     }
 
-    def noun(self, name: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    def noun(self, name: str) -> argparse._SubParsersAction[Any]:
         if name not in self._nouns:
             help_text = self._HELP.get(name)
             parser = self._top.add_parser(
                 name, help=help_text, description=help_text, parents=[self.common]
             )
-            sub = parser.add_subparsers(dest="verb", metavar="COMMAND", required=True)
+            sub = parser.add_subparsers(
+                dest="verb", metavar="COMMAND", required=True, parser_class=CloudtaserParser
+            )
             self._nouns[name] = sub
         return self._nouns[name]
 
-    def top(self) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    def top(self) -> argparse._SubParsersAction[Any]:
         return self._top
 
     def command(
@@ -83,22 +97,26 @@ class _Groups:
         help: str,
         description: str,
         epilog: str | None = None,
+        examples: Sequence[str] = (),
     ) -> argparse.ArgumentParser:
         """A command ``noun name`` (top-level when ``noun`` is ``None``) with the common
-        options, its description and epilog shown as written."""
+        options, its description and epilog shown as written. ``examples`` are shell lines
+        rendered as the ``examples:`` block of the help (tests/cli/test_cli_examples.py parses
+        each one against this parser)."""
         sub = self._top if noun is None else self.noun(noun)
-        return sub.add_parser(
+        parser: argparse.ArgumentParser = sub.add_parser(
             name,
             help=help,
             description=description,
-            epilog=epilog,
+            epilog=examples_epilog(examples, epilog),
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[self.common],
         )
+        return parser
 
 
 def _common_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parent.add_argument(
         "-v",
         "--verbose",
@@ -111,13 +129,13 @@ def _common_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the complete argument parser. Pure: no I/O, no heavy imports."""
-    parser = argparse.ArgumentParser(
+    parser = CloudtaserParser(
         prog="cloudtaser",
         description=(
             "Move Kubernetes workloads off Kubernetes Secrets onto OpenBao / HashiCorp Vault "
             "through a reviewable migration plan that never holds a secret value."
         ),
-        epilog=_EPILOG,
+        epilog=examples_epilog(_EXAMPLES, _EPILOG),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cloudtaser {__version__}")
@@ -128,12 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="more diagnostics on stderr; -v also shows tracebacks of unexpected errors",
     )
-    top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    top = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=CloudtaserParser
+    )
     groups = _Groups(top)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(groups)
-    version = top.add_parser(
-        "version", help="print the cloudtaser version", parents=[groups.common]
+    version = groups.command(
+        None,
+        "version",
+        help="print the cloudtaser version",
+        description="Print the cloudtaser version.",
+        examples=["cloudtaser version"],
     )
     version.set_defaults(handler=_run_version)
     return parser
@@ -178,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if isinstance(exc.code, int) else ExitCode.USAGE
     verbosity = int(getattr(args, "verbose", 0) or 0)
     _configure_logging(verbosity)
+    precheck = getattr(args, "precheck", None)
+    if precheck is not None:
+        problem = precheck(args)
+        if problem:
+            print_error(problem)
+            return ExitCode.USAGE
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
@@ -190,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         code, message = exit_code_for(exc)
         print_error(message)
-        if verbosity > 0 or code == ExitCode.INTERNAL:
+        # an expected error (bad plan, unreachable vault, ...) is fully said by its message;
+        # only a bug deserves a traceback, and only when asked for with -v
+        if code == ExitCode.INTERNAL:
             if verbosity > 0:
                 import traceback  # noqa: PLC0415
 
@@ -207,3 +239,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console_main() -> None:
     """Entry point of the ``cloudtaser`` console script."""
     sys.exit(main())
+
+
+def kubectl_complete_main() -> None:
+    """Entry point of ``kubectl_complete-cloudtaser``: kubectl (1.26+) runs it with the words
+    after ``kubectl cloudtaser`` (the last one being completed) to complete a plugin's
+    arguments; it answers one candidate per line and ``:4`` (no file completion), the protocol
+    of kubectl's own completion. The candidates are argcomplete's, as for ``cloudtaser``."""
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    import argcomplete  # noqa: PLC0415
+
+    line = " ".join(["cloudtaser", *sys.argv[1:]])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "candidates")  # noqa: PTH118
+        os.environ.update(
+            _ARGCOMPLETE="1",
+            _ARGCOMPLETE_IFS="\n",
+            COMP_LINE=line,
+            COMP_POINT=str(len(line)),
+            _ARGCOMPLETE_STDOUT_FILENAME=out,
+        )
+        argcomplete.autocomplete(build_parser(), exit_method=lambda *_args: None)
+        try:
+            with open(out, encoding="utf-8") as handle:  # noqa: PTH123
+                candidates = [c.strip() for c in handle.read().split("\n") if c.strip()]
+        except OSError:
+            candidates = []
+    for candidate in candidates:
+        print(candidate)
+    print(":4")

@@ -74,16 +74,12 @@ exit codes: 0 same reviewed content (status changes only), 1 the reviewed conten
 
 def register(groups: Any) -> None:
     """Attach the review verbs to the ``plan`` noun."""
-    plan = groups.noun("plan")
-    raw = argparse.RawDescriptionHelpFormatter
-    common = [groups.common]
-    approve = plan.add_parser(
+    approve = groups.command(
+        "plan",
         "approve",
         help="sign the plan's reviewed content with an SSH key and record the approval",
         description=_APPROVE_DESCRIPTION,
         epilog=_APPROVE_EPILOG,
-        formatter_class=raw,
-        parents=common,
     )
     add_plan_argument(approve, "plan", metavar="PLAN", help="plan file (updated in place)")
     source = approve.add_mutually_exclusive_group(required=True)
@@ -107,13 +103,17 @@ def register(groups: Any) -> None:
     )
     approve.set_defaults(handler=_run_approve)
 
-    verify = plan.add_parser(
+    verify = groups.command(
+        "plan",
         "verify-approvals",
         help="check a plan's approvals against an allowed-signers file",
         description=_VERIFY_DESCRIPTION,
         epilog=_VERIFY_EPILOG,
-        formatter_class=raw,
-        parents=common,
+        examples=[
+            "cloudtaser plan verify-approvals plan.yaml --allowed-signers team.signers",
+            "cloudtaser plan verify-approvals plan.yaml --allowed-signers team.signers"
+            " --min 2 -o json",
+        ],
     )
     add_plan_argument(verify, "plan", metavar="PLAN", help="plan file")
     verify.add_argument(
@@ -131,20 +131,24 @@ def register(groups: Any) -> None:
     add_output_option(verify)
     verify.set_defaults(handler=_run_verify)
 
-    diff = plan.add_parser(
+    diff = groups.command(
+        "plan",
         "diff",
         help="what changed between two plans (reviewed content, then status)",
         description=_DIFF_DESCRIPTION,
         epilog=_DIFF_EPILOG,
-        formatter_class=raw,
-        parents=common,
+        examples=[
+            "cloudtaser plan diff approved/plan.yaml plan.yaml",
+            "cloudtaser plan diff approved/plan.yaml plan.yaml -o json",
+        ],
     )
     add_plan_argument(diff, "old", metavar="OLD", help="the earlier (e.g. approved) plan")
     add_plan_argument(diff, "new", metavar="NEW", help="the later plan")
     add_output_option(diff)
     diff.set_defaults(handler=_run_diff)
 
-    canonical = plan.add_parser(
+    canonical = groups.command(
+        "plan",
         "canonical",
         help="print the canonical reviewed content an approval signs (or its digest)",
         description=(
@@ -152,7 +156,10 @@ def register(groups: Any) -> None:
             "docs/approval.md), e.g. to sign them with ssh-keygen -Y sign -n cloudtaser-plan "
             "or verify with ssh-keygen -Y verify."
         ),
-        parents=common,
+        examples=[
+            "cloudtaser plan canonical plan.yaml --digest",
+            "cloudtaser plan canonical plan.yaml > reviewed.json",
+        ],
     )
     add_plan_argument(canonical, "plan", metavar="PLAN", help="plan file")
     canonical.add_argument(

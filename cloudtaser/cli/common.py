@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cloudtaser.target.kube import KubeSession
 
 __all__ = [
+    "CloudtaserParser",
     "add_cluster_options",
     "add_output_option",
     "add_plan_argument",
@@ -26,6 +27,7 @@ __all__ = [
     "cluster_session",
     "cluster_target",
     "duration_seconds",
+    "examples_epilog",
     "int_1_to_64",
     "plan_files_completer",
     "print_error",
@@ -33,6 +35,69 @@ __all__ = [
     "vault_client",
     "vault_target",
 ]
+
+
+class CloudtaserParser(argparse.ArgumentParser):
+    """The parser class of every cloudtaser (sub)command.
+
+    * ``allow_abbrev=False``: ``--out`` is never silently taken for ``--output-plan``.
+    * An unknown option is reported by the parser of the command it was given to (its own
+      usage line, not the top-level one), with a "did you mean" from that command's options.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace = argparse.Namespace() if namespace is None else namespace
+        # nested sub-parsers run later and copy their namespace over ours: the deepest wins
+        namespace._cloudtaser_parser = self
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(  # type: ignore[override]
+        self, args: Any = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        leaf = getattr(parsed, "_cloudtaser_parser", self)
+        if extras:
+            leaf.error(unrecognized_message(leaf, extras))
+        with_leaf = vars(parsed)
+        with_leaf.pop("_cloudtaser_parser", None)
+        return parsed
+
+
+def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """``unrecognized arguments: --out json (did you mean --output?)``."""
+    import difflib  # noqa: PLC0415
+
+    known = sorted(parser._option_string_actions)
+    hints = []
+    for extra in extras:
+        if not extra.startswith("-"):
+            continue
+        name = extra.split("=", 1)[0]
+        prefixed = [k for k in known if k.startswith(name) and len(name) > 2]
+        close = prefixed[:3] or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"{name}: did you mean {' or '.join(close)}?")
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    return message + (" (" + "; ".join(hints) + ")" if hints else "")
+
+
+def examples_epilog(examples: Any, epilog: str | None = None) -> str | None:
+    """The help epilog: an ``examples:`` block of shell lines, then ``epilog``.
+
+    Use with ``formatter_class=argparse.RawDescriptionHelpFormatter`` (``groups.command`` does).
+    Each example is one command line; a long one may be split with ``" \\\n      "``.
+    """
+    lines = list(examples)
+    if not lines:
+        return epilog
+    block = "examples:\n" + "\n".join(f"  {line}" for line in lines)
+    return block + ("\n\n" + epilog if epilog else "\n")
 
 
 def plan_files_completer(prefix: str, **_: Any) -> list[str]:
@@ -98,17 +163,29 @@ def usage_error(message: str) -> int:
     return ExitCode.USAGE
 
 
+def kubeconfig_paths(parsed_args: argparse.Namespace | None) -> list[str]:
+    """The kubeconfig files kubectl would read: --kubeconfig, else every KUBECONFIG entry,
+    else ~/.kube/config."""
+    flag = getattr(parsed_args, "kubeconfig", None)
+    if flag:
+        return [flag]
+    listed = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return listed or [str(Path.home() / ".kube" / "config")]
+
+
 def _kube_contexts_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    """Complete context names from the kubeconfig file (local read only)."""
-    path = (
-        getattr(parsed_args, "kubeconfig", None)
-        or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-        or str(Path.home() / ".kube" / "config")
-    )
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return []
+    """Complete context names from every kubeconfig file (local read only)."""
+    names: list[str] = []
+    for path in kubeconfig_paths(parsed_args):
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        names += _context_names(text)
+    return sorted({n for n in names if n.startswith(prefix)})
+
+
+def _context_names(text: str) -> list[str]:
     names = []
     in_contexts = False
     for line in text.splitlines():  # a cheap scan: no yaml import during completion
@@ -120,7 +197,37 @@ def _kube_contexts_completer(prefix: str, parsed_args: argparse.Namespace, **_: 
         stripped = line.strip()
         if in_contexts and stripped.startswith(("name:", "- name:")):
             names.append(stripped.split("name:", 1)[1].strip().strip("'\""))
-    return [n for n in names if n.startswith(prefix)]
+    return names
+
+
+def _plan_of(parsed_args: argparse.Namespace) -> Any:
+    """The plan named on the command line being completed, or None (local read only)."""
+    path = getattr(parsed_args, "plan", None)
+    if not path or path == "-":
+        return None
+    try:
+        from cloudtaser import plan as planlib  # noqa: PLC0415 - only while completing
+
+        return planlib.load(path)
+    except Exception:  # noqa: BLE001 - a completion never fails loudly
+        return None
+
+
+def tenant_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Complete ``--tenant`` from the plan given on the command line."""
+    loaded = _plan_of(parsed_args)
+    if loaded is None:
+        return []
+    return sorted({t.name for t in loaded.tenants if t.name.startswith(prefix)})
+
+
+def workload_completer(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Complete ``--workload`` as NAMESPACE/KIND/NAME from the plan on the command line."""
+    loaded = _plan_of(parsed_args)
+    if loaded is None:
+        return []
+    refs = {f"{t.namespace}/{w.kind}/{w.name}" for t in loaded.tenants for w in t.workloads}
+    return sorted(r for r in refs if r.startswith(prefix))
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
@@ -137,13 +244,26 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     ctx.completer = _kube_contexts_completer  # type: ignore[attr-defined]
 
 
+class _NotAVaultNamespace(argparse.Action):
+    """``--namespace`` on a vault-only command: refuse it with a hint (a kubectl user means a
+    Kubernetes namespace; silently taking it as the vault namespace made every path 'missing')."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        parser.error(
+            "--namespace is not accepted here: this command talks only to the vault. For a "
+            "vault (Enterprise/OpenBao) namespace use --vault-namespace NS or VAULT_NAMESPACE; "
+            "to limit the command to some tenants use --tenant NAME"
+        )
+
+
 def add_vault_options(
     parser: argparse.ArgumentParser, *, token: bool = True, namespace_alias: bool = True
 ) -> None:
     """Vault address, token, namespace and TLS options (with the aliases seen in the wild).
 
-    ``namespace_alias`` adds ``--namespace`` for the vault namespace; commands that also take a
-    Kubernetes namespace (``target ...``) keep only ``--vault-namespace``.
+    The vault namespace is ``--vault-namespace`` only. ``namespace_alias`` (vault-only
+    commands) adds a hidden ``--namespace`` that fails with a hint instead of meaning anything;
+    commands that also take a Kubernetes namespace (``target ...``) pass ``False``.
     """
     group = parser.add_argument_group("vault connection")
     group.add_argument(
@@ -159,17 +279,20 @@ def add_vault_options(
             "--token",
             dest="vault_token",
             metavar="TOKEN",
-            help="vault token (prefer --token-file or $VAULT_TOKEN/$BAO_TOKEN: "
-            "a flag ends up in shell history and the process list)",
+            help="vault token (prefer --token-file, $VAULT_TOKEN/$BAO_TOKEN or ~/.vault-token "
+            "from 'bao login': a flag ends up in shell history and the process list)",
         )
         group.add_argument(
             "--token-file",
             metavar="FILE",
             help="read the vault token from FILE",
         )
+    if namespace_alias:
+        group.add_argument(
+            "--namespace", nargs="?", action=_NotAVaultNamespace, help=argparse.SUPPRESS
+        )
     group.add_argument(
         "--vault-namespace",
-        *(["--namespace"] if namespace_alias else []),
         dest="vault_namespace",
         metavar="NS",
         help="vault namespace, sent as X-Vault-Namespace (default: $VAULT_NAMESPACE, "
@@ -195,12 +318,35 @@ def add_vault_options(
     )
 
 
-def add_output_option(parser: argparse.ArgumentParser) -> None:
-    """``-o/--output text|json`` for commands that report results."""
-    parser.add_argument(
+OUTPUT_FORMATS = ("text", "json")
+
+
+def _output_format(hint: str) -> Any:
+    def parse(text: str) -> str:
+        if text in OUTPUT_FORMATS:
+            return text
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an output format: -o/--output takes text or json{hint}"
+        )
+
+    return parse
+
+
+def add_output_option(parser: argparse._ActionsContainer, *, hint: str = "") -> argparse.Action:
+    """``-o/--output text|json``: the result format on stdout, on every command that reports.
+
+    Every command that prints a result registers it with this function (never another meaning
+    for ``-o``). With ``json``, print the result with
+    :func:`cloudtaser.cli.output.print_result_json`. ``hint`` is appended to the error for a
+    value that is not a format (e.g. discover's "write the plan with --output-plan FILE").
+    """
+    return parser.add_argument(
+        "-o",
         "--output",
-        choices=("text", "json"),
+        type=_output_format(hint),
+        choices=OUTPUT_FORMATS,
         default="text",
+        metavar="{text,json}",
         help="result format on stdout (default: text; json for automation)",
     )
 

@@ -22,7 +22,7 @@ from cloudtaser.cli.common import (
     vault_client,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import color, print_json, progress, table
+from cloudtaser.cli.output import color, print_result_json, progress, table
 
 if TYPE_CHECKING:
     from cloudtaser.connect import ConnectOptions, ConnectResult, Step
@@ -51,14 +51,16 @@ Air-gapped vault: run 'target connect --export FILE' on the cluster side and
 'source connect --import FILE' on the vault side. See docs/connect-and-runtime.md.
 """
 
-_TARGET_EPILOG = """\
-examples:
-  cloudtaser target connect --kubeconfig prod.yaml --openbao-addr https://bao:8200 \\
-      --token-file ~/.bao-token --plan plan.yaml --kubernetes-host https://10.0.0.1:6443
-  cloudtaser target connect --plan plan.yaml --dry-run
-  cloudtaser target connect --auth-mount k8s-prod --check
-  cloudtaser target connect --kubeconfig prod.yaml --auth-mount k8s-prod --export prod.conn.yaml
+_TARGET_EXAMPLES = [
+    "cloudtaser target connect --kubeconfig prod.yaml --openbao-addr https://bao:8200 \\\n"
+    "      --token-file ~/.bao-token --plan plan.yaml --kubernetes-host https://10.0.0.1:6443",
+    "cloudtaser target connect --plan plan.yaml --dry-run",
+    "cloudtaser target connect --auth-mount k8s-prod --check",
+    "cloudtaser target connect --kubeconfig prod.yaml --auth-mount k8s-prod --export "
+    "prod.conn.yaml",
+]
 
+_TARGET_EPILOG = """\
 exit codes: 0 connected (or unchanged) and self-test passed, 2 invalid flags or input,
 3 cluster or vault unreachable or credentials refused, 4 a step failed or the self-test failed.
 """
@@ -81,6 +83,7 @@ def register(groups: Any) -> None:
         help="configure the vault's Kubernetes auth for this cluster and self-test a login",
         description=_TARGET_DESCRIPTION,
         epilog=_TARGET_EPILOG,
+        examples=_TARGET_EXAMPLES,
     )
     add_cluster_options(target)
     add_vault_options(target, namespace_alias=False)
@@ -181,6 +184,10 @@ def register(groups: Any) -> None:
         "connect",
         help="configure the Kubernetes auth mount from a 'target connect --export' file",
         description=_SOURCE_DESCRIPTION,
+        examples=[
+            "cloudtaser source connect --import prod.conn.yaml --openbao-addr https://bao:8200",
+            "cloudtaser source connect --import prod.conn.yaml --dry-run -o json",
+        ],
     )
     source.add_argument(
         "--import",
@@ -322,7 +329,8 @@ def _run_export(args: argparse.Namespace) -> int:
     if not args.dry_run:
         write_connection_file(args.export, conn)
     if args.output == "json":
-        print_json(
+        print_result_json(
+            "connect-export",
             {
                 "export": args.export,
                 "dryRun": args.dry_run,
@@ -332,7 +340,8 @@ def _run_export(args: argparse.Namespace) -> int:
                 "reviewerMode": str(conn.reviewer_mode),
                 "containsCredential": conn.reviewer_token is not None,
                 "steps": [_step_json(s) for s in steps],
-            }
+            },
+            _step_summary(steps),
         )
     else:
         _print_steps(steps)
@@ -394,6 +403,13 @@ def _step_json(step: Step) -> dict[str, str]:
     }
 
 
+def _step_summary(steps: list[Step]) -> dict[str, int]:
+    counts = {"create": 0, "update": 0, "unchanged": 0}
+    for step in steps:
+        counts[str(step.action)] = counts.get(str(step.action), 0) + 1
+    return counts
+
+
 def _print_steps(steps: list[Step]) -> None:
     if not steps:
         return
@@ -411,7 +427,8 @@ def _report(result: ConnectResult, output: str) -> int:
     test = result.self_test
     failed = test is not None and not test.ok
     if output == "json":
-        print_json(
+        print_result_json(
+            "connect",
             {
                 "authMount": result.auth_mount,
                 "cluster": result.cluster,
@@ -434,7 +451,11 @@ def _report(result: ConnectResult, output: str) -> int:
                     if test
                     else None
                 ),
-            }
+            },
+            {
+                **_step_summary(result.steps),
+                "selfTest": None if test is None else ("passed" if test.ok else "failed"),
+            },
         )
         return ExitCode.FAILED if failed else ExitCode.OK
     _print_steps(result.steps)

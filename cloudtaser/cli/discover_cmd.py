@@ -9,8 +9,15 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.cli.common import add_cluster_options, add_plan_argument, cluster_session
+from cloudtaser.cli.common import (
+    add_cluster_options,
+    add_output_option,
+    add_plan_argument,
+    cluster_session,
+    usage_error,
+)
 from cloudtaser.cli.exitcodes import ExitCode
+from cloudtaser.cli.output import print_result_json
 from cloudtaser.cli.output import progress as _progress
 from cloudtaser.plan.rules import DEFAULT_PATH_TEMPLATE, ISOLATED_PATH_TEMPLATE
 
@@ -48,10 +55,11 @@ vault path naming (--path-template), placeholders:
   --isolate {mount}/data/{cluster}/{namespace}/{secret}  one subtree per cluster
   Paths must be KV v2 API paths: <mount>/data/<path>.
 
-examples:
-  cloudtaser target discover --kubeconfig ~/.kube/prod -o plan.yaml
-  cloudtaser target discover --context prod-eu -n payments -n billing -l tier=backend -o -
-  cloudtaser target discover --isolate --cluster-name eu-1 --kv-mount kv -o plan.yaml
+the plan file and -o: the plan is written with --output-plan FILE. -o/--output is the
+result format (text or json) as on every cloudtaser command; CloudTaser's documented
+'-o plan.yaml' is refused with a hint instead of guessing (a file named 'json' was the bug).
+-o json prints a discovery report (counts, skips, warnings) on stdout; it cannot be combined
+with --output-plan - (the plan itself on stdout).
 
 exit codes: 0 plan written; 1 plan written but incomplete (something could not be read,
 see the 'could not read' lines); 2 bad flags, kubeconfig or context, or a plan with progress
@@ -59,6 +67,10 @@ would be overwritten; 3 cluster unreachable, 401 or 403; 4 other API failures.
 required RBAC: list deployments, statefulsets, daemonsets (apps) cluster-wide or in the chosen
 namespaces; get/list secrets only where envFrom needs key names. docs: docs/discover.md
 """
+
+
+def _verbose(args: argparse.Namespace) -> bool:
+    return int(getattr(args, "verbose", 0) or 0) > 0
 
 
 def register(groups: Any) -> None:
@@ -69,6 +81,13 @@ def register(groups: Any) -> None:
         help="scan a cluster and write a migration plan (no vault access)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
+        examples=[
+            "cloudtaser target discover --kubeconfig ~/.kube/prod --output-plan plan.yaml",
+            "cloudtaser target discover --context prod-eu -n payments -n billing "
+            "-l tier=backend --output-plan -",
+            "cloudtaser target discover --isolate --cluster-name eu-1 --kv-mount kv "
+            "--output-plan plan.yaml -o json",
+        ],
     )
     add_cluster_options(parser)
     scope = parser.add_argument_group("what to scan")
@@ -132,11 +151,13 @@ def register(groups: Any) -> None:
     out = parser.add_argument_group("output")
     add_plan_argument(
         out,
-        "-o",
         "--output-plan",
         required=True,
         metavar="FILE",
         help="write the plan to FILE ('-' for stdout); an existing file is replaced atomically",
+    )
+    add_output_option(
+        out, hint="; the plan file is --output-plan FILE (e.g. --output-plan plan.yaml)"
     )
     out.add_argument(
         "--force",
@@ -144,6 +165,40 @@ def register(groups: Any) -> None:
         help="overwrite a plan that records progress (migrated or reviewer-skipped workloads)",
     )
     parser.set_defaults(handler=_run_discover)
+
+
+def _report_json(result: DiscoveryResult, output_plan: str) -> None:
+    s = result.summary
+    print_result_json(
+        "discover",
+        {
+            "plan": result.plan.metadata.name,
+            "outputPlan": output_plan,
+            "complete": result.complete,
+            "skipped": [
+                {
+                    "namespace": k.namespace,
+                    "kind": k.kind,
+                    "name": k.name,
+                    "reason": k.reason,
+                    "inPlan": k.in_plan,
+                }
+                for k in result.skipped
+            ],
+            "warnings": list(result.warnings),
+            "unreadable": list(result.unreadable),
+        },
+        {
+            "namespacesScanned": s.namespaces_scanned,
+            "workloadsScanned": s.workloads_scanned,
+            "tenants": s.tenants,
+            "workloads": s.workloads,
+            "pending": s.pending,
+            "skipped": s.skipped,
+            "vaultPaths": s.secrets,
+            "notInPlan": dict(s.not_in_plan),
+        },
+    )
 
 
 def _summary(result: DiscoveryResult) -> None:
@@ -170,6 +225,11 @@ def _summary(result: DiscoveryResult) -> None:
 
 
 def _run_discover(args: argparse.Namespace) -> int:
+    if args.output == "json" and args.output_plan == "-":
+        return usage_error(
+            "-o json prints a report on stdout and --output-plan - the plan: choose one "
+            "(e.g. --output-plan plan.yaml -o json)"
+        )
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.plan.store import PlanStore, check_replace, existing_plan  # noqa: PLC0415
     from cloudtaser.target.discover import DiscoverOptions, discover  # noqa: PLC0415
@@ -190,9 +250,17 @@ def _run_discover(args: argparse.Namespace) -> int:
     )
     options.validate()
     old = None if args.output_plan == "-" else existing_plan(args.output_plan, force=args.force)
-    with cluster_session(args) as session:
-        _progress(f"discovering in context {session.context} ({session.server})")
-        result = discover(session, options, progress=_progress)
+    from cloudtaser.cli.output import RunProgress  # noqa: PLC0415
+
+    with cluster_session(args) as session, RunProgress(verbose=_verbose(args)) as reporter:
+        reporter.message(f"discovering in context {session.context} ({session.server})")
+        result = discover(session, options, progress=reporter.message)
+        s = result.summary
+        reporter.close(
+            f"{s.workloads_scanned} workloads scanned: {s.workloads} in the plan "
+            f"({s.pending} pending, {s.skipped} skipped), {s.secrets} vault paths"
+            + (f", {len(result.unreadable)} unreadable" if result.unreadable else "")
+        )
     if args.output_plan == "-":
         sys.stdout.write(planlib.dumps(result.plan))
         sys.stdout.flush()
@@ -206,4 +274,6 @@ def _run_discover(args: argparse.Namespace) -> int:
     _summary(result)
     if args.output_plan != "-":
         _progress(f"wrote {args.output_plan}")
+    if args.output == "json":
+        _report_json(result, args.output_plan)
     return ExitCode.PROBLEMS if result.unreadable else ExitCode.OK

@@ -22,13 +22,15 @@ from cloudtaser.cli.common import (
     add_plan_argument,
     cluster_session,
     int_1_to_64,
+    tenant_completer,
     usage_error,
+    workload_completer,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import color, print_json, progress, table
+from cloudtaser.cli.output import RunProgress, print_result_json, progress, table, tally
 
 if TYPE_CHECKING:
-    from cloudtaser.target.protect import Decision, Event, Proposal, RunReport
+    from cloudtaser.target.protect import Decision, Proposal, RunReport
 
 __all__ = ["parse_duration", "register"]
 
@@ -45,6 +47,17 @@ _UNPROTECT_DESCRIPTION = """\
 Undo protect for the chosen workloads: remove exactly the annotations (and label) protect
 added, in one patch (one rollout), wait, and record the workload as pending again.
 Skipped workloads are left alone. See docs/protect.md.
+"""
+
+
+_RUN_EPILOG = """\
+interactive answers: y yes, n no (protect: recorded skipped; undo with 'cloudtaser plan
+set-status'), l later / not now (stays pending, asked again next run), a yes to all remaining,
+t yes to the rest of this tenant, q quit (the rest stays pending).
+progress: on a terminal one live [n/N] status line with elapsed time and ETA; piped, one line
+per workload (-v for every step); always a closing tally.
+exit codes: 0 done, 1 some workloads refused (drift, paused, ...), 2 bad flags or plan,
+3 cluster unreachable or credentials refused, 4 a patch or rollout failed, 130 interrupted.
 """
 
 
@@ -70,19 +83,35 @@ def register(groups: Any) -> None:
         "protect",
         help="annotate pending workloads for injection and roll each out once",
         description=_PROTECT_DESCRIPTION,
+        examples=[
+            "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
+            " --interactive",
+            "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
+            " --yes --tenant payments --parallel 4",
+            "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
+            " --dry-run -o json",
+        ],
+        epilog=_RUN_EPILOG,
     )
     _add_run_options(protect, protect=True)
     add_gate_options(protect, verified=True)
-    protect.set_defaults(handler=_run_protect)
+    protect.set_defaults(command_name="protect")
+    protect.set_defaults(handler=_run_protect, precheck=_check_protect)
 
     unprotect = groups.command(
         "target",
         "unprotect",
         help="remove the annotations protect added (one rollout) and mark workloads pending",
         description=_UNPROTECT_DESCRIPTION,
+        examples=[
+            "cloudtaser target unprotect --plan plan.yaml --workload payments/Deployment/api --yes",
+            "cloudtaser target unprotect --plan plan.yaml --tenant payments --interactive",
+        ],
+        epilog=_RUN_EPILOG,
     )
     _add_run_options(unprotect, protect=False)
-    unprotect.set_defaults(handler=_run_unprotect)
+    unprotect.set_defaults(command_name="unprotect")
+    unprotect.set_defaults(handler=_run_unprotect, precheck=_check_run)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
@@ -109,7 +138,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
     exclusive.add_argument(
         "--interactive",
         action="store_true",
-        help="ask for each workload: [y]es / [n]o / [q]uit (answers may come from a pipe)",
+        help="ask for each workload: [y]es / [n]o / [l]ater / [a]ll / [t]enant / [q]uit "
+        "(answers may come from a pipe)",
     )
     exclusive.add_argument(
         "--yes", "-y", action="store_true", help="go on for every workload without asking"
@@ -163,20 +193,22 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
         help="record a failure and go on with the next workload",
     )
     scope = parser.add_argument_group("scope (repeatable; default: the whole plan)")
-    scope.add_argument(
+    tenant = scope.add_argument(
         "--tenant",
         action="append",
         default=[],
         metavar="NAME",
         help="only this tenant (tenant name or namespace)",
     )
-    scope.add_argument(
+    tenant.completer = tenant_completer  # type: ignore[attr-defined]
+    workload = scope.add_argument(
         "--workload",
         action="append",
         default=[],
         metavar="REF",
         help="only this workload: KIND/NAME, NAMESPACE/NAME or NAMESPACE/KIND/NAME",
     )
+    workload.completer = workload_completer  # type: ignore[attr-defined]
     add_output_option(parser)
 
 
@@ -194,13 +226,15 @@ class _Interrupts:
         self.cancel = threading.Event()
         self.prompting = False
         self.count = 0
+        #: Where the notice goes (the run's progress reporter, so a live line is cleared first).
+        self.say: Callable[[str], None] = progress
 
     def handler(self, signum: int, _frame: object) -> None:
         self.count += 1
         if self.prompting or self.count > 1:
             raise KeyboardInterrupt
         self.cancel.set()
-        progress(
+        self.say(
             "interrupted: finishing the current step and saving the plan "
             "(press Ctrl-C again to abort at once)"
         )
@@ -246,25 +280,41 @@ def _render_proposal(proposal: Proposal) -> str:
     return "\n".join(lines)
 
 
+_ANSWERS = {
+    "y": "yes",
+    "yes": "yes",
+    "n": "no",
+    "no": "no",
+    "l": "later",
+    "later": "later",
+    "not now": "later",
+    "a": "all",
+    "all": "all",
+    "t": "tenant",
+    "tenant": "tenant",
+    "q": "quit",
+    "quit": "quit",
+}
+
+
 def _make_decide(interrupts: _Interrupts) -> Callable[[Proposal], Decision]:
     from cloudtaser.target.protect import Decision  # noqa: PLC0415
 
-    answers = {
-        "y": Decision.YES,
-        "yes": Decision.YES,
-        "n": Decision.NO,
-        "no": Decision.NO,
-        "q": Decision.QUIT,
-        "quit": Decision.QUIT,
-    }
+    state: dict[str, Any] = {"all": False, "tenants": set()}
 
     def decide(proposal: Proposal) -> Decision:
+        ref = proposal.ref
+        if state["all"] or ref.tenant in state["tenants"]:
+            why = "all remaining" if state["all"] else f"rest of tenant {ref.tenant}"
+            progress(f"{proposal.action} {ref.kind} {ref.namespace}/{ref.name}: yes ({why})")
+            return Decision.YES
         print(_render_proposal(proposal), file=sys.stderr)
         verb = proposal.action
         no_means = "skip, recorded" if verb == "protect" else "leave as is"
         question = (
-            f"{verb} {proposal.ref.kind} {proposal.ref.namespace}/{proposal.ref.name}? "
-            f"[y]es / [n]o ({no_means}) / [q]uit: "
+            f"{verb} {ref.kind} {ref.namespace}/{ref.name}? [y]es / [n]o ({no_means}) / "
+            f"[l]ater (not now, stays pending) / [a]ll remaining / [t]enant {ref.tenant} / "
+            "[q]uit: "
         )
         for _attempt in range(5):
             sys.stderr.write(question)
@@ -281,45 +331,68 @@ def _make_decide(interrupts: _Interrupts) -> Callable[[Proposal], Decision]:
             if not line:  # end of input: never hang, never assume yes
                 sys.stderr.write("\n(end of input: quitting)\n")
                 return Decision.QUIT
-            answer = answers.get(line.strip().lower())
+            answer = _ANSWERS.get(line.strip().lower())
+            if answer == "all":
+                state["all"] = True
+                return Decision.YES
+            if answer == "tenant":
+                state["tenants"].add(ref.tenant)
+                return Decision.YES
             if answer is not None:
-                return answer
-            sys.stderr.write("please answer y, n or q\n")
+                return Decision(answer)
+            sys.stderr.write("please answer y, n, l, a, t or q\n")
         return Decision.QUIT
 
     return decide
 
 
-def _emit(event: Event) -> None:
-    text = str(event)
-    if event.warning:
-        progress(color("warning: ", "yellow", stream=sys.stderr) + text)
-    else:
-        progress(text)
+def _check_run(args: argparse.Namespace) -> str | None:
+    """Usage rules argparse cannot express (also applied to documented examples)."""
+    if not (args.yes or args.interactive or args.dry_run):
+        stdin_tty = bool(getattr(sys.stdin, "isatty", lambda: False)())
+        hint = "" if stdin_tty else " (stdin is not a terminal: nobody could answer)"
+        return (
+            f"pass --yes to go on for every workload, or --interactive to be asked for each{hint}"
+        )
+    return None
 
 
-def _run_protect(args: argparse.Namespace) -> int:
+def _check_protect(args: argparse.Namespace) -> str | None:
     if not args.vault_address:
-        return usage_error(
+        return (
             "--vault-address URL is required: the vault address the pods "
             "will reach (it is written into the workloads)"
         )
+    return _check_run(args)
+
+
+def _warn_plain_http(address: str) -> None:
+    if address.lower().startswith("http://"):
+        progress(
+            "WARNING: --vault-address "
+            f"{address} is plain http://: every pod will send its ServiceAccount token and "
+            "receive its secrets UNENCRYPTED over the network. Use an https:// address in "
+            "production (http is only for a local test bed)."
+        )
+
+
+def _run_protect(args: argparse.Namespace) -> int:
+    problem = _check_protect(args)
+    if problem:
+        return usage_error(problem)
     enforce_gates(args, args.plan)
+    _warn_plain_http(args.vault_address)
     return _run(args, protect=True)
 
 
 def _run_unprotect(args: argparse.Namespace) -> int:
+    problem = _check_run(args)
+    if problem:
+        return usage_error(problem)
     return _run(args, protect=False)
 
 
 def _run(args: argparse.Namespace, *, protect: bool) -> int:
-    if not (args.yes or args.interactive or args.dry_run):
-        stdin_tty = bool(getattr(sys.stdin, "isatty", lambda: False)())
-        hint = "" if stdin_tty else " (stdin is not a terminal: nobody could answer)"
-        return usage_error(
-            f"pass --yes to go on for every workload, or --interactive to be asked for each{hint}"
-        )
-
     from cloudtaser.target import protect as protectlib  # noqa: PLC0415
 
     options = protectlib.RunOptions(
@@ -337,10 +410,24 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None
     run = protectlib.protect if protect else protectlib.unprotect
-    with cluster_session(args) as session, interrupts.installed():
+    verbose = int(getattr(args, "verbose", 0) or 0) > 0
+    # a prompt needs the terminal to itself: no live status line under it
+    live = False if args.interactive else None
+    with (
+        cluster_session(args) as session,
+        interrupts.installed(),
+        RunProgress(live=live, verbose=verbose) as reporter,
+    ):
+        interrupts.say = reporter.message
         report = run(
-            session, args.plan, options, progress=_emit, decide=decide, cancel=interrupts.cancel
+            session,
+            args.plan,
+            options,
+            progress=reporter.event,
+            decide=decide,
+            cancel=interrupts.cancel,
         )
+        reporter.close(run_tally(report))
     _print_report(report, args)
     if report.interrupted:
         return ExitCode.INTERRUPTED
@@ -351,9 +438,42 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
     return ExitCode.OK
 
 
+#: Tally order: what a reader looks for first.
+TALLY_ORDER = (
+    "migrated",
+    "unprotected",
+    "applied",
+    "dry-run",
+    "failed",
+    "refused",
+    "skipped",
+    "deferred",
+    "interrupted",
+)
+
+
+def run_tally(report: RunReport) -> str:
+    """``287 migrated, 2 failed, 1 refused`` (+ not reached) for any engine run."""
+    counts: dict[str, int] = {}
+    for r in report.results:
+        counts[str(r.outcome)] = counts.get(str(r.outcome), 0) + 1
+    if report.not_reached:
+        counts["not reached"] = len(report.not_reached)
+    return tally(counts, (*TALLY_ORDER, "not reached"))
+
+
+def run_summary(report: RunReport) -> dict[str, int]:
+    """The JSON ``summary`` of an engine run: a count per outcome, and the totals."""
+    counts = {str(o): 0 for o in TALLY_ORDER}
+    for r in report.results:
+        counts[str(r.outcome)] = counts.get(str(r.outcome), 0) + 1
+    return {**counts, "notReached": len(report.not_reached), "total": len(report.results)}
+
+
 def _print_report(report: RunReport, args: argparse.Namespace) -> None:
     if args.output == "json":
-        print_json(
+        print_result_json(
+            "unprotect-run" if getattr(args, "command_name", "") == "unprotect" else "protect-run",
             {
                 "dryRun": bool(args.dry_run),
                 "interrupted": report.interrupted,
@@ -377,7 +497,8 @@ def _print_report(report: RunReport, args: argparse.Namespace) -> None:
                     {"namespace": n.namespace, "kind": n.kind, "name": n.name}
                     for n in report.not_reached
                 ],
-            }
+            },
+            run_summary(report),
         )
         return
     if args.dry_run:
@@ -403,3 +524,4 @@ def _print_report(report: RunReport, args: argparse.Namespace) -> None:
             else "stopped after an error (use --continue-on-error to go on)"
         )
         print(f"not reached ({why}): {names}; re-run to resume")
+    print(f"{len(report.results)} workload(s): {run_tally(report)}")

@@ -17,12 +17,14 @@ from cloudtaser.cli.common import (
     add_vault_options,
     duration_seconds,
     int_1_to_64,
+    print_error,
+    tenant_completer,
     vault_client,
 )
 from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
-    from cloudtaser.source.provision import ApplyResult
+    from cloudtaser.source.provision import ApplyResult, Change
     from cloudtaser.source.verify import VerifyResult
 
 __all__ = ["register"]
@@ -44,15 +46,26 @@ and writes only what differs: a second run writes nothing. A same-named policy o
 cloudtaser did not create is never overwritten without --force.
 """
 
-_APPLY_EPILOG = """\
-examples:
-  cloudtaser source apply-plan plan.yaml --openbao-addr https://bao.example:8200 \\
-      --token-file ~/.bao-token --dry-run
-  cloudtaser source apply-plan plan.yaml --audience openbao --token-ttl 30m --output json
+_APPLY_EXAMPLES = [
+    "cloudtaser source apply-plan plan.yaml --openbao-addr https://bao.example:8200 \\\n"
+    "      --token-file ~/.bao-token --dry-run",
+    "cloudtaser source apply-plan plan.yaml --dry-run --detailed-exitcode",
+    "cloudtaser source apply-plan plan.yaml --prune --dry-run",
+    "cloudtaser source apply-plan plan.yaml --audience openbao --token-ttl 30m --output json",
+]
 
-exit codes: 0 applied (or nothing to do), 2 invalid plan or flags, 3 vault unreachable,
-token refused, capability missing or vault sealed, 4 pre-flight failed (missing mount,
-conflict) or a write failed (re-run: every write is idempotent).
+_APPLY_EPILOG = """\
+what changes is shown like 'terraform plan', on --dry-run and before a normal run writes:
+a unified diff of each policy's HCL (vault -> plan) and old -> new of each role field.
+Policies and roles named cloudtaser-<plan>-* that the plan no longer contains (a tenant
+dropped from the plan) are reported as 'orphaned'; --prune deletes them (--dry-run shows
+them first). Finding them needs 'list' on sys/policies/acl and auth/<mount>/role.
+
+exit codes: 0 applied (or nothing to do), 1 --dry-run found a conflict, 2 invalid plan or
+flags, 3 vault unreachable, token refused, capability missing or vault sealed, 4 pre-flight
+failed (missing mount, conflict) or a write failed (re-run: every write is idempotent).
+With --detailed-exitcode, as 'terraform plan -detailed-exitcode': 0 nothing to do, 2 changes
+pending (or, without --dry-run, made), 1 any error.
 The operator policy these commands need is in docs/source-commands.md.
 """
 
@@ -67,10 +80,18 @@ Statuses: ok, missing (never written), deleted / destroyed (latest version), mis
 (names listed), permission-denied (the token lacks "read" on <mount>/subkeys/<path>).
 """
 
+_VERIFY_EXAMPLES = [
+    "cloudtaser source verify-plan plan.yaml --openbao-addr https://bao.example:8200",
+    "cloudtaser source verify-plan plan.yaml --tenant payments --all",
+    "cloudtaser source verify-plan plan.yaml --missing",
+    "cloudtaser source verify-plan plan.yaml --output json --concurrency 32 | jq .summary",
+]
+
 _VERIFY_EPILOG = """\
-examples:
-  cloudtaser source verify-plan plan.yaml --openbao-addr https://bao.example:8200
-  cloudtaser source verify-plan plan.yaml --output json --concurrency 32 | jq .summary
+the report lists problems only (--all: every path), one entry per distinct vault path with
+the fields it lacks and the workloads that need it. --missing prints the populate checklist
+instead: one 'bao kv put <path> field=...' skeleton per path, without values (the same as
+'cloudtaser plan todo PLAN', which needs no vault access and lists every path).
 
 exit codes: 0 every secret present, 1 problems found (see the report), 2 invalid plan or
 flags, 3 vault unreachable, token refused or vault sealed, 4 a mount is not KV v2.
@@ -88,6 +109,10 @@ def _add_concurrency(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _verbose(args: argparse.Namespace) -> bool:
+    return int(getattr(args, "verbose", 0) or 0) > 0
+
+
 def register(groups: Any) -> None:
     """Attach the ``source`` verbs."""
     apply = groups.command(
@@ -96,12 +121,25 @@ def register(groups: Any) -> None:
         help="create the per-tenant vault policies and Kubernetes-auth roles a plan needs",
         description=_APPLY_DESCRIPTION,
         epilog=_APPLY_EPILOG,
+        examples=_APPLY_EXAMPLES,
     )
     _add_plan_and_vault(apply)
     apply.add_argument(
         "--dry-run",
         action="store_true",
-        help="read and compare, print create / update / unchanged per object, write nothing",
+        help="read and compare, print the diff and create / update / unchanged per object, "
+        "write nothing",
+    )
+    apply.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 0 when nothing differs, 2 when changes are pending (or were made), 1 on "
+        "any error (as terraform plan)",
+    )
+    apply.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete the policies and roles named for this plan that it no longer contains",
     )
     apply.add_argument(
         "--force",
@@ -138,9 +176,28 @@ def register(groups: Any) -> None:
         help="prove every secret path and field of a plan exists, without reading values",
         description=_VERIFY_DESCRIPTION,
         epilog=_VERIFY_EPILOG,
+        examples=_VERIFY_EXAMPLES,
     )
     _add_plan_and_vault(verify)
     _add_concurrency(verify)
+    shown = verify.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--all", action="store_true", help="list every path, not only those with problems"
+    )
+    shown.add_argument(
+        "--missing",
+        action="store_true",
+        help="print the populate checklist (bao kv put skeletons, no values) for the paths "
+        "that are missing or lack fields",
+    )
+    tenant = verify.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this tenant (tenant name or namespace; repeatable)",
+    )
+    tenant.completer = tenant_completer
     add_output_option(verify)
     add_attest_options(verify)
     verify.set_defaults(handler=_run_verify)
@@ -152,17 +209,42 @@ def _add_plan_and_vault(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_apply(args: argparse.Namespace) -> int:
+    if not args.detailed_exitcode:
+        return _apply(args)
+    from cloudtaser.cli.exitcodes import exit_code_for  # noqa: PLC0415
+    from cloudtaser.errors import CloudtaserError  # noqa: PLC0415
+
+    try:
+        return _apply(args)
+    except CloudtaserError as exc:  # terraform's contract: every error is 1
+        print_error(exit_code_for(exc)[1])
+        return ExitCode.PROBLEMS
+
+
+def _apply(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
-    from cloudtaser.cli.output import print_json, progress  # noqa: PLC0415
+    from cloudtaser.cli.output import RunProgress  # noqa: PLC0415
     from cloudtaser.source.provision import apply_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
     enforce_gates(args, loaded)
-    with vault_client(args, pool_size=args.concurrency) as client:
+    shown: list[bool] = []
+
+    def before_write(pending: ApplyResult) -> None:
+        if args.output != "json":
+            # what is replaced or deleted in full; a create in one line (its whole HCL is
+            # on --dry-run), so a first apply of 300 tenants is not 300 policy bodies
+            _print_diff(pending, full_creates=False)
+            shown.append(True)
+
+    with (
+        vault_client(args, pool_size=args.concurrency) as client,
+        RunProgress(verbose=_verbose(args)) as reporter,
+    ):
         where = f"{client.address}" + (
             f" (namespace {client.namespace})" if client.namespace else ""
         )
-        progress(
+        reporter.message(
             f"{'dry run: ' if args.dry_run else ''}applying plan {loaded.metadata.name} to {where}"
         )
         result = apply_plan(
@@ -174,59 +256,179 @@ def _run_apply(args: argparse.Namespace) -> int:
             audience=args.audience,
             enable_auth_mount=args.enable_auth_mount,
             concurrency=args.concurrency,
-            progress=progress,
+            prune=args.prune,
+            progress=reporter.message,
+            before_write=before_write,
         )
-    for warning in result.warnings:
-        progress(f"warning: {warning}")
+        for warning in result.warnings:
+            reporter.message(f"warning: {warning}")
+        reporter.close(_apply_tally(result))
     if args.output == "json":
-        print_json(_apply_json(result))
+        _print_apply_json(result)
     else:
+        if not shown:
+            _print_diff(result)
         _print_apply(result)
-    if result.dry_run and any(c.action.value == "conflict" for c in result.changes):
+    conflict = any(c.action.value == "conflict" for c in result.changes)
+    if args.detailed_exitcode:
+        if conflict:
+            return ExitCode.PROBLEMS
+        return 2 if result.pending else ExitCode.OK
+    if result.dry_run and conflict:
         return ExitCode.PROBLEMS
     return ExitCode.OK
 
 
-def _apply_json(result: ApplyResult) -> dict[str, Any]:
+def _apply_tally(result: ApplyResult) -> str:
+    from cloudtaser.cli.output import tally  # noqa: PLC0415
     from cloudtaser.source.provision import Action  # noqa: PLC0415
 
-    return {
-        "plan": result.plan,
-        "dryRun": result.dry_run,
-        "authMount": result.auth_mount,
-        "objects": [
-            {
-                "kind": c.kind,
-                "name": c.name,
-                "path": c.path,
-                "tenant": c.tenant,
-                "action": c.action.value,
-                **({"detail": c.detail} if c.detail else {}),
-            }
-            for c in result.changes
-        ],
-        "skippedTenants": [{"tenant": t, "reason": r} for t, r in result.skipped_tenants],
-        "warnings": result.warnings,
-        "summary": {
-            **{a.value: result.count(a) for a in Action},
-            "writes": result.writes,
+    counts = {a.value: result.count(a) for a in Action}
+    return tally(counts, ("create", "update", "delete", "orphaned", "conflict", "unchanged"))
+
+
+def policy_diff(change: Change) -> list[str]:
+    """The unified diff (vault -> plan) of a policy change's HCL; empty when equal."""
+    import difflib  # noqa: PLC0415
+
+    old = change.current if isinstance(change.current, str) else ""
+    new = change.desired if isinstance(change.desired, str) else ""
+    return [
+        line.rstrip("\n")
+        for line in difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"{change.path} (vault)" if change.current is not None else "/dev/null",
+            tofile=f"{change.path} (plan)" if change.desired is not None else "/dev/null",
+        )
+    ]
+
+
+def _show(value: Any) -> str:
+    import json  # noqa: PLC0415
+
+    return "(unset)" if value is None else json.dumps(value)
+
+
+def _print_diff(result: ApplyResult, *, full_creates: bool = True) -> None:
+    from cloudtaser.cli.output import color  # noqa: PLC0415
+
+    marks = {"create": "+", "update": "~", "delete": "-", "orphaned": "!", "conflict": "!"}
+    colours = {"create": "green", "update": "yellow", "delete": "red", "orphaned": "red"}
+    creates = 0
+    for change in result.changes:
+        action = change.action.value
+        if action not in marks or change.kind == "auth-mount":
+            continue
+        if action == "create" and not full_creates:
+            creates += 1
+            continue
+        verb = (
+            ("would " if result.dry_run else "will ") + action
+            if action
+            in (
+                "create",
+                "update",
+                "delete",
+            )
+            else action
+        )
+        print(
+            color(
+                f"{marks[action]} {change.kind} {change.path}: {verb}", colours.get(action, "red")
+            )
+            + (f" ({change.detail})" if change.detail and action != "update" else "")
+        )
+        if change.kind == "policy":
+            for line in policy_diff(change):
+                tint = "green" if line.startswith("+") else "red" if line.startswith("-") else None
+                text = f"    {line}"
+                print(color(text, tint) if tint and not line.startswith(("+++", "---")) else text)
+        else:
+            for key, old, new in _role_field_changes(change):
+                print(f"    {key}: {_show(old)} -> {_show(new)}")
+    if creates:
+        print(
+            color(
+                f"+ {creates} object(s) will be created (listed below; --dry-run shows their HCL)",
+                "green",
+            )
+        )
+
+
+def _role_field_changes(change: Change) -> list[tuple[str, Any, Any]]:
+    if change.desired is None:  # orphaned / delete: everything goes
+        current = change.current if isinstance(change.current, dict) else {}
+        return [(k, v, None) for k, v in current.items()]
+    return change.field_changes()
+
+
+def _print_apply_json(result: ApplyResult) -> None:
+    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+    from cloudtaser.source.provision import Action  # noqa: PLC0415
+
+    print_result_json(
+        "apply-plan",
+        {
+            "plan": result.plan,
+            "dryRun": result.dry_run,
+            "authMount": result.auth_mount,
+            "changesPending": result.pending,
+            "objects": [
+                {
+                    "kind": c.kind,
+                    "name": c.name,
+                    "path": c.path,
+                    "tenant": c.tenant,
+                    "action": c.action.value,
+                    **({"detail": c.detail} if c.detail else {}),
+                    **(
+                        {"diff": policy_diff(c)}
+                        if c.kind == "policy" and c.action.value != "unchanged"
+                        else {}
+                    ),
+                    **(
+                        {
+                            "fieldChanges": [
+                                {"field": k, "old": o, "new": n}
+                                for k, o, n in _role_field_changes(c)
+                            ]
+                        }
+                        if c.kind == "role" and c.action.value != "unchanged"
+                        else {}
+                    ),
+                }
+                for c in result.changes
+            ],
+            "skippedTenants": [{"tenant": t, "reason": r} for t, r in result.skipped_tenants],
+            "warnings": result.warnings,
         },
-    }
+        {**{a.value: result.count(a) for a in Action}, "writes": result.writes},
+    )
 
 
 def _print_apply(result: ApplyResult) -> None:
     from cloudtaser.cli.output import color, table  # noqa: PLC0415
     from cloudtaser.source.provision import Action  # noqa: PLC0415
 
-    colours = {"create": "green", "update": "yellow", "unchanged": "dim", "conflict": "red"}
+    colours = {
+        "create": "green",
+        "update": "yellow",
+        "unchanged": "dim",
+        "conflict": "red",
+        "orphaned": "red",
+        "delete": "red",
+    }
     verb = {
         "create": "create",
         "update": "update",
         "unchanged": "unchanged",
         "conflict": "CONFLICT",
+        "orphaned": "orphaned",
+        "delete": "delete",
     }
     if result.dry_run:
-        verb |= {"create": "would create", "update": "would update"}
+        verb |= {"create": "would create", "update": "would update", "delete": "would delete"}
     rows = [
         [
             c.tenant or "-",
@@ -251,91 +453,173 @@ def _print_apply(result: ApplyResult) -> None:
 
 def _run_verify(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
-    from cloudtaser.cli.output import print_json, progress  # noqa: PLC0415
+    from cloudtaser.cli.output import RunProgress  # noqa: PLC0415
     from cloudtaser.source.verify import verify_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
-    with vault_client(args, pool_size=args.concurrency) as client:
-        result = verify_plan(client, loaded, concurrency=args.concurrency, progress=progress)
+    with (
+        vault_client(args, pool_size=args.concurrency) as client,
+        RunProgress(verbose=_verbose(args)) as reporter,
+    ):
+        result = verify_plan(
+            client,
+            loaded,
+            concurrency=args.concurrency,
+            progress=reporter.message,
+            tenants=tuple(args.tenant),
+        )
         write_attestation(args, loaded, result, client)
-    if args.output == "json":
-        print_json(_verify_json(result))
+        counts = result.path_counts()
+        reporter.close(
+            f"{result.paths_checked} distinct paths checked: "
+            + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        )
+    if args.missing:
+        todo = [p.todo() for p in result.by_path() if not p.ok]
+        print_todo(todo, args.output, plan=result.plan, vault_checked=True)
+    elif args.output == "json":
+        _print_verify_json(result)
     else:
-        _print_verify(result)
+        _print_verify(result, show_all=args.all)
     return ExitCode.OK if result.ok else ExitCode.PROBLEMS
 
 
-def _verify_json(result: VerifyResult) -> dict[str, Any]:
-    return {
-        "plan": result.plan,
-        "ok": result.ok,
-        "tenants": [
+def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool) -> None:
+    """The populate checklist (``plan todo``, ``verify-plan --missing``): text or JSON."""
+    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+
+    fields = sum(len(i.missing_fields) for i in items)
+    if output == "json":
+        print_result_json(
+            "verify-plan-missing" if vault_checked else "plan-todo",
             {
-                "tenant": t.tenant,
-                "namespace": t.namespace,
-                "workloads": [
+                "plan": plan,
+                "paths": [
                     {
-                        "kind": w.kind,
-                        "name": w.name,
-                        "status": "skipped"
-                        if w.skipped
-                        else (w.status.value if w.status else None),
-                        "secrets": [
-                            {
-                                "source": s.source,
-                                "vaultPath": s.vault_path,
-                                "status": s.status.value,
-                                **(
-                                    {"missingFields": list(s.missing_fields)}
-                                    if s.missing_fields
-                                    else {}
-                                ),
-                                **({"version": s.version} if s.version is not None else {}),
-                                **({"detail": s.detail} if s.detail else {}),
-                            }
-                            for s in w.secrets
-                        ],
+                        "vaultPath": i.vault_path,
+                        "mount": i.mount,
+                        "path": i.path,
+                        "status": i.status,
+                        "fields": list(i.missing_fields),
+                        "workloads": list(i.workloads),
+                        "command": i.command(),
                     }
-                    for w in t.workloads
+                    for i in items
                 ],
-            }
-            for t in result.tenants
-        ],
-        "summary": {
+            },
+            {"paths": len(items), "fields": fields},
+        )
+        return
+    if not items:
+        print(f"plan {plan}: nothing to populate")
+        return
+    print(
+        f"# plan {plan}: {len(items)} vault path(s), {fields} field(s) to populate.\n"
+        "# Replace each … with the value (or use field=@FILE to read it from a file, which "
+        "keeps it out of the shell history)."
+    )
+    for item in items:
+        status = "" if item.status == "unknown" else f" [{item.status}]"
+        print(f"\n# {item.vault_path}{status}: needed by {', '.join(item.workloads)}")
+        print(item.command())
+
+
+def _print_verify_json(result: VerifyResult) -> None:
+    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+
+    print_result_json(
+        "verify-plan",
+        {
+            "plan": result.plan,
+            "ok": result.ok,
+            "paths": [
+                {
+                    "vaultPath": p.vault_path,
+                    "status": p.status.value,
+                    "fields": list(p.fields),
+                    **({"missingFields": list(p.missing_fields)} if p.missing_fields else {}),
+                    "workloads": list(p.workloads),
+                    **({"version": p.version} if p.version is not None else {}),
+                    **({"detail": p.detail} if p.detail else {}),
+                }
+                for p in result.by_path()
+            ],
+            "tenants": [
+                {
+                    "tenant": t.tenant,
+                    "namespace": t.namespace,
+                    "workloads": [
+                        {
+                            "kind": w.kind,
+                            "name": w.name,
+                            "status": "skipped"
+                            if w.skipped
+                            else (w.status.value if w.status else None),
+                            "secrets": [
+                                {
+                                    "source": s.source,
+                                    "vaultPath": s.vault_path,
+                                    "status": s.status.value,
+                                    **(
+                                        {"missingFields": list(s.missing_fields)}
+                                        if s.missing_fields
+                                        else {}
+                                    ),
+                                    **({"version": s.version} if s.version is not None else {}),
+                                    **({"detail": s.detail} if s.detail else {}),
+                                }
+                                for s in w.secrets
+                            ],
+                        }
+                        for w in t.workloads
+                    ],
+                }
+                for t in result.tenants
+            ],
+        },
+        {
             "pathsChecked": result.paths_checked,
+            "paths": result.path_counts(),
             "workloadsChecked": result.workloads_checked,
             "workloadsOk": result.workloads_ok,
             "workloadsSkipped": result.workloads_skipped,
             "secrets": result.counts,
         },
-    }
+    )
 
 
-def _print_verify(result: VerifyResult) -> None:
+def _print_verify(result: VerifyResult, *, show_all: bool) -> None:
     from cloudtaser.cli.output import color  # noqa: PLC0415
 
     colours = {"ok": "green", "missing-fields": "yellow"}
-    for tenant in result.tenants:
-        print(f"tenant {tenant.tenant} (namespace {tenant.namespace})")
-        for w in tenant.workloads:
-            if w.skipped:
-                print(f"  {w.kind}/{w.name}: {color('skipped', 'dim')}")
-                continue
-            status = w.status.value if w.status else "ok"
-            print(f"  {w.kind}/{w.name}: {color(status, colours.get(status, 'red'))}")
-            for s in w.secrets:
-                shown = color(s.status.value, colours.get(s.status.value, "red"))
-                line = f"    {s.vault_path}: {shown}"
-                if s.missing_fields:
-                    line += f" (missing: {', '.join(s.missing_fields)})"
-                elif s.detail and s.status.value != "ok":
-                    line += f" ({s.detail})"
-                print(line)
-    problems = {k: v for k, v in result.counts.items() if k != "ok" and v}
+    for path in result.by_path():
+        if path.ok and not show_all:
+            continue
+        status = color(path.status.value, colours.get(path.status.value, "red"))
+        line = f"{path.vault_path}: {status}"
+        if path.missing_fields:
+            line += f" (lacks {', '.join(path.missing_fields)})"
+        elif path.detail and not path.ok:
+            line += f" ({path.detail})"
+        print(line)
+        if path.fields:
+            print(f"  fields: {', '.join(path.fields)}")
+        count = len(path.workloads)
+        print(
+            f"  needed by {count} workload{'s' if count != 1 else ''}: {', '.join(path.workloads)}"
+        )
+    counts = result.path_counts()
+    problems = {k: v for k, v in counts.items() if k != "ok" and v}
     detail = ", ".join(f"{v} {k}" for k, v in problems.items())
-    verdict = "all secrets present" if result.ok else f"problems: {detail}"
+    bad = sum(problems.values())
+    verdict = (
+        "all secrets present"
+        if result.ok
+        else f"{bad} of them with problems ({detail}); 'verify-plan --missing' prints what to "
+        "put into the vault"
+    )
     print(
-        f"plan {result.plan}: {result.workloads_ok}/{result.workloads_checked} workloads ok, "
-        f"{result.workloads_skipped} skipped, {result.paths_checked} distinct paths checked; "
-        f"{verdict}"
+        f"plan {result.plan}: {result.paths_checked} distinct paths checked, {verdict}; "
+        f"{result.workloads_ok}/{result.workloads_checked} workloads ok, "
+        f"{result.workloads_skipped} skipped"
     )

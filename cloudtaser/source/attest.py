@@ -25,9 +25,14 @@ def proven_paths(
     """``{vaultPath: (fields proven present, latest version)}`` from ``result`` (which
     :func:`cloudtaser.source.verify.verify_plan` made for ``plan``, in plan order)."""
     proven: dict[str, tuple[set[str], int | None]] = {}
-    reports = [w for t in result.tenants for w in t.workloads]
-    workloads = [w for _t, w in plan.iter_workloads()]
-    for workload, report in zip(workloads, reports, strict=True):
+    # matched by tenant, kind and name: a run scoped with --tenant reports only some tenants
+    reports = {
+        (t.tenant, w.kind, w.name): w for t in result.tenants for w in t.workloads
+    }
+    for tenant, workload in plan.iter_workloads():
+        report = reports.get((tenant.name, str(workload.kind), workload.name))
+        if report is None:
+            continue
         if workload.effective_status is WorkloadStatus.SKIPPED or report.skipped:
             continue
         for secret, check in zip(workload.secrets, report.secrets, strict=True):

@@ -668,6 +668,14 @@ class OpenBaoClient:
         """Create or replace ACL policy ``name`` (idempotent: same body, same result)."""
         self.request("POST", f"sys/policies/acl/{name}", json={"policy": hcl}, idempotent=True)
 
+    def policy_delete(self, name: str) -> None:
+        """Delete ACL policy ``name`` (idempotent: deleting an absent policy succeeds)."""
+        self.request("DELETE", f"sys/policies/acl/{name}", idempotent=True, ok=(404,))
+
+    def role_delete(self, mount: str, name: str) -> None:
+        """Delete a Kubernetes-auth role (idempotent)."""
+        self.request("DELETE", f"auth/{mount}/role/{name}", idempotent=True, ok=(404,))
+
     def role_read(self, mount: str, name: str) -> dict[str, Any] | None:
         """A Kubernetes-auth role on ``auth/<mount>``, or ``None`` when it does not exist."""
         return self.read(f"auth/{mount}/role/{name}")

@@ -26,6 +26,7 @@ the one apply-plan concept; pre-flight shared with verify-plan is
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser import contract
 from cloudtaser.changes import Action
-from cloudtaser.errors import OperationError, PlanError
+from cloudtaser.errors import OperationError, PlanError, VaultAuthError
 from cloudtaser.plan import (
     MigrationPlan,
     WorkloadStatus,
@@ -42,6 +43,7 @@ from cloudtaser.plan import (
     rules,
     split_vault_path,
 )
+from cloudtaser.progress import Count, wants_counts
 from cloudtaser.source.preflight import (
     capability_error,
     check_kv_mounts,
@@ -121,6 +123,47 @@ class Change:
     tenant: str | None = None
     #: Which managed fields differ (``update``), or why it is a conflict.
     detail: str = ""
+    #: What the vault holds now and what the plan wants, for a diff: the policy HCL
+    #: (``str``; ``None`` when absent) or the role's managed fields (``dict``). Never a secret:
+    #: policies and role fields hold names and paths only.
+    current: Any = None
+    desired: Any = None
+
+    def field_changes(self) -> list[tuple[str, Any, Any]]:
+        """``(field, old, new)`` for each managed role field that differs (roles only)."""
+        if self.kind != "role" or not isinstance(self.desired, dict):
+            return []
+        current = self.current if isinstance(self.current, dict) else {}
+        keys = list(self.desired) + [k for k in MANAGED_ROLE_FIELDS if k not in self.desired]
+        out = []
+        for key in keys:
+            old, new = _normalised(key, current.get(key)), _normalised(key, self.desired.get(key))
+            if old != new:
+                out.append((key, old, new))
+        return out
+
+
+#: The role fields apply-plan manages (others on the role are left alone).
+MANAGED_ROLE_FIELDS: Final = (
+    "bound_service_account_names",
+    "bound_service_account_namespaces",
+    "token_policies",
+    "token_ttl",
+    "audience",
+)
+
+
+def _normalised(key: str, value: Any) -> Any:
+    """A role field as compared: lists sorted, comma strings split, empty = None."""
+    if value in (None, "", []):
+        return None
+    if key == "token_ttl":
+        return value
+    if isinstance(value, str) and key != "audience":
+        value = [v for v in value.split(",") if v]
+    if isinstance(value, list):
+        return sorted(str(v) for v in value)
+    return value
 
 
 @dataclass
@@ -144,8 +187,16 @@ class ApplyResult:
 
     @property
     def changed(self) -> bool:
-        """True when something was (or would be) created or updated."""
-        return any(c.action in (Action.CREATE, Action.UPDATE) for c in self.changes)
+        """True when something was (or would be) created, updated or deleted."""
+        return any(c.action in (Action.CREATE, Action.UPDATE, Action.DELETE) for c in self.changes)
+
+    @property
+    def pending(self) -> bool:
+        """True when the vault does not match the plan (a dry run's "changes pending",
+        orphaned objects included)."""
+        return self.changed or any(
+            c.action in (Action.CONFLICT, Action.ORPHANED) for c in self.changes
+        )
 
 
 # --- validation (defence in depth) -----------------------------------------------------------
@@ -388,7 +439,9 @@ def apply_plan(
     audience: str | None = None,
     enable_auth_mount: bool = False,
     concurrency: int = 16,
+    prune: bool = False,
     progress: Progress | None = None,
+    before_write: Callable[[ApplyResult], None] | None = None,
 ) -> ApplyResult:
     """Create or update the plan's policies and roles; see the module docstring.
 
@@ -397,6 +450,15 @@ def apply_plan(
     :class:`OperationError` for a missing/wrong mount or a conflict (before any write), and
     the client's errors when the vault fails mid-run (a re-run repairs: every write is a full,
     idempotent replacement).
+
+    Objects named for this plan (``cloudtaser-<plan>-*``, marked as ours) that the plan no
+    longer contains are reported as ``orphaned`` (needs ``list`` on ``sys/policies/acl`` and
+    ``auth/<mount>/role``; without it they cannot be found and a warning says so); with
+    ``prune`` they are deleted (``delete``), roles before policies.
+
+    ``before_write`` is called with the result (every change, with ``current`` and
+    ``desired``) once all checks passed and right before the first write (not on a dry run,
+    not when nothing differs), so the caller can show what is about to change.
     """
     say = progress or (lambda _m: None)
     grants, skipped = build_grants(plan, token_ttl=token_ttl, audience=audience)
@@ -484,6 +546,8 @@ def apply_plan(
                 grant.policy,
                 policy_paths[grant.policy],
                 policy_action(grant, plan.metadata.name, current_policies[grant.policy]),
+                current=current_policies[grant.policy],
+                desired=grant.policy_hcl,
             )
         )
         role_changes.append(
@@ -493,10 +557,25 @@ def apply_plan(
                 grant.role,
                 role_paths[grant.role],
                 role_action(grant, current_roles.get(grant.role)),
+                current=_managed(current_roles.get(grant.role)),
+                desired=grant.role_fields(),
             )
         )
     for pair in zip(policy_changes, role_changes, strict=True):
         result.changes.extend(change for _g, change in pair)
+    # 4b. objects of this plan the plan no longer names
+    orphans = _orphans(
+        client,
+        caps,
+        plan.metadata.name,
+        auth_mount=auth_mount,
+        policies={g.policy for g in grants},
+        roles={g.role for g in grants},
+        skip_roles=create_auth,
+        prune=prune,
+        warnings=result.warnings,
+    )
+    result.changes.extend(orphans)
 
     conflicts = [c for c in result.changes if c.action is Action.CONFLICT]
     if conflicts and force:
@@ -524,6 +603,10 @@ def apply_plan(
         for c in result.changes
         if c.kind != "auth-mount" and (cap := needed(c)) is not None
     ]
+    deletes = [c for c in result.changes if c.action is Action.DELETE]
+    if deletes:
+        caps |= client.capabilities_self([c.path for c in deletes])
+        write_needs += [("delete", c.path) for c in deletes]
     if create_auth:  # the auth mount does not exist yet; capabilities were computed by policy
         write_needs = [(cap, path) for cap, path in write_needs if path not in role_paths.values()]
         write_needs += [("create", p) for p in role_paths.values()]
@@ -532,6 +615,8 @@ def apply_plan(
         raise capability_error(missing)
     if dry_run:
         return result
+    if before_write is not None and result.changed:
+        before_write(result)
 
     # 6. write: auth mount, then policies, then roles (a role never names a missing policy)
     if create_auth:
@@ -542,11 +627,15 @@ def apply_plan(
         result.writes += 1
     todo_policies = [(g, c) for g, c in policy_changes if needed(c) is not None]
     todo_roles = [(g, c) for g, c in role_changes if needed(c) is not None]
+    counted = _Counted(progress or say, len(todo_policies) + len(todo_roles) + len(deletes))
     if todo_policies:
         say(f"writing {len(todo_policies)} policies")
         _run_all(
             workers,
-            [partial(client.policy_write, g.policy, g.policy_hcl) for g, _c in todo_policies],
+            [
+                counted(partial(client.policy_write, g.policy, g.policy_hcl))
+                for g, _c in todo_policies
+            ],
         )
         result.writes += len(todo_policies)
     if todo_roles:
@@ -554,7 +643,7 @@ def apply_plan(
         warnings = _run_all(
             workers,
             [
-                partial(client.role_write, auth_mount, g.role, g.role_fields())
+                counted(partial(client.role_write, auth_mount, g.role, g.role_fields()))
                 for g, _c in todo_roles
             ],
         )
@@ -562,21 +651,185 @@ def apply_plan(
         for found in warnings:
             if isinstance(found, list):
                 result.warnings.extend(w for w in found if w not in result.warnings)
+    # 7. prune: roles first (a role never names a missing policy), then policies
+    for kind in ("role", "policy"):
+        gone = [c for c in deletes if c.kind == kind]
+        if gone:
+            say(f"deleting {len(gone)} {kind}(s) the plan no longer contains")
+            _run_all(
+                workers,
+                [
+                    counted(
+                        partial(client.role_delete, auth_mount, c.name)
+                        if kind == "role"
+                        else partial(client.policy_delete, c.name)
+                    )
+                    for c in gone
+                ],
+            )
+            result.writes += len(gone)
     return result
 
 
+def _managed(role: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The fields of a role apply-plan manages (for the diff)."""
+    if role is None:
+        return None
+    return {k: role[k] for k in MANAGED_ROLE_FIELDS if role.get(k) not in (None, "", [])}
+
+
+def _orphans(
+    client: OpenBaoClient,
+    caps: Mapping[str, frozenset[str]],
+    plan_name: str,
+    *,
+    auth_mount: str,
+    policies: set[str],
+    roles: set[str],
+    skip_roles: bool,
+    prune: bool,
+    warnings: list[str],
+) -> list[Change]:
+    """Policies and roles named ``cloudtaser-<plan>-*`` that are ours but not in ``policies``
+    / ``roles``: ``orphaned``, or ``delete`` with ``prune``."""
+    prefix = f"{rules.PREFIX}-{plan_name}-".lower()
+    action = Action.DELETE if prune else Action.ORPHANED
+    detail = (
+        "no longer in the plan: deleted by --prune"
+        if prune
+        else "no longer in the plan; remove it with --prune"
+    )
+    out: list[Change] = []
+    policy_list, role_list = "sys/policies/acl", f"auth/{auth_mount}/role"
+    unlisted = [
+        p
+        for p in (policy_list, *(() if skip_roles else (role_list,)))
+        if not has_capability(caps.get(p, frozenset()), "list")
+    ]
+    if unlisted:
+        warnings.append(
+            "cannot look for objects this plan no longer contains: the token lacks 'list' on "
+            + ", ".join(unlisted)
+        )
+    if policy_list not in unlisted:
+        for name in sorted(client.list_names(policy_list)):
+            if not name.startswith(prefix) or name in policies:
+                continue
+            try:
+                hcl = client.policy_read(name) or ""
+            except VaultAuthError:
+                warnings.append(f"cannot read policy {name} to tell whether the plan dropped it")
+                continue
+            first = hcl.lstrip().split("\n", 1)[0].rstrip()
+            if not first.startswith(f"{MANAGED_BY}; plan={plan_name};"):
+                continue  # same prefix, not ours for this plan: never touched
+            out.append(
+                Change(
+                    kind="policy",
+                    name=name,
+                    path=f"{policy_list}/{name}",
+                    action=action,
+                    tenant=_tenant_of(first),
+                    detail=detail,
+                    current=hcl,
+                    desired=None,
+                )
+            )
+    if not skip_roles and role_list not in unlisted:
+        for name in sorted(client.list_names(role_list)):
+            if not name.startswith(prefix) or name in roles:
+                continue
+            try:
+                role = client.role_read(auth_mount, name) or {}
+            except VaultAuthError:
+                warnings.append(f"cannot read role {name} to tell whether the plan dropped it")
+                continue
+            used = _normalised("token_policies", role.get("token_policies")) or []
+            if not used or not all(str(p).lower().startswith(prefix) for p in used):
+                continue  # grants other policies: someone else's role
+            out.append(
+                Change(
+                    kind="role",
+                    name=name,
+                    path=f"{role_list}/{name}",
+                    action=action,
+                    tenant=name[len(prefix) :] or None,
+                    detail=detail,
+                    current=_managed(role),
+                    desired=None,
+                )
+            )
+    return out
+
+
+def _tenant_of(owner_line: str) -> str | None:
+    for part in owner_line.split(";"):
+        key, _sep, value = part.strip().partition("=")
+        if key == "tenant" and value:
+            return value
+    return None
+
+
 def _grant_change(
-    grant: TenantGrant, kind: str, name: str, path: str, found: tuple[Action, str]
+    grant: TenantGrant,
+    kind: str,
+    name: str,
+    path: str,
+    found: tuple[Action, str],
+    *,
+    current: Any,
+    desired: Any,
 ) -> tuple[TenantGrant, Change]:
     action, detail = found
     return grant, Change(
-        kind=kind, name=name, path=path, action=action, tenant=grant.tenant, detail=detail
+        kind=kind,
+        name=name,
+        path=path,
+        action=action,
+        tenant=grant.tenant,
+        detail=detail,
+        current=current,
+        desired=desired,
     )
 
 
 def info_type(value: str) -> str:
     """Normalise a mount type (plugin names may carry a version suffix)."""
     return value.split(":", 1)[0].strip().lower()
+
+
+class _Counted:
+    """Wraps write jobs so each finished one reports ``wrote n/N`` as a
+    :class:`cloudtaser.progress.Count` (a milestone every tenth)."""
+
+    def __init__(self, say: Progress, total: int) -> None:
+        self._say = say
+        self._total = total
+        self._done = 0
+        self._lock = threading.Lock()
+        self._step = max(10, total // 10)
+        self._every = wants_counts(say)
+
+    def __call__(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            value = job()
+            with self._lock:
+                self._done += 1
+                done = self._done
+            milestone = done % self._step == 0 and done < self._total
+            if not (milestone or self._every):
+                return value
+            self._say(
+                Count(
+                    f"wrote {done}/{self._total} objects",
+                    done=done,
+                    total=self._total,
+                    milestone=milestone,
+                )
+            )
+            return value
+
+        return run
 
 
 def _run_all(workers: int, jobs: Sequence[Callable[[], Any]]) -> list[Any]:

@@ -26,12 +26,15 @@ from typing import TYPE_CHECKING, Final
 
 from cloudtaser.errors import VaultAuthError
 from cloudtaser.plan import MigrationPlan, WorkloadStatus
+from cloudtaser.plan.todo import TodoItem, select_tenants
+from cloudtaser.progress import Count, wants_counts
 from cloudtaser.source.preflight import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient, SubkeysResult
 
 __all__ = [
+    "PathReport",
     "PathStatus",
     "SecretCheck",
     "TenantReport",
@@ -77,6 +80,8 @@ class SecretCheck:
     missing_fields: tuple[str, ...] = ()
     version: int | None = None
     detail: str = ""
+    #: Every field name the workload reads from the path.
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,81 @@ class VerifyResult:
         """Secret references that are not ok."""
         return sum(n for status, n in self.counts.items() if status != PathStatus.OK)
 
+    def by_path(self) -> list[PathReport]:
+        """One entry per distinct vault path (plan order): its worst status, the fields the
+        workloads need and lack, and which workloads need it."""
+        order: list[str] = []
+        checks: dict[str, list[tuple[str, SecretCheck]]] = {}
+        for tenant in self.tenants:
+            for w in tenant.workloads:
+                for check in w.secrets:
+                    if check.vault_path not in checks:
+                        order.append(check.vault_path)
+                    ref = f"{tenant.namespace}/{w.kind}/{w.name}"
+                    checks.setdefault(check.vault_path, []).append((ref, check))
+        out = []
+        for path in order:
+            found = checks[path]
+            worst = max((c.status for _r, c in found), key=_SEVERITY.__getitem__)
+            fields = dict.fromkeys(f for _r, c in found for f in c.fields)
+            missing = dict.fromkeys(f for _r, c in found for f in c.missing_fields)
+            refs = dict.fromkeys(r for r, _c in found)
+            first = found[0][1]
+            out.append(
+                PathReport(
+                    vault_path=path,
+                    status=worst,
+                    fields=tuple(fields),
+                    missing_fields=tuple(missing),
+                    workloads=tuple(refs),
+                    version=first.version,
+                    detail=next((c.detail for _r, c in found if c.status is worst), ""),
+                )
+            )
+        return out
+
+    def path_counts(self) -> dict[str, int]:
+        """Distinct paths by status (each path counted once, at its worst status)."""
+        counts = {status.value: 0 for status in PathStatus}
+        for report in self.by_path():
+            counts[report.status.value] += 1
+        return counts
+
+
+@dataclass(frozen=True)
+class PathReport:
+    """One distinct vault path of a verify-plan report."""
+
+    vault_path: str
+    status: PathStatus
+    #: Every field the workloads read from this path.
+    fields: tuple[str, ...]
+    #: The fields the latest version lacks (``missing-fields`` only).
+    missing_fields: tuple[str, ...]
+    #: ``NAMESPACE/KIND/NAME`` of each workload that needs the path.
+    workloads: tuple[str, ...]
+    version: int | None
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is PathStatus.OK
+
+    def todo(self) -> TodoItem:
+        """What to write so the path passes: all its fields, or only the missing ones."""
+        mount, _sep, rest = self.vault_path.partition("/data/")
+        return TodoItem(
+            vault_path=self.vault_path,
+            mount=mount,
+            path=rest,
+            fields=self.fields,
+            missing_fields=self.missing_fields
+            if self.status is PathStatus.MISSING_FIELDS
+            else self.fields,
+            workloads=self.workloads,
+            status=self.status.value,
+        )
+
 
 @dataclass(frozen=True)
 class _PathState:
@@ -161,8 +241,10 @@ def verify_plan(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Progress | None = None,
+    tenants: tuple[str, ...] = (),
 ) -> VerifyResult:
-    """Check every non-skipped workload's secrets; see the module docstring.
+    """Check every non-skipped workload's secrets; see the module docstring. ``tenants``
+    (tenant names or namespaces) limits the check to those tenants.
 
     Raises :class:`cloudtaser.errors.PlanError` for an unsafe path (before any request),
     :class:`cloudtaser.errors.OperationError` for a mount that is not KV v2, and the client's
@@ -170,9 +252,13 @@ def verify_plan(
     """
     say = progress or (lambda _m: None)
     kv_mount = plan.metadata.kv_mount
+    scope = select_tenants(plan, tenants)
+    in_scope = {id(t) for t in scope}
     # 1. validate every path before any request; deduplicate
     wanted: dict[str, tuple[str, str]] = {}
     for t_index, tenant in enumerate(plan.tenants):
+        if id(tenant) not in in_scope:
+            continue
         for w_index, workload in enumerate(tenant.workloads):
             if workload.effective_status is WorkloadStatus.SKIPPED:
                 continue
@@ -215,6 +301,7 @@ def verify_plan(
         if total:
             say(f"checking {total} distinct vault paths (concurrency {concurrency})")
         step = max(200, total // 10)
+        every = wants_counts(progress)
         lock = threading.Lock()
         done = 0
 
@@ -229,8 +316,16 @@ def verify_plan(
                 )
             with lock:
                 done += 1
-                if done % step == 0 and done < total:
-                    say(f"checked {done}/{total} paths")
+                milestone = done % step == 0 and done < total
+                if milestone or every:
+                    say(
+                        Count(
+                            f"checked {done}/{total} paths",
+                            done=done,
+                            total=total,
+                            milestone=milestone,
+                        )
+                    )
             return path, state
 
         workers = max(1, min(concurrency, 64))
@@ -243,7 +338,7 @@ def verify_plan(
     # 5. report per tenant / workload / secret
     result = VerifyResult(plan=plan.metadata.name, paths_checked=len(wanted))
     counts = {status.value: 0 for status in PathStatus}
-    for tenant in plan.tenants:
+    for tenant in scope:
         reports = []
         for workload in tenant.workloads:
             if workload.effective_status is WorkloadStatus.SKIPPED:
@@ -279,6 +374,7 @@ def verify_plan(
                         missing_fields=missing_fields,
                         version=state.version,
                         detail=detail,
+                        fields=tuple(secret.fields),
                     )
                 )
             worst = max(

@@ -102,6 +102,8 @@ class Outcome(enum.StrEnum):
     DRY_RUN = "dry-run"
     #: Unprotect: annotations removed, rolled out, back to ``pending``.
     UNPROTECTED = "unprotected"
+    #: Answered "not now" at the prompt: nothing changed, the workload stays ``pending``.
+    DEFERRED = "deferred"
 
 
 class Decision(enum.StrEnum):
@@ -110,6 +112,8 @@ class Decision(enum.StrEnum):
     YES = "yes"
     NO = "no"
     QUIT = "quit"
+    #: "Not now": leave this workload as it is (still ``pending``) and go on with the next.
+    LATER = "later"
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,23 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Event:
-    """A progress line: ``ref`` may be ``None`` for run-level messages."""
+    """A progress line: ``ref`` may be ``None`` for run-level messages.
+
+    The stream a run emits, for progress reporters (cloudtaser.cli.output.RunProgress): one
+    run-level event with ``total`` (how many workloads this run will work on), per-workload
+    messages (``detail``: intermediate steps such as rollout polls, which a quiet reporter
+    drops), and one event with ``outcome`` per workload when it is done with.
+    """
 
     ref: WorkloadRef | None
     message: str
     warning: bool = False
+    #: Run-level: the number of workloads the run will work on.
+    total: int | None = None
+    #: The workload is done with in this run: its :class:`Outcome` value.
+    outcome: str | None = None
+    #: An intermediate step (rollout progress, "patched; waiting"), not a result.
+    detail: bool = False
 
     def __str__(self) -> str:
         return f"{self.ref}: {self.message}" if self.ref else self.message
@@ -329,15 +345,34 @@ class Engine:
 
     # -- reporting and recording --
 
-    def emit(self, ref: WorkloadRef | None, message: str, *, warning: bool = False) -> None:
+    def emit(
+        self,
+        ref: WorkloadRef | None,
+        message: str,
+        *,
+        warning: bool = False,
+        total: int | None = None,
+        detail: bool = False,
+    ) -> None:
         if self._progress is not None:
-            self._progress(Event(ref=ref, message=message, warning=warning))
+            self._progress(
+                Event(ref=ref, message=message, warning=warning, total=total, detail=detail)
+            )
 
     def result(self, res: WorkloadResult) -> None:
         with self._report_lock:
             self.report.results.append(res)
         if res.outcome == Outcome.FAILED and self.options.stop_on_error:
             self._stop.set()
+        if self._progress is not None:
+            self._progress(
+                Event(
+                    ref=res.ref,
+                    message=f"{res.outcome}: {res.message}",
+                    warning=res.outcome in {Outcome.FAILED, Outcome.REFUSED},
+                    outcome=str(res.outcome),
+                )
+            )
 
     def record(
         self,
@@ -394,7 +429,7 @@ class Engine:
                     timeout=self.options.timeout,
                     interval=self.options.poll_interval,
                     cancel=self.cancel,
-                    on_progress=lambda msg: self.emit(ref, msg),
+                    on_progress=lambda msg: self.emit(ref, msg, detail=True),
                 )
                 message = state.message
                 reason = done_reason
@@ -404,7 +439,7 @@ class Engine:
                 reason = f"{done_reason}; rollout not awaited (--no-wait)"
                 outcome = Outcome.APPLIED
             self.record(workload, done_status, reason=reason)
-            self.emit(ref, f"{message}; recorded {done_status}")
+            self.emit(ref, f"{message}; recorded {done_status}", detail=True)
             self.result(
                 WorkloadResult(ref, outcome, message, warnings, patch, already_applied=already)
             )
@@ -564,6 +599,7 @@ def _run_loaded(
         None,
         step.summary.format(todo=len(todo), selected=len(selected))
         + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
+        total=len(todo),
     )
     _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
     return engine.report
@@ -669,7 +705,11 @@ def _apply(
                     )
                 )
                 return None
-            engine.emit(ref, flow.patched_message if opts.wait else flow.patched_no_wait_message)
+            engine.emit(
+                ref,
+                flow.patched_message if opts.wait else flow.patched_no_wait_message,
+                detail=True,
+            )
             return _waiter(
                 engine, flow, ref, workload, obj=patched, warnings=step.warnings, patch=step.patch
             )
@@ -702,6 +742,10 @@ def _ask(engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step:
     if answer == Decision.QUIT or engine.cancel.is_set():
         engine.report.quit = answer == Decision.QUIT
         engine.report.not_reached.append(ref)
+        return False
+    if answer == Decision.LATER:
+        engine.emit(ref, "not now: left as it is (still pending)")
+        engine.result(WorkloadResult(ref, Outcome.DEFERRED, "not now", step.warnings))
         return False
     if answer == Decision.NO:
         if flow.declined_status is not None:

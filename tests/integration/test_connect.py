@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from lightkube.resources.core_v1 import Namespace
@@ -89,6 +90,9 @@ def test_connect_rerun_changes_nothing_and_says_so(
     again = _connect(cluster, openbao, tmp_path, site, "--output", "json")
     assert again.code == 0, again.text
     report = json.loads(again.stdout)
+    schema = Path(__file__).resolve().parents[2] / "schema" / "output-connect.schema.json"
+    jsonschema.Draft202012Validator(json.loads(schema.read_text())).validate(report)
+    assert report["summary"]["create"] == 0
     assert report["changed"] is False
     assert {s["action"] for s in report["steps"]} == {"unchanged"}
     assert report["selfTest"]["ok"] is True

@@ -101,7 +101,7 @@ def discover(kubeconfig: Path, out: Path | str, *args: str) -> Run:
             "discover",
             "--kubeconfig",
             str(kubeconfig),
-            "-o",
+            "--output-plan",
             str(out),
             *args,
         ],

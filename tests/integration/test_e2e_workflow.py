@@ -417,7 +417,7 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
             *(a for ns in site.namespaces for a in ("-n", ns)),
             "--name", site.plan_name, "--kv-mount", kv, "--auth-mount", site.auth_mount,
             *(["--isolate"] if layout == "isolated" else []),
-            "-o", str(site.plan_path),
+            "--output-plan", str(site.plan_path),
         ]  # fmt: skip
         sides.run(sides.cluster_only(), *args).ok()
     assert openbao.requests_since(mark) == [], "discover must not talk to the vault"

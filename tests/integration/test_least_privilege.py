@@ -234,7 +234,7 @@ def test_discover_with_exactly_the_documented_rbac(
     plan = tmp_path / "plan.yaml"
 
     run = cloudtaser("target", "discover", "--kubeconfig", str(identity.kubeconfig()), "-n", ns,
-                     "-o", str(plan))  # fmt: skip
+                     "--output-plan", str(plan))  # fmt: skip
 
     assert run.returncode == 0, run.stderr  # complete: nothing unread
     loaded = planlib.load(plan)
@@ -255,7 +255,7 @@ def test_protect_and_unprotect_with_exactly_the_documented_rbac_in_one_namespace
     _apps(kube_client, ns)
     plan = tmp_path / "plan.yaml"
     admin = cloudtaser("target", "discover", "--kubeconfig", str(cluster.kubeconfig), "-n", ns,
-                       "-o", str(plan))  # fmt: skip
+                       "--output-plan", str(plan))  # fmt: skip
     assert admin.returncode == 0, admin.stderr
     identity.grant(doc_cluster_role("rbac-protect"), namespace=ns)  # a RoleBinding is enough
     kubeconfig = str(identity.kubeconfig())
@@ -283,7 +283,7 @@ def test_protect_without_patch_fails_naming_the_missing_permission(
     _apps(kube_client, ns)
     plan = tmp_path / "plan.yaml"
     admin = cloudtaser("target", "discover", "--kubeconfig", str(cluster.kubeconfig), "-n", ns,
-                       "-o", str(plan))  # fmt: skip
+                       "--output-plan", str(plan))  # fmt: skip
     assert admin.returncode == 0, admin.stderr
     role = doc_cluster_role("rbac-protect")
     for rule in role["rules"]:

@@ -86,7 +86,7 @@ def kubeconfig_text(cluster: Cluster, user: str) -> str:
 def discover(kubeconfig: Path, namespace: str, plan: Path, *extra: str) -> Any:
     return cloudtaser(
         "target", "discover", "--kubeconfig", str(kubeconfig), "-n", namespace,
-        "-o", str(plan), *extra,
+        "--output-plan", str(plan), *extra,
     )  # fmt: skip
 
 
@@ -195,11 +195,22 @@ def test_unsendable_token_never_reaches_discover_output(
     _token_parts_absent(token, run.stdout + run.stderr)
     if plan.exists():
         _token_parts_absent(token, plan.read_text())
-    # -v prints the traceback with the library's chained exception: scrubbed too
+    # an expected error prints no traceback even with -v (issue 17), and -v's extra
+    # diagnostics are scrubbed too
     verbose = cloudtaser(
-        "-v", "target", "discover", "--kubeconfig", str(kubeconfig), "-n", ns, "-o", str(plan)
+        "-v",
+        "target",
+        "discover",
+        "--kubeconfig",
+        str(kubeconfig),
+        "-n",
+        ns,
+        "--output-plan",
+        str(plan),
     )
-    assert "LocalProtocolError" in verbose.stderr
+    assert verbose.returncode == 3
+    assert "Traceback" not in verbose.stderr
+    assert "<redacted>" in verbose.stderr
     _token_parts_absent(token, verbose.stdout + verbose.stderr)
 
 

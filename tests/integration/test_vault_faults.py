@@ -215,7 +215,7 @@ def test_apply_and_verify_inside_an_openbao_namespace(openbao: BaoServer, tmp_pa
     data = plan_dict(name, {"app": [workload("api", {"kv/data/app/db": {"user": "U"}})]})
     plan_file = write_plan(tmp_path / "plan.yaml", data)
 
-    applied = run_cli(openbao, "source", "apply-plan", str(plan_file), "--namespace", ns)
+    applied = run_cli(openbao, "source", "apply-plan", str(plan_file), "--vault-namespace", ns)
     assert applied.returncode == 0, applied.stderr
     assert f"namespace {ns}" in applied.stderr
     policy = f"sys/policies/acl/cloudtaser-{name}-app"

@@ -106,7 +106,7 @@ def test_verify_reports_every_status_without_reading_data(
 
     text = run_cli(openbao, "source", "verify-plan", str(plan_file), token=operator)
     assert text.returncode == 1
-    assert "missing: password, host" in text.stdout
+    assert "missing-fields (lacks password, host)" in text.stdout
     assert "1/6 workloads ok, 1 skipped" in text.stdout
     assert CANARY not in text.stdout + text.stderr
     assert hashlib.sha256(plan_file.read_bytes()).digest() == before

@@ -47,7 +47,12 @@ def _exec_user(command: Path, version: str = "client.authentication.k8s.io/v1") 
 
 def _discover(kubeconfig: Path, tmp_path: Path) -> tuple[int, str, str]:
     return _cli(
-        "target", "discover", "--kubeconfig", str(kubeconfig), "-o", str(tmp_path / "p.yaml")
+        "target",
+        "discover",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--output-plan",
+        str(tmp_path / "p.yaml"),
     )
 
 

@@ -62,7 +62,7 @@ def test_bad_options_exit_2_before_contacting_the_cluster(
             "discover",
             "--kubeconfig",
             str(kubeconfig),
-            "-o",
+            "--output-plan",
             str(tmp_path / "p.yaml"),
             *args,
         ]
@@ -74,7 +74,15 @@ def test_bad_options_exit_2_before_contacting_the_cluster(
 
 
 def test_isolate_and_path_template_are_exclusive(kubeconfig: Path, tmp_path: Path) -> None:
-    args = ["target", "discover", "--kubeconfig", str(kubeconfig), "-o", "-", "--isolate"]
+    args = [
+        "target",
+        "discover",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--output-plan",
+        "-",
+        "--isolate",
+    ]
     assert main([*args, "--path-template", "{mount}/data/{namespace}/{secret}"]) == 2
 
 
@@ -83,7 +91,10 @@ def test_existing_file_that_is_not_a_plan_is_refused_before_scanning(
 ) -> None:
     target = tmp_path / "notes.yaml"
     target.write_text("important: true\n")
-    assert main(["target", "discover", "--kubeconfig", str(kubeconfig), "-o", str(target)]) == 2
+    assert (
+        main(["target", "discover", "--kubeconfig", str(kubeconfig), "--output-plan", str(target)])
+        == 2
+    )
     assert "not a valid plan" in capsys.readouterr().err
     assert target.read_text() == "important: true\n"
 

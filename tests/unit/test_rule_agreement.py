@@ -362,7 +362,9 @@ def test_discover_refuses_a_reserved_kv_mount_with_exit_2(
     mount: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _discover("db", kv_mount=mount) is None
-    code = main(["target", "discover", "--kv-mount", mount, "-o", "/nonexistent/plan.yaml"])
+    code = main(
+        ["target", "discover", "--kv-mount", mount, "--output-plan", "/nonexistent/plan.yaml"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "reserved" in err

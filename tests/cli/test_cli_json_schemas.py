@@ -1,0 +1,117 @@
+"""Every ``-o json`` result has a JSON Schema in schema/output-<kind>.schema.json, and real
+outputs validate against it (plan commands here; apply-plan, verify-plan, protect, discover
+in tests/integration/test_*_cli_ux.py against real servers).
+
+When this fails for a new command: write schema/output-<kind>.schema.json for the ``kind``
+you pass to ``print_result_json`` (require formatVersion, kind, summary), see docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from cloudtaser.cli import main
+from tests.unit.test_plan import VALID
+
+ROOT = Path(__file__).parents[2]
+SCHEMAS = ROOT / "schema"
+
+
+def _kinds_in_code() -> dict[str, str]:
+    """kind -> file:line of each ``print_result_json(kind, ...)`` call in cloudtaser/cli."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "cloudtaser" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print_result_json"
+            ):
+                continue
+            first = node.args[0] if node.args else None
+            values = [first.body, first.orelse] if isinstance(first, ast.IfExp) else [first]
+            for value in values:
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                literal = isinstance(value, ast.Constant) and isinstance(value.value, str)
+                assert literal, (
+                    f"{where}: pass the kind of print_result_json as a string literal, so its "
+                    "schema can be found"
+                )
+                assert isinstance(value, ast.Constant)
+                found[value.value] = where
+    return found
+
+
+def _schema(kind: str) -> dict:
+    return json.loads((SCHEMAS / f"output-{kind}.schema.json").read_text())
+
+
+def test_every_json_result_kind_has_a_schema() -> None:
+    kinds = _kinds_in_code()
+    assert {"apply-plan", "verify-plan", "plan-status", "protect-run", "discover"} <= set(kinds)
+    missing = {k: w for k, w in kinds.items() if not (SCHEMAS / f"output-{k}.schema.json").exists()}
+    assert not missing, f"no schema/output-<kind>.schema.json for: {missing}"
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMAS.glob("output-*.schema.json")), ids=lambda p: p.name)
+def test_schemas_are_valid_and_require_the_envelope(path: Path) -> None:
+    schema = json.loads(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert {"formatVersion", "kind", "summary"} <= set(schema["required"])
+    assert path.name == f"output-{schema['properties']['kind']['const']}.schema.json"
+
+
+@pytest.fixture
+def plan_file(tmp_path: Path) -> Path:
+    data = yaml.safe_load(VALID)
+    data["tenants"][0]["workloads"][1]["status"] = "skipped"
+    data["tenants"][0]["workloads"][0]["lastError"] = "rollout did not complete"
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "argv"),
+    [
+        ("plan-status", ["plan", "status", "{plan}", "-o", "json"]),
+        ("plan-status", ["plan", "status", "{plan}", "--workloads", "-o", "json"]),
+        ("plan-validate", ["plan", "validate", "{plan}", "{plan}", "-o", "json"]),
+        ("plan-todo", ["plan", "todo", "{plan}", "-o", "json"]),
+        (
+            "plan-set-status",
+            [
+                "plan",
+                "set-status",
+                "{plan}",
+                "--tenant",
+                "payments",
+                "--status",
+                "pending",
+                "-o",
+                "json",
+            ],
+        ),
+    ],
+)
+def test_real_plan_outputs_validate(
+    kind: str, argv: list[str], plan_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main([a.replace("{plan}", str(plan_file)) for a in argv])
+    document = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(_schema(kind)).validate(document)
+    assert document["kind"] == kind
+
+
+def test_a_schema_rejects_a_missing_summary(
+    plan_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["plan", "todo", str(plan_file), "-o", "json"])
+    document = json.loads(capsys.readouterr().out)
+    del document["summary"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(_schema("plan-todo")).validate(document)
