@@ -26,9 +26,7 @@ def proven_paths(
     :func:`cloudtaser.source.verify.verify_plan` made for ``plan``, in plan order)."""
     proven: dict[str, tuple[set[str], int | None]] = {}
     # matched by tenant, kind and name: a run scoped with --tenant reports only some tenants
-    reports = {
-        (t.tenant, w.kind, w.name): w for t in result.tenants for w in t.workloads
-    }
+    reports = {(t.tenant, w.kind, w.name): w for t in result.tenants for w in t.workloads}
     for tenant, workload in plan.iter_workloads():
         report = reports.get((tenant.name, str(workload.kind), workload.name))
         if report is None:
