@@ -281,7 +281,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 		Self: self, DNS: f.dnsSANs, IPs: f.ipSANs, Validity: f.certValidityd,
 		Publisher:        &webhook.Publisher{Client: kc, Configuration: f.configuration, Webhook: f.webhookName, Self: self, Logf: log.logf},
 		PropagationDelay: propagation, Resync: resync, Logf: log.logf,
-		OnPublish: func(err error, _ bool) { metrics.Published(err) },
+		OnPublish: metrics.Published,
 		OnRotate:  metrics.Rotated,
 	}
 	if err := certs.Init(); err != nil {

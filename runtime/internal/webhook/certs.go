@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"sort"
 	"strings"
 	"time"
 )
@@ -185,10 +187,13 @@ func encodeBundle(certs []*x509.Certificate) []byte {
 	return b
 }
 
-// mergeBundle computes the caBundle a replica writes. Kept, in this order:
+// mergeBundle computes the caBundle a replica writes. Kept:
 //   - own: this replica's CAs (current, and during a rotation the next and the retired one);
 //   - every other injector CA from existing that is unexpired and names a live pod of this
 //     namespace (alive), or names another namespace (cannot be checked: kept until expiry).
+//
+// The result is in one canonical order (NotBefore, then the DER bytes), whichever replica
+// computes it, so two replicas agreeing on the content never rewrite each other's bundle.
 //
 // Dropped: expired CAs, CAs of pods that are gone, CAs naming this replica that it no longer
 // holds (a previous process of the same pod, or its own retired CA), duplicates, and any
@@ -216,5 +221,11 @@ func mergeBundle(existing, own []*x509.Certificate, self Identity, alive func(po
 		seen[string(c.Raw)] = true
 		out = append(out, c)
 	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].NotBefore.Equal(out[j].NotBefore) {
+			return out[i].NotBefore.Before(out[j].NotBefore)
+		}
+		return bytes.Compare(out[i].Raw, out[j].Raw) < 0
+	})
 	return out
 }

@@ -58,7 +58,7 @@ func NewMetrics() *Metrics {
 	for _, r := range DenialReasons {
 		m.denials[r] = 0
 	}
-	for _, r := range []string{"ok", "error"} {
+	for _, r := range []string{"written", "unchanged", "error"} {
 		m.publishes[r] = 0
 	}
 	m.buckets = make([]uint64, len(DurationBuckets))
@@ -93,14 +93,17 @@ func (m *Metrics) Observe(result, reason string, d time.Duration) {
 	}
 }
 
-// Published records one caBundle write attempt.
-func (m *Metrics) Published(err error) {
+// Published records one caBundle update: written, unchanged (already right) or error.
+func (m *Metrics) Published(err error, changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
 		m.publishes["error"]++
-	} else {
-		m.publishes["ok"]++
+	case changed:
+		m.publishes["written"]++
+	default:
+		m.publishes["unchanged"]++
 	}
 }
 
@@ -130,7 +133,7 @@ func (m *Metrics) Write(w io.Writer) error {
 	fmt.Fprintf(&b, "%sadmission_duration_seconds_bucket{le=\"+Inf\"} %d\n", prefix, m.count)
 	fmt.Fprintf(&b, "%sadmission_duration_seconds_sum %s\n", prefix, num(m.sum))
 	fmt.Fprintf(&b, "%sadmission_duration_seconds_count %d\n", prefix, m.count)
-	family(&b, "cabundle_writes_total", "Attempts to bring the caBundle up to date, by outcome.", "counter")
+	family(&b, "cabundle_writes_total", "caBundle checks of this replica, by outcome (written, unchanged, error).", "counter")
 	labelled(&b, "cabundle_writes_total", "outcome", m.publishes)
 	family(&b, "cert_rotations_total", "Serving certificate rotations.", "counter")
 	fmt.Fprintf(&b, "%scert_rotations_total %d\n", prefix, m.rotations)
