@@ -268,3 +268,18 @@ func (k *kubeEnv) must(t *testing.T, method, path string, body any) map[string]a
 	}
 	return out
 }
+
+// withToken GETs path with a bearer token (no client certificate) and returns the status.
+func (k *kubeEnv) withToken(t *testing.T, token, path string) int {
+	t.Helper()
+	tr := k.admin.Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = nil
+	req, _ := http.NewRequest("GET", k.server+path, nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(token))
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
