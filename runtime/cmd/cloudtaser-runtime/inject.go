@@ -350,7 +350,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	case <-sigs:
 		log.logf("second signal: closing now")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	if err := srv.Shutdown(ctx); err != nil {
 		log.logf("in-flight requests did not finish in time: %v", err)
 	}
