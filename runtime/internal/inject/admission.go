@@ -101,6 +101,19 @@ type podSpec struct {
 	Containers       []container       `json:"containers"`
 	ImagePullSecrets []named           `json:"imagePullSecrets"`
 	NodeSelector     map[string]string `json:"nodeSelector"`
+	Affinity         *struct {
+		NodeAffinity *struct {
+			Required *struct {
+				Terms []struct {
+					MatchExpressions []struct {
+						Key      string   `json:"key"`
+						Operator string   `json:"operator"`
+						Values   []string `json:"values"`
+					} `json:"matchExpressions"`
+				} `json:"nodeSelectorTerms"`
+			} `json:"requiredDuringSchedulingIgnoredDuringExecution"`
+		} `json:"nodeAffinity"`
+	} `json:"affinity"`
 }
 
 type named struct {

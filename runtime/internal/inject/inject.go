@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"cloudtaser/runtime/internal/contract"
 	"cloudtaser/runtime/internal/registry"
@@ -354,6 +355,8 @@ type command struct {
 // commands computes every container's command, looking up the images of those without one
 // (concurrently; the resolver de-duplicates identical images).
 func (m *mutation) commands(ctx context.Context) ([]command, *AdmissionResponse) {
+	ctx, cancel := lookupContext(ctx)
+	defer cancel()
 	cs := m.pod.Spec.Containers
 	out := make([]command, len(cs))
 	errs := make([]*AdmissionResponse, len(cs))
@@ -380,6 +383,21 @@ func (m *mutation) commands(ctx context.Context) ([]command, *AdmissionResponse)
 		}
 	}
 	return out, nil
+}
+
+// LookupMargin is kept free of registry lookups at the end of the request's deadline, so
+// that a refusal with its message reaches the API server before it gives up on the webhook.
+const LookupMargin = 500 * time.Millisecond
+
+// lookupContext ends the lookups LookupMargin (at most a fifth of the time left) before ctx's
+// deadline.
+func lookupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(LookupMargin, time.Until(deadline)/5)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 func (m *mutation) lookup(ctx context.Context, c container) (command, *AdmissionResponse) {
@@ -417,10 +435,42 @@ func (m *mutation) lookup(ctx context.Context, c container) (command, *Admission
 	return out, nil
 }
 
-// platform: the pod's kubernetes.io/os and kubernetes.io/arch node selectors, else linux/amd64.
+// platform: the node's os/arch as far as the pod pins it (nodeSelector kubernetes.io/os and
+// kubernetes.io/arch, else a required node affinity that allows exactly one value); the
+// resolver fills in linux/amd64 for what is left open.
 func (m *mutation) platform() registry.Platform {
 	ns := m.pod.Spec.NodeSelector
-	return registry.Platform{OS: ns["kubernetes.io/os"], Architecture: ns["kubernetes.io/arch"]}
+	p := registry.Platform{OS: ns["kubernetes.io/os"], Architecture: ns["kubernetes.io/arch"]}
+	if p.OS == "" {
+		p.OS = m.affinityValue("kubernetes.io/os")
+	}
+	if p.Architecture == "" {
+		p.Architecture = m.affinityValue("kubernetes.io/arch")
+	}
+	return p
+}
+
+// affinityValue is the one value a required node affinity allows for key: every term
+// (terms are ORed) must pin the key with In to the same single value; "" otherwise.
+func (m *mutation) affinityValue(key string) string {
+	a := m.pod.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.Required == nil || len(a.NodeAffinity.Required.Terms) == 0 {
+		return ""
+	}
+	value := ""
+	for _, term := range a.NodeAffinity.Required.Terms {
+		found := ""
+		for _, e := range term.MatchExpressions {
+			if e.Key == key && e.Operator == "In" && len(e.Values) == 1 {
+				found = e.Values[0]
+			}
+		}
+		if found == "" || (value != "" && found != value) {
+			return ""
+		}
+		value = found
+	}
+	return value
 }
 
 func wrapperPrefix() []string { return []string{WrapperPath, "wrap", "--"} }

@@ -82,17 +82,3 @@ func sortedKeys(m map[string]authEntry) []string {
 	sort.Strings(keys)
 	return keys
 }
-
-// keychain answers with the first entry (pull secrets in the pod's order) whose host is the
-// registry's; anonymous when none matches.
-type keychain []dockerAuth
-
-func (k keychain) Resolve(res authn.Resource) (authn.Authenticator, error) {
-	host := canonicalHost(res.RegistryStr())
-	for _, a := range k {
-		if a.host == host {
-			return authn.FromConfig(a.cfg), nil
-		}
-	}
-	return authn.Anonymous, nil
-}

@@ -11,7 +11,7 @@
 // lookups of one image share one request; every lookup stops at the context's deadline.
 //
 // Plain HTTP is used only for loopback registries (localhost, 127.0.0.0/8, ::1) and for
-// mirrors given explicitly; every other request is sent over HTTPS, whatever
+// mirrors given explicitly as http://HOST; every other request is sent over HTTPS, whatever
 // go-containerregistry's own private-address heuristics would do.
 //
 // Errors never carry a credential: the messages of Error name the image and a class of failure.
@@ -19,8 +19,11 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -37,6 +40,9 @@ import (
 
 // DefaultTagTTL is how long a tag -> digest answer is reused.
 const DefaultTagTTL = 5 * time.Minute
+
+// MaxCacheEntries bounds each cache (tags, configs); when full, an arbitrary entry goes.
+const MaxCacheEntries = 8192
 
 // Platform selects an entry of a multi-arch index.
 type Platform struct {
@@ -95,8 +101,9 @@ type SecretGetter interface {
 // Options configures a Resolver.
 type Options struct {
 	// Mirrors maps a registry host (docker.io, ghcr.io, registry.corp:5000) to a mirror
-	// host, optionally with a path prefix (registry.corp:5000/dockerhub). Lookups of that
-	// registry go to the mirror only; the repository path and tag are kept.
+	// host, optionally with a path prefix (registry.corp:5000/dockerhub) and "http://" in
+	// front for a plain-HTTP mirror. Lookups of that registry go to the mirror only; the
+	// repository path and tag are kept.
 	Mirrors map[string]string
 	// TagTTL: how long tag -> digest answers are reused; 0 means DefaultTagTTL, negative
 	// disables the tag cache.
@@ -157,8 +164,9 @@ type Resolver struct {
 }
 
 type mirror struct {
-	host   string
-	prefix string
+	host     string
+	prefix   string
+	insecure bool // given as http://: plain HTTP allowed
 }
 
 type tagEntry struct {
@@ -201,7 +209,7 @@ func New(o Options) (*Resolver, error) {
 	return r, nil
 }
 
-// ParseMirror parses a --mirror flag value HOST=MIRROR[/PREFIX].
+// ParseMirror parses a --mirror flag value HOST=[http://]MIRROR[/PREFIX].
 func ParseMirror(v string) (host, mirror string, err error) {
 	host, mirror, ok := strings.Cut(strings.TrimSpace(v), "=")
 	if !ok || host == "" || mirror == "" {
@@ -211,11 +219,13 @@ func ParseMirror(v string) (host, mirror string, err error) {
 }
 
 func (r *Resolver) addMirror(host, m string) error {
-	bad := fmt.Errorf("mirror %q=%q: both sides must be registry hosts (host[:port], the mirror optionally with /path)", clip(host), clip(m))
+	bad := fmt.Errorf("mirror %q=%q: both sides must be registry hosts (host[:port]; the mirror optionally http:// and /path)", clip(host), clip(m))
 	h := canonicalHost(host)
 	if _, err := name.NewRegistry(h, name.StrictValidation); err != nil || strings.Contains(host, "/") {
 		return bad
 	}
+	insecure := strings.HasPrefix(m, "http://")
+	m = strings.TrimPrefix(strings.TrimPrefix(m, "http://"), "https://")
 	mh, prefix, _ := strings.Cut(strings.TrimSuffix(m, "/"), "/")
 	if _, err := name.NewRegistry(mh, name.StrictValidation); err != nil {
 		return bad
@@ -225,7 +235,7 @@ func (r *Resolver) addMirror(host, m string) error {
 			return bad
 		}
 	}
-	r.mirrors[h] = mirror{host: mh, prefix: prefix}
+	r.mirrors[h] = mirror{host: mh, prefix: prefix, insecure: insecure}
 	return nil
 }
 
@@ -286,7 +296,12 @@ func (r *Resolver) resolve(ctx context.Context, req Request) (Result, error) {
 		r.dedup.Add(1)
 		select {
 		case <-f.done:
-			return f.res, f.err
+			var e *Error
+			if !(errors.As(f.err, &e) && e.Kind == KindTimeout && ctx.Err() == nil) {
+				return f.res, f.err
+			}
+			// The leader ran out of its own time; this request still has some.
+			return r.fetch(ctx, req, ref, plainHTTP, plat)
 		case <-ctx.Done():
 			return Result{}, r.classify(req.Image, ctx.Err())
 		}
@@ -327,13 +342,30 @@ func (r *Resolver) reference(image string) (name.Reference, map[string]bool, err
 	} else {
 		mref += ":" + ref.Identifier()
 	}
-	// Insecure: the mirror was named explicitly, so plain HTTP to it is allowed (HTTPS is
-	// still tried first by go-containerregistry's ping).
+	if !m.insecure {
+		nref, err := name.ParseReference(mref)
+		if err != nil {
+			return nil, nil, bad
+		}
+		return nref, nil, nil
+	}
+	// A mirror given as http://: plain HTTP to it is allowed.
 	nref, err := name.ParseReference(mref, name.Insecure)
 	if err != nil {
 		return nil, nil, bad
 	}
 	return nref, map[string]bool{strings.ToLower(m.host): true}, nil
+}
+
+// evictOne makes room for one entry in a full cache.
+func evictOne[V any](m map[string]V) {
+	if len(m) < MaxCacheEntries {
+		return
+	}
+	for k := range m {
+		delete(m, k)
+		return
+	}
 }
 
 func cfgKey(digest string, p Platform) string { return digest + "|" + p.String() }
@@ -356,15 +388,29 @@ func (r *Resolver) cached(ref name.Reference, p Platform) (Result, bool) {
 	return res, ok
 }
 
+// fetch reads the image from its registry, trying the matching pull-secret credentials in
+// the pod's order (the next one after a refusal, as the kubelet does), anonymously when none
+// matches.
 func (r *Resolver) fetch(ctx context.Context, req Request, ref name.Reference, plainHTTP map[string]bool, plat Platform) (Result, error) {
-	kc, err := r.keychain(ctx, req)
+	auths, err := r.credentials(ctx, req, ref)
 	if err != nil {
 		return Result{}, err
 	}
 	r.fetches.Add(1)
+	for i, a := range auths {
+		res, err := r.fetchWith(ctx, req, ref, plainHTTP, plat, a)
+		var e *Error
+		if err == nil || i == len(auths)-1 || !errors.As(err, &e) || e.Kind != KindUnauthorized {
+			return res, err
+		}
+	}
+	return Result{}, errors.New("unreachable")
+}
+
+func (r *Resolver) fetchWith(ctx context.Context, req Request, ref name.Reference, plainHTTP map[string]bool, plat Platform, auth authn.Authenticator) (Result, error) {
 	opts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(kc),
+		remote.WithAuth(auth),
 		remote.WithTransport(&schemeGuard{base: r.base, plainHTTP: plainHTTP}),
 		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
 	}
@@ -375,6 +421,7 @@ func (r *Resolver) fetch(ctx context.Context, req Request, ref name.Reference, p
 	top := desc.Digest.String()
 	if _, isTag := ref.(name.Tag); isTag && r.tagTTL > 0 {
 		r.mu.Lock()
+		evictOne(r.tags)
 		r.tags[ref.Name()] = tagEntry{digest: top, expires: r.now().Add(r.tagTTL)}
 		r.mu.Unlock()
 	}
@@ -420,6 +467,7 @@ func (r *Resolver) fetch(ctx context.Context, req Request, ref name.Reference, p
 	}
 	res = Result{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, Digest: digest.String()}
 	r.mu.Lock()
+	evictOne(r.configs)
 	r.configs[cfgKey(top, plat)] = res
 	r.mu.Unlock()
 	return res, nil
@@ -483,14 +531,24 @@ func (r *Resolver) classify(image string, err error) error {
 		}
 		return &Error{Kind: KindRegistry, Image: image, Msg: fmt.Sprintf("the registry of image %q answered HTTP %d", img, te.StatusCode)}
 	}
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var he x509.HostnameError
+	var rh tls.RecordHeaderError
+	if errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &he) {
+		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the TLS certificate of the registry of image %q could not be verified", img)}
+	}
+	if errors.As(err, &rh) {
+		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the registry of image %q does not speak HTTPS (a plain-HTTP mirror is given as --mirror HOST=http://MIRROR)", img)}
+	}
 	var ne net.Error
 	var oe *net.OpError
 	var de *net.DNSError
 	if errors.As(err, &de) || errors.As(err, &oe) || errors.As(err, &ne) {
 		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the registry of image %q is unreachable from the webhook", img)}
 	}
-	if errors.Is(err, errPlainHTTP) {
-		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the registry of image %q would need plain HTTP, which is allowed only for loopback registries and mirrors", img)}
+	if errors.Is(err, errTooLarge) {
+		return &Error{Kind: KindRegistry, Image: image, Msg: fmt.Sprintf("the registry of image %q sent a manifest or config larger than %d MiB", img, MaxResponseBytes>>20)}
 	}
 	return &Error{Kind: KindRegistry, Image: image, Msg: fmt.Sprintf("the registry of image %q gave an answer that is not a readable image", img)}
 }
@@ -500,8 +558,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-var errPlainHTTP = errors.New("plain HTTP refused")
-
 // schemeGuard sends every request over HTTPS except to loopback hosts and explicit mirrors:
 // go-containerregistry would use plain HTTP for private (RFC 1918) and .local registries.
 type schemeGuard struct {
@@ -510,18 +566,41 @@ type schemeGuard struct {
 }
 
 func (g *schemeGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "http" {
-		return g.base.RoundTrip(req)
+	if req.URL.Scheme == "http" && !g.plainHTTP[strings.ToLower(req.URL.Host)] && !isLoopback(req.URL.Hostname()) {
+		req = req.Clone(req.Context())
+		req.URL.Scheme = "https"
 	}
-	host := strings.ToLower(req.URL.Host)
-	h := req.URL.Hostname()
-	if g.plainHTTP[host] || isLoopback(h) {
-		return g.base.RoundTrip(req)
+	resp, err := g.base.RoundTrip(req)
+	if err == nil && resp.Body != nil {
+		resp.Body = &capped{rc: resp.Body, left: MaxResponseBytes}
 	}
-	r2 := req.Clone(req.Context())
-	r2.URL.Scheme = "https"
-	return g.base.RoundTrip(r2)
+	return resp, err
 }
+
+// MaxResponseBytes bounds every registry response the resolver reads (manifests, indexes,
+// configs are kilobytes; go-containerregistry alone would accept a 100 MiB manifest).
+const MaxResponseBytes = 4 << 20
+
+var errTooLarge = errors.New("registry response larger than the injector reads")
+
+type capped struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (c *capped) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.rc.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+func (c *capped) Close() error { return c.rc.Close() }
 
 func isLoopback(h string) bool {
 	if strings.EqualFold(h, "localhost") {
@@ -531,16 +610,19 @@ func isLoopback(h string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// keychain returns the credentials to try: the pod's pull secrets when enabled, else none.
-func (r *Resolver) keychain(ctx context.Context, req Request) (authn.Keychain, error) {
+// credentials returns the authenticators to try for ref's registry: the entries of the pod's
+// pull secrets (when enabled) for that host, in the pod's order; anonymous when none matches.
+func (r *Resolver) credentials(ctx context.Context, req Request, ref name.Reference) ([]authn.Authenticator, error) {
+	anonymous := []authn.Authenticator{authn.Anonymous}
 	if r.secrets == nil || len(req.PullSecrets) == 0 {
-		return authn.NewMultiKeychain(), nil
+		return anonymous, nil
 	}
-	var all []dockerAuth
+	host := canonicalHost(ref.Context().RegistryStr())
+	var out []authn.Authenticator
 	for _, s := range req.PullSecrets {
 		sec, err := r.secrets.GetSecret(ctx, req.Namespace, s)
 		if err != nil {
-			// A listed secret that does not exist is ignored, as the kubelet does.
+			// A listed secret that does not exist is skipped, as the kubelet does.
 			if errors.Is(err, ErrSecretNotFound) {
 				continue
 			}
@@ -552,9 +634,16 @@ func (r *Resolver) keychain(ctx context.Context, req Request) (authn.Keychain, e
 			return nil, &Error{Kind: KindCredentials, Image: req.Image,
 				Msg: fmt.Sprintf("pull secret %s/%s: %v", clip(req.Namespace), clip(s), err)}
 		}
-		all = append(all, auths...)
+		for _, a := range auths {
+			if a.host == host {
+				out = append(out, authn.FromConfig(a.cfg))
+			}
+		}
 	}
-	return keychain(all), nil
+	if len(out) == 0 {
+		return anonymous, nil
+	}
+	return out, nil
 }
 
 // ErrSecretNotFound is what a SecretGetter returns (wrapped or not) for a missing secret.
