@@ -53,7 +53,7 @@ func (r *replica) exited() bool {
 // setupInjectorCluster creates what `target install --webhook-url` would (namespaces,
 // ServiceAccount, least-privilege RBAC, the MWC without caBundle) and returns a token file
 // of the injector's ServiceAccount.
-func setupInjectorCluster(t *testing.T, k *kubeEnv, port int) string {
+func setupInjectorCluster(t testing.TB, k *kubeEnv, port int) string {
 	for _, ns := range []string{sysNS, appNS} {
 		k.must(t, "POST", "/api/v1/namespaces", map[string]any{"metadata": map[string]any{"name": ns}})
 	}
@@ -101,7 +101,7 @@ func setupInjectorCluster(t *testing.T, k *kubeEnv, port int) string {
 // writeBoundToken writes a token of the injector's ServiceAccount bound to a Secret named
 // holder (created here): deleting that Secret invalidates the token, as the kubelet's
 // rotation retires an old projected token.
-func writeBoundToken(t *testing.T, k *kubeEnv, tokenFile, holder string) {
+func writeBoundToken(t testing.TB, k *kubeEnv, tokenFile, holder string) {
 	sec := k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/secrets", map[string]any{"metadata": map[string]any{"name": holder}})
 	uid := sec["metadata"].(map[string]any)["uid"]
 	tok := k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/serviceaccounts/cloudtaser-injector/token",
@@ -117,7 +117,7 @@ func writeBoundToken(t *testing.T, k *kubeEnv, tokenFile, holder string) {
 }
 
 // replicaPod stands for the Deployment's pod of a replica (never scheduled: no nodes).
-func replicaPod(t *testing.T, k *kubeEnv, name string) {
+func replicaPod(t testing.TB, k *kubeEnv, name string) {
 	k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/pods", map[string]any{
 		"metadata": map[string]any{"name": name},
 		"spec": map[string]any{"serviceAccountName": "cloudtaser-injector", "automountServiceAccountToken": false,
@@ -125,7 +125,7 @@ func replicaPod(t *testing.T, k *kubeEnv, name string) {
 	})
 }
 
-func startReplica(t *testing.T, k *kubeEnv, name string, port int, tokenFile, validity string) *replica {
+func startReplica(t testing.TB, k *kubeEnv, name string, port int, tokenFile, validity string) *replica {
 	t.Helper()
 	cmd := exec.Command(binary, "inject", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--reuse-port", "--san", "127.0.0.1",
 		"--runtime-image", "registry.local/cloudtaser-runtime:test", "--allowed-vault-address", allowed, "--audience", "vault",
@@ -156,7 +156,7 @@ func startReplica(t *testing.T, k *kubeEnv, name string, port int, tokenFile, va
 }
 
 // bundle returns the owners (pod names) of the CAs in the webhook entry's caBundle.
-func bundle(t *testing.T, k *kubeEnv) []string {
+func bundle(t testing.TB, k *kubeEnv) []string {
 	out := k.must(t, "GET", mwcPath, nil)
 	hooks := out["webhooks"].([]any)
 	cc := hooks[0].(map[string]any)["clientConfig"].(map[string]any)
@@ -222,7 +222,7 @@ func appPod(labelled bool, address string) map[string]any {
 	}
 }
 
-func createPod(t *testing.T, k *kubeEnv, pod map[string]any) (int, map[string]any) {
+func createPod(t testing.TB, k *kubeEnv, pod map[string]any) (int, map[string]any) {
 	return k.do(t, "POST", "/api/v1/namespaces/"+appNS+"/pods", pod)
 }
 
@@ -239,7 +239,7 @@ func injected(pod map[string]any) bool {
 
 // scrape reads /metrics over fresh TLS connections until every named replica answered once
 // (the serving leaf's issuer names the replica), and returns the text per replica.
-func scrape(t *testing.T, port int, names ...string) map[string]string {
+func scrape(t testing.TB, port int, names ...string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
 	deadline := time.Now().Add(20 * time.Second)
