@@ -367,12 +367,21 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 		t.Errorf("the MWC was rewritten with nothing to change (resourceVersion %v -> %v)", rv, now)
 	}
 
-	// 3. Rotation under steady pod creation (30 s validity: each replica rotates at 20 s):
+	// 3. Rotation under steady pod creation (30 s validity: each replica rotates at 20 s),
+	// a third replica joining on the shared port at 8 s and leaving with SIGTERM at 22 s:
 	// not one admission fails, whichever replica answers.
+	replicaPod(t, k, "inj-c")
+	var c *replica
 	start := time.Now()
 	var created, failed int
 	var failures []string
 	for time.Since(start) < 30*time.Second {
+		if c == nil && time.Since(start) > 8*time.Second {
+			c = startReplica(t, k, "inj-c", port, tokenFile, "30s")
+		}
+		if c != nil && time.Since(start) > 22*time.Second && c.cmd.ProcessState == nil && !c.exited() {
+			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for i := 0; i < 3; i++ {
@@ -395,6 +404,17 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 	}
 	if failed > 0 || created < 30 {
 		t.Fatalf("during rotation: %d created, %d failed: %v", created, failed, failures[:min(len(failures), 5)])
+	}
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("inj-c did not stop after SIGTERM")
+	}
+	if out := c.stderr.String(); c.code != 0 || !strings.Contains(out, "serving on") || !strings.Contains(out, "CA is out of the caBundle") {
+		t.Fatalf("inj-c: exit %d\n%s", c.code, out)
+	}
+	if got := bundle(t, k); count(got, "inj-c") != 0 {
+		t.Errorf("inj-c's CA left behind: %v", got)
 	}
 	for _, r := range []*replica{a, b} {
 		if !strings.Contains(r.stderr.String(), "now serving the new certificate") {
@@ -420,6 +440,13 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 			t.Errorf("%s metrics hold a pod env value", name)
 		}
 	}
+	var cMutated int
+	_, summary, _ := strings.Cut(c.stderr.String(), "inject: answered ")
+	if _, err := fmt.Sscanf(summary, "%d mutated", &cMutated); err != nil {
+		t.Fatalf("inj-c's summary line: %v", err)
+	}
+	t.Logf("inj-c answered %d mutated admissions while it was there", cMutated)
+	mutated += float64(cMutated)
 	if mutated < float64(created+1) || denied != 1 || unresolvable != 1 || lookups < 1 {
 		t.Errorf("metrics: %v mutated (want >= %d), %v denied address-not-allowed, %v image-unresolvable (want 1 each), %v registry lookups",
 			mutated, created+1, denied, unresolvable, lookups)
