@@ -372,6 +372,7 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 	// not one admission fails, whichever replica answers.
 	replicaPod(t, k, "inj-c")
 	var c *replica
+	cStopped := false
 	start := time.Now()
 	var created, failed int
 	var failures []string
@@ -379,8 +380,9 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 		if c == nil && time.Since(start) > 8*time.Second {
 			c = startReplica(t, k, "inj-c", port, tokenFile, "30s")
 		}
-		if c != nil && time.Since(start) > 22*time.Second && c.cmd.ProcessState == nil && !c.exited() {
+		if c != nil && !cStopped && time.Since(start) > 22*time.Second {
 			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+			cStopped = true
 		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
