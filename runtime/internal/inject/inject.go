@@ -38,15 +38,17 @@ const (
 	InitContainerName  = "cloudtaser-init"
 	VolumeBin          = "cloudtaser-bin"
 	VolumeToken        = "cloudtaser-token"
-	BinDir             = "/cloudtaser/bin"
-	WrapperPath        = BinDir + "/cloudtaser-runtime"
-	RuntimeBinary      = "/cloudtaser-runtime" // in the runtime image
-	TokenDir           = "/var/run/secrets/cloudtaser"
-	TokenFile          = "token"
-	TokenPath          = TokenDir + "/" + TokenFile
-	TokenExpiration    = 3600
-	DefaultEmptyDir    = "32Mi"
-	InitUser           = 65532
+	// ServiceAccountDir is where Kubernetes mounts the pod's API token by default.
+	ServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+	BinDir            = "/cloudtaser/bin"
+	WrapperPath       = BinDir + "/cloudtaser-runtime"
+	RuntimeBinary     = "/cloudtaser-runtime" // in the runtime image
+	TokenDir          = "/var/run/secrets/cloudtaser"
+	TokenFile         = "token"
+	TokenPath         = TokenDir + "/" + TokenFile
+	TokenExpiration   = 3600
+	DefaultEmptyDir   = "32Mi"
+	InitUser          = 65532
 )
 
 // Denial reasons (status.reason and the metric label).
@@ -551,10 +553,18 @@ func (m *mutation) addVolumes() {
 // InitContainer is the init container the webhook inserts first.
 func (c *Config) InitContainer() map[string]any {
 	return map[string]any{
-		"name":         InitContainerName,
-		"image":        c.RuntimeImage,
-		"command":      []string{RuntimeBinary, "install", BinDir},
-		"volumeMounts": []any{map[string]any{"name": VolumeBin, "mountPath": BinDir}},
+		"name":    InitContainerName,
+		"image":   c.RuntimeImage,
+		"command": []string{RuntimeBinary, "install", BinDir},
+		"volumeMounts": []any{
+			map[string]any{"name": VolumeBin, "mountPath": BinDir},
+			// A mount at the ServiceAccount token path keeps the ServiceAccount admission
+			// plugin from mounting the pod's API token into this container: the init
+			// container never needs it, and without this the plugin (re-run after our patch)
+			// changes the pod again, so the API server calls the webhook a second time for
+			// every pod (reinvocationPolicy IfNeeded). What it shows is the binary: no secret.
+			map[string]any{"name": VolumeBin, "mountPath": ServiceAccountDir, "readOnly": true},
+		},
 		"securityContext": map[string]any{
 			"runAsNonRoot":             true,
 			"runAsUser":                InitUser,

@@ -188,7 +188,8 @@ func TestInjectedPodShape(t *testing.T) {
 	wantInit := `{"command":["/cloudtaser-runtime","install","/cloudtaser/bin"],"image":"` + testImage + `","name":"cloudtaser-init",` +
 		`"resources":{"limits":{"memory":"32Mi"},"requests":{"cpu":"10m","memory":"16Mi"}},` +
 		`"securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]},"readOnlyRootFilesystem":true,"runAsNonRoot":true,"runAsUser":65532,"seccompProfile":{"type":"RuntimeDefault"}},` +
-		`"volumeMounts":[{"mountPath":"/cloudtaser/bin","name":"cloudtaser-bin"}]}`
+		`"volumeMounts":[{"mountPath":"/cloudtaser/bin","name":"cloudtaser-bin"},` +
+		`{"mountPath":"/var/run/secrets/kubernetes.io/serviceaccount","name":"cloudtaser-bin","readOnly":true}]}`
 	if got := asJSON(get(spec, "initContainers", 0)); got != wantInit {
 		t.Fatalf("init container\n got %s\nwant %s", got, wantInit)
 	}
