@@ -689,8 +689,20 @@ def install(
                 "exists and was not created by install: used, never changed or deleted",
             )
         )
+    lives: list[dict[str, Any] | None] = []
+    for body in wanted:  # every conflict is found before anything is written
+        meta = body["metadata"]
+        kind, name, ns = str(body["kind"]), meta["name"], meta.get("namespace")
+        live = None if ns is not None and ns_live is None else _get(session, kind, name, ns)
+        if live is not None and kind != "Namespace" and not _labelled(live):
+            raise OperationError(
+                f"{_where(kind, name, ns)} exists but was not created by cloudtaser (labels "
+                "app.kubernetes.io/part-of=cloudtaser, name=cloudtaser-injector missing); "
+                "remove it or choose another --namespace. Nothing was changed"
+            )
+        lives.append(live)
     applied: list[dict[str, Any]] = []
-    for body in wanted:
+    for body, live in zip(wanted, lives, strict=True):
         meta = body["metadata"]
         kind, name, ns = str(body["kind"]), meta["name"], meta.get("namespace")
         if dry_run and ns is not None and ns_live is None:
@@ -699,13 +711,6 @@ def install(
                 ObjectChange(kind, name, ns, Action.CREATE, "namespace created first; not sent")
             )
             continue
-        live = _get(session, kind, name, ns)
-        if live is not None and kind != "Namespace" and not _labelled(live):
-            raise OperationError(
-                f"{_where(kind, name, ns)} exists but was not created by cloudtaser (labels "
-                "app.kubernetes.io/part-of=cloudtaser, name=cloudtaser-injector missing); "
-                "remove it or choose another --namespace. Nothing else was changed after it"
-            )
         result = _apply(session, body, dry_run=dry_run)
         if live is None:
             action = Action.CREATE
@@ -989,7 +994,8 @@ def uninstall(
         if change.action == Action.DELETE:
             deleted.append(entry)
     if ns_live is not None:
-        change = _namespace_change(session, namespace, ns_live, record, dry_run=dry_run)
+        ours = {(str(e["kind"]), str(e["name"])) for e in deleted}
+        change = _namespace_change(session, namespace, ns_live, record, ours, dry_run=dry_run)
         report.changes.append(change)
         say(str(change))
         if change.action == Action.DELETE:
@@ -1004,13 +1010,15 @@ def _namespace_change(
     namespace: str,
     ns_live: Mapping[str, Any],
     record: Mapping[str, Any] | None,
+    ours: set[tuple[str, str]],
     *,
     dry_run: bool,
 ) -> ObjectChange:
+    """Delete the namespace when install created it and nothing but what this uninstall
+    deleted (``ours``) and the defaults is in it."""
     created = _created_by_install(ns_live) and (record is None or record["namespaceCreated"])
     if not created:
         return ObjectChange("Namespace", namespace, None, Action.KEEP, "not created by install")
-    ours = {(e["kind"], e["name"]) for e in _fixed_objects(namespace)}
     foreign = _foreign_objects(session, namespace, ours)
     if foreign:
         listed = ", ".join(foreign[:5]) + (
