@@ -651,14 +651,18 @@ def pin_commands(pod_spec: Mapping[str, Any], lookup: Lookup) -> list[dict[str, 
         if not isinstance(name, str) or not isinstance(image, str) or not image:
             raise RegistryError(f"container {printable(str(name), limit=60)!r} has no image")
         config = lookup(image)
+        # Kubernetes expands $(VAR) in command/args and turns $$ into $; the image's words are
+        # literal, so every $ from the image is doubled (the container's own args are not).
+        entrypoint = [_literal(word) for word in config.entrypoint]
+        cmd = [_literal(word) for word in config.cmd]
         args = [str(a) for a in container.get("args") or []]
         entry: dict[str, Any] = {"name": name}
-        if config.entrypoint:
-            entry["command"] = list(config.entrypoint)
-            if not args and config.cmd:
-                entry["args"] = list(config.cmd)
+        if entrypoint:
+            entry["command"] = entrypoint
+            if not args and cmd:
+                entry["args"] = cmd
         else:
-            argv = args or list(config.cmd)
+            argv = args or cmd
             if not argv:
                 raise RegistryError(
                     f"container {name!r}: image {printable(image, limit=120)} has neither "
@@ -669,3 +673,8 @@ def pin_commands(pod_spec: Mapping[str, Any], lookup: Lookup) -> list[dict[str, 
                 entry["args"] = None  # moved into command
         entries.append(entry)
     return entries
+
+
+def _literal(word: str) -> str:
+    """``word`` as Kubernetes must see it in command/args to run it unchanged."""
+    return word.replace("$", "$$")
