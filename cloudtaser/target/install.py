@@ -49,7 +49,7 @@ from cloudtaser.errors import (
 )
 from cloudtaser.plan.rules import is_dns_label, shown, valid_audience
 from cloudtaser.target.kube import api_errors
-from cloudtaser.target.registry import parse_reference, registry_host_problem
+from cloudtaser.target.registry import mirror_problem, parse_reference, registry_host_problem
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube import KubeSession
@@ -172,10 +172,14 @@ class InstallOptions:
                 "(it is excluded from injection)"
             )
         for registry, mirror in self.mirrors:
-            for what, host in (("registry", registry), ("mirror", mirror)):
-                problem = registry_host_problem(host)
-                if problem:
-                    raise ConfigError(f"--mirror {what}: {problem}")
+            problem = registry_host_problem(registry)
+            if problem:
+                raise ConfigError(f"--mirror registry: {problem}")
+            problem = mirror_problem(mirror)
+            if problem:
+                raise ConfigError(
+                    f"--mirror {registry}=...: {problem} (a mirror is [http://]HOST[:PORT][/PATH])"
+                )
         if not 1 <= self.replicas <= 20:
             raise ConfigError("--replicas must be between 1 and 20")
         if not 1 <= self.timeout_seconds <= 30:

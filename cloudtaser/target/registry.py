@@ -54,6 +54,7 @@ __all__ = [
     "ImageRef",
     "RegistryClient",
     "load_docker_config",
+    "mirror_problem",
     "parse_platform",
     "parse_reference",
     "pin_commands",
@@ -129,6 +130,19 @@ def registry_host_problem(host: str) -> str | None:
     port = re.search(r":(\d+)$", host)
     if port and not 0 < int(port.group(1)) < 65536:
         return f"{shown(host, limit=80)}: port {port.group(1)} is out of range"
+    return None
+
+
+def mirror_problem(mirror: str) -> str | None:
+    """``None`` for a registry mirror the injector accepts: ``[http://|https://]host[:port]``
+    optionally followed by ``/path`` (a repository prefix); ``http://`` means plain HTTP."""
+    rest = mirror.removeprefix("http://").removeprefix("https://").rstrip("/")
+    host, _, prefix = rest.partition("/")
+    problem = registry_host_problem(host)
+    if problem:
+        return problem
+    if prefix and not _NAME_RE.fullmatch(prefix):
+        return f"{shown(prefix, limit=80)} is not a repository path prefix"
     return None
 
 

@@ -156,6 +156,15 @@ def test_rbac_is_least_privilege_and_pull_secrets_add_exactly_get_secrets() -> N
         ]  # fmt: skip
 
 
+def test_mirrors_may_name_plain_http_and_a_path_prefix() -> None:
+    opts = _opts(mirrors=(("docker.io", "http://127.0.0.1:5000/hub"), ("ghcr.io", "m.corp:443")))
+    args = _by_kind(lib.build_objects(opts))["Deployment"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
+    assert "docker.io=http://127.0.0.1:5000/hub" in args
+    assert "ghcr.io=m.corp:443" in args
+
+
 def test_one_replica_gets_no_pdb_that_would_block_every_drain() -> None:
     kinds = [o["kind"] for o in lib.build_objects(_opts(replicas=1))]
     assert "PodDisruptionBudget" not in kinds
@@ -179,6 +188,9 @@ def test_an_existing_foreign_namespace_is_left_out() -> None:
         ({"namespace": "kube-system"}, "namespace of its own"),
         ({"namespace": "Not_DNS"}, "DNS label"),
         ({"mirrors": (("docker.io", "bad host!"),)}, "not a registry host"),
+        ({"mirrors": (("docker.io", "ftp://m"),)}, "not a registry host"),
+        ({"mirrors": (("docker.io", "m.corp/Bad Prefix"),)}, "not a repository path prefix"),
+        ({"mirrors": (("http://docker.io", "m.corp"),)}, "--mirror registry"),
         ({"replicas": 0}, "--replicas"),
         ({"timeout_seconds": 31}, "--timeout-seconds"),
         ({"webhook_url": "http://127.0.0.1:9443/mutate"}, "https"),
