@@ -305,7 +305,6 @@ def _deployment(opts: InstallOptions) -> dict[str, Any]:
         "image": opts.image,
         "command": [RUNTIME_BINARY],
         "args": inject_args(opts),
-        "ports": [{"name": "https", "containerPort": port, "protocol": "TCP"}],
         "env": env,
         "readinessProbe": probe("/readyz", 2, 3),
         "livenessProbe": probe("/healthz", 10, 3),
@@ -336,7 +335,11 @@ def _deployment(opts: InstallOptions) -> dict[str, Any]:
         },
         "containers": [container],
     }
-    if opts.webhook_url is not None:
+    if opts.webhook_url is None:
+        container["ports"] = [{"name": "https", "containerPort": port, "protocol": "TCP"}]
+    else:
+        # no containerPort: with hostNetwork it would be a hostPort, and the scheduler would
+        # refuse a second replica on the node (they share the port through SO_REUSEPORT)
         spec["hostNetwork"] = True
         spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     return {

@@ -127,6 +127,7 @@ def test_url_mode_uses_host_network_the_url_port_and_the_kube_api() -> None:
     assert args[args.index("--listen") + 1] == "127.0.0.1:9443"
     assert args[args.index("--san") + 1] == "127.0.0.1"
     assert "--reuse-port" in args
+    assert "ports" not in container  # a hostPort would keep the second replica off the node
     assert container["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
     assert container["readinessProbe"]["httpGet"]["port"] == 9443
     env = {e["name"]: e.get("value") for e in container["env"]}
