@@ -308,6 +308,20 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	defer stopMgr()
 	mgrDone := make(chan struct{})
 	go func() { defer close(mgrDone); certs.Run(mgrCtx) }()
+	// stop ends the caBundle upkeep and takes this replica's CA out of the bundle (best
+	// effort: if it fails, the other replicas prune it once this pod is gone).
+	stop := func(code int) int {
+		stopMgr()
+		<-mgrDone
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := certs.Withdraw(ctx); err != nil {
+			log.logf("could not remove this replica's CA from the caBundle (the other replicas prune it): %v", err)
+		} else {
+			log.logf("this replica's CA is out of the caBundle; stopped")
+		}
+		return code
+	}
 	log.logf("starting %s as %s; caBundle of %s/%s; serving certificate valid %s", version, self, f.configuration, f.webhookName, f.certValidityd)
 
 	if f.reusePort {
@@ -317,9 +331,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 			select {
 			case s := <-sigs:
 				log.logf("%s before the CA was published: stopping", s)
-				stopMgr()
-				<-mgrDone
-				return 0
+				return stop(0)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
@@ -327,9 +339,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	ln, err := webhook.Listen(context.Background(), f.listen, f.reusePort)
 	if err != nil {
 		fmt.Fprintf(stderr, "cloudtaser-runtime inject: cannot listen on %s: %v\n", f.listen, err)
-		stopMgr()
-		<-mgrDone
-		return exitFailed
+		return stop(exitFailed)
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -338,9 +348,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	select {
 	case err := <-served:
 		log.logf("the server stopped: %v", err)
-		stopMgr()
-		<-mgrDone
-		return exitFailed
+		return stop(exitFailed)
 	case s := <-sigs:
 		log.logf("%s: /readyz is false; closing the listener in %s", s, f.shutdownDelayd)
 	}
@@ -350,20 +358,11 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	case <-sigs:
 		log.logf("second signal: closing now")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	if err := srv.Shutdown(ctx); err != nil {
 		log.logf("in-flight requests did not finish in time: %v", err)
 	}
 	cancel()
 	<-served
-	stopMgr()
-	<-mgrDone
-	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := certs.Withdraw(ctx); err != nil {
-		log.logf("could not remove this replica's CA from the caBundle (the other replicas prune it): %v", err)
-	} else {
-		log.logf("this replica's CA is out of the caBundle; stopped")
-	}
-	return 0
+	return stop(0)
 }

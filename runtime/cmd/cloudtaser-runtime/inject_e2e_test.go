@@ -53,7 +53,7 @@ func (r *replica) exited() bool {
 // setupInjectorCluster creates what `target install --webhook-url` would (namespaces,
 // ServiceAccount, least-privilege RBAC, the MWC without caBundle) and returns a token file
 // of the injector's ServiceAccount.
-func setupInjectorCluster(t *testing.T, k *kubeEnv, port int) string {
+func setupInjectorCluster(t testing.TB, k *kubeEnv, port int) string {
 	for _, ns := range []string{sysNS, appNS} {
 		k.must(t, "POST", "/api/v1/namespaces", map[string]any{"metadata": map[string]any{"name": ns}})
 	}
@@ -78,12 +78,8 @@ func setupInjectorCluster(t *testing.T, k *kubeEnv, port int) string {
 		"metadata": map[string]any{"name": "cloudtaser-injector"}, "subjects": subject,
 		"roleRef": map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cloudtaser-injector"},
 	})
-	tok := k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/serviceaccounts/cloudtaser-injector/token",
-		map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": map[string]any{"expirationSeconds": 3600}})
 	tokenFile := filepath.Join(k.dir, "injector.token")
-	if err := os.WriteFile(tokenFile, []byte(tok["status"].(map[string]any)["token"].(string)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeBoundToken(t, k, tokenFile, "injector-token-1")
 	k.must(t, "POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", map[string]any{
 		"metadata": map[string]any{"name": mwcName},
 		"webhooks": []any{map[string]any{
@@ -102,8 +98,26 @@ func setupInjectorCluster(t *testing.T, k *kubeEnv, port int) string {
 	return tokenFile
 }
 
+// writeBoundToken writes a token of the injector's ServiceAccount bound to a Secret named
+// holder (created here): deleting that Secret invalidates the token, as the kubelet's
+// rotation retires an old projected token.
+func writeBoundToken(t testing.TB, k *kubeEnv, tokenFile, holder string) {
+	sec := k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/secrets", map[string]any{"metadata": map[string]any{"name": holder}})
+	uid := sec["metadata"].(map[string]any)["uid"]
+	tok := k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/serviceaccounts/cloudtaser-injector/token",
+		map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": map[string]any{
+			"expirationSeconds": 3600, "boundObjectRef": map[string]any{"apiVersion": "v1", "kind": "Secret", "name": holder, "uid": uid}}})
+	tmp := tokenFile + ".new"
+	if err := os.WriteFile(tmp, []byte(tok["status"].(map[string]any)["token"].(string)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, tokenFile); err != nil { // atomic, as the kubelet's symlink swap
+		t.Fatal(err)
+	}
+}
+
 // replicaPod stands for the Deployment's pod of a replica (never scheduled: no nodes).
-func replicaPod(t *testing.T, k *kubeEnv, name string) {
+func replicaPod(t testing.TB, k *kubeEnv, name string) {
 	k.must(t, "POST", "/api/v1/namespaces/"+sysNS+"/pods", map[string]any{
 		"metadata": map[string]any{"name": name},
 		"spec": map[string]any{"serviceAccountName": "cloudtaser-injector", "automountServiceAccountToken": false,
@@ -111,7 +125,7 @@ func replicaPod(t *testing.T, k *kubeEnv, name string) {
 	})
 }
 
-func startReplica(t *testing.T, k *kubeEnv, name string, port int, tokenFile, validity string) *replica {
+func startReplica(t testing.TB, k *kubeEnv, name string, port int, tokenFile, validity string) *replica {
 	t.Helper()
 	cmd := exec.Command(binary, "inject", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--reuse-port", "--san", "127.0.0.1",
 		"--runtime-image", "registry.local/cloudtaser-runtime:test", "--allowed-vault-address", allowed, "--audience", "vault",
@@ -142,7 +156,7 @@ func startReplica(t *testing.T, k *kubeEnv, name string, port int, tokenFile, va
 }
 
 // bundle returns the owners (pod names) of the CAs in the webhook entry's caBundle.
-func bundle(t *testing.T, k *kubeEnv) []string {
+func bundle(t testing.TB, k *kubeEnv) []string {
 	out := k.must(t, "GET", mwcPath, nil)
 	hooks := out["webhooks"].([]any)
 	cc := hooks[0].(map[string]any)["clientConfig"].(map[string]any)
@@ -208,7 +222,7 @@ func appPod(labelled bool, address string) map[string]any {
 	}
 }
 
-func createPod(t *testing.T, k *kubeEnv, pod map[string]any) (int, map[string]any) {
+func createPod(t testing.TB, k *kubeEnv, pod map[string]any) (int, map[string]any) {
 	return k.do(t, "POST", "/api/v1/namespaces/"+appNS+"/pods", pod)
 }
 
@@ -225,7 +239,7 @@ func injected(pod map[string]any) bool {
 
 // scrape reads /metrics over fresh TLS connections until every named replica answered once
 // (the serving leaf's issuer names the replica), and returns the text per replica.
-func scrape(t *testing.T, port int, names ...string) map[string]string {
+func scrape(t testing.TB, port int, names ...string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
 	deadline := time.Now().Add(20 * time.Second)
@@ -296,6 +310,18 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 		t.Fatalf("pod with a vault address not allowed: HTTP %d %q", code, msg)
 	}
 
+	// A container without command: the image is looked up (here: a registry that refuses
+	// the connection), the lookup fails, the pod is denied with reason image-unresolvable.
+	noCmd := appPod(true, allowed)
+	c0 := noCmd["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+	delete(c0, "command")
+	c0["image"] = fmt.Sprintf("127.0.0.1:%d/demo:1", freePorts(t, 1)[0])
+	code, pod = createPod(t, k, noCmd)
+	msg, _ = pod["message"].(string)
+	if code != 403 || !strings.Contains(msg, "container app has no command") || !strings.Contains(msg, "--pin-entrypoints") {
+		t.Fatalf("pod whose image cannot be looked up: HTTP %d %q", code, msg)
+	}
+
 	// Two replicas agreeing on the bundle do not rewrite it at every resync (2.5 s here).
 	rv := k.must(t, "GET", mwcPath, nil)["metadata"].(map[string]any)["resourceVersion"]
 	time.Sleep(6 * time.Second)
@@ -341,12 +367,14 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 
 	// 4. /metrics of each replica (identified by its serving chain) move.
 	m := scrape(t, port, "inj-a", "inj-b")
-	var mutated, denied float64
+	var mutated, denied, unresolvable, lookups float64
 	for name, text := range m {
 		mine := metricValue(text, `cloudtaser_injector_admission_requests_total{result="mutated"}`)
 		t.Logf("%s answered %v mutated admissions", name, mine)
 		mutated += mine
 		denied += metricValue(text, `cloudtaser_injector_admission_denials_total{reason="address-not-allowed"}`)
+		unresolvable += metricValue(text, `cloudtaser_injector_admission_denials_total{reason="image-unresolvable"}`)
+		lookups += metricValue(text, "cloudtaser_injector_registry_lookups_total")
 		if metricValue(text, "cloudtaser_injector_cert_rotations_total") < 1 || metricValue(text, "cloudtaser_injector_ready") != 1 {
 			t.Errorf("%s metrics: no rotation counted or not ready:\n%s", name, text)
 		}
@@ -354,9 +382,19 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 			t.Errorf("%s metrics hold a pod env value", name)
 		}
 	}
-	if mutated < float64(created+1) || denied != 1 {
-		t.Errorf("metrics: %v mutated (want >= %d), %v denied address-not-allowed (want 1)", mutated, created+1, denied)
+	if mutated < float64(created+1) || denied != 1 || unresolvable != 1 || lookups < 1 {
+		t.Errorf("metrics: %v mutated (want >= %d), %v denied address-not-allowed, %v image-unresolvable (want 1 each), %v registry lookups",
+			mutated, created+1, denied, unresolvable, lookups)
 	}
+
+	// The ServiceAccount token is re-read per request: a new token in the file, the old one
+	// invalidated; everything below (pod list, bundle writes) needs the new one.
+	oldToken, _ := os.ReadFile(tokenFile)
+	writeBoundToken(t, k, tokenFile, "injector-token-2")
+	k.must(t, "DELETE", "/api/v1/namespaces/"+sysNS+"/secrets/injector-token-1", nil)
+	k.waitFor(t, "the old token refused (the API server caches token reviews for a few seconds)", 60*time.Second, func() bool {
+		return k.withToken(t, string(oldToken), mwcPath) == http.StatusUnauthorized
+	})
 
 	// 5. kill -9 one replica (its pod goes away): the other prunes its CA, admissions go on.
 	_ = a.cmd.Process.Kill()
@@ -406,7 +444,7 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 	token, _ := os.ReadFile(tokenFile)
 	for _, r := range []*replica{a, b} {
 		out := r.stderr.String()
-		if strings.Contains(out, canary) || strings.Contains(out, strings.TrimSpace(string(token))) {
+		if strings.Contains(out, canary) || strings.Contains(out, strings.TrimSpace(string(token))) || strings.Contains(out, "eyJ") {
 			t.Errorf("%s logged a pod env value or its token", r.name)
 		}
 	}

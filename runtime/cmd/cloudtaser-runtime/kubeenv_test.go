@@ -65,14 +65,14 @@ type pkiCert struct {
 	key  *ecdsa.PrivateKey
 }
 
-func writePEM(t *testing.T, path, typ string, der []byte) {
+func writePEM(t testing.TB, path, typ string, der []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func issue(t *testing.T, parent *pkiCert, tmpl *x509.Certificate, dir, name string) *pkiCert {
+func issue(t testing.TB, parent *pkiCert, tmpl *x509.Certificate, dir, name string) *pkiCert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -97,7 +97,7 @@ func issue(t *testing.T, parent *pkiCert, tmpl *x509.Certificate, dir, name stri
 	return &pkiCert{cert: c, key: key}
 }
 
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -118,7 +118,7 @@ func freePorts(t *testing.T, n int) []int {
 // startKube starts etcd and kube-apiserver (RBAC on) or skips (fails under CI) when the
 // test-bed binaries are missing. The calling goroutine's OS thread is locked so that the
 // death signal of the children stays tied to it.
-func startKube(t *testing.T) *kubeEnv {
+func startKube(t testing.TB) *kubeEnv {
 	t.Helper()
 	bin := k8sBinDir()
 	for _, b := range []string{"etcd", "kube-apiserver"} {
@@ -184,7 +184,7 @@ func startKube(t *testing.T) *kubeEnv {
 	return k
 }
 
-func (k *kubeEnv) spawn(t *testing.T, name, path string, args ...string) {
+func (k *kubeEnv) spawn(t testing.TB, name, path string, args ...string) {
 	t.Helper()
 	logPath := filepath.Join(k.dir, name+".log")
 	logf, err := os.Create(logPath)
@@ -220,7 +220,7 @@ func (k *kubeEnv) tail(name string) string {
 	return string(b)
 }
 
-func (k *kubeEnv) waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
+func (k *kubeEnv) waitFor(t testing.TB, what string, d time.Duration, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -236,7 +236,7 @@ func (k *kubeEnv) waitFor(t *testing.T, what string, d time.Duration, ok func() 
 }
 
 // do sends a request as admin; body may be nil or any JSON-encodable value.
-func (k *kubeEnv) do(t *testing.T, method, path string, body any) (int, map[string]any) {
+func (k *kubeEnv) do(t testing.TB, method, path string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -260,11 +260,26 @@ func (k *kubeEnv) do(t *testing.T, method, path string, body any) (int, map[stri
 }
 
 // must is do that fails the test on a non-2xx answer.
-func (k *kubeEnv) must(t *testing.T, method, path string, body any) map[string]any {
+func (k *kubeEnv) must(t testing.TB, method, path string, body any) map[string]any {
 	t.Helper()
 	code, out := k.do(t, method, path, body)
 	if code/100 != 2 {
 		t.Fatalf("%s %s: HTTP %d %v", method, path, code, out["message"])
 	}
 	return out
+}
+
+// withToken GETs path with a bearer token (no client certificate) and returns the status.
+func (k *kubeEnv) withToken(t testing.TB, token, path string) int {
+	t.Helper()
+	tr := k.admin.Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig.Certificates = nil
+	req, _ := http.NewRequest("GET", k.server+path, nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(token))
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"cloudtaser/runtime/internal/contract"
 	"cloudtaser/runtime/internal/registry"
@@ -354,6 +355,8 @@ type command struct {
 // commands computes every container's command, looking up the images of those without one
 // (concurrently; the resolver de-duplicates identical images).
 func (m *mutation) commands(ctx context.Context) ([]command, *AdmissionResponse) {
+	ctx, cancel := lookupContext(ctx)
+	defer cancel()
 	cs := m.pod.Spec.Containers
 	out := make([]command, len(cs))
 	errs := make([]*AdmissionResponse, len(cs))
@@ -380,6 +383,21 @@ func (m *mutation) commands(ctx context.Context) ([]command, *AdmissionResponse)
 		}
 	}
 	return out, nil
+}
+
+// LookupMargin is kept free of registry lookups at the end of the request's deadline, so
+// that a refusal with its message reaches the API server before it gives up on the webhook.
+const LookupMargin = 500 * time.Millisecond
+
+// lookupContext ends the lookups LookupMargin (at most a fifth of the time left) before ctx's
+// deadline.
+func lookupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := min(LookupMargin, time.Until(deadline)/5)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 func (m *mutation) lookup(ctx context.Context, c container) (command, *AdmissionResponse) {

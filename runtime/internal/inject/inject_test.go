@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"cloudtaser/runtime/internal/contract"
 	"cloudtaser/runtime/internal/registry"
@@ -669,6 +670,27 @@ func TestCommandAndArgsRules(t *testing.T) {
 		if got := strs(get(out, "spec", "containers", i, "command")); !reflect.DeepEqual(got, want) {
 			t.Fatalf("container %d: %v", i, got)
 		}
+	}
+}
+
+func TestLookupsEndBeforeTheRequestDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want, _ := ctx.Deadline()
+	lctx, lcancel := lookupContext(ctx)
+	defer lcancel()
+	got, _ := lctx.Deadline()
+	if d := want.Sub(got); d != LookupMargin {
+		t.Fatalf("margin %v", d)
+	}
+	short, cancel3 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel3()
+	want, _ = short.Deadline()
+	lctx, lcancel2 := lookupContext(short)
+	defer lcancel2()
+	got, _ = lctx.Deadline()
+	if d := want.Sub(got); d <= 0 || d > 200*time.Millisecond {
+		t.Fatalf("margin of a 1 s budget: %v", d)
 	}
 }
 

@@ -19,6 +19,8 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -528,6 +530,16 @@ func (r *Resolver) classify(image string, err error) error {
 			}
 		}
 		return &Error{Kind: KindRegistry, Image: image, Msg: fmt.Sprintf("the registry of image %q answered HTTP %d", img, te.StatusCode)}
+	}
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var he x509.HostnameError
+	var rh tls.RecordHeaderError
+	if errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &he) {
+		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the TLS certificate of the registry of image %q could not be verified", img)}
+	}
+	if errors.As(err, &rh) {
+		return &Error{Kind: KindUnreachable, Image: image, Msg: fmt.Sprintf("the registry of image %q does not speak HTTPS (a plain-HTTP mirror is given as --mirror HOST=http://MIRROR)", img)}
 	}
 	var ne net.Error
 	var oe *net.OpError

@@ -2,12 +2,15 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -408,6 +411,32 @@ func TestErrorsAreClassified(t *testing.T) {
 	}
 	if _, err := r.Resolve(ctx, Request{Image: "127.0.0.1:1/app:1"}); kind(err) != KindUnreachable {
 		t.Fatalf("closed port: %v", err)
+	}
+	// A TLS registry (as example.com, the name in httptest's certificate) whose certificate
+	// the webhook does not trust; then the same with its CA in the transport.
+	tlsSrv := httptest.NewUnstartedServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	tlsAddr := strings.TrimPrefix(tlsSrv.URL, "https://")
+	dialer := &net.Dialer{}
+	transport := func(roots *x509.CertPool) http.RoundTripper {
+		tp := http.DefaultTransport.(*http.Transport).Clone()
+		tp.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, tlsAddr)
+		}
+		tp.TLSClientConfig = &tls.Config{RootCAs: roots}
+		return tp
+	}
+	_, err := newResolver(t, Options{Transport: transport(nil)}).Resolve(ctx, Request{Image: "example.com/app:1"})
+	if kind(err) != KindUnreachable || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("untrusted certificate: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(tlsSrv.Certificate())
+	_, err = newResolver(t, Options{Transport: transport(pool)}).Resolve(ctx, Request{Image: "example.com/app:1"})
+	if kind(err) != KindNotFound {
+		t.Fatalf("trusted private CA: %v", err)
 	}
 	for _, bad := range []string{"", " app", "UPPER/Case:1", "app:tag with blank", "a@sha256:xyz"} {
 		if _, err := r.Resolve(ctx, Request{Image: bad}); kind(err) != KindBadReference {

@@ -98,6 +98,11 @@ func New(opt Options) *Server {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: opt.Certs.GetCertificate},
 		ErrorLog:          log.New(logWriter{opt.Logf}, "", 0),
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				opt.Metrics.Connected()
+			}
+		},
 	}
 	return s
 }

@@ -27,7 +27,7 @@ type testServer struct {
 	done   chan error
 }
 
-func startServer(t *testing.T, mutate Mutator) *testServer {
+func startServer(t testing.TB, mutate Mutator) *testServer {
 	t.Helper()
 	certs := &CertManager{Self: Identity{"ns", "pod"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, Validity: time.Hour}
 	if err := certs.Init(); err != nil {
@@ -55,7 +55,7 @@ func startServer(t *testing.T, mutate Mutator) *testServer {
 
 func (ts *testServer) log() string { ts.mu.Lock(); defer ts.mu.Unlock(); return ts.logs.String() }
 
-func (ts *testServer) post(t *testing.T, query string, body []byte) (int, map[string]any) {
+func (ts *testServer) post(t testing.TB, query string, body []byte) (int, map[string]any) {
 	t.Helper()
 	resp, err := ts.client.Post(ts.url+"/mutate"+query, "application/json", bytes.NewReader(body))
 	if err != nil {

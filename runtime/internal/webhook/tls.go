@@ -27,7 +27,7 @@ type CertManager struct {
 	DNS              []string
 	IPs              []net.IP
 	Validity         time.Duration
-	Publisher        *Publisher
+	Publisher        BundlePublisher
 	PropagationDelay time.Duration
 	Resync           time.Duration
 	Logf             func(format string, args ...any)
@@ -46,6 +46,12 @@ type CertManager struct {
 	retired     *servingCert
 	retireUntil time.Time
 	published   bool
+}
+
+// BundlePublisher makes the caBundle hold this replica's CAs (own) and the live others;
+// Publisher is the real one.
+type BundlePublisher interface {
+	Publish(ctx context.Context, own []*x509.Certificate) (PublishResult, error)
 }
 
 // Intervals derived from the validity: the propagation delay is validity/10 between 1 s and
@@ -137,7 +143,7 @@ func (m *CertManager) Sync(ctx context.Context) (time.Time, error) {
 		return now.Add(min(m.Resync, 5*time.Second)), err
 	}
 	if res.Changed || !m.published {
-		m.logf("caBundle of %s/%s holds %d CA(s), this replica's included", m.Publisher.Configuration, m.Publisher.Webhook, len(res.Bundle))
+		m.logf("the caBundle holds %d CA(s), this replica's included", len(res.Bundle))
 	}
 	m.published = true
 	m.ready.Store(contains(res.Bundle, cur.ca))
