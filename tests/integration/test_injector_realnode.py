@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import subprocess
 import tempfile
@@ -47,6 +48,8 @@ AUDIENCE = "openbao"
 WRAPPER = "/cloudtaser/bin/cloudtaser-runtime"
 BUSYBOX = "ghcr.io/cloudtaser-test/busybox:inj"
 # prints the value it got, then idles; no commas or quotes (crane parses --entrypoint as CSV)
+# a vault token (OpenBao ``s.``, Vault ``hvs.``/``hvb.``) or a JWT
+TOKEN_LIKE = re.compile(r"\b(?:s|hvs|hvb)\.[A-Za-z0-9]{20,}|eyJ[A-Za-z0-9_-]{10,}\.")
 SCRIPT = "echo password=$DB_PASSWORD; exec sleep 3600"
 
 
@@ -286,7 +289,7 @@ def test_install_check_passes_against_the_running_webhook(
 
 
 def test_protected_deployment_runs_the_wrapper_and_prints_the_openbao_value(
-    real_node: RealNode, openbao: BaoServer, workflow: Bed
+    real_node: RealNode, openbao: BaoServer, workflow: Bed, injector: Injector
 ) -> None:
     bed = workflow
     mark = openbao.audit_mark()
@@ -302,6 +305,14 @@ def test_protected_deployment_runs_the_wrapper_and_prints_the_openbao_value(
     ops = openbao.request_ops_since(mark)
     assert any(op == "update" and path.endswith("/login") for op, path in ops), ops
     _assert_not_in_records(real_node, bed.namespace, _CANARIES["db"])
+    # the webhook never sees a value or a token, and logs none
+    webhook_logs = _injector_logs(real_node, injector.namespace)
+    assert "admission" in webhook_logs or "inject" in webhook_logs  # the logs were read
+    assert _CANARIES["db"] not in webhook_logs
+    assert bed.k8s_canary not in webhook_logs
+    assert not TOKEN_LIKE.search(webhook_logs)
+    assert _CANARIES["db"] not in run.text
+    assert not TOKEN_LIKE.search(run.text)
 
 
 def test_an_image_without_command_gets_its_entrypoint_from_the_registry(
