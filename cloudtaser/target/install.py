@@ -649,7 +649,7 @@ class ObjectChange:
     namespace: str | None
     action: Action
     detail: str = ""
-    #: ``--dry-run``: the unified diff (live → applied) of the object, without status.
+    #: ``--dry-run``, for an update: the unified diff (live → applied) of the object, no status.
     diff: tuple[str, ...] = ()
 
     def __str__(self) -> str:
@@ -725,10 +725,12 @@ def install(
             action = Action.UNCHANGED
         else:
             action = Action.UPDATE
-        diff = tuple(_diff(live, result)) if dry_run and action != Action.UNCHANGED else ()
+        # a created object is what --print shows; an update is shown as what changes
+        diff = tuple(_diff(live, result)) if dry_run and action == Action.UPDATE else ()
         change = ObjectChange(kind, name, ns, action, diff=diff)
         report.changes.append(change)
-        say(str(change))
+        if not dry_run:
+            say(str(change))
         applied.append(result)
     report.changes += _prune(session, record, wanted, dry_run=dry_run, say=say)
     if dry_run:
@@ -1142,8 +1144,8 @@ def _check_ca(hook: Mapping[str, Any], timeout: float) -> list[CheckResult]:
             CheckResult(
                 "caBundle",
                 False,
-                "empty: the webhook has not published its CA yet (is it running? does its "
-                "ServiceAccount may patch the configuration?)",
+                "empty: the webhook has not published its CA yet (is it running? may its "
+                "ServiceAccount patch the configuration?)",
             )
         ]
     try:
