@@ -324,3 +324,56 @@ def test_dry_run_on_an_empty_cluster_creates_nothing(icluster: Cluster, kclient:
         kclient.get(Namespace, name)
     with pytest.raises(Exception, match="not found"):
         kclient.get(MutatingWebhookConfiguration, NAME)
+
+
+def test_install_check_and_uninstall_with_exactly_the_documented_rbac(
+    icluster: Cluster, kclient: Client, ns: str, tmp_path: Any
+) -> None:
+    from tests.integration.test_least_privilege import Identity, doc_cluster_role
+
+    ident = Identity(icluster, kclient, tmp_path)
+    try:
+        ident.grant(doc_cluster_role("rbac-install"))
+        kubeconfig = str(ident.kubeconfig())
+        args = ["target", "install", "--image", IMAGE_V1, "--allowed-vault-address", VAULT,
+                "--audience", "vault", "--namespace", ns, "--kubeconfig", kubeconfig,
+                "--timeout", "60s", "--output", "json"]  # fmt: skip
+        first = cli(args)
+        assert first.code == 0, first.text
+        assert {c["action"] for c in json.loads(first.stdout)["changes"]} == {"create"}
+        again = cli(args)
+        assert again.code == 0, again.text
+        check = cli(["target", "install", "--check", "--namespace", ns, "--kubeconfig",
+                     kubeconfig, "--output", "json"])  # fmt: skip
+        assert check.code == 1, check.text  # no webhook runs on kwok: caBundle empty
+        assert "permission denied" not in check.text
+        run = cli(["target", "uninstall", "--namespace", ns, "--kubeconfig", kubeconfig,
+                   "--output", "json", "--timeout", "60s"])  # fmt: skip
+        assert run.code == 0, run.text
+        assert {c["action"] for c in json.loads(run.stdout)["changes"]} == {"delete"}
+    finally:
+        ident.close()
+
+
+def test_install_without_a_documented_rule_fails_naming_it(
+    icluster: Cluster, kclient: Client, ns: str, tmp_path: Any
+) -> None:
+    from tests.integration.test_least_privilege import Identity, doc_cluster_role
+
+    role = doc_cluster_role("rbac-install")
+    role["rules"] = [
+        r for r in role["rules"] if "mutatingwebhookconfigurations" not in r["resources"]
+    ]
+    ident = Identity(icluster, kclient, tmp_path)
+    try:
+        ident.grant(role)
+        run = cli(["target", "install", "--image", IMAGE_V1, "--allowed-vault-address", VAULT,
+                   "--audience", "vault", "--namespace", ns, "--no-wait",
+                   "--kubeconfig", str(ident.kubeconfig())])  # fmt: skip
+        assert run.code == 3, run.text  # credentials fine, a permission missing: docs/cli.md
+        assert "cannot read MutatingWebhookConfiguration cloudtaser-injector" in run.stderr
+        assert "permission denied (403)" in run.stderr
+        with pytest.raises(Exception, match="not found"):
+            kclient.get(Namespace, ns)  # refused before anything was written
+    finally:
+        ident.close()
