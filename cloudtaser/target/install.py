@@ -707,6 +707,14 @@ def install(
                 "app.kubernetes.io/part-of=cloudtaser, name=cloudtaser-injector missing); "
                 "remove it or choose another --namespace. Nothing was changed"
             )
+        other = _installed_namespace(live) if kind == "ClusterRoleBinding" else None
+        if other is not None and other != opts.namespace:
+            raise OperationError(
+                f"the injector is already installed in namespace {other} (one per cluster: the "
+                "webhook configuration and ClusterRole are cluster-wide); run `target uninstall "
+                f"--namespace {other}` first, or install with --namespace {other}. Nothing was "
+                "changed"
+            )
         lives.append(live)
     applied: list[dict[str, Any]] = []
     for body, live in zip(wanted, lives, strict=True):
@@ -745,6 +753,13 @@ def install(
     if wait:
         report.rollout = _wait_deployment(session, opts.namespace, timeout, say)
     return report
+
+
+def _installed_namespace(binding: Mapping[str, Any] | None) -> str | None:
+    """The namespace an existing install's ClusterRoleBinding points to."""
+    subjects = (binding or {}).get("subjects") or []
+    names = {s.get("namespace") for s in subjects if s.get("name") == NAME}
+    return str(names.pop()) if len(names) == 1 else None
 
 
 def _created_by_install(namespace: Mapping[str, Any]) -> bool:

@@ -377,3 +377,18 @@ def test_install_without_a_documented_rule_fails_naming_it(
             kclient.get(Namespace, ns)  # refused before anything was written
     finally:
         ident.close()
+
+
+def test_a_second_install_in_another_namespace_is_refused(
+    icluster: Cluster, kclient: Client, ns: str
+) -> None:
+    _changes(_install(icluster, ns))
+    other = f"ct-sys-{hexid()}"
+    run = _install(icluster, other)
+    assert run.code == 4, run.text
+    assert f"already installed in namespace {ns}" in run.stderr
+    with pytest.raises(Exception, match="not found"):
+        kclient.get(Namespace, other)
+    hook = (kclient.get(MutatingWebhookConfiguration, NAME).webhooks or [])[0]
+    assert hook.clientConfig.service is not None
+    assert hook.clientConfig.service.namespace == ns  # untouched
