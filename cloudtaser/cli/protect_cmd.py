@@ -191,6 +191,7 @@ def _add_pin_options(parser: argparse.ArgumentParser) -> None:
     )
     pin.add_argument(
         "--platform",
+        type=_platform,
         default="linux/amd64",
         metavar="OS/ARCH",
         help="which image of a multi-arch index to read (default: linux/amd64)",
@@ -200,6 +201,18 @@ def _add_pin_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="CA bundle for private registries (default: the system trust store)",
     )
+
+
+def _platform(text: str) -> str:
+    """``OS/ARCH[/VARIANT]`` (argparse type; the rule is the registry client's)."""
+    from cloudtaser.errors import ConfigError  # noqa: PLC0415
+    from cloudtaser.target.registry import parse_platform  # noqa: PLC0415
+
+    try:
+        parse_platform(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 @contextmanager

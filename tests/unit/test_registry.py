@@ -387,3 +387,17 @@ def test_a_remote_registry_is_never_spoken_to_in_plain_http() -> None:
         assert client._base(reg.parse_reference("localhost:5000/a")).startswith("http://")
     finally:
         client.close()
+
+
+def test_protect_refuses_a_bad_platform_before_anything_else(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cloudtaser.cli import main
+
+    argv = ["target", "protect", "--plan", "absent.yaml", "--vault-address", "https://v:8200",
+            "--yes", "--pin-entrypoints", "--platform", "Linux"]  # fmt: skip
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "not OS/ARCH" in err
+    assert "Traceback" not in err
