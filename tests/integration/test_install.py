@@ -392,3 +392,22 @@ def test_a_second_install_in_another_namespace_is_refused(
     hook = (kclient.get(MutatingWebhookConfiguration, NAME).webhooks or [])[0]
     assert hook.clientConfig.service is not None
     assert hook.clientConfig.service.namespace == ns  # untouched
+
+
+def test_printed_yaml_applies_as_is_and_uninstall_finds_it_by_labels(
+    icluster: Cluster, kclient: Client, ns: str
+) -> None:
+    printed = cli(["target", "install", "--image", IMAGE_V1, "--allowed-vault-address", VAULT,
+                   "--audience", "vault", "--namespace", ns, "--print"])  # fmt: skip
+    assert printed.code == 0, printed.text
+    applied = icluster.kubectl("apply", "--server-side", "--field-manager", "gitops", "-f", "-",
+                               input=printed.stdout)  # fmt: skip
+    assert "mutatingwebhookconfiguration" in applied.stdout
+    kclient.get(Deployment, NAME, namespace=ns)
+    run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
+               "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s"])  # fmt: skip
+    assert run.code == 0, run.text
+    by_kind = {c["kind"]: c["action"] for c in json.loads(run.stdout)["changes"]}
+    assert by_kind["MutatingWebhookConfiguration"] == "delete"
+    assert by_kind["Namespace"] == "delete"  # annotated as created by install, nothing else in it
+    assert "ConfigMap" not in by_kind  # a --print install has no record

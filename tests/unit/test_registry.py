@@ -230,6 +230,10 @@ class _Registry:
                         return
                     self._send(200, json.dumps({"token": TOKEN}).encode())
                     return
+                if outer.mode == "evil-realm":
+                    challenge = 'Bearer realm="http://tokens.example.invalid/t",service="x"'
+                    self._send(401, WWW_Authenticate=challenge)
+                    return
                 if outer.mode == "bearer" and auth != f"Bearer {TOKEN}":
                     realm = f"http://127.0.0.1:{outer.port}/token"
                     challenge = f'Bearer realm="{realm}",service="test",scope="repository:app:pull"'
@@ -401,3 +405,15 @@ def test_protect_refuses_a_bad_platform_before_anything_else(
     assert code == 2
     assert "not OS/ARCH" in err
     assert "Traceback" not in err
+
+
+def test_a_plain_http_token_realm_elsewhere_is_refused_before_credentials_leave(
+    registry: _Registry, tmp_path: Path
+) -> None:
+    registry.mode = "evil-realm"
+    config = _creds_file(tmp_path, registry.port)
+    with reg.RegistryClient(docker_config=config) as client, pytest.raises(RegistryError) as exc:
+        client.image_config(f"127.0.0.1:{registry.port}/app:v1")
+    assert "is not https; refused" in str(exc.value)
+    assert PASSWORD not in str(exc.value)
+    assert [p for _m, p, _a in registry.requests] == ["/v2/app/manifests/v1"]  # nothing else
