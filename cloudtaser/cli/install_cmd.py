@@ -152,6 +152,12 @@ def register(groups: Any) -> None:
         metavar="N",
         help="the API server's timeout for one admission call, 1-30 (default: 10)",
     )
+    what.add_argument(
+        "--cert-validity",
+        metavar="DURATION",
+        help="lifetime of the webhook's in-memory serving certificate, rotated at 2/3 of it "
+        "(30s to 8760h; default: the webhook's, 24h)",
+    )
     mode = install.add_argument_group("mode (default: apply and wait)")
     modes = mode.add_mutually_exclusive_group()
     modes.add_argument(
@@ -242,6 +248,7 @@ def _options(args: argparse.Namespace) -> Any:
         kube_api=args.kube_api,
         replicas=args.replicas,
         timeout_seconds=args.timeout_seconds,
+        cert_validity=args.cert_validity,
     ).validated()
 
 

@@ -143,6 +143,9 @@ class InstallOptions:
     kube_api: str | None = None
     replicas: int = 2
     timeout_seconds: int = 10
+    #: The webhook's serving-certificate lifetime (``--cert-validity``; rotated at 2/3 of it);
+    #: ``None`` = the webhook's default (24h).
+    cert_validity: str | None = None
 
     def validated(self) -> InstallOptions:
         """These options with normalised values, or :class:`ConfigError` naming the flag."""
@@ -188,6 +191,13 @@ class InstallOptions:
             _url_parts(self.webhook_url)
         if self.kube_api is not None:
             _host_port(self.kube_api, "--kube-api")
+        if self.cert_validity is not None:
+            try:  # the runtime contract's duration grammar, the webhook's range
+                seconds = contract.parse_duration("--cert-validity", self.cert_validity)
+            except contract.ContractError as exc:
+                raise ConfigError(str(exc)) from None
+            if not 30 <= seconds <= 8760 * 3600:
+                raise ConfigError("--cert-validity must be between 30s and 8760h")
         return InstallOptions(
             image=self.image,
             allowed_vault_addresses=tuple(dict.fromkeys(addresses)),
@@ -199,6 +209,7 @@ class InstallOptions:
             kube_api=self.kube_api,
             replicas=self.replicas,
             timeout_seconds=self.timeout_seconds,
+            cert_validity=self.cert_validity,
         )
 
 
@@ -271,6 +282,8 @@ def inject_args(opts: InstallOptions) -> list[str]:
         args += ["--san", san]
     if opts.webhook_url is not None:
         args.append("--reuse-port")
+    if opts.cert_validity is not None:
+        args += ["--cert-validity", opts.cert_validity]
     return args
 
 
