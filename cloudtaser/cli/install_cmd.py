@@ -19,7 +19,8 @@ from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
 
 if TYPE_CHECKING:
-    from cloudtaser.target.install import CheckResult, ObjectChange
+    from cloudtaser.target.install import ObjectChange
+    from cloudtaser.target.install_check import CheckResult
 
 __all__ = ["register"]
 
@@ -314,10 +315,10 @@ def _run_uninstall(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from cloudtaser.target import install as lib  # noqa: PLC0415
+    from cloudtaser.target.install_check import check  # noqa: PLC0415
 
     with cluster_session(args) as session:
-        results = lib.check(session, namespace=args.namespace, pod_namespace=args.check_namespace)
+        results = check(session, namespace=args.namespace, pod_namespace=args.check_namespace)
     _print_check(results, args)
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.PROBLEMS
 
