@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.discover_cmd",
     "cloudtaser.cli.protect_cmd",
     "cloudtaser.cli.connect_cmd",
+    "cloudtaser.cli.install_cmd",
 )
 
 _EPILOG = """\

@@ -133,6 +133,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
             help="the vault URL the PODS will use, written into cloudtaser.io/vault-address "
             "(required; not taken from $VAULT_ADDR, which is usually the operator's address)",
         )
+    if protect:
+        _add_pin_options(parser)
     mode = parser.add_argument_group("confirmation (exactly one, except with --dry-run)")
     exclusive = mode.add_mutually_exclusive_group()
     exclusive.add_argument(
@@ -210,6 +212,60 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
     )
     workload.completer = workload_completer  # type: ignore[attr-defined]
     add_output_option(parser)
+
+
+def _add_pin_options(parser: argparse.ArgumentParser) -> None:
+    pin = parser.add_argument_group("entrypoints (the injector then needs no registry access)")
+    pin.add_argument(
+        "--pin-entrypoints",
+        action="store_true",
+        help="look up each container's image ENTRYPOINT/CMD from THIS machine and write "
+        "explicit command/args into the same patch (for containers without a command); "
+        "credentials from $DOCKER_CONFIG/config.json or ~/.docker/config.json",
+    )
+    pin.add_argument(
+        "--platform",
+        type=_platform,
+        default="linux/amd64",
+        metavar="OS/ARCH",
+        help="which image of a multi-arch index to read (default: linux/amd64)",
+    )
+    pin.add_argument(
+        "--registry-ca",
+        metavar="FILE",
+        help="CA bundle for private registries (default: the system trust store)",
+    )
+
+
+def _platform(text: str) -> str:
+    """``OS/ARCH[/VARIANT]`` (argparse type; the rule is the registry client's)."""
+    from cloudtaser.errors import ConfigError  # noqa: PLC0415
+    from cloudtaser.target.registry import parse_platform  # noqa: PLC0415
+
+    try:
+        parse_platform(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+@contextmanager
+def _pin_lookup(args: argparse.Namespace) -> Iterator[Any]:
+    """The registry lookup of ``--pin-entrypoints`` (``None`` without it)."""
+    if not getattr(args, "pin_entrypoints", False):
+        yield None
+        return
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from cloudtaser.target.registry import RegistryClient, load_docker_config  # noqa: PLC0415
+
+    base = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    config = load_docker_config(Path(base) / "config.json")
+    with RegistryClient(
+        docker_config=config, platform=args.platform, ca_bundle=args.registry_ca
+    ) as client:
+        yield client.image_config
 
 
 def _actor() -> str:
@@ -409,24 +465,26 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None
-    run = protectlib.protect if protect else protectlib.unprotect
     verbose = int(getattr(args, "verbose", 0) or 0) > 0
     # a prompt needs the terminal to itself: no live status line under it
     live = False if args.interactive else None
     with (
         cluster_session(args) as session,
         interrupts.installed(),
+        _pin_lookup(args) as pin,
         RunProgress(live=live, verbose=verbose) as reporter,
     ):
         interrupts.say = reporter.message
-        report = run(
-            session,
-            args.plan,
-            options,
-            progress=reporter.event,
-            decide=decide,
-            cancel=interrupts.cancel,
-        )
+        if protect:
+            report = protectlib.protect(
+                session, args.plan, options, progress=reporter.event, decide=decide,
+                cancel=interrupts.cancel, pin=pin,
+            )  # fmt: skip
+        else:
+            report = protectlib.unprotect(
+                session, args.plan, options, progress=reporter.event, decide=decide,
+                cancel=interrupts.cancel,
+            )  # fmt: skip
         reporter.close(run_tally(report))
     _print_report(report, args)
     if report.interrupted:

@@ -419,7 +419,7 @@ def test_kubectl_plugin_completion_answers_in_kubectls_protocol() -> None:
         return run.stdout.splitlines()
 
     assert complete("plan", "va") == ["validate", ":4"]
-    assert complete("target", "protect", "--pl") == ["--plan", ":4"]
+    assert complete("target", "protect", "--pla") == ["--plan", "--platform", ":4"]
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
