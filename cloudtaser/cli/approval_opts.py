@@ -28,24 +28,15 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser.cli.common import int_1_to_64
+
 if TYPE_CHECKING:
     from cloudtaser.plan import MigrationPlan
 
 __all__ = ["add_gate_options", "approvals_count", "enforce_gates", "plan_gate"]
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"", "0", "false", "no", "off"})
-
-
-def approvals_count(text: str) -> int:
-    """argparse type: a number of approvals, 1 to 64."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
+#: argparse type of a number of approvals: the one 1-to-64 rule of the CLI.
+approvals_count = int_1_to_64
 
 
 def add_gate_options(parser: argparse.ArgumentParser, *, verified: bool = False) -> None:
@@ -94,12 +85,14 @@ def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | Non
 
     require = getattr(args, "require_approval", None)
     if require is None:
-        raw = os.environ.get("CLOUDTASER_REQUIRE_APPROVAL", "").strip().lower()
-        if raw not in _TRUE | _FALSE:
-            raise ConfigError(
-                f"CLOUDTASER_REQUIRE_APPROVAL={raw[:20]!r}: use 1/true/yes or 0/false/no"
+        from cloudtaser.contract import ContractError, parse_bool  # noqa: PLC0415
+
+        try:
+            require = parse_bool(
+                "CLOUDTASER_REQUIRE_APPROVAL", os.environ.get("CLOUDTASER_REQUIRE_APPROVAL")
             )
-        require = raw in _TRUE
+        except ContractError as exc:
+            raise ConfigError(str(exc)) from None
     report_path = _flag_or_env(args, "require_verified", "CLOUDTASER_REQUIRE_VERIFIED")
     if not hasattr(args, "require_verified"):
         report_path = None  # a vault-side command: no report gate
