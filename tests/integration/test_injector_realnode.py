@@ -206,7 +206,7 @@ def workflow(real_node: RealNode, openbao: BaoServer, bed: Bed, injector: Inject
     kube = ["--kubeconfig", str(real_node.kubeconfig)]
     vault = ["--openbao-addr", openbao.address, "--token-file", str(bed.token_file)]
     _cli_ok(["target", "discover", *kube, "-n", bed.namespace, "--auth-mount", bed.mount,
-             "--name", f"inj-{bed.namespace[-6:]}", "-o", str(bed.plan)])  # fmt: skip
+             "--name", f"inj-{bed.namespace[-6:]}", "--output-plan", str(bed.plan)])  # fmt: skip
     plan = planlib.load(bed.plan)
     assert sorted(w.name for _t, w in plan.iter_workloads()) == ["entry", "web"]
     _cli_ok(["source", "apply-plan", str(bed.plan), *vault, "--audience", AUDIENCE])
