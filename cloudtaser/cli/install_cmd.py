@@ -16,7 +16,7 @@ from cloudtaser.cli.common import (
     usage_error,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import color, print_json, progress, table
+from cloudtaser.cli.output import color, print_result_json, progress, table
 
 if TYPE_CHECKING:
     from cloudtaser.target.install import ObjectChange
@@ -329,11 +329,6 @@ def _run_check(args: argparse.Namespace) -> int:
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.PROBLEMS
 
 
-def _result_json(kind: str, data: dict[str, Any], summary: dict[str, Any]) -> None:
-    """``{"formatVersion": "1", "kind": KIND, ...data, "summary": {...}}`` on stdout."""
-    print_json({"formatVersion": "1", "kind": kind, **data, "summary": summary})
-
-
 def _print_changes(
     changes: list[ObjectChange], args: argparse.Namespace, *, dry_run: bool, kind: str
 ) -> None:
@@ -341,9 +336,7 @@ def _print_changes(
         counts: dict[str, int] = {}
         for c in changes:
             counts[str(c.action)] = counts.get(str(c.action), 0) + 1
-        _result_json(
-            kind,
-            {
+        data = {
                 "dryRun": dry_run,
                 "changes": [
                     {
@@ -356,9 +349,11 @@ def _print_changes(
                     }
                     for c in changes
                 ],
-            },
-            counts,
-        )
+            }
+        if kind == "install":
+            print_result_json("install", data, counts)
+        else:
+            print_result_json("uninstall", data, counts)
         return
     rows = [
         [c.kind, c.namespace or "", c.name, str(c.action) + (" (dry run)" if dry_run else ""),
@@ -374,7 +369,7 @@ def _print_changes(
 
 def _print_check(results: list[CheckResult], args: argparse.Namespace) -> None:
     if args.output == "json":
-        _result_json(
+        print_result_json(
             "install-check",
             {
                 "ok": all(r.ok for r in results),

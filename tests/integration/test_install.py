@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from lightkube import Client
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
@@ -28,6 +30,16 @@ IMAGE_V1 = "registry.corp:5000/cloudtaser/runtime:0.1.0"
 IMAGE_V2 = "registry.corp:5000/cloudtaser/runtime:0.2.0"
 VAULT = "https://vault.corp:8200"
 NAME = "cloudtaser-injector"
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "schema"
+
+
+def _doc(stdout: str) -> Any:
+    """A ``-o json`` result, validated against its committed schema (``schema/output-<kind>``)."""
+    doc = json.loads(stdout)
+    schema = json.loads((SCHEMAS / f"output-{doc['kind']}.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    return doc
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +73,7 @@ def _install(cl: Cluster, ns: str, *extra: str, image: str = IMAGE_V1) -> CliRun
 
 def _changes(run: CliRun) -> dict[str, str]:
     assert run.code == 0, run.text
-    result = json.loads(run.stdout)
+    result = _doc(run.stdout)
     assert (result["formatVersion"], result["kind"]) == ("1", "install")
     actions = {c["kind"]: c["action"] for c in result["changes"]}
     assert sum(result["summary"].values()) == len(result["changes"])
@@ -161,7 +173,7 @@ def test_upgrade_is_a_rerun_with_a_new_image_and_dry_run_shows_it_first(
     before = _rv(kclient, Deployment, NAME, ns)
     dry = _install(icluster, ns, "--dry-run", image=IMAGE_V2)
     assert dry.code == 0, dry.text
-    report = json.loads(dry.stdout)
+    report = _doc(dry.stdout)
     changed = {c["kind"]: c for c in report["changes"] if c["action"] != "unchanged"}
     assert set(changed) == {"Deployment"}, report
     diff = "\n".join(changed["Deployment"]["diff"])
@@ -202,13 +214,13 @@ def test_uninstall_removes_exactly_what_install_created(
     dry = cli(["target", "uninstall", "--namespace", ns, "--dry-run", "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
     assert dry.code == 0, dry.text
-    assert {c["action"] for c in json.loads(dry.stdout)["changes"]} == {"delete"}
+    assert {c["action"] for c in _doc(dry.stdout)["changes"]} == {"delete"}
     kclient.get(MutatingWebhookConfiguration, NAME)  # still there after the dry run
 
     run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s"])  # fmt: skip
     assert run.code == 0, run.text
-    actions = {(c["kind"], c["action"]) for c in json.loads(run.stdout)["changes"]}
+    actions = {(c["kind"], c["action"]) for c in _doc(run.stdout)["changes"]}
     assert ("Namespace", "delete") in actions
     assert ("MutatingWebhookConfiguration", "delete") in actions
     for res, namespace in ((MutatingWebhookConfiguration, None), (ClusterRole, None),
@@ -219,7 +231,7 @@ def test_uninstall_removes_exactly_what_install_created(
     again = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
                  "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
     assert again.code == 0, again.text
-    assert json.loads(again.stdout)["changes"] == []
+    assert _doc(again.stdout)["changes"] == []
 
 
 def test_a_namespace_install_did_not_create_is_used_never_changed_nor_deleted(
@@ -235,7 +247,7 @@ def test_a_namespace_install_did_not_create_is_used_never_changed_nor_deleted(
     run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s"])  # fmt: skip
     assert run.code == 0, run.text
-    actions = {c["kind"]: c["action"] for c in json.loads(run.stdout)["changes"]}
+    actions = {c["kind"]: c["action"] for c in _doc(run.stdout)["changes"]}
     assert actions["Namespace"] == "keep"
     assert actions["Deployment"] == "delete"
     kclient.get(Namespace, ns)
@@ -253,7 +265,7 @@ def test_a_created_namespace_that_now_holds_other_objects_is_kept_and_so_are_the
     run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s"])  # fmt: skip
     assert run.code == 0, run.text
-    by_kind = {c["kind"]: c for c in json.loads(run.stdout)["changes"]}
+    by_kind = {c["kind"]: c for c in _doc(run.stdout)["changes"]}
     assert by_kind["Namespace"]["action"] == "keep"
     assert "ServiceAccount reviewer" in by_kind["Namespace"]["detail"]
     kclient.get(ServiceAccount, "reviewer", namespace=ns)
@@ -273,7 +285,7 @@ def test_without_a_record_uninstall_goes_by_names_and_labels_and_spares_foreign_
     run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s"])  # fmt: skip
     assert run.code == 0, run.text
-    by_kind = {c["kind"]: c["action"] for c in json.loads(run.stdout)["changes"]}
+    by_kind = {c["kind"]: c["action"] for c in _doc(run.stdout)["changes"]}
     assert by_kind["Service"] == "keep"
     assert by_kind["Deployment"] == "delete"
     assert by_kind["MutatingWebhookConfiguration"] == "delete"
@@ -306,14 +318,14 @@ def test_check_reports_a_missing_cabundle_and_exits_1(
     run = cli(["target", "install", "--check", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
     assert run.code == 1, run.text
-    checks = {c["name"]: c for c in json.loads(run.stdout)["checks"]}
+    checks = {c["name"]: c for c in _doc(run.stdout)["checks"]}
     assert checks["deployment"]["ok"] is True
     assert checks["caBundle"]["ok"] is False
     assert "not published its CA" in checks["caBundle"]["detail"]
     _publish_ca(kclient, "not a certificate")
     run = cli(["target", "install", "--check", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
-    checks = {c["name"]: c for c in json.loads(run.stdout)["checks"]}
+    checks = {c["name"]: c for c in _doc(run.stdout)["checks"]}
     assert run.code == 1
     assert "no valid PEM CA" in checks["caBundle"]["detail"]
 
@@ -322,7 +334,7 @@ def test_dry_run_on_an_empty_cluster_creates_nothing(icluster: Cluster, kclient:
     name = f"ct-sys-{hexid()}"
     run = _install(icluster, name, "--dry-run")
     assert run.code == 0, run.text
-    changes = json.loads(run.stdout)["changes"]
+    changes = _doc(run.stdout)["changes"]
     assert {c["action"] for c in changes} == {"create"}
     with pytest.raises(Exception, match="not found"):
         kclient.get(Namespace, name)
@@ -344,7 +356,7 @@ def test_install_check_and_uninstall_with_exactly_the_documented_rbac(
                 "--timeout", "60s", "--output", "json"]  # fmt: skip
         first = cli(args)
         assert first.code == 0, first.text
-        assert {c["action"] for c in json.loads(first.stdout)["changes"]} == {"create"}
+        assert {c["action"] for c in _doc(first.stdout)["changes"]} == {"create"}
         again = cli(args)
         assert again.code == 0, again.text
         check = cli(["target", "install", "--check", "--namespace", ns, "--kubeconfig",
@@ -354,7 +366,7 @@ def test_install_check_and_uninstall_with_exactly_the_documented_rbac(
         run = cli(["target", "uninstall", "--namespace", ns, "--kubeconfig", kubeconfig,
                    "--output", "json", "--timeout", "60s"])  # fmt: skip
         assert run.code == 0, run.text
-        assert {c["action"] for c in json.loads(run.stdout)["changes"]} == {"delete"}
+        assert {c["action"] for c in _doc(run.stdout)["changes"]} == {"delete"}
     finally:
         ident.close()
 
@@ -411,7 +423,7 @@ def test_printed_yaml_applies_as_is_and_uninstall_finds_it_by_labels(
     run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s"])  # fmt: skip
     assert run.code == 0, run.text
-    by_kind = {c["kind"]: c["action"] for c in json.loads(run.stdout)["changes"]}
+    by_kind = {c["kind"]: c["action"] for c in _doc(run.stdout)["changes"]}
     assert by_kind["MutatingWebhookConfiguration"] == "delete"
     assert by_kind["Namespace"] == "delete"  # annotated as created by install, nothing else in it
     assert "ConfigMap" not in by_kind  # a --print install has no record
