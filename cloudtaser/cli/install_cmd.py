@@ -337,19 +337,19 @@ def _print_changes(
         for c in changes:
             counts[str(c.action)] = counts.get(str(c.action), 0) + 1
         data = {
-                "dryRun": dry_run,
-                "changes": [
-                    {
-                        "kind": c.kind,
-                        "name": c.name,
-                        "namespace": c.namespace,
-                        "action": str(c.action),
-                        "detail": c.detail,
-                        **({"diff": list(c.diff)} if c.diff else {}),
-                    }
-                    for c in changes
-                ],
-            }
+            "dryRun": dry_run,
+            "changes": [
+                {
+                    "kind": c.kind,
+                    "name": c.name,
+                    "namespace": c.namespace,
+                    "action": str(c.action),
+                    "detail": c.detail,
+                    **({"diff": list(c.diff)} if c.diff else {}),
+                }
+                for c in changes
+            ],
+        }
         if kind == "install":
             print_result_json("install", data, counts)
         else:
