@@ -35,9 +35,11 @@ _PROTECT_DESCRIPTION = """\
 For each pending workload of the plan, in plan order: check that it still consumes the
 Secrets the plan lists (drift), show the secret mapping, ask (--interactive) or go on (--yes),
 apply the cloudtaser.io/* pod-template annotations and a restart marker in ONE
-strategic-merge patch (exactly one rollout), wait for the rollout by kubectl's rules, and
-record the result in the plan at once. migrated and skipped workloads are never touched again,
-so an interrupted run resumes where it stopped. Talks only to the cluster. See docs/protect.md.
+strategic-merge patch (exactly one rollout), wait for the rollout by kubectl's rules, prove
+on the new pods that the injector wrapped them (else the workload stays pending with the
+likely cause), and record the result in the plan at once. migrated and skipped workloads
+are never touched again, so an interrupted run resumes where it stopped. Talks only to the
+cluster. See docs/protect.md.
 """
 
 _UNPROTECT_DESCRIPTION = """\
@@ -101,6 +103,14 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
             metavar="URL",
             help="the vault URL the PODS will use, written into cloudtaser.io/vault-address "
             "(required; not taken from $VAULT_ADDR, which is usually the operator's address)",
+        )
+        parser.add_argument(
+            "--no-verify-injection",
+            dest="verify_injection",
+            action="store_false",
+            help="record migrated once the rollout completes without proving on the new pods "
+            "that they were injected (a loud warning per workload and in the plan history; "
+            "finalize still proves it before removing anything). Default: prove it",
         )
     mode = parser.add_argument_group("confirmation (exactly one, except with --dry-run)")
     exclusive = mode.add_mutually_exclusive_group()
@@ -329,6 +339,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         parallel=args.parallel,
         stop_on_error=args.stop_on_error,
         selection=protectlib.Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
+        verify_injection=getattr(args, "verify_injection", True),
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None

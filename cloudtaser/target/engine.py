@@ -60,6 +60,7 @@ __all__ = [
     "RunReport",
     "Selection",
     "Step",
+    "Verified",
     "WorkloadRef",
     "WorkloadResult",
     "check_options",
@@ -256,6 +257,9 @@ class RunOptions:
     parallel: int = 1
     stop_on_error: bool = True
     selection: Selection = Selection()
+    #: protect: prove on the new pods that they were injected before recording ``migrated``
+    #: (``--no-verify-injection`` turns it off, loudly; finalize always proves).
+    verify_injection: bool = True
 
 
 ProgressFn = Callable[[Event], None]
@@ -342,9 +346,11 @@ class Engine:
         *,
         reason: str,
         error: str | None = None,
+        update: Callable[[Workload], None] | None = None,
     ) -> None:
-        """Record a status change in the plan store (atomic save; nothing with ``dry_run``)."""
-        self.store.record(workload, status, reason=reason, error=error)
+        """Record a status change in the plan store (atomic save; nothing with ``dry_run``);
+        ``update`` changes more of the workload in the same save."""
+        self.store.record(workload, status, reason=reason, error=error, update=update)
 
     # -- scheduling --
 
@@ -370,17 +376,19 @@ class Engine:
 
     def wait_and_record(
         self,
+        flow: Step,
         ref: WorkloadRef,
         workload: Workload,
         *,
         generation: int,
-        done_status: WorkloadStatus,
-        done_outcome: Outcome,
-        done_reason: str,
         warnings: list[str],
         patch: dict[str, Any] | None,
         already: bool,
     ) -> None:
+        done_status = flow.done_status
+        done_outcome = flow.done_outcome
+        done_reason = flow.found_reason if already else flow.patched_reason
+        failed_status = flow.failed_status
         try:
             if self.options.wait:
                 state = wait_for_rollout(
@@ -395,23 +403,38 @@ class Engine:
                 message = state.message
                 reason = done_reason
                 outcome = done_outcome
+                verified = flow.verify(self, ref, workload)
+                if verified is not None and not verified.ok:
+                    error = one_line(verified.message)
+                    self.emit(ref, error, warning=True)
+                    self.record(workload, failed_status, reason=flow.unverified_reason, error=error)
+                    self.result(
+                        WorkloadResult(ref, Outcome.FAILED, error, warnings, patch, already)
+                    )
+                    return
+                if verified is not None:
+                    message = f"{message}; {verified.message}"
+                    reason = f"{reason}; {verified.message}"
             else:
                 message = "rollout started; not waited for (--no-wait)"
                 reason = f"{done_reason}; rollout not awaited (--no-wait)"
                 outcome = Outcome.APPLIED
-            self.record(workload, done_status, reason=reason)
+            self.record(workload, done_status, reason=reason, update=flow.done_update(workload))
             self.emit(ref, f"{message}; recorded {done_status}")
             self.result(
                 WorkloadResult(ref, outcome, message, warnings, patch, already_applied=already)
             )
         except RolloutCancelledError as exc:
             error = f"interrupted while waiting for the rollout: {exc}; re-run to resume"
-            self.record(workload, WorkloadStatus.PENDING, reason="interrupted", error=error)
+            self.record(workload, failed_status, reason="interrupted", error=error)
             self.result(WorkloadResult(ref, Outcome.INTERRUPTED, error, warnings, patch, already))
         except (RolloutFailedError, RolloutTimeoutError, CloudtaserError) as exc:
             error = f"rollout did not complete: {exc}"
+            cause = _explain(flow, self, ref)
+            if cause:
+                error = f"{error}; likely cause: {cause}"
             self.emit(ref, error, warning=True)
-            self.record(workload, WorkloadStatus.PENDING, reason="rollout failed", error=error)
+            self.record(workload, failed_status, reason="rollout failed", error=error)
             self.result(WorkloadResult(ref, Outcome.FAILED, error, warnings, patch, already))
 
     def _fetch_for_wait(self, ref: WorkloadRef) -> Mapping[str, Any]:
@@ -436,6 +459,21 @@ class Engine:
         if step.records_refusals:
             self.record(workload, WorkloadStatus.PENDING, reason="refused", error=why)
         self.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The result of :meth:`Step.verify`: ``ok`` and a one-line message (names only)."""
+
+    ok: bool
+    message: str
+
+
+def _explain(flow: Step, engine: Engine, ref: WorkloadRef) -> str | None:
+    try:
+        return flow.explain(engine, ref)
+    except CloudtaserError as exc:
+        return f"(could not tell: {one_line(str(exc), 200)})"
 
 
 @dataclass(frozen=True)
@@ -481,6 +519,27 @@ class Step(abc.ABC):
     failed_reason: str | None = None
     #: A refusal is recorded in the plan (the workload stays ``pending`` with the reason).
     records_refusals: bool = False
+    #: The status a failed or unverified rollout leaves (finalize keeps ``migrated``).
+    failed_status: WorkloadStatus = WorkloadStatus.PENDING
+    #: The plan reason when :meth:`verify` says the rollout did not achieve the step's goal.
+    unverified_reason: str = "not verified"
+
+    def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
+        """After a completed rollout: check the result on the live pods (``None``: no check).
+        A failed check leaves the workload in :attr:`failed_status` with the message."""
+        return None
+
+    def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        """After a failed or timed-out rollout: the likely cause (``None``: none known)."""
+        return None
+
+    def before_patch(self, engine: Engine, workload: Workload, step: Inspected) -> None:  # noqa: B027
+        """After the decision, before the patch is sent (not with ``dry_run``): e.g. record
+        in the plan what the patch removes, so a killed run can still undo it."""
+
+    def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        """More changes to the workload recorded with the done status (same atomic save)."""
+        return None
 
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:  # noqa: B027
         """Plan-wide rules this step enforces before touching anything (raise PlanError)."""
@@ -648,6 +707,8 @@ def _apply(
                 return _waiter(
                     engine, flow, ref, workload, obj=step.obj, warnings=step.warnings, patch=None
                 )
+            if not opts.dry_run:
+                flow.before_patch(engine, workload, step)
             try:
                 patched = engine.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
             except ClusterConflictError:
@@ -672,7 +733,7 @@ def _apply(
         error = one_line(str(exc))
         engine.emit(ref, error, warning=True)
         if flow.failed_reason is not None:
-            engine.record(workload, WorkloadStatus.PENDING, reason=flow.failed_reason, error=error)
+            engine.record(workload, flow.failed_status, reason=flow.failed_reason, error=error)
         engine.result(WorkloadResult(ref, Outcome.FAILED, error))
         return None
 
@@ -725,12 +786,10 @@ def _waiter(
 
     def run() -> None:
         engine.wait_and_record(
+            flow,
             ref,
             workload,
             generation=generation,
-            done_status=flow.done_status,
-            done_outcome=flow.done_outcome,
-            done_reason=flow.found_reason if already else flow.patched_reason,
             warnings=warnings,
             patch=patch,
             already=already,

@@ -56,6 +56,7 @@ from cloudtaser.target.engine import (
     RunReport,
     Selection,
     Step,
+    Verified,
     WorkloadRef,
     WorkloadResult,
     run,
@@ -309,8 +310,29 @@ class ProtectStep(Step):
     failed_reason = "protect failed"
     records_refusals = True
 
-    def __init__(self, vault_address: str) -> None:
+    unverified_reason = "injection not proven"
+
+    def __init__(self, vault_address: str, *, verify_injection: bool = True) -> None:
         self.vault_address = vault_address
+        self.verify_injection = verify_injection
+
+    def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
+        from cloudtaser.target.injection import verify_workload  # noqa: PLC0415
+
+        if not self.verify_injection:
+            engine.emit(
+                ref,
+                "injection NOT verified (--no-verify-injection): the pods may run exactly as "
+                "before; finalize proves it on the live pods before it removes anything",
+                warning=True,
+            )
+            return Verified(True, "injection NOT verified (--no-verify-injection)")
+        return verify_workload(engine.cluster, ref)
+
+    def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        from cloudtaser.target.injection import explain_workload  # noqa: PLC0415
+
+        return explain_workload(engine.cluster, ref)
 
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:
         # the rule book: never point a tenant's pods at paths outside its scope
@@ -401,7 +423,7 @@ def protect(
     if not options.vault_address:
         raise ConfigError("protect needs the vault address the pods will use (--vault-address)")
     vault_address = validate_vault_address(options.vault_address, what="--vault-address")
-    step = ProtectStep(vault_address)
+    step = ProtectStep(vault_address, verify_injection=options.verify_injection)
     return run(session, plan_path, step, options, progress=progress, decide=decide, cancel=cancel)
 
 
