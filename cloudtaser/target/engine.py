@@ -103,6 +103,8 @@ class Outcome(enum.StrEnum):
     DRY_RUN = "dry-run"
     #: Unprotect: annotations removed, rolled out, back to ``pending``.
     UNPROTECTED = "unprotected"
+    #: Finalize: the plan-mapped Secret references removed, rolled out, ``finalizedAt`` set.
+    FINALIZED = "finalized"
 
 
 class Decision(enum.StrEnum):
@@ -566,11 +568,14 @@ def run(
     progress: ProgressFn | None = None,
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
+    after: Callable[[Engine, Sequence[tuple[Tenant, Workload]]], None] | None = None,
 ) -> RunReport:
     """Run ``step`` over the plan at ``plan_path``: take the plan lock (not with ``dry_run``)
     through a :class:`PlanStore`, load the plan, select the workloads ``step`` wants, say how
     many, and drive the step over them (inspect, ask, one patch, wait in up to
-    ``options.parallel`` workers, record after each status change)."""
+    ``options.parallel`` workers, record after each status change). ``after(engine,
+    selected)`` runs once the workloads are done, still under the lock with the same
+    cluster client (finalize deletes Secrets there)."""
     check_options(options)
     store = PlanStore(
         plan_path, actor=options.actor, lock=not options.dry_run, read_only=options.dry_run
@@ -590,6 +595,7 @@ def run(
                 progress=progress,
                 decide=decide,
                 cancel=cancel,
+                after=after,
             )
 
 
@@ -603,6 +609,7 @@ def _run_loaded(
     progress: ProgressFn | None,
     decide: DecideFn | None,
     cancel: threading.Event | None,
+    after: Callable[[Engine, Sequence[tuple[Tenant, Workload]]], None] | None = None,
 ) -> RunReport:
     engine = Engine(
         cluster,
@@ -619,6 +626,8 @@ def _run_loaded(
         + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
     )
     _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
+    if after is not None:
+        after(engine, selected)
     return engine.report
 
 

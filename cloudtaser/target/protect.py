@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -382,6 +382,11 @@ class UnprotectStep(Step):
     def wanted(self, workload: Workload) -> bool:
         return workload.effective_status != WorkloadStatus.SKIPPED
 
+    def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        from cloudtaser.target.finalize import clear_finalized  # noqa: PLC0415
+
+        return clear_finalized if workload.finalized_refs or workload.finalized_at else None
+
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
@@ -391,7 +396,13 @@ class UnprotectStep(Step):
             if status == WorkloadStatus.MIGRATED:
                 engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
-        removal = build_removal_patch(obj)
+        from cloudtaser.target.finalize import restore_for_unprotect, with_restore  # noqa: PLC0415
+
+        restore, refused = restore_for_unprotect(engine.cluster, ref, workload, obj)
+        if refused:
+            engine.refuse(self, ref, workload, refused, [])
+            return None
+        removal = with_restore(build_removal_patch(obj), obj, restore)
         if removal is None and status != WorkloadStatus.MIGRATED:
             return None  # pending and clean: nothing to undo
         found = blockers(ref.kind, obj)
