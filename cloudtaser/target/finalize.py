@@ -477,11 +477,7 @@ def delete_unused_secrets(
             )
     for namespace, secrets in by_ns.items():
         found = scan(engine.cluster, namespace)
-        ignored = {
-            (str(w.kind), w.name)
-            for t, w in selected
-            if t.namespace == namespace and workload_ref(t, w) in would
-        }
+        ignored = _dry_run_users(engine, selected, namespace, would) if dry else set()
         for name, owners in sorted(secrets.items()):
             if engine.cluster.secret_keys(namespace, name) is None:
                 report.decisions.append(
@@ -502,7 +498,7 @@ def delete_unused_secrets(
             users = [
                 u
                 for u in found.users(name)
-                if not (dry and (u.kind, u.name) in ignored and u.via in {"env", "envFrom"})
+                if not ((u.kind, u.name) in ignored and u.via in {"env", "envFrom"})
             ]
             if users:
                 report.decisions.append(
@@ -524,6 +520,31 @@ def delete_unused_secrets(
                     f"(no reference left in namespace {namespace})",
                 )
     return report
+
+
+def _dry_run_users(
+    engine: Engine,
+    selected: Sequence[tuple[Tenant, Workload]],
+    namespace: str,
+    would: set[WorkloadRef],
+) -> set[tuple[str, str]]:
+    """The objects whose env/envFrom uses a dry run discounts: each workload the real run
+    would finalize, and the pods of its current revision (the rollout replaces them)."""
+    from cloudtaser.target.injection import revision_pods  # noqa: PLC0415
+
+    out: set[tuple[str, str]] = set()
+    for tenant, workload in selected:
+        ref = workload_ref(tenant, workload)
+        if tenant.namespace != namespace or ref not in would:
+            continue
+        out.add((ref.kind, ref.name))
+        obj = engine.cluster.get(ref)
+        if obj is not None:
+            out.update(
+                ("Pod", str(dig(p, "metadata", "name")))
+                for p in revision_pods(engine.cluster, ref, obj)
+            )
+    return out
 
 
 # --- entry point ----------------------------------------------------------------------------
