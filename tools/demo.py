@@ -286,10 +286,11 @@ def create_real_samples(node: RealNode) -> None:
     print the DB_PASSWORD they were given; one also mounts a Secret as files."""
     node.build_image("cloudtaser-test/busybox:1", cmd=["sh"])
     client = node.client()
-    for namespace, secrets in SECRETS.items():
+    used = {"payments": ("postgres",), "shop": ("redis", "tls")}
+    for namespace, names in used.items():
         wl.create_namespace(client, namespace)
-        for name, data in secrets.items():
-            wl.create_secret(client, namespace, name, data)
+        for name in names:
+            wl.create_secret(client, namespace, name, SECRETS[namespace][name])
     wl.create_service_account(client, "payments", "api")
     wl.create_service_account(client, "shop", "web")
     samples = [
@@ -509,7 +510,8 @@ def real_lifecycle(
         "remove the Secret references the vault now serves (one rollout each), then delete "
         "every Secret nothing uses any more. IRREVERSIBLE; tls stays (still mounted as files)",
     )
-    run([kubectl, "get", "secrets", "-n", "payments", "-n", "shop"], env=cluster_env, cwd=workdir)
+    for namespace in ("payments", "shop"):
+        run([kubectl, "get", "secrets", "-n", namespace], env=cluster_env, cwd=workdir)
     run(
         ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--yes", "--delete-secrets"],
         env=cluster_env, cwd=workdir,

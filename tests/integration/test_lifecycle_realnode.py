@@ -376,7 +376,7 @@ def test_delete_secrets_keeps_a_secret_still_used_and_names_its_user(
         time.sleep(0.5)
     again = _target(site, "finalize", tenant, "--yes", "--delete-secrets")
     assert again.returncode == 0, again.stdout + again.stderr
-    shown = site.node.kubectl("get", "secrets", "-n", tenant.namespace, "-o", "name")
+    shown = site.node.kubectl("get", "secrets", "-n", tenant.namespace, "-o", "name").stdout
     assert "secret/db" not in shown
     assert "secret/shared" in shown
     assert any("deleted Secret db" in (h.reason or "") for h in _workload(tenant).history)
