@@ -337,6 +337,35 @@ def test_protect_proves_injection_and_finalize_keeps_the_app_on_vault_values(
     assert _printed(site, tenant.namespace, "web") == tenant.k8s_canary
 
 
+def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
+    site: Site, injector: str, app_image: str
+) -> None:
+    tenant = _tenant(site, app_image, ["web"])
+    # the container sets VAULT_ADDR itself: the injector denies it (env-conflict)
+    with contextlib.closing(site.node.client()) as client:
+        client.patch(
+            Deployment,
+            "web",
+            {"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "env": [{"name": "VAULT_ADDR", "value": "http://elsewhere"}]}
+            ]}}}},
+            namespace=tenant.namespace,
+        )  # fmt: skip
+    _wait_ready(site, tenant.namespace, "web")
+
+    result = _cloudtaser(
+        "target", "protect", "--plan", str(tenant.plan), "--kubeconfig", site.kubeconfig,
+        "--vault-address", site.openbao.address, "--yes", "--timeout", "20s",
+        "--poll-interval", "500ms",
+    )  # fmt: skip
+
+    assert result.returncode == 4, result.stdout + result.stderr
+    error = _workload(tenant).last_error or ""
+    assert _workload(tenant).effective_status == "pending"
+    assert "likely cause: the injector denied the pods" in error
+    assert "VAULT_ADDR" in error
+
+
 def test_delete_secrets_keeps_a_secret_still_used_and_names_its_user(
     site: Site,
     injector: str,
