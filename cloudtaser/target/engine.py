@@ -28,6 +28,7 @@ import enum
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -393,8 +394,9 @@ class Engine:
         failed_status = flow.failed_status
         try:
             if self.options.wait:
+                watch = _Watch(flow, self, ref)
                 state = wait_for_rollout(
-                    lambda: self._fetch_for_wait(ref),
+                    lambda: watch.check(self._fetch_for_wait(ref)),
                     ref.kind,
                     min_generation=generation,
                     timeout=self.options.timeout,
@@ -461,6 +463,30 @@ class Engine:
         if step.records_refusals:
             self.record(workload, WorkloadStatus.PENDING, reason="refused", error=why)
         self.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))
+
+
+#: How often (seconds) a waiting workload is checked for a definitive failure (Step.watch).
+WATCH_INTERVAL: Final = 5.0
+
+
+class _Watch:
+    """Calls :meth:`Step.watch` at most every :data:`WATCH_INTERVAL` seconds while a rollout
+    is awaited; a definitive failure it names ends the wait at once."""
+
+    def __init__(self, flow: Step, engine: Engine, ref: WorkloadRef) -> None:
+        self.flow, self.engine, self.ref = flow, engine, ref
+        self.next = time.monotonic() + WATCH_INTERVAL
+
+    def check(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + WATCH_INTERVAL
+            try:
+                problem = self.flow.watch(self.engine, self.ref)
+            except CloudtaserError:
+                problem = None  # a failed look is no verdict: keep waiting
+            if problem:
+                raise RolloutFailedError(problem)
+        return obj
 
 
 @dataclass(frozen=True)
@@ -533,6 +559,11 @@ class Step(abc.ABC):
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
         """After a failed or timed-out rollout: the likely cause (``None``: none known)."""
+        return None
+
+    def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        """While the rollout is awaited (every few seconds): a definitive failure that makes
+        waiting pointless (e.g. the injector denies every pod), or ``None``."""
         return None
 
     def before_patch(self, engine: Engine, workload: Workload, step: Inspected) -> None:  # noqa: B027

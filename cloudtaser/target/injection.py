@@ -48,6 +48,7 @@ __all__ = [
     "Proof",
     "controller_revision_pods",
     "denial_from",
+    "denied",
     "diagnose",
     "explain_workload",
     "pod_problems",
@@ -435,3 +436,20 @@ def explain_workload(cluster: WorkloadAPI, ref: WorkloadRef) -> str | None:
     if pods and all(not pod_problems(p) for p in pods):
         return None
     return diagnose(cluster, ref, controller, pods)
+
+
+def denied(cluster: WorkloadAPI, ref: WorkloadRef) -> str | None:
+    """While a rollout is awaited: the injector's denial of the new pods, when the creating
+    object reports one (a denial is definitive; an unreachable injector may recover, so it is
+    left to the rollout timeout). ``None``: no denial seen."""
+    if ref.kind != "Deployment":
+        # a StatefulSet's or DaemonSet's events may be about an earlier revision: only a
+        # Deployment's current ReplicaSet (one per template) speaks for this rollout alone
+        return None
+    obj = cluster.get(ref)
+    if obj is None:
+        return None
+    found = _failed_create(cluster, ref, _current_replicaset(cluster, ref, obj))
+    if found and found.startswith("the injector denied"):
+        return f"{found} (no pod of the new revision can be created; not waiting any longer)"
+    return None

@@ -334,6 +334,11 @@ class ProtectStep(Step):
 
         return explain_workload(engine.cluster, ref)
 
+    def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        from cloudtaser.target.injection import denied  # noqa: PLC0415
+
+        return denied(engine.cluster, ref) if self.verify_injection else None
+
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:
         # the rule book: never point a tenant's pods at paths outside its scope
         check_isolation(plan, source=source)

@@ -352,14 +352,17 @@ def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
             namespace=tenant.namespace,
         )  # fmt: skip
     _wait_ready(site, tenant.namespace, "web")
+    started = time.monotonic()
 
     result = _cloudtaser(
         "target", "protect", "--plan", str(tenant.plan), "--kubeconfig", site.kubeconfig,
-        "--vault-address", site.openbao.address, "--yes", "--timeout", "20s",
+        "--vault-address", site.openbao.address, "--yes", "--timeout", "300s",
         "--poll-interval", "500ms",
     )  # fmt: skip
 
     assert result.returncode == 4, result.stdout + result.stderr
+    assert "not waiting any longer" in result.stdout + result.stderr
+    assert time.monotonic() - started < 120  # the denial ended the wait, not the 300 s timeout
     error = _workload(tenant).last_error or ""
     assert _workload(tenant).effective_status == "pending"
     assert "likely cause: the injector denied the pods" in error
