@@ -146,7 +146,8 @@ def build_runtime(session: nox.Session, out: Path = RUNTIME_BUILD) -> dict[str, 
 @nox.session(python=PYTHON)
 def runtime(session: nox.Session) -> None:
     """The Go runtime: gofmt check, go vet, go test -race (end-to-end tests against a real
-    bao -dev), static binaries for linux/amd64 and linux/arm64, the OCI image layout.
+    bao -dev and, for the injector, etcd + kube-apiserver of the test bed), static binaries
+    for linux/amd64 and linux/arm64, the OCI image layout.
 
     ``nox -s runtime -- --push REF`` also pushes the image index to a registry.
     """
@@ -161,6 +162,9 @@ def runtime(session: nox.Session) -> None:
     go, env = _go(session)
     bao = shutil.which("bao", path=str(Path(session.bin)))
     env = {**env, "CLOUDTASER_BAO": bao or ""}
+    # the injector's end-to-end test starts etcd + kube-apiserver from the test bed's cache
+    _build_testenv(session)  # no-op when the cache is complete
+    env = {**env, **_testenv_env()}
     session.chdir(RUNTIME)
     unformatted = session.run(
         str(Path(go).parent / "gofmt"), "-l", ".", silent=True, external=True, env=env

@@ -17,6 +17,7 @@
     │   └── VaultHTTPError           the server answered with an error status
     │       ├── VaultAuthError       401 / 403: bad token or missing capability
     │       └── VaultSealedError     503: sealed or in maintenance
+    ├── RegistryError                an image registry refused or failed a lookup
     ├── LockError                    another run holds the plan's lock
     └── OperationError               a step ran but did not succeed (rollout failed, drift, ...)
 
@@ -43,6 +44,7 @@ __all__ = [
     "LockError",
     "OperationError",
     "PlanError",
+    "RegistryError",
     "VaultAuthError",
     "VaultError",
     "VaultHTTPError",
@@ -143,6 +145,11 @@ class VaultAuthError(VaultHTTPError):
 
 class VaultSealedError(VaultHTTPError):
     """503: the vault is sealed or in maintenance mode."""
+
+
+class RegistryError(CloudtaserError):
+    """An image registry lookup failed: unreachable, refused, not found, or a malformed answer
+    (the message names the image; never a credential or token)."""
 
 
 class LockError(CloudtaserError):

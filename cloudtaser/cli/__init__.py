@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.protect_cmd",
     "cloudtaser.cli.lifecycle_cmds",
     "cloudtaser.cli.connect_cmd",
+    "cloudtaser.cli.install_cmd",
 )
 
 _EPILOG = """\

@@ -112,6 +112,8 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
             "that they were injected (a loud warning per workload and in the plan history; "
             "finalize still proves it before removing anything). Default: prove it",
         )
+    if protect:
+        _add_pin_options(parser)
     mode = parser.add_argument_group("confirmation (exactly one, except with --dry-run)")
     exclusive = mode.add_mutually_exclusive_group()
     exclusive.add_argument(
@@ -186,6 +188,60 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
         help="only this workload: KIND/NAME, NAMESPACE/NAME or NAMESPACE/KIND/NAME",
     )
     add_output_option(parser)
+
+
+def _add_pin_options(parser: argparse.ArgumentParser) -> None:
+    pin = parser.add_argument_group("entrypoints (the injector then needs no registry access)")
+    pin.add_argument(
+        "--pin-entrypoints",
+        action="store_true",
+        help="look up each container's image ENTRYPOINT/CMD from THIS machine and write "
+        "explicit command/args into the same patch (for containers without a command); "
+        "credentials from $DOCKER_CONFIG/config.json or ~/.docker/config.json",
+    )
+    pin.add_argument(
+        "--platform",
+        type=_platform,
+        default="linux/amd64",
+        metavar="OS/ARCH",
+        help="which image of a multi-arch index to read (default: linux/amd64)",
+    )
+    pin.add_argument(
+        "--registry-ca",
+        metavar="FILE",
+        help="CA bundle for private registries (default: the system trust store)",
+    )
+
+
+def _platform(text: str) -> str:
+    """``OS/ARCH[/VARIANT]`` (argparse type; the rule is the registry client's)."""
+    from cloudtaser.errors import ConfigError  # noqa: PLC0415
+    from cloudtaser.target.registry import parse_platform  # noqa: PLC0415
+
+    try:
+        parse_platform(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+@contextmanager
+def _pin_lookup(args: argparse.Namespace) -> Iterator[Any]:
+    """The registry lookup of ``--pin-entrypoints`` (``None`` without it)."""
+    if not getattr(args, "pin_entrypoints", False):
+        yield None
+        return
+    import os  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from cloudtaser.target.registry import RegistryClient, load_docker_config  # noqa: PLC0415
+
+    base = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    config = load_docker_config(Path(base) / "config.json")
+    with RegistryClient(
+        docker_config=config, platform=args.platform, ca_bundle=args.registry_ca
+    ) as client:
+        yield client.image_config
 
 
 def _actor() -> str:
@@ -343,11 +399,17 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None
-    run = protectlib.protect if protect else protectlib.unprotect
-    with cluster_session(args) as session, interrupts.installed():
-        report = run(
-            session, args.plan, options, progress=_emit, decide=decide, cancel=interrupts.cancel
-        )
+    with cluster_session(args) as session, interrupts.installed(), _pin_lookup(args) as pin:
+        if protect:
+            report = protectlib.protect(
+                session, args.plan, options, progress=_emit, decide=decide,
+                cancel=interrupts.cancel, pin=pin,
+            )  # fmt: skip
+        else:
+            report = protectlib.unprotect(
+                session, args.plan, options, progress=_emit, decide=decide,
+                cancel=interrupts.cancel,
+            )  # fmt: skip
     _print_report(report, args)
     if report.interrupted:
         return ExitCode.INTERRUPTED

@@ -188,6 +188,17 @@ def valid_role_name(name: str) -> bool:
     return _ROLE_RE.fullmatch(name) is not None
 
 
+#: A ServiceAccount token audience (apply-plan's role ``audience``, the injector's projected
+#: token): no blanks, quotes or control characters.
+MAX_AUDIENCE_CHARS: Final = 256
+_AUDIENCE_RE: Final = re.compile(r"[A-Za-z0-9._:/@+=-]+")
+
+
+def valid_audience(audience: str) -> bool:
+    """True for a token audience both the vault role and the projected token may carry."""
+    return len(audience) <= MAX_AUDIENCE_CHARS and _AUDIENCE_RE.fullmatch(audience) is not None
+
+
 def safe_segment(segment: str) -> bool:
     """True for one safe segment of a vault path or mount: letters, digits, '.', '_', '-', not
     starting with '.' (so never '.' or '..'), not empty."""

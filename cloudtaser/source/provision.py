@@ -72,13 +72,12 @@ Progress = Callable[[str], None]
 
 DEFAULT_TOKEN_TTL: Final = 3600
 MANAGED_BY: Final = "# managed-by: cloudtaser"
-MAX_AUDIENCE_CHARS: Final = 256
+MAX_AUDIENCE_CHARS: Final = rules.MAX_AUDIENCE_CHARS
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
 
 # Names and paths are checked by the rule book (cloudtaser.plan.rules); these patterns are
 # apply-plan's own: what may be rendered into HCL and sent as a role field.
 _OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_AUDIENCE = re.compile(r"^[A-Za-z0-9._:/@+=-]+$")
 _HCL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+-]*$")
 
 
@@ -167,7 +166,7 @@ def _validate_object_name(name: str, what: str) -> str:
 def _validate_audience(audience: str | None) -> str | None:
     if audience is None or audience == "":
         return None
-    if len(audience) > MAX_AUDIENCE_CHARS or not _AUDIENCE.fullmatch(audience):
+    if not rules.valid_audience(audience):  # the one rule (plan/rules.py)
         raise PlanError(
             f"audience {audience[:80]!r} is not a safe token audience (no blanks or quotes, "
             f"at most {MAX_AUDIENCE_CHARS} characters)",

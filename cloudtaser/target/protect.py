@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudtaser.target.annotations as ann
-from cloudtaser.errors import ConfigError
+from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.model import (
     MigrationPlan,
     Tenant,
@@ -62,6 +62,7 @@ from cloudtaser.target.engine import (
     run,
 )
 from cloudtaser.target.kube import KubeSession
+from cloudtaser.target.registry import Lookup
 from cloudtaser.target.rollout import blockers, dig
 from cloudtaser.target.workloads import WorkloadAPI
 
@@ -312,8 +313,13 @@ class ProtectStep(Step):
 
     unverified_reason = "injection not proven"
 
-    def __init__(self, vault_address: str, *, verify_injection: bool = True) -> None:
+    def __init__(
+        self, vault_address: str, pin: Lookup | None = None, *, verify_injection: bool = True
+    ) -> None:
         self.vault_address = vault_address
+        #: ``--pin-entrypoints``: image lookups from this machine; explicit command/args go
+        #: into the same patch (:func:`cloudtaser.target.registry.pin_commands`).
+        self.pin = pin
         self.verify_injection = verify_injection
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
@@ -364,6 +370,17 @@ class ProtectStep(Step):
         already = _is_applied(obj, intended)
         rv = dig(obj, "metadata", "resourceVersion")
         patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(obj)[0])
+        if self.pin is not None and not already:
+            from cloudtaser.target.registry import pin_commands  # noqa: PLC0415
+
+            try:
+                pinned = pin_commands(dig(obj, "spec", "template", "spec") or {}, self.pin)
+            except RegistryError as exc:
+                why = f"--pin-entrypoints: {exc}. Set the container's command, or fix the lookup"
+                engine.refuse(self, ref, workload, why, found.warnings)
+                return None
+            if pinned:
+                patch["spec"]["template"]["spec"] = {"containers": pinned}
         return Inspected(obj, None if already else patch, patch, found.warnings)
 
 
@@ -425,8 +442,13 @@ def protect(
     progress: ProgressFn | None = None,
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
+    pin: Lookup | None = None,
 ) -> RunReport:
     """Protect every selected ``pending`` workload of the plan at ``plan_path``.
+
+    ``pin`` (``--pin-entrypoints``): an image lookup (``RegistryClient.image_config``); every
+    container without a ``command`` gets its image's ENTRYPOINT/CMD written explicitly in the
+    same patch, so the injector needs no registry access.
 
     Takes the plan lock (not with ``dry_run``), loads the plan, and for each workload in plan
     order checks, asks ``decide`` (when given), patches once, waits (in up to
@@ -439,7 +461,7 @@ def protect(
     if not options.vault_address:
         raise ConfigError("protect needs the vault address the pods will use (--vault-address)")
     vault_address = validate_vault_address(options.vault_address, what="--vault-address")
-    step = ProtectStep(vault_address, verify_injection=options.verify_injection)
+    step = ProtectStep(vault_address, pin, verify_injection=options.verify_injection)
     return run(session, plan_path, step, options, progress=progress, decide=decide, cancel=cancel)
 
 

@@ -82,7 +82,7 @@ def doc_policy(
 
 
 def test_security_doc_blocks_are_well_formed() -> None:
-    for marker in ("rbac-discover", "rbac-protect", "rbac-connect"):
+    for marker in ("rbac-discover", "rbac-protect", "rbac-connect", "rbac-install"):
         role = doc_cluster_role(marker)
         assert role["rules"], marker
         for rule in role["rules"]:

@@ -75,10 +75,19 @@ def test_child_env_vector(case: dict[str, Any]) -> None:
 
 def test_every_vector_file_is_well_formed() -> None:
     files = sorted(p.name for p in SPEC.glob("*.json"))
-    assert files == ["annotations.json", "child-env.json", "values.json", "wrapper-env.json"]
+    assert files == [
+        "annotations.json",
+        "child-env.json",
+        "injection.json",
+        "values.json",
+        "wrapper-env.json",
+    ]
     for name in files:
         doc = json.loads((SPEC / name).read_text())
-        assert set(doc) == {"formatVersion", "description", "cases"}
+        # injection.json (the webhook's pod mutation) also carries the injector's flags and
+        # the registry's images the cases use.
+        extra = {"config", "images"} if name == "injection.json" else set()
+        assert set(doc) == {"formatVersion", "description", "cases"} | extra
         names = [c["name"] for c in doc["cases"]]
         assert len(names) == len(set(names)), name
         for case in doc["cases"]:

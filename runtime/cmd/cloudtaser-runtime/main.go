@@ -33,6 +33,11 @@ var commands = map[string]command{
 		help:  "log in to the vault, fetch the pod's secrets and start COMMAND with them",
 		run:   runWrap,
 	},
+	"inject": {
+		usage: "inject --runtime-image REF ...",
+		help:  "the admission webhook that injects the wrapper into opted-in pods (docs/injector.md)",
+		run:   runInject,
+	},
 	"install": {
 		usage: "install DIR",
 		help:  "copy this binary into DIR (mode 0555) and exit; what the init container runs",

@@ -1,0 +1,360 @@
+"""``cloudtaser target install`` and ``target uninstall``: the injector webhook in a cluster.
+
+Standard library only at module level; the library is imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from cloudtaser.cli.common import (
+    add_cluster_options,
+    add_output_option,
+    cluster_session,
+    usage_error,
+)
+from cloudtaser.cli.exitcodes import ExitCode
+from cloudtaser.cli.output import color, print_json, progress, table
+
+if TYPE_CHECKING:
+    from cloudtaser.target.install import CheckResult, ObjectChange
+
+__all__ = ["register"]
+
+_INSTALL_DESCRIPTION = """\
+Install (or upgrade) the cloudtaser injector: the admission webhook `cloudtaser-runtime inject`
+that puts the wrapper into every pod labelled cloudtaser.io/inject=true. Server-side apply
+(field manager cloudtaser-install) of a Namespace (only if absent), ServiceAccount, least-
+privilege RBAC, a Deployment (2 replicas, PDB, probes, restricted security context), a Service
+and the MutatingWebhookConfiguration (failurePolicy Fail, for opted-in pods only; kube-system
+and the injector's namespace excluded). The webhook keeps its TLS key in memory and publishes
+its CA into the configuration's caBundle itself: install never writes that field, so a re-run
+is harmless. Re-running with the same flags changes nothing; with a new --image it upgrades.
+Talks only to the cluster. See docs/injector.md.
+"""
+
+_INSTALL_EPILOG = """\
+examples:
+  # install, pods may use only this vault; token audience as in `source apply-plan --audience`
+  cloudtaser target install --image ghcr.io/acme/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault
+
+  # what would change (server-side dry run, diffs), and the YAML for GitOps (no cluster access)
+  cloudtaser target install --image IMG --allowed-vault-address URL --audience AUD --dry-run
+  cloudtaser target install --image IMG --allowed-vault-address URL --audience AUD \
+      --print > injector.yaml
+
+  # air-gapped: look images up in a mirror, with the pods' imagePullSecrets
+  cloudtaser target install ... --mirror docker.io=registry.corp:5000 --read-pull-secrets
+
+  # a cluster whose API server reaches the webhook by URL (hostNetwork, no kube-proxy)
+  cloudtaser target install ... --webhook-url https://127.0.0.1:9443/mutate \
+      --kube-api 127.0.0.1:6443
+
+  # is it working? (Deployment ready, caBundle valid, a dry-run opted-in pod is mutated)
+  cloudtaser target install --check
+
+exit codes: 0 installed (or --check all good), 1 --check found problems, 2 bad flags,
+3 cluster unreachable or credentials refused, 4 an apply failed or the Deployment did not
+become ready.
+"""
+
+_UNINSTALL_DESCRIPTION = """\
+Remove the injector: exactly the objects `target install` created (its record in the
+ConfigMap cloudtaser-injector-install lists them with their UIDs; without a record, the
+fixed-name objects that carry install's labels). The MutatingWebhookConfiguration goes first,
+so no pod waits on a webhook being removed. The namespace is deleted only when install
+created it and nothing else lives in it. Pods already injected keep running.
+"""
+
+_UNINSTALL_EPILOG = """\
+examples:
+  cloudtaser target uninstall --dry-run      # what would be deleted
+  cloudtaser target uninstall
+"""
+
+
+def register(groups: Any) -> None:
+    """Attach ``target install`` and ``target uninstall``."""
+    install = groups.command(
+        "target",
+        "install",
+        help="install or upgrade the injector webhook (server-side apply); --check verifies it",
+        description=_INSTALL_DESCRIPTION,
+        epilog=_INSTALL_EPILOG,
+    )
+    what = install.add_argument_group("what to install")
+    what.add_argument(
+        "--image",
+        metavar="REF",
+        help="the cloudtaser-runtime image (webhook and injected init container), e.g. "
+        "registry.corp/cloudtaser-runtime:0.1.0 or @sha256:… (required, except with --check)",
+    )
+    what.add_argument(
+        "--allowed-vault-address",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a vault URL pods may use (repeatable; at least one). A pod whose "
+        "cloudtaser.io/vault-address is not listed is denied",
+    )
+    what.add_argument(
+        "--audience",
+        metavar="AUD",
+        help="audience of the projected ServiceAccount token the wrapper logs in with; the "
+        "same as the vault roles' (source apply-plan --audience) (required)",
+    )
+    what.add_argument(
+        "--mirror",
+        action="append",
+        default=[],
+        metavar="REGISTRY=MIRROR",
+        help="look images of REGISTRY up in MIRROR instead (repeatable), e.g. "
+        "docker.io=registry.corp:5000",
+    )
+    what.add_argument(
+        "--read-pull-secrets",
+        action="store_true",
+        help="use the pods' imagePullSecrets for image lookups; adds `get secrets` in ALL "
+        "namespaces to the injector's ClusterRole (printed when used)",
+    )
+    what.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="URL mode: the API server calls https://HOST:PORT/PATH (hostNetwork replicas "
+        "sharing the port); default: the Service cloudtaser-injector",
+    )
+    what.add_argument(
+        "--kube-api",
+        metavar="HOST:PORT",
+        help="API server address for the webhook pods (KUBERNETES_SERVICE_HOST/PORT), for "
+        "clusters without kube-proxy",
+    )
+    what.add_argument(
+        "--namespace",
+        default="cloudtaser-system",
+        metavar="NS",
+        help="the injector's namespace (default: cloudtaser-system; created when absent)",
+    )
+    what.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        metavar="N",
+        help="webhook replicas (default: 2; a PodDisruptionBudget minAvailable 1 from 2 on)",
+    )
+    what.add_argument(
+        "--timeout-seconds",
+        type=int,
+        default=10,
+        metavar="N",
+        help="the API server's timeout for one admission call, 1-30 (default: 10)",
+    )
+    mode = install.add_argument_group("mode (default: apply and wait)")
+    modes = mode.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="server-side dry run: print what would change (with diffs); change nothing",
+    )
+    modes.add_argument(
+        "--print",
+        dest="print_yaml",
+        action="store_true",
+        help="print the objects as YAML (for GitOps) and exit; no cluster access",
+    )
+    modes.add_argument(
+        "--check",
+        action="store_true",
+        help="verify an installed injector: Deployment ready, caBundle a valid CA that "
+        "verifies the serving certificate (when reachable), a dry-run opted-in pod is mutated",
+    )
+    mode.add_argument(
+        "--check-namespace",
+        default="default",
+        metavar="NS",
+        help="namespace of --check's dry-run pod (default: default; never stored)",
+    )
+    _add_wait_options(install)
+    add_cluster_options(install)
+    add_output_option(install)
+    install.set_defaults(handler=_run_install)
+
+    uninstall = groups.command(
+        "target",
+        "uninstall",
+        help="remove exactly what target install created",
+        description=_UNINSTALL_DESCRIPTION,
+        epilog=_UNINSTALL_EPILOG,
+    )
+    uninstall.add_argument(
+        "--namespace",
+        default="cloudtaser-system",
+        metavar="NS",
+        help="the injector's namespace (default: cloudtaser-system)",
+    )
+    uninstall.add_argument(
+        "--dry-run", action="store_true", help="server-side dry run: print what would be deleted"
+    )
+    _add_wait_options(uninstall)
+    add_cluster_options(uninstall)
+    add_output_option(uninstall)
+    uninstall.set_defaults(handler=_run_uninstall)
+
+
+def _add_wait_options(parser: argparse.ArgumentParser) -> None:
+    from cloudtaser.cli.protect_cmd import parse_duration  # noqa: PLC0415
+
+    group = parser.add_argument_group("waiting")
+    group.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=120.0,
+        metavar="DURATION",
+        help="how long to wait for the Deployment (install) or the deletions (uninstall) "
+        "(default: 2m)",
+    )
+    group.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="do not wait; return after the writes"
+    )
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from cloudtaser.errors import ConfigError  # noqa: PLC0415
+    from cloudtaser.target.install import InstallOptions  # noqa: PLC0415
+
+    mirrors = []
+    for raw in args.mirror:
+        registry, sep, mirror = raw.partition("=")
+        if not sep or not registry or not mirror:
+            raise ConfigError(f"--mirror {raw!r}: expected REGISTRY=MIRROR")
+        mirrors.append((registry, mirror))
+    return InstallOptions(
+        image=args.image,
+        allowed_vault_addresses=tuple(args.allowed_vault_address),
+        audience=args.audience or "",
+        namespace=args.namespace,
+        mirrors=tuple(mirrors),
+        read_pull_secrets=args.read_pull_secrets,
+        webhook_url=args.webhook_url,
+        kube_api=args.kube_api,
+        replicas=args.replicas,
+        timeout_seconds=args.timeout_seconds,
+    ).validated()
+
+
+def _run_install(args: argparse.Namespace) -> int:
+    if args.check:
+        return _run_check(args)
+    missing = [
+        flag
+        for flag, value in (
+            ("--image REF", args.image),
+            ("--allowed-vault-address URL", args.allowed_vault_address),
+            ("--audience AUD", args.audience),
+        )
+        if not value
+    ]
+    if missing:
+        return usage_error(f"target install needs {', '.join(missing)} (see --help)")
+    from cloudtaser.target import install as lib  # noqa: PLC0415
+
+    options = _options(args)
+    if options.read_pull_secrets:
+        progress(f"--read-pull-secrets adds to the RBAC: {lib.PULL_SECRETS_RULE}")
+    if args.print_yaml:
+        sys.stdout.write(lib.render_yaml(lib.build_objects(options)))
+        return ExitCode.OK
+    from cloudtaser.config import local_actor  # noqa: PLC0415
+
+    with cluster_session(args) as session:
+        report = lib.install(
+            session,
+            options,
+            dry_run=args.dry_run,
+            wait=args.wait,
+            timeout=args.timeout,
+            actor=local_actor(),
+            progress=progress,
+        )
+    _print_changes(report.changes, args, dry_run=args.dry_run)
+    if args.output != "json":
+        if report.rollout:
+            print(f"injector ready: {report.rollout}")
+        if not args.dry_run:
+            print("next: cloudtaser target install --check")
+    return ExitCode.OK
+
+
+def _run_uninstall(args: argparse.Namespace) -> int:
+    from cloudtaser.target import install as lib  # noqa: PLC0415
+
+    with cluster_session(args) as session:
+        report = lib.uninstall(
+            session,
+            namespace=args.namespace,
+            dry_run=args.dry_run,
+            wait=args.wait,
+            timeout=args.timeout,
+            progress=progress,
+        )
+    if report.found_by == "labels" and args.output != "json":
+        progress("no install record found: objects identified by their names and labels")
+    _print_changes(report.changes, args, dry_run=args.dry_run)
+    return ExitCode.OK
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from cloudtaser.target import install as lib  # noqa: PLC0415
+
+    with cluster_session(args) as session:
+        results = lib.check(session, namespace=args.namespace, pod_namespace=args.check_namespace)
+    _print_check(results, args)
+    return ExitCode.OK if all(r.ok for r in results) else ExitCode.PROBLEMS
+
+
+def _print_changes(changes: list[ObjectChange], args: argparse.Namespace, *, dry_run: bool) -> None:
+    if args.output == "json":
+        print_json(
+            {
+                "dryRun": dry_run,
+                "changes": [
+                    {
+                        "kind": c.kind,
+                        "name": c.name,
+                        "namespace": c.namespace,
+                        "action": str(c.action),
+                        "detail": c.detail,
+                        **({"diff": list(c.diff)} if c.diff else {}),
+                    }
+                    for c in changes
+                ],
+            }
+        )
+        return
+    rows = [
+        [c.kind, c.namespace or "", c.name, str(c.action) + (" (dry run)" if dry_run else ""),
+         c.detail]
+        for c in changes
+    ]  # fmt: skip
+    print(table(rows, ["KIND", "NAMESPACE", "NAME", "ACTION", "DETAIL"]))
+    for c in changes:
+        if c.diff:
+            print(f"\n# {c.kind} {c.namespace + '/' if c.namespace else ''}{c.name}")
+            print("\n".join(c.diff))
+
+
+def _print_check(results: list[CheckResult], args: argparse.Namespace) -> None:
+    if args.output == "json":
+        print_json(
+            {
+                "ok": all(r.ok for r in results),
+                "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results],
+            }
+        )
+        return
+    for r in results:
+        mark = color("ok  ", "green") if r.ok else color("FAIL", "red")
+        print(f"{mark} {r.name}: {r.detail}")
