@@ -311,6 +311,9 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	// stop ends the caBundle upkeep and takes this replica's CA out of the bundle (best
 	// effort: if it fails, the other replicas prune it once this pod is gone).
 	stop := func(code int) int {
+		r := metrics.Requests()
+		log.logf("answered %d mutated, %d unchanged, %d denied, %d invalid admission requests",
+			r[webhook.ResultMutated], r[webhook.ResultUnchanged], r[webhook.ResultDenied], r[webhook.ResultInvalid])
 		stopMgr()
 		<-mgrDone
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -125,7 +125,7 @@ func serverQuantile(les, before, after []float64, q float64) float64 {
 	return -1
 }
 
-func pushImage(b *testing.B, host, repo string, entrypoint []string) {
+func pushImage(b testing.TB, host, repo string, entrypoint []string) {
 	img, err := random.Image(256, 1)
 	if err != nil {
 		b.Fatal(err)

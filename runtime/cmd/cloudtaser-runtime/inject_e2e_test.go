@@ -125,11 +125,15 @@ func replicaPod(t testing.TB, k *kubeEnv, name string) {
 	})
 }
 
-func startReplica(t testing.TB, k *kubeEnv, name string, port int, tokenFile, validity string) *replica {
+func startReplica(t testing.TB, k *kubeEnv, name string, port int, tokenFile, validity string, extra ...string) *replica {
 	t.Helper()
-	cmd := exec.Command(binary, "inject", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--reuse-port", "--san", "127.0.0.1",
+	args := []string{"inject", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--san", "127.0.0.1",
 		"--runtime-image", "registry.local/cloudtaser-runtime:test", "--allowed-vault-address", allowed, "--audience", "vault",
-		"--cert-validity", validity, "--shutdown-delay", "2s", "--kube-token-file", tokenFile, "--kube-ca-file", k.caFile)
+		"--cert-validity", validity, "--shutdown-delay", "2s", "--kube-token-file", tokenFile, "--kube-ca-file", k.caFile}
+	if len(extra) == 0 {
+		extra = []string{"--reuse-port"}
+	}
+	cmd := exec.Command(binary, append(args, extra...)...)
 	cmd.Env = []string{"POD_NAME=" + name, "POD_NAMESPACE=" + sysNS, "KUBERNETES_SERVICE_HOST=127.0.0.1",
 		fmt.Sprintf("KUBERNETES_SERVICE_PORT=%d", k.port), "PATH=/usr/bin:/bin"}
 	r := &replica{name: name, cmd: cmd, stderr: &lockedBuf{}, done: make(chan struct{})}
@@ -280,6 +284,40 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 	if got := bundle(t, k); len(got) != 0 {
 		t.Fatalf("the MWC starts with a caBundle: %v", got)
 	}
+	// Without --reuse-port (the Service mode) a replica listens at once and stays unready
+	// while its CA is not in a caBundle: here it is told to maintain another configuration,
+	// which its RBAC (resourceNames: [cloudtaser-injector]) does not let it read. It reports
+	// that, keeps trying, and stops cleanly on SIGTERM.
+	replicaPod(t, k, "inj-lonely")
+	lonelyPort := freePorts(t, 1)[0]
+	lonely := startReplica(t, k, "inj-lonely", lonelyPort, tokenFile, "1h", "--webhook-configuration", "no-such-configuration")
+	probe := func(path string) int {
+		tr := &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // probe only
+		resp, err := (&http.Client{Transport: tr, Timeout: 2 * time.Second}).Get(fmt.Sprintf("https://127.0.0.1:%d%s", lonelyPort, path))
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	k.waitFor(t, "the lonely replica serving /healthz", 20*time.Second, func() bool { return probe("/healthz") == 200 })
+	time.Sleep(time.Second)
+	if code := probe("/readyz"); code != 503 {
+		t.Errorf("readyz of a replica whose CA is in no bundle: %d, want 503", code)
+	}
+	if !strings.Contains(lonely.stderr.String(), "no-such-configuration") || !strings.Contains(lonely.stderr.String(), "HTTP 403") {
+		t.Errorf("the missing configuration is not reported:\n%s", lonely.stderr.String())
+	}
+	_ = lonely.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-lonely.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the lonely replica did not stop on SIGTERM")
+	}
+	if lonely.code != 0 {
+		t.Errorf("lonely replica: exit %d", lonely.code)
+	}
+
 	replicaPod(t, k, "inj-a")
 	replicaPod(t, k, "inj-b")
 	a := startReplica(t, k, "inj-a", port, tokenFile, "30s")
@@ -329,12 +367,23 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 		t.Errorf("the MWC was rewritten with nothing to change (resourceVersion %v -> %v)", rv, now)
 	}
 
-	// 3. Rotation under steady pod creation (30 s validity: each replica rotates at 20 s):
+	// 3. Rotation under steady pod creation (30 s validity: each replica rotates at 20 s),
+	// a third replica joining on the shared port at 8 s and leaving with SIGTERM at 22 s:
 	// not one admission fails, whichever replica answers.
+	replicaPod(t, k, "inj-c")
+	var c *replica
+	cStopped := false
 	start := time.Now()
 	var created, failed int
 	var failures []string
 	for time.Since(start) < 30*time.Second {
+		if c == nil && time.Since(start) > 8*time.Second {
+			c = startReplica(t, k, "inj-c", port, tokenFile, "30s")
+		}
+		if c != nil && !cStopped && time.Since(start) > 22*time.Second {
+			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+			cStopped = true
+		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		for i := 0; i < 3; i++ {
@@ -357,6 +406,17 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 	}
 	if failed > 0 || created < 30 {
 		t.Fatalf("during rotation: %d created, %d failed: %v", created, failed, failures[:min(len(failures), 5)])
+	}
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("inj-c did not stop after SIGTERM")
+	}
+	if out := c.stderr.String(); c.code != 0 || !strings.Contains(out, "serving on") || !strings.Contains(out, "CA is out of the caBundle") {
+		t.Fatalf("inj-c: exit %d\n%s", c.code, out)
+	}
+	if got := bundle(t, k); count(got, "inj-c") != 0 {
+		t.Errorf("inj-c's CA left behind: %v", got)
 	}
 	for _, r := range []*replica{a, b} {
 		if !strings.Contains(r.stderr.String(), "now serving the new certificate") {
@@ -382,6 +442,13 @@ func TestInjectorAgainstARealAPIServer(t *testing.T) {
 			t.Errorf("%s metrics hold a pod env value", name)
 		}
 	}
+	var cMutated int
+	_, summary, _ := strings.Cut(c.stderr.String(), "inject: answered ")
+	if _, err := fmt.Sscanf(summary, "%d mutated", &cMutated); err != nil {
+		t.Fatalf("inj-c's summary line: %v", err)
+	}
+	t.Logf("inj-c answered %d mutated admissions while it was there", cMutated)
+	mutated += float64(cMutated)
 	if mutated < float64(created+1) || denied != 1 || unresolvable != 1 || lookups < 1 {
 		t.Errorf("metrics: %v mutated (want >= %d), %v denied address-not-allowed, %v image-unresolvable (want 1 each), %v registry lookups",
 			mutated, created+1, denied, unresolvable, lookups)

@@ -94,6 +94,17 @@ func (m *Metrics) Observe(result, reason string, d time.Duration) {
 	}
 }
 
+// Requests returns the answered requests by result (for the shutdown summary).
+func (m *Metrics) Requests() map[string]uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]uint64, len(m.requests))
+	for k, v := range m.requests {
+		out[k] = v
+	}
+	return out
+}
+
 // Published records one caBundle update: written, unchanged (already right) or error.
 func (m *Metrics) Published(err error, changed bool) {
 	m.mu.Lock()

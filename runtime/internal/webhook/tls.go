@@ -46,6 +46,7 @@ type CertManager struct {
 	retired     *servingCert
 	retireUntil time.Time
 	published   bool
+	curSince    time.Time // when a bundle holding the served CA was first confirmed
 }
 
 // BundlePublisher makes the caBundle hold this replica's CAs (own) and the live others;
@@ -103,7 +104,8 @@ func (m *CertManager) ServingCA() *x509.Certificate { return m.serving.Load().ca
 // ServingLeaf is the certificate being served.
 func (m *CertManager) ServingLeaf() *x509.Certificate { return m.serving.Load().tls.Leaf }
 
-// Ready: the last bundle this replica read or wrote holds the CA of the certificate it serves.
+// Ready: the bundles this replica read or wrote have held the CA of the certificate it serves
+// for at least PropagationDelay (so every API server trusts it).
 func (m *CertManager) Ready() bool { return m.ready.Load() }
 
 func (m *CertManager) own() []*x509.Certificate {
@@ -146,7 +148,14 @@ func (m *CertManager) Sync(ctx context.Context) (time.Time, error) {
 		m.logf("the caBundle holds %d CA(s), this replica's included", len(res.Bundle))
 	}
 	m.published = true
-	m.ready.Store(contains(res.Bundle, cur.ca))
+	// Ready (and, with --reuse-port, listening) one propagation delay after the bundle
+	// holding the served CA was confirmed: every API server has seen it by then.
+	if !contains(res.Bundle, cur.ca) {
+		m.curSince = time.Time{}
+	} else if m.curSince.IsZero() {
+		m.curSince = now
+	}
+	m.ready.Store(!m.curSince.IsZero() && now.Sub(m.curSince) >= m.PropagationDelay)
 	if m.next != nil {
 		if m.nextSince.IsZero() {
 			m.nextSince = now
@@ -154,6 +163,7 @@ func (m *CertManager) Sync(ctx context.Context) (time.Time, error) {
 		if now.Sub(m.nextSince) >= m.PropagationDelay {
 			m.retired, m.retireUntil = cur, now.Add(m.PropagationDelay)
 			m.serving.Store(m.next)
+			m.curSince = m.nextSince
 			m.next = nil
 			m.logf("certificate rotation: now serving the new certificate; the old CA leaves the caBundle in %s", m.PropagationDelay)
 			if m.OnRotate != nil {
@@ -172,6 +182,9 @@ func (m *CertManager) Sync(ctx context.Context) (time.Time, error) {
 	}
 	if m.retired != nil {
 		due = minTime(due, m.retireUntil)
+	}
+	if !m.ready.Load() && !m.curSince.IsZero() {
+		due = minTime(due, m.curSince.Add(m.PropagationDelay))
 	}
 	return due, nil
 }
@@ -209,6 +222,7 @@ func (m *CertManager) Withdraw(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.ready.Store(false)
+	m.curSince = time.Time{}
 	_, err := m.Publisher.Publish(ctx, nil)
 	return err
 }
