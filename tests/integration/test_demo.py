@@ -16,6 +16,7 @@ from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace
 
 from tests.integration.runtime_binary import runtime_binary
+from tests.testenv.realnode import RealNode
 
 ROOT = Path(__file__).parents[2]
 
@@ -118,19 +119,25 @@ def test_demo_keep_leaves_servers_reachable_until_interrupted(tmp_path: Path) ->
         requests.get(f"{bao_addr[1]}/v1/sys/health", timeout=5)
 
 
-@pytest.mark.realnode
-def test_demo_on_the_real_node_deletes_the_migrated_secrets(tmp_path: Path) -> None:
+def test_demo_on_the_real_node_deletes_the_migrated_secrets(
+    real_node: RealNode, tmp_path: Path
+) -> None:
     """`nox -s demo` where the real node can run (root, prerequisites): the pods restart with
     the wrapper, the app prints the OpenBao canary, finalize --delete-secrets deletes the
-    migrated Secrets (tls stays: it is mounted as files) and the audit report is written."""
+    migrated Secrets (tls stays: it is mounted as files) and the audit report is written.
+
+    The demo starts its own real node, and there is one per host (a lock): the session's node
+    is stopped for the demo and started again afterwards."""
+    real_node.stop()
+    try:
+        _real_demo(tmp_path)
+    finally:
+        real_node.start()
+
+
+def _real_demo(tmp_path: Path) -> None:
     import os
 
-    from tests.testenv.binaries import missing
-    from tests.testenv.realnode import missing_prerequisites
-
-    absent = missing_prerequisites()
-    if os.geteuid() != 0 or absent:
-        missing(f"the real-node demo needs root and: {'; '.join(absent) or 'root'}")
     sys.path.insert(0, str(ROOT / "tools"))
     try:
         import demo  # tools/demo.py
