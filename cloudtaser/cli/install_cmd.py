@@ -19,7 +19,8 @@ from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
 
 if TYPE_CHECKING:
-    from cloudtaser.target.install import CheckResult, ObjectChange
+    from cloudtaser.target.install import ObjectChange
+    from cloudtaser.target.install_check import CheckResult
 
 __all__ = ["register"]
 
@@ -37,28 +38,34 @@ Talks only to the cluster. See docs/injector.md.
 
 _INSTALL_EPILOG = """\
 examples:
-  # install, pods may use only this vault; token audience as in `source apply-plan --audience`
-  cloudtaser target install --image ghcr.io/acme/cloudtaser-runtime:0.1.0 \\
+  # install; pods may use only this vault; the token audience of `source apply-plan --audience`
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault
 
-  # what would change (server-side dry run, diffs), and the YAML for GitOps (no cluster access)
-  cloudtaser target install --image IMG --allowed-vault-address URL --audience AUD --dry-run
-  cloudtaser target install --image IMG --allowed-vault-address URL --audience AUD \
-      --print > injector.yaml
+  # what would change (server-side dry run, diffs for updates)
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault --dry-run
+
+  # the YAML for GitOps (no cluster access)
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault --print
 
   # air-gapped: look images up in a mirror, with the pods' imagePullSecrets
-  cloudtaser target install ... --mirror docker.io=registry.corp:5000 --read-pull-secrets
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault \\
+      --mirror docker.io=registry.corp:5000 --read-pull-secrets
 
   # a cluster whose API server reaches the webhook by URL (hostNetwork, no kube-proxy)
-  cloudtaser target install ... --webhook-url https://127.0.0.1:9443/mutate \
-      --kube-api 127.0.0.1:6443
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault \\
+      --webhook-url https://127.0.0.1:9443/mutate --kube-api 127.0.0.1:6443
 
   # is it working? (Deployment ready, caBundle valid, a dry-run opted-in pod is mutated)
   cloudtaser target install --check
 
 exit codes: 0 installed (or --check all good), 1 --check found problems, 2 bad flags,
-3 cluster unreachable or credentials refused, 4 an apply failed or the Deployment did not
-become ready.
+3 cluster unreachable, credentials refused or a permission missing, 4 an apply failed or the
+Deployment did not become ready.
 """
 
 _UNINSTALL_DESCRIPTION = """\
@@ -152,6 +159,12 @@ def register(groups: Any) -> None:
         metavar="N",
         help="the API server's timeout for one admission call, 1-30 (default: 10)",
     )
+    what.add_argument(
+        "--cert-validity",
+        metavar="DURATION",
+        help="lifetime of the webhook's in-memory serving certificate, rotated at 2/3 of it "
+        "(30s to 8760h; default: the webhook's, 24h)",
+    )
     mode = install.add_argument_group("mode (default: apply and wait)")
     modes = mode.add_mutually_exclusive_group()
     modes.add_argument(
@@ -242,6 +255,7 @@ def _options(args: argparse.Namespace) -> Any:
         kube_api=args.kube_api,
         replicas=args.replicas,
         timeout_seconds=args.timeout_seconds,
+        cert_validity=args.cert_validity,
     ).validated()
 
 
@@ -279,7 +293,7 @@ def _run_install(args: argparse.Namespace) -> int:
             actor=local_actor(),
             progress=progress,
         )
-    _print_changes(report.changes, args, dry_run=args.dry_run)
+    _print_changes(report.changes, args, dry_run=args.dry_run, kind="install")
     if args.output != "json":
         if report.rollout:
             print(f"injector ready: {report.rollout}")
@@ -302,22 +316,33 @@ def _run_uninstall(args: argparse.Namespace) -> int:
         )
     if report.found_by == "labels" and args.output != "json":
         progress("no install record found: objects identified by their names and labels")
-    _print_changes(report.changes, args, dry_run=args.dry_run)
+    _print_changes(report.changes, args, dry_run=args.dry_run, kind="uninstall")
     return ExitCode.OK
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from cloudtaser.target import install as lib  # noqa: PLC0415
+    from cloudtaser.target.install_check import check  # noqa: PLC0415
 
     with cluster_session(args) as session:
-        results = lib.check(session, namespace=args.namespace, pod_namespace=args.check_namespace)
+        results = check(session, namespace=args.namespace, pod_namespace=args.check_namespace)
     _print_check(results, args)
     return ExitCode.OK if all(r.ok for r in results) else ExitCode.PROBLEMS
 
 
-def _print_changes(changes: list[ObjectChange], args: argparse.Namespace, *, dry_run: bool) -> None:
+def _result_json(kind: str, data: dict[str, Any], summary: dict[str, Any]) -> None:
+    """``{"formatVersion": "1", "kind": KIND, ...data, "summary": {...}}`` on stdout."""
+    print_json({"formatVersion": "1", "kind": kind, **data, "summary": summary})
+
+
+def _print_changes(
+    changes: list[ObjectChange], args: argparse.Namespace, *, dry_run: bool, kind: str
+) -> None:
     if args.output == "json":
-        print_json(
+        counts: dict[str, int] = {}
+        for c in changes:
+            counts[str(c.action)] = counts.get(str(c.action), 0) + 1
+        _result_json(
+            kind,
             {
                 "dryRun": dry_run,
                 "changes": [
@@ -331,7 +356,8 @@ def _print_changes(changes: list[ObjectChange], args: argparse.Namespace, *, dry
                     }
                     for c in changes
                 ],
-            }
+            },
+            counts,
         )
         return
     rows = [
@@ -348,11 +374,13 @@ def _print_changes(changes: list[ObjectChange], args: argparse.Namespace, *, dry
 
 def _print_check(results: list[CheckResult], args: argparse.Namespace) -> None:
     if args.output == "json":
-        print_json(
+        _result_json(
+            "install-check",
             {
                 "ok": all(r.ok for r in results),
                 "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results],
-            }
+            },
+            {"passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results)},
         )
         return
     for r in results:

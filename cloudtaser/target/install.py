@@ -25,16 +25,16 @@ record), the objects of those names that carry all three labels. The namespace g
 install created it and nothing else lives in it.
 
 The object builders are pure functions returning plain dicts (``--print`` renders them; the
-unit tests read them). Nothing here prints: progress goes to a callback.
+unit tests read them). Nothing here prints: progress goes to a callback. ``--check`` is
+:mod:`cloudtaser.target.install_check`.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -42,7 +42,6 @@ from urllib.parse import urlsplit
 
 from cloudtaser import __version__, contract
 from cloudtaser.errors import (
-    ClusterError,
     ClusterNotFoundError,
     ConfigError,
     OperationError,
@@ -63,11 +62,10 @@ __all__ = [
     "RECORD_NAME",
     "WEBHOOK_NAME",
     "Action",
-    "CheckResult",
     "InstallOptions",
     "ObjectChange",
     "build_objects",
-    "check",
+    "get_object",
     "install",
     "render_yaml",
     "uninstall",
@@ -143,6 +141,9 @@ class InstallOptions:
     kube_api: str | None = None
     replicas: int = 2
     timeout_seconds: int = 10
+    #: The webhook's serving-certificate lifetime (``--cert-validity``; rotated at 2/3 of it);
+    #: ``None`` = the webhook's default (24h).
+    cert_validity: str | None = None
 
     def validated(self) -> InstallOptions:
         """These options with normalised values, or :class:`ConfigError` naming the flag."""
@@ -188,6 +189,13 @@ class InstallOptions:
             _url_parts(self.webhook_url)
         if self.kube_api is not None:
             _host_port(self.kube_api, "--kube-api")
+        if self.cert_validity is not None:
+            try:  # the runtime contract's duration grammar, the webhook's range
+                seconds = contract.parse_duration("--cert-validity", self.cert_validity)
+            except contract.ContractError as exc:
+                raise ConfigError(str(exc)) from None
+            if not 30 <= seconds <= 8760 * 3600:
+                raise ConfigError("--cert-validity must be between 30s and 8760h")
         return InstallOptions(
             image=self.image,
             allowed_vault_addresses=tuple(dict.fromkeys(addresses)),
@@ -199,6 +207,7 @@ class InstallOptions:
             kube_api=self.kube_api,
             replicas=self.replicas,
             timeout_seconds=self.timeout_seconds,
+            cert_validity=self.cert_validity,
         )
 
 
@@ -271,6 +280,8 @@ def inject_args(opts: InstallOptions) -> list[str]:
         args += ["--san", san]
     if opts.webhook_url is not None:
         args.append("--reuse-port")
+    if opts.cert_validity is not None:
+        args += ["--cert-validity", opts.cert_validity]
     return args
 
 
@@ -571,26 +582,26 @@ def _resource(kind: str) -> Any:
     return getattr(importlib.import_module(f"lightkube.resources.{module}"), cls)
 
 
-def _to_dict(obj: Any) -> dict[str, Any]:
+def to_dict(obj: Any) -> dict[str, Any]:
     import msgspec  # noqa: PLC0415
 
     data = msgspec.to_builtins(obj)
     return data if isinstance(data, dict) else {}
 
 
-def _where(kind: str, name: str, namespace: str | None) -> str:
+def where(kind: str, name: str, namespace: str | None) -> str:
     return f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
 
 
-def _get(
+def get_object(
     session: KubeSession, kind: str, name: str, namespace: str | None
 ) -> dict[str, Any] | None:
     try:
-        with api_errors(f"read {_where(kind, name, namespace)}"):
+        with api_errors(f"read {where(kind, name, namespace)}"):
             obj = session.client.get(_resource(kind), name, namespace=namespace)
     except ClusterNotFoundError:
         return None
-    return _to_dict(obj)
+    return to_dict(obj)
 
 
 def _apply(session: KubeSession, body: Mapping[str, Any], *, dry_run: bool) -> dict[str, Any]:
@@ -598,7 +609,7 @@ def _apply(session: KubeSession, body: Mapping[str, Any], *, dry_run: bool) -> d
 
     meta = body["metadata"]
     kind = str(body["kind"])
-    action = f"apply {_where(kind, meta['name'], meta.get('namespace'))}" + (
+    action = f"apply {where(kind, meta['name'], meta.get('namespace'))}" + (
         " (server-side dry run)" if dry_run else ""
     )
     with api_errors(action):
@@ -612,7 +623,7 @@ def _apply(session: KubeSession, body: Mapping[str, Any], *, dry_run: bool) -> d
             force=True,
             dry_run=dry_run,
         )
-    return _to_dict(obj)
+    return to_dict(obj)
 
 
 _NOISE: Final = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
@@ -653,7 +664,7 @@ class ObjectChange:
     diff: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{_where(self.kind, self.name, self.namespace)}: {self.action}" + (
+        return f"{where(self.kind, self.name, self.namespace)}: {self.action}" + (
             f" ({self.detail})" if self.detail else ""
         )
 
@@ -682,7 +693,7 @@ def install(
     opts = options.validated()
     say = progress or (lambda _m: None)
     report = InstallReport(dry_run=dry_run)
-    ns_live = _get(session, "Namespace", opts.namespace, None)
+    ns_live = get_object(session, "Namespace", opts.namespace, None)
     ours = ns_live is None or _created_by_install(ns_live)
     record = _read_record(session, opts.namespace) if ns_live is not None else None
     wanted = build_objects(opts, namespace=ours)
@@ -700,10 +711,10 @@ def install(
     for body in wanted:  # every conflict is found before anything is written
         meta = body["metadata"]
         kind, name, ns = str(body["kind"]), meta["name"], meta.get("namespace")
-        live = None if ns is not None and ns_live is None else _get(session, kind, name, ns)
+        live = None if ns is not None and ns_live is None else get_object(session, kind, name, ns)
         if live is not None and kind != "Namespace" and not _labelled(live):
             raise OperationError(
-                f"{_where(kind, name, ns)} exists but was not created by cloudtaser (labels "
+                f"{where(kind, name, ns)} exists but was not created by cloudtaser (labels "
                 "app.kubernetes.io/part-of=cloudtaser, name=cloudtaser-injector missing); "
                 "remove it or choose another --namespace. Nothing was changed"
             )
@@ -781,7 +792,7 @@ def _ref(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_record(session: KubeSession, namespace: str) -> dict[str, Any] | None:
-    live = _get(session, "ConfigMap", RECORD_NAME, namespace)
+    live = get_object(session, "ConfigMap", RECORD_NAME, namespace)
     if live is None or not _labelled(live):
         return None
     data = live.get("data") or {}
@@ -858,7 +869,7 @@ def _wait_deployment(session: KubeSession, namespace: str, timeout: float, say: 
     from cloudtaser.target.rollout import wait_for_rollout  # noqa: PLC0415
 
     def fetch() -> Mapping[str, Any]:
-        obj = _get(session, "Deployment", NAME, namespace)
+        obj = get_object(session, "Deployment", NAME, namespace)
         if obj is None:
             raise OperationError(f"Deployment {namespace}/{NAME} disappeared while rolling out")
         return obj
@@ -895,7 +906,7 @@ def _delete_recorded(
     session: KubeSession, entry: Mapping[str, Any], *, dry_run: bool, detail: str = ""
 ) -> ObjectChange:
     kind, name, ns = entry["kind"], entry["name"], entry.get("namespace")
-    live = _get(session, kind, name, ns)
+    live = get_object(session, kind, name, ns)
     if live is None:
         return ObjectChange(kind, name, ns, Action.UNCHANGED, "already gone")
     uid = (live.get("metadata") or {}).get("uid")
@@ -913,7 +924,7 @@ def _delete(session: KubeSession, kind: str, name: str, ns: str | None, *, dry_r
     from lightkube.types import CascadeType  # noqa: PLC0415
 
     try:
-        with api_errors(f"delete {_where(kind, name, ns)}" + (" (dry run)" if dry_run else "")):
+        with api_errors(f"delete {where(kind, name, ns)}" + (" (dry run)" if dry_run else "")):
             session.client.delete(
                 _resource(kind),
                 name,
@@ -950,7 +961,7 @@ def _foreign_objects(session: KubeSession, namespace: str, ours: set[tuple[str, 
         for kind in (*_FOREIGN_KINDS, *extra, "Pod"):
             res = Pod if kind == "Pod" else extra.get(kind) or _resource(kind)
             for obj in session.client.list(res, namespace=namespace):
-                meta = _to_dict(obj).get("metadata") or {}
+                meta = to_dict(obj).get("metadata") or {}
                 name = str(meta.get("name") or "")
                 if kind == "Pod":
                     if (meta.get("labels") or {}).get("app.kubernetes.io/name") != NAME:
@@ -987,7 +998,7 @@ def uninstall(
         raise ConfigError(f"--namespace {shown(namespace)} is not a DNS label")
     say = progress or (lambda _m: None)
     report = UninstallReport(dry_run=dry_run)
-    ns_live = _get(session, "Namespace", namespace, None)
+    ns_live = get_object(session, "Namespace", namespace, None)
     record = _read_record(session, namespace) if ns_live is not None else None
     if record is not None:
         entries = list(record["objects"])
@@ -1001,7 +1012,7 @@ def uninstall(
     deleted: list[Mapping[str, Any]] = []
     for entry in entries:
         if record is None:
-            live = _get(session, entry["kind"], entry["name"], entry.get("namespace"))
+            live = get_object(session, entry["kind"], entry["name"], entry.get("namespace"))
             if live is None:
                 continue
             if not _labelled(live):
@@ -1063,229 +1074,13 @@ def _wait_gone(
     for entry in deleted:
         kind, name, ns = entry["kind"], entry["name"], entry.get("namespace")
         announced = False
-        while _get(session, kind, name, ns) is not None:
+        while get_object(session, kind, name, ns) is not None:
             if time.monotonic() > deadline:
                 raise OperationError(
-                    f"{_where(kind, name, ns)} is still being deleted after {timeout:g}s "
+                    f"{where(kind, name, ns)} is still being deleted after {timeout:g}s "
                     "(a finalizer?); it will go on in the cluster"
                 )
             if not announced:
-                say(f"waiting for {_where(kind, name, ns)} to be gone")
+                say(f"waiting for {where(kind, name, ns)} to be gone")
                 announced = True
             time.sleep(0.5)
-
-
-# --- check -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check of ``target install --check``."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
-CHECK_ROLE: Final = "cloudtaser-install-check"
-CHECK_PATH: Final = "secret/data/cloudtaser-install-check/probe"
-
-
-def check(
-    session: KubeSession,
-    *,
-    namespace: str = DEFAULT_NAMESPACE,
-    pod_namespace: str = "default",
-    timeout: float = 10.0,
-) -> list[CheckResult]:
-    """Is the injector working? Deployment ready; the webhook configuration's ``caBundle``
-    present and a CA that verifies the webhook's serving certificate (when its URL is
-    reachable from here); a server-side dry-run create of an opted-in pod comes back
-    mutated (the real path: API server → webhook → mutation)."""
-    results = [_check_deployment(session, namespace)]
-    mwc = _get(session, "MutatingWebhookConfiguration", NAME, None)
-    hook = None
-    if mwc is not None:
-        hook = next((w for w in mwc.get("webhooks") or [] if w.get("name") == WEBHOOK_NAME), None)
-    if hook is None:
-        results.append(
-            CheckResult(
-                "webhook configuration",
-                False,
-                f"MutatingWebhookConfiguration {NAME} (webhook {WEBHOOK_NAME}) not found: "
-                "run target install",
-            )
-        )
-        return results
-    results.extend(_check_ca(hook, timeout))
-    results.append(_check_dry_run_pod(session, namespace, pod_namespace))
-    return results
-
-
-def _check_deployment(session: KubeSession, namespace: str) -> CheckResult:
-    obj = _get(session, "Deployment", NAME, namespace)
-    if obj is None:
-        return CheckResult(
-            "deployment", False, f"Deployment {namespace}/{NAME} not found: run target install"
-        )
-    want = int((obj.get("spec") or {}).get("replicas") or 0)
-    status = obj.get("status") or {}
-    ready = int(status.get("readyReplicas") or 0)
-    if want == 0:
-        return CheckResult("deployment", False, "scaled to 0: opted-in pods are refused")
-    if ready < want:
-        return CheckResult(
-            "deployment", False, f"{ready}/{want} replicas ready (a replica is ready once its "
-            "CA is in the caBundle): look at the pods' logs",
-        )  # fmt: skip
-    return CheckResult("deployment", True, f"{ready}/{want} replicas ready")
-
-
-def _pem_certificates(bundle: bytes) -> list[str]:
-    import base64  # noqa: PLC0415
-    import re  # noqa: PLC0415
-
-    text = base64.b64decode(bundle).decode("ascii", "replace") if bundle else ""
-    return re.findall(
-        r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----", text
-    )
-
-
-def _check_ca(hook: Mapping[str, Any], timeout: float) -> list[CheckResult]:
-    client = hook.get("clientConfig") or {}
-    raw = client.get("caBundle")
-    if not raw:
-        return [
-            CheckResult(
-                "caBundle",
-                False,
-                "empty: the webhook has not published its CA yet (is it running? may its "
-                "ServiceAccount patch the configuration?)",
-            )
-        ]
-    try:
-        certs = _pem_certificates(raw.encode("ascii") if isinstance(raw, str) else raw)
-        context = ssl.create_default_context(cadata="\n".join(certs)) if certs else None
-    except (ValueError, ssl.SSLError):
-        context = None
-    if context is None:
-        return [CheckResult("caBundle", False, "present but holds no valid PEM CA certificate")]
-    results = [CheckResult("caBundle", True, f"{len(certs)} CA certificate(s)")]
-    url = client.get("url")
-    if not url:
-        results.append(
-            CheckResult(
-                "serving certificate",
-                True,
-                "service mode: not reachable from here; the dry-run pod below proves the API "
-                "server trusts it",
-            )
-        )
-        return results
-    parts = urlsplit(url)
-    import socket  # noqa: PLC0415
-
-    try:
-        with (
-            socket.create_connection(
-                (parts.hostname, parts.port or 443), timeout=timeout
-            ) as raw_sock,
-            context.wrap_socket(raw_sock, server_hostname=parts.hostname) as tls,
-        ):
-            tls.getpeercert()
-    except ssl.SSLCertVerificationError as exc:
-        results.append(
-            CheckResult(
-                "serving certificate",
-                False,
-                f"{parts.hostname}:{parts.port} does not verify against the caBundle "
-                f"({shown(exc.verify_message or 'verification failed', limit=120)})",
-            )
-        )
-    except (OSError, ssl.SSLError) as exc:
-        results.append(
-            CheckResult(
-                "serving certificate",
-                True,
-                f"{parts.hostname}:{parts.port} not reachable from here ({type(exc).__name__}); "
-                "skipped",
-            )
-        )
-    else:
-        results.append(
-            CheckResult(
-                "serving certificate", True, f"{parts.hostname}:{parts.port} verifies against it"
-            )
-        )
-    return results
-
-
-def check_pod(namespace: str, image: str, vault_address: str) -> dict[str, Any]:
-    """The opted-in pod ``--check`` creates with ``dryRun=All`` (never stored)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "cloudtaser-install-check-",
-            "namespace": namespace,
-            "labels": {contract.INJECT_LABEL: "true"},
-            "annotations": {
-                contract.INJECT: "true",
-                contract.VAULT_ADDRESS: vault_address,
-                contract.VAULT_ROLE: CHECK_ROLE,
-                contract.SECRET_PATHS: CHECK_PATH,
-                contract.ENV_MAP: "probe=CLOUDTASER_INSTALL_CHECK",
-            },
-        },
-        "spec": {
-            "containers": [
-                {"name": "check", "image": image, "command": [RUNTIME_BINARY, "version"]}
-            ],
-            "restartPolicy": "Never",
-        },
-    }
-
-
-def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str) -> CheckResult:
-    from lightkube import codecs  # noqa: PLC0415
-
-    deployment = _get(session, "Deployment", NAME, namespace)
-    args: list[str] = []
-    image = ""
-    if deployment is not None:
-        containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-            "containers"
-        ) or []
-        if containers:
-            args = list(containers[0].get("args") or [])
-            image = str(containers[0].get("image") or "")
-    addresses = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--allowed-vault-address"]
-    if not image or not addresses:
-        return CheckResult("mutation", False, "cannot tell the image or an allowed vault address")
-    body = check_pod(pod_namespace, image, addresses[0])
-    try:
-        with api_errors(f"dry-run create an opted-in pod in namespace {pod_namespace}"):
-            pod = _to_dict(session.client.create(codecs.from_dict(body), dry_run=True))
-    except ClusterError as exc:
-        return CheckResult("mutation", False, f"the dry-run pod was refused: {exc}")
-    spec = pod.get("spec") or {}
-    inits = [c.get("name") for c in spec.get("initContainers") or []]
-    commands = [(c.get("command") or [""])[0] for c in spec.get("containers") or []]
-    if inits[:1] == [INIT_CONTAINER] and commands and all(c == WRAPPER_PATH for c in commands):
-        return CheckResult(
-            "mutation", True, f"a dry-run opted-in pod in {pod_namespace} came back injected"
-        )
-    return CheckResult(
-        "mutation",
-        False,
-        f"a dry-run opted-in pod in {pod_namespace} came back NOT injected (init containers "
-        f"{inits}, command {commands[:1]}): is the webhook configuration's objectSelector or "
-        "namespaceSelector changed?",
-    )
-
-
-def iter_objects(objects: Sequence[Mapping[str, Any]]) -> Iterator[tuple[str, str, str | None]]:
-    """(kind, name, namespace) of each object (for listings)."""
-    for obj in objects:
-        meta = obj.get("metadata") or {}
-        yield str(obj.get("kind")), str(meta.get("name")), meta.get("namespace")

@@ -375,7 +375,7 @@ class ProtectStep(Step):
 
             try:
                 pinned = pin_commands(dig(obj, "spec", "template", "spec") or {}, self.pin)
-            except RegistryError as exc:
+            except (RegistryError, ConfigError) as exc:  # ConfigError: an unparsable image
                 why = f"--pin-entrypoints: {exc}. Set the container's command, or fix the lookup"
                 engine.refuse(self, ref, workload, why, found.warnings)
                 return None

@@ -5,6 +5,7 @@ discover, apply-plan (real bao dev server), kv put of a canary different from th
 value, verify-plan, protect — and its new pods run the wrapper and print the OpenBao value.
 
 Then: an image without `command` (ENTRYPOINT read from the local registry by the webhook);
+certificate rotation (30 s certificates) under steady pod creation with zero failed admissions;
 `protect --pin-entrypoints` with the webhook given no registry access (a mirror pointing to a
 dead port); the webhook stopped (an opted-in pod is refused, an ordinary pod is created);
 hostile annotations denied with the reason shown; `target install --check`; uninstall removes
@@ -205,7 +206,7 @@ def workflow(real_node: RealNode, openbao: BaoServer, bed: Bed, injector: Inject
     kube = ["--kubeconfig", str(real_node.kubeconfig)]
     vault = ["--openbao-addr", openbao.address, "--token-file", str(bed.token_file)]
     _cli_ok(["target", "discover", *kube, "-n", bed.namespace, "--auth-mount", bed.mount,
-             "--name", f"inj-{bed.namespace[-6:]}", "-o", str(bed.plan)])  # fmt: skip
+             "--name", f"inj-{bed.namespace[-6:]}", "--output-plan", str(bed.plan)])  # fmt: skip
     plan = planlib.load(bed.plan)
     assert sorted(w.name for _t, w in plan.iter_workloads()) == ["entry", "web"]
     _cli_ok(["source", "apply-plan", str(bed.plan), *vault, "--audience", AUDIENCE])
@@ -478,6 +479,53 @@ def test_webhook_stopped_refuses_opted_in_pods_and_admits_ordinary_ones(
         assert real_node.logs(bed.namespace, plain["metadata"]["name"]) == "ok\n"
     finally:
         _cli_ok(injector.base_args)  # a re-run of install restores 2 replicas and waits
+
+
+def _ca_bundle(client: Any) -> str:
+    hook = (client.get(MutatingWebhookConfiguration, "cloudtaser-injector").webhooks or [])[0]
+    return str(hook.clientConfig.caBundle or "")
+
+
+def test_certificate_rotation_under_steady_pod_creation_fails_no_admission(
+    real_node: RealNode, openbao: BaoServer, workflow: Bed, injector: Injector, busybox: str
+) -> None:
+    """Serving certificates of 30 s (rotated every 20 s, CA included) while opted-in pods are
+    created without pause (server-side dry run: admission runs, nothing is stored)."""
+    _cli_ok([*injector.base_args, "--cert-validity", "30s"])
+    _wait_replicas_replaced(real_node, injector.namespace)
+    manifest = _opted_in_pod(real_node, workflow.namespace, "rot", busybox,
+                             _annotations(openbao, workflow), ["sh", "-c", "true"])  # fmt: skip
+    del manifest["metadata"]["name"]
+    manifest["metadata"]["generateName"] = "rot-"
+    failures: list[str] = []
+    bundles: list[str] = []
+    created = 0
+    try:
+        with contextlib.closing(real_node.client()) as client:
+            bundles.append(_ca_bundle(client))
+            t0 = time.monotonic()
+            last_look = t0
+            while time.monotonic() - t0 < 50:
+                try:
+                    pod = client.create(codecs.from_dict(manifest), dry_run=True)
+                    created += 1
+                    spec = pod.to_dict()["spec"]
+                    if spec["initContainers"][0]["name"] != "cloudtaser-init":
+                        failures.append("not injected")
+                except ApiError as exc:
+                    failures.append(str(exc.status.message)[:300])
+                if time.monotonic() - last_look > 2:
+                    last_look = time.monotonic()
+                    bundle = _ca_bundle(client)
+                    if bundle != bundles[-1]:
+                        bundles.append(bundle)
+                time.sleep(0.1)
+        print(f"\nrotation: {created} admissions in 50 s, {len(bundles) - 1} caBundle changes")
+        assert failures == [], failures[:5]
+        assert created > 100
+        assert len(bundles) >= 2, "no rotation was observed in 50 s"
+    finally:
+        _cli_ok(injector.base_args)  # back to the default validity
 
 
 def test_uninstall_removes_everything_install_created(

@@ -61,7 +61,11 @@ def _install(cl: Cluster, ns: str, *extra: str, image: str = IMAGE_V1) -> CliRun
 
 def _changes(run: CliRun) -> dict[str, str]:
     assert run.code == 0, run.text
-    return {c["kind"]: c["action"] for c in json.loads(run.stdout)["changes"]}
+    result = json.loads(run.stdout)
+    assert (result["formatVersion"], result["kind"]) == ("1", "install")
+    actions = {c["kind"]: c["action"] for c in result["changes"]}
+    assert sum(result["summary"].values()) == len(result["changes"])
+    return actions
 
 
 def _rv(client: Client, res: Any, name: str, namespace: str | None = None) -> str:

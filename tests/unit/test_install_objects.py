@@ -166,6 +166,16 @@ def test_mirrors_may_name_plain_http_and_a_path_prefix() -> None:
     assert "ghcr.io=m.corp:443" in args
 
 
+def test_cert_validity_is_passed_to_the_webhook_only_when_given() -> None:
+    def args(opts: lib.InstallOptions) -> list[str]:
+        dep = _by_kind(lib.build_objects(opts))["Deployment"]
+        return list(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+
+    assert "--cert-validity" not in args(_opts())
+    given = args(_opts(cert_validity="90s"))
+    assert given[given.index("--cert-validity") + 1] == "90s"
+
+
 def test_one_replica_gets_no_pdb_that_would_block_every_drain() -> None:
     kinds = [o["kind"] for o in lib.build_objects(_opts(replicas=1))]
     assert "PodDisruptionBudget" not in kinds
@@ -198,6 +208,8 @@ def test_an_existing_foreign_namespace_is_left_out() -> None:
         ({"webhook_url": "https://127.0.0.1/mutate"}, "explicit port"),
         ({"webhook_url": "https://127.0.0.1:9443/mutate?x=1"}, "query"),
         ({"kube_api": "127.0.0.1"}, "HOST:PORT"),
+        ({"cert_validity": "10s"}, "between 30s and 8760h"),
+        ({"cert_validity": "1y"}, "--cert-validity"),
         ({"kube_api": "127.0.0.1:99999"}, "HOST:PORT"),
     ],
 )

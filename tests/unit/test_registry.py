@@ -417,3 +417,13 @@ def test_a_plain_http_token_realm_elsewhere_is_refused_before_credentials_leave(
     assert "is not https; refused" in str(exc.value)
     assert PASSWORD not in str(exc.value)
     assert [p for _m, p, _a in registry.requests] == ["/v2/app/manifests/v1"]  # nothing else
+
+
+def test_an_unparsable_image_in_the_pod_spec_is_a_clear_error() -> None:
+    spec = {"containers": [{"name": "app", "image": "Bad Image!"}]}
+    client = reg.RegistryClient()
+    try:
+        with pytest.raises(ConfigError, match="blanks"):
+            reg.pin_commands(spec, client.image_config)
+    finally:
+        client.close()

@@ -2,6 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -77,5 +82,30 @@ func TestBadInjectFlagsGiveOneClearMessage(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := injectMain([]string{"-h"}, envOf(goodEnv), &stderr); code != 0 || !strings.Contains(stderr.String(), "--runtime-image") && !strings.Contains(stderr.String(), "-runtime-image") {
 		t.Errorf("-h: exit %d", code)
+	}
+}
+
+func TestInjectExitsFourWhenThePortIsTaken(t *testing.T) {
+	dir := t.TempDir()
+	issue(t, nil, &x509.Certificate{Subject: pkix.Name{CommonName: "some-ca"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}, dir, "ca")
+	tok := filepath.Join(dir, "token")
+	if err := os.WriteFile(tok, []byte("not-a-real-token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	env := map[string]string{"POD_NAME": "p", "POD_NAMESPACE": "ns", "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "1"}
+	args := append(append([]string{}, goodArgs...), "--listen", taken.Addr().String(),
+		"--kube-token-file", tok, "--kube-ca-file", filepath.Join(dir, "ca.crt"))
+	var stderr bytes.Buffer
+	if code := injectMain(args, envOf(env), &stderr); code != exitFailed || !strings.Contains(stderr.String(), "cannot listen on") {
+		t.Errorf("port taken: exit %d\n%s", code, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "not-a-real-token") {
+		t.Error("the token reached stderr")
 	}
 }

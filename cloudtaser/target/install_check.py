@@ -1,0 +1,242 @@
+"""``target install --check``: is the injector working?
+
+Four checks, each an ok / fail with the reason: the Deployment has all its replicas ready; the
+webhook configuration's ``caBundle`` holds a valid PEM CA; in URL mode a TLS connection to the
+webhook verifies against that bundle (skipped when the URL is not reachable from here); a
+server-side dry-run create of an opted-in pod (never stored) comes back injected — the real
+path: API server, webhook, mutation. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from cloudtaser import contract
+from cloudtaser.errors import ClusterError
+from cloudtaser.plan.rules import shown
+from cloudtaser.target.install import (
+    DEFAULT_NAMESPACE,
+    INIT_CONTAINER,
+    NAME,
+    RUNTIME_BINARY,
+    WEBHOOK_NAME,
+    WRAPPER_PATH,
+    get_object,
+    to_dict,
+)
+from cloudtaser.target.kube import api_errors
+
+if TYPE_CHECKING:
+    from cloudtaser.target.kube import KubeSession
+
+__all__ = ["CHECK_PATH", "CHECK_ROLE", "CheckResult", "check", "check_pod"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check of ``target install --check``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+CHECK_ROLE: Final = "cloudtaser-install-check"
+CHECK_PATH: Final = "secret/data/cloudtaser-install-check/probe"
+
+
+def check(
+    session: KubeSession,
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    pod_namespace: str = "default",
+    timeout: float = 10.0,
+) -> list[CheckResult]:
+    """Is the injector working? Deployment ready; the webhook configuration's ``caBundle``
+    present and a CA that verifies the webhook's serving certificate (when its URL is
+    reachable from here); a server-side dry-run create of an opted-in pod comes back
+    mutated (the real path: API server → webhook → mutation)."""
+    results = [_check_deployment(session, namespace)]
+    mwc = get_object(session, "MutatingWebhookConfiguration", NAME, None)
+    hook = None
+    if mwc is not None:
+        hook = next((w for w in mwc.get("webhooks") or [] if w.get("name") == WEBHOOK_NAME), None)
+    if hook is None:
+        results.append(
+            CheckResult(
+                "webhook configuration",
+                False,
+                f"MutatingWebhookConfiguration {NAME} (webhook {WEBHOOK_NAME}) not found: "
+                "run target install",
+            )
+        )
+        return results
+    results.extend(_check_ca(hook, timeout))
+    results.append(_check_dry_run_pod(session, namespace, pod_namespace))
+    return results
+
+
+def _check_deployment(session: KubeSession, namespace: str) -> CheckResult:
+    obj = get_object(session, "Deployment", NAME, namespace)
+    if obj is None:
+        return CheckResult(
+            "deployment", False, f"Deployment {namespace}/{NAME} not found: run target install"
+        )
+    want = int((obj.get("spec") or {}).get("replicas") or 0)
+    status = obj.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    if want == 0:
+        return CheckResult("deployment", False, "scaled to 0: opted-in pods are refused")
+    if ready < want:
+        return CheckResult(
+            "deployment", False, f"{ready}/{want} replicas ready (a replica is ready once its "
+            "CA is in the caBundle): look at the pods' logs",
+        )  # fmt: skip
+    return CheckResult("deployment", True, f"{ready}/{want} replicas ready")
+
+
+def _pem_certificates(bundle: bytes) -> list[str]:
+    import base64  # noqa: PLC0415
+    import re  # noqa: PLC0415
+
+    text = base64.b64decode(bundle).decode("ascii", "replace") if bundle else ""
+    return re.findall(
+        r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----", text
+    )
+
+
+def _check_ca(hook: Mapping[str, Any], timeout: float) -> list[CheckResult]:
+    client = hook.get("clientConfig") or {}
+    raw = client.get("caBundle")
+    if not raw:
+        return [
+            CheckResult(
+                "caBundle",
+                False,
+                "empty: the webhook has not published its CA yet (is it running? may its "
+                "ServiceAccount patch the configuration?)",
+            )
+        ]
+    try:
+        certs = _pem_certificates(raw.encode("ascii") if isinstance(raw, str) else raw)
+        context = ssl.create_default_context(cadata="\n".join(certs)) if certs else None
+    except (ValueError, ssl.SSLError):
+        context = None
+    if context is None:
+        return [CheckResult("caBundle", False, "present but holds no valid PEM CA certificate")]
+    results = [CheckResult("caBundle", True, f"{len(certs)} CA certificate(s)")]
+    url = client.get("url")
+    if not url:
+        results.append(
+            CheckResult(
+                "serving certificate",
+                True,
+                "service mode: not reachable from here; the dry-run pod below proves the API "
+                "server trusts it",
+            )
+        )
+        return results
+    parts = urlsplit(url)
+    import socket  # noqa: PLC0415
+
+    try:
+        with (
+            socket.create_connection(
+                (parts.hostname, parts.port or 443), timeout=timeout
+            ) as raw_sock,
+            context.wrap_socket(raw_sock, server_hostname=parts.hostname) as tls,
+        ):
+            tls.getpeercert()
+    except ssl.SSLCertVerificationError as exc:
+        results.append(
+            CheckResult(
+                "serving certificate",
+                False,
+                f"{parts.hostname}:{parts.port} does not verify against the caBundle "
+                f"({shown(exc.verify_message or 'verification failed', limit=120)})",
+            )
+        )
+    except (OSError, ssl.SSLError) as exc:
+        results.append(
+            CheckResult(
+                "serving certificate",
+                True,
+                f"{parts.hostname}:{parts.port} not reachable from here ({type(exc).__name__}); "
+                "skipped",
+            )
+        )
+    else:
+        results.append(
+            CheckResult(
+                "serving certificate", True, f"{parts.hostname}:{parts.port} verifies against it"
+            )
+        )
+    return results
+
+
+def check_pod(namespace: str, image: str, vault_address: str) -> dict[str, Any]:
+    """The opted-in pod ``--check`` creates with ``dryRun=All`` (never stored)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "cloudtaser-install-check-",
+            "namespace": namespace,
+            "labels": {contract.INJECT_LABEL: "true"},
+            "annotations": {
+                contract.INJECT: "true",
+                contract.VAULT_ADDRESS: vault_address,
+                contract.VAULT_ROLE: CHECK_ROLE,
+                contract.SECRET_PATHS: CHECK_PATH,
+                contract.ENV_MAP: "probe=CLOUDTASER_INSTALL_CHECK",
+            },
+        },
+        "spec": {
+            "containers": [
+                {"name": "check", "image": image, "command": [RUNTIME_BINARY, "version"]}
+            ],
+            "restartPolicy": "Never",
+        },
+    }
+
+
+def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str) -> CheckResult:
+    from lightkube import codecs  # noqa: PLC0415
+
+    deployment = get_object(session, "Deployment", NAME, namespace)
+    args: list[str] = []
+    image = ""
+    if deployment is not None:
+        containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+            "containers"
+        ) or []
+        if containers:
+            args = list(containers[0].get("args") or [])
+            image = str(containers[0].get("image") or "")
+    addresses = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--allowed-vault-address"]
+    if not image or not addresses:
+        return CheckResult("mutation", False, "cannot tell the image or an allowed vault address")
+    body = check_pod(pod_namespace, image, addresses[0])
+    try:
+        with api_errors(f"dry-run create an opted-in pod in namespace {pod_namespace}"):
+            pod = to_dict(session.client.create(codecs.from_dict(body), dry_run=True))
+    except ClusterError as exc:
+        return CheckResult("mutation", False, f"the dry-run pod was refused: {exc}")
+    spec = pod.get("spec") or {}
+    inits = [c.get("name") for c in spec.get("initContainers") or []]
+    commands = [(c.get("command") or [""])[0] for c in spec.get("containers") or []]
+    if inits[:1] == [INIT_CONTAINER] and commands and all(c == WRAPPER_PATH for c in commands):
+        return CheckResult(
+            "mutation", True, f"a dry-run opted-in pod in {pod_namespace} came back injected"
+        )
+    return CheckResult(
+        "mutation",
+        False,
+        f"a dry-run opted-in pod in {pod_namespace} came back NOT injected (init containers "
+        f"{inits}, command {commands[:1]}): is the webhook configuration's objectSelector or "
+        "namespaceSelector changed?",
+    )
