@@ -593,7 +593,10 @@ def audit(workdir: Path, cluster_env: dict[str, str]) -> None:
          "--report", "audit.html"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
-    print(f"  the audit report for the compliance ticket: {workdir / 'audit.html'}")
+    print(
+        f"  the audit report for the compliance ticket: {workdir / 'audit.html'}"
+        " (kept with --workdir DIR or --keep)"
+    )
 
 
 def main() -> None:
