@@ -292,6 +292,7 @@ def main() -> int:
                     str(kubeconfig),
                     "--vault-address",
                     VAULT_ADDRESS,
+                    "--no-verify-injection",  # kwok: no injector, pods run nothing
                     "--yes",
                     "--parallel",
                     str(args.parallel),

@@ -71,8 +71,11 @@ from cloudtaser.plan import rules
 
 __all__ = [
     "AUTH_PATH",
+    "BIN_MOUNT_PATH",
+    "BIN_VOLUME",
     "DEFAULT_AUTH_MOUNT_PATH",
     "DEFAULT_SA_TOKEN_PATH",
+    "DENIAL_REASONS",
     "ENV_ADDR",
     "ENV_AUTH_METHOD",
     "ENV_AUTH_MOUNT_PATH",
@@ -85,7 +88,11 @@ __all__ = [
     "ENV_SECRET_PATHS",
     "ENV_SKIP_VERIFY",
     "ENV_TOKEN",
+    "INIT_CONTAINER",
     "INJECT",
+    "INJECTED_ANNOTATION",
+    "INJECTOR_WEBHOOK_CONFIGURATION",
+    "INJECTOR_WEBHOOK_NAME",
     "INJECT_LABEL",
     "MANAGED_KEYS",
     "PREFIX",
@@ -93,8 +100,12 @@ __all__ = [
     "SECRET_PATHS",
     "STRIPPED_NAMES",
     "STRIPPED_PREFIX",
+    "TOKEN_MOUNT_PATH",
+    "TOKEN_VOLUME",
     "VAULT_ADDRESS",
     "VAULT_ROLE",
+    "WRAPPER_LOG_PREFIX",
+    "WRAPPER_PATH",
     "ContractError",
     "build_child_env",
     "format_auth_path",
@@ -135,6 +146,35 @@ MANAGED_KEYS: Final = (
     ENV_MAP,
     AUTH_PATH,
     RESTARTED_AT,
+)
+
+# --- the injected pod (docs/protect.md "Proven injected"; runtime/internal/inject) ---------------
+
+#: Pod annotation the injector adds (value: the runtime version).
+INJECTED_ANNOTATION: Final = "cloudtaser.io/injected"
+#: The init container the injector inserts first; it installs the runtime into BIN_VOLUME.
+INIT_CONTAINER: Final = "cloudtaser-init"
+BIN_VOLUME: Final = "cloudtaser-bin"
+TOKEN_VOLUME: Final = "cloudtaser-token"  # noqa: S105 - a volume name
+BIN_MOUNT_PATH: Final = "/cloudtaser/bin"
+TOKEN_MOUNT_PATH: Final = "/var/run/secrets/cloudtaser"  # noqa: S105 - a path
+#: ``command[0]`` of every wrapped container.
+WRAPPER_PATH: Final = "/cloudtaser/bin/cloudtaser-runtime"
+#: Prefix of every line the wrapper writes to stderr (never a value).
+WRAPPER_LOG_PREFIX: Final = "cloudtaser-runtime: "
+#: The MutatingWebhookConfiguration ``target install`` creates, and its webhook.
+INJECTOR_WEBHOOK_CONFIGURATION: Final = "cloudtaser-injector"
+INJECTOR_WEBHOOK_NAME: Final = "inject.cloudtaser.io"
+#: Machine reasons of an injector denial (``status.reason``; also the metric label).
+DENIAL_REASONS: Final = frozenset(
+    {
+        "bad-annotations",
+        "address-not-allowed",
+        "image-unresolvable",
+        "env-conflict",
+        "bad-request",
+        "internal",
+    }
 )
 
 PATH_SEPARATOR: Final = ","

@@ -1,10 +1,22 @@
 """The whole cloudtaser workflow on a local embedded default: one OpenBao dev server and one local
-Kubernetes control plane (etcd, kube-apiserver, controllers, scheduler, kwok), both real.
+Kubernetes cluster, both real.
 
-Run it with ``nox -s demo`` (which builds the Kubernetes binaries once). It creates sample
-workloads that consume Kubernetes Secrets, runs every step a user would type — printing each
-command — shows the final plan, and stops everything it started. ``--keep`` leaves the servers
-running and prints how to reach them.
+Run it with ``nox -s demo`` (which builds the Kubernetes binaries and the Go runtime once). It
+creates sample workloads that consume Kubernetes Secrets, runs every step a user would type —
+printing each command — and stops everything it started. ``--keep`` leaves the servers running
+and prints how to reach them.
+
+Two modes (``--mode auto`` picks the first that can run, and says why when it falls back):
+
+- ``realnode``: a control plane plus a real node (containerd + kubelet + runc; root, as on CI).
+  The injector is installed with ``target install``; protect restarts the pods with the wrapper
+  and the app prints the value it got from OpenBao (a canary that differs from the Kubernetes
+  Secret's); ``finalize --delete-secrets`` removes the Secret references and deletes the Secrets
+  nothing uses any more (``kubectl get secrets`` shows them gone); ``target audit`` writes its
+  HTML report.
+- ``kwok``: the control plane with kwok's fake nodes (no root needed). Pods run nothing, so
+  protect cannot prove injection (``--no-verify-injection``), the wrapper is shown on the host,
+  finalize refuses (the pods are not injected: that is the safety rule) and audit reports it.
 
 The demo's sample secret values are made up here; cloudtaser itself never prints them.
 """
@@ -27,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from lightkube import codecs  # noqa: E402
 from lightkube.resources.apps_v1 import Deployment  # noqa: E402
 
 from cloudtaser import plan as planlib  # noqa: E402
@@ -34,6 +47,7 @@ from tests.testenv import workloads as wl  # noqa: E402
 from tests.testenv.binaries import find_bao  # noqa: E402
 from tests.testenv.cluster import Cluster  # noqa: E402
 from tests.testenv.openbao import BaoServer  # noqa: E402
+from tests.testenv.realnode import NODE_NAME, RealNode, missing_prerequisites  # noqa: E402
 
 BOLD, DIM, GREEN, RESET = ("\x1b[1m", "\x1b[2m", "\x1b[32m", "\x1b[0m")
 if not sys.stdout.isatty() or "NO_COLOR" in os.environ:
@@ -52,6 +66,12 @@ SECRETS = {
     },
 }
 AUTH_MOUNT = "kubernetes-demo"
+AUDIENCE = "openbao"
+#: Real node: the app (busybox) prints what it got; the vault holds these canaries, which
+#: differ from the Kubernetes Secrets' values above (those are never printed).
+BUSYBOX = "ghcr.io/cloudtaser-test/busybox:1"
+APP_SCRIPT = 'echo "the app got DB_PASSWORD=$DB_PASSWORD"; exec sleep 3600'
+
 #: A stand-in for the application: it reports which secrets it received (masked).
 APP = """\
 import os
@@ -115,6 +135,43 @@ def runtime_binary() -> str:
             cwd=ROOT / "runtime", env={**os.environ, "CGO_ENABLED": "0"}, check=True,
         )  # fmt: skip
     return str(built)
+
+
+def go_binary() -> str | None:
+    return shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+
+
+def realnode_unavailable() -> str | None:
+    """Why the real node cannot run here (``None``: it can)."""
+    if os.geteuid() != 0:
+        return "not running as root (containerd and the kubelet of the real node need root)"
+    absent = missing_prerequisites()
+    if absent:
+        return "the real node's prerequisites are missing: " + "; ".join(absent)
+    try:
+        import cloudtaser.target.install  # noqa: F401, PLC0415
+    except ImportError:
+        return "this build has no injector installer (`cloudtaser target install`)"
+    if not go_binary():
+        return "Go is not installed (the runtime image is built from source)"
+    return None
+
+
+def runtime_image_layout(workdir: Path) -> Path:
+    """The runtime's OCI image layout (what ``nox -s runtime`` builds), from source."""
+    layout = ROOT / "build" / "runtime" / "image"
+    if (layout / "index.json").is_file():
+        return layout
+    go = go_binary()
+    assert go is not None
+    binary = Path(runtime_binary())
+    out = workdir / "runtime-image"
+    subprocess.run(
+        [go, "run", "./tools/build-image", "-out", str(out), "-tag", "cloudtaser-runtime:demo",
+         f"amd64={binary}"],
+        cwd=ROOT / "runtime", check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out
 
 
 def create_samples(cluster: Cluster) -> None:
@@ -192,26 +249,100 @@ def create_samples(cluster: Cluster) -> None:
 
 
 @contextlib.contextmanager
-def servers(workdir: Path) -> Iterator[tuple[BaoServer, Cluster]]:
+def servers(workdir: Path, *, real: bool) -> Iterator[tuple[BaoServer, Cluster, RealNode | None]]:
     """Start both servers; stop them when the block ends, however it ends."""
     bao = BaoServer(workdir / "openbao", binary=find_bao())
     (workdir / "openbao").mkdir()
-    cluster = Cluster("demo", workdir / "cluster", nodes=1)
+    node = RealNode(workdir / "node") if real else None
+    cluster = Cluster("demo", workdir / "cluster", nodes=1) if node is None else None
     (workdir / "cluster").mkdir()
     try:
         bao.start()
         print(f"  OpenBao dev server at {bao.address}")
-        cluster.start()
-        print(f"  Kubernetes API server at {cluster.server} ({cluster.startup_seconds:.0f} s)")
-        yield bao, cluster
+        if node is not None:
+            node.start()
+            kube = node.cluster
+            print(
+                f"  Kubernetes API server at {kube.server} with a real node (containerd + kubelet)"
+                f" ({node.startup_seconds:.0f} s)"
+            )
+        else:
+            assert cluster is not None
+            cluster.start()
+            kube = cluster
+            print(f"  Kubernetes API server at {kube.server} ({cluster.startup_seconds:.0f} s)")
+        yield bao, kube, node
     finally:
-        cluster.stop()
+        if node is not None:
+            node.stop()
+        if cluster is not None:
+            cluster.stop()
         bao.stop()
         print("\nstopped the OpenBao dev server and the local cluster", flush=True)
 
 
-def populate(bao: BaoServer, plan_path: Path) -> None:
-    """What people do in step 4: write the values with the real `bao` CLI."""
+def create_real_samples(node: RealNode) -> None:
+    """Real node: busybox Deployments (hostNetwork, so they reach OpenBao on loopback) that
+    print the DB_PASSWORD they were given; one also mounts a Secret as files."""
+    node.build_image("cloudtaser-test/busybox:1", cmd=["sh"])
+    client = node.client()
+    used = {"payments": ("postgres",), "shop": ("redis", "tls")}
+    for namespace, names in used.items():
+        wl.create_namespace(client, namespace)
+        for name in names:
+            wl.create_secret(client, namespace, name, SECRETS[namespace][name])
+    wl.create_service_account(client, "payments", "api")
+    wl.create_service_account(client, "shop", "web")
+    samples = [
+        ("payments", "api",
+         [("DB_PASSWORD", "postgres", "password"), ("DB_USER", "postgres", "username")], None),
+        ("shop", "web", [("DB_PASSWORD", "redis", "password")], "tls"),
+    ]  # fmt: skip
+    for namespace, name, env, files in samples:
+        mounts = [{"name": "files", "mountPath": "/etc/files"}] if files else []
+        spec: dict[str, object] = {
+            "hostNetwork": True,
+            "dnsPolicy": "Default",
+            "serviceAccountName": name,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": BUSYBOX,
+                    "command": ["sh", "-c", APP_SCRIPT],
+                    "env": [
+                        {"name": e, "valueFrom": {"secretKeyRef": {"name": s, "key": k}}}
+                        for e, s, k in env
+                    ],
+                    **({"volumeMounts": mounts} if mounts else {}),
+                }
+            ],
+            **({"volumes": [{"name": "files", "secret": {"secretName": files}}]} if files else {}),
+        }  # fmt: skip
+        client.create(
+            codecs.from_dict(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {
+                        "replicas": 1,
+                        "strategy": {"type": "Recreate"},  # hostNetwork pods never overlap
+                        "selector": {"matchLabels": {"app": name}},
+                        "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+                    },
+                }
+            )
+        )
+        print(f"  created Deployment {namespace}/{name} (a real busybox pod)")
+    for namespace, name, _env, _files in samples:
+        wl.wait_rollout(client, "Deployment", namespace, name, timeout=180)
+
+
+def populate(bao: BaoServer, plan_path: Path, *, canaries: bool) -> None:
+    """What people do in step 4: write the values with the real `bao` CLI. With
+    ``canaries`` the vault gets demo canaries (shown when the app prints them), different from
+    the Kubernetes Secrets' values (never shown)."""
     plan = planlib.load(plan_path)
     done: set[str] = set()
     for tenant, workload in plan.iter_workloads():
@@ -220,32 +351,64 @@ def populate(bao: BaoServer, plan_path: Path) -> None:
                 continue
             done.add(secret.vault_path)
             mount, rest = planlib.split_vault_path(secret.vault_path)
-            pairs = [f"{k}={v}" for k, v in SECRETS[tenant.namespace][secret.source].items()]
-            shown = " ".join(f"{k}=…" for k in SECRETS[tenant.namespace][secret.source])
+            values = {
+                k: (f"from-openbao-{secret.source}-{k}" if canaries else v)
+                for k, v in SECRETS[tenant.namespace][secret.source].items()
+            }
+            pairs = [f"{k}={v}" for k, v in values.items()]
+            shown = " ".join(f"{k}={v}" if canaries else f"{k}=…" for k, v in values.items())
             print(f"{GREEN}$ bao kv put -mount={mount} {rest} {shown}{RESET}")
             bao.bao("kv", "put", f"-mount={mount}", rest, *pairs)
 
 
-def demo(workdir: Path, keep: bool) -> None:
-    step("0. start a local OpenBao and a local Kubernetes cluster", "both real, on loopback")
-    with servers(workdir) as (bao, cluster):
+def _free_port() -> int:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def demo(workdir: Path, keep: bool, mode: str) -> None:
+    reason = realnode_unavailable() if mode != "kwok" else "--mode kwok"
+    if mode == "realnode" and reason:
+        raise SystemExit(f"demo: the real node cannot run here: {reason}")
+    real = reason is None
+    if real:
+        title = "0. start a local OpenBao and a cluster with a real node"
+        why = "control plane + containerd + kubelet: the pods really run"
+    else:
+        title = "0. start a local OpenBao and a local Kubernetes cluster (kwok)"
+        why = (
+            f"FALLING BACK to the kwok cluster (fake nodes, pods run nothing) because {reason}; "
+            "on a root machine with the real node's prerequisites (as CI) the pods really run"
+        )
+    step(title, why)
+    with servers(workdir, real=real) as (bao, cluster, node):
         token_file = workdir / "vault-token"
         token_file.write_text(bao.token)
         token_file.chmod(0o600)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         base["KUBECONFIG"] = str(workdir / "no-kubeconfig-here")
+        kubectl = (
+            str(Path(cluster.binaries["kubectl"])) if hasattr(cluster, "binaries") else "kubectl"
+        )
         # cluster side: a kubeconfig, no vault credentials
         cluster_env = {**base, "KUBECONFIG": str(cluster.kubeconfig)}
         # vault side: vault address and token, no kubeconfig
         vault_env = {**base, "BAO_ADDR": bao.address}
         plan = workdir / "plan.yaml"
 
-        step(
-            "sample workloads",
-            "Deployments, a StatefulSet and a DaemonSet consuming Secrets as env, envFrom, "
-            "init containers and files",
-        )
-        create_samples(cluster)
+        if node is not None:
+            step("sample workloads", "busybox Deployments reading Kubernetes Secrets as env")
+            create_real_samples(node)
+        else:
+            step(
+                "sample workloads",
+                "Deployments, a StatefulSet and a DaemonSet consuming Secrets as env, envFrom, "
+                "init containers and files",
+            )
+            create_samples(cluster)
 
         step(
             "connect the cluster to the vault (once per cluster)",
@@ -271,19 +434,20 @@ def demo(workdir: Path, keep: bool) -> None:
         print(plan.read_text())
 
         step("3. apply (vault side only)", "one policy and one role per tenant; the plan is read")
+        audience = ["--audience", AUDIENCE] if node is not None else []
         run(
             ["cloudtaser", "source", "apply-plan", "plan.yaml", "--dry-run",
-             "--token-file", str(token_file)],
+             "--token-file", str(token_file), *audience],
             env=vault_env, cwd=workdir,
         )  # fmt: skip
         run(
-            ["cloudtaser", "source", "apply-plan", "plan.yaml", "--token-file", str(token_file)],
-            env=vault_env,
-            cwd=workdir,
-        )
+            ["cloudtaser", "source", "apply-plan", "plan.yaml", "--token-file", str(token_file),
+             *audience],
+            env=vault_env, cwd=workdir,
+        )  # fmt: skip
 
         step("4. populate", "people put the values into the vault with the bao CLI")
-        populate(bao, plan)
+        populate(bao, plan, canaries=node is not None)
 
         step("5. verify (vault side only)", "every path and field exists; no value is read")
         run(
@@ -292,35 +456,10 @@ def demo(workdir: Path, keep: bool) -> None:
             cwd=workdir,
         )
 
-        step("6. protect (cluster side only)", "annotate, roll out once, record in the plan")
-        run(
-            ["cloudtaser", "target", "protect", "--plan", "plan.yaml", "--vault-address",
-             bao.address, "--yes"],
-            env=cluster_env, cwd=workdir,
-        )  # fmt: skip
-
-        step(
-            "runtime: the wrapper in a pod of payments/api",
-            "logs in with the pod's ServiceAccount token, fetches its secrets, execs the app",
-        )
-        client = cluster.client()
-        jwt = wl.request_token(client, "payments", "api", seconds=600)
-        sa_token = workdir / "sa-token"
-        sa_token.write_text(jwt)
-        annotations = client.get(Deployment, "api", namespace="payments").spec.template.metadata
-        notes = annotations.annotations or {}
-        pod_env = {
-            **base,
-            "VAULT_ADDR": bao.address,
-            "VAULT_AUTH_ROLE": notes["cloudtaser.io/vault-role"],
-            "VAULT_AUTH_MOUNT_PATH": notes.get("cloudtaser.io/vault-auth-path", "auth/kubernetes"),
-            "CLOUDTASER_SECRET_PATHS": notes["cloudtaser.io/secret-paths"],
-            "CLOUDTASER_ENV_MAP": notes["cloudtaser.io/env-map"],
-            "CLOUDTASER_SA_TOKEN_PATH": str(sa_token),
-        }
-        app = workdir / "app.py"
-        app.write_text(APP)
-        run([runtime_binary(), "wrap", "--", "python3", "app.py"], env=pod_env, cwd=workdir)
+        if node is not None:
+            real_lifecycle(workdir, bao, node, cluster_env, kubectl)
+        else:
+            kwok_lifecycle(workdir, bao, cluster, base, cluster_env)
 
         step("the final plan: the compliance evidence", "every workload migrated or skipped")
         run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)
@@ -337,18 +476,148 @@ def demo(workdir: Path, keep: bool) -> None:
                     time.sleep(3600)
 
 
+def real_lifecycle(
+    workdir: Path, bao: BaoServer, node: RealNode, cluster_env: dict[str, str], kubectl: str
+) -> None:
+    """Steps 6-9 on the real node: install the injector, protect, finalize, delete, audit."""
+    step("6. install the injector (cluster side only)", "the webhook from the runtime image")
+    image = node.push_oci_layout(runtime_image_layout(workdir), "cloudtaser/runtime:demo")
+    port = _free_port()
+    run(
+        ["cloudtaser", "target", "install", "--image", image.pinned,
+         "--allowed-vault-address", bao.address, "--audience", AUDIENCE,
+         "--webhook-url", f"https://127.0.0.1:{port}/mutate",
+         "--kube-api", f"{NODE_NAME}:{node.api_port}", "--replicas", "1"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+
+    step(
+        "7. protect (cluster side only)",
+        "annotate, roll out once; the new pods restart through the wrapper and protect proves it",
+    )
+    run(
+        ["cloudtaser", "target", "protect", "--plan", "plan.yaml", "--vault-address",
+         bao.address, "--yes"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+    print(f"{DIM}the app prints the value it got: from OpenBao, not the Kubernetes Secret's{RESET}")
+    for namespace, name in (("payments", "api"), ("shop", "web")):
+        run([kubectl, "logs", "-n", namespace, f"deployment/{name}", "-c", "app"],
+            env=cluster_env, cwd=workdir)  # fmt: skip
+
+    step(
+        "8. finalize --delete-secrets (cluster side only)",
+        "remove the Secret references the vault now serves (one rollout each), then delete "
+        "every Secret nothing uses any more. IRREVERSIBLE; tls stays (still mounted as files)",
+    )
+    for namespace in ("payments", "shop"):
+        run([kubectl, "get", "secrets", "-n", namespace], env=cluster_env, cwd=workdir)
+    run(
+        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--yes", "--delete-secrets"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+    for namespace in ("payments", "shop"):
+        run([kubectl, "get", "secrets", "-n", namespace], env=cluster_env, cwd=workdir)
+    for namespace, name in (("payments", "api"), ("shop", "web")):
+        run([kubectl, "logs", "-n", namespace, f"deployment/{name}", "-c", "app"],
+            env=cluster_env, cwd=workdir)  # fmt: skip
+
+    audit(workdir, cluster_env)
+
+
+def kwok_lifecycle(
+    workdir: Path, bao: BaoServer, cluster: Cluster, base: dict[str, str],
+    cluster_env: dict[str, str],
+) -> None:  # fmt: skip
+    """Steps 6-8 on kwok: pods run nothing, so injection cannot happen or be proven."""
+    step(
+        "6. protect (cluster side only)",
+        "annotate, roll out once, record in the plan. kwok pods run nothing and no injector can "
+        "run here, so the proof of injection is turned off (--no-verify-injection, loudly)",
+    )
+    run(
+        ["cloudtaser", "target", "protect", "--plan", "plan.yaml", "--vault-address",
+         bao.address, "--no-verify-injection", "--yes"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+
+    step(
+        "runtime: the wrapper for a pod of payments/api, run on this host",
+        "logs in with the pod's ServiceAccount token, fetches its secrets, execs the app",
+    )
+    client = cluster.client()
+    jwt = wl.request_token(client, "payments", "api", seconds=600)
+    sa_token = workdir / "sa-token"
+    sa_token.write_text(jwt)
+    annotations = client.get(Deployment, "api", namespace="payments").spec.template.metadata
+    notes = annotations.annotations or {}
+    pod_env = {
+        **base,
+        "VAULT_ADDR": bao.address,
+        "VAULT_AUTH_ROLE": notes["cloudtaser.io/vault-role"],
+        "VAULT_AUTH_MOUNT_PATH": notes.get("cloudtaser.io/vault-auth-path", "auth/kubernetes"),
+        "CLOUDTASER_SECRET_PATHS": notes["cloudtaser.io/secret-paths"],
+        "CLOUDTASER_ENV_MAP": notes["cloudtaser.io/env-map"],
+        "CLOUDTASER_SA_TOKEN_PATH": str(sa_token),
+    }
+    app = workdir / "app.py"
+    app.write_text(APP)
+    run([runtime_binary(), "wrap", "--", "python3", "app.py"], env=pod_env, cwd=workdir)
+
+    step(
+        "7. finalize (cluster side only), dry run",
+        "finalize removes Secret references only from workloads whose live pods are proven "
+        "injected; on kwok they are not, so it refuses every workload (that is the safety rule)",
+    )
+    run(
+        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--dry-run",
+         "--delete-secrets"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+
+    audit(workdir, cluster_env)
+
+
+def audit(workdir: Path, cluster_env: dict[str, str]) -> None:
+    step(
+        "audit (cluster side only)",
+        "per namespace: who still reads Secrets, protected, finalized, Secrets left and users",
+    )
+    run(
+        ["cloudtaser", "target", "audit", "-n", "payments", "-n", "shop"],
+        env=cluster_env,
+        cwd=workdir,
+    )
+    run(
+        ["cloudtaser", "target", "audit", "-n", "payments", "-n", "shop", "--output", "html",
+         "--report", "audit.html"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+    print(
+        f"  the audit report for the compliance ticket: {workdir / 'audit.html'}"
+        " (kept with --workdir DIR or --keep)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the servers running")
     parser.add_argument("--workdir", help="where to put the plan, kubeconfig and logs")
+    parser.add_argument(
+        "--mode",
+        choices=("auto", "realnode", "kwok"),
+        default="auto",
+        help="realnode: pods really run (root); kwok: fake nodes; auto (default): the real "
+        "node when it can run here, else kwok, saying why",
+    )
     args = parser.parse_args()
     if args.workdir:
         workdir = Path(args.workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=False)
-        demo(workdir, args.keep)
+        demo(workdir, args.keep, args.mode)
     else:
         with tempfile.TemporaryDirectory(prefix="cloudtaser-demo-") as tmp:
-            demo(Path(tmp), args.keep)
+            demo(Path(tmp), args.keep, args.mode)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.source_cmds",
     "cloudtaser.cli.discover_cmd",
     "cloudtaser.cli.protect_cmd",
+    "cloudtaser.cli.lifecycle_cmds",
     "cloudtaser.cli.connect_cmd",
     "cloudtaser.cli.install_cmd",
 )

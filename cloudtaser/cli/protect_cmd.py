@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,11 @@ _PROTECT_DESCRIPTION = """\
 For each pending workload of the plan, in plan order: check that it still consumes the
 Secrets the plan lists (drift), show the secret mapping, ask (--interactive) or go on (--yes),
 apply the cloudtaser.io/* pod-template annotations and a restart marker in ONE
-strategic-merge patch (exactly one rollout), wait for the rollout by kubectl's rules, and
-record the result in the plan at once. migrated and skipped workloads are never touched again,
-so an interrupted run resumes where it stopped. Talks only to the cluster. See docs/protect.md.
+strategic-merge patch (exactly one rollout), wait for the rollout by kubectl's rules, prove
+on the new pods that the injector wrapped them (else the workload stays pending with the
+likely cause), and record the result in the plan at once. migrated and skipped workloads
+are never touched again, so an interrupted run resumes where it stopped. Talks only to the
+cluster. See docs/protect.md.
 """
 
 _UNPROTECT_DESCRIPTION = """\
@@ -132,6 +134,14 @@ def _add_run_options(parser: argparse.ArgumentParser, *, protect: bool) -> None:
             metavar="URL",
             help="the vault URL the PODS will use, written into cloudtaser.io/vault-address "
             "(required; not taken from $VAULT_ADDR, which is usually the operator's address)",
+        )
+        parser.add_argument(
+            "--no-verify-injection",
+            dest="verify_injection",
+            action="store_false",
+            help="record migrated once the rollout completes without proving on the new pods "
+            "that they were injected (a loud warning per workload and in the plan history; "
+            "finalize still proves it before removing anything). Default: prove it",
         )
     if protect:
         _add_pin_options(parser)
@@ -462,6 +472,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         stop_on_error=args.stop_on_error,
         selection=protectlib.Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
         plan_check=plan_gate(args) if protect else None,
+        verify_injection=getattr(args, "verify_injection", True),
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None
@@ -499,6 +510,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
 #: Tally order: what a reader looks for first.
 TALLY_ORDER = (
     "migrated",
+    "finalized",
     "unprotected",
     "applied",
     "dry-run",
@@ -528,36 +540,43 @@ def run_summary(report: RunReport) -> dict[str, int]:
     return {**counts, "notReached": len(report.not_reached), "total": len(report.results)}
 
 
-def _print_report(report: RunReport, args: argparse.Namespace) -> None:
+def _print_report(
+    report: RunReport, args: argparse.Namespace, extra: Mapping[str, Any] | None = None
+) -> None:
+    """The run's result table (or, with ``-o json``, its JSON with ``extra`` added)."""
     if args.output == "json":
-        print_result_json(
-            "unprotect-run" if getattr(args, "command_name", "") == "unprotect" else "protect-run",
-            {
-                "dryRun": bool(args.dry_run),
-                "interrupted": report.interrupted,
-                "quit": report.quit,
-                "stoppedOnError": report.stopped_on_error,
-                "results": [
-                    {
-                        "tenant": r.ref.tenant,
-                        "namespace": r.ref.namespace,
-                        "kind": r.ref.kind,
-                        "name": r.ref.name,
-                        "outcome": str(r.outcome),
-                        "message": r.message,
-                        "warnings": r.warnings,
-                        "alreadyApplied": r.already_applied,
-                        **({"patch": r.patch} if r.patch is not None else {}),
-                    }
-                    for r in report.results
-                ],
-                "notReached": [
-                    {"namespace": n.namespace, "kind": n.kind, "name": n.name}
-                    for n in report.not_reached
-                ],
-            },
-            run_summary(report),
-        )
+        data = {
+            "dryRun": bool(args.dry_run),
+            "interrupted": report.interrupted,
+            "quit": report.quit,
+            "stoppedOnError": report.stopped_on_error,
+            "results": [
+                {
+                    "tenant": r.ref.tenant,
+                    "namespace": r.ref.namespace,
+                    "kind": r.ref.kind,
+                    "name": r.ref.name,
+                    "outcome": str(r.outcome),
+                    "message": r.message,
+                    "warnings": r.warnings,
+                    "alreadyApplied": r.already_applied,
+                    **({"patch": r.patch} if r.patch is not None else {}),
+                }
+                for r in report.results
+            ],
+            "notReached": [
+                {"namespace": n.namespace, "kind": n.kind, "name": n.name}
+                for n in report.not_reached
+            ],
+            **(extra or {}),
+        }
+        name = getattr(args, "command_name", "")
+        if name == "unprotect":
+            print_result_json("unprotect-run", data, run_summary(report))
+        elif name == "finalize":
+            print_result_json("finalize-run", data, run_summary(report))
+        else:
+            print_result_json("protect-run", data, run_summary(report))
         return
     if args.dry_run:
         for r in report.results:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cloudtaser.plan.model import API_VERSION as API_VERSION
     from cloudtaser.plan.model import KIND as KIND
     from cloudtaser.plan.model import MAX_PLAN_BYTES as MAX_PLAN_BYTES
+    from cloudtaser.plan.model import FinalizedRef as FinalizedRef
     from cloudtaser.plan.model import MigrationPlan as MigrationPlan
     from cloudtaser.plan.model import PlanMetadata as PlanMetadata
     from cloudtaser.plan.model import SecretFile as SecretFile

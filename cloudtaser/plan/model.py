@@ -59,6 +59,7 @@ __all__ = [
     "MAX_APPROVALS",
     "MAX_PLAN_BYTES",
     "Approval",
+    "FinalizedRef",
     "MigrationPlan",
     "PlanMetadata",
     "SecretFile",
@@ -184,6 +185,30 @@ class SecretFile(_Base, kw_only=True):
     mount_paths: list[NonEmptyLine] = msgspec.field(default_factory=list)
 
 
+class FinalizedRef(_Base, kw_only=True):
+    """One Secret reference ``target finalize`` removed from a pod template, recorded so that
+    ``target unprotect`` can put it back exactly (names only, never a value)."""
+
+    container: DnsLabel
+    #: The reference was in ``initContainers`` rather than ``containers``.
+    init: bool = False
+    #: ``env`` (one ``env[].valueFrom.secretKeyRef``) or ``envFrom`` (one ``secretRef``).
+    via: Literal["env", "envFrom"]
+    secret: DnsSubdomain
+    #: ``env`` only: the Secret key and the variable it fed.
+    key: FieldName | None = None
+    env: EnvVarName | None = None
+    #: ``envFrom`` only: the ``prefix`` of the entry (absent: none).
+    prefix: Annotated[str, Meta(pattern=ENV_VAR, max_length=rules.MAX_ENV_VAR)] | None = None
+    optional: bool = False
+
+    def __post_init__(self) -> None:
+        if self.via == "env" and (self.key is None or self.env is None):
+            raise ValueError("a finalized env reference needs both 'key' and 'env'")
+        if self.via == "envFrom" and (self.key is not None or self.env is not None):
+            raise ValueError("a finalized envFrom reference has no 'key' or 'env' (only 'prefix')")
+
+
 class StatusChange(_Base, kw_only=True):
     """One entry of a workload's status history."""
 
@@ -212,6 +237,12 @@ class Workload(_Base, kw_only=True):
     last_error: OneLine | None = None
     #: Every status change, oldest first.
     history: list[StatusChange] = msgspec.field(default_factory=list)
+    #: When ``target finalize`` removed the workload's Secret references (status stays
+    #: ``migrated``); cleared by ``target unprotect``, which puts them back.
+    finalized_at: UtcTimestamp | None = None
+    #: The references finalize removed (written just before its patch, so a killed run can
+    #: still be undone); unprotect restores exactly these.
+    finalized_refs: list[FinalizedRef] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         envs = self.env_names

@@ -15,7 +15,7 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -270,14 +270,28 @@ class PlanStore:
         *,
         reason: str,
         error: str | None = None,
+        update: Callable[[Workload], None] | None = None,
     ) -> None:
         """Set ``workload``'s status (history entry with time and this store's actor) and
-        save the plan atomically. Never interrupted halfway: the save is a single rename."""
+        save the plan atomically. Never interrupted halfway: the save is a single rename.
+        ``update`` (when given) changes more of the workload under the same lock and save."""
         if self.read_only:
             return
         with self._state:
             workload.set_status(status, by=self.actor, reason=one_line(reason))
             workload.last_error = one_line(error) if error else None
+            if update is not None:
+                update(workload)
+            self._changes += 1
+            mine = self._changes
+        self._commit(mine)
+
+    def update(self, workload: Workload, change: Callable[[Workload], None]) -> None:
+        """Change ``workload`` (no status change, no history entry) and save atomically."""
+        if self.read_only:
+            return
+        with self._state:
+            change(workload)
             self._changes += 1
             mine = self._changes
         self._commit(mine)

@@ -28,6 +28,7 @@ import enum
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "RunReport",
     "Selection",
     "Step",
+    "Verified",
     "WorkloadRef",
     "WorkloadResult",
     "check_options",
@@ -104,6 +106,8 @@ class Outcome(enum.StrEnum):
     UNPROTECTED = "unprotected"
     #: Answered "not now" at the prompt: nothing changed, the workload stays ``pending``.
     DEFERRED = "deferred"
+    #: Finalize: the plan-mapped Secret references removed, rolled out, ``finalizedAt`` set.
+    FINALIZED = "finalized"
 
 
 class Decision(enum.StrEnum):
@@ -276,6 +280,9 @@ class RunOptions:
     #: refuse the run (the approval / verification gates of docs/approval.md, so what they
     #: checked is exactly what runs).
     plan_check: Callable[[MigrationPlan], None] | None = None
+    #: protect: prove on the new pods that they were injected before recording ``migrated``
+    #: (``--no-verify-injection`` turns it off, loudly; finalize always proves).
+    verify_injection: bool = True
 
 
 ProgressFn = Callable[[Event], None]
@@ -381,9 +388,11 @@ class Engine:
         *,
         reason: str,
         error: str | None = None,
+        update: Callable[[Workload], None] | None = None,
     ) -> None:
-        """Record a status change in the plan store (atomic save; nothing with ``dry_run``)."""
-        self.store.record(workload, status, reason=reason, error=error)
+        """Record a status change in the plan store (atomic save; nothing with ``dry_run``);
+        ``update`` changes more of the workload in the same save."""
+        self.store.record(workload, status, reason=reason, error=error, update=update)
 
     # -- scheduling --
 
@@ -409,21 +418,24 @@ class Engine:
 
     def wait_and_record(
         self,
+        flow: Step,
         ref: WorkloadRef,
         workload: Workload,
         *,
         generation: int,
-        done_status: WorkloadStatus,
-        done_outcome: Outcome,
-        done_reason: str,
         warnings: list[str],
         patch: dict[str, Any] | None,
         already: bool,
     ) -> None:
+        done_status = flow.done_status
+        done_outcome = flow.done_outcome
+        done_reason = flow.found_reason if already else flow.patched_reason
+        failed_status = flow.failed_status
         try:
             if self.options.wait:
+                watch = _Watch(flow, self, ref)
                 state = wait_for_rollout(
-                    lambda: self._fetch_for_wait(ref),
+                    lambda: watch.check(self._fetch_for_wait(ref)),
                     ref.kind,
                     min_generation=generation,
                     timeout=self.options.timeout,
@@ -434,23 +446,38 @@ class Engine:
                 message = state.message
                 reason = done_reason
                 outcome = done_outcome
+                verified = flow.verify(self, ref, workload)
+                if verified is not None and not verified.ok:
+                    error = one_line(verified.message)
+                    self.emit(ref, error, warning=True)
+                    self.record(workload, failed_status, reason=flow.unverified_reason, error=error)
+                    self.result(
+                        WorkloadResult(ref, Outcome.FAILED, error, warnings, patch, already)
+                    )
+                    return
+                if verified is not None:
+                    message = f"{message}; {verified.message}"
+                    reason = f"{reason}; {verified.message}"
             else:
                 message = "rollout started; not waited for (--no-wait)"
                 reason = f"{done_reason}; rollout not awaited (--no-wait)"
                 outcome = Outcome.APPLIED
-            self.record(workload, done_status, reason=reason)
+            self.record(workload, done_status, reason=reason, update=flow.done_update(workload))
             self.emit(ref, f"{message}; recorded {done_status}", detail=True)
             self.result(
                 WorkloadResult(ref, outcome, message, warnings, patch, already_applied=already)
             )
         except RolloutCancelledError as exc:
             error = f"interrupted while waiting for the rollout: {exc}; re-run to resume"
-            self.record(workload, WorkloadStatus.PENDING, reason="interrupted", error=error)
+            self.record(workload, failed_status, reason="interrupted", error=error)
             self.result(WorkloadResult(ref, Outcome.INTERRUPTED, error, warnings, patch, already))
         except (RolloutFailedError, RolloutTimeoutError, CloudtaserError) as exc:
             error = f"rollout did not complete: {exc}"
+            cause = _explain(flow, self, ref)
+            if cause:
+                error = f"{error}; likely cause: {cause}"
             self.emit(ref, error, warning=True)
-            self.record(workload, WorkloadStatus.PENDING, reason="rollout failed", error=error)
+            self.record(workload, failed_status, reason="rollout failed", error=error)
             self.result(WorkloadResult(ref, Outcome.FAILED, error, warnings, patch, already))
 
     def _fetch_for_wait(self, ref: WorkloadRef) -> Mapping[str, Any]:
@@ -475,6 +502,45 @@ class Engine:
         if step.records_refusals:
             self.record(workload, WorkloadStatus.PENDING, reason="refused", error=why)
         self.result(WorkloadResult(ref, Outcome.REFUSED, why, warnings))
+
+
+#: How often (seconds) a waiting workload is checked for a definitive failure (Step.watch).
+WATCH_INTERVAL: Final = 5.0
+
+
+class _Watch:
+    """Calls :meth:`Step.watch` at most every :data:`WATCH_INTERVAL` seconds while a rollout
+    is awaited; a definitive failure it names ends the wait at once."""
+
+    def __init__(self, flow: Step, engine: Engine, ref: WorkloadRef) -> None:
+        self.flow, self.engine, self.ref = flow, engine, ref
+        self.next = time.monotonic() + WATCH_INTERVAL
+
+    def check(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + WATCH_INTERVAL
+            try:
+                problem = self.flow.watch(self.engine, self.ref)
+            except CloudtaserError:
+                problem = None  # a failed look is no verdict: keep waiting
+            if problem:
+                raise RolloutFailedError(problem)
+        return obj
+
+
+@dataclass(frozen=True)
+class Verified:
+    """The result of :meth:`Step.verify`: ``ok`` and a one-line message (names only)."""
+
+    ok: bool
+    message: str
+
+
+def _explain(flow: Step, engine: Engine, ref: WorkloadRef) -> str | None:
+    try:
+        return flow.explain(engine, ref)
+    except CloudtaserError as exc:
+        return f"(could not tell: {one_line(str(exc), 200)})"
 
 
 @dataclass(frozen=True)
@@ -520,6 +586,32 @@ class Step(abc.ABC):
     failed_reason: str | None = None
     #: A refusal is recorded in the plan (the workload stays ``pending`` with the reason).
     records_refusals: bool = False
+    #: The status a failed or unverified rollout leaves (finalize keeps ``migrated``).
+    failed_status: WorkloadStatus = WorkloadStatus.PENDING
+    #: The plan reason when :meth:`verify` says the rollout did not achieve the step's goal.
+    unverified_reason: str = "not verified"
+
+    def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
+        """After a completed rollout: check the result on the live pods (``None``: no check).
+        A failed check leaves the workload in :attr:`failed_status` with the message."""
+        return None
+
+    def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        """After a failed or timed-out rollout: the likely cause (``None``: none known)."""
+        return None
+
+    def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        """While the rollout is awaited (every few seconds): a definitive failure that makes
+        waiting pointless (e.g. the injector denies every pod), or ``None``."""
+        return None
+
+    def before_patch(self, engine: Engine, workload: Workload, step: Inspected) -> None:  # noqa: B027
+        """After the decision, before the patch is sent (not with ``dry_run``): e.g. record
+        in the plan what the patch removes, so a killed run can still undo it."""
+
+    def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        """More changes to the workload recorded with the done status (same atomic save)."""
+        return None
 
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:  # noqa: B027
         """Plan-wide rules this step enforces before touching anything (raise PlanError)."""
@@ -546,11 +638,14 @@ def run(
     progress: ProgressFn | None = None,
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
+    after: Callable[[Engine, Sequence[tuple[Tenant, Workload]]], None] | None = None,
 ) -> RunReport:
     """Run ``step`` over the plan at ``plan_path``: take the plan lock (not with ``dry_run``)
     through a :class:`PlanStore`, load the plan, select the workloads ``step`` wants, say how
     many, and drive the step over them (inspect, ask, one patch, wait in up to
-    ``options.parallel`` workers, record after each status change)."""
+    ``options.parallel`` workers, record after each status change). ``after(engine,
+    selected)`` runs once the workloads are done, still under the lock with the same
+    cluster client (finalize deletes Secrets there)."""
     check_options(options)
     store = PlanStore(
         plan_path, actor=options.actor, lock=not options.dry_run, read_only=options.dry_run
@@ -572,6 +667,7 @@ def run(
                 progress=progress,
                 decide=decide,
                 cancel=cancel,
+                after=after,
             )
 
 
@@ -585,6 +681,7 @@ def _run_loaded(
     progress: ProgressFn | None,
     decide: DecideFn | None,
     cancel: threading.Event | None,
+    after: Callable[[Engine, Sequence[tuple[Tenant, Workload]]], None] | None = None,
 ) -> RunReport:
     engine = Engine(
         cluster,
@@ -602,6 +699,8 @@ def _run_loaded(
         total=len(todo),
     )
     _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
+    if after is not None:
+        after(engine, selected)
     return engine.report
 
 
@@ -690,6 +789,8 @@ def _apply(
                 return _waiter(
                     engine, flow, ref, workload, obj=step.obj, warnings=step.warnings, patch=None
                 )
+            if not opts.dry_run:
+                flow.before_patch(engine, workload, step)
             try:
                 patched = engine.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
             except ClusterConflictError:
@@ -718,7 +819,7 @@ def _apply(
         error = one_line(str(exc))
         engine.emit(ref, error, warning=True)
         if flow.failed_reason is not None:
-            engine.record(workload, WorkloadStatus.PENDING, reason=flow.failed_reason, error=error)
+            engine.record(workload, flow.failed_status, reason=flow.failed_reason, error=error)
         engine.result(WorkloadResult(ref, Outcome.FAILED, error))
         return None
 
@@ -775,12 +876,10 @@ def _waiter(
 
     def run() -> None:
         engine.wait_and_record(
+            flow,
             ref,
             workload,
             generation=generation,
-            done_status=flow.done_status,
-            done_outcome=flow.done_outcome,
-            done_reason=flow.found_reason if already else flow.patched_reason,
             warnings=warnings,
             patch=patch,
             already=already,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ from cloudtaser.target.engine import (
     RunReport,
     Selection,
     Step,
+    Verified,
     WorkloadRef,
     WorkloadResult,
     run,
@@ -310,11 +311,39 @@ class ProtectStep(Step):
     failed_reason = "protect failed"
     records_refusals = True
 
-    def __init__(self, vault_address: str, pin: Lookup | None = None) -> None:
+    unverified_reason = "injection not proven"
+
+    def __init__(
+        self, vault_address: str, pin: Lookup | None = None, *, verify_injection: bool = True
+    ) -> None:
         self.vault_address = vault_address
         #: ``--pin-entrypoints``: image lookups from this machine; explicit command/args go
         #: into the same patch (:func:`cloudtaser.target.registry.pin_commands`).
         self.pin = pin
+        self.verify_injection = verify_injection
+
+    def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
+        from cloudtaser.target.injection import verify_workload  # noqa: PLC0415
+
+        if not self.verify_injection:
+            engine.emit(
+                ref,
+                "injection NOT verified (--no-verify-injection): the pods may run exactly as "
+                "before; finalize proves it on the live pods before it removes anything",
+                warning=True,
+            )
+            return Verified(True, "injection NOT verified (--no-verify-injection)")
+        return verify_workload(engine.cluster, ref)
+
+    def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        from cloudtaser.target.injection import explain_workload  # noqa: PLC0415
+
+        return explain_workload(engine.cluster, ref)
+
+    def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        from cloudtaser.target.injection import denied  # noqa: PLC0415
+
+        return denied(engine.cluster, ref) if self.verify_injection else None
 
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:
         # the rule book: never point a tenant's pods at paths outside its scope
@@ -375,6 +404,11 @@ class UnprotectStep(Step):
     def wanted(self, workload: Workload) -> bool:
         return workload.effective_status != WorkloadStatus.SKIPPED
 
+    def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        from cloudtaser.target.finalize import clear_finalized  # noqa: PLC0415
+
+        return clear_finalized if workload.finalized_refs or workload.finalized_at else None
+
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
@@ -384,7 +418,13 @@ class UnprotectStep(Step):
             if status == WorkloadStatus.MIGRATED:
                 engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
-        removal = build_removal_patch(obj)
+        from cloudtaser.target.finalize import restore_for_unprotect, with_restore  # noqa: PLC0415
+
+        restore, refused = restore_for_unprotect(engine.cluster, ref, workload, obj)
+        if refused:
+            engine.refuse(self, ref, workload, refused, [])
+            return None
+        removal = with_restore(build_removal_patch(obj), obj, restore)
         if removal is None and status != WorkloadStatus.MIGRATED:
             return None  # pending and clean: nothing to undo
         found = blockers(ref.kind, obj)
@@ -421,7 +461,7 @@ def protect(
     if not options.vault_address:
         raise ConfigError("protect needs the vault address the pods will use (--vault-address)")
     vault_address = validate_vault_address(options.vault_address, what="--vault-address")
-    step = ProtectStep(vault_address, pin)
+    step = ProtectStep(vault_address, pin, verify_injection=options.verify_injection)
     return run(session, plan_path, step, options, progress=progress, decide=decide, cancel=cancel)
 
 

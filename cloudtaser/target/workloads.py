@@ -72,7 +72,7 @@ class WorkloadAPI:
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    async def _get(self, resource: Any, name: str, namespace: str, action: str) -> Any:
+    async def _get(self, resource: Any, name: str, namespace: str | None, action: str) -> Any:
         try:
             with api_errors(action):
                 return await self._client.get(resource, name, namespace=namespace)
@@ -117,6 +117,72 @@ class WorkloadAPI:
             )
             del secret
         return self._secret_keys[key]
+
+    # -- reads for injection proof, finalize, the reference scan and audit --
+
+    async def _list(
+        self,
+        resource: Any,
+        namespace: str | None,
+        labels: Mapping[str, str] | None,
+        fields: Mapping[str, str] | None,
+        action: str,
+    ) -> list[Any]:
+        with api_errors(action):
+            return [
+                item
+                async for item in self._client.list(
+                    resource,
+                    namespace=namespace if namespace is not None else "*",
+                    labels=dict(labels) if labels else None,
+                    fields=dict(fields) if fields else None,
+                )
+            ]
+
+    def list_objects(
+        self,
+        resource: Any,
+        namespace: str | None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
+        action: str,
+    ) -> list[dict[str, Any]]:
+        """Every object of ``resource`` (a lightkube resource class) in ``namespace``
+        (``None``: all namespaces, or a cluster-scoped kind), as API dicts."""
+        items = self._run(self._list(resource, namespace, labels, fields, action))
+        return [_to_dict(item) for item in items]
+
+    def get_object(
+        self, resource: Any, name: str, namespace: str | None, *, action: str
+    ) -> dict[str, Any] | None:
+        """One object as an API dict, ``None`` when it does not exist."""
+        obj = self._run(self._get(resource, name, namespace, action))
+        return None if obj is None else _to_dict(obj)
+
+    async def _log(self, namespace: str, pod: str, container: str, tail: int) -> list[str]:
+        with api_errors(f"read the log of container {container} of pod {namespace}/{pod}"):
+            return [
+                line
+                async for line in self._client.log(
+                    pod, namespace=namespace, container=container, tail_lines=tail
+                )
+            ]
+
+    def pod_log(self, namespace: str, pod: str, container: str, *, tail: int = 50) -> list[str]:
+        """The last ``tail`` lines a container wrote (callers keep only the wrapper's own)."""
+        return self._run(self._log(namespace, pod, container, tail))
+
+    async def _delete(self, resource: Any, name: str, namespace: str, action: str) -> None:
+        with api_errors(action):
+            await self._client.delete(resource, name, namespace=namespace)
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        """Delete one Secret (irreversible)."""
+        from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
+
+        self._run(self._delete(Secret, name, namespace, f"delete Secret {namespace}/{name}"))
+        self._secret_keys.pop((namespace, name), None)
 
     def close(self) -> None:
         """Close the client and stop the loop thread."""

@@ -560,14 +560,16 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
     common = ["--vault-address", POD_VAULT_ADDRESS, "--poll-interval", "200ms", "--timeout", "120s"]
     sides.run(
         sides.cluster_only(), "target", "protect", "--plan", str(site_a.plan_path),
-        "--kubeconfig", str(cluster_a.kubeconfig), *common, "--yes",
+        "--kubeconfig", str(cluster_a.kubeconfig), *common,
+        "--no-verify-injection", "--yes",
     ).ok()  # fmt: skip
     order = _pending_in_order(site_b.plan_path)
     declined = f"{ops}/DaemonSet/collector"
     answers = "".join("n\n" if ref == declined else "y\n" for ref in order)
     run = sides.run(
         sides.cluster_only(), "target", "protect", "--plan", str(site_b.plan_path),
-        "--kubeconfig", str(cluster_b.kubeconfig), *common, "--interactive", input=answers,
+        "--kubeconfig", str(cluster_b.kubeconfig), *common, "--no-verify-injection",
+        "--interactive", input=answers,
     ).ok()  # fmt: skip
     assert "[y]es / [n]o" in run.stderr
     assert openbao.requests_since(mark) == [], "protect must not talk to the vault"

@@ -264,7 +264,8 @@ def test_protect_and_unprotect_with_exactly_the_documented_rbac_in_one_namespace
     dry = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200",
                      "--dry-run")  # fmt: skip
     assert dry.returncode == 0, dry.stderr
-    run = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200", "--yes")
+    run = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200",
+                     "--no-verify-injection", "--yes")  # fmt: skip
     assert run.returncode == 0, run.stderr
     statuses = {w.name: str(w.effective_status) for _t, w in planlib.load(plan).iter_workloads()}
     assert statuses == {"web": "migrated", "store": "migrated"}
@@ -292,7 +293,8 @@ def test_protect_without_patch_fails_naming_the_missing_permission(
 
     kubeconfig = str(identity.kubeconfig())
     run = cloudtaser("target", "protect", "--plan", str(plan), "--kubeconfig", kubeconfig,
-                     "--vault-address", "https://bao:8200", "--yes")  # fmt: skip
+                     "--vault-address", "https://bao:8200", "--no-verify-injection",
+                     "--yes")  # fmt: skip
 
     assert run.returncode != 0
     text = run.stdout + run.stderr

@@ -1,0 +1,243 @@
+"""``cloudtaser target finalize`` and ``target audit``: cluster only, never the vault.
+
+Standard library only at module level; the library is imported inside the handlers. The run
+options, the dialogue and the interrupt handling are protect's (:mod:`cloudtaser.cli.protect_cmd`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates, plan_gate
+from cloudtaser.cli.common import add_cluster_options, cluster_session, usage_error
+from cloudtaser.cli.exitcodes import ExitCode
+from cloudtaser.cli.output import RunProgress, progress, table
+from cloudtaser.cli.protect_cmd import (
+    _actor,
+    _add_run_options,
+    _check_run,
+    _Interrupts,
+    _make_decide,
+    _print_report,
+    run_tally,
+)
+
+if TYPE_CHECKING:
+    from cloudtaser.target.finalize import SecretsReport
+
+__all__ = ["register"]
+
+_FINALIZE_DESCRIPTION = """\
+For each migrated workload of the plan not yet finalized, in plan order: check that it is
+protected and that its LIVE pods are proven injected (init container cloudtaser-init done,
+every container started through the wrapper, Ready), check drift, then remove exactly the
+env[].valueFrom.secretKeyRef and envFrom[].secretRef entries the plan maps (anything else
+stays) in ONE strategic-merge patch (one rollout), prove injection again on the new pods, and
+record finalizedAt and a history entry (the status stays migrated). What is removed is written
+into the plan first, so `target unprotect` can always put it back. A killed run resumes
+without a second rollout.
+
+--delete-secrets (never implied) then deletes each Secret of a finalized workload that
+nothing in its namespace references any more (workloads, bare Pods, Jobs, CronJobs,
+ServiceAccounts, Ingress TLS, secret/projected volumes, ...); a Secret still in use is kept
+and its users are named. DELETION IS IRREVERSIBLE: the values must already be in the vault
+(`cloudtaser source verify-plan`). With --dry-run it lists what would go. See docs/lifecycle.md.
+"""
+
+_AUDIT_DESCRIPTION = """\
+Report, per namespace, what still depends on Kubernetes Secrets: the workloads that still
+read them (and how), those protected, those finalized, the Secrets left and who uses them,
+and the pods that carry the cloudtaser annotations but were not injected. Reads the cluster
+only (names, never values). Outputs a table, --output json (formatVersion 1,
+schema/audit.schema.json) or --output html (one self-contained file for a compliance
+ticket). See docs/lifecycle.md.
+"""
+
+
+def register(groups: Any) -> None:
+    """Attach ``target finalize`` and ``target audit``."""
+    fin = groups.command(
+        "target",
+        "finalize",
+        help="remove the plan-mapped Secret references from proven-injected workloads "
+        "(one rollout); --delete-secrets deletes Secrets nothing uses",
+        description=_FINALIZE_DESCRIPTION,
+        examples=[
+            "cloudtaser target finalize --plan plan.yaml --dry-run",
+            "cloudtaser target finalize --plan plan.yaml --yes --tenant payments",
+            "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets --dry-run",
+            "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets"
+            " --require-approval --allowed-signers team.signers",
+        ],
+    )
+    _add_run_options(fin, protect=False)
+    add_gate_options(fin, verified=True)
+    fin.add_argument(
+        "--delete-secrets",
+        action="store_true",
+        help="afterwards delete each Secret of a finalized workload that nothing in its "
+        "namespace references (IRREVERSIBLE; with --dry-run: list what would go)",
+    )
+    fin.set_defaults(command_name="finalize")
+    fin.set_defaults(handler=_run_finalize, precheck=_check_finalize)
+
+    audit = groups.command(
+        "target",
+        "audit",
+        help="per namespace: who still reads Kubernetes Secrets, what is protected and "
+        "finalized, which Secrets are left and who uses them",
+        description=_AUDIT_DESCRIPTION,
+        examples=[
+            "cloudtaser target audit",
+            "cloudtaser target audit --namespace payments -o json",
+            "cloudtaser target audit -o html --report audit.html",
+        ],
+    )
+    add_cluster_options(audit)
+    audit.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="only this namespace (repeatable; default: every namespace)",
+    )
+    audit.add_argument(
+        "--output",
+        "-o",
+        choices=("text", "json", "html"),
+        default="text",
+        help="text table (default), JSON, or one self-contained HTML file",
+    )
+    audit.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write the output to FILE instead of stdout (e.g. audit.html)",
+    )
+    audit.set_defaults(handler=_run_audit)
+
+
+def _check_finalize(args: argparse.Namespace) -> str | None:
+    """Usage rules argparse cannot express (also applied to documented examples)."""
+    problem = _check_run(args)
+    if problem:
+        return problem
+    if args.delete_secrets and not args.wait:
+        return "--delete-secrets needs the rollouts awaited (drop --no-wait)"
+    return None
+
+
+def _run_finalize(args: argparse.Namespace) -> int:
+    problem = _check_finalize(args)
+    if problem:
+        return usage_error(problem)
+    enforce_gates(args, args.plan)
+
+    from cloudtaser.target import finalize as finlib  # noqa: PLC0415
+    from cloudtaser.target.engine import RunOptions, Selection  # noqa: PLC0415
+
+    options = RunOptions(
+        actor=_actor(),
+        dry_run=args.dry_run,
+        wait=args.wait,
+        timeout=args.timeout,
+        poll_interval=args.poll_interval,
+        parallel=args.parallel,
+        stop_on_error=args.stop_on_error,
+        selection=Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
+        plan_check=plan_gate(args),
+    )
+    interrupts = _Interrupts()
+    decide = _make_decide(interrupts) if args.interactive else None
+    verbose = int(getattr(args, "verbose", 0) or 0) > 0
+    live = False if args.interactive else None
+    with (
+        cluster_session(args) as session,
+        interrupts.installed(),
+        RunProgress(live=live, verbose=verbose) as reporter,
+    ):
+        interrupts.say = reporter.message
+        report, secrets = finlib.finalize(
+            session,
+            args.plan,
+            options,
+            delete_secrets=args.delete_secrets,
+            progress=reporter.event,
+            decide=decide,
+            cancel=interrupts.cancel,
+        )
+        reporter.close(run_tally(report))
+    if args.output == "json":
+        _print_report(
+            report, args, extra={"secrets": _secret_rows(secrets)} if secrets is not None else None
+        )
+    else:
+        _print_report(report, args)
+        if secrets is not None:
+            _print_secrets(secrets)
+    if report.interrupted:
+        return ExitCode.INTERRUPTED
+    if report.failed:
+        return ExitCode.FAILED
+    if report.problems or (secrets is not None and secrets.named("kept")):
+        return ExitCode.PROBLEMS
+    return ExitCode.OK
+
+
+def _secret_rows(secrets: SecretsReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "namespace": d.namespace,
+            "name": d.name,
+            "action": d.action,
+            "users": list(d.users),
+            **({"reason": d.reason} if d.reason else {}),
+        }
+        for d in secrets.decisions
+    ]
+
+
+def _print_secrets(secrets: SecretsReport) -> None:
+    if not secrets.decisions:
+        print("no Secret of a finalized workload to consider")
+        return
+    labels = {
+        "deleted": "deleted",
+        "would-delete": "would delete (dry run)",
+        "kept": "KEPT",
+        "absent": "already gone",
+    }
+    rows = [
+        [
+            d.namespace,
+            d.name,
+            labels.get(d.action, d.action),
+            "; ".join(d.users) or d.reason,
+        ]
+        for d in secrets.decisions
+    ]
+    print(table(rows, ["NAMESPACE", "SECRET", "ACTION", "STILL USED BY / WHY"]))
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from cloudtaser.target import audit as auditlib  # noqa: PLC0415
+
+    with cluster_session(args) as session:
+        report = auditlib.audit(session, namespaces=tuple(args.namespace))
+    if args.output == "json":
+        text = auditlib.to_json(report)
+    elif args.output == "html":
+        text = auditlib.to_html(report)
+    else:
+        text = auditlib.to_text(report)
+    if args.report:
+        from cloudtaser.fileio import atomic_write  # noqa: PLC0415
+
+        atomic_write(Path(args.report), text.encode("utf-8"))
+        progress(f"audit report written to {args.report}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return ExitCode.OK

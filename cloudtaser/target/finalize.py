@@ -1,0 +1,639 @@
+"""``target finalize``: remove the Secret references the vault now serves, and (only when
+asked) the Secrets nobody uses any more.
+
+Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md``):
+
+1. The workload must be protected (the inject label on its template) and its **live pods
+   proven injected** (:mod:`cloudtaser.target.injection`): whatever the plan says, nothing is
+   removed from a workload whose pods do not run through the wrapper.
+2. Drift check: the template must consume exactly the (Secret, key, env) triples the plan
+   maps. Then exactly those ``env[].valueFrom.secretKeyRef`` entries, and the
+   ``envFrom[].secretRef`` entries whose every key the plan maps, are removed; anything else
+   stays. An ``envFrom`` whose Secret has a key the plan does not map is refused (removing it
+   would take that variable away).
+3. What will be removed is written into the plan (``finalizedRefs``) just before the one
+   strategic-merge patch (``resourceVersion`` precondition, field manager ``cloudtaser``), so a
+   run killed at any moment can still be undone by ``target unprotect``.
+4. Wait for the one rollout, prove injection again on the new pods, record ``finalizedAt``
+   and a history entry. The status stays ``migrated``. A re-run after a kill finds the
+   references gone: no patch, only wait and record (no second rollout).
+
+``--delete-secrets`` (:func:`delete_unused_secrets`, never implied) then deletes a Secret of a
+finalized workload only when the reference scan (:mod:`cloudtaser.target.references`) finds
+no user left in its namespace; otherwise it names the users and keeps it. Names of deleted
+Secrets go into the plan history of the workloads that used them. Deletion is irreversible.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import cloudtaser.target.annotations as ann
+from cloudtaser.plan.model import FinalizedRef, MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.target.engine import (
+    DecideFn,
+    Engine,
+    Event,
+    Inspected,
+    Outcome,
+    ProgressFn,
+    RunOptions,
+    RunReport,
+    Step,
+    Verified,
+    WorkloadRef,
+    run,
+    workload_ref,
+)
+from cloudtaser.target.rollout import blockers, dig
+
+if TYPE_CHECKING:
+    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.podspec import SecretKeys
+    from cloudtaser.target.workloads import WorkloadAPI
+
+__all__ = [
+    "FinalizeEdit",
+    "FinalizeStep",
+    "SecretDecision",
+    "SecretsReport",
+    "clear_finalized",
+    "delete_unused_secrets",
+    "finalize",
+    "finalize_edit",
+    "missing_refs",
+    "restore_for_unprotect",
+    "restore_fragment",
+    "verification_warning",
+    "with_restore",
+]
+
+_CONTAINER_KEYS = (("initContainers", True), ("containers", False))
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+@dataclass
+class FinalizeEdit:
+    """What finalize removes from one pod template."""
+
+    refs: list[FinalizedRef] = field(default_factory=list)
+    #: ``spec.template.spec`` fragment of the strategic-merge patch.
+    spec_patch: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def _planned(workload: Workload) -> set[tuple[str, str, str]]:
+    from cloudtaser.target.protect import plan_triples  # noqa: PLC0415
+
+    return plan_triples(workload)
+
+
+def finalize_edit(
+    template: Mapping[str, Any], workload: Workload, secret_keys: SecretKeys
+) -> FinalizeEdit:
+    """The references of ``template`` (``spec.template``) that the plan maps, as
+    :class:`FinalizedRef` entries and the patch fragment removing exactly them."""
+    planned = _planned(workload)
+    edit = FinalizeEdit()
+    spec = template.get("spec") or {}
+    for key, init in _CONTAINER_KEYS:
+        fragments: list[dict[str, Any]] = []
+        for container in spec.get(key) or ():
+            if not isinstance(container, Mapping):
+                continue
+            cname = str(container.get("name") or "")
+            deletes: list[dict[str, Any]] = []
+            for entry in container.get("env") or ():
+                ref = (
+                    dig(entry, "valueFrom", "secretKeyRef") if isinstance(entry, Mapping) else None
+                )
+                if not isinstance(ref, Mapping):
+                    continue
+                triple = (
+                    str(ref.get("name") or ""),
+                    str(ref.get("key") or ""),
+                    str(entry.get("name") or ""),
+                )
+                if triple in planned:
+                    deletes.append({"name": triple[2], "$patch": "delete"})
+                    edit.refs.append(
+                        FinalizedRef(
+                            container=cname,
+                            init=init,
+                            via="env",
+                            secret=triple[0],
+                            key=triple[1],
+                            env=triple[2],
+                            optional=bool(ref.get("optional")),
+                        )
+                    )
+            kept_from: list[Any] = []
+            removed_from = False
+            for source in container.get("envFrom") or ():
+                ref = source.get("secretRef") if isinstance(source, Mapping) else None
+                if not isinstance(ref, Mapping):
+                    kept_from.append(source)
+                    continue
+                secret = str(ref.get("name") or "")
+                prefix = str(source.get("prefix") or "")
+                keys = secret_keys(secret) or []
+                provided = {(secret, k, prefix + k) for k in keys}
+                if not provided & planned:
+                    kept_from.append(source)
+                    continue
+                unmapped = sorted(k for s, k, e in provided if (s, k, e) not in planned)
+                if unmapped:
+                    edit.problems.append(
+                        f"envFrom of Secret {secret} in container {cname} also provides key(s) "
+                        f"{', '.join(unmapped)} that the plan does not map; removing it would take "
+                        "those variables away (map them in the plan, or remove them yourself)"
+                    )
+                    kept_from.append(source)
+                    continue
+                removed_from = True
+                edit.refs.append(
+                    FinalizedRef(
+                        container=cname,
+                        init=init,
+                        via="envFrom",
+                        secret=secret,
+                        prefix=prefix or None,
+                        optional=bool(ref.get("optional")),
+                    )
+                )
+            fragment: dict[str, Any] = {}
+            if deletes:
+                fragment["env"] = deletes
+            if removed_from:
+                fragment["envFrom"] = copy.deepcopy(kept_from) or None
+            if fragment:
+                fragments.append({"name": cname, **fragment})
+        if fragments:
+            edit.spec_patch[key] = fragments
+    return edit
+
+
+def _restored_env(ref: FinalizedRef) -> dict[str, Any]:
+    key_ref: dict[str, Any] = {"name": ref.secret, "key": ref.key}
+    if ref.optional:
+        key_ref["optional"] = True
+    return {"name": ref.env, "valueFrom": {"secretKeyRef": key_ref}}
+
+
+def _restored_from(ref: FinalizedRef) -> dict[str, Any]:
+    secret_ref: dict[str, Any] = {"name": ref.secret}
+    if ref.optional:
+        secret_ref["optional"] = True
+    entry: dict[str, Any] = {"secretRef": secret_ref}
+    if ref.prefix:
+        entry["prefix"] = ref.prefix
+    return entry
+
+
+def _has(container: Mapping[str, Any], ref: FinalizedRef) -> bool:
+    if ref.via == "env":
+        return any(
+            isinstance(e, Mapping)
+            and e.get("name") == ref.env
+            and dig(e, "valueFrom", "secretKeyRef", "name") == ref.secret
+            and dig(e, "valueFrom", "secretKeyRef", "key") == ref.key
+            for e in container.get("env") or ()
+        )
+    return any(
+        isinstance(e, Mapping)
+        and dig(e, "secretRef", "name") == ref.secret
+        and (e.get("prefix") or None) == ref.prefix
+        for e in container.get("envFrom") or ()
+    )
+
+
+def missing_refs(template: Mapping[str, Any], refs: Sequence[FinalizedRef]) -> list[FinalizedRef]:
+    """The recorded references that ``template`` no longer carries (the ones to restore)."""
+    spec = template.get("spec") or {}
+    out: list[FinalizedRef] = []
+    for ref in refs:
+        key = "initContainers" if ref.init else "containers"
+        container = next(
+            (
+                c
+                for c in spec.get(key) or ()
+                if isinstance(c, Mapping) and c.get("name") == ref.container
+            ),
+            None,
+        )
+        if container is not None and not _has(container, ref):
+            out.append(ref)
+    return out
+
+
+def restore_fragment(template: Mapping[str, Any], refs: Sequence[FinalizedRef]) -> dict[str, Any]:
+    """The ``spec.template.spec`` patch fragment putting back ``refs`` that are missing (an
+    empty dict when none is): env entries are merged by name, ``envFrom`` (no merge key) is
+    sent whole — the live entries plus the restored ones."""
+    spec = template.get("spec") or {}
+    missing = missing_refs(template, refs)
+    out: dict[str, Any] = {}
+    for key, init in _CONTAINER_KEYS:
+        fragments: list[dict[str, Any]] = []
+        for container in spec.get(key) or ():
+            if not isinstance(container, Mapping):
+                continue
+            mine = [r for r in missing if r.init == init and r.container == container.get("name")]
+            if not mine:
+                continue
+            fragment: dict[str, Any] = {"name": container.get("name")}
+            env = [_restored_env(r) for r in mine if r.via == "env"]
+            if env:
+                fragment["env"] = env
+            froms = [_restored_from(r) for r in mine if r.via == "envFrom"]
+            if froms:
+                fragment["envFrom"] = [*copy.deepcopy(list(container.get("envFrom") or ())), *froms]
+            fragments.append(fragment)
+        if fragments:
+            out[key] = fragments
+    return out
+
+
+def _describe(refs: Sequence[FinalizedRef]) -> str:
+    parts = [
+        f"env {r.env} (Secret {r.secret} key {r.key}, container {r.container})"
+        if r.via == "env"
+        else f"envFrom Secret {r.secret} (container {r.container})"
+        for r in refs
+    ]
+    return ", ".join(parts) if parts else "nothing"
+
+
+def verification_warning(plan: MigrationPlan | None) -> str | None:
+    """What finalize can know about verify-plan from the plan: this plan format records no
+    verification result, so it always warns (a future plan field would let it refuse)."""
+    _ = plan
+    return (
+        "this plan does not record a verify-plan result, so finalize cannot know from the plan "
+        "that every value is in the vault: run `cloudtaser source verify-plan` first. finalize "
+        "still proves on the live pods that they start through the wrapper, which exits when a "
+        "path cannot be read"
+    )
+
+
+# --- the step -------------------------------------------------------------------------------
+
+
+class FinalizeStep(Step):
+    """Finalize a ``migrated`` workload: remove exactly the plan-mapped Secret references in
+    one patch; already done when none is left and the plan recorded what was removed;
+    recorded with ``finalizedAt`` (the status stays ``migrated``)."""
+
+    action = "finalize"
+    summary = "{todo} migrated, not yet finalized, of {selected} selected workload(s)"
+    done_status = WorkloadStatus.MIGRATED
+    done_outcome = Outcome.FINALIZED
+    patched_reason = "finalized: Secret references removed and rolled out"
+    found_reason = "finalized: Secret references found removed; rollout confirmed"
+    declined_message = "left as it is"
+    already_message = "the mapped Secret references are already gone: not patched again"
+    already_dry_run = "references already removed; a real run would only wait and record"
+    already_dry_run_applied = True
+    conflict_message = "changed while we looked at it (409); checking again"
+    dry_run_message = "server-side dry run accepted the patch"
+    dry_run_result = "removal accepted (dry run)"
+    patched_message = "Secret references removed (one rollout); waiting"
+    patched_no_wait_message = "Secret references removed"
+    failed_reason = "finalize failed"
+    failed_status = WorkloadStatus.MIGRATED
+    unverified_reason = "finalize: injection not proven after the rollout"
+
+    def __init__(self) -> None:
+        self._removing: dict[int, list[FinalizedRef]] = {}
+
+    def wanted(self, workload: Workload) -> bool:
+        return (
+            workload.effective_status == WorkloadStatus.MIGRATED and workload.finalized_at is None
+        )
+
+    def inspect(
+        self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
+    ) -> Inspected | None:
+        from cloudtaser.target.injection import prove  # noqa: PLC0415
+        from cloudtaser.target.protect import drift  # noqa: PLC0415
+
+        obj = engine.cluster.get(ref)
+        if obj is None:
+            engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
+            return None
+        labels = dig(obj, "spec", "template", "metadata", "labels") or {}
+        annotations = dig(obj, "spec", "template", "metadata", "annotations") or {}
+        if labels.get(ann.INJECT_LABEL) != "true" or ann.SECRET_PATHS not in annotations:
+            engine.refuse(
+                self,
+                ref,
+                workload,
+                "not protected (its pod template lacks the cloudtaser.io/inject label or "
+                "annotations): run `cloudtaser target protect` first",
+                [],
+            )
+            return None
+        found = blockers(ref.kind, obj)
+        if found.refusals:
+            engine.refuse(self, ref, workload, " ".join(found.refusals), found.warnings)
+            return None
+        template = dig(obj, "spec", "template") or {}
+        edit = finalize_edit(
+            template, workload, lambda name: engine.cluster.secret_keys(ref.namespace, name)
+        )
+        if edit.problems:
+            engine.refuse(self, ref, workload, "; ".join(edit.problems), found.warnings)
+            return None
+        from cloudtaser.target.podspec import consumed_env  # noqa: PLC0415
+
+        live = set(consumed_env(template, lambda n: engine.cluster.secret_keys(ref.namespace, n)))
+        planned = _planned(workload)
+        if not edit.refs:
+            if not live and workload.finalized_refs:
+                # our own earlier patch (a run killed before recording): only wait and record
+                return Inspected(obj, None, {}, list(found.warnings))
+            why = (
+                "drift since protect: " + "; ".join(drift(planned, live))
+                if live or planned
+                else "the plan maps no Kubernetes Secret reference of this workload"
+            )
+            engine.refuse(self, ref, workload, f"{why}. Nothing was changed", found.warnings)
+            return None
+        if live != planned:
+            engine.refuse(
+                self,
+                ref,
+                workload,
+                "drift since protect: "
+                + "; ".join(drift(planned, live))
+                + ". Nothing was changed; re-run discover (or fix the plan) and review again",
+                found.warnings,
+            )
+            return None
+        proof = prove(engine.cluster, ref, obj)
+        if not proof.proven:
+            engine.refuse(
+                self,
+                ref,
+                workload,
+                f"its live pods are not proven injected, so nothing is removed: {proof.message()}",
+                found.warnings,
+            )
+            return None
+        patch: dict[str, Any] = {"spec": {"template": {"spec": edit.spec_patch}}}
+        rv = dig(obj, "metadata", "resourceVersion")
+        if rv:
+            patch["metadata"] = {"resourceVersion": rv}
+        self._removing[id(workload)] = edit.refs
+        engine.emit(ref, f"removes {_describe(edit.refs)}")
+        return Inspected(obj, patch, patch, list(found.warnings))
+
+    def before_patch(self, engine: Engine, workload: Workload, step: Inspected) -> None:
+        refs = self._removing.get(id(workload), [])
+
+        def change(w: Workload) -> None:
+            w.finalized_refs = list(refs)
+
+        engine.store.update(workload, change)
+
+    def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
+        from cloudtaser.target.injection import verify_workload  # noqa: PLC0415
+
+        return verify_workload(engine.cluster, ref)
+
+    def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
+        from cloudtaser.target.injection import explain_workload  # noqa: PLC0415
+
+        return explain_workload(engine.cluster, ref)
+
+    def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        def change(w: Workload) -> None:
+            w.finalized_at = datetime.now(UTC).replace(microsecond=0)
+            if w.history:
+                w.history[
+                    -1
+                ].reason = f"{w.history[-1].reason}; removed {_describe(w.finalized_refs)}"[:4000]
+
+        return change
+
+
+# --- deleting Secrets -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretDecision:
+    """What ``--delete-secrets`` did (or, with ``--dry-run``, would do) with one Secret."""
+
+    namespace: str
+    name: str
+    #: ``deleted``, ``would-delete``, ``kept`` or ``absent``.
+    action: str
+    #: Who still uses it (``kept``), or why it was kept or skipped.
+    users: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass
+class SecretsReport:
+    decisions: list[SecretDecision] = field(default_factory=list)
+
+    def named(self, action: str) -> list[SecretDecision]:
+        return [d for d in self.decisions if d.action == action]
+
+
+def delete_unused_secrets(
+    engine: Engine,
+    selected: Sequence[tuple[Tenant, Workload]],
+    *,
+    progress: ProgressFn | None = None,
+) -> SecretsReport:
+    """Delete the Secrets of finalized workloads that nothing in their namespace references.
+
+    With ``dry_run`` nothing is deleted: a workload that the dry run would finalize counts as
+    finalized, and its own plan-mapped env/envFrom references are not counted as uses."""
+    from cloudtaser.target.references import scan  # noqa: PLC0415
+
+    dry = engine.options.dry_run
+    would = {r.ref for r in engine.report.results if r.outcome == Outcome.DRY_RUN}
+    report = SecretsReport()
+    by_ns: dict[str, dict[str, list[tuple[Tenant, Workload]]]] = {}
+    for tenant, workload in selected:
+        finalized = workload.finalized_at is not None or workload_ref(tenant, workload) in would
+        if not finalized:
+            continue
+        for secret in workload.secrets:
+            if secret.via == "vaultAgent":
+                continue
+            by_ns.setdefault(tenant.namespace, {}).setdefault(secret.source, []).append(
+                (tenant, workload)
+            )
+    for namespace, secrets in by_ns.items():
+        found = scan(engine.cluster, namespace)
+        ignored = _dry_run_users(engine, selected, namespace, would) if dry else set()
+        for name, owners in sorted(secrets.items()):
+            if engine.cluster.secret_keys(namespace, name) is None:
+                report.decisions.append(
+                    SecretDecision(namespace, name, "absent", reason="already gone")
+                )
+                continue
+            if found.unreadable:
+                report.decisions.append(
+                    SecretDecision(
+                        namespace,
+                        name,
+                        "kept",
+                        reason="cannot prove it unused: could not list "
+                        + "; ".join(found.unreadable),
+                    )
+                )
+                continue
+            users = [
+                u
+                for u in found.users(name)
+                if not ((u.kind, u.name) in ignored and u.via in {"env", "envFrom"})
+            ]
+            if users:
+                report.decisions.append(
+                    SecretDecision(namespace, name, "kept", users=tuple(str(u) for u in users))
+                )
+                continue
+            if dry:
+                report.decisions.append(SecretDecision(namespace, name, "would-delete"))
+                continue
+            engine.cluster.delete_secret(namespace, name)
+            report.decisions.append(SecretDecision(namespace, name, "deleted"))
+            if progress is not None:
+                progress(Event(None, f"deleted Secret {namespace}/{name} (no reference left)"))
+            for _tenant, workload in owners:
+                engine.record(
+                    workload,
+                    WorkloadStatus.MIGRATED,
+                    reason=f"finalize --delete-secrets: deleted Secret {name} "
+                    f"(no reference left in namespace {namespace})",
+                )
+    return report
+
+
+def _dry_run_users(
+    engine: Engine,
+    selected: Sequence[tuple[Tenant, Workload]],
+    namespace: str,
+    would: set[WorkloadRef],
+) -> set[tuple[str, str]]:
+    """The objects whose env/envFrom uses a dry run discounts: each workload the real run
+    would finalize, and the pods of its current revision (the rollout replaces them)."""
+    from cloudtaser.target.injection import revision_pods  # noqa: PLC0415
+
+    out: set[tuple[str, str]] = set()
+    for tenant, workload in selected:
+        ref = workload_ref(tenant, workload)
+        if tenant.namespace != namespace or ref not in would:
+            continue
+        out.add((ref.kind, ref.name))
+        obj = engine.cluster.get(ref)
+        if obj is not None:
+            out.update(
+                ("Pod", str(dig(p, "metadata", "name")))
+                for p in revision_pods(engine.cluster, ref, obj)
+            )
+    return out
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def finalize(
+    session: KubeSession,
+    plan_path: str | os.PathLike[str],
+    options: RunOptions,
+    *,
+    delete_secrets: bool = False,
+    progress: ProgressFn | None = None,
+    decide: DecideFn | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[RunReport, SecretsReport | None]:
+    """Finalize the selected ``migrated`` workloads of the plan at ``plan_path`` (one patch
+    and one rollout each), then, with ``delete_secrets``, delete their Secrets that nothing
+    references any more. Same lock, selection, dialogue, dry run and resume as protect."""
+    step = FinalizeStep()
+    secrets: list[SecretsReport] = []
+    warning = verification_warning(None)
+    if warning and progress is not None:
+        progress(Event(None, warning, warning=True))
+
+    def after(engine: Engine, selected: Sequence[tuple[Tenant, Workload]]) -> None:
+        if not delete_secrets:
+            return
+        if engine.report.interrupted or engine.report.quit or engine.report.failed:
+            engine.emit(
+                None, "no Secret deleted: the run did not complete (re-run to resume)", warning=True
+            )
+            return
+        secrets.append(delete_unused_secrets(engine, selected, progress=progress))
+
+    report = run(
+        session,
+        plan_path,
+        step,
+        options,
+        progress=progress,
+        decide=decide,
+        cancel=cancel,
+        after=after,
+    )
+    return report, (secrets[0] if secrets else None)
+
+
+# --- the way back (used by unprotect) ----------------------------------------------------------
+
+
+def restore_for_unprotect(
+    cluster: WorkloadAPI, ref: WorkloadRef, workload: Workload, obj: Mapping[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """The ``spec.template.spec`` fragment that puts back what finalize removed (empty when
+    nothing is missing), or a refusal when a Secret it needs was deleted."""
+    template = dig(obj, "spec", "template") or {}
+    missing = missing_refs(template, workload.finalized_refs)
+    gone = sorted(
+        {
+            r.secret
+            for r in missing
+            if not r.optional and cluster.secret_keys(ref.namespace, r.secret) is None
+        }
+    )
+    if gone:
+        return {}, (
+            f"finalize removed its references to Secret(s) {', '.join(gone)}, which no longer "
+            "exist (finalize --delete-secrets?): putting the references back would stop the pods. "
+            "Recreate the Secret(s) from the vault first, then re-run unprotect"
+        )
+    return restore_fragment(template, workload.finalized_refs), None
+
+
+def with_restore(
+    patch: dict[str, Any] | None, obj: Mapping[str, Any], fragment: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """``patch`` (unprotect's annotation removal, or ``None``) plus the restore ``fragment``,
+    in one strategic-merge patch (one rollout)."""
+    if not fragment:
+        return patch
+    out = copy.deepcopy(patch) if patch is not None else {}
+    out.setdefault("spec", {}).setdefault("template", {})["spec"] = dict(fragment)
+    rv = dig(obj, "metadata", "resourceVersion")
+    if rv:
+        out["metadata"] = {"resourceVersion": rv}
+    return out
+
+
+def clear_finalized(workload: Workload) -> None:
+    """Forget finalize (unprotect has put the references back)."""
+    workload.finalized_at = None
+    workload.finalized_refs = []
