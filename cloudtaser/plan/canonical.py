@@ -50,9 +50,7 @@ __all__ = [
 ]
 
 #: Workload fields that runs write after the review (camelCase, as in the file).
-RUN_FIELDS: Final = frozenset(
-    {"status", "history", "lastError", "finalizedAt", "finalizedRefs"}
-)
+RUN_FIELDS: Final = frozenset({"status", "history", "lastError", "finalizedAt", "finalizedRefs"})
 #: Top-level fields that are not reviewed content (the approvals themselves).
 PLAN_FIELDS_NOT_REVIEWED: Final = frozenset({"approvals"})
 _SKIPPED: Final = "skipped"
