@@ -409,11 +409,18 @@ def test_pin_entrypoints_works_when_the_webhook_has_no_registry_access(
             probe = _opted_in_pod(real_node, bed.namespace, f"probe-{secrets.token_hex(3)}",
                                   _entry_image(real_node), _annotations(openbao, bed))  # fmt: skip
             error = _create(real_node, probe)
-            if error is not None:
+            if error is not None and "failed calling webhook" not in str(error.status.message):
                 break
-            real_node.kubectl("-n", bed.namespace, "delete", "pod", probe["metadata"]["name"],
-                              "--wait=false")  # fmt: skip
-            assert time.monotonic() < deadline, "the webhook still resolves images via the mirror"
+            # created: an old replica (with the registry) answered; "failed calling webhook":
+            # the API server reached a replica whose shared-port listener was closing (the
+            # kernel resets connections queued on it). Both pass once the rollout is over.
+            if error is None:
+                real_node.kubectl("-n", bed.namespace, "delete", "pod", probe["metadata"]["name"],
+                                  "--wait=false")  # fmt: skip
+            assert time.monotonic() < deadline, (
+                "the webhook still resolves images via the mirror, or cannot be called: "
+                f"{error.status.message if error is not None else 'pod created'}"
+            )
             time.sleep(1)
         assert "no command" in str(error.status.message), error.status.message
         # unprotect, then protect again with the entrypoint pinned from this machine
