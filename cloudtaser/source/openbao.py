@@ -44,6 +44,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from cloudtaser import __version__
 from cloudtaser.config import VaultTarget
 from cloudtaser.errors import (
     VaultAuthError,
@@ -217,6 +218,8 @@ class OpenBaoClient:
         session.headers.update(
             {
                 "X-Vault-Request": "true",
+                # names us in the vault's audit log (when it audits this header)
+                "User-Agent": f"cloudtaser/{__version__}",
                 "Accept": "application/json",
                 # no compression: the body cap below counts what is really held in memory
                 "Accept-Encoding": "identity",

@@ -22,7 +22,7 @@ from tests.integration.source_helpers import (
     workload,
     write_plan,
 )
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.vault]
 
@@ -36,7 +36,8 @@ def auth_mount(openbao: BaoServer) -> str:
 
 def _writes(openbao: BaoServer, mark: int) -> list[tuple[str, str]]:
     """Writes after ``mark``, except ``sys/capabilities-self`` (a POST that only answers)."""
-    return [w for w in openbao.writes_since(mark) if w[1] != "sys/capabilities-self"]
+    writes = openbao.writes_since(mark, client=CLI_AGENT)
+    return [w for w in writes if w[1] != "sys/capabilities-self"]
 
 
 def _client(openbao: BaoServer) -> OpenBaoClient:
@@ -125,7 +126,8 @@ def test_second_run_reports_unchanged_and_performs_zero_writes(
     assert {o["action"] for o in report["objects"]} == {"unchanged"}
     assert report["summary"]["writes"] == 0
     # sys/capabilities-self is a POST (audited as "update") that only answers a question
-    assert [w for w in openbao.writes_since(mark) if w[1] != "sys/capabilities-self"] == []
+    writes = openbao.writes_since(mark, client=CLI_AGENT)
+    assert [w for w in writes if w[1] != "sys/capabilities-self"] == []
     ops = openbao.request_ops_since(mark)
     assert ("read", f"sys/policies/acl/cloudtaser-{report['plan']}-payments") in ops
 
@@ -295,4 +297,4 @@ def test_hostile_plan_file_is_rejected_before_any_request(
     assert result.returncode == 2
     assert "vaultPath" in result.stderr or "vault path" in result.stderr
     assert "Traceback" not in result.stderr
-    assert openbao.requests_since(mark) == []
+    assert openbao.requests_since(mark, client=CLI_AGENT) == []

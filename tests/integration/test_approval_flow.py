@@ -18,7 +18,7 @@ from tests.integration.source_helpers import (
     workload,
     write_plan,
 )
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.vault]
 
@@ -87,7 +87,7 @@ def test_approve_apply_verify_protect_gates(
     refused = run_cli(openbao, "source", "apply-plan", str(plan_file), *gate)
     assert refused.returncode == 2, refused.stderr
     assert "not approved: reviewed content sha256:" in refused.stderr
-    assert openbao.request_ops_since(mark) == []
+    assert openbao.request_ops_since(mark, client=CLI_AGENT) == []
 
     approved = run_cli(
         openbao, "plan", "approve", str(plan_file), "--key", str(key), "--comment", "CHG-7"

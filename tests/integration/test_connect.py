@@ -29,7 +29,7 @@ from tests.integration.connect_helpers import (
     token_file,
 )
 from tests.testenv.cluster import Cluster
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 
 pytestmark = [pytest.mark.integration]
 
@@ -57,7 +57,7 @@ def _connect(
 def _config_writes(openbao: BaoServer, mark: int, mount: str) -> list[tuple[str, str]]:
     return [
         w
-        for w in openbao.writes_since(mark)
+        for w in openbao.writes_since(mark, client=CLI_AGENT)
         if w[1] in {f"auth/{mount}/config", f"sys/auth/{mount}", f"sys/auth/{mount}/tune"}
         or w[1].startswith(f"auth/{mount}/role/")
     ]

@@ -43,7 +43,7 @@ import pytest
 from cloudtaser import plan as planlib
 from tests.integration.connect_helpers import env_dump_command, read_dump, run_wrapper
 from tests.testenv.cluster import Cluster
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 from tests.testenv.workloads import (
     KINDS,
     ContainerSpec,
@@ -420,7 +420,8 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
             "--output-plan", str(site.plan_path),
         ]  # fmt: skip
         sides.run(sides.cluster_only(), *args).ok()
-    assert openbao.requests_since(mark) == [], "discover must not talk to the vault"
+    requests = openbao.requests_since(mark, client=CLI_AGENT)
+    assert requests == [], "discover must not talk to the vault"
 
     # 2) review: no values, valid, the reviewer completes the Vault Agent entry --------------------
     for site in sites:
@@ -572,7 +573,8 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
         "--interactive", input=answers,
     ).ok()  # fmt: skip
     assert "[y]es / [n]o" in run.stderr
-    assert openbao.requests_since(mark) == [], "protect must not talk to the vault"
+    requests = openbao.requests_since(mark, client=CLI_AGENT)
+    assert requests == [], "protect must not talk to the vault"
 
     assert set(_statuses(site_a.plan_path).values()) == {"migrated", "skipped"}
     statuses_b = _statuses(site_b.plan_path)

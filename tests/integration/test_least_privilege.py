@@ -32,7 +32,7 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBi
 from cloudtaser import plan as planlib
 from tests.integration.source_helpers import enable_k8s_auth, plan_dict, workload, write_plan
 from tests.testenv.cluster import Cluster
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 from tests.testenv.workloads import (
     ContainerSpec,
     create_namespace,
@@ -397,7 +397,8 @@ def test_apply_without_the_role_rule_fails_naming_the_missing_capability(
     assert "lacks capability" in run.stderr
     assert f"auth/k8s-{name}/role/cloudtaser-{name}-" in run.stderr
     # refused in the pre-flight: nothing was written
-    assert [w for w in openbao.writes_since(mark) if w[1] != "sys/capabilities-self"] == []
+    writes = openbao.writes_since(mark, client=CLI_AGENT)
+    assert [w for w in writes if w[1] != "sys/capabilities-self"] == []
 
 
 # -- connect: both sides, each with exactly its documented permissions --------------------------

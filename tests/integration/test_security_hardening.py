@@ -26,7 +26,7 @@ from tests.integration.source_helpers import (
     write_plan,
 )
 from tests.testenv.cluster import Cluster
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 from tests.testenv.workloads import (
     ContainerSpec,
     create_namespace,
@@ -322,7 +322,7 @@ def test_hostile_vault_agent_annotation_grants_nothing_outside_the_tenant(
         refused = run_cli(openbao, "source", "apply-plan", str(plan))
         assert refused.returncode == 2
         assert f"outside the scope of tenant '{hostile}'" in refused.stderr
-        assert openbao.requests_since(mark) == []
+        assert openbao.requests_since(mark, client=CLI_AGENT) == []
         protect = cloudtaser(
             "target", "protect", "--plan", str(plan), "--kubeconfig", str(cluster.kubeconfig),
             "--vault-address", "https://vault.example.com:8200", "--yes",
@@ -364,7 +364,7 @@ def test_nul_byte_before_status_skipped_is_refused_by_a_real_apply_plan(
     assert run.returncode == 2
     assert "U+0000" in run.stderr
     assert "\x00" not in run.stderr
-    assert openbao.requests_since(mark) == []
+    assert openbao.requests_since(mark, client=CLI_AGENT) == []
 
 
 # -- finding 9: exec plugins in client.authentication.k8s.io/v1 work -----------------------------

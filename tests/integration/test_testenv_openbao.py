@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.testenv.openbao import BaoCommandError, BaoServer
+from cloudtaser.config import VaultTarget
+from cloudtaser.source.openbao import OpenBaoClient
+from tests.testenv.openbao import CLI_AGENT, BaoCommandError, BaoServer, user_agent
 from tests.testenv.process import pid_alive
 
 pytestmark = pytest.mark.integration
@@ -60,6 +62,22 @@ def test_audit_device_records_operation_and_path_of_each_request(
     assert openbao.writes_since(mark) == []
     raw = openbao.audit_path.read_text()
     assert openbao.token not in raw  # tokens are HMAC'd in the audit log
+
+
+def test_audit_filter_by_client_keeps_cloudtasers_requests_and_only_those(
+    openbao: BaoServer, kv_mount: str
+) -> None:
+    # The filter "no request from cloudtaser" assertions rely on: it must see our requests
+    # (else those assertions could never fail) and drop the fixture's and the bao CLI's.
+    mark = openbao.audit_mark()
+    OpenBaoClient(VaultTarget(address=openbao.address, token=openbao.token)).auth_mounts()
+    openbao.api("GET", f"{kv_mount}/subkeys/app/none")
+    openbao.bao("kv", "metadata", "get", f"{kv_mount}/app/none", check=False)
+    ours = openbao.request_ops_since(mark, client=CLI_AGENT)
+    assert ours == [("read", "sys/auth")]
+    everything = openbao.requests_since(mark)
+    assert len(everything) >= 3
+    assert {user_agent(e).startswith(CLI_AGENT) for e in everything} == {True, False}
 
 
 def test_restart_keeps_address_and_token_but_loses_dev_data(

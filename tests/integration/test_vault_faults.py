@@ -22,7 +22,7 @@ from tests.integration.source_helpers import (
     workload,
     write_plan,
 )
-from tests.testenv.openbao import BaoServer
+from tests.testenv.openbao import CLI_AGENT, BaoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.vault]
 
@@ -39,7 +39,8 @@ def _big_plan(kv: str, auth: str, tenants: int, name: str | None = None) -> dict
 
 
 def _policy_writes(openbao: BaoServer, mark: int) -> int:
-    return sum(1 for op, p in openbao.writes_since(mark) if p.startswith("sys/policies/acl/"))
+    writes = openbao.writes_since(mark, client=CLI_AGENT)
+    return sum(1 for _op, p in writes if p.startswith("sys/policies/acl/"))
 
 
 def _start_apply(openbao: BaoServer, plan_file: Path) -> subprocess.Popen[str]:
@@ -191,7 +192,8 @@ def test_token_without_capabilities_gets_a_message_naming_capability_and_path(
     assert f"'create' on sys/policies/acl/cloudtaser-{name}-t0000" in result.stderr
     assert "Nothing was written" in result.stderr
     assert read_only not in result.stderr
-    assert [w for w in openbao.writes_since(mark) if w[1] != "sys/capabilities-self"] == []
+    writes = openbao.writes_since(mark, client=CLI_AGENT)
+    assert [w for w in writes if w[1] != "sys/capabilities-self"] == []
 
     nothing = token_with_policy(openbao, 'path "cubbyhole/*" { capabilities = ["read"] }\n')
     result = run_cli(openbao, "source", "apply-plan", str(plan_file), token=nothing)

@@ -23,6 +23,17 @@ from .process import ManagedProcess, TestbedError, free_port, wait_until
 AUDIT_DEVICE = "testbed"
 
 
+CLI_AGENT = "cloudtaser/"
+"""User-Agent prefix of every request the cloudtaser CLI and library send to a vault."""
+
+
+def user_agent(entry: dict[str, Any]) -> str:
+    """The audited User-Agent of one audit entry ("" when none was sent or audited)."""
+    headers = (entry.get("request") or {}).get("headers") or {}
+    value = headers.get("user-agent") or [""]
+    return value[0] if isinstance(value, list) else str(value)
+
+
 class BaoCommandError(TestbedError):
     """``bao …`` exited non-zero. Carries the result; the message names only the subcommand."""
 
@@ -115,6 +126,10 @@ class BaoServer:
                 abort=proc.exit_reason,
                 diagnostics=proc.report,
             )
+            # Audit each request's User-Agent (not HMAC'd), so a test can tell cloudtaser's own
+            # requests from those of anything else still talking to this shared server (a wrapper
+            # in a pod left by an earlier test renews its token on its own schedule).
+            self.api_ok("PUT", "sys/config/auditing/request-headers/user-agent", {"hmac": False})
         except BaseException:
             proc.stop()
             raise
@@ -226,11 +241,14 @@ class BaoServer:
         except FileNotFoundError:
             return 0
 
-    def audit_since(self, mark: int) -> list[dict[str, Any]]:
+    def audit_since(self, mark: int, *, client: str | None = None) -> list[dict[str, Any]]:
         """Every JSON audit entry (requests and responses) written after ``mark``.
 
         The file device writes synchronously before the HTTP response goes out, so entries for
         every call that has returned are already in the file. Values are HMAC'd (no raw log).
+        ``client`` keeps only entries whose audited User-Agent starts with it (``CLI_AGENT``:
+        cloudtaser's own requests): the session server is shared, and a wrapper left running by
+        an earlier test may log in or renew at any moment.
         """
         with self.audit_path.open("rb") as fh:
             fh.seek(mark)
@@ -240,23 +258,25 @@ class BaoServer:
             line = raw.strip()
             if line:
                 entries.append(json.loads(line))
+        if client is not None:
+            entries = [e for e in entries if user_agent(e).startswith(client)]
         return entries
 
-    def requests_since(self, mark: int) -> list[dict[str, Any]]:
-        """Only ``type == "request"`` entries after ``mark``."""
-        return [e for e in self.audit_since(mark) if e.get("type") == "request"]
+    def requests_since(self, mark: int, *, client: str | None = None) -> list[dict[str, Any]]:
+        """Only ``type == "request"`` entries after ``mark`` (``client``: see ``audit_since``)."""
+        return [e for e in self.audit_since(mark, client=client) if e.get("type") == "request"]
 
-    def request_ops_since(self, mark: int) -> list[tuple[str, str]]:
+    def request_ops_since(self, mark: int, *, client: str | None = None) -> list[tuple[str, str]]:
         """``(operation, path)`` of each request after ``mark``, e.g. ``("read", "kv/data/a")``."""
         return [
             (e["request"].get("operation", ""), e["request"].get("path", ""))
-            for e in self.requests_since(mark)
+            for e in self.requests_since(mark, client=client)
         ]
 
-    def writes_since(self, mark: int) -> list[tuple[str, str]]:
+    def writes_since(self, mark: int, *, client: str | None = None) -> list[tuple[str, str]]:
         """Requests after ``mark`` whose operation is create, update, delete or patch."""
         return [
             (op, path)
-            for op, path in self.request_ops_since(mark)
+            for op, path in self.request_ops_since(mark, client=client)
             if op in {"create", "update", "delete", "patch"}
         ]
