@@ -73,6 +73,7 @@ from cloudtaser.plan.rules import (
     tenant_scope,
 )
 from cloudtaser.plan.store import recorded_progress
+from cloudtaser.progress import Count, wants_counts
 from cloudtaser.target.annotations import INJECT
 from cloudtaser.target.podspec import (
     VAULT_AGENT_SECRET_PREFIX,
@@ -911,7 +912,12 @@ def _scan_workloads(
     first_error: ClusterError | None = None
     all_namespaces: list[str] | None = None
     attempts = successes = 0
-    for kind, (res_name, plural) in _RESOURCES.items():
+    # the live counter counts list calls: one per kind and scope (all namespaces, or each
+    # chosen namespace; a forbidden cluster-wide list turns into one per namespace)
+    every = wants_counts(progress)
+    lists_done = 0
+    kinds = list(_RESOURCES.items())
+    for index, (kind, (res_name, plural)) in enumerate(kinds):
         resource = getattr(apps_v1, res_name)
         scopes: list[str] = namespaces if namespaces is not None else ["*"]
         if namespaces is None:
@@ -938,6 +944,17 @@ def _scan_workloads(
                     if count % 1000 == 0:
                         progress(f"  {count} {plural} so far")
                 successes += 1
+                if every:
+                    lists_done += 1
+                    later = (len(kinds) - index - 1) * len(scopes)
+                    progress(
+                        Count(
+                            f"listed {plural} in {where}",
+                            done=lists_done,
+                            total=lists_done + len(pending_scopes) + later,
+                            milestone=False,
+                        )
+                    )
             except ClusterError as exc:
                 if not _forbidden(exc):
                     raise
@@ -962,6 +979,7 @@ def _scan_workloads(
                     pending_scopes = [n for n in all_namespaces if n not in excluded]
                     continue
                 unreadable.append(f"list {plural}.apps in namespace {ns}: permission denied")
+                lists_done += 1
         progress(f"found {count} {plural}")
     if attempts and not successes and first_error is not None:
         raise first_error
@@ -1000,6 +1018,24 @@ def _read_secret_keys(
     if not total:
         return SecretLookup()
     progress(f"reading the key names of {total} Secret(s) in {len(needed)} namespace(s)")
+    every = wants_counts(progress)
+    step = max(200, total // 10)
+    done = 0
+
+    def settled(count: int, where: str) -> None:
+        """``count`` more Secrets answered (keys read, missing or unreadable)."""
+        nonlocal done
+        before, done = done, min(total, done + count)
+        milestone = done < total and done // step > before // step
+        if every or milestone:
+            progress(
+                Count(
+                    f"read {done}/{total} Secrets ({where})",
+                    done=done,
+                    total=total,
+                    milestone=milestone,
+                )
+            )
 
     def get_each(ns: str, names: Iterable[str]) -> None:
         for name in sorted(names):
@@ -1016,6 +1052,8 @@ def _read_secret_keys(
                 if not _forbidden(exc):
                     raise
                 unreadable[(ns, name)] = f"permission denied: get secrets in namespace {ns}"
+            finally:
+                settled(1, f"namespace {ns}")
 
     def take(objs: Iterable[Any], wanted: Mapping[str, set[str]]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
@@ -1036,6 +1074,7 @@ def _read_secret_keys(
             get_each(ns, names)
             return
         missing.update((ns, n) for n in names if (ns, n) not in found)
+        settled(len(names), f"namespace {ns}")
 
     if total <= GET_SECRETS_LIMIT:
         for ns in sorted(needed):
@@ -1049,6 +1088,7 @@ def _read_secret_keys(
                 found = take(client.list(Secret, namespace="*", chunk_size=CHUNK_SIZE), needed)
             for ns, names in needed.items():
                 missing.update((ns, n) for n in names if (ns, n) not in found)
+            settled(total, "all namespaces")
         except ClusterError as exc:
             if not _forbidden(exc):
                 raise

@@ -290,6 +290,75 @@ def test_discover_writes_a_valid_plan_without_secret_values(scene: Scene, cluste
     assert "plan: 2 tenants" in run.stderr
 
 
+def _discover_on_a_terminal(kubeconfig: Path, out: Path, *args: str) -> tuple[int, str]:
+    """Run discover with stderr on a pseudo-terminal, as an operator's shell has it."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    try:
+        # a 40-row, 200-column window: the status line is cut to the terminal's width
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "cloudtaser", "target", "discover"),
+                *("--kubeconfig", str(kubeconfig), "--output-plan", str(out), *args),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            env={**os.environ, "TERM": "xterm"},
+        )
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return proc.wait(timeout=120), b"".join(chunks).decode()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+
+
+def test_discover_on_a_terminal_shows_a_live_counter_with_eta_and_a_tally(
+    scene: Scene, cluster: Cluster, tmp_path: Path
+) -> None:
+    code, screen = _discover_on_a_terminal(
+        cluster.kubeconfig, tmp_path / "p.yaml", "-n", scene.ns, "-n", scene.other
+    )
+    assert code == 0, screen
+    assert CANARY not in screen
+    # the status line is redrawn in place ("\r" + erase line), never a new line per step
+    drawn = [part.split("\x1b[2K", 1)[1] for part in screen.split("\r") if "\x1b[2K" in part]
+    status = [line for line in drawn if line.startswith("[")]
+    # listing: 3 kinds x 2 namespaces = 6 list calls
+    assert any(line.startswith("[6/6] ") and "listed daemonsets" in line for line in status)
+    assert any(line.startswith("[1/6] ") and "ETA" in line for line in status)
+    # reading the key names: one step per Secret (db, api, tls, alt in one namespace, db in
+    # the other)
+    reads = [line for line in status if "Secrets (namespace" in line]
+    assert reads
+    assert all("elapsed" in line for line in reads)
+    assert reads[-1].startswith("[5/5] ")
+    assert "workloads scanned" in screen.rsplit("\x1b[2K", 1)[-1]  # the closing tally
+
+
+def test_discover_piped_prints_no_line_per_list_or_secret(scene: Scene) -> None:
+    lines = scene.run.stderr.splitlines()
+    assert not [line for line in lines if "listed " in line or "Secrets (namespace" in line]
+    assert any("workloads scanned" in line for line in lines)
+
+
 def test_discover_maps_deployment_containers_and_init_containers(scene: Scene) -> None:
     w = workloads_of(scene.run.plan)[(scene.ns, "Deployment", "api")]
     assert w.status is planlib.WorkloadStatus.PENDING
