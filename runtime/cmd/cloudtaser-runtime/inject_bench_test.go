@@ -3,16 +3,23 @@ package main
 // The injector's benchmark (issue 14): pod creations through a real kube-apiserver without
 // and with the webhook, and the webhook's admission latency for a pod whose containers set
 // command, for one whose image ENTRYPOINT comes from the warm cache, and for cold lookups in
-// a real registry (go-containerregistry's, the one `crane registry serve` runs).
+// a real registry (go-containerregistry's, the one `crane registry serve` runs). For
+// reference, the same pods through a webhook that does nothing (HTTP/2 and HTTP/1.1): the
+// floor of any webhook on this machine. Each case logs the CPU time per pod of etcd, the API
+// server and our webhook; CLOUDTASER_BENCH_PROFILE=FILE adds a CPU profile of the API server.
 //
-//	go test -run '^$' -bench InjectorPodCreation -benchtime 1x ./cmd/cloudtaser-runtime/
+//	go test -v -run '^$' -bench InjectorPodCreation -benchtime 1x ./cmd/cloudtaser-runtime/
 //
-// Figures are reported with b.ReportMetric and logged; docs/injector.md keeps them.
+// Figures are reported with b.ReportMetric and logged (-v shows every line; without it the
+// testing package cuts a benchmark's log after ten lines); docs/injector.md keeps them.
 
 import (
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"sort"
@@ -178,7 +185,15 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	// Without the webhook: the configuration is there but matches nothing (an objectSelector
 	// no pod has), so the API server does not call it.
 	k.must(b, "DELETE", mwcPath, nil)
+	cpu := newCPUMeter(k)
 	without := runPhase(b, k, "without the webhook", withCommand)
+	cpu.log(b, "without the webhook", 2*benchPods)
+	// The floor any mutating webhook has here: one that allows every pod and patches
+	// nothing, answered in microseconds (HTTP/2, as the API server negotiates by default,
+	// and HTTP/1.1).
+	nullH2 := nullWebhookPhase(b, k, true, withCommand)
+	nullH1 := nullWebhookPhase(b, k, false, withCommand)
+	nullCalls, nullSecs := apiserverWebhookCalls(b, k) // same webhook name: not ours
 	setupMWCOnly(b, k, port)
 
 	replicaPod(b, k, "inj-bench")
@@ -189,9 +204,12 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	}
 
 	les, h0 := histogram(b, port)
-	cpu0 := cpuSeconds(r.cmd.Process.Pid)
+	k.pids["webhook"] = r.cmd.Process.Pid
+	stopProfile := apiserverProfile(b, k)
+	cpu = newCPUMeter(k)
 	with := runPhase(b, k, "with the webhook (command)", withCommand)
-	b.Logf("webhook CPU: %.2f ms per pod created (command)", 1000*(cpuSeconds(r.cmd.Process.Pid)-cpu0)/(2*benchPods))
+	cpu.log(b, "with the webhook (command)", 2*benchPods)
+	stopProfile()
 	_, h1 := histogram(b, port)
 	if code, pod := createPod(b, k, fromImage(regHost+"/warm/app:1")); code != 201 || !injected(pod) {
 		b.Fatalf("warm-cache pod not injected: %d %v", code, pod["message"])
@@ -202,18 +220,21 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	cold := runPhase(b, k, "with the webhook (cold)", func(i int) map[string]any { return fromImage(fmt.Sprintf("%s/cold/app%d:1", regHost, i)) })
 	_, h4 := histogram(b, port)
 
-	for _, p := range []phase{without, with, warm, cold} {
+	for _, p := range []phase{without, nullH2, nullH1, with, warm, cold} {
 		if p.failed > 0 {
 			b.Errorf("%s: %d pod creations failed", p.name, p.failed)
 		}
 	}
 	ratio := without.wall.Seconds() / with.wall.Seconds()
+	b.Logf("throughput of a webhook that does nothing, against none: %.2f (HTTP/2), %.2f (HTTP/1.1)",
+		without.wall.Seconds()/nullH2.wall.Seconds(), without.wall.Seconds()/nullH1.wall.Seconds())
 	hwm, rss := vmKiB(r.cmd.Process.Pid, "VmHWM"), vmKiB(r.cmd.Process.Pid, "VmRSS")
 	b.Logf("webhook-side p50/p99 (histogram bucket bounds): command %.1f/%.1f ms, cache %.1f/%.1f ms, cold %.1f/%.1f ms",
 		serverQuantile(les, h0, h1, 0.5), serverQuantile(les, h0, h1, 0.99),
 		serverQuantile(les, h2, h3, 0.5), serverQuantile(les, h2, h3, 0.99),
 		serverQuantile(les, h3, h4, 0.5), serverQuantile(les, h3, h4, 0.99))
 	calls, secs := apiserverWebhookCalls(b, k)
+	calls, secs = calls-nullCalls, secs-nullSecs
 	b.Logf("API server's view: %.0f webhook calls for %d admissions, mean %.2f ms per call (apiserver_admission_webhook_admission_duration_seconds)",
 		calls, 6*benchPods+2, 1000*secs/calls)
 	conns := metricValue(scrape(b, port, "inj-bench")["inj-bench"], "cloudtaser_injector_connections_total")
@@ -273,4 +294,111 @@ func cpuSeconds(pid int) float64 {
 	u, _ := strconv.ParseFloat(f[11], 64)
 	s, _ := strconv.ParseFloat(f[12], 64)
 	return (u + s) / 100
+}
+
+// cpuMeter: CPU time each test-bed process spent during one phase, per pod created.
+type cpuMeter struct {
+	k      *kubeEnv
+	before map[string]float64
+}
+
+func newCPUMeter(k *kubeEnv) cpuMeter {
+	m := cpuMeter{k: k, before: map[string]float64{}}
+	for name, pid := range k.pids {
+		m.before[name] = cpuSeconds(pid)
+	}
+	return m
+}
+
+func (m cpuMeter) log(b *testing.B, phase string, pods int) {
+	names := make([]string, 0, len(m.before))
+	for name := range m.before {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, name := range names {
+		used := cpuSeconds(m.k.pids[name]) - m.before[name]
+		parts = append(parts, fmt.Sprintf("%s %.2f", name, 1000*used/float64(pods)))
+	}
+	b.Logf("CPU ms per pod, %s: %s", phase, strings.Join(parts, ", "))
+}
+
+// apiserverProfile: with CLOUDTASER_BENCH_PROFILE=FILE, a CPU profile of the API server
+// (its /debug/pprof, enabled only then) while pods are created through the webhook; the
+// returned func waits for it and writes FILE (inspect with `go tool pprof -top FILE`).
+func apiserverProfile(b *testing.B, k *kubeEnv) func() {
+	out := os.Getenv("CLOUDTASER_BENCH_PROFILE")
+	if out == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := k.admin.Get(k.server + "/debug/pprof/profile?seconds=2")
+		if err != nil {
+			b.Logf("API server profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		if err := os.WriteFile(out, data, 0o600); err != nil {
+			b.Logf("API server profile: %v", err)
+		}
+	}()
+	return func() { <-done }
+}
+
+// nullWebhookPhase runs a phase through a webhook (in this process) that allows every pod
+// without a patch: what the API server's side of any webhook call costs on this machine.
+func nullWebhookPhase(b *testing.B, k *kubeEnv, http2 bool, mk func(i int) map[string]any) phase {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var review struct {
+			Request struct {
+				UID string `json:"uid"`
+			} `json:"request"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+			http.Error(w, "bad review", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+			"response": map[string]any{"uid": review.Request.UID, "allowed": true},
+		})
+	}))
+	srv.EnableHTTP2 = http2
+	srv.StartTLS()
+	defer srv.Close()
+	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	k.must(b, "POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", map[string]any{
+		"metadata": map[string]any{"name": mwcName},
+		"webhooks": []any{map[string]any{
+			"name":                    hookNm,
+			"clientConfig":            map[string]any{"url": srv.URL + "/mutate", "caBundle": caBundle},
+			"rules":                   []any{map[string]any{"apiGroups": []string{""}, "apiVersions": []string{"v1"}, "operations": []string{"CREATE"}, "resources": []string{"pods"}}},
+			"objectSelector":          map[string]any{"matchLabels": map[string]string{"cloudtaser.io/inject": "true"}},
+			"failurePolicy":           "Fail",
+			"sideEffects":             "None",
+			"timeoutSeconds":          10,
+			"admissionReviewVersions": []string{"v1"},
+		}},
+	})
+	defer k.must(b, "DELETE", mwcPath, nil)
+	proto := "HTTP/1.1"
+	if http2 {
+		proto = "HTTP/2"
+	}
+	// the API server picks up a new configuration within a second or so: wait for a call
+	calls0, _ := apiserverWebhookCalls(b, k)
+	k.waitFor(b, "the null webhook called", 30*time.Second, func() bool {
+		createPod(b, k, mk(0))
+		calls, _ := apiserverWebhookCalls(b, k)
+		return calls > calls0
+	})
+	cpu := newCPUMeter(k)
+	p := runPhase(b, k, "null webhook ("+proto+")", mk)
+	cpu.log(b, "null webhook ("+proto+")", 2*benchPods)
+	return p
 }

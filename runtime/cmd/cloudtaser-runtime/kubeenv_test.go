@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -58,6 +59,7 @@ type kubeEnv struct {
 	caPEM  []byte
 	admin  *http.Client
 	logs   map[string]string
+	pids   map[string]int // process of each spawned component, by name
 }
 
 type pkiCert struct {
@@ -148,7 +150,7 @@ func startKube(t testing.TB) *kubeEnv {
 	ports := freePorts(t, 3)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	k := &kubeEnv{dir: dir, port: ports[2], server: fmt.Sprintf("https://127.0.0.1:%d", ports[2]), caFile: filepath.Join(dir, "ca.crt"), logs: map[string]string{}}
+	k := &kubeEnv{dir: dir, port: ports[2], server: fmt.Sprintf("https://127.0.0.1:%d", ports[2]), caFile: filepath.Join(dir, "ca.crt"), logs: map[string]string{}, pids: map[string]int{}}
 	k.caPEM, _ = os.ReadFile(k.caFile)
 	k.spawn(t, "etcd", filepath.Join(bin, "etcd"), "--name=ct", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL, "--listen-peer-urls="+peerURL,
@@ -168,7 +170,7 @@ func startKube(t testing.TB) *kubeEnv {
 		"--cert-dir="+filepath.Join(dir, "apiserver-certs"), "--client-ca-file="+k.caFile, "--authorization-mode=Node,RBAC",
 		"--service-account-issuer="+k.server, "--service-account-key-file="+filepath.Join(dir, "sa.pub"),
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"), "--service-cluster-ip-range=10.0.0.0/24",
-		"--endpoint-reconciler-type=none", "--profiling=false", "--v=1")
+		"--endpoint-reconciler-type=none", "--profiling="+strconv.FormatBool(os.Getenv("CLOUDTASER_BENCH_PROFILE") != ""), "--v=1")
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	k.admin = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: pool,
@@ -198,6 +200,7 @@ func (k *kubeEnv) spawn(t testing.TB, name, path string, args ...string) {
 		t.Fatal(err)
 	}
 	k.logs[name] = logPath
+	k.pids[name] = cmd.Process.Pid
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
