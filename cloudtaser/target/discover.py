@@ -944,8 +944,8 @@ def _scan_workloads(
                     if count % 1000 == 0:
                         progress(f"  {count} {plural} so far")
                 successes += 1
+                lists_done += 1
                 if every:
-                    lists_done += 1
                     later = (len(kinds) - index - 1) * len(scopes)
                     progress(
                         Count(

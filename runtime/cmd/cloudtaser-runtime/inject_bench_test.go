@@ -194,7 +194,7 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	nullH2 := nullWebhookPhase(b, k, true, withCommand)
 	nullH1 := nullWebhookPhase(b, k, false, withCommand)
 	nullCalls, nullSecs := apiserverWebhookCalls(b, k) // same webhook name: not ours
-	setupMWCOnly(b, k, port)
+	createMWC(b, k, map[string]any{"url": fmt.Sprintf("https://127.0.0.1:%d/mutate", port)})
 
 	replicaPod(b, k, "inj-bench")
 	r := startReplica(b, k, "inj-bench", port, tokenFile, "24h")
@@ -245,13 +245,14 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	b.ReportMetric(float64(hwm)/1024, "webhook-peak-MiB")
 }
 
-// setupMWCOnly re-creates the MutatingWebhookConfiguration (after the phase without it).
-func setupMWCOnly(b *testing.B, k *kubeEnv, port int) {
+// createMWC creates the benchmark's MutatingWebhookConfiguration calling clientConfig (ours
+// after the phase without it, or the do-nothing webhook).
+func createMWC(b *testing.B, k *kubeEnv, clientConfig map[string]any) {
 	k.must(b, "POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", map[string]any{
 		"metadata": map[string]any{"name": mwcName},
 		"webhooks": []any{map[string]any{
 			"name":                    hookNm,
-			"clientConfig":            map[string]any{"url": fmt.Sprintf("https://127.0.0.1:%d/mutate", port)},
+			"clientConfig":            clientConfig,
 			"rules":                   []any{map[string]any{"apiGroups": []string{""}, "apiVersions": []string{"v1"}, "operations": []string{"CREATE"}, "resources": []string{"pods"}}},
 			"objectSelector":          map[string]any{"matchLabels": map[string]string{"cloudtaser.io/inject": "true"}},
 			"failurePolicy":           "Fail",
@@ -372,19 +373,7 @@ func nullWebhookPhase(b *testing.B, k *kubeEnv, http2 bool, mk func(i int) map[s
 	srv.StartTLS()
 	defer srv.Close()
 	caBundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	k.must(b, "POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", map[string]any{
-		"metadata": map[string]any{"name": mwcName},
-		"webhooks": []any{map[string]any{
-			"name":                    hookNm,
-			"clientConfig":            map[string]any{"url": srv.URL + "/mutate", "caBundle": caBundle},
-			"rules":                   []any{map[string]any{"apiGroups": []string{""}, "apiVersions": []string{"v1"}, "operations": []string{"CREATE"}, "resources": []string{"pods"}}},
-			"objectSelector":          map[string]any{"matchLabels": map[string]string{"cloudtaser.io/inject": "true"}},
-			"failurePolicy":           "Fail",
-			"sideEffects":             "None",
-			"timeoutSeconds":          10,
-			"admissionReviewVersions": []string{"v1"},
-		}},
-	})
+	createMWC(b, k, map[string]any{"url": srv.URL + "/mutate", "caBundle": caBundle})
 	defer k.must(b, "DELETE", mwcPath, nil)
 	proto := "HTTP/1.1"
 	if http2 {
