@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"cloudtaser/runtime/internal/contract"
+	"cloudtaser/runtime/internal/jsonpatch"
 	"cloudtaser/runtime/internal/registry"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -93,7 +94,7 @@ func mutated(t *testing.T, cfg *Config, obj any) map[string]any {
 	if resp.UID != "uid-1" || resp.PatchType == nil || *resp.PatchType != PatchTypeJSON || len(resp.Patch) == 0 {
 		t.Fatalf("not a JSON patch answer: %+v", resp)
 	}
-	out, err := applyPatch(req.Object, resp.Patch)
+	out, err := jsonpatch.Apply(req.Object, resp.Patch)
 	if err != nil {
 		t.Fatalf("patch does not apply: %v\n%s", err, resp.Patch)
 	}

@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"cloudtaser/runtime/internal/jsonpatch"
 )
 
 // spec/contract/injection.json: input pod + configuration -> the pod after the webhook's
@@ -137,7 +139,7 @@ func TestInjectionVectors(t *testing.T) {
 				if !resp.Allowed || resp.Patch == nil {
 					t.Fatalf("want a patch, got %+v", resp.Result)
 				}
-				out, err := applyPatch(c.Input.Pod, resp.Patch)
+				out, err := jsonpatch.Apply(c.Input.Pod, resp.Patch)
 				if err != nil {
 					t.Fatal(err)
 				}
