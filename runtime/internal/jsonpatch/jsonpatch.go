@@ -68,11 +68,10 @@ func applyOp(root any, op, path string, val any) (any, error) {
 		}
 		return nil, fmt.Errorf("%s on the root", op)
 	}
-	parent, err := walk(root, parts[:len(parts)-1])
+	parent, last, err := parentOf(root, parts)
 	if err != nil {
 		return nil, err
 	}
-	last := parts[len(parts)-1]
 	switch p := parent.(type) {
 	case map[string]any:
 		_, exists := p[last]
@@ -162,17 +161,22 @@ func walk(root any, parts []string) (any, error) {
 	return cur, nil
 }
 
+// parentOf is the container holding the last token of parts (non-empty), and that token.
+func parentOf(root any, parts []string) (any, string, error) {
+	parent, err := walk(root, parts[:len(parts)-1])
+	return parent, parts[len(parts)-1], err
+}
+
 // setAt replaces the value at parts (arrays are values in Go, so the new slice is stored
 // in its parent).
 func setAt(root any, parts []string, v any) (any, error) {
 	if len(parts) == 0 {
 		return v, nil
 	}
-	parent, err := walk(root, parts[:len(parts)-1])
+	parent, last, err := parentOf(root, parts)
 	if err != nil {
 		return nil, err
 	}
-	last := parts[len(parts)-1]
 	switch p := parent.(type) {
 	case map[string]any:
 		p[last] = v
