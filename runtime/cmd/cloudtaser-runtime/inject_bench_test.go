@@ -201,6 +201,7 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 		pushImage(b, regHost, fmt.Sprintf("cold/app%d:1", i), []string{"/app"})
 	}
 	withCommand := func(int) map[string]any { return appPod(true, allowed) }
+	notOptedIn := func(int) map[string]any { return appPod(false, allowed) }
 	typical := func(int) map[string]any { return typicalPod() }
 	fromImage := func(image string) map[string]any {
 		p := appPod(true, allowed)
@@ -219,6 +220,9 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	cpu := newCPUMeter(k)
 	without := runPhase(b, k, "without the webhook", withCommand)
 	cpu.log(b, "without the webhook", phasePods)
+	cpu = newCPUMeter(k)
+	withoutPlain := runPhase(b, k, "without, not opted in", notOptedIn)
+	cpu.log(b, "without, not opted in", phasePods)
 	cpu = newCPUMeter(k)
 	withoutTypical := runPhase(b, k, "without (typical pod)", typical)
 	cpu.log(b, "without (typical pod)", phasePods)
@@ -276,12 +280,21 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	_, h3 := histogram(b, port)
 	cold := runPhase(b, k, "with the webhook (cold)", func(i int) map[string]any { return fromImage(fmt.Sprintf("%s/cold/app%d:1", regHost, i)) })
 	_, h4 := histogram(b, port)
+	// Pods without the label while our webhook is installed: its objectSelector keeps the API
+	// server from calling it at all, so the cluster's other pods cost what they did.
+	callsBefore, _ := apiserverWebhookCalls(b, k)
+	cpu = newCPUMeter(k)
+	plain := runPhase(b, k, "installed, pod not opted in", notOptedIn)
+	cpu.log(b, "installed, pod not opted in", phasePods)
+	if callsAfter, _ := apiserverWebhookCalls(b, k); callsAfter != callsBefore {
+		b.Errorf("the API server called the webhook %.0f times for pods without the label", callsAfter-callsBefore)
+	}
 	// The same pods without the webhook once more: how much the figures drift over the run
 	// (the namespace holds some 12,000 pods by now).
 	k.must(b, "DELETE", mwcPath, nil)
 	again := runPhase(b, k, "without the webhook (again)", withCommand)
 
-	for _, p := range []phase{without, withoutTypical, preInjected, preInjectedTypical, nullH2, nullH1, oneAnn, oneAnnTypical, replay, replayTypical, with, withTypical, warm, cold, again} {
+	for _, p := range []phase{without, withoutPlain, withoutTypical, preInjected, preInjectedTypical, nullH2, nullH1, oneAnn, oneAnnTypical, replay, replayTypical, with, withTypical, warm, cold, plain, again} {
 		if p.failed > 0 {
 			b.Errorf("%s: %d pod creations failed", p.name, p.failed)
 		}
@@ -306,10 +319,12 @@ func BenchmarkInjectorPodCreation(b *testing.B) {
 	typicalRatio := vsTypical(withTypical)
 	b.Logf("typical pod, throughput against none: null webhook adding 1 annotation %.2f; our patch replayed %.2f; already injected, no webhook %.2f",
 		vsTypical(oneAnnTypical), vsTypical(replayTypical), vsTypical(preInjectedTypical))
-	b.Logf("throughput with/without the webhook: %.2f (typical pod %.2f); webhook RSS %d KiB (peak %d KiB)", ratio, typicalRatio, rss, hwm)
+	plainRatio := withoutPlain.wall.Seconds() / plain.wall.Seconds()
+	b.Logf("throughput with/without the webhook: %.2f (typical pod %.2f; pods not opted in %.2f); webhook RSS %d KiB (peak %d KiB)", ratio, typicalRatio, plainRatio, rss, hwm)
 	b.ReportMetric(ms(pct(with.latencies, 0.99)-pct(without.latencies, 0.99)), "p99-overhead-ms")
 	b.ReportMetric(ratio, "throughput-ratio")
 	b.ReportMetric(typicalRatio, "typical-throughput-ratio")
+	b.ReportMetric(plainRatio, "not-opted-in-throughput-ratio")
 	b.ReportMetric(float64(hwm)/1024, "webhook-peak-MiB")
 }
 
