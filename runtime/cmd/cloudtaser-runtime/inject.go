@@ -180,6 +180,14 @@ func (l *logger) logf(format string, args ...any) {
 	fmt.Fprintf(l.w, "%s cloudtaser-runtime inject: %s\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), fmt.Sprintf(format, args...))
 }
 
+// failf writes the one-line error a failed start ends with. Once the caBundle upkeep runs
+// it logs from its own goroutine, so every write to the shared stream goes through mu.
+func (l *logger) failf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintf(l.w, "cloudtaser-runtime inject: %s\n", fmt.Sprintf(format, args...))
+}
+
 // secretGetter reads pull secrets through the API (only with --read-pull-secrets).
 type secretGetter struct{ c *kubeapi.Client }
 
@@ -341,7 +349,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 	}
 	ln, err := webhook.Listen(context.Background(), f.listen, f.reusePort)
 	if err != nil {
-		fmt.Fprintf(stderr, "cloudtaser-runtime inject: cannot listen on %s: %v\n", f.listen, err)
+		log.failf("cannot listen on %s: %v", f.listen, err)
 		return stop(exitFailed)
 	}
 	served := make(chan error, 1)
