@@ -70,6 +70,7 @@ from urllib.parse import urlsplit
 from cloudtaser.plan import rules
 
 __all__ = [
+    "ACCEPT_DANGEROUS_ENV",
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
@@ -136,6 +137,10 @@ SECRET_PATHS: Final = "cloudtaser.io/secret-paths"  # noqa: S105 - a key name
 ENV_MAP: Final = "cloudtaser.io/env-map"
 AUTH_PATH: Final = "cloudtaser.io/vault-auth-path"
 RESTARTED_AT: Final = "cloudtaser.io/restartedAt"
+#: Comma-separated loader / interpreter variables (``plan.rules.DANGEROUS_ENV``) the reviewed
+#: plan accepts as targets of a vault field (``acceptedDangerousEnv``); the injector denies
+#: an env-map target of that list that this annotation does not name.
+ACCEPT_DANGEROUS_ENV: Final = "cloudtaser.io/accept-dangerous-env"
 
 #: Every annotation key protect may write; exactly these are removed by unprotect.
 MANAGED_KEYS: Final = (
@@ -146,6 +151,7 @@ MANAGED_KEYS: Final = (
     ENV_MAP,
     AUTH_PATH,
     RESTARTED_AT,
+    ACCEPT_DANGEROUS_ENV,
 )
 
 # --- the injected pod (docs/protect.md "Proven injected"; runtime/internal/inject) ---------------

@@ -59,6 +59,8 @@ __all__ = [
     "MAX_APPROVALS",
     "MAX_PLAN_BYTES",
     "Approval",
+    "EnvUse",
+    "EnvUseWhere",
     "FinalizedRef",
     "MigrationPlan",
     "PlanMetadata",
@@ -170,6 +172,11 @@ class SecretRef(_Base, kw_only=True):
     #: (another tenant's paths, another KV mount) or is used by several tenants, on purpose.
     #: Without it apply-plan and protect refuse such a path (see :func:`isolation_problems`).
     shared: bool = False
+    #: Set by a reviewer, never by discover: keys of the Secret ``source`` that are *not*
+    #: moved to the vault and that the reviewer accepts to lose when ``target finalize
+    #: --delete-secrets`` deletes the Secret. Without them a Secret holding a key that no
+    #: workload of the tenant maps is kept (docs/lifecycle.md, "What is never deleted").
+    released_keys: list[FieldName] = msgspec.field(default_factory=list)
 
     @property
     def mount(self) -> str:
@@ -209,6 +216,33 @@ class FinalizedRef(_Base, kw_only=True):
             raise ValueError("a finalized envFrom reference has no 'key' or 'env' (only 'prefix')")
 
 
+EnvUseWhere = Literal[
+    "command",
+    "args",
+    "env",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "postStart",
+    "preStop",
+]
+
+
+class EnvUse(_Base, kw_only=True):
+    """A place other than the process environment that reads a migrated variable: a
+    ``$(VAR)`` expansion in ``command``/``args``/another env value, or an exec probe or
+    lifecycle hook (which run with the container spec's env, not the wrapper's child env).
+    Written by discover for reviewers; finalize keeps such references (docs/lifecycle.md)."""
+
+    env: EnvVarName
+    container: DnsLabel
+    #: The container is an init container.
+    init: bool = False
+    where: EnvUseWhere
+    #: ``where: env`` only: the variable whose value expands ``$(env)``.
+    target: EnvVarName | None = None
+
+
 class StatusChange(_Base, kw_only=True):
     """One entry of a workload's status history."""
 
@@ -243,6 +277,14 @@ class Workload(_Base, kw_only=True):
     #: The references finalize removed (written just before its patch, so a killed run can
     #: still be undone); unprotect restores exactly these.
     finalized_refs: list[FinalizedRef] = msgspec.field(default_factory=list)
+    #: Written by discover: where a mapped variable is read besides the environment
+    #: (``$(VAR)``, exec probes, lifecycle hooks), so reviewers see it.
+    env_uses: list[EnvUse] = msgspec.field(default_factory=list)
+    #: Set by a reviewer, never by discover: loader / interpreter variables
+    #: (:data:`cloudtaser.plan.rules.DANGEROUS_ENV`) this workload may receive from the vault.
+    #: Whoever can write the tenant's vault path can run code in the pod through them, so
+    #: ``plan validate``, apply-plan, protect and the injector refuse them unless listed here.
+    accepted_dangerous_env: list[EnvVarName] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         envs = self.env_names

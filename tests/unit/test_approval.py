@@ -1060,8 +1060,13 @@ REVIEWED_FIELDS = {
         "pathCluster", "unread",
     },
     "Tenant": {"name", "namespace", "workloads", "pathPrefix"},
-    "Workload": {"kind", "name", "replicas", "secrets", "serviceAccount", "reason", "secretFiles"},
-    "SecretRef": {"source", "vaultPath", "fields", "via", "optional", "note", "shared"},
+    "Workload": {
+        "kind", "name", "replicas", "secrets", "serviceAccount", "reason", "secretFiles",
+        "envUses", "acceptedDangerousEnv",
+    },
+    "SecretRef": {
+        "source", "vaultPath", "fields", "via", "optional", "note", "shared", "releasedKeys",
+    },
     "SecretFile": {"source", "volume", "mountPaths"},
 }  # fmt: skip
 
