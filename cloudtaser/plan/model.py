@@ -524,7 +524,7 @@ def dangerous_env_violation(workload: Workload, where: str, who: str) -> tuple[s
     for index, name in enumerate(accepted):
         problem = rules.accepted_dangerous_env_problem(name, mapped)
         if problem is None and name in seen:
-            problem = f"{name} is listed twice; remove one"
+            problem = f"{rules.shown(name)} is listed twice; remove one"
         if problem is not None:
             return (
                 f"{where}.acceptedDangerousEnv[{index}]",

@@ -5,7 +5,9 @@ Plan validation (the msgspec model), ``target discover``, ``source apply-plan`` 
 wrapper all check names here, so they cannot disagree: whatever discover writes passes
 ``plan validate``, and whatever ``plan validate`` accepts passes apply-plan's and protect's own
 (defence-in-depth) checks. ``tests/unit/test_rule_agreement.py`` proves it with generated
-names at and beyond every limit.
+names at and beyond every limit. The dangerous targets of a vault field (loader and interpreter
+variables, :data:`DANGEROUS_ENV`) are shared with the Go injector through
+``spec/contract/dangerous-env.json``.
 
 Standard library only (the stdlib-only :mod:`cloudtaser.contract` builds on it).
 
