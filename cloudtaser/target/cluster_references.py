@@ -469,7 +469,7 @@ class ScanCache:
         except ClusterError as exc:
             if not listing_failure(exc):
                 raise
-            listed = _Listed(None, f"{key}{where}: {exc}", isinstance(exc, ClusterForbiddenError))
+            listed = _Listed(None, f"{key}: {exc}", isinstance(exc, ClusterForbiddenError))
         else:
             if max_items is not None and len(items) > max_items:
                 listed = _Listed(

@@ -87,7 +87,8 @@ def manager_uses(meta: SecretMeta) -> list[SecretUse]:
             "Helm release",
             labels.get("name", ""),
             "managedBy",
-            "type helm.sh/release.v1, Helm's record of a release; `helm uninstall` removes it",
+            "type helm.sh/release.v1, Helm's record of a release: uninstall the release "
+            "(`helm uninstall`) instead",
         )
     if keys := _prefixed(annotations, _CERT_MANAGER):
         add(
