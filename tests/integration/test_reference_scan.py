@@ -50,9 +50,9 @@ def _apply(client: Any, obj: dict[str, Any]) -> Any:
 
 
 def _scan(kubeconfig: Path, namespace: str) -> Scan:
-    with connect(ClusterTarget(kubeconfig=(str(kubeconfig),))) as session:
-        with WorkloadAPI(session) as api:
-            return scan(api, namespace, cache=ScanCache())
+    session = connect(ClusterTarget(kubeconfig=(str(kubeconfig),)))
+    with session, WorkloadAPI(session) as api:
+        return scan(api, namespace, cache=ScanCache())
 
 
 def _audit_users(cluster: Cluster, namespace: str, kubeconfig: Path | None = None) -> Any:
@@ -122,7 +122,7 @@ def _service_account(client: Any, namespace: str, name: str) -> None:
     )
 
 
-# -- cluster-scoped users --------------------------------------------------------------------------
+# -- cluster-scoped users -------------------------------------------------------------------------
 
 
 def test_a_persistent_volume_csi_secret_ref_keeps_the_secret(
@@ -561,7 +561,7 @@ def test_a_cluster_role_to_list_secrets_keeps_every_secret_of_every_namespace(
         kube_client.delete(ClusterRole, tag)
 
 
-# -- what cannot be listed is unreadable ------------------------------------------------------------
+# -- what cannot be listed is unreadable ----------------------------------------------------------
 
 
 def test_a_kind_the_credentials_cannot_list_makes_the_scan_keep_everything(
