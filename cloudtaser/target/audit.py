@@ -290,6 +290,15 @@ def _reads_text(reads: Sequence[SecretRead]) -> str:
     return "; ".join(f"{r.secret} ({r.via}{': ' + r.detail if r.detail else ''})" for r in reads)
 
 
+#: Reasons to keep a Secret whose detail says what to do: the text report shows it.
+_ADVISED: Final = frozenset({"managedBy", "ownedBy", "apiReader", "customResource"})
+
+
+def _use_text(use: SecretUseEntry) -> str:
+    detail = f": {use.detail}" if use.via in _ADVISED and use.detail else ""
+    return f"{use.kind} {use.name} ({use.via}{detail})"
+
+
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     return "\n".join(
@@ -348,8 +357,7 @@ def to_text(report: AuditReport) -> str:
             if w.secret_reads
         ]
         lines += [
-            f"  Secret {s.name}: "
-            + ("; ".join(f"{u.kind} {u.name} ({u.via})" for u in s.users) or "unused")
+            f"  Secret {s.name}: " + ("; ".join(_use_text(u) for u in s.users) or "unused")
             for s in ns.secrets
         ]
         lines += [

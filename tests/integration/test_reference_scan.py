@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from lightkube import ApiError, codecs
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import ConfigMap, PersistentVolume, Secret
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
@@ -252,7 +252,7 @@ def test_ingress_annotations_keep_the_secrets_they_name_across_namespaces(
 # -- custom resources: Gateway API and unknown kinds ----------------------------------------------
 
 
-def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+def _crd(group: str, kind: str, plural: str, scope: str = "Namespaced") -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -266,7 +266,7 @@ def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
         "spec": {
             "group": group,
             "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "scope": "Namespaced",
+            "scope": scope,
             "versions": [
                 {
                     "name": "v1",
@@ -285,8 +285,10 @@ def _crd(group: str, kind: str, plural: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _custom_kind(client: Any, group: str, kind: str, plural: str) -> Iterator[None]:
-    crd = _crd(group, kind, plural)
+def _custom_kind(
+    client: Any, group: str, kind: str, plural: str, scope: str = "Namespaced"
+) -> Iterator[None]:
+    crd = _crd(group, kind, plural, scope)
     _apply(client, crd)
     try:
         yield
@@ -301,10 +303,13 @@ def _custom_kind(client: Any, group: str, kind: str, plural: str) -> Iterator[No
             time.sleep(0.2)
 
 
-def _create_custom(client: Any, obj: dict[str, Any]) -> None:
+def _create_custom(client: Any, plural: str, obj: dict[str, Any]) -> None:
     """Create a custom resource once its CRD is served (established a moment after create)."""
     group, version = obj["apiVersion"].split("/")
-    create_namespaced_resource(group, version, obj["kind"], obj["kind"].lower() + "s")
+    if "namespace" in obj["metadata"]:
+        create_namespaced_resource(group, version, obj["kind"], plural)
+    else:
+        create_global_resource(group, version, obj["kind"], plural)
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -324,6 +329,7 @@ def test_gateway_certificate_refs_keep_the_secret_even_from_another_namespace(
     with _custom_kind(kube_client, "gateway.networking.k8s.io", "Gateway", "gateways"):
         _create_custom(
             kube_client,
+            "gateways",
             {
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "Gateway",
@@ -348,6 +354,29 @@ def test_gateway_certificate_refs_keep_the_secret_even_from_another_namespace(
         found = _check(cluster, kube_client, namespace, "web-tls", "gatewayRef", "plain")
         (use,) = [u for u in found.users("web-tls") if u.via == "gatewayRef"]
         assert (use.kind, use.name) == ("Gateway", "edge")
+        with _custom_kind(
+            kube_client, "gateway.networking.k8s.io", "BackendTLSPolicy", "backendtlspolicies"
+        ):
+            _create_custom(
+                kube_client,
+                "backendtlspolicies",
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "BackendTLSPolicy",
+                    "metadata": {"name": "to-api", "namespace": namespace},
+                    "spec": {
+                        "validation": {
+                            "caCertificateRefs": [
+                                {"group": "", "kind": "Secret", "name": "api-ca"}
+                            ],
+                            "hostname": "api.internal",
+                        }
+                    },
+                },
+            )
+            create_secret(kube_client, namespace, "api-ca", {"ca.crt": CANARY})
+            found = _check(cluster, kube_client, namespace, "api-ca", "gatewayRef", "plain")
+            assert "BackendTLSPolicy" in {u.kind for u in found.users("api-ca")}
 
 
 def test_an_unknown_custom_resource_naming_the_secret_keeps_it(
@@ -359,6 +388,7 @@ def test_an_unknown_custom_resource_naming_the_secret_keeps_it(
     with _custom_kind(kube_client, group, "Backup", "backups"):
         _create_custom(
             kube_client,
+            "backups",
             {
                 "apiVersion": f"{group}/v1",
                 "kind": "Backup",
@@ -368,6 +398,21 @@ def test_an_unknown_custom_resource_naming_the_secret_keeps_it(
         )
         found = _check(cluster, kube_client, namespace, "backup-creds", "customResource", "plain")
         assert found.users("backup-creds")[0].name == f"{namespace}/nightly"
+    # a cluster-scoped custom resource naming a Secret keeps it in every namespace
+    create_secret(kube_client, namespace, "ca-key", {"k": CANARY})
+    with _custom_kind(kube_client, group, "Issuer", "issuers", "Cluster"):
+        _create_custom(
+            kube_client,
+            "issuers",
+            {
+                "apiVersion": f"{group}/v1",
+                "kind": "Issuer",
+                "metadata": {"name": f"issuer-{group}"},
+                "spec": {"ca": {"secretName": "ca-key"}},
+            },
+        )
+        found = _check(cluster, kube_client, namespace, "ca-key", "customResource", "plain")
+        assert found.users("ca-key")[0].name == f"issuer-{group}"
 
 
 # -- owned or managed by something else -----------------------------------------------------------

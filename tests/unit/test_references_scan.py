@@ -324,3 +324,16 @@ def test_aggregated_discovery_lists_listable_kinds_once_per_resource() -> None:
         True,
     )
     assert kind.path("shop") == "/apis/example.com/v2/namespaces/shop/widgets"
+
+
+def test_audit_text_says_who_manages_a_kept_secret_and_where_to_delete_it() -> None:
+    from cloudtaser.target.audit import build_report, namespace_report, to_text
+    from cloudtaser.target.references import Scan
+
+    meta = _meta(name="db", labels={"app.kubernetes.io/managed-by": "Helm"})
+    found = Scan(namespace="shop", uses=manager_uses(meta), secrets={"db": meta})
+    part = namespace_report("shop", found, [{"metadata": {"name": "db"}, "type": "Opaque"}], [])
+    assert part.summary.secrets_unused == 0
+    text = to_text(build_report([part], cluster="https://k"))
+    assert "Secret db: Helm release ? (managedBy: Helm manages it" in text
+    assert "chart values" in text
