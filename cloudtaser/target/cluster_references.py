@@ -52,6 +52,7 @@ from cloudtaser.errors import (
     ClusterAuthError,
     ClusterError,
     ClusterForbiddenError,
+    ClusterNotFoundError,
     ClusterUnreachableError,
 )
 from cloudtaser.target.rollout import dig
@@ -283,10 +284,7 @@ def gateway_refs(kind: str, obj: Mapping[str, Any]) -> list[ClusterRef]:
                 walk(item, f"{path}[{index}]", default_secret)
 
     walk(obj.get("spec") or {}, "spec", False)
-    return [
-        r if r.namespace else ClusterRef(own_ns or None, r.secret, r.kind, r.name, r.via, r.detail)
-        for r in out
-    ]
+    return out
 
 
 def custom_resource_strings(obj: Mapping[str, Any]) -> tuple[set[str], set[tuple[str, str]]]:
@@ -466,6 +464,8 @@ class ScanCache:
             items, _first = cluster.list_json(
                 path, max_items=max_items, action=f"list {key}{where}"
             )
+        except ClusterNotFoundError:
+            listed = _Listed([])  # the kind is gone (a CRD deleted since discovery): no user
         except ClusterError as exc:
             if not listing_failure(exc):
                 raise
