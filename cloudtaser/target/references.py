@@ -103,10 +103,15 @@ class SecretMeta:
     type: str
     uid: str
     resource_version: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: Without ``kubectl.kubernetes.io/last-applied-configuration``: for a Secret applied with
+    #: ``kubectl apply`` it holds the whole manifest, values included.
+    annotations: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: ``(kind, name)`` of each ``metadata.ownerReferences`` entry.
     owners: tuple[tuple[str, str], ...] = ()
+
+
+_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 def secret_meta(obj: Mapping[str, Any], namespace: str, type_: str) -> SecretMeta:
@@ -125,7 +130,9 @@ def secret_meta(obj: Mapping[str, Any], namespace: str, type_: str) -> SecretMet
         uid=str(meta.get("uid") or ""),
         resource_version=str(meta.get("resourceVersion") or ""),
         labels=strings(meta.get("labels")),
-        annotations=strings(meta.get("annotations")),
+        annotations={
+            k: v for k, v in strings(meta.get("annotations")).items() if k != _LAST_APPLIED
+        },
         owners=tuple(
             (str(o.get("kind") or "?"), str(o.get("name") or "?"))
             for o in meta.get("ownerReferences") or ()

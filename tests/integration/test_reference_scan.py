@@ -496,6 +496,23 @@ def test_secrets_owned_or_managed_by_something_else_are_kept_naming_the_manager(
             },
         )
     create_secret(kube_client, namespace, "plain", {"k": CANARY})
+    # applied with kubectl apply: the annotation holds the whole manifest, value included
+    applied = {"apiVersion": "v1", "kind": "Secret", "stringData": {"k": CANARY}}
+    _apply(
+        kube_client,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "applied",
+                "namespace": namespace,
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": json.dumps(applied)
+                },
+            },
+            "stringData": {"k": CANARY},
+        },
+    )
     for name in managed:
         assert kube_client.get(Secret, name, namespace=namespace) is not None
 
@@ -513,8 +530,11 @@ def test_secrets_owned_or_managed_by_something_else_are_kept_naming_the_manager(
         assert kind in {u["kind"] for u in audit[name]}, name
     assert found.users("plain") == []
     assert audit["plain"] == []
+    assert found.users("applied") == []
+    assert "applied" in found.secrets
     # metadata only: the scan keeps no key and no value
     assert CANARY not in repr(found)
+    assert CANARY not in repr([vars(m) for m in found.secrets.values()])
     assert "token-secret" not in repr(found)
 
 

@@ -110,6 +110,10 @@ def test_secret_meta_keeps_metadata_only() -> None:
                 "uid": "1-2",
                 "resourceVersion": "7",
                 "labels": {"a": "b"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": '{"data": "Q0FOQVJZ"}',
+                    "note": "kept",
+                },
                 "ownerReferences": [{"kind": "ExternalSecret", "name": "db"}],
             },
             "data": {"password": "Q0FOQVJZ"},
@@ -125,6 +129,7 @@ def test_secret_meta_keeps_metadata_only() -> None:
     )
     assert meta.owners == (("ExternalSecret", "db"),)
     assert "Q0FOQVJZ" not in repr(meta)
+    assert meta.annotations == {"note": "kept"}  # kubectl apply's copy holds the values
 
 
 def test_ingress_annotations_that_name_secrets() -> None:
