@@ -6,16 +6,19 @@ For each namespace it reports (names, never values):
   (env, envFrom, secret / projected volume, volume plugin, image pull);
 - those protected (the ``cloudtaser.io/inject`` label on the pod template) and those
   finalized (protected and no env / envFrom Secret reference left);
-- every Secret left and who uses it (the reference scan of
-  :mod:`cloudtaser.target.references`, shared with ``finalize --delete-secrets``);
+- every Secret left and who uses it, or why it must stay (the reference scan of
+  :mod:`cloudtaser.target.references`, shared with ``finalize --delete-secrets``, one
+  :class:`~cloudtaser.target.cluster_references.ScanCache` for the whole run: owners and
+  managers, cluster-wide users, custom resources and ServiceAccounts that may read it
+  through the API count as users, so audit never calls a used Secret unused);
 - the pods that carry the cloudtaser label or annotations but are not proven injected
   (:func:`cloudtaser.target.injection.pod_problems`).
 
 The report is a typed value (:class:`AuditReport`); :func:`to_json` is its stable JSON form
 (``formatVersion`` 1, JSON Schema in ``schema/audit.schema.json`` generated from these
 Structs), :func:`to_html` one self-contained HTML file (inline CSS, no script, no external
-asset) and :func:`to_text` the table. Secret objects are listed for their names and types
-only; nothing else of them is kept.
+asset) and :func:`to_text` the table. Secrets are listed as metadata only (names, types,
+labels, annotations, owners); their keys and values are never read.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from cloudtaser.target.rollout import dig
 if TYPE_CHECKING:
     from cloudtaser.target.kube import KubeSession
     from cloudtaser.target.references import Scan
-    from cloudtaser.target.workloads import WorkloadAPI
 
 __all__ = [
     "FORMAT_VERSION",
@@ -62,7 +64,9 @@ class SecretUseEntry(_Base):
 
     kind: str
     name: str
-    #: env, envFrom, volume, projected, plugin, imagePullSecret, serviceAccount, ingressTLS.
+    #: env, envFrom, volume, projected, plugin, imagePullSecret, serviceAccount, ingressTLS,
+    #: ingressAnnotation, podTemplate, persistentVolume, storageClass, gatewayRef,
+    #: customResource, apiReader, managedBy, ownedBy (see cloudtaser.target.references).
     via: str
     detail: str = ""
 
@@ -227,28 +231,15 @@ def namespace_report(
     )
 
 
-def _secret_names(cluster: WorkloadAPI, namespace: str) -> tuple[list[dict[str, Any]], list[str]]:
-    from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
-
-    from cloudtaser.errors import ClusterForbiddenError  # noqa: PLC0415
-
-    try:
-        items = cluster.list_objects(Secret, namespace, action=f"list secrets in {namespace}")
-    except ClusterForbiddenError as exc:
-        return [], [f"secrets: {exc}"]
-    # names and types only: the values are dropped here
-    return [
-        {"metadata": {"name": dig(s, "metadata", "name")}, "type": s.get("type")} for s in items
-    ], []
-
-
 def audit(session: KubeSession, *, namespaces: Sequence[str] = ()) -> AuditReport:
     """Audit ``namespaces`` (default: every namespace the credentials can list)."""
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
+    from cloudtaser.target.cluster_references import ScanCache  # noqa: PLC0415
     from cloudtaser.target.references import scan  # noqa: PLC0415
     from cloudtaser.target.workloads import WorkloadAPI  # noqa: PLC0415
 
+    cache = ScanCache()
     with WorkloadAPI(session) as cluster:
         names = list(namespaces) or sorted(
             str(dig(n, "metadata", "name"))
@@ -256,9 +247,12 @@ def audit(session: KubeSession, *, namespaces: Sequence[str] = ()) -> AuditRepor
         )
         parts = []
         for namespace in names:
-            found = scan(cluster, namespace, keep=True)
-            secrets, unreadable = _secret_names(cluster, namespace)
-            parts.append(namespace_report(namespace, found, secrets, unreadable))
+            found = scan(cluster, namespace, keep=True, cache=cache)
+            # names and types only: the scan never reads a Secret's keys or values
+            secrets = [
+                {"metadata": {"name": m.name}, "type": m.type} for m in found.secrets.values()
+            ]
+            parts.append(namespace_report(namespace, found, secrets, []))
     return build_report(parts, cluster=session.server)
 
 
@@ -294,6 +288,15 @@ def json_schema() -> dict[str, Any]:
 
 def _reads_text(reads: Sequence[SecretRead]) -> str:
     return "; ".join(f"{r.secret} ({r.via}{': ' + r.detail if r.detail else ''})" for r in reads)
+
+
+#: Reasons to keep a Secret whose detail says what to do: the text report shows it.
+_ADVISED: Final = frozenset({"managedBy", "ownedBy", "apiReader", "customResource"})
+
+
+def _use_text(use: SecretUseEntry) -> str:
+    detail = f": {use.detail}" if use.via in _ADVISED and use.detail else ""
+    return f"{use.kind} {use.name} ({use.via}{detail})"
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -354,8 +357,7 @@ def to_text(report: AuditReport) -> str:
             if w.secret_reads
         ]
         lines += [
-            f"  Secret {s.name}: "
-            + ("; ".join(f"{u.kind} {u.name} ({u.via})" for u in s.users) or "unused")
+            f"  Secret {s.name}: " + ("; ".join(_use_text(u) for u in s.users) or "unused")
             for s in ns.secrets
         ]
         lines += [

@@ -1,26 +1,38 @@
-"""Who in a namespace still names a Secret: the reference scan ``finalize --delete-secrets``
-and ``target audit`` share.
+"""Who still uses a Secret: the reference scan ``finalize --delete-secrets`` and
+``target audit`` share. It errs on the side of keeping: a Secret is deleted only when this scan
+finds no user and nothing it needed was unreadable.
 
-A Secret is deleted only when this scan finds no user in its namespace. It reads (names only,
-never a value) everything that can name a Secret in the same namespace:
+It reads (names and metadata only, never a value):
 
-- pod specs — of Deployments, StatefulSets, DaemonSets, ReplicaSets not owned by a
-  Deployment, ReplicationControllers, Jobs still running, CronJobs, and every Pod that is not
-  finished or terminating (bare Pods included; a running container re-reads its env from the
-  Secret when it restarts): ``env[].valueFrom.secretKeyRef``, ``envFrom[].secretRef`` (in
-  containers, init containers and ephemeral containers), ``secret`` and ``projected``
-  volumes, the ``secretRef`` / ``nodePublishSecretRef`` of volume plugins (CSI, CephFS,
-  Cinder, FlexVolume, iSCSI, RBD, ScaleIO, StorageOS), ``azureFile.secretName`` and
-  ``imagePullSecrets``;
+- pod specs in the namespace — of Deployments, StatefulSets, DaemonSets, ReplicaSets not owned
+  by a Deployment, ReplicationControllers, Jobs still running, CronJobs, core PodTemplates, and
+  every Pod that is not finished or terminating (bare Pods included; a running container
+  re-reads its env from the Secret when it restarts): ``env[].valueFrom.secretKeyRef``,
+  ``envFrom[].secretRef`` (in containers, init containers and ephemeral containers),
+  ``secret`` and ``projected`` volumes, the ``secretRef`` / ``nodePublishSecretRef`` of volume
+  plugins (CSI, CephFS, Cinder, FlexVolume, iSCSI, RBD, ScaleIO, StorageOS),
+  ``azureFile.secretName`` and ``imagePullSecrets``;
 - ServiceAccounts: ``secrets[]`` and ``imagePullSecrets[]``;
-- Ingresses: ``spec.tls[].secretName``.
+- Ingresses: ``spec.tls[].secretName``, and annotations that name Secrets
+  (:func:`ingress_annotation_refs`: a key whose name part is ``auth-secret``,
+  ``auth-tls-secret`` or ends in ``-secret``, ``secret-name`` or ``secretName``; the value may
+  be ``name`` or ``namespace/name``, several separated by commas) — of any namespace;
+- cluster-wide and unknown users (:mod:`cloudtaser.target.cluster_references`):
+  PersistentVolumes, StorageClasses, Gateway API objects, custom resources (string match);
+- the Secret's own metadata: an owner or manager (:mod:`cloudtaser.target.secret_managers`:
+  ownerReferences, token types, Helm, cert-manager, external-secrets, sealed-secrets, Argo CD,
+  Flux) means it is never deletable here;
+- RBAC: ServiceAccounts of running pods that may read it through the API
+  (:mod:`cloudtaser.target.secret_readers`, SubjectAccessReviews).
 
-ReplicaSets owned by a Deployment are its revision history: they are not counted (their pods
-are), so a rollback to a revision from before ``finalize`` would need the Secret again
-(``docs/lifecycle.md`` says so). Anything the scan cannot list is reported in
-:attr:`Scan.unreadable`, and a caller must then keep every Secret of that namespace: what
-cannot be read cannot be proven unused. Custom resources that name Secrets (cert-manager,
-external-secrets, operators reading a Secret by name) are not visible to it; the docs say so.
+Every reason to keep a Secret is a :class:`SecretUse` in :meth:`Scan.users`. ReplicaSets owned
+by a Deployment are its revision history: they are not counted (their pods are), so a rollback
+to a revision from before ``finalize`` would need the Secret again (``docs/lifecycle.md`` says
+so). Anything the scan cannot list is reported in :attr:`Scan.unreadable`, and a caller must
+then keep every Secret of that namespace: what cannot be read cannot be proven unused (a
+cluster-scoped kind that cannot be listed is unreadable in every namespace). A
+:class:`~cloudtaser.target.cluster_references.ScanCache` shared by the scans of one run lists
+the cluster-wide kinds once.
 """
 
 from __future__ import annotations
@@ -30,18 +42,22 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError
+from cloudtaser.errors import ClusterError, ClusterInvalidError
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
+    from cloudtaser.target.cluster_references import ScanCache
     from cloudtaser.target.workloads import WorkloadAPI
 
 __all__ = [
     "Scan",
+    "SecretMeta",
     "SecretUse",
+    "ingress_annotation_refs",
     "object_uses",
     "pod_spec_uses",
     "scan",
+    "secret_meta",
 ]
 
 #: Volume plugins that name a Secret through ``<plugin>.secretRef.name``.
@@ -65,7 +81,10 @@ class SecretUse:
     kind: str
     name: str
     #: ``env``, ``envFrom``, ``volume``, ``projected``, ``plugin``, ``imagePullSecret``,
-    #: ``serviceAccount`` or ``ingressTLS``.
+    #: ``serviceAccount``, ``ingressTLS``, ``ingressAnnotation``, ``podTemplate`` (a core
+    #: PodTemplate's pod spec: the other vias name how), ``persistentVolume``,
+    #: ``storageClass``, ``gatewayRef``, ``customResource``, ``apiReader``, ``managedBy`` or
+    #: ``ownedBy``.
     via: str
     #: Human detail: the container, the variable or the volume.
     detail: str = ""
@@ -73,6 +92,53 @@ class SecretUse:
     def __str__(self) -> str:
         detail = f" ({self.detail})" if self.detail else ""
         return f"{self.kind} {self.name}: {self.via}{detail}"
+
+
+@dataclass(frozen=True)
+class SecretMeta:
+    """What the scan knows of a Secret: metadata only (never a key or a value)."""
+
+    name: str
+    namespace: str
+    type: str
+    uid: str
+    resource_version: str
+    labels: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: Without ``kubectl.kubernetes.io/last-applied-configuration``: for a Secret applied with
+    #: ``kubectl apply`` it holds the whole manifest, values included.
+    annotations: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: ``(kind, name)`` of each ``metadata.ownerReferences`` entry.
+    owners: tuple[tuple[str, str], ...] = ()
+
+
+_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def secret_meta(obj: Mapping[str, Any], namespace: str, type_: str) -> SecretMeta:
+    """A :class:`SecretMeta` from an object's ``metadata`` (a PartialObjectMetadata)."""
+    meta = obj.get("metadata") or {}
+
+    def strings(value: Any) -> dict[str, str]:
+        return (
+            {str(k): str(v) for k, v in (value or {}).items()} if isinstance(value, Mapping) else {}
+        )
+
+    return SecretMeta(
+        name=str(meta.get("name") or ""),
+        namespace=str(meta.get("namespace") or namespace),
+        type=type_ or "Opaque",
+        uid=str(meta.get("uid") or ""),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        labels=strings(meta.get("labels")),
+        annotations={
+            k: v for k, v in strings(meta.get("annotations")).items() if k != _LAST_APPLIED
+        },
+        owners=tuple(
+            (str(o.get("kind") or "?"), str(o.get("name") or "?"))
+            for o in meta.get("ownerReferences") or ()
+            if isinstance(o, Mapping)
+        ),
+    )
 
 
 @dataclass
@@ -86,6 +152,9 @@ class Scan:
     unreadable: list[str] = field(default_factory=list)
     #: The listed objects by kind (only with ``keep=True``; audit reads them again).
     objects: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: The namespace's Secrets by name, metadata only (uid and resourceVersion for a delete
+    #: precondition).
+    secrets: dict[str, SecretMeta] = field(default_factory=dict)
 
     def users(self, secret: str) -> list[SecretUse]:
         return sorted(u for u in self.uses if u.secret == secret)
@@ -170,6 +239,30 @@ def _job_finished(obj: Mapping[str, Any]) -> bool:
     )
 
 
+#: Ingress annotation keys (the part after the last ``/``, lower case) that name a Secret.
+_ANNOTATION_KEYS: Final = frozenset({"auth-secret", "auth-tls-secret"})
+_ANNOTATION_SUFFIXES: Final = ("-secret", "secret-name", "secretname")
+
+
+def ingress_annotation_refs(obj: Mapping[str, Any]) -> list[tuple[str, str | None, str]]:
+    """``(annotation key, namespace or None, secret)`` for each Secret an Ingress's annotations
+    name: a key whose name part is ``auth-secret``, ``auth-tls-secret`` or ends in ``-secret``,
+    ``secret-name`` or ``secretName`` (ingress-nginx, Traefik, HAProxy, ALB use such keys); the
+    value is ``name`` or ``namespace/name``, several separated by commas."""
+    out: list[tuple[str, str | None, str]] = []
+    for key, value in (dig(obj, "metadata", "annotations") or {}).items():
+        part = str(key).rsplit("/", 1)[-1].lower()
+        if not isinstance(value, str) or not (
+            part in _ANNOTATION_KEYS or part.endswith(_ANNOTATION_SUFFIXES)
+        ):
+            continue
+        for item in value.replace(" ", ",").split(","):
+            namespace, sep, name = item.strip().rpartition("/")
+            if name and (not sep or (namespace and "/" not in namespace)):
+                out.append((str(key), namespace or None, name))
+    return out
+
+
 def object_uses(kind: str, obj: Mapping[str, Any]) -> list[SecretUse]:
     """The Secret references of one object of ``kind`` (an API dict); ``[]`` for an object
     that does not count (a Deployment's ReplicaSet, a finished Job or Pod, a terminating
@@ -202,10 +295,20 @@ def object_uses(kind: str, obj: Mapping[str, Any]) -> list[SecretUse]:
         ]
         return uses
     if kind == "Ingress":
+        own = dig(obj, "metadata", "namespace")
         return [
             SecretUse(t["secretName"], kind, name, "ingressTLS", ", ".join(t.get("hosts") or ()))
             for t in dig(obj, "spec", "tls") or ()
             if isinstance(t, Mapping) and _name(t.get("secretName"))
+        ] + [
+            SecretUse(secret, kind, name, "ingressAnnotation", f"annotation {key}")
+            for key, namespace, secret in ingress_annotation_refs(obj)
+            if namespace is None or namespace == own
+        ]
+    if kind == "PodTemplate":
+        return [
+            SecretUse(u.secret, kind, name, "podTemplate", f"{u.via}: {u.detail}")
+            for u in pod_spec_uses(dig(obj, "template", "spec") or {}, kind, name)
         ]
     return pod_spec_uses(dig(obj, "spec", "template", "spec") or {}, kind, name)
 
@@ -221,6 +324,7 @@ def _scanned() -> list[tuple[str, Any, str]]:
     from lightkube.resources.batch_v1 import CronJob, Job  # noqa: PLC0415
     from lightkube.resources.core_v1 import (  # noqa: PLC0415
         Pod,
+        PodTemplate,
         ReplicationController,
         ServiceAccount,
     )
@@ -235,27 +339,98 @@ def _scanned() -> list[tuple[str, Any, str]]:
         ("Job", Job, "jobs"),
         ("CronJob", CronJob, "cronjobs"),
         ("Pod", Pod, "pods"),
+        ("PodTemplate", PodTemplate, "podtemplates"),
         ("ServiceAccount", ServiceAccount, "serviceaccounts"),
         ("Ingress", Ingress, "ingresses"),
     ]
 
 
-def scan(cluster: WorkloadAPI, namespace: str, *, keep: bool = False) -> Scan:
-    """List everything in ``namespace`` that can name a Secret (``cluster``: a
+_TABLE: Final = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+def list_secret_metadata(cluster: WorkloadAPI, namespace: str) -> list[SecretMeta]:
+    """The Secrets of ``namespace``, metadata and type only: the server's Table form with
+    ``includeObject=Metadata`` carries each Secret's ``metadata`` and its ``Type`` column, and
+    no key or value ever reaches this process."""
+    rows, first = cluster.list_json(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        params={"includeObject": "Metadata"},
+        accept=_TABLE,
+        action=f"list secrets in {namespace} (metadata only)",
+    )
+    columns = [str(c.get("name") or "").lower() for c in first.get("columnDefinitions") or ()]
+    if first.get("kind") != "Table" or "type" not in columns:
+        raise ClusterInvalidError(
+            f"cannot list secrets in {namespace}: the server did not answer with a Table "
+            "holding a Type column",
+            status=None,
+        )
+    at = columns.index("type")
+    out = []
+    for row in rows:
+        cells = row.get("cells") or []
+        type_ = str(cells[at]) if len(cells) > at else ""
+        out.append(secret_meta(row.get("object") or {}, namespace, type_))
+    return out
+
+
+def scan(
+    cluster: WorkloadAPI,
+    namespace: str,
+    *,
+    keep: bool = False,
+    cache: ScanCache | None = None,
+) -> Scan:
+    """List everything that can use a Secret of ``namespace`` (``cluster``: a
     :class:`~cloudtaser.target.workloads.WorkloadAPI`). A kind that cannot be listed goes to
-    :attr:`Scan.unreadable` (never an exception: the caller decides, and keeps the Secrets)."""
+    :attr:`Scan.unreadable` (never an exception: the caller decides, and keeps the Secrets).
+    ``cache``: one :class:`~cloudtaser.target.cluster_references.ScanCache` per run, so the
+    cluster-wide kinds are listed once (default: a new one for this call)."""
+    from cloudtaser.target.cluster_references import (  # noqa: PLC0415
+        ScanCache,
+        listing_failure,
+    )
+    from cloudtaser.target.secret_managers import manager_uses  # noqa: PLC0415
+
+    cache = cache if cache is not None else ScanCache()
     found = Scan(namespace=namespace)
     for kind, resource, plural in _scanned():
         try:
             objects = cluster.list_objects(
                 resource, namespace, action=f"list {plural} in {namespace}"
             )
-        except (ClusterForbiddenError, ClusterNotFoundError) as exc:
+        except ClusterError as exc:
+            if not listing_failure(exc):
+                raise
             found.unreadable.append(f"{plural}: {exc}")
             continue
         for obj in objects:
             found.uses.extend(object_uses(kind, obj))
         if keep:
             found.objects[kind] = objects
-    found.uses.sort()
+    try:
+        metas = list_secret_metadata(cluster, namespace)
+    except ClusterError as exc:
+        if not listing_failure(exc):
+            raise
+        found.unreadable.append(f"secrets: {exc}")
+        metas = []
+    found.secrets = {m.name: m for m in metas}
+    names = sorted(found.secrets)
+    for meta in metas:
+        found.uses.extend(manager_uses(meta))
+    refs, unreadable = cache.cluster_refs(cluster)
+    found.unreadable.extend(unreadable)
+    for ref in refs:
+        found.uses.extend(
+            SecretUse(secret, ref.kind, ref.name, ref.via, ref.detail)
+            for secret in ref.matches(namespace, names)
+        )
+    custom, unreadable = cache.custom_uses(cluster, namespace, names)
+    found.uses.extend(custom)
+    found.unreadable.extend(unreadable)
+    readers, unreadable = cache.readers().uses(cluster, namespace, names)
+    found.uses.extend(readers)
+    found.unreadable.extend(unreadable)
+    found.uses = sorted(set(found.uses))
     return found

@@ -160,6 +160,134 @@ class WorkloadAPI:
         obj = self._run(self._get(resource, name, namespace, action))
         return None if obj is None else _to_dict(obj)
 
+    # -- raw reads of the reference scan: API discovery, custom resources, Secret metadata,
+    # -- SubjectAccessReviews (lightkube has no typed call for these)
+
+    async def _raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        accept: str | None,
+        body: Any,
+        action: str,
+    ) -> dict[str, Any]:
+        import json  # noqa: PLC0415
+
+        from lightkube import ApiError  # noqa: PLC0415
+        from lightkube.models.meta_v1 import Status  # noqa: PLC0415
+
+        # lightkube's generic client: its httpx client carries the base URL, TLS and auth
+        generic = self._client._client
+        headers = {"Accept": accept or "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        with api_errors(action):
+            request = generic._client.build_request(
+                method,
+                path,
+                params=dict(params or {}),
+                headers=headers,
+                content=None if body is None else json.dumps(body).encode(),
+            )
+            response = await generic._client.send(request)
+            if response.is_error:
+                try:
+                    raise ApiError(request=request, response=response)
+                except ValueError:  # not a Status document
+                    raise ApiError(
+                        status=Status(code=response.status_code, message=response.reason_phrase)
+                    ) from None
+            data = response.json()
+        return data if isinstance(data, dict) else {}
+
+    def get_json(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        accept: str | None = None,
+        action: str,
+    ) -> dict[str, Any]:
+        """One GET of an API path (``/apis``, ``/apis/g/v``), as JSON."""
+        return self._run(
+            self._raw("GET", path, params=params, accept=accept, body=None, action=action)
+        )
+
+    async def _pages(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        accept: str | None,
+        limit: int,
+        max_items: int | None,
+        action: str,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        first: dict[str, Any] = {}
+        cont = ""
+        while True:
+            query = {**(params or {}), "limit": str(limit)} | ({"continue": cont} if cont else {})
+            page = await self._raw(
+                "GET", path, params=query, accept=accept, body=None, action=action
+            )
+            first = first or page
+            found = page.get("items") if "items" in page else page.get("rows")
+            items.extend(i for i in found or () if isinstance(i, dict))
+            if max_items is not None and len(items) > max_items:
+                break
+            cont = str((page.get("metadata") or {}).get("continue") or "")
+            if not cont:
+                break
+        return items, first
+
+    def list_json(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        accept: str | None = None,
+        limit: int = 500,
+        max_items: int | None = None,
+        action: str,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every item of a list path (``items``, or ``rows`` of a Table), page by page, and
+        the first page (a Table's column definitions). Stops after more than ``max_items``."""
+        return self._run(
+            self._pages(
+                path,
+                params=params,
+                accept=accept,
+                limit=limit,
+                max_items=max_items,
+                action=action,
+            )
+        )
+
+    async def _reviews(
+        self, bodies: list[dict[str, Any]], parallel: int, action: str
+    ) -> list[dict[str, Any]]:
+        gate = asyncio.Semaphore(parallel)
+        path = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+        async def one(body: dict[str, Any]) -> dict[str, Any]:
+            async with gate:
+                return await self._raw(
+                    "POST", path, params=None, accept=None, body=body, action=action
+                )
+
+        return list(await asyncio.gather(*(one(b) for b in bodies)))
+
+    def access_reviews(
+        self, bodies: list[dict[str, Any]], *, parallel: int = 16
+    ) -> list[dict[str, Any]]:
+        """Create SubjectAccessReviews (at most ``parallel`` in flight); their answers in
+        order."""
+        action = "create SubjectAccessReviews (needs create on subjectaccessreviews)"
+        return self._run(self._reviews(bodies, parallel, action)) if bodies else []
+
     async def _log(self, namespace: str, pod: str, container: str, tail: int) -> list[str]:
         with api_errors(f"read the log of container {container} of pod {namespace}/{pod}"):
             return [
