@@ -361,6 +361,12 @@ class ProtectStep(Step):
             engine.refuse(self, ref, workload, str(exc), [])
             return None
         found = _inspect_for_protect(engine.cluster, ref, workload, intended)
+        if workload.accepted_dangerous_env:
+            found.warnings.append(
+                "the reviewed plan accepts vault fields as loader / interpreter variable(s) "
+                f"{', '.join(sorted(workload.accepted_dangerous_env))} (acceptedDangerousEnv): "
+                "whoever can write these vault paths can run code in the pods"
+            )
         for warning in found.warnings:
             engine.emit(ref, warning, warning=True)
         if found.refusals or found.obj is None:
