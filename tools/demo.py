@@ -11,9 +11,10 @@ Two modes (``--mode auto`` picks the first that can run, and says why when it fa
 - ``realnode``: a control plane plus a real node (containerd + kubelet + runc; root, as on CI).
   The injector is installed with ``target install``; protect restarts the pods with the wrapper
   and the app prints the value it got from OpenBao (a canary that differs from the Kubernetes
-  Secret's); ``finalize --delete-secrets`` removes the Secret references and deletes the Secrets
-  nothing uses any more (``kubectl get secrets`` shows them gone); ``target audit`` writes its
-  HTML report.
+  Secret's); ``finalize --delete-secrets --require-verified verified.json`` (the report of
+  ``verify-plan --attest``) removes the Secret references and deletes the Secrets whose every
+  key is proven in the vault and that nothing uses any more (``kubectl get secrets`` shows them
+  gone); ``target audit`` writes its HTML report.
 - ``kwok``: the control plane with kwok's fake nodes (no root needed). Pods run nothing, so
   protect cannot prove injection (``--no-verify-injection``), the wrapper is shown on the host,
   finalize refuses (the pods are not injected: that is the safety rule) and audit reports it.
@@ -449,12 +450,16 @@ def demo(workdir: Path, keep: bool, mode: str) -> None:
         step("4. populate", "people put the values into the vault with the bao CLI")
         populate(bao, plan, canaries=node is not None)
 
-        step("5. verify (vault side only)", "every path and field exists; no value is read")
-        run(
-            ["cloudtaser", "source", "verify-plan", "plan.yaml", "--token-file", str(token_file)],
-            env=vault_env,
-            cwd=workdir,
+        step(
+            "5. verify (vault side only)",
+            "every path and field exists; no value is read. The report (names only) is what "
+            "finalize --delete-secrets needs before it deletes a Secret",
         )
+        run(
+            ["cloudtaser", "source", "verify-plan", "plan.yaml", "--token-file", str(token_file),
+             "--attest", "verified.json"],
+            env=vault_env, cwd=workdir,
+        )  # fmt: skip
 
         if node is not None:
             real_lifecycle(workdir, bao, node, cluster_env, kubectl)
@@ -508,12 +513,14 @@ def real_lifecycle(
     step(
         "8. finalize --delete-secrets (cluster side only)",
         "remove the Secret references the vault now serves (one rollout each), then delete "
-        "every Secret nothing uses any more. IRREVERSIBLE; tls stays (still mounted as files)",
+        "every Secret whose every key the verification report proves in the vault and that "
+        "nothing uses any more. IRREVERSIBLE; tls stays (still mounted as files)",
     )
     for namespace in ("payments", "shop"):
         run([kubectl, "get", "secrets", "-n", namespace], env=cluster_env, cwd=workdir)
     run(
-        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--yes", "--delete-secrets"],
+        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--yes", "--delete-secrets",
+         "--require-verified", "verified.json"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
     for namespace in ("payments", "shop"):
@@ -571,7 +578,7 @@ def kwok_lifecycle(
     )
     run(
         ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--dry-run",
-         "--delete-secrets"],
+         "--delete-secrets", "--require-verified", "verified.json"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
 

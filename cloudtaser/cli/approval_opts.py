@@ -1,13 +1,15 @@
 """``--require-approval`` / ``--require-verified``: the gates shared by the commands that act
-on a plan (``source apply-plan``, ``target protect``, ``target finalize``).
+on a plan (``source apply-plan``, ``target protect``, ``target unprotect``, ``target
+finalize``).
 
-Two lines per command: ``add_gate_options(parser)`` when registering (``verified=True`` adds
-``--require-verified``, for cluster-side commands), and ``enforce_gates(args, plan)`` in the
-handler before any request (``plan`` is a loaded plan or its path). Commands over the engine
-also pass ``plan_check=plan_gate(args)`` in their ``RunOptions``: the engine runs the same
-check on the plan it loads under the plan lock, so a file changed between the two checks is
-still refused. Settings resolve flag >
-environment > default, here at the edge:
+Two lines per command: ``add_gate_options(parser)`` when registering (``verified="pending"``
+adds ``--require-verified`` for a cluster-side command acting on pending workloads,
+``verified="migrated"`` for one acting on migrated workloads), and ``enforce_gates(args,
+plan)`` in the handler before any request (``plan`` is a loaded plan or its path). Commands
+over the engine also pass ``plan_check=plan_gate(args)`` in their ``RunOptions``: the engine
+runs the same check on the plan it loads under the plan lock, so a file changed between the
+two checks is still refused (finalize uses :func:`resolve_gates`, which also hands it the
+report). Settings resolve flag > environment > default, here at the edge:
 
 =============================  ==================================  =========
 flag                           environment                         default
@@ -26,21 +28,46 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from cloudtaser.cli.common import int_1_to_64
 
 if TYPE_CHECKING:
     from cloudtaser.plan import MigrationPlan
+    from cloudtaser.plan.attest import VerificationReport
 
-__all__ = ["add_gate_options", "approvals_count", "enforce_gates", "plan_gate"]
+__all__ = [
+    "Gates",
+    "add_gate_options",
+    "approvals_count",
+    "check_plan",
+    "enforce_gates",
+    "plan_gate",
+    "resolve_gates",
+]
 
 #: argparse type of a number of approvals: the one 1-to-64 rule of the CLI.
 approvals_count = int_1_to_64
 
+_VERIFIED_HELP = {
+    "pending": "refuse unless the verification report of 'source verify-plan --attest' "
+    "covers every pending workload this run would touch (also CLOUDTASER_REQUIRE_VERIFIED); "
+    "with --allowed-signers the report must carry an allowed signature",
+    "migrated": "refuse unless the verification report of 'source verify-plan --attest' "
+    "covers every migrated workload this run would touch (also CLOUDTASER_REQUIRE_VERIFIED); "
+    "with --allowed-signers the report must carry an allowed signature. --delete-secrets "
+    "deletes only Secrets whose every key it proves in the vault (or the plan releases)",
+}
 
-def add_gate_options(parser: argparse.ArgumentParser, *, verified: bool = False) -> None:
-    """Register the gate flags on ``parser``."""
+
+def add_gate_options(
+    parser: argparse.ArgumentParser,
+    *,
+    verified: Literal["pending", "migrated"] | None = None,
+) -> None:
+    """Register the gate flags on ``parser``; ``verified`` adds ``--require-verified``, whose
+    report must cover the workloads with that status (the ones the command acts on)."""
     group = parser.add_argument_group("approval gate (docs/approval.md)")
     group.add_argument(
         "--require-approval",
@@ -62,14 +89,9 @@ def add_gate_options(parser: argparse.ArgumentParser, *, verified: bool = False)
         metavar="N",
         help="approvals required (default 1; also CLOUDTASER_MIN_APPROVALS)",
     )
-    if verified:
-        group.add_argument(
-            "--require-verified",
-            metavar="REPORT",
-            help="refuse unless the verification report of 'source verify-plan --attest' "
-            "covers every pending workload of this plan (also CLOUDTASER_REQUIRE_VERIFIED); "
-            "with --allowed-signers the report must carry an allowed signature",
-        )
+    if verified is not None:
+        group.add_argument("--require-verified", metavar="REPORT", help=_VERIFIED_HELP[verified])
+        parser.set_defaults(verified_covers=verified)
 
 
 def _flag_or_env(args: argparse.Namespace, name: str, env: str) -> Any:
@@ -77,10 +99,26 @@ def _flag_or_env(args: argparse.Namespace, name: str, env: str) -> Any:
     return value if value is not None else os.environ.get(env) or None
 
 
+@dataclass(frozen=True)
+class Gates:
+    """The gates of one run, resolved once: ``check`` (``None``: no gate asked for) and the
+    verification report it checks (``None`` without ``--require-verified``), which finalize
+    also uses to decide which Secrets may go."""
+
+    check: Callable[[MigrationPlan], None] | None = None
+    report: VerificationReport | None = None
+
+
 def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | None:
+    """The gates ``args`` (and the environment) ask for as one check of a loaded plan;
+    ``None`` when no gate is asked for (see :func:`resolve_gates`)."""
+    return resolve_gates(args).check
+
+
+def resolve_gates(args: argparse.Namespace) -> Gates:
     """The gates ``args`` (and the environment) ask for, resolved once (allowed signers and
-    report read now), as one check of a loaded plan; ``None`` when no gate is asked for.
-    Raises ``ConfigError`` for unusable settings; the check raises ``ApprovalError``."""
+    report read now). Raises ``ConfigError`` for unusable settings (``ApprovalError`` for an
+    unreadable report); the check raises ``ApprovalError``."""
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
 
     require = getattr(args, "require_approval", None)
@@ -97,7 +135,7 @@ def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | Non
     if not hasattr(args, "require_verified"):
         report_path = None  # a vault-side command: no report gate
     if not require and report_path is None:
-        return None
+        return Gates()
     signers_path = _flag_or_env(args, "allowed_signers", "CLOUDTASER_ALLOWED_SIGNERS")
     minimum = getattr(args, "min_approvals", None)
     if minimum is None:
@@ -112,6 +150,7 @@ def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | Non
             "the approvers' public keys"
         )
 
+    from cloudtaser.plan import WorkloadStatus  # noqa: PLC0415
     from cloudtaser.plan.approval import require_approvals  # noqa: PLC0415
     from cloudtaser.plan.attest import load_report, require_verified  # noqa: PLC0415
     from cloudtaser.plan.signers import load_allowed_signers  # noqa: PLC0415
@@ -126,22 +165,36 @@ def plan_gate(args: argparse.Namespace) -> Callable[[MigrationPlan], None] | Non
         # only what this run would touch must be covered (--tenant / --workload)
         include = Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)).matches
 
+    covers = WorkloadStatus(getattr(args, "verified_covers", None) or "pending")
+
     def check(plan: MigrationPlan) -> None:
         if require and signers is not None:
             require_approvals(plan, signers, required=minimum, source=source)
         if report is not None:
             require_verified(
-                plan, report, signers=signers, include=include, source=str(report_path)
+                plan,
+                report,
+                signers=signers,
+                include=include,
+                status=covers,
+                source=str(report_path),
             )
 
-    return check
+    return Gates(check=check, report=report)
 
 
 def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathLike[str]) -> None:
     """Apply the gates ``args`` (and the environment) ask for to ``plan`` (loaded, or its
     path); raise the library's ``ApprovalError`` / ``ConfigError`` (exit 2) when one refuses.
     No gate asked: no-op (the plan is not even read)."""
-    gate = plan_gate(args)
+    check_plan(plan_gate(args), plan)
+
+
+def check_plan(
+    gate: Callable[[MigrationPlan], None] | None, plan: MigrationPlan | str | os.PathLike[str]
+) -> None:
+    """Run a resolved ``gate`` on ``plan`` (loaded, or its path); no gate: no-op (the plan
+    is not even read)."""
     if gate is None:
         return
     from cloudtaser import plan as planlib  # noqa: PLC0415

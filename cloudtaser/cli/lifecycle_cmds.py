@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates, plan_gate
+from cloudtaser.cli.approval_opts import add_gate_options, check_plan, resolve_gates
 from cloudtaser.cli.common import add_cluster_options, cluster_session, usage_error
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import RunProgress, progress, table
@@ -41,10 +41,15 @@ into the plan first, so `target unprotect` can always put it back. A killed run 
 without a second rollout.
 
 --delete-secrets (never implied) then deletes each Secret of a finalized workload that
-nothing in its namespace references any more (workloads, bare Pods, Jobs, CronJobs,
-ServiceAccounts, Ingress TLS, secret/projected volumes, ...); a Secret still in use is kept
-and its users are named. DELETION IS IRREVERSIBLE: the values must already be in the vault
-(`cloudtaser source verify-plan`). With --dry-run it lists what would go. See docs/lifecycle.md.
+loses nothing and that nothing in its namespace references any more (workloads, bare Pods,
+Jobs, CronJobs, ServiceAccounts, Ingress TLS, secret/projected volumes, ...). Every key the
+Secret holds must be mapped by the plan AND proven in the vault by the report given with
+--require-verified (`cloudtaser source verify-plan PLAN --attest REPORT`), or released by a
+reviewer in the plan (releasedKeys); otherwise it is kept and the keys are named (never a
+value). A Secret still in use is kept and its users are named. Just before each delete the
+Secret is read and its namespace scanned again, and the delete carries its uid and
+resourceVersion as preconditions. DELETION IS IRREVERSIBLE. With --dry-run it lists what
+would go. See docs/lifecycle.md.
 """
 
 _AUDIT_DESCRIPTION = """\
@@ -70,16 +75,17 @@ def register(groups: Any) -> None:
             "cloudtaser target finalize --plan plan.yaml --yes --tenant payments",
             "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets --dry-run",
             "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets"
-            " --require-approval --allowed-signers team.signers",
+            " --require-verified verified.json --require-approval --allowed-signers team.signers",
         ],
     )
     _add_run_options(fin, protect=False)
-    add_gate_options(fin, verified=True)
+    add_gate_options(fin, verified="migrated")
     fin.add_argument(
         "--delete-secrets",
         action="store_true",
-        help="afterwards delete each Secret of a finalized workload that nothing in its "
-        "namespace references (IRREVERSIBLE; with --dry-run: list what would go)",
+        help="afterwards delete each Secret of a finalized workload whose every key is "
+        "proven in the vault by --require-verified REPORT (or released in the plan) and that "
+        "nothing in its namespace references (IRREVERSIBLE; with --dry-run: list what would go)",
     )
     fin.set_defaults(command_name="finalize")
     fin.set_defaults(handler=_run_finalize, precheck=_check_finalize)
@@ -134,7 +140,8 @@ def _run_finalize(args: argparse.Namespace) -> int:
     problem = _check_finalize(args)
     if problem:
         return usage_error(problem)
-    enforce_gates(args, args.plan)
+    gates = resolve_gates(args)  # the report is read once: the gate and --delete-secrets
+    check_plan(gates.check, args.plan)
 
     from cloudtaser.target import finalize as finlib  # noqa: PLC0415
     from cloudtaser.target.engine import RunOptions, Selection  # noqa: PLC0415
@@ -148,7 +155,7 @@ def _run_finalize(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         stop_on_error=args.stop_on_error,
         selection=Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
-        plan_check=plan_gate(args),
+        plan_check=gates.check,
     )
     interrupts = _Interrupts()
     decide = _make_decide(interrupts) if args.interactive else None
@@ -165,6 +172,7 @@ def _run_finalize(args: argparse.Namespace) -> int:
             args.plan,
             options,
             delete_secrets=args.delete_secrets,
+            verified=gates.report,
             progress=reporter.event,
             decide=decide,
             cancel=interrupts.cancel,
@@ -195,6 +203,7 @@ def _secret_rows(secrets: SecretsReport) -> list[dict[str, Any]]:
             "action": d.action,
             "users": list(d.users),
             **({"reason": d.reason} if d.reason else {}),
+            **({"keys": list(d.keys)} if d.keys else {}),
         }
         for d in secrets.decisions
     ]
@@ -215,7 +224,7 @@ def _print_secrets(secrets: SecretsReport) -> None:
             d.namespace,
             d.name,
             labels.get(d.action, d.action),
-            "; ".join(d.users) or d.reason,
+            "; ".join(filter(None, ["; ".join(d.users), d.reason])),
         ]
         for d in secrets.decisions
     ]

@@ -96,7 +96,7 @@ def register(groups: Any) -> None:
         epilog=_RUN_EPILOG,
     )
     _add_run_options(protect, protect=True)
-    add_gate_options(protect, verified=True)
+    add_gate_options(protect, verified="pending")
     protect.set_defaults(command_name="protect")
     protect.set_defaults(handler=_run_protect, precheck=_check_protect)
 
@@ -112,6 +112,7 @@ def register(groups: Any) -> None:
         epilog=_RUN_EPILOG,
     )
     _add_run_options(unprotect, protect=False)
+    add_gate_options(unprotect)
     unprotect.set_defaults(command_name="unprotect")
     unprotect.set_defaults(handler=_run_unprotect, precheck=_check_run)
 
@@ -455,6 +456,7 @@ def _run_unprotect(args: argparse.Namespace) -> int:
     problem = _check_run(args)
     if problem:
         return usage_error(problem)
+    enforce_gates(args, args.plan)
     return _run(args, protect=False)
 
 
@@ -471,7 +473,7 @@ def _run(args: argparse.Namespace, *, protect: bool) -> int:
         parallel=args.parallel,
         stop_on_error=args.stop_on_error,
         selection=protectlib.Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
-        plan_check=plan_gate(args) if protect else None,
+        plan_check=plan_gate(args),
         verify_injection=getattr(args, "verify_injection", True),
     )
     interrupts = _Interrupts()

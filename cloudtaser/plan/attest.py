@@ -5,8 +5,11 @@ The vault side cannot write the plan (it crosses the air gap back unchanged), so
 reviewed-content digest, when, against which vault, and which vault paths were proven to
 exist with which fields (names only). It can carry SSH signatures like a plan approval
 (namespace :data:`NAMESPACE`, over :func:`report_content`). ``target protect
---require-verified FILE`` then refuses, naming each workload, anything the report does not
-cover (:func:`require_verified`). Format: docs/approval.md, "Verification reports".
+--require-verified FILE`` then refuses, naming each workload, any pending workload the report
+does not cover, and ``target finalize --require-verified FILE`` any migrated one
+(:func:`require_verified`); finalize's ``--delete-secrets`` keeps every Secret holding a
+mapped key the report does not prove (:mod:`cloudtaser.target.secret_safety`). Format:
+docs/approval.md, "Verification reports".
 """
 
 from __future__ import annotations
@@ -207,13 +210,17 @@ def uncovered(
     report: VerificationReport,
     *,
     include: Callable[[Tenant, Workload], bool] | None = None,
+    status: WorkloadStatus = WorkloadStatus.PENDING,
 ) -> list[str]:
-    """Every pending workload of ``plan`` (that ``include`` selects: a run's ``--tenant`` /
-    ``--workload``) the report does not cover, with what is missing."""
-    proven = {p.vault_path: set(p.fields) for p in report.proven}
+    """Every workload of ``plan`` with ``status`` (the ones the command acts on: ``pending``
+    for protect, ``migrated`` for finalize) that ``include`` selects (a run's ``--tenant`` /
+    ``--workload``) and the report does not cover, with what is missing."""
+    proven: dict[str, set[str]] = {}
+    for path in report.proven:
+        proven.setdefault(path.vault_path, set()).update(path.fields)
     out = []
     for tenant, workload in plan.iter_workloads():
-        if workload.effective_status is not WorkloadStatus.PENDING:
+        if workload.effective_status is not status:
             continue
         if include is not None and not include(tenant, workload):
             continue
@@ -276,12 +283,14 @@ def require_verified(
     *,
     signers: Sequence[AllowedSigner] | None = None,
     include: Callable[[Tenant, Workload], bool] | None = None,
+    status: WorkloadStatus = WorkloadStatus.PENDING,
     source: str = "<report>",
     now: float | None = None,
 ) -> None:
     """The gate of ``--require-verified``: :class:`ApprovalError` unless ``report`` is for
-    this plan's reviewed content, covers every pending workload (that ``include`` selects),
-    and (with ``signers``) carries a signature an allowed signer made."""
+    this plan's reviewed content, covers every workload with ``status`` (``pending`` for
+    protect, ``migrated`` for finalize) that ``include`` selects, and (with ``signers``)
+    carries a signature an allowed signer made."""
     require_verified_digest(plan, report, source=source)
     if signers is not None:
         reasons = _check_signatures(report, signers, time.time() if now is None else now)
@@ -292,12 +301,12 @@ def require_verified(
                 + "); sign it with 'cloudtaser plan approve --report FILE --key KEY'",
                 source=source,
             )
-    gaps = uncovered(plan, report, include=include)
+    gaps = uncovered(plan, report, include=include, status=status)
     rerun = _RERUN
     if gaps:
         shown = "; ".join(gaps[:10]) + (f"; and {len(gaps) - 10} more" if len(gaps) > 10 else "")
         raise ApprovalError(
-            f"the verification report does not cover {len(gaps)} pending workload(s): {shown}. "
+            f"the verification report does not cover {len(gaps)} {status} workload(s): {shown}. "
             f"Put the secrets into the vault and {rerun}",
             source=source,
         )

@@ -19,14 +19,19 @@ Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md`
    references gone: no patch, only wait and record (no second rollout).
 
 ``--delete-secrets`` (:func:`delete_unused_secrets`, never implied) then deletes a Secret of a
-finalized workload only when the reference scan (:mod:`cloudtaser.target.references`) finds
-no user left in its namespace; otherwise it names the users and keeps it. Names of deleted
-Secrets go into the plan history of the workloads that used them. Deletion is irreversible.
+finalized workload only when (1) every key it holds is mapped by the plan and proven in the
+vault by the verification report, or released by a reviewer (:mod:`cloudtaser.target.
+secret_safety`), and (2) the reference scan (:mod:`cloudtaser.target.references`) finds no user
+left in its namespace — both checked again just before the delete, which carries the
+Secret's uid and resourceVersion as preconditions. Otherwise it keeps it and names the keys
+or users. Names of deleted Secrets go into the plan history of the workloads that used them.
+Deletion is irreversible.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -52,15 +57,27 @@ from cloudtaser.target.engine import (
     workload_ref,
 )
 from cloudtaser.target.rollout import blockers, dig
+from cloudtaser.target.secret_safety import (
+    ATTEST_HINT,
+    KeySafety,
+    key_safety,
+    proven_fields,
+    report_problem,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Set as AbstractSet
+
+    from cloudtaser.plan.attest import VerificationReport
     from cloudtaser.target.kube import KubeSession
     from cloudtaser.target.podspec import SecretKeys
-    from cloudtaser.target.workloads import WorkloadAPI
+    from cloudtaser.target.references import Scan
+    from cloudtaser.target.workloads import SecretHead, WorkloadAPI
 
 __all__ = [
     "FinalizeEdit",
     "FinalizeStep",
+    "SecretAction",
     "SecretDecision",
     "SecretsReport",
     "clear_finalized",
@@ -272,15 +289,23 @@ def _describe(refs: Sequence[FinalizedRef]) -> str:
     return ", ".join(parts) if parts else "nothing"
 
 
-def verification_warning(plan: MigrationPlan | None) -> str | None:
-    """What finalize can know about verify-plan from the plan: this plan format records no
-    verification result, so it always warns (a future plan field would let it refuse)."""
-    _ = plan
+def verification_warning(
+    report: VerificationReport | None, *, delete_secrets: bool = False
+) -> str | None:
+    """The warning of a finalize run without a verification report (``None`` with one: the
+    ``--require-verified`` gate has checked it covers every migrated workload)."""
+    if report is not None:
+        return None
     return (
-        "this plan does not record a verify-plan result, so finalize cannot know from the plan "
-        "that every value is in the vault: run `cloudtaser source verify-plan` first. finalize "
-        "still proves on the live pods that they start through the wrapper, which exits when a "
-        "path cannot be read"
+        "no verification report given (--require-verified REPORT): finalize cannot know that "
+        "every value is in the vault; it proves on the live pods that they start through the "
+        "wrapper, which exits when a path cannot be read"
+        + (
+            ". --delete-secrets keeps every Secret holding a key the plan maps (only keys "
+            f"released in the plan need no proof): {ATTEST_HINT}"
+            if delete_secrets
+            else ""
+        )
     )
 
 
@@ -428,17 +453,28 @@ class FinalizeStep(Step):
 # --- deleting Secrets -----------------------------------------------------------------------
 
 
+class SecretAction(enum.StrEnum):
+    """What ``--delete-secrets`` did with one Secret (the JSON ``action``)."""
+
+    DELETED = "deleted"
+    WOULD_DELETE = "would-delete"
+    KEPT = "kept"
+    ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class SecretDecision:
     """What ``--delete-secrets`` did (or, with ``--dry-run``, would do) with one Secret."""
 
     namespace: str
     name: str
-    #: ``deleted``, ``would-delete``, ``kept`` or ``absent``.
-    action: str
-    #: Who still uses it (``kept``), or why it was kept or skipped.
+    action: SecretAction
+    #: Who still uses it (``kept``).
     users: tuple[str, ...] = ()
+    #: Why it was kept or skipped (names keys and what to do, never a value).
     reason: str = ""
+    #: The keys that keep it: not mapped, or not proven in the vault (names only).
+    keys: tuple[str, ...] = ()
 
 
 @dataclass
@@ -449,77 +485,188 @@ class SecretsReport:
         return [d for d in self.decisions if d.action == action]
 
 
+def _proof(
+    plan: MigrationPlan, verified: VerificationReport | None
+) -> tuple[Mapping[str, AbstractSet[str]] | None, str]:
+    """The report's proven fields (``None`` when there is no usable report) and why not."""
+    if verified is None:
+        return None, "no verification report was given"
+    problem = report_problem(plan, verified)
+    if problem is not None:
+        return None, problem
+    return proven_fields(verified), ""
+
+
+def _users(found: Scan, name: str, ignored: set[tuple[str, str]]) -> list[str]:
+    return [
+        str(u)
+        for u in found.users(name)
+        if not ((u.kind, u.name) in ignored and u.via in {"env", "envFrom"})
+    ]
+
+
+def _decide(
+    head: SecretHead,
+    safety: KeySafety,
+    found: Scan,
+    ignored: set[tuple[str, str]],
+) -> SecretDecision | None:
+    """``kept`` (with users, keys and why) or ``None`` when the Secret may go."""
+    reasons = []
+    if found.unreadable:
+        reasons.append("cannot prove it unused: could not list " + "; ".join(found.unreadable))
+    users = _users(found, head.name, ignored)
+    problem = safety.problem()
+    if problem is not None:
+        reasons.append(problem)
+    if not users and not reasons:
+        return None
+    return SecretDecision(
+        head.namespace,
+        head.name,
+        SecretAction.KEPT,
+        users=tuple(users),
+        reason="; ".join(reasons),
+        keys=safety.keeping,
+    )
+
+
+def _recheck(engine: Engine, head: SecretHead) -> SecretDecision | None:
+    """Immediately before deleting: the Secret must be the one decided on, and a fresh scan
+    of its namespace must find no user. A decision when it must stay, else ``None``."""
+    from cloudtaser.target import references  # noqa: PLC0415
+
+    namespace, name = head.namespace, head.name
+    now = engine.cluster.secret_head(namespace, name)
+    if now is None:
+        return SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
+    if (now.uid, now.resource_version) != (head.uid, head.resource_version):
+        return SecretDecision(
+            namespace,
+            name,
+            SecretAction.KEPT,
+            reason="it changed after the check (uid or resourceVersion differ): not deleted; "
+            "re-run to decide on what it holds now",
+        )
+    found = references.scan(engine.cluster, namespace)
+    users = [str(u) for u in found.users(name)]
+    if users or found.unreadable:
+        why = "a user appeared after the check" if users else "cannot prove it unused"
+        return SecretDecision(
+            namespace,
+            name,
+            SecretAction.KEPT,
+            users=tuple(users),
+            reason=f"{why} (checked again just before deleting)"
+            + (": could not list " + "; ".join(found.unreadable) if found.unreadable else ""),
+        )
+    return None
+
+
+def _delete(engine: Engine, head: SecretHead) -> SecretDecision:
+    """Delete with the preconditions of the decision (uid, resourceVersion)."""
+    from cloudtaser.errors import (  # noqa: PLC0415
+        ClusterConflictError,
+        ClusterForbiddenError,
+        ClusterNotFoundError,
+    )
+
+    namespace, name = head.namespace, head.name
+    try:
+        engine.cluster.delete_secret(head)
+    except ClusterConflictError:
+        return SecretDecision(
+            namespace,
+            name,
+            SecretAction.KEPT,
+            reason="it changed between the check and the delete (409: the uid/resourceVersion "
+            "preconditions failed): not deleted; re-run to decide on what it holds now",
+        )
+    except ClusterNotFoundError:
+        return SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
+    except ClusterForbiddenError as exc:
+        return SecretDecision(namespace, name, SecretAction.KEPT, reason=str(exc))
+    return SecretDecision(namespace, name, SecretAction.DELETED)
+
+
 def delete_unused_secrets(
     engine: Engine,
     selected: Sequence[tuple[Tenant, Workload]],
     *,
+    verified: VerificationReport | None = None,
     progress: ProgressFn | None = None,
 ) -> SecretsReport:
-    """Delete the Secrets of finalized workloads that nothing in their namespace references.
+    """Delete the Secrets of finalized workloads that lose nothing and that nothing uses.
+
+    Per Secret, in namespace and name order: read it (uid, resourceVersion, key names);
+    keep it unless every key is proven in the vault by ``verified`` or released in the plan
+    (:mod:`cloudtaser.target.secret_safety`) and the reference scan of its namespace finds
+    no user; then, immediately before deleting, read it again and scan again, and delete
+    with the uid/resourceVersion of the decision as preconditions (a 409 keeps it).
 
     With ``dry_run`` nothing is deleted: a workload that the dry run would finalize counts as
     finalized, and its own plan-mapped env/envFrom references are not counted as uses."""
-    from cloudtaser.target.references import scan  # noqa: PLC0415
+    from cloudtaser.target import references  # noqa: PLC0415
 
     dry = engine.options.dry_run
     would = {r.ref for r in engine.report.results if r.outcome == Outcome.DRY_RUN}
+    proven, no_proof = _proof(engine.plan, verified)
     report = SecretsReport()
     by_ns: dict[str, dict[str, list[tuple[Tenant, Workload]]]] = {}
+    tenants: dict[str, Tenant] = {}
     for tenant, workload in selected:
         finalized = workload.finalized_at is not None or workload_ref(tenant, workload) in would
         if not finalized:
             continue
+        tenants[tenant.namespace] = tenant
         for secret in workload.secrets:
             if secret.via == "vaultAgent":
                 continue
             by_ns.setdefault(tenant.namespace, {}).setdefault(secret.source, []).append(
                 (tenant, workload)
             )
-    for namespace, secrets in by_ns.items():
-        found = scan(engine.cluster, namespace)
+    for namespace, secrets in sorted(by_ns.items()):
+        found = references.scan(engine.cluster, namespace)
         ignored = _dry_run_users(engine, selected, namespace, would) if dry else set()
         for name, owners in sorted(secrets.items()):
-            if engine.cluster.secret_keys(namespace, name) is None:
+            head = engine.cluster.secret_head(namespace, name)
+            if head is None:
                 report.decisions.append(
-                    SecretDecision(namespace, name, "absent", reason="already gone")
+                    SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
                 )
                 continue
-            if found.unreadable:
-                report.decisions.append(
-                    SecretDecision(
-                        namespace,
-                        name,
-                        "kept",
-                        reason="cannot prove it unused: could not list "
-                        + "; ".join(found.unreadable),
-                    )
-                )
-                continue
-            users = [
-                u
-                for u in found.users(name)
-                if not ((u.kind, u.name) in ignored and u.via in {"env", "envFrom"})
-            ]
-            if users:
-                report.decisions.append(
-                    SecretDecision(namespace, name, "kept", users=tuple(str(u) for u in users))
-                )
+            safety = key_safety(tenants[namespace], name, head.keys, proven, no_proof=no_proof)
+            kept = _decide(head, safety, found, ignored)
+            if kept is not None:
+                report.decisions.append(kept)
                 continue
             if dry:
-                report.decisions.append(SecretDecision(namespace, name, "would-delete"))
+                report.decisions.append(SecretDecision(namespace, name, SecretAction.WOULD_DELETE))
                 continue
-            engine.cluster.delete_secret(namespace, name)
-            report.decisions.append(SecretDecision(namespace, name, "deleted"))
+            decision = _recheck(engine, head) or _delete(engine, head)
+            report.decisions.append(decision)
+            if decision.action is not SecretAction.DELETED:
+                continue
             if progress is not None:
                 progress(Event(None, f"deleted Secret {namespace}/{name} (no reference left)"))
+            why = _deleted_because(safety)
             for _tenant, workload in owners:
                 engine.record(
                     workload,
                     WorkloadStatus.MIGRATED,
                     reason=f"finalize --delete-secrets: deleted Secret {name} "
-                    f"(no reference left in namespace {namespace})",
+                    f"(no reference left in namespace {namespace}; {why})",
                 )
     return report
+
+
+def _deleted_because(safety: KeySafety) -> str:
+    parts = []
+    if safety.proven:
+        parts.append(f"key(s) {', '.join(safety.proven)} proven in the vault")
+    if safety.released:
+        parts.append(f"key(s) {', '.join(safety.released)} released in the plan")
+    return "; ".join(parts) or "it held no key"
 
 
 def _dry_run_users(
@@ -556,16 +703,19 @@ def finalize(
     options: RunOptions,
     *,
     delete_secrets: bool = False,
+    verified: VerificationReport | None = None,
     progress: ProgressFn | None = None,
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[RunReport, SecretsReport | None]:
     """Finalize the selected ``migrated`` workloads of the plan at ``plan_path`` (one patch
-    and one rollout each), then, with ``delete_secrets``, delete their Secrets that nothing
-    references any more. Same lock, selection, dialogue, dry run and resume as protect."""
+    and one rollout each), then, with ``delete_secrets``, delete their Secrets that lose
+    nothing (every key proven in the vault by ``verified``, the report of ``verify-plan
+    --attest``, or released in the plan) and that nothing references any more. Same lock,
+    selection, dialogue, dry run and resume as protect."""
     step = FinalizeStep()
     secrets: list[SecretsReport] = []
-    warning = verification_warning(None)
+    warning = verification_warning(verified, delete_secrets=delete_secrets)
     if warning and progress is not None:
         progress(Event(None, warning, warning=True))
 
@@ -577,7 +727,9 @@ def finalize(
                 None, "no Secret deleted: the run did not complete (re-run to resume)", warning=True
             )
             return
-        secrets.append(delete_unused_secrets(engine, selected, progress=progress))
+        secrets.append(
+            delete_unused_secrets(engine, selected, verified=verified, progress=progress)
+        )
 
     report = run(
         session,

@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cloudtaser.errors import ClusterNotFoundError
+from cloudtaser.errors import ClusterConflictError, ClusterNotFoundError
 from cloudtaser.target.kube import FIELD_MANAGER, api_errors
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from cloudtaser.target.kube import KubeSession
 
-__all__ = ["WorkloadAPI", "WorkloadRef"]
+__all__ = ["SecretHead", "WorkloadAPI", "WorkloadRef"]
 
 _T = TypeVar("_T")
 
@@ -41,6 +41,18 @@ class WorkloadRef:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class SecretHead:
+    """A Secret as read for a deletion decision: identity, version and key names (never a
+    value). ``uid`` and ``resource_version`` become the delete's preconditions."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    keys: tuple[str, ...]
 
 
 def _resource(kind: str) -> Any:
@@ -301,16 +313,56 @@ class WorkloadAPI:
         """The last ``tail`` lines a container wrote (callers keep only the wrapper's own)."""
         return self._run(self._log(namespace, pod, container, tail))
 
-    async def _delete(self, resource: Any, name: str, namespace: str, action: str) -> None:
-        with api_errors(action):
-            await self._client.delete(resource, name, namespace=namespace)
-
-    def delete_secret(self, namespace: str, name: str) -> None:
-        """Delete one Secret (irreversible)."""
+    def secret_head(self, namespace: str, name: str) -> SecretHead | None:
+        """The Secret's uid, resourceVersion and key names, read now (not cached); ``None``
+        when it does not exist. The values are dropped as soon as the keys are taken."""
         from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
-        self._run(self._delete(Secret, name, namespace, f"delete Secret {namespace}/{name}"))
-        self._secret_keys.pop((namespace, name), None)
+        action = f"read Secret {namespace}/{name} (its key names, before deleting it)"
+        secret = self._run(self._get(Secret, name, namespace, action))
+        if secret is None:
+            return None
+        head = SecretHead(
+            namespace=namespace,
+            name=name,
+            uid=str(secret.metadata.uid or ""),
+            resource_version=str(secret.metadata.resourceVersion or ""),
+            keys=tuple(sorted((secret.data or {}).keys())),
+        )
+        del secret
+        return head
+
+    async def _delete_with_preconditions(self, head: SecretHead) -> None:
+        # lightkube's ``delete`` sends no body, and preconditions exist only in the body
+        # (DeleteOptions): build the request with its own request builder, add the body.
+        from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
+
+        generic: Any = self._client._client  # lightkube.core.generic_client
+        request = generic.prepare_request(
+            "delete", res=Secret, name=head.name, namespace=head.namespace
+        )
+        request.data = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": head.uid, "resourceVersion": head.resource_version},
+        }
+        with api_errors(f"delete Secret {head.namespace}/{head.name}"):
+            response = await generic.send(generic.build_adapter_request(request))
+            generic.handle_response("delete", response, request)
+
+    def delete_secret(self, head: SecretHead) -> None:
+        """Delete one Secret (irreversible) only if it is still the object ``head`` describes:
+        the API server checks ``uid`` and ``resourceVersion`` and answers 409
+        (:class:`~cloudtaser.errors.ClusterConflictError`) when it changed since."""
+        if not head.uid or not head.resource_version:
+            raise ClusterConflictError(
+                f"Secret {head.namespace}/{head.name} was read without uid or resourceVersion: "
+                "not deleted without preconditions"
+            )
+        try:
+            self._run(self._delete_with_preconditions(head))
+        finally:
+            self._secret_keys.pop((head.namespace, head.name), None)
 
     def close(self) -> None:
         """Close the client and stop the loop thread."""

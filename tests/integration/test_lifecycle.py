@@ -26,8 +26,10 @@ from lightkube.resources.core_v1 import Secret
 from cloudtaser import contract
 from cloudtaser import plan as planlib
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
+from tests.integration.source_helpers import run_cli
 from tests.integration.test_protect import REPO, _env, _owned_count
 from tests.testenv.cluster import Cluster
+from tests.testenv.openbao import BaoServer
 from tests.testenv.workloads import (
     ContainerSpec,
     WorkloadSpec,
@@ -247,7 +249,7 @@ def test_finalize_removes_exactly_the_mapped_references_and_records_it(
     result = _finalize(cluster, plan)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "does not record a verify-plan result" in result.stderr
+    assert "no verification report given (--require-verified REPORT)" in result.stderr
     app = _app(kube_client, namespace, "web")
     assert [e["name"] for e in app["env"]] == ["PLAIN"]
     assert "envFrom" not in app
@@ -334,7 +336,7 @@ def test_finalize_resumes_after_sigkill_without_a_second_rollout(
 
 
 def test_delete_secrets_deletes_only_unused_secrets_and_names_the_users(
-    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+    cluster: Cluster, kube_client: Any, namespace: str, openbao: BaoServer, tmp_path: Path
 ) -> None:
     _setup(kube_client, namespace, ["web"])
     # Secret "api" is still used by a bare Pod's volume and a ServiceAccount's imagePullSecrets
@@ -363,13 +365,21 @@ def test_delete_secrets_deletes_only_unused_secrets_and_names_the_users(
     )
     plan = _plan(tmp_path / "plan.yaml", namespace, ["web"])
     assert _protect(cluster, plan).returncode == 0
+    # every mapped key is in the vault, proven by verify-plan --attest (keys are only ever
+    # deleted with that proof: tests/integration/test_delete_safety.py)
+    for name, pairs in (("db", ["password=v", "username=v"]), ("api", ["token=v"])):
+        openbao.bao("kv", "put", f"secret/{namespace}/{name}", *pairs)
+    report = tmp_path / "verified.json"
+    attest = run_cli(openbao, "source", "verify-plan", str(plan), "--attest", str(report))
+    assert attest.returncode == 0, attest.stdout + attest.stderr
+    verified = ("--require-verified", str(report))
 
-    dry = _finalize(cluster, plan, "--delete-secrets", "--dry-run")
+    dry = _finalize(cluster, plan, "--delete-secrets", "--dry-run", *verified)
     assert dry.returncode == 1, dry.stdout + dry.stderr  # a Secret is kept: exit 1
     assert "would delete (dry run)" in dry.stdout
     assert kube_client.get(Secret, "db", namespace=namespace) is not None
 
-    result = _finalize(cluster, plan, "--delete-secrets", "--output", "json")
+    result = _finalize(cluster, plan, "--delete-secrets", "--output", "json", *verified)
 
     assert result.returncode == 1, result.stdout + result.stderr
     decisions = {d["name"]: d for d in json.loads(result.stdout)["secrets"]}

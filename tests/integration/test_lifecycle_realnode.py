@@ -172,10 +172,16 @@ def _tenant(site: Site, busybox_ref: str, names: list[str], *, min_ready: int = 
                 "kv", "put", f"-mount={mount}", rest, f"password={vault_canary}", "username=app"
             )
     verify = _cloudtaser(
-        "source", "verify-plan", str(plan), "--token-file", str(site.token), env=vault
-    )
+        "source", "verify-plan", str(plan), "--token-file", str(site.token),
+        "--attest", _report(plan), env=vault,
+    )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
     return Tenant(namespace, plan, k8s_canary, vault_canary)
+
+
+def _report(plan: Path) -> str:
+    """The verify-plan --attest report of ``plan`` (finalize --delete-secrets needs it)."""
+    return f"{plan}.verified.json"
 
 
 def _deployment(namespace: str, name: str, image: str, min_ready: int) -> dict[str, Any]:
@@ -393,7 +399,8 @@ def test_delete_secrets_keeps_a_secret_still_used_and_names_its_user(
         == 0
     )
 
-    result = _target(site, "finalize", tenant, "--yes", "--delete-secrets")
+    verified = ("--require-verified", _report(tenant.plan))
+    result = _target(site, "finalize", tenant, "--yes", "--delete-secrets", *verified)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "KEPT" in result.stdout
@@ -406,7 +413,7 @@ def test_delete_secrets_keeps_a_secret_still_used_and_names_its_user(
     while any(p.metadata.name == "bare" for p in _pods_all(site, tenant.namespace)):
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    again = _target(site, "finalize", tenant, "--yes", "--delete-secrets")
+    again = _target(site, "finalize", tenant, "--yes", "--delete-secrets", *verified)
     assert again.returncode == 0, again.stdout + again.stderr
     shown = site.node.kubectl("get", "secrets", "-n", tenant.namespace, "-o", "name").stdout
     assert "secret/db" not in shown
