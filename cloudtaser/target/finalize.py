@@ -607,6 +607,7 @@ def delete_unused_secrets(
     With ``dry_run`` nothing is deleted: a workload that the dry run would finalize counts as
     finalized, and its own plan-mapped env/envFrom references are not counted as uses."""
     from cloudtaser.target import references  # noqa: PLC0415
+    from cloudtaser.target.cluster_references import ScanCache  # noqa: PLC0415
 
     dry = engine.options.dry_run
     would = {r.ref for r in engine.report.results if r.outcome == Outcome.DRY_RUN}
@@ -625,8 +626,12 @@ def delete_unused_secrets(
             by_ns.setdefault(tenant.namespace, {}).setdefault(secret.source, []).append(
                 (tenant, workload)
             )
+    # one cache per run: the cluster-wide kinds (PersistentVolumes, StorageClasses, custom
+    # resources, ServiceAccount access) are listed once; the re-check before each delete
+    # (_recheck) scans afresh, without it
+    cache = ScanCache()
     for namespace, secrets in sorted(by_ns.items()):
-        found = references.scan(engine.cluster, namespace)
+        found = references.scan(engine.cluster, namespace, cache=cache)
         ignored = _dry_run_users(engine, selected, namespace, would) if dry else set()
         for name, owners in sorted(secrets.items()):
             head = engine.cluster.secret_head(namespace, name)
