@@ -188,13 +188,14 @@ def test_an_encrypted_key_is_refused_without_a_password_prompt() -> None:
 def test_the_key_goes_to_ssl_through_an_in_memory_file_closed_after_loading() -> None:
     if not hasattr(os, "memfd_create") or not Path("/proc/self/fd").is_dir():
         pytest.skip("no memfd_create here; the fallback is tested below")
-    before = set(os.listdir("/proc/self/fd"))
+    fd_dir = Path("/proc/self/fd")
+    before = {p.name for p in fd_dir.iterdir()}
     with kube._private_files((CERT.encode(), KEY.encode())) as paths:
         assert all(p.startswith("/proc/self/fd/") for p in paths)
         assert [Path(p).read_text() for p in paths] == [CERT, KEY]
         # an anonymous memory file: no name anywhere in the file system
-        assert os.readlink(paths[1]).startswith("/memfd:")
-    assert set(os.listdir("/proc/self/fd")) <= before
+        assert str(Path(paths[1]).readlink()).startswith("/memfd:")
+    assert {p.name for p in fd_dir.iterdir()} <= before
 
 
 def test_without_memfd_the_key_file_is_0600_in_a_0700_dir_removed_after_loading(
