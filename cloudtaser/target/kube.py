@@ -329,7 +329,9 @@ def _usable_user(user: dict[str, Any], name: str) -> tuple[dict[str, Any], ExecC
     if exec_spec is None or user.get("token") or isinstance(token_file, str):
         return user, None
     where = f"kubeconfig user {name!r}: exec plugin"
-    credential = parse_exec_credential(_run_exec_plugin(exec_spec, where), where=where)
+    output = _run_exec_plugin(exec_spec, where)
+    command = printable(exec_spec["command"], limit=200)  # a string: checked by the run
+    credential = parse_exec_credential(output, where=f"{where} {command!r}")
     if credential.has_certificate and any(user.get(f) for f in _USER_CERT_FIELDS):
         # client-go refuses this too: which certificate would be meant?
         raise ConfigError(
