@@ -24,11 +24,12 @@ when this file and the parser disagree. For the workflow around these commands s
   vault; `plan ...` commands need no system access.
 - Results go to stdout (human text, or JSON with `-o/--output json`); progress and diagnostics go
   to stderr. Colours only on a terminal, never with `NO_COLOR`; tables align by visible width.
-- `-o/--output text|json` is the result format on every command that reports, and nothing else.
-  `target discover` writes its plan with `--output-plan FILE`: CloudTaser's documented
-  `-o plan.yaml` cannot share `-o` with the format without ambiguity (a plan file named `json`),
-  so `-o plan.yaml` is refused with a hint. Options are never abbreviated (`--out` is an error
-  with a "did you mean"), and an unknown option shows the usage of the command it was given to.
+- `-o/--output text|json` is the result format on every command that reports. `target
+  discover` also takes CloudTaser's documented `-o plan.yaml`, by one rule on the value alone:
+  `text`/`json` are the format, a name ending in `.yaml`/`.yml` or `-` is the plan file (same
+  as `--output-plan FILE`), anything else is an error. Options are never abbreviated (`--out`
+  is an error with a "did you mean"), and an unknown option shows the usage of the command it
+  was given to.
 - Every JSON result carries `formatVersion` (now `"1"`), `kind` and a `summary` object; their JSON
   Schemas are in `schema/output-<kind>.schema.json`. A new `formatVersion` means a field changed
   meaning or was removed; added fields keep the version.

@@ -10,11 +10,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
+    OUTPUT_FORMATS,
     add_cluster_options,
-    add_output_option,
     add_plan_argument,
     cluster_session,
-    usage_error,
+    plan_files_completer,
 )
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import print_result_json
@@ -55,11 +55,13 @@ vault path naming (--path-template), placeholders:
   --isolate {mount}/data/{cluster}/{namespace}/{secret}  one subtree per cluster
   Paths must be KV v2 API paths: <mount>/data/<path>.
 
-the plan file and -o: the plan is written with --output-plan FILE. -o/--output is the
-result format (text or json) as on every cloudtaser command; CloudTaser's documented
-'-o plan.yaml' is refused with a hint instead of guessing (a file named 'json' was the bug).
+the plan file and -o: -o/--output takes either a result format or the plan file, told
+apart by the value alone: 'text' and 'json' are the result format, as on every cloudtaser
+command; a name ending in .yaml or .yml, or '-' (stdout), is the plan file, as in
+CloudTaser's 'discover -o plan.yaml' (the same as --output-plan FILE); anything else is an
+error. Give both with '-o plan.yaml -o json'. A plan file named otherwise: --output-plan.
 -o json prints a discovery report (counts, skips, warnings) on stdout; it cannot be combined
-with --output-plan - (the plan itself on stdout).
+with the plan on stdout ('-').
 
 exit codes: 0 plan written; 1 plan written but incomplete (something could not be read,
 see the 'could not read' lines); 2 bad flags, kubeconfig or context, or a plan with progress
@@ -82,6 +84,7 @@ def register(groups: Any) -> None:
         description=_DESCRIPTION,
         epilog=_EPILOG,
         examples=[
+            "cloudtaser target discover --kubeconfig ~/.kube/cluster-a -o plan-a.yaml",
             "cloudtaser target discover --kubeconfig ~/.kube/prod --output-plan plan.yaml",
             "cloudtaser target discover --context prod-eu -n payments -n billing "
             "-l tier=backend --output-plan -",
@@ -152,19 +155,107 @@ def register(groups: Any) -> None:
     add_plan_argument(
         out,
         "--output-plan",
-        required=True,
+        action=_PlanFile,
         metavar="FILE",
         help="write the plan to FILE ('-' for stdout); an existing file is replaced atomically",
     )
-    add_output_option(
-        out, hint="; the plan file is --output-plan FILE (e.g. --output-plan plan.yaml)"
+    output = out.add_argument(
+        "-o",
+        "--output",
+        action=_FormatOrPlanFile,
+        type=format_or_plan_file,
+        default="text",
+        metavar="{text,json,FILE.yaml,-}",
+        help="text or json: the result format on stdout (default: text); FILE.yaml, FILE.yml "
+        "or '-' (stdout): the plan file, as with --output-plan",
     )
+    output.completer = _format_or_plan_completer
     out.add_argument(
         "--force",
         action="store_true",
         help="overwrite a plan that records progress (migrated or reviewer-skipped workloads)",
     )
-    parser.set_defaults(handler=_run_discover)
+    parser.set_defaults(handler=_run_discover, precheck=_check_discover)
+
+
+def is_plan_file_name(value: str) -> bool:
+    """The one rule that makes ``-o VALUE`` a plan file: ``-`` or a name ending in
+    ``.yaml``/``.yml`` (any case). ``text`` and ``json`` never are."""
+    return value == "-" or value.lower().endswith((".yaml", ".yml"))
+
+
+def format_or_plan_file(text: str) -> str:
+    """argparse type of discover's ``-o``: a result format or a plan file name."""
+    if text in OUTPUT_FORMATS or is_plan_file_name(text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a result format nor a plan file: -o takes text or json (the "
+        "result format), or a file name ending in .yaml or .yml, or '-' (the plan file, e.g. "
+        "-o plan.yaml); for a plan file named otherwise use --output-plan FILE"
+    )
+
+
+def _set_plan_file(
+    parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: str
+) -> None:
+    """Naming two different plan files is an error, whichever of ``-o FILE.yaml`` and
+    ``--output-plan FILE`` comes first."""
+    previous = getattr(namespace, "output_plan", None)
+    if previous is not None and previous != value:
+        parser.error(
+            f"two plan files given ({previous!r} and {value!r}): discover writes one; pass "
+            "-o FILE.yaml or --output-plan FILE once"
+        )
+    namespace.output_plan = value
+
+
+class _PlanFile(argparse.Action):
+    """``--output-plan FILE``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        _set_plan_file(parser, namespace, str(values))
+
+
+class _FormatOrPlanFile(argparse.Action):
+    """``-o text|json`` sets the result format; ``-o FILE.yaml|FILE.yml|-`` the plan file."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values in OUTPUT_FORMATS:
+            namespace.output = values
+        else:
+            _set_plan_file(parser, namespace, str(values))
+
+
+def _format_or_plan_completer(prefix: str, **kwargs: Any) -> list[str]:
+    formats = [f for f in OUTPUT_FORMATS if f.startswith(prefix)]
+    return formats + plan_files_completer(prefix, **kwargs)
+
+
+def _check_discover(args: argparse.Namespace) -> str | None:
+    """Usage rules argparse cannot express (also applied to documented examples)."""
+    if args.output_plan is None:
+        return (
+            "discover needs the plan file: -o plan.yaml (a name ending in .yaml or .yml, or "
+            "'-' for stdout) or --output-plan FILE"
+        )
+    if args.output == "json" and args.output_plan == "-":
+        return (
+            "-o json prints a report on stdout and the plan file '-' is stdout too: choose "
+            "one (e.g. -o plan.yaml -o json)"
+        )
+    return None
 
 
 def _report_json(result: DiscoveryResult, output_plan: str) -> None:
@@ -225,11 +316,6 @@ def _summary(result: DiscoveryResult) -> None:
 
 
 def _run_discover(args: argparse.Namespace) -> int:
-    if args.output == "json" and args.output_plan == "-":
-        return usage_error(
-            "-o json prints a report on stdout and --output-plan - the plan: choose one "
-            "(e.g. --output-plan plan.yaml -o json)"
-        )
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.plan.store import PlanStore, check_replace, existing_plan  # noqa: PLC0415
     from cloudtaser.target.discover import DiscoverOptions, discover  # noqa: PLC0415

@@ -61,13 +61,17 @@ def test_discover_output_json_never_writes_a_file_named_json(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_discover_dash_o_with_a_file_name_is_refused_with_a_hint(
+def test_discover_dash_o_with_a_name_that_is_no_plan_file_is_refused_naming_both_forms(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["target", "discover", "-o", "plan.yaml"]) == ExitCode.USAGE
+    """Issue 34: `-o plan.yaml` is the plan file now (tests/cli/test_seed_commands.py); a
+    value that is neither a format nor a .yaml/.yml name is still not guessed."""
+    assert main(["target", "discover", "-o", "plan.txt"]) == ExitCode.USAGE
     err = capsys.readouterr().err
-    assert "'plan.yaml' is not an output format" in err
-    assert "--output-plan plan.yaml" in err
+    assert "'plan.txt' is neither a result format nor a plan file" in err
+    assert "text or json" in err
+    assert ".yaml or .yml" in err
+    assert "--output-plan FILE" in err
 
 
 def test_no_parser_accepts_abbreviated_options() -> None:
@@ -83,6 +87,12 @@ def test_every_output_option_is_dash_o_text_or_json() -> None:
             continue
         reporting += 1
         assert actions["-o"] is actions["--output"], f"{path}: -o and --output differ"
+        if path == ("target", "discover"):
+            # issue 34: text|json, or CloudTaser's `-o plan.yaml` (a .yaml/.yml name or '-')
+            parse = actions["--output"].type
+            assert callable(parse)
+            assert [parse(v) for v in ("text", "json", "p.yaml")] == ["text", "json", "p.yaml"]
+            continue
         choices = tuple(actions["--output"].choices or ())
         # text and json everywhere; `target audit` adds its one-file html report (issue 15)
         extra = ("html",) if path == ("target", "audit") else ()
