@@ -197,7 +197,10 @@ def integration(session: nox.Session) -> None:
     """Integration tests against a real OpenBao dev server and real local control planes."""
     _build_testenv(session)  # no-op when the cache is complete
     _install(session, "test")
-    session.run("pytest", "tests/integration", *session.posargs, env=_testenv_env())
+    # `nox -s integration -- tests/integration/test_x.py -k y` runs just that file
+    named = any(a.startswith("tests/") for a in session.posargs)
+    paths = [] if named else ["tests/integration"]
+    session.run("pytest", *paths, *session.posargs, env=_testenv_env())
 
 
 @nox.session(python=PYTHON)
