@@ -43,10 +43,12 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser.plan.model import EnvUse, EnvUseWhere
 from cloudtaser.target.podspec import EnvConsumption, shown
+
+if TYPE_CHECKING:  # msgspec stays out of `import cloudtaser.target.discover`
+    from cloudtaser.plan.model import EnvUse, EnvUseWhere
 
 __all__ = [
     "INIT_REASON",
@@ -81,7 +83,6 @@ _HANDLERS: Final[tuple[tuple[EnvUseWhere, tuple[str, ...]], ...]] = (
     ("preStop", ("lifecycle", "preStop")),
 )
 _EXPANDED: Final[tuple[EnvUseWhere, ...]] = ("command", "args")
-_WHERE_ORDER: Final = {w: i for i, w in enumerate(get_args(EnvUseWhere))}
 _WORD_CHAR: Final = "A-Za-z0-9_"
 #: Blanks and shell punctuation that separate the words of one command element.
 _WORD_SPLIT: Final = re.compile(r"""[\s;|&()<>'"`=,{}$]+""")
@@ -104,15 +105,8 @@ class Consumer:
     script: str = ""
 
     @property
-    def sort_key(self) -> tuple[str, bool, str, int, str, str]:
-        return (
-            self.container,
-            self.init,
-            self.env,
-            _WHERE_ORDER[self.where],
-            self.target,
-            self.script,
-        )
+    def sort_key(self) -> tuple[str, bool, str, str, str, str]:
+        return (self.container, self.init, self.env, self.where, self.target, self.script)
 
     @property
     def reason(self) -> str:
@@ -128,6 +122,8 @@ class Consumer:
 
     def env_use(self) -> EnvUse:
         """The plan's form (which drops ``script``: the reviewer sees the probe or hook)."""
+        from cloudtaser.plan.model import EnvUse  # noqa: PLC0415
+
         return EnvUse(
             env=self.env,
             container=self.container,

@@ -366,3 +366,47 @@ def test_keep_reasons_join_several_uses_of_one_variable() -> None:
             "its readinessProbe exec command names it",
         ]
     }
+
+
+# -- discover records the uses for reviewers ----------------------------------------------------
+
+
+def test_discover_records_the_uses_of_mapped_variables_in_the_plan() -> None:
+    from cloudtaser import plan as planlib
+    from cloudtaser.plan import WorkloadKind
+    from cloudtaser.target.discover import (
+        DiscoverOptions,
+        ScannedWorkload,
+        SecretLookup,
+        build_plan,
+    )
+
+    template = _template(
+        args=["$(DB_PASSWORD)", "$(NOT_MAPPED)"],
+        readinessProbe=_exec("sh", "-c", "check $DB_USER"),
+        env=[{"name": "NOT_MAPPED", "value": "x"}],
+    )
+    template["spec"]["initContainers"] = [
+        {
+            "name": "migrate",
+            "env": [_secret_env("DB_PASSWORD", "password")],
+            "args": ["$(DB_PASSWORD)"],
+        }
+    ]
+    result = build_plan(
+        [ScannedWorkload("shop", WorkloadKind.DEPLOYMENT, "web", template, 1)],
+        SecretLookup(),
+        options=DiscoverOptions(created_by="alice"),
+        plan_name="p",
+        cluster="https://10.0.0.1:6443",
+    )
+    ((_t, workload),) = list(result.plan.iter_workloads())
+
+    assert workload.env_uses == [
+        EnvUse(env="DB_PASSWORD", container="app", where="args"),
+        EnvUse(env="DB_USER", container="app", where="readinessProbe"),
+        EnvUse(env="DB_PASSWORD", container="migrate", init=True, where="args"),
+    ]
+    text = planlib.dumps(result.plan)
+    assert "envUses:\n    - env: DB_PASSWORD\n      container: app\n      where: args\n" in text
+    assert planlib.loads(text).tenants[0].workloads[0].env_uses == workload.env_uses
