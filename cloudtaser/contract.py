@@ -22,6 +22,11 @@ key                                value
                                    not the default ``kubernetes``
 ``cloudtaser.io/restartedAt``      restart marker: RFC 3339 UTC time of the protect run that
                                    patched the workload (our own key, so GitOps tools can ignore it)
+``cloudtaser.io/accept-dangerous-  loader / interpreter variables (``rules.DANGEROUS_ENV``) the
+env``                              reviewed plan accepts as env-map targets, sorted, joined by
+                                   ``,``; written only when the workload accepts some. An env-map
+                                   target that is dangerous and not named here is refused, a
+                                   reserved one (``CLOUDTASER_*``) always
 =================================  ==============================================================
 
 Wrapper environment
@@ -109,10 +114,13 @@ __all__ = [
     "WRAPPER_PATH",
     "ContractError",
     "build_child_env",
+    "check_dangerous_targets",
+    "format_accept_dangerous_env",
     "format_auth_path",
     "format_env_map",
     "format_secret_paths",
     "optional_duration",
+    "parse_accept_dangerous_env",
     "parse_annotations",
     "parse_auth_path",
     "parse_bool",
@@ -409,6 +417,47 @@ def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, 
     return list(zip(paths, groups, strict=True))
 
 
+# --- accepted dangerous targets --------------------------------------------------------------
+
+
+def format_accept_dangerous_env(names: Sequence[str]) -> str:
+    """``LD_PRELOAD,PATH``: the accepted names sorted, each once (names validated; which names
+    may stand there is :func:`check_dangerous_targets`' question)."""
+    return PAIR_SEPARATOR.join(sorted({_check_env(name) for name in names}))
+
+
+def parse_accept_dangerous_env(value: str) -> frozenset[str]:
+    """The names of :func:`format_accept_dangerous_env`; blanks around names are tolerated.
+    Which names may stand there is :func:`check_dangerous_targets`' question."""
+    if not value.strip():
+        return frozenset()
+    return frozenset(_check_env(part.strip()) for part in value.split(PAIR_SEPARATOR))
+
+
+def check_dangerous_targets(
+    mapping: Sequence[tuple[str, Mapping[str, str]]], accepted: frozenset[str]
+) -> None:
+    """The plan's rule on the annotations (:func:`cloudtaser.plan.rules.dangerous_env_problem`
+    and :func:`~cloudtaser.plan.rules.accepted_dangerous_env_problem`): an env-map target that
+    is reserved, or dangerous and not in ``accepted``, is refused (``dangerous-env``); so is an
+    accepted name that is reserved, not dangerous or no target (``bad-accepted-env``)."""
+    targets: set[str] = set()
+    for path, fields in mapping:
+        for field, env in fields.items():
+            targets.add(env)
+            problem = rules.dangerous_env_problem(env, accepted)
+            if problem is not None:
+                raise ContractError(
+                    "dangerous-env",
+                    f"{rules.shown(path)} field {rules.shown(field)}: {problem} "
+                    f"({ACCEPT_DANGEROUS_ENV} on the pod template)",
+                )
+    for name in sorted(accepted):
+        problem = rules.accepted_dangerous_env_problem(name, targets)
+        if problem is not None:
+            raise ContractError("bad-accepted-env", f"{ACCEPT_DANGEROUS_ENV}: {problem}")
+
+
 # --- auth path ---------------------------------------------------------------------------------
 
 
@@ -499,6 +548,8 @@ def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
     if not annotations.get(SECRET_PATHS, "").strip():
         raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
     pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))
+    accepted = parse_accept_dangerous_env(annotations.get(ACCEPT_DANGEROUS_ENV, ""))
+    check_dangerous_targets(pairs, accepted)
     return {
         "inject": True,
         "address": address,

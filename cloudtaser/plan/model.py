@@ -72,8 +72,11 @@ __all__ = [
     "WorkloadKind",
     "WorkloadStatus",
     "check_isolation",
+    "dangerous_env_violation",
     "dump",
     "dumps",
+    "finalized_ref_problem",
+    "finalized_refs_violation",
     "isolation_problems",
     "json_schema",
     "load",
@@ -460,6 +463,11 @@ def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
     over the length limit) come from :mod:`cloudtaser.plan.rules`, the same functions
     apply-plan, verify-plan, protect and discover call. ``loads`` runs this on every plan, so
     ``plan validate`` accepts exactly what those commands accept.
+
+    Per workload it also refuses a vault field mapped to a loader / interpreter variable the
+    workload does not accept (:func:`dangerous_env_violation`) and a ``finalizedRefs`` entry
+    that is not one of the workload's reviewed mappings (:func:`finalized_refs_violation`):
+    both change what runs, so every command that loads a plan refuses them.
     """
     meta = plan.metadata
     if meta.auth_mount is not None:
@@ -477,6 +485,106 @@ def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
                 if problem:
                     where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}]"
                     return f"{where}.vaultPath", problem
+            violation = _workload_problem(
+                tenant, workload, f"$.tenants[{t_index}].workloads[{w_index}]"
+            )
+            if violation is not None:
+                return violation
+    return None
+
+
+def _workload_problem(tenant: Tenant, workload: Workload, where: str) -> tuple[str, str] | None:
+    """The first dangerous-target or forged-run-state problem of one workload."""
+    who = f"tenant {tenant.name}, {workload.kind} {workload.name}"
+    return dangerous_env_violation(workload, where, who) or finalized_refs_violation(
+        workload, where, who
+    )
+
+
+def dangerous_env_violation(workload: Workload, where: str, who: str) -> tuple[str, str] | None:
+    """``(location, message)`` when the workload maps a vault field to a dangerous variable
+    it does not accept (:func:`cloudtaser.plan.rules.dangerous_env_problem`), or its
+    ``acceptedDangerousEnv`` holds an entry that accepts nothing.
+
+    A skipped workload gets no grant and no annotation, so it may hold such a mapping (that is
+    how discover writes it, with the reason): only its ``acceptedDangerousEnv`` is checked.
+    """
+    accepted = workload.accepted_dangerous_env
+    if workload.effective_status is not WorkloadStatus.SKIPPED:
+        for s_index, secret in enumerate(workload.secrets):
+            for field, env in secret.fields.items():
+                problem = rules.dangerous_env_problem(env, accepted)
+                if problem is not None:
+                    return (
+                        f"{where}.secrets[{s_index}].fields.{field}",
+                        f"{who}, secret {secret.source}, field {field!r}: {problem}",
+                    )
+    mapped = set(workload.env_names)
+    seen: set[str] = set()
+    for index, name in enumerate(accepted):
+        problem = rules.accepted_dangerous_env_problem(name, mapped)
+        if problem is None and name in seen:
+            problem = f"{rules.shown(name)} is listed twice; remove one"
+        if problem is not None:
+            return (
+                f"{where}.acceptedDangerousEnv[{index}]",
+                f"{who}: acceptedDangerousEnv: {problem}",
+            )
+        seen.add(name)
+    return None
+
+
+def finalized_ref_problem(workload: Workload, ref: FinalizedRef) -> str | None:
+    """Why ``ref`` is not a reference ``target finalize`` could have recorded for
+    ``workload``, or None.
+
+    ``finalizedRefs`` is run state, outside the signed reviewed content, and ``target
+    unprotect`` puts back whatever it lists. So each entry must be one of the workload's
+    reviewed mappings, exactly as :func:`cloudtaser.target.finalize.finalize_edit` records
+    them (it removes only references whose (Secret, key, env) triples the plan maps):
+
+    * ``via: env``: a secret of the workload with ``source`` = the Secret maps ``key`` to
+      ``env`` (``via`` env, envFrom or absent: the same reviewed key-to-variable pair);
+    * ``via: envFrom``: a secret with ``source`` = the Secret and ``via`` envFrom (or absent,
+      as in plans without ``via``) maps some key ``k`` to ``<prefix>k``: the prefix is one a
+      reviewer saw, so every restored variable is named the way the review showed.
+    """
+    candidates = [s for s in workload.secrets if s.source == ref.secret and s.via != "vaultAgent"]
+    if ref.via == "env":
+        if any(s.fields.get(ref.key or "") == ref.env for s in candidates):
+            return None
+        return (
+            f"env {ref.env} from Secret {ref.secret} key {ref.key} (container {ref.container}) "
+            "is not a mapping of the workload's reviewed secrets"
+        )
+    prefix = ref.prefix or ""
+    if any(
+        env == prefix + key
+        for s in candidates
+        if s.via in {None, "envFrom"}
+        for key, env in s.fields.items()
+    ):
+        return None
+    shown_prefix = f" with prefix {prefix}" if prefix else ""
+    return (
+        f"envFrom of Secret {ref.secret}{shown_prefix} (container {ref.container}) is not an "
+        "envFrom mapping of the workload's reviewed secrets"
+    )
+
+
+def finalized_refs_violation(workload: Workload, where: str, who: str) -> tuple[str, str] | None:
+    """``(location, message)`` for the first ``finalizedRefs`` entry that is not one of the
+    workload's reviewed mappings (:func:`finalized_ref_problem`), or None."""
+    for index, ref in enumerate(workload.finalized_refs):
+        problem = finalized_ref_problem(workload, ref)
+        if problem is not None:
+            return (
+                f"{where}.finalizedRefs[{index}]",
+                f"{who}: finalizedRefs[{index}]: {problem}. finalizedRefs is run state, not "
+                "signed by the approvals, and `target unprotect` would put it into the "
+                "workload: the plan was edited after finalize. Restore the plan file from "
+                "the run that wrote it, or remove the entry",
+            )
     return None
 
 

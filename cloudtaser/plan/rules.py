@@ -5,7 +5,9 @@ Plan validation (the msgspec model), ``target discover``, ``source apply-plan`` 
 wrapper all check names here, so they cannot disagree: whatever discover writes passes
 ``plan validate``, and whatever ``plan validate`` accepts passes apply-plan's and protect's own
 (defence-in-depth) checks. ``tests/unit/test_rule_agreement.py`` proves it with generated
-names at and beyond every limit.
+names at and beyond every limit. The dangerous targets of a vault field (loader and interpreter
+variables, :data:`DANGEROUS_ENV`) are shared with the Go injector through
+``spec/contract/dangerous-env.json``.
 
 Standard library only (the stdlib-only :mod:`cloudtaser.contract` builds on it).
 
@@ -24,11 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from typing import Final
 
 __all__ = [
     "APPROVAL_IDENTITY",
     "ARMORED_SIGNATURE",
+    "DANGEROUS_ENV",
+    "DANGEROUS_ENV_PREFIXES",
     "DEFAULT_AUTH_MOUNT",
     "DEFAULT_KV_MOUNT",
     "DEFAULT_PATH_TEMPLATE",
@@ -55,17 +60,22 @@ __all__ = [
     "ONE_LINE",
     "PLAN_NAME",
     "PREFIX",
+    "RESERVED_ENV_PREFIXES",
     "RESERVED_MOUNTS",
     "SOURCE_REF",
     "VAULT_PATH",
+    "accepted_dangerous_env_problem",
     "auth_mount_problem",
+    "dangerous_env_problem",
     "fit_segment",
     "hidden_character_problem",
+    "is_dangerous_env",
     "is_dns_label",
     "is_dns_subdomain",
     "is_env_var",
     "is_field_name",
     "is_plan_name",
+    "is_reserved_env",
     "is_reserved_mount",
     "kv_mount_problem",
     "path_in_prefix",
@@ -410,6 +420,139 @@ def tenant_scope(template: str, *, namespace: str, mount: str, cluster: str) -> 
 def path_in_prefix(path: str, prefix: str | None) -> bool:
     """True when ``path`` is ``prefix`` or lies below it."""
     return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
+
+
+# --- dangerous targets of a vault field (spec/contract/dangerous-env.json) ----------------------
+#
+# A vault field becomes an environment variable of the application. Some variables decide which
+# code a process loads or runs (the dynamic loader, shells, interpreters, trust stores): whoever
+# can write the tenant's vault path could run code in the pod through them. Such a target is a
+# reviewer's decision, never discover's: ``plan validate``, apply-plan and protect refuse it
+# unless the workload's reviewed ``acceptedDangerousEnv`` lists it (:func:`dangerous_env_problem`,
+# applied by ``model.rule_problem`` on every plan load), protect writes that list into
+# ``cloudtaser.io/accept-dangerous-env`` and the injector denies a pod whose env-map feeds one
+# that the annotation does not name. The runtime's own control names can never be accepted.
+# Compared case-sensitively, as the kernel and libc compare names (``path`` is not ``PATH``).
+# ``spec/contract/dangerous-env.json`` holds the same lists for the Go side; a test in each
+# language checks its list against that file.
+
+#: Variables that change which code a process loads or runs (exact names).
+DANGEROUS_ENV: Final = frozenset(
+    {
+        "BASHOPTS",
+        "BASH_ENV",
+        "CLASSPATH",
+        "CORECLR_ENABLE_PROFILING",
+        "CORECLR_PROFILER_PATH",
+        "CURL_CA_BUNDLE",
+        "DOTNET_STARTUP_HOOKS",
+        "EDITOR",
+        "ENV",
+        "GCONV_PATH",
+        "GIT_EXEC_PATH",
+        "GIT_SSH_COMMAND",
+        "GLIBC_TUNABLES",
+        "HOSTALIASES",
+        "IFS",
+        "JAVA_TOOL_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "LOCPATH",
+        "LUA_CPATH",
+        "LUA_INIT",
+        "LUA_PATH",
+        "MALLOC_CHECK_",
+        "NLSPATH",
+        "NODE_EXTRA_CA_CERTS",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PAGER",
+        "PATH",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "PROMPT_COMMAND",
+        "PS4",
+        "PYTHONHOME",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONUSERBASE",
+        "REQUESTS_CA_BUNDLE",
+        "RUBYLIB",
+        "RUBYOPT",
+        "SHELLOPTS",
+        "SSL_CERT_DIR",
+        "SSL_CERT_FILE",
+        "TCLLIBPATH",
+        "VISUAL",
+        "_JAVA_OPTIONS",
+    }
+)
+#: Every name starting with one of these is dangerous as well (loader, dyld, exported bash
+#: functions, the runtime's own control variables).
+DANGEROUS_ENV_PREFIXES: Final = ("LD_", "DYLD_", "BASH_FUNC_", "CLOUDTASER_")
+#: The runtime's own control names: no vault field may feed one, accepted or not.
+RESERVED_ENV_PREFIXES: Final = ("CLOUDTASER_",)
+
+
+def is_dangerous_env(name: str) -> bool:
+    """True for a variable that changes which code a process loads or runs
+    (:data:`DANGEROUS_ENV`, :data:`DANGEROUS_ENV_PREFIXES`)."""
+    return name in DANGEROUS_ENV or name.startswith(DANGEROUS_ENV_PREFIXES)
+
+
+def is_reserved_env(name: str) -> bool:
+    """True for one of the runtime's own control names (:data:`RESERVED_ENV_PREFIXES`)."""
+    return name.startswith(RESERVED_ENV_PREFIXES)
+
+
+_ACCEPT_HOW: Final = (
+    "rename the variable, or list it in the workload's acceptedDangerousEnv (a reviewer's "
+    "decision, signed with the plan)"
+)
+
+
+def dangerous_env_problem(name: str, accepted: Collection[str] = ()) -> str | None:
+    """Why no vault field may feed the environment variable ``name`` of a workload whose
+    ``acceptedDangerousEnv`` is ``accepted``, or None.
+
+    A reserved name is refused even when accepted; any other dangerous name unless accepted.
+    """
+    if is_reserved_env(name):
+        prefix = next(p for p in RESERVED_ENV_PREFIXES if name.startswith(p))
+        return (
+            f"{shown(name)} is reserved for the cloudtaser runtime's own control variables "
+            f"({prefix}*): no vault field may feed it, not even when accepted; rename the variable"
+        )
+    if is_dangerous_env(name) and name not in accepted:
+        return (
+            f"{shown(name)} is a loader, shell or interpreter variable: whoever can write the "
+            f"vault path could run code in the pod through it; {_ACCEPT_HOW}"
+        )
+    return None
+
+
+def accepted_dangerous_env_problem(name: str, mapped: Collection[str]) -> str | None:
+    """Why ``name`` cannot be an entry of a workload's ``acceptedDangerousEnv`` when the
+    workload maps vault fields to ``mapped``, or None. A reviewer's typo must not be silently
+    ignored: the entry must be dangerous, not reserved, and a variable the workload maps."""
+    if is_reserved_env(name):
+        return (
+            f"{shown(name)} is reserved for the cloudtaser runtime's own control variables and "
+            "can never be accepted; remove it"
+        )
+    if not is_dangerous_env(name):
+        return (
+            f"{shown(name)} is not a dangerous variable (see docs/plan-format.md, "
+            "acceptedDangerousEnv), so it needs no acceptance; remove it (a typo?)"
+        )
+    if name not in mapped:
+        return (
+            f"{shown(name)} is accepted but no vault field of the workload is mapped to it; "
+            "remove it (a typo?)"
+        )
+    return None
 
 
 # --- what a reviewer sees -----------------------------------------------------------------------

@@ -4,6 +4,10 @@ The keys and value formats are the runtime contract, defined once in :mod:`cloud
 (stdlib only, shared with the Go runtime through ``spec/contract/``); this module builds them
 from a plan and compares them with what a cluster holds.
 
+``cloudtaser.io/accept-dangerous-env`` carries the workload's reviewed ``acceptedDangerousEnv``
+(sorted) and is written only when that list is not empty; a stale one is removed by protect's
+patch like any managed key the intent lacks.
+
 Secrets of a workload with no field mapping (nothing to inject) are left out of both
 ``secret-paths`` and ``env-map`` so the two stay aligned group by group.
 
@@ -18,6 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from cloudtaser.contract import (
+    ACCEPT_DANGEROUS_ENV,
     AUTH_PATH,
     ENV_MAP,
     INJECT,
@@ -28,6 +33,8 @@ from cloudtaser.contract import (
     SECRET_PATHS,
     VAULT_ADDRESS,
     VAULT_ROLE,
+    check_dangerous_targets,
+    format_accept_dangerous_env,
     format_auth_path,
     format_env_map,
     format_secret_paths,
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
     from cloudtaser.plan import MigrationPlan, Tenant, Workload
 
 __all__ = [
+    "ACCEPT_DANGEROUS_ENV",
     "AUTH_PATH",
     "ENV_MAP",
     "INJECT",
@@ -101,6 +109,11 @@ def build_annotations(
     mount = plan.auth_mount
     if mount != DEFAULT_AUTH_MOUNT:
         annotations[AUTH_PATH] = format_auth_path(mount)
+    # the plan loader refused this already; checked again on what is written (defence in depth)
+    accepted = frozenset(workload.accepted_dangerous_env)
+    check_dangerous_targets([(s.vault_path, s.fields) for s in mapped], accepted)
+    if accepted:
+        annotations[ACCEPT_DANGEROUS_ENV] = format_accept_dangerous_env(sorted(accepted))
     return annotations
 
 

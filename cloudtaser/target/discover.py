@@ -510,6 +510,11 @@ def _workload_entry(
             shown = " and ".join(f"{s}.{k}" for s, k in distinct)
             skip_reasons.append(f"environment variable {env} is fed by {shown}")
     for env in sorted(feeders):
+        # a loader / interpreter target is a reviewer's decision (rules.dangerous_env_problem)
+        dangerous = rules.dangerous_env_problem(env)
+        if dangerous is not None:
+            accept = "" if rules.is_reserved_env(env) else " and set the status to pending"
+            skip_reasons.append(f"environment variable {dangerous}{accept}")
         items = feeders[env]
         first = items[0]
         if env in conflicts:

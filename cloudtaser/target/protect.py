@@ -388,6 +388,12 @@ class ProtectStep(Step):
         found = _inspect_for_protect(engine.cluster, ref, workload, intended)
         if found.obj is not None and not found.refusals:
             found.warnings.extend(_kept_after_finalize(engine.cluster, ref, workload, found.obj))
+        if workload.accepted_dangerous_env:
+            found.warnings.append(
+                "the reviewed plan accepts vault fields as loader / interpreter variable(s) "
+                f"{', '.join(sorted(workload.accepted_dangerous_env))} (acceptedDangerousEnv): "
+                "whoever can write these vault paths can run code in the pods"
+            )
         for warning in found.warnings:
             engine.emit(ref, warning, warning=True)
         if found.refusals or found.obj is None:

@@ -13,6 +13,11 @@ The properties: a plan ``plan validate`` accepts passes apply-plan, verify-plan 
 a plan ``plan validate`` refuses for a name or path rule is refused by apply-plan as well
 (they agree both ways); discover either refuses up front (``ConfigError``, exit 2) or writes a
 plan that passes everything.
+
+The same holds for dangerous targets of a vault field (``rules.DANGEROUS_ENV``): ``plan
+validate`` accepts a mapping exactly when the rule book does, what it accepts protect writes
+(with ``cloudtaser.io/accept-dangerous-env``) and the runtime's contract accepts, and discover
+writes a plan that loads whatever variable a workload uses (skipped when it is dangerous).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from cloudtaser import contract
 from cloudtaser import plan as planlib
 from cloudtaser.cli import main
 from cloudtaser.errors import ConfigError, PlanError
@@ -384,3 +390,95 @@ def test_plan_validate_refuses_what_apply_plan_refuses(tmp_path: Any) -> None:
         path.write_text(json.dumps(data))
         assert main(["plan", "validate", str(path)]) == 2
         assert not _apply_accepts(_unchecked(data))
+
+
+# --- dangerous targets: plan validate, protect, the runtime contract and discover agree -------
+
+_ENV_NAMES = st.one_of(
+    st.sampled_from(sorted(rules.DANGEROUS_ENV)),
+    st.builds(
+        lambda prefix, rest: prefix + rest,
+        st.sampled_from(rules.DANGEROUS_ENV_PREFIXES),
+        st.text(alphabet="ABCXYZ_09", max_size=6),
+    ),
+    st.sampled_from(["DB_PASSWORD", "PATHS", "path", "LDAP_X", "NODE_ENV", "XLD_PRELOAD"]),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True),
+)
+
+
+def _dangerous_plan(env: str, accepted: list[str], status: str | None) -> dict[str, Any]:
+    data = _plan_data("secret/data/payments/db")
+    workload = data["tenants"][0]["workloads"][0]
+    workload["secrets"][0]["fields"] = (
+        {"pw": "DB_PASSWORD", "x": env} if env != "DB_PASSWORD" else {"pw": env}
+    )
+    if accepted:
+        workload["acceptedDangerousEnv"] = accepted
+    if status is not None:
+        workload["status"] = status
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    env=_ENV_NAMES,
+    accept=st.sampled_from(["none", "it", "it-and-other"]),
+    status=st.sampled_from([None, "pending", "skipped", "migrated"]),
+)
+@example(env="LD_PRELOAD", accept="none", status=None)
+@example(env="LD_PRELOAD", accept="it", status=None)
+@example(env="CLOUDTASER_ENV_MAP", accept="it", status=None)
+@example(env="CLOUDTASER_ENV_MAP", accept="none", status="skipped")
+def test_dangerous_targets_plan_validate_protect_and_the_runtime_agree(
+    env: str, accept: str, status: str | None
+) -> None:
+    accepted = {"none": [], "it": [env], "it-and-other": [env, "PATH"]}[accept]
+    if env == "PATH" and accept == "it-and-other":
+        accepted = [env]
+    data = _dangerous_plan(env, accepted, status)
+    validated = _validate(data)
+    skipped = status == "skipped"
+    mapped = set(data["tenants"][0]["workloads"][0]["secrets"][0]["fields"].values())
+    expected = all(
+        skipped or rules.dangerous_env_problem(name, accepted) is None for name in mapped
+    ) and all(rules.accepted_dangerous_env_problem(a, mapped) is None for a in accepted)
+    assert (validated is not None) == expected, (data, validated)
+    if validated is None or skipped:
+        return
+    # what plan validate accepts, protect writes and the runtime's contract accepts
+    written = ann.build_annotations(validated, *next(validated.iter_workloads()), ADDRESS)
+    assert contract.parse_annotations(written)["inject"] is True
+    assert written.get(ann.ACCEPT_DANGEROUS_ENV, "") == ",".join(sorted(accepted))
+
+
+@settings(max_examples=200, deadline=None)
+@given(env=_ENV_NAMES)
+@example(env="LD_PRELOAD")
+@example(env="CLOUDTASER_X")
+@example(env="PATH")
+def test_whatever_discover_writes_for_a_variable_loads(env: str) -> None:
+    template = {
+        "metadata": {},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "env": [
+                        {"name": env, "valueFrom": {"secretKeyRef": {"name": "db", "key": "k"}}}
+                    ],
+                }
+            ]
+        },
+    }
+    workload = ScannedWorkload("payments", planlib.WorkloadKind.DEPLOYMENT, "api", template, 1)
+    result = build_plan(
+        [workload],
+        SecretLookup(),
+        options=DiscoverOptions(now=NOW, created_by="alice"),
+        plan_name="prod-eu",
+        cluster="https://10.0.0.1:6443",
+    )
+    _passes_everything(result.plan)
+    (_tenant, written), *_ = result.plan.iter_workloads()
+    pending = written.effective_status is planlib.WorkloadStatus.PENDING
+    assert pending == (not rules.is_dangerous_env(env)), written.reason
