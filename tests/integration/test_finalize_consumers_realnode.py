@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from lightkube import codecs
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Secret
 
 from cloudtaser import plan as planlib
 from cloudtaser.plan import EnvUse
@@ -260,6 +261,13 @@ def test_finalize_keeps_what_probes_args_and_init_containers_read_and_the_pods_s
     # the app gets the vault's value from the wrapper; the kubelet still expands the argument
     assert _newest_log(site, tenant, "expanded", "DB_PASSWORD=") == tenant.vault_canary
     assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.k8s_canary
+    # a kept reference is a user: --delete-secrets keeps the Secret and names who uses it
+    deletion = _target(site, "finalize", tenant, "--yes", "--delete-secrets")
+    assert deletion.returncode == 1, deletion.stdout + deletion.stderr
+    assert "probed" in deletion.stdout
+    assert "expanded" in deletion.stdout
+    with contextlib.closing(site.node.client()) as client:
+        assert client.get(Secret, "db", namespace=tenant.namespace) is not None
 
 
 def test_finalize_leaves_a_workload_alone_when_nothing_can_be_removed(
