@@ -522,11 +522,8 @@ class FinalizeStep(Step):
         def change(w: Workload) -> None:
             w.finalized_at = datetime.now(UTC).replace(microsecond=0)
             if w.history:
-                w.history[
-                    -1
-                ].reason = f"{w.history[-1].reason}; removed {_describe(w.finalized_refs)}{kept}"[
-                    :4000
-                ]
+                last = w.history[-1]
+                last.reason = f"{last.reason}; removed {_describe(w.finalized_refs)}{kept}"[:4000]
 
         return change
 
