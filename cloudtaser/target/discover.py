@@ -75,6 +75,7 @@ from cloudtaser.plan.rules import (
 from cloudtaser.plan.store import recorded_progress
 from cloudtaser.progress import Count, wants_counts
 from cloudtaser.target.annotations import INJECT
+from cloudtaser.target.consumers import env_uses, migrated_by_container
 from cloudtaser.target.podspec import (
     VAULT_AGENT_SECRET_PREFIX,
     EnvConsumption,
@@ -674,6 +675,15 @@ def _workload_entry(
         entry_out["reason"] = _one_line(reason)
     if file_entries:
         entry_out["secretFiles"] = file_entries
+    # where a mapped variable is read besides the process env: finalize keeps those references
+    mapped = {env for ref in secrets for env in (ref.get("fields") or {}).values()}
+    uses = env_uses(
+        template, migrated_by_container(c for c in consumptions if c.usable and c.env in mapped)
+    )
+    if uses:
+        import msgspec  # noqa: PLC0415
+
+        entry_out["envUses"] = [msgspec.to_builtins(use) for use in uses]
     return entry_out
 
 

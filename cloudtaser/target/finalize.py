@@ -10,7 +10,10 @@ Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md`
    maps. Then exactly those ``env[].valueFrom.secretKeyRef`` entries, and the
    ``envFrom[].secretRef`` entries whose every key the plan maps, are removed; anything else
    stays. An ``envFrom`` whose Secret has a key the plan does not map is refused (removing it
-   would take that variable away).
+   would take that variable away). A mapped reference the runtime does not serve is kept and
+   reported (:class:`KeptRef`): init containers', and a variable read by ``$(VAR)``, an exec
+   probe or a lifecycle hook (:mod:`cloudtaser.target.consumers`); when nothing is left to
+   remove, the workload is refused and left alone.
 3. What will be removed is written into the plan (``finalizedRefs``) just before the one
    strategic-merge patch (``resourceVersion`` precondition, field manager ``cloudtaser``), so a
    run killed at any moment can still be undone by ``target unprotect``.
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FinalizeEdit",
     "FinalizeStep",
+    "KeptRef",
     "SecretAction",
     "SecretDecision",
     "SecretsReport",
@@ -99,12 +103,26 @@ _CONTAINER_KEYS = (("initContainers", True), ("containers", False))
 
 @dataclass
 class FinalizeEdit:
-    """What finalize removes from one pod template."""
+    """What finalize removes from one pod template, and what it keeps."""
 
     refs: list[FinalizedRef] = field(default_factory=list)
     #: ``spec.template.spec`` fragment of the strategic-merge patch.
     spec_patch: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    #: Plan-mapped references left in place because something the runtime does not serve
+    #: reads them (:mod:`cloudtaser.target.consumers`).
+    kept: list[KeptRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KeptRef:
+    """A plan-mapped reference finalize leaves in the template, and why (names only)."""
+
+    ref: FinalizedRef
+    why: str
+
+    def __str__(self) -> str:
+        return f"kept {_named(self.ref)}: {self.why}"
 
 
 def _planned(workload: Workload) -> set[tuple[str, str, str]]:
@@ -113,12 +131,138 @@ def _planned(workload: Workload) -> set[tuple[str, str, str]]:
     return plan_triples(workload)
 
 
+def _named(ref: FinalizedRef) -> str:
+    where = f"{'init container' if ref.init else 'container'} {ref.container}"
+    if ref.via == "env":
+        return f"env {ref.env} (Secret {ref.secret} key {ref.key}, {where})"
+    prefix = f" prefix {ref.prefix}" if ref.prefix else ""
+    return f"envFrom Secret {ref.secret}{prefix} ({where})"
+
+
+def _kept_reasons(
+    template: Mapping[str, Any],
+    workload: Workload,
+    planned: set[tuple[str, str, str]],
+    secret_keys: SecretKeys,
+) -> dict[tuple[str, bool, str], list[str]]:
+    """Why a planned variable must keep its reference, by (container, init, env)."""
+    from cloudtaser.target.consumers import keep_reasons  # noqa: PLC0415
+    from cloudtaser.target.podspec import env_consumptions  # noqa: PLC0415
+
+    mapped = [
+        c for c in env_consumptions(template, secret_keys) if (c.secret, c.key, c.env) in planned
+    ]
+    return keep_reasons(template, mapped, workload.env_uses)
+
+
+def _env_edit(
+    container: Mapping[str, Any],
+    init: bool,
+    planned: set[tuple[str, str, str]],
+    reasons: Mapping[tuple[str, bool, str], list[str]],
+    edit: FinalizeEdit,
+) -> list[dict[str, Any]]:
+    """The ``env`` deletions of one container (``$patch: delete`` by name); what must stay
+    goes into ``edit.kept``."""
+    cname = str(container.get("name") or "")
+    deletes: list[dict[str, Any]] = []
+    for entry in container.get("env") or ():
+        ref = dig(entry, "valueFrom", "secretKeyRef") if isinstance(entry, Mapping) else None
+        if not isinstance(ref, Mapping):
+            continue
+        triple = (
+            str(ref.get("name") or ""),
+            str(ref.get("key") or ""),
+            str(entry.get("name") or ""),
+        )
+        if triple not in planned:
+            continue
+        finalized = FinalizedRef(
+            container=cname,
+            init=init,
+            via="env",
+            secret=triple[0],
+            key=triple[1],
+            env=triple[2],
+            optional=bool(ref.get("optional")),
+        )
+        why = reasons.get((cname, init, triple[2]))
+        if why:
+            edit.kept.append(KeptRef(finalized, "; ".join(why)))
+            continue
+        deletes.append({"name": triple[2], "$patch": "delete"})
+        edit.refs.append(finalized)
+    return deletes
+
+
+def _env_from_edit(
+    container: Mapping[str, Any],
+    init: bool,
+    planned: set[tuple[str, str, str]],
+    reasons: Mapping[tuple[str, bool, str], list[str]],
+    *,
+    secret_keys: SecretKeys,
+    edit: FinalizeEdit,
+) -> tuple[bool, list[Any]]:
+    """Whether an ``envFrom`` Secret entry of one container goes, and the entries that stay.
+    An entry goes only when the plan maps every key it provides and no provided variable
+    must stay; one with unmapped keys is a problem (the workload is refused)."""
+    cname = str(container.get("name") or "")
+    kept_from: list[Any] = []
+    removed = False
+    for source in container.get("envFrom") or ():
+        ref = source.get("secretRef") if isinstance(source, Mapping) else None
+        if not isinstance(ref, Mapping):
+            kept_from.append(source)
+            continue
+        secret = str(ref.get("name") or "")
+        prefix = str(source.get("prefix") or "")
+        provided = {(secret, k, prefix + k) for k in secret_keys(secret) or []}
+        if not provided & planned:
+            kept_from.append(source)
+            continue
+        unmapped = sorted(k for s, k, e in provided if (s, k, e) not in planned)
+        if unmapped:
+            edit.problems.append(
+                f"envFrom of Secret {secret} in container {cname} also provides key(s) "
+                f"{', '.join(unmapped)} that the plan does not map; removing it would take "
+                "those variables away (map them in the plan, or remove them yourself)"
+            )
+            kept_from.append(source)
+            continue
+        finalized = FinalizedRef(
+            container=cname,
+            init=init,
+            via="envFrom",
+            secret=secret,
+            prefix=prefix or None,
+            optional=bool(ref.get("optional")),
+        )
+        why = [
+            reason if init else f"for {env}, {reason}"
+            for env in sorted(e for _s, _k, e in provided)
+            for reason in reasons.get((cname, init, env), ())
+        ]
+        if why:
+            why = list(dict.fromkeys(why))
+            edit.kept.append(KeptRef(finalized, "; ".join(why)))
+            kept_from.append(source)
+            continue
+        removed = True
+        edit.refs.append(finalized)
+    return removed, kept_from
+
+
 def finalize_edit(
     template: Mapping[str, Any], workload: Workload, secret_keys: SecretKeys
 ) -> FinalizeEdit:
-    """The references of ``template`` (``spec.template``) that the plan maps, as
-    :class:`FinalizedRef` entries and the patch fragment removing exactly them."""
+    """The references of ``template`` (``spec.template``) that the plan maps and nothing but
+    the wrapped process reads, as :class:`FinalizedRef` entries and the patch fragment
+    removing exactly them. The others go into ``kept`` with the reason: every init container
+    reference, and a variable used by ``$(VAR)``, an exec probe or hook, or an ``envFrom``
+    providing one (:func:`cloudtaser.target.consumers.keep_reasons`)."""
     planned = _planned(workload)
+    reasons = _kept_reasons(template, workload, planned, secret_keys)
     edit = FinalizeEdit()
     spec = template.get("spec") or {}
     for key, init in _CONTAINER_KEYS:
@@ -126,73 +270,17 @@ def finalize_edit(
         for container in spec.get(key) or ():
             if not isinstance(container, Mapping):
                 continue
-            cname = str(container.get("name") or "")
-            deletes: list[dict[str, Any]] = []
-            for entry in container.get("env") or ():
-                ref = (
-                    dig(entry, "valueFrom", "secretKeyRef") if isinstance(entry, Mapping) else None
-                )
-                if not isinstance(ref, Mapping):
-                    continue
-                triple = (
-                    str(ref.get("name") or ""),
-                    str(ref.get("key") or ""),
-                    str(entry.get("name") or ""),
-                )
-                if triple in planned:
-                    deletes.append({"name": triple[2], "$patch": "delete"})
-                    edit.refs.append(
-                        FinalizedRef(
-                            container=cname,
-                            init=init,
-                            via="env",
-                            secret=triple[0],
-                            key=triple[1],
-                            env=triple[2],
-                            optional=bool(ref.get("optional")),
-                        )
-                    )
-            kept_from: list[Any] = []
-            removed_from = False
-            for source in container.get("envFrom") or ():
-                ref = source.get("secretRef") if isinstance(source, Mapping) else None
-                if not isinstance(ref, Mapping):
-                    kept_from.append(source)
-                    continue
-                secret = str(ref.get("name") or "")
-                prefix = str(source.get("prefix") or "")
-                keys = secret_keys(secret) or []
-                provided = {(secret, k, prefix + k) for k in keys}
-                if not provided & planned:
-                    kept_from.append(source)
-                    continue
-                unmapped = sorted(k for s, k, e in provided if (s, k, e) not in planned)
-                if unmapped:
-                    edit.problems.append(
-                        f"envFrom of Secret {secret} in container {cname} also provides key(s) "
-                        f"{', '.join(unmapped)} that the plan does not map; removing it would take "
-                        "those variables away (map them in the plan, or remove them yourself)"
-                    )
-                    kept_from.append(source)
-                    continue
-                removed_from = True
-                edit.refs.append(
-                    FinalizedRef(
-                        container=cname,
-                        init=init,
-                        via="envFrom",
-                        secret=secret,
-                        prefix=prefix or None,
-                        optional=bool(ref.get("optional")),
-                    )
-                )
             fragment: dict[str, Any] = {}
+            deletes = _env_edit(container, init, planned, reasons, edit)
             if deletes:
                 fragment["env"] = deletes
-            if removed_from:
-                fragment["envFrom"] = copy.deepcopy(kept_from) or None
+            removed, env_from = _env_from_edit(
+                container, init, planned, reasons, secret_keys=secret_keys, edit=edit
+            )
+            if removed:  # envFrom has no merge key: the list is sent whole
+                fragment["envFrom"] = copy.deepcopy(env_from) or None
             if fragment:
-                fragments.append({"name": cname, **fragment})
+                fragments.append({"name": str(container.get("name") or ""), **fragment})
         if fragments:
             edit.spec_patch[key] = fragments
     return edit
@@ -338,6 +426,8 @@ class FinalizeStep(Step):
 
     def __init__(self) -> None:
         self._removing: dict[int, list[FinalizedRef]] = {}
+        #: One line per reference this run keeps (``str(KeptRef)``), for the history.
+        self._keeping: dict[int, list[str]] = {}
 
     def wanted(self, workload: Workload) -> bool:
         return (
@@ -381,15 +471,24 @@ class FinalizeStep(Step):
 
         live = set(consumed_env(template, lambda n: engine.cluster.secret_keys(ref.namespace, n)))
         planned = _planned(workload)
+        kept = [str(k) for k in edit.kept]
         if not edit.refs:
-            if not live and workload.finalized_refs:
-                # our own earlier patch (a run killed before recording): only wait and record
-                return Inspected(obj, None, {}, list(found.warnings))
-            why = (
-                "drift since protect: " + "; ".join(drift(planned, live))
-                if live or planned
-                else "the plan maps no Kubernetes Secret reference of this workload"
-            )
+            if workload.finalized_refs and live <= planned:
+                # our own earlier patch (a run killed before recording): only wait and record;
+                # what is left is what finalize keeps
+                self._keeping[id(workload)] = kept
+                for line in kept:
+                    engine.emit(ref, line, warning=True)
+                return Inspected(obj, None, {}, [*found.warnings, *kept])
+            if edit.kept and live == planned:
+                why = (
+                    "nothing can be removed: every mapped reference is still read by something "
+                    "the runtime does not serve: " + "; ".join(kept)
+                )
+            elif live or planned:
+                why = "drift since protect: " + "; ".join(drift(planned, live))
+            else:
+                why = "the plan maps no Kubernetes Secret reference of this workload"
             engine.refuse(self, ref, workload, f"{why}. Nothing was changed", found.warnings)
             return None
         if live != planned:
@@ -418,8 +517,11 @@ class FinalizeStep(Step):
         if rv:
             patch["metadata"] = {"resourceVersion": rv}
         self._removing[id(workload)] = edit.refs
+        self._keeping[id(workload)] = kept
         engine.emit(ref, f"removes {_describe(edit.refs)}")
-        return Inspected(obj, patch, patch, list(found.warnings))
+        for line in kept:
+            engine.emit(ref, line, warning=True)
+        return Inspected(obj, patch, patch, [*found.warnings, *kept])
 
     def before_patch(self, engine: Engine, workload: Workload, step: Inspected) -> None:
         refs = self._removing.get(id(workload), [])
@@ -440,12 +542,13 @@ class FinalizeStep(Step):
         return explain_workload(engine.cluster, ref)
 
     def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        kept = "".join(f"; {line}" for line in self._keeping.get(id(workload), []))
+
         def change(w: Workload) -> None:
             w.finalized_at = datetime.now(UTC).replace(microsecond=0)
             if w.history:
-                w.history[
-                    -1
-                ].reason = f"{w.history[-1].reason}; removed {_describe(w.finalized_refs)}"[:4000]
+                last = w.history[-1]
+                last.reason = f"{last.reason}; removed {_describe(w.finalized_refs)}{kept}"[:4000]
 
         return change
 

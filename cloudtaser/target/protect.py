@@ -8,7 +8,8 @@ Per pending workload, in plan order (``docs/protect.md`` tells the whole story):
    triples the plan lists (``cloudtaser.target.podspec.consumed_env``). On drift nothing is
    patched; the workload stays ``pending`` with the reason recorded.
 3. Refusals (paused Deployment, ``OnDelete``, StatefulSet partition) leave it pending too;
-   warnings (Recreate strategy, Argo CD / Flux / Helm ownership) are reported.
+   warnings (Recreate strategy, Argo CD / Flux / Helm ownership, and each mapped variable whose
+   Secret reference finalize will keep: :mod:`cloudtaser.target.consumers`) are reported.
 4. One strategic-merge patch of the pod template with a ``metadata.resourceVersion``
    precondition and field manager ``cloudtaser``: every annotation of
    :mod:`cloudtaser.target.annotations`, the inject label and the restart marker at once, so exactly
@@ -287,6 +288,30 @@ def _live_triples(
     return set(consumed_env(template, lambda name: cluster.secret_keys(ref.namespace, name)))
 
 
+def _kept_after_finalize(
+    cluster: WorkloadAPI, ref: WorkloadRef, workload: Workload, obj: Mapping[str, Any]
+) -> list[str]:
+    """One warning per mapped variable whose Secret reference finalize will keep, because
+    something the runtime does not serve reads it (docs/lifecycle.md, "What finalize keeps")."""
+    from cloudtaser.target.consumers import keep_reasons  # noqa: PLC0415
+    from cloudtaser.target.podspec import env_consumptions  # noqa: PLC0415
+
+    template = dig(obj, "spec", "template") or {}
+    planned = plan_triples(workload)
+    mapped = [
+        c
+        for c in env_consumptions(template, lambda name: cluster.secret_keys(ref.namespace, name))
+        if (c.secret, c.key, c.env) in planned
+    ]
+    return [
+        f"finalize will keep the Secret reference of env {env} in "
+        f"{'init container' if init else 'container'} {container}: {'; '.join(why)}"
+        for (container, init, env), why in sorted(
+            keep_reasons(template, mapped, workload.env_uses).items()
+        )
+    ]
+
+
 class ProtectStep(Step):
     """Protect a ``pending`` workload: the annotations of the plan, the inject label and the
     restart marker in one patch; already done when the live template carries exactly the
@@ -361,6 +386,8 @@ class ProtectStep(Step):
             engine.refuse(self, ref, workload, str(exc), [])
             return None
         found = _inspect_for_protect(engine.cluster, ref, workload, intended)
+        if found.obj is not None and not found.refusals:
+            found.warnings.extend(_kept_after_finalize(engine.cluster, ref, workload, found.obj))
         if workload.accepted_dangerous_env:
             found.warnings.append(
                 "the reviewed plan accepts vault fields as loader / interpreter variable(s) "

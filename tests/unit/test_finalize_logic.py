@@ -115,11 +115,15 @@ def test_finalize_removes_exactly_the_mapped_references() -> None:
     app = after["spec"]["containers"][0]
     assert [e["name"] for e in app["env"]] == ["PLAIN", "FROM_CM"]
     assert app["envFrom"] == [{"configMapRef": {"name": "cm"}}]
-    assert after["spec"]["initContainers"][0].get("env") == []
+    # the runtime does not serve init containers: their references stay (issue 28, finding 9)
+    assert after["spec"]["initContainers"] == template()["spec"]["initContainers"]
+    assert "initContainers" not in edit.spec_patch
+    assert [(k.ref.container, k.ref.init, k.ref.env) for k in edit.kept] == [
+        ("migrate", True, "DB_PASSWORD")
+    ]
     assert after["spec"]["containers"][1] == {"name": "side", "image": "busybox"}
     recorded = {(r.container, r.init, r.via, r.secret, r.key, r.env, r.prefix) for r in edit.refs}
     assert recorded == {
-        ("migrate", True, "env", "db", "password", "DB_PASSWORD", None),
         ("app", False, "env", "db", "password", "DB_PASSWORD", None),
         ("app", False, "env", "db", "username", "DB_USER", None),
         ("app", False, "envFrom", "api", None, None, "API_"),
@@ -151,7 +155,7 @@ def test_restore_puts_back_exactly_what_finalize_removed() -> None:
     original = template()
     edit = finalize_edit(original, workload(), keys)
     finalized = _apply_patch(original, edit.spec_patch)
-    assert len(missing_refs(finalized, edit.refs)) == 4
+    assert len(missing_refs(finalized, edit.refs)) == 3
     restored = _apply_patch(finalized, restore_fragment(finalized, edit.refs))
     assert missing_refs(restored, edit.refs) == []
     app = restored["spec"]["containers"][0]

@@ -1,0 +1,319 @@
+"""Where a pod template reads a migrated variable besides the process environment: pure
+functions shared by ``discover`` (``envUses`` in the plan), ``protect`` (a warning) and
+``finalize`` (which keeps the Secret references these readers need).
+
+The runtime hands the vault's values to the one process the wrapper starts. Everything else
+that reads a variable takes it from the **container spec's** env, which finalize is about to
+strip: the kubelet's ``$(VAR)`` expansion, exec probes and lifecycle hooks (the container
+runtime starts them with the env of the container spec, not the wrapper's child env). Init
+containers are not wrapped at all. So a variable is *used* (:class:`Consumer`) when:
+
+* **``$(NAME)`` in ``command``, ``args`` or another env entry's ``value``**, read with the
+  kubelet's rules (``third_party/forked/golang/expansion/expand.go``): ``$(`` up to the first
+  ``)`` names a variable; ``$$`` is an escaped ``$``, so ``$$(NAME)`` is literal text, not a use;
+  an unclosed ``$(`` is literal. An env value's reference counts whatever the order of the env
+  list (the kubelet expands only variables defined earlier; counting later ones keeps more,
+  never less). ``$NAME`` there is not a use: a shell started as the process is a child of the
+  wrapper and gets the value from it.
+* **an exec probe (liveness / readiness / startup) or a lifecycle hook (postStart / preStop)**
+  whose ``exec.command`` has an element that contains ``NAME`` as a whole word (not preceded
+  or followed by a letter, digit or ``_``). That covers ``$NAME``, ``${NAME}``, ``${NAME:-x}``,
+  ``$(NAME)`` and a program given the name (``printenv NAME``) in plain and ``sh -c`` forms,
+  and not ``$NAME_2`` or ``MY_NAME``.
+* **an exec probe or hook that runs a script file**, conservatively: a word of a command
+  element (split at blanks and shell punctuation) that ends in ``.sh``, ``.bash``, ``.py``,
+  ``.pl`` or ``.rb``, or that is a path under a ``volumeMounts[].mountPath`` of the container
+  (e.g. bitnami redis' ``/health/ping_readiness_local.sh``, which reads ``$REDIS_PASSWORD``
+  inside), counts as using **every** migrated variable of that container ("runs a script
+  that may read it").
+
+``httpGet``, ``tcpSocket``, ``grpc`` and ``sleep`` handlers never read env. Not detected: a
+program that reads a variable without it being named (``mysqladmin`` reads ``MYSQL_PWD``,
+``psql`` ``PGPASSWORD``) or a script without one of those suffixes outside a volume, and
+``subPathExpr``; a reviewer adds an ``envUses`` entry to the plan for such a case, and finalize
+keeps the reference (docs/lifecycle.md, "What finalize keeps, and why").
+
+Only variables the caller names per container (the migrated ones) are looked for; names and
+paths only, never a value. Everything here is a pure function of plain-dict pod templates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from cloudtaser.target.podspec import EnvConsumption, shown
+
+if TYPE_CHECKING:  # msgspec stays out of `import cloudtaser.target.discover`
+    from cloudtaser.plan.model import EnvUse, EnvUseWhere
+
+__all__ = [
+    "INIT_REASON",
+    "SCRIPT_SUFFIXES",
+    "Consumer",
+    "Migrated",
+    "consumers",
+    "env_uses",
+    "expansion_names",
+    "keep_reasons",
+    "migrated_by_container",
+    "names_word",
+    "script_words",
+]
+
+#: Why every Secret reference of an init container stays (the injector wraps only
+#: ``spec.containers``, so an init container still reads the Kubernetes Secret).
+INIT_REASON: Final = (
+    "the runtime does not serve init containers (the injector wraps only containers)"
+)
+#: A command word ending in one of these is a script that may read any variable.
+SCRIPT_SUFFIXES: Final = (".sh", ".bash", ".py", ".pl", ".rb")
+
+#: ``(container name, init)`` -> the migrated variables that container takes from a Secret.
+Migrated = Mapping[tuple[str, bool], Iterable[str]]
+
+_HANDLERS: Final[tuple[tuple[EnvUseWhere, tuple[str, ...]], ...]] = (
+    ("livenessProbe", ("livenessProbe",)),
+    ("readinessProbe", ("readinessProbe",)),
+    ("startupProbe", ("startupProbe",)),
+    ("postStart", ("lifecycle", "postStart")),
+    ("preStop", ("lifecycle", "preStop")),
+)
+_EXPANDED: Final[tuple[EnvUseWhere, ...]] = ("command", "args")
+_WORD_CHAR: Final = "A-Za-z0-9_"
+#: Blanks and shell punctuation that separate the words of one command element.
+_WORD_SPLIT: Final = re.compile(r"""[\s;|&()<>'"`=,{}$]+""")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One place in ``container`` that reads ``env`` from the container spec's env.
+
+    ``where`` is one of the plan's :data:`~cloudtaser.plan.model.EnvUseWhere`; ``target`` (for
+    ``where == "env"``) the env entry whose ``value`` expands ``$(env)``; ``script`` (probes and
+    hooks) the script the handler runs, when the use is only presumed from it.
+    """
+
+    env: str
+    container: str
+    init: bool
+    where: EnvUseWhere
+    target: str = ""
+    script: str = ""
+
+    @property
+    def sort_key(self) -> tuple[str, bool, str, str, str, str]:
+        return (self.container, self.init, self.env, self.where, self.target, self.script)
+
+    @property
+    def reason(self) -> str:
+        """One readable phrase (names and the script's path only, never a command or value)."""
+        if self.where in {"command", "args"}:
+            return f"$({self.env}) in its {self.where}"
+        if self.where == "env":
+            return f"$({self.env}) in the value of env {self.target}"
+        handler = self.where if self.where.endswith("Probe") else f"{self.where} hook"
+        if self.script:
+            return f"its {handler} runs a script that may read it ({shown(self.script)})"
+        return f"its {handler} exec command names it"
+
+    def env_use(self) -> EnvUse:
+        """The plan's form (which drops ``script``: the reviewer sees the probe or hook)."""
+        from cloudtaser.plan.model import EnvUse  # noqa: PLC0415
+
+        return EnvUse(
+            env=self.env,
+            container=self.container,
+            init=self.init,
+            where=self.where,
+            target=self.target or None,
+        )
+
+
+def expansion_names(text: str) -> list[str]:
+    """The variable names ``text`` references by the kubelet's ``$(NAME)`` rules, in order.
+
+    A line-by-line port of ``expansion.Expand``: ``$$`` yields a literal ``$`` (so ``$$(A)`` is
+    no reference), ``$(`` up to the first ``)`` is a reference, an unclosed ``$(`` and ``$``
+    before any other character are literal.
+    """
+    names: list[str] = []
+    cursor = 0
+    while cursor < len(text):
+        if text[cursor] == "$" and cursor + 1 < len(text):
+            following = text[cursor + 1]
+            if following == "(":
+                close = text.find(")", cursor + 2)
+                if close != -1:
+                    names.append(text[cursor + 2 : close])
+                    cursor = close + 1
+                    continue
+            # "$$" (escape), "$x" or an unclosed "$(": both characters are literal
+            cursor += 2
+            continue
+        cursor += 1
+    return names
+
+
+def names_word(text: str, name: str) -> bool:
+    """``name`` occurs in ``text`` as a whole word (no letter, digit or ``_`` either side)."""
+    pattern = rf"(?<![{_WORD_CHAR}]){re.escape(name)}(?![{_WORD_CHAR}])"
+    return re.search(pattern, text) is not None
+
+
+def script_words(text: str, mount_paths: Sequence[str]) -> list[str]:
+    """The words of one command element that are a script file: a name ending in one of
+    :data:`SCRIPT_SUFFIXES`, or a path under one of ``mount_paths``."""
+    roots = [p.rstrip("/") + "/" for p in mount_paths if p.startswith("/")]
+    return [
+        word
+        for word in _WORD_SPLIT.split(text)
+        if word
+        and (
+            word.lower().endswith(SCRIPT_SUFFIXES)
+            or any(word.startswith(root) and len(word) > len(root) for root in roots)
+        )
+    ]
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value or () if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _exec_command(container: Mapping[str, Any], path: tuple[str, ...]) -> list[str] | None:
+    node: Any = container
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    handler = node.get("exec") if isinstance(node, Mapping) else None
+    if not isinstance(handler, Mapping):
+        return None  # httpGet, tcpSocket, grpc, sleep: no env read
+    return _strings(handler.get("command"))
+
+
+def _containers(pod_template: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], bool]]:
+    spec = pod_template.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        return
+    for key, init in (("initContainers", True), ("containers", False)):
+        for container in spec.get(key) or ():
+            if isinstance(container, Mapping):
+                yield container, init
+
+
+def _expansion_uses(
+    container: Mapping[str, Any], cname: str, init: bool, names: frozenset[str]
+) -> Iterator[Consumer]:
+    for where in _EXPANDED:
+        for element in _strings(container.get(where)):
+            for name in expansion_names(element):
+                if name in names:
+                    yield Consumer(name, cname, init, where)
+    for entry in container.get("env") or ():
+        value = entry.get("value") if isinstance(entry, Mapping) else None
+        if not isinstance(value, str):
+            continue
+        target = str(entry.get("name") or "")
+        for name in expansion_names(value):
+            if name in names and name != target:
+                yield Consumer(name, cname, init, "env", target=target)
+
+
+def _handler_uses(
+    container: Mapping[str, Any], cname: str, init: bool, names: frozenset[str]
+) -> Iterator[Consumer]:
+    mounts = [
+        str(m.get("mountPath"))
+        for m in container.get("volumeMounts") or ()
+        if isinstance(m, Mapping) and isinstance(m.get("mountPath"), str)
+    ]
+    for where, path in _HANDLERS:
+        command = _exec_command(container, path)
+        if not command:
+            continue
+        scripts = [w for element in command for w in script_words(element, mounts)]
+        for name in sorted(names):
+            if any(names_word(element, name) for element in command):
+                yield Consumer(name, cname, init, where)
+            elif scripts:
+                yield Consumer(name, cname, init, where, script=scripts[0])
+
+
+def consumers(pod_template: Mapping[str, Any], migrated: Migrated) -> list[Consumer]:
+    """Every use of a migrated variable besides the process env, sorted and without
+    duplicates. ``pod_template`` is ``spec.template`` as a plain dict; ``migrated`` names, per
+    container, the variables to look for (see :func:`migrated_by_container`)."""
+    found: set[Consumer] = set()
+    for container, init in _containers(pod_template):
+        cname = str(container.get("name") or "")
+        names = frozenset(migrated.get((cname, init), ()))
+        if names:
+            found.update(_expansion_uses(container, cname, init, names))
+            found.update(_handler_uses(container, cname, init, names))
+    return sorted(found, key=lambda c: c.sort_key)
+
+
+def env_uses(pod_template: Mapping[str, Any], migrated: Migrated) -> list[EnvUse]:
+    """:func:`consumers` in the plan's form (``workloads[].envUses``): sorted, one entry per
+    (container, variable, place), deterministic for the same template."""
+    out: list[EnvUse] = []
+    seen: set[tuple[str, bool, str, str, str]] = set()
+    for use in consumers(pod_template, migrated):
+        key = (use.container, use.init, use.env, use.where, use.target)
+        if key not in seen:
+            seen.add(key)
+            out.append(use.env_use())
+    return out
+
+
+def migrated_by_container(
+    consumptions: Iterable[EnvConsumption],
+) -> dict[tuple[str, bool], set[str]]:
+    """``(container, init)`` -> the variables those Secret consumptions feed (pass only the
+    consumptions that are migrated, e.g. those the plan maps)."""
+    out: dict[tuple[str, bool], set[str]] = defaultdict(set)
+    for item in consumptions:
+        out[(item.container, item.init)].add(item.env)
+    return dict(out)
+
+
+def keep_reasons(
+    pod_template: Mapping[str, Any],
+    consumptions: Iterable[EnvConsumption],
+    recorded: Iterable[EnvUse] = (),
+) -> dict[tuple[str, bool, str], list[str]]:
+    """Why a migrated variable's Secret reference must stay after finalize, keyed by
+    ``(container, init, env)``: :data:`INIT_REASON` for every init container variable, else the
+    reasons of its :func:`consumers`, plus the ``recorded`` uses (the plan's reviewed
+    ``envUses``) the template does not show by itself. A variable without a reason can go."""
+    items = list(consumptions)
+    migrated = migrated_by_container(items)
+    out: dict[tuple[str, bool, str], list[str]] = {}
+
+    def add(container: str, init: bool, env: str, reason: str) -> None:
+        reasons = out.setdefault((container, init, env), [])
+        if reason not in reasons:
+            reasons.append(reason)
+
+    for item in items:
+        if item.init:
+            add(item.container, True, item.env, INIT_REASON)
+    found = consumers(pod_template, migrated)
+    for use in found:
+        if not use.init:
+            add(use.container, False, use.env, use.reason)
+    shown_uses = {(u.container, u.init, u.env, u.where, u.target) for u in found}
+    for listed in recorded:
+        place = (listed.container, listed.init, listed.env, listed.where, listed.target or "")
+        if listed.init or place in shown_uses:
+            continue
+        if listed.env in migrated.get((listed.container, False), ()):
+            add(
+                listed.container,
+                False,
+                listed.env,
+                f"the plan's envUses lists a use in its {listed.where}",
+            )
+    return {k: v for k, v in out.items() if v}
