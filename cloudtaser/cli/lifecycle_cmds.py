@@ -33,16 +33,21 @@ __all__ = ["register"]
 _FINALIZE_DESCRIPTION = """\
 For each migrated workload of the plan not yet finalized, in plan order: check that it is
 protected and that its LIVE pods are proven injected (init container cloudtaser-init done,
-every container started through the wrapper, Ready), check drift, then remove exactly the
+every container started through the wrapper, Ready), check drift, then remove the
 env[].valueFrom.secretKeyRef and envFrom[].secretRef entries the plan maps (anything else
 stays) in ONE strategic-merge patch (one rollout), prove injection again on the new pods, and
-record finalizedAt and a history entry (the status stays migrated). What is removed is written
-into the plan first, so `target unprotect` can always put it back. A killed run resumes
-without a second rollout.
+record finalizedAt and a history entry (the status stays migrated). A mapped reference that
+something other than the wrapped process reads is KEPT and named with the reason: those of
+init containers, and variables used in $(VAR) (command, args, env values), exec probes or
+lifecycle hooks. What is removed is written into the plan first, so `target unprotect` can
+always put it back. A killed run resumes without a second rollout.
 
 --delete-secrets (never implied) then deletes each Secret of a finalized workload that
-loses nothing and that nothing in its namespace references any more (workloads, bare Pods,
-Jobs, CronJobs, ServiceAccounts, Ingress TLS, secret/projected volumes, ...). Every key the
+loses nothing and that nothing references any more (in its namespace: workloads, bare Pods,
+Jobs, CronJobs, PodTemplates, ServiceAccounts, Ingresses, Gateways, custom resources; cluster-
+wide: PersistentVolumes, StorageClasses; ServiceAccounts of running pods allowed to read it
+through the API; owners and managers such as Helm, Argo CD, Flux, cert-manager,
+external-secrets). Every key the
 Secret holds must be mapped by the plan AND proven in the vault by the report given with
 --require-verified (`cloudtaser source verify-plan PLAN --attest REPORT`), or released by a
 reviewer in the plan (releasedKeys); otherwise it is kept and the keys are named (never a

@@ -600,11 +600,11 @@ def _proof(
     return proven_fields(verified), ""
 
 
-def _users(found: Scan, name: str, ignored: set[tuple[str, str]]) -> list[str]:
+def _users(found: Scan, name: str, ignored: set[tuple[str, str, str]]) -> list[str]:
     return [
         str(u)
         for u in found.users(name)
-        if not ((u.kind, u.name) in ignored and u.via in {"env", "envFrom"})
+        if not ((u.kind, u.name, name) in ignored and u.via in {"env", "envFrom"})
     ]
 
 
@@ -612,7 +612,7 @@ def _decide(
     head: SecretHead,
     safety: KeySafety,
     found: Scan,
-    ignored: set[tuple[str, str]],
+    ignored: set[tuple[str, str, str]],
 ) -> SecretDecision | None:
     """``kept`` (with users, keys and why) or ``None`` when the Secret may go."""
     reasons = []
@@ -782,23 +782,32 @@ def _dry_run_users(
     selected: Sequence[tuple[Tenant, Workload]],
     namespace: str,
     would: set[WorkloadRef],
-) -> set[tuple[str, str]]:
-    """The objects whose env/envFrom uses a dry run discounts: each workload the real run
-    would finalize, and the pods of its current revision (the rollout replaces them)."""
+) -> set[tuple[str, str, str]]:
+    """The (kind, name, Secret) env/envFrom uses a dry run discounts: those of each workload
+    the real run would finalize, and of the pods of its current revision (the rollout replaces
+    them) — only for the Secrets whose references the real run removes, so a Secret that keeps
+    a reference (init container, ``$(VAR)``, probe, hook) stays used, as in the real run."""
     from cloudtaser.target.injection import revision_pods  # noqa: PLC0415
 
-    out: set[tuple[str, str]] = set()
+    out: set[tuple[str, str, str]] = set()
     for tenant, workload in selected:
         ref = workload_ref(tenant, workload)
         if tenant.namespace != namespace or ref not in would:
             continue
-        out.add((ref.kind, ref.name))
         obj = engine.cluster.get(ref)
-        if obj is not None:
-            out.update(
-                ("Pod", str(dig(p, "metadata", "name")))
-                for p in revision_pods(engine.cluster, ref, obj)
-            )
+        if obj is None:
+            continue
+        edit = finalize_edit(
+            dig(obj, "spec", "template") or {},
+            workload,
+            lambda name: engine.cluster.secret_keys(namespace, name),
+        )
+        gone = {r.secret for r in edit.refs} - {k.ref.secret for k in edit.kept}
+        objects = [(ref.kind, ref.name)] + [
+            ("Pod", str(dig(p, "metadata", "name")))
+            for p in revision_pods(engine.cluster, ref, obj)
+        ]
+        out.update((kind, name, secret) for kind, name in objects for secret in gone)
     return out
 
 

@@ -158,8 +158,9 @@ def _tenant(site: Site, image: str, names: list[str]) -> Tenant:
             "kv", "put", f"-mount={mount}", rest, f"password={vault_canary}", "username=app"
         )
     verify = _cloudtaser(
-        "source", "verify-plan", str(plan), "--token-file", str(site.token), env=vault
-    )
+        "source", "verify-plan", str(plan), "--token-file", str(site.token),
+        "--attest", f"{plan}.verified.json", env=vault,
+    )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
     return Tenant(namespace, plan, k8s_canary, vault_canary)
 
@@ -225,6 +226,15 @@ def test_finalize_keeps_what_probes_args_and_init_containers_read_and_the_pods_s
     assert _ready_pods(site, tenant, "probed") == 1
     assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.k8s_canary
     before = _replicasets(site, tenant.namespace)
+    # every key of db is proven in the vault (the report), so only its users can keep it: a
+    # dry run must count the references finalize will keep, as the real run does
+    verified = ("--require-verified", f"{tenant.plan}.verified.json")
+    dry = _target(site, "finalize", tenant, "--yes", "--dry-run", "--delete-secrets", *verified)
+    assert dry.returncode in (0, 1), dry.stdout + dry.stderr
+    assert "would delete" not in dry.stdout, dry.stdout
+    assert "KEPT" in dry.stdout, dry.stdout
+    assert "probed" in dry.stdout, dry.stdout
+    assert _replicasets(site, tenant.namespace) == before  # the dry run changed nothing
 
     result = _target(site, "finalize", tenant, "--yes")
 
@@ -262,7 +272,7 @@ def test_finalize_keeps_what_probes_args_and_init_containers_read_and_the_pods_s
     assert _newest_log(site, tenant, "expanded", "DB_PASSWORD=") == tenant.vault_canary
     assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.k8s_canary
     # a kept reference is a user: --delete-secrets keeps the Secret and names who uses it
-    deletion = _target(site, "finalize", tenant, "--yes", "--delete-secrets")
+    deletion = _target(site, "finalize", tenant, "--yes", "--delete-secrets", *verified)
     assert deletion.returncode == 1, deletion.stdout + deletion.stderr
     assert "probed" in deletion.stdout
     assert "expanded" in deletion.stdout
