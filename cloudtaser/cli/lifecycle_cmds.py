@@ -61,9 +61,11 @@ _AUDIT_DESCRIPTION = """\
 Report, per namespace, what still depends on Kubernetes Secrets: the workloads that still
 read them (and how), those protected, those finalized, the Secrets left and who uses them,
 and the pods that carry the cloudtaser annotations but were not injected. Reads the cluster
-only (names, never values). Outputs a table, --output json (formatVersion 1,
-schema/audit.schema.json) or --output html (one self-contained file for a compliance
-ticket). See docs/lifecycle.md.
+only (names, never values). With --plan (and --require-verified REPORT), every Secret nobody
+uses also gets the key-level verdict that finalize --delete-secrets would reach: deletable,
+or kept with the keys that are neither proven in the vault nor released. Outputs a table,
+--output json (formatVersion 1, schema/audit.schema.json) or --output html (one
+self-contained file for a compliance ticket). See docs/lifecycle.md.
 """
 
 
@@ -105,9 +107,22 @@ def register(groups: Any) -> None:
             "cloudtaser target audit",
             "cloudtaser target audit --namespace payments -o json",
             "cloudtaser target audit -o html --report audit.html",
+            "cloudtaser target audit --plan plan.yaml --require-verified verified.json",
         ],
     )
     add_cluster_options(audit)
+    audit.add_argument(
+        "--plan",
+        metavar="PLAN",
+        help="judge the keys of every unused Secret as finalize --delete-secrets would "
+        "(mapped and proven, or released in this plan); reads key names, never values",
+    )
+    audit.add_argument(
+        "--require-verified",
+        metavar="REPORT",
+        help="with --plan: the report of 'source verify-plan PLAN --attest REPORT' that "
+        "proves the mapped keys are in the vault (without it no mapped key counts as proven)",
+    )
     audit.add_argument(
         "--namespace",
         "-n",
@@ -128,7 +143,13 @@ def register(groups: Any) -> None:
         metavar="FILE",
         help="write the output to FILE instead of stdout (e.g. audit.html)",
     )
-    audit.set_defaults(handler=_run_audit)
+    audit.set_defaults(handler=_run_audit, precheck=_check_audit)
+
+
+def _check_audit(args: argparse.Namespace) -> str | None:
+    if args.require_verified is not None and args.plan is None:
+        return "--require-verified needs --plan PLAN: the report proves the keys that plan maps"
+    return None
 
 
 def _check_finalize(args: argparse.Namespace) -> str | None:
@@ -239,8 +260,19 @@ def _print_secrets(secrets: SecretsReport) -> None:
 def _run_audit(args: argparse.Namespace) -> int:
     from cloudtaser.target import audit as auditlib  # noqa: PLC0415
 
+    plan = verified = None
+    if args.plan is not None:
+        from cloudtaser import plan as planlib  # noqa: PLC0415
+
+        plan = planlib.load(args.plan)
+    if args.require_verified is not None:
+        from cloudtaser.plan.attest import load_report  # noqa: PLC0415
+
+        verified = load_report(args.require_verified)
     with cluster_session(args) as session:
-        report = auditlib.audit(session, namespaces=tuple(args.namespace))
+        report = auditlib.audit(
+            session, namespaces=tuple(args.namespace), plan=plan, verified=verified
+        )
     if args.output == "json":
         text = auditlib.to_json(report)
     elif args.output == "html":

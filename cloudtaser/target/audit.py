@@ -18,7 +18,9 @@ The report is a typed value (:class:`AuditReport`); :func:`to_json` is its stabl
 (``formatVersion`` 1, JSON Schema in ``schema/audit.schema.json`` generated from these
 Structs), :func:`to_html` one self-contained HTML file (inline CSS, no script, no external
 asset) and :func:`to_text` the table. Secrets are listed as metadata only (names, types,
-labels, annotations, owners); their keys and values are never read.
+labels, annotations, owners); their values are never read, and their key names only with
+``--plan``, for the Secrets nobody uses (the key-level verdict of ``finalize
+--delete-secrets``, :mod:`cloudtaser.target.secret_safety`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ from cloudtaser.contract import INJECT_LABEL, MANAGED_KEYS
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
+    from cloudtaser.plan.attest import VerificationReport
+    from cloudtaser.plan.model import MigrationPlan
     from cloudtaser.target.kube import KubeSession
     from cloudtaser.target.references import Scan
+    from cloudtaser.target.workloads import WorkloadAPI
 
 __all__ = [
     "FORMAT_VERSION",
     "AuditNamespace",
     "AuditReport",
+    "KeyVerdict",
     "audit",
     "json_schema",
     "namespace_report",
@@ -90,11 +96,25 @@ class WorkloadEntry(_Base):
     secret_reads: list[SecretRead]
 
 
+class KeyVerdict(_Base):
+    """With ``--plan``: would ``finalize --delete-secrets`` lose a key of this unused Secret?
+    The same rule (:func:`cloudtaser.target.secret_safety.key_safety`), key names only."""
+
+    #: Every key is proven in the vault by the report, or released by a reviewer.
+    safe: bool
+    #: The keys that keep it (not mapped and not released, or not proven).
+    keeping: list[str]
+    #: Why it is kept and what to do (``None`` when safe).
+    reason: str | None
+
+
 class SecretEntry(_Base):
     name: str
     type: str
-    #: Who references it in the namespace (empty: nobody; it could go).
+    #: Who references it (empty: nobody; it could go).
     users: list[SecretUseEntry]
+    #: Only for an unused Secret, and only with ``--plan``: the key-level verdict.
+    keys: KeyVerdict | None = None
 
 
 class PodEntry(_Base):
@@ -231,8 +251,17 @@ def namespace_report(
     )
 
 
-def audit(session: KubeSession, *, namespaces: Sequence[str] = ()) -> AuditReport:
-    """Audit ``namespaces`` (default: every namespace the credentials can list)."""
+def audit(
+    session: KubeSession,
+    *,
+    namespaces: Sequence[str] = (),
+    plan: MigrationPlan | None = None,
+    verified: VerificationReport | None = None,
+) -> AuditReport:
+    """Audit ``namespaces`` (default: every namespace the credentials can list). With
+    ``plan`` (and the ``verified`` report of ``source verify-plan --attest``), every Secret
+    nobody uses also gets the key-level verdict ``finalize --delete-secrets`` would reach
+    (its key names are read then; never a value)."""
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
     from cloudtaser.target.cluster_references import ScanCache  # noqa: PLC0415
@@ -252,8 +281,42 @@ def audit(session: KubeSession, *, namespaces: Sequence[str] = ()) -> AuditRepor
             secrets = [
                 {"metadata": {"name": m.name}, "type": m.type} for m in found.secrets.values()
             ]
-            parts.append(namespace_report(namespace, found, secrets, []))
+            part = namespace_report(namespace, found, secrets, [])
+            if plan is not None:
+                _judge_keys(cluster, part, plan, verified)
+            parts.append(part)
     return build_report(parts, cluster=session.server)
+
+
+def _judge_keys(
+    cluster: WorkloadAPI,
+    part: AuditNamespace,
+    plan: MigrationPlan,
+    verified: VerificationReport | None,
+) -> None:
+    """Set :attr:`SecretEntry.keys` on the unused Secrets of ``part`` (as finalize decides)."""
+    from cloudtaser.target.secret_safety import key_safety, proof  # noqa: PLC0415
+
+    tenant = next((t for t in plan.tenants if t.namespace == part.name), None)
+    proven, no_proof = proof(plan, verified)
+    for entry in part.secrets:
+        if entry.users:
+            continue
+        if tenant is None:
+            entry.keys = KeyVerdict(
+                safe=False,
+                keeping=[],
+                reason=f"namespace {part.name} is not in plan {plan.metadata.name}: "
+                "finalize --delete-secrets never deletes it",
+            )
+            continue
+        keys = cluster.secret_keys(part.name, entry.name)
+        if keys is None:  # deleted since the scan
+            continue
+        safety = key_safety(tenant, entry.name, keys, proven, no_proof=no_proof)
+        entry.keys = KeyVerdict(
+            safe=safety.safe, keeping=list(safety.keeping), reason=safety.problem()
+        )
 
 
 def build_report(parts: Sequence[AuditNamespace], *, cluster: str) -> AuditReport:
@@ -292,6 +355,18 @@ def _reads_text(reads: Sequence[SecretRead]) -> str:
 
 #: Reasons to keep a Secret whose detail says what to do: the text report shows it.
 _ADVISED: Final = frozenset({"managedBy", "ownedBy", "apiReader", "customResource"})
+
+
+def _secret_text(secret: SecretEntry) -> str:
+    if secret.users:
+        return "; ".join(_use_text(u) for u in secret.users)
+    if secret.keys is None:
+        return "unused"
+    if secret.keys.safe:
+        return (
+            "unused; every key is in the vault or released: finalize --delete-secrets can delete it"
+        )
+    return f"unused, but kept: {secret.keys.reason}"
 
 
 def _use_text(use: SecretUseEntry) -> str:
@@ -356,10 +431,7 @@ def to_text(report: AuditReport) -> str:
             for w in ns.workloads
             if w.secret_reads
         ]
-        lines += [
-            f"  Secret {s.name}: " + ("; ".join(_use_text(u) for u in s.users) or "unused")
-            for s in ns.secrets
-        ]
+        lines += [f"  Secret {s.name}: {_secret_text(s)}" for s in ns.secrets]
         lines += [
             f"  pod {p.name} not injected: {'; '.join(p.problems)}" for p in ns.pods_not_injected
         ]

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import cloudtaser.target.annotations as ann
-from cloudtaser.plan.model import FinalizedRef, MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.plan.model import FinalizedRef, Tenant, Workload, WorkloadStatus
 from cloudtaser.target.engine import (
     DecideFn,
     Engine,
@@ -64,13 +64,10 @@ from cloudtaser.target.secret_safety import (
     ATTEST_HINT,
     KeySafety,
     key_safety,
-    proven_fields,
-    report_problem,
+    proof,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Set as AbstractSet
-
     from cloudtaser.plan.attest import VerificationReport
     from cloudtaser.target.kube import KubeSession
     from cloudtaser.target.podspec import SecretKeys
@@ -588,18 +585,6 @@ class SecretsReport:
         return [d for d in self.decisions if d.action == action]
 
 
-def _proof(
-    plan: MigrationPlan, verified: VerificationReport | None
-) -> tuple[Mapping[str, AbstractSet[str]] | None, str]:
-    """The report's proven fields (``None`` when there is no usable report) and why not."""
-    if verified is None:
-        return None, "no verification report was given"
-    problem = report_problem(plan, verified)
-    if problem is not None:
-        return None, problem
-    return proven_fields(verified), ""
-
-
 def _users(found: Scan, name: str, ignored: set[tuple[str, str, str]]) -> list[str]:
     return [
         str(u)
@@ -714,7 +699,7 @@ def delete_unused_secrets(
 
     dry = engine.options.dry_run
     would = {r.ref for r in engine.report.results if r.outcome == Outcome.DRY_RUN}
-    proven, no_proof = _proof(engine.plan, verified)
+    proven, no_proof = proof(engine.plan, verified)
     report = SecretsReport()
     by_ns: dict[str, dict[str, list[tuple[Tenant, Workload]]]] = {}
     tenants: dict[str, Tenant] = {}

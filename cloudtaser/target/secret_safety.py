@@ -34,6 +34,7 @@ __all__ = [
     "ATTEST_HINT",
     "KeySafety",
     "key_safety",
+    "proof",
     "proven_fields",
     "report_problem",
 ]
@@ -66,6 +67,19 @@ def report_problem(plan: MigrationPlan, report: VerificationReport) -> str | Non
         f"the verification report is for plan {report.plan!r} with reviewed content "
         f"{report.digest}, this plan is {plan.metadata.name!r} with {digest}"
     )
+
+
+def proof(
+    plan: MigrationPlan, verified: VerificationReport | None
+) -> tuple[Mapping[str, AbstractSet[str]] | None, str]:
+    """The report's proven fields for :func:`key_safety` (``None`` when there is no usable
+    report) and why not (finalize and audit both judge keys with it)."""
+    if verified is None:
+        return None, "no verification report was given"
+    problem = report_problem(plan, verified)
+    if problem is not None:
+        return None, problem
+    return proven_fields(verified), ""
 
 
 def _names(keys: Iterable[str]) -> str:

@@ -168,6 +168,14 @@ def reviewer(tmp_path: Path) -> tuple[Path, Path]:
     return key, allowed
 
 
+def _audit_keys(cluster: Cluster, namespace: str, *extra: str) -> dict[str, Any]:
+    """``target audit -o json``: each Secret's key-level verdict (``None``: not judged)."""
+    result = _cli(cluster, "target", "audit", "-n", namespace, "-o", "json", *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (part,) = json.loads(result.stdout)["namespaces"]
+    return {s["name"]: s["keys"] for s in part["secrets"]}
+
+
 def _approve(openbao: BaoServer, plan: Path, key: Path) -> None:
     approved = run_cli(openbao, "plan", "approve", str(plan), "--key", str(key))
     assert approved.returncode == 0, approved.stderr
@@ -246,6 +254,12 @@ def test_an_unmapped_key_keeps_the_secret_until_a_reviewer_releases_it(
     assert "no verification report" not in kept.stderr  # the report was given: no warning
     assert _keys(kube_client, namespace, "db") == {"password", "admin_password"}
     assert _workload(plan, "web").finalized_at is not None  # the references did go
+    # audit --plan reaches the same key-level verdict for the now unused Secret
+    assert _audit_keys(cluster, namespace)["db"] is None  # no --plan: keys not judged
+    judged = _audit_keys(cluster, namespace, "--plan", str(plan), "--require-verified", str(report))
+    assert judged["db"]["safe"] is False
+    assert judged["db"]["keeping"] == ["admin_password"]
+    assert "releasedKeys" in judged["db"]["reason"]
 
     # the reviewer releases admin_password: a reviewed edit, so approval and report go stale
     edited = planlib.load(plan)
@@ -265,6 +279,8 @@ def test_an_unmapped_key_keeps_the_secret_until_a_reviewer_releases_it(
     assert "db" in _secret_names(kube_client, namespace)
 
     assert _attest(openbao, plan, report, "--key", str(key)).returncode == 0
+    judged = _audit_keys(cluster, namespace, "--plan", str(plan), "--require-verified", str(report))
+    assert judged["db"] == {"safe": True, "keeping": [], "reason": None}
     deleted = _finalize(
         cluster, plan, "--delete-secrets", "--require-verified", str(report), *gate, "-o", "json"
     )
