@@ -124,7 +124,7 @@ class RecordingProxy:
             return
         with up:
             origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            first, _, others = head.partition(b"\r\n")
+            _, _, others = head.partition(b"\r\n")
             up.sendall(f"{method} {origin} HTTP/1.0\r\n".encode("latin-1") + others)
             _pipe(conn, up)
 

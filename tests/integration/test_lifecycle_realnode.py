@@ -341,7 +341,7 @@ def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
     site: Site, injector: str, app_image: str
 ) -> None:
     tenant = _tenant(site, app_image, ["web"])
-    # the container sets CLOUDTASER_VAULT_ADDR (owned by the injector): the injector denies it (env-conflict)
+    # the container sets CLOUDTASER_VAULT_ADDR, which the injector owns: denied (env-conflict)
     with contextlib.closing(site.node.client()) as client:
         client.patch(
             Deployment,

@@ -273,7 +273,11 @@ def test_a_container_setting_an_injector_variable_is_denied(
     name = f"owned-{secrets.token_hex(3)}"
     value = "/etc/ssl/evil.pem" if variable.endswith("CACERT") else "true"
     # control: the same pod with the app's own VAULT_* / proxy variables is admitted
-    harmless = {"VAULT_SKIP_VERIFY": "true", "VAULT_CACERT": "/etc/x.pem", "HTTPS_PROXY": "http://p:1"}
+    harmless = {
+        "VAULT_SKIP_VERIFY": "true",
+        "VAULT_CACERT": "/etc/x.pem",
+        "HTTPS_PROXY": "http://p:1",
+    }
     _admitted_dry_run(real_node, _pod(real_node, bed, busybox, name, "true", env=harmless))
     manifest = _pod(real_node, bed, busybox, name, "true", env={**harmless, variable: value})
     message = _denied(real_node, manifest, f"sets {variable}", "only the injector sets")

@@ -240,7 +240,7 @@ def test_install_then_wrap_gives_the_busybox_app_the_vault_value(
     child_env = dict(line.split("=", 1) for line in env_dump.splitlines() if "=" in line)
     assert child_env["DB_PASSWORD"] == canary
     assert child_env["DB_USER"] == "app"
-    assert "VAULT_ADDR" not in child_env  # the wrapper's own address is a stripped CLOUDTASER_* name
+    assert "VAULT_ADDR" not in child_env  # the wrapper's address is a stripped CLOUDTASER_*
     assert not [k for k in child_env if k.startswith("CLOUDTASER_")], sorted(child_env)
     assert not {"VAULT_TOKEN", "BAO_TOKEN"} & set(child_env)
     assert not TOKEN_LIKE.search(env_dump), "a token reached the child environment"

@@ -296,7 +296,13 @@ def test_resident_mode_gives_the_child_its_secrets_and_its_exit_code(
 ) -> None:
     token = _token_file(tmp_path, kube_client, site.tenant_a)
     dump = tmp_path / "env.json"
-    env = _env(site, site.tenant_a, token, CLOUDTASER_VAULT_ADDR=openbao.address, CLOUDTASER_MODE="resident")
+    env = _env(
+        site,
+        site.tenant_a,
+        token,
+        CLOUDTASER_VAULT_ADDR=openbao.address,
+        CLOUDTASER_MODE="resident",
+    )
     mark = openbao.audit_mark()
     run = run_wrapper(env, [*env_dump_command(dump)])
     assert run.returncode == 0, run.stderr
