@@ -131,10 +131,7 @@ func (c Config) String() string {
 // GoString keeps %#v from printing the token.
 func (c Config) GoString() string { return c.String() }
 
-// lookup returns the variable's name and value (an empty value counts as unset).
-func lookup(env map[string]string, name string) (string, string) { return name, env[name] }
-
-// FileExists is the check used for VAULT_CACERT; replaceable for the vectors.
+// FileExists is the check used for CLOUDTASER_VAULT_CACERT; replaceable for the vectors.
 type FileExists func(path string) bool
 
 // OSFileExists checks a regular file on disk.
@@ -150,37 +147,36 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	var c Config
 	var err error
 	env = controlEnv(env)
-	name, addr := lookup(env, EnvAddr)
+	addr := env[EnvAddr]
 	if addr == "" {
 		return c, errorf(CodeMissingAddr, "%s is not set: the wrapper does not know the vault address", EnvAddr)
 	}
-	if c.Address, err = ValidateAddress(name, addr); err != nil {
+	if c.Address, err = ValidateAddress(EnvAddr, addr); err != nil {
 		return c, err
 	}
-	name, method := lookup(env, EnvAuthMethod)
+	method := env[EnvAuthMethod]
 	c.AuthMethod = strings.ToLower(strings.TrimSpace(method))
 	if c.AuthMethod == "" {
 		c.AuthMethod = "kubernetes"
 	}
 	if c.AuthMethod != "kubernetes" && c.AuthMethod != "token" {
-		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes or token, not %s", name, quote(method, 20))
+		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes or token, not %s", EnvAuthMethod, quote(method, 20))
 	}
-	name, mount := lookup(env, EnvAuthMountPath)
+	mount := env[EnvAuthMountPath]
 	if mount == "" {
 		mount = DefaultAuthMountPath
 	}
-	if c.AuthMount, err = NormaliseAuthMount(name, mount); err != nil {
+	if c.AuthMount, err = NormaliseAuthMount(EnvAuthMountPath, mount); err != nil {
 		return c, err
 	}
-	name, role := lookup(env, EnvAuthRole)
-	role = strings.TrimSpace(role)
-	tokName, token := lookup(env, EnvToken)
+	role := strings.TrimSpace(env[EnvAuthRole])
+	token := env[EnvToken]
 	if c.AuthMethod == "kubernetes" {
 		if role == "" {
 			return c, errorf(CodeMissingRole, "%s is not set (the vault role of this workload)", EnvAuthRole)
 		}
 		if !ValidRole(role) {
-			return c, errorf(CodeBadRole, "%s %s is not a valid role name", name, quote(role, 80))
+			return c, errorf(CodeBadRole, "%s %s is not a valid role name", EnvAuthRole, quote(role, 80))
 		}
 		c.Role = role
 	} else {
@@ -190,7 +186,7 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 		c.Token = token
 	}
 	if token != "" && !HeaderSafeToken(token) {
-		return c, errorf(CodeBadToken, "%s contains blanks, control or non-ASCII characters", tokName)
+		return c, errorf(CodeBadToken, "%s contains blanks, control or non-ASCII characters", EnvToken)
 	}
 	if strings.TrimSpace(env[EnvSecretPaths]) == "" {
 		return c, errorf(CodeMissingPaths, "%s is not set: there are no secrets to fetch", EnvSecretPaths)
@@ -204,17 +200,16 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	if err = CheckTargets(EnvEnvMap, c.Secrets, c.AcceptDangerous); err != nil {
 		return c, err
 	}
-	name, ns := lookup(env, EnvNamespace)
+	ns := env[EnvNamespace]
 	c.Namespace = strings.Trim(ns, "/")
 	if c.Namespace != "" && !ValidNamespace(c.Namespace) {
-		return c, errorf(CodeBadNamespace, "%s %s is not a valid namespace path", name, quote(ns, 80))
+		return c, errorf(CodeBadNamespace, "%s %s is not a valid namespace path", EnvNamespace, quote(ns, 80))
 	}
-	name, c.CACert = lookup(env, EnvCACert)
+	c.CACert = env[EnvCACert]
 	if c.CACert != "" && !exists(c.CACert) {
-		return c, errorf(CodeMissingCACert, "%s %s does not exist", name, quote(c.CACert, 200))
+		return c, errorf(CodeMissingCACert, "%s %s does not exist", EnvCACert, quote(c.CACert, 200))
 	}
-	name, skip := lookup(env, EnvSkipVerify)
-	if c.SkipVerify, err = ParseBool(name, skip); err != nil {
+	if c.SkipVerify, err = ParseBool(EnvSkipVerify, env[EnvSkipVerify]); err != nil {
 		return c, err
 	}
 	c.SATokenPath = env[EnvSATokenPath]
