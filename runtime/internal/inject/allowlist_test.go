@@ -4,6 +4,7 @@ package inject
 // reviewer's decision (finding 8): one test per rule of docs/injector.md, "Refusals".
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -149,4 +150,18 @@ func TestAReservedTargetIsAlwaysDenied(t *testing.T) {
 	}
 	p = testPod(annotations(contract.AnnotationAcceptDangerousEnv, "PATH;rm"))
 	denied(t, testConfig(), p, ReasonBadAnnotations)
+}
+
+// Rule: on reinvocation, a variable the injector owns set a second time (a later webhook
+// appended its own value, which would win) is denied; the pod as we left it is not.
+func TestAnOwnedVariableAddedAfterTheInjectorIsDeniedOnReinvocation(t *testing.T) {
+	injected := mutated(t, testConfig(), testPod(annotations()))
+	if r := Mutate(context.Background(), testConfig(), request(t, injected)); !r.Allowed || r.Patch != nil {
+		t.Fatalf("the injected pod itself: %+v", r.Result)
+	}
+	c := get(injected, "spec", "containers", 0).(map[string]any)
+	c["env"] = append(c["env"].([]any), map[string]any{"name": contract.EnvSkipVerify, "value": "true"})
+	if msg := denied(t, testConfig(), injected, ReasonEnvConflict); !strings.Contains(msg, contract.EnvSkipVerify) {
+		t.Fatal(msg)
+	}
 }

@@ -300,6 +300,9 @@ func (m *mutation) run(ctx context.Context) *AdmissionResponse {
 	spec := m.pod.Spec
 	for _, c := range spec.InitContainers {
 		if c.Name == InitContainerName {
+			if resp := m.ownedTwice(); resp != nil {
+				return resp
+			}
 			return allow(m.req.UID) // already injected (reinvocation): nothing to add
 		}
 	}
@@ -344,6 +347,26 @@ func (m *mutation) hostAliases(addr string) *AdmissionResponse {
 					clip(h, 100), contract.AnnotationVaultAddress),
 					"Remove that host alias: the vault's name must resolve through the cluster's DNS")
 			}
+		}
+	}
+	return nil
+}
+
+// ownedTwice refuses, on reinvocation, a container in which a variable the injector owns
+// appears more than once: a later webhook appended its own value, which Kubernetes would
+// apply instead of ours (the last entry of a name wins).
+func (m *mutation) ownedTwice() *AdmissionResponse {
+	for _, c := range m.pod.Spec.Containers {
+		seen := map[string]bool{}
+		for _, e := range c.Env {
+			if contract.PodSettable(e.Name) {
+				continue
+			}
+			if seen[e.Name] {
+				return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s sets %s a second time after the injector did (another webhook?)", clip(c.Name, 63), clip(e.Name, 80)),
+					"Keep other webhooks from setting CLOUDTASER_* variables: only the injector sets them")
+			}
+			seen[e.Name] = true
 		}
 	}
 	return nil
