@@ -105,9 +105,9 @@ def setup(openbao, cluster, tmp: Path) -> dict[str, str]:
     token.write_text(request_token(client, ns, "app", ["openbao"], seconds=3600))
     client.close()
     return {
-        "VAULT_ADDR": openbao.address,
-        "VAULT_AUTH_ROLE": f"cloudtaser-bench-{ns}",
-        "VAULT_AUTH_MOUNT_PATH": f"auth/{mount}",
+        "CLOUDTASER_VAULT_ADDR": openbao.address,
+        "CLOUDTASER_VAULT_AUTH_ROLE": f"cloudtaser-bench-{ns}",
+        "CLOUDTASER_VAULT_AUTH_MOUNT_PATH": f"auth/{mount}",
         "CLOUDTASER_SECRET_PATHS": ",".join(f"{kv}/data/{ns}/s{i}" for i in range(PATHS)),
         "CLOUDTASER_ENV_MAP": ";".join(f"password=P{i}" for i in range(PATHS)),
         "CLOUDTASER_SA_TOKEN_PATH": str(token),

@@ -91,9 +91,9 @@ def step(title: str, why: str) -> None:
 SHOWN_ENV = (
     "KUBECONFIG",
     "BAO_ADDR",
-    "VAULT_ADDR",
-    "VAULT_AUTH_ROLE",
-    "VAULT_AUTH_MOUNT_PATH",
+    "CLOUDTASER_VAULT_ADDR",
+    "CLOUDTASER_VAULT_AUTH_ROLE",
+    "CLOUDTASER_VAULT_AUTH_MOUNT_PATH",
     "CLOUDTASER_SECRET_PATHS",
     "CLOUDTASER_ENV_MAP",
     "CLOUDTASER_SA_TOKEN_PATH",
@@ -560,9 +560,11 @@ def kwok_lifecycle(
     notes = annotations.annotations or {}
     pod_env = {
         **base,
-        "VAULT_ADDR": bao.address,
-        "VAULT_AUTH_ROLE": notes["cloudtaser.io/vault-role"],
-        "VAULT_AUTH_MOUNT_PATH": notes.get("cloudtaser.io/vault-auth-path", "auth/kubernetes"),
+        "CLOUDTASER_VAULT_ADDR": bao.address,
+        "CLOUDTASER_VAULT_AUTH_ROLE": notes["cloudtaser.io/vault-role"],
+        "CLOUDTASER_VAULT_AUTH_MOUNT_PATH": notes.get(
+            "cloudtaser.io/vault-auth-path", "auth/kubernetes"
+        ),
         "CLOUDTASER_SECRET_PATHS": notes["cloudtaser.io/secret-paths"],
         "CLOUDTASER_ENV_MAP": notes["cloudtaser.io/env-map"],
         "CLOUDTASER_SA_TOKEN_PATH": str(sa_token),

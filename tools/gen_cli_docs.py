@@ -37,7 +37,7 @@ when this file and the parser disagree. For the workflow around these commands s
   status line (`[n/N]`, elapsed, ETA); piped, quiet line-oriented output (`-v` for every step);
   always a closing tally such as `287 migrated, 2 failed, 1 refused`.
 - Configuration precedence: flag, then environment, then default. Vault (`VAULT_*` first, like
-  the vault CLI and the runtime wrapper; `BAO_*` as the fallback): `VAULT_ADDR`/`BAO_ADDR`,
+  the vault CLI; `BAO_*` as the fallback): `VAULT_ADDR`/`BAO_ADDR`,
   `VAULT_TOKEN`/`BAO_TOKEN`, then `~/.vault-token` (written by `bao login` / `vault login`, read
   last as the vault CLI does), `VAULT_NAMESPACE`/`BAO_NAMESPACE` (flag: `--vault-namespace`;
   `--namespace` on `source` commands is refused with a hint, it is not a vault namespace),

@@ -192,7 +192,7 @@ def check_pod(namespace: str, image: str, vault_address: str) -> dict[str, Any]:
                 contract.VAULT_ADDRESS: vault_address,
                 contract.VAULT_ROLE: CHECK_ROLE,
                 contract.SECRET_PATHS: CHECK_PATH,
-                contract.ENV_MAP: "probe=CLOUDTASER_INSTALL_CHECK",
+                contract.ENV_MAP: "probe=INSTALL_CHECK_PROBE",
             },
         },
         "spec": {

@@ -626,9 +626,9 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
     token.write_text(request_token(client_b, shop, "web", [AUDIENCE], seconds=600))
     cross = run_wrapper(
         {
-            "VAULT_ADDR": openbao.address,
-            "VAULT_AUTH_ROLE": web_a_meta["cloudtaser.io/vault-role"],
-            "VAULT_AUTH_MOUNT_PATH": web_a_meta["cloudtaser.io/vault-auth-path"],
+            "CLOUDTASER_VAULT_ADDR": openbao.address,
+            "CLOUDTASER_VAULT_AUTH_ROLE": web_a_meta["cloudtaser.io/vault-role"],
+            "CLOUDTASER_VAULT_AUTH_MOUNT_PATH": web_a_meta["cloudtaser.io/vault-auth-path"],
             "CLOUDTASER_SECRET_PATHS": web_a_meta["cloudtaser.io/secret-paths"],
             "CLOUDTASER_ENV_MAP": web_a_meta["cloudtaser.io/env-map"],
             "CLOUDTASER_SA_TOKEN_PATH": str(token),
@@ -672,9 +672,9 @@ def _wrap(
     dump = tmp / f"env-{site.label}-{ns}-{name}.json"
     env = {
         # the pods' address resolves to this OpenBao in the pod network
-        "VAULT_ADDR": openbao.address,
-        "VAULT_AUTH_ROLE": ann["cloudtaser.io/vault-role"],
-        "VAULT_AUTH_MOUNT_PATH": ann["cloudtaser.io/vault-auth-path"],
+        "CLOUDTASER_VAULT_ADDR": openbao.address,
+        "CLOUDTASER_VAULT_AUTH_ROLE": ann["cloudtaser.io/vault-role"],
+        "CLOUDTASER_VAULT_AUTH_MOUNT_PATH": ann["cloudtaser.io/vault-auth-path"],
         "CLOUDTASER_SECRET_PATHS": ann["cloudtaser.io/secret-paths"],
         "CLOUDTASER_ENV_MAP": ann["cloudtaser.io/env-map"],
         "CLOUDTASER_SA_TOKEN_PATH": str(token),

@@ -347,13 +347,13 @@ def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
     site: Site, injector: str, app_image: str
 ) -> None:
     tenant = _tenant(site, app_image, ["web"])
-    # the container sets VAULT_ADDR itself: the injector denies it (env-conflict)
+    # the container sets CLOUDTASER_VAULT_ADDR, which the injector owns: denied (env-conflict)
     with contextlib.closing(site.node.client()) as client:
         client.patch(
             Deployment,
             "web",
             {"spec": {"template": {"spec": {"containers": [
-                {"name": "app", "env": [{"name": "VAULT_ADDR", "value": "http://elsewhere"}]}
+                {"name": "app", "env": [{"name": "CLOUDTASER_VAULT_ADDR", "value": "http://elsewhere"}]}
             ]}}}},
             namespace=tenant.namespace,
         )  # fmt: skip
@@ -372,7 +372,7 @@ def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
     error = _workload(tenant).last_error or ""
     assert _workload(tenant).effective_status == "pending"
     assert "likely cause: the injector denied the pods" in error
-    assert "VAULT_ADDR" in error
+    assert "CLOUDTASER_VAULT_ADDR" in error
 
 
 def test_delete_secrets_keeps_a_secret_still_used_and_names_its_user(

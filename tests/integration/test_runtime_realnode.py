@@ -143,9 +143,9 @@ def _wrapped_pod(
     """Init container ``install /ct`` (the runtime image), main ``/ct/cloudtaser-runtime wrap
     -- sh -c SCRIPT`` (busybox) with the wrapper environment and a projected token."""
     wrapper_env = {
-        "VAULT_ADDR": openbao.address,
-        "VAULT_AUTH_ROLE": bed.role,
-        "VAULT_AUTH_MOUNT_PATH": f"auth/{bed.mount}",
+        "CLOUDTASER_VAULT_ADDR": openbao.address,
+        "CLOUDTASER_VAULT_AUTH_ROLE": bed.role,
+        "CLOUDTASER_VAULT_AUTH_MOUNT_PATH": f"auth/{bed.mount}",
         "CLOUDTASER_SECRET_PATHS": bed.path(name),
         "CLOUDTASER_ENV_MAP": "username=DB_USER,password=DB_PASSWORD",
         "CLOUDTASER_SA_TOKEN_PATH": f"{TOKEN_DIR}/token",
@@ -240,7 +240,7 @@ def test_install_then_wrap_gives_the_busybox_app_the_vault_value(
     child_env = dict(line.split("=", 1) for line in env_dump.splitlines() if "=" in line)
     assert child_env["DB_PASSWORD"] == canary
     assert child_env["DB_USER"] == "app"
-    assert child_env["VAULT_ADDR"] == openbao.address
+    assert "VAULT_ADDR" not in child_env  # the wrapper's address is a stripped CLOUDTASER_*
     assert not [k for k in child_env if k.startswith("CLOUDTASER_")], sorted(child_env)
     assert not {"VAULT_TOKEN", "BAO_TOKEN"} & set(child_env)
     assert not TOKEN_LIKE.search(env_dump), "a token reached the child environment"

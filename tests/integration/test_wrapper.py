@@ -150,9 +150,9 @@ def site(openbao: BaoServer, cluster: Cluster, kube_client: Any) -> Iterator[Sit
 
 def _env(site: Site, tenant: str, token_path: Path, **extra: str) -> dict[str, str]:
     return {
-        "VAULT_ADDR": "",  # filled by the caller
-        "VAULT_AUTH_ROLE": site.role(tenant),
-        "VAULT_AUTH_MOUNT_PATH": f"auth/{site.mount}",
+        "CLOUDTASER_VAULT_ADDR": "",  # filled by the caller
+        "CLOUDTASER_VAULT_AUTH_ROLE": site.role(tenant),
+        "CLOUDTASER_VAULT_AUTH_MOUNT_PATH": f"auth/{site.mount}",
         "CLOUDTASER_SECRET_PATHS": site.path(tenant),
         "CLOUDTASER_ENV_MAP": "username=DB_USER,password=DB_PASSWORD",
         "CLOUDTASER_SA_TOKEN_PATH": str(token_path),
@@ -180,7 +180,8 @@ def test_wrapper_gives_the_child_tenant_a_secrets_and_nothing_else(
         site,
         site.tenant_a,
         token,
-        VAULT_ADDR=openbao.address,
+        CLOUDTASER_VAULT_ADDR=openbao.address,
+        VAULT_ADDR="https://the-apps-own-vault.example:8200",  # the app's: kept, never read
         VAULT_TOKEN="s.operator-token-must-not-leak",
         CLOUDTASER_ORIGINAL_CMD="docker-entrypoint.sh",
         KEEP_ME="yes",
@@ -197,7 +198,7 @@ def test_wrapper_gives_the_child_tenant_a_secrets_and_nothing_else(
     assert not [k for k in child_env if k.startswith("CLOUDTASER_")]
     assert "VAULT_TOKEN" not in child_env
     assert child_env["KEEP_ME"] == "yes"
-    assert child_env["VAULT_ADDR"] == openbao.address
+    assert child_env["VAULT_ADDR"] == "https://the-apps-own-vault.example:8200"
     _no_canaries(run.stdout + run.stderr, site.canary_a, site.canary_b)
 
 
@@ -205,7 +206,7 @@ def test_wrapped_command_exit_code_is_its_own(
     openbao: BaoServer, kube_client: Any, site: Site, tmp_path: Path
 ) -> None:
     token = _token_file(tmp_path, kube_client, site.tenant_a)
-    env = _env(site, site.tenant_a, token, VAULT_ADDR=openbao.address)
+    env = _env(site, site.tenant_a, token, CLOUDTASER_VAULT_ADDR=openbao.address)
     run = run_wrapper(env, [sys.executable, "-c", "import sys; sys.exit(7)"])
     assert run.returncode == 7
 
@@ -215,7 +216,7 @@ def test_tenant_b_token_is_denied_with_tenant_a_role(
 ) -> None:
     token_b = _token_file(tmp_path, kube_client, site.tenant_b)
     marker = tmp_path / "ran"
-    env = _env(site, site.tenant_a, token_b, VAULT_ADDR=openbao.address)
+    env = _env(site, site.tenant_a, token_b, CLOUDTASER_VAULT_ADDR=openbao.address)
     run = run_wrapper(env, [sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
     assert run.returncode == 3, run.stderr
     assert "login to auth/" in run.stderr
@@ -232,7 +233,7 @@ def test_tenant_b_role_cannot_read_tenant_a_paths(
         site,
         site.tenant_b,
         token_b,
-        VAULT_ADDR=openbao.address,
+        CLOUDTASER_VAULT_ADDR=openbao.address,
         CLOUDTASER_SECRET_PATHS=site.path(site.tenant_a),
     )
     run = run_wrapper(env, [sys.executable, "-c", "pass"])
@@ -250,7 +251,7 @@ def test_missing_field_fails_closed_without_showing_values(
         site,
         site.tenant_a,
         token,
-        VAULT_ADDR=openbao.address,
+        CLOUDTASER_VAULT_ADDR=openbao.address,
         CLOUDTASER_ENV_MAP="password=DB_PASSWORD,api_key=API_KEY",
     )
     mark = openbao.audit_mark()
@@ -271,7 +272,7 @@ def test_missing_secret_path_fails_closed(
     token = _token_file(tmp_path, kube_client, site.tenant_a)
     openbao.api_ok("DELETE", f"{site.kv}/data/{site.tenant_a}/db")
     try:
-        env = _env(site, site.tenant_a, token, VAULT_ADDR=openbao.address)
+        env = _env(site, site.tenant_a, token, CLOUDTASER_VAULT_ADDR=openbao.address)
         run = run_wrapper(env, [sys.executable, "-c", "pass"])
         assert run.returncode == 4, run.stderr
         assert "does not exist" in run.stderr
@@ -283,7 +284,7 @@ def test_token_of_the_wrong_audience_is_refused(
     openbao: BaoServer, kube_client: Any, site: Site, tmp_path: Path
 ) -> None:
     token = _token_file(tmp_path, kube_client, site.tenant_a, audience="not-openbao")
-    env = _env(site, site.tenant_a, token, VAULT_ADDR=openbao.address)
+    env = _env(site, site.tenant_a, token, CLOUDTASER_VAULT_ADDR=openbao.address)
     run = run_wrapper(env, [sys.executable, "-c", "pass"])
     assert run.returncode == 3, run.stderr
     assert "audience" in run.stderr
@@ -295,7 +296,13 @@ def test_resident_mode_gives_the_child_its_secrets_and_its_exit_code(
 ) -> None:
     token = _token_file(tmp_path, kube_client, site.tenant_a)
     dump = tmp_path / "env.json"
-    env = _env(site, site.tenant_a, token, VAULT_ADDR=openbao.address, CLOUDTASER_MODE="resident")
+    env = _env(
+        site,
+        site.tenant_a,
+        token,
+        CLOUDTASER_VAULT_ADDR=openbao.address,
+        CLOUDTASER_MODE="resident",
+    )
     mark = openbao.audit_mark()
     run = run_wrapper(env, [*env_dump_command(dump)])
     assert run.returncode == 0, run.stderr
@@ -366,7 +373,7 @@ def test_each_clusters_tokens_work_only_through_its_own_mount(
         sites = {"one": one, "two": two}
         for token_owner, token in tokens.items():
             for mount_owner, target in sites.items():
-                env = _env(target, tenants[0], token, VAULT_ADDR=openbao.address)
+                env = _env(target, tenants[0], token, CLOUDTASER_VAULT_ADDR=openbao.address)
                 dump = tmp_path / f"env-{token_owner}-{mount_owner}.json"
                 run = run_wrapper(env, env_dump_command(dump))
                 if token_owner == mount_owner:
@@ -404,7 +411,7 @@ def test_unmapped_field_fails_closed_without_showing_values(
         site,
         site.tenant_a,
         token,
-        VAULT_ADDR=openbao.address,
+        CLOUDTASER_VAULT_ADDR=openbao.address,
         CLOUDTASER_ENV_MAP="nope=NOPE",
     )
     run = run_wrapper(env, [sys.executable, "-c", "pass"])

@@ -83,7 +83,7 @@ def test_bad_auth_mount_is_refused_by_every_command(mount: str) -> None:
         build_annotations(_plan(auth_mount=mount), *_first(), "https://v:8200")  # protect
     with pytest.raises(ConfigError):
         validate_auth_mount(mount)  # connect
-    assert _wrapper_refuses("VAULT_AUTH_MOUNT_PATH", f"auth/{mount}")  # the Go wrapper
+    assert _wrapper_refuses("CLOUDTASER_VAULT_AUTH_MOUNT_PATH", f"auth/{mount}")  # the Go wrapper
     with pytest.raises(ContractError):
         parse_auth_path(f"auth/{mount}")  # the Python side of the same contract
     with pytest.raises(ConfigError):

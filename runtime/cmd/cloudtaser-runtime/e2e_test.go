@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 		f, _ := os.OpenFile(os.Getenv("CT_OUT"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		ch := make(chan os.Signal, 4)
 		signal.Notify(ch, syscall.SIGTERM, syscall.SIGUSR1)
-		fmt.Fprintf(f, "start %s tok=%q ct=%q\n", os.Getenv("DB_PASSWORD"), os.Getenv("VAULT_TOKEN"), os.Getenv("CLOUDTASER_SECRET_PATHS"))
+		fmt.Fprintf(f, "start %s tok=%q ct=%q\n", os.Getenv("DB_PASSWORD"), os.Getenv("CLOUDTASER_VAULT_TOKEN"), os.Getenv("CLOUDTASER_SECRET_PATHS"))
 		for s := range ch {
 			fmt.Fprintf(f, "got %s\n", s)
 			if s == syscall.SIGTERM {
@@ -201,7 +201,7 @@ type proc struct {
 func startWrapper(t *testing.T, env []string, argv ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary, append([]string{"wrap", "--"}, argv...)...)
-	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "VAULT_ADDR=" + baoAddr}, env...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "CLOUDTASER_VAULT_ADDR=" + baoAddr}, env...)
 	p := &proc{cmd: cmd, stderr: &lockedBuf{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = p.stderr
@@ -260,7 +260,7 @@ func TestRotationRestartsTheAppWithTheNewValueAndSignalsAreForwarded(t *testing.
 			_ = os.Remove(out)
 			api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-v1"}})
 			p := startWrapper(t, []string{
-				"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + childToken(t, mount, metadata),
+				"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + childToken(t, mount, metadata),
 				"CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=DB_PASSWORD",
 				"CLOUDTASER_MODE=resident", "CLOUDTASER_ROTATION_INTERVAL=1s", "CLOUDTASER_GRACE_PERIOD=5s",
 				"CT_HELPER=app", "CT_OUT=" + out,
@@ -299,7 +299,7 @@ func TestRotationKeepsTheAppWhenTheNewVersionIsDeleted(t *testing.T) {
 	api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-keep"}})
 	out := filepath.Join(t.TempDir(), "app.log")
 	p := startWrapper(t, []string{
-		"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + childToken(t, mount, true),
+		"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + childToken(t, mount, true),
 		"CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=DB_PASSWORD",
 		"CLOUDTASER_MODE=resident", "CLOUDTASER_ROTATION_INTERVAL=1s", "CT_HELPER=app", "CT_OUT=" + out,
 	}, self(t))
@@ -327,7 +327,7 @@ func TestExecModeFailsClosedAndKeepsExitCodes(t *testing.T) {
 	mount := kvMount(t)
 	api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-exec"}})
 	tok := childToken(t, mount, false)
-	base := []string{"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db"}
+	base := []string{"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db"}
 	marker := filepath.Join(t.TempDir(), "ran")
 	touch := []string{"/bin/sh", "-c", "touch " + marker}
 	cases := []struct {
@@ -339,10 +339,14 @@ func TestExecModeFailsClosedAndKeepsExitCodes(t *testing.T) {
 	}{
 		{"app exit code is its own", append(base, "CLOUDTASER_ENV_MAP=password=DB_PASSWORD", "CT_HELPER=exit"), []string{self(t)}, 7, ""},
 		{"missing field", append(base, "CLOUDTASER_ENV_MAP=password=DB_PASSWORD,api_key=API_KEY"), touch, 4, "'api_key'"},
-		{"missing path", []string{"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/none", "CLOUDTASER_ENV_MAP=a=A"}, touch, 3, "permission denied reading " + mount + "/data/app/none"},
+		{"missing path", []string{"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/none", "CLOUDTASER_ENV_MAP=a=A"}, touch, 3, "permission denied reading " + mount + "/data/app/none"},
 		{"bad configuration", append(base, "CLOUDTASER_ENV_MAP=password=1BAD"), touch, 2, "CLOUDTASER_ENV_MAP"},
 		{"command not found", append(base, "CLOUDTASER_ENV_MAP=password=DB_PASSWORD"), []string{"no-such-cmd-xyz"}, 127, "command not found"},
-		{"vault unreachable until the start timeout", []string{"VAULT_ADDR=http://127.0.0.1:1", "VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=P", "CLOUDTASER_START_TIMEOUT=2s"}, touch, 3, "could not be reached"},
+		{"dangerous target without acceptance", append(base, "CLOUDTASER_ENV_MAP=password=LD_PRELOAD"), touch, 2, "to LD_PRELOAD, which changes what code the app loads or runs"},
+		{"dangerous target accepted for another name", append(base, "CLOUDTASER_ENV_MAP=password=NODE_OPTIONS", "CLOUDTASER_ACCEPT_DANGEROUS_ENV=PATH"), touch, 2, "NODE_OPTIONS"},
+		{"reserved target even when accepted", append(base, "CLOUDTASER_ENV_MAP=password=CLOUDTASER_DEBUG", "CLOUDTASER_ACCEPT_DANGEROUS_ENV=CLOUDTASER_DEBUG"), touch, 2, "CLOUDTASER_DEBUG, a variable the runtime reserves"},
+		{"accepted dangerous target is served", append(base, "CLOUDTASER_ENV_MAP=password=PYTHONPATH", "CLOUDTASER_ACCEPT_DANGEROUS_ENV=PYTHONPATH", "CT_HELPER=exit"), []string{self(t)}, 7, ""},
+		{"vault unreachable until the start timeout", []string{"CLOUDTASER_VAULT_ADDR=http://127.0.0.1:1", "CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=P", "CLOUDTASER_START_TIMEOUT=2s"}, touch, 3, "could not be reached"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -372,7 +376,7 @@ func TestDeletedAndDestroyedVersionsFailClosed(t *testing.T) {
 	mount := kvMount(t)
 	api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-del"}})
 	tok := childToken(t, mount, false)
-	env := []string{"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=P"}
+	env := []string{"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=P"}
 	api(t, "DELETE", mount+"/data/app/db", nil)
 	p := startWrapper(t, env, "/bin/true")
 	if code := p.wait(t); code != 4 || !strings.Contains(p.stderr.String(), "deleted") {
@@ -418,7 +422,7 @@ func TestResidentWrapperRenewsItsTokenSoRotationOutlivesTheTTL(t *testing.T) {
 	api(t, "POST", mount+"/data/app/db", map[string]any{"data": map[string]string{"password": "CANARY-r1"}})
 	out := filepath.Join(t.TempDir(), "app.log")
 	p := startWrapper(t, []string{
-		"VAULT_AUTH_METHOD=token", "VAULT_TOKEN=" + childTokenTTL(t, mount, true, "3s"),
+		"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + childTokenTTL(t, mount, true, "3s"),
 		"CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/db", "CLOUDTASER_ENV_MAP=password=DB_PASSWORD",
 		"CLOUDTASER_MODE=resident", "CLOUDTASER_ROTATION_INTERVAL=1s", "CT_HELPER=app", "CT_OUT=" + out,
 	}, self(t))

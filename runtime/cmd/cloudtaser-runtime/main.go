@@ -95,7 +95,8 @@ func runWrap(args []string) int {
 		fmt.Fprintln(os.Stderr, "cloudtaser-runtime: no command: cloudtaser-runtime wrap -- COMMAND [ARGS...]")
 		return wrap.ExitConfig
 	}
-	environ := os.Environ()
+	environ := os.Environ() // the app's environment, unchanged
+	wrap.IsolateProcessEnv()
 	cfg, err := contract.ResolveEnv(contract.EnvMap(environ), contract.OSFileExists)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cloudtaser-runtime: %v\n", err)

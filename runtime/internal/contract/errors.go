@@ -7,7 +7,7 @@
 // vectors' "error" field) and a free-text message that names the variable, path or field
 // concerned and never a secret value or token.
 //
-// The package is pure (no I/O except the existence check of VAULT_CACERT) so that the
+// The package is pure (no I/O except the existence check of CLOUDTASER_VAULT_CACERT) so that the
 // injector can reuse it.
 package contract
 
@@ -39,6 +39,8 @@ const (
 	CodeBadMode         = "bad-mode"
 	CodeBadSATokenPath  = "bad-sa-token-path"
 	CodeNulInValue      = "nul-in-value"
+	CodeDangerousEnv    = "dangerous-env"
+	CodeReservedEnv     = "reserved-env"
 )
 
 // Error is a contract violation: a stable Code plus a message for people.

@@ -6,7 +6,7 @@ import "testing"
 // in spec/contract/wrapper-env.json; these are the names every side must accept).
 func TestGoodMountsAndPathsAreAccepted(t *testing.T) {
 	for _, m := range []string{"kubernetes", "k8s/eu-prod", "tokens", "sys1"} {
-		got, err := NormaliseAuthMount("VAULT_AUTH_MOUNT_PATH", "auth/"+m)
+		got, err := NormaliseAuthMount(EnvAuthMountPath, "auth/"+m)
 		if err != nil || got != m {
 			t.Errorf("auth/%s: got %q, %v", m, got, err)
 		}

@@ -143,7 +143,7 @@ func TestWrapperEnvVectors(t *testing.T) {
 				return false
 			}
 			cfg, err := ResolveEnv(in.Env, exists)
-			for _, name := range []string{"VAULT_TOKEN", "BAO_TOKEN"} {
+			for _, name := range []string{EnvToken, "VAULT_TOKEN", "BAO_TOKEN"} {
 				tok := in.Env[name]
 				if tok != "" && (err != nil && strings.Contains(err.Error(), tok) ||
 					strings.Contains(cfg.String(), tok) || strings.Contains(fmt.Sprintf("%v %#v", cfg, cfg), tok)) {

@@ -7,20 +7,23 @@ import (
 	"time"
 )
 
-// Wrapper environment variables. VAULT_* first (as the vault CLI and CloudTaser's wrapper
-// docs), BAO_* as the fallback for each of them.
+// Wrapper environment variables. All of them are CLOUDTASER_*: the wrapper never reads a
+// VAULT_*/BAO_* variable, a proxy variable or any other setting the app's own environment may
+// carry (issue 28, finding 7). The injector owns and always sets the variables of OwnedEnv
+// (see there); the pod may set only the tuning variables of TuningEnv.
 const (
-	EnvAddr           = "VAULT_ADDR"
-	EnvAuthMethod     = "VAULT_AUTH_METHOD"
-	EnvAuthRole       = "VAULT_AUTH_ROLE"
-	EnvAuthMountPath  = "VAULT_AUTH_MOUNT_PATH"
-	EnvToken          = "VAULT_TOKEN"
-	EnvNamespace      = "VAULT_NAMESPACE"
-	EnvCACert         = "VAULT_CACERT"
-	EnvSkipVerify     = "VAULT_SKIP_VERIFY"
+	EnvAddr           = "CLOUDTASER_VAULT_ADDR"
+	EnvAuthMethod     = "CLOUDTASER_VAULT_AUTH_METHOD"
+	EnvAuthRole       = "CLOUDTASER_VAULT_AUTH_ROLE"
+	EnvAuthMountPath  = "CLOUDTASER_VAULT_AUTH_MOUNT_PATH"
+	EnvToken          = "CLOUDTASER_VAULT_TOKEN"
+	EnvNamespace      = "CLOUDTASER_VAULT_NAMESPACE"
+	EnvCACert         = "CLOUDTASER_VAULT_CACERT"
+	EnvSkipVerify     = "CLOUDTASER_VAULT_SKIP_VERIFY"
 	EnvSecretPaths    = "CLOUDTASER_SECRET_PATHS"
 	EnvEnvMap         = "CLOUDTASER_ENV_MAP"
 	EnvSATokenPath    = "CLOUDTASER_SA_TOKEN_PATH"
+	EnvAcceptDanger   = "CLOUDTASER_ACCEPT_DANGEROUS_ENV"
 	EnvMode           = "CLOUDTASER_MODE"
 	EnvStartTimeout   = "CLOUDTASER_START_TIMEOUT"
 	EnvRotation       = "CLOUDTASER_ROTATION_INTERVAL"
@@ -32,6 +35,49 @@ const (
 	StrippedPrefix = "CLOUDTASER_"
 )
 
+// OwnedEnv are the variables that say where the wrapper connects, how it proves who it is,
+// whom it trusts and what it puts into the app's environment. The injector writes every one
+// of them on every wrapped container (empty when the annotations ask for the default), after
+// the container's own entries: in Kubernetes `env` wins over `envFrom` and over the image's
+// ENV, so nothing else can supply them; and it denies a pod whose container sets one itself.
+var OwnedEnv = []string{
+	EnvAddr, EnvAuthMethod, EnvAuthRole, EnvAuthMountPath, EnvToken, EnvNamespace, EnvCACert,
+	EnvSkipVerify, EnvSecretPaths, EnvEnvMap, EnvSATokenPath, EnvAcceptDanger,
+}
+
+// TuningEnv are the wrapper settings a pod may set itself (docs/connect-and-runtime.md): they
+// change when and how often the wrapper works, never where it connects or what it trusts.
+var TuningEnv = []string{EnvMode, EnvStartTimeout, EnvRotation, EnvGracePeriod, EnvRequestTimeout, EnvDebug}
+
+// PodSettable reports whether a container may set the variable name itself: any name outside
+// the CLOUDTASER_ prefix, and the tuning variables. Every other CLOUDTASER_* name is the
+// injector's (those it sets and those a later version may set).
+func PodSettable(name string) bool {
+	if !strings.HasPrefix(name, StrippedPrefix) {
+		return true
+	}
+	for _, n := range TuningEnv {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// controlEnv keeps only the variables the wrapper reads; ResolveEnv sees nothing else, so no
+// variable of the app's environment can reach its configuration.
+func controlEnv(env map[string]string) map[string]string {
+	out := make(map[string]string, len(OwnedEnv)+len(TuningEnv))
+	for _, names := range [][]string{OwnedEnv, TuningEnv} {
+		for _, n := range names {
+			if v, ok := env[n]; ok {
+				out[n] = v
+			}
+		}
+	}
+	return out
+}
+
 // Defaults.
 const (
 	DefaultAuthMountPath  = "auth/kubernetes"
@@ -42,7 +88,8 @@ const (
 	MinRotationInterval   = time.Second
 )
 
-// StrippedNames are vault token variables, removed from the child environment too.
+// StrippedNames are vault token variables, removed from the child environment too (the
+// wrapper never reads them; an operator's token must not reach the app by accident).
 var StrippedNames = map[string]bool{"VAULT_TOKEN": true, "BAO_TOKEN": true}
 
 // Modes.
@@ -63,6 +110,7 @@ type Config struct {
 	SkipVerify       bool
 	SATokenPath      string
 	Secrets          []Secret
+	AcceptDangerous  []string // dangerous targets the pod's reviewers accepted
 	Mode             string
 	StartTimeout     time.Duration
 	RequestTimeout   time.Duration
@@ -83,19 +131,7 @@ func (c Config) String() string {
 // GoString keeps %#v from printing the token.
 func (c Config) GoString() string { return c.String() }
 
-// lookup returns VAULT_X, else BAO_X (an empty value counts as unset).
-func lookup(env map[string]string, vaultName string) (string, string) {
-	if v := env[vaultName]; v != "" {
-		return vaultName, v
-	}
-	bao := "BAO_" + strings.TrimPrefix(vaultName, "VAULT_")
-	if v := env[bao]; v != "" {
-		return bao, v
-	}
-	return vaultName, ""
-}
-
-// FileExists is the check used for VAULT_CACERT; replaceable for the vectors.
+// FileExists is the check used for CLOUDTASER_VAULT_CACERT; replaceable for the vectors.
 type FileExists func(path string) bool
 
 // OSFileExists checks a regular file on disk.
@@ -104,41 +140,43 @@ func OSFileExists(path string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
-// ResolveEnv resolves the wrapper configuration from the environment.
+// ResolveEnv resolves the wrapper configuration from the environment: the variables of
+// OwnedEnv and TuningEnv, nothing else. A mapping to a dangerous variable (Dangerous) that
+// EnvAcceptDanger does not name, or to a reserved one, is refused.
 func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	var c Config
 	var err error
-	name, addr := lookup(env, EnvAddr)
+	env = controlEnv(env)
+	addr := env[EnvAddr]
 	if addr == "" {
 		return c, errorf(CodeMissingAddr, "%s is not set: the wrapper does not know the vault address", EnvAddr)
 	}
-	if c.Address, err = ValidateAddress(name, addr); err != nil {
+	if c.Address, err = ValidateAddress(EnvAddr, addr); err != nil {
 		return c, err
 	}
-	name, method := lookup(env, EnvAuthMethod)
+	method := env[EnvAuthMethod]
 	c.AuthMethod = strings.ToLower(strings.TrimSpace(method))
 	if c.AuthMethod == "" {
 		c.AuthMethod = "kubernetes"
 	}
 	if c.AuthMethod != "kubernetes" && c.AuthMethod != "token" {
-		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes or token, not %s", name, quote(method, 20))
+		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes or token, not %s", EnvAuthMethod, quote(method, 20))
 	}
-	name, mount := lookup(env, EnvAuthMountPath)
+	mount := env[EnvAuthMountPath]
 	if mount == "" {
 		mount = DefaultAuthMountPath
 	}
-	if c.AuthMount, err = NormaliseAuthMount(name, mount); err != nil {
+	if c.AuthMount, err = NormaliseAuthMount(EnvAuthMountPath, mount); err != nil {
 		return c, err
 	}
-	name, role := lookup(env, EnvAuthRole)
-	role = strings.TrimSpace(role)
-	tokName, token := lookup(env, EnvToken)
+	role := strings.TrimSpace(env[EnvAuthRole])
+	token := env[EnvToken]
 	if c.AuthMethod == "kubernetes" {
 		if role == "" {
 			return c, errorf(CodeMissingRole, "%s is not set (the vault role of this workload)", EnvAuthRole)
 		}
 		if !ValidRole(role) {
-			return c, errorf(CodeBadRole, "%s %s is not a valid role name", name, quote(role, 80))
+			return c, errorf(CodeBadRole, "%s %s is not a valid role name", EnvAuthRole, quote(role, 80))
 		}
 		c.Role = role
 	} else {
@@ -148,7 +186,7 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 		c.Token = token
 	}
 	if token != "" && !HeaderSafeToken(token) {
-		return c, errorf(CodeBadToken, "%s contains blanks, control or non-ASCII characters", tokName)
+		return c, errorf(CodeBadToken, "%s contains blanks, control or non-ASCII characters", EnvToken)
 	}
 	if strings.TrimSpace(env[EnvSecretPaths]) == "" {
 		return c, errorf(CodeMissingPaths, "%s is not set: there are no secrets to fetch", EnvSecretPaths)
@@ -156,17 +194,22 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	if c.Secrets, err = ParseMapping(EnvSecretPaths, env[EnvSecretPaths], EnvEnvMap, env[EnvEnvMap]); err != nil {
 		return c, err
 	}
-	name, ns := lookup(env, EnvNamespace)
+	if c.AcceptDangerous, err = ParseAcceptDangerous(EnvAcceptDanger, env[EnvAcceptDanger]); err != nil {
+		return c, err
+	}
+	if err = CheckTargets(EnvEnvMap, c.Secrets, c.AcceptDangerous); err != nil {
+		return c, err
+	}
+	ns := env[EnvNamespace]
 	c.Namespace = strings.Trim(ns, "/")
 	if c.Namespace != "" && !ValidNamespace(c.Namespace) {
-		return c, errorf(CodeBadNamespace, "%s %s is not a valid namespace path", name, quote(ns, 80))
+		return c, errorf(CodeBadNamespace, "%s %s is not a valid namespace path", EnvNamespace, quote(ns, 80))
 	}
-	name, c.CACert = lookup(env, EnvCACert)
+	c.CACert = env[EnvCACert]
 	if c.CACert != "" && !exists(c.CACert) {
-		return c, errorf(CodeMissingCACert, "%s %s does not exist", name, quote(c.CACert, 200))
+		return c, errorf(CodeMissingCACert, "%s %s does not exist", EnvCACert, quote(c.CACert, 200))
 	}
-	name, skip := lookup(env, EnvSkipVerify)
-	if c.SkipVerify, err = ParseBool(name, skip); err != nil {
+	if c.SkipVerify, err = ParseBool(EnvSkipVerify, env[EnvSkipVerify]); err != nil {
 		return c, err
 	}
 	c.SATokenPath = env[EnvSATokenPath]

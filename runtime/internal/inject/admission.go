@@ -101,6 +101,7 @@ type podSpec struct {
 	Containers       []container       `json:"containers"`
 	ImagePullSecrets []named           `json:"imagePullSecrets"`
 	NodeSelector     map[string]string `json:"nodeSelector"`
+	HostAliases      []hostAlias       `json:"hostAliases"`
 	Affinity         *struct {
 		NodeAffinity *struct {
 			Required *struct {
@@ -114,6 +115,11 @@ type podSpec struct {
 			} `json:"requiredDuringSchedulingIgnoredDuringExecution"`
 		} `json:"nodeAffinity"`
 	} `json:"affinity"`
+}
+
+type hostAlias struct {
+	IP        string   `json:"ip"`
+	Hostnames []string `json:"hostnames"`
 }
 
 type named struct {

@@ -57,12 +57,17 @@ const (
 	ReasonAddressNotAllowed = "address-not-allowed"
 	ReasonImageUnresolvable = "image-unresolvable"
 	ReasonEnvConflict       = "env-conflict"
+	ReasonVaultSteering     = "vault-steering"
+	ReasonDangerousEnv      = "dangerous-env"
 	ReasonBadRequest        = "bad-request"
 	ReasonInternal          = "internal"
 )
 
 // Reasons lists every denial reason, for metrics that pre-declare their labels.
-var Reasons = []string{ReasonBadAnnotations, ReasonAddressNotAllowed, ReasonImageUnresolvable, ReasonEnvConflict, ReasonBadRequest, ReasonInternal}
+var Reasons = []string{
+	ReasonBadAnnotations, ReasonAddressNotAllowed, ReasonImageUnresolvable, ReasonEnvConflict,
+	ReasonVaultSteering, ReasonDangerousEnv, ReasonBadRequest, ReasonInternal,
+}
 
 // EntrypointResolver reads an image's ENTRYPOINT and CMD (registry.Resolver implements it).
 type EntrypointResolver interface {
@@ -226,11 +231,12 @@ func podName(req *AdmissionRequest, p *pod) string {
 }
 
 type mutation struct {
-	cfg *Config
-	req *AdmissionRequest
-	pod *pod
-	who string
-	ops []patchOp
+	cfg      *Config
+	req      *AdmissionRequest
+	pod      *pod
+	who      string
+	ops      []patchOp
+	accepted []string // cloudtaser.io/accept-dangerous-env
 }
 
 type patchOp struct {
@@ -279,9 +285,24 @@ func (m *mutation) run(ctx context.Context) *AdmissionResponse {
 		return m.deny(ReasonAddressNotAllowed, "its "+contract.AnnotationVaultAddress+" is not one of the vault addresses this injector allows (its ServiceAccount token would be sent there)",
 			"Use an address given to cloudtaser target install --allowed-vault-address, or add it there")
 	}
+	accepted, err := contract.ParseAcceptDangerous(contract.AnnotationAcceptDangerousEnv, ann[contract.AnnotationAcceptDangerousEnv])
+	if err != nil {
+		return m.deny(ReasonBadAnnotations, err.Error(), "Fix the pod template's cloudtaser.io/* annotations (cloudtaser target protect writes them)")
+	}
+	if err := contract.CheckTargets(contract.AnnotationEnvMap, a.Secrets, accepted); err != nil {
+		return m.deny(ReasonDangerousEnv, err.Error(),
+			"Map the field to another variable, or have the plan's reviewers accept it (acceptedDangerousEnv; protect writes "+contract.AnnotationAcceptDangerousEnv+")")
+	}
+	if resp := m.hostAliases(a.Address); resp != nil {
+		return resp
+	}
+	m.accepted = accepted
 	spec := m.pod.Spec
 	for _, c := range spec.InitContainers {
 		if c.Name == InitContainerName {
+			if resp := m.ownedTwice(); resp != nil {
+				return resp
+			}
 			return allow(m.req.UID) // already injected (reinvocation): nothing to add
 		}
 	}
@@ -297,7 +318,7 @@ func (m *mutation) run(ctx context.Context) *AdmissionResponse {
 	}
 	m.addVolumes()
 	m.addInitContainer()
-	env := wrapperEnv(a)
+	env := wrapperEnv(a, m.accepted)
 	for i, c := range spec.Containers {
 		m.wrapContainer(i, c, cmds[i], env)
 	}
@@ -310,12 +331,50 @@ func (m *mutation) run(ctx context.Context) *AdmissionResponse {
 	return &AdmissionResponse{UID: m.req.UID, Allowed: true, Patch: patch, PatchType: &pt}
 }
 
-// reservedEnv are the names a container must not set itself: the wrapper env the webhook
-// adds and the BAO_* spellings the wrapper would fall back to.
-var reservedEnv = []string{
-	contract.EnvAddr, contract.EnvAuthRole, contract.EnvAuthMountPath,
-	"BAO_ADDR", "BAO_AUTH_ROLE", "BAO_AUTH_MOUNT_PATH",
-	contract.EnvSecretPaths, contract.EnvEnvMap, contract.EnvSATokenPath,
+// hostAliases refuses a pod whose spec.hostAliases names the vault address's host: the
+// kubelet writes them into the container's /etc/hosts, so they would send the wrapper's
+// login (and the ServiceAccount token in it) to another address than the one allowed.
+func (m *mutation) hostAliases(addr string) *AdmissionResponse {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil
+	}
+	host := canonHost(u.Hostname())
+	for _, ha := range m.pod.Spec.HostAliases {
+		for _, h := range ha.Hostnames {
+			if canonHost(h) == host {
+				return m.deny(ReasonVaultSteering, fmt.Sprintf("its spec.hostAliases maps %s, the host of its %s, to another address (the wrapper's login would go there)",
+					clip(h, 100), contract.AnnotationVaultAddress),
+					"Remove that host alias: the vault's name must resolve through the cluster's DNS")
+			}
+		}
+	}
+	return nil
+}
+
+// ownedTwice refuses, on reinvocation, a container in which a variable the injector owns
+// appears more than once: a later webhook appended its own value, which Kubernetes would
+// apply instead of ours (the last entry of a name wins).
+func (m *mutation) ownedTwice() *AdmissionResponse {
+	for _, c := range m.pod.Spec.Containers {
+		seen := map[string]bool{}
+		for _, e := range c.Env {
+			if contract.PodSettable(e.Name) {
+				continue
+			}
+			if seen[e.Name] {
+				return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s sets %s a second time after the injector did (another webhook?)", clip(c.Name, 63), clip(e.Name, 80)),
+					"Keep other webhooks from setting CLOUDTASER_* variables: only the injector sets them")
+			}
+			seen[e.Name] = true
+		}
+	}
+	return nil
+}
+
+// canonHost: host names compare case-insensitively and without a trailing dot.
+func canonHost(h string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
 }
 
 // conflicts refuses a pod that already uses a name or path the injection adds.
@@ -329,11 +388,9 @@ func (m *mutation) conflicts() *AdmissionResponse {
 	for _, c := range m.pod.Spec.Containers {
 		cn := clip(c.Name, 63)
 		for _, e := range c.Env {
-			for _, r := range reservedEnv {
-				if e.Name == r {
-					return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s sets %s, which the injector sets from the pod's annotations", cn, r),
-						"Remove that variable from the container (the cloudtaser.io/* annotations carry the setting)")
-				}
+			if !contract.PodSettable(e.Name) {
+				return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s sets %s, a variable of the cloudtaser runtime that only the injector sets", cn, clip(e.Name, 80)),
+					"Remove that variable from the container (the cloudtaser.io/* annotations carry the setting; a pod may set only "+strings.Join(contract.TuningEnv, ", ")+")")
 			}
 		}
 		for _, vm := range c.VolumeMounts {
@@ -492,8 +549,11 @@ type envVar struct {
 }
 
 // wrapperEnv is the wrapper's environment for the parsed annotations, in the wrapper's own
-// syntax (contract.ResolveEnv reads it back to the same configuration).
-func wrapperEnv(a contract.Annotations) []envVar {
+// syntax (contract.ResolveEnv reads it back to the same configuration): every variable of
+// contract.OwnedEnv, in that order, empty where the wrapper's default applies. Written after
+// the container's own entries (which never hold one of them: conflicts), so neither envFrom nor
+// the image's ENV can supply one.
+func wrapperEnv(a contract.Annotations, accepted []string) []envVar {
 	paths := make([]string, len(a.Secrets))
 	groups := make([]string, len(a.Secrets))
 	for i, s := range a.Secrets {
@@ -504,20 +564,19 @@ func wrapperEnv(a contract.Annotations) []envVar {
 		}
 		groups[i] = strings.Join(pairs, ",")
 	}
-	env := []envVar{
-		{contract.EnvAddr, a.Address},
-		{contract.EnvAuthRole, a.Role},
+	values := map[string]string{
+		contract.EnvAddr:          a.Address,
+		contract.EnvAuthMethod:    "kubernetes",
+		contract.EnvAuthRole:      a.Role,
+		contract.EnvAuthMountPath: "auth/" + a.AuthMount,
+		contract.EnvSecretPaths:   strings.Join(paths, ","),
+		contract.EnvEnvMap:        strings.Join(groups, ";"),
+		contract.EnvSATokenPath:   TokenPath,
+		contract.EnvAcceptDanger:  strings.Join(accepted, ","),
 	}
-	if a.AuthMount != contract.DefaultAuthMount {
-		env = append(env, envVar{contract.EnvAuthMountPath, "auth/" + a.AuthMount})
-	}
-	env = append(env,
-		envVar{contract.EnvSecretPaths, strings.Join(paths, ",")},
-		envVar{contract.EnvEnvMap, strings.Join(groups, ";")},
-		envVar{contract.EnvSATokenPath, TokenPath},
-	)
-	for i := range env {
-		env[i].Value = strings.ReplaceAll(env[i].Value, "$", "$$")
+	env := make([]envVar, len(contract.OwnedEnv))
+	for i, name := range contract.OwnedEnv {
+		env[i] = envVar{name, strings.ReplaceAll(values[name], "$", "$$")}
 	}
 	return env
 }

@@ -210,9 +210,12 @@ func TestInjectedPodShape(t *testing.T) {
 	if got := asJSON(get(c, "volumeMounts")); got != wantMounts {
 		t.Fatalf("mounts %s", got)
 	}
-	wantEnv := `[{"name":"VAULT_ADDR","value":"https://bao.internal:8200"},{"name":"VAULT_AUTH_ROLE","value":"payments"},` +
+	wantEnv := `[{"name":"CLOUDTASER_VAULT_ADDR","value":"https://bao.internal:8200"},{"name":"CLOUDTASER_VAULT_AUTH_METHOD","value":"kubernetes"},` +
+		`{"name":"CLOUDTASER_VAULT_AUTH_ROLE","value":"payments"},{"name":"CLOUDTASER_VAULT_AUTH_MOUNT_PATH","value":"auth/kubernetes"},` +
+		`{"name":"CLOUDTASER_VAULT_TOKEN","value":""},{"name":"CLOUDTASER_VAULT_NAMESPACE","value":""},{"name":"CLOUDTASER_VAULT_CACERT","value":""},` +
+		`{"name":"CLOUDTASER_VAULT_SKIP_VERIFY","value":""},` +
 		`{"name":"CLOUDTASER_SECRET_PATHS","value":"secret/data/payments/db"},{"name":"CLOUDTASER_ENV_MAP","value":"username=DB_USER,password=DB_PASSWORD"},` +
-		`{"name":"CLOUDTASER_SA_TOKEN_PATH","value":"/var/run/secrets/cloudtaser/token"}]`
+		`{"name":"CLOUDTASER_SA_TOKEN_PATH","value":"/var/run/secrets/cloudtaser/token"},{"name":"CLOUDTASER_ACCEPT_DANGEROUS_ENV","value":""}]`
 	if got := asJSON(get(c, "env")); got != wantEnv {
 		t.Fatalf("env\n got %s\nwant %s", got, wantEnv)
 	}
@@ -248,10 +251,12 @@ func TestWrapperEnvRoundTripsThroughTheWrappersParser(t *testing.T) {
 	}
 }
 
-func TestAuthMountPathOnlyWhenNotDefault(t *testing.T) {
+// The auth mount is always written (the default too): every variable the injector owns is set,
+// so that nothing else can set it.
+func TestAuthMountPathIsAlwaysWritten(t *testing.T) {
 	p := mutated(t, testConfig(), testPod(annotations("cloudtaser.io/vault-auth-path", "/auth/kubernetes/")))
-	if _, ok := envOf(get(p, "spec", "containers", 0))[contract.EnvAuthMountPath]; ok {
-		t.Fatal("default mount written")
+	if v := envOf(get(p, "spec", "containers", 0))[contract.EnvAuthMountPath]; v != "auth/kubernetes" {
+		t.Fatalf("default mount %q", v)
 	}
 	p = mutated(t, testConfig(), testPod(annotations("cloudtaser.io/vault-auth-path", "k8s-eu")))
 	if v := envOf(get(p, "spec", "containers", 0))[contract.EnvAuthMountPath]; v != "auth/k8s-eu" {
@@ -302,7 +307,7 @@ func TestOursFirstSidecarsAndInitContainersKept(t *testing.T) {
 		t.Fatalf("second container %v", got)
 	}
 	env := get(second, "env").([]any)
-	if get(env[0], "name") != "KEEP" || len(env) != 6 {
+	if get(env[0], "name") != "KEEP" || len(env) != 1+len(contract.OwnedEnv) {
 		t.Fatalf("env %s", asJSON(env))
 	}
 	mounts := get(second, "volumeMounts").([]any)
@@ -394,7 +399,7 @@ func TestHostileAnnotationsAreDenied(t *testing.T) {
 
 func TestConflictsAreDenied(t *testing.T) {
 	const canary = "value-canary-19c2"
-	for _, name := range reservedEnv {
+	for _, name := range append(append([]string{}, contract.OwnedEnv...), "CLOUDTASER_FUTURE_SETTING") {
 		p := testPod(annotations())
 		c := get(p, "spec", "containers", 0).(map[string]any)
 		c["env"] = []any{map[string]any{"name": "OK", "value": "1"}, map[string]any{"name": name, "value": canary}}
@@ -404,7 +409,7 @@ func TestConflictsAreDenied(t *testing.T) {
 		}
 	}
 	p := testPod(annotations())
-	get(p, "spec", "containers", 0).(map[string]any)["env"] = []any{map[string]any{"name": "X", "valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "s", "key": "k"}}}, map[string]any{"name": "VAULT_ADDR", "valueFrom": map[string]any{}}}
+	get(p, "spec", "containers", 0).(map[string]any)["env"] = []any{map[string]any{"name": "X", "valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "s", "key": "k"}}}, map[string]any{"name": "CLOUDTASER_VAULT_ADDR", "valueFrom": map[string]any{}}}
 	denied(t, testConfig(), p, ReasonEnvConflict)
 	for _, vol := range []string{VolumeBin, VolumeToken} {
 		p := testPod(annotations())

@@ -7,7 +7,11 @@
 //   - every request has its own timeout (Client.RequestTimeout) inside the caller's context,
 //     whose deadline bounds the whole start-up;
 //   - redirects are followed only to the same origin (scheme, host and port), at most 3, so
-//     the token or the JWT never leaves for another host.
+//     the token or the JWT never leaves for another host;
+//   - no proxy, ever: the transport's Proxy is nil, so HTTPS_PROXY/HTTP_PROXY/ALL_PROXY in the
+//     environment (the app's, which the wrapper inherits) never see the login (issue 28,
+//     finding 7); trust comes only from Options (CACert, SkipVerify), which the wrapper takes
+//     from the injector's CLOUDTASER_* variables, and the system roots.
 //
 // Retry policy (Do): connection failures, 429 and 500/502/503/504 (a sealed or starting vault,
 // a mesh proxy that is not ready yet) are retried with exponential back-off (250 ms doubling
@@ -81,7 +85,7 @@ func New(o Options) (*Client, error) {
 		tlsConf.RootCAs = pool
 	}
 	transport := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 nil, // never a proxy from the app's environment (see the package doc)
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   5 * time.Second,

@@ -34,7 +34,7 @@ func residentWrapper(t *testing.T, helper string, extra ...string) (*Wrapper, *s
 	}
 	self, _ := os.Executable()
 	buf := &syncBuf{}
-	env := append([]string{"CT_HELPER=" + helper, "PATH=/usr/bin:/bin", "CLOUDTASER_SECRET_PATHS=secret/data/x", "VAULT_TOKEN=s.never"}, extra...)
+	env := append([]string{"CT_HELPER=" + helper, "PATH=/usr/bin:/bin", "CLOUDTASER_SECRET_PATHS=secret/data/x", "CLOUDTASER_VAULT_TOKEN=s.never"}, extra...)
 	return &Wrapper{
 		Cfg:     contract.Config{Mode: contract.ModeResident, GracePeriod: 2 * time.Second, StartTimeout: 5 * time.Second},
 		Argv:    []string{self},
