@@ -32,22 +32,26 @@ env``                              reviewed plan accepts as env-map targets, sor
 Wrapper environment
 ===================
 
-``VAULT_*`` first, ``BAO_*`` as the fallback (like the vault CLI and the CloudTaser wrapper
-docs): :func:`vault_env`. The CLI (:mod:`cloudtaser.config`) resolves the same way.
+The wrapper reads only ``CLOUDTASER_*`` variables, which the injector writes on every wrapped
+container after the container's own entries (``env`` wins over ``envFrom`` and the image's
+ENV) and which a pod may not set itself: the app's ``VAULT_*``/``BAO_*``, proxy and trust-store
+variables never steer the wrapper (issue 28, finding 7; docs/security.md). The CLI's own
+``VAULT_*``/``BAO_*`` resolution (:func:`vault_env`, :mod:`cloudtaser.config`) is unrelated.
 
-==============================  ==================================================================
-``VAULT_ADDR``                  vault URL with scheme and port (required)
-``VAULT_AUTH_METHOD``           ``kubernetes`` (default) or ``token``
-``VAULT_AUTH_ROLE``             the Kubernetes-auth role (required for ``kubernetes``)
-``VAULT_AUTH_MOUNT_PATH``       default ``auth/kubernetes`` (``auth/`` prefix optional)
-``VAULT_TOKEN``                 the vault token (only for ``token``)
-``VAULT_NAMESPACE``             vault namespace (optional)
-``VAULT_CACERT``                CA bundle file (optional)
-``VAULT_SKIP_VERIFY``           a boolean (:func:`parse_bool`); true disables TLS verification
-``CLOUDTASER_SECRET_PATHS``     the ``cloudtaser.io/secret-paths`` value
-``CLOUDTASER_ENV_MAP``          the ``cloudtaser.io/env-map`` value
-``CLOUDTASER_SA_TOKEN_PATH``    default ``/var/run/secrets/kubernetes.io/serviceaccount/token``
-==============================  ==================================================================
+====================================  ============================================================
+``CLOUDTASER_VAULT_ADDR``             vault URL with scheme and port (required)
+``CLOUDTASER_VAULT_AUTH_METHOD``      ``kubernetes`` (default) or ``token``
+``CLOUDTASER_VAULT_AUTH_ROLE``        the Kubernetes-auth role (required for ``kubernetes``)
+``CLOUDTASER_VAULT_AUTH_MOUNT_PATH``  default ``auth/kubernetes`` (``auth/`` prefix optional)
+``CLOUDTASER_VAULT_TOKEN``            the vault token (only for ``token``)
+``CLOUDTASER_VAULT_NAMESPACE``        vault namespace (optional)
+``CLOUDTASER_VAULT_CACERT``           CA bundle file (optional)
+``CLOUDTASER_VAULT_SKIP_VERIFY``      a boolean (:func:`parse_bool`); true disables TLS checks
+``CLOUDTASER_SECRET_PATHS``           the ``cloudtaser.io/secret-paths`` value
+``CLOUDTASER_ENV_MAP``                the ``cloudtaser.io/env-map`` value
+``CLOUDTASER_SA_TOKEN_PATH``          default: the ServiceAccount token of the pod
+``CLOUDTASER_ACCEPT_DANGEROUS_ENV``   the ``cloudtaser.io/accept-dangerous-env`` value
+====================================  ============================================================
 
 The child process gets the parent environment minus every ``CLOUDTASER_*`` variable and every
 vault token (``VAULT_TOKEN``, ``BAO_TOKEN``), plus the fetched secrets (:func:`build_child_env`).
@@ -186,6 +190,8 @@ DENIAL_REASONS: Final = frozenset(
         "address-not-allowed",
         "image-unresolvable",
         "env-conflict",
+        "vault-steering",
+        "dangerous-env",
         "bad-request",
         "internal",
     }
@@ -198,14 +204,14 @@ KEY_VALUE_SEPARATOR: Final = "="
 
 # --- wrapper environment ------------------------------------------------------------------
 
-ENV_ADDR: Final = "VAULT_ADDR"
-ENV_AUTH_METHOD: Final = "VAULT_AUTH_METHOD"
-ENV_AUTH_ROLE: Final = "VAULT_AUTH_ROLE"
-ENV_AUTH_MOUNT_PATH: Final = "VAULT_AUTH_MOUNT_PATH"
-ENV_SKIP_VERIFY: Final = "VAULT_SKIP_VERIFY"
-ENV_CACERT: Final = "VAULT_CACERT"
-ENV_NAMESPACE: Final = "VAULT_NAMESPACE"
-ENV_TOKEN: Final = "VAULT_TOKEN"  # noqa: S105 - a variable name
+ENV_ADDR: Final = "CLOUDTASER_VAULT_ADDR"
+ENV_AUTH_METHOD: Final = "CLOUDTASER_VAULT_AUTH_METHOD"
+ENV_AUTH_ROLE: Final = "CLOUDTASER_VAULT_AUTH_ROLE"
+ENV_AUTH_MOUNT_PATH: Final = "CLOUDTASER_VAULT_AUTH_MOUNT_PATH"
+ENV_SKIP_VERIFY: Final = "CLOUDTASER_VAULT_SKIP_VERIFY"
+ENV_CACERT: Final = "CLOUDTASER_VAULT_CACERT"
+ENV_NAMESPACE: Final = "CLOUDTASER_VAULT_NAMESPACE"
+ENV_TOKEN: Final = "CLOUDTASER_VAULT_TOKEN"  # noqa: S105 - a variable name
 ENV_SECRET_PATHS: Final = "CLOUDTASER_SECRET_PATHS"  # noqa: S105 - a variable name
 ENV_ENV_MAP: Final = "CLOUDTASER_ENV_MAP"
 ENV_SA_TOKEN_PATH: Final = "CLOUDTASER_SA_TOKEN_PATH"  # noqa: S105 - a variable name
@@ -437,25 +443,22 @@ def parse_accept_dangerous_env(value: str) -> frozenset[str]:
 def check_dangerous_targets(
     mapping: Sequence[tuple[str, Mapping[str, str]]], accepted: frozenset[str]
 ) -> None:
-    """The plan's rule on the annotations (:func:`cloudtaser.plan.rules.dangerous_env_problem`
-    and :func:`~cloudtaser.plan.rules.accepted_dangerous_env_problem`): an env-map target that
-    is reserved, or dangerous and not in ``accepted``, is refused (``dangerous-env``); so is an
-    accepted name that is reserved, not dangerous or no target (``bad-accepted-env``)."""
-    targets: set[str] = set()
+    """The plan's rule on the annotations (:func:`cloudtaser.plan.rules.dangerous_env_problem`),
+    as the injector applies it (spec/contract/dangerous-env-annotations.json, run by both
+    languages): an env-map target that is reserved is refused (``reserved-env``), accepted or
+    not; one that is dangerous and not in ``accepted`` too (``dangerous-env``). An accepted
+    name that is no target opens nothing, so the annotation admits it; the plan, where a
+    reviewer's typo must not pass, refuses it at load
+    (:func:`~cloudtaser.plan.rules.accepted_dangerous_env_problem`)."""
     for path, fields in mapping:
         for field, env in fields.items():
-            targets.add(env)
             problem = rules.dangerous_env_problem(env, accepted)
             if problem is not None:
                 raise ContractError(
-                    "dangerous-env",
+                    "reserved-env" if rules.is_reserved_env(env) else "dangerous-env",
                     f"{rules.shown(path)} field {rules.shown(field)}: {problem} "
                     f"({ACCEPT_DANGEROUS_ENV} on the pod template)",
                 )
-    for name in sorted(accepted):
-        problem = rules.accepted_dangerous_env_problem(name, targets)
-        if problem is not None:
-            raise ContractError("bad-accepted-env", f"{ACCEPT_DANGEROUS_ENV}: {problem}")
 
 
 # --- auth path ---------------------------------------------------------------------------------

@@ -39,6 +39,22 @@ def test_annotation_vector(case: dict[str, Any]) -> None:
         assert contract.parse_annotations(annotations) == case["expect"]
 
 
+@pytest.mark.parametrize("case", _cases("dangerous-env-annotations.json"))
+def test_dangerous_env_annotation_vector(case: dict[str, Any]) -> None:
+    """The injector's denials of dangerous targets, applied by the Python contract too."""
+    annotations = case["input"]["annotations"]
+    if "error" in case:
+        with pytest.raises(ContractError) as info:
+            contract.parse_annotations(annotations)
+        assert info.value.code == case["error"], str(info.value)
+        return
+    parsed = contract.parse_annotations(annotations)
+    accepted = contract.parse_accept_dangerous_env(
+        annotations.get(contract.ACCEPT_DANGEROUS_ENV, "")
+    )
+    assert {"mapping": parsed["mapping"], "accepted": sorted(accepted)} == case["expect"]
+
+
 def _value(kind: str, name: str, value: str) -> dict[str, Any]:
     if kind == "bool":
         return {"value": contract.parse_bool(name, value)}
@@ -78,6 +94,7 @@ def test_every_vector_file_is_well_formed() -> None:
     assert files == [
         "annotations.json",
         "child-env.json",
+        "dangerous-env-annotations.json",
         "dangerous-env.json",
         "injection.json",
         "values.json",

@@ -305,9 +305,11 @@ def pod(env_map: str, accept: str | None = None) -> dict[str, str]:
     [
         ("hook=LD_PRELOAD", None, "dangerous-env"),
         ("hook=LD_PRELOAD", "PATH", "dangerous-env"),
-        ("hook=CLOUDTASER_ENV_MAP", "CLOUDTASER_ENV_MAP", "dangerous-env"),
-        ("hook=LD_PRELOAD", "LD_PRELOAD,PATH", "bad-accepted-env"),
-        ("pw=DB_PASSWORD", "DB_PASSWORD", "bad-accepted-env"),
+        ("hook=CLOUDTASER_ENV_MAP", "CLOUDTASER_ENV_MAP", "reserved-env"),
+        # an accepted name that is no target opens nothing: the injector admits it (the plan
+        # loader refuses it, tests above)
+        ("hook=LD_PRELOAD", "LD_PRELOAD,PATH", None),
+        ("pw=DB_PASSWORD", "DB_PASSWORD", None),
         ("pw=DB_PASSWORD", "not a name", "bad-env-name"),
         ("hook=LD_PRELOAD", "LD_PRELOAD", None),
         ("hook=LD_PRELOAD,p=PATH", " PATH , LD_PRELOAD ", None),
