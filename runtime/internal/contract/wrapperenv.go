@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-// Wrapper environment variables. All of them are CLOUDTASER_*: the wrapper never reads a
-// VAULT_*/BAO_* variable, a proxy variable or any other setting the app's own environment may
-// carry (issue 28, finding 7). The injector owns and always sets the variables of OwnedEnv
-// (see there); the pod may set only the tuning variables of TuningEnv.
+// Wrapper environment variables. Under the injector all of them are CLOUDTASER_*: the wrapper
+// never reads a VAULT_*/BAO_* variable, a proxy variable or any other setting the app's own
+// environment may carry (issue 28, finding 7). The injector owns and always sets the variables
+// of OwnedEnv (see there); the pod may set only the tuning variables of TuningEnv. Run by hand
+// outside the injector, the CloudTaser-documented VAULT_* names work too (StandaloneEnv).
 const (
 	EnvAddr           = "CLOUDTASER_VAULT_ADDR"
 	EnvAuthMethod     = "CLOUDTASER_VAULT_AUTH_METHOD"
@@ -64,14 +65,46 @@ func PodSettable(name string) bool {
 	return false
 }
 
+// StandaloneEnv are the wrapper variables CloudTaser documents (compat-cloudtaser.md §10.3;
+// BAO_* as the fallback of each, like the vault CLI), read only when the wrapper runs outside
+// the injector: when CLOUDTASER_VAULT_ADDR is absent from its environment. The injector always
+// writes CLOUDTASER_VAULT_ADDR (and denies a pod that sets it), so in an injected container
+// these names, which the app may well carry for its own vault client, are never read.
+var StandaloneEnv = map[string][]string{
+	EnvAddr:          {"VAULT_ADDR", "BAO_ADDR"},
+	EnvAuthMethod:    {"VAULT_AUTH_METHOD", "BAO_AUTH_METHOD"},
+	EnvAuthRole:      {"VAULT_AUTH_ROLE", "BAO_AUTH_ROLE"},
+	EnvAuthMountPath: {"VAULT_AUTH_MOUNT_PATH", "BAO_AUTH_MOUNT_PATH"},
+	EnvToken:         {"VAULT_TOKEN", "BAO_TOKEN"},
+	EnvNamespace:     {"VAULT_NAMESPACE", "BAO_NAMESPACE"},
+	EnvCACert:        {"VAULT_CACERT", "BAO_CACERT"},
+	EnvSkipVerify:    {"VAULT_SKIP_VERIFY", "BAO_SKIP_VERIFY"},
+}
+
 // controlEnv keeps only the variables the wrapper reads; ResolveEnv sees nothing else, so no
-// variable of the app's environment can reach its configuration.
+// variable of the app's environment can reach its configuration. Outside the injector (no
+// CLOUDTASER_VAULT_ADDR at all) the documented VAULT_*/BAO_* names stand in for the
+// CLOUDTASER_VAULT_* ones that are not set (StandaloneEnv).
 func controlEnv(env map[string]string) map[string]string {
 	out := make(map[string]string, len(OwnedEnv)+len(TuningEnv))
 	for _, names := range [][]string{OwnedEnv, TuningEnv} {
 		for _, n := range names {
 			if v, ok := env[n]; ok {
 				out[n] = v
+			}
+		}
+	}
+	if _, injected := env[EnvAddr]; injected {
+		return out
+	}
+	for owned, names := range StandaloneEnv {
+		if _, ok := out[owned]; ok {
+			continue
+		}
+		for _, n := range names {
+			if v, ok := env[n]; ok && v != "" {
+				out[owned] = v
+				break
 			}
 		}
 	}
@@ -149,7 +182,7 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	env = controlEnv(env)
 	addr := env[EnvAddr]
 	if addr == "" {
-		return c, errorf(CodeMissingAddr, "%s is not set: the wrapper does not know the vault address", EnvAddr)
+		return c, errorf(CodeMissingAddr, "%s is not set (VAULT_ADDR when run outside the injector): the wrapper does not know the vault address", EnvAddr)
 	}
 	if c.Address, err = ValidateAddress(EnvAddr, addr); err != nil {
 		return c, err
