@@ -202,6 +202,36 @@ def test_wrapper_gives_the_child_tenant_a_secrets_and_nothing_else(
     _no_canaries(run.stdout + run.stderr, site.canary_a, site.canary_b)
 
 
+def test_a_wrapper_run_by_hand_takes_the_cloudtaser_documented_vault_names(
+    openbao: BaoServer, kube_client: Any, site: Site, tmp_path: Path
+) -> None:
+    """Outside the injector (no CLOUDTASER_VAULT_ADDR at all) VAULT_ADDR, VAULT_AUTH_ROLE and
+    VAULT_AUTH_MOUNT_PATH work as compat-cloudtaser.md §10.3 documents them; the same names
+    next to an (even empty) CLOUDTASER_VAULT_ADDR, as under the injector, are never read."""
+    token = _token_file(tmp_path, kube_client, site.tenant_a)
+    by_hand = {
+        k: v
+        for k, v in _env(site, site.tenant_a, token).items()
+        if not k.startswith("CLOUDTASER_VAULT_")
+    }
+    by_hand |= {
+        "VAULT_ADDR": openbao.address,
+        "VAULT_AUTH_ROLE": site.role(site.tenant_a),
+        "VAULT_AUTH_MOUNT_PATH": f"auth/{site.mount}",
+    }
+    dump = tmp_path / "env.json"
+    run = run_wrapper(by_hand, env_dump_command(dump))
+    assert run.returncode == 0, run.stderr
+    assert read_dump(dump)["env"]["DB_PASSWORD"] == site.canary_a["password"]
+    _no_canaries(run.stdout + run.stderr, site.canary_a, site.canary_b)
+
+    injected = by_hand | {"CLOUDTASER_VAULT_ADDR": ""}  # what the injector's pod would carry
+    refused = run_wrapper(injected, env_dump_command(tmp_path / "never.json"))
+    assert refused.returncode != 0
+    assert "CLOUDTASER_VAULT_ADDR is not set" in refused.stderr
+    assert not (tmp_path / "never.json").exists()
+
+
 def test_wrapped_command_exit_code_is_its_own(
     openbao: BaoServer, kube_client: Any, site: Site, tmp_path: Path
 ) -> None:
