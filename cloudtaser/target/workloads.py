@@ -140,12 +140,17 @@ class WorkloadAPI:
         fields: Mapping[str, str] | None,
         action: str,
     ) -> list[Any]:
+        from lightkube.core.resource import GlobalResource  # noqa: PLC0415
+
+        # "*" lists a namespaced kind in every namespace; a cluster-scoped kind (Namespace,
+        # PersistentVolume, ...) takes no namespace at all (lightkube refuses "*" for it)
+        everywhere = None if issubclass(resource, GlobalResource) else "*"
         with api_errors(action):
             return [
                 item
                 async for item in self._client.list(
                     resource,
-                    namespace=namespace if namespace is not None else "*",
+                    namespace=namespace if namespace is not None else everywhere,
                     labels=dict(labels) if labels else None,
                     fields=dict(fields) if fields else None,
                 )

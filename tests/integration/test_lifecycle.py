@@ -483,6 +483,12 @@ def test_audit_json_and_html_agree_with_the_cluster(
     secrets = {s["name"]: s for s in ns["secrets"]}
     assert secrets["leftover"]["users"] == []
     assert {u["name"] for u in secrets["db"]["users"]} >= {"legacy"}
+    # without -n: every namespace the credentials can list (Namespaces are cluster-scoped; this
+    # exited 70 before), with the same figures for this one
+    everywhere = _run(cluster, "target", "audit", "--output", "json")
+    assert everywhere.returncode == 0, everywhere.stderr
+    parts = {n["name"]: n for n in json.loads(everywhere.stdout)["namespaces"]}
+    assert parts[namespace]["summary"] == ns["summary"]
 
     page = tmp_path / "audit.html"
     html_out = _run(
