@@ -69,10 +69,17 @@ def _wait_for_writes(
     openbao: BaoServer, mark: int, count: int, proc: subprocess.Popen[str]
 ) -> None:
     deadline = time.monotonic() + 60
-    while _policy_writes(openbao, mark) < count:
-        assert proc.poll() is None, "apply-plan finished before the fault could be injected"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    try:
+        while _policy_writes(openbao, mark) < count:
+            assert proc.poll() is None, "apply-plan finished before the fault could be injected"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    except BaseException:
+        # never leave this apply running into the next test: its writes (same User-Agent)
+        # would be counted there, and a seal there would hit it too
+        proc.kill()
+        proc.communicate()
+        raise
 
 
 def test_server_stopped_mid_apply_gives_a_clear_error_and_a_rerun_completes(
