@@ -44,7 +44,7 @@ from cloudtaser.config import ClusterTarget, VaultTarget  # noqa: E402
 from cloudtaser.connect import ConnectOptions, connect  # noqa: E402
 from cloudtaser.source.openbao import OpenBaoClient  # noqa: E402
 from cloudtaser.source.provision import apply_plan  # noqa: E402
-from cloudtaser.target.kube import connect as kube_connect  # noqa: E402
+from cloudtaser.target.kube.session import connect as kube_connect  # noqa: E402
 from tests.integration.connect_helpers import (  # noqa: E402
     create_namespace_with_accounts,
     request_token,

@@ -150,7 +150,7 @@ def realnode_unavailable() -> str | None:
     if absent:
         return "the real node's prerequisites are missing: " + "; ".join(absent)
     try:
-        import cloudtaser.target.install  # noqa: F401, PLC0415
+        import cloudtaser.target.install.apply  # noqa: F401, PLC0415
     except ImportError:
         return "this build has no injector installer (`cloudtaser target install`)"
     if not go_binary():

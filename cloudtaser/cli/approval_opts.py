@@ -160,7 +160,7 @@ def resolve_gates(args: argparse.Namespace) -> Gates:
     source = str(getattr(args, "plan", None) or "<plan>")
     include = None
     if report is not None and (getattr(args, "tenant", None) or getattr(args, "workload", None)):
-        from cloudtaser.target.engine import Selection  # noqa: PLC0415
+        from cloudtaser.target.engine.core import Selection  # noqa: PLC0415
 
         # only what this run would touch must be covered (--tenant / --workload)
         include = Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)).matches

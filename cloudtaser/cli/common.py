@@ -16,7 +16,7 @@ from cloudtaser.cli.exitcodes import ExitCode
 if TYPE_CHECKING:
     from cloudtaser.config import ClusterTarget, VaultTarget
     from cloudtaser.source.openbao import OpenBaoClient
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
     "CloudtaserParser",
@@ -388,7 +388,7 @@ def cluster_target(args: argparse.Namespace) -> ClusterTarget:
 
 def cluster_session(args: argparse.Namespace) -> KubeSession:
     """Connect to the cluster named by ``args`` (use it in a ``with`` block)."""
-    from cloudtaser.target.kube import connect  # noqa: PLC0415
+    from cloudtaser.target.kube.session import connect  # noqa: PLC0415
 
     return connect(cluster_target(args))
 

@@ -19,8 +19,8 @@ from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_result_json, progress, table
 
 if TYPE_CHECKING:
-    from cloudtaser.target.install import ObjectChange
-    from cloudtaser.target.install_check import CheckResult
+    from cloudtaser.target.install.apply import ObjectChange
+    from cloudtaser.target.install.check import CheckResult
 
 __all__ = ["register"]
 
@@ -236,7 +236,7 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace) -> Any:
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
-    from cloudtaser.target.install import InstallOptions  # noqa: PLC0415
+    from cloudtaser.target.install.apply import InstallOptions  # noqa: PLC0415
 
     mirrors = []
     for raw in args.mirror:
@@ -273,7 +273,7 @@ def _run_install(args: argparse.Namespace) -> int:
     ]
     if missing:
         return usage_error(f"target install needs {', '.join(missing)} (see --help)")
-    from cloudtaser.target import install as lib  # noqa: PLC0415
+    from cloudtaser.target.install import apply as lib  # noqa: PLC0415
 
     options = _options(args)
     if options.read_pull_secrets:
@@ -303,7 +303,7 @@ def _run_install(args: argparse.Namespace) -> int:
 
 
 def _run_uninstall(args: argparse.Namespace) -> int:
-    from cloudtaser.target import install as lib  # noqa: PLC0415
+    from cloudtaser.target.install import apply as lib  # noqa: PLC0415
 
     with cluster_session(args) as session:
         report = lib.uninstall(
@@ -321,7 +321,7 @@ def _run_uninstall(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from cloudtaser.target.install_check import check  # noqa: PLC0415
+    from cloudtaser.target.install.check import check  # noqa: PLC0415
 
     with cluster_session(args) as session:
         results = check(session, namespace=args.namespace, pod_namespace=args.check_namespace)

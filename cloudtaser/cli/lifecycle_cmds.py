@@ -26,7 +26,7 @@ from cloudtaser.cli.protect_cmd import (
 )
 
 if TYPE_CHECKING:
-    from cloudtaser.target.finalize import SecretsReport
+    from cloudtaser.target.finalize.step import SecretsReport
 
 __all__ = ["register"]
 
@@ -169,8 +169,8 @@ def _run_finalize(args: argparse.Namespace) -> int:
     gates = resolve_gates(args)  # the report is read once: the gate and --delete-secrets
     check_plan(gates.check, args.plan)
 
-    from cloudtaser.target import finalize as finlib  # noqa: PLC0415
-    from cloudtaser.target.engine import RunOptions, Selection  # noqa: PLC0415
+    from cloudtaser.target.engine.core import RunOptions, Selection  # noqa: PLC0415
+    from cloudtaser.target.finalize import step as finlib  # noqa: PLC0415
 
     options = RunOptions(
         actor=_actor(),
@@ -258,7 +258,7 @@ def _print_secrets(secrets: SecretsReport) -> None:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    from cloudtaser.target import audit as auditlib  # noqa: PLC0415
+    from cloudtaser.target.audit import collect as auditlib  # noqa: PLC0415
 
     plan = verified = None
     if args.plan is not None:

@@ -8,7 +8,7 @@ Shared by every command (docs/cli.md, "Conventions"):
 * :func:`table` aligns columns by their visible width (colour codes do not count);
 * :class:`RunProgress` reports a long run on stderr: one live ``[n/N]`` status line with
   elapsed time and ETA on a terminal, quiet lines when piped, and always a closing tally. It
-  takes the engine's :class:`cloudtaser.target.engine.Event` stream (``progress=rp.event``)
+  takes the engine's :class:`cloudtaser.target.engine.core.Event` stream (``progress=rp.event``)
   or plain messages (``progress=rp.message``) from the source-side library.
 """
 
@@ -186,7 +186,7 @@ class RunProgress:
     message.counts = True  # type: ignore[attr-defined]  # cloudtaser.progress.wants_counts
 
     def event(self, event: Any) -> None:
-        """An engine :class:`~cloudtaser.target.engine.Event`."""
+        """An engine :class:`~cloudtaser.target.engine.core.Event`."""
         with self._lock:
             if event.total is not None:
                 self.total = event.total

@@ -1,6 +1,6 @@
 """``target connect``: let one cluster's ServiceAccount JWTs log in to the vault.
 
-Cluster side (lightkube, through a :class:`~cloudtaser.target.kube.KubeSession`):
+Cluster side (lightkube, through a :class:`~cloudtaser.target.kube.session.KubeSession`):
 
 * a dedicated namespace (default ``cloudtaser-system``) with the token-reviewer ServiceAccount
   (``cloudtaser-token-reviewer``) and a self-test ServiceAccount (``cloudtaser-connect-selftest``);

@@ -18,10 +18,10 @@ from cloudtaser.errors import (
     ConfigError,
     OperationError,
 )
-from cloudtaser.target.kube import api_errors
+from cloudtaser.target.kube.session import api_errors
 
 if TYPE_CHECKING:
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 from cloudtaser.changes import Action
 from cloudtaser.connect.model import (

@@ -16,7 +16,7 @@ from cloudtaser.plan.rules import valid_role_name
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 from cloudtaser.connect.cluster import (
     _cluster_facts,

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 from cloudtaser.connect.cluster import (
     _get,

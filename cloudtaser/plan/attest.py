@@ -8,7 +8,7 @@ exist with which fields (names only). It can carry SSH signatures like a plan ap
 --require-verified FILE`` then refuses, naming each workload, any pending workload the report
 does not cover, and ``target finalize --require-verified FILE`` any migrated one
 (:func:`require_verified`); finalize's ``--delete-secrets`` keeps every Secret holding a
-mapped key the report does not prove (:mod:`cloudtaser.target.secret_safety`). Format:
+mapped key the report does not prove (:mod:`cloudtaser.target.references.safety`). Format:
 docs/approval.md, "Verification reports".
 """
 

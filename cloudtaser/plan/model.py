@@ -540,7 +540,7 @@ def finalized_ref_problem(workload: Workload, ref: FinalizedRef) -> str | None:
 
     ``finalizedRefs`` is run state, outside the signed reviewed content, and ``target
     unprotect`` puts back whatever it lists. So each entry must be one of the workload's
-    reviewed mappings, exactly as :func:`cloudtaser.target.finalize.finalize_edit` records
+    reviewed mappings, exactly as :func:`cloudtaser.target.finalize.step.finalize_edit` records
     them (it removes only references whose (Secret, key, env) triples the plan maps):
 
     * ``via: env``: a secret of the workload with ``source`` = the Secret maps ``key`` to

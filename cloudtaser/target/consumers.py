@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.target.podspec import EnvConsumption, shown
 
-if TYPE_CHECKING:  # msgspec stays out of `import cloudtaser.target.discover`
+if TYPE_CHECKING:  # msgspec stays out of `import cloudtaser.target.discover.build`
     from cloudtaser.plan.model import EnvUse, EnvUseWhere
 
 __all__ = [

@@ -19,8 +19,8 @@ Per pending workload, in plan order (``docs/protect.md`` tells the whole story):
 5. Wait by kubectl's rules (:mod:`cloudtaser.target.rollout`), then write the new status to the plan
    at once (atomic save), with time and actor.
 
-The two :class:`~cloudtaser.target.engine.Step` objects here (:class:`ProtectStep`,
-:class:`UnprotectStep`) say what differs; the workload engine (:mod:`cloudtaser.target.engine`)
+The two :class:`~cloudtaser.target.engine.core.Step` objects here (:class:`ProtectStep`,
+:class:`UnprotectStep`) say what differs; the workload engine (:mod:`cloudtaser.target.engine.core`)
 does the rest: selection, the dialogue, one patch, waiting, recording, resume and the lock.
 The patch builders and drift rules are pure functions.
 """
@@ -43,7 +43,7 @@ from cloudtaser.plan.model import (
     check_isolation,
 )
 from cloudtaser.plan.store import PlanLock, lock_path
-from cloudtaser.target.engine import (
+from cloudtaser.target.engine.core import (
     DecideFn,
     Decision,
     Engine,
@@ -62,10 +62,10 @@ from cloudtaser.target.engine import (
     WorkloadResult,
     run,
 )
-from cloudtaser.target.kube import KubeSession
+from cloudtaser.target.kube.session import KubeSession
+from cloudtaser.target.kube.workloads import WorkloadAPI
 from cloudtaser.target.registry import Lookup
 from cloudtaser.target.rollout import blockers, dig
-from cloudtaser.target.workloads import WorkloadAPI
 
 __all__ = [
     "Decision",
@@ -348,7 +348,7 @@ class ProtectStep(Step):
         self.verify_injection = verify_injection
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
-        from cloudtaser.target.injection import verify_workload  # noqa: PLC0415
+        from cloudtaser.target.engine.injection import verify_workload  # noqa: PLC0415
 
         if not self.verify_injection:
             engine.emit(
@@ -361,12 +361,12 @@ class ProtectStep(Step):
         return verify_workload(engine.cluster, ref)
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
-        from cloudtaser.target.injection import explain_workload  # noqa: PLC0415
+        from cloudtaser.target.engine.injection import explain_workload  # noqa: PLC0415
 
         return explain_workload(engine.cluster, ref)
 
     def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
-        from cloudtaser.target.injection import denied  # noqa: PLC0415
+        from cloudtaser.target.engine.injection import denied  # noqa: PLC0415
 
         return denied(engine.cluster, ref) if self.verify_injection else None
 
@@ -438,7 +438,7 @@ class UnprotectStep(Step):
         return workload.effective_status != WorkloadStatus.SKIPPED
 
     def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
-        from cloudtaser.target.finalize import clear_finalized  # noqa: PLC0415
+        from cloudtaser.target.finalize.step import clear_finalized  # noqa: PLC0415
 
         return clear_finalized if workload.finalized_refs or workload.finalized_at else None
 
@@ -451,7 +451,7 @@ class UnprotectStep(Step):
             if status == WorkloadStatus.MIGRATED:
                 engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
-        from cloudtaser.target.finalize import restore_for_unprotect, with_restore  # noqa: PLC0415
+        from cloudtaser.target.finalize.step import restore_for_unprotect, with_restore  # noqa: PLC0415
 
         restore, refused = restore_for_unprotect(engine.cluster, ref, workload, obj)
         if refused:
@@ -488,7 +488,7 @@ def protect(
     ``options.parallel`` workers) and saves the plan after each status change.
     """
     from cloudtaser.config import validate_vault_address  # noqa: PLC0415
-    from cloudtaser.target.engine import check_options  # noqa: PLC0415
+    from cloudtaser.target.engine.core import check_options  # noqa: PLC0415
 
     check_options(options)
     if not options.vault_address:

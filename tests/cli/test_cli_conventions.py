@@ -308,13 +308,13 @@ class _Clock:
 
 
 def _refs() -> list:
-    from cloudtaser.target.workloads import WorkloadRef
+    from cloudtaser.target.kube.workloads import WorkloadRef
 
     return [WorkloadRef("t", "ns", "Deployment", f"w{i}") for i in range(4)]
 
 
 def test_progress_piped_is_quiet_lines_with_counter_and_always_a_tally() -> None:
-    from cloudtaser.target.engine import Event
+    from cloudtaser.target.engine.core import Event
 
     refs = _refs()
     out = io.StringIO()
@@ -336,7 +336,7 @@ def test_progress_piped_is_quiet_lines_with_counter_and_always_a_tally() -> None
 
 
 def test_progress_on_a_terminal_keeps_one_live_line_with_eta() -> None:
-    from cloudtaser.target.engine import Event
+    from cloudtaser.target.engine.core import Event
 
     refs = _refs()
     out = io.StringIO()
@@ -355,7 +355,7 @@ def test_progress_on_a_terminal_keeps_one_live_line_with_eta() -> None:
 
 
 def test_verbose_shows_detail_lines_when_piped() -> None:
-    from cloudtaser.target.engine import Event
+    from cloudtaser.target.engine.core import Event
 
     refs = _refs()
     out = io.StringIO()
@@ -368,8 +368,8 @@ def test_verbose_shows_detail_lines_when_piped() -> None:
 
 
 def _proposal(tenant: str, name: str):
-    from cloudtaser.target.engine import Proposal
-    from cloudtaser.target.workloads import WorkloadRef
+    from cloudtaser.target.engine.core import Proposal
+    from cloudtaser.target.kube.workloads import WorkloadRef
 
     return Proposal(
         action="protect",
@@ -386,7 +386,7 @@ def test_interactive_all_tenant_and_later_answers(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cloudtaser.cli.protect_cmd import _Interrupts, _make_decide
-    from cloudtaser.target.engine import Decision
+    from cloudtaser.target.engine.core import Decision
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("l\nt\nbogus\na\n"))
     decide = _make_decide(_Interrupts())

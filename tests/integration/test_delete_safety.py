@@ -192,9 +192,9 @@ def _library_finalize(cluster: Cluster, plan: Path, *, verified: Any = None) -> 
     """finalize --delete-secrets through the library, in this process (so the reference scan
     can be wrapped), without the CLI's gates."""
     from cloudtaser.config import ClusterTarget
-    from cloudtaser.target import finalize as finlib
-    from cloudtaser.target.engine import RunOptions
-    from cloudtaser.target.kube import connect
+    from cloudtaser.target.engine.core import RunOptions
+    from cloudtaser.target.finalize import step as finlib
+    from cloudtaser.target.kube.session import connect
 
     session = connect(ClusterTarget(kubeconfig=(str(cluster.kubeconfig),)))
     try:
@@ -399,7 +399,7 @@ def test_a_secret_changed_or_used_between_check_and_delete_is_kept(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cloudtaser.target import references
+    from cloudtaser.target.references import scan as references
 
     for name in ("api", "db"):
         create_secret(kube_client, namespace, name, {"value": K8S_CANARY})

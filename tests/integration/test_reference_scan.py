@@ -2,7 +2,7 @@
 per kind of user, on the real API server (kwok runs the pods).
 
 Each test first asserts that the Secret exists (so the checks can fail), then that the scan
-(:func:`cloudtaser.target.references.scan`, what the deletion step consults) names the
+(:func:`cloudtaser.target.references.scan.scan`, what the deletion step consults) names the
 expected user with the expected ``via``, that a Secret nothing uses gets no user, and that
 ``cloudtaser target audit`` shows the same user (so audit never calls a used Secret unused).
 Gateway API and custom resources get their CRDs created by the test; the 403 case runs as a
@@ -31,10 +31,10 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBi
 from lightkube.resources.storage_v1 import StorageClass
 
 from cloudtaser.config import ClusterTarget
-from cloudtaser.target.cluster_references import ScanCache
-from cloudtaser.target.kube import connect
-from cloudtaser.target.references import Scan, scan
-from cloudtaser.target.workloads import WorkloadAPI
+from cloudtaser.target.kube.session import connect
+from cloudtaser.target.kube.workloads import WorkloadAPI
+from cloudtaser.target.references.cluster import ScanCache
+from cloudtaser.target.references.scan import Scan, scan
 from tests.integration.test_least_privilege import Identity, doc_cluster_role
 from tests.integration.test_protect import REPO, _env
 from tests.testenv.cluster import Cluster

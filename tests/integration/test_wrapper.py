@@ -23,7 +23,7 @@ from cloudtaser.config import ClusterTarget, VaultTarget
 from cloudtaser.connect import ConnectOptions, connect
 from cloudtaser.source.openbao import OpenBaoClient
 from cloudtaser.source.provision import apply_plan
-from cloudtaser.target.kube import connect as kube_connect
+from cloudtaser.target.kube.session import connect as kube_connect
 from tests.integration.connect_helpers import (
     cleanup_cluster,
     cli,

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from cloudtaser.target.audit import (
+from cloudtaser.target.audit.collect import (
     AuditReport,
     build_report,
     json_schema,
@@ -21,7 +21,7 @@ from cloudtaser.target.audit import (
     to_json,
     to_text,
 )
-from cloudtaser.target.references import Scan, SecretUse
+from cloudtaser.target.references.scan import Scan, SecretUse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def _deployment(name: str, *, protected: bool, env_secret: str | None) -> dict[s
 
 
 def sample() -> AuditReport:
-    from cloudtaser.target.references import object_uses
+    from cloudtaser.target.references.scan import object_uses
 
     objects = {
         "Deployment": [
@@ -152,7 +152,7 @@ def test_committed_audit_schema_is_current() -> None:
     committed = json.loads((ROOT / "schema" / "audit.schema.json").read_text())
     assert committed == json_schema(), (
         "schema/audit.schema.json is stale: regenerate it from "
-        "cloudtaser.target.audit.json_schema()"
+        "cloudtaser.target.audit.collect.json_schema()"
     )
 
 

@@ -18,7 +18,7 @@ from cloudtaser.target.consumers import (
     names_word,
     script_words,
 )
-from cloudtaser.target.finalize import finalize_edit
+from cloudtaser.target.finalize.step import finalize_edit
 from cloudtaser.target.podspec import env_consumptions
 
 MIGRATED = {("app", False): {"DB_PASSWORD", "DB_USER"}}
@@ -374,7 +374,7 @@ def test_keep_reasons_join_several_uses_of_one_variable() -> None:
 def test_discover_records_the_uses_of_mapped_variables_in_the_plan() -> None:
     from cloudtaser import plan as planlib
     from cloudtaser.plan import WorkloadKind
-    from cloudtaser.target.discover import (
+    from cloudtaser.target.discover.build import (
         DiscoverOptions,
         ScannedWorkload,
         SecretLookup,

@@ -26,7 +26,12 @@ from cloudtaser.contract import ContractError
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import rules
 from cloudtaser.target import annotations as ann
-from cloudtaser.target.discover import DiscoverOptions, ScannedWorkload, SecretLookup, build_plan
+from cloudtaser.target.discover.build import (
+    DiscoverOptions,
+    ScannedWorkload,
+    SecretLookup,
+    build_plan,
+)
 from cloudtaser.target.protect import build_patch, build_removal_patch
 
 SPEC = json.loads(

@@ -20,8 +20,8 @@ from cloudtaser.errors import ApprovalError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
 from cloudtaser.plan.attest import ProvenPath, build_report, require_verified, uncovered
 from cloudtaser.plan.model import WorkloadStatus
-from cloudtaser.target.finalize import verification_warning
-from cloudtaser.target.secret_safety import key_safety, proven_fields, report_problem
+from cloudtaser.target.finalize.step import verification_warning
+from cloudtaser.target.references.safety import key_safety, proven_fields, report_problem
 
 NS = "payments"
 DB = f"secret/data/{NS}/db"

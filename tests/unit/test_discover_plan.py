@@ -11,7 +11,7 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.errors import ConfigError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
-from cloudtaser.target.discover import (
+from cloudtaser.target.discover.build import (
     DEFAULT_PATH_TEMPLATE,
     ISOLATED_PATH_TEMPLATE,
     DiscoverOptions,
@@ -475,7 +475,7 @@ def test_bad_options_are_refused_before_any_request(options: dict[str, Any]) -> 
 
 def test_plan_fields_agree_with_consumed_env() -> None:
     """protect's drift check compares consumed_env with the plan: they must agree."""
-    from cloudtaser.target.discover import consumed_env
+    from cloudtaser.target.discover.build import consumed_env
 
     keys = {("ns", "db"): ("password", "username", "tls.crt"), ("ns", "api"): ("token",)}
     lookup = SecretLookup(keys=keys)

@@ -19,7 +19,7 @@ from cloudtaser.cli import main
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import FinalizedRef, SecretRef, Workload
 from cloudtaser.plan.canonical import plan_digest
-from cloudtaser.target.finalize import finalize_edit
+from cloudtaser.target.finalize.step import finalize_edit
 
 KEYS: dict[str, list[str]] = {
     "db": ["password", "username"],
@@ -118,7 +118,7 @@ def test_an_env_from_secret_used_with_two_prefixes_loads_after_finalize() -> Non
     # the prefixes (one key feeds two variables); finalize records one envFrom per prefix.
     from datetime import UTC, datetime
 
-    from cloudtaser.target.discover import (
+    from cloudtaser.target.discover.build import (
         DiscoverOptions,
         ScannedWorkload,
         SecretLookup,

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 from cloudtaser import contract
-from cloudtaser.target.injection import denial_from, pod_problems, wrapper_lines
+from cloudtaser.target.engine.injection import denial_from, pod_problems, wrapper_lines
 
 CANARY = "s3cr3t-canary-value-8842"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cloudtaser import contract
-from cloudtaser.target.injection import pod_problems
+from cloudtaser.target.engine.injection import pod_problems
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[2] / "spec" / "contract" / "injection.json").read_text()

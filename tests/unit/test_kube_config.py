@@ -9,7 +9,7 @@ import pytest
 
 from cloudtaser.config import ClusterTarget
 from cloudtaser.errors import ConfigError
-from cloudtaser.target.kube import connect, load_kubeconfig
+from cloudtaser.target.kube.session import connect, load_kubeconfig
 
 GOOD = """\
 apiVersion: v1

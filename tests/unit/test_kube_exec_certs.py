@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from cloudtaser.config import ClusterTarget
 from cloudtaser.errors import ConfigError
-from cloudtaser.target import kube
-from cloudtaser.target.kube import ExecCredential, connect, parse_exec_credential
+from cloudtaser.target.kube import session as kube
+from cloudtaser.target.kube.session import ExecCredential, connect, parse_exec_credential
 
 WHERE = "kubeconfig user 'u': exec plugin"
 

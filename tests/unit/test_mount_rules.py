@@ -18,7 +18,7 @@ from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload, WorkloadKind
 from cloudtaser.source.provision import build_grants, validate_kv_path
 from cloudtaser.target.annotations import AnnotationError, build_annotations
-from cloudtaser.target.discover import (
+from cloudtaser.target.discover.build import (
     DiscoverOptions,
     ScannedWorkload,
     SecretLookup,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cloudtaser.target.cluster_references import (
+from cloudtaser.target.references.cluster import (
     ClusterRef,
     _aggregated_kinds,
     custom_resource_strings,
@@ -18,14 +18,14 @@ from cloudtaser.target.cluster_references import (
     pv_refs,
     storage_class_refs,
 )
-from cloudtaser.target.references import (
+from cloudtaser.target.references.managers import manager_uses
+from cloudtaser.target.references.readers import secret_rule_names
+from cloudtaser.target.references.scan import (
     SecretMeta,
     ingress_annotation_refs,
     object_uses,
     secret_meta,
 )
-from cloudtaser.target.secret_managers import manager_uses
-from cloudtaser.target.secret_readers import secret_rule_names
 
 
 def _meta(**kw: Any) -> SecretMeta:
@@ -332,8 +332,8 @@ def test_aggregated_discovery_lists_listable_kinds_once_per_resource() -> None:
 
 
 def test_audit_text_says_who_manages_a_kept_secret_and_where_to_delete_it() -> None:
-    from cloudtaser.target.audit import build_report, namespace_report, to_text
-    from cloudtaser.target.references import Scan
+    from cloudtaser.target.audit.collect import build_report, namespace_report, to_text
+    from cloudtaser.target.references.scan import Scan
 
     meta = _meta(name="db", labels={"app.kubernetes.io/managed-by": "Helm"})
     found = Scan(namespace="shop", uses=manager_uses(meta), secrets={"db": meta})

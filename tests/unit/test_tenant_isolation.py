@@ -18,7 +18,7 @@ from cloudtaser.cli import main
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
 from cloudtaser.source.provision import build_grants
-from cloudtaser.target.discover import (
+from cloudtaser.target.discover.build import (
     DiscoverOptions,
     PathTemplate,
     ScannedWorkload,

@@ -1,7 +1,7 @@
 """Users of a Secret that live outside its namespace or in kinds cloudtaser does not know:
 PersistentVolumes, StorageClasses, Ingress annotations and Gateway API objects of any
 namespace, and custom resources. Listed once per run (:class:`ScanCache`) and matched against
-each scanned namespace by :func:`cloudtaser.target.references.scan`.
+each scanned namespace by :func:`cloudtaser.target.references.scan.scan`.
 
 What counts (names only; never a value):
 
@@ -19,7 +19,7 @@ What counts (names only; never a value):
   means any Secret of the namespace.
 - Ingress annotations in other namespaces that name ``<namespace>/<secret>`` (same-namespace
   ones are counted by the namespace scan; the key rule is
-  :func:`cloudtaser.target.references.ingress_annotation_refs`).
+  :func:`cloudtaser.target.references.scan.ingress_annotation_refs`).
 - Gateway API (only when the API group is served): ``Gateway``/``ListenerSet`` listeners'
   ``tls.certificateRefs`` and every other Secret reference (``kind: Secret``, core group) in
   any object of the group (``BackendTLSPolicy`` ``caCertificateRefs``, client-certificate
@@ -58,9 +58,9 @@ from cloudtaser.errors import (
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
-    from cloudtaser.target.references import SecretUse
-    from cloudtaser.target.secret_readers import ApiReaders
-    from cloudtaser.target.workloads import WorkloadAPI
+    from cloudtaser.target.kube.workloads import WorkloadAPI
+    from cloudtaser.target.references.readers import ApiReaders
+    from cloudtaser.target.references.scan import SecretUse
 
 __all__ = [
     "MAX_CUSTOM_KINDS",
@@ -434,7 +434,7 @@ class ScanCache:
     """What one run lists once and every namespace's scan reuses: PersistentVolumes,
     StorageClasses (and their claims), Ingresses and Gateway API objects of all namespaces,
     custom resources, and the ServiceAccounts that may read Secrets through the API
-    (:class:`~cloudtaser.target.secret_readers.ApiReaders`). Not thread-safe: one per run."""
+    (:class:`~cloudtaser.target.references.readers.ApiReaders`). Not thread-safe: one per run."""
 
     def __init__(self) -> None:
         self._lists: dict[tuple[str, str | None], _Listed] = {}
@@ -498,7 +498,7 @@ class ScanCache:
         namespace is affected)."""
         if self._cluster_refs is not None:
             return self._cluster_refs
-        from cloudtaser.target.references import ingress_annotation_refs  # noqa: PLC0415
+        from cloudtaser.target.references.scan import ingress_annotation_refs  # noqa: PLC0415
 
         refs: list[ClusterRef] = []
         unreadable: list[str] = []
@@ -587,7 +587,7 @@ class ScanCache:
     ) -> tuple[list[SecretUse], list[str]]:
         """The custom resources that name a Secret of ``namespace`` (string match), and what
         could not be read."""
-        from cloudtaser.target.references import SecretUse  # noqa: PLC0415
+        from cloudtaser.target.references.scan import SecretUse  # noqa: PLC0415
 
         index = self._custom_index(cluster)
         unreadable = list(self._custom_unreadable)
@@ -626,7 +626,7 @@ class ScanCache:
 
     def readers(self) -> ApiReaders:
         if self._readers is None:
-            from cloudtaser.target.secret_readers import ApiReaders  # noqa: PLC0415
+            from cloudtaser.target.references.readers import ApiReaders  # noqa: PLC0415
 
             self._readers = ApiReaders()
         return self._readers

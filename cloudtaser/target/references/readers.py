@@ -30,12 +30,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.errors import ClusterError
-from cloudtaser.target.cluster_references import listing_failure
+from cloudtaser.target.references.cluster import listing_failure
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
-    from cloudtaser.target.references import SecretUse
-    from cloudtaser.target.workloads import WorkloadAPI
+    from cloudtaser.target.kube.workloads import WorkloadAPI
+    from cloudtaser.target.references.scan import SecretUse
 
 __all__ = ["MAX_REVIEWS", "MAX_SERVICE_ACCOUNTS", "PARALLEL", "ApiReaders", "secret_rule_names"]
 
@@ -159,7 +159,7 @@ class ApiReaders:
     ) -> tuple[list[SecretUse], list[str]]:
         """The ServiceAccounts of running pods that may read each Secret of ``namespace``, and
         why that could not be answered (then every Secret must be kept)."""
-        from cloudtaser.target.references import SecretUse  # noqa: PLC0415
+        from cloudtaser.target.references.scan import SecretUse  # noqa: PLC0415
 
         self._load(cluster)
         if self._accounts is None:

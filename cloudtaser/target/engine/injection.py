@@ -20,7 +20,7 @@ copied, since an application may print anything).
 
 Pure checks (:func:`pod_problems`) are separate from the reads (:func:`revision_pods`,
 :func:`prove`, :func:`diagnose`), which go through one
-:class:`~cloudtaser.target.workloads.WorkloadAPI`.
+:class:`~cloudtaser.target.kube.workloads.WorkloadAPI`.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from cloudtaser.contract import (
 )
 from cloudtaser.errors import CloudtaserError, ClusterForbiddenError
 from cloudtaser.plan.store import one_line
+from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import dig
-from cloudtaser.target.workloads import WorkloadAPI, WorkloadRef
 
 if TYPE_CHECKING:
-    from cloudtaser.target.engine import Verified
+    from cloudtaser.target.engine.core import Verified
 
 __all__ = [
     "Proof",
@@ -416,7 +416,7 @@ def verify_workload(cluster: WorkloadAPI, ref: WorkloadRef) -> Verified:
 
     A workload scaled to zero has no pod to prove anything by: it passes with a message that
     says so (finalize, which removes the Secret references, proves again on live pods)."""
-    from cloudtaser.target.engine import Verified  # noqa: PLC0415
+    from cloudtaser.target.engine.core import Verified  # noqa: PLC0415
 
     obj = cluster.get(ref)
     if obj is None:

@@ -1,7 +1,7 @@
 """Secrets that something else owns or manages: never deletable by cloudtaser.
 
 Each rule reads a Secret's metadata only (type, labels, annotations, ``ownerReferences``; never
-a value) and yields a :class:`~cloudtaser.target.references.SecretUse` whose text names the
+a value) and yields a :class:`~cloudtaser.target.references.scan.SecretUse` whose text names the
 manager and where to delete the Secret instead. The rules, in order:
 
 - any ``metadata.ownerReferences`` entry (``ownedBy``): the owner recreates or garbage-collects
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from cloudtaser.target.references import SecretMeta, SecretUse
+    from cloudtaser.target.references.scan import SecretMeta, SecretUse
 
 __all__ = ["manager_uses"]
 
@@ -53,7 +53,7 @@ def _prefixed(items: Mapping[str, str], prefixes: str | tuple[str, ...]) -> list
 
 def manager_uses(meta: SecretMeta) -> list[SecretUse]:
     """Who owns or manages the Secret ``meta`` describes (empty: nobody says so)."""
-    from cloudtaser.target.references import SecretUse  # noqa: PLC0415
+    from cloudtaser.target.references.scan import SecretUse  # noqa: PLC0415
 
     uses: list[SecretUse] = []
     labels, annotations = meta.labels, meta.annotations

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from cloudtaser import contract
 from cloudtaser.errors import ClusterError
 from cloudtaser.plan.rules import shown
-from cloudtaser.target.install import (
+from cloudtaser.target.install.apply import (
     DEFAULT_NAMESPACE,
     INIT_CONTAINER,
     NAME,
@@ -28,10 +28,10 @@ from cloudtaser.target.install import (
     get_object,
     to_dict,
 )
-from cloudtaser.target.kube import api_errors
+from cloudtaser.target.kube.session import api_errors
 
 if TYPE_CHECKING:
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 __all__ = ["CHECK_PATH", "CHECK_ROLE", "CheckResult", "check", "check_pod"]
 

@@ -780,7 +780,7 @@ def build_plan(
             for ns in sorted(by_namespace)
         ],
     }
-    import msgspec  # noqa: PLC0415 - keep `import cloudtaser.target.discover` light
+    import msgspec  # noqa: PLC0415 - keep `import cloudtaser.target.discover.build` light
 
     try:
         plan = msgspec.convert(data, MigrationPlan, from_attributes=False)
@@ -860,7 +860,7 @@ def _list(
     labels: Any = None,
     selector: str | None = None,
 ) -> Iterator[Any]:
-    from cloudtaser.target.kube import api_errors  # noqa: PLC0415
+    from cloudtaser.target.kube.session import api_errors  # noqa: PLC0415
 
     try:
         with api_errors(action):
@@ -892,7 +892,7 @@ def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
 def _list_namespaces(client: Client) -> list[str]:
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
-    from cloudtaser.target.kube import api_errors  # noqa: PLC0415
+    from cloudtaser.target.kube.session import api_errors  # noqa: PLC0415
 
     with api_errors("list namespaces (needed because the cluster-wide list was forbidden)"):
         return sorted(
@@ -1024,7 +1024,7 @@ def _read_secret_keys(
     """
     from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
-    from cloudtaser.target.kube import api_errors  # noqa: PLC0415
+    from cloudtaser.target.kube.session import api_errors  # noqa: PLC0415
 
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
     missing: set[tuple[str, str]] = set()
@@ -1119,7 +1119,7 @@ def discover(
     *,
     progress: Progress | None = None,
 ) -> DiscoveryResult:
-    """Scan the cluster behind ``session`` (a :class:`cloudtaser.target.kube.KubeSession`).
+    """Scan the cluster behind ``session`` (a :class:`cloudtaser.target.kube.session.KubeSession`).
 
     Raises :class:`ConfigError` for bad options, :class:`ClusterError` (and subclasses) when
     the cluster cannot be read at all. Partial permission problems (403 on some namespaces or

@@ -7,12 +7,12 @@ For each namespace it reports (names, never values):
 - those protected (the ``cloudtaser.io/inject`` label on the pod template) and those
   finalized (protected and no env / envFrom Secret reference left);
 - every Secret left and who uses it, or why it must stay (the reference scan of
-  :mod:`cloudtaser.target.references`, shared with ``finalize --delete-secrets``, one
-  :class:`~cloudtaser.target.cluster_references.ScanCache` for the whole run: owners and
+  :mod:`cloudtaser.target.references.scan`, shared with ``finalize --delete-secrets``, one
+  :class:`~cloudtaser.target.references.cluster.ScanCache` for the whole run: owners and
   managers, cluster-wide users, custom resources and ServiceAccounts that may read it
   through the API count as users, so audit never calls a used Secret unused);
 - the pods that carry the cloudtaser label or annotations but are not proven injected
-  (:func:`cloudtaser.target.injection.pod_problems`).
+  (:func:`cloudtaser.target.engine.injection.pod_problems`).
 
 The report is a typed value (:class:`AuditReport`); :func:`to_json` is its stable JSON form
 (``formatVersion`` 1, JSON Schema in ``schema/audit.schema.json`` generated from these
@@ -20,7 +20,7 @@ Structs), :func:`to_html` one self-contained HTML file (inline CSS, no script, n
 asset) and :func:`to_text` the table. Secrets are listed as metadata only (names, types,
 labels, annotations, owners); their values are never read, and their key names only with
 ``--plan``, for the Secrets nobody uses (the key-level verdict of ``finalize
---delete-secrets``, :mod:`cloudtaser.target.secret_safety`).
+--delete-secrets``, :mod:`cloudtaser.target.references.safety`).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from cloudtaser.target.rollout import dig
 if TYPE_CHECKING:
     from cloudtaser.plan.attest import VerificationReport
     from cloudtaser.plan.model import MigrationPlan
-    from cloudtaser.target.kube import KubeSession
-    from cloudtaser.target.references import Scan
-    from cloudtaser.target.workloads import WorkloadAPI
+    from cloudtaser.target.kube.session import KubeSession
+    from cloudtaser.target.kube.workloads import WorkloadAPI
+    from cloudtaser.target.references.scan import Scan
 
 __all__ = [
     "FORMAT_VERSION",
@@ -72,7 +72,7 @@ class SecretUseEntry(_Base):
     name: str
     #: env, envFrom, volume, projected, plugin, imagePullSecret, serviceAccount, ingressTLS,
     #: ingressAnnotation, podTemplate, persistentVolume, storageClass, gatewayRef,
-    #: customResource, apiReader, managedBy, ownedBy (see cloudtaser.target.references).
+    #: customResource, apiReader, managedBy, ownedBy (see cloudtaser.target.references.scan).
     via: str
     detail: str = ""
 
@@ -98,7 +98,7 @@ class WorkloadEntry(_Base):
 
 class KeyVerdict(_Base):
     """With ``--plan``: would ``finalize --delete-secrets`` lose a key of this unused Secret?
-    The same rule (:func:`cloudtaser.target.secret_safety.key_safety`), key names only."""
+    The same rule (:func:`cloudtaser.target.references.safety.key_safety`), key names only."""
 
     #: Every key is proven in the vault by the report, or released by a reviewer.
     safe: bool
@@ -191,7 +191,7 @@ def namespace_report(
 ) -> AuditNamespace:
     """One namespace's part of the report, from a reference scan made with ``keep=True`` and
     the namespace's Secret list (only ``metadata.name`` and ``type`` are read)."""
-    from cloudtaser.target.injection import pod_problems  # noqa: PLC0415
+    from cloudtaser.target.engine.injection import pod_problems  # noqa: PLC0415
 
     workloads: list[WorkloadEntry] = []
     for kind in _WORKLOAD_KINDS:
@@ -264,9 +264,9 @@ def audit(
     (its key names are read then; never a value)."""
     from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
 
-    from cloudtaser.target.cluster_references import ScanCache  # noqa: PLC0415
-    from cloudtaser.target.references import scan  # noqa: PLC0415
-    from cloudtaser.target.workloads import WorkloadAPI  # noqa: PLC0415
+    from cloudtaser.target.kube.workloads import WorkloadAPI  # noqa: PLC0415
+    from cloudtaser.target.references.cluster import ScanCache  # noqa: PLC0415
+    from cloudtaser.target.references.scan import scan  # noqa: PLC0415
 
     cache = ScanCache()
     with WorkloadAPI(session) as cluster:
@@ -295,7 +295,7 @@ def _judge_keys(
     verified: VerificationReport | None,
 ) -> None:
     """Set :attr:`SecretEntry.keys` on the unused Secrets of ``part`` (as finalize decides)."""
-    from cloudtaser.target.secret_safety import key_safety, proof  # noqa: PLC0415
+    from cloudtaser.target.references.safety import key_safety, proof  # noqa: PLC0415
 
     tenant = next((t for t in plan.tenants if t.namespace == part.name), None)
     proven, no_proof = proof(plan, verified)

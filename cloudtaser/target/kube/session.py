@@ -187,7 +187,7 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     ca_pem = _ca_pem(cluster_entry)
     user_name = ctx.get("user")
     if cluster.get("insecure-skip-tls-verify"):
-        logging.getLogger("cloudtaser.target.kube").warning(
+        logging.getLogger("cloudtaser.target.kube.session").warning(
             "TLS verification of the API server %s is DISABLED by the kubeconfig "
             "(insecure-skip-tls-verify: true in cluster %r); anyone on the network path can "
             "impersonate the cluster and read the credentials. Put the cluster CA into the "

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cloudtaser.errors import ClusterConflictError, ClusterNotFoundError
-from cloudtaser.target.kube import FIELD_MANAGER, api_errors
+from cloudtaser.target.kube.session import FIELD_MANAGER, api_errors
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
 
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 __all__ = ["SecretHead", "WorkloadAPI", "WorkloadRef"]
 

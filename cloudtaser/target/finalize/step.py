@@ -4,7 +4,7 @@ asked) the Secrets nobody uses any more.
 Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md``):
 
 1. The workload must be protected (the inject label on its template) and its **live pods
-   proven injected** (:mod:`cloudtaser.target.injection`): whatever the plan says, nothing is
+   proven injected** (:mod:`cloudtaser.target.engine.injection`): whatever the plan says, nothing is
    removed from a workload whose pods do not run through the wrapper.
 2. Drift check: the template must consume exactly the (Secret, key, env) triples the plan
    maps. Then exactly those ``env[].valueFrom.secretKeyRef`` entries, and the
@@ -24,7 +24,7 @@ Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md`
 ``--delete-secrets`` (:func:`delete_unused_secrets`, never implied) then deletes a Secret of a
 finalized workload only when (1) every key it holds is mapped by the plan and proven in the
 vault by the verification report, or released by a reviewer (:mod:`cloudtaser.target.
-secret_safety`), and (2) the reference scan (:mod:`cloudtaser.target.references`) finds no user
+secret_safety`), and (2) the reference scan (:mod:`cloudtaser.target.references.scan`) finds no user
 left in its namespace — both checked again just before the delete, which carries the
 Secret's uid and resourceVersion as preconditions. Otherwise it keeps it and names the keys
 or users. Names of deleted Secrets go into the plan history of the workloads that used them.
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudtaser.target.annotations as ann
 from cloudtaser.plan.model import FinalizedRef, Tenant, Workload, WorkloadStatus
-from cloudtaser.target.engine import (
+from cloudtaser.target.engine.core import (
     DecideFn,
     Engine,
     Event,
@@ -59,20 +59,20 @@ from cloudtaser.target.engine import (
     run,
     workload_ref,
 )
-from cloudtaser.target.rollout import blockers, dig
-from cloudtaser.target.secret_safety import (
+from cloudtaser.target.references.safety import (
     ATTEST_HINT,
     KeySafety,
     key_safety,
     proof,
 )
+from cloudtaser.target.rollout import blockers, dig
 
 if TYPE_CHECKING:
     from cloudtaser.plan.attest import VerificationReport
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
+    from cloudtaser.target.kube.workloads import SecretHead, WorkloadAPI
     from cloudtaser.target.podspec import SecretKeys
-    from cloudtaser.target.references import Scan
-    from cloudtaser.target.workloads import SecretHead, WorkloadAPI
+    from cloudtaser.target.references.scan import Scan
 
 __all__ = [
     "FinalizeEdit",
@@ -434,7 +434,7 @@ class FinalizeStep(Step):
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
-        from cloudtaser.target.injection import prove  # noqa: PLC0415
+        from cloudtaser.target.engine.injection import prove  # noqa: PLC0415
         from cloudtaser.target.protect import drift  # noqa: PLC0415
 
         obj = engine.cluster.get(ref)
@@ -529,12 +529,12 @@ class FinalizeStep(Step):
         engine.store.update(workload, change)
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
-        from cloudtaser.target.injection import verify_workload  # noqa: PLC0415
+        from cloudtaser.target.engine.injection import verify_workload  # noqa: PLC0415
 
         return verify_workload(engine.cluster, ref)
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
-        from cloudtaser.target.injection import explain_workload  # noqa: PLC0415
+        from cloudtaser.target.engine.injection import explain_workload  # noqa: PLC0415
 
         return explain_workload(engine.cluster, ref)
 
@@ -622,7 +622,7 @@ def _decide(
 def _recheck(engine: Engine, head: SecretHead) -> SecretDecision | None:
     """Immediately before deleting: the Secret must be the one decided on, and a fresh scan
     of its namespace must find no user. A decision when it must stay, else ``None``."""
-    from cloudtaser.target import references  # noqa: PLC0415
+    from cloudtaser.target.references import scan as references  # noqa: PLC0415
 
     namespace, name = head.namespace, head.name
     now = engine.cluster.secret_head(namespace, name)
@@ -688,14 +688,14 @@ def delete_unused_secrets(
 
     Per Secret, in namespace and name order: read it (uid, resourceVersion, key names);
     keep it unless every key is proven in the vault by ``verified`` or released in the plan
-    (:mod:`cloudtaser.target.secret_safety`) and the reference scan of its namespace finds
+    (:mod:`cloudtaser.target.references.safety`) and the reference scan of its namespace finds
     no user; then, immediately before deleting, read it again and scan again, and delete
     with the uid/resourceVersion of the decision as preconditions (a 409 keeps it).
 
     With ``dry_run`` nothing is deleted: a workload that the dry run would finalize counts as
     finalized, and its own plan-mapped env/envFrom references are not counted as uses."""
-    from cloudtaser.target import references  # noqa: PLC0415
-    from cloudtaser.target.cluster_references import ScanCache  # noqa: PLC0415
+    from cloudtaser.target.references import scan as references  # noqa: PLC0415
+    from cloudtaser.target.references.cluster import ScanCache  # noqa: PLC0415
 
     dry = engine.options.dry_run
     would = {r.ref for r in engine.report.results if r.outcome == Outcome.DRY_RUN}
@@ -772,7 +772,7 @@ def _dry_run_users(
     the real run would finalize, and of the pods of its current revision (the rollout replaces
     them) — only for the Secrets whose references the real run removes, so a Secret that keeps
     a reference (init container, ``$(VAR)``, probe, hook) stays used, as in the real run."""
-    from cloudtaser.target.injection import revision_pods  # noqa: PLC0415
+    from cloudtaser.target.engine.injection import revision_pods  # noqa: PLC0415
 
     out: set[tuple[str, str, str]] = set()
     for tenant, workload in selected:

@@ -26,7 +26,7 @@ install created it and nothing else lives in it.
 
 The object builders are pure functions returning plain dicts (``--print`` renders them; the
 unit tests read them). Nothing here prints: progress goes to a callback. ``--check`` is
-:mod:`cloudtaser.target.install_check`.
+:mod:`cloudtaser.target.install.check`.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ from cloudtaser.errors import (
     OperationError,
 )
 from cloudtaser.plan.rules import is_dns_label, shown, valid_audience
-from cloudtaser.target.kube import api_errors
+from cloudtaser.target.kube.session import api_errors
 from cloudtaser.target.registry import mirror_problem, parse_reference, registry_host_problem
 
 if TYPE_CHECKING:
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
     "CREATED_ANNOTATION",

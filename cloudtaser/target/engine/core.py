@@ -13,7 +13,7 @@ The library never prints: progress goes to ``progress`` (a callable taking an
 :class:`Event`), questions to ``decide`` (a callable taking a :class:`Proposal`, returning a
 :class:`Decision`). ``cancel`` (a :class:`threading.Event`) asks the run to stop between
 steps; a plan write in progress is always completed. Cluster calls go through one
-:class:`~cloudtaser.target.workloads.WorkloadAPI` (an async client on its own event loop), so
+:class:`~cloudtaser.target.kube.workloads.WorkloadAPI` (an async client on its own event loop), so
 the wait workers' reads really overlap.
 
 Why one module of this size: it is one concept, the run loop, and its values (options,
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cloudtaser.errors import CloudtaserError, ClusterConflictError, ClusterError, ConfigError
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
 from cloudtaser.plan.store import PlanStore, one_line
+from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import (
     RolloutCancelledError,
     RolloutFailedError,
@@ -44,10 +45,9 @@ from cloudtaser.target.rollout import (
     dig,
     wait_for_rollout,
 )
-from cloudtaser.target.workloads import WorkloadAPI, WorkloadRef
 
 if TYPE_CHECKING:
-    from cloudtaser.target.kube import KubeSession
+    from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
     "Decision",

@@ -17,13 +17,13 @@ It reads (names and metadata only, never a value):
   (:func:`ingress_annotation_refs`: a key whose name part is ``auth-secret``,
   ``auth-tls-secret`` or ends in ``-secret``, ``secret-name`` or ``secretName``; the value may
   be ``name`` or ``namespace/name``, several separated by commas) — of any namespace;
-- cluster-wide and unknown users (:mod:`cloudtaser.target.cluster_references`):
+- cluster-wide and unknown users (:mod:`cloudtaser.target.references.cluster`):
   PersistentVolumes, StorageClasses, Gateway API objects, custom resources (string match);
-- the Secret's own metadata: an owner or manager (:mod:`cloudtaser.target.secret_managers`:
+- the Secret's own metadata: an owner or manager (:mod:`cloudtaser.target.references.managers`:
   ownerReferences, token types, Helm, cert-manager, external-secrets, sealed-secrets, Argo CD,
   Flux) means it is never deletable here;
 - RBAC: ServiceAccounts of running pods that may read it through the API
-  (:mod:`cloudtaser.target.secret_readers`, SubjectAccessReviews).
+  (:mod:`cloudtaser.target.references.readers`, SubjectAccessReviews).
 
 Every reason to keep a Secret is a :class:`SecretUse` in :meth:`Scan.users`. ReplicaSets owned
 by a Deployment are its revision history: they are not counted (their pods are), so a rollback
@@ -31,7 +31,7 @@ to a revision from before ``finalize`` would need the Secret again (``docs/lifec
 so). Anything the scan cannot list is reported in :attr:`Scan.unreadable`, and a caller must
 then keep every Secret of that namespace: what cannot be read cannot be proven unused (a
 cluster-scoped kind that cannot be listed is unreadable in every namespace). A
-:class:`~cloudtaser.target.cluster_references.ScanCache` shared by the scans of one run lists
+:class:`~cloudtaser.target.references.cluster.ScanCache` shared by the scans of one run lists
 the cluster-wide kinds once.
 """
 
@@ -46,8 +46,8 @@ from cloudtaser.errors import ClusterError, ClusterInvalidError
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
-    from cloudtaser.target.cluster_references import ScanCache
-    from cloudtaser.target.workloads import WorkloadAPI
+    from cloudtaser.target.kube.workloads import WorkloadAPI
+    from cloudtaser.target.references.cluster import ScanCache
 
 __all__ = [
     "Scan",
@@ -382,15 +382,15 @@ def scan(
     cache: ScanCache | None = None,
 ) -> Scan:
     """List everything that can use a Secret of ``namespace`` (``cluster``: a
-    :class:`~cloudtaser.target.workloads.WorkloadAPI`). A kind that cannot be listed goes to
+    :class:`~cloudtaser.target.kube.workloads.WorkloadAPI`). A kind that cannot be listed goes to
     :attr:`Scan.unreadable` (never an exception: the caller decides, and keeps the Secrets).
-    ``cache``: one :class:`~cloudtaser.target.cluster_references.ScanCache` per run, so the
+    ``cache``: one :class:`~cloudtaser.target.references.cluster.ScanCache` per run, so the
     cluster-wide kinds are listed once (default: a new one for this call)."""
-    from cloudtaser.target.cluster_references import (  # noqa: PLC0415
+    from cloudtaser.target.references.cluster import (  # noqa: PLC0415
         ScanCache,
         listing_failure,
     )
-    from cloudtaser.target.secret_managers import manager_uses  # noqa: PLC0415
+    from cloudtaser.target.references.managers import manager_uses  # noqa: PLC0415
 
     cache = cache if cache is not None else ScanCache()
     found = Scan(namespace=namespace)

@@ -1,0 +1,4 @@
+"""install: the runtime (injector).
+
+Its manifests, their server-side apply, the install check and uninstall.
+"""

@@ -1,0 +1,4 @@
+"""The one Kubernetes client layer.
+
+Session and errors (lightkube), workload listing and patching.
+"""
