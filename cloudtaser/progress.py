@@ -13,9 +13,13 @@ A plain callback (``print``, a logger) is only sent the milestones; a callback t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Count", "wants_counts"]
+__all__ = ["Count", "Progress", "wants_counts"]
+
+#: The one progress callback type of the library: one message (maybe a :class:`Count`) per call.
+Progress = Callable[[str], None]
 
 
 class Count(str):

@@ -43,6 +43,7 @@ __all__ = [
     "ENV_VAR",
     "FIELD_NAME",
     "ISOLATED_PATH_TEMPLATE",
+    "KUBERNETES_AUTH_TYPE",
     "MAX_APPROVALS",
     "MAX_APPROVAL_IDENTITY",
     "MAX_ARMORED_SIGNATURE",
@@ -60,6 +61,7 @@ __all__ = [
     "ONE_LINE",
     "PLAN_NAME",
     "PREFIX",
+    "RUNTIME_NAMESPACE",
     "RESERVED_ENV_PREFIXES",
     "RESERVED_MOUNTS",
     "SOURCE_REF",
@@ -95,6 +97,11 @@ __all__ = [
 PREFIX: Final = "cloudtaser"
 #: A plan that records no auth mount uses this Kubernetes auth mount (``auth/kubernetes``).
 DEFAULT_AUTH_MOUNT: Final = "kubernetes"
+#: The vault auth method type cloudtaser logs pods in with (compared case-insensitively:
+#: a vault reports mount types as it stores them).
+KUBERNETES_AUTH_TYPE: Final = "kubernetes"
+#: The namespace of the runtime (injector) and of connect's token reviewer, unless told otherwise.
+RUNTIME_NAMESPACE: Final = "cloudtaser-system"
 #: The KV v2 mount ``{mount}`` stands for when the plan records no ``kvMount``.
 DEFAULT_KV_MOUNT: Final = "secret"
 #: The vault path naming of discover; also the tenant scope of a plan that records none.
