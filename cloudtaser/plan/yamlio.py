@@ -6,6 +6,10 @@ msgspec's error locations (``$.tenants[0]...``) into a :class:`~cloudtaser.error
 that says what the rule means, and apply :func:`cloudtaser.plan.isolation.rule_problem`, so
 every command that loads a plan accepts exactly what ``plan validate`` accepts.
 :func:`dumps` / :func:`save` write the same plan as the same bytes, atomically.
+
+The strict parser (:func:`parse_mapping`), the Struct conversion with readable errors
+(:func:`convert`) and the emitter (:func:`emit`) also read and write the connection file of
+``target connect --export`` (:mod:`cloudtaser.connect.file`): one YAML dialect for both.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 import yaml_rs
@@ -40,13 +44,18 @@ from cloudtaser.plan.rules import (
 
 __all__ = [
     "MAX_PLAN_BYTES",
+    "convert",
     "dump",
     "dumps",
+    "emit",
     "load",
     "loads",
     "no_cycle_collection",
+    "parse_mapping",
     "save",
 ]
+
+_T = TypeVar("_T")
 
 #: Plans are hand-reviewed YAML; anything past this is not a plan (or is an attack).
 MAX_PLAN_BYTES: Final = 64 * 1024 * 1024
@@ -58,11 +67,11 @@ _ALIASES_FORBIDDEN = yaml_rs.AliasLimits(max_alias_expansions_per_anchor=0)
 _LOCATION = re.compile(r"^(?P<message>.*?)(?: - at `(?P<location>\$[^`]*)`)?$", re.DOTALL)
 
 
-def _yaml_problem(message: str) -> str:
+def _yaml_problem(message: str, what: str) -> str:
     """One line from the YAML parser's message (no source excerpt: it could hold anything)."""
     if "alias" in message and "limit" in message:
         return (
-            "YAML anchors and aliases (&name / *name) are not allowed in a plan; "
+            f"YAML anchors and aliases (&name / *name) are not allowed in {what}; "
             "write every value out"
         )
     if message.startswith("duplicate mapping key"):
@@ -178,13 +187,53 @@ def _translate(exc: msgspec.ValidationError, data: Any, source: str) -> PlanErro
         match = _LOCATION.match(text)
         message, location = (match["message"], match["location"]) if match else (text, None)
     location = location or "$"
-    if location.endswith("[...]") or key_match:
-        explained = _explain_fields(data, location.removesuffix("[...]"))
+    mapping = location.removesuffix("[...]")
+    if mapping.endswith(".fields") and (key_match or mapping != location):
+        explained = _explain_fields(data, mapping)
         if explained is not None:
             message, location = explained
+    elif key_match:
+        message = f"every key of this mapping must be a string ({message})"
     else:
         message = _humanize(message, data, location)
     return PlanError(message.replace("`", "'"), source=source, location=location)
+
+
+def parse_mapping(text: str, *, source: str, kind: str, what: str) -> dict[Any, Any]:
+    """The one YAML mapping in ``text``, parsed strictly: no anchors or aliases, no duplicate
+    key, timestamps left as strings. Any problem is a one-line :class:`PlanError` naming
+    ``source`` (``kind`` and ``what`` name the document: ``MigrationPlan``, ``a plan``).
+    """
+    try:
+        data = yaml_rs.loads(
+            text,
+            parse_datetime=False,
+            alias_limits=_ALIASES_FORBIDDEN,
+            duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error,
+        )
+    except yaml_rs.YAMLDecodeError as exc:
+        raise PlanError(_yaml_problem(str(exc), what), source=source) from None
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise PlanError(f"not valid YAML: {type(exc).__name__}", source=source) from None
+    if data is None:
+        raise PlanError(f"the file is empty; expected a {kind} mapping", source=source)
+    if not isinstance(data, dict):
+        got = (
+            "a list (or several YAML documents)"
+            if isinstance(data, list)
+            else (f"a {type(data).__name__}")
+        )
+        raise PlanError(f"expected one {kind} mapping at the top level, got {got}", source=source)
+    return data
+
+
+def convert(data: dict[Any, Any], into: type[_T], *, source: str) -> _T:
+    """``data`` as the Struct ``into``; a :class:`PlanError` with msgspec's location
+    (``$.tenants[0]...``) and a readable message when it does not fit."""
+    try:
+        return msgspec.convert(data, into, from_attributes=False)
+    except msgspec.ValidationError as exc:
+        raise _translate(exc, data, source) from None
 
 
 @contextlib.contextmanager
@@ -221,33 +270,9 @@ def _loads(text: str | bytes, source: str) -> MigrationPlan:
     hidden = rules.hidden_character_problem(text)
     if hidden is not None:
         raise PlanError(hidden, source=source)
-    try:
-        data = yaml_rs.loads(
-            text,
-            parse_datetime=False,
-            alias_limits=_ALIASES_FORBIDDEN,
-            duplicate_key_policy=yaml_rs.DuplicateKeyPolicy.Error,
-        )
-    except yaml_rs.YAMLDecodeError as exc:
-        raise PlanError(_yaml_problem(str(exc)), source=source) from None
-    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
-        raise PlanError(f"not valid YAML: {type(exc).__name__}", source=source) from None
-    if data is None:
-        raise PlanError("the file is empty; expected a MigrationPlan mapping", source=source)
-    if not isinstance(data, dict):
-        what = (
-            "a list (or several YAML documents)"
-            if isinstance(data, list)
-            else (f"a {type(data).__name__}")
-        )
-        raise PlanError(
-            f"expected one MigrationPlan mapping at the top level, got {what}", source=source
-        )
+    data = parse_mapping(text, source=source, kind=KIND, what="a plan")
     _check_header(data, source)
-    try:
-        plan = msgspec.convert(data, MigrationPlan, from_attributes=False)
-    except msgspec.ValidationError as exc:
-        raise _translate(exc, data, source) from None
+    plan = convert(data, MigrationPlan, source=source)
     violation = rule_problem(plan)
     if violation is not None:
         location, message = violation
@@ -329,9 +354,15 @@ def dumps(plan: MigrationPlan) -> str:
     Strings are written plain only when no YAML 1.1 or 1.2 reader could take them for anything
     but a string; everything else is double-quoted (JSON escaping, ASCII only).
     """
-    out: list[str] = []
     with no_cycle_collection():
-        _emit(msgspec.to_builtins(plan), 0, out)
+        return emit(msgspec.to_builtins(plan))
+
+
+def emit(data: dict[str, Any]) -> str:
+    """A mapping of plain values (str, int, bool, None, lists, mappings) as the deterministic
+    block YAML :func:`dumps` writes: keys in the given order, strings quoted unless plain."""
+    out: list[str] = []
+    _emit(data, 0, out)
     out.append("")
     return "\n".join(out)
 
