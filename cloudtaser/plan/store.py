@@ -43,7 +43,8 @@ __all__ = [
 
 
 def one_line(text: str, limit: int = 1000) -> str:
-    """``text`` on one printable line, at most ``limit`` characters (for plan reasons)."""
+    """``text`` on one printable line, at most ``limit`` characters: a valid plan
+    ``OneLine`` value (reasons, errors, metadata) and a safe message fragment."""
     clean = "".join(c if c.isprintable() else " " for c in text)
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
