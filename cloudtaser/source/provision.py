@@ -7,7 +7,9 @@ writes need, write only what differs, prune. Objects the plan does not name are 
 written, except the ones named for this plan and marked as ours (orphans, pruned on request).
 
 Pure library: no printing, no ``sys.exit``; progress goes to an optional callback. Pre-flight
-shared with verify-plan is :mod:`cloudtaser.source.preflight`.
+shared with verify-plan is :mod:`cloudtaser.source.preflight`. The result types, the pure
+comparison that decides each :class:`Change` and the phases that act on it are one concept:
+what apply-plan does to the vault.
 """
 
 from __future__ import annotations
