@@ -24,8 +24,9 @@ from _common import bao_loop, cpu_note, dev_server, report, timed
 
 from cloudtaser import plan as planlib
 from cloudtaser.config import VaultTarget
+from cloudtaser.source.grants import build_grants
 from cloudtaser.source.openbao import OpenBaoClient
-from cloudtaser.source.provision import apply_plan, build_grants
+from cloudtaser.source.provision import apply_plan
 
 
 def make_plan(name: str, tenants: int) -> planlib.MigrationPlan:

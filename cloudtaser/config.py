@@ -10,7 +10,11 @@ variables; everything deeper receives these frozen values. The token is kept out
 
 from __future__ import annotations
 
+import getpass
+import logging
 import os
+import socket
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +38,6 @@ def env_flag(env: Mapping[str, str], suffix: str) -> bool:
 def local_actor() -> str:
     """Who runs this command, for plan history, ``createdBy`` and connect records:
     ``user@host``, printable, at most 200 characters (the one actor string)."""
-    import getpass  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -56,9 +57,6 @@ def validate_vault_address(address: str, *, what: str = "vault address") -> str:
 def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
     """Log a warning (and return True) when ``path``, which holds a credential, is readable
     or writable by its group or by others. Never reads the content."""
-    import logging  # noqa: PLC0415
-    import stat  # noqa: PLC0415
-
     try:
         mode = Path(path).stat().st_mode
     except OSError:
@@ -78,8 +76,6 @@ def warn_if_exposed(path: str | os.PathLike[str], what: str) -> bool:
 
 def warn_token_flag() -> None:
     """``--token`` on the command line is visible to every user of the machine (``ps``)."""
-    import logging  # noqa: PLC0415
-
     logging.getLogger("cloudtaser.config").warning(
         "--token puts the vault token on the command line, where every user of this machine "
         "can read it (ps, /proc) and the shell history keeps it; use --token-file FILE (mode "

@@ -143,8 +143,8 @@ def int_1_to_64(text: str) -> int:
 
 def duration_seconds(text: str) -> int:
     """``3600``, ``1h``, ``90m``, ``1h30m`` -> whole seconds (argparse type for TTLs; the rules
-    are :func:`cloudtaser.source.provision.parse_duration`'s)."""
-    from cloudtaser.source.provision import parse_duration  # noqa: PLC0415
+    are :func:`cloudtaser.source.grants.parse_duration`'s)."""
+    from cloudtaser.source.grants import parse_duration  # noqa: PLC0415
 
     try:
         return parse_duration(text)

@@ -242,6 +242,7 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
         validate_auth_mount,
     )
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
+    from cloudtaser.plan.rules import DEFAULT_AUTH_MOUNT  # noqa: PLC0415
 
     mount = validate_auth_mount(args.auth_mount) if args.auth_mount else None
     reviewers: tuple[tuple[str, str], ...] = ()
@@ -258,7 +259,7 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
             reason = getattr(exc, "strerror", None) or "not a PEM text file"
             raise ConfigError(f"cannot read --kubernetes-ca-file: {reason}") from None
     return ConnectOptions(
-        auth_mount=mount or "kubernetes",
+        auth_mount=mount or DEFAULT_AUTH_MOUNT,
         namespace=args.namespace,
         reviewer_service_account=args.reviewer_service_account,
         reviewer_mode=ReviewerMode.CLIENT_JWT if client_jwt else ReviewerMode.TOKEN,

@@ -179,7 +179,7 @@ def _load(path: str) -> Any:
     from cloudtaser import plan as planlib  # noqa: PLC0415
 
     if path == "-":
-        from cloudtaser.plan.model import MAX_PLAN_BYTES  # noqa: PLC0415
+        from cloudtaser.plan.yamlio import MAX_PLAN_BYTES  # noqa: PLC0415
 
         return planlib.loads(sys.stdin.buffer.read(MAX_PLAN_BYTES + 1), source="<stdin>")
     return planlib.load(path)

@@ -280,8 +280,8 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _apply_tally(result: ApplyResult) -> str:
+    from cloudtaser.changes import Action  # noqa: PLC0415
     from cloudtaser.cli.output import tally  # noqa: PLC0415
-    from cloudtaser.source.provision import Action  # noqa: PLC0415
 
     counts = {a.value: result.count(a) for a in Action}
     return tally(counts, ("create", "update", "delete", "orphaned", "conflict", "unchanged"))
@@ -364,8 +364,8 @@ def _role_field_changes(change: Change) -> list[tuple[str, Any, Any]]:
 
 
 def _print_apply_json(result: ApplyResult) -> None:
+    from cloudtaser.changes import Action  # noqa: PLC0415
     from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
-    from cloudtaser.source.provision import Action  # noqa: PLC0415
 
     print_result_json(
         "apply-plan",
@@ -408,8 +408,8 @@ def _print_apply_json(result: ApplyResult) -> None:
 
 
 def _print_apply(result: ApplyResult) -> None:
+    from cloudtaser.changes import Action  # noqa: PLC0415
     from cloudtaser.cli.output import color, table  # noqa: PLC0415
-    from cloudtaser.source.provision import Action  # noqa: PLC0415
 
     colours = {
         "create": "green",

@@ -51,7 +51,6 @@ message, a repr or the progress stream.
 
 from __future__ import annotations
 
-from cloudtaser.changes import Action
 from cloudtaser.connect.file import (
     read_connection_file,
     write_connection_file,
@@ -64,7 +63,6 @@ from cloudtaser.connect.flow import (
 )
 from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
-    DEFAULT_NAMESPACE,
     DEFAULT_REVIEWER,
     DEFAULT_REVIEWER_TTL,
     SELFTEST_ROLE,
@@ -81,12 +79,10 @@ from cloudtaser.connect.model import (
 
 __all__ = [
     "AUTH_DELEGATOR",
-    "DEFAULT_NAMESPACE",
     "DEFAULT_REVIEWER",
     "DEFAULT_REVIEWER_TTL",
     "SELFTEST_ROLE",
     "SELFTEST_SERVICE_ACCOUNT",
-    "Action",
     "ClusterConnection",
     "ConnectOptions",
     "ConnectResult",

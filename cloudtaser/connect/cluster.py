@@ -18,6 +18,7 @@ from cloudtaser.errors import (
     ConfigError,
     OperationError,
 )
+from cloudtaser.progress import Progress
 from cloudtaser.target.kube.session import api_errors
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ from cloudtaser.connect.model import (
     SELFTEST_SERVICE_ACCOUNT,
     ClusterConnection,
     ConnectOptions,
-    Progress,
     ReviewerMode,
     Step,
     _parse_time,

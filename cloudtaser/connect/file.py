@@ -1,5 +1,10 @@
 """The connection file of the split form (credential-free unless a reviewer token is asked for):
 write atomically, read strictly.
+
+The file is loaded like the plan: yaml-rs through :func:`cloudtaser.plan.yamlio.parse_mapping`
+(no anchors, aliases or duplicate keys), then msgspec into :class:`ConnectionFile` (unknown
+fields refused, errors with their location, ``$.reviewer.mode``), then the same value rules
+``target connect`` applies to its flags. It is written with the plan's emitter.
 """
 
 from __future__ import annotations
@@ -7,17 +12,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
+
+import msgspec
 
 from cloudtaser.config import warn_if_exposed
-from cloudtaser.errors import (
-    ConfigError,
-)
-from cloudtaser.fileio import atomic_write
-
-if TYPE_CHECKING:
-    pass
-
 from cloudtaser.connect.model import (
     _JWT,
     FILE_API_VERSION,
@@ -32,37 +31,94 @@ from cloudtaser.connect.model import (
     _validate_issuer,
     validate_auth_mount,
 )
+from cloudtaser.errors import ConfigError, PlanError
+from cloudtaser.fileio import atomic_write
+from cloudtaser.plan.yamlio import convert, emit, parse_mapping
 
-# --- the connection file ------------------------------------------------------------------------
+__all__ = [
+    "ConnectionFile",
+    "FileMetadata",
+    "FileReviewer",
+    "read_connection_file",
+    "write_connection_file",
+]
+
+#: A connection file is a few kilobytes; anything past this is not one.
+MAX_FILE_BYTES: Final = 1024 * 1024
+_CLUSTER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_SERVICE_ACCOUNT = re.compile(r"[a-z0-9-]{1,63}/[a-z0-9.-]{1,253}")
+_MAX_JWT: Final = 16384
 
 
-def connection_document(conn: ClusterConnection) -> dict[str, Any]:
-    """The YAML document of a connection file (the token only if ``conn`` carries one)."""
-    metadata: dict[str, Any] = {"cluster": conn.cluster, "clusterId": conn.cluster_id}
-    if conn.created_at:
-        metadata["createdAt"] = _iso(conn.created_at)
-    if conn.created_by:
-        metadata["createdBy"] = conn.created_by
-    reviewer: dict[str, Any] = {"mode": str(conn.reviewer_mode)}
-    if conn.reviewer:
-        reviewer["serviceAccount"] = conn.reviewer
-    if conn.reviewer_token:
-        reviewer["token"] = conn.reviewer_token
-    if conn.reviewer_expires:
-        reviewer["expiresAt"] = _iso(conn.reviewer_expires)
-    doc: dict[str, Any] = {
-        "apiVersion": FILE_API_VERSION,
-        "kind": FILE_KIND,
-        "metadata": metadata,
-        "authMount": conn.auth_mount,
-        "kubernetesHost": conn.kubernetes_host,
-        "kubernetesCaCert": conn.kubernetes_ca_pem,
-        "caSource": conn.ca_source,
-        "reviewer": reviewer,
-    }
-    if conn.issuer:
-        doc["issuer"] = conn.issuer
-    return doc
+class _Base(
+    msgspec.Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True, kw_only=True
+):
+    """The conventions of the plan's Structs (:mod:`cloudtaser.plan.model`)."""
+
+
+class FileMetadata(_Base, kw_only=True):
+    """Which cluster the file describes, and who wrote it when."""
+
+    cluster: str
+    #: The UID of the cluster's ``kube-system`` namespace.
+    cluster_id: str
+    created_at: str | None = None
+    created_by: str | None = None
+
+
+class FileReviewer(_Base, kw_only=True):
+    """Which JWT the vault presents to the TokenReview API."""
+
+    mode: ReviewerMode
+    #: ``namespace/name`` of the reviewer ServiceAccount (token mode).
+    service_account: str | None = None
+    #: The reviewer token (token mode, ``--include-reviewer-token`` only): a credential.
+    token: str | None = None
+    expires_at: str | None = None
+
+    def __repr__(self) -> str:
+        shown = "<redacted>" if self.token else None
+        return f"FileReviewer(mode={self.mode!r}, token={shown})"
+
+
+class ConnectionFile(_Base, kw_only=True):
+    """The file ``target connect --export`` writes and ``source connect --import`` reads."""
+
+    api_version: str
+    kind: str
+    metadata: FileMetadata
+    auth_mount: str
+    kubernetes_host: str
+    kubernetes_ca_cert: str
+    #: Where the CA came from: ``kubeconfig``, ``configmap`` or ``file``.
+    ca_source: str | None = None
+    reviewer: FileReviewer
+    issuer: str | None = None
+
+
+def connection_document(conn: ClusterConnection) -> ConnectionFile:
+    """The document of a connection file (the token only if ``conn`` carries one)."""
+    return ConnectionFile(
+        api_version=FILE_API_VERSION,
+        kind=FILE_KIND,
+        metadata=FileMetadata(
+            cluster=conn.cluster,
+            cluster_id=conn.cluster_id,
+            created_at=_iso(conn.created_at) if conn.created_at else None,
+            created_by=conn.created_by or None,
+        ),
+        auth_mount=conn.auth_mount,
+        kubernetes_host=conn.kubernetes_host,
+        kubernetes_ca_cert=conn.kubernetes_ca_pem,
+        ca_source=conn.ca_source,
+        reviewer=FileReviewer(
+            mode=conn.reviewer_mode,
+            service_account=conn.reviewer or None,
+            token=conn.reviewer_token or None,
+            expires_at=_iso(conn.reviewer_expires) if conn.reviewer_expires else None,
+        ),
+        issuer=conn.issuer or None,
+    )
 
 
 _HEADER = """\
@@ -74,123 +130,85 @@ _HEADER = """\
 
 def write_connection_file(path: str | os.PathLike[str], conn: ClusterConnection) -> None:
     """Write atomically (temp file, fsync, rename), mode 0600."""
-    import yaml  # noqa: PLC0415
-
     cred = (
         " and a REVIEWER TOKEN (a credential: keep it secret, delete it after import)"
         if conn.reviewer_token
         else ", and no credential"
     )
-    text = _HEADER.format(cred=cred) + yaml.safe_dump(
-        connection_document(conn), sort_keys=False, default_flow_style=False
-    )
+    text = _HEADER.format(cred=cred) + emit(msgspec.to_builtins(connection_document(conn)))
     try:
         atomic_write(path, text.encode("utf-8"), mode=0o600)
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
-_FILE_KEYS: Final = frozenset(
-    {
-        "apiVersion",
-        "kind",
-        "metadata",
-        "authMount",
-        "kubernetesHost",
-        "kubernetesCaCert",
-        "caSource",
-        "issuer",
-        "reviewer",
-    }
-)
-
-
 def read_connection_file(path: str | os.PathLike[str]) -> ClusterConnection:
     """Read and validate a connection file; every problem is one :class:`ConfigError`."""
-    import yaml  # noqa: PLC0415
-
     where = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read connection file {where}: {exc.strerror}") from None
-    if len(text) > 1024 * 1024:
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    if len(text) > MAX_FILE_BYTES:
         raise ConfigError(f"{where}: too large for a connection file")
     try:
-        doc = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError, ValueError, TypeError):
-        raise ConfigError(f"{where}: not valid YAML (or nested too deeply)") from None
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{where}: not a connection file (expected a mapping)")
-    if not all(isinstance(key, str) for key in doc):
-        raise ConfigError(f"{where}: every key of a connection file is a string")
-    if doc.get("apiVersion") != FILE_API_VERSION or doc.get("kind") != FILE_KIND:
-        raise ConfigError(
-            f"{where}: expected apiVersion {FILE_API_VERSION} and kind {FILE_KIND} (written by "
-            "'cloudtaser target connect --export')"
-        )
-    unknown = sorted(set(doc) - _FILE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}")
-
-    def text_field(value: Any, name: str, *, required: bool = True) -> str:
-        if value is None and not required:
-            return ""
-        if not isinstance(value, str) or (required and not value.strip()):
-            raise ConfigError(f"{where}: {name} must be a non-empty string")
-        return value
-
-    metadata = doc.get("metadata") or {}
-    reviewer = doc.get("reviewer") or {}
-    if not isinstance(metadata, dict) or not isinstance(reviewer, dict):
-        raise ConfigError(f"{where}: metadata and reviewer must be mappings")
-    if not all(isinstance(key, str) for key in (*metadata, *reviewer)):
-        raise ConfigError(f"{where}: every key of a connection file is a string")
-    if doc.get("issuer") is not None and not isinstance(doc["issuer"], str):
-        raise ConfigError(f"{where}: issuer must be a string (the API server's issuer URL)")
-    extra = sorted(set(metadata) - {"cluster", "clusterId", "createdAt", "createdBy"}) + sorted(
-        f"reviewer.{k}" for k in set(reviewer) - {"mode", "serviceAccount", "token", "expiresAt"}
-    )
-    if extra:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(map(str, extra))}")
+        data = parse_mapping(text, source=where, kind=FILE_KIND, what="a connection file")
+        if data.get("apiVersion") != FILE_API_VERSION or data.get("kind") != FILE_KIND:
+            raise ConfigError(
+                f"{where}: expected apiVersion {FILE_API_VERSION} and kind {FILE_KIND} (written "
+                "by 'cloudtaser target connect --export')"
+            )
+        doc = convert(data, ConnectionFile, source=where)
+    except PlanError as exc:  # the plan's loader: same messages, a connection file's error
+        raise ConfigError(str(exc)) from None
     try:
-        mode = ReviewerMode(text_field(reviewer.get("mode"), "reviewer.mode"))
-    except ValueError:
-        raise ConfigError(f"{where}: reviewer.mode must be 'token' or 'client-jwt'") from None
-    token = reviewer.get("token")
-    if token is not None:
-        warn_if_exposed(path, "the connection file (it holds a reviewer token)")
-        if mode is not ReviewerMode.TOKEN:
-            raise ConfigError(f"{where}: reviewer.token is only allowed with mode 'token'")
-        if not isinstance(token, str) or len(token) > 16384 or not _JWT.fullmatch(token):
-            raise ConfigError(f"{where}: reviewer.token is not a JWT")
-    cluster_id = text_field(metadata.get("clusterId"), "metadata.clusterId")
-    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", cluster_id):
-        raise ConfigError(f"{where}: metadata.clusterId is not a UID")
-    sa = reviewer.get("serviceAccount")
-    if sa is not None and (
-        not isinstance(sa, str) or not re.fullmatch(r"[a-z0-9-]{1,63}/[a-z0-9.-]{1,253}", sa)
-    ):
-        raise ConfigError(f"{where}: reviewer.serviceAccount must be NAMESPACE/NAME")
-    try:
-        return ClusterConnection(
-            cluster=_record_value(text_field(metadata.get("cluster"), "metadata.cluster")),
-            cluster_id=cluster_id,
-            auth_mount=validate_auth_mount(text_field(doc.get("authMount"), "authMount")),
-            kubernetes_host=_validate_host(text_field(doc.get("kubernetesHost"), "kubernetesHost")),
-            kubernetes_ca_pem=_validate_ca(
-                text_field(doc.get("kubernetesCaCert"), "kubernetesCaCert"),
-                f"{where}: kubernetesCaCert",
-            ),
-            reviewer_mode=mode,
-            issuer=_validate_issuer(doc["issuer"]) if doc.get("issuer") else None,
-            reviewer=sa,
-            reviewer_token=token,
-            reviewer_expires=_parse_time(reviewer.get("expiresAt")),
-            ca_source=str(doc.get("caSource") or "file")[:32],
-            created_at=_parse_time(metadata.get("createdAt")),
-            created_by=_record_value(str(metadata.get("createdBy") or "")) or None,
-        )
+        return _connection(doc, path)
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _connection(doc: ConnectionFile, path: str | os.PathLike[str]) -> ClusterConnection:
+    """The connection a well-formed file describes, after the value rules ``target connect``
+    applies to its flags (mount, host, CA, issuer)."""
+    where = str(path)
+    meta, reviewer = doc.metadata, doc.reviewer
+    token = reviewer.token
+    if token is not None:
+        warn_if_exposed(path, "the connection file (it holds a reviewer token)")
+        if reviewer.mode is not ReviewerMode.TOKEN:
+            raise ConfigError(f"{where}: reviewer.token is only allowed with mode 'token'")
+        if len(token) > _MAX_JWT or not _JWT.fullmatch(token):
+            raise ConfigError(f"{where}: reviewer.token is not a JWT")
+    cluster_id = _non_blank(meta.cluster_id, "metadata.clusterId", where)
+    if not _CLUSTER_ID.fullmatch(cluster_id):
+        raise ConfigError(f"{where}: metadata.clusterId is not a UID")
+    account = reviewer.service_account
+    if account is not None and not _SERVICE_ACCOUNT.fullmatch(account):
+        raise ConfigError(f"{where}: reviewer.serviceAccount must be NAMESPACE/NAME")
+    return ClusterConnection(
+        cluster=_record_value(_non_blank(meta.cluster, "metadata.cluster", where)),
+        cluster_id=cluster_id,
+        auth_mount=validate_auth_mount(_non_blank(doc.auth_mount, "authMount", where)),
+        kubernetes_host=_validate_host(_non_blank(doc.kubernetes_host, "kubernetesHost", where)),
+        kubernetes_ca_pem=_validate_ca(
+            _non_blank(doc.kubernetes_ca_cert, "kubernetesCaCert", where),
+            f"{where}: kubernetesCaCert",
+        ),
+        reviewer_mode=reviewer.mode,
+        issuer=_validate_issuer(doc.issuer) if doc.issuer else None,
+        reviewer=account,
+        reviewer_token=token,
+        reviewer_expires=_parse_time(reviewer.expires_at),
+        ca_source=(doc.ca_source or "file")[:32],
+        created_at=_parse_time(meta.created_at),
+        created_by=_record_value(meta.created_by or "") or None,
+    )
+
+
+def _non_blank(value: str, name: str, where: str) -> str:
+    if not value.strip():
+        raise ConfigError(f"{where}: {name} must be a non-empty string")
+    return value

@@ -8,16 +8,6 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cloudtaser.errors import (
-    ConfigError,
-    OperationError,
-)
-from cloudtaser.plan.rules import valid_role_name
-
-if TYPE_CHECKING:
-    from cloudtaser.source.openbao import OpenBaoClient
-    from cloudtaser.target.kube.session import KubeSession
-
 from cloudtaser.connect.cluster import (
     _cluster_facts,
     _prepare_cluster,
@@ -31,20 +21,20 @@ from cloudtaser.connect.model import (
     ClusterConnection,
     ConnectOptions,
     ConnectResult,
-    Progress,
     ReviewerMode,
     Step,
     _Record,
     _valid_service_account,
 )
-from cloudtaser.connect.selftest import (
-    _self_test,
-)
-from cloudtaser.connect.vault import (
-    _auth_table,
-    _configure_vault,
-    _ensure_selftest_role,
-)
+from cloudtaser.connect.selftest import _self_test
+from cloudtaser.connect.vault import _auth_table, _configure_vault, _ensure_selftest_role
+from cloudtaser.errors import ConfigError, OperationError
+from cloudtaser.plan.rules import valid_role_name
+from cloudtaser.progress import Progress
+
+if TYPE_CHECKING:
+    from cloudtaser.source.openbao import OpenBaoClient
+    from cloudtaser.target.kube.session import KubeSession
 
 # --- workflows --------------------------------------------------------------------------------
 

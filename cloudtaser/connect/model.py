@@ -7,26 +7,24 @@ from __future__ import annotations
 import enum
 import re
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from cloudtaser.changes import Action
-from cloudtaser.errors import (
-    ConfigError,
-)
+from cloudtaser.errors import ConfigError
 from cloudtaser.plan.model import WorkloadStatus
-from cloudtaser.plan.rules import reserved_mount, usable_mount
+from cloudtaser.plan.rules import (
+    DEFAULT_AUTH_MOUNT,
+    RUNTIME_NAMESPACE,
+    reserved_mount,
+    usable_mount,
+)
 
 if TYPE_CHECKING:
     from cloudtaser.plan.model import MigrationPlan
 
-
-Progress = Callable[[str], None]
-
-DEFAULT_NAMESPACE: Final = "cloudtaser-system"
 DEFAULT_REVIEWER: Final = "cloudtaser-token-reviewer"
 SELFTEST_SERVICE_ACCOUNT: Final = "cloudtaser-connect-selftest"
 SELFTEST_ROLE: Final = "cloudtaser_connect_selftest"
@@ -40,8 +38,6 @@ MANAGED_LABELS: Final = {"app.kubernetes.io/managed-by": "cloudtaser"}
 DESCRIPTION_PREFIX: Final = "cloudtaser target connect"
 FILE_API_VERSION: Final = "cloudtaser.io/v1"
 FILE_KIND: Final = "ClusterConnection"
-KUBERNETES_AUTH_TYPE: Final = "kubernetes"
-#: Auth mount names that are never a cluster's Kubernetes auth method.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
@@ -116,8 +112,8 @@ class ClusterConnection:
 class ConnectOptions:
     """Everything ``target connect`` can be told (validated by :meth:`validated`)."""
 
-    auth_mount: str = "kubernetes"
-    namespace: str = DEFAULT_NAMESPACE
+    auth_mount: str = DEFAULT_AUTH_MOUNT
+    namespace: str = RUNTIME_NAMESPACE
     reviewer_service_account: str = DEFAULT_REVIEWER
     reviewer_mode: ReviewerMode = ReviewerMode.TOKEN
     reviewer_token_ttl: int = DEFAULT_REVIEWER_TTL

@@ -10,24 +10,22 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from cloudtaser.source.openbao import OpenBaoClient
-    from cloudtaser.target.kube.session import KubeSession
+from lightkube.resources.core_v1 import ServiceAccount
 
-from cloudtaser.connect.cluster import (
-    _get,
-    can_review_tokens,
-    request_token,
-)
+from cloudtaser.connect.cluster import _get, can_review_tokens, request_token
 from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
     MIN_TOKEN_SECONDS,
     ClusterConnection,
-    Progress,
     ReviewerMode,
     SelfTest,
     _iso,
 )
+from cloudtaser.progress import Progress
+
+if TYPE_CHECKING:
+    from cloudtaser.source.openbao import OpenBaoClient
+    from cloudtaser.target.kube.session import KubeSession
 
 # --- self-test --------------------------------------------------------------------------------
 
@@ -113,8 +111,6 @@ def _diagnose(
     host = str(config.get("kubernetes_host") or conn.kubernetes_host)
     ca_pem = str(config.get("kubernetes_ca_cert") or conn.kubernetes_ca_pem)
     if conn.reviewer_mode is ReviewerMode.TOKEN and conn.reviewer:
-        from lightkube.resources.core_v1 import ServiceAccount  # noqa: PLC0415
-
         rns, _, rsa = conn.reviewer.partition("/")
         if _get(session, ServiceAccount, rsa, rns) is None:
             return fail(

@@ -8,23 +8,14 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.errors import (
-    OperationError,
-)
-
-if TYPE_CHECKING:
-    from cloudtaser.source.openbao import OpenBaoClient
-
 from cloudtaser.changes import Action
 from cloudtaser.connect.model import (
-    KUBERNETES_AUTH_TYPE,
     SELFTEST_AUDIENCE,
     SELFTEST_ROLE,
     SELFTEST_SERVICE_ACCOUNT,
     ClusterConnection,
     ConnectOptions,
     ConnectResult,
-    Progress,
     ReviewerMode,
     Step,
     _iso,
@@ -32,6 +23,13 @@ from cloudtaser.connect.model import (
     _reviewer_label,
     _same_pem,
 )
+from cloudtaser.errors import OperationError
+from cloudtaser.plan.rules import KUBERNETES_AUTH_TYPE
+from cloudtaser.progress import Progress
+from cloudtaser.source.preflight import is_kubernetes_auth
+
+if TYPE_CHECKING:
+    from cloudtaser.source.openbao import OpenBaoClient
 
 # --- vault side -------------------------------------------------------------------------------
 
@@ -108,7 +106,7 @@ def _configure_vault(
     current_config: dict[str, Any] | None = None
     if existing is not None:
         mtype = str(existing.get("type", ""))
-        if mtype != KUBERNETES_AUTH_TYPE:
+        if not is_kubernetes_auth(mtype):
             raise OperationError(
                 f"auth/{mount} is a {mtype!r} auth method, not kubernetes; choose another "
                 "--auth-mount"

@@ -1,19 +1,26 @@
-"""The MigrationPlan: the rule book, the model with its YAML I/O, and the plan store.
+"""The MigrationPlan: the rule book, the Structs, their YAML I/O, and the plan store.
 
 =====================  ==========================================================================
 module                 what it holds
 =====================  ==========================================================================
 ``plan.rules``         every name pattern, length limit, reserved mount and path rule (stdlib)
-``plan.model``         the msgspec Structs, strict ``load``/``loads``, deterministic ``dumps``,
-                       atomic ``save``, ``json_schema``
+``plan.isolation``     the rules over a whole plan: tenant isolation, dangerous variables,
+                       forged run state (``rules`` + ``isolation`` are the one rule book)
+``plan.model``         the msgspec Structs and ``json_schema``
+``plan.yamlio``        strict ``load``/``loads`` with readable errors, deterministic
+                       ``dumps``, atomic ``save``
 ``plan.store``         :class:`PlanStore`: lock + load + record + atomic save, for every command
                        that writes the plan
 ``plan.summary``       the counts ``plan show`` / ``plan status`` report
 =====================  ==========================================================================
 
 The plan core imports neither cluster nor vault client (an import-linter contract in
-``pyproject.toml`` enforces it). Importing :mod:`cloudtaser.plan.rules` alone stays
-standard-library only: the model (msgspec, yaml-rs) is loaded on first use of a name below.
+``pyproject.toml`` enforces it).
+
+Why this package loads its names lazily: importing :mod:`cloudtaser.plan.rules` runs this file
+first, and ``rules`` must stay standard-library only (:mod:`cloudtaser.contract` imports it;
+``tests/unit/test_contract.py`` checks that msgspec and ``plan.model`` stay unloaded). So the
+names below come from their owning module on first use, never at import.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from cloudtaser.plan.isolation import check_isolation as check_isolation
+    from cloudtaser.plan.isolation import isolation_problems as isolation_problems
+    from cloudtaser.plan.isolation import rule_problem as rule_problem
     from cloudtaser.plan.model import API_VERSION as API_VERSION
     from cloudtaser.plan.model import KIND as KIND
-    from cloudtaser.plan.model import MAX_PLAN_BYTES as MAX_PLAN_BYTES
+    from cloudtaser.plan.model import EnvUse as EnvUse
     from cloudtaser.plan.model import FinalizedRef as FinalizedRef
     from cloudtaser.plan.model import MigrationPlan as MigrationPlan
     from cloudtaser.plan.model import PlanMetadata as PlanMetadata
@@ -35,46 +45,69 @@ if TYPE_CHECKING:
     from cloudtaser.plan.model import Workload as Workload
     from cloudtaser.plan.model import WorkloadKind as WorkloadKind
     from cloudtaser.plan.model import WorkloadStatus as WorkloadStatus
-    from cloudtaser.plan.model import _no_cycle_collection as _no_cycle_collection
-    from cloudtaser.plan.model import dump as dump
-    from cloudtaser.plan.model import dumps as dumps
     from cloudtaser.plan.model import json_schema as json_schema
-    from cloudtaser.plan.model import load as load
-    from cloudtaser.plan.model import loads as loads
-    from cloudtaser.plan.model import rule_problem as rule_problem
-    from cloudtaser.plan.model import save as save
     from cloudtaser.plan.model import split_vault_path as split_vault_path
     from cloudtaser.plan.rules import DEFAULT_AUTH_MOUNT as DEFAULT_AUTH_MOUNT
+    from cloudtaser.plan.rules import template_problem as template_problem
+    from cloudtaser.plan.yamlio import MAX_PLAN_BYTES as MAX_PLAN_BYTES
+    from cloudtaser.plan.yamlio import dump as dump
+    from cloudtaser.plan.yamlio import dumps as dumps
+    from cloudtaser.plan.yamlio import load as load
+    from cloudtaser.plan.yamlio import loads as loads
+    from cloudtaser.plan.yamlio import save as save
 
-_FROM_RULES = frozenset({"DEFAULT_AUTH_MOUNT"})
+#: Each exported name and the module that owns it.
+_OWNER = {
+    **dict.fromkeys(("check_isolation", "isolation_problems", "rule_problem"), "isolation"),
+    **dict.fromkeys(
+        (
+            "API_VERSION",
+            "KIND",
+            "EnvUse",
+            "FinalizedRef",
+            "MigrationPlan",
+            "PlanMetadata",
+            "SecretFile",
+            "SecretRef",
+            "StatusChange",
+            "Tenant",
+            "Workload",
+            "WorkloadKind",
+            "WorkloadStatus",
+            "json_schema",
+            "split_vault_path",
+        ),
+        "model",
+    ),
+    **dict.fromkeys(("DEFAULT_AUTH_MOUNT", "template_problem"), "rules"),
+    **dict.fromkeys(("MAX_PLAN_BYTES", "dump", "dumps", "load", "loads", "save"), "yamlio"),
+}
 _SUBMODULES = frozenset(
     {
         "approval",
         "attest",
         "canonical",
         "diff",
+        "isolation",
         "model",
         "rules",
         "signers",
         "sshsig",
         "store",
         "summary",
+        "todo",
+        "yamlio",
     }
 )
 
 
 def __getattr__(name: str) -> Any:
-    """Load the model lazily, so ``cloudtaser.plan.rules`` alone needs no msgspec."""
-    if name.startswith("__"):
-        raise AttributeError(name)
+    """Load a name from its owning module on first use (see the module docstring)."""
     if name in _SUBMODULES:  # `from cloudtaser.plan import rules` must not load the model
         return importlib.import_module(f"{__name__}.{name}")
-    module = importlib.import_module(
-        "cloudtaser.plan.rules" if name in _FROM_RULES else "cloudtaser.plan.model"
-    )
-    try:
-        value = getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module 'cloudtaser.plan' has no attribute {name!r}") from None
+    owner = _OWNER.get(name)
+    if owner is None:
+        raise AttributeError(f"module 'cloudtaser.plan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{owner}"), name)
     globals()[name] = value
     return value

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
+import msgspec
+
 from cloudtaser.errors import ApprovalError
 from cloudtaser.plan import sshsig
 from cloudtaser.plan.canonical import canonical_bytes, digest_of
+from cloudtaser.plan.model import MAX_APPROVALS, Approval
 from cloudtaser.plan.signers import find_problem
 
 if TYPE_CHECKING:
@@ -141,10 +144,6 @@ def _with_approval(
     comment: str | None,
     now: datetime | None,
 ) -> MigrationPlan:
-    import msgspec  # noqa: PLC0415
-
-    from cloudtaser.plan.model import MAX_APPROVALS, Approval  # noqa: PLC0415
-
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     try:
         entry = msgspec.convert(

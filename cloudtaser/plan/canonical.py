@@ -33,6 +33,8 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
+
 from cloudtaser.errors import PlanError
 
 if TYPE_CHECKING:
@@ -84,8 +86,6 @@ def _normalise(node: Any) -> Any:
 
 def reviewed_content(plan: MigrationPlan) -> dict[str, Any]:
     """The reviewed content of ``plan`` as a JSON-ready mapping (rules 1-4 above)."""
-    import msgspec  # noqa: PLC0415
-
     data: dict[str, Any] = msgspec.to_builtins(plan, builtin_types=(datetime,))
     for name in PLAN_FIELDS_NOT_REVIEWED:
         data.pop(name, None)

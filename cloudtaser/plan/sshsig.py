@@ -39,6 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.hazmat.primitives.serialization import (
+    load_pem_private_key,
+    load_ssh_private_key,
+)
+
 from cloudtaser.errors import ApprovalError, ConfigError
 
 if TYPE_CHECKING:
@@ -95,8 +107,6 @@ _SIG_ALGORITHMS: Final = {
 
 
 def _ec_curve(key_type: str) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-
     curve = _ECDSA[key_type][0]
     if curve == "nistp256":
         return ec.SECP256R1()
@@ -104,8 +114,6 @@ def _ec_curve(key_type: str) -> Any:
 
 
 def _ec_hash(key_type: str) -> Any:
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-
     name = _ECDSA[key_type][1]
     if name == "sha256":
         return hashes.SHA256()
@@ -191,8 +199,6 @@ class PublicKey:
             if not MIN_RSA_BITS <= modulus.bit_length() <= MAX_RSA_BITS:
                 raise ValueError(f"RSA keys need {MIN_RSA_BITS} to {MAX_RSA_BITS} bits")
         elif key_type in _ECDSA:
-            from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-
             if reader.text() != _ECDSA[key_type][0]:
                 raise ValueError("the ECDSA curve does not match the key type")
             ec.EllipticCurvePublicKey.from_encoded_point(_ec_curve(key_type), reader.string())
@@ -219,9 +225,6 @@ class PublicKey:
     def verify(self, algorithm: str, signature: bytes, data: bytes, sk: bytes = b"") -> bool:
         """True when ``signature`` (made with ``algorithm``) over ``data`` is valid. ``sk``:
         a FIDO signature's flags byte and counter (the user-present flag is required)."""
-        from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
-        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-        from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa  # noqa: PLC0415
 
         if algorithm not in _SIG_ALGORITHMS[self.type]:
             return False
@@ -237,11 +240,6 @@ class PublicKey:
                 signed = hashlib.sha256(application).digest() + sk + hashlib.sha256(data).digest()
                 ed25519.Ed25519PublicKey.from_public_bytes(public).verify(signature, signed)
             elif self.type in _ECDSA:
-                from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-                from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: PLC0415
-                    encode_dss_signature,
-                )
-
                 reader.text()
                 ec_key = ec.EllipticCurvePublicKey.from_encoded_point(
                     _ec_curve(self.type), reader.string()
@@ -416,8 +414,6 @@ class FileSigner:
     """A private key from an OpenSSH (or PEM) private key file."""
 
     def __init__(self, key: Ed25519PrivateKey | RSAPrivateKey | EllipticCurvePrivateKey) -> None:
-        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-
         self._key = key
         line = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
@@ -429,16 +425,6 @@ class FileSigner:
         return self._public
 
     def sign_raw(self, data: bytes) -> tuple[str, bytes]:
-        from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-        from cryptography.hazmat.primitives.asymmetric import (  # noqa: PLC0415
-            ec,
-            ed25519,
-            padding,
-        )
-        from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: PLC0415
-            decode_dss_signature,
-        )
-
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return ED25519, _string(self._key.sign(data))
         if isinstance(self._key, ec.EllipticCurvePrivateKey):
@@ -574,12 +560,6 @@ def load_signer(
     public key file (``id_ed25519.pub``) means "this key, in the agent at ``agent_socket``",
     as with ``ssh-keygen -Y sign -f key.pub``. Raises :class:`ConfigError` with what to do.
     """
-    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
-        load_pem_private_key,
-        load_ssh_private_key,
-    )
 
     key_path = Path(path)
     data = _read_key_file(key_path)

@@ -2,7 +2,7 @@
 
 :class:`PlanStore` is the one way a command changes a plan file: it takes the plan's lock
 (:class:`PlanLock`, ``<plan>.lock``), loads the plan, records status changes (history entry
-with time and actor) and saves after each one atomically (:func:`cloudtaser.plan.model.save`),
+with time and actor) and saves after each one atomically (:func:`cloudtaser.plan.yamlio.save`),
 with the threads of a parallel run taking turns. ``protect``, ``unprotect`` and ``discover -o``
 use it; ``apply-plan`` and ``verify-plan`` never write the plan.
 """
@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtaser import fileio
 from cloudtaser.errors import ConfigError, LockError, PlanError
 from cloudtaser.plan.model import WorkloadStatus
+from cloudtaser.plan.yamlio import dump, load
 from cloudtaser.sanitize import printable
 
 if TYPE_CHECKING:
@@ -41,7 +43,8 @@ __all__ = [
 
 
 def one_line(text: str, limit: int = 1000) -> str:
-    """``text`` on one printable line, at most ``limit`` characters (for plan reasons)."""
+    """``text`` on one printable line, at most ``limit`` characters: a valid plan
+    ``OneLine`` value (reasons, errors, metadata) and a safe message fragment."""
     clean = "".join(c if c.isprintable() else " " for c in text)
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
@@ -252,8 +255,6 @@ class PlanStore:
 
     def load(self) -> MigrationPlan:
         """Read and validate the plan file."""
-        from cloudtaser.plan.model import load  # noqa: PLC0415
-
         self._plan = load(self.path)
         return self._plan
 
@@ -309,16 +310,13 @@ class PlanStore:
 
     def _commit(self, change: int) -> None:
         """Return once change number ``change`` (and all before it) is on disk."""
-        from cloudtaser.fileio import atomic_write  # noqa: PLC0415
-        from cloudtaser.plan.model import dump  # noqa: PLC0415
-
         with self._write:
             if self._saved >= change:
                 return  # another thread's save, made after our change, carried it
             with self._state:
                 upto = self._changes
                 data = dump(self.plan)
-            atomic_write(self.path, data)
+            fileio.atomic_write(self.path, data)  # looked up per call: tests slow it down
             self._saved = upto
 
 
@@ -358,8 +356,6 @@ def existing_plan(path: str | os.PathLike[str], *, force: bool) -> MigrationPlan
     Checked before a command does its work: a directory, a missing parent directory or a
     file that is not a valid plan (never overwritten without ``force``) is a ConfigError.
     """
-    from cloudtaser.plan.model import load  # noqa: PLC0415
-
     target = Path(path)
     if target.is_dir():
         raise ConfigError(f"--output-plan {path} is a directory")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cloudtaser.plan import WorkloadStatus
+from cloudtaser.plan.model import WorkloadStatus
 from cloudtaser.source.verify import PathStatus
 
 if TYPE_CHECKING:
-    from cloudtaser.plan import MigrationPlan
+    from cloudtaser.plan.model import MigrationPlan
     from cloudtaser.source.verify import VerifyResult
 
 __all__ = ["proven_paths"]

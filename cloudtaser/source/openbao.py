@@ -31,6 +31,7 @@ them belong together (the same size rule as nox's sessions.py).
 
 from __future__ import annotations
 
+import json as jsonlib  # `json` is the request-body parameter of the methods below
 import logging
 import random
 import threading
@@ -782,8 +783,6 @@ def _set_read_timeout(raw: Any, seconds: float) -> None:
 
 
 def _decode(response: requests.Response, content: bytes) -> Reply:
-    import json as jsonlib  # noqa: PLC0415
-
     try:
         body: Any = jsonlib.loads(content) if content else None
     except (ValueError, RecursionError):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from cloudtaser.errors import OperationError, PlanError, VaultAuthError
 from cloudtaser.plan import rules
 from cloudtaser.plan.model import split_vault_path
+from cloudtaser.plan.rules import KUBERNETES_AUTH_TYPE
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
@@ -17,6 +18,7 @@ __all__ = [
     "capability_error",
     "check_kv_mounts",
     "has_capability",
+    "is_kubernetes_auth",
     "missing_capabilities",
     "missing_kv_mount_error",
     "validate_kv_path",
@@ -101,6 +103,15 @@ def check_kv_mounts(client: OpenBaoClient, mounts: Iterable[str]) -> dict[str, b
             )
         out[mount] = True
     return out
+
+
+def is_kubernetes_auth(mount_type: str) -> bool:
+    """True when an auth mount's ``type`` (as the server reports it) is Kubernetes auth.
+
+    The one comparison apply-plan and connect make: case and a plugin version suffix
+    (``kubernetes:v0.20``) do not matter.
+    """
+    return mount_type.split(":", 1)[0].strip().lower() == KUBERNETES_AUTH_TYPE
 
 
 def missing_kv_mount_error(mount: str) -> OperationError:

@@ -1,31 +1,19 @@
-"""``source apply-plan``: per-tenant ACL policies and Kubernetes-auth roles from a plan.
+"""``source apply-plan``: make the vault hold exactly the policies and roles a plan asks for.
 
-For every tenant with at least one non-skipped workload that has secrets, one ACL policy and
-one role, both named ``cloudtaser-<plan>-<tenant>`` (:mod:`cloudtaser.plan.rules`, lower-cased the
-way OpenBao stores them):
+The desired objects come from :func:`cloudtaser.source.grants.build_grants` (pure, validated:
+nothing hostile reaches a request). Then, in phases (:func:`apply_plan` lists them once):
+pre-flight (token capabilities, KV v2 mounts, auth mount), read, compare, the capabilities the
+writes need, write only what differs, prune. Objects the plan does not name are never read or
+written, except the ones named for this plan and marked as ours (orphans, pruned on request).
 
-* the policy grants ``read`` on exactly the tenant's KV v2 ``data/`` paths (the runtime wrapper
-  reads ``<mount>/data/<path>`` and nothing else), headed by a ``managed-by`` comment that marks
-  it as ours;
-* the role on ``auth/<plan auth mount>/role/<name>`` binds the tenant's namespace and the
-  ServiceAccounts of its non-skipped workloads, with ``token_policies = [policy]``, a token TTL
-  and an optional audience.
-
-Everything taken from the plan is validated again right before it is rendered (defence in
-depth: a plan built in code skips the loader's checks), and a hostile value is rejected before
-any request is sent. Then: pre-flight (token capabilities, KV v2 mounts, auth mount), read,
-compare, write only what differs. Objects the plan does not name are never read or written.
-
-Pure library: no printing, no ``sys.exit``; progress goes to an optional callback.
-
-Why one module of this size: grants, HCL rendering, diffing and the bounded write pool are
-the one apply-plan concept; pre-flight shared with verify-plan is
-:mod:`cloudtaser.source.preflight`.
+Pure library: no printing, no ``sys.exit``; progress goes to an optional callback. Pre-flight
+shared with verify-plan is :mod:`cloudtaser.source.preflight`. The result types, the pure
+comparison that decides each :class:`Change` and the phases that act on it are one concept:
+what apply-plan does to the vault.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -33,82 +21,39 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser import contract
 from cloudtaser.changes import Action
-from cloudtaser.errors import OperationError, PlanError, VaultAuthError
-from cloudtaser.plan import (
-    MigrationPlan,
-    WorkloadStatus,
-    check_isolation,
-    rules,
-    split_vault_path,
+from cloudtaser.errors import OperationError, VaultAuthError
+from cloudtaser.plan import rules
+from cloudtaser.plan.model import MigrationPlan, split_vault_path
+from cloudtaser.plan.rules import KUBERNETES_AUTH_TYPE
+from cloudtaser.progress import Count, Progress, wants_counts
+from cloudtaser.source.grants import (
+    DEFAULT_TOKEN_TTL,
+    MANAGED_BY,
+    TenantGrant,
+    build_grants,
+    owner_line,
 )
-from cloudtaser.progress import Count, wants_counts
 from cloudtaser.source.preflight import (
     capability_error,
     check_kv_mounts,
     has_capability,
+    is_kubernetes_auth,
     missing_capabilities,
     missing_kv_mount_error,
-    validate_kv_path,
 )
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
 
 __all__ = [
-    "DEFAULT_TOKEN_TTL",
-    "MANAGED_BY",
-    "Action",
+    "MANAGED_ROLE_FIELDS",
     "ApplyResult",
     "Change",
-    "TenantGrant",
     "apply_plan",
-    "build_grants",
-    "parse_duration",
-    "render_policy",
-    "validate_kv_path",
+    "policy_action",
+    "role_action",
 ]
-
-Progress = Callable[[str], None]
-
-DEFAULT_TOKEN_TTL: Final = 3600
-MANAGED_BY: Final = "# managed-by: cloudtaser"
-MAX_AUDIENCE_CHARS: Final = rules.MAX_AUDIENCE_CHARS
-KUBERNETES_AUTH_TYPE: Final = "kubernetes"
-
-# Names and paths are checked by the rule book (cloudtaser.plan.rules); these patterns are
-# apply-plan's own: what may be rendered into HCL and sent as a role field.
-_OBJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_HCL_SAFE = re.compile(r"^[A-Za-z0-9._/:=@+-]*$")
-
-
-@dataclass(frozen=True)
-class TenantGrant:
-    """The desired vault objects of one tenant, built from validated plan values only."""
-
-    tenant: str
-    namespace: str
-    policy: str
-    role: str
-    auth_mount: str
-    paths: tuple[str, ...]
-    service_accounts: tuple[str, ...]
-    policy_hcl: str
-    token_ttl: int
-    audience: str | None
-
-    def role_fields(self) -> dict[str, Any]:
-        """The role body apply-plan writes (only the fields cloudtaser manages)."""
-        fields: dict[str, Any] = {
-            "bound_service_account_names": list(self.service_accounts),
-            "bound_service_account_namespaces": [self.namespace],
-            "token_policies": [self.policy],
-            "token_ttl": self.token_ttl,
-        }
-        if self.audience:
-            fields["audience"] = self.audience
-        return fields
 
 
 @dataclass(frozen=True)
@@ -198,178 +143,6 @@ class ApplyResult:
         )
 
 
-# --- validation (defence in depth) -----------------------------------------------------------
-
-
-def _reject(message: str, location: str | None = None) -> PlanError:
-    return PlanError(message, source="<plan>", location=location)
-
-
-def _validate_object_name(name: str, what: str) -> str:
-    if len(name) > rules.MAX_OBJECT_NAME or not _OBJECT_NAME.fullmatch(name):
-        raise _reject(
-            f"{what} name {name[:80]!r} is not safe: lower-case letters, digits, '.', '_', '-', "
-            f"at most {rules.MAX_OBJECT_NAME} characters"
-        )
-    return name
-
-
-def _validate_audience(audience: str | None) -> str | None:
-    if audience is None or audience == "":
-        return None
-    if not rules.valid_audience(audience):  # the one rule (plan/rules.py)
-        raise PlanError(
-            f"audience {audience[:80]!r} is not a safe token audience (no blanks or quotes, "
-            f"at most {MAX_AUDIENCE_CHARS} characters)",
-            source="--audience",
-        )
-    return audience
-
-
-def parse_duration(text: str) -> int:
-    """``3600``, ``1h``, ``90m``, ``1h30m``, ``45s`` → whole seconds (at least 1, at most 1
-    year): a token TTL. The grammar is :func:`cloudtaser.contract.parse_duration`."""
-    try:
-        value = contract.parse_duration("the duration", text)
-    except contract.ContractError as exc:
-        raise ValueError(str(exc)) from None
-    seconds = int(value)
-    if seconds != value:
-        raise ValueError(f"{text!r} is not a whole number of seconds")
-    if not 1 <= seconds <= 366 * 24 * 3600:
-        raise ValueError(f"{text!r} is out of range (1 second to 1 year)")
-    return seconds
-
-
-def _hcl_string(value: str) -> str:
-    """Quote a validated value as an HCL string literal.
-
-    Only a conservative character set passes (no quote, backslash, ``$``/``%`` template
-    starters, blanks or control characters), so no escaping is ever needed; anything else is
-    a bug upstream and is refused rather than escaped.
-    """
-    return f'"{_comment_value(value)}"'
-
-
-def _comment_value(value: str) -> str:
-    """``value`` unchanged when it is in the conservative HCL-safe set; else PlanError."""
-    if not _HCL_SAFE.fullmatch(value):
-        raise PlanError(f"refusing to render {value[:80]!r} into a policy", source="<plan>")
-    return value
-
-
-def render_policy(
-    *, plan_name: str, tenant: str, namespace: str, role_path: str, paths: Sequence[str]
-) -> str:
-    """The HCL of a tenant's policy: a managed-by header and one ``read`` block per path."""
-    if not paths:
-        raise PlanError(f"tenant {tenant!r} has no vault paths to grant", source="<plan>")
-    lines = [
-        _owner_line(_comment_value(plan_name), _comment_value(tenant)),
-        "# Written by 'cloudtaser source apply-plan'; hand edits are overwritten on the next run.",
-        f"# namespace={_comment_value(namespace)}; role={_comment_value(role_path)}",
-    ]
-    for path in paths:
-        lines += [f"path {_hcl_string(path)} {{", '  capabilities = ["read"]', "}"]
-    return "\n".join(lines) + "\n"
-
-
-def _owner_line(plan_name: str, tenant: str) -> str:
-    return f"{MANAGED_BY}; plan={plan_name}; tenant={tenant}"
-
-
-def build_grants(
-    plan: MigrationPlan,
-    *,
-    token_ttl: int = DEFAULT_TOKEN_TTL,
-    audience: str | None = None,
-) -> tuple[list[TenantGrant], list[tuple[str, str]]]:
-    """Desired objects per tenant, and the tenants that get none (with the reason).
-
-    Pure: no I/O. Raises :class:`PlanError` for any unsafe value, so nothing hostile reaches a
-    request.
-    """
-    if not 1 <= token_ttl <= 366 * 24 * 3600:
-        raise PlanError(f"token TTL {token_ttl}s is out of range", source="--token-ttl")
-    audience = _validate_audience(audience)
-    plan_name = plan.metadata.name
-    if not rules.is_plan_name(plan_name):
-        raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
-    # the recorded value itself: an empty one is refused, not silently the default
-    recorded = plan.metadata.auth_mount
-    auth_mount = plan.auth_mount if recorded is None else recorded
-    problem = rules.auth_mount_problem(auth_mount)
-    if problem is not None:
-        raise _reject(problem, "$.metadata.authMount")
-    kv_mount = plan.metadata.kv_mount
-    problem = None if kv_mount is None else rules.kv_mount_problem(kv_mount)
-    if problem is not None:
-        raise _reject(problem, "$.metadata.kvMount")
-    grants: list[TenantGrant] = []
-    skipped: list[tuple[str, str]] = []
-    for t_index, tenant in enumerate(plan.tenants):
-        where = f"$.tenants[{t_index}]"
-        if not rules.is_dns_label(tenant.name):
-            raise _reject(f"tenant name {tenant.name[:80]!r} is not a DNS label", f"{where}.name")
-        if not rules.is_dns_label(tenant.namespace):
-            raise _reject(
-                f"namespace {tenant.namespace[:80]!r} is not a DNS label", f"{where}.namespace"
-            )
-        paths: set[str] = set()
-        accounts: set[str] = set()
-        active = 0
-        for w_index, workload in enumerate(tenant.workloads):
-            if workload.effective_status is WorkloadStatus.SKIPPED:
-                continue
-            active += 1
-            account = workload.service_account or "default"
-            if not rules.is_dns_subdomain(account):
-                raise _reject(
-                    f"ServiceAccount {account[:80]!r} is not a DNS subdomain",
-                    f"{where}.workloads[{w_index}].serviceAccount",
-                )
-            for s_index, secret in enumerate(workload.secrets):
-                loc = f"{where}.workloads[{w_index}].secrets[{s_index}].vaultPath"
-                validate_kv_path(secret.vault_path, allowed_mount=kv_mount, location=loc)
-                paths.add(secret.vault_path)
-            if workload.secrets:
-                accounts.add(account)
-        if not active:
-            skipped.append((tenant.name, "every workload is skipped"))
-            continue
-        if not paths:
-            skipped.append((tenant.name, "no workload consumes a secret"))
-            continue
-        policy = _validate_object_name(rules.policy_name(plan_name, tenant.name), "policy")
-        role = _validate_object_name(rules.role_name(plan_name, tenant.name), "role")
-        ordered = tuple(sorted(paths))
-        role_path = f"auth/{auth_mount}/role/{role}"
-        hcl = render_policy(
-            plan_name=plan_name,
-            tenant=tenant.name,
-            namespace=tenant.namespace,
-            role_path=role_path,
-            paths=ordered,
-        )
-        grants.append(
-            TenantGrant(
-                tenant=tenant.name,
-                namespace=tenant.namespace,
-                policy=policy,
-                role=role,
-                auth_mount=auth_mount,
-                paths=ordered,
-                service_accounts=tuple(sorted(accounts)),
-                policy_hcl=hcl,
-                token_ttl=token_ttl,
-                audience=audience,
-            )
-        )
-    # the rule book: no tenant reads outside its own scope unless a reviewer marked it shared
-    check_isolation(plan)
-    return grants, skipped
-
-
 # --- diffing (pure) ------------------------------------------------------------------------
 
 
@@ -378,7 +151,7 @@ def policy_action(grant: TenantGrant, plan_name: str, current: str | None) -> tu
     if current is None:
         return Action.CREATE, ""
     first = current.lstrip().split("\n", 1)[0].rstrip()
-    if first != _owner_line(plan_name, grant.tenant):
+    if first != owner_line(plan_name, grant.tenant):
         why = (
             "created by cloudtaser for another plan or tenant"
             if first.startswith(MANAGED_BY)
@@ -461,38 +234,114 @@ def apply_plan(
     """
     say = progress or (lambda _m: None)
     grants, skipped = build_grants(plan, token_ttl=token_ttl, audience=audience)
-    auth_mount = plan.auth_mount
     result = ApplyResult(
-        plan=plan.metadata.name, dry_run=dry_run, auth_mount=auth_mount, skipped_tenants=skipped
+        plan=plan.metadata.name,
+        dry_run=dry_run,
+        auth_mount=plan.auth_mount,
+        skipped_tenants=skipped,
     )
     if not grants:
         say("nothing to provision: no tenant has a non-skipped workload with secrets")
         return result
-    workers = max(1, min(concurrency, 64))
+    run = _Run(
+        client,
+        plan.metadata.name,
+        grants,
+        auth_mount=plan.auth_mount,
+        workers=max(1, min(concurrency, 64)),
+        say=say,
+    )
+    _read_capabilities(run, enable_auth_mount=enable_auth_mount)
+    _check_mounts(run, result, enable_auth_mount=enable_auth_mount)
+    _compare(run, result, _read_current(run))
+    result.changes.extend(_orphans(run, prune=prune, warnings=result.warnings))
+    _refuse_conflicts(result, force=force)
+    _check_write_capabilities(run, result)
+    if dry_run:
+        return result
+    if before_write is not None and result.changed:
+        before_write(result)
+    counted = _Counted(say, len(run.todo_policies) + len(run.todo_roles) + len(run.deletes))
+    _write(run, result, counted)
+    _prune(run, result, counted)
+    return result
 
-    # 1. what the token may do (one request for every path)
-    policy_paths = {g.policy: f"sys/policies/acl/{g.policy}" for g in grants}
-    role_paths = {g.role: f"auth/{auth_mount}/role/{g.role}" for g in grants}
-    enable_path = f"sys/auth/{auth_mount}"
-    # optional: with 'list' on these, one LIST replaces a read of every object that is absent
-    policy_list, role_list = "sys/policies/acl", f"auth/{auth_mount}/role"
-    probe = [*policy_paths.values(), *role_paths.values()]
+
+@dataclass
+class _Run:
+    """What the phases of one apply-plan run share; each phase fills in its part."""
+
+    client: OpenBaoClient
+    plan_name: str
+    grants: list[TenantGrant]
+    auth_mount: str
+    workers: int
+    say: Progress
+    #: The token's capabilities, per path (phase 1; phase 5 adds the delete paths).
+    caps: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: The auth mount does not exist yet and is created (phase 2).
+    create_auth: bool = False
+    #: Per grant, its policy and its role change (phase 4).
+    policy_changes: list[tuple[TenantGrant, Change]] = field(default_factory=list)
+    role_changes: list[tuple[TenantGrant, Change]] = field(default_factory=list)
+    #: The orphans to delete with --prune (phase 5).
+    deletes: list[Change] = field(default_factory=list)
+
+    @property
+    def policy_paths(self) -> dict[str, str]:
+        return {g.policy: f"{self.policy_list}/{g.policy}" for g in self.grants}
+
+    @property
+    def role_paths(self) -> dict[str, str]:
+        return {g.role: f"{self.role_list}/{g.role}" for g in self.grants}
+
+    @property
+    def enable_path(self) -> str:
+        return f"sys/auth/{self.auth_mount}"
+
+    @property
+    def policy_list(self) -> str:
+        return "sys/policies/acl"
+
+    @property
+    def role_list(self) -> str:
+        return f"auth/{self.auth_mount}/role"
+
+    @property
+    def todo_policies(self) -> list[tuple[TenantGrant, Change]]:
+        return [(g, c) for g, c in self.policy_changes if _needed(c) is not None]
+
+    @property
+    def todo_roles(self) -> list[tuple[TenantGrant, Change]]:
+        return [(g, c) for g, c in self.role_changes if _needed(c) is not None]
+
+
+def _read_capabilities(run: _Run, *, enable_auth_mount: bool) -> None:
+    """Phase 1: what the token may do, one request for every path; refuse a missing read.
+
+    'list' on the two list paths is optional: with it, one LIST replaces a read of every
+    object that is absent.
+    """
+    probe = [*run.policy_paths.values(), *run.role_paths.values()]
     if enable_auth_mount:
-        probe.append(enable_path)
-    say(f"pre-flight: checking the token's capabilities on {len(probe)} paths")
-    caps = client.capabilities_self([*probe, policy_list, role_list])
-    missing = missing_capabilities((("read", p) for p in probe if p != enable_path), caps)
+        probe.append(run.enable_path)
+    run.say(f"pre-flight: checking the token's capabilities on {len(probe)} paths")
+    run.caps = run.client.capabilities_self([*probe, run.policy_list, run.role_list])
+    missing = missing_capabilities((("read", p) for p in probe if p != run.enable_path), run.caps)
     if missing:
         raise capability_error(missing)
 
-    # 2. mounts
-    mounts = {split_vault_path(p)[0] for g in grants for p in g.paths}
-    say(f"pre-flight: checking KV mount(s) {', '.join(sorted(mounts))} and auth/{auth_mount}")
-    for mount, exists in check_kv_mounts(client, mounts).items():
+
+def _check_mounts(run: _Run, result: ApplyResult, *, enable_auth_mount: bool) -> None:
+    """Phase 2: every KV mount exists and is KV v2; the auth mount is Kubernetes auth, or is
+    absent and may be created (``--enable-auth-mount``)."""
+    auth_mount = run.auth_mount
+    mounts = {split_vault_path(p)[0] for g in run.grants for p in g.paths}
+    run.say(f"pre-flight: checking KV mount(s) {', '.join(sorted(mounts))} and auth/{auth_mount}")
+    for mount, exists in check_kv_mounts(run.client, mounts).items():
         if not exists:
             raise missing_kv_mount_error(mount)
-    create_auth = False
-    auth_info = client.mount_info(f"auth/{auth_mount}")
+    auth_info = run.client.mount_info(f"auth/{auth_mount}")
     if auth_info is None:
         if not enable_auth_mount:
             raise OperationError(
@@ -501,136 +350,147 @@ def apply_plan(
                 "enable an empty Kubernetes auth method there (it still needs 'target connect' "
                 "before pods can log in)"
             )
-        needs = [("sudo", enable_path), ("create", enable_path)]
-        if missing_capabilities(needs, caps):
-            raise capability_error(missing_capabilities(needs, caps))
-        create_auth = True
+        needs = [("sudo", run.enable_path), ("create", run.enable_path)]
+        if missing_capabilities(needs, run.caps):
+            raise capability_error(missing_capabilities(needs, run.caps))
+        run.create_auth = True
         result.changes.append(
-            Change(kind="auth-mount", name=auth_mount, path=enable_path, action=Action.CREATE)
+            Change(kind="auth-mount", name=auth_mount, path=run.enable_path, action=Action.CREATE)
         )
-    elif info_type(auth_info.type) != KUBERNETES_AUTH_TYPE:
+    elif not is_kubernetes_auth(auth_info.type):
         raise OperationError(
             f"auth/{auth_mount} is a {auth_info.type!r} auth method, not kubernetes; set the "
             "plan's metadata.authMount to the cluster's Kubernetes auth mount"
         )
 
-    # 3. read what exists (only the objects the plan names)
+
+@dataclass(frozen=True)
+class _Current:
+    """What the vault holds for the objects the plan names (None: absent)."""
+
+    policies: dict[str, str | None]
+    roles: dict[str, dict[str, Any] | None]
+
+
+def _read_current(run: _Run) -> _Current:
+    """Phase 3: read what exists, only the objects the plan names."""
+
     def existing(list_path: str, names: Iterable[str]) -> list[str]:
         """The names to read: all, or (with 'list') only those the server has."""
-        if not has_capability(caps.get(list_path, frozenset()), "list"):
+        if not has_capability(run.caps.get(list_path, frozenset()), "list"):
             return list(names)
-        present = client.list_names(list_path)
+        present = run.client.list_names(list_path)
         return [name for name in names if name in present]
 
-    policies_to_read = existing(policy_list, (g.policy for g in grants))
-    roles_to_read = [] if create_auth else existing(role_list, (g.role for g in grants))
-    say(f"reading {len(policies_to_read)} policies and {len(roles_to_read)} roles")
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply") as pool:
-        policy_reads = {name: pool.submit(client.policy_read, name) for name in policies_to_read}
-        role_reads: dict[str, Future[dict[str, Any] | None]] = {
-            name: pool.submit(client.role_read, auth_mount, name) for name in roles_to_read
+    policies_to_read = existing(run.policy_list, (g.policy for g in run.grants))
+    roles_to_read = [] if run.create_auth else existing(run.role_list, (g.role for g in run.grants))
+    run.say(f"reading {len(policies_to_read)} policies and {len(roles_to_read)} roles")
+    with ThreadPoolExecutor(max_workers=run.workers, thread_name_prefix="apply") as pool:
+        policy_reads = {
+            name: pool.submit(run.client.policy_read, name) for name in policies_to_read
         }
-        current_policies: dict[str, str | None] = {g.policy: None for g in grants}
-        current_policies |= {name: f.result() for name, f in policy_reads.items()}
-        current_roles = {name: f.result() for name, f in role_reads.items()}
+        role_reads: dict[str, Future[dict[str, Any] | None]] = {
+            name: pool.submit(run.client.role_read, run.auth_mount, name) for name in roles_to_read
+        }
+        policies: dict[str, str | None] = {g.policy: None for g in run.grants}
+        policies |= {name: f.result() for name, f in policy_reads.items()}
+        roles = {name: f.result() for name, f in role_reads.items()}
+    return _Current(policies=policies, roles=roles)
 
-    # 4. diff
-    policy_changes: list[tuple[TenantGrant, Change]] = []
-    role_changes: list[tuple[TenantGrant, Change]] = []
-    for grant in grants:
-        policy_changes.append(
-            _grant_change(
-                grant,
-                "policy",
-                grant.policy,
-                policy_paths[grant.policy],
-                policy_action(grant, plan.metadata.name, current_policies[grant.policy]),
-                current=current_policies[grant.policy],
-                desired=grant.policy_hcl,
-            )
-        )
-        role_changes.append(
-            _grant_change(
-                grant,
-                "role",
-                grant.role,
-                role_paths[grant.role],
-                role_action(grant, current_roles.get(grant.role)),
-                current=_managed(current_roles.get(grant.role)),
-                desired=grant.role_fields(),
-            )
-        )
-    for pair in zip(policy_changes, role_changes, strict=True):
-        result.changes.extend(change for _g, change in pair)
-    # 4b. objects of this plan the plan no longer names
-    orphans = _orphans(
-        client,
-        caps,
-        plan.metadata.name,
-        auth_mount=auth_mount,
-        policies={g.policy for g in grants},
-        roles={g.role for g in grants},
-        skip_roles=create_auth,
-        prune=prune,
-        warnings=result.warnings,
-    )
-    result.changes.extend(orphans)
 
+def _compare(run: _Run, result: ApplyResult, current: _Current) -> None:
+    """Phase 4: one policy and one role change per grant (in grant order, policy first)."""
+    policy_paths, role_paths = run.policy_paths, run.role_paths
+    for grant in run.grants:
+        policy = Change(
+            kind="policy",
+            name=grant.policy,
+            path=policy_paths[grant.policy],
+            tenant=grant.tenant,
+            current=current.policies[grant.policy],
+            desired=grant.policy_hcl,
+            **_found(policy_action(grant, run.plan_name, current.policies[grant.policy])),
+        )
+        role = Change(
+            kind="role",
+            name=grant.role,
+            path=role_paths[grant.role],
+            tenant=grant.tenant,
+            current=_managed(current.roles.get(grant.role)),
+            desired=grant.role_fields(),
+            **_found(role_action(grant, current.roles.get(grant.role))),
+        )
+        run.policy_changes.append((grant, policy))
+        run.role_changes.append((grant, role))
+        result.changes += [policy, role]
+
+
+def _found(found: tuple[Action, str]) -> dict[str, Any]:
+    action, detail = found
+    return {"action": action, "detail": detail}
+
+
+def _refuse_conflicts(result: ApplyResult, *, force: bool) -> None:
+    """Objects cloudtaser did not create are overwritten only with ``--force``; a dry run
+    reports them."""
     conflicts = [c for c in result.changes if c.action is Action.CONFLICT]
     if conflicts and force:
         result.warnings.append(
             f"--force: overwriting {len(conflicts)} object(s) cloudtaser did not create: "
             + ", ".join(c.path for c in conflicts)
         )
-    elif conflicts and not dry_run:
+    elif conflicts and not result.dry_run:
         shown = "; ".join(f"{c.path} ({c.detail})" for c in conflicts[:5])
         raise OperationError(
             f"refusing to overwrite {len(conflicts)} object(s) that cloudtaser did not create: "
             f"{shown}. Nothing was written. Rename or remove them, or pass --force"
         )
 
-    # 5. may the token write what differs?
-    def needed(change: Change) -> str | None:
-        if change.action is Action.CREATE:
-            return "create"
-        if change.action in (Action.UPDATE, Action.CONFLICT):
-            return "update"
-        return None
 
+def _needed(change: Change) -> str | None:
+    """The capability writing ``change`` needs (None: nothing to write)."""
+    if change.action is Action.CREATE:
+        return "create"
+    if change.action in (Action.UPDATE, Action.CONFLICT):
+        return "update"
+    return None
+
+
+def _check_write_capabilities(run: _Run, result: ApplyResult) -> None:
+    """Phase 5: may the token write what differs (and delete what --prune removes)?"""
     write_needs = [
         (cap, c.path)
         for c in result.changes
-        if c.kind != "auth-mount" and (cap := needed(c)) is not None
+        if c.kind != "auth-mount" and (cap := _needed(c)) is not None
     ]
-    deletes = [c for c in result.changes if c.action is Action.DELETE]
-    if deletes:
-        caps |= client.capabilities_self([c.path for c in deletes])
-        write_needs += [("delete", c.path) for c in deletes]
-    if create_auth:  # the auth mount does not exist yet; capabilities were computed by policy
-        write_needs = [(cap, path) for cap, path in write_needs if path not in role_paths.values()]
-        write_needs += [("create", p) for p in role_paths.values()]
-    missing = missing_capabilities(write_needs, caps)
+    run.deletes = [c for c in result.changes if c.action is Action.DELETE]
+    if run.deletes:
+        run.caps |= run.client.capabilities_self([c.path for c in run.deletes])
+        write_needs += [("delete", c.path) for c in run.deletes]
+    if run.create_auth:  # the auth mount does not exist yet; capabilities were computed by policy
+        role_paths = set(run.role_paths.values())
+        write_needs = [(cap, path) for cap, path in write_needs if path not in role_paths]
+        write_needs += [("create", p) for p in run.role_paths.values()]
+    missing = missing_capabilities(write_needs, run.caps)
     if missing:
         raise capability_error(missing)
-    if dry_run:
-        return result
-    if before_write is not None and result.changed:
-        before_write(result)
 
-    # 6. write: auth mount, then policies, then roles (a role never names a missing policy)
-    if create_auth:
-        say(f"enabling the Kubernetes auth method at auth/{auth_mount}")
+
+def _write(run: _Run, result: ApplyResult, counted: _Counted) -> None:
+    """Phase 6: the auth mount, then policies, then roles (a role never names a missing
+    policy)."""
+    client, say = run.client, run.say
+    if run.create_auth:
+        say(f"enabling the Kubernetes auth method at auth/{run.auth_mount}")
         client.enable_auth(
-            auth_mount, KUBERNETES_AUTH_TYPE, description="enabled by cloudtaser apply-plan"
+            run.auth_mount, KUBERNETES_AUTH_TYPE, description="enabled by cloudtaser apply-plan"
         )
         result.writes += 1
-    todo_policies = [(g, c) for g, c in policy_changes if needed(c) is not None]
-    todo_roles = [(g, c) for g, c in role_changes if needed(c) is not None]
-    counted = _Counted(progress or say, len(todo_policies) + len(todo_roles) + len(deletes))
+    todo_policies, todo_roles = run.todo_policies, run.todo_roles
     if todo_policies:
         say(f"writing {len(todo_policies)} policies")
         _run_all(
-            workers,
+            run.workers,
             [
                 counted(partial(client.policy_write, g.policy, g.policy_hcl))
                 for g, _c in todo_policies
@@ -640,9 +500,9 @@ def apply_plan(
     if todo_roles:
         say(f"writing {len(todo_roles)} roles")
         warnings = _run_all(
-            workers,
+            run.workers,
             [
-                counted(partial(client.role_write, auth_mount, g.role, g.role_fields()))
+                counted(partial(client.role_write, run.auth_mount, g.role, g.role_fields()))
                 for g, _c in todo_roles
             ],
         )
@@ -650,24 +510,27 @@ def apply_plan(
         for found in warnings:
             if isinstance(found, list):
                 result.warnings.extend(w for w in found if w not in result.warnings)
-    # 7. prune: roles first (a role never names a missing policy), then policies
+
+
+def _prune(run: _Run, result: ApplyResult, counted: _Counted) -> None:
+    """Phase 7: delete the orphans (--prune), roles first (a role never names a missing
+    policy), then policies."""
     for kind in ("role", "policy"):
-        gone = [c for c in deletes if c.kind == kind]
+        gone = [c for c in run.deletes if c.kind == kind]
         if gone:
-            say(f"deleting {len(gone)} {kind}(s) the plan no longer contains")
+            run.say(f"deleting {len(gone)} {kind}(s) the plan no longer contains")
             _run_all(
-                workers,
+                run.workers,
                 [
                     counted(
-                        partial(client.role_delete, auth_mount, c.name)
+                        partial(run.client.role_delete, run.auth_mount, c.name)
                         if kind == "role"
-                        else partial(client.policy_delete, c.name)
+                        else partial(run.client.policy_delete, c.name)
                     )
                     for c in gone
                 ],
             )
             result.writes += len(gone)
-    return result
 
 
 def _managed(role: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -677,20 +540,13 @@ def _managed(role: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: role[k] for k in MANAGED_ROLE_FIELDS if role.get(k) not in (None, "", [])}
 
 
-def _orphans(
-    client: OpenBaoClient,
-    caps: Mapping[str, frozenset[str]],
-    plan_name: str,
-    *,
-    auth_mount: str,
-    policies: set[str],
-    roles: set[str],
-    skip_roles: bool,
-    prune: bool,
-    warnings: list[str],
-) -> list[Change]:
-    """Policies and roles named ``cloudtaser-<plan>-*`` that are ours but not in ``policies``
-    / ``roles``: ``orphaned``, or ``delete`` with ``prune``."""
+def _orphans(run: _Run, *, prune: bool, warnings: list[str]) -> list[Change]:
+    """Phase 4b: policies and roles named ``cloudtaser-<plan>-*`` that are ours but that the
+    plan no longer names: ``orphaned``, or ``delete`` with ``prune``."""
+    client, caps, plan_name, auth_mount = run.client, run.caps, run.plan_name, run.auth_mount
+    policies = {g.policy for g in run.grants}
+    roles = {g.role for g in run.grants}
+    skip_roles = run.create_auth
     prefix = f"{rules.PREFIX}-{plan_name}-".lower()
     action = Action.DELETE if prune else Action.ORPHANED
     detail = (
@@ -699,7 +555,7 @@ def _orphans(
         else "no longer in the plan; remove it with --prune"
     )
     out: list[Change] = []
-    policy_list, role_list = "sys/policies/acl", f"auth/{auth_mount}/role"
+    policy_list, role_list = run.policy_list, run.role_list
     unlisted = [
         p
         for p in (policy_list, *(() if skip_roles else (role_list,)))
@@ -767,34 +623,6 @@ def _tenant_of(owner_line: str) -> str | None:
         if key == "tenant" and value:
             return value
     return None
-
-
-def _grant_change(
-    grant: TenantGrant,
-    kind: str,
-    name: str,
-    path: str,
-    found: tuple[Action, str],
-    *,
-    current: Any,
-    desired: Any,
-) -> tuple[TenantGrant, Change]:
-    action, detail = found
-    return grant, Change(
-        kind=kind,
-        name=name,
-        path=path,
-        action=action,
-        tenant=grant.tenant,
-        detail=detail,
-        current=current,
-        desired=desired,
-    )
-
-
-def info_type(value: str) -> str:
-    """Normalise a mount type (plugin names may carry a version suffix)."""
-    return value.split(":", 1)[0].strip().lower()
 
 
 class _Counted:

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from cloudtaser.errors import VaultAuthError
-from cloudtaser.plan import MigrationPlan, WorkloadStatus
+from cloudtaser.plan.model import MigrationPlan, WorkloadStatus
 from cloudtaser.plan.todo import TodoItem, select_tenants
-from cloudtaser.progress import Count, wants_counts
+from cloudtaser.progress import Count, Progress, wants_counts
 from cloudtaser.source.preflight import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
@@ -43,7 +42,6 @@ __all__ = [
     "verify_plan",
 ]
 
-Progress = Callable[[str], None]
 DEFAULT_CONCURRENCY: Final = 16
 
 

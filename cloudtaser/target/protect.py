@@ -35,13 +35,8 @@ from typing import Any
 
 import cloudtaser.target.annotations as ann
 from cloudtaser.errors import ConfigError, RegistryError
-from cloudtaser.plan.model import (
-    MigrationPlan,
-    Tenant,
-    Workload,
-    WorkloadStatus,
-    check_isolation,
-)
+from cloudtaser.plan.isolation import check_isolation
+from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
 from cloudtaser.plan.store import PlanLock, lock_path
 from cloudtaser.target.engine.core import (
     DecideFn,

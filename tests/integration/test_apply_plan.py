@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from cloudtaser import plan as planlib
+from cloudtaser.changes import Action
 from cloudtaser.config import VaultTarget
 from cloudtaser.errors import OperationError
 from cloudtaser.source.openbao import OpenBaoClient
-from cloudtaser.source.provision import Action, apply_plan
+from cloudtaser.source.provision import apply_plan
 from tests.integration.source_helpers import (
     enable_k8s_auth,
     plan_dict,

@@ -16,7 +16,8 @@ from cloudtaser.connect import validate_auth_mount
 from cloudtaser.contract import ContractError, parse_auth_path
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload, WorkloadKind
-from cloudtaser.source.provision import build_grants, validate_kv_path
+from cloudtaser.source.grants import build_grants
+from cloudtaser.source.preflight import validate_kv_path
 from cloudtaser.target.annotations import AnnotationError, build_annotations
 from cloudtaser.target.discover.build import (
     DiscoverOptions,

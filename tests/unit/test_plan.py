@@ -12,7 +12,7 @@ import yaml
 
 from cloudtaser import plan as planlib
 from cloudtaser.errors import PlanError
-from cloudtaser.plan import model as planmodel
+from cloudtaser.plan import yamlio
 
 VALID = """\
 apiVersion: cloudtaser.io/v1
@@ -333,7 +333,7 @@ def test_yaml_alias_bomb_is_rejected_quickly() -> None:
 
 
 def test_oversized_file_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(planmodel, "MAX_PLAN_BYTES", 1024)
+    monkeypatch.setattr(yamlio, "MAX_PLAN_BYTES", 1024)
     path = tmp_path / "big.yaml"
     path.write_text(VALID + "#" * 2048)
     with pytest.raises(PlanError, match="larger than"):

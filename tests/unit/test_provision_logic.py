@@ -11,21 +11,14 @@ from __future__ import annotations
 import pytest
 
 from cloudtaser import plan as planlib
+from cloudtaser.changes import Action
 from cloudtaser.config import VaultTarget
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
+from cloudtaser.source.grants import TenantGrant, build_grants, parse_duration, render_policy
 from cloudtaser.source.openbao import OpenBaoClient, RetryPolicy
-from cloudtaser.source.provision import (
-    Action,
-    TenantGrant,
-    apply_plan,
-    build_grants,
-    parse_duration,
-    policy_action,
-    render_policy,
-    role_action,
-    validate_kv_path,
-)
+from cloudtaser.source.preflight import validate_kv_path
+from cloudtaser.source.provision import apply_plan, policy_action, role_action
 
 CANARY_TOKEN = "hvs.CANARY-unit-token-0123456789"
 

@@ -34,8 +34,8 @@ from cloudtaser import plan as planlib
 from cloudtaser.cli import main
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import rules
+from cloudtaser.source.grants import build_grants
 from cloudtaser.source.preflight import validate_kv_path
-from cloudtaser.source.provision import build_grants
 from cloudtaser.target import annotations as ann
 from cloudtaser.target.discover.build import (
     DiscoverOptions,

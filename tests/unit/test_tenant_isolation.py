@@ -17,7 +17,7 @@ from cloudtaser import plan as planlib
 from cloudtaser.cli import main
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
-from cloudtaser.source.provision import build_grants
+from cloudtaser.source.grants import build_grants
 from cloudtaser.target.discover.build import (
     DiscoverOptions,
     PathTemplate,

@@ -72,7 +72,7 @@ from cloudtaser.plan.rules import (
     template_problem,
     tenant_scope,
 )
-from cloudtaser.plan.store import recorded_progress
+from cloudtaser.plan.store import one_line, recorded_progress
 from cloudtaser.progress import Count, wants_counts
 from cloudtaser.target.annotations import INJECT
 from cloudtaser.target.consumers import env_uses, migrated_by_container
@@ -672,7 +672,7 @@ def _workload_entry(
     if isinstance(service_account, str) and _SUBDOMAIN_RE.fullmatch(service_account):
         entry_out["serviceAccount"] = service_account
     if reason:
-        entry_out["reason"] = _one_line(reason)
+        entry_out["reason"] = one_line(reason, 4000)
     if file_entries:
         entry_out["secretFiles"] = file_entries
     # where a mapped variable is read besides the process env: finalize keeps those references
@@ -689,11 +689,6 @@ def _workload_entry(
 
 class _PathTooLongError(Exception):
     pass
-
-
-def _one_line(text: str, limit: int = 4000) -> str:
-    cleaned = "".join(c if c.isprintable() else "?" for c in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
 
 
 def _path_template(options: DiscoverOptions, plan_name: str) -> PathTemplate:
@@ -758,9 +753,13 @@ def build_plan(
             by_namespace[workload.namespace].append(entry)
 
     created = (options.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
-    metadata: dict[str, Any] = {"name": name, "cluster": _one_line(cluster), "createdAt": created}
+    metadata: dict[str, Any] = {
+        "name": name,
+        "cluster": one_line(cluster, 4000),
+        "createdAt": created,
+    }
     if options.created_by:
-        metadata["createdBy"] = _one_line(options.created_by, 256)
+        metadata["createdBy"] = one_line(options.created_by, 256)
     if options.auth_mount:
         metadata["authMount"] = options.auth_mount
     if options.kv_mount:
@@ -768,7 +767,7 @@ def build_plan(
     metadata["pathTemplate"] = options.path_template
     if template.uses_cluster and template.cluster != name:
         metadata["pathCluster"] = template.cluster
-    unread = list(dict.fromkeys(_one_line(u, 1000) for u in unreadable))
+    unread = list(dict.fromkeys(one_line(u, 1000) for u in unreadable))
     if unread:
         metadata["unread"] = unread
     data = {
