@@ -11,18 +11,12 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.errors import ConfigError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
-from cloudtaser.target.discover.build import (
-    DEFAULT_PATH_TEMPLATE,
-    ISOLATED_PATH_TEMPLATE,
-    DiscoverOptions,
-    DiscoveryResult,
-    PathTemplate,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-    default_plan_name,
-    recorded_progress,
-)
+from cloudtaser.plan.rules import DEFAULT_PATH_TEMPLATE, ISOLATED_PATH_TEMPLATE
+from cloudtaser.plan.store import recorded_progress
+from cloudtaser.target.discover.build import DiscoveryResult, build_plan
+from cloudtaser.target.discover.naming import PathTemplate, default_plan_name
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 
 NOW = datetime(2026, 5, 16, 10, 0, 0, 123456, tzinfo=UTC)
 D, S, DS = WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFUL_SET, WorkloadKind.DAEMON_SET
@@ -475,7 +469,7 @@ def test_bad_options_are_refused_before_any_request(options: dict[str, Any]) -> 
 
 def test_plan_fields_agree_with_consumed_env() -> None:
     """protect's drift check compares consumed_env with the plan: they must agree."""
-    from cloudtaser.target.discover.build import consumed_env
+    from cloudtaser.target.podspec import consumed_env
 
     keys = {("ns", "db"): ("password", "username", "tls.crt"), ("ns", "api"): ("token",)}
     lookup = SecretLookup(keys=keys)

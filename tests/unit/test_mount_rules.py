@@ -18,13 +18,10 @@ from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload, WorkloadKind
 from cloudtaser.source.provision import build_grants, validate_kv_path
 from cloudtaser.target.annotations import AnnotationError, build_annotations
-from cloudtaser.target.discover.build import (
-    DiscoverOptions,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-    kv2_path,
-)
+from cloudtaser.target.discover.build import build_plan
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
+from cloudtaser.target.podspec import kv2_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
