@@ -13,7 +13,15 @@ from cloudtaser.errors import ConfigError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
 from cloudtaser.plan.rules import DEFAULT_PATH_TEMPLATE, ISOLATED_PATH_TEMPLATE
 from cloudtaser.plan.store import recorded_progress
+from cloudtaser.target.annotations import INJECT
 from cloudtaser.target.discover.build import DiscoveryResult, build_plan
+from cloudtaser.target.discover.entry import (
+    ALREADY_PROTECTED,
+    NO_SECRETS,
+    Entry,
+    LeftOut,
+    workload_entry,
+)
 from cloudtaser.target.discover.naming import PathTemplate, default_plan_name
 from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
@@ -492,3 +500,27 @@ def test_plan_fields_agree_with_consumed_env() -> None:
     }
     assert from_plan == consumed_env(template, lookup.for_namespace("ns"))
     assert ("db", "tls.crt", "DB_tls.crt") not in from_plan
+
+
+def test_workload_entry_says_why_a_workload_is_left_out_or_skipped() -> None:
+    naming = PathTemplate(DEFAULT_PATH_TEMPLATE)
+    protected = tpl(c(env=[env("PASS", "db", "password")]), annotations={INJECT: "true"})
+    assert workload_entry(wl("ns", D, "a", protected), SecretLookup(), naming) == LeftOut(
+        ALREADY_PROTECTED
+    )
+    assert workload_entry(wl("ns", D, "b", tpl(c())), SecretLookup(), naming) == LeftOut(NO_SECRETS)
+
+    pending = workload_entry(
+        wl("ns", D, "c", tpl(c(env=[env("PASS", "db", "password")]))), SecretLookup(), naming
+    )
+    assert isinstance(pending, Entry)
+    assert pending.skip_reason is None
+    assert pending.workload.status is WorkloadStatus.PENDING
+    assert [s.vault_path for s in pending.workload.secrets] == ["secret/data/ns/db"]
+
+    files_only = tpl(c(), volumes=[{"name": "certs", "secret": {"secretName": "tls"}}])
+    skipped = workload_entry(wl("ns", D, "d", files_only), SecretLookup(), naming)
+    assert isinstance(skipped, Entry)
+    assert skipped.workload.status is WorkloadStatus.SKIPPED
+    assert skipped.skip_reason is not None
+    assert "only as files (tls)" in skipped.skip_reason
