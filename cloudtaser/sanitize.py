@@ -12,6 +12,10 @@ Two rules, each defined once and used by every module that puts foreign text int
   overrides) and caps the length, so text from a plan file or a server cannot rewrite the
   terminal (title change, screen clear, right-to-left override) or flood it.
 
+The length cap is :func:`clip`, the one truncation of shown text: :func:`printable` and the
+rule book's :func:`cloudtaser.plan.rules.shown` (a name, quoted, every non-ASCII character
+escaped) both cut with it.
+
 Standard library only: the CLI imports this at error time without pulling in heavy modules.
 """
 
@@ -25,6 +29,7 @@ from typing import Final
 __all__ = [
     "MAX_SHOWN_CHARS",
     "REDACTED",
+    "clip",
     "has_control_chars",
     "printable",
     "scrub_credentials",
@@ -81,6 +86,14 @@ def has_control_chars(text: str, *, allow: str = "") -> bool:
     return any(_is_control(c) and c not in allow for c in text)
 
 
+def clip(text: str, limit: int | None) -> str:
+    """``text`` cut to ``limit`` characters, with a note of how many were left out (``None``:
+    never cut)."""
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters not shown)"
+
+
 def printable(text: str, *, limit: int | None = MAX_SHOWN_CHARS) -> str:
     """``text`` safe for a terminal line: control and format characters escaped (``\\x1b``,
     ``\\u202e``), newlines and tabs as ``\\n`` / ``\\t``, and at most ``limit`` characters (a
@@ -99,10 +112,7 @@ def printable(text: str, *, limit: int | None = MAX_SHOWN_CHARS) -> str:
                 out.append(f"\\u{code:04x}")
         else:
             out.append(char)
-    result = "".join(out)
-    if limit is not None and len(result) > limit:
-        result = f"{result[:limit]}… ({len(result) - limit} more characters not shown)"
-    return result
+    return clip("".join(out), limit)
 
 
 def shown(text: str, *, secrets: Iterable[str | None] = (), limit: int = MAX_SHOWN_CHARS) -> str:

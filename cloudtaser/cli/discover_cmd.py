@@ -318,7 +318,8 @@ def _summary(result: DiscoveryResult) -> None:
 def _run_discover(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.plan.store import PlanStore, check_replace, existing_plan  # noqa: PLC0415
-    from cloudtaser.target.discover.build import DiscoverOptions, discover  # noqa: PLC0415
+    from cloudtaser.target.discover.options import DiscoverOptions  # noqa: PLC0415
+    from cloudtaser.target.discover.run import discover  # noqa: PLC0415
 
     template = _ISOLATED_TEMPLATE if args.isolate else args.path_template or _DEFAULT_TEMPLATE
     from cloudtaser.config import local_actor  # noqa: PLC0415

@@ -29,6 +29,8 @@ import re
 from collections.abc import Collection
 from typing import Final
 
+from cloudtaser.sanitize import clip  # standard library only as well: the one truncation
+
 __all__ = [
     "APPROVAL_IDENTITY",
     "ARMORED_SIGNATURE",
@@ -268,9 +270,9 @@ def usable_mount(mount: str) -> bool:
 
 
 def shown(value: str, limit: int = 80) -> str:
-    """``value`` shortened and escaped for a message (control characters made visible)."""
-    text = value if len(value) <= limit else value[: limit - 3] + "..."
-    return repr(text.encode("unicode_escape").decode("ascii"))
+    """``value`` quoted for a message: every control and non-ASCII character escaped (so the
+    message shows why a name fails), cut at ``limit`` by :func:`cloudtaser.sanitize.clip`."""
+    return repr(clip(value.encode("unicode_escape").decode("ascii"), limit))
 
 
 def fit_segment(name: str) -> tuple[str, bool]:

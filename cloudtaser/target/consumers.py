@@ -43,12 +43,11 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from cloudtaser.target.podspec import EnvConsumption, shown
-
-if TYPE_CHECKING:  # msgspec stays out of `import cloudtaser.target.discover.build`
-    from cloudtaser.plan.model import EnvUse, EnvUseWhere
+from cloudtaser.plan.model import EnvUse, EnvUseWhere
+from cloudtaser.plan.rules import shown
+from cloudtaser.target.podspec import EnvConsumption
 
 __all__ = [
     "INIT_REASON",
@@ -122,8 +121,6 @@ class Consumer:
 
     def env_use(self) -> EnvUse:
         """The plan's form (which drops ``script``: the reviewer sees the probe or hook)."""
-        from cloudtaser.plan.model import EnvUse  # noqa: PLC0415
-
         return EnvUse(
             env=self.env,
             container=self.container,

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from cloudtaser.contract import INJECT
 from cloudtaser.plan.rules import (
     DNS_SUBDOMAIN,
     ENV_VAR,
@@ -24,9 +25,11 @@ from cloudtaser.plan.rules import (
     MAX_VAULT_PATH,
     reserved_mount,
     safe_segment,
+    shown,
 )
 
 __all__ = [
+    "VAULT_AGENT_INJECT",
     "VAULT_AGENT_SECRET_PREFIX",
     "EnvConsumption",
     "EnvFromRef",
@@ -36,14 +39,16 @@ __all__ = [
     "consumed_env",
     "env_consumptions",
     "env_refs_from",
+    "is_protected",
     "kv2_path",
     "secret_files",
     "secret_name_problem",
-    "shown",
     "template_annotations",
     "vault_agent_paths",
 ]
 
+#: The HashiCorp Vault Agent injector's switch annotation (``"true"`` activates it).
+VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
 #: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
 VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
 #: Key names of a Secret, or None when the Secret is missing or could not be read.
@@ -120,19 +125,17 @@ def template_annotations(pod_template: Mapping[str, Any]) -> Mapping[str, Any]:
     return (pod_template.get("metadata") or {}).get("annotations") or {}
 
 
+def is_protected(pod_template: Mapping[str, Any]) -> bool:
+    """True when ``protect`` already marked the pod template (``cloudtaser.io/inject: "true"``)."""
+    return str(template_annotations(pod_template).get(INJECT, "")).lower() == "true"
+
+
 def secret_name_problem(secret: str) -> str | None:
     if not isinstance(secret, str) or not secret:
         return "the Secret reference has no name"
     if len(secret) > 253 or not _SUBDOMAIN_RE.fullmatch(secret):
         return f"Secret name {shown(secret)} is not a valid Kubernetes name"
     return None
-
-
-def shown(value: object, limit: int = 64) -> str:
-    """A value safe to put into a one-line message (printable, truncated, quoted)."""
-    text = str(value)
-    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return repr(cleaned + ("..." if len(text) > limit else ""))
 
 
 def _env_from_refs(container: Mapping[str, Any], init: bool) -> Iterator[EnvFromRef]:

@@ -374,12 +374,9 @@ def test_keep_reasons_join_several_uses_of_one_variable() -> None:
 def test_discover_records_the_uses_of_mapped_variables_in_the_plan() -> None:
     from cloudtaser import plan as planlib
     from cloudtaser.plan import WorkloadKind
-    from cloudtaser.target.discover.build import (
-        DiscoverOptions,
-        ScannedWorkload,
-        SecretLookup,
-        build_plan,
-    )
+    from cloudtaser.target.discover.build import build_plan
+    from cloudtaser.target.discover.options import DiscoverOptions
+    from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 
     template = _template(
         args=["$(DB_PASSWORD)", "$(NOT_MAPPED)"],

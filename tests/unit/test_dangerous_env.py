@@ -26,12 +26,9 @@ from cloudtaser.contract import ContractError
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import rules
 from cloudtaser.target import annotations as ann
-from cloudtaser.target.discover.build import (
-    DiscoverOptions,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-)
+from cloudtaser.target.discover.build import build_plan
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 from cloudtaser.target.protect import build_patch, build_removal_patch
 
 SPEC = json.loads(

@@ -11,18 +11,20 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.errors import ConfigError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
-from cloudtaser.target.discover.build import (
-    DEFAULT_PATH_TEMPLATE,
-    ISOLATED_PATH_TEMPLATE,
-    DiscoverOptions,
-    DiscoveryResult,
-    PathTemplate,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-    default_plan_name,
-    recorded_progress,
+from cloudtaser.plan.rules import DEFAULT_PATH_TEMPLATE, ISOLATED_PATH_TEMPLATE
+from cloudtaser.plan.store import recorded_progress
+from cloudtaser.target.annotations import INJECT
+from cloudtaser.target.discover.build import DiscoveryResult, build_plan
+from cloudtaser.target.discover.entry import (
+    ALREADY_PROTECTED,
+    NO_SECRETS,
+    Entry,
+    LeftOut,
+    workload_entry,
 )
+from cloudtaser.target.discover.naming import PathTemplate, default_plan_name
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 
 NOW = datetime(2026, 5, 16, 10, 0, 0, 123456, tzinfo=UTC)
 D, S, DS = WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFUL_SET, WorkloadKind.DAEMON_SET
@@ -475,7 +477,7 @@ def test_bad_options_are_refused_before_any_request(options: dict[str, Any]) -> 
 
 def test_plan_fields_agree_with_consumed_env() -> None:
     """protect's drift check compares consumed_env with the plan: they must agree."""
-    from cloudtaser.target.discover.build import consumed_env
+    from cloudtaser.target.podspec import consumed_env
 
     keys = {("ns", "db"): ("password", "username", "tls.crt"), ("ns", "api"): ("token",)}
     lookup = SecretLookup(keys=keys)
@@ -498,3 +500,27 @@ def test_plan_fields_agree_with_consumed_env() -> None:
     }
     assert from_plan == consumed_env(template, lookup.for_namespace("ns"))
     assert ("db", "tls.crt", "DB_tls.crt") not in from_plan
+
+
+def test_workload_entry_says_why_a_workload_is_left_out_or_skipped() -> None:
+    naming = PathTemplate(DEFAULT_PATH_TEMPLATE)
+    protected = tpl(c(env=[env("PASS", "db", "password")]), annotations={INJECT: "true"})
+    assert workload_entry(wl("ns", D, "a", protected), SecretLookup(), naming) == LeftOut(
+        ALREADY_PROTECTED
+    )
+    assert workload_entry(wl("ns", D, "b", tpl(c())), SecretLookup(), naming) == LeftOut(NO_SECRETS)
+
+    pending = workload_entry(
+        wl("ns", D, "c", tpl(c(env=[env("PASS", "db", "password")]))), SecretLookup(), naming
+    )
+    assert isinstance(pending, Entry)
+    assert pending.skip_reason is None
+    assert pending.workload.status is WorkloadStatus.PENDING
+    assert [s.vault_path for s in pending.workload.secrets] == ["secret/data/ns/db"]
+
+    files_only = tpl(c(), volumes=[{"name": "certs", "secret": {"secretName": "tls"}}])
+    skipped = workload_entry(wl("ns", D, "d", files_only), SecretLookup(), naming)
+    assert isinstance(skipped, Entry)
+    assert skipped.workload.status is WorkloadStatus.SKIPPED
+    assert skipped.skip_reason is not None
+    assert "only as files (tls)" in skipped.skip_reason

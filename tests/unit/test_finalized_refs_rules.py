@@ -118,12 +118,9 @@ def test_an_env_from_secret_used_with_two_prefixes_loads_after_finalize() -> Non
     # the prefixes (one key feeds two variables); finalize records one envFrom per prefix.
     from datetime import UTC, datetime
 
-    from cloudtaser.target.discover.build import (
-        DiscoverOptions,
-        ScannedWorkload,
-        SecretLookup,
-        build_plan,
-    )
+    from cloudtaser.target.discover.build import build_plan
+    from cloudtaser.target.discover.options import DiscoverOptions
+    from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 
     template = {
         "metadata": {},

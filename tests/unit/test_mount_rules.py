@@ -19,13 +19,10 @@ from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Work
 from cloudtaser.source.grants import build_grants
 from cloudtaser.source.preflight import validate_kv_path
 from cloudtaser.target.annotations import AnnotationError, build_annotations
-from cloudtaser.target.discover.build import (
-    DiscoverOptions,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-    kv2_path,
-)
+from cloudtaser.target.discover.build import build_plan
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
+from cloudtaser.target.podspec import kv2_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

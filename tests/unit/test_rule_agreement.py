@@ -37,12 +37,9 @@ from cloudtaser.plan import rules
 from cloudtaser.source.grants import build_grants
 from cloudtaser.source.preflight import validate_kv_path
 from cloudtaser.target import annotations as ann
-from cloudtaser.target.discover.build import (
-    DiscoverOptions,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-)
+from cloudtaser.target.discover.build import build_plan
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 
 NOW = datetime(2026, 5, 16, 10, 0, 0, tzinfo=UTC)
 ADDRESS = "https://vault.example:8200"

@@ -18,14 +18,11 @@ from cloudtaser.cli import main
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
 from cloudtaser.source.grants import build_grants
-from cloudtaser.target.discover.build import (
-    DiscoverOptions,
-    PathTemplate,
-    ScannedWorkload,
-    SecretLookup,
-    build_plan,
-    kv2_path,
-)
+from cloudtaser.target.discover.build import build_plan
+from cloudtaser.target.discover.naming import PathTemplate
+from cloudtaser.target.discover.options import DiscoverOptions
+from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
+from cloudtaser.target.podspec import kv2_path
 
 HOSTILE_AGENT_PATHS = [
     "secret/data/billing/db",  # another tenant's path, KV v2 API form

@@ -1,0 +1,129 @@
+"""The Secret reader: the *key names* of the Secrets ``envFrom`` needs, read the cheapest way
+the caller's permissions allow (GETs, per-namespace lists or one cluster-wide list, each
+paginated).
+
+Secret values are never kept: a Secret object read from the API is reduced to its sorted key
+names at once, and nothing else of it leaves the function that read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from lightkube.resources.core_v1 import Secret
+
+from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError
+from cloudtaser.progress import Count, Progress, wants_counts
+from cloudtaser.target.discover.scan import CHUNK_SIZE
+from cloudtaser.target.discover.scanned import SecretLookup
+from cloudtaser.target.kube.session import api_errors
+
+if TYPE_CHECKING:
+    from lightkube import Client
+
+__all__ = ["GET_SECRETS_LIMIT", "read_secret_keys"]
+
+#: Up to this many Secrets are read with one GET each; beyond it, Secrets are listed.
+GET_SECRETS_LIMIT: Final = 16
+
+
+def _keys_of(secret: Any) -> tuple[str, ...]:
+    """The key names of a Secret object; the values are not touched."""
+    data = getattr(secret, "data", None) or {}
+    return tuple(sorted(str(k) for k in data))
+
+
+def read_secret_keys(
+    client: Client,
+    needed: Mapping[str, set[str]],
+    *,
+    cluster_wide: bool,
+    progress: Progress,
+) -> SecretLookup:
+    """Read the key names of the ``needed`` Secrets ({namespace: {name}}), cheapest way first.
+
+    Few Secrets: one GET each. Many, in few namespaces (or when namespaces were chosen): one
+    paginated list per namespace. Many across many namespaces: one cluster-wide paginated list.
+    When a list is forbidden, fall back to the narrower form (namespace lists, then GETs) so a
+    user allowed to ``get`` only named Secrets still gets a complete plan.
+    """
+    keys: dict[tuple[str, str], tuple[str, ...]] = {}
+    missing: set[tuple[str, str]] = set()
+    unreadable: dict[tuple[str, str], str] = {}
+    total = sum(len(v) for v in needed.values())
+    if not total:
+        return SecretLookup()
+    progress(f"reading the key names of {total} Secret(s) in {len(needed)} namespace(s)")
+    every = wants_counts(progress)
+    step = max(200, total // 10)
+    done = 0
+
+    def settled(count: int, where: str) -> None:
+        """``count`` more Secrets answered (keys read, missing or unreadable)."""
+        nonlocal done
+        before, done = done, min(total, done + count)
+        milestone = done < total and done // step > before // step
+        if every or milestone:
+            progress(
+                Count(
+                    f"read {done}/{total} Secrets ({where})",
+                    done=done,
+                    total=total,
+                    milestone=milestone,
+                )
+            )
+
+    def get_each(ns: str, names: Iterable[str]) -> None:
+        for name in sorted(names):
+            try:
+                try:
+                    with api_errors(f"get secret {ns}/{name}"):
+                        obj = client.get(Secret, name=name, namespace=ns)
+                except ClusterNotFoundError:
+                    missing.add((ns, name))
+                    continue
+                keys[(ns, name)] = _keys_of(obj)
+                del obj
+            except ClusterForbiddenError:
+                unreadable[(ns, name)] = f"permission denied: get secrets in namespace {ns}"
+            finally:
+                settled(1, f"namespace {ns}")
+
+    def take(objs: Iterable[Any], wanted: Mapping[str, set[str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for obj in objs:
+            ident = (str(obj.metadata.namespace), str(obj.metadata.name))
+            if ident[1] in wanted.get(ident[0], ()):
+                keys[ident] = _keys_of(obj)
+                found.add(ident)
+        return found
+
+    def list_namespace(ns: str, names: set[str]) -> None:
+        try:
+            with api_errors(f"list secrets in namespace {ns}"):
+                found = take(client.list(Secret, namespace=ns, chunk_size=CHUNK_SIZE), {ns: names})
+        except ClusterForbiddenError:
+            get_each(ns, names)
+            return
+        missing.update((ns, n) for n in names if (ns, n) not in found)
+        settled(len(names), f"namespace {ns}")
+
+    if total <= GET_SECRETS_LIMIT:
+        for ns in sorted(needed):
+            get_each(ns, needed[ns])
+    elif not cluster_wide or len(needed) <= GET_SECRETS_LIMIT:
+        for ns in sorted(needed):
+            list_namespace(ns, needed[ns])
+    else:
+        try:
+            with api_errors("list secrets in all namespaces"):
+                found = take(client.list(Secret, namespace="*", chunk_size=CHUNK_SIZE), needed)
+            for ns, names in needed.items():
+                missing.update((ns, n) for n in names if (ns, n) not in found)
+            settled(total, "all namespaces")
+        except ClusterForbiddenError:
+            progress("listing secrets cluster-wide is forbidden; reading per namespace")
+            for ns in sorted(needed):
+                list_namespace(ns, needed[ns])
+    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable)
