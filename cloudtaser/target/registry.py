@@ -38,14 +38,13 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit
+
+import requests
 
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.sanitize import printable, shown
-
-if TYPE_CHECKING:
-    import requests
 
 __all__ = [
     "DEFAULT_PLATFORM",
@@ -310,8 +309,6 @@ class RegistryClient:
         timeout: float = 20.0,
         session: requests.Session | None = None,
     ) -> None:
-        import requests  # noqa: PLC0415
-
         self.config = docker_config or DockerConfig()
         self.platform = parse_platform(platform)
         self.timeout = timeout
@@ -433,8 +430,6 @@ class RegistryClient:
         return f"{scheme}://{host}/v2/{ref.repository}/"
 
     def _get(self, ref: ImageRef, path: str, accept: str, limit: int) -> requests.Response:
-        import requests  # noqa: PLC0415
-
         url = self._base(ref) + path
         headers = {"Accept": accept}
         token_key = (ref.api_host, ref.repository)
@@ -517,8 +512,6 @@ class RegistryClient:
         return f"{ref}: {ref.api_host} needs credentials and the docker config has none{extra}"
 
     def _token(self, ref: ImageRef, params: Mapping[str, str], creds: Credentials | None) -> str:
-        import requests  # noqa: PLC0415
-
         realm = params["realm"]
         parts = urlsplit(realm)
         realm_host = parts.hostname or ""
@@ -591,8 +584,6 @@ def _read_capped(resp: requests.Response, limit: int, what: str) -> requests.Res
     if declared.isdigit() and int(declared) > limit:
         resp.close()
         raise RegistryError(f"{what} is larger than {limit // 1024} KiB; refused")
-    import requests  # noqa: PLC0415
-
     chunks = []
     size = 0
     too_big = False
