@@ -473,8 +473,9 @@ class RegistryClient:
             )
         digest = chosen.get("digest")
         if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
-            raise RegistryError(f"{ref}: the index entry for {self._platform_text()} has a "
-                                "malformed digest")  # fmt: skip
+            raise RegistryError(
+                f"{ref}: the index entry for {self._platform_text()} has a malformed digest"
+            )
         return digest
 
     def _manifest(self, ref: ImageRef, reference: str) -> tuple[bytes, str, str]:
