@@ -15,6 +15,10 @@
 // go-containerregistry's own private-address heuristics would do.
 //
 // Errors never carry a credential: the messages of Error name the image and a class of failure.
+//
+// The reference rules (reference.go), the choice of an index entry (choose) and which mirror
+// settings are valid are one rule set with the Python client of `target protect
+// --pin-entrypoints`: both run the vectors in spec/contract/registry-*.json (vectors_test.go).
 package registry
 
 import (
