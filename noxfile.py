@@ -283,7 +283,7 @@ def demo(session: nox.Session) -> None:
     build_runtime(session)  # the demo's runtime step runs the Go wrapper
     session.chdir(ROOT)
     _install(session, "test")
-    session.run("python", "tools/demo.py", *session.posargs, env=_testenv_env())
+    session.run("python", "-m", "tools.demo", *session.posargs, env=_testenv_env())
 
 
 @nox.session(python=PYTHON)
@@ -310,4 +310,4 @@ def benchmarks(session: nox.Session) -> None:
         session.chdir(ROOT)
     for name in names:
         session.log(f"benchmark: {name}")
-        session.run("python", f"benchmarks/{name}.py", env=_testenv_env())
+        session.run("python", "-m", f"benchmarks.{name}", env=_testenv_env())

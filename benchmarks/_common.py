@@ -12,11 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.testenv.binaries import find_bao  # noqa: E402
-from tests.testenv.openbao import BaoServer  # noqa: E402
+from tests.testenv.binaries import find_bao
+from tests.testenv.openbao import BaoServer
 
 
 @contextmanager

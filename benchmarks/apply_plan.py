@@ -11,7 +11,7 @@ A 500-tenant plan (one policy + one role per tenant) applied to a fresh dev serv
   keep-alive connection (no pre-flight, no reads).
 
 Each contender writes into its own names on the same server. Usage:
-``python benchmarks/apply_plan.py [--tenants 500] [--bao-sample 40] [--concurrency 16]``
+``python -m benchmarks.apply_plan [--tenants 500] [--bao-sample 40] [--concurrency 16]``
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import argparse
 import json
 
 import requests
-from _common import bao_loop, cpu_note, dev_server, report, timed
 
+from benchmarks._common import bao_loop, cpu_note, dev_server, report, timed
 from cloudtaser import plan as planlib
 from cloudtaser.config import VaultTarget
 from cloudtaser.source.grants import build_grants

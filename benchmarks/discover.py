@@ -8,9 +8,9 @@ workload consuming a Secret through ``secretKeyRef`` and one per namespace throu
 discover also reads 500 Secrets' key names), then times both tools alternately and reports the
 median wall time, the ratio (discover / kubectl; goal <= 1.0) and each one's peak RSS.
 
-    python benchmarks/discover.py                      # start a local API server (testenv)
-    python benchmarks/discover.py --namespaces 50      # smaller
-    python benchmarks/discover.py --kubeconfig K --kubectl PATH --no-create   # existing cluster
+    python -m benchmarks.discover                      # start a local API server (testenv)
+    python -m benchmarks.discover --namespaces 50      # smaller
+    python -m benchmarks.discover --kubeconfig K --kubectl PATH --no-create   # existing cluster
 
 Needs the testenv binaries (``nox -s testenv``). Not a test: it prints figures.
 """
@@ -28,13 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lightkube import codecs
+
+from cloudtaser import plan as planlib
+from tests.testenv.cluster import Cluster
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lightkube import codecs  # noqa: E402
-
-from cloudtaser import plan as planlib  # noqa: E402
-from tests.testenv.cluster import Cluster  # noqa: E402
 
 LABEL = "cloudtaser-bench"
 

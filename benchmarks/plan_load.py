@@ -3,7 +3,7 @@
 Goal (issue 2): load+validate <= 0.5 s on the CI machine. Compares against the floor of just
 parsing the same YAML (yaml-rs, the parser we use) and with PyYAML's libyaml loader, in one run.
 
-Usage: python benchmarks/plan_load.py [--workloads N] [--repeat R]
+Usage: python -m benchmarks.plan_load [--workloads N] [--repeat R]
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ times, each on all 1,000 Deployments and each causing exactly one rollout of eve
 
 Goals: protect >= 3x faster than the kubectl loop, <= 1.5x the floor, peak RSS <= 150 MiB.
 
-    python benchmarks/protect.py                       # 50 x 20 = 1,000 Deployments
-    python benchmarks/protect.py --namespaces 10       # smaller
+    python -m benchmarks.protect                       # 50 x 20 = 1,000 Deployments
+    python -m benchmarks.protect --namespaces 10       # smaller
 
 Needs the testenv binaries (``nox -s testenv``). Not a test: it prints figures.
 """
@@ -34,17 +34,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
+from lightkube import AsyncClient, KubeConfig, codecs
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.types import PatchType
+
+from cloudtaser import plan as planlib
+from cloudtaser.target.rollout import deployment_status
+from tests.testenv.cluster import Cluster
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import msgspec  # noqa: E402
-from lightkube import AsyncClient, KubeConfig, codecs  # noqa: E402
-from lightkube.resources.apps_v1 import Deployment  # noqa: E402
-from lightkube.types import PatchType  # noqa: E402
-
-from cloudtaser import plan as planlib  # noqa: E402
-from cloudtaser.target.rollout import deployment_status  # noqa: E402
-from tests.testenv.cluster import Cluster  # noqa: E402
 
 LABEL = "cloudtaser-bench"
 #: The controllers' client-side rate limits (kube-controller-manager 20 qps / 5 concurrent
@@ -168,7 +167,7 @@ def measure(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[float,
         argv = [str(gnu_time), "-f", "%M", "-o", str(stats), *argv]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        argv, check=False, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        argv, check=False, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -272,7 +271,8 @@ def main() -> int:
                 "kubectl loop": ["sh", "-c", loop],
                 "floor": [
                     sys.executable,
-                    __file__,
+                    "-m",
+                    "benchmarks.protect",
                     "--parallel",
                     str(args.parallel),
                     "--floor",

@@ -14,7 +14,7 @@ round trips excluded (its ``CLOUDTASER_DEBUG`` timing line: time since the binar
 minus time spent in vault requests, up to the execve); resident-mode RSS of the wrapper
 (``VmRSS``/``VmHWM`` from /proc, rotation on so it keeps its token and poll state).
 
-Usage: ``python benchmarks/runtime_wrapper.py [--runs 30] [--binary PATH]`` (the binary
+Usage: ``python -m benchmarks.runtime_wrapper [--runs 30] [--binary PATH]`` (the binary
 defaults to build/runtime/linux-amd64/cloudtaser-runtime, built by ``nox -s runtime``).
 """
 
@@ -32,23 +32,22 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import msgspec
 
-import msgspec  # noqa: E402
-from _common import cpu_note, dev_server  # noqa: E402
-from discover import start_api_only_cluster  # noqa: E402
-
-from cloudtaser import plan as planlib  # noqa: E402
-from cloudtaser.config import ClusterTarget, VaultTarget  # noqa: E402
-from cloudtaser.connect import ConnectOptions, connect  # noqa: E402
-from cloudtaser.source.openbao import OpenBaoClient  # noqa: E402
-from cloudtaser.source.provision import apply_plan  # noqa: E402
-from cloudtaser.target.kube.session import connect as kube_connect  # noqa: E402
-from tests.integration.connect_helpers import (  # noqa: E402
+from benchmarks._common import cpu_note, dev_server
+from benchmarks.discover import start_api_only_cluster
+from cloudtaser import plan as planlib
+from cloudtaser.config import ClusterTarget, VaultTarget
+from cloudtaser.connect import ConnectOptions, connect
+from cloudtaser.source.openbao import OpenBaoClient
+from cloudtaser.source.provision import apply_plan
+from cloudtaser.target.kube.session import connect as kube_connect
+from tests.integration.connect_helpers import (
     create_namespace_with_accounts,
     request_token,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PATHS = 5
 TIMING = re.compile(

@@ -10,7 +10,7 @@ server, then checked by:
 * the floor: one ``GET <mount>/subkeys/<path>`` per path, sequential, one keep-alive
   connection.
 
-Usage: ``python benchmarks/verify_plan.py [--paths 5000] [--bao-sample 50] [--concurrency 16]``
+Usage: ``python -m benchmarks.verify_plan [--paths 5000] [--bao-sample 50] [--concurrency 16]``
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
-from _common import bao_loop, cpu_note, dev_server, report, timed
 
+from benchmarks._common import bao_loop, cpu_note, dev_server, report, timed
 from cloudtaser import plan as planlib
 from cloudtaser.config import VaultTarget
 from cloudtaser.source.openbao import OpenBaoClient

@@ -37,18 +37,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from lightkube import codecs
+from lightkube.resources.apps_v1 import Deployment
+
+from cloudtaser import plan as planlib
+from tests.testenv import workloads as wl
+from tests.testenv.binaries import find_bao
+from tests.testenv.cluster import Cluster
+from tests.testenv.openbao import BaoServer
+from tests.testenv.realnode import NODE_NAME, RealNode, missing_prerequisites
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lightkube import codecs  # noqa: E402
-from lightkube.resources.apps_v1 import Deployment  # noqa: E402
-
-from cloudtaser import plan as planlib  # noqa: E402
-from tests.testenv import workloads as wl  # noqa: E402
-from tests.testenv.binaries import find_bao  # noqa: E402
-from tests.testenv.cluster import Cluster  # noqa: E402
-from tests.testenv.openbao import BaoServer  # noqa: E402
-from tests.testenv.realnode import NODE_NAME, RealNode, missing_prerequisites  # noqa: E402
 
 BOLD, DIM, GREEN, RESET = ("\x1b[1m", "\x1b[2m", "\x1b[32m", "\x1b[0m")
 if not sys.stdout.isatty() or "NO_COLOR" in os.environ:

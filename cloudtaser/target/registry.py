@@ -4,14 +4,18 @@ the operator's machine (``target protect --pin-entrypoints``), and the one image
 What it speaks (the distribution spec, as Docker Hub, GHCR, Harbor, Quay, ECR and ``crane
 registry serve`` answer it):
 
-* Reference parsing (:func:`parse_reference`): a first path part without ``.`` or ``:`` (and not
-  ``localhost``) means Docker Hub (API host ``registry-1.docker.io``; a single name gets
-  ``library/``); tag defaults to ``latest``; a digest wins over a tag.
+* The rules it shares with the injector's lookup (Go, ``runtime/internal/registry``, on
+  go-containerregistry), both tested against the vectors in ``spec/contract/registry-*.json``:
+  reference parsing (:func:`parse_reference`: a first path part without ``.`` or ``:`` and not
+  ``localhost`` means Docker Hub, API host ``registry-1.docker.io``, where a single name gets
+  ``library/``; the tag defaults to ``latest``; a digest wins over a tag; the distribution
+  grammar, ports 1-65535 and at most 1,024 characters), the platform entry of an index
+  (:func:`choose_manifest`) and which mirror settings are valid (:func:`mirrors_problem`).
 * ``GET /v2/<name>/manifests/<ref>`` with ``Accept:`` the OCI index, Docker manifest list, OCI
   manifest and Docker v2 manifest media types. An index is resolved to one platform
-  (``linux/amd64`` unless told otherwise; ``unknown/unknown`` attestation entries skipped), then
-  the manifest's config blob gives ``config.Entrypoint`` / ``config.Cmd``. Every manifest and
-  blob fetched by digest is checked against that digest.
+  (``linux/amd64`` unless told otherwise), then the manifest's config blob gives
+  ``config.Entrypoint`` / ``config.Cmd``. Every manifest and blob fetched by digest is checked
+  against that digest.
 * Auth: no ``/v2/`` ping (Harbor refuses unauthenticated pings). A 401 carries
   ``WWW-Authenticate``: ``Bearer realm=…,service=…,scope=…`` → one token request to the realm
   (with Basic credentials when the docker config has some for the host) → the request again
@@ -35,17 +39,16 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import urlsplit
+
+import requests
 
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.sanitize import printable, shown
-
-if TYPE_CHECKING:
-    import requests
 
 __all__ = [
     "DEFAULT_PLATFORM",
@@ -53,8 +56,11 @@ __all__ = [
     "ImageConfig",
     "ImageRef",
     "RegistryClient",
+    "canonical_registry",
+    "choose_manifest",
     "load_docker_config",
     "mirror_problem",
+    "mirrors_problem",
     "parse_platform",
     "parse_reference",
     "pin_commands",
@@ -82,14 +88,15 @@ MAX_ARGV: Final = 1024
 MAX_ARG_CHARS: Final = 64 * 1024
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
-# distribution/reference grammar
+# distribution/reference grammar (ASCII only), as runtime/internal/registry/reference.go has it
 _COMPONENT: Final = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME_RE: Final = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE: Final = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST_RE: Final = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+_TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+#: the digests go-containerregistry reads (go-digest's algorithms)
+_DIGEST_RE: Final = re.compile(r"sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}")
 _HOST_LABEL: Final = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
 _HOST_RE: Final = re.compile(
-    rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::\d{{1,5}})?"
+    rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?"
 )
 _PLATFORM_RE: Final = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
 MAX_NAME_CHARS: Final = 255
@@ -127,7 +134,7 @@ def registry_host_problem(host: str) -> str | None:
     """``None`` when ``host`` is a registry host (``name[:port]``, ``[v6]:port``), else why."""
     if not host or not _HOST_RE.fullmatch(host):
         return f"{shown(host, limit=80)} is not a registry host (e.g. registry.corp:5000)"
-    port = re.search(r":(\d+)$", host)
+    port = re.search(r":([0-9]+)$", host)
     if port and not 0 < int(port.group(1)) < 65536:
         return f"{shown(host, limit=80)}: port {port.group(1)} is out of range"
     return None
@@ -143,6 +150,33 @@ def mirror_problem(mirror: str) -> str | None:
         return problem
     if prefix and not _NAME_RE.fullmatch(prefix):
         return f"{shown(prefix, limit=80)} is not a repository path prefix"
+    return None
+
+
+def canonical_registry(host: str) -> str:
+    """One spelling per registry, for comparing hosts: host names are case-insensitive, and
+    ``docker.io``, ``index.docker.io`` and ``registry-1.docker.io`` are Docker Hub."""
+    host = host.lower()
+    return DOCKER_HUB if host in {DOCKER_HUB, "index.docker.io", DOCKER_HUB_API} else host
+
+
+def mirrors_problem(mirrors: Iterable[tuple[str, str]]) -> str | None:
+    """``None`` for ``(registry, mirror)`` pairs the injector accepts (its ``--mirror
+    REGISTRY=MIRROR`` flags), else why: each registry a registry host, each mirror valid
+    (:func:`mirror_problem`), and no registry given twice in any spelling (the injector refuses
+    a second mirror for one registry rather than pick one)."""
+    seen: set[str] = set()
+    for registry, mirror in mirrors:
+        problem = registry_host_problem(registry)
+        if problem:
+            return f"--mirror registry: {problem}"
+        problem = mirror_problem(mirror)
+        if problem:
+            return f"--mirror {registry}=...: {problem} (a mirror is [http://]HOST[:PORT][/PATH])"
+        key = canonical_registry(registry)
+        if key in seen:
+            return f"--mirror {registry}=...: a mirror for {key} is given twice"
+        seen.add(key)
     return None
 
 
@@ -166,7 +200,9 @@ def parse_reference(text: str) -> ImageRef:
         if not _TAG_RE.fullmatch(tag):
             raise ConfigError(f"{what}: tag {shown(tag, limit=60)} is not a valid tag")
     first, sep, remainder = rest.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+    # go-containerregistry's split: an upper-case first part without "." or ":" is not a host
+    # (the kubelet's parser would take "Acme/app" for one; the injector refuses it, so do we)
+    if sep and ("." in first or ":" in first or first == "localhost"):
         registry, name = first, remainder
         problem = registry_host_problem(registry)
         if problem:
@@ -195,6 +231,48 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
         )
     parts = text.split("/")
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def choose_manifest(
+    entries: Sequence[object], platform: tuple[str, str, str | None]
+) -> Mapping[str, Any] | None:
+    """The entry of an index's ``manifests`` for ``platform`` (os, architecture, variant), or
+    ``None``: the first entry of that os/architecture with the variant asked for, else (no
+    variant asked, or none with it) the first entry of that os/architecture. Entries without a
+    platform, with an ``unknown`` os or architecture, or annotated as attestation manifests are
+    never chosen. (The variant falls back because only ENTRYPOINT and CMD are read, the same in
+    every variant of one image; ``linux/arm64`` is often listed without ``v8``.)"""
+    want_os, want_arch, want_variant = platform
+    first: Mapping[str, Any] | None = None
+    for entry in entries:
+        if not isinstance(entry, dict) or not _platform_entry(entry):
+            continue
+        plat = entry["platform"]
+        if plat.get("os") != want_os or plat.get("architecture") != want_arch:
+            continue
+        if not want_variant or plat.get("variant") == want_variant:
+            return entry
+        if first is None:
+            first = entry
+    return first
+
+
+def _platform_entry(entry: Mapping[str, Any]) -> bool:
+    """Whether an index entry names a real platform (not an attestation manifest)."""
+    plat = entry.get("platform")
+    if not isinstance(plat, dict) or "unknown" in (plat.get("os"), plat.get("architecture")):
+        return False
+    annotations = entry.get("annotations")
+    return not (
+        isinstance(annotations, dict)
+        and annotations.get("vnd.docker.reference.type") == "attestation-manifest"
+    )
+
+
+def _platform_of(entry: Mapping[str, Any]) -> str:
+    plat = entry["platform"]
+    text = f"{plat.get('os', '')}/{plat.get('architecture', '')}"
+    return text + (f"/{plat['variant']}" if plat.get("variant") else "")
 
 
 # --- credentials ---------------------------------------------------------------------------
@@ -310,8 +388,6 @@ class RegistryClient:
         timeout: float = 20.0,
         session: requests.Session | None = None,
     ) -> None:
-        import requests  # noqa: PLC0415
-
         self.config = docker_config or DockerConfig()
         self.platform = parse_platform(platform)
         self.timeout = timeout
@@ -380,39 +456,27 @@ class RegistryClient:
         return f"{os_}/{arch}" + (f"/{variant}" if variant else "")
 
     def _choose(self, ref: ImageRef, index: Mapping[str, Any]) -> str:
-        want_os, want_arch, want_variant = self.platform
         entries = index.get("manifests")
         if not isinstance(entries, list):
             raise RegistryError(f"{ref}: the index has no manifests list")
-        seen = []
-        candidates = []
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            plat: dict[str, Any] = (
-                entry["platform"] if isinstance(entry.get("platform"), dict) else {}
+        chosen = choose_manifest(entries, self.platform)
+        if chosen is None:
+            seen = [
+                _platform_of(entry)
+                for entry in entries
+                if isinstance(entry, dict) and _platform_entry(entry)
+            ]
+            listed = ", ".join(printable(s, limit=40) for s in seen[:10]) or "none"
+            raise RegistryError(
+                f"{ref} has no {self._platform_text()} image (platforms: {listed}); pass "
+                "--platform or set the container's command explicitly"
             )
-            annotations = entry.get("annotations") or {}
-            os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
-            attestation = (os_, arch) == ("unknown", "unknown") or (
-                isinstance(annotations, dict) and "vnd.docker.reference.type" in annotations
+        digest = chosen.get("digest")
+        if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+            raise RegistryError(
+                f"{ref}: the index entry for {self._platform_text()} has a malformed digest"
             )
-            if attestation:
-                continue
-            seen.append(f"{os_}/{arch}" + (f"/{plat['variant']}" if plat.get("variant") else ""))
-            if os_ == want_os and arch == want_arch:
-                variant = plat.get("variant")
-                if want_variant is None or variant == want_variant:
-                    candidates.append(entry)
-        for entry in candidates:
-            digest = entry.get("digest")
-            if isinstance(digest, str) and _DIGEST_RE.fullmatch(digest):
-                return digest
-        listed = ", ".join(printable(s, limit=40) for s in seen[:10]) or "none"
-        raise RegistryError(
-            f"{ref} has no {self._platform_text()} image (platforms: {listed}); pass "
-            "--platform or set the container's command explicitly"
-        )
+        return digest
 
     def _manifest(self, ref: ImageRef, reference: str) -> tuple[bytes, str, str]:
         resp = self._get(ref, f"manifests/{reference}", ACCEPT, MAX_MANIFEST_BYTES)
@@ -433,8 +497,6 @@ class RegistryClient:
         return f"{scheme}://{host}/v2/{ref.repository}/"
 
     def _get(self, ref: ImageRef, path: str, accept: str, limit: int) -> requests.Response:
-        import requests  # noqa: PLC0415
-
         url = self._base(ref) + path
         headers = {"Accept": accept}
         token_key = (ref.api_host, ref.repository)
@@ -517,8 +579,6 @@ class RegistryClient:
         return f"{ref}: {ref.api_host} needs credentials and the docker config has none{extra}"
 
     def _token(self, ref: ImageRef, params: Mapping[str, str], creds: Credentials | None) -> str:
-        import requests  # noqa: PLC0415
-
         realm = params["realm"]
         parts = urlsplit(realm)
         realm_host = parts.hostname or ""
@@ -591,8 +651,6 @@ def _read_capped(resp: requests.Response, limit: int, what: str) -> requests.Res
     if declared.isdigit() and int(declared) > limit:
         resp.close()
         raise RegistryError(f"{what} is larger than {limit // 1024} KiB; refused")
-    import requests  # noqa: PLC0415
-
     chunks = []
     size = 0
     too_big = False

@@ -17,6 +17,7 @@ from lightkube.resources.core_v1 import Namespace
 
 from tests.integration.runtime_binary import runtime_binary
 from tests.testenv.realnode import RealNode
+from tools import demo
 
 ROOT = Path(__file__).parents[2]
 
@@ -24,21 +25,18 @@ pytestmark = [pytest.mark.integration]
 
 
 def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import demo  # tools/demo.py
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
     workdir = tmp_path / "demo"
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tools" / "demo.py"),
+            "-m",
+            "tools.demo",
             "--mode",
             "kwok",
             "--workdir",
             str(workdir),
         ],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
@@ -72,13 +70,15 @@ def test_demo_keep_leaves_servers_reachable_until_interrupted(tmp_path: Path) ->
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "tools" / "demo.py"),
+            "-m",
+            "tools.demo",
             "--mode",
             "kwok",
             "--keep",
             "--workdir",
             str(workdir),
         ],
+        cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -138,21 +138,18 @@ def test_demo_on_the_real_node_deletes_the_migrated_secrets(
 def _real_demo(tmp_path: Path) -> None:
     import os
 
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import demo  # tools/demo.py
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
     workdir = tmp_path / "demo"
     result = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tools" / "demo.py"),
+            "-m",
+            "tools.demo",
             "--mode",
             "realnode",
             "--workdir",
             str(workdir),
         ],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=1800,

@@ -97,6 +97,9 @@ def test_every_vector_file_is_well_formed() -> None:
         "dangerous-env-annotations.json",
         "dangerous-env.json",
         "injection.json",
+        "registry-mirrors.json",
+        "registry-platforms.json",
+        "registry-references.json",
         "values.json",
         "wrapper-env.json",
     ]

@@ -48,7 +48,7 @@ from cloudtaser.errors import (
 )
 from cloudtaser.plan.rules import is_dns_label, shown, valid_audience
 from cloudtaser.target.kube.session import api_errors
-from cloudtaser.target.registry import mirror_problem, parse_reference, registry_host_problem
+from cloudtaser.target.registry import mirrors_problem, parse_reference, registry_host_problem
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
@@ -172,15 +172,9 @@ class InstallOptions:
                 f"--namespace {self.namespace}: the injector needs a namespace of its own "
                 "(it is excluded from injection)"
             )
-        for registry, mirror in self.mirrors:
-            problem = registry_host_problem(registry)
-            if problem:
-                raise ConfigError(f"--mirror registry: {problem}")
-            problem = mirror_problem(mirror)
-            if problem:
-                raise ConfigError(
-                    f"--mirror {registry}=...: {problem} (a mirror is [http://]HOST[:PORT][/PATH])"
-                )
+        problem = mirrors_problem(self.mirrors)
+        if problem:
+            raise ConfigError(problem)
         if not 1 <= self.replicas <= 20:
             raise ConfigError("--replicas must be between 1 and 20")
         if not 1 <= self.timeout_seconds <= 30:

@@ -15,6 +15,10 @@
 // go-containerregistry's own private-address heuristics would do.
 //
 // Errors never carry a credential: the messages of Error name the image and a class of failure.
+//
+// The reference rules (reference.go), the choice of an index entry (choose) and which mirror
+// settings are valid are one rule set with the Python client of `target protect
+// --pin-entrypoints`: both run the vectors in spec/contract/registry-*.json (vectors_test.go).
 package registry
 
 import (
@@ -221,19 +225,20 @@ func ParseMirror(v string) (host, mirror string, err error) {
 func (r *Resolver) addMirror(host, m string) error {
 	bad := fmt.Errorf("mirror %q=%q: both sides must be registry hosts (host[:port]; the mirror optionally http:// and /path)", clip(host), clip(m))
 	h := canonicalHost(host)
-	if _, err := name.NewRegistry(h, name.StrictValidation); err != nil || strings.Contains(host, "/") {
+	if _, err := name.NewRegistry(h, name.StrictValidation); err != nil || strings.Contains(host, "/") || !ValidHost(h) {
 		return bad
 	}
-	insecure := strings.HasPrefix(m, "http://")
-	m = strings.TrimPrefix(strings.TrimPrefix(m, "http://"), "https://")
-	mh, prefix, _ := strings.Cut(strings.TrimSuffix(m, "/"), "/")
+	mh, prefix, insecure, ok := parseMirrorTarget(m)
+	if !ok {
+		return bad
+	}
 	if _, err := name.NewRegistry(mh, name.StrictValidation); err != nil {
 		return bad
 	}
-	if prefix != "" {
-		if _, err := name.NewRepository(mh+"/"+prefix+"/x", name.StrictValidation); err != nil {
-			return bad
-		}
+	if _, dup := r.mirrors[h]; dup {
+		// docker.io and index.docker.io are one registry: two mirrors for it would leave the
+		// choice to map order
+		return fmt.Errorf("mirror %q: a mirror for %s is given twice", clip(host), h)
 	}
 	r.mirrors[h] = mirror{host: mh, prefix: prefix, insecure: insecure}
 	return nil
@@ -321,14 +326,12 @@ func (r *Resolver) resolve(ctx context.Context, req Request) (Result, error) {
 // without TLS for this lookup.
 func (r *Resolver) reference(image string) (name.Reference, map[string]bool, error) {
 	bad := &Error{Kind: KindBadReference, Image: image, Msg: fmt.Sprintf("image %q is not a valid image reference", clip(image))}
-	if strings.TrimSpace(image) != image || image == "" {
+	ref, ok := ParseReference(image)
+	if !ok {
 		return nil, nil, bad
 	}
-	ref, err := name.ParseReference(image)
-	if err != nil {
-		return nil, nil, bad
-	}
-	m, ok := r.mirrors[ref.Context().RegistryStr()]
+	// host names are case-insensitive: Reg.Corp/app goes to the mirror of reg.corp
+	m, ok := r.mirrors[canonicalHost(ref.Context().RegistryStr())]
 	if !ok {
 		return ref, nil, nil
 	}
