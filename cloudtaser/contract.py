@@ -37,6 +37,9 @@ container after the container's own entries (``env`` wins over ``envFrom`` and t
 ENV) and which a pod may not set itself: the app's ``VAULT_*``/``BAO_*``, proxy and trust-store
 variables never steer the wrapper (issue 28, finding 7; docs/security.md). The CLI's own
 ``VAULT_*``/``BAO_*`` resolution (:func:`vault_env`, :mod:`cloudtaser.config`) is unrelated.
+The names are the Go runtime's (``runtime/internal/contract/wrapperenv.go``, run against
+``spec/contract/wrapper-env.json``); Python never builds or reads them, so it declares no
+constants for them:
 
 ====================================  ============================================================
 ``CLOUDTASER_VAULT_ADDR``             vault URL with scheme and port (required)
@@ -83,21 +86,7 @@ __all__ = [
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
-    "DEFAULT_AUTH_MOUNT_PATH",
-    "DEFAULT_SA_TOKEN_PATH",
-    "DENIAL_REASONS",
-    "ENV_ADDR",
-    "ENV_AUTH_METHOD",
-    "ENV_AUTH_MOUNT_PATH",
-    "ENV_AUTH_ROLE",
-    "ENV_CACERT",
-    "ENV_ENV_MAP",
     "ENV_MAP",
-    "ENV_NAMESPACE",
-    "ENV_SA_TOKEN_PATH",
-    "ENV_SECRET_PATHS",
-    "ENV_SKIP_VERIFY",
-    "ENV_TOKEN",
     "INIT_CONTAINER",
     "INJECT",
     "INJECTED_ANNOTATION",
@@ -183,41 +172,14 @@ WRAPPER_LOG_PREFIX: Final = "cloudtaser-runtime: "
 #: The MutatingWebhookConfiguration ``target install`` creates, and its webhook.
 INJECTOR_WEBHOOK_CONFIGURATION: Final = "cloudtaser-injector"
 INJECTOR_WEBHOOK_NAME: Final = "inject.cloudtaser.io"
-#: Machine reasons of an injector denial (``status.reason``; also the metric label).
-DENIAL_REASONS: Final = frozenset(
-    {
-        "bad-annotations",
-        "address-not-allowed",
-        "image-unresolvable",
-        "env-conflict",
-        "vault-steering",
-        "dangerous-env",
-        "bad-request",
-        "internal",
-    }
-)
 
 PATH_SEPARATOR: Final = ","
 GROUP_SEPARATOR: Final = ";"
 PAIR_SEPARATOR: Final = ","
 KEY_VALUE_SEPARATOR: Final = "="
 
-# --- wrapper environment ------------------------------------------------------------------
+# --- the child's environment (the wrapper's own variables are runtime/internal/contract's) -----
 
-ENV_ADDR: Final = "CLOUDTASER_VAULT_ADDR"
-ENV_AUTH_METHOD: Final = "CLOUDTASER_VAULT_AUTH_METHOD"
-ENV_AUTH_ROLE: Final = "CLOUDTASER_VAULT_AUTH_ROLE"
-ENV_AUTH_MOUNT_PATH: Final = "CLOUDTASER_VAULT_AUTH_MOUNT_PATH"
-ENV_SKIP_VERIFY: Final = "CLOUDTASER_VAULT_SKIP_VERIFY"
-ENV_CACERT: Final = "CLOUDTASER_VAULT_CACERT"
-ENV_NAMESPACE: Final = "CLOUDTASER_VAULT_NAMESPACE"
-ENV_TOKEN: Final = "CLOUDTASER_VAULT_TOKEN"  # noqa: S105 - a variable name
-ENV_SECRET_PATHS: Final = "CLOUDTASER_SECRET_PATHS"  # noqa: S105 - a variable name
-ENV_ENV_MAP: Final = "CLOUDTASER_ENV_MAP"
-ENV_SA_TOKEN_PATH: Final = "CLOUDTASER_SA_TOKEN_PATH"  # noqa: S105 - a variable name
-
-DEFAULT_AUTH_MOUNT_PATH: Final = "auth/kubernetes"
-DEFAULT_SA_TOKEN_PATH: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
 #: Every variable with this prefix is removed from the child's environment.
 STRIPPED_PREFIX: Final = "CLOUDTASER_"
 #: Vault tokens are removed from the child's environment as well.
@@ -547,7 +509,11 @@ def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
         raise ContractError("missing-role", f"{VAULT_ROLE} is not set")
     if not rules.valid_role_name(role):
         raise ContractError("bad-role", f"{VAULT_ROLE} {rules.shown(role)} is not a valid role")
-    mount = parse_auth_path(annotations[AUTH_PATH]) if AUTH_PATH in annotations else "kubernetes"
+    mount = (
+        parse_auth_path(annotations[AUTH_PATH])
+        if AUTH_PATH in annotations
+        else rules.DEFAULT_AUTH_MOUNT
+    )
     if not annotations.get(SECRET_PATHS, "").strip():
         raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
     pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))
