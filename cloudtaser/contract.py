@@ -77,7 +77,6 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from cloudtaser.plan import rules
 
@@ -474,24 +473,68 @@ def build_child_env(parent: Mapping[str, str], secrets: Mapping[str, str]) -> di
 # --- a whole pod's annotations (what the injector reads) ------------------------------------
 
 
+_HOST_CHARS: Final = re.compile(r"[A-Za-z0-9._-]+")
+_IPV6_CHARS: Final = re.compile(r"[0-9A-Fa-f:.]+")
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_MAX_PORT: Final = 65535
+
+
 def parse_vault_address(what: str, value: str) -> str:
     """An http(s) URL with a host, no credentials, query, fragment or blanks; without a
-    trailing slash. ``addr-credentials`` / ``bad-addr``; messages never echo credentials."""
+    trailing slash. ``addr-credentials`` / ``bad-addr``; messages never echo credentials.
+
+    The steps, in order (the Go runtime's ``ValidateAddress`` takes the same ones, and
+    ``spec/contract/rules.json`` holds the vectors both run): anything before an ``@`` in the
+    authority is a credential; every character is printable ASCII other than blank, ``?`` and
+    ``#``; the scheme is http or https; the host is letters, digits, ``.``, ``_``, ``-`` (or an
+    IPv6 literal in brackets); a port, when given, is digits up to 65535; every ``%`` of the
+    path starts a valid escape. So an address protect writes is one the injector accepts.
+    """
     address = value.strip()
-    parts = urlsplit(address)
-    if parts.username or parts.password:  # checked first: later messages echo the address
+    scheme, found, rest = address.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if found and "@" in authority:  # checked first: later messages echo the address
         raise ContractError("addr-credentials", f"{what} must not carry credentials in the URL")
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if any(c <= " " or c >= "\x7f" or c in "?#" for c in address):
+        raise ContractError(
+            "bad-addr",
+            f"{what} has a query, fragment, blank or a character other than printable ASCII "
+            "(not shown: a query may hold a credential)",
+        )
+    if (
+        not found
+        or scheme.lower() not in {"http", "https"}
+        or not _valid_authority(authority)
+        or _BAD_ESCAPE.search(rest[len(authority) :]) is not None
+    ):
         raise ContractError(
             "bad-addr",
             f"{what} {rules.shown(address)} is not an http(s) URL with a host, e.g. "
             "https://vault.example.com:8200",
         )
-    if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in address):
-        raise ContractError(
-            "bad-addr", f"{what} {parts.scheme}://{parts.hostname} has a query, fragment or blank"
-        )
     return address.rstrip("/")
+
+
+def _valid_authority(authority: str) -> bool:
+    """``host[:port]``: a host name of letters, digits, '.', '_', '-' or a bracketed IPv6
+    literal; the port, when given, digits up to 65535."""
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or _IPV6_CHARS.fullmatch(host) is None:
+            return False
+        if not after:
+            return True
+        if not after.startswith(":"):
+            return False
+        port = after[1:]
+    else:
+        host, colon, port = authority.partition(":")
+        if _HOST_CHARS.fullmatch(host) is None:
+            return False
+        if not colon:
+            return True
+    return _PORT.fullmatch(port) is not None and int(port) <= _MAX_PORT
 
 
 def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:

@@ -97,6 +97,7 @@ def test_every_vector_file_is_well_formed() -> None:
         "dangerous-env-annotations.json",
         "dangerous-env.json",
         "injection.json",
+        "rules.json",
         "values.json",
         "wrapper-env.json",
     ]
