@@ -1,11 +1,10 @@
 package main
 
 // The `inject` subcommand: the admission webhook (runtime/internal/webhook) serving the pod
-// mutation of runtime/internal/inject. Flags: decisions.md §2, documented in docs/injector.md.
+// mutation of runtime/internal/inject. Flags: docs/injector.md.
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -188,29 +187,6 @@ func (g secretGetter) GetSecret(ctx context.Context, namespace, name string) (*r
 	return &registry.Secret{Type: s.Type, Data: s.Data}, nil
 }
 
-// mutator adapts inject.Mutate to the webhook server.
-func mutator(cfg *inject.Config) webhook.Mutator {
-	return func(ctx context.Context, raw json.RawMessage) webhook.Decision {
-		var req inject.AdmissionRequest
-		if err := json.Unmarshal(raw, &req); err != nil {
-			return webhook.Decision{Code: http.StatusBadRequest, Reason: inject.ReasonBadRequest,
-				Message: "cloudtaser: the admission request is not readable. Check the API server's admissionReviewVersions (v1)."}
-		}
-		r := inject.Mutate(ctx, cfg, &req)
-		if r == nil {
-			return webhook.Decision{Reason: inject.ReasonInternal, Message: "cloudtaser: the injector gave no answer (a bug). Look at the injector's log."}
-		}
-		d := webhook.Decision{Allowed: r.Allowed, Patch: r.Patch, Warnings: r.Warnings}
-		if !r.Allowed {
-			d.Reason = inject.Outcome(r)
-			if r.Result != nil {
-				d.Code, d.Message = r.Result.Code, r.Result.Message
-			}
-		}
-		return d
-	}
-}
-
 func registrySamples(cfg *inject.Config) func() []webhook.Sample {
 	return func() []webhook.Sample {
 		s := cfg.Stats()
@@ -279,7 +255,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 		return wrap.ExitInternal
 	}
 	metrics.Extra = registrySamples(cfg)
-	srv := webhook.New(webhook.Options{Mutate: mutator(cfg), Certs: certs, Metrics: metrics, Logf: log.logf})
+	srv := webhook.New(webhook.Options{Mutate: func(ctx context.Context, req *webhook.Request) webhook.Decision { return inject.Mutate(ctx, cfg, req) }, Certs: certs, Metrics: metrics, Logf: log.logf})
 	metrics.Gauges = func() []webhook.Sample {
 		ready := 0.0
 		if certs.Ready() {
