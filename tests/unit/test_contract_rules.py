@@ -40,8 +40,11 @@ _DESCRIPTION = (
 
 
 def _valid(rule: str, name: str, value: str, valid: bool) -> dict[str, Any]:
-    return {"name": f"{rule}: {name}", "input": {"rule": rule, "value": value},
-            "expect": {"valid": valid}}  # fmt: skip
+    return {
+        "name": f"{rule}: {name}",
+        "input": {"rule": rule, "value": value},
+        "expect": {"valid": valid},
+    }
 
 
 def _at_and_over(rule: str, what: str, limit: int, make: Callable[[int], str]) -> list[Any]:
@@ -169,8 +172,10 @@ def build_vectors() -> dict[str, Any]:
     ]
 
     def auth(name: str, value: str, mount: str | None) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": f"auth-mount: {name}",
-                               "input": {"rule": "auth-mount", "value": value}}  # fmt: skip
+        out: dict[str, Any] = {
+            "name": f"auth-mount: {name}",
+            "input": {"rule": "auth-mount", "value": value},
+        }
         out.update({"expect": {"mount": mount}} if mount else {"error": "bad-auth-mount"})
         return out
 
@@ -187,21 +192,27 @@ def build_vectors() -> dict[str, Any]:
     ]
 
     def address(name: str, value: str, *, expect: str = "", error: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {"name": f"vault-address: {name}",
-                               "input": {"rule": "vault-address", "value": value}}  # fmt: skip
+        out: dict[str, Any] = {
+            "name": f"vault-address: {name}",
+            "input": {"rule": "vault-address", "value": value},
+        }
         out.update({"error": error} if error else {"expect": {"address": expect}})
         return out
 
     cases += [
         address("host and port", "https://bao.internal:8200", expect="https://bao.internal:8200"),
-        address("trailing slash dropped", "http://vault.vault.svc:8200/",
-                expect="http://vault.vault.svc:8200"),  # fmt: skip
+        address(
+            "trailing slash dropped",
+            "http://vault.vault.svc:8200/",
+            expect="http://vault.vault.svc:8200",
+        ),
         address("blanks around trimmed", "  https://vault:8200  ", expect="https://vault:8200"),
         address("a path prefix", "https://bao.internal/vault", expect="https://bao.internal/vault"),
         address("an IPv6 literal", "https://[fd00::1]:8200", expect="https://[fd00::1]:8200"),
         address("an IPv4 address", "http://10.0.0.7:8200", expect="http://10.0.0.7:8200"),
-        address("scheme and host in upper case", "HTTPS://Vault.Example",
-                expect="HTTPS://Vault.Example"),  # fmt: skip
+        address(
+            "scheme and host in upper case", "HTTPS://Vault.Example", expect="HTTPS://Vault.Example"
+        ),
         address("the highest port", "https://vault:65535", expect="https://vault:65535"),
         address("an escape in the path", "https://vault/a%20b", expect="https://vault/a%20b"),
         address("user and password", "https://user:pw@vault:8200", error="addr-credentials"),
@@ -266,9 +277,7 @@ def test_rules_vectors_cover_every_rule_at_and_over_its_limit() -> None:
     assert sum("vault-path" in n and "over the limit" in n for n in names) == 3
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c["name"]) for c in build_vectors()["cases"]]
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["name"]) for c in build_vectors()["cases"]])
 def test_rules_vector(case: dict[str, Any]) -> None:
     given = case["input"]
     if "error" in case:
