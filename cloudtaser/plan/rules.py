@@ -50,6 +50,7 @@ __all__ = [
     "MAX_APPROVALS",
     "MAX_APPROVAL_IDENTITY",
     "MAX_ARMORED_SIGNATURE",
+    "MAX_AUDIENCE_CHARS",
     "MAX_DNS_LABEL",
     "MAX_DNS_SUBDOMAIN",
     "MAX_ENV_VAR",
@@ -94,6 +95,7 @@ __all__ = [
     "template_problem",
     "tenant_scope",
     "usable_mount",
+    "valid_audience",
     "valid_role_name",
     "vault_path_problem",
 ]

@@ -35,7 +35,8 @@ _DESCRIPTION = (
     "auth/<mount> value) or error; vault-address gives expect.address (trimmed, without a "
     "trailing slash) or error. Rules: dns-label, dns-subdomain (Kubernetes names), env-name, "
     "field-name (vault field / Secret key), role-name (Kubernetes-auth role), vault-path (a KV "
-    "v2 <mount>/data/<path>), mount (a KV or auth mount), auth-mount, vault-address."
+    "v2 <mount>/data/<path>), mount (a KV or auth mount), audience (a ServiceAccount token "
+    "audience), auth-mount, vault-address."
 )
 
 
@@ -134,6 +135,16 @@ def build_vectors() -> dict[str, Any]:
         _valid("role-name", "leading dot", ".r", False),
         _valid("role-name", "leading underscore", "_r", False),
         _valid("role-name", "a slash", "r/x", False),
+    ]
+    cases += _at_and_over("audience", "an audience", rules.MAX_AUDIENCE_CHARS, lambda n: "v" * n)
+    cases += [
+        _valid("audience", "a URL", "https://kubernetes.default.svc", True),
+        _valid("audience", "all the punctuation allowed", "a.b_c:d/e@f+g=h-i", True),
+        _valid("audience", "empty", "", False),
+        _valid("audience", "a blank", "my vault", False),
+        _valid("audience", "a quote", "vault'", False),
+        _valid("audience", "a comma", "a,b", False),
+        _valid("audience", "non-ASCII", "vaült", False),
     ]
     # vault paths and mounts
     cases += _at_and_over(
@@ -253,6 +264,7 @@ def _python(rule: str, value: str) -> dict[str, Any]:
         "role-name": rules.valid_role_name,
         "vault-path": lambda v: rules.vault_path_problem(v) is None,
         "mount": rules.usable_mount,
+        "audience": rules.valid_audience,
     }
     if rule in checks:
         return {"valid": checks[rule](value)}
@@ -271,7 +283,15 @@ def test_rules_vectors_are_current() -> None:
 
 def test_rules_vectors_cover_every_rule_at_and_over_its_limit() -> None:
     names = [case["name"] for case in build_vectors()["cases"]]
-    for rule in ("dns-label", "dns-subdomain", "env-name", "field-name", "role-name", "mount"):
+    for rule in (
+        "dns-label",
+        "dns-subdomain",
+        "env-name",
+        "field-name",
+        "role-name",
+        "mount",
+        "audience",
+    ):
         assert any(n.startswith(f"{rule}: ") and "(the limit)" in n for n in names), rule
         assert any(n.startswith(f"{rule}: ") and "(over the limit)" in n for n in names), rule
     assert sum("vault-path" in n and "over the limit" in n for n in names) == 3

@@ -7,7 +7,7 @@ import (
 
 // The name, length, mount and address rules of the plan's rule book
 // (cloudtaser/plan/rules.py: DNS_LABEL, DNS_SUBDOMAIN, ENV_VAR, FIELD_NAME, VAULT_PATH, MOUNT,
-// valid_role_name and the MAX_* limits; cloudtaser/contract.py: parse_vault_address,
+// valid_role_name, valid_audience and the MAX_* limits; cloudtaser/contract.py: parse_vault_address,
 // parse_auth_path), as the runtime applies them. spec/contract/rules.json holds the vectors
 // both languages run, generated from the rule book's limits, so a limit changed on one side
 // fails the other side's tests.
@@ -22,6 +22,7 @@ const (
 	MaxSegment      = 128 // one segment of a vault path
 	MaxMount        = 128 // a whole mount path
 	MaxRole         = 255
+	MaxAudience     = 256
 )
 
 // reservedMounts are mounts the vault reserves: never a KV engine or a Kubernetes auth method.
@@ -173,6 +174,14 @@ func ValidRole(r string) bool {
 		}
 	}
 	return true
+}
+
+// ValidAudience reports whether a is a ServiceAccount token audience both the vault role
+// (apply-plan) and the injector's projected token may carry: letters, digits and
+// '.', '_', ':', '/', '@', '+', '=', '-', at most MaxAudience characters (rules.valid_audience).
+func ValidAudience(a string) bool {
+	return a != "" && len(a) <= MaxAudience &&
+		strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/@+=-") == ""
 }
 
 // NormaliseAuthMount turns `auth/kubernetes`, `/auth/k8s/eu/`, `k8s-eu` into the mount path

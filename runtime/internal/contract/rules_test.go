@@ -17,6 +17,7 @@ func TestRulesVectors(t *testing.T) {
 		"role-name":     ValidRole,
 		"vault-path":    ValidVaultPath,
 		"mount":         ValidMount,
+		"audience":      ValidAudience,
 	}
 	for _, c := range loadVectors(t, "rules.json") {
 		t.Run(c.Name, func(t *testing.T) {

@@ -102,8 +102,8 @@ func (c *Config) validate() error {
 		}
 		c.allowed[canonAddress(v)] = true
 	}
-	if c.Audience == "" || strings.ContainsFunc(c.Audience, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return errors.New("--audience is required: the audience of the projected ServiceAccount token (no blanks)")
+	if !contract.ValidAudience(c.Audience) {
+		return errors.New("--audience is required: the audience of the projected ServiceAccount token, as source apply-plan --audience gave the vault roles (letters, digits, '.', '_', ':', '/', '@', '+', '=', '-')")
 	}
 	if c.EmptyDirSize == "" {
 		c.EmptyDirSize = DefaultEmptyDir
