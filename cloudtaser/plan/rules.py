@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from collections.abc import Collection
 from typing import Final
 
@@ -378,8 +379,6 @@ def template_problem(template: str) -> str | None:
     template is injective): ``{mount}/data/{namespace}-{secret}`` maps ``team``/``x-db`` and
     ``team-x``/``db`` to one path and is refused.
     """
-    import string  # noqa: PLC0415
-
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -417,8 +416,6 @@ def template_problem(template: str) -> str | None:
 def tenant_scope(template: str, *, namespace: str, mount: str, cluster: str) -> re.Pattern[str]:
     """The paths ``template`` can give ``namespace``: ``{secret}`` stands for any segment (and,
     when it ends the template, any deeper path below it, as Vault Agent paths may be)."""
-    import string  # noqa: PLC0415
-
     values = {"mount": mount, "cluster": cluster, "namespace": namespace}
     out: list[str] = []
     for literal, name, _spec, _conv in string.Formatter().parse(template):
