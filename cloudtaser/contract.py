@@ -37,6 +37,9 @@ container after the container's own entries (``env`` wins over ``envFrom`` and t
 ENV) and which a pod may not set itself: the app's ``VAULT_*``/``BAO_*``, proxy and trust-store
 variables never steer the wrapper (issue 28, finding 7; docs/security.md). The CLI's own
 ``VAULT_*``/``BAO_*`` resolution (:func:`vault_env`, :mod:`cloudtaser.config`) is unrelated.
+The names are the Go runtime's (``runtime/internal/contract/wrapperenv.go``, run against
+``spec/contract/wrapper-env.json``); Python never builds or reads them, so it declares no
+constants for them:
 
 ====================================  ============================================================
 ``CLOUDTASER_VAULT_ADDR``             vault URL with scheme and port (required)
@@ -74,7 +77,6 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from cloudtaser.plan import rules
 
@@ -83,21 +85,7 @@ __all__ = [
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
-    "DEFAULT_AUTH_MOUNT_PATH",
-    "DEFAULT_SA_TOKEN_PATH",
-    "DENIAL_REASONS",
-    "ENV_ADDR",
-    "ENV_AUTH_METHOD",
-    "ENV_AUTH_MOUNT_PATH",
-    "ENV_AUTH_ROLE",
-    "ENV_CACERT",
-    "ENV_ENV_MAP",
     "ENV_MAP",
-    "ENV_NAMESPACE",
-    "ENV_SA_TOKEN_PATH",
-    "ENV_SECRET_PATHS",
-    "ENV_SKIP_VERIFY",
-    "ENV_TOKEN",
     "INIT_CONTAINER",
     "INJECT",
     "INJECTED_ANNOTATION",
@@ -183,41 +171,14 @@ WRAPPER_LOG_PREFIX: Final = "cloudtaser-runtime: "
 #: The MutatingWebhookConfiguration ``target install`` creates, and its webhook.
 INJECTOR_WEBHOOK_CONFIGURATION: Final = "cloudtaser-injector"
 INJECTOR_WEBHOOK_NAME: Final = "inject.cloudtaser.io"
-#: Machine reasons of an injector denial (``status.reason``; also the metric label).
-DENIAL_REASONS: Final = frozenset(
-    {
-        "bad-annotations",
-        "address-not-allowed",
-        "image-unresolvable",
-        "env-conflict",
-        "vault-steering",
-        "dangerous-env",
-        "bad-request",
-        "internal",
-    }
-)
 
 PATH_SEPARATOR: Final = ","
 GROUP_SEPARATOR: Final = ";"
 PAIR_SEPARATOR: Final = ","
 KEY_VALUE_SEPARATOR: Final = "="
 
-# --- wrapper environment ------------------------------------------------------------------
+# --- the child's environment (the wrapper's own variables are runtime/internal/contract's) -----
 
-ENV_ADDR: Final = "CLOUDTASER_VAULT_ADDR"
-ENV_AUTH_METHOD: Final = "CLOUDTASER_VAULT_AUTH_METHOD"
-ENV_AUTH_ROLE: Final = "CLOUDTASER_VAULT_AUTH_ROLE"
-ENV_AUTH_MOUNT_PATH: Final = "CLOUDTASER_VAULT_AUTH_MOUNT_PATH"
-ENV_SKIP_VERIFY: Final = "CLOUDTASER_VAULT_SKIP_VERIFY"
-ENV_CACERT: Final = "CLOUDTASER_VAULT_CACERT"
-ENV_NAMESPACE: Final = "CLOUDTASER_VAULT_NAMESPACE"
-ENV_TOKEN: Final = "CLOUDTASER_VAULT_TOKEN"  # noqa: S105 - a variable name
-ENV_SECRET_PATHS: Final = "CLOUDTASER_SECRET_PATHS"  # noqa: S105 - a variable name
-ENV_ENV_MAP: Final = "CLOUDTASER_ENV_MAP"
-ENV_SA_TOKEN_PATH: Final = "CLOUDTASER_SA_TOKEN_PATH"  # noqa: S105 - a variable name
-
-DEFAULT_AUTH_MOUNT_PATH: Final = "auth/kubernetes"
-DEFAULT_SA_TOKEN_PATH: Final = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105
 #: Every variable with this prefix is removed from the child's environment.
 STRIPPED_PREFIX: Final = "CLOUDTASER_"
 #: Vault tokens are removed from the child's environment as well.
@@ -512,24 +473,68 @@ def build_child_env(parent: Mapping[str, str], secrets: Mapping[str, str]) -> di
 # --- a whole pod's annotations (what the injector reads) ------------------------------------
 
 
+_HOST_CHARS: Final = re.compile(r"[A-Za-z0-9._-]+")
+_IPV6_CHARS: Final = re.compile(r"[0-9A-Fa-f:.]+")
+_PORT: Final = re.compile(r"[0-9]{1,5}")
+_BAD_ESCAPE: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_MAX_PORT: Final = 65535
+
+
 def parse_vault_address(what: str, value: str) -> str:
     """An http(s) URL with a host, no credentials, query, fragment or blanks; without a
-    trailing slash. ``addr-credentials`` / ``bad-addr``; messages never echo credentials."""
+    trailing slash. ``addr-credentials`` / ``bad-addr``; messages never echo credentials.
+
+    The steps, in order (the Go runtime's ``ValidateAddress`` takes the same ones, and
+    ``spec/contract/rules.json`` holds the vectors both run): anything before an ``@`` in the
+    authority is a credential; every character is printable ASCII other than blank, ``?`` and
+    ``#``; the scheme is http or https; the host is letters, digits, ``.``, ``_``, ``-`` (or an
+    IPv6 literal in brackets); a port, when given, is digits up to 65535; every ``%`` of the
+    path starts a valid escape. So an address protect writes is one the injector accepts.
+    """
     address = value.strip()
-    parts = urlsplit(address)
-    if parts.username or parts.password:  # checked first: later messages echo the address
+    scheme, found, rest = address.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if found and "@" in authority:  # checked first: later messages echo the address
         raise ContractError("addr-credentials", f"{what} must not carry credentials in the URL")
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if any(c <= " " or c >= "\x7f" or c in "?#" for c in address):
+        raise ContractError(
+            "bad-addr",
+            f"{what} has a query, fragment, blank or a character other than printable ASCII "
+            "(not shown: a query may hold a credential)",
+        )
+    if (
+        not found
+        or scheme.lower() not in {"http", "https"}
+        or not _valid_authority(authority)
+        or _BAD_ESCAPE.search(rest[len(authority) :]) is not None
+    ):
         raise ContractError(
             "bad-addr",
             f"{what} {rules.shown(address)} is not an http(s) URL with a host, e.g. "
             "https://vault.example.com:8200",
         )
-    if parts.query or parts.fragment or any(c.isspace() or ord(c) < 32 for c in address):
-        raise ContractError(
-            "bad-addr", f"{what} {parts.scheme}://{parts.hostname} has a query, fragment or blank"
-        )
     return address.rstrip("/")
+
+
+def _valid_authority(authority: str) -> bool:
+    """``host[:port]``: a host name of letters, digits, '.', '_', '-' or a bracketed IPv6
+    literal; the port, when given, digits up to 65535."""
+    if authority.startswith("["):
+        host, bracket, after = authority[1:].partition("]")
+        if not bracket or _IPV6_CHARS.fullmatch(host) is None:
+            return False
+        if not after:
+            return True
+        if not after.startswith(":"):
+            return False
+        port = after[1:]
+    else:
+        host, colon, port = authority.partition(":")
+        if _HOST_CHARS.fullmatch(host) is None:
+            return False
+        if not colon:
+            return True
+    return _PORT.fullmatch(port) is not None and int(port) <= _MAX_PORT
 
 
 def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
@@ -547,7 +552,11 @@ def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
         raise ContractError("missing-role", f"{VAULT_ROLE} is not set")
     if not rules.valid_role_name(role):
         raise ContractError("bad-role", f"{VAULT_ROLE} {rules.shown(role)} is not a valid role")
-    mount = parse_auth_path(annotations[AUTH_PATH]) if AUTH_PATH in annotations else "kubernetes"
+    mount = (
+        parse_auth_path(annotations[AUTH_PATH])
+        if AUTH_PATH in annotations
+        else rules.DEFAULT_AUTH_MOUNT
+    )
     if not annotations.get(SECRET_PATHS, "").strip():
         raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
     pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))

@@ -5,8 +5,11 @@ Plan validation (the msgspec model), ``target discover``, ``source apply-plan`` 
 wrapper all check names here, so they cannot disagree: whatever discover writes passes
 ``plan validate``, and whatever ``plan validate`` accepts passes apply-plan's and protect's own
 (defence-in-depth) checks. ``tests/unit/test_rule_agreement.py`` proves it with generated
-names at and beyond every limit. The dangerous targets of a vault field (loader and interpreter
-variables, :data:`DANGEROUS_ENV`) are shared with the Go injector through
+names at and beyond every limit. The Go runtime implements the name, length, mount and address
+rules it applies (``runtime/internal/contract/names.go``) and runs ``spec/contract/rules.json``,
+generated from these limits by ``tests/unit/test_contract_rules.py``, which fails when the file
+is stale. The dangerous targets of a vault field (loader and interpreter variables,
+:data:`DANGEROUS_ENV`) are shared with the Go injector through
 ``spec/contract/dangerous-env.json``.
 
 Standard library only (the stdlib-only :mod:`cloudtaser.contract` builds on it).
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from collections.abc import Collection
 from typing import Final
 
@@ -49,6 +53,7 @@ __all__ = [
     "MAX_APPROVALS",
     "MAX_APPROVAL_IDENTITY",
     "MAX_ARMORED_SIGNATURE",
+    "MAX_AUDIENCE_CHARS",
     "MAX_DNS_LABEL",
     "MAX_DNS_SUBDOMAIN",
     "MAX_ENV_VAR",
@@ -56,6 +61,7 @@ __all__ = [
     "MAX_MOUNT",
     "MAX_OBJECT_NAME",
     "MAX_PLAN_NAME",
+    "MAX_ROLE_NAME",
     "MAX_SEGMENT",
     "MAX_SEGMENT_CHARS",
     "MAX_VAULT_PATH",
@@ -92,6 +98,7 @@ __all__ = [
     "template_problem",
     "tenant_scope",
     "usable_mount",
+    "valid_audience",
     "valid_role_name",
     "vault_path_problem",
 ]
@@ -131,6 +138,8 @@ MAX_SEGMENT_CHARS: Final = MAX_SEGMENT
 MAX_MOUNT: Final = 128
 #: A policy or role name (``cloudtaser-<plan>-<tenant>`` is at most 138).
 MAX_OBJECT_NAME: Final = 140
+#: A Kubernetes-auth role name the vault accepts (:func:`valid_role_name`).
+MAX_ROLE_NAME: Final = 255
 
 # --- patterns -----------------------------------------------------------------------------------
 
@@ -187,7 +196,7 @@ _ENV_VAR_RE: Final = re.compile(ENV_VAR)
 _FIELD_NAME_RE: Final = re.compile(FIELD_NAME)
 _VAULT_PATH_RE: Final = re.compile(VAULT_PATH)
 _SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-_ROLE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+_ROLE_RE: Final = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ROLE_NAME - 1}}}")
 
 
 def is_dns_label(value: str) -> bool:
@@ -372,8 +381,6 @@ def template_problem(template: str) -> str | None:
     template is injective): ``{mount}/data/{namespace}-{secret}`` maps ``team``/``x-db`` and
     ``team-x``/``db`` to one path and is refused.
     """
-    import string  # noqa: PLC0415
-
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -411,8 +418,6 @@ def template_problem(template: str) -> str | None:
 def tenant_scope(template: str, *, namespace: str, mount: str, cluster: str) -> re.Pattern[str]:
     """The paths ``template`` can give ``namespace``: ``{secret}`` stands for any segment (and,
     when it ends the template, any deeper path below it, as Vault Agent paths may be)."""
-    import string  # noqa: PLC0415
-
     values = {"mount": mount, "cluster": cluster, "namespace": namespace}
     out: list[str] = []
     for literal, name, _spec, _conv in string.Formatter().parse(template):

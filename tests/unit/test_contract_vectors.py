@@ -100,6 +100,7 @@ def test_every_vector_file_is_well_formed() -> None:
         "registry-mirrors.json",
         "registry-platforms.json",
         "registry-references.json",
+        "rules.json",
         "values.json",
         "wrapper-env.json",
     ]

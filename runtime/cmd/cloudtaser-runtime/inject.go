@@ -1,11 +1,10 @@
 package main
 
 // The `inject` subcommand: the admission webhook (runtime/internal/webhook) serving the pod
-// mutation of runtime/internal/inject. Flags: decisions.md §2, documented in docs/injector.md.
+// mutation of runtime/internal/inject. Flags: docs/injector.md.
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"cloudtaser/runtime/internal/contract"
 	"cloudtaser/runtime/internal/inject"
 	"cloudtaser/runtime/internal/kubeapi"
 	"cloudtaser/runtime/internal/registry"
@@ -98,7 +98,7 @@ func parseInjectFlags(args []string, getenv func(string) string, stderr io.Write
 	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
 		return nil, fmt.Errorf("--listen %q is not HOST:PORT or :PORT with a port 1-65535", f.listen)
 	}
-	if host != "" && net.ParseIP(host) == nil && !validName(host, 253) {
+	if host != "" && net.ParseIP(host) == nil && !contract.HostName(host) {
 		return nil, fmt.Errorf("--listen %q: the host is neither an IP address nor a host name", f.listen)
 	}
 	for _, d := range []struct {
@@ -129,17 +129,17 @@ func parseInjectFlags(args []string, getenv func(string) string, stderr io.Write
 		}
 		f.mirrorMap[h] = mh
 	}
-	if !validName(f.configuration, 253) {
+	if !contract.HostName(f.configuration) {
 		return nil, fmt.Errorf("--webhook-configuration %q is not a Kubernetes object name", f.configuration)
 	}
-	if !validName(f.webhookName, 253) || strings.Count(f.webhookName, ".") < 2 {
+	if !contract.HostName(f.webhookName) || strings.Count(f.webhookName, ".") < 2 {
 		return nil, fmt.Errorf("--webhook-name %q is not a webhook name (a DNS name with at least three parts, e.g. inject.cloudtaser.io)", f.webhookName)
 	}
 	if f.dnsSANs, f.ipSANs, err = webhook.ParseSANs(f.sans); err != nil {
 		return nil, err
 	}
 	f.podName, f.podNamespace = getenv("POD_NAME"), getenv("POD_NAMESPACE")
-	if !validName(f.podName, 253) || !validName(f.podNamespace, 63) || strings.Contains(f.podNamespace, ".") {
+	if !contract.HostName(f.podName) || !contract.DNSLabel(f.podNamespace) {
 		return nil, errors.New("POD_NAME and POD_NAMESPACE must name this pod (set them from the downward API: fieldRef metadata.name and metadata.namespace)")
 	}
 	f.kubeHost, f.kubePort = getenv("KUBERNETES_SERVICE_HOST"), getenv("KUBERNETES_SERVICE_PORT")
@@ -147,25 +147,6 @@ func parseInjectFlags(args []string, getenv func(string) string, stderr io.Write
 		return nil, errors.New("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set (in a pod they are; with no kube-proxy, install's --kube-api sets them)")
 	}
 	return f, nil
-}
-
-// validName: a lower-case RFC 1123 subdomain of at most n characters.
-func validName(s string, n int) bool {
-	if s == "" || len(s) > n {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // logger writes one timestamped line per event to stderr.
@@ -204,29 +185,6 @@ func (g secretGetter) GetSecret(ctx context.Context, namespace, name string) (*r
 		return nil, err
 	}
 	return &registry.Secret{Type: s.Type, Data: s.Data}, nil
-}
-
-// mutator adapts inject.Mutate to the webhook server.
-func mutator(cfg *inject.Config) webhook.Mutator {
-	return func(ctx context.Context, raw json.RawMessage) webhook.Decision {
-		var req inject.AdmissionRequest
-		if err := json.Unmarshal(raw, &req); err != nil {
-			return webhook.Decision{Code: http.StatusBadRequest, Reason: inject.ReasonBadRequest,
-				Message: "cloudtaser: the admission request is not readable. Check the API server's admissionReviewVersions (v1)."}
-		}
-		r := inject.Mutate(ctx, cfg, &req)
-		if r == nil {
-			return webhook.Decision{Reason: inject.ReasonInternal, Message: "cloudtaser: the injector gave no answer (a bug). Look at the injector's log."}
-		}
-		d := webhook.Decision{Allowed: r.Allowed, Patch: r.Patch, Warnings: r.Warnings}
-		if !r.Allowed {
-			d.Reason = inject.Outcome(r)
-			if r.Result != nil {
-				d.Code, d.Message = r.Result.Code, r.Result.Message
-			}
-		}
-		return d
-	}
 }
 
 func registrySamples(cfg *inject.Config) func() []webhook.Sample {
@@ -297,7 +255,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 		return wrap.ExitInternal
 	}
 	metrics.Extra = registrySamples(cfg)
-	srv := webhook.New(webhook.Options{Mutate: mutator(cfg), Certs: certs, Metrics: metrics, Logf: log.logf})
+	srv := webhook.New(webhook.Options{Mutate: func(ctx context.Context, req *webhook.Request) webhook.Decision { return inject.Mutate(ctx, cfg, req) }, Certs: certs, Metrics: metrics, Logf: log.logf})
 	metrics.Gauges = func() []webhook.Sample {
 		ready := 0.0
 		if certs.Ready() {

@@ -38,6 +38,7 @@ import (
 
 	"cloudtaser/runtime/internal/inject"
 	"cloudtaser/runtime/internal/jsonpatch"
+	"cloudtaser/runtime/internal/webhook"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
@@ -382,10 +383,10 @@ func benchConfig() *inject.Config {
 
 // ourPatch runs our mutation in this process on a pod's JSON as the API server would send it.
 func ourPatch(b *testing.B, cfg *inject.Config, obj json.RawMessage) []byte {
-	r := inject.Mutate(context.Background(), cfg, &inject.AdmissionRequest{UID: "bench", Kind: inject.GroupVersionKind{Version: "v1", Kind: "Pod"},
-		Namespace: appNS, Operation: inject.OperationCreate, Object: obj})
+	r := inject.Mutate(context.Background(), cfg, &webhook.Request{UID: "bench", Kind: webhook.GroupVersionKind{Version: "v1", Kind: "Pod"},
+		Namespace: appNS, Operation: webhook.OperationCreate, Object: obj})
 	if !r.Allowed || len(r.Patch) == 0 {
-		b.Fatalf("our mutation refused the benchmark pod: %+v", r.Result)
+		b.Fatalf("our mutation refused the benchmark pod: %+v", r)
 	}
 	return r.Patch
 }

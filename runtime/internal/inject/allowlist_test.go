@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"cloudtaser/runtime/internal/contract"
+	"cloudtaser/runtime/internal/webhook"
 )
 
 func setEnv(p map[string]any, kv ...string) {
@@ -35,7 +36,7 @@ func TestAContainerSettingAnInjectorOwnedVariableIsDenied(t *testing.T) {
 	for _, name := range append(append([]string{}, contract.OwnedEnv...), "CLOUDTASER_VAULT_ADDRESS", "CLOUDTASER_X") {
 		p := testPod(annotations())
 		setEnv(p, "HTTPS_PROXY", "http://proxy:3128", name, "canary-value-7c1")
-		msg := denied(t, testConfig(), p, ReasonEnvConflict)
+		msg := denied(t, testConfig(), p, webhook.ReasonEnvConflict)
 		if !strings.Contains(msg, name) || strings.Contains(msg, "canary-value") {
 			t.Errorf("%s: %s", name, msg)
 		}
@@ -109,7 +110,7 @@ func TestAHostAliasForTheVaultHostIsDenied(t *testing.T) {
 			map[string]any{"ip": "10.0.0.9", "hostnames": []any{"db.internal"}},
 			map[string]any{"ip": "127.0.0.1", "hostnames": []any{"other", h}},
 		}
-		msg := denied(t, testConfig(), p, ReasonVaultSteering)
+		msg := denied(t, testConfig(), p, webhook.ReasonVaultSteering)
 		if !strings.Contains(msg, "hostAliases") {
 			t.Errorf("%q: %s", h, msg)
 		}
@@ -120,7 +121,7 @@ func TestAHostAliasForTheVaultHostIsDenied(t *testing.T) {
 	// A second webhook adding the alias after our patch is caught on reinvocation.
 	again := mutated(t, testConfig(), testPod(annotations()))
 	again["spec"].(map[string]any)["hostAliases"] = []any{map[string]any{"ip": "10.0.0.9", "hostnames": []any{"bao.internal"}}}
-	denied(t, testConfig(), again, ReasonVaultSteering)
+	denied(t, testConfig(), again, webhook.ReasonVaultSteering)
 }
 
 // Rule: a mapping to a dangerous variable needs cloudtaser.io/accept-dangerous-env; the
@@ -128,7 +129,7 @@ func TestAHostAliasForTheVaultHostIsDenied(t *testing.T) {
 func TestADangerousTargetNeedsTheReviewersAcceptance(t *testing.T) {
 	for _, env := range []string{"LD_PRELOAD", "PATH", "NODE_OPTIONS", "BASH_FUNC_x", "JAVA_TOOL_OPTIONS"} {
 		p := testPod(annotations("cloudtaser.io/env-map", "username=DB_USER,password="+env))
-		msg := denied(t, testConfig(), p, ReasonDangerousEnv)
+		msg := denied(t, testConfig(), p, webhook.ReasonDangerousEnv)
 		if !strings.Contains(msg, env) || !strings.Contains(msg, contract.AnnotationAcceptDangerousEnv) {
 			t.Errorf("%s: %s", env, msg)
 		}
@@ -145,11 +146,11 @@ func TestADangerousTargetNeedsTheReviewersAcceptance(t *testing.T) {
 // acceptance list is a bad annotation.
 func TestAReservedTargetIsAlwaysDenied(t *testing.T) {
 	p := testPod(annotations("cloudtaser.io/env-map", "password=CLOUDTASER_VAULT_ADDR", contract.AnnotationAcceptDangerousEnv, "CLOUDTASER_VAULT_ADDR"))
-	if msg := denied(t, testConfig(), p, ReasonDangerousEnv); !strings.Contains(msg, "reserves") {
+	if msg := denied(t, testConfig(), p, webhook.ReasonDangerousEnv); !strings.Contains(msg, "reserves") {
 		t.Fatal(msg)
 	}
 	p = testPod(annotations(contract.AnnotationAcceptDangerousEnv, "PATH;rm"))
-	denied(t, testConfig(), p, ReasonBadAnnotations)
+	denied(t, testConfig(), p, webhook.ReasonBadAnnotations)
 }
 
 // Rule: on reinvocation, a variable the injector owns set a second time (a later webhook
@@ -157,11 +158,11 @@ func TestAReservedTargetIsAlwaysDenied(t *testing.T) {
 func TestAnOwnedVariableAddedAfterTheInjectorIsDeniedOnReinvocation(t *testing.T) {
 	injected := mutated(t, testConfig(), testPod(annotations()))
 	if r := Mutate(context.Background(), testConfig(), request(t, injected)); !r.Allowed || r.Patch != nil {
-		t.Fatalf("the injected pod itself: %+v", r.Result)
+		t.Fatalf("the injected pod itself: %+v", r)
 	}
 	c := get(injected, "spec", "containers", 0).(map[string]any)
 	c["env"] = append(c["env"].([]any), map[string]any{"name": contract.EnvSkipVerify, "value": "true"})
-	if msg := denied(t, testConfig(), injected, ReasonEnvConflict); !strings.Contains(msg, contract.EnvSkipVerify) {
+	if msg := denied(t, testConfig(), injected, webhook.ReasonEnvConflict); !strings.Contains(msg, contract.EnvSkipVerify) {
 		t.Fatal(msg)
 	}
 }

@@ -1,7 +1,9 @@
 // Package inject is the admission logic of the injector: given a pod CREATE request it
-// returns the JSON patch that puts the cloudtaser wrapper in front of every container, or a
-// refusal that says why and what to do. Pure apart from the entrypoint lookups it delegates
-// to an EntrypointResolver; the HTTPS server lives in internal/webhook.
+// returns a decision, allow with the JSON patch that puts the cloudtaser wrapper in front of
+// every container, or deny with a reason (webhook.DenialReasons) and a message that says why
+// and what to do. Pure apart from the entrypoint lookups it delegates to an
+// EntrypointResolver; the HTTPS server and the AdmissionReview envelope live in
+// internal/webhook, which calls Mutate.
 //
 // The pod it produces (docs/injector.md, "What the webhook changes in a pod"):
 //   - volume cloudtaser-bin: emptyDir {medium: Memory, sizeLimit}
@@ -29,6 +31,7 @@ import (
 
 	"cloudtaser/runtime/internal/contract"
 	"cloudtaser/runtime/internal/registry"
+	"cloudtaser/runtime/internal/webhook"
 )
 
 // Names of what the webhook adds (cloudtaser/contract.py carries the same names).
@@ -50,24 +53,6 @@ const (
 	DefaultEmptyDir   = "32Mi"
 	InitUser          = 65532
 )
-
-// Denial reasons (status.reason and the metric label).
-const (
-	ReasonBadAnnotations    = "bad-annotations"
-	ReasonAddressNotAllowed = "address-not-allowed"
-	ReasonImageUnresolvable = "image-unresolvable"
-	ReasonEnvConflict       = "env-conflict"
-	ReasonVaultSteering     = "vault-steering"
-	ReasonDangerousEnv      = "dangerous-env"
-	ReasonBadRequest        = "bad-request"
-	ReasonInternal          = "internal"
-)
-
-// Reasons lists every denial reason, for metrics that pre-declare their labels.
-var Reasons = []string{
-	ReasonBadAnnotations, ReasonAddressNotAllowed, ReasonImageUnresolvable, ReasonEnvConflict,
-	ReasonVaultSteering, ReasonDangerousEnv, ReasonBadRequest, ReasonInternal,
-}
 
 // EntrypointResolver reads an image's ENTRYPOINT and CMD (registry.Resolver implements it).
 type EntrypointResolver interface {
@@ -117,8 +102,8 @@ func (c *Config) validate() error {
 		}
 		c.allowed[canonAddress(v)] = true
 	}
-	if c.Audience == "" || strings.ContainsFunc(c.Audience, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return errors.New("--audience is required: the audience of the projected ServiceAccount token (no blanks)")
+	if !contract.ValidAudience(c.Audience) {
+		return errors.New("--audience is required: the audience of the projected ServiceAccount token, as source apply-plan --audience gave the vault roles (letters, digits, '.', '_', ':', '/', '@', '+', '=', '-')")
 	}
 	if c.EmptyDirSize == "" {
 		c.EmptyDirSize = DefaultEmptyDir
@@ -165,57 +150,38 @@ func (c *Config) AddressAllowed(addr string) bool {
 	return c.allowed[canonAddress(addr)]
 }
 
-// HandleReview decodes an AdmissionReview v1 body, runs Mutate and returns the review to
-// send back with HTTP 200. A body that is not an AdmissionReview v1 with a request is refused
-// with reason bad-request (the uid echoed when it could be read).
-func HandleReview(ctx context.Context, cfg *Config, body []byte) *AdmissionReview {
-	var in AdmissionReview
-	out := &AdmissionReview{APIVersion: ReviewAPIVersion, Kind: ReviewKind}
-	if err := json.Unmarshal(body, &in); err != nil || in.Request == nil {
-		out.Response = deny("", ReasonBadRequest, "the request is not an AdmissionReview with a request", "Call /mutate only from the API server (admissionReviewVersions [v1])")
-		return out
-	}
-	if in.APIVersion != ReviewAPIVersion || in.Kind != ReviewKind {
-		out.Response = deny(in.Request.UID, ReasonBadRequest, "the request is not an admission.k8s.io/v1 AdmissionReview", "Set admissionReviewVersions to [v1] in the MutatingWebhookConfiguration")
-		return out
-	}
-	out.Response = Mutate(ctx, cfg, in.Request)
-	return out
+// deny is a refusal with the message "cloudtaser: <why>. <todo>".
+func deny(reason, why, todo string) webhook.Decision {
+	return webhook.Deny(reason, "cloudtaser: "+why+". "+todo)
 }
-
-func deny(uid, reason, why, todo string) *AdmissionResponse {
-	return &AdmissionResponse{UID: uid, Allowed: false, Result: &Status{Code: 403, Reason: reason, Message: "cloudtaser: " + why + ". " + todo}}
-}
-
-func allow(uid string) *AdmissionResponse { return &AdmissionResponse{UID: uid, Allowed: true} }
 
 // Mutate answers one admission request. A pod without the cloudtaser.io/inject=true label is
 // allowed unchanged; an opted-in pod is mutated, or refused (fail closed) when it cannot be
 // protected. A pod already injected (init container cloudtaser-init present) gets no patch.
 // Dry-run requests are answered exactly like real ones (the webhook has no side effects).
-func Mutate(ctx context.Context, cfg *Config, req *AdmissionRequest) *AdmissionResponse {
+func Mutate(ctx context.Context, cfg *Config, req *webhook.Request) webhook.Decision {
 	if req == nil {
-		return deny("", ReasonBadRequest, "the AdmissionReview has no request", "Call /mutate only from the API server")
+		return deny(webhook.ReasonBadRequest, "the AdmissionReview has no request", "Call /mutate only from the API server")
 	}
 	if cfg == nil || cfg.Validate() != nil {
-		return deny(req.UID, ReasonInternal, "the injector's configuration is invalid", "Fix the flags of the cloudtaser-injector Deployment (its log names the flag)")
+		return deny(webhook.ReasonInternal, "the injector's configuration is invalid", "Fix the flags of the cloudtaser-injector Deployment (its log names the flag)")
 	}
 	if req.Kind.Kind != "Pod" || req.Kind.Group != "" || (req.SubResource != "") {
-		return deny(req.UID, ReasonBadRequest, fmt.Sprintf("the request is for %s, not a pod", clip(req.Kind.Kind+" "+req.SubResource, 60)),
+		return deny(webhook.ReasonBadRequest, fmt.Sprintf("the request is for %s, not a pod", clip(req.Kind.Kind+" "+req.SubResource, 60)),
 			"Limit the MutatingWebhookConfiguration's rules to pods CREATE (cloudtaser target install does)")
 	}
-	if req.Operation != OperationCreate {
-		return allow(req.UID) // only creation is mutated; nothing to do on other operations
+	if req.Operation != webhook.OperationCreate {
+		return webhook.Allow(nil) // only creation is mutated; nothing to do on other operations
 	}
 	var p pod
 	if len(req.Object) == 0 || json.Unmarshal(req.Object, &p) != nil || p.Spec == nil {
-		return deny(req.UID, ReasonBadRequest, "the request's object is not a readable pod", "Call /mutate only from the API server")
+		return deny(webhook.ReasonBadRequest, "the request's object is not a readable pod", "Call /mutate only from the API server")
 	}
 	m := &mutation{cfg: cfg, req: req, pod: &p, who: podName(req, &p)}
 	return m.run(ctx)
 }
 
-func podName(req *AdmissionRequest, p *pod) string {
+func podName(req *webhook.Request, p *pod) string {
 	ns := req.Namespace
 	if ns == "" {
 		ns = p.Metadata.Namespace
@@ -232,7 +198,7 @@ func podName(req *AdmissionRequest, p *pod) string {
 
 type mutation struct {
 	cfg      *Config
-	req      *AdmissionRequest
+	req      *webhook.Request
 	pod      *pod
 	who      string
 	ops      []patchOp
@@ -245,21 +211,27 @@ type patchOp struct {
 	Value any    `json:"value"`
 }
 
-func (m *mutation) deny(reason, why, todo string) *AdmissionResponse {
-	return deny(m.req.UID, reason, "pod "+m.who+": "+why, todo)
+func (m *mutation) deny(reason, why, todo string) webhook.Decision {
+	return deny(reason, "pod "+m.who+": "+why, todo)
 }
 
-func (m *mutation) run(ctx context.Context) *AdmissionResponse {
+// refusal is deny for the checks that return nil when they find nothing to refuse.
+func (m *mutation) refusal(reason, why, todo string) *webhook.Decision {
+	d := m.deny(reason, why, todo)
+	return &d
+}
+
+func (m *mutation) run(ctx context.Context) webhook.Decision {
 	labelValue, labelled := m.pod.Metadata.Labels[LabelInject]
 	if !labelled {
-		return allow(m.req.UID)
+		return webhook.Allow(nil)
 	}
 	opted, err := contract.ParseBool("label "+LabelInject, labelValue)
 	if err != nil {
-		return m.deny(ReasonBadAnnotations, err.Error(), `Set the label to "true" or remove it`)
+		return m.deny(webhook.ReasonBadAnnotations, err.Error(), `Set the label to "true" or remove it`)
 	}
 	if !opted {
-		return allow(m.req.UID)
+		return webhook.Allow(nil)
 	}
 	// The label opts in; the annotations must agree and are read by the shared contract.
 	ann := make(map[string]string, len(m.pod.Metadata.Annotations)+1)
@@ -269,52 +241,52 @@ func (m *mutation) run(ctx context.Context) *AdmissionResponse {
 	if v, ok := ann[contract.AnnotationInject]; ok {
 		yes, err := contract.ParseBool(contract.AnnotationInject, v)
 		if err != nil {
-			return m.deny(ReasonBadAnnotations, err.Error(), "Fix the pod template's annotations (cloudtaser target protect writes them)")
+			return m.deny(webhook.ReasonBadAnnotations, err.Error(), "Fix the pod template's annotations (cloudtaser target protect writes them)")
 		}
 		if !yes {
-			return m.deny(ReasonBadAnnotations, "the label "+LabelInject+" asks for injection but the annotation "+contract.AnnotationInject+" says not",
+			return m.deny(webhook.ReasonBadAnnotations, "the label "+LabelInject+" asks for injection but the annotation "+contract.AnnotationInject+" says not",
 				"Remove the label, or set the annotation to \"true\"")
 		}
 	}
 	ann[contract.AnnotationInject] = "true"
 	a, err := contract.ParseAnnotations(ann)
 	if err != nil {
-		return m.deny(ReasonBadAnnotations, err.Error(), "Fix the pod template's cloudtaser.io/* annotations (cloudtaser target protect writes them)")
+		return m.deny(webhook.ReasonBadAnnotations, err.Error(), "Fix the pod template's cloudtaser.io/* annotations (cloudtaser target protect writes them)")
 	}
 	if !m.cfg.AddressAllowed(a.Address) {
-		return m.deny(ReasonAddressNotAllowed, "its "+contract.AnnotationVaultAddress+" is not one of the vault addresses this injector allows (its ServiceAccount token would be sent there)",
+		return m.deny(webhook.ReasonAddressNotAllowed, "its "+contract.AnnotationVaultAddress+" is not one of the vault addresses this injector allows (its ServiceAccount token would be sent there)",
 			"Use an address given to cloudtaser target install --allowed-vault-address, or add it there")
 	}
 	accepted, err := contract.ParseAcceptDangerous(contract.AnnotationAcceptDangerousEnv, ann[contract.AnnotationAcceptDangerousEnv])
 	if err != nil {
-		return m.deny(ReasonBadAnnotations, err.Error(), "Fix the pod template's cloudtaser.io/* annotations (cloudtaser target protect writes them)")
+		return m.deny(webhook.ReasonBadAnnotations, err.Error(), "Fix the pod template's cloudtaser.io/* annotations (cloudtaser target protect writes them)")
 	}
 	if err := contract.CheckTargets(contract.AnnotationEnvMap, a.Secrets, accepted); err != nil {
-		return m.deny(ReasonDangerousEnv, err.Error(),
+		return m.deny(webhook.ReasonDangerousEnv, err.Error(),
 			"Map the field to another variable, or have the plan's reviewers accept it (acceptedDangerousEnv; protect writes "+contract.AnnotationAcceptDangerousEnv+")")
 	}
-	if resp := m.hostAliases(a.Address); resp != nil {
-		return resp
+	if refused := m.hostAliases(a.Address); refused != nil {
+		return *refused
 	}
 	m.accepted = accepted
 	spec := m.pod.Spec
 	for _, c := range spec.InitContainers {
 		if c.Name == InitContainerName {
-			if resp := m.ownedTwice(); resp != nil {
-				return resp
+			if refused := m.ownedTwice(); refused != nil {
+				return *refused
 			}
-			return allow(m.req.UID) // already injected (reinvocation): nothing to add
+			return webhook.Allow(nil) // already injected (reinvocation): nothing to add
 		}
 	}
 	if len(spec.Containers) == 0 {
-		return m.deny(ReasonBadRequest, "the pod has no containers", "Call /mutate only from the API server")
+		return m.deny(webhook.ReasonBadRequest, "the pod has no containers", "Call /mutate only from the API server")
 	}
-	if resp := m.conflicts(); resp != nil {
-		return resp
+	if refused := m.conflicts(); refused != nil {
+		return *refused
 	}
-	cmds, resp := m.commands(ctx)
-	if resp != nil {
-		return resp
+	cmds, refused := m.commands(ctx)
+	if refused != nil {
+		return *refused
 	}
 	m.addVolumes()
 	m.addInitContainer()
@@ -325,16 +297,15 @@ func (m *mutation) run(ctx context.Context) *AdmissionResponse {
 	m.addAnnotation()
 	patch, err := json.Marshal(m.ops)
 	if err != nil {
-		return m.deny(ReasonInternal, "the patch could not be encoded", "Report this as a bug")
+		return m.deny(webhook.ReasonInternal, "the patch could not be encoded", "Report this as a bug")
 	}
-	pt := PatchTypeJSON
-	return &AdmissionResponse{UID: m.req.UID, Allowed: true, Patch: patch, PatchType: &pt}
+	return webhook.Allow(patch)
 }
 
 // hostAliases refuses a pod whose spec.hostAliases names the vault address's host: the
 // kubelet writes them into the container's /etc/hosts, so they would send the wrapper's
 // login (and the ServiceAccount token in it) to another address than the one allowed.
-func (m *mutation) hostAliases(addr string) *AdmissionResponse {
+func (m *mutation) hostAliases(addr string) *webhook.Decision {
 	u, err := url.Parse(addr)
 	if err != nil {
 		return nil
@@ -343,7 +314,7 @@ func (m *mutation) hostAliases(addr string) *AdmissionResponse {
 	for _, ha := range m.pod.Spec.HostAliases {
 		for _, h := range ha.Hostnames {
 			if canonHost(h) == host {
-				return m.deny(ReasonVaultSteering, fmt.Sprintf("its spec.hostAliases maps %s, the host of its %s, to another address (the wrapper's login would go there)",
+				return m.refusal(webhook.ReasonVaultSteering, fmt.Sprintf("its spec.hostAliases maps %s, the host of its %s, to another address (the wrapper's login would go there)",
 					clip(h, 100), contract.AnnotationVaultAddress),
 					"Remove that host alias: the vault's name must resolve through the cluster's DNS")
 			}
@@ -355,7 +326,7 @@ func (m *mutation) hostAliases(addr string) *AdmissionResponse {
 // ownedTwice refuses, on reinvocation, a container in which a variable the injector owns
 // appears more than once: a later webhook appended its own value, which Kubernetes would
 // apply instead of ours (the last entry of a name wins).
-func (m *mutation) ownedTwice() *AdmissionResponse {
+func (m *mutation) ownedTwice() *webhook.Decision {
 	for _, c := range m.pod.Spec.Containers {
 		seen := map[string]bool{}
 		for _, e := range c.Env {
@@ -363,7 +334,7 @@ func (m *mutation) ownedTwice() *AdmissionResponse {
 				continue
 			}
 			if seen[e.Name] {
-				return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s sets %s a second time after the injector did (another webhook?)", clip(c.Name, 63), clip(e.Name, 80)),
+				return m.refusal(webhook.ReasonEnvConflict, fmt.Sprintf("container %s sets %s a second time after the injector did (another webhook?)", clip(c.Name, 63), clip(e.Name, 80)),
 					"Keep other webhooks from setting CLOUDTASER_* variables: only the injector sets them")
 			}
 			seen[e.Name] = true
@@ -378,25 +349,25 @@ func canonHost(h string) string {
 }
 
 // conflicts refuses a pod that already uses a name or path the injection adds.
-func (m *mutation) conflicts() *AdmissionResponse {
+func (m *mutation) conflicts() *webhook.Decision {
 	todo := "Rename or remove it: the injector adds it itself"
 	for _, v := range m.pod.Spec.Volumes {
 		if v.Name == VolumeBin || v.Name == VolumeToken {
-			return m.deny(ReasonEnvConflict, fmt.Sprintf("it already has a volume named %s", v.Name), todo)
+			return m.refusal(webhook.ReasonEnvConflict, fmt.Sprintf("it already has a volume named %s", v.Name), todo)
 		}
 	}
 	for _, c := range m.pod.Spec.Containers {
 		cn := clip(c.Name, 63)
 		for _, e := range c.Env {
 			if !contract.PodSettable(e.Name) {
-				return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s sets %s, a variable of the cloudtaser runtime that only the injector sets", cn, clip(e.Name, 80)),
+				return m.refusal(webhook.ReasonEnvConflict, fmt.Sprintf("container %s sets %s, a variable of the cloudtaser runtime that only the injector sets", cn, clip(e.Name, 80)),
 					"Remove that variable from the container (the cloudtaser.io/* annotations carry the setting; a pod may set only "+strings.Join(contract.TuningEnv, ", ")+")")
 			}
 		}
 		for _, vm := range c.VolumeMounts {
 			p := strings.TrimRight(vm.MountPath, "/")
 			if p == BinDir || p == TokenDir || strings.HasPrefix(p, BinDir+"/") || strings.HasPrefix(p, TokenDir+"/") {
-				return m.deny(ReasonEnvConflict, fmt.Sprintf("container %s mounts a volume at %s, where the injector mounts its own", cn, clip(vm.MountPath, 100)), todo)
+				return m.refusal(webhook.ReasonEnvConflict, fmt.Sprintf("container %s mounts a volume at %s, where the injector mounts its own", cn, clip(vm.MountPath, 100)), todo)
 			}
 		}
 	}
@@ -413,12 +384,12 @@ type command struct {
 
 // commands computes every container's command, looking up the images of those without one
 // (concurrently; the resolver de-duplicates identical images).
-func (m *mutation) commands(ctx context.Context) ([]command, *AdmissionResponse) {
+func (m *mutation) commands(ctx context.Context) ([]command, *webhook.Decision) {
 	ctx, cancel := lookupContext(ctx)
 	defer cancel()
 	cs := m.pod.Spec.Containers
 	out := make([]command, len(cs))
-	errs := make([]*AdmissionResponse, len(cs))
+	errs := make([]*webhook.Decision, len(cs))
 	var wg sync.WaitGroup
 	for i, c := range cs {
 		if len(c.Command) > 0 {
@@ -426,7 +397,7 @@ func (m *mutation) commands(ctx context.Context) ([]command, *AdmissionResponse)
 			continue
 		}
 		if m.cfg.Resolver == nil {
-			return nil, m.deny(ReasonImageUnresolvable, fmt.Sprintf("container %s has no command and this injector does not read images from registries", clip(c.Name, 63)),
+			return nil, m.refusal(webhook.ReasonImageUnresolvable, fmt.Sprintf("container %s has no command and this injector does not read images from registries", clip(c.Name, 63)),
 				"Set command in the pod template, or run cloudtaser target protect --pin-entrypoints")
 		}
 		wg.Add(1)
@@ -459,11 +430,11 @@ func lookupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
-func (m *mutation) lookup(ctx context.Context, c container) (command, *AdmissionResponse) {
+func (m *mutation) lookup(ctx context.Context, c container) (command, *webhook.Decision) {
 	cn := clip(c.Name, 63)
 	todo := "Set command in the pod template, or run cloudtaser target protect --pin-entrypoints (or give the injector a --mirror / --read-pull-secrets)"
 	if c.Image == "" {
-		return command{}, m.deny(ReasonImageUnresolvable, fmt.Sprintf("container %s has neither command nor image", cn), "Set the container's image")
+		return command{}, m.refusal(webhook.ReasonImageUnresolvable, fmt.Sprintf("container %s has neither command nor image", cn), "Set the container's image")
 	}
 	req := registry.Request{Image: c.Image, Namespace: m.req.Namespace, Platform: m.platform()}
 	if req.Namespace == "" {
@@ -479,10 +450,10 @@ func (m *mutation) lookup(ctx context.Context, c container) (command, *Admission
 		if errors.As(err, &re) {
 			why = re.Msg
 		}
-		return command{}, m.deny(ReasonImageUnresolvable, fmt.Sprintf("container %s has no command and %s", cn, why), todo)
+		return command{}, m.refusal(webhook.ReasonImageUnresolvable, fmt.Sprintf("container %s has no command and %s", cn, why), todo)
 	}
 	if len(res.Entrypoint) == 0 && len(res.Cmd) == 0 && len(c.Args) == 0 {
-		return command{}, m.deny(ReasonImageUnresolvable, fmt.Sprintf("container %s has no command and its image defines neither ENTRYPOINT nor CMD", cn),
+		return command{}, m.refusal(webhook.ReasonImageUnresolvable, fmt.Sprintf("container %s has no command and its image defines neither ENTRYPOINT nor CMD", cn),
 			"Set command in the pod template")
 	}
 	// What comes from the image is not subject to Kubernetes' $(VAR) expansion; once in the

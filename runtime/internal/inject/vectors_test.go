@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"cloudtaser/runtime/internal/jsonpatch"
+	"cloudtaser/runtime/internal/webhook"
 )
 
 // spec/contract/injection.json: input pod + configuration -> the pod after the webhook's
@@ -118,7 +119,7 @@ func TestInjectionVectors(t *testing.T) {
 			if useRegistry {
 				cfg.Resolver = resolver
 			}
-			req := &AdmissionRequest{UID: "vector", Kind: GroupVersionKind{Version: "v1", Kind: "Pod"}, Namespace: "app", Operation: OperationCreate, Object: c.Input.Pod}
+			req := &webhook.Request{UID: "vector", Kind: webhook.GroupVersionKind{Version: "v1", Kind: "Pod"}, Namespace: "app", Operation: webhook.OperationCreate, Object: c.Input.Pod}
 			if c.Input.Operation != "" {
 				req.Operation = c.Input.Operation
 			}
@@ -126,8 +127,8 @@ func TestInjectionVectors(t *testing.T) {
 			switch {
 			case c.Error != "":
 				kinds["error"]++
-				if resp.Allowed || resp.Result == nil || resp.Result.Reason != c.Error || resp.Result.Code != 403 || !strings.HasPrefix(resp.Result.Message, "cloudtaser: ") {
-					t.Fatalf("want denial %s, got allowed=%v %+v", c.Error, resp.Allowed, resp.Result)
+				if resp.Allowed || resp.Reason != c.Error || resp.Code != 403 || !strings.HasPrefix(resp.Message, "cloudtaser: ") {
+					t.Fatalf("want denial %s, got allowed=%v %+v", c.Error, resp.Allowed, resp)
 				}
 			case c.Expect.Unchanged:
 				kinds["unchanged"]++
@@ -137,7 +138,7 @@ func TestInjectionVectors(t *testing.T) {
 			default:
 				kinds["pod"]++
 				if !resp.Allowed || resp.Patch == nil {
-					t.Fatalf("want a patch, got %+v", resp.Result)
+					t.Fatalf("want a patch, got %+v", resp)
 				}
 				out, err := jsonpatch.Apply(c.Input.Pod, resp.Patch)
 				if err != nil {
@@ -155,7 +156,7 @@ func TestInjectionVectors(t *testing.T) {
 					t.Fatalf("pod differs\nwant %s\n got %s", w, g)
 				}
 				// And the vector's own expected pod is a fixed point.
-				again := Mutate(context.Background(), cfg, &AdmissionRequest{UID: "v2", Kind: req.Kind, Namespace: "app", Operation: OperationCreate, Object: out})
+				again := Mutate(context.Background(), cfg, &webhook.Request{UID: "v2", Kind: req.Kind, Namespace: "app", Operation: webhook.OperationCreate, Object: out})
 				if !again.Allowed || again.Patch != nil {
 					t.Fatalf("expected pod is mutated again: %+v", again)
 				}

@@ -55,17 +55,6 @@ type Config struct {
 	UserAgent string
 }
 
-// ConfigFromEnv reads KUBERNETES_SERVICE_HOST/PORT from getenv; token and CA file default to
-// the in-cluster paths.
-func ConfigFromEnv(getenv func(string) string) (Config, error) {
-	c := Config{Host: getenv("KUBERNETES_SERVICE_HOST"), Port: getenv("KUBERNETES_SERVICE_PORT"),
-		TokenFile: DefaultTokenFile, CAFile: DefaultCAFile}
-	if c.Host == "" || c.Port == "" {
-		return c, errors.New("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set (the injector runs in a pod, or is given the API server's address)")
-	}
-	return c, nil
-}
-
 // Client is a minimal API client. Safe for concurrent use.
 type Client struct {
 	base    string

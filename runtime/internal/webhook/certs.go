@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"cloudtaser/runtime/internal/contract"
 )
 
 // caOrganization marks the CAs this injector publishes: Subject O=cloudtaser-injector,
@@ -51,7 +53,7 @@ type servingCert struct {
 }
 
 // ParseSANs splits --san values into DNS names and IP addresses; each must be a valid
-// DNS name (RFC 1123 labels, optionally a leading "*.") or an IP literal.
+// DNS host name (contract.HostName in any letter case, optionally a leading "*.") or an IP literal.
 func ParseSANs(values []string) (dns []string, ips []net.IP, err error) {
 	if len(values) == 0 {
 		return nil, nil, errors.New("at least one --san is required (the Service DNS name, e.g. cloudtaser-injector.cloudtaser-system.svc, or 127.0.0.1 for a URL webhook)")
@@ -69,23 +71,15 @@ func ParseSANs(values []string) (dns []string, ips []net.IP, err error) {
 	return dns, ips, nil
 }
 
+// validDNSName: a host name in any letter case, optionally a wildcard "*." in front.
 func validDNSName(s string) bool {
-	s = strings.TrimPrefix(s, "*.")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
+	lower := strings.Map(func(r rune) rune {
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
 		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
+		return r
+	}, strings.TrimPrefix(s, "*."))
+	return contract.HostName(lower)
 }
 
 func serial() (*big.Int, error) {

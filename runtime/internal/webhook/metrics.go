@@ -18,10 +18,6 @@ const (
 	ResultInvalid   = "invalid"   // not an AdmissionReview the server could answer (HTTP 4xx)
 )
 
-// Denial reasons (decisions.md §1; also status.reason of a denial). Any other reason is
-// counted as "internal" so the label set stays bounded.
-var DenialReasons = []string{"bad-annotations", "address-not-allowed", "image-unresolvable", "env-conflict", "vault-steering", "dangerous-env", "bad-request", "internal"}
-
 // DurationBuckets are the upper bounds (seconds) of the admission latency histogram.
 var DurationBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
 
@@ -72,7 +68,7 @@ func knownReason(r string) string {
 			return r
 		}
 	}
-	return "internal"
+	return ReasonInternal
 }
 
 // Observe records one answered admission request.

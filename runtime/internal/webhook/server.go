@@ -2,9 +2,10 @@
 // /readyz, /metrics; its serving certificate held only in memory and its CA published into
 // the MutatingWebhookConfiguration's caBundle (CertManager, Publisher).
 //
-// The pod mutation itself is not here: the server calls a Mutator (runtime/internal/inject
-// behind an adapter in cmd/cloudtaser-runtime), so this package knows the AdmissionReview
-// envelope and nothing about pods.
+// The pod mutation itself is not here: the server decodes the AdmissionReview envelope
+// (review.go, its only declaration), calls a Mutator (runtime/internal/inject's Mutate) with
+// the typed request and turns the Decision it returns into the answer, so this package knows
+// the envelope and the denial reasons, and nothing about pods.
 //
 // Logging: one line per event (start, caBundle writes, rotation, shutdown, a failed
 // request's status); never a request body, a pod spec, an environment value or a token.
@@ -43,20 +44,9 @@ const (
 	MaxHeaderBytes    = 64 << 10
 )
 
-// Decision is a Mutator's answer to one admission request.
-type Decision struct {
-	Allowed  bool
-	Patch    []byte // a JSON patch (RFC 6902), nil or empty for none
-	Code     int32  // status.code of a denial (403 by default)
-	Reason   string // status.reason of a denial (a DenialReasons value)
-	Message  string // status.message of a denial: "cloudtaser: <why>. <what to do>"
-	Warnings []string
-}
-
-// Mutator decides one admission request. request is the AdmissionReview's "request" object
-// exactly as received (its uid already checked). ctx carries the deadline derived from the
-// API server's ?timeout=.
-type Mutator func(ctx context.Context, request json.RawMessage) Decision
+// Mutator decides one admission request (its uid already checked). ctx carries the deadline
+// derived from the API server's ?timeout=.
+type Mutator func(ctx context.Context, request *Request) Decision
 
 // Options configure a Server.
 type Options struct {
@@ -229,38 +219,6 @@ func parseSeconds(s string) (time.Duration, error) {
 	return time.Duration(n) * time.Second, nil
 }
 
-// review is the AdmissionReview envelope.
-type review struct {
-	APIVersion string          `json:"apiVersion"`
-	Kind       string          `json:"kind"`
-	Request    json.RawMessage `json:"request"`
-}
-
-type reviewRequest struct {
-	UID string `json:"uid"`
-}
-
-type reviewStatus struct {
-	Code    int32  `json:"code,omitempty"`
-	Reason  string `json:"reason,omitempty"`
-	Message string `json:"message,omitempty"`
-}
-
-type reviewResponse struct {
-	UID       string        `json:"uid"`
-	Allowed   bool          `json:"allowed"`
-	PatchType string        `json:"patchType,omitempty"`
-	Patch     []byte        `json:"patch,omitempty"`
-	Status    *reviewStatus `json:"status,omitempty"`
-	Warnings  []string      `json:"warnings,omitempty"`
-}
-
-type reviewOut struct {
-	APIVersion string         `json:"apiVersion"`
-	Kind       string         `json:"kind"`
-	Response   reviewResponse `json:"response"`
-}
-
 func (s *Server) fail(w http.ResponseWriter, start time.Time, code int, msg string) {
 	s.opt.Metrics.Observe(ResultInvalid, "", time.Since(start))
 	s.logf("/mutate: HTTP %d: %s", code, msg)
@@ -287,38 +245,26 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, start, http.StatusBadRequest, "cannot read the body")
 		return
 	}
-	var in review
-	var req reviewRequest
+	var in Review
+	var uid struct {
+		UID string `json:"uid"`
+	}
 	if err := json.Unmarshal(body, &in); err != nil {
 		s.fail(w, start, http.StatusBadRequest, "the body is not an AdmissionReview (not JSON)")
 		return
 	}
-	if in.APIVersion != "admission.k8s.io/v1" || in.Kind != "AdmissionReview" {
+	if in.APIVersion != ReviewAPIVersion || in.Kind != ReviewKind {
 		s.fail(w, start, http.StatusBadRequest, "only AdmissionReview admission.k8s.io/v1 is served (admissionReviewVersions: [v1])")
 		return
 	}
-	if len(in.Request) == 0 || json.Unmarshal(in.Request, &req) != nil || req.UID == "" {
+	if len(in.Request) == 0 || json.Unmarshal(in.Request, &uid) != nil || uid.UID == "" {
 		s.fail(w, start, http.StatusBadRequest, "the AdmissionReview has no request with a uid")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), Budget(r.URL.Query().Get("timeout"), s.opt.DefaultTimeout))
 	defer cancel()
 	d := s.decide(ctx, in.Request)
-	out := reviewOut{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview", Response: reviewResponse{UID: req.UID, Allowed: d.Allowed, Warnings: d.Warnings}}
-	result := ResultUnchanged
-	switch {
-	case !d.Allowed:
-		result = ResultDenied
-		code := d.Code
-		if code == 0 {
-			code = http.StatusForbidden
-		}
-		out.Response.Status = &reviewStatus{Code: code, Reason: d.Reason, Message: d.Message}
-	case len(d.Patch) > 0:
-		result = ResultMutated
-		out.Response.PatchType = "JSONPatch"
-		out.Response.Patch = d.Patch
-	}
+	out := Review{APIVersion: ReviewAPIVersion, Kind: ReviewKind, Response: d.Response(uid.UID)}
 	data, err := json.Marshal(out)
 	if err != nil {
 		s.fail(w, start, http.StatusInternalServerError, "cannot encode the answer")
@@ -326,23 +272,29 @@ func (s *Server) mutate(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(data)
-	s.opt.Metrics.Observe(result, d.Reason, time.Since(start))
+	s.opt.Metrics.Observe(d.Result(), d.Reason, time.Since(start))
 	if !d.Allowed {
-		s.logf("denied (%s) request %s", d.Reason, req.UID)
+		s.logf("denied (%s) request %s", d.Reason, uid.UID)
 	}
 }
 
-// decide calls the mutator; a panic becomes a denial with reason internal (fail closed).
-func (s *Server) decide(ctx context.Context, request json.RawMessage) (d Decision) {
+// decide reads the request and calls the mutator; a request it cannot read is denied with
+// reason bad-request (HTTP status 400), a panic with reason internal (fail closed).
+func (s *Server) decide(ctx context.Context, raw json.RawMessage) (d Decision) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.logf("the mutator panicked (a bug; %T)", p) // the value itself could quote the pod
-			d = Decision{Allowed: false, Code: http.StatusInternalServerError, Reason: "internal",
+			d = Decision{Allowed: false, Code: http.StatusInternalServerError, Reason: ReasonInternal,
 				Message: "cloudtaser: the injector failed on this pod (a bug). Look at the injector's log and report it; the pod was not created unprotected."}
 		}
 	}()
+	var req Request
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return Decision{Code: http.StatusBadRequest, Reason: ReasonBadRequest,
+			Message: "cloudtaser: the admission request is not readable. Check the API server's admissionReviewVersions (v1)."}
+	}
 	if s.opt.Mutate == nil {
 		panic("no mutator")
 	}
-	return s.opt.Mutate(ctx, request)
+	return s.opt.Mutate(ctx, &req)
 }

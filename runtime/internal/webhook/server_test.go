@@ -72,14 +72,12 @@ func reviewBody(uid, pod string) []byte {
 	return []byte(fmt.Sprintf(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":%q,"operation":"CREATE","object":{"metadata":{"name":%q},"spec":{"containers":[{"name":"app","env":[{"name":"X","value":"CANARY-ENV-VALUE"}]}]}}}}`, uid, pod))
 }
 
-func canaryMutator(ctx context.Context, raw json.RawMessage) Decision {
-	var r struct {
-		Object struct {
-			Metadata struct{ Name string } `json:"metadata"`
-		} `json:"object"`
+func canaryMutator(ctx context.Context, req *Request) Decision {
+	var object struct {
+		Metadata struct{ Name string } `json:"metadata"`
 	}
-	_ = json.Unmarshal(raw, &r)
-	switch r.Object.Metadata.Name {
+	_ = json.Unmarshal(req.Object, &object)
+	switch object.Metadata.Name {
 	case "deny":
 		return Decision{Reason: "env-conflict", Message: "cloudtaser: container app sets X. Remove it."}
 	case "panic":
@@ -131,6 +129,14 @@ func TestMutateAnswersAdmissionReviews(t *testing.T) {
 		t.Errorf("empty decision carried a patch: %v", out)
 	}
 
+	// A request the server cannot read as a Request is answered, with its uid, as bad-request.
+	_, out = ts.post(t, "", []byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-6","kind":"Pod"}}`))
+	resp = out["response"].(map[string]any)
+	st, _ = resp["status"].(map[string]any)
+	if resp["uid"] != "u-6" || resp["allowed"] != false || st["code"] != float64(400) || st["reason"] != ReasonBadRequest {
+		t.Errorf("an unreadable request was not denied as bad-request: %v", out)
+	}
+
 	for name, body := range map[string][]byte{
 		"not json":      []byte("{"),
 		"wrong version": []byte(`{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}`),
@@ -168,12 +174,13 @@ func TestMutateAnswersAdmissionReviews(t *testing.T) {
 	metrics := ts.get(t, "/metrics")
 	for _, want := range []string{
 		`cloudtaser_injector_admission_requests_total{result="mutated"} 1`,
-		`cloudtaser_injector_admission_requests_total{result="denied"} 2`,
+		`cloudtaser_injector_admission_requests_total{result="denied"} 3`,
 		`cloudtaser_injector_admission_requests_total{result="unchanged"} 2`,
 		`cloudtaser_injector_admission_requests_total{result="invalid"} 7`,
 		`cloudtaser_injector_admission_denials_total{reason="env-conflict"} 1`,
 		`cloudtaser_injector_admission_denials_total{reason="internal"} 1`,
-		`cloudtaser_injector_admission_duration_seconds_count 12`,
+		`cloudtaser_injector_admission_denials_total{reason="bad-request"} 1`,
+		`cloudtaser_injector_admission_duration_seconds_count 13`,
 	} {
 		if !strings.Contains(metrics, want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, metrics)
@@ -231,7 +238,7 @@ func TestReadyzNeedsThePublishedCAAndTurnsFalseOnDrain(t *testing.T) {
 func TestShutdownFinishesInFlightRequests(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{})
-	ts := startServer(t, func(ctx context.Context, raw json.RawMessage) Decision {
+	ts := startServer(t, func(ctx context.Context, req *Request) Decision {
 		close(entered)
 		<-release
 		return Decision{Allowed: true}
