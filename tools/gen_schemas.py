@@ -4,7 +4,8 @@
 Usage: python tools/gen_schemas.py     (writes schema/*.schema.json)
 
 * ``output-<kind>.schema.json``: each ``--output json`` document, a
-  :class:`cloudtaser.results.Result` in a module of ``cloudtaser/results/``;
+  :class:`cloudtaser.results.Result` declared in a ``result.py`` of the package whose results
+  it carries (``cloudtaser/plan/result.py``, ``cloudtaser/source/result.py``, ...);
 * ``migration-plan.schema.json``: the plan (the same text as ``cloudtaser plan schema``);
 * ``verification-report.schema.json``: the report of ``source verify-plan --attest``;
 * ``audit.schema.json``: the report of ``target audit -o json``.
@@ -14,24 +15,23 @@ from __future__ import annotations
 
 import importlib
 import json
-import pkgutil
 from pathlib import Path
 from typing import Any
 
-import cloudtaser.results
 from cloudtaser.plan import json_schema as plan_schema
 from cloudtaser.plan.attest import report_schema
 from cloudtaser.results import Result, json_schema
 from cloudtaser.target.audit.collect import json_schema as audit_schema
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schema"
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "schema"
 COMMAND = "python tools/gen_schemas.py"
 
 
 def results() -> list[type[Result]]:
-    """Every document Struct (a Result with its own ``kind``), in module order."""
-    for module in pkgutil.iter_modules(cloudtaser.results.__path__):
-        importlib.import_module(f"{cloudtaser.results.__name__}.{module.name}")
+    """Every document Struct (a Result with its own ``kind``) of every ``result.py``."""
+    for path in sorted((ROOT / "cloudtaser").rglob("result.py")):
+        importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
     found: list[type[Result]] = []
     pending = list(Result.__subclasses__())
     while pending:

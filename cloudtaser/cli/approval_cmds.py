@@ -19,9 +19,9 @@ from cloudtaser.cli.exitcodes import ExitCode
 if TYPE_CHECKING:
     from cloudtaser.plan.approval import ApprovalReport
     from cloudtaser.plan.diff import PlanDiff
+    from cloudtaser.plan.result import PlanApprovals
+    from cloudtaser.plan.result import PlanDiff as PlanDiffResult
     from cloudtaser.plan.sshsig import Signer
-    from cloudtaser.results.plan import PlanApprovals
-    from cloudtaser.results.plan import PlanDiff as PlanDiffResult
 
 __all__ = ["default_identity", "register", "signer_from_args"]
 
@@ -297,7 +297,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 def _approvals_json(report: ApprovalReport, name: str) -> PlanApprovals:
     from msgspec import UNSET  # noqa: PLC0415
 
-    from cloudtaser.results.plan import (  # noqa: PLC0415
+    from cloudtaser.plan.result import (  # noqa: PLC0415
         ApprovalEntry,
         ApprovalsSummary,
         PlanApprovals,
@@ -357,12 +357,12 @@ def _run_diff(args: argparse.Namespace) -> int:
 def _diff_json(result: PlanDiff) -> PlanDiffResult:
     from msgspec import UNSET  # noqa: PLC0415
 
-    from cloudtaser.results.plan import (  # noqa: PLC0415
+    from cloudtaser.plan.result import (  # noqa: PLC0415
         DiffChange,
         DiffStatusChange,
         DiffSummary,
     )
-    from cloudtaser.results.plan import PlanDiff as PlanDiffResult  # noqa: PLC0415
+    from cloudtaser.plan.result import PlanDiff as PlanDiffResult  # noqa: PLC0415
 
     changes = [
         DiffChange(

@@ -26,7 +26,7 @@ from cloudtaser.cli.output import color, print_json, progress, table
 
 if TYPE_CHECKING:
     from cloudtaser.connect import ConnectOptions, ConnectResult, Step
-    from cloudtaser.results.connect import StepEntry, StepSummary
+    from cloudtaser.connect.result import StepEntry, StepSummary
 
 __all__ = ["register"]
 
@@ -332,7 +332,7 @@ def _run_export(args: argparse.Namespace) -> int:
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.results.connect import ConnectExport  # noqa: PLC0415
+        from cloudtaser.connect.result import ConnectExport  # noqa: PLC0415
 
         document = ConnectExport(
             export=args.export,
@@ -397,7 +397,7 @@ def _run_source_connect(args: argparse.Namespace) -> int:
 
 
 def _step_json(step: Step) -> StepEntry:
-    from cloudtaser.results.connect import StepEntry  # noqa: PLC0415
+    from cloudtaser.connect.result import StepEntry  # noqa: PLC0415
 
     return StepEntry(
         side=step.side, kind=step.kind, name=step.name, action=step.action, detail=step.detail
@@ -406,7 +406,7 @@ def _step_json(step: Step) -> StepEntry:
 
 def _step_summary(steps: list[Step]) -> StepSummary:
     from cloudtaser.changes import Action  # noqa: PLC0415
-    from cloudtaser.results.connect import StepSummary  # noqa: PLC0415
+    from cloudtaser.connect.result import StepSummary  # noqa: PLC0415
 
     def count(action: Action) -> int:
         return sum(1 for s in steps if s.action is action)
@@ -435,7 +435,7 @@ def _report(result: ConnectResult, output: str) -> int:
     if output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.results.connect import Connect, SelfTestEntry  # noqa: PLC0415
+        from cloudtaser.connect.result import Connect, SelfTestEntry  # noqa: PLC0415
 
         totals = _step_summary(result.steps)
         totals.self_test = None if test is None else ("passed" if test.ok else "failed")

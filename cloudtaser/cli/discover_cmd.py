@@ -261,7 +261,7 @@ def _check_discover(args: argparse.Namespace) -> str | None:
 def _report_json(result: DiscoveryResult, output_plan: str) -> None:
     import msgspec  # noqa: PLC0415
 
-    from cloudtaser.results.target import (  # noqa: PLC0415
+    from cloudtaser.target.discover.result import (  # noqa: PLC0415
         Discover,
         DiscoverSummary,
         SkippedEntry,

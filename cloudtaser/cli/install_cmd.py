@@ -335,7 +335,7 @@ def _print_changes(
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.results.target import Install, ObjectEntry, Uninstall  # noqa: PLC0415
+        from cloudtaser.target.install.result import Install, ObjectEntry, Uninstall  # noqa: PLC0415
 
         counts: dict[str, int] = {}
         for c in changes:
@@ -372,7 +372,7 @@ def _print_check(results: list[CheckResult], args: argparse.Namespace) -> None:
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.results.target import (  # noqa: PLC0415
+        from cloudtaser.target.install.result import (  # noqa: PLC0415
             CheckEntry,
             CheckSummary,
             InstallCheck,

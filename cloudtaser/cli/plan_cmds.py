@@ -191,7 +191,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.cli.output import print_json  # noqa: PLC0415
     from cloudtaser.errors import PlanError  # noqa: PLC0415
-    from cloudtaser.results.plan import FileCheck, PlanValidate, ValidateSummary  # noqa: PLC0415
+    from cloudtaser.plan.result import FileCheck, PlanValidate, ValidateSummary  # noqa: PLC0415
 
     if args.plans.count("-") > 1:
         from cloudtaser.cli.common import usage_error  # noqa: PLC0415
@@ -253,7 +253,7 @@ def _run_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.results.plan import PlanStatus, WorkloadState  # noqa: PLC0415
+        from cloudtaser.plan.result import PlanStatus, WorkloadState  # noqa: PLC0415
 
         document = msgspec.convert({**report, "summary": report["total"]}, PlanStatus)
         if args.workloads:
@@ -309,12 +309,12 @@ def _run_set_status(args: argparse.Namespace) -> int:
     from cloudtaser.cli.output import print_json  # noqa: PLC0415
     from cloudtaser.config import local_actor  # noqa: PLC0415
     from cloudtaser.plan import WorkloadStatus  # noqa: PLC0415
-    from cloudtaser.plan.store import PlanStore  # noqa: PLC0415
-    from cloudtaser.results.plan import (  # noqa: PLC0415
+    from cloudtaser.plan.result import (  # noqa: PLC0415
         PlanSetStatus,
         SetStatusSummary,
         StatusChanged,
     )
+    from cloudtaser.plan.store import PlanStore  # noqa: PLC0415
     from cloudtaser.target.protect import Selection  # noqa: PLC0415
 
     new = WorkloadStatus(args.status)

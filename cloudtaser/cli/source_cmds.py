@@ -368,7 +368,7 @@ def _print_apply_json(result: ApplyResult) -> None:
 
     from cloudtaser.changes import Action  # noqa: PLC0415
     from cloudtaser.cli.output import print_json  # noqa: PLC0415
-    from cloudtaser.results.source import (  # noqa: PLC0415
+    from cloudtaser.source.result import (  # noqa: PLC0415
         ApplyObject,
         ApplyPlan,
         ApplySummary,
@@ -499,12 +499,12 @@ def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool)
         import msgspec  # noqa: PLC0415
 
         from cloudtaser.cli.output import print_json  # noqa: PLC0415
-        from cloudtaser.results.plan import (  # noqa: PLC0415
+        from cloudtaser.plan.result import (  # noqa: PLC0415
             ChecklistPath,
             ChecklistSummary,
             PlanTodo,
         )
-        from cloudtaser.results.source import VerifyPlanMissing  # noqa: PLC0415
+        from cloudtaser.source.result import VerifyPlanMissing  # noqa: PLC0415
 
         paths = [
             ChecklistPath(
@@ -541,7 +541,7 @@ def _print_verify_json(result: VerifyResult) -> None:
     import msgspec  # noqa: PLC0415
 
     from cloudtaser.cli.output import print_json  # noqa: PLC0415
-    from cloudtaser.results.source import (  # noqa: PLC0415
+    from cloudtaser.source.result import (  # noqa: PLC0415
         PathCounts,
         PathEntry,
         SecretEntry,

@@ -3,8 +3,8 @@ outputs validate against it (plan commands here; apply-plan, verify-plan, protec
 in tests/integration/test_*_cli_ux.py against real servers).
 
 When this fails for a new command: declare its document as a :class:`cloudtaser.results.Result`
-in a module of cloudtaser/results/ (formatVersion, kind, ..., summary) and run
-``python tools/gen_schemas.py``, see docs/cli.md.
+(formatVersion, kind, ..., summary) in the ``result.py`` of the package whose results it
+carries, and run ``python tools/gen_schemas.py``; see docs/cli.md.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from cloudtaser.cli import main
+from cloudtaser.results import json_schema
 from tests.unit.test_plan import VALID
 from tests.unit.test_schemas_current import GENERATOR
 
@@ -26,11 +27,11 @@ SCHEMAS = ROOT / "schema"
 
 
 def _kinds_in_code() -> dict[str, str]:
-    """kind -> where: each document Struct of cloudtaser/results, and each
+    """kind -> where: each document Struct (a Result in a result.py), and each
     ``print_result_json(kind, ...)`` call left in cloudtaser/cli."""
     found: dict[str, str] = {}
     for result in GENERATOR.results():
-        kind = GENERATOR.json_schema(result)["properties"]["kind"]["const"]
+        kind = json_schema(result)["properties"]["kind"]["const"]
         found[kind] = f"{result.__module__}.{result.__qualname__}"
     for path in sorted((ROOT / "cloudtaser" / "cli").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -10,9 +10,9 @@ from types import ModuleType
 import pytest
 
 from cloudtaser.plan import WorkloadStatus
+from cloudtaser.plan.result import StatusCounts
 from cloudtaser.results import Result
-from cloudtaser.results.plan import StatusCounts
-from cloudtaser.results.source import PathCounts
+from cloudtaser.source.result import PathCounts
 from cloudtaser.source.verify import PathStatus
 
 ROOT = Path(__file__).parents[2]
@@ -42,9 +42,8 @@ GENERATED = GENERATOR.schemas()
 @pytest.mark.parametrize("name", sorted(GENERATED))
 def test_committed_schema_is_current(name: str) -> None:
     path = SCHEMAS / name
-    assert path.exists() and path.read_text() == GENERATED[name], (
-        f"schema/{name} is stale: run `{GENERATOR.COMMAND}`"
-    )
+    committed = path.read_text() if path.exists() else None
+    assert committed == GENERATED[name], f"schema/{name} is stale: run `{GENERATOR.COMMAND}`"
 
 
 def test_every_schema_is_generated() -> None:

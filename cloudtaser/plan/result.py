@@ -1,5 +1,6 @@
-"""The documents of the ``plan`` commands (no system access): ``status``, ``validate``,
-``set-status``, ``todo``, ``diff`` and ``verify-approvals``."""
+"""The ``-o json`` documents of the ``plan`` commands (no system access), as
+:class:`~cloudtaser.results.Result` Structs: ``status``, ``validate``, ``set-status``, ``todo``
+(and the checklist ``source verify-plan --missing`` shares), ``diff`` and ``verify-approvals``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from cloudtaser.plan import WorkloadKind, WorkloadStatus, rules
 from cloudtaser.plan.approval import ApprovalState
+from cloudtaser.plan.model import WorkloadKind, WorkloadStatus
+from cloudtaser.plan.rules import DIGEST
 from cloudtaser.results import Count, Part, Result
 
 __all__ = [
@@ -37,11 +39,11 @@ __all__ = [
     "WorkloadState",
 ]
 
-Digest = Annotated[str, Meta(pattern=rules.DIGEST)]
+Digest = Annotated[str, Meta(pattern=DIGEST)]
 
 
 class StatusCounts(Part, kw_only=True):
-    """How many by status (one field per :class:`~cloudtaser.plan.WorkloadStatus`)."""
+    """How many by status (one field per :class:`~cloudtaser.plan.model.WorkloadStatus`)."""
 
     pending: Count
     migrated: Count

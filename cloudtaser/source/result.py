@@ -1,6 +1,7 @@
-"""The documents of the vault-side commands: ``source apply-plan`` and ``source verify-plan``
-(``--missing`` prints the populate checklist of :mod:`cloudtaser.results.plan`). Never a
-secret value: paths, field names and statuses only."""
+"""The ``-o json`` documents of ``source apply-plan`` and ``source verify-plan`` (``--missing``
+prints the populate checklist of :mod:`cloudtaser.plan.result`), as
+:class:`~cloudtaser.results.Result` Structs. Never a secret value: paths, field names and
+statuses only."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Annotated, Any, Literal
 from msgspec import UNSET, Meta, UnsetType
 
 from cloudtaser.changes import Action
+from cloudtaser.plan.result import Checklist
 from cloudtaser.results import Count, Part, Result
-from cloudtaser.results.plan import Checklist
 from cloudtaser.source.verify import PathStatus
 
 __all__ = [

@@ -1,5 +1,6 @@
-"""The documents of ``target connect`` (also ``--check`` and ``--export FILE``) and
-``source connect --import FILE``. Never the reviewer token."""
+"""The ``-o json`` documents of ``target connect`` (also ``--check`` and ``--export FILE``) and
+``source connect --import FILE``, as :class:`~cloudtaser.results.Result` Structs. Never the
+reviewer token."""
 
 from __future__ import annotations
 

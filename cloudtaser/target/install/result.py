@@ -1,5 +1,5 @@
-"""The documents of the cluster-side commands: ``target discover`` and ``target install``
-(``--check``, ``uninstall``). Object names and counts only, never a Secret's value."""
+"""``target install|uninstall|install --check -o json``: what was done to the objects install
+manages, and the injector checks, as :class:`~cloudtaser.results.Result` documents."""
 
 from __future__ import annotations
 
@@ -12,52 +12,12 @@ from cloudtaser.results import Count, Part, Result
 __all__ = [
     "CheckEntry",
     "CheckSummary",
-    "Discover",
-    "DiscoverSummary",
     "Install",
     "InstallCheck",
     "ObjectChanges",
     "ObjectEntry",
-    "SkippedEntry",
     "Uninstall",
 ]
-
-
-class SkippedEntry(Part, kw_only=True):
-    """A workload discover found and did not plan (``inPlan``: it is in the plan, skipped)."""
-
-    namespace: str
-    kind: str
-    name: str
-    reason: str
-    in_plan: bool
-
-
-class DiscoverSummary(Part, kw_only=True):
-    namespaces_scanned: Count
-    workloads_scanned: Count
-    tenants: Count
-    workloads: Count
-    pending: Count
-    skipped: Count
-    vault_paths: Count
-    #: Workloads left out of the plan, by reason.
-    not_in_plan: dict[str, Count]
-
-
-class Discover(Result, kw_only=True):
-    """``cloudtaser target discover -o json``: the discovery report (the plan itself is
-    written to --output-plan)."""
-
-    kind: Literal["discover"] = "discover"
-    plan: str
-    output_plan: str
-    #: Every namespace and Secret could be read (else see ``unreadable``).
-    complete: bool
-    skipped: list[SkippedEntry]
-    warnings: list[str]
-    unreadable: list[str]
-    summary: DiscoverSummary
 
 
 class ObjectEntry(Part, kw_only=True):

@@ -1,21 +1,19 @@
-"""The ``--output json`` documents: one msgspec Struct per ``kind``, and their JSON Schemas.
+"""The envelope of every ``--output json`` document, and its JSON Schema.
 
-Every document is a :class:`Result`, the one envelope::
+Every document is a :class:`Result`::
 
     {"formatVersion": "1", "kind": "<kind>", ...the kind's own fields..., "summary": {...}}
 
 ``summary`` (the counts a script checks first) is the last field of every subclass: field
-order is key order, and msgspec puts a base's fields first. The CLI fills a Result from what
-the library returned and prints ``msgspec.to_builtins(result)``; nothing here imports the CLI.
+order is key order, and msgspec puts a base's fields first. The documents live beside the
+code whose results they carry, each package's in its ``result.py`` (``plan``, ``source``,
+``connect``, ``target/discover``, ``target/install``); the CLI fills one from what the library
+returned and prints ``msgspec.to_builtins(document)``. This module is a leaf (msgspec only),
+so every layer can use it.
 
-The committed schemas (``schema/output-<kind>.schema.json``) are generated from these Structs by
-:func:`json_schema` (``python tools/gen_schemas.py`` writes them; a test fails when one is
-stale). The modules, by the side whose data they carry:
-
-* :mod:`cloudtaser.results.plan`: ``plan status|validate|set-status|todo|diff|verify-approvals``
-* :mod:`cloudtaser.results.source`: ``source apply-plan``, ``source verify-plan [--missing]``
-* :mod:`cloudtaser.results.target`: ``target discover``, ``target install|uninstall|--check``
-* :mod:`cloudtaser.results.connect`: ``target connect [--export]``, ``source connect``
+The committed schemas (``schema/output-<kind>.schema.json``) are generated from the documents
+by :func:`json_schema` (``python tools/gen_schemas.py`` writes them; a test fails when one is
+stale).
 """
 
 from __future__ import annotations
