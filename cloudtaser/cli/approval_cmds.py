@@ -279,7 +279,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     signers = load_allowed_signers(args.allowed_signers)
     report = check_approvals(plan, signers, required=args.min_approvals)
     if args.output == "json":
-        print_json(msgspec.to_builtins(_approvals_json(report, plan.metadata.name)))
+        print_json(msgspec.to_builtins(_approvals_document(report, plan.metadata.name)))
     else:
         _print_approvals(report, plan.metadata.name)
     if report.ok:
@@ -294,7 +294,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     return ExitCode.USAGE
 
 
-def _approvals_json(report: ApprovalReport, name: str) -> PlanApprovals:
+def _approvals_document(report: ApprovalReport, name: str) -> PlanApprovals:
     from msgspec import UNSET  # noqa: PLC0415
 
     from cloudtaser.plan.result import (  # noqa: PLC0415
@@ -348,13 +348,13 @@ def _run_diff(args: argparse.Namespace) -> int:
 
     result = diff_plans(planlib.load(args.old), planlib.load(args.new))
     if args.output == "json":
-        print_json(msgspec.to_builtins(_diff_json(result)))
+        print_json(msgspec.to_builtins(_diff_document(result)))
     else:
         _print_diff(result)
     return ExitCode.PROBLEMS if result.reviewed_changed else ExitCode.OK
 
 
-def _diff_json(result: PlanDiff) -> PlanDiffResult:
+def _diff_document(result: PlanDiff) -> PlanDiffResult:
     from msgspec import UNSET  # noqa: PLC0415
 
     from cloudtaser.plan.result import (  # noqa: PLC0415

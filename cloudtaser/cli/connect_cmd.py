@@ -342,7 +342,7 @@ def _run_export(args: argparse.Namespace) -> int:
             kubernetes_host=conn.kubernetes_host,
             reviewer_mode=conn.reviewer_mode,
             contains_credential=conn.reviewer_token is not None,
-            steps=[_step_json(s) for s in steps],
+            steps=[_step_entry(s) for s in steps],
             summary=_step_summary(steps),
         )
         print_json(msgspec.to_builtins(document))
@@ -396,7 +396,7 @@ def _run_source_connect(args: argparse.Namespace) -> int:
     return _report(result, args.output)
 
 
-def _step_json(step: Step) -> StepEntry:
+def _step_entry(step: Step) -> StepEntry:
     from cloudtaser.connect.result import StepEntry  # noqa: PLC0415
 
     return StepEntry(
@@ -449,7 +449,7 @@ def _report(result: ConnectResult, output: str) -> int:
             ),
             dry_run=result.dry_run,
             changed=result.changed,
-            steps=[_step_json(s) for s in result.steps],
+            steps=[_step_entry(s) for s in result.steps],
             self_test=None
             if test is None
             else SelfTestEntry(

@@ -25,6 +25,7 @@ from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from cloudtaser.source.provision import ApplyResult, Change
+    from cloudtaser.source.result import VerifyPlanMissing
     from cloudtaser.source.verify import VerifyResult
 
 __all__ = ["register"]
@@ -504,8 +505,12 @@ def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool)
             ChecklistSummary,
             PlanTodo,
         )
-        from cloudtaser.source.result import VerifyPlanMissing  # noqa: PLC0415
 
+        document_type: type[PlanTodo | VerifyPlanMissing] = PlanTodo
+        if vault_checked:  # plan todo (no vault) does not load the vault side
+            from cloudtaser.source.result import VerifyPlanMissing  # noqa: PLC0415
+
+            document_type = VerifyPlanMissing
         paths = [
             ChecklistPath(
                 vault_path=i.vault_path,
@@ -518,7 +523,7 @@ def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool)
             )
             for i in items
         ]
-        document = (VerifyPlanMissing if vault_checked else PlanTodo)(
+        document = document_type(
             plan=plan, paths=paths, summary=ChecklistSummary(paths=len(items), fields=fields)
         )
         print_json(msgspec.to_builtins(document))
