@@ -10,8 +10,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from cloudtaser.plan.approval import ApprovalState
-from cloudtaser.plan.model import WorkloadKind, WorkloadStatus
-from cloudtaser.plan.rules import DIGEST
+from cloudtaser.plan.model import Digest, WorkloadKind, WorkloadStatus
 from cloudtaser.results import Count, Part, Result
 
 __all__ = [
@@ -38,8 +37,6 @@ __all__ = [
     "ValidateSummary",
     "WorkloadState",
 ]
-
-Digest = Annotated[str, Meta(pattern=DIGEST)]
 
 
 class StatusCounts(Part, kw_only=True):
