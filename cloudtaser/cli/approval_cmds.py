@@ -19,6 +19,8 @@ from cloudtaser.cli.exitcodes import ExitCode
 if TYPE_CHECKING:
     from cloudtaser.plan.approval import ApprovalReport
     from cloudtaser.plan.diff import PlanDiff
+    from cloudtaser.plan.result import PlanApprovals
+    from cloudtaser.plan.result import PlanDiff as PlanDiffResult
     from cloudtaser.plan.sshsig import Signer
 
 __all__ = ["default_identity", "register", "signer_from_args"]
@@ -266,6 +268,8 @@ def _sign_report(args: argparse.Namespace, identity: str) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    import msgspec  # noqa: PLC0415
+
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.cli.output import print_json  # noqa: PLC0415
     from cloudtaser.plan.approval import check_approvals  # noqa: PLC0415
@@ -275,7 +279,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     signers = load_allowed_signers(args.allowed_signers)
     report = check_approvals(plan, signers, required=args.min_approvals)
     if args.output == "json":
-        print_json(_approvals_json(report, plan.metadata.name))
+        print_json(msgspec.to_builtins(_approvals_document(report, plan.metadata.name)))
     else:
         _print_approvals(report, plan.metadata.name)
     if report.ok:
@@ -290,25 +294,28 @@ def _run_verify(args: argparse.Namespace) -> int:
     return ExitCode.USAGE
 
 
-def _approvals_json(report: ApprovalReport, name: str) -> dict[str, Any]:
-    return {
-        "formatVersion": "1",
-        "kind": "plan-approvals",
-        "plan": name,
-        "digest": report.digest,
-        "approvals": [
-            {
-                "index": c.index,
-                "identity": c.identity,
-                "at": c.at,
-                "state": c.state.value,
-                **({"fingerprint": c.fingerprint} if c.fingerprint else {}),
-                **({"detail": c.detail} if c.detail else {}),
-            }
-            for c in report.checks
-        ],
-        "summary": {"ok": report.ok, "valid": report.valid, "required": report.required},
-    }
+def _approvals_document(report: ApprovalReport, name: str) -> PlanApprovals:
+    from msgspec import UNSET  # noqa: PLC0415
+
+    from cloudtaser.plan.result import (  # noqa: PLC0415
+        ApprovalEntry,
+        ApprovalsSummary,
+        PlanApprovals,
+    )
+
+    approvals = [
+        ApprovalEntry(
+            index=c.index,
+            identity=c.identity,
+            at=c.at,
+            state=c.state,
+            fingerprint=c.fingerprint or UNSET,
+            detail=c.detail or UNSET,
+        )
+        for c in report.checks
+    ]
+    summary = ApprovalsSummary(ok=report.ok, valid=report.valid, required=report.required)
+    return PlanApprovals(plan=name, digest=report.digest, approvals=approvals, summary=summary)
 
 
 def _print_approvals(report: ApprovalReport, name: str) -> None:
@@ -333,50 +340,62 @@ def _print_approvals(report: ApprovalReport, name: str) -> None:
 
 
 def _run_diff(args: argparse.Namespace) -> int:
+    import msgspec  # noqa: PLC0415
+
     from cloudtaser import plan as planlib  # noqa: PLC0415
     from cloudtaser.cli.output import print_json  # noqa: PLC0415
     from cloudtaser.plan.diff import diff_plans  # noqa: PLC0415
 
     result = diff_plans(planlib.load(args.old), planlib.load(args.new))
     if args.output == "json":
-        print_json(_diff_json(result))
+        print_json(msgspec.to_builtins(_diff_document(result)))
     else:
         _print_diff(result)
     return ExitCode.PROBLEMS if result.reviewed_changed else ExitCode.OK
 
 
-def _diff_json(result: PlanDiff) -> dict[str, Any]:
-    return {
-        "formatVersion": "1",
-        "kind": "plan-diff",
-        "oldDigest": result.old_digest,
-        "newDigest": result.new_digest,
-        "changes": [
-            {
-                "op": c.op,
-                "path": c.path,
-                **({"old": c.old} if c.op in {"removed", "changed", "reordered"} else {}),
-                **({"new": c.new} if c.op in {"added", "changed", "reordered"} else {}),
-            }
-            for c in result.changes
-        ],
-        "statusChanges": [
-            {
-                "workload": s.workload,
-                "oldStatus": s.old_status,
-                "newStatus": s.new_status,
-                **({"oldLastError": s.old_error} if s.old_error else {}),
-                **({"newLastError": s.new_error} if s.new_error else {}),
-                "newHistoryEntries": s.new_history,
-            }
-            for s in result.status_changes
-        ],
-        "summary": {
-            "reviewedChanged": result.reviewed_changed,
-            "changes": len(result.changes),
-            "statusChanges": len(result.status_changes),
-        },
-    }
+def _diff_document(result: PlanDiff) -> PlanDiffResult:
+    from msgspec import UNSET  # noqa: PLC0415
+
+    from cloudtaser.plan.result import (  # noqa: PLC0415
+        DiffChange,
+        DiffStatusChange,
+        DiffSummary,
+    )
+    from cloudtaser.plan.result import PlanDiff as PlanDiffResult  # noqa: PLC0415
+
+    changes = [
+        DiffChange(
+            op=c.op,  # type: ignore[arg-type]  # added | removed | changed | reordered
+            path=c.path,
+            old=c.old if c.op in {"removed", "changed", "reordered"} else UNSET,
+            new=c.new if c.op in {"added", "changed", "reordered"} else UNSET,
+        )
+        for c in result.changes
+    ]
+    status_changes = [
+        DiffStatusChange(
+            workload=s.workload,
+            old_status=s.old_status,
+            new_status=s.new_status,
+            old_last_error=s.old_error or UNSET,
+            new_last_error=s.new_error or UNSET,
+            new_history_entries=s.new_history,
+        )
+        for s in result.status_changes
+    ]
+    summary = DiffSummary(
+        reviewed_changed=result.reviewed_changed,
+        changes=len(changes),
+        status_changes=len(status_changes),
+    )
+    return PlanDiffResult(
+        old_digest=result.old_digest,
+        new_digest=result.new_digest,
+        changes=changes,
+        status_changes=status_changes,
+        summary=summary,
+    )
 
 
 def _shown(value: Any) -> str:

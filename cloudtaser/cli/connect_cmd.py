@@ -22,10 +22,11 @@ from cloudtaser.cli.common import (
     vault_client,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import color, print_result_json, progress, table
+from cloudtaser.cli.output import color, print_json, progress, table
 
 if TYPE_CHECKING:
     from cloudtaser.connect import ConnectOptions, ConnectResult, Step
+    from cloudtaser.connect.result import StepEntry, StepSummary
 
 __all__ = ["register"]
 
@@ -330,20 +331,22 @@ def _run_export(args: argparse.Namespace) -> int:
     if not args.dry_run:
         write_connection_file(args.export, conn)
     if args.output == "json":
-        print_result_json(
-            "connect-export",
-            {
-                "export": args.export,
-                "dryRun": args.dry_run,
-                "authMount": conn.auth_mount,
-                "cluster": conn.cluster,
-                "kubernetesHost": conn.kubernetes_host,
-                "reviewerMode": str(conn.reviewer_mode),
-                "containsCredential": conn.reviewer_token is not None,
-                "steps": [_step_json(s) for s in steps],
-            },
-            _step_summary(steps),
+        import msgspec  # noqa: PLC0415
+
+        from cloudtaser.connect.result import ConnectExport  # noqa: PLC0415
+
+        document = ConnectExport(
+            export=args.export,
+            dry_run=args.dry_run,
+            auth_mount=conn.auth_mount,
+            cluster=conn.cluster,
+            kubernetes_host=conn.kubernetes_host,
+            reviewer_mode=conn.reviewer_mode,
+            contains_credential=conn.reviewer_token is not None,
+            steps=[_step_entry(s) for s in steps],
+            summary=_step_summary(steps),
         )
+        print_json(msgspec.to_builtins(document))
     else:
         _print_steps(steps)
         verb = "would write" if args.dry_run else "wrote"
@@ -394,21 +397,24 @@ def _run_source_connect(args: argparse.Namespace) -> int:
     return _report(result, args.output)
 
 
-def _step_json(step: Step) -> dict[str, str]:
-    return {
-        "side": step.side,
-        "kind": step.kind,
-        "name": step.name,
-        "action": str(step.action),
-        "detail": step.detail,
-    }
+def _step_entry(step: Step) -> StepEntry:
+    from cloudtaser.connect.result import StepEntry  # noqa: PLC0415
+
+    return StepEntry(
+        side=step.side, kind=step.kind, name=step.name, action=step.action, detail=step.detail
+    )
 
 
-def _step_summary(steps: list[Step]) -> dict[str, int]:
-    counts = {"create": 0, "update": 0, "unchanged": 0}
-    for step in steps:
-        counts[str(step.action)] = counts.get(str(step.action), 0) + 1
-    return counts
+def _step_summary(steps: list[Step]) -> StepSummary:
+    from cloudtaser.changes import Action  # noqa: PLC0415
+    from cloudtaser.connect.result import StepSummary  # noqa: PLC0415
+
+    def count(action: Action) -> int:
+        return sum(1 for s in steps if s.action is action)
+
+    return StepSummary(
+        create=count(Action.CREATE), update=count(Action.UPDATE), unchanged=count(Action.UNCHANGED)
+    )
 
 
 def _print_steps(steps: list[Step]) -> None:
@@ -428,36 +434,35 @@ def _report(result: ConnectResult, output: str) -> int:
     test = result.self_test
     failed = test is not None and not test.ok
     if output == "json":
-        print_result_json(
-            "connect",
-            {
-                "authMount": result.auth_mount,
-                "cluster": result.cluster,
-                "kubernetesHost": result.kubernetes_host,
-                "reviewerMode": str(result.reviewer_mode),
-                "reviewerTokenExpires": (
-                    result.reviewer_expires.isoformat() if result.reviewer_expires else None
-                ),
-                "dryRun": result.dry_run,
-                "changed": result.changed,
-                "steps": [_step_json(s) for s in result.steps],
-                "selfTest": (
-                    {
-                        "ok": test.ok,
-                        "reason": test.reason,
-                        "message": test.message,
-                        "role": test.role,
-                        "serviceAccount": test.service_account,
-                    }
-                    if test
-                    else None
-                ),
-            },
-            {
-                **_step_summary(result.steps),
-                "selfTest": None if test is None else ("passed" if test.ok else "failed"),
-            },
+        import msgspec  # noqa: PLC0415
+
+        from cloudtaser.connect.result import Connect, SelfTestEntry  # noqa: PLC0415
+
+        totals = _step_summary(result.steps)
+        totals.self_test = None if test is None else ("passed" if test.ok else "failed")
+        document = Connect(
+            auth_mount=result.auth_mount,
+            cluster=result.cluster,
+            kubernetes_host=result.kubernetes_host,
+            reviewer_mode=result.reviewer_mode,
+            reviewer_token_expires=(
+                result.reviewer_expires.isoformat() if result.reviewer_expires else None
+            ),
+            dry_run=result.dry_run,
+            changed=result.changed,
+            steps=[_step_entry(s) for s in result.steps],
+            self_test=None
+            if test is None
+            else SelfTestEntry(
+                ok=test.ok,
+                reason=test.reason,
+                message=test.message,
+                role=test.role,
+                service_account=test.service_account,
+            ),
+            summary=totals,
         )
+        print_json(msgspec.to_builtins(document))
         return ExitCode.FAILED if failed else ExitCode.OK
     _print_steps(result.steps)
     counts: dict[str, int] = {}

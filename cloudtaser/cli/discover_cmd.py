@@ -17,7 +17,7 @@ from cloudtaser.cli.common import (
     plan_files_completer,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import print_result_json
+from cloudtaser.cli.output import print_json
 from cloudtaser.cli.output import progress as _progress
 from cloudtaser.plan.rules import DEFAULT_PATH_TEMPLATE, ISOLATED_PATH_TEMPLATE
 
@@ -259,37 +259,41 @@ def _check_discover(args: argparse.Namespace) -> str | None:
 
 
 def _report_json(result: DiscoveryResult, output_plan: str) -> None:
-    s = result.summary
-    print_result_json(
-        "discover",
-        {
-            "plan": result.plan.metadata.name,
-            "outputPlan": output_plan,
-            "complete": result.complete,
-            "skipped": [
-                {
-                    "namespace": k.namespace,
-                    "kind": k.kind,
-                    "name": k.name,
-                    "reason": k.reason,
-                    "inPlan": k.in_plan,
-                }
-                for k in result.skipped
-            ],
-            "warnings": list(result.warnings),
-            "unreadable": list(result.unreadable),
-        },
-        {
-            "namespacesScanned": s.namespaces_scanned,
-            "workloadsScanned": s.workloads_scanned,
-            "tenants": s.tenants,
-            "workloads": s.workloads,
-            "pending": s.pending,
-            "skipped": s.skipped,
-            "vaultPaths": s.secrets,
-            "notInPlan": dict(s.not_in_plan),
-        },
+    import msgspec  # noqa: PLC0415
+
+    from cloudtaser.target.discover.result import (  # noqa: PLC0415
+        Discover,
+        DiscoverSummary,
+        SkippedEntry,
     )
+
+    s = result.summary
+    skipped = [
+        SkippedEntry(
+            namespace=k.namespace, kind=k.kind, name=k.name, reason=k.reason, in_plan=k.in_plan
+        )
+        for k in result.skipped
+    ]
+    summary = DiscoverSummary(
+        namespaces_scanned=s.namespaces_scanned,
+        workloads_scanned=s.workloads_scanned,
+        tenants=s.tenants,
+        workloads=s.workloads,
+        pending=s.pending,
+        skipped=s.skipped,
+        vault_paths=s.secrets,
+        not_in_plan=dict(s.not_in_plan),
+    )
+    document = Discover(
+        plan=result.plan.metadata.name,
+        output_plan=output_plan,
+        complete=result.complete,
+        skipped=skipped,
+        warnings=list(result.warnings),
+        unreadable=list(result.unreadable),
+        summary=summary,
+    )
+    print_json(msgspec.to_builtins(document))
 
 
 def _summary(result: DiscoveryResult) -> None:

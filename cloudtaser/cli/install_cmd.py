@@ -16,7 +16,7 @@ from cloudtaser.cli.common import (
     usage_error,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import color, print_result_json, progress, table
+from cloudtaser.cli.output import color, print_json, progress, table
 
 if TYPE_CHECKING:
     from cloudtaser.target.install.apply import ObjectChange
@@ -333,27 +333,28 @@ def _print_changes(
     changes: list[ObjectChange], args: argparse.Namespace, *, dry_run: bool, kind: str
 ) -> None:
     if args.output == "json":
+        import msgspec  # noqa: PLC0415
+
+        from cloudtaser.target.install.result import Install, ObjectEntry, Uninstall  # noqa: PLC0415
+
         counts: dict[str, int] = {}
         for c in changes:
             counts[str(c.action)] = counts.get(str(c.action), 0) + 1
-        data = {
-            "dryRun": dry_run,
-            "changes": [
-                {
-                    "kind": c.kind,
-                    "name": c.name,
-                    "namespace": c.namespace,
-                    "action": str(c.action),
-                    "detail": c.detail,
-                    **({"diff": list(c.diff)} if c.diff else {}),
-                }
-                for c in changes
-            ],
-        }
-        if kind == "install":
-            print_result_json("install", data, counts)
-        else:
-            print_result_json("uninstall", data, counts)
+        entries = [
+            ObjectEntry(
+                kind=c.kind,
+                name=c.name,
+                namespace=c.namespace,
+                action=str(c.action),
+                detail=c.detail,
+                diff=list(c.diff) or msgspec.UNSET,
+            )
+            for c in changes
+        ]
+        document = (Install if kind == "install" else Uninstall)(
+            dry_run=dry_run, changes=entries, summary=counts
+        )
+        print_json(msgspec.to_builtins(document))
         return
     rows = [
         [c.kind, c.namespace or "", c.name, str(c.action) + (" (dry run)" if dry_run else ""),
@@ -369,14 +370,22 @@ def _print_changes(
 
 def _print_check(results: list[CheckResult], args: argparse.Namespace) -> None:
     if args.output == "json":
-        print_result_json(
-            "install-check",
-            {
-                "ok": all(r.ok for r in results),
-                "checks": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in results],
-            },
-            {"passed": sum(r.ok for r in results), "failed": sum(not r.ok for r in results)},
+        import msgspec  # noqa: PLC0415
+
+        from cloudtaser.target.install.result import (  # noqa: PLC0415
+            CheckEntry,
+            CheckSummary,
+            InstallCheck,
         )
+
+        document = InstallCheck(
+            ok=all(r.ok for r in results),
+            checks=[CheckEntry(name=r.name, ok=r.ok, detail=r.detail) for r in results],
+            summary=CheckSummary(
+                passed=sum(r.ok for r in results), failed=sum(not r.ok for r in results)
+            ),
+        )
+        print_json(msgspec.to_builtins(document))
         return
     for r in results:
         mark = color("ok  ", "green") if r.ok else color("FAIL", "red")

@@ -186,9 +186,12 @@ def _load(path: str) -> Any:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
+    import msgspec  # noqa: PLC0415
+
     from cloudtaser import plan as planlib  # noqa: PLC0415
-    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+    from cloudtaser.cli.output import print_json  # noqa: PLC0415
     from cloudtaser.errors import PlanError  # noqa: PLC0415
+    from cloudtaser.plan.result import FileCheck, PlanValidate, ValidateSummary  # noqa: PLC0415
 
     if args.plans.count("-") > 1:
         from cloudtaser.cli.common import usage_error  # noqa: PLC0415
@@ -201,34 +204,31 @@ def _run_validate(args: argparse.Namespace) -> int:
             loaded = _load(path)
             planlib.check_isolation(loaded, source=str(shown))
         except PlanError as exc:
-            files.append({"file": shown, "valid": False, "error": str(exc)})
+            files.append(FileCheck(file=shown, valid=False, error=str(exc)))
             if args.output != "json":
                 print(f"cloudtaser: invalid: {exc}", file=sys.stderr)
             continue
         workloads = sum(len(t.workloads) for t in loaded.tenants)
         files.append(
-            {
-                "file": shown,
-                "valid": True,
-                "plan": loaded.metadata.name,
-                "tenants": len(loaded.tenants),
-                "workloads": workloads,
-            }
+            FileCheck(
+                file=shown,
+                valid=True,
+                plan=loaded.metadata.name,
+                tenants=len(loaded.tenants),
+                workloads=workloads,
+            )
         )
         if args.output != "json":
             print(f"{shown}: valid ({len(loaded.tenants)} tenants, {workloads} workloads)")
-    failed = sum(1 for f in files if not f["valid"])
+    failed = sum(1 for f in files if not f.valid)
     if args.output == "json":
-        print_result_json(
-            "plan-validate",
-            {"files": files},
-            {"files": len(files), "valid": len(files) - failed, "invalid": failed},
-        )
+        summary = ValidateSummary(files=len(files), valid=len(files) - failed, invalid=failed)
+        print_json(msgspec.to_builtins(PlanValidate(files=files, summary=summary)))
     return ExitCode.USAGE if failed else ExitCode.OK
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from cloudtaser.cli.output import print_result_json, table  # noqa: PLC0415
+    from cloudtaser.cli.output import print_json, table  # noqa: PLC0415
     from cloudtaser.plan.summary import status_counts  # noqa: PLC0415
     from cloudtaser.plan.todo import select_tenants  # noqa: PLC0415
 
@@ -251,11 +251,14 @@ def _run_status(args: argparse.Namespace) -> int:
         for w in t.workloads
     ]
     if args.output == "json":
-        data = {k: v for k, v in report.items() if k != "total"}
-        data["total"] = report["total"]
+        import msgspec  # noqa: PLC0415
+
+        from cloudtaser.plan.result import PlanStatus, WorkloadState  # noqa: PLC0415
+
+        document = msgspec.convert({**report, "summary": report["total"]}, PlanStatus)
         if args.workloads:
-            data["workloads"] = workloads
-        print_result_json("plan-status", data, report["total"])
+            document.workloads = msgspec.convert(workloads, list[WorkloadState])
+        print_json(msgspec.to_builtins(document))
         return ExitCode.OK
     if args.workloads:
         rows = [
@@ -301,9 +304,16 @@ def _check_set_status(args: argparse.Namespace) -> str | None:
 
 
 def _run_set_status(args: argparse.Namespace) -> int:
-    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+    import msgspec  # noqa: PLC0415
+
+    from cloudtaser.cli.output import print_json  # noqa: PLC0415
     from cloudtaser.config import local_actor  # noqa: PLC0415
     from cloudtaser.plan import WorkloadStatus  # noqa: PLC0415
+    from cloudtaser.plan.result import (  # noqa: PLC0415
+        PlanSetStatus,
+        SetStatusSummary,
+        StatusChanged,
+    )
     from cloudtaser.plan.store import PlanStore  # noqa: PLC0415
     from cloudtaser.target.protect import Selection  # noqa: PLC0415
 
@@ -332,16 +342,16 @@ def _run_set_status(args: argparse.Namespace) -> int:
                     source=str(args.plan),
                 )
             store.record(workload, new, reason=reason)
-            changed.append({"workload": ref, "from": old.value, "to": new.value})
+            changed.append(StatusChanged(workload=ref, from_=old, to=new))
     if args.output == "json":
-        print_result_json(
-            "plan-set-status",
-            {"plan": loaded.metadata.name, "changed": changed, "unchanged": unchanged},
-            {"changed": len(changed), "unchanged": len(unchanged)},
+        summary = SetStatusSummary(changed=len(changed), unchanged=len(unchanged))
+        document = PlanSetStatus(
+            plan=loaded.metadata.name, changed=changed, unchanged=unchanged, summary=summary
         )
+        print_json(msgspec.to_builtins(document))
         return ExitCode.OK
     for c in changed:
-        print(f"{c['workload']}: {c['from']} -> {c['to']}")
+        print(f"{c.workload}: {c.from_} -> {c.to}")
     for ref in unchanged:
         print(f"{ref}: already {new}")
     print(f"{len(changed)} changed, {len(unchanged)} unchanged (recorded in history)")

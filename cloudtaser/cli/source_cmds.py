@@ -25,6 +25,7 @@ from cloudtaser.cli.exitcodes import ExitCode
 
 if TYPE_CHECKING:
     from cloudtaser.source.provision import ApplyResult, Change
+    from cloudtaser.source.result import VerifyPlanMissing
     from cloudtaser.source.verify import VerifyResult
 
 __all__ = ["register"]
@@ -364,47 +365,55 @@ def _role_field_changes(change: Change) -> list[tuple[str, Any, Any]]:
 
 
 def _print_apply_json(result: ApplyResult) -> None:
-    from cloudtaser.changes import Action  # noqa: PLC0415
-    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+    import msgspec  # noqa: PLC0415
 
-    print_result_json(
-        "apply-plan",
-        {
-            "plan": result.plan,
-            "dryRun": result.dry_run,
-            "authMount": result.auth_mount,
-            "changesPending": result.pending,
-            "objects": [
-                {
-                    "kind": c.kind,
-                    "name": c.name,
-                    "path": c.path,
-                    "tenant": c.tenant,
-                    "action": c.action.value,
-                    **({"detail": c.detail} if c.detail else {}),
-                    **(
-                        {"diff": policy_diff(c)}
-                        if c.kind == "policy" and c.action.value != "unchanged"
-                        else {}
-                    ),
-                    **(
-                        {
-                            "fieldChanges": [
-                                {"field": k, "old": o, "new": n}
-                                for k, o, n in _role_field_changes(c)
-                            ]
-                        }
-                        if c.kind == "role" and c.action.value != "unchanged"
-                        else {}
-                    ),
-                }
-                for c in result.changes
-            ],
-            "skippedTenants": [{"tenant": t, "reason": r} for t, r in result.skipped_tenants],
-            "warnings": result.warnings,
-        },
-        {**{a.value: result.count(a) for a in Action}, "writes": result.writes},
+    from cloudtaser.changes import Action  # noqa: PLC0415
+    from cloudtaser.cli.output import print_json  # noqa: PLC0415
+    from cloudtaser.source.result import (  # noqa: PLC0415
+        ApplyObject,
+        ApplyPlan,
+        ApplySummary,
+        FieldChange,
+        SkippedTenant,
     )
+
+    def entry(c: Change) -> ApplyObject:
+        changed = c.action is not Action.UNCHANGED
+        return ApplyObject(
+            kind=c.kind,  # type: ignore[arg-type]  # "policy" | "role" | "auth-mount"
+            name=c.name,
+            path=c.path,
+            tenant=c.tenant,
+            action=c.action,
+            detail=c.detail or msgspec.UNSET,
+            diff=policy_diff(c) if c.kind == "policy" and changed else msgspec.UNSET,
+            field_changes=(
+                [FieldChange(field=k, old=o, new=n) for k, o, n in _role_field_changes(c)]
+                if c.kind == "role" and changed
+                else msgspec.UNSET
+            ),
+        )
+
+    summary = ApplySummary(
+        create=result.count(Action.CREATE),
+        update=result.count(Action.UPDATE),
+        unchanged=result.count(Action.UNCHANGED),
+        conflict=result.count(Action.CONFLICT),
+        orphaned=result.count(Action.ORPHANED),
+        delete=result.count(Action.DELETE),
+        writes=result.writes,
+    )
+    document = ApplyPlan(
+        plan=result.plan,
+        dry_run=result.dry_run,
+        auth_mount=result.auth_mount,
+        changes_pending=result.pending,
+        objects=[entry(c) for c in result.changes],
+        skipped_tenants=[SkippedTenant(tenant=t, reason=r) for t, r in result.skipped_tenants],
+        warnings=result.warnings,
+        summary=summary,
+    )
+    print_json(msgspec.to_builtins(document))
 
 
 def _print_apply(result: ApplyResult) -> None:
@@ -486,29 +495,38 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool) -> None:
     """The populate checklist (``plan todo``, ``verify-plan --missing``): text or JSON."""
-    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
-
     fields = sum(len(i.missing_fields) for i in items)
     if output == "json":
-        print_result_json(
-            "verify-plan-missing" if vault_checked else "plan-todo",
-            {
-                "plan": plan,
-                "paths": [
-                    {
-                        "vaultPath": i.vault_path,
-                        "mount": i.mount,
-                        "path": i.path,
-                        "status": i.status,
-                        "fields": list(i.missing_fields),
-                        "workloads": list(i.workloads),
-                        "command": i.command(),
-                    }
-                    for i in items
-                ],
-            },
-            {"paths": len(items), "fields": fields},
+        import msgspec  # noqa: PLC0415
+
+        from cloudtaser.cli.output import print_json  # noqa: PLC0415
+        from cloudtaser.plan.result import (  # noqa: PLC0415
+            ChecklistPath,
+            ChecklistSummary,
+            PlanTodo,
         )
+
+        document_type: type[PlanTodo | VerifyPlanMissing] = PlanTodo
+        if vault_checked:  # plan todo (no vault) does not load the vault side
+            from cloudtaser.source.result import VerifyPlanMissing  # noqa: PLC0415
+
+            document_type = VerifyPlanMissing
+        paths = [
+            ChecklistPath(
+                vault_path=i.vault_path,
+                mount=i.mount,
+                path=i.path,
+                status=i.status,
+                fields=list(i.missing_fields),
+                workloads=list(i.workloads),
+                command=i.command(),
+            )
+            for i in items
+        ]
+        document = document_type(
+            plan=plan, paths=paths, summary=ChecklistSummary(paths=len(items), fields=fields)
+        )
+        print_json(msgspec.to_builtins(document))
         return
     if not items:
         print(f"plan {plan}: nothing to populate")
@@ -525,67 +543,70 @@ def print_todo(items: list[Any], output: str, *, plan: str, vault_checked: bool)
 
 
 def _print_verify_json(result: VerifyResult) -> None:
-    from cloudtaser.cli.output import print_result_json  # noqa: PLC0415
+    import msgspec  # noqa: PLC0415
 
-    print_result_json(
-        "verify-plan",
-        {
-            "plan": result.plan,
-            "ok": result.ok,
-            "paths": [
-                {
-                    "vaultPath": p.vault_path,
-                    "status": p.status.value,
-                    "fields": list(p.fields),
-                    **({"missingFields": list(p.missing_fields)} if p.missing_fields else {}),
-                    "workloads": list(p.workloads),
-                    **({"version": p.version} if p.version is not None else {}),
-                    **({"detail": p.detail} if p.detail else {}),
-                }
-                for p in result.by_path()
-            ],
-            "tenants": [
-                {
-                    "tenant": t.tenant,
-                    "namespace": t.namespace,
-                    "workloads": [
-                        {
-                            "kind": w.kind,
-                            "name": w.name,
-                            "status": "skipped"
-                            if w.skipped
-                            else (w.status.value if w.status else None),
-                            "secrets": [
-                                {
-                                    "source": s.source,
-                                    "vaultPath": s.vault_path,
-                                    "status": s.status.value,
-                                    **(
-                                        {"missingFields": list(s.missing_fields)}
-                                        if s.missing_fields
-                                        else {}
-                                    ),
-                                    **({"version": s.version} if s.version is not None else {}),
-                                    **({"detail": s.detail} if s.detail else {}),
-                                }
-                                for s in w.secrets
-                            ],
-                        }
-                        for w in t.workloads
-                    ],
-                }
-                for t in result.tenants
-            ],
-        },
-        {
-            "pathsChecked": result.paths_checked,
-            "paths": result.path_counts(),
-            "workloadsChecked": result.workloads_checked,
-            "workloadsOk": result.workloads_ok,
-            "workloadsSkipped": result.workloads_skipped,
-            "secrets": result.counts,
-        },
+    from cloudtaser.cli.output import print_json  # noqa: PLC0415
+    from cloudtaser.source.result import (  # noqa: PLC0415
+        PathCounts,
+        PathEntry,
+        SecretEntry,
+        TenantEntry,
+        VerifyPlan,
+        VerifySummary,
+        WorkloadEntry,
     )
+
+    unset = msgspec.UNSET
+    paths = [
+        PathEntry(
+            vault_path=p.vault_path,
+            status=p.status,
+            fields=list(p.fields),
+            missing_fields=list(p.missing_fields) or unset,
+            workloads=list(p.workloads),
+            version=unset if p.version is None else p.version,
+            detail=p.detail or unset,
+        )
+        for p in result.by_path()
+    ]
+    tenants = [
+        TenantEntry(
+            tenant=t.tenant,
+            namespace=t.namespace,
+            workloads=[
+                WorkloadEntry(
+                    kind=w.kind,
+                    name=w.name,
+                    status="skipped" if w.skipped else (w.status.value if w.status else None),
+                    secrets=[
+                        SecretEntry(
+                            source=s.source,
+                            vault_path=s.vault_path,
+                            status=s.status,
+                            missing_fields=list(s.missing_fields) or unset,
+                            version=unset if s.version is None else s.version,
+                            detail=s.detail or unset,
+                        )
+                        for s in w.secrets
+                    ],
+                )
+                for w in t.workloads
+            ],
+        )
+        for t in result.tenants
+    ]
+    summary = VerifySummary(
+        paths_checked=result.paths_checked,
+        paths=msgspec.convert(result.path_counts(), PathCounts),
+        workloads_checked=result.workloads_checked,
+        workloads_ok=result.workloads_ok,
+        workloads_skipped=result.workloads_skipped,
+        secrets=msgspec.convert(result.counts, PathCounts),
+    )
+    document = VerifyPlan(
+        plan=result.plan, ok=result.ok, paths=paths, tenants=tenants, summary=summary
+    )
+    print_json(msgspec.to_builtins(document))
 
 
 def _print_verify(result: VerifyResult, *, show_all: bool) -> None:

@@ -2,8 +2,9 @@
 outputs validate against it (plan commands here; apply-plan, verify-plan, protect, discover
 in tests/integration/test_*_cli_ux.py against real servers).
 
-When this fails for a new command: write schema/output-<kind>.schema.json for the ``kind``
-you pass to ``print_result_json`` (require formatVersion, kind, summary), see docs/cli.md.
+When this fails for a new command: declare its document as a :class:`cloudtaser.results.Result`
+(formatVersion, kind, ..., summary) in the ``result.py`` of the package whose results it
+carries, and run ``python tools/gen_schemas.py``; see docs/cli.md.
 """
 
 from __future__ import annotations
@@ -17,15 +18,21 @@ import pytest
 import yaml
 
 from cloudtaser.cli import main
+from cloudtaser.results import json_schema
 from tests.unit.test_plan import VALID
+from tests.unit.test_schemas_current import GENERATOR
 
 ROOT = Path(__file__).parents[2]
 SCHEMAS = ROOT / "schema"
 
 
 def _kinds_in_code() -> dict[str, str]:
-    """kind -> file:line of each ``print_result_json(kind, ...)`` call in cloudtaser/cli."""
+    """kind -> where: each document Struct (a Result in a result.py), and each
+    ``print_result_json(kind, ...)`` call left in cloudtaser/cli."""
     found: dict[str, str] = {}
+    for result in GENERATOR.results():
+        kind = json_schema(result)["properties"]["kind"]["const"]
+        found[kind] = f"{result.__module__}.{result.__qualname__}"
     for path in sorted((ROOT / "cloudtaser" / "cli").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not (
@@ -55,6 +62,20 @@ def test_every_json_result_kind_has_a_schema() -> None:
     assert {"apply-plan", "verify-plan", "plan-status", "protect-run", "discover"} <= set(kinds)
     missing = {k: w for k, w in kinds.items() if not (SCHEMAS / f"output-{k}.schema.json").exists()}
     assert not missing, f"no schema/output-<kind>.schema.json for: {missing}"
+
+
+def test_json_results_are_printed_from_result_structs() -> None:
+    """No dict literal printed as a result: a ``print_json`` in a command prints a Result."""
+    for path in sorted((ROOT / "cloudtaser" / "cli").glob("*.py")):
+        if path.name == "output.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print_json":
+                where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                assert ast.unparse(node.args[0]).startswith("msgspec.to_builtins("), (
+                    f"{where}: print a cloudtaser.results.Result: print_json(msgspec.to_builtins("
+                    "document))"
+                )
 
 
 @pytest.mark.parametrize("path", sorted(SCHEMAS.glob("output-*.schema.json")), ids=lambda p: p.name)

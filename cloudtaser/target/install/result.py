@@ -1,0 +1,78 @@
+"""``target install|uninstall|install --check -o json``: what was done to the objects install
+manages, and the injector checks, as :class:`~cloudtaser.results.Result` documents."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import UNSET, Meta, UnsetType
+
+from cloudtaser.results import Count, Part, Result
+
+__all__ = [
+    "CheckEntry",
+    "CheckSummary",
+    "Install",
+    "InstallCheck",
+    "ObjectChanges",
+    "ObjectEntry",
+    "Uninstall",
+]
+
+
+class ObjectEntry(Part, kw_only=True):
+    """What was (or, with ``dryRun``, would be) done to one object install manages."""
+
+    kind: str
+    name: str
+    #: ``null`` for a cluster-scoped object.
+    namespace: str | None
+    action: str
+    detail: str
+    diff: list[str] | UnsetType = UNSET
+
+
+class ObjectChanges(Result, kw_only=True):
+    """The fields of ``install`` and ``uninstall``."""
+
+    dry_run: bool
+    changes: list[ObjectEntry]
+    summary: Annotated[
+        dict[str, Count],
+        Meta(description="objects by action (create, update, unchanged, delete, keep, ...)"),
+    ]
+
+
+class Install(ObjectChanges, kw_only=True):
+    """``cloudtaser target install -o json``: what install did (or, with dryRun, would do) to
+    each object it manages."""
+
+    kind: Literal["install"] = "install"
+
+
+class Uninstall(ObjectChanges, kw_only=True):
+    """``cloudtaser target uninstall -o json``: what uninstall did (or, with dryRun, would do)
+    to each object install created."""
+
+    kind: Literal["uninstall"] = "uninstall"
+
+
+class CheckEntry(Part, kw_only=True):
+    name: str
+    ok: bool
+    detail: str
+
+
+class CheckSummary(Part, kw_only=True):
+    passed: Count
+    failed: Count
+
+
+class InstallCheck(Result, kw_only=True):
+    """``cloudtaser target install --check -o json``: the results of the injector checks."""
+
+    kind: Literal["install-check"] = "install-check"
+    #: Every check passed.
+    ok: bool
+    checks: list[CheckEntry]
+    summary: CheckSummary
