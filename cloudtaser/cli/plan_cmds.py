@@ -305,7 +305,7 @@ def _run_set_status(args: argparse.Namespace) -> int:
     from cloudtaser.config import local_actor  # noqa: PLC0415
     from cloudtaser.plan import WorkloadStatus  # noqa: PLC0415
     from cloudtaser.plan.store import PlanStore  # noqa: PLC0415
-    from cloudtaser.target.protect import Selection  # noqa: PLC0415
+    from cloudtaser.target.engine.core import Selection  # noqa: PLC0415
 
     new = WorkloadStatus(args.status)
     selection = Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload))
