@@ -21,6 +21,7 @@ from cloudtaser.errors import ClusterConflictError, ClusterForbiddenError, Clust
 from cloudtaser.plan.model import Tenant, Workload, WorkloadStatus
 from cloudtaser.target.engine.core import Engine, Event, Outcome, ProgressFn, workload_ref
 from cloudtaser.target.engine.injection import revision_pods
+from cloudtaser.target.engine.result import SecretEntry
 from cloudtaser.target.engine.secret_refs import finalize_edit
 from cloudtaser.target.references import scan as references
 from cloudtaser.target.references.cluster import ScanCache
@@ -70,6 +71,20 @@ class SecretsReport:
 
     def named(self, action: str) -> list[SecretDecision]:
         return [d for d in self.decisions if d.action == action]
+
+    def entries(self) -> list[SecretEntry]:
+        """The decisions in the ``--output json`` form."""
+        return [
+            SecretEntry(
+                namespace=d.namespace,
+                name=d.name,
+                action=str(d.action),
+                users=list(d.users),
+                reason=d.reason,
+                keys=list(d.keys),
+            )
+            for d in self.decisions
+        ]
 
 
 def _users(found: Scan, name: str, ignored: set[tuple[str, str, str]]) -> list[str]:
