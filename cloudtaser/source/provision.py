@@ -26,7 +26,6 @@ the one apply-plan concept; pre-flight shared with verify-plan is
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from cloudtaser.plan import (
     rules,
     split_vault_path,
 )
-from cloudtaser.progress import Count, wants_counts
+from cloudtaser.progress import Counter
 from cloudtaser.source.preflight import (
     capability_error,
     check_kv_mounts,
@@ -798,34 +797,16 @@ def info_type(value: str) -> str:
 
 
 class _Counted:
-    """Wraps write jobs so each finished one reports ``wrote n/N`` as a
-    :class:`cloudtaser.progress.Count` (a milestone every tenth)."""
+    """Wraps write jobs so each finished one advances a :class:`cloudtaser.progress.Counter`
+    (``wrote n/N objects``, a milestone every tenth)."""
 
     def __init__(self, say: Progress, total: int) -> None:
-        self._say = say
-        self._total = total
-        self._done = 0
-        self._lock = threading.Lock()
-        self._step = max(10, total // 10)
-        self._every = wants_counts(say)
+        self._counter = Counter(say, total, "wrote {done}/{total} objects")
 
     def __call__(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
             value = job()
-            with self._lock:
-                self._done += 1
-                done = self._done
-            milestone = done % self._step == 0 and done < self._total
-            if not (milestone or self._every):
-                return value
-            self._say(
-                Count(
-                    f"wrote {done}/{self._total} objects",
-                    done=done,
-                    total=self._total,
-                    milestone=milestone,
-                )
-            )
+            self._counter.advance()
             return value
 
         return run

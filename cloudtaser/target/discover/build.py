@@ -73,7 +73,7 @@ from cloudtaser.plan.rules import (
     tenant_scope,
 )
 from cloudtaser.plan.store import recorded_progress
-from cloudtaser.progress import Count, wants_counts
+from cloudtaser.progress import Counter
 from cloudtaser.target.annotations import INJECT
 from cloudtaser.target.consumers import env_uses, migrated_by_container
 from cloudtaser.target.podspec import (
@@ -929,8 +929,7 @@ def _scan_workloads(
     attempts = successes = 0
     # the live counter counts list calls: one per kind and scope (all namespaces, or each
     # chosen namespace; a forbidden cluster-wide list turns into one per namespace)
-    every = wants_counts(progress)
-    lists_done = 0
+    lists = Counter(progress, 0, "listed {plural} in {where}", milestones=False)
     kinds = list(_RESOURCES.items())
     for index, (kind, (res_name, plural)) in enumerate(kinds):
         resource = getattr(apps_v1, res_name)
@@ -959,17 +958,8 @@ def _scan_workloads(
                     if count % 1000 == 0:
                         progress(f"  {count} {plural} so far")
                 successes += 1
-                lists_done += 1
-                if every:
-                    later = (len(kinds) - index - 1) * len(scopes)
-                    progress(
-                        Count(
-                            f"listed {plural} in {where}",
-                            done=lists_done,
-                            total=lists_done + len(pending_scopes) + later,
-                            milestone=False,
-                        )
-                    )
+                later = (len(kinds) - index - 1) * len(scopes)
+                lists.advance(remaining=len(pending_scopes) + later, plural=plural, where=where)
             except ClusterError as exc:
                 if not _forbidden(exc):
                     raise
@@ -994,7 +984,7 @@ def _scan_workloads(
                     pending_scopes = [n for n in all_namespaces if n not in excluded]
                     continue
                 unreadable.append(f"list {plural}.apps in namespace {ns}: permission denied")
-                lists_done += 1
+                lists.skip()
         progress(f"found {count} {plural}")
     if attempts and not successes and first_error is not None:
         raise first_error
@@ -1033,24 +1023,11 @@ def _read_secret_keys(
     if not total:
         return SecretLookup()
     progress(f"reading the key names of {total} Secret(s) in {len(needed)} namespace(s)")
-    every = wants_counts(progress)
-    step = max(200, total // 10)
-    done = 0
+    secrets_read = Counter(progress, total, "read {done}/{total} Secrets ({where})", min_step=200)
 
     def settled(count: int, where: str) -> None:
         """``count`` more Secrets answered (keys read, missing or unreadable)."""
-        nonlocal done
-        before, done = done, min(total, done + count)
-        milestone = done < total and done // step > before // step
-        if every or milestone:
-            progress(
-                Count(
-                    f"read {done}/{total} Secrets ({where})",
-                    done=done,
-                    total=total,
-                    milestone=milestone,
-                )
-            )
+        secrets_read.advance(count, where=where)
 
     def get_each(ns: str, names: Iterable[str]) -> None:
         for name in sorted(names):
