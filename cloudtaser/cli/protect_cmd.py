@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates, plan_gate
 from cloudtaser.cli.common import usage_error
 from cloudtaser.cli.output import progress
 from cloudtaser.cli.steps import (
+    StepRun,
     add_run_options,
     check_run,
     exit_code,
@@ -23,6 +24,9 @@ from cloudtaser.cli.steps import (
     run_options,
     run_step,
 )
+
+if TYPE_CHECKING:
+    from cloudtaser.target.engine.core import RunReport
 
 __all__ = ["register"]
 
@@ -204,14 +208,15 @@ def _run_protect(args: argparse.Namespace) -> int:
         vault_address=args.vault_address,
         verify_injection=args.verify_injection,
     )
-    with _pin_lookup(args) as pin:
-        report = run_step(
-            args,
-            lambda run: protect(
+
+    def call(run: StepRun) -> RunReport:
+        with _pin_lookup(args) as pin:  # opened inside the cluster session, as it always was
+            return protect(
                 run.session, args.plan, options, progress=run.progress, decide=run.decide,
                 cancel=run.cancel, pin=pin,
-            ),
-        )  # fmt: skip
+            )  # fmt: skip
+
+    report = run_step(args, call)
     print_report(report, args, protect_run(report, dry_run=args.dry_run))
     return exit_code(report)
 
