@@ -29,8 +29,9 @@ ROOT = Path(__file__).parents[2]
 def test_committed_run_schema_is_current(kind: str) -> None:
     committed = json.loads((ROOT / "schema" / f"output-{kind}.schema.json").read_text())
     assert committed == json_schema(kind), (
-        f"schema/output-{kind}.schema.json is stale: regenerate it from "
-        f"cloudtaser.target.engine.result.json_schema({kind!r})"
+        f"schema/output-{kind}.schema.json is stale: regenerate it with\n"
+        f"  python -c 'import json; from cloudtaser.target.engine.result import json_schema; "
+        f'print(json.dumps(json_schema("{kind}"), indent=2))\' > schema/output-{kind}.schema.json'
     )
 
 
