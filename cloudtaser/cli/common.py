@@ -29,6 +29,7 @@ __all__ = [
     "duration_seconds",
     "examples_epilog",
     "int_1_to_64",
+    "parse_duration",
     "plan_files_completer",
     "print_error",
     "usage_error",
@@ -150,6 +151,21 @@ def duration_seconds(text: str) -> int:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_duration(text: str) -> float:
+    """``300``, ``300s``, ``5m``, ``1h``, ``500ms`` -> seconds (argparse type for waits; the
+    grammar is the contract's :func:`cloudtaser.contract.parse_duration`)."""
+    from cloudtaser.contract import ContractError  # noqa: PLC0415
+    from cloudtaser.contract import parse_duration as parse  # noqa: PLC0415
+
+    try:
+        value = parse("the duration", text)
+    except ContractError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the duration must be positive")
+    return value
 
 
 def print_error(message: str) -> None:

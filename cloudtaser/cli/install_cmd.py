@@ -218,7 +218,7 @@ def register(groups: Any) -> None:
 
 
 def _add_wait_options(parser: argparse.ArgumentParser) -> None:
-    from cloudtaser.cli.protect_cmd import parse_duration  # noqa: PLC0415
+    from cloudtaser.cli.common import parse_duration  # noqa: PLC0415
 
     group = parser.add_argument_group("waiting")
     group.add_argument(

@@ -1,7 +1,8 @@
 """``cloudtaser target finalize`` and ``target audit``: cluster only, never the vault.
 
 Standard library only at module level; the library is imported inside the handlers. The run
-options, the dialogue and the interrupt handling are protect's (:mod:`cloudtaser.cli.protect_cmd`).
+itself (options, dialogue, interrupts, progress, output, exit code) is the harness of every
+engine step, :mod:`cloudtaser.cli.steps`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ from typing import TYPE_CHECKING, Any
 from cloudtaser.cli.approval_opts import add_gate_options, check_plan, resolve_gates
 from cloudtaser.cli.common import add_cluster_options, cluster_session, usage_error
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import RunProgress, progress, table
-from cloudtaser.cli.protect_cmd import (
-    _actor,
-    _add_run_options,
-    _check_run,
-    _Interrupts,
-    _make_decide,
-    _print_report,
-    run_tally,
+from cloudtaser.cli.output import progress, table
+from cloudtaser.cli.steps import (
+    StepRun,
+    add_run_options,
+    check_run,
+    exit_code,
+    print_report,
+    run_options,
+    run_step,
 )
 
 if TYPE_CHECKING:
-    from cloudtaser.target.finalize.step import SecretsReport
+    from cloudtaser.target.engine.core import RunReport
+    from cloudtaser.target.finalize.deletion import SecretsReport
 
 __all__ = ["register"]
 
@@ -85,7 +87,7 @@ def register(groups: Any) -> None:
             " --require-verified verified.json --require-approval --allowed-signers team.signers",
         ],
     )
-    _add_run_options(fin, protect=False)
+    add_run_options(fin)
     add_gate_options(fin, verified="migrated")
     fin.add_argument(
         "--delete-secrets",
@@ -154,7 +156,7 @@ def _check_audit(args: argparse.Namespace) -> str | None:
 
 def _check_finalize(args: argparse.Namespace) -> str | None:
     """Usage rules argparse cannot express (also applied to documented examples)."""
-    problem = _check_run(args)
+    problem = check_run(args)
     if problem:
         return problem
     if args.delete_secrets and not args.wait:
@@ -169,70 +171,33 @@ def _run_finalize(args: argparse.Namespace) -> int:
     gates = resolve_gates(args)  # the report is read once: the gate and --delete-secrets
     check_plan(gates.check, args.plan)
 
-    from cloudtaser.target.engine.core import RunOptions, Selection  # noqa: PLC0415
-    from cloudtaser.target.finalize import step as finlib  # noqa: PLC0415
+    from cloudtaser.target.engine.result import finalize_run  # noqa: PLC0415
+    from cloudtaser.target.finalize.step import finalize  # noqa: PLC0415
 
-    options = RunOptions(
-        actor=_actor(),
-        dry_run=args.dry_run,
-        wait=args.wait,
-        timeout=args.timeout,
-        poll_interval=args.poll_interval,
-        parallel=args.parallel,
-        stop_on_error=args.stop_on_error,
-        selection=Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
-        plan_check=gates.check,
-    )
-    interrupts = _Interrupts()
-    decide = _make_decide(interrupts) if args.interactive else None
-    verbose = int(getattr(args, "verbose", 0) or 0) > 0
-    live = False if args.interactive else None
-    with (
-        cluster_session(args) as session,
-        interrupts.installed(),
-        RunProgress(live=live, verbose=verbose) as reporter,
-    ):
-        interrupts.say = reporter.message
-        report, secrets = finlib.finalize(
-            session,
+    options = run_options(args, plan_check=gates.check)
+    secrets: list[SecretsReport | None] = []
+
+    def call(run: StepRun) -> RunReport:
+        report, deleted = finalize(
+            run.session,
             args.plan,
             options,
             delete_secrets=args.delete_secrets,
             verified=gates.report,
-            progress=reporter.event,
-            decide=decide,
-            cancel=interrupts.cancel,
+            progress=run.progress,
+            decide=run.decide,
+            cancel=run.cancel,
         )
-        reporter.close(run_tally(report))
-    if args.output == "json":
-        _print_report(
-            report, args, extra={"secrets": _secret_rows(secrets)} if secrets is not None else None
-        )
-    else:
-        _print_report(report, args)
-        if secrets is not None:
-            _print_secrets(secrets)
-    if report.interrupted:
-        return ExitCode.INTERRUPTED
-    if report.failed:
-        return ExitCode.FAILED
-    if report.problems or (secrets is not None and secrets.named("kept")):
-        return ExitCode.PROBLEMS
-    return ExitCode.OK
+        secrets.append(deleted)
+        return report
 
-
-def _secret_rows(secrets: SecretsReport) -> list[dict[str, Any]]:
-    return [
-        {
-            "namespace": d.namespace,
-            "name": d.name,
-            "action": d.action,
-            "users": list(d.users),
-            **({"reason": d.reason} if d.reason else {}),
-            **({"keys": list(d.keys)} if d.keys else {}),
-        }
-        for d in secrets.decisions
-    ]
+    report = run_step(args, call)
+    found = secrets[0] if secrets else None
+    entries = found.entries() if found is not None else None
+    print_report(report, args, finalize_run(report, dry_run=args.dry_run, secrets=entries))
+    if found is not None and args.output != "json":
+        _print_secrets(found)
+    return exit_code(report, problems=found is not None and bool(found.named("kept")))
 
 
 def _print_secrets(secrets: SecretsReport) -> None:

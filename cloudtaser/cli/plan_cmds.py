@@ -315,7 +315,7 @@ def _run_set_status(args: argparse.Namespace) -> int:
         StatusChanged,
     )
     from cloudtaser.plan.store import PlanStore  # noqa: PLC0415
-    from cloudtaser.target.protect import Selection  # noqa: PLC0415
+    from cloudtaser.target.engine.core import Selection  # noqa: PLC0415
 
     new = WorkloadStatus(args.status)
     selection = Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload))

@@ -14,7 +14,6 @@ what apply-plan does to the vault.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from cloudtaser.errors import OperationError, VaultAuthError
 from cloudtaser.plan import rules
 from cloudtaser.plan.model import MigrationPlan, split_vault_path
 from cloudtaser.plan.rules import KUBERNETES_AUTH_TYPE
-from cloudtaser.progress import Count, Progress, wants_counts
+from cloudtaser.progress import Counter, Progress
 from cloudtaser.source.grants import (
     DEFAULT_TOKEN_TTL,
     MANAGED_BY,
@@ -626,34 +625,16 @@ def _tenant_of(owner_line: str) -> str | None:
 
 
 class _Counted:
-    """Wraps write jobs so each finished one reports ``wrote n/N`` as a
-    :class:`cloudtaser.progress.Count` (a milestone every tenth)."""
+    """Wraps write jobs so each finished one advances a :class:`cloudtaser.progress.Counter`
+    (``wrote n/N objects``, a milestone every tenth)."""
 
     def __init__(self, say: Progress, total: int) -> None:
-        self._say = say
-        self._total = total
-        self._done = 0
-        self._lock = threading.Lock()
-        self._step = max(10, total // 10)
-        self._every = wants_counts(say)
+        self._counter = Counter(say, total, "wrote {done}/{total} objects")
 
     def __call__(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
             value = job()
-            with self._lock:
-                self._done += 1
-                done = self._done
-            milestone = done % self._step == 0 and done < self._total
-            if not (milestone or self._every):
-                return value
-            self._say(
-                Count(
-                    f"wrote {done}/{self._total} objects",
-                    done=done,
-                    total=self._total,
-                    milestone=milestone,
-                )
-            )
+            self._counter.advance()
             return value
 
         return run

@@ -18,7 +18,6 @@ client's one pooled session. Pure library: typed results, no printing.
 from __future__ import annotations
 
 import enum
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 from cloudtaser.errors import VaultAuthError
 from cloudtaser.plan.model import MigrationPlan, WorkloadStatus
 from cloudtaser.plan.todo import TodoItem, select_tenants
-from cloudtaser.progress import Count, Progress, wants_counts
+from cloudtaser.progress import Counter, Progress
 from cloudtaser.source.preflight import check_kv_mounts, validate_kv_path
 
 if TYPE_CHECKING:
@@ -298,13 +297,9 @@ def verify_plan(
         total = len(todo)
         if total:
             say(f"checking {total} distinct vault paths (concurrency {concurrency})")
-        step = max(200, total // 10)
-        every = wants_counts(progress)
-        lock = threading.Lock()
-        done = 0
+        counter = Counter(say, total, "checked {done}/{total} paths", min_step=200)
 
         def check(path: str) -> tuple[str, _PathState]:
-            nonlocal done
             mount, rest = todo[path]
             try:
                 state = _classify(client.kv2_subkeys(mount, rest, depth=1))
@@ -312,18 +307,7 @@ def verify_plan(
                 state = _PathState(
                     PathStatus.DENIED, detail=f"permission denied on {mount}/subkeys/{rest}"
                 )
-            with lock:
-                done += 1
-                milestone = done % step == 0 and done < total
-                if milestone or every:
-                    say(
-                        Count(
-                            f"checked {done}/{total} paths",
-                            done=done,
-                            total=total,
-                            milestone=milestone,
-                        )
-                    )
+            counter.advance()
             return path, state
 
         workers = max(1, min(concurrency, 64))

@@ -22,7 +22,9 @@ Per pending workload, in plan order (``docs/protect.md`` tells the whole story):
 The two :class:`~cloudtaser.target.engine.core.Step` objects here (:class:`ProtectStep`,
 :class:`UnprotectStep`) say what differs; the workload engine (:mod:`cloudtaser.target.engine.core`)
 does the rest: selection, the dialogue, one patch, waiting, recording, resume and the lock.
-The patch builders and drift rules are pure functions.
+The patch builders are pure functions; the drift rules are the engine's
+(:mod:`cloudtaser.target.engine.consumption`), and unprotect puts back what finalize removed
+through :mod:`cloudtaser.target.engine.secret_refs`: this workflow never imports finalize.
 """
 
 from __future__ import annotations
@@ -34,87 +36,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudtaser.target.annotations as ann
+from cloudtaser.config import validate_vault_address
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.isolation import check_isolation
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
-from cloudtaser.plan.store import PlanLock, lock_path
+from cloudtaser.target.engine.consumption import drift, kept_reasons, live_triples, plan_triples
 from cloudtaser.target.engine.core import (
     DecideFn,
-    Decision,
     Engine,
-    Event,
     Inspected,
-    MappingLine,
     Outcome,
     ProgressFn,
-    Proposal,
     RunOptions,
     RunReport,
-    Selection,
     Step,
     Verified,
-    WorkloadRef,
-    WorkloadResult,
+    check_options,
     run,
 )
+from cloudtaser.target.engine.injection import denied, explain_workload, verify_workload
+from cloudtaser.target.engine.secret_refs import (
+    clear_finalized,
+    restore_for_unprotect,
+    with_restore,
+)
 from cloudtaser.target.kube.session import KubeSession
-from cloudtaser.target.kube.workloads import WorkloadAPI
-from cloudtaser.target.registry import Lookup
+from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
+from cloudtaser.target.podspec import SecretKeys
+from cloudtaser.target.registry import Lookup, pin_commands
 from cloudtaser.target.rollout import blockers, dig
 
 __all__ = [
-    "Decision",
-    "Event",
-    "MappingLine",
-    "Outcome",
-    "PlanLock",
-    "Proposal",
     "ProtectStep",
-    "RunOptions",
-    "RunReport",
-    "Selection",
     "UnprotectStep",
-    "WorkloadRef",
-    "WorkloadResult",
     "build_patch",
     "build_removal_patch",
-    "drift",
     "gitops_owners",
-    "lock_path",
-    "plan_triples",
     "protect",
     "unprotect",
 ]
 
 
 # --- pure helpers ---------------------------------------------------------------------------
-
-
-def plan_triples(workload: Workload) -> set[tuple[str, str, str]]:
-    """(Secret, key, env) triples the plan says the workload consumes from Kubernetes Secrets.
-
-    Secrets found through Vault Agent annotations (``via: vaultAgent``) are not Kubernetes
-    Secrets and are left out.
-    """
-    return {
-        (secret.source, key, env)
-        for secret in workload.secrets
-        if secret.via != "vaultAgent"
-        for key, env in secret.fields.items()
-    }
-
-
-def drift(planned: set[tuple[str, str, str]], live: set[tuple[str, str, str]]) -> list[str]:
-    """Human-readable differences between the plan's triples and the live ones (names only)."""
-    lines = [
-        f"the plan maps Secret {s} key {k} to {e}, but the workload no longer consumes it so"
-        for s, k, e in sorted(planned - live)
-    ]
-    lines += [
-        f"the workload now consumes Secret {s} key {k} as {e}, which the plan does not list"
-        for s, k, e in sorted(live - planned)
-    ]
-    return lines
 
 
 #: Workload metadata that reveals a GitOps controller (or Helm) owning the object.
@@ -207,12 +170,6 @@ def _template_meta(obj: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, st
     return dict(meta.get("annotations") or {}), dict(meta.get("labels") or {})
 
 
-def carries_protection(obj: Mapping[str, Any]) -> bool:
-    """True when any annotation (or the label) protect writes is on the pod template."""
-    live_ann, live_labels = _template_meta(obj)
-    return any(k in live_ann for k in ann.MANAGED_KEYS) or ann.INJECT_LABEL in live_labels
-
-
 def build_removal_patch(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     """The one patch of unprotect: ``null`` for each annotation (and the label) protect adds
     that is present; ``None`` when nothing is there."""
@@ -256,7 +213,9 @@ def _inspect_for_protect(
         # against an injected template that still carries the Secret refs - and none needed.
         found.warnings.extend(f"GitOps: {o}" for o in gitops_owners(obj))
         return found
-    differences = drift(plan_triples(workload), _live_triples(cluster, ref, obj))
+    template = dig(obj, "spec", "template") or {}
+    secret_keys = _secret_keys(cluster, ref)
+    differences = drift(plan_triples(workload), live_triples(template, secret_keys))
     if differences:
         found.refusals.append(
             "drift since discovery: "
@@ -274,13 +233,9 @@ def _inspect_for_protect(
     return found
 
 
-def _live_triples(
-    cluster: WorkloadAPI, ref: WorkloadRef, obj: Mapping[str, Any]
-) -> set[tuple[str, str, str]]:
-    from cloudtaser.target.podspec import consumed_env  # noqa: PLC0415
-
-    template = dig(obj, "spec", "template") or {}
-    return set(consumed_env(template, lambda name: cluster.secret_keys(ref.namespace, name)))
+def _secret_keys(cluster: WorkloadAPI, ref: WorkloadRef) -> SecretKeys:
+    """The key names of a Secret in the workload's namespace (``None``: it does not exist)."""
+    return lambda name: cluster.secret_keys(ref.namespace, name)
 
 
 def _kept_after_finalize(
@@ -288,21 +243,12 @@ def _kept_after_finalize(
 ) -> list[str]:
     """One warning per mapped variable whose Secret reference finalize will keep, because
     something the runtime does not serve reads it (docs/lifecycle.md, "What finalize keeps")."""
-    from cloudtaser.target.consumers import keep_reasons  # noqa: PLC0415
-    from cloudtaser.target.podspec import env_consumptions  # noqa: PLC0415
-
     template = dig(obj, "spec", "template") or {}
-    planned = plan_triples(workload)
-    mapped = [
-        c
-        for c in env_consumptions(template, lambda name: cluster.secret_keys(ref.namespace, name))
-        if (c.secret, c.key, c.env) in planned
-    ]
     return [
         f"finalize will keep the Secret reference of env {env} in "
         f"{'init container' if init else 'container'} {container}: {'; '.join(why)}"
         for (container, init, env), why in sorted(
-            keep_reasons(template, mapped, workload.env_uses).items()
+            kept_reasons(template, workload, _secret_keys(cluster, ref)).items()
         )
     ]
 
@@ -343,8 +289,6 @@ class ProtectStep(Step):
         self.verify_injection = verify_injection
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
-        from cloudtaser.target.engine.injection import verify_workload  # noqa: PLC0415
-
         if not self.verify_injection:
             engine.emit(
                 ref,
@@ -356,13 +300,9 @@ class ProtectStep(Step):
         return verify_workload(engine.cluster, ref)
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
-        from cloudtaser.target.engine.injection import explain_workload  # noqa: PLC0415
-
         return explain_workload(engine.cluster, ref)
 
     def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
-        from cloudtaser.target.engine.injection import denied  # noqa: PLC0415
-
         return denied(engine.cluster, ref) if self.verify_injection else None
 
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:
@@ -399,8 +339,6 @@ class ProtectStep(Step):
         rv = dig(obj, "metadata", "resourceVersion")
         patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(obj)[0])
         if self.pin is not None and not already:
-            from cloudtaser.target.registry import pin_commands  # noqa: PLC0415
-
             try:
                 pinned = pin_commands(dig(obj, "spec", "template", "spec") or {}, self.pin)
             except (RegistryError, ConfigError) as exc:  # ConfigError: an unparsable image
@@ -433,8 +371,6 @@ class UnprotectStep(Step):
         return workload.effective_status != WorkloadStatus.SKIPPED
 
     def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
-        from cloudtaser.target.finalize.step import clear_finalized  # noqa: PLC0415
-
         return clear_finalized if workload.finalized_refs or workload.finalized_at else None
 
     def inspect(
@@ -446,8 +382,6 @@ class UnprotectStep(Step):
             if status == WorkloadStatus.MIGRATED:
                 engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
-        from cloudtaser.target.finalize.step import restore_for_unprotect, with_restore  # noqa: PLC0415
-
         restore, refused = restore_for_unprotect(engine.cluster, ref, workload, obj)
         if refused:
             engine.refuse(self, ref, workload, refused, [])
@@ -482,9 +416,6 @@ def protect(
     order checks, asks ``decide`` (when given), patches once, waits (in up to
     ``options.parallel`` workers) and saves the plan after each status change.
     """
-    from cloudtaser.config import validate_vault_address  # noqa: PLC0415
-    from cloudtaser.target.engine.core import check_options  # noqa: PLC0415
-
     check_options(options)
     if not options.vault_address:
         raise ConfigError("protect needs the vault address the pods will use (--vault-address)")

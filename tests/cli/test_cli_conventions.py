@@ -385,11 +385,11 @@ def _proposal(tenant: str, name: str):
 def test_interactive_all_tenant_and_later_answers(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cloudtaser.cli.protect_cmd import _Interrupts, _make_decide
+    from cloudtaser.cli.steps import Interrupts, make_decide
     from cloudtaser.target.engine.core import Decision
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("l\nt\nbogus\na\n"))
-    decide = _make_decide(_Interrupts())
+    decide = make_decide(Interrupts())
     asked = [
         decide(_proposal("pay", "a")),  # l
         decide(_proposal("pay", "b")),  # t: rest of pay

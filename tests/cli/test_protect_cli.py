@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from cloudtaser.cli import main
-from cloudtaser.cli.protect_cmd import parse_duration
+from cloudtaser.cli.common import parse_duration
 
 
 @pytest.mark.parametrize(

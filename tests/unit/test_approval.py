@@ -999,6 +999,7 @@ def test_protect_engine_rechecks_the_plan_it_loads_under_the_lock(
 
     from cloudtaser.cli.approval_opts import enforce_gates, plan_gate
     from cloudtaser.target import protect as protectlib
+    from cloudtaser.target.engine.core import RunOptions
 
     assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
     args = argparse.Namespace(
@@ -1013,9 +1014,7 @@ def test_protect_engine_rechecks_the_plan_it_loads_under_the_lock(
     assert gate is not None
     plan_file.write_text(plan_file.read_text().replace("POSTGRES_USER", "EVIL_USER"))
     before = plan_file.read_bytes()
-    options = protectlib.RunOptions(
-        actor="ci", vault_address="https://vault.example:8200", plan_check=gate
-    )
+    options = RunOptions(actor="ci", vault_address="https://vault.example:8200", plan_check=gate)
     with pytest.raises(ApprovalError, match="not approved"):
         protectlib.protect(None, plan_file, options)  # type: ignore[arg-type]
     assert plan_file.read_bytes() == before

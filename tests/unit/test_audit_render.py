@@ -21,7 +21,8 @@ from cloudtaser.target.audit.collect import (
     to_json,
     to_text,
 )
-from cloudtaser.target.references.scan import Scan, SecretUse
+from cloudtaser.target.references.scan import Scan
+from cloudtaser.target.references.uses import SecretUse
 
 ROOT = Path(__file__).resolve().parents[2]
 

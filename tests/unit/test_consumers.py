@@ -18,7 +18,7 @@ from cloudtaser.target.consumers import (
     names_word,
     script_words,
 )
-from cloudtaser.target.finalize.step import finalize_edit
+from cloudtaser.target.engine.secret_refs import finalize_edit
 from cloudtaser.target.podspec import env_consumptions
 
 MIGRATED = {("app", False): {"DB_PASSWORD", "DB_USER"}}

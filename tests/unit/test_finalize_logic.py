@@ -12,7 +12,7 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import SecretRef, Workload
-from cloudtaser.target.finalize.step import finalize_edit, missing_refs, restore_fragment
+from cloudtaser.target.engine.secret_refs import finalize_edit, missing_refs, restore_fragment
 from cloudtaser.target.references.scan import object_uses
 
 KEYS = {"db": ["password", "username"], "api": ["token"], "other": ["x"]}

@@ -19,7 +19,7 @@ from cloudtaser.cli import main
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import FinalizedRef, SecretRef, Workload
 from cloudtaser.plan.canonical import plan_digest
-from cloudtaser.target.finalize.step import finalize_edit
+from cloudtaser.target.engine.secret_refs import finalize_edit
 
 KEYS: dict[str, list[str]] = {
     "db": ["password", "username"],

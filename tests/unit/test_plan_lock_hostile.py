@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloudtaser.errors import LockError
-from cloudtaser.target.protect import PlanLock, lock_path
+from cloudtaser.plan.store import PlanLock, lock_path
 
 REPO = Path(__file__).resolve().parents[2]
 CANARY = "CANARY-lock-content-0123456789"

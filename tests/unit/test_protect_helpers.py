@@ -8,6 +8,8 @@ import cloudtaser.target.annotations as ann
 from cloudtaser.errors import ConfigError
 from cloudtaser.plan import MigrationPlan, PlanMetadata, SecretRef, Tenant, Workload
 from cloudtaser.target import protect
+from cloudtaser.target.engine import consumption
+from cloudtaser.target.engine.core import Selection
 
 
 def _workload(name: str = "api", kind: str = "Deployment") -> Workload:
@@ -29,15 +31,15 @@ def _workload(name: str = "api", kind: str = "Deployment") -> Workload:
 
 
 def test_plan_triples_leave_out_vault_agent_sources() -> None:
-    assert protect.plan_triples(_workload()) == {("db", "pw", "DB_PW")}
+    assert consumption.plan_triples(_workload()) == {("db", "pw", "DB_PW")}
 
 
 def test_drift_names_both_directions_without_values() -> None:
-    lines = protect.drift({("db", "pw", "DB_PW")}, {("db", "password", "DB_PW")})
+    lines = consumption.drift({("db", "pw", "DB_PW")}, {("db", "password", "DB_PW")})
     assert len(lines) == 2
     assert "no longer consumes" in lines[0]
     assert "does not list" in lines[1]
-    assert protect.drift({("a", "b", "C")}, {("a", "b", "C")}) == []
+    assert consumption.drift({("a", "b", "C")}, {("a", "b", "C")}) == []
 
 
 def test_gitops_owners_detects_argo_flux_helm_and_managers() -> None:
@@ -157,7 +159,7 @@ def test_selection(
     tenants: tuple[str, ...], workloads: tuple[str, ...], expected: list[str]
 ) -> None:
     plan = _plan()
-    sel = protect.Selection(tenants=tenants, workloads=workloads)
+    sel = Selection(tenants=tenants, workloads=workloads)
     sel.check(plan)
     got = [f"{t.namespace}/{w.name}" for t, w in plan.iter_workloads() if sel.matches(t, w)]
     assert got == expected
@@ -176,4 +178,4 @@ def test_selection_rejects_what_matches_nothing(
     tenants: tuple[str, ...], workloads: tuple[str, ...], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        protect.Selection(tenants=tenants, workloads=workloads).check(_plan())
+        Selection(tenants=tenants, workloads=workloads).check(_plan())

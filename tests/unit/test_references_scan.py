@@ -20,12 +20,8 @@ from cloudtaser.target.references.cluster import (
 )
 from cloudtaser.target.references.managers import manager_uses
 from cloudtaser.target.references.readers import secret_rule_names
-from cloudtaser.target.references.scan import (
-    SecretMeta,
-    ingress_annotation_refs,
-    object_uses,
-    secret_meta,
-)
+from cloudtaser.target.references.scan import object_uses
+from cloudtaser.target.references.uses import SecretMeta, ingress_annotation_refs, secret_meta
 
 
 def _meta(**kw: Any) -> SecretMeta:

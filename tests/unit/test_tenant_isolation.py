@@ -128,7 +128,8 @@ def test_apply_plan_protect_and_validate_refuse_a_widening_plan(
 
 
 def test_protect_refuses_a_widening_plan_before_touching_the_cluster(tmp_path: Path) -> None:
-    from cloudtaser.target.protect import RunOptions, protect
+    from cloudtaser.target.engine.core import RunOptions
+    from cloudtaser.target.protect import protect
 
     path = tmp_path / "plan.yaml"
     path.write_text(_plan_text(_tenant("hostile", "secret/data/billing/db")))

@@ -25,7 +25,7 @@ from cloudtaser.errors import (
     ConfigError,
 )
 from cloudtaser.plan.model import WorkloadKind
-from cloudtaser.progress import Count, Progress, wants_counts
+from cloudtaser.progress import Counter, Progress
 from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.kube.session import api_errors
@@ -133,8 +133,7 @@ def scan_workloads(
     attempts = successes = 0
     # the live counter counts list calls: one per kind and scope (all namespaces, or each
     # chosen namespace; a forbidden cluster-wide list turns into one per namespace)
-    every = wants_counts(progress)
-    lists_done = 0
+    lists = Counter(progress, 0, "listed {plural} in {where}", milestones=False)
     kinds = list(_RESOURCES.items())
     for index, (kind, (resource, plural)) in enumerate(kinds):
         scopes: list[str] = namespaces if namespaces is not None else ["*"]
@@ -162,17 +161,8 @@ def scan_workloads(
                     if count % 1000 == 0:
                         progress(f"  {count} {plural} so far")
                 successes += 1
-                lists_done += 1
-                if every:
-                    later = (len(kinds) - index - 1) * len(scopes)
-                    progress(
-                        Count(
-                            f"listed {plural} in {where}",
-                            done=lists_done,
-                            total=lists_done + len(pending_scopes) + later,
-                            milestone=False,
-                        )
-                    )
+                later = (len(kinds) - index - 1) * len(scopes)
+                lists.advance(remaining=len(pending_scopes) + later, plural=plural, where=where)
             except ClusterForbiddenError as exc:
                 first_error = first_error or exc
                 if ns == "*":
@@ -193,7 +183,7 @@ def scan_workloads(
                     pending_scopes = [n for n in all_namespaces if n not in excluded]
                     continue
                 unreadable.append(f"list {plural}.apps in namespace {ns}: permission denied")
-                lists_done += 1
+                lists.skip()
         progress(f"found {count} {plural}")
     if attempts and not successes and first_error is not None:
         raise first_error

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from lightkube.resources.core_v1 import Secret
 
 from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError
-from cloudtaser.progress import Count, Progress, wants_counts
+from cloudtaser.progress import Counter, Progress
 from cloudtaser.target.discover.scan import CHUNK_SIZE
 from cloudtaser.target.discover.scanned import SecretLookup
 from cloudtaser.target.kube.session import api_errors
@@ -55,24 +55,11 @@ def read_secret_keys(
     if not total:
         return SecretLookup()
     progress(f"reading the key names of {total} Secret(s) in {len(needed)} namespace(s)")
-    every = wants_counts(progress)
-    step = max(200, total // 10)
-    done = 0
+    secrets_read = Counter(progress, total, "read {done}/{total} Secrets ({where})", min_step=200)
 
     def settled(count: int, where: str) -> None:
         """``count`` more Secrets answered (keys read, missing or unreadable)."""
-        nonlocal done
-        before, done = done, min(total, done + count)
-        milestone = done < total and done // step > before // step
-        if every or milestone:
-            progress(
-                Count(
-                    f"read {done}/{total} Secrets ({where})",
-                    done=done,
-                    total=total,
-                    milestone=milestone,
-                )
-            )
+        secrets_read.advance(count, where=where)
 
     def get_each(ns: str, names: Iterable[str]) -> None:
         for name in sorted(names):

@@ -1,5 +1,5 @@
-"""The workload engine: one implementation of what protect and unprotect (and finalize next)
-share — selection, the yes / no / quit dialogue, one patch per workload (``resourceVersion``
+"""The workload engine: one implementation of what protect, unprotect and finalize share —
+selection, the yes / no / quit dialogue, one patch per workload (``resourceVersion``
 precondition, 409 retries), the rollout wait in up to ``--parallel`` workers, recording every
 outcome through the :class:`~cloudtaser.plan.store.PlanStore` (lock + atomic save after each
 status change), resume and cancellation.
@@ -7,7 +7,11 @@ status change), resume and cancellation.
 A :class:`Step` is the small part that differs: which workloads it wants, how it inspects one
 and builds its patch (``None`` when it is already done: then it is only waited for and
 recorded, which is what makes a killed run resume without a second rollout), and the status
-and texts it records. The steps live in :mod:`cloudtaser.target.protect`.
+and texts it records. The steps live in their workflows (:mod:`cloudtaser.target.protect`:
+protect and unprotect; :mod:`cloudtaser.target.finalize.step`: finalize), which never import
+each other nor are imported here: what they share is in this package
+(:mod:`~cloudtaser.target.engine.consumption`, :mod:`~cloudtaser.target.engine.secret_refs`,
+:mod:`~cloudtaser.target.engine.injection`).
 
 The library never prints: progress goes to ``progress`` (a callable taking an
 :class:`Event`), questions to ``decide`` (a callable taking a :class:`Proposal`, returning a
@@ -62,7 +66,6 @@ __all__ = [
     "Selection",
     "Step",
     "Verified",
-    "WorkloadRef",
     "WorkloadResult",
     "check_options",
     "run",
@@ -134,7 +137,7 @@ class MappingLine:
 class Proposal:
     """What is about to happen to one workload, for a yes / no / quit decision."""
 
-    action: str  # "protect" or "unprotect"
+    action: str  # "protect", "unprotect" or "finalize"
     ref: WorkloadRef
     replicas: int | None
     mapping: list[MappingLine]
@@ -557,12 +560,12 @@ class Inspected:
 
 
 class Step(abc.ABC):
-    """One kind of change the engine applies to a workload (protect, unprotect; finalize
-    next): what it selects, how it inspects a workload and builds its one patch (``None``:
+    """One kind of change the engine applies to a workload (protect, unprotect, finalize):
+    what it selects, how it inspects a workload and builds its one patch (``None``:
     already done), and what it says and records. A message that is ``None`` is not emitted.
     """
 
-    #: ``protect`` / ``unprotect`` (shown in the :class:`Proposal`).
+    #: ``protect`` / ``unprotect`` / ``finalize`` (shown in the :class:`Proposal`).
     action: str
     #: Run summary, formatted with ``todo`` and ``selected``.
     summary: str

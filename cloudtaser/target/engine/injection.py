@@ -27,7 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
+
+from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
+from lightkube.resources.apps_v1 import ControllerRevision, ReplicaSet
+from lightkube.resources.core_v1 import Event, Pod
 
 from cloudtaser.contract import (
     INIT_CONTAINER,
@@ -38,11 +42,9 @@ from cloudtaser.contract import (
 )
 from cloudtaser.errors import CloudtaserError, ClusterForbiddenError
 from cloudtaser.plan.store import one_line
+from cloudtaser.target.engine.core import Verified
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import dig
-
-if TYPE_CHECKING:
-    from cloudtaser.target.engine.core import Verified
 
 __all__ = [
     "Proof",
@@ -182,20 +184,13 @@ def _match_labels(obj: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
-def _resources() -> dict[str, Any]:
-    from lightkube.resources.apps_v1 import ControllerRevision, ReplicaSet  # noqa: PLC0415
-    from lightkube.resources.core_v1 import Pod  # noqa: PLC0415
-
-    return {"Pod": Pod, "ReplicaSet": ReplicaSet, "ControllerRevision": ControllerRevision}
-
-
 def _current_replicaset(
     cluster: WorkloadAPI, ref: WorkloadRef, obj: Mapping[str, Any]
 ) -> dict[str, Any] | None:
     revision = dig(obj, "metadata", "annotations", "deployment.kubernetes.io/revision")
     uid = dig(obj, "metadata", "uid")
     sets = cluster.list_objects(
-        _resources()["ReplicaSet"],
+        ReplicaSet,
         ref.namespace,
         labels=_match_labels(obj),
         action=f"list the ReplicaSets of {ref}",
@@ -213,9 +208,7 @@ def controller_revision_pods(
     """The object that creates the new pods (the Deployment's current ReplicaSet, else the
     workload itself) and the pods of the workload's current revision."""
     labels = _match_labels(obj)
-    pods = cluster.list_objects(
-        _resources()["Pod"], ref.namespace, labels=labels, action=f"list the pods of {ref}"
-    )
+    pods = cluster.list_objects(Pod, ref.namespace, labels=labels, action=f"list the pods of {ref}")
     pods = [p for p in pods if not dig(p, "metadata", "deletionTimestamp")]
     if ref.kind == "Deployment":
         rs = _current_replicaset(cluster, ref, obj)
@@ -230,7 +223,7 @@ def controller_revision_pods(
         revisions = [
             cr
             for cr in cluster.list_objects(
-                _resources()["ControllerRevision"],
+                ControllerRevision,
                 ref.namespace,
                 labels=labels,
                 action=f"list the controller revisions of {ref}",
@@ -290,10 +283,6 @@ def prove(
 
 
 def _injector_installed(cluster: WorkloadAPI) -> bool | None:
-    from lightkube.resources.admissionregistration_v1 import (  # noqa: PLC0415
-        MutatingWebhookConfiguration,
-    )
-
     try:
         mwc = cluster.get_object(
             MutatingWebhookConfiguration,
@@ -318,8 +307,6 @@ def _failed_create(
             found = denial_from(str(cond.get("message") or ""))
             if found:
                 return found
-    from lightkube.resources.core_v1 import Event  # noqa: PLC0415
-
     name = dig(controller, "metadata", "name")
     try:
         events = cluster.list_objects(
@@ -416,8 +403,6 @@ def verify_workload(cluster: WorkloadAPI, ref: WorkloadRef) -> Verified:
 
     A workload scaled to zero has no pod to prove anything by: it passes with a message that
     says so (finalize, which removes the Secret references, proves again on live pods)."""
-    from cloudtaser.target.engine.core import Verified  # noqa: PLC0415
-
     obj = cluster.get(ref)
     if obj is None:
         return Verified(False, f"injection not proven: {ref} was deleted")

@@ -19,7 +19,7 @@ What counts (names only; never a value):
   means any Secret of the namespace.
 - Ingress annotations in other namespaces that name ``<namespace>/<secret>`` (same-namespace
   ones are counted by the namespace scan; the key rule is
-  :func:`cloudtaser.target.references.scan.ingress_annotation_refs`).
+  :func:`cloudtaser.target.references.uses.ingress_annotation_refs`).
 - Gateway API (only when the API group is served): ``Gateway``/``ListenerSet`` listeners'
   ``tls.certificateRefs`` and every other Secret reference (``kind: Secret``, core group) in
   any object of the group (``BackendTLSPolicy`` ``caCertificateRefs``, client-certificate
@@ -48,19 +48,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser.errors import (
-    ClusterAuthError,
-    ClusterError,
-    ClusterForbiddenError,
-    ClusterNotFoundError,
-    ClusterUnreachableError,
-)
+from cloudtaser.errors import ClusterError, ClusterForbiddenError, ClusterNotFoundError
+from cloudtaser.target.references.readers import ApiReaders
+from cloudtaser.target.references.uses import SecretUse, ingress_annotation_refs, listing_failure
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube.workloads import WorkloadAPI
-    from cloudtaser.target.references.readers import ApiReaders
-    from cloudtaser.target.references.scan import SecretUse
 
 __all__ = [
     "MAX_CUSTOM_KINDS",
@@ -70,7 +64,6 @@ __all__ = [
     "ScanCache",
     "custom_resource_strings",
     "gateway_refs",
-    "listing_failure",
     "pv_refs",
     "storage_class_refs",
 ]
@@ -125,14 +118,6 @@ _BUILTIN_GROUPS: Final = frozenset(
 _AGGREGATED: Final = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _TEMPLATE: Final = re.compile(r"\$\{([^}]*)\}")
 _ANNOTATION: Final = re.compile(r"""pvc\.annotations\[['"]([^'"]+)['"]\]""")
-
-
-def listing_failure(exc: ClusterError) -> bool:
-    """True for a failure that makes a kind unreadable (403, 404, 5xx, ...); False for one
-    that must stop the command (unreachable, bad credentials)."""
-    if isinstance(exc, ClusterUnreachableError):
-        return False
-    return not (isinstance(exc, ClusterAuthError) and not isinstance(exc, ClusterForbiddenError))
 
 
 @dataclass(frozen=True)
@@ -498,8 +483,6 @@ class ScanCache:
         namespace is affected)."""
         if self._cluster_refs is not None:
             return self._cluster_refs
-        from cloudtaser.target.references.scan import ingress_annotation_refs  # noqa: PLC0415
-
         refs: list[ClusterRef] = []
         unreadable: list[str] = []
         pvs = self._list(cluster, "persistentvolumes", "/api/v1/persistentvolumes", None)
@@ -587,8 +570,6 @@ class ScanCache:
     ) -> tuple[list[SecretUse], list[str]]:
         """The custom resources that name a Secret of ``namespace`` (string match), and what
         could not be read."""
-        from cloudtaser.target.references.scan import SecretUse  # noqa: PLC0415
-
         index = self._custom_index(cluster)
         unreadable = list(self._custom_unreadable)
         found: dict[str, set[tuple[str, str]]] = defaultdict(set)
@@ -626,7 +607,5 @@ class ScanCache:
 
     def readers(self) -> ApiReaders:
         if self._readers is None:
-            from cloudtaser.target.references.readers import ApiReaders  # noqa: PLC0415
-
             self._readers = ApiReaders()
         return self._readers

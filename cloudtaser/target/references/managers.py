@@ -1,7 +1,7 @@
 """Secrets that something else owns or manages: never deletable by cloudtaser.
 
 Each rule reads a Secret's metadata only (type, labels, annotations, ``ownerReferences``; never
-a value) and yields a :class:`~cloudtaser.target.references.scan.SecretUse` whose text names the
+a value) and yields a :class:`~cloudtaser.target.references.uses.SecretUse` whose text names the
 manager and where to delete the Secret instead. The rules, in order:
 
 - any ``metadata.ownerReferences`` entry (``ownedBy``): the owner recreates or garbage-collects
@@ -27,10 +27,9 @@ manager may claim a Secret, and the reviewer should see each.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    from cloudtaser.target.references.scan import SecretMeta, SecretUse
+from cloudtaser.target.references.uses import SecretMeta, SecretUse
 
 __all__ = ["manager_uses"]
 
@@ -53,8 +52,6 @@ def _prefixed(items: Mapping[str, str], prefixes: str | tuple[str, ...]) -> list
 
 def manager_uses(meta: SecretMeta) -> list[SecretUse]:
     """Who owns or manages the Secret ``meta`` describes (empty: nobody says so)."""
-    from cloudtaser.target.references.scan import SecretUse  # noqa: PLC0415
-
     uses: list[SecretUse] = []
     labels, annotations = meta.labels, meta.annotations
 

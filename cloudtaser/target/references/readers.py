@@ -30,12 +30,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.errors import ClusterError
-from cloudtaser.target.references.cluster import listing_failure
+from cloudtaser.target.references.uses import SecretUse, listing_failure
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube.workloads import WorkloadAPI
-    from cloudtaser.target.references.scan import SecretUse
 
 __all__ = ["MAX_REVIEWS", "MAX_SERVICE_ACCOUNTS", "PARALLEL", "ApiReaders", "secret_rule_names"]
 
@@ -159,8 +158,6 @@ class ApiReaders:
     ) -> tuple[list[SecretUse], list[str]]:
         """The ServiceAccounts of running pods that may read each Secret of ``namespace``, and
         why that could not be answered (then every Secret must be kept)."""
-        from cloudtaser.target.references.scan import SecretUse  # noqa: PLC0415
-
         self._load(cluster)
         if self._accounts is None:
             return [], [self._error]

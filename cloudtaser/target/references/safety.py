@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from cloudtaser.plan.canonical import plan_digest
 from cloudtaser.plan.model import WorkloadStatus
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ def proven_fields(report: VerificationReport) -> dict[str, frozenset[str]]:
 def report_problem(plan: MigrationPlan, report: VerificationReport) -> str | None:
     """Why ``report`` cannot prove anything for ``plan`` (another plan, or reviewed content
     that changed since, e.g. a ``releasedKeys`` edit), or ``None`` when it applies."""
-    from cloudtaser.plan.canonical import plan_digest  # noqa: PLC0415
-
     digest = plan_digest(plan)
     if report.plan == plan.metadata.name and report.digest == digest:
         return None

@@ -14,9 +14,10 @@ It reads (names and metadata only, never a value):
   ``azureFile.secretName`` and ``imagePullSecrets``;
 - ServiceAccounts: ``secrets[]`` and ``imagePullSecrets[]``;
 - Ingresses: ``spec.tls[].secretName``, and annotations that name Secrets
-  (:func:`ingress_annotation_refs`: a key whose name part is ``auth-secret``,
-  ``auth-tls-secret`` or ends in ``-secret``, ``secret-name`` or ``secretName``; the value may
-  be ``name`` or ``namespace/name``, several separated by commas) — of any namespace;
+  (:func:`~cloudtaser.target.references.uses.ingress_annotation_refs`: a key whose name part
+  is ``auth-secret``, ``auth-tls-secret`` or ends in ``-secret``, ``secret-name`` or
+  ``secretName``; the value may be ``name`` or ``namespace/name``, several separated by
+  commas) — of any namespace;
 - cluster-wide and unknown users (:mod:`cloudtaser.target.references.cluster`):
   PersistentVolumes, StorageClasses, Gateway API objects, custom resources (string match);
 - the Secret's own metadata: an owner or manager (:mod:`cloudtaser.target.references.managers`:
@@ -25,14 +26,14 @@ It reads (names and metadata only, never a value):
 - RBAC: ServiceAccounts of running pods that may read it through the API
   (:mod:`cloudtaser.target.references.readers`, SubjectAccessReviews).
 
-Every reason to keep a Secret is a :class:`SecretUse` in :meth:`Scan.users`. ReplicaSets owned
-by a Deployment are its revision history: they are not counted (their pods are), so a rollback
-to a revision from before ``finalize`` would need the Secret again (``docs/lifecycle.md`` says
-so). Anything the scan cannot list is reported in :attr:`Scan.unreadable`, and a caller must
-then keep every Secret of that namespace: what cannot be read cannot be proven unused (a
-cluster-scoped kind that cannot be listed is unreadable in every namespace). A
-:class:`~cloudtaser.target.references.cluster.ScanCache` shared by the scans of one run lists
-the cluster-wide kinds once.
+Every reason to keep a Secret is a :class:`~cloudtaser.target.references.uses.SecretUse` in
+:meth:`Scan.users`. ReplicaSets owned by a Deployment are its revision history: they are not
+counted (their pods are), so a rollback to a revision from before ``finalize`` would need the
+Secret again (``docs/lifecycle.md`` says so). Anything the scan cannot list is reported in
+:attr:`Scan.unreadable`, and a caller must then keep every Secret of that namespace: what cannot
+be read cannot be proven unused (a cluster-scoped kind that cannot be listed is unreadable in
+every namespace). A :class:`~cloudtaser.target.references.cluster.ScanCache` shared by the scans
+of one run lists the cluster-wide kinds once.
 """
 
 from __future__ import annotations
@@ -42,23 +43,27 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from lightkube.resources.apps_v1 import DaemonSet, Deployment, ReplicaSet, StatefulSet
+from lightkube.resources.batch_v1 import CronJob, Job
+from lightkube.resources.core_v1 import Pod, PodTemplate, ReplicationController, ServiceAccount
+from lightkube.resources.networking_v1 import Ingress
+
 from cloudtaser.errors import ClusterError, ClusterInvalidError
+from cloudtaser.target.references.cluster import ScanCache
+from cloudtaser.target.references.managers import manager_uses
+from cloudtaser.target.references.uses import (
+    SecretMeta,
+    SecretUse,
+    ingress_annotation_refs,
+    listing_failure,
+    secret_meta,
+)
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube.workloads import WorkloadAPI
-    from cloudtaser.target.references.cluster import ScanCache
 
-__all__ = [
-    "Scan",
-    "SecretMeta",
-    "SecretUse",
-    "ingress_annotation_refs",
-    "object_uses",
-    "pod_spec_uses",
-    "scan",
-    "secret_meta",
-]
+__all__ = ["Scan", "object_uses", "pod_spec_uses", "scan"]
 
 #: Volume plugins that name a Secret through ``<plugin>.secretRef.name``.
 _SECRET_REF_PLUGINS: Final = (
@@ -71,74 +76,6 @@ _SECRET_REF_PLUGINS: Final = (
     "storageos",
 )
 _FINISHED_PHASES: Final = frozenset({"Succeeded", "Failed"})
-
-
-@dataclass(frozen=True, order=True)
-class SecretUse:
-    """One place that names a Secret: the object and how (names only)."""
-
-    secret: str
-    kind: str
-    name: str
-    #: ``env``, ``envFrom``, ``volume``, ``projected``, ``plugin``, ``imagePullSecret``,
-    #: ``serviceAccount``, ``ingressTLS``, ``ingressAnnotation``, ``podTemplate`` (a core
-    #: PodTemplate's pod spec: the other vias name how), ``persistentVolume``,
-    #: ``storageClass``, ``gatewayRef``, ``customResource``, ``apiReader``, ``managedBy`` or
-    #: ``ownedBy``.
-    via: str
-    #: Human detail: the container, the variable or the volume.
-    detail: str = ""
-
-    def __str__(self) -> str:
-        detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.kind} {self.name}: {self.via}{detail}"
-
-
-@dataclass(frozen=True)
-class SecretMeta:
-    """What the scan knows of a Secret: metadata only (never a key or a value)."""
-
-    name: str
-    namespace: str
-    type: str
-    uid: str
-    resource_version: str
-    labels: Mapping[str, str] = field(default_factory=dict, repr=False)
-    #: Without ``kubectl.kubernetes.io/last-applied-configuration``: for a Secret applied with
-    #: ``kubectl apply`` it holds the whole manifest, values included.
-    annotations: Mapping[str, str] = field(default_factory=dict, repr=False)
-    #: ``(kind, name)`` of each ``metadata.ownerReferences`` entry.
-    owners: tuple[tuple[str, str], ...] = ()
-
-
-_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
-
-
-def secret_meta(obj: Mapping[str, Any], namespace: str, type_: str) -> SecretMeta:
-    """A :class:`SecretMeta` from an object's ``metadata`` (a PartialObjectMetadata)."""
-    meta = obj.get("metadata") or {}
-
-    def strings(value: Any) -> dict[str, str]:
-        return (
-            {str(k): str(v) for k, v in (value or {}).items()} if isinstance(value, Mapping) else {}
-        )
-
-    return SecretMeta(
-        name=str(meta.get("name") or ""),
-        namespace=str(meta.get("namespace") or namespace),
-        type=type_ or "Opaque",
-        uid=str(meta.get("uid") or ""),
-        resource_version=str(meta.get("resourceVersion") or ""),
-        labels=strings(meta.get("labels")),
-        annotations={
-            k: v for k, v in strings(meta.get("annotations")).items() if k != _LAST_APPLIED
-        },
-        owners=tuple(
-            (str(o.get("kind") or "?"), str(o.get("name") or "?"))
-            for o in meta.get("ownerReferences") or ()
-            if isinstance(o, Mapping)
-        ),
-    )
 
 
 @dataclass
@@ -239,30 +176,6 @@ def _job_finished(obj: Mapping[str, Any]) -> bool:
     )
 
 
-#: Ingress annotation keys (the part after the last ``/``, lower case) that name a Secret.
-_ANNOTATION_KEYS: Final = frozenset({"auth-secret", "auth-tls-secret"})
-_ANNOTATION_SUFFIXES: Final = ("-secret", "secret-name", "secretname")
-
-
-def ingress_annotation_refs(obj: Mapping[str, Any]) -> list[tuple[str, str | None, str]]:
-    """``(annotation key, namespace or None, secret)`` for each Secret an Ingress's annotations
-    name: a key whose name part is ``auth-secret``, ``auth-tls-secret`` or ends in ``-secret``,
-    ``secret-name`` or ``secretName`` (ingress-nginx, Traefik, HAProxy, ALB use such keys); the
-    value is ``name`` or ``namespace/name``, several separated by commas."""
-    out: list[tuple[str, str | None, str]] = []
-    for key, value in (dig(obj, "metadata", "annotations") or {}).items():
-        part = str(key).rsplit("/", 1)[-1].lower()
-        if not isinstance(value, str) or not (
-            part in _ANNOTATION_KEYS or part.endswith(_ANNOTATION_SUFFIXES)
-        ):
-            continue
-        for item in value.replace(" ", ",").split(","):
-            namespace, sep, name = item.strip().rpartition("/")
-            if name and (not sep or (namespace and "/" not in namespace)):
-                out.append((str(key), namespace or None, name))
-    return out
-
-
 def object_uses(kind: str, obj: Mapping[str, Any]) -> list[SecretUse]:
     """The Secret references of one object of ``kind`` (an API dict); ``[]`` for an object
     that does not count (a Deployment's ReplicaSet, a finished Job or Pod, a terminating
@@ -315,21 +228,6 @@ def object_uses(kind: str, obj: Mapping[str, Any]) -> list[SecretUse]:
 
 def _scanned() -> list[tuple[str, Any, str]]:
     """(kind, lightkube resource, plural) in the order they are listed."""
-    from lightkube.resources.apps_v1 import (  # noqa: PLC0415
-        DaemonSet,
-        Deployment,
-        ReplicaSet,
-        StatefulSet,
-    )
-    from lightkube.resources.batch_v1 import CronJob, Job  # noqa: PLC0415
-    from lightkube.resources.core_v1 import (  # noqa: PLC0415
-        Pod,
-        PodTemplate,
-        ReplicationController,
-        ServiceAccount,
-    )
-    from lightkube.resources.networking_v1 import Ingress  # noqa: PLC0415
-
     return [
         ("Deployment", Deployment, "deployments"),
         ("StatefulSet", StatefulSet, "statefulsets"),
@@ -386,12 +284,6 @@ def scan(
     :attr:`Scan.unreadable` (never an exception: the caller decides, and keeps the Secrets).
     ``cache``: one :class:`~cloudtaser.target.references.cluster.ScanCache` per run, so the
     cluster-wide kinds are listed once (default: a new one for this call)."""
-    from cloudtaser.target.references.cluster import (  # noqa: PLC0415
-        ScanCache,
-        listing_failure,
-    )
-    from cloudtaser.target.references.managers import manager_uses  # noqa: PLC0415
-
     cache = cache if cache is not None else ScanCache()
     found = Scan(namespace=namespace)
     for kind, resource, plural in _scanned():

@@ -1,0 +1,71 @@
+"""The plan's mapping against a live pod template, by (Secret, key, env) triple.
+
+- :func:`plan_triples`: what the plan says a workload consumes from Kubernetes Secrets;
+- :func:`live_triples`: what its live pod template consumes
+  (:func:`cloudtaser.target.podspec.consumed_env`);
+- :func:`drift`: the differences, as lines a reviewer reads (names only);
+- :func:`kept_reasons`: the mapped variables whose Secret reference must stay because
+  something the runtime does not serve reads them (:mod:`cloudtaser.target.consumers`).
+
+Shared by the steps: protect refuses on drift and warns of what finalize will keep; finalize
+refuses on drift and keeps those references. Its own module so neither step imports the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cloudtaser.plan.model import Workload
+from cloudtaser.target.consumers import keep_reasons
+from cloudtaser.target.podspec import SecretKeys, consumed_env, env_consumptions
+
+__all__ = ["Triple", "drift", "kept_reasons", "live_triples", "plan_triples"]
+
+#: (Secret, key, env): one variable a workload takes from one key of one Secret.
+Triple = tuple[str, str, str]
+
+
+def plan_triples(workload: Workload) -> set[Triple]:
+    """(Secret, key, env) triples the plan says the workload consumes from Kubernetes Secrets.
+
+    Secrets found through Vault Agent annotations (``via: vaultAgent``) are not Kubernetes
+    Secrets and are left out.
+    """
+    return {
+        (secret.source, key, env)
+        for secret in workload.secrets
+        if secret.via != "vaultAgent"
+        for key, env in secret.fields.items()
+    }
+
+
+def live_triples(template: Mapping[str, Any], secret_keys: SecretKeys) -> set[Triple]:
+    """(Secret, key, env) triples the pod ``template`` (``spec.template``) consumes."""
+    return set(consumed_env(template, secret_keys))
+
+
+def drift(planned: set[Triple], live: set[Triple]) -> list[str]:
+    """Human-readable differences between the plan's triples and the live ones (names only)."""
+    lines = [
+        f"the plan maps Secret {s} key {k} to {e}, but the workload no longer consumes it so"
+        for s, k, e in sorted(planned - live)
+    ]
+    lines += [
+        f"the workload now consumes Secret {s} key {k} as {e}, which the plan does not list"
+        for s, k, e in sorted(live - planned)
+    ]
+    return lines
+
+
+def kept_reasons(
+    template: Mapping[str, Any], workload: Workload, secret_keys: SecretKeys
+) -> dict[tuple[str, bool, str], list[str]]:
+    """Why a variable the plan maps must keep its Secret reference, by (container, init, env)
+    (:func:`cloudtaser.target.consumers.keep_reasons` over the template's plan-mapped
+    consumptions)."""
+    planned = plan_triples(workload)
+    mapped = [
+        c for c in env_consumptions(template, secret_keys) if (c.secret, c.key, c.env) in planned
+    ]
+    return keep_reasons(template, mapped, workload.env_uses)

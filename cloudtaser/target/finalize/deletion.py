@@ -1,0 +1,285 @@
+"""``target finalize --delete-secrets`` (never implied): delete the Secrets of finalized
+workloads that lose nothing and that nothing uses any more. Deletion is irreversible.
+
+A Secret of a finalized workload is deleted only when (1) every key it holds is mapped by the
+plan and proven in the vault by the verification report, or released by a reviewer
+(:mod:`cloudtaser.target.references.safety`), and (2) the reference scan
+(:mod:`cloudtaser.target.references.scan`) finds no user left in its namespace — both checked
+again just before the delete, which carries the Secret's uid and resourceVersion as
+preconditions. Otherwise it keeps it and names the keys or users. Names of deleted Secrets go
+into the plan history of the workloads that used them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cloudtaser.errors import ClusterConflictError, ClusterForbiddenError, ClusterNotFoundError
+from cloudtaser.plan.model import Tenant, Workload, WorkloadStatus
+from cloudtaser.target.engine.core import Engine, Event, Outcome, ProgressFn, workload_ref
+from cloudtaser.target.engine.injection import revision_pods
+from cloudtaser.target.engine.result import SecretEntry
+from cloudtaser.target.engine.secret_refs import finalize_edit
+from cloudtaser.target.references import scan as references
+from cloudtaser.target.references.cluster import ScanCache
+from cloudtaser.target.references.safety import KeySafety, key_safety, proof
+from cloudtaser.target.rollout import dig
+
+if TYPE_CHECKING:
+    from cloudtaser.plan.attest import VerificationReport
+    from cloudtaser.target.kube.workloads import SecretHead, WorkloadRef
+    from cloudtaser.target.references.scan import Scan
+
+__all__ = [
+    "SecretAction",
+    "SecretDecision",
+    "SecretsReport",
+    "delete_unused_secrets",
+]
+
+
+class SecretAction(enum.StrEnum):
+    """What ``--delete-secrets`` did with one Secret (the JSON ``action``)."""
+
+    DELETED = "deleted"
+    WOULD_DELETE = "would-delete"
+    KEPT = "kept"
+    ABSENT = "absent"
+
+
+@dataclass(frozen=True)
+class SecretDecision:
+    """What ``--delete-secrets`` did (or, with ``--dry-run``, would do) with one Secret."""
+
+    namespace: str
+    name: str
+    action: SecretAction
+    #: Who still uses it (``kept``).
+    users: tuple[str, ...] = ()
+    #: Why it was kept or skipped (names keys and what to do, never a value).
+    reason: str = ""
+    #: The keys that keep it: not mapped, or not proven in the vault (names only).
+    keys: tuple[str, ...] = ()
+
+
+@dataclass
+class SecretsReport:
+    decisions: list[SecretDecision] = field(default_factory=list)
+
+    def named(self, action: str) -> list[SecretDecision]:
+        return [d for d in self.decisions if d.action == action]
+
+    def entries(self) -> list[SecretEntry]:
+        """The decisions in the ``--output json`` form."""
+        return [
+            SecretEntry(
+                namespace=d.namespace,
+                name=d.name,
+                action=str(d.action),
+                users=list(d.users),
+                reason=d.reason,
+                keys=list(d.keys),
+            )
+            for d in self.decisions
+        ]
+
+
+def _users(found: Scan, name: str, ignored: set[tuple[str, str, str]]) -> list[str]:
+    return [
+        str(u)
+        for u in found.users(name)
+        if not ((u.kind, u.name, name) in ignored and u.via in {"env", "envFrom"})
+    ]
+
+
+def _decide(
+    head: SecretHead,
+    safety: KeySafety,
+    found: Scan,
+    ignored: set[tuple[str, str, str]],
+) -> SecretDecision | None:
+    """``kept`` (with users, keys and why) or ``None`` when the Secret may go."""
+    reasons = []
+    if found.unreadable:
+        reasons.append("cannot prove it unused: could not list " + "; ".join(found.unreadable))
+    users = _users(found, head.name, ignored)
+    problem = safety.problem()
+    if problem is not None:
+        reasons.append(problem)
+    if not users and not reasons:
+        return None
+    return SecretDecision(
+        head.namespace,
+        head.name,
+        SecretAction.KEPT,
+        users=tuple(users),
+        reason="; ".join(reasons),
+        keys=safety.keeping,
+    )
+
+
+def _recheck(engine: Engine, head: SecretHead) -> SecretDecision | None:
+    """Immediately before deleting: the Secret must be the one decided on, and a fresh scan
+    of its namespace must find no user. A decision when it must stay, else ``None``."""
+    namespace, name = head.namespace, head.name
+    now = engine.cluster.secret_head(namespace, name)
+    if now is None:
+        return SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
+    if (now.uid, now.resource_version) != (head.uid, head.resource_version):
+        return SecretDecision(
+            namespace,
+            name,
+            SecretAction.KEPT,
+            reason="it changed after the check (uid or resourceVersion differ): not deleted; "
+            "re-run to decide on what it holds now",
+        )
+    found = references.scan(engine.cluster, namespace)
+    users = [str(u) for u in found.users(name)]
+    if users or found.unreadable:
+        why = "a user appeared after the check" if users else "cannot prove it unused"
+        return SecretDecision(
+            namespace,
+            name,
+            SecretAction.KEPT,
+            users=tuple(users),
+            reason=f"{why} (checked again just before deleting)"
+            + (": could not list " + "; ".join(found.unreadable) if found.unreadable else ""),
+        )
+    return None
+
+
+def _delete(engine: Engine, head: SecretHead) -> SecretDecision:
+    """Delete with the preconditions of the decision (uid, resourceVersion)."""
+    namespace, name = head.namespace, head.name
+    try:
+        engine.cluster.delete_secret(head)
+    except ClusterConflictError:
+        return SecretDecision(
+            namespace,
+            name,
+            SecretAction.KEPT,
+            reason="it changed between the check and the delete (409: the uid/resourceVersion "
+            "preconditions failed): not deleted; re-run to decide on what it holds now",
+        )
+    except ClusterNotFoundError:
+        return SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
+    except ClusterForbiddenError as exc:
+        return SecretDecision(namespace, name, SecretAction.KEPT, reason=str(exc))
+    return SecretDecision(namespace, name, SecretAction.DELETED)
+
+
+def delete_unused_secrets(
+    engine: Engine,
+    selected: Sequence[tuple[Tenant, Workload]],
+    *,
+    verified: VerificationReport | None = None,
+    progress: ProgressFn | None = None,
+) -> SecretsReport:
+    """Delete the Secrets of finalized workloads that lose nothing and that nothing uses.
+
+    Per Secret, in namespace and name order: read it (uid, resourceVersion, key names);
+    keep it unless every key is proven in the vault by ``verified`` or released in the plan
+    (:mod:`cloudtaser.target.references.safety`) and the reference scan of its namespace finds
+    no user; then, immediately before deleting, read it again and scan again, and delete
+    with the uid/resourceVersion of the decision as preconditions (a 409 keeps it).
+
+    With ``dry_run`` nothing is deleted: a workload that the dry run would finalize counts as
+    finalized, and its own plan-mapped env/envFrom references are not counted as uses."""
+    dry = engine.options.dry_run
+    would = {r.ref for r in engine.report.results if r.outcome == Outcome.DRY_RUN}
+    proven, no_proof = proof(engine.plan, verified)
+    report = SecretsReport()
+    by_ns: dict[str, dict[str, list[tuple[Tenant, Workload]]]] = {}
+    tenants: dict[str, Tenant] = {}
+    for tenant, workload in selected:
+        finalized = workload.finalized_at is not None or workload_ref(tenant, workload) in would
+        if not finalized:
+            continue
+        tenants[tenant.namespace] = tenant
+        for secret in workload.secrets:
+            if secret.via == "vaultAgent":
+                continue
+            by_ns.setdefault(tenant.namespace, {}).setdefault(secret.source, []).append(
+                (tenant, workload)
+            )
+    # one cache per run: the cluster-wide kinds (PersistentVolumes, StorageClasses, custom
+    # resources, ServiceAccount access) are listed once; the re-check before each delete
+    # (_recheck) scans afresh, without it
+    cache = ScanCache()
+    for namespace, secrets in sorted(by_ns.items()):
+        found = references.scan(engine.cluster, namespace, cache=cache)
+        ignored = _dry_run_users(engine, selected, namespace, would) if dry else set()
+        for name, owners in sorted(secrets.items()):
+            head = engine.cluster.secret_head(namespace, name)
+            if head is None:
+                report.decisions.append(
+                    SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
+                )
+                continue
+            safety = key_safety(tenants[namespace], name, head.keys, proven, no_proof=no_proof)
+            kept = _decide(head, safety, found, ignored)
+            if kept is not None:
+                report.decisions.append(kept)
+                continue
+            if dry:
+                report.decisions.append(SecretDecision(namespace, name, SecretAction.WOULD_DELETE))
+                continue
+            decision = _recheck(engine, head) or _delete(engine, head)
+            report.decisions.append(decision)
+            if decision.action is not SecretAction.DELETED:
+                continue
+            if progress is not None:
+                progress(Event(None, f"deleted Secret {namespace}/{name} (no reference left)"))
+            why = _deleted_because(safety)
+            for _tenant, workload in owners:
+                engine.record(
+                    workload,
+                    WorkloadStatus.MIGRATED,
+                    reason=f"finalize --delete-secrets: deleted Secret {name} "
+                    f"(no reference left in namespace {namespace}; {why})",
+                )
+    return report
+
+
+def _deleted_because(safety: KeySafety) -> str:
+    parts = []
+    if safety.proven:
+        parts.append(f"key(s) {', '.join(safety.proven)} proven in the vault")
+    if safety.released:
+        parts.append(f"key(s) {', '.join(safety.released)} released in the plan")
+    return "; ".join(parts) or "it held no key"
+
+
+def _dry_run_users(
+    engine: Engine,
+    selected: Sequence[tuple[Tenant, Workload]],
+    namespace: str,
+    would: set[WorkloadRef],
+) -> set[tuple[str, str, str]]:
+    """The (kind, name, Secret) env/envFrom uses a dry run discounts: those of each workload
+    the real run would finalize, and of the pods of its current revision (the rollout replaces
+    them) — only for the Secrets whose references the real run removes, so a Secret that keeps
+    a reference (init container, ``$(VAR)``, probe, hook) stays used, as in the real run."""
+    out: set[tuple[str, str, str]] = set()
+    for tenant, workload in selected:
+        ref = workload_ref(tenant, workload)
+        if tenant.namespace != namespace or ref not in would:
+            continue
+        obj = engine.cluster.get(ref)
+        if obj is None:
+            continue
+        edit = finalize_edit(
+            dig(obj, "spec", "template") or {},
+            workload,
+            lambda name: engine.cluster.secret_keys(namespace, name),
+        )
+        gone = {r.secret for r in edit.refs} - {k.ref.secret for k in edit.kept}
+        objects = [(ref.kind, ref.name)] + [
+            ("Pod", str(dig(p, "metadata", "name")))
+            for p in revision_pods(engine.cluster, ref, obj)
+        ]
+        out.update((kind, name, secret) for kind, name in objects for secret in gone)
+    return out
