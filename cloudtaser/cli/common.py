@@ -354,7 +354,8 @@ def add_output_option(parser: argparse._ActionsContainer, *, hint: str = "") -> 
     Every command that prints a result registers it with this function. The one wider ``-o``
     is ``target discover``'s, where the seed writes ``-o plan.yaml``: a value ending in
     ``.yaml``/``.yml`` (or ``-``) is the plan file there (docs/discover.md). With ``json``,
-    print the result with :func:`cloudtaser.cli.output.print_result_json`. ``hint`` is
+    print the result's :class:`cloudtaser.results.Result` with
+    :func:`cloudtaser.cli.output.print_json`. ``hint`` is
     appended to the error for a value that is not a format (e.g. discover's "write the plan
     with --output-plan FILE").
     """

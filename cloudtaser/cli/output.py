@@ -2,9 +2,9 @@
 
 Shared by every command (docs/cli.md, "Conventions"):
 
-* :func:`print_result_json` prints a ``--output json`` result with its ``formatVersion``
-  (each result kind has a JSON Schema in ``schema/``, checked by
-  tests/cli/test_cli_json_schemas.py);
+* :func:`print_json` prints a ``--output json`` document: ``msgspec.to_builtins`` of a
+  :class:`cloudtaser.results.Result` (each kind's JSON Schema is generated into ``schema/``,
+  checked by tests/unit/test_schemas_current.py and tests/cli/test_cli_json_schemas.py);
 * :func:`table` aligns columns by their visible width (colour codes do not count);
 * :class:`RunProgress` reports a long run on stderr: one live ``[n/N]`` status line with
   elapsed time and ETA on a terminal, quiet lines when piped, and always a closing tally. It
@@ -24,11 +24,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 __all__ = [
-    "FORMAT_VERSION",
     "RunProgress",
     "color",
     "print_json",
-    "print_result_json",
     "progress",
     "table",
     "tally",
@@ -37,10 +35,6 @@ __all__ = [
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-#: ``formatVersion`` of every JSON result; bumped when a field changes meaning or goes away
-#: (adding a field is not a new version).
-FORMAT_VERSION = "1"
 
 
 def _use_color(stream: TextIO) -> bool:
@@ -60,15 +54,6 @@ def print_json(data: Any) -> None:
     """Machine-readable result on stdout."""
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
-
-
-def print_result_json(kind: str, data: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-    """A ``--output json`` result: ``{"formatVersion", "kind", ..., "summary"}`` on stdout.
-
-    ``kind`` names the result and its schema (``schema/<kind>.schema.json``, e.g.
-    ``verify-plan``); ``summary`` holds the counts a script checks first.
-    """
-    print_json({"formatVersion": FORMAT_VERSION, "kind": kind, **data, "summary": dict(summary)})
 
 
 def progress(message: str) -> None:

@@ -31,7 +31,7 @@ from cloudtaser.cli.common import (
     workload_completer,
 )
 from cloudtaser.cli.exitcodes import ExitCode
-from cloudtaser.cli.output import RunProgress, print_result_json, progress, table, tally
+from cloudtaser.cli.output import RunProgress, print_json, progress, table, tally
 
 if TYPE_CHECKING:
     from cloudtaser.plan.model import MigrationPlan
@@ -384,15 +384,7 @@ def print_report(report: RunReport, args: argparse.Namespace, result: RunResult)
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        data = msgspec.to_builtins(result)
-        summary = data.pop("summary")
-        del data["formatVersion"], data["kind"]
-        if result.kind == "unprotect-run":
-            print_result_json("unprotect-run", data, summary)
-        elif result.kind == "finalize-run":
-            print_result_json("finalize-run", data, summary)
-        else:
-            print_result_json("protect-run", data, summary)
+        print_json(msgspec.to_builtins(result))
         return
     if args.dry_run:
         for r in report.results:

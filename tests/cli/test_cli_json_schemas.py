@@ -27,29 +27,11 @@ SCHEMAS = ROOT / "schema"
 
 
 def _kinds_in_code() -> dict[str, str]:
-    """kind -> where: each document Struct (a Result in a result.py), and each
-    ``print_result_json(kind, ...)`` call left in cloudtaser/cli."""
+    """kind -> where: each document Struct (a Result in a result.py)."""
     found: dict[str, str] = {}
     for result in GENERATOR.results():
         kind = json_schema(result)["properties"]["kind"]["const"]
         found[kind] = f"{result.__module__}.{result.__qualname__}"
-    for path in sorted((ROOT / "cloudtaser" / "cli").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (
-                isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print_result_json"
-            ):
-                continue
-            first = node.args[0] if node.args else None
-            values = [first.body, first.orelse] if isinstance(first, ast.IfExp) else [first]
-            for value in values:
-                where = f"{path.relative_to(ROOT)}:{node.lineno}"
-                literal = isinstance(value, ast.Constant) and isinstance(value.value, str)
-                assert literal, (
-                    f"{where}: pass the kind of print_result_json as a string literal, so its "
-                    "schema can be found"
-                )
-                assert isinstance(value, ast.Constant)
-                found[value.value] = where
     return found
 
 
