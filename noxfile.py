@@ -42,6 +42,8 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     # import-linter reads the source tree; PYTHONPATH makes `cloudtaser` findable uninstalled.
     session.run("lint-imports", env={"PYTHONPATH": str(ROOT)})
+    # and each contract can fail: one planted violating import per contract, in a scratch copy
+    session.run("python", "tools/check_import_contracts.py")
 
 
 @nox.session(python=PYTHON)
