@@ -146,12 +146,6 @@ class RunProgress:
 
     # -- inputs --
 
-    def set_total(self, total: int) -> None:
-        """How many items the run will work on (enables ``[n/N]`` and the ETA)."""
-        with self._lock:
-            self.total = total
-            self._redraw()
-
     def message(self, text: str) -> None:
         """A progress message (the source-side library's ``progress`` callback). A
         :class:`cloudtaser.progress.Count` moves the ``[n/N]`` counter; piped, only its

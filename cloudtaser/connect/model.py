@@ -18,6 +18,8 @@ from cloudtaser.plan.model import WorkloadStatus
 from cloudtaser.plan.rules import (
     DEFAULT_AUTH_MOUNT,
     RUNTIME_NAMESPACE,
+    is_dns_label,
+    is_dns_subdomain,
     reserved_mount,
     usable_mount,
 )
@@ -38,8 +40,6 @@ MANAGED_LABELS: Final = {"app.kubernetes.io/managed-by": "cloudtaser"}
 DESCRIPTION_PREFIX: Final = "cloudtaser target connect"
 FILE_API_VERSION: Final = "cloudtaser.io/v1"
 FILE_KIND: Final = "ClusterConnection"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 _RECORD_VALUE = re.compile(r"[^A-Za-z0-9._:/@+-]")
 _PEM_CERT = re.compile(
@@ -134,9 +134,9 @@ class ConnectOptions:
     def validated(self) -> ConnectOptions:
         """Return the options with checked values, or raise :class:`ConfigError`."""
         mount = validate_auth_mount(self.auth_mount)
-        if not _DNS_LABEL.fullmatch(self.namespace):
+        if not is_dns_label(self.namespace):
             raise ConfigError(f"--namespace {self.namespace[:80]!r} is not a DNS label")
-        if not _DNS_SUBDOMAIN.fullmatch(self.reviewer_service_account):
+        if not is_dns_subdomain(self.reviewer_service_account):
             raise ConfigError(
                 f"reviewer ServiceAccount {self.reviewer_service_account[:80]!r} is not a valid "
                 "name"
@@ -186,7 +186,7 @@ class ConnectResult:
 
 def _valid_service_account(namespace: str, name: str) -> bool:
     """A ServiceAccount's namespace (DNS label) and name (DNS subdomain)."""
-    return bool(_DNS_LABEL.fullmatch(namespace) and _DNS_SUBDOMAIN.fullmatch(name))
+    return is_dns_label(namespace) and is_dns_subdomain(name)
 
 
 def validate_auth_mount(mount: str) -> str:
