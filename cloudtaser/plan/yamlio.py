@@ -307,9 +307,25 @@ _SPECIAL = frozenset(
 )
 
 
+def _numeric_looking(value: str) -> bool:
+    """The plan's YAML reader (yaml-rs) reads digits joined by underscores as a number
+    (``_0`` -> 0, ``__1`` -> 1, ``_1e3`` -> 1000.0): such a string is written quoted. Anything
+    Python itself reads as a number once the underscores are gone counts (a few needless
+    quotes, e.g. ``_inf``, are the safe side)."""
+    bare = value.replace("_", "")
+    try:
+        float(bare)
+    except ValueError:
+        try:
+            int(bare, 0)
+        except ValueError:
+            return False
+    return True
+
+
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
-        if _PLAIN.fullmatch(value) and value not in _SPECIAL:
+        if _PLAIN.fullmatch(value) and value not in _SPECIAL and not _numeric_looking(value):
             return value
         return json.dumps(value)  # a JSON string is a valid YAML double-quoted scalar
     if value is None:

@@ -398,6 +398,13 @@ def test_duplicate_keys_are_rejected_not_silently_merged() -> None:
         "? x",
         "|",
         ">",
+        # yaml-rs reads digits joined by underscores as numbers (found by hypothesis in
+        # test_rule_agreement: an env var named "_0" came back as 0)
+        "_0",
+        "__1",
+        "_1e3",
+        "_1.",
+        "1_000",
     ],
 )
 def test_tricky_strings_round_trip_through_any_yaml_reader(value: str) -> None:
@@ -408,6 +415,15 @@ def test_tricky_strings_round_trip_through_any_yaml_reader(value: str) -> None:
     assert planlib.loads(text) == plan
     data = yaml.safe_load(text)  # a YAML 1.1 reader (PyYAML) sees the same strings
     assert data["metadata"]["createdBy"] == value.replace("\n", " ")
+
+
+@pytest.mark.parametrize("env", ["_0", "__1", "_1_0", "_1e3", "_0_5E1"])
+def test_numeric_looking_env_names_round_trip_as_strings(env: str) -> None:
+    plan = planlib.loads(VALID)
+    secret = plan.tenants[0].workloads[0].secrets[0]
+    field = next(iter(secret.fields))
+    secret.fields[field] = env
+    assert planlib.loads(planlib.dumps(plan)) == plan
 
 
 def test_dump_key_order_and_explicit_status() -> None:
