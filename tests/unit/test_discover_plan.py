@@ -224,6 +224,25 @@ def test_same_key_in_two_containers_under_the_same_name_is_not_a_conflict() -> N
     assert workload.env_names == ["P"]
 
 
+def test_one_key_through_env_and_env_from_is_one_mapping_not_a_crash() -> None:
+    # env PASSWORD <- db.PASSWORD and envFrom db (which holds PASSWORD): Kubernetes allows it
+    # (env wins, same value); discover used to build a plan with PASSWORD fed twice and stop
+    # with "discovery produced an invalid plan"
+    lookup = SecretLookup(keys={("ns", "db"): ("PASSWORD", "USER")})
+    template = tpl(
+        c(env=[env("PASSWORD", "db", "PASSWORD")], envFrom=[{"secretRef": {"name": "db"}}])
+    )
+    result = build([wl("ns", D, "a", template)], lookup)
+    workload = only(result)
+    assert workload.status is WorkloadStatus.PENDING
+    assert sorted(workload.env_names) == ["PASSWORD", "USER"]
+    by_via = {s.via: s for s in workload.secrets}
+    assert by_via["env"].fields == {"PASSWORD": "PASSWORD"}
+    assert by_via["envFrom"].fields == {"USER": "USER"}
+    assert "env wins" in (by_via["envFrom"].note or "")
+    assert planlib.loads(planlib.dumps(result.plan)) == result.plan
+
+
 def test_one_key_under_two_env_names_splits_into_two_entries() -> None:
     result = build([wl("ns", D, "a", tpl(c(env=[env("A", "db", "pw"), env("B", "db", "pw")])))])
     workload = only(result)

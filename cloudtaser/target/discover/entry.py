@@ -204,7 +204,17 @@ def _map_env(reads: _Reads, found: _Findings) -> None:
             # keep the first mapping only, so the plan stays valid; the workload is skipped
             found.refs.add(first.secret, first.via, first.key, env)
             continue
+        # One Secret key reaching one variable through both env and envFrom: the kubelet lets
+        # env win (same value either way), so the mapping is recorded once, on the env route;
+        # the envFrom route stays recorded, with a note, and keeps its other keys.
+        routes = {i.via for i in items}
         for item in items:
+            if item.via == "envFrom" and "env" in routes:
+                found.refs.touch(item.secret, item.via)
+                found.refs.note(
+                    item.secret, item.via, f"{env} is also set by env from the same key (env wins)"
+                )
+                continue
             found.refs.add(item.secret, item.via, item.key, env)
             if item.optional:
                 found.refs.optional.add((item.secret, item.via))
