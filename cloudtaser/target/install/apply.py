@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
+    "InstallRecord",
     "InstallReport",
     "ObjectChange",
     "created_by_install",
@@ -109,6 +110,18 @@ class InstallReport:
     rollout: str | None = None
 
 
+@dataclass(frozen=True)
+class InstallRecord:
+    """The install record as read back from the cluster."""
+
+    #: What install created: ``{"kind", "name", "uid"[, "namespace"]}`` each.
+    objects: tuple[Mapping[str, Any], ...]
+    #: Install created the namespace (so uninstall may delete it, if nothing else is in it).
+    namespace_created: bool
+    #: The record ConfigMap's own UID.
+    uid: str | None
+
+
 def install(
     session: KubeSession,
     options: InstallOptions,
@@ -139,15 +152,45 @@ def install(
                 "exists and was not created by install: used, never changed or deleted",
             )
         )
+    namespace_exists = ns_live is not None
+    lives = _live_objects(session, opts, wanted, namespace_exists=namespace_exists)
+    applied = _apply_objects(
+        session, report, wanted, lives, namespace_exists=namespace_exists, say=say
+    )
+    report.changes += _prune(session, record, wanted, dry_run=dry_run, say=say)
+    if dry_run:
+        return report
+    _write_record(
+        session,
+        opts,
+        applied,
+        namespace_created=bool(ours and (record is None or record.namespace_created)),
+        actor=actor,
+    )
+    if wait:
+        report.rollout = _wait_deployment(session, opts.namespace, timeout, say)
+    return report
+
+
+def _live_objects(
+    session: KubeSession,
+    opts: InstallOptions,
+    wanted: Sequence[Mapping[str, Any]],
+    *,
+    namespace_exists: bool,
+) -> list[dict[str, Any] | None]:
+    """The live object of each wanted one (``None``: absent), or :class:`OperationError` at
+    the first conflict, so that every conflict is found before anything is written."""
     lives: list[dict[str, Any] | None] = []
-    for body in wanted:  # every conflict is found before anything is written
+    for body in wanted:
         meta = body["metadata"]
         kind, name, ns = str(body["kind"]), meta["name"], meta.get("namespace")
-        live = None if ns is not None and ns_live is None else get_object(session, kind, name, ns)
+        absent = ns is not None and not namespace_exists
+        live = None if absent else get_object(session, kind, name, ns)
         if live is not None and kind != "Namespace" and not labelled(live):
             raise OperationError(
                 f"{where(kind, name, ns)} exists but was not created by cloudtaser (labels "
-                "app.kubernetes.io/part-of=cloudtaser, name=cloudtaser-injector missing); "
+                f"app.kubernetes.io/part-of=cloudtaser, name={NAME} missing); "
                 "remove it or choose another --namespace. Nothing was changed"
             )
         other = _installed_namespace(live) if kind == "ClusterRoleBinding" else None
@@ -159,11 +202,26 @@ def install(
                 "changed"
             )
         lives.append(live)
+    return lives
+
+
+def _apply_objects(
+    session: KubeSession,
+    report: InstallReport,
+    wanted: Sequence[Mapping[str, Any]],
+    lives: Sequence[Mapping[str, Any] | None],
+    *,
+    namespace_exists: bool,
+    say: Progress,
+) -> list[dict[str, Any]]:
+    """Server-side apply each wanted object, adding its change to ``report``; the objects
+    as applied (for the record)."""
+    dry_run = report.dry_run
     applied: list[dict[str, Any]] = []
     for body, live in zip(wanted, lives, strict=True):
         meta = body["metadata"]
         kind, name, ns = str(body["kind"]), meta["name"], meta.get("namespace")
-        if dry_run and ns is not None and ns_live is None:
+        if dry_run and ns is not None and not namespace_exists:
             # a dry-run create in a namespace that does not exist yet is refused by the server
             report.changes.append(
                 ObjectChange(kind, name, ns, Action.CREATE, "namespace created first; not sent")
@@ -183,19 +241,7 @@ def install(
         if not dry_run:
             say(str(change))
         applied.append(result)
-    report.changes += _prune(session, record, wanted, dry_run=dry_run, say=say)
-    if dry_run:
-        return report
-    _write_record(
-        session,
-        opts,
-        applied,
-        namespace_created=bool(ours and (record is None or record.get("namespaceCreated"))),
-        actor=actor,
-    )
-    if wait:
-        report.rollout = _wait_deployment(session, opts.namespace, timeout, say)
-    return report
+    return applied
 
 
 def _installed_namespace(binding: Mapping[str, Any] | None) -> str | None:
@@ -206,11 +252,13 @@ def _installed_namespace(binding: Mapping[str, Any] | None) -> str | None:
 
 
 def created_by_install(namespace: Mapping[str, Any]) -> bool:
+    """The namespace carries install's :data:`CREATED_ANNOTATION`."""
     annotations = (namespace.get("metadata") or {}).get("annotations") or {}
     return annotations.get(CREATED_ANNOTATION) == CREATED_VALUE
 
 
 def labelled(obj: Mapping[str, Any]) -> bool:
+    """The object carries all of install's :data:`LABELS`."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return all(labels.get(k) == v for k, v in LABELS.items())
 
@@ -223,7 +271,9 @@ def _ref(obj: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_record(session: KubeSession, namespace: str) -> dict[str, Any] | None:
+def read_record(session: KubeSession, namespace: str) -> InstallRecord | None:
+    """The install record in ``namespace`` (``None``: none, or not labelled as ours);
+    :class:`OperationError` when it is damaged."""
     live = get_object(session, "ConfigMap", RECORD_NAME, namespace)
     if live is None or not labelled(live):
         return None
@@ -243,11 +293,11 @@ def read_record(session: KubeSession, namespace: str) -> dict[str, Any] | None:
             f"the install record ConfigMap {namespace}/{RECORD_NAME} lists unknown objects; "
             "delete it and run install again"
         )
-    return {
-        "objects": objects,
-        "namespaceCreated": data.get("namespaceCreated") == "true",
-        "uid": (live.get("metadata") or {}).get("uid"),
-    }
+    return InstallRecord(
+        objects=tuple(objects),
+        namespace_created=data.get("namespaceCreated") == "true",
+        uid=(live.get("metadata") or {}).get("uid"),
+    )
 
 
 def _write_record(
@@ -276,7 +326,7 @@ def _write_record(
 
 def _prune(
     session: KubeSession,
-    record: Mapping[str, Any] | None,
+    record: InstallRecord | None,
     wanted: Sequence[Mapping[str, Any]],
     *,
     dry_run: bool,
@@ -286,7 +336,7 @@ def _prune(
     if record is None:
         return []
     keep = {(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in wanted}
-    stale = [o for o in record["objects"] if (o["kind"], o["name"], o.get("namespace")) not in keep]
+    stale = [o for o in record.objects if (o["kind"], o["name"], o.get("namespace")) not in keep]
     changes = []
     for entry in stale:
         if entry["kind"] == "Namespace":
@@ -324,6 +374,8 @@ def _wait_deployment(session: KubeSession, namespace: str, timeout: float, say: 
 def delete_recorded(
     session: KubeSession, entry: Mapping[str, Any], *, dry_run: bool, detail: str = ""
 ) -> ObjectChange:
+    """Delete one object of the record (``entry``: kind, name, namespace, uid) if it is still
+    the one install created: same UID, still labelled; otherwise it is kept and reported."""
     kind, name, ns = entry["kind"], entry["name"], entry.get("namespace")
     live = get_object(session, kind, name, ns)
     if live is None:

@@ -18,6 +18,7 @@ from cloudtaser.changes import Action
 from cloudtaser.errors import ConfigError, OperationError
 from cloudtaser.plan.rules import RUNTIME_NAMESPACE, is_dns_label, shown
 from cloudtaser.target.install.apply import (
+    InstallRecord,
     ObjectChange,
     created_by_install,
     delete_recorded,
@@ -109,9 +110,9 @@ def uninstall(
     ns_live = get_object(session, "Namespace", namespace, None)
     record = read_record(session, namespace) if ns_live is not None else None
     if record is not None:
-        entries = list(record["objects"])
+        entries = [dict(o) for o in record.objects]
         entries.append({"kind": "ConfigMap", "name": RECORD_NAME, "namespace": namespace,
-                        "uid": record.get("uid")})  # fmt: skip
+                        "uid": record.uid})  # fmt: skip
     else:
         report.found_by = "labels"
         entries = _fixed_objects(namespace)
@@ -152,14 +153,14 @@ def _namespace_change(
     session: KubeSession,
     namespace: str,
     ns_live: Mapping[str, Any],
-    record: Mapping[str, Any] | None,
+    record: InstallRecord | None,
     ours: set[tuple[str, str]],
     *,
     dry_run: bool,
 ) -> ObjectChange:
     """Delete the namespace when install created it and nothing but what this uninstall
     deleted (``ours``) and the defaults is in it."""
-    created = created_by_install(ns_live) and (record is None or record["namespaceCreated"])
+    created = created_by_install(ns_live) and (record is None or record.namespace_created)
     if not created:
         return ObjectChange("Namespace", namespace, None, Action.KEEP, "not created by install")
     foreign = _foreign_objects(session, namespace, ours)
