@@ -43,7 +43,6 @@ from cloudtaser.target.kube.errors import api_errors
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
-    from cloudtaser.progress import Progress
     from cloudtaser.target.kube.session import KubeSession
 
 
