@@ -1,5 +1,5 @@
 """What a command does (or, with ``--dry-run``, would do) to one remote object: the one
-``Action`` enum of apply-plan and connect. Standard library only."""
+``Action`` enum of apply-plan, connect, install and uninstall. Standard library only."""
 
 from __future__ import annotations
 
@@ -19,5 +19,8 @@ class Action(enum.StrEnum):
     #: apply-plan: an object named for this plan that the plan no longer contains (a tenant
     #: dropped from the plan); reported, left alone without ``--prune``.
     ORPHANED = "orphaned"
-    #: apply-plan ``--prune``: such an object is (or, with ``--dry-run``, would be) deleted.
+    #: apply-plan ``--prune``: such an object is (or, with ``--dry-run``, would be) deleted;
+    #: uninstall (or install pruning what it no longer wants): removed.
     DELETE = "delete"
+    #: uninstall: not removed: someone else's object, or a namespace still in use.
+    KEEP = "keep"

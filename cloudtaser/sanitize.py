@@ -4,7 +4,7 @@ characters escaped.
 Two rules, each defined once and used by every module that puts foreign text into a message:
 
 * :func:`scrub_credentials` removes credentials from a library exception's text or a server's
-  message before it reaches a :mod:`cloudtaser.errors` message (``kube.api_errors`` and
+  message before it reaches a :mod:`cloudtaser.errors` message (``kube.errors.api_errors`` and
   ``openbao.OpenBaoClient._raise_for`` / ``_errors_of`` call it). A library may quote the
   request it failed to send (``Illegal header value b'Bearer eyJ…'``), and a hostile server may
   echo our token back; neither must ever reach a plan, stdout, stderr or a log line.

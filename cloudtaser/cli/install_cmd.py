@@ -1,6 +1,7 @@
 """``cloudtaser target install`` and ``target uninstall``: the injector webhook in a cluster.
 
-Standard library only at module level; the library is imported inside the handlers.
+Standard library (and the standard-library-only rule book) at module level; the library is
+imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cloudtaser.cli.common import (
 )
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
+from cloudtaser.plan.rules import RUNTIME_NAMESPACE
 
 if TYPE_CHECKING:
     from cloudtaser.target.install.apply import ObjectChange
@@ -141,9 +143,9 @@ def register(groups: Any) -> None:
     )
     what.add_argument(
         "--namespace",
-        default="cloudtaser-system",
+        default=RUNTIME_NAMESPACE,
         metavar="NS",
-        help="the injector's namespace (default: cloudtaser-system; created when absent)",
+        help=f"the injector's namespace (default: {RUNTIME_NAMESPACE}; created when absent)",
     )
     what.add_argument(
         "--replicas",
@@ -204,9 +206,9 @@ def register(groups: Any) -> None:
     )
     uninstall.add_argument(
         "--namespace",
-        default="cloudtaser-system",
+        default=RUNTIME_NAMESPACE,
         metavar="NS",
-        help="the injector's namespace (default: cloudtaser-system)",
+        help=f"the injector's namespace (default: {RUNTIME_NAMESPACE})",
     )
     uninstall.add_argument(
         "--dry-run", action="store_true", help="server-side dry run: print what would be deleted"
@@ -236,7 +238,7 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace) -> Any:
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
-    from cloudtaser.target.install.apply import InstallOptions  # noqa: PLC0415
+    from cloudtaser.target.install.manifests import InstallOptions  # noqa: PLC0415
 
     mirrors = []
     for raw in args.mirror:
@@ -273,18 +275,19 @@ def _run_install(args: argparse.Namespace) -> int:
     ]
     if missing:
         return usage_error(f"target install needs {', '.join(missing)} (see --help)")
-    from cloudtaser.target.install import apply as lib  # noqa: PLC0415
+    from cloudtaser.target.install import manifests  # noqa: PLC0415
 
     options = _options(args)
     if options.read_pull_secrets:
-        progress(f"--read-pull-secrets adds to the RBAC: {lib.PULL_SECRETS_RULE}")
+        progress(f"--read-pull-secrets adds to the RBAC: {manifests.PULL_SECRETS_RULE}")
     if args.print_yaml:
-        sys.stdout.write(lib.render_yaml(lib.build_objects(options)))
+        sys.stdout.write(manifests.render_yaml(manifests.build_objects(options)))
         return ExitCode.OK
     from cloudtaser.config import local_actor  # noqa: PLC0415
+    from cloudtaser.target.install.apply import install  # noqa: PLC0415
 
     with cluster_session(args) as session:
-        report = lib.install(
+        report = install(
             session,
             options,
             dry_run=args.dry_run,
@@ -303,10 +306,10 @@ def _run_install(args: argparse.Namespace) -> int:
 
 
 def _run_uninstall(args: argparse.Namespace) -> int:
-    from cloudtaser.target.install import apply as lib  # noqa: PLC0415
+    from cloudtaser.target.install.uninstall import uninstall  # noqa: PLC0415
 
     with cluster_session(args) as session:
-        report = lib.uninstall(
+        report = uninstall(
             session,
             namespace=args.namespace,
             dry_run=args.dry_run,

@@ -223,7 +223,8 @@ def _print_secrets(secrets: SecretsReport) -> None:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
-    from cloudtaser.target.audit import collect as auditlib  # noqa: PLC0415
+    from cloudtaser.target.audit import render  # noqa: PLC0415
+    from cloudtaser.target.audit.collect import audit  # noqa: PLC0415
 
     plan = verified = None
     if args.plan is not None:
@@ -235,15 +236,13 @@ def _run_audit(args: argparse.Namespace) -> int:
 
         verified = load_report(args.require_verified)
     with cluster_session(args) as session:
-        report = auditlib.audit(
-            session, namespaces=tuple(args.namespace), plan=plan, verified=verified
-        )
+        report = audit(session, namespaces=tuple(args.namespace), plan=plan, verified=verified)
     if args.output == "json":
-        text = auditlib.to_json(report)
+        text = render.to_json(report)
     elif args.output == "html":
-        text = auditlib.to_html(report)
+        text = render.to_html(report)
     else:
-        text = auditlib.to_text(report)
+        text = render.to_text(report)
     if args.report:
         from cloudtaser.fileio import atomic_write  # noqa: PLC0415
 

@@ -4,27 +4,19 @@ delegator binding checked by SubjectAccessReview, TokenRequest, cluster identity
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from cloudtaser.config import local_actor
-from cloudtaser.errors import (
-    ClusterConflictError,
-    ClusterError,
-    ClusterNotFoundError,
-    ConfigError,
-    OperationError,
-)
-from cloudtaser.progress import Progress
-from cloudtaser.target.kube.session import api_errors
-
-if TYPE_CHECKING:
-    from cloudtaser.target.kube.session import KubeSession
+from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ServiceAccountToken
 
 from cloudtaser.changes import Action
+from cloudtaser.config import local_actor
 from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
     MANAGED_LABELS,
@@ -38,37 +30,31 @@ from cloudtaser.connect.model import (
     _validate_ca,
     _validate_host,
 )
+from cloudtaser.errors import (
+    ClusterConflictError,
+    ClusterError,
+    ConfigError,
+    OperationError,
+)
+from cloudtaser.progress import Progress
+from cloudtaser.target.kube import api
+from cloudtaser.target.kube.api import get_object
+from cloudtaser.target.kube.errors import api_errors
+from cloudtaser.target.rollout import dig
 
-# --- cluster side -------------------------------------------------------------------------------
-
-
-def _get(session: KubeSession, resource: Any, name: str, namespace: str | None = None) -> Any:
-    where = f"{namespace}/{name}" if namespace else name
-    try:
-        with api_errors(f"read {resource.__name__} {where}"):
-            return session.client.get(resource, name, namespace=namespace)
-    except ClusterNotFoundError:
-        return None
+if TYPE_CHECKING:
+    from cloudtaser.target.kube.session import KubeSession
 
 
 def _create(session: KubeSession, body: dict[str, Any]) -> None:
-    from lightkube import codecs  # noqa: PLC0415
-
-    meta = body["metadata"]
-    where = f"{meta.get('namespace')}/{meta['name']}" if meta.get("namespace") else meta["name"]
-    try:
-        with api_errors(f"create {body['kind']} {where}"):
-            session.client.create(codecs.from_dict(body))
-    except ClusterConflictError:  # created meanwhile by a concurrent run: fine
-        pass
+    # created meanwhile by a concurrent run: fine
+    with contextlib.suppress(ClusterConflictError):
+        api.create(session, body)
 
 
 def cluster_identity(session: KubeSession) -> str:
     """The UID of the ``kube-system`` namespace: stable and unique per cluster."""
-    from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
-
-    obj = _get(session, Namespace, "kube-system")
-    uid = getattr(getattr(obj, "metadata", None), "uid", None) if obj is not None else None
+    uid = dig(get_object(session, "Namespace", "kube-system", None), "metadata", "uid")
     if not uid:
         raise ClusterError(
             "cannot identify the cluster: namespace kube-system has no UID (is this a "
@@ -78,9 +64,7 @@ def cluster_identity(session: KubeSession) -> str:
 
 
 def _ensure_namespace(session: KubeSession, name: str, *, dry_run: bool) -> Step:
-    from lightkube.resources.core_v1 import Namespace  # noqa: PLC0415
-
-    if _get(session, Namespace, name) is not None:
+    if get_object(session, "Namespace", name, None) is not None:
         return Step("cluster", "Namespace", name, Action.UNCHANGED)
     if not dry_run:
         _create(
@@ -97,10 +81,8 @@ def _ensure_namespace(session: KubeSession, name: str, *, dry_run: bool) -> Step
 def _ensure_service_account(
     session: KubeSession, namespace: str, name: str, *, dry_run: bool
 ) -> Step:
-    from lightkube.resources.core_v1 import ServiceAccount  # noqa: PLC0415
-
     shown = f"{namespace}/{name}"
-    if _get(session, ServiceAccount, name, namespace) is not None:
+    if get_object(session, "ServiceAccount", name, namespace) is not None:
         return Step("cluster", "ServiceAccount", shown, Action.UNCHANGED)
     if not dry_run:
         _create(
@@ -123,14 +105,11 @@ def _ensure_binding(
     force: bool,
 ) -> Step:
     """A ClusterRoleBinding ``name`` -> ``system:auth-delegator`` for exactly ``subjects``."""
-    from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding  # noqa: PLC0415
-    from lightkube.types import PatchType  # noqa: PLC0415
-
     wanted = [
         {"kind": "ServiceAccount", "name": sa, "namespace": ns} for ns, sa in sorted(set(subjects))
     ]
-    current = _get(session, ClusterRoleBinding, name)
-    if current is None:
+    data = get_object(session, "ClusterRoleBinding", name, None)
+    if data is None:
         if not dry_run:
             _create(
                 session,
@@ -147,7 +126,6 @@ def _ensure_binding(
                 },
             )
         return Step("cluster", "ClusterRoleBinding", name, Action.CREATE, AUTH_DELEGATOR)
-    data = current.to_dict()
     role = (data.get("roleRef") or {}).get("name")
     labels = (data.get("metadata") or {}).get("labels") or {}
     if role != AUTH_DELEGATOR:
@@ -162,23 +140,18 @@ def _ensure_binding(
     )
     if have == sorted(set(subjects)) and len(have) == len(data.get("subjects") or []):
         return Step("cluster", "ClusterRoleBinding", name, Action.UNCHANGED, AUTH_DELEGATOR)
-    if labels.get("app.kubernetes.io/managed-by") != "cloudtaser" and not force:
+    if any(labels.get(k) != v for k, v in MANAGED_LABELS.items()) and not force:
         raise OperationError(
             f"ClusterRoleBinding {name} exists with other subjects and was not created by "
             "cloudtaser; pass --force to replace its subjects"
         )
     if not dry_run:
-        with api_errors(f"update ClusterRoleBinding {name}"):
-            session.client.patch(
-                ClusterRoleBinding, name, {"subjects": wanted}, patch_type=PatchType.MERGE
-            )
+        api.merge_patch(session, "ClusterRoleBinding", name, {"subjects": wanted})
     return Step("cluster", "ClusterRoleBinding", name, Action.UPDATE, "subjects")
 
 
 def can_review_tokens(session: KubeSession, namespace: str, service_account: str) -> bool:
     """SubjectAccessReview: may ``namespace/service_account`` create tokenreviews?"""
-    from lightkube import codecs  # noqa: PLC0415
-
     body = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
@@ -196,9 +169,10 @@ def can_review_tokens(session: KubeSession, namespace: str, service_account: str
             },
         },
     }
-    with api_errors("create a SubjectAccessReview (needs create on subjectaccessreviews)"):
-        answer = session.client.create(codecs.from_dict(body))
-    return bool(getattr(getattr(answer, "status", None), "allowed", False))
+    answer = api.create(
+        session, body, action="create a SubjectAccessReview (needs create on subjectaccessreviews)"
+    )
+    return bool(dig(answer, "status", "allowed"))
 
 
 def _wait_can_review(session: KubeSession, namespace: str, sa: str, *, patience: float) -> bool:
@@ -221,10 +195,6 @@ def request_token(
     audiences: Iterable[str] = (),
 ) -> tuple[str, datetime]:
     """TokenRequest for a ServiceAccount: ``(token, expiry)``. The token is never logged."""
-    from lightkube.models.authentication_v1 import TokenRequestSpec  # noqa: PLC0415
-    from lightkube.models.meta_v1 import ObjectMeta  # noqa: PLC0415
-    from lightkube.resources.core_v1 import ServiceAccountToken  # noqa: PLC0415
-
     req = ServiceAccountToken(
         metadata=ObjectMeta(name=service_account, namespace=namespace),
         spec=TokenRequestSpec(audiences=list(audiences), expirationSeconds=seconds),
@@ -241,8 +211,6 @@ def request_token(
 
 def _cluster_ca(session: KubeSession, options: ConnectOptions) -> tuple[str, str]:
     """``(pem, source)``: the flag, the kubeconfig, else the ``kube-root-ca.crt`` ConfigMap."""
-    from lightkube.resources.core_v1 import ConfigMap  # noqa: PLC0415
-
     if options.kubernetes_ca_pem:
         return options.kubernetes_ca_pem, "file"
     if session.ca_pem:
@@ -250,8 +218,7 @@ def _cluster_ca(session: KubeSession, options: ConnectOptions) -> tuple[str, str
             "kubeconfig"
         )
     for namespace in (options.namespace, "kube-system", "default"):
-        cm = _get(session, ConfigMap, "kube-root-ca.crt", namespace)
-        data = getattr(cm, "data", None) if cm is not None else None
+        data = dig(get_object(session, "ConfigMap", "kube-root-ca.crt", namespace), "data")
         if data and data.get("ca.crt"):
             return _validate_ca(data["ca.crt"], "ConfigMap kube-root-ca.crt"), "configmap"
     raise ConfigError(

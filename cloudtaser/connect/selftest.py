@@ -10,9 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from lightkube.resources.core_v1 import ServiceAccount
-
-from cloudtaser.connect.cluster import _get, can_review_tokens, request_token
+from cloudtaser.connect.cluster import can_review_tokens, request_token
 from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
     MIN_TOKEN_SECONDS,
@@ -22,6 +20,7 @@ from cloudtaser.connect.model import (
     _iso,
 )
 from cloudtaser.progress import Progress
+from cloudtaser.target.kube.api import get_object
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
@@ -112,7 +111,7 @@ def _diagnose(
     ca_pem = str(config.get("kubernetes_ca_cert") or conn.kubernetes_ca_pem)
     if conn.reviewer_mode is ReviewerMode.TOKEN and conn.reviewer:
         rns, _, rsa = conn.reviewer.partition("/")
-        if _get(session, ServiceAccount, rsa, rns) is None:
+        if get_object(session, "ServiceAccount", rsa, rns) is None:
             return fail(
                 "reviewer-token-invalid",
                 f"the reviewer ServiceAccount {conn.reviewer} no longer exists, so its token is "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cloudtaser.target.audit.collect import to_html, to_json
+from cloudtaser.target.audit.render import to_html, to_json
 from tests.integration.browser import WINDOW, distinct_colours, regions, render
 from tests.unit.test_audit_render import figures_from_html, figures_from_json, sample
 

@@ -17,10 +17,8 @@ from cloudtaser.target.audit.collect import (
     build_report,
     json_schema,
     namespace_report,
-    to_html,
-    to_json,
-    to_text,
 )
+from cloudtaser.target.audit.render import to_html, to_json, to_text
 from cloudtaser.target.references.scan import Scan
 from cloudtaser.target.references.uses import SecretUse
 

@@ -9,7 +9,7 @@ import yaml
 
 from cloudtaser.cli import main
 from cloudtaser.errors import ConfigError
-from cloudtaser.target.install import apply as lib
+from cloudtaser.target.install import manifests as lib
 
 IMAGE = "registry.corp:5000/cloudtaser/runtime:0.1.0"
 VAULT = "https://vault.corp:8200"

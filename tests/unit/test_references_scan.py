@@ -328,7 +328,8 @@ def test_aggregated_discovery_lists_listable_kinds_once_per_resource() -> None:
 
 
 def test_audit_text_says_who_manages_a_kept_secret_and_where_to_delete_it() -> None:
-    from cloudtaser.target.audit.collect import build_report, namespace_report, to_text
+    from cloudtaser.target.audit.collect import build_report, namespace_report
+    from cloudtaser.target.audit.render import to_text
     from cloudtaser.target.references.scan import Scan
 
     meta = _meta(name="db", labels={"app.kubernetes.io/managed-by": "Helm"})

@@ -6,7 +6,7 @@ import pytest
 
 from cloudtaser.errors import ClusterUnreachableError
 from cloudtaser.sanitize import has_control_chars, printable, scrub_credentials, shown
-from cloudtaser.target.kube.session import api_errors
+from cloudtaser.target.kube.errors import api_errors
 
 JWT = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6IkNBTkFSWSJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6eDp5In0."

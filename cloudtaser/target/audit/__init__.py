@@ -1,4 +1,5 @@
 """audit: what a cluster still reads from Kubernetes Secrets.
 
-Collected from the cluster, rendered as a report.
+``collect`` (the report's Structs, collected from the cluster) and ``render`` (its JSON, text
+and HTML forms).
 """

@@ -28,7 +28,7 @@ from cloudtaser.plan.model import WorkloadKind
 from cloudtaser.progress import Counter, Progress
 from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scanned import ScannedWorkload
-from cloudtaser.target.kube.session import api_errors
+from cloudtaser.target.kube.errors import api_errors
 
 if TYPE_CHECKING:
     from lightkube import Client

@@ -17,7 +17,7 @@ from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError
 from cloudtaser.progress import Counter, Progress
 from cloudtaser.target.discover.scan import CHUNK_SIZE
 from cloudtaser.target.discover.scanned import SecretLookup
-from cloudtaser.target.kube.session import api_errors
+from cloudtaser.target.kube.errors import api_errors
 
 if TYPE_CHECKING:
     from lightkube import Client

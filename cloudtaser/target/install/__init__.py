@@ -1,4 +1,5 @@
 """install: the runtime (injector).
 
-Its manifests, their server-side apply, the install check and uninstall.
+``manifests`` (the objects, pure), ``apply`` (their server-side apply and the install record),
+``uninstall`` (exactly what the record lists) and ``check`` (``target install --check``).
 """

@@ -9,6 +9,9 @@ path: API server, webhook, mutation. Nothing here prints.
 
 from __future__ import annotations
 
+import base64
+import re
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,19 +19,12 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from cloudtaser import contract
+from cloudtaser.contract import INIT_CONTAINER, INJECTOR_WEBHOOK_NAME, WRAPPER_PATH
 from cloudtaser.errors import ClusterError
-from cloudtaser.plan.rules import shown
-from cloudtaser.target.install.apply import (
-    DEFAULT_NAMESPACE,
-    INIT_CONTAINER,
-    NAME,
-    RUNTIME_BINARY,
-    WEBHOOK_NAME,
-    WRAPPER_PATH,
-    get_object,
-    to_dict,
-)
-from cloudtaser.target.kube.session import api_errors
+from cloudtaser.plan.rules import RUNTIME_NAMESPACE, shown
+from cloudtaser.target.install.manifests import NAME, RUNTIME_BINARY
+from cloudtaser.target.kube import api
+from cloudtaser.target.kube.api import get_object
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
@@ -52,7 +48,7 @@ CHECK_PATH: Final = "secret/data/cloudtaser-install-check/probe"
 def check(
     session: KubeSession,
     *,
-    namespace: str = DEFAULT_NAMESPACE,
+    namespace: str = RUNTIME_NAMESPACE,
     pod_namespace: str = "default",
     timeout: float = 10.0,
 ) -> list[CheckResult]:
@@ -64,13 +60,15 @@ def check(
     mwc = get_object(session, "MutatingWebhookConfiguration", NAME, None)
     hook = None
     if mwc is not None:
-        hook = next((w for w in mwc.get("webhooks") or [] if w.get("name") == WEBHOOK_NAME), None)
+        hook = next(
+            (w for w in mwc.get("webhooks") or [] if w.get("name") == INJECTOR_WEBHOOK_NAME), None
+        )
     if hook is None:
         results.append(
             CheckResult(
                 "webhook configuration",
                 False,
-                f"MutatingWebhookConfiguration {NAME} (webhook {WEBHOOK_NAME}) not found: "
+                f"MutatingWebhookConfiguration {NAME} (webhook {INJECTOR_WEBHOOK_NAME}) not found: "
                 "run target install",
             )
         )
@@ -100,9 +98,6 @@ def _check_deployment(session: KubeSession, namespace: str) -> CheckResult:
 
 
 def _pem_certificates(bundle: bytes) -> list[str]:
-    import base64  # noqa: PLC0415
-    import re  # noqa: PLC0415
-
     text = base64.b64decode(bundle).decode("ascii", "replace") if bundle else ""
     return re.findall(
         r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----", text
@@ -141,8 +136,6 @@ def _check_ca(hook: Mapping[str, Any], timeout: float) -> list[CheckResult]:
         )
         return results
     parts = urlsplit(url)
-    import socket  # noqa: PLC0415
-
     try:
         with (
             socket.create_connection(
@@ -205,8 +198,6 @@ def check_pod(namespace: str, image: str, vault_address: str) -> dict[str, Any]:
 
 
 def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str) -> CheckResult:
-    from lightkube import codecs  # noqa: PLC0415
-
     deployment = get_object(session, "Deployment", NAME, namespace)
     args: list[str] = []
     image = ""
@@ -222,8 +213,12 @@ def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str)
         return CheckResult("mutation", False, "cannot tell the image or an allowed vault address")
     body = check_pod(pod_namespace, image, addresses[0])
     try:
-        with api_errors(f"dry-run create an opted-in pod in namespace {pod_namespace}"):
-            pod = to_dict(session.client.create(codecs.from_dict(body), dry_run=True))
+        pod = api.create(
+            session,
+            body,
+            dry_run=True,
+            action=f"dry-run create an opted-in pod in namespace {pod_namespace}",
+        )
     except ClusterError as exc:
         return CheckResult("mutation", False, f"the dry-run pod was refused: {exc}")
     spec = pod.get("spec") or {}

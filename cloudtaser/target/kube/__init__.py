@@ -1,4 +1,6 @@
 """The one Kubernetes client layer.
 
-Session and errors (lightkube), workload listing and patching.
+``session`` (kubeconfig, the lightkube client), ``errors`` (the one translation of lightkube /
+httpx2 exceptions), ``api`` (get / create / apply / patch / list / delete by kind) and
+``workloads`` (the engine's concurrent workload reads and patches).
 """

@@ -1,5 +1,6 @@
-"""The cluster side: a lightkube client built from a :class:`ClusterTarget`, and the one place
-where lightkube / httpx2 exceptions become cloudtaser errors.
+"""The cluster side: a lightkube client built from a :class:`ClusterTarget` (kubeconfig merge,
+exec credential plugins, client certificates). lightkube / httpx2 exceptions become cloudtaser
+errors in :mod:`cloudtaser.target.kube.errors`.
 
 Workflow modules (``discover``, ``protect``, ``connect``) receive a :class:`KubeSession` and
 never build clients themselves, so the same code runs against any API server.
@@ -7,39 +8,42 @@ never build clients themselves, so the same code runs against any API server.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import logging
+import os
 import re
 import ssl
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import httpx2
 import yaml
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.models import User
+from lightkube.core.exceptions import ConfigError as LkConfigError
 
 from cloudtaser.config import ClusterTarget
-from cloudtaser.errors import (
-    ClusterAuthError,
-    ClusterConflictError,
-    ClusterError,
-    ClusterForbiddenError,
-    ClusterInvalidError,
-    ClusterNotFoundError,
-    ClusterUnreachableError,
-    ConfigError,
-)
+from cloudtaser.errors import ConfigError
 from cloudtaser.sanitize import printable, shown
 
 if TYPE_CHECKING:
-    from lightkube import AsyncClient, Client, KubeConfig
     from lightkube.config.kubeconfig import SingleConfig
 
 __all__ = [
     "FIELD_MANAGER",
     "ExecCredential",
     "KubeSession",
-    "api_errors",
     "connect",
     "load_kubeconfig",
     "parse_exec_credential",
@@ -70,8 +74,6 @@ class KubeSession:
         """A new ``lightkube.AsyncClient`` for the same cluster and credentials (the caller
         closes it). For concurrent requests from one event loop: lightkube clients must not
         be shared between threads."""
-        import httpx2  # noqa: PLC0415
-        from lightkube import AsyncClient  # noqa: PLC0415
 
         if self.config is None:
             raise ConfigError("this cluster session was built without a kubeconfig")
@@ -135,7 +137,6 @@ def _resolve_path(entry: dict[str, Any], value: str) -> str:
 
 
 def _ca_pem(cluster_entry: dict[str, Any]) -> str | None:
-    import base64  # noqa: PLC0415
 
     cluster = cluster_entry.get("cluster") or {}
     if cluster.get("certificate-authority-data"):
@@ -157,9 +158,6 @@ def _ca_pem(cluster_entry: dict[str, Any]) -> str | None:
 
 def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     """Build a lightkube client for ``target``. No request is sent yet."""
-    import httpx2  # noqa: PLC0415
-    from lightkube import Client, KubeConfig  # noqa: PLC0415
-    from lightkube.core.exceptions import ConfigError as LkConfigError  # noqa: PLC0415
 
     merged = load_kubeconfig(target.kubeconfig)
     context = target.context or merged.get("current-context")
@@ -250,16 +248,7 @@ def connect(target: ClusterTarget, *, timeout: float = 30.0) -> KubeSession:
     )
 
 
-_BY_STATUS: dict[int, type[ClusterError]] = {
-    400: ClusterInvalidError,
-    404: ClusterNotFoundError,
-    409: ClusterConflictError,
-    422: ClusterInvalidError,
-}
-
-
 def _valid_server(server: str) -> bool:
-    from urllib.parse import urlsplit  # noqa: PLC0415
 
     try:
         parts = urlsplit(server)
@@ -346,9 +335,6 @@ def _usable_user(user: dict[str, Any], name: str) -> tuple[dict[str, Any], ExecC
 
 def _run_exec_plugin(spec: Any, where: str) -> bytes:
     """Run the plugin ``spec`` names (non-interactive, 60 s, 1 MiB) and return its stdout."""
-    import json  # noqa: PLC0415
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
 
     if not isinstance(spec, dict) or not isinstance(spec.get("command"), str):
         raise ConfigError(f"{where}: 'exec' needs a command")
@@ -412,7 +398,6 @@ def parse_exec_credential(output: bytes, *, where: str) -> ExecCredential:
     """Check the ExecCredential JSON a plugin printed, as client-go does: ``status.token``,
     or ``status.clientCertificateData`` with ``status.clientKeyData`` (PEM, the key unencrypted
     and matching the certificate), or both. Messages name the field, never its content."""
-    import json  # noqa: PLC0415
 
     try:
         doc = json.loads(output)
@@ -458,9 +443,6 @@ def parse_exec_credential(output: bytes, *, where: str) -> ExecCredential:
 
 def _check_certificate_pair(cert_pem: str, key_pem: str, where: str) -> None:
     """The certificate (chain) parses, the key is an unencrypted PEM key, and they match."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
     try:
         chain = x509.load_pem_x509_certificates(cert_pem.encode("utf-8"))
@@ -494,8 +476,6 @@ def _client_tls(single: SingleConfig, credential: ExecCredential, where: str) ->
     in-memory file (``memfd_create``), which never touches a disk and is closed right after
     loading; where that is not available, a 0600 file in a fresh 0700 directory, removed right
     after loading. The key then lives only inside the context (OpenSSL's memory)."""
-    from lightkube.config.client_adapter import verify_cluster  # noqa: PLC0415
-    from lightkube.config.models import User  # noqa: PLC0415
 
     user = single.user or User()
     context = verify_cluster(single.cluster, user, single.abs_file, trust_env=False)
@@ -523,7 +503,6 @@ def _client_tls(single: SingleConfig, credential: ExecCredential, where: str) ->
 def _private_files(blobs: tuple[bytes, ...]) -> Iterator[list[str]]:
     """Paths with ``blobs`` as content, readable only by this process's user, gone on exit:
     in-memory files where the platform has them, else 0600 files in a 0700 directory."""
-    import os  # noqa: PLC0415
 
     fds: list[int] = []
     try:
@@ -540,7 +519,6 @@ def _private_files(blobs: tuple[bytes, ...]) -> Iterator[list[str]]:
 def _memfd_files(blobs: tuple[bytes, ...], fds: list[int]) -> bool:
     """Write each blob to a new anonymous in-memory file (its fd appended to ``fds``, which
     the caller closes); False when the platform has no ``memfd_create`` or ``/proc/self/fd``."""
-    import os  # noqa: PLC0415
 
     if not hasattr(os, "memfd_create") or not Path("/proc/self/fd").is_dir():
         return False
@@ -555,8 +533,6 @@ def _memfd_files(blobs: tuple[bytes, ...], fds: list[int]) -> bool:
 
 @contextlib.contextmanager
 def _private_dir_files(blobs: tuple[bytes, ...]) -> Iterator[list[str]]:
-    import os  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="cloudtaser-") as tmp:  # mkdtemp: mode 0700
         paths = []
@@ -572,49 +548,7 @@ def _private_dir_files(blobs: tuple[bytes, ...]) -> Iterator[list[str]]:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    import os  # noqa: PLC0415
 
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-@contextlib.contextmanager
-def api_errors(action: str) -> Iterator[None]:
-    """Translate lightkube / httpx2 failures of ``action`` (e.g. "list deployments in ns x").
-
-    401 → :class:`ClusterAuthError` (credentials), 403 → :class:`ClusterForbiddenError`
-    naming the missing permission, 404 → :class:`ClusterNotFoundError`, 409 →
-    :class:`ClusterConflictError`, 400/422 → :class:`ClusterInvalidError`, other statuses →
-    :class:`ClusterError` with ``status``, transport failures →
-    :class:`ClusterUnreachableError`. Callers catch these types; none looks at a status code.
-    """
-    import httpx2  # noqa: PLC0415
-    from lightkube import ApiError  # noqa: PLC0415
-
-    try:
-        yield
-    except ApiError as exc:
-        code = getattr(exc.status, "code", None) or exc.response.status_code
-        reason = shown(str(getattr(exc.status, "message", None) or code))
-        if code == 401:
-            raise ClusterAuthError(
-                f"cannot {action}: the API server rejected the credentials (401); refresh the "
-                "kubeconfig's token or certificate",
-                status=401,
-            ) from exc
-        if code == 403:
-            raise ClusterForbiddenError(
-                f"cannot {action}: permission denied (403): {reason}", status=403
-            ) from exc
-        typed = _BY_STATUS.get(code, ClusterError)
-        raise typed(f"cannot {action}: {reason} ({code})", status=code) from exc
-    except httpx2.TimeoutException as exc:
-        raise ClusterUnreachableError(f"cannot {action}: the API server timed out") from exc
-    except httpx2.TransportError as exc:
-        # The library may quote the request it could not send ("Illegal header value
-        # b'Bearer eyJ…'"): never copy its text without scrubbing credentials.
-        detail = shown(str(exc)) or type(exc).__name__
-        raise ClusterUnreachableError(
-            f"cannot {action}: cannot reach the API server ({detail})"
-        ) from exc

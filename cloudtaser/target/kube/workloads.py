@@ -12,13 +12,22 @@ connection each).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from lightkube import ApiError
+from lightkube.core.resource import GlobalResource
+from lightkube.models.meta_v1 import Status
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
 from cloudtaser.errors import ClusterConflictError, ClusterNotFoundError
-from cloudtaser.target.kube.session import FIELD_MANAGER, api_errors
+from cloudtaser.target.kube import api
+from cloudtaser.target.kube.errors import api_errors
+from cloudtaser.target.kube.session import FIELD_MANAGER
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
@@ -55,19 +64,6 @@ class SecretHead:
     keys: tuple[str, ...]
 
 
-def _resource(kind: str) -> Any:
-    from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet  # noqa: PLC0415
-
-    return {"Deployment": Deployment, "StatefulSet": StatefulSet, "DaemonSet": DaemonSet}[kind]
-
-
-def _to_dict(obj: Any) -> dict[str, Any]:
-    import msgspec  # noqa: PLC0415
-
-    data = msgspec.to_builtins(obj)
-    return data if isinstance(data, dict) else {}
-
-
 class WorkloadAPI:
     """Read and patch workloads of one cluster from any thread; :meth:`close` when done."""
 
@@ -93,16 +89,15 @@ class WorkloadAPI:
 
     def get(self, ref: WorkloadRef) -> dict[str, Any] | None:
         """The workload as an API dict, ``None`` when it does not exist."""
-        obj = self._run(self._get(_resource(ref.kind), ref.name, ref.namespace, f"read {ref}"))
-        return None if obj is None else _to_dict(obj)
+        obj = self._run(self._get(api.resource(ref.kind), ref.name, ref.namespace, f"read {ref}"))
+        return None if obj is None else api.to_dict(obj)
 
     async def _patch(self, ref: WorkloadRef, body: dict[str, Any], dry_run: bool) -> Any:
-        from lightkube.types import PatchType  # noqa: PLC0415
 
         action = f"patch {ref}" + (" (server-side dry run)" if dry_run else "")
         with api_errors(action):
             return await self._client.patch(
-                _resource(ref.kind),
+                api.resource(ref.kind),
                 ref.name,
                 body,
                 namespace=ref.namespace,
@@ -113,12 +108,11 @@ class WorkloadAPI:
 
     def patch(self, ref: WorkloadRef, body: Mapping[str, Any], *, dry_run: bool) -> dict[str, Any]:
         """One strategic-merge patch (field manager ``cloudtaser``); the patched object."""
-        return _to_dict(self._run(self._patch(ref, dict(body), dry_run)))
+        return api.to_dict(self._run(self._patch(ref, dict(body), dry_run)))
 
     def secret_keys(self, namespace: str, name: str) -> list[str] | None:
         """The keys (never the values) of a Secret, ``None`` when it does not exist. Cached:
         only the main thread checks drift."""
-        from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
         key = (namespace, name)
         if key not in self._secret_keys:
@@ -140,7 +134,6 @@ class WorkloadAPI:
         fields: Mapping[str, str] | None,
         action: str,
     ) -> list[Any]:
-        from lightkube.core.resource import GlobalResource  # noqa: PLC0415
 
         # "*" lists a namespaced kind in every namespace; a cluster-scoped kind (Namespace,
         # PersistentVolume, ...) takes no namespace at all (lightkube refuses "*" for it)
@@ -168,14 +161,14 @@ class WorkloadAPI:
         """Every object of ``resource`` (a lightkube resource class) in ``namespace``
         (``None``: all namespaces, or a cluster-scoped kind), as API dicts."""
         items = self._run(self._list(resource, namespace, labels, fields, action))
-        return [_to_dict(item) for item in items]
+        return [api.to_dict(item) for item in items]
 
     def get_object(
         self, resource: Any, name: str, namespace: str | None, *, action: str
     ) -> dict[str, Any] | None:
         """One object as an API dict, ``None`` when it does not exist."""
         obj = self._run(self._get(resource, name, namespace, action))
-        return None if obj is None else _to_dict(obj)
+        return None if obj is None else api.to_dict(obj)
 
     # -- raw reads of the reference scan: API discovery, custom resources, Secret metadata,
     # -- SubjectAccessReviews (lightkube has no typed call for these)
@@ -190,10 +183,6 @@ class WorkloadAPI:
         body: Any,
         action: str,
     ) -> dict[str, Any]:
-        import json  # noqa: PLC0415
-
-        from lightkube import ApiError  # noqa: PLC0415
-        from lightkube.models.meta_v1 import Status  # noqa: PLC0415
 
         # lightkube's generic client: its httpx client carries the base URL, TLS and auth
         generic = self._client._client
@@ -321,7 +310,6 @@ class WorkloadAPI:
     def secret_head(self, namespace: str, name: str) -> SecretHead | None:
         """The Secret's uid, resourceVersion and key names, read now (not cached); ``None``
         when it does not exist. The values are dropped as soon as the keys are taken."""
-        from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
         action = f"read Secret {namespace}/{name} (its key names, before deleting it)"
         secret = self._run(self._get(Secret, name, namespace, action))
@@ -340,7 +328,6 @@ class WorkloadAPI:
     async def _delete_with_preconditions(self, head: SecretHead) -> None:
         # lightkube's ``delete`` sends no body, and preconditions exist only in the body
         # (DeleteOptions): build the request with its own request builder, add the body.
-        from lightkube.resources.core_v1 import Secret  # noqa: PLC0415
 
         generic: Any = self._client._client  # lightkube.core.generic_client
         request = generic.prepare_request(
