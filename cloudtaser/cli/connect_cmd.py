@@ -23,6 +23,7 @@ from cloudtaser.cli.common import (
 )
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import color, print_json, progress, table
+from cloudtaser.plan.rules import RUNTIME_NAMESPACE
 
 if TYPE_CHECKING:
     from cloudtaser.connect import ConnectOptions, ConnectResult, Step
@@ -110,10 +111,10 @@ def register(groups: Any) -> None:
     )
     group.add_argument(
         "--namespace",
-        default="cloudtaser-system",
+        default=RUNTIME_NAMESPACE,
         metavar="NS",
         help="namespace for the reviewer and self-test ServiceAccounts (default: "
-        "cloudtaser-system)",
+        f"{RUNTIME_NAMESPACE})",
     )
     group.add_argument(
         "--reviewer-service-account",

@@ -1,4 +1,4 @@
-"""The objects `target install` applies (decisions.md §3), as pure dicts, and its flag rules."""
+"""The objects `target install` applies (docs/injector.md), as pure dicts, and its flag rules."""
 
 from __future__ import annotations
 

@@ -231,7 +231,7 @@ def _listen(opts: InstallOptions) -> tuple[str, int, list[str]]:
 
 
 def inject_args(opts: InstallOptions) -> list[str]:
-    """The ``cloudtaser-runtime inject`` arguments (decisions.md §2)."""
+    """The ``cloudtaser-runtime inject`` arguments (docs/injector.md, "Installing the injector")."""
     listen, _port, sans = _listen(opts)
     args = ["inject", "--listen", listen, "--runtime-image", opts.image]
     for address in opts.allowed_vault_addresses:
