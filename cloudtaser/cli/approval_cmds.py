@@ -399,10 +399,12 @@ def _diff_document(result: PlanDiff) -> PlanDiffResult:
 
 
 def _shown(value: Any) -> str:
+    """A changed plan value on one line: JSON (ASCII), cut like every shown text."""
     import json  # noqa: PLC0415
 
-    text = json.dumps(value, sort_keys=True, ensure_ascii=True)
-    return text if len(text) <= 200 else text[:197] + "..."
+    from cloudtaser.sanitize import clip  # noqa: PLC0415
+
+    return clip(json.dumps(value, sort_keys=True, ensure_ascii=True), 200)
 
 
 def _print_diff(result: PlanDiff) -> None:
