@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from cloudtaser.connect.cluster import (
     _cluster_facts,
     _prepare_cluster,
-    cluster_identity,
     request_token,
 )
+from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.connect.model import (
     SELFTEST_AUDIENCE,
     SELFTEST_ROLE,
