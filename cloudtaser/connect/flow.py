@@ -13,7 +13,6 @@ from cloudtaser.connect.cluster import (
     _prepare_cluster,
     request_token,
 )
-from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.connect.model import (
     SELFTEST_AUDIENCE,
     SELFTEST_ROLE,
@@ -31,6 +30,7 @@ from cloudtaser.connect.vault import _auth_table, _configure_vault, _ensure_self
 from cloudtaser.errors import ConfigError, OperationError
 from cloudtaser.plan.rules import valid_role_name
 from cloudtaser.progress import Progress
+from cloudtaser.target.kube.identity import cluster_identity
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient

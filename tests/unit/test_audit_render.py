@@ -14,12 +14,12 @@ from typing import Any
 
 import msgspec
 
-from cloudtaser.target.audit.collect import build_report, failures, namespace_report, provenance
-from cloudtaser.target.audit.render import to_html, to_text
 from cloudtaser import plan as planlib
 from cloudtaser.contract import INIT_CONTAINER, WRAPPER_PATH
 from cloudtaser.plan.canonical import plan_digest
 from cloudtaser.plan.model import Approval
+from cloudtaser.target.audit.collect import build_report, failures, namespace_report, provenance
+from cloudtaser.target.audit.render import to_html, to_text
 from cloudtaser.target.audit.result import AuditNamespace, AuditReport, FailOn
 from cloudtaser.target.references.scan import Scan
 from cloudtaser.target.references.uses import SecretUse
@@ -106,7 +106,11 @@ def sample_namespace() -> AuditNamespace:
         ],
         "Job": [
             {
-                "metadata": {"name": "nightly-1", "uid": "nightly-1", **_owned("CronJob", "nightly")},
+                "metadata": {
+                    "name": "nightly-1",
+                    "uid": "nightly-1",
+                    **_owned("CronJob", "nightly"),
+                },
                 "spec": {"template": cron_pod},
             }
         ],
@@ -206,10 +210,8 @@ def test_cronjobs_jobs_and_bare_pods_are_workloads() -> None:
     assert {r.via for r in workloads["CronJob", "nightly"].secret_reads} == {"env"}
     assert workloads["Pod", "debug"].secret_reads != []
     assert workloads["Deployment", "done"].protected is True
-    assert (workloads["Deployment", "half"].pods, workloads["Deployment", "half"].pods_injected) == (
-        1,
-        0,
-    )
+    half = workloads["Deployment", "half"]
+    assert (half.pods, half.pods_injected, half.protected) == (1, 0, False)
 
 
 def test_verdict_score_and_next_actions() -> None:
@@ -241,7 +243,7 @@ def test_json_is_the_common_envelope_and_decodes_into_the_schema_structs() -> No
     data = json.loads(text)
     # issue 34: the envelope of every other command (was formatVersion 1 and "totals")
     assert (data["formatVersion"], data["kind"]) == ("1", "audit")
-    assert list(data)[0] == "formatVersion"
+    assert next(iter(data)) == "formatVersion"
     assert list(data)[-1] == "summary"
     assert "totals" not in data
     again = msgspec.json.decode(text.encode(), type=AuditReport)
@@ -287,7 +289,9 @@ def _plan() -> planlib.MigrationPlan:
         digest=plan_digest(plan),
         signature="(not checked by audit)",
     )
-    stale = msgspec.structs.replace(current, identity="bob@example.com", digest="sha256:" + "0" * 64)
+    stale = msgspec.structs.replace(
+        current, identity="bob@example.com", digest="sha256:" + "0" * 64
+    )
     return msgspec.structs.replace(plan, approvals=[current, stale])
 
 
@@ -309,8 +313,8 @@ def test_html_is_a_report_to_sign_off() -> None:
     report.cluster_id = "0f6a-uid"
     page = to_html(report)
     assert 'data-verdict="fail"><b>FAIL</b>' in page
-    assert '<b>20%</b>of Secret consumption moved' in page
-    assert '<b>33%</b>of pods proven injected (1 of 3)' in page
+    assert "<b>20%</b>of Secret consumption moved" in page
+    assert "<b>33%</b>of pods proven injected (1 of 3)" in page
     assert "0f6a-uid" in page
     assert f'<td id="plan-digest">{plan_digest(plan)}</td>' in page
     assert "alice@example.com" in page
@@ -333,7 +337,8 @@ def test_html_escapes_every_name() -> None:
 def test_text_names_the_users_of_each_secret_once_with_the_verdict() -> None:
     text = to_text(sample())
     assert text.startswith("verdict: FAIL: ")
-    assert "Secret db: CronJob nightly (env: DB_PASS <- key db_pass, DB_USER <- key db_user)" in text
+    grouped = "CronJob nightly (env: DB_PASS <- key db_pass, DB_USER <- key db_user)"
+    assert f"Secret db: {grouped}" in text
     assert text.count("Deployment legacy (env") == 1
     assert "Secret old: unused" in text
     assert "pod half-1 not injected" in text

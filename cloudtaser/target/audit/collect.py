@@ -327,9 +327,7 @@ def _namespaces(session: KubeSession, cluster: WorkloadAPI, asked: Sequence[str]
     """``asked`` (each must exist), or every namespace the credentials may list."""
     if not asked:
         try:
-            listed = cluster.list_objects(
-                api.resource("Namespace"), None, action="list namespaces"
-            )
+            listed = cluster.list_objects(api.resource("Namespace"), None, action="list namespaces")
         except ClusterError as exc:
             if not listing_failure(exc):
                 raise

@@ -30,8 +30,8 @@ __all__ = [
     "SecretRead",
     "SecretUseEntry",
     "Summary",
-    "VerificationEntry",
     "Verdict",
+    "VerificationEntry",
     "WorkloadEntry",
     "WorkloadKind",
 ]
@@ -47,7 +47,7 @@ class Verdict(enum.StrEnum):
     """The report's verdict (wire values)."""
 
     #: Nothing reads a Secret as env, every opted-in pod is proven injected, all was read.
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
     #: A workload still reads Secrets as env, or an opted-in pod is not injected.
     FAIL = "fail"
     #: Nothing failed in what was read, but something could not be read.
