@@ -22,7 +22,7 @@ from cloudtaser.target.audit.result import (
     Verdict,
 )
 
-__all__ = ["group_users", "percent_text", "to_html", "to_text"]
+__all__ = ["group_reads", "group_users", "percent_text", "to_html", "to_text"]
 
 
 def percent_text(value: int | None) -> str:
@@ -30,8 +30,29 @@ def percent_text(value: int | None) -> str:
     return "n/a" if value is None else f"{value}%"
 
 
+def group_reads(reads: Sequence[SecretRead]) -> list[str]:
+    """One entry per Secret: ``"db (env: DB_USER <- key u, DB_PASS <- key p; volume: certs)"``
+    (env's detail without the container, as :func:`group_users` does)."""
+    by_secret: dict[str, dict[str, list[str]]] = {}
+    for read in reads:
+        details = by_secret.setdefault(read.secret, {}).setdefault(read.via, [])
+        detail = _detail(read.via, read.detail)
+        if detail and detail not in details:
+            details.append(detail)
+    return [f"{secret} ({_ways(ways)})" for secret, ways in by_secret.items()]
+
+
+def _detail(via: str, detail: str) -> str:
+    # env's detail is "<container>, <VAR> <- key <key>": the variable says enough
+    return detail.split(", ", 1)[-1] if via == "env" else detail
+
+
+def _ways(ways: dict[str, list[str]]) -> str:
+    return "; ".join(f"{via}: {', '.join(d)}" if d else via for via, d in ways.items())
+
+
 def _reads_text(reads: Sequence[SecretRead]) -> str:
-    return "; ".join(f"{r.secret} ({r.via}{': ' + r.detail if r.detail else ''})" for r in reads)
+    return "; ".join(group_reads(reads))
 
 
 #: Reasons to keep a Secret whose detail says what to do: the text report shows it.
@@ -50,14 +71,10 @@ def group_users(users: Sequence[SecretUseEntry]) -> list[tuple[str, str]]:
     for use in users:
         ways = grouped.setdefault(f"{use.kind} {use.name}", {})
         details = ways.setdefault(use.via, [])
-        # env's detail is "<container>, <VAR> <- key <key>": the variable says enough
-        detail = use.detail.split(", ", 1)[-1] if use.via == "env" else use.detail
+        detail = _detail(use.via, use.detail)
         if detail and use.via in _GROUPED and detail not in details:
             details.append(detail)
-    return [
-        (user, "; ".join(f"{via}: {', '.join(d)}" if d else via for via, d in ways.items()))
-        for user, ways in grouped.items()
-    ]
+    return [(user, _ways(ways)) for user, ways in grouped.items()]
 
 
 def _secret_text(secret: SecretEntry) -> str:
@@ -287,12 +304,8 @@ def _namespace(ns: AuditNamespace) -> list[str]:
             "<th>protected</th><th>finalized</th><th>Secrets still read (how)</th></tr>"
         )
         for w in ns.workloads:
-            reads = (
-                "<br>".join(
-                    f"{e(r.secret)} ({e(r.via)}{': ' + e(r.detail) if r.detail else ''})"
-                    for r in w.secret_reads
-                )
-                or '<span class="none">none</span>'
+            reads = "<br>".join(e(r) for r in group_reads(w.secret_reads)) or (
+                '<span class="none">none</span>'
             )
             parts.append(
                 f'<tr data-workload="{e(w.kind)}/{e(w.name)}"><td>{e(w.kind)} {e(w.name)}</td>'
