@@ -21,7 +21,7 @@ from cloudtaser.plan.model import Approval
 from cloudtaser.target.audit.collect import build_report, failures, namespace_report, provenance
 from cloudtaser.target.audit.render import to_html, to_text
 from cloudtaser.target.audit.result import AuditNamespace, AuditReport, FailOn
-from cloudtaser.target.references.scan import Scan
+from cloudtaser.target.references.scan import Scan, object_uses
 from cloudtaser.target.references.uses import SecretUse
 from tests.unit.test_plan import VALID
 
@@ -82,8 +82,6 @@ def sample_namespace() -> AuditNamespace:
     """shop: Deployments legacy (not opted in, env), half (opted in, pod not injected, env)
     and done (opted in, pod injected, no env); CronJob nightly (env, its Job not a workload
     of its own); bare Pod debug (env)."""
-    from cloudtaser.target.references.scan import object_uses
-
     cron_pod = {
         "metadata": {},
         "spec": {"containers": [{"name": "job", "env": _env("db")}]},
@@ -227,6 +225,35 @@ def test_verdict_score_and_next_actions() -> None:
     assert "pods half-1 opt in but are not proven injected" in actions
     assert "review the Secrets nothing references: old" in actions
     assert quiet.next_actions == []
+
+
+def test_an_opted_in_cronjob_between_runs_is_not_clean() -> None:
+    cron = {
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "metadata": {"labels": {"cloudtaser.io/inject": "true"}},
+                        "spec": {"containers": [{"name": "job", "env": _env("db")}]},
+                    }
+                }
+            }
+        },
+    }
+    found = Scan(
+        namespace="batch",
+        uses=object_uses("CronJob", cron),
+        objects={"CronJob": [cron]},
+    )
+    part = namespace_report("batch", found, [{"metadata": {"name": "db"}, "type": "Opaque"}], [])
+    (job,) = part.workloads
+    assert (job.opted_in, job.pods, job.protected) == (True, 0, False)
+    assert part.status == "action"
+    assert part.next_actions == [
+        "CronJob nightly opt in but run no pod to prove injection yet: finalize after their "
+        "next run (or rollout) is proven injected"
+    ]
 
 
 def test_an_unreadable_namespace_is_never_clean() -> None:

@@ -296,6 +296,12 @@ def next_actions(part: AuditNamespace) -> None:
             f"pods {_names(pods)} opt in but are not proven injected: check the injector "
             "(cloudtaser target install --check), then re-roll their workloads"
         )
+    unproven = [f"{w.kind} {w.name}" for w in env if w.opted_in and not w.pods]
+    if unproven:
+        actions.append(
+            f"{_names(unproven)} opt in but run no pod to prove injection yet: finalize "
+            "after their next run (or rollout) is proven injected"
+        )
     unfinished = [f"{w.kind} {w.name}" for w in env if w.protected]
     if unfinished:
         actions.append(
