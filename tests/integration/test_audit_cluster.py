@@ -47,7 +47,7 @@ def _pod_spec(secret: str, *, restart: str = "OnFailure") -> dict[str, Any]:
 
 
 def _create_secret_readers(client: Any, namespace: str) -> None:
-    """A CronJob, a Job and a bare Pod, each reading Secret ``db`` as env; none existed
+    """A CronJob, a (suspended) Job and a bare Pod, each reading Secret ``db`` as env; none existed
     before this (the old audit counted none of them)."""
     create_secret(client, namespace, "db", {"pw": CANARY})
     template = {"spec": _pod_spec("db")}
@@ -62,7 +62,7 @@ def _create_secret_readers(client: Any, namespace: str) -> None:
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {"name": "once", "namespace": namespace},
-            "spec": {"template": template},
+            "spec": {"suspend": True, "template": template},  # never finishes
         },
         {
             "apiVersion": "v1",
@@ -96,7 +96,8 @@ def test_the_whole_cluster_audit_counts_a_cronjob_a_job_and_a_bare_pod(
     readers = {(w["kind"], w["name"]): w for w in ns["workloads"]}
     assert set(readers) >= {("CronJob", "nightly"), ("Job", "once"), ("Pod", "debug")}
     for reader in (("CronJob", "nightly"), ("Job", "once"), ("Pod", "debug")):
-        assert [(r["secret"], r["via"]) for r in readers[reader]["secretReads"]] == [("db", "env")]
+        reads = [(r["secret"], r["via"]) for r in readers[reader]["secretReads"]]
+        assert reads == [("db", "env")], (reader, readers[reader])
     assert ns["summary"]["readingSecretsAsEnv"] == 3
     assert ns["status"] == "action"
     assert any("protect CronJob nightly, Job once, Pod debug" in a for a in ns["nextActions"])

@@ -81,7 +81,7 @@ def _pod(name: str, owner: str | None, *, injected: bool, env_secret: str | None
 def sample_namespace() -> AuditNamespace:
     """shop: Deployments legacy (not opted in, env), half (opted in, pod not injected, env)
     and done (opted in, pod injected, no env); CronJob nightly (env, its Job not a workload
-    of its own); bare Pod debug (env)."""
+    of its own); a finished Job (not a workload); bare Pod debug (env)."""
     cron_pod = {
         "metadata": {},
         "spec": {"containers": [{"name": "job", "env": _env("db")}]},
@@ -110,7 +110,12 @@ def sample_namespace() -> AuditNamespace:
                     **_owned("CronJob", "nightly"),
                 },
                 "spec": {"template": cron_pod},
-            }
+            },
+            {  # finished: reads nothing any more, not a workload
+                "metadata": {"name": "migrate"},
+                "spec": {"template": cron_pod},
+                "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+            },
         ],
         "Pod": [
             _pod("half-1", "half-rs", injected=False),

@@ -62,7 +62,7 @@ from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.target.kube.workloads import WorkloadAPI
 from cloudtaser.target.references.cluster import ScanCache
 from cloudtaser.target.references.safety import key_safety, proof
-from cloudtaser.target.references.scan import scan
+from cloudtaser.target.references.scan import job_finished, pod_gone, scan
 from cloudtaser.target.references.uses import listing_failure
 from cloudtaser.target.rollout import dig
 
@@ -83,7 +83,6 @@ __all__ = [
 _CONTROLLERS: Final[tuple[WorkloadKind, ...]] = ("Deployment", "StatefulSet", "DaemonSet")
 #: Ways of reading a Secret that cloudtaser's env injection replaces.
 _ENV_VIAS: Final = frozenset({"env", "envFrom"})
-_FINISHED_PHASES: Final = frozenset({"Succeeded", "Failed"})
 #: How many names a next action lists before "and N more".
 _NAMES_SHOWN: Final = 5
 
@@ -95,9 +94,7 @@ def _opts_in(pod: Mapping[str, Any]) -> bool:
 
 
 def _live(obj: Mapping[str, Any]) -> bool:
-    return dig(obj, "status", "phase") not in _FINISHED_PHASES and not dig(
-        obj, "metadata", "deletionTimestamp"
-    )
+    return not pod_gone(obj)
 
 
 def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -108,14 +105,15 @@ def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _workload_objects(found: Scan) -> Iterable[tuple[WorkloadKind, Mapping[str, Any]]]:
-    """Every workload of the scan: the controllers, CronJobs, Jobs no CronJob owns and Pods
-    no controller owns (a Pod of a Job or ReplicaSet is counted through its owner)."""
+    """Every workload of the scan: the controllers, CronJobs, running Jobs no CronJob owns and
+    running Pods no controller owns (a Pod of a Job or ReplicaSet counts through its owner; a
+    finished Job or Pod reads nothing any more)."""
     for kind in (*_CONTROLLERS, "CronJob"):
         for obj in found.objects.get(kind, []):
             yield kind, obj
     for obj in found.objects.get("Job", []):
         owner = _controller(obj)
-        if owner is None or owner.get("kind") != "CronJob":
+        if (owner is None or owner.get("kind") != "CronJob") and not job_finished(obj):
             yield "Job", obj
     for obj in found.objects.get("Pod", []):
         if _controller(obj) is None and _live(obj):
