@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 from lightkube import codecs
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import Namespace, Pod
@@ -88,6 +89,7 @@ def test_the_whole_cluster_audit_counts_a_cronjob_a_job_and_a_bare_pod(
     data = json.loads(out.stdout)
     assert (data["formatVersion"], data["kind"]) == ("1", "audit")
     assert list(data)[-1] == "summary"
+    jsonschema.validate(data, json.loads((REPO / "schema/output-audit.schema.json").read_text()))
     kube_system = kube_client.get(Namespace, "kube-system")
     assert data["clusterId"] == kube_system.metadata.uid
     parts = {n["name"]: n for n in data["namespaces"]}
