@@ -375,3 +375,5 @@ def test_text_names_the_users_of_each_secret_once_with_the_verdict() -> None:
     assert "Secret old: unused" in text
     assert "pod half-1 not injected" in text
     assert "  next: protect CronJob nightly" in text
+    assert "\nquiet " not in text  # the empty namespace is one line, not a row of zeros
+    assert "empty (no workload, no Secret): quiet" in text

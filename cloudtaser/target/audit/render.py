@@ -116,9 +116,15 @@ def _status_text(ns: AuditNamespace) -> str:
 
 
 def to_text(report: AuditReport) -> str:
-    """The verdict and score, one summary row per namespace, then what needs attention."""
-    rows = [_row(ns.name, ns.summary, _status_text(ns)) for ns in report.namespaces]
+    """The verdict and score, one summary row per namespace (the empty ones on one line), then
+    what needs attention."""
+    rows = [
+        _row(ns.name, ns.summary, _status_text(ns))
+        for ns in report.namespaces
+        if ns.status is not NamespaceStatus.EMPTY
+    ]
     rows.append(_row("TOTAL", report.summary, ""))
+    empty = [ns.name for ns in report.namespaces if ns.status is NamespaceStatus.EMPTY]
     out = [
         f"verdict: {report.verdict.value.upper()}: {report.verdict_reason}",
         f"score: Secret consumption moved to the vault "
@@ -145,6 +151,8 @@ def to_text(report: AuditReport) -> str:
             ],
         )
     )
+    if empty:
+        out.append(f"empty (no workload, no Secret): {', '.join(empty)}")
     for ns in report.namespaces:
         lines = [f"  next: {a}" for a in ns.next_actions]
         lines += [
