@@ -1,8 +1,9 @@
 """``target audit`` on a whole real cluster (the kwok test bed): every namespace, every workload
 kind that reads Secrets (a CronJob, a Job, a bare Pod), the common JSON envelope, the cluster
 identity, an unknown ``-n`` as an error, a namespace the credentials cannot read reported
-unreadable, and ``--fail-on`` as a CI gate (exit 1 after the report). Names only: the Secret's
-value (a canary) never reaches the output."""
+unreadable, ``--fail-on`` as a CI gate (exit 1 after the report), and the provenance of
+``--plan`` (name and digest) in the JSON and the HTML. Names only: the Secret's value (a
+canary) never reaches the output."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from lightkube import codecs
 from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import Namespace, Pod
 
+from cloudtaser import plan as planlib
+from cloudtaser.plan.canonical import plan_digest
 from tests.integration.test_least_privilege import Identity
-from tests.integration.test_protect import REPO, _env
+from tests.integration.test_protect import REPO, _container, _env
 from tests.testenv.cluster import Cluster
-from tests.testenv.workloads import create_secret
+from tests.testenv.workloads import create_secret, create_workload, deployment
 
 CANARY = "canary-Audit-3e1f-never-print"
 
@@ -116,6 +119,38 @@ def test_the_whole_cluster_audit_counts_a_cronjob_a_job_and_a_bare_pod(
     unused = _audit(cluster, "-n", namespace, "--fail-on", "unused-secrets")
     assert unused.returncode == 0, unused.stderr  # db is used: the condition does not hold
     assert "verdict: FAIL" in unused.stdout
+
+
+def test_the_report_records_the_plan_it_was_judged_against(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    """--plan: the plan's name and reviewed-content digest (what approvals sign) reach the JSON
+    and the HTML a reviewer signs off, next to the cluster's kube-system UID."""
+    create_secret(kube_client, namespace, "db", {"password": CANARY, "username": "app"})
+    create_workload(kube_client, deployment("web", namespace, containers=[_container()]))
+    plan_file = tmp_path / "plan.yaml"
+    found = subprocess.run(
+        [sys.executable, "-m", "cloudtaser", "target", "discover", "--kubeconfig",
+         str(cluster.kubeconfig), "-n", namespace, "-o", str(plan_file)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO, env=_env(),
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    plan = planlib.load(plan_file)
+
+    out = _audit(cluster, "-n", namespace, "-o", "json", "--plan", str(plan_file))
+    assert out.returncode == 0, out.stderr
+    provenance = json.loads(out.stdout)["provenance"]
+    assert (provenance["plan"], provenance["digest"]) == (plan.metadata.name, plan_digest(plan))
+    assert (provenance["approvals"], provenance["verification"]) == ([], None)
+
+    page = tmp_path / "audit.html"
+    html = _audit(cluster, "-n", namespace, "-o", "html", "--plan", str(plan_file),
+                  "--report", str(page))  # fmt: skip
+    assert html.returncode == 0, html.stderr
+    text = page.read_text()
+    assert f'<td id="plan-digest">{plan_digest(plan)}</td>' in text
+    uid = kube_client.get(Namespace, "kube-system").metadata.uid
+    assert f'<td id="cluster-id">{uid}</td>' in text
 
 
 def test_an_unknown_namespace_is_an_error_not_a_clean_row(cluster: Cluster) -> None:
