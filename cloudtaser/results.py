@@ -7,9 +7,9 @@ Every document is a :class:`Result`::
 ``summary`` (the counts a script checks first) is the last field of every subclass: field
 order is key order, and msgspec puts a base's fields first. The documents live beside the
 code whose results they carry, each package's in its ``result.py`` (``plan``, ``source``,
-``connect``, ``target/discover``, ``target/install``); the CLI fills one from what the library
-returned and prints ``msgspec.to_builtins(document)``. This module is a leaf (msgspec only),
-so every layer can use it.
+``connect``, ``target/discover``, ``target/install``, ``target/audit``); the CLI fills one
+from what the library returned and prints ``msgspec.to_builtins(document)``. This module is a
+leaf (msgspec only), so every layer can use it.
 
 The committed schemas (``schema/output-<kind>.schema.json``) are generated from the documents
 by :func:`json_schema` (``python tools/gen_schemas.py`` writes them; a test fails when one is
@@ -74,10 +74,9 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 def json_schema(result: type[Result]) -> dict[str, Any]:
     """The JSON Schema of one document (``schema/output-<kind>.schema.json``).
 
-    msgspec's schema with the same additions as the audit report's (``$schema``, a title),
-    plus: every ``$ref`` inlined, so the file reads like the document it describes; the
-    envelope required (its fields have defaults, which msgspec leaves optional) and ``kind``
-    a ``const``.
+    msgspec's schema with ``$schema`` and a title, plus: every ``$ref`` inlined, so the file
+    reads like the document it describes; the envelope required (its fields have defaults,
+    which msgspec leaves optional) and ``kind`` a ``const``.
     """
     fields = result.__struct_encode_fields__
     if fields[: len(_ENVELOPE)] != _ENVELOPE or fields[-1] != "summary":

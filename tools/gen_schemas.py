@@ -7,8 +7,7 @@ Usage: python tools/gen_schemas.py     (writes schema/*.schema.json)
   :class:`cloudtaser.results.Result` declared in a ``result.py`` of the package whose results
   it carries (``cloudtaser/plan/result.py``, ``cloudtaser/source/result.py``, ...);
 * ``migration-plan.schema.json``: the plan (the same text as ``cloudtaser plan schema``);
-* ``verification-report.schema.json``: the report of ``source verify-plan --attest``;
-* ``audit.schema.json``: the report of ``target audit -o json``.
+* ``verification-report.schema.json``: the report of ``source verify-plan --attest``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from typing import Any
 from cloudtaser.plan import json_schema as plan_schema
 from cloudtaser.plan.attest import report_schema
 from cloudtaser.results import Result, json_schema
-from cloudtaser.target.audit.collect import json_schema as audit_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schema"
@@ -51,7 +49,6 @@ def schemas() -> dict[str, str]:
     out = {
         "migration-plan.schema.json": _text(plan_schema(), sort_keys=True),
         "verification-report.schema.json": _text(report_schema(), sort_keys=True),
-        "audit.schema.json": _text(audit_schema()),
     }
     for result in results():
         schema = json_schema(result)

@@ -8,6 +8,7 @@ engine step, :mod:`cloudtaser.cli.steps`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,13 +62,25 @@ would go. See docs/lifecycle.md.
 
 _AUDIT_DESCRIPTION = """\
 Report, per namespace, what still depends on Kubernetes Secrets: the workloads that still
-read them (and how), those protected, those finalized, the Secrets left and who uses them,
-and the pods that carry the cloudtaser annotations but were not injected. Reads the cluster
-only (names, never values). With --plan (and --require-verified REPORT), every Secret nobody
-uses also gets the key-level verdict that finalize --delete-secrets would reach: deletable,
-or kept with the keys that are neither proven in the vault nor released. Outputs a table,
---output json (formatVersion 1, schema/audit.schema.json) or --output html (one
-self-contained file for a compliance ticket). See docs/lifecycle.md.
+read them and how (Deployments, StatefulSets, DaemonSets, CronJobs, Jobs and bare Pods),
+those opted in, protected (every running pod proven injected) and finalized, the Secrets left
+and who uses them, the pods that opt in but were not injected, and what to do next. Then a
+verdict (pass, fail, incomplete) and a score: the share of Secret consumption moved to the
+vault and the share of pods proven injected. Without -n: every namespace the credentials may
+list; a namespace that cannot be read is reported unreadable (never clean); a namespace given
+with -n that does not exist is an error. Reads the cluster only (names, never values). With
+--plan (and --require-verified REPORT), the report records the plan's name, digest, approvals
+and verification report, and every Secret nobody uses gets the key-level verdict that
+finalize --delete-secrets would reach. Outputs a table, --output json (the common envelope,
+kind "audit", schema/output-audit.schema.json) or --output html (one self-contained file a
+reviewer signs off). --fail-on makes it a CI gate. See docs/lifecycle.md.
+"""
+
+_AUDIT_EPILOG = """\
+exit codes: 0 reported (and no --fail-on condition holds), 1 a --fail-on condition holds (the
+report is written first; stderr names each condition), 2 invalid input (bad flags, a -n
+namespace that does not exist, unreadable plan or report), 3 cannot reach or authenticate to
+the cluster, 4 a cluster operation failed.
 """
 
 
@@ -105,11 +118,13 @@ def register(groups: Any) -> None:
         help="per namespace: who still reads Kubernetes Secrets, what is protected and "
         "finalized, which Secrets are left and who uses them",
         description=_AUDIT_DESCRIPTION,
+        epilog=_AUDIT_EPILOG,
         examples=[
             "cloudtaser target audit",
             "cloudtaser target audit --namespace payments -o json",
             "cloudtaser target audit -o html --report audit.html",
             "cloudtaser target audit --plan plan.yaml --require-verified verified.json",
+            "cloudtaser target audit --fail-on secrets-read --fail-on unprotected",
         ],
     )
     add_cluster_options(audit)
@@ -144,6 +159,16 @@ def register(groups: Any) -> None:
         "--report",
         metavar="FILE",
         help="write the output to FILE instead of stdout (e.g. audit.html)",
+    )
+    audit.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        choices=("secrets-read", "unprotected", "unused-secrets", "incomplete", "any"),
+        help="exit 1 when the condition holds (repeatable): secrets-read (a workload still "
+        "reads a Secret as env), unprotected (an opted-in pod is not proven injected), "
+        "unused-secrets (a Secret nothing references is left), incomplete (something could "
+        "not be read), any (one of them); the report is written first",
     )
     audit.set_defaults(handler=_run_audit, precheck=_check_audit)
 
@@ -223,8 +248,11 @@ def _print_secrets(secrets: SecretsReport) -> None:
 
 
 def _run_audit(args: argparse.Namespace) -> int:
+    import msgspec  # noqa: PLC0415
+
     from cloudtaser.target.audit import render  # noqa: PLC0415
-    from cloudtaser.target.audit.collect import audit  # noqa: PLC0415
+    from cloudtaser.target.audit.collect import audit, failures  # noqa: PLC0415
+    from cloudtaser.target.audit.result import FailOn  # noqa: PLC0415
 
     plan = verified = None
     if args.plan is not None:
@@ -238,7 +266,7 @@ def _run_audit(args: argparse.Namespace) -> int:
     with cluster_session(args) as session:
         report = audit(session, namespaces=tuple(args.namespace), plan=plan, verified=verified)
     if args.output == "json":
-        text = render.to_json(report)
+        text = json.dumps(msgspec.to_builtins(report), indent=2) + "\n"
     elif args.output == "html":
         text = render.to_html(report)
     else:
@@ -250,4 +278,7 @@ def _run_audit(args: argparse.Namespace) -> int:
         progress(f"audit report written to {args.report}")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return ExitCode.OK
+    failed = failures(report, [FailOn(f) for f in args.fail_on])
+    for line in failed:
+        progress(line)
+    return ExitCode.PROBLEMS if failed else ExitCode.OK

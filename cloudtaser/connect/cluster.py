@@ -40,6 +40,7 @@ from cloudtaser.progress import Progress
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.api import get_object
 from cloudtaser.target.kube.errors import api_errors
+from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
@@ -50,17 +51,6 @@ def _create(session: KubeSession, body: dict[str, Any]) -> None:
     # created meanwhile by a concurrent run: fine
     with contextlib.suppress(ClusterConflictError):
         api.create(session, body)
-
-
-def cluster_identity(session: KubeSession) -> str:
-    """The UID of the ``kube-system`` namespace: stable and unique per cluster."""
-    uid = dig(get_object(session, "Namespace", "kube-system", None), "metadata", "uid")
-    if not uid:
-        raise ClusterError(
-            "cannot identify the cluster: namespace kube-system has no UID (is this a "
-            "Kubernetes API server?)"
-        )
-    return str(uid)
 
 
 def _ensure_namespace(session: KubeSession, name: str, *, dry_run: bool) -> Step:

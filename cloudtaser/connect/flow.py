@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 from cloudtaser.connect.cluster import (
     _cluster_facts,
     _prepare_cluster,
-    cluster_identity,
     request_token,
 )
 from cloudtaser.connect.model import (
@@ -31,6 +30,7 @@ from cloudtaser.connect.vault import _auth_table, _configure_vault, _ensure_self
 from cloudtaser.errors import ConfigError, OperationError
 from cloudtaser.plan.rules import valid_role_name
 from cloudtaser.progress import Progress
+from cloudtaser.target.kube.identity import cluster_identity
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient

@@ -1,63 +1,126 @@
-"""The audit report's forms: JSON decodes back into the schema'd Structs (and the committed
-schema is current), the HTML is self-contained and carries the same figures as the JSON, and
-every name is escaped."""
+"""The audit report's forms: JSON is the common envelope and decodes back into the schema'd
+Structs, the HTML is self-contained, carries the same figures as the JSON, the verdict, the
+score and the provenance, groups a Secret's users, collapses empty namespaces, and escapes
+every name."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from cloudtaser.target.audit.collect import (
-    AuditReport,
-    build_report,
-    json_schema,
-    namespace_report,
-)
-from cloudtaser.target.audit.render import to_html, to_json, to_text
-from cloudtaser.target.references.scan import Scan
+from cloudtaser import plan as planlib
+from cloudtaser.contract import INIT_CONTAINER, WRAPPER_PATH
+from cloudtaser.plan.canonical import plan_digest
+from cloudtaser.plan.model import Approval
+from cloudtaser.target.audit.collect import build_report, failures, namespace_report, provenance
+from cloudtaser.target.audit.render import to_html, to_text
+from cloudtaser.target.audit.result import AuditNamespace, AuditReport, FailOn
+from cloudtaser.target.references.scan import Scan, object_uses
 from cloudtaser.target.references.uses import SecretUse
+from tests.unit.test_plan import VALID
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def to_json(report: AuditReport) -> str:
+    """What ``target audit -o json`` prints."""
+    return json.dumps(msgspec.to_builtins(report), indent=2) + "\n"
+
+
+def _env(secret: str | None) -> list[dict[str, Any]]:
+    if secret is None:
+        return []
+    return [
+        {"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": var.lower()}}}
+        for var in ("DB_USER", "DB_PASS")
+    ]
+
+
+def _owned(kind: str, name: str) -> dict[str, Any]:
+    return {"ownerReferences": [{"kind": kind, "name": name, "uid": name, "controller": True}]}
+
+
 def _deployment(name: str, *, protected: bool, env_secret: str | None) -> dict[str, Any]:
-    env = (
-        [{"name": "P", "valueFrom": {"secretKeyRef": {"name": env_secret, "key": "k"}}}]
-        if env_secret
-        else []
-    )
     labels = {"cloudtaser.io/inject": "true"} if protected else {}
     return {
-        "metadata": {"name": name},
+        "metadata": {"name": name, "uid": name},
         "spec": {
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "env": env}]},
+                "spec": {"containers": [{"name": "app", "env": _env(env_secret)}]},
             }
         },
     }
 
 
-def sample() -> AuditReport:
-    from cloudtaser.target.references.scan import object_uses
+def _pod(name: str, owner: str | None, *, injected: bool, env_secret: str | None = None) -> Any:
+    meta: dict[str, Any] = {"name": name, **(_owned("ReplicaSet", owner) if owner else {})}
+    if owner is not None:
+        meta["labels"] = {"cloudtaser.io/inject": "true"}
+    container: dict[str, Any] = {"name": "app", "env": _env(env_secret)}
+    status: dict[str, Any] = {"phase": "Running"}
+    spec: dict[str, Any] = {"containers": [container]}
+    if injected:
+        container["command"] = [WRAPPER_PATH, "/app"]
+        spec["initContainers"] = [{"name": INIT_CONTAINER}]
+        status["initContainerStatuses"] = [
+            {"name": INIT_CONTAINER, "state": {"terminated": {"exitCode": 0}}}
+        ]
+        status["conditions"] = [{"type": "Ready", "status": "True"}]
+    else:
+        container["command"] = ["/app"]
+    return {"metadata": meta, "spec": spec, "status": status}
 
-    objects = {
+
+def sample_namespace() -> AuditNamespace:
+    """shop: Deployments legacy (not opted in, env), half (opted in, pod not injected, env)
+    and done (opted in, pod injected, no env); CronJob nightly (env, its Job not a workload
+    of its own); a finished Job (not a workload); bare Pod debug (env)."""
+    cron_pod = {
+        "metadata": {},
+        "spec": {"containers": [{"name": "job", "env": _env("db")}]},
+    }
+    objects: dict[str, list[Any]] = {
         "Deployment": [
             _deployment("legacy", protected=False, env_secret="db"),
             _deployment("half", protected=True, env_secret="db"),
             _deployment("done", protected=True, env_secret=None),
         ],
-        "Pod": [
+        "ReplicaSet": [
+            {"metadata": {"name": "half-rs", "uid": "half-rs", **_owned("Deployment", "half")}},
+            {"metadata": {"name": "done-rs", "uid": "done-rs", **_owned("Deployment", "done")}},
+        ],
+        "CronJob": [
             {
-                "metadata": {"name": "half-1", "labels": {"cloudtaser.io/inject": "true"}},
-                "spec": {"containers": [{"name": "app", "command": ["/app"]}]},
-                "status": {"phase": "Running"},
+                "metadata": {"name": "nightly", "uid": "nightly"},
+                "spec": {"jobTemplate": {"spec": {"template": cron_pod}}},
             }
+        ],
+        "Job": [
+            {
+                "metadata": {
+                    "name": "nightly-1",
+                    "uid": "nightly-1",
+                    **_owned("CronJob", "nightly"),
+                },
+                "spec": {"template": cron_pod},
+            },
+            {  # finished: reads nothing any more, not a workload
+                "metadata": {"name": "migrate"},
+                "spec": {"template": cron_pod},
+                "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+            },
+        ],
+        "Pod": [
+            _pod("half-1", "half-rs", injected=False),
+            _pod("done-1", "done-rs", injected=True),
+            _pod("debug", None, injected=False, env_secret="db"),
         ],
     }
     uses = [u for kind, objs in objects.items() for o in objs for u in object_uses(kind, o)]
@@ -68,9 +131,12 @@ def sample() -> AuditReport:
         {"metadata": {"name": "tls-<x>"}, "type": "kubernetes.io/tls"},
         {"metadata": {"name": "old"}, "type": "Opaque"},
     ]
-    part = namespace_report("shop", found, secrets, [])
+    return namespace_report("shop", found, secrets, [])
+
+
+def sample() -> AuditReport:
     empty = namespace_report("quiet", Scan(namespace="quiet"), [], [])
-    return build_report([part, empty], cluster="https://127.0.0.1:6443")
+    return build_report([sample_namespace(), empty], cluster="https://127.0.0.1:6443")
 
 
 class _Figures(HTMLParser):
@@ -114,28 +180,104 @@ def figures_from_json(data: dict[str, Any]) -> dict[tuple[str, str], int]:
         "secretsUnused",
         "workloads",
     )
-    out = {(ns["name"], k): ns["summary"][k] for ns in data["namespaces"] for k in keys}
-    out.update({("*", k): data["totals"][k] for k in keys})
+    out = {
+        (ns["name"], k): ns["summary"][k]
+        for ns in data["namespaces"]
+        if ns["status"] != "empty"  # collapsed into one line, without figures
+        for k in keys
+    }
+    out.update({("*", k): data["summary"][k] for k in keys})
     return out
 
 
 def test_the_summary_figures_are_right() -> None:
     shop = sample().namespaces[0].summary
-    assert (shop.workloads, shop.reading_secrets_as_env, shop.protected, shop.finalized) == (
-        3,
-        2,
-        2,
-        1,
-    )
+    # legacy, half, done, the CronJob nightly and the bare Pod debug (not the CronJob's Job)
+    assert (shop.workloads, shop.reading_secrets_as_env) == (5, 4)
+    # half opts in but its pod is not injected: not protected; done is
+    assert (shop.opted_in, shop.protected, shop.finalized) == (2, 1, 1)
     assert (shop.secrets, shop.secrets_in_use, shop.secrets_unused) == (3, 2, 1)
-    assert shop.pods_not_injected == 1
+    # pods that need the vault: half-1 and done-1 (opt in), debug (env); done-1 injected
+    assert (shop.pods, shop.pods_injected, shop.pods_not_injected) == (3, 1, 1)
 
 
-def test_json_is_stable_and_decodes_into_the_schema_structs() -> None:
+def test_cronjobs_jobs_and_bare_pods_are_workloads() -> None:
+    workloads = {(w.kind, w.name): w for w in sample_namespace().workloads}
+    assert set(workloads) == {
+        ("Deployment", "legacy"),
+        ("Deployment", "half"),
+        ("Deployment", "done"),
+        ("CronJob", "nightly"),
+        ("Pod", "debug"),
+    }
+    assert {r.via for r in workloads["CronJob", "nightly"].secret_reads} == {"env"}
+    assert workloads["Pod", "debug"].secret_reads != []
+    assert workloads["Deployment", "done"].protected is True
+    half = workloads["Deployment", "half"]
+    assert (half.pods, half.pods_injected, half.protected) == (1, 0, False)
+
+
+def test_verdict_score_and_next_actions() -> None:
+    report = sample()
+    assert report.verdict == "fail"
+    assert "4 workload(s) still read Secrets as env" in report.verdict_reason
+    # done finalized of done + the four still reading as env; one pod of three injected
+    assert (report.score.secret_consumption_moved, report.score.pods_injected) == (20, 33)
+    shop, quiet = report.namespaces
+    assert (shop.status, quiet.status) == ("action", "empty")
+    actions = "\n".join(shop.next_actions)
+    assert "protect CronJob nightly, Deployment legacy, Pod debug" in actions
+    assert "pods half-1 opt in but are not proven injected" in actions
+    assert "review the Secrets nothing references: old" in actions
+    assert quiet.next_actions == []
+
+
+def test_an_opted_in_cronjob_between_runs_is_not_clean() -> None:
+    cron = {
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "jobTemplate": {
+                "spec": {
+                    "template": {
+                        "metadata": {"labels": {"cloudtaser.io/inject": "true"}},
+                        "spec": {"containers": [{"name": "job", "env": _env("db")}]},
+                    }
+                }
+            }
+        },
+    }
+    found = Scan(
+        namespace="batch",
+        uses=object_uses("CronJob", cron),
+        objects={"CronJob": [cron]},
+    )
+    part = namespace_report("batch", found, [{"metadata": {"name": "db"}, "type": "Opaque"}], [])
+    (job,) = part.workloads
+    assert (job.opted_in, job.pods, job.protected) == (True, 0, False)
+    assert part.status == "action"
+    assert part.next_actions == [
+        "CronJob nightly opt in but run no pod to prove injection yet: finalize after their "
+        "next run (or rollout) is proven injected"
+    ]
+
+
+def test_an_unreadable_namespace_is_never_clean() -> None:
+    part = namespace_report("locked", Scan(namespace="locked"), [], ["pods: forbidden"])
+    assert part.status == "unreadable"
+    report = build_report([part], cluster="https://k")
+    assert report.verdict == "incomplete"
+    assert report.summary.unreadable_namespaces == 1
+    assert "could not list pods" in part.next_actions[0]
+
+
+def test_json_is_the_common_envelope_and_decodes_into_the_schema_structs() -> None:
     text = to_json(sample())
     data = json.loads(text)
-    assert data["formatVersion"] == 1
-    assert list(data) == ["formatVersion", "generatedAt", "cluster", "totals", "namespaces"]
+    # issue 34: the envelope of every other command (was formatVersion 1 and "totals")
+    assert (data["formatVersion"], data["kind"]) == ("1", "audit")
+    assert next(iter(data)) == "formatVersion"
+    assert list(data)[-1] == "summary"
+    assert "totals" not in data
     again = msgspec.json.decode(text.encode(), type=AuditReport)
     assert msgspec.to_builtins(again) == data
     bad = json.dumps({**data, "surprise": 1})
@@ -147,12 +289,17 @@ def test_json_is_stable_and_decodes_into_the_schema_structs() -> None:
         raise AssertionError("an unknown field must be refused")
 
 
-def test_committed_audit_schema_is_current() -> None:
-    committed = json.loads((ROOT / "schema" / "audit.schema.json").read_text())
-    assert committed == json_schema(), (
-        "schema/audit.schema.json is stale: regenerate it from "
-        "cloudtaser.target.audit.collect.json_schema()"
-    )
+def test_the_fail_on_conditions() -> None:
+    report = sample()
+    assert failures(report, []) == []
+    assert failures(report, [FailOn.SECRETS_READ]) == [
+        "--fail-on secrets-read: 4 workload(s) still read Kubernetes Secrets as env"
+    ]
+    assert len(failures(report, [FailOn.ANY])) == 3  # secrets-read, unprotected, unused
+    assert failures(report, [FailOn.INCOMPLETE]) == []
+    clean = build_report([namespace_report("q", Scan(namespace="q"), [], [])], cluster="k")
+    assert clean.verdict == "pass"
+    assert failures(clean, [FailOn.ANY]) == []
 
 
 def test_html_is_self_contained_and_agrees_with_json() -> None:
@@ -163,7 +310,54 @@ def test_html_is_self_contained_and_agrees_with_json() -> None:
     assert parser.external == []
     assert not re.search(r"url\(|@import|https?://(?!127\.0\.0\.1:6443)", page)
     assert parser.figures == figures_from_json(json.loads(to_json(report)))
-    assert parser.figures[("shop", "readingSecretsAsEnv")] == 2
+    assert parser.figures[("shop", "readingSecretsAsEnv")] == 4
+
+
+def _plan() -> planlib.MigrationPlan:
+    plan = planlib.loads(VALID)
+    current = Approval(
+        identity="alice@example.com",
+        at=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+        digest=plan_digest(plan),
+        signature="(not checked by audit)",
+    )
+    stale = msgspec.structs.replace(
+        current, identity="bob@example.com", digest="sha256:" + "0" * 64
+    )
+    return msgspec.structs.replace(plan, approvals=[current, stale])
+
+
+def test_provenance_names_the_plan_its_digest_and_who_approved_it() -> None:
+    plan = _plan()
+    found = provenance(plan, None)
+    assert (found.plan, found.digest) == (plan.metadata.name, plan_digest(plan))
+    assert [(a.identity, a.at, a.current) for a in found.approvals] == [
+        ("alice@example.com", "2026-12-01T09:00:00Z", True),
+        ("bob@example.com", "2026-12-01T09:00:00Z", False),
+    ]
+    assert found.verification is None
+
+
+def test_html_is_a_report_to_sign_off() -> None:
+    plan = _plan()
+    report = sample()
+    report.provenance = provenance(plan, None)
+    report.cluster_id = "0f6a-uid"
+    page = to_html(report)
+    assert 'data-verdict="fail"><b>FAIL</b>' in page
+    assert "<b>20%</b>of Secret consumption moved" in page
+    assert "<b>33%</b>of pods proven injected (1 of 3)" in page
+    assert "0f6a-uid" in page
+    assert f'<td id="plan-digest">{plan_digest(plan)}</td>' in page
+    assert "alice@example.com" in page
+    assert "reviewed by" in page
+    # grouped: one line per user, its variables listed once
+    assert page.count('data-user="Deployment legacy"') == 1
+    assert "Deployment legacy: env: DB_PASS &lt;- key db_pass, DB_USER &lt;- key db_user" in page
+    # the empty namespace is one collapsed line, not a section of empty tables
+    assert '<section data-namespace="quiet">' not in page
+    assert '<details id="empty-namespaces"><summary>1 empty namespace(s)' in page
+    assert "<li>protect CronJob nightly, Deployment legacy, Pod debug" in page
 
 
 def test_html_escapes_every_name() -> None:
@@ -172,8 +366,14 @@ def test_html_escapes_every_name() -> None:
     assert "tls-&lt;x&gt;" in page
 
 
-def test_text_names_the_users_of_each_secret() -> None:
+def test_text_names_the_users_of_each_secret_once_with_the_verdict() -> None:
     text = to_text(sample())
-    assert "Secret db: Deployment half (env); Deployment legacy (env)" in text
+    assert text.startswith("verdict: FAIL: ")
+    grouped = "CronJob nightly (env: DB_PASS <- key db_pass, DB_USER <- key db_user)"
+    assert f"Secret db: {grouped}" in text
+    assert text.count("Deployment legacy (env") == 1
     assert "Secret old: unused" in text
     assert "pod half-1 not injected" in text
+    assert "  next: protect CronJob nightly" in text
+    assert "\nquiet " not in text  # the empty namespace is one line, not a row of zeros
+    assert "empty (no workload, no Secret): quiet" in text

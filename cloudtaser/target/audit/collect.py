@@ -1,42 +1,69 @@
 """``target audit``: what still depends on Kubernetes Secrets, per namespace (cluster only).
 
-For each namespace it reports (names, never values):
+Whole cluster by default: every namespace the credentials may list (a namespace named with
+``-n`` that does not exist is a :class:`~cloudtaser.errors.ConfigError`; one whose objects
+cannot be listed is reported ``unreadable``, never clean). For each namespace it reports (names,
+never values):
 
-- the workloads (Deployments, StatefulSets, DaemonSets) that still read Secrets, and how
-  (env, envFrom, secret / projected volume, volume plugin, image pull);
-- those protected (the ``cloudtaser.io/inject`` label on the pod template) and those
-  finalized (protected and no env / envFrom Secret reference left);
+- the workloads that still read Secrets, and how (env, envFrom, secret / projected volume,
+  volume plugin, image pull): Deployments, StatefulSets, DaemonSets, CronJobs (their job
+  template), Jobs no CronJob owns and Pods no controller owns;
+- those opted in (the ``cloudtaser.io/inject`` label on the pod template), those protected
+  (opted in and every running pod proven injected, :func:`cloudtaser.target.engine.injection.
+  pod_problems`) and those finalized (protected and no env / envFrom Secret reference left);
 - every Secret left and who uses it, or why it must stay (the reference scan of
   :mod:`cloudtaser.target.references.scan`, shared with ``finalize --delete-secrets``, one
   :class:`~cloudtaser.target.references.cluster.ScanCache` for the whole run: owners and
   managers, cluster-wide users, custom resources and ServiceAccounts that may read it
   through the API count as users, so audit never calls a used Secret unused);
-- the pods that carry the cloudtaser label or annotations but are not proven injected
-  (:func:`cloudtaser.target.engine.injection.pod_problems`).
+- the pods that carry the cloudtaser label or annotations but are not proven injected;
+- its status and next actions.
 
-The report is a typed value (:class:`AuditReport`, ``formatVersion`` 1, JSON Schema in
-``schema/audit.schema.json`` generated from these Structs by :func:`json_schema`); its JSON,
-text and HTML forms are :mod:`cloudtaser.target.audit.render`. Secrets are listed as
-metadata only (names, types, labels, annotations, owners); their values are never read, and
-their key names only with ``--plan``, for the Secrets nobody uses (the key-level verdict of
+Then the verdict, the score and, with ``--plan``, the provenance (plan name, reviewed-content
+digest, approvals, verification report). The report is a typed value
+(:class:`~cloudtaser.target.audit.result.AuditReport`, the common envelope, schema
+``schema/output-audit.schema.json``); its text and HTML forms are
+:mod:`cloudtaser.target.audit.render`. Secrets are listed as metadata only; their key names
+are read only with ``--plan``, for the Secrets nobody uses (the key-level verdict of
 ``finalize --delete-secrets``, :mod:`cloudtaser.target.references.safety`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
-
-import msgspec
+from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.contract import INJECT_LABEL, MANAGED_KEYS
+from cloudtaser.errors import ClusterError, ConfigError
+from cloudtaser.plan.canonical import plan_digest
+from cloudtaser.target.audit.result import (
+    ApprovalEntry,
+    AuditNamespace,
+    AuditReport,
+    FailOn,
+    KeyVerdict,
+    NamespaceStatus,
+    PodEntry,
+    Provenance,
+    Score,
+    SecretEntry,
+    SecretRead,
+    SecretUseEntry,
+    Summary,
+    Verdict,
+    VerificationEntry,
+    WorkloadEntry,
+    WorkloadKind,
+)
 from cloudtaser.target.engine.injection import pod_problems
 from cloudtaser.target.kube import api
+from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.target.kube.workloads import WorkloadAPI
 from cloudtaser.target.references.cluster import ScanCache
 from cloudtaser.target.references.safety import key_safety, proof
-from cloudtaser.target.references.scan import scan
+from cloudtaser.target.references.scan import job_finished, pod_gone, scan
+from cloudtaser.target.references.uses import listing_failure
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
@@ -46,122 +73,18 @@ if TYPE_CHECKING:
     from cloudtaser.target.references.scan import Scan
 
 __all__ = [
-    "FORMAT_VERSION",
-    "AuditNamespace",
-    "AuditReport",
-    "KeyVerdict",
-    "SecretEntry",
-    "SecretRead",
-    "SecretUseEntry",
-    "Summary",
     "audit",
     "build_report",
-    "json_schema",
+    "failures",
     "namespace_report",
+    "provenance",
 ]
 
-FORMAT_VERSION: Final = 1
-_WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet")
+_CONTROLLERS: Final[tuple[WorkloadKind, ...]] = ("Deployment", "StatefulSet", "DaemonSet")
 #: Ways of reading a Secret that cloudtaser's env injection replaces.
 _ENV_VIAS: Final = frozenset({"env", "envFrom"})
-
-
-class _Base(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class SecretUseEntry(_Base):
-    """One use of a Secret: which object and how."""
-
-    kind: str
-    name: str
-    #: env, envFrom, volume, projected, plugin, imagePullSecret, serviceAccount, ingressTLS,
-    #: ingressAnnotation, podTemplate, persistentVolume, storageClass, gatewayRef,
-    #: customResource, apiReader, managedBy, ownedBy (see cloudtaser.target.references.scan).
-    via: str
-    detail: str = ""
-
-
-class SecretRead(_Base):
-    """One Secret a workload reads, and how."""
-
-    secret: str
-    via: str
-    detail: str = ""
-
-
-class WorkloadEntry(_Base):
-    kind: Literal["Deployment", "StatefulSet", "DaemonSet"]
-    name: str
-    #: The pod template carries the ``cloudtaser.io/inject`` label.
-    protected: bool
-    #: Protected, and no env / envFrom Secret reference is left.
-    finalized: bool
-    #: The Secrets it still reads (empty: none).
-    secret_reads: list[SecretRead]
-
-
-class KeyVerdict(_Base):
-    """With ``--plan``: would ``finalize --delete-secrets`` lose a key of this unused Secret?
-    The same rule (:func:`cloudtaser.target.references.safety.key_safety`), key names only."""
-
-    #: Every key is proven in the vault by the report, or released by a reviewer.
-    safe: bool
-    #: The keys that keep it (not mapped and not released, or not proven).
-    keeping: list[str]
-    #: Why it is kept and what to do (``None`` when safe).
-    reason: str | None
-
-
-class SecretEntry(_Base):
-    name: str
-    type: str
-    #: Who references it (empty: nobody; it could go).
-    users: list[SecretUseEntry]
-    #: Only for an unused Secret, and only with ``--plan``: the key-level verdict.
-    keys: KeyVerdict | None = None
-
-
-class PodEntry(_Base):
-    """A pod that opts in to injection but is not proven injected."""
-
-    name: str
-    problems: list[str]
-
-
-class Summary(_Base):
-    """The figures a reviewer takes in at a glance."""
-
-    workloads: int
-    reading_secrets: int
-    reading_secrets_as_env: int
-    protected: int
-    finalized: int
-    secrets: int
-    secrets_in_use: int
-    secrets_unused: int
-    pods_not_injected: int
-
-
-class AuditNamespace(_Base):
-    name: str
-    summary: Summary
-    workloads: list[WorkloadEntry]
-    secrets: list[SecretEntry]
-    pods_not_injected: list[PodEntry]
-    #: What could not be listed (figures of this namespace are then incomplete).
-    unreadable: list[str]
-
-
-class AuditReport(_Base):
-    """``cloudtaser target audit`` output (``formatVersion`` 1)."""
-
-    format_version: Literal[1]
-    generated_at: str
-    #: The API server audited.
-    cluster: str
-    totals: Summary
-    namespaces: list[AuditNamespace]
+#: How many names a next action lists before "and N more".
+_NAMES_SHOWN: Final = 5
 
 
 def _opts_in(pod: Mapping[str, Any]) -> bool:
@@ -170,8 +93,78 @@ def _opts_in(pod: Mapping[str, Any]) -> bool:
     return labels.get(INJECT_LABEL) == "true" or any(k in annotations for k in MANAGED_KEYS)
 
 
+def _live(obj: Mapping[str, Any]) -> bool:
+    return not pod_gone(obj)
+
+
+def _controller(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for ref in dig(obj, "metadata", "ownerReferences") or ():
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            return ref
+    return None
+
+
+def _workload_objects(found: Scan) -> Iterable[tuple[WorkloadKind, Mapping[str, Any]]]:
+    """Every workload of the scan: the controllers, CronJobs, running Jobs no CronJob owns and
+    running Pods no controller owns (a Pod of a Job or ReplicaSet counts through its owner; a
+    finished Job or Pod reads nothing any more)."""
+    for kind in (*_CONTROLLERS, "CronJob"):
+        for obj in found.objects.get(kind, []):
+            yield kind, obj
+    for obj in found.objects.get("Job", []):
+        owner = _controller(obj)
+        if (owner is None or owner.get("kind") != "CronJob") and not job_finished(obj):
+            yield "Job", obj
+    for obj in found.objects.get("Pod", []):
+        if _controller(obj) is None and _live(obj):
+            yield "Pod", obj
+
+
+def _template_labels(kind: WorkloadKind, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    if kind == "Pod":
+        return dig(obj, "metadata", "labels") or {}
+    if kind == "CronJob":
+        return dig(obj, "spec", "jobTemplate", "spec", "template", "metadata", "labels") or {}
+    return dig(obj, "spec", "template", "metadata", "labels") or {}
+
+
+def _owners(found: Scan) -> dict[str, tuple[str, str, Mapping[str, Any] | None]]:
+    """uid -> (kind, name, controller reference) of every object that can own a pod."""
+    out: dict[str, tuple[str, str, Mapping[str, Any] | None]] = {}
+    for kind in (*_CONTROLLERS, "CronJob", "Job", "ReplicaSet"):
+        for obj in found.objects.get(kind, []):
+            uid = dig(obj, "metadata", "uid")
+            if uid:
+                out[str(uid)] = (kind, str(dig(obj, "metadata", "name")), _controller(obj))
+    return out
+
+
+def _workload_of(
+    pod: Mapping[str, Any], owners: Mapping[str, tuple[str, str, Mapping[str, Any] | None]]
+) -> tuple[str, str]:
+    """(kind, name) of the workload that runs ``pod``: its controller chain's top, or itself."""
+    ref = _controller(pod)
+    if ref is None:
+        return "Pod", str(dig(pod, "metadata", "name"))
+    kind, name = str(ref.get("kind")), str(ref.get("name"))
+    seen: set[str] = set()
+    while (uid := str(ref.get("uid") or "")) in owners and uid not in seen:
+        seen.add(uid)
+        kind, name, parent = owners[uid]
+        if parent is None:
+            break
+        ref = parent
+        kind, name = str(ref.get("kind")), str(ref.get("name"))
+    return kind, name
+
+
 def _summary(
-    workloads: Sequence[WorkloadEntry], secrets: Sequence[SecretEntry], pods: Sequence[PodEntry]
+    workloads: Sequence[WorkloadEntry],
+    secrets: Sequence[SecretEntry],
+    not_injected: Sequence[PodEntry],
+    pods: tuple[int, int],
+    *,
+    unreadable: bool,
 ) -> Summary:
     return Summary(
         workloads=len(workloads),
@@ -179,12 +172,16 @@ def _summary(
         reading_secrets_as_env=sum(
             1 for w in workloads if any(r.via in _ENV_VIAS for r in w.secret_reads)
         ),
+        opted_in=sum(1 for w in workloads if w.opted_in),
         protected=sum(1 for w in workloads if w.protected),
         finalized=sum(1 for w in workloads if w.finalized),
         secrets=len(secrets),
         secrets_in_use=sum(1 for s in secrets if s.users),
         secrets_unused=sum(1 for s in secrets if not s.users),
-        pods_not_injected=len(pods),
+        pods=pods[0],
+        pods_injected=pods[1],
+        pods_not_injected=len(not_injected),
+        unreadable_namespaces=int(unreadable),
     )
 
 
@@ -192,28 +189,44 @@ def namespace_report(
     namespace: str, found: Scan, secrets: Sequence[Mapping[str, Any]], unreadable: Sequence[str]
 ) -> AuditNamespace:
     """One namespace's part of the report, from a reference scan made with ``keep=True`` and
-    the namespace's Secret list (only ``metadata.name`` and ``type`` are read)."""
+    the namespace's Secret list (only ``metadata.name`` and ``type`` are read). Its next
+    actions are set by :func:`next_actions` (``--plan`` adds key verdicts first)."""
+    owners = _owners(found)
+    env_pods: set[str] = {u.name for u in found.uses if u.kind == "Pod" and u.via in _ENV_VIAS}
+    live = [p for p in found.objects.get("Pod", []) if _live(p)]
+    problems = {str(dig(p, "metadata", "name")): pod_problems(p) for p in live if _opts_in(p)}
+    pods_by_workload: dict[tuple[str, str], list[bool]] = {}
+    needing = injected = 0
+    for pod in live:
+        name = str(dig(pod, "metadata", "name"))
+        proven = name in problems and not problems[name]
+        pods_by_workload.setdefault(_workload_of(pod, owners), []).append(proven)
+        if name in problems or name in env_pods:
+            needing += 1
+            injected += proven
     workloads: list[WorkloadEntry] = []
-    for kind in _WORKLOAD_KINDS:
-        for obj in found.objects.get(kind, []):
-            name = str(dig(obj, "metadata", "name") or "?")
-            reads = [
-                SecretRead(secret=u.secret, via=u.via, detail=u.detail)
-                for u in found.uses
-                if u.kind == kind and u.name == name
-            ]
-            labels = dig(obj, "spec", "template", "metadata", "labels") or {}
-            protected = labels.get(INJECT_LABEL) == "true"
-            finalized = protected and not any(r.via in _ENV_VIAS for r in reads)
-            workloads.append(
-                WorkloadEntry(
-                    kind=kind,
-                    name=name,
-                    protected=protected,
-                    finalized=finalized,
-                    secret_reads=reads,
-                )
+    for kind, obj in _workload_objects(found):
+        name = str(dig(obj, "metadata", "name") or "?")
+        reads = [
+            SecretRead(secret=u.secret, via=u.via, detail=u.detail)
+            for u in found.uses
+            if u.kind == kind and u.name == name
+        ]
+        opted_in = _template_labels(kind, obj).get(INJECT_LABEL) == "true"
+        proofs = pods_by_workload.get((kind, name), [])
+        protected = opted_in and bool(proofs) and all(proofs)
+        workloads.append(
+            WorkloadEntry(
+                kind=kind,
+                name=name,
+                opted_in=opted_in,
+                pods=len(proofs),
+                pods_injected=sum(proofs),
+                protected=protected,
+                finalized=protected and not any(r.via in _ENV_VIAS for r in reads),
+                secret_reads=reads,
             )
+        )
     workloads.sort(key=lambda w: (w.kind, w.name))
     by_secret = found.by_secret()
     secret_entries = sorted(
@@ -230,25 +243,125 @@ def namespace_report(
         ),
         key=lambda e: e.name,
     )
-    pods = sorted(
-        (
-            PodEntry(name=str(dig(p, "metadata", "name")), problems=problems)
-            for p in found.objects.get("Pod", [])
-            if _opts_in(p)
-            and dig(p, "status", "phase") not in {"Succeeded", "Failed"}
-            and not dig(p, "metadata", "deletionTimestamp")
-            and (problems := pod_problems(p))
-        ),
+    not_injected = sorted(
+        (PodEntry(name=name, problems=why) for name, why in problems.items() if why),
         key=lambda e: e.name,
     )
-    return AuditNamespace(
+    missing = [*found.unreadable, *unreadable]
+    part = AuditNamespace(
         name=namespace,
-        summary=_summary(workloads, secret_entries, pods),
+        status=NamespaceStatus.CLEAN,
+        next_actions=[],
+        summary=_summary(
+            workloads, secret_entries, not_injected, (needing, injected), unreadable=bool(missing)
+        ),
         workloads=workloads,
         secrets=secret_entries,
-        pods_not_injected=pods,
-        unreadable=[*found.unreadable, *unreadable],
+        pods_not_injected=not_injected,
+        unreadable=missing,
     )
+    next_actions(part)
+    return part
+
+
+def _names(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_NAMES_SHOWN])
+    more = len(items) - _NAMES_SHOWN
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def next_actions(part: AuditNamespace) -> None:
+    """Set ``part.status`` and ``part.next_actions`` from its figures, in the order a team
+    works: read everything, protect, fix injection, finalize, delete what nobody uses."""
+    ns = part.name
+    actions: list[str] = []
+    if part.unreadable:
+        kinds = sorted({u.split(":", 1)[0] for u in part.unreadable})
+        actions.append(
+            f"could not list {_names(kinds)}: audit again with credentials that may list them "
+            "(until then these figures are a lower bound)"
+        )
+    env = [w for w in part.workloads if any(r.via in _ENV_VIAS for r in w.secret_reads)]
+    unprotected = [f"{w.kind} {w.name}" for w in env if not w.opted_in]
+    if unprotected:
+        actions.append(
+            f"protect {_names(unprotected)} (still read Secrets as env): cloudtaser target "
+            f"discover -n {ns} -o plan.yaml, approve the plan, source apply-plan, target protect"
+        )
+    if part.pods_not_injected:
+        pods = [p.name for p in part.pods_not_injected]
+        actions.append(
+            f"pods {_names(pods)} opt in but are not proven injected: check the injector "
+            "(cloudtaser target install --check), then re-roll their workloads"
+        )
+    unproven = [f"{w.kind} {w.name}" for w in env if w.opted_in and not w.pods]
+    if unproven:
+        actions.append(
+            f"{_names(unproven)} opt in but run no pod to prove injection yet: finalize "
+            "after their next run (or rollout) is proven injected"
+        )
+    unfinished = [f"{w.kind} {w.name}" for w in env if w.protected]
+    if unfinished:
+        actions.append(
+            f"finalize {_names(unfinished)} (injected, Secret references left): cloudtaser "
+            "target finalize --plan PLAN"
+        )
+    unused = [s for s in part.secrets if not s.users]
+    deletable = [s.name for s in unused if s.keys is not None and s.keys.safe]
+    review = [s.name for s in unused if s.keys is None or not s.keys.safe]
+    if deletable:
+        actions.append(
+            f"delete unused Secrets {_names(deletable)} (every key in the vault or released): "
+            "cloudtaser target finalize --plan PLAN --delete-secrets --require-verified REPORT"
+        )
+    if review:
+        actions.append(f"review the Secrets nothing references: {_names(review)}")
+    part.next_actions = actions
+    if part.unreadable:
+        part.status = NamespaceStatus.UNREADABLE
+    elif actions:
+        part.status = NamespaceStatus.ACTION
+    elif not part.workloads and not part.secrets:
+        part.status = NamespaceStatus.EMPTY
+    else:
+        part.status = NamespaceStatus.CLEAN
+
+
+def _namespaces(session: KubeSession, cluster: WorkloadAPI, asked: Sequence[str]) -> list[str]:
+    """``asked`` (each must exist), or every namespace the credentials may list."""
+    if not asked:
+        try:
+            listed = cluster.list_objects(api.resource("Namespace"), None, action="list namespaces")
+        except ClusterError as exc:
+            if not listing_failure(exc):
+                raise
+            raise ConfigError(
+                f"cannot list the cluster's namespaces ({exc}): name the namespaces to audit "
+                "with -n NS (repeatable)"
+            ) from exc
+        return sorted(str(dig(n, "metadata", "name")) for n in listed)
+    for name in asked:
+        try:
+            found = api.get_object(session, "Namespace", name, None)
+        except ClusterError as exc:
+            if not listing_failure(exc):
+                raise
+            continue  # may not read Namespaces: the scan reports what it cannot list
+        if found is None:
+            raise ConfigError(
+                f"namespace {name} does not exist in cluster {session.server}: check -n "
+                "(kubectl get namespaces)"
+            )
+    return list(dict.fromkeys(asked))
+
+
+def _identity(session: KubeSession) -> str | None:
+    try:
+        return cluster_identity(session)
+    except ClusterError as exc:
+        if not listing_failure(exc):
+            raise
+        return None
 
 
 def audit(
@@ -258,16 +371,14 @@ def audit(
     plan: MigrationPlan | None = None,
     verified: VerificationReport | None = None,
 ) -> AuditReport:
-    """Audit ``namespaces`` (default: every namespace the credentials can list). With
-    ``plan`` (and the ``verified`` report of ``source verify-plan --attest``), every Secret
-    nobody uses also gets the key-level verdict ``finalize --delete-secrets`` would reach
-    (its key names are read then; never a value)."""
+    """Audit ``namespaces`` (default: every namespace the credentials can list; a named one
+    that does not exist raises :class:`~cloudtaser.errors.ConfigError`). With ``plan`` (and
+    the ``verified`` report of ``source verify-plan --attest``), every Secret nobody uses also
+    gets the key-level verdict ``finalize --delete-secrets`` would reach (its key names are
+    read then; never a value), and the report carries the plan's provenance."""
     cache = ScanCache()
     with WorkloadAPI(session) as cluster:
-        names = list(namespaces) or sorted(
-            str(dig(n, "metadata", "name"))
-            for n in cluster.list_objects(api.resource("Namespace"), None, action="list namespaces")
-        )
+        names = _namespaces(session, cluster, namespaces)
         parts = []
         for namespace in names:
             found = scan(cluster, namespace, keep=True, cache=cache)
@@ -278,8 +389,14 @@ def audit(
             part = namespace_report(namespace, found, secrets, [])
             if plan is not None:
                 _judge_keys(cluster, part, plan, verified)
+                next_actions(part)
             parts.append(part)
-    return build_report(parts, cluster=session.server)
+    return build_report(
+        parts,
+        cluster=session.server,
+        cluster_id=_identity(session),
+        provenance=provenance(plan, verified) if plan is not None else None,
+    )
 
 
 def _judge_keys(
@@ -311,22 +428,105 @@ def _judge_keys(
         )
 
 
-def build_report(parts: Sequence[AuditNamespace], *, cluster: str) -> AuditReport:
+def provenance(plan: MigrationPlan, verified: VerificationReport | None) -> Provenance:
+    """The plan the report was judged against: name, digest, approvals, verification."""
+    digest = plan_digest(plan)
+    verification = None
+    if verified is not None:
+        verification = VerificationEntry(
+            plan=verified.plan,
+            digest=verified.digest,
+            verified_at=_timestamp(verified.verified_at),
+            vault=verified.vault.address,
+            signed_by=[s.identity for s in verified.signatures],
+            matches_plan=verified.digest == digest and verified.plan == plan.metadata.name,
+        )
+    return Provenance(
+        plan=plan.metadata.name,
+        digest=digest,
+        approvals=[
+            ApprovalEntry(identity=a.identity, at=_timestamp(a.at), current=a.digest == digest)
+            for a in plan.approvals
+        ],
+        verification=verification,
+    )
+
+
+def _timestamp(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _percent(part: int, whole: int) -> int | None:
+    return None if whole == 0 else (100 * part) // whole
+
+
+def _verdict(totals: Summary) -> tuple[Verdict, str]:
+    problems = []
+    if totals.reading_secrets_as_env:
+        problems.append(f"{totals.reading_secrets_as_env} workload(s) still read Secrets as env")
+    if totals.pods_not_injected:
+        problems.append(f"{totals.pods_not_injected} opted-in pod(s) not proven injected")
+    if problems:
+        return Verdict.FAIL, "; ".join(problems)
+    if totals.unreadable_namespaces:
+        return (
+            Verdict.INCOMPLETE,
+            f"{totals.unreadable_namespaces} namespace(s) could not be read completely",
+        )
+    return (
+        Verdict.PASS,
+        "no workload reads Kubernetes Secrets as env and every opted-in pod is injected",
+    )
+
+
+def build_report(
+    parts: Sequence[AuditNamespace],
+    *,
+    cluster: str,
+    cluster_id: str | None = None,
+    provenance: Provenance | None = None,
+) -> AuditReport:
+    """The report of ``parts``: totals, verdict and score."""
     totals = Summary(
         **{f: sum(getattr(p.summary, f) for p in parts) for f in Summary.__struct_fields__}
     )
+    verdict, reason = _verdict(totals)
+    moved = totals.finalized
     return AuditReport(
-        format_version=FORMAT_VERSION,
-        generated_at=datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        generated_at=_timestamp(datetime.now(UTC)),
         cluster=cluster,
-        totals=totals,
+        cluster_id=cluster_id,
+        verdict=verdict,
+        verdict_reason=reason,
+        score=Score(
+            secret_consumption_moved=_percent(moved, moved + totals.reading_secrets_as_env),
+            pods_injected=_percent(totals.pods_injected, totals.pods),
+        ),
+        provenance=provenance,
         namespaces=list(parts),
+        summary=totals,
     )
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of :class:`AuditReport` (committed as ``schema/audit.schema.json``)."""
-    schema: dict[str, Any] = msgspec.json.schema(AuditReport)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "cloudtaser target audit report (formatVersion 1)"
-    return schema
+def failures(report: AuditReport, fail_on: Iterable[FailOn]) -> list[str]:
+    """The ``--fail-on`` conditions that hold, each said in one line (empty: exit 0)."""
+    t = report.summary
+    holds = {
+        FailOn.SECRETS_READ: (
+            t.reading_secrets_as_env,
+            "workload(s) still read Kubernetes Secrets as env",
+        ),
+        FailOn.UNPROTECTED: (t.pods_not_injected, "opted-in pod(s) not proven injected"),
+        FailOn.UNUSED_SECRETS: (t.secrets_unused, "Secret(s) nothing references"),
+        FailOn.INCOMPLETE: (t.unreadable_namespaces, "namespace(s) not read completely"),
+    }
+    wanted = set(fail_on)
+    if FailOn.ANY in wanted:
+        wanted = set(holds)
+    return [
+        f"--fail-on {condition.value}: {count} {what}"
+        for condition, (count, what) in holds.items()
+        if condition in wanted and count
+    ]

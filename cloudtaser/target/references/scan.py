@@ -63,7 +63,7 @@ from cloudtaser.target.rollout import dig
 if TYPE_CHECKING:
     from cloudtaser.target.kube.workloads import WorkloadAPI
 
-__all__ = ["Scan", "object_uses", "pod_spec_uses", "scan"]
+__all__ = ["Scan", "job_finished", "object_uses", "pod_gone", "pod_spec_uses", "scan"]
 
 #: Volume plugins that name a Secret through ``<plugin>.secretRef.name``.
 _SECRET_REF_PLUGINS: Final = (
@@ -167,7 +167,14 @@ def _owner_kinds(obj: Mapping[str, Any]) -> set[str]:
     }
 
 
-def _job_finished(obj: Mapping[str, Any]) -> bool:
+def pod_gone(obj: Mapping[str, Any]) -> bool:
+    """A finished (Succeeded, Failed) or terminating Pod: it reads nothing any more."""
+    return bool(
+        dig(obj, "status", "phase") in _FINISHED_PHASES or dig(obj, "metadata", "deletionTimestamp")
+    )
+
+
+def job_finished(obj: Mapping[str, Any]) -> bool:
     return any(
         isinstance(c, Mapping)
         and c.get("type") in {"Complete", "Failed"}
@@ -182,14 +189,12 @@ def object_uses(kind: str, obj: Mapping[str, Any]) -> list[SecretUse]:
     Pod)."""
     name = str(dig(obj, "metadata", "name") or "?")
     if kind == "Pod":
-        if dig(obj, "status", "phase") in _FINISHED_PHASES or dig(
-            obj, "metadata", "deletionTimestamp"
-        ):
+        if pod_gone(obj):
             return []
         return pod_spec_uses(obj.get("spec") or {}, kind, name)
     if kind == "ReplicaSet" and "Deployment" in _owner_kinds(obj):
         return []
-    if kind == "Job" and _job_finished(obj):
+    if kind == "Job" and job_finished(obj):
         return []
     if kind == "CronJob":
         return pod_spec_uses(
