@@ -217,14 +217,14 @@ def real_thing(reason: str) -> str:
             'on a Debian-like machine (Debian, Ubuntu; a VM will do): `sudo "$(command -v nox)" '
             "-s demo` (as root the demo installs the real node's Debian packages itself)"
         )
-    return "fix the above, then `nox -s demo` as root on a Debian-like machine"
+    return "fix what `why` names, then `nox -s demo` as root on a Debian-like machine"
 
 
 def fallback_banner(reason: str, *, end: bool) -> None:
     """The banner at the start and at the end of a run on kwok's fake nodes."""
     rule = "!" * 100
     head = (
-        "the demo ran on FAKE NODES (kwok), so these steps were SKIPPED"
+        "the demo ran on FAKE NODES (kwok), so these steps were SKIPPED (or only dry-run)"
         if end
         else "FALLING BACK to the kwok cluster (fake nodes: pods run nothing), so it does NOT show"
     )

@@ -23,6 +23,41 @@ ROOT = Path(__file__).parents[2]
 
 pytestmark = [pytest.mark.integration]
 
+#: The gated path a newcomer should copy, as the demo prints it (docs/approval.md).
+GATED_COMMANDS = (
+    "$ ssh-keygen -q -t ed25519 -N '' -C security@example.com -f security.key",
+    "$ cloudtaser plan approve plan.yaml --key security.key --identity security@example.com",
+    "$ cloudtaser plan verify-approvals plan.yaml --allowed-signers allowed_signers",
+    "apply-plan plan.yaml --require-approval --allowed-signers allowed_signers --token-file",
+    "cloudtaser source verify-plan plan.yaml --token-file vault-token --attest verified.json"
+    " --key vault-ops.key --identity vault-ops@example.com",
+    " --yes --require-approval --allowed-signers allowed_signers --require-verified verified.json",
+    "--require-approval --allowed-signers allowed_signers --require-verified verified.json"
+    " --delete-secrets",
+)
+
+
+def _commands(stdout: str, verb: str) -> list[str]:
+    """The printed command lines (``$ [VAR=value ...] cloudtaser VERB ...``) of ``verb``."""
+    return [
+        line
+        for line in stdout.splitlines()
+        if line.startswith("$ ") and f" cloudtaser {verb} " in f" {line[2:]}"
+    ]
+
+
+def assert_gated_path(stdout: str) -> None:
+    """Every gated command is printed, and the gate let each step through."""
+    missing = [c for c in GATED_COMMANDS if c not in stdout]
+    assert not missing, missing
+    (protect,) = _commands(stdout, "target protect")
+    assert "--require-approval" in protect
+    assert "--require-verified verified.json" in protect
+    (finalize,) = _commands(stdout, "target finalize")
+    assert "--require-approval" in finalize
+    assert "--delete-secrets" in finalize
+    assert "not approved" not in stdout
+
 
 def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
@@ -52,7 +87,20 @@ def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> No
     assert "the app sees: {'DB_USER': '" in result.stdout
     assert "CLOUDTASER_* in its environment: []" in result.stdout
     assert "stopped the OpenBao dev server and the local cluster" in result.stdout
-    assert "FALLING BACK to the kwok cluster" in result.stdout
+    assert_gated_path(result.stdout)
+    # the fallback says what it does not show and how to get it, before the first step and
+    # after everything stopped (the last thing the run prints)
+    start = result.stdout.index("FALLING BACK to the kwok cluster")
+    assert start < result.stdout.index("== 0. start")
+    end = result.stdout.index("the demo ran on FAKE NODES (kwok), so these steps were SKIPPED (or only")
+    assert end > result.stdout.index("stopped the OpenBao dev server and the local cluster")
+    for banner in (result.stdout[start:], result.stdout[end:]):
+        head = banner.split("!" * 100, 1)[0]
+        missing = [item for item in demo.REAL_ONLY if item not in head]
+        assert not missing, missing
+        assert "!! why: --mode kwok" in head
+        assert "!! the real thing: `nox -s demo` (without --mode kwok), as root" in head
+    assert "every step ran" not in result.stdout
     assert "not proven injected" in output  # finalize refuses: kwok pods are not injected
     assert (workdir / "audit.html").read_text().startswith("<!DOCTYPE html>")
     values = [v for secrets in demo.SECRETS.values() for d in secrets.values() for v in d.values()]
@@ -181,5 +229,36 @@ def _real_demo(tmp_path: Path) -> None:
     assert "redis" not in shop[-1]
     assert "tls" in shop[-1]  # still mounted as files: kept
     assert (workdir / "audit.html").is_file()
+    assert_gated_path(result.stdout)
+    assert "demo finished on a real node: every step ran" in result.stdout
+    assert "FAKE NODES" not in result.stdout
+    assert "FALLING BACK" not in result.stdout
     values = [v for secrets in demo.SECRETS.values() for d in secrets.values() for v in d.values()]
     assert not [v for v in values if v in output]
+
+
+def test_the_fallback_names_the_command_that_shows_the_real_node() -> None:
+    """Not root: the banner gives the exact command (as root the demo installs the packages)."""
+    why = "this machine lacks root (the kubelet and runc need it)"
+    assert demo.real_thing(why).startswith("on a Debian-like machine")
+    assert '`sudo "$(command -v nox)" -s demo`' in demo.real_thing(why)
+
+
+def test_the_package_list_names_what_is_missing(tmp_path: Path) -> None:
+    """node-packages.sh (the list .ci/run and the demo install) names openssh-client when
+    ssh-keygen is not on PATH, and prints nothing more for what is present."""
+    from tests.testenv.realnode import PACKAGES_SCRIPT, missing_packages
+
+    present = missing_packages()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dpkg-query", "runc"):
+        found = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True)
+        if found.returncode == 0:
+            (bin_dir / tool).symlink_to(found.stdout.strip())
+    out = subprocess.run(
+        [str(bin_dir / "bash"), str(PACKAGES_SCRIPT)],
+        capture_output=True, text=True, check=True, env={"PATH": str(bin_dir)},
+    ).stdout.split()  # fmt: skip
+    assert "openssh-client" in out
+    assert set(out) - {"openssh-client"} == set(present) - {"openssh-client"}
