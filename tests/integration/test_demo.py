@@ -92,7 +92,9 @@ def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> No
     # after everything stopped (the last thing the run prints)
     start = result.stdout.index("FALLING BACK to the kwok cluster")
     assert start < result.stdout.index("== 0. start")
-    end = result.stdout.index("the demo ran on FAKE NODES (kwok), so these steps were SKIPPED (or only")
+    end = result.stdout.index(
+        "the demo ran on FAKE NODES (kwok), so these steps were SKIPPED (or only"
+    )
     assert end > result.stdout.index("stopped the OpenBao dev server and the local cluster")
     for banner in (result.stdout[start:], result.stdout[end:]):
         head = banner.split("!" * 100, 1)[0]
