@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace
 
 from tests.integration.runtime_binary import runtime_binary
-from tests.testenv.realnode import RealNode
+from tests.testenv.realnode import PACKAGES_SCRIPT, RealNode, missing_packages
 from tools import demo
 
 ROOT = Path(__file__).parents[2]
@@ -246,21 +247,46 @@ def test_the_fallback_names_the_command_that_shows_the_real_node() -> None:
     assert '`sudo "$(command -v nox)" -s demo`' in demo.real_thing(why)
 
 
-def test_the_package_list_names_what_is_missing(tmp_path: Path) -> None:
-    """node-packages.sh (the list .ci/run and the demo install) names openssh-client when
-    ssh-keygen is not on PATH, and prints nothing more for what is present."""
-    from tests.testenv.realnode import PACKAGES_SCRIPT, missing_packages
-
-    present = missing_packages()
+def _bin_without_ssh(tmp_path: Path) -> Path:
+    """A PATH directory with bash, dpkg-query and runc (when present) but no ssh-keygen."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("bash", "dpkg-query", "runc"):
-        found = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True)
-        if found.returncode == 0:
-            (bin_dir / tool).symlink_to(found.stdout.strip())
+        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    return bin_dir
+
+
+def test_the_package_list_names_what_is_missing(tmp_path: Path) -> None:
+    """node-packages.sh (the list .ci/run and the demo install) names openssh-client when
+    ssh-keygen is not on PATH, and nothing more than it names here."""
+    present = missing_packages()
+    bin_dir = _bin_without_ssh(tmp_path)
     out = subprocess.run(
         [str(bin_dir / "bash"), str(PACKAGES_SCRIPT)],
         capture_output=True, text=True, check=True, env={"PATH": str(bin_dir)},
     ).stdout.split()  # fmt: skip
     assert "openssh-client" in out
     assert set(out) - {"openssh-client"} == set(present) - {"openssh-client"}
+
+
+def test_the_demo_installs_the_listed_packages_saying_so_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root with apt-get, the demo installs what node-packages.sh lists (here: a stand-in
+    apt-get that records its arguments), after one line naming the command."""
+    bin_dir = _bin_without_ssh(tmp_path)
+    calls = tmp_path / "calls"
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert demo.install_packages(tmp_path) is None
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("installing the real node's Debian packages (root, apt-get")
+    assert "apt-get install -y -q" in first
+    assert "openssh-client" in first
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "update -q"
+    assert lines[1].startswith("install -y -q ")
+    assert "openssh-client" in lines[1].split()
