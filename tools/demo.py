@@ -178,8 +178,8 @@ def install_packages(workdir: Path) -> str | None:
     """As root with apt-get: install the Debian packages the real node (and approvals) need, the
     list ``.ci/run`` installs. Returns why it failed (``None``: all present now)."""
     packages = missing_packages()
-    if not packages:
-        return None
+    if not packages or not shutil.which("apt-get"):
+        return None  # without apt-get the node's own files are present (realnode_unavailable)
     command = ["apt-get", "install", "-y", "-q", *packages]
     print(
         f"{BOLD}installing the real node's Debian packages (root, apt-get, the list of "
@@ -188,6 +188,7 @@ def install_packages(workdir: Path) -> str | None:
     )
     log = workdir / "apt-get.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    started = time.monotonic()
     with log.open("w") as out:
         for argv in (["apt-get", "update", "-q"], command):
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
@@ -195,7 +196,10 @@ def install_packages(workdir: Path) -> str | None:
                 tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
                 return f"`{' '.join(argv)}` failed (exit {done.returncode}): {tail[0]}"
     still = missing_node_files()
-    return "; ".join(still) if still else None
+    if still:
+        return "; ".join(still)
+    print(f"  installed in {time.monotonic() - started:.0f} s", flush=True)
+    return None
 
 
 #: What only the real node shows: the kwok fallback skips (or only dry-runs) these.
