@@ -119,7 +119,9 @@ def run(args: list[str], *, env: dict[str, str], cwd: Path, input: str | None = 
         and env.get(name) != os.environ.get(name)
         and "no-kubeconfig" not in env[name]
     )
-    shown = prefix + " ".join(shlex.quote(a) for a in args)
+    # a binary the demo found (kubectl, cloudtaser-runtime) shows as its name, as people type it
+    program = Path(args[0]).name if Path(args[0]).is_absolute() else args[0]
+    shown = prefix + " ".join(shlex.quote(a) for a in [program, *args[1:]])
     print(f"{GREEN}$ {shown}{RESET}", flush=True)
     argv = [sys.executable, "-m", "cloudtaser", *args[1:]] if args[0] == "cloudtaser" else args
     result = subprocess.run(argv, env=env, cwd=cwd, input=input, text=True, check=False)
