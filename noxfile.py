@@ -86,7 +86,9 @@ def _build_testenv(session: nox.Session, *, node: bool = True, silent: bool = Fa
         session.log(f"using prebuilt binaries from {prebuilt}")
         return
     env = {**_testenv_env(), **({} if node else {"CLOUDTASER_TESTENV_NODE": "0"})}
-    session.run("bash", str(ROOT / "tests/testenv/build-k8s.sh"), env=env, silent=silent)
+    session.run(
+        "bash", str(ROOT / "tests/testenv/build-k8s.sh"), env=env, silent=silent, external=True
+    )
 
 
 RUNTIME = ROOT / "runtime"
