@@ -37,6 +37,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from lightkube import codecs
 from lightkube.resources.apps_v1 import Deployment
 
@@ -45,13 +47,21 @@ from tests.testenv import workloads as wl
 from tests.testenv.binaries import find_bao
 from tests.testenv.cluster import Cluster
 from tests.testenv.openbao import BaoServer
-from tests.testenv.realnode import NODE_NAME, RealNode, missing_prerequisites
+from tests.testenv.realnode import (
+    NODE_NAME,
+    PACKAGES_SCRIPT,
+    RealNode,
+    host_blockers,
+    missing_node_binaries,
+    missing_node_files,
+    missing_packages,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BOLD, DIM, GREEN, RESET = ("\x1b[1m", "\x1b[2m", "\x1b[32m", "\x1b[0m")
+BOLD, DIM, GREEN, YELLOW, RESET = ("\x1b[1m", "\x1b[2m", "\x1b[32m", "\x1b[33m", "\x1b[0m")
 if not sys.stdout.isatty() or "NO_COLOR" in os.environ:
-    BOLD = DIM = GREEN = RESET = ""
+    BOLD = DIM = GREEN = YELLOW = RESET = ""
 
 #: Sample data: namespace -> Secret -> key -> value (demo values, never printed).
 SECRETS = {
@@ -82,8 +92,9 @@ print("CLOUDTASER_* in its environment:", [k for k in os.environ if k.startswith
 PLAN_NAME = "demo"
 
 
-def step(title: str, why: str) -> None:
-    print(f"\n{BOLD}== {title}{RESET}\n{DIM}{why}{RESET}", flush=True)
+def step(title: str, proves: str) -> None:
+    """One line per step: what it does and what it proves."""
+    print(f"\n{BOLD}== {title}{RESET} {DIM}-- {proves}{RESET}", flush=True)
 
 
 #: Environment variables worth showing in front of a command when the step sets them.
@@ -108,7 +119,9 @@ def run(args: list[str], *, env: dict[str, str], cwd: Path, input: str | None = 
         and env.get(name) != os.environ.get(name)
         and "no-kubeconfig" not in env[name]
     )
-    shown = prefix + " ".join(shlex.quote(a) for a in args)
+    # a binary the demo found (kubectl, cloudtaser-runtime) shows as its name, as people type it
+    program = Path(args[0]).name if Path(args[0]).is_absolute() else args[0]
+    shown = prefix + " ".join(shlex.quote(a) for a in [program, *args[1:]])
     print(f"{GREEN}$ {shown}{RESET}", flush=True)
     argv = [sys.executable, "-m", "cloudtaser", *args[1:]] if args[0] == "cloudtaser" else args
     result = subprocess.run(argv, env=env, cwd=cwd, input=input, text=True, check=False)
@@ -141,13 +154,19 @@ def go_binary() -> str | None:
     return shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
 
 
-def realnode_unavailable() -> str | None:
-    """Why the real node cannot run here (``None``: it can)."""
-    if os.geteuid() != 0:
-        return "not running as root (containerd and the kubelet of the real node need root)"
-    absent = missing_prerequisites()
-    if absent:
-        return "the real node's prerequisites are missing: " + "; ".join(absent)
+def realnode_unavailable(*, built: bool = True) -> str | None:
+    """Why the real node cannot run here (``None``: it can). Debian packages count as present
+    when the demo can install them (root and apt-get); with ``built=False`` so do the node
+    binaries (``nox -s demo`` builds them after asking this)."""
+    blockers = host_blockers()
+    if blockers:
+        return "this machine lacks " + "; ".join(blockers)
+    files = missing_node_files()
+    if files and not shutil.which("apt-get"):
+        return "no apt-get to install the real node's Debian packages: " + "; ".join(files)
+    binaries = missing_node_binaries() if built else []
+    if binaries:
+        return "the real node's binaries are not built: " + "; ".join(binaries)
     try:
         import cloudtaser.target.install.apply  # noqa: F401, PLC0415
     except ImportError:
@@ -155,6 +174,95 @@ def realnode_unavailable() -> str | None:
     if not go_binary():
         return "Go is not installed (the runtime image is built from source)"
     return None
+
+
+def install_packages(workdir: Path) -> str | None:
+    """As root with apt-get: install the Debian packages the real node (and approvals) need, the
+    list ``.ci/run`` installs. Returns why it failed (``None``: all present now)."""
+    packages = missing_packages()
+    if not packages or not shutil.which("apt-get"):
+        return None  # without apt-get the node's own files are present (realnode_unavailable)
+    command = ["apt-get", "install", "-y", "-q", *packages]
+    print(
+        f"{BOLD}installing the real node's Debian packages (root, apt-get, the list of "
+        f"{PACKAGES_SCRIPT.relative_to(ROOT)}): {' '.join(command)}{RESET}",
+        flush=True,
+    )
+    log = workdir / "apt-get.log"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    started = time.monotonic()
+    with log.open("w") as out:
+        for argv in (["apt-get", "update", "-q"], command):
+            done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+            if done.returncode != 0:
+                tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+                return f"`{' '.join(argv)}` failed (exit {done.returncode}): {tail[0]}"
+    still = missing_node_files()
+    if still:
+        return "; ".join(still)
+    print(f"  installed in {time.monotonic() - started:.0f} s", flush=True)
+    return None
+
+
+#: What only the real node shows: the kwok fallback skips (or only dry-runs) these.
+REAL_ONLY = (
+    "`target install` (the injector)",
+    "pods really restarting through the wrapper (protect runs with --no-verify-injection; the "
+    "wrapper runs on this host instead)",
+    "`target finalize` (a dry run that refuses: the pods are not injected)",
+    "the Secret removal (`--delete-secrets` deletes nothing)",
+)
+
+
+def real_thing(reason: str) -> str:
+    """The exact command that shows the real node, for the fallback's ``reason``."""
+    if reason.startswith("--mode kwok"):
+        return "`nox -s demo` (without --mode kwok), as root on a Debian-like machine"
+    if "root (" in reason:
+        return (
+            'on a Debian-like machine (Debian, Ubuntu; a VM will do): `sudo "$(command -v nox)" '
+            "-s demo` (as root the demo installs the real node's Debian packages itself)"
+        )
+    return "fix what `why` names, then `nox -s demo` as root on a Debian-like machine"
+
+
+def fallback_banner(reason: str, *, end: bool) -> None:
+    """The banner at the start and at the end of a run on kwok's fake nodes."""
+    rule = "!" * 100
+    head = (
+        "the demo ran on FAKE NODES (kwok), so these steps were SKIPPED (or only dry-run)"
+        if end
+        else "FALLING BACK to the kwok cluster (fake nodes: pods run nothing), so it does NOT show"
+    )
+    print(f"\n{YELLOW}{BOLD}{rule}", flush=True)
+    print(f"!! {head}:")
+    for item in REAL_ONLY:
+        print(f"!!   - {item}")
+    print(f"!! why: {reason}")
+    print(f"!! the real thing: {real_thing(reason)}")
+    print(f"{rule}{RESET}", flush=True)
+
+
+def ssh_key(workdir: Path, name: str, identity: str, env: dict[str, str]) -> None:
+    """An ed25519 key pair ``name`` and ``name.pub`` in the demo's directory, as people make
+    one."""
+    if shutil.which("ssh-keygen"):
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", identity, "-f", name],
+            env=env, cwd=workdir)  # fmt: skip
+        return
+    print(f"{DIM}(no ssh-keygen here: the same OpenSSH key is written with Python){RESET}")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    (workdir / name).write_bytes(private)
+    (workdir / name).chmod(0o600)
+    (workdir / f"{name}.pub").write_text(f"{public.decode()} {identity}\n")
 
 
 def runtime_image_layout(workdir: Path) -> Path:
@@ -369,122 +477,187 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def demo(workdir: Path, keep: bool, mode: str) -> None:
-    reason = realnode_unavailable() if mode != "kwok" else "--mode kwok"
+#: The reviewers of the demo: one approves plans, the other signs verification reports.
+SECURITY = ("security.key", "security@example.com")
+VAULT_OPS = ("vault-ops.key", "vault-ops@example.com")
+#: The gate every step that acts on the plan runs behind (docs/approval.md).
+GATE = ["--require-approval", "--allowed-signers", "allowed_signers"]
+
+
+def choose_mode(workdir: Path, mode: str) -> str | None:
+    """Why the demo runs on kwok (``None``: on the real node, after installing its packages)."""
+    if mode == "kwok":
+        return "--mode kwok"
+    reason = realnode_unavailable()
+    if reason is None:
+        failed = install_packages(workdir)
+        if failed:
+            reason = f"the real node's Debian packages could not be installed: {failed}"
     if mode == "realnode" and reason:
         raise SystemExit(f"demo: the real node cannot run here: {reason}")
+    return reason
+
+
+def demo(workdir: Path, keep: bool, mode: str) -> None:
+    reason = choose_mode(workdir, mode)
     real = reason is None
     if real:
-        title = "0. start a local OpenBao and a cluster with a real node"
-        why = "control plane + containerd + kubelet: the pods really run"
+        step(
+            "0. start a local OpenBao and a cluster with a real node",
+            "control plane + containerd + kubelet: the pods really run",
+        )
     else:
-        title = "0. start a local OpenBao and a local Kubernetes cluster (kwok)"
-        why = (
-            f"FALLING BACK to the kwok cluster (fake nodes, pods run nothing) because {reason}; "
-            "on a root machine with the real node's prerequisites (as CI) the pods really run"
+        assert reason is not None
+        fallback_banner(reason, end=False)
+        step(
+            "0. start a local OpenBao and a local Kubernetes cluster (kwok)",
+            "control plane + kwok's fake nodes: pods are scheduled but run nothing",
         )
-    step(title, why)
-    with servers(workdir, real=real) as (bao, cluster, node):
-        token_file = workdir / "vault-token"
-        token_file.write_text(bao.token)
-        token_file.chmod(0o600)
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        base["KUBECONFIG"] = str(workdir / "no-kubeconfig-here")
-        kubectl = (
-            str(Path(cluster.binaries["kubectl"])) if hasattr(cluster, "binaries") else "kubectl"
+    try:
+        with servers(workdir, real=real) as (bao, cluster, node):
+            workflow(workdir, bao, cluster, node, keep=keep)
+    finally:
+        if reason is not None:
+            fallback_banner(reason, end=True)
+    if real:
+        print(
+            f"\n{BOLD}demo finished on a real node: every step ran{RESET} (install, protect "
+            "through the wrapper, finalize, the Secret removal, audit)",
+            flush=True,
         )
-        # cluster side: a kubeconfig, no vault credentials
-        cluster_env = {**base, "KUBECONFIG": str(cluster.kubeconfig)}
-        # vault side: vault address and token, no kubeconfig
-        vault_env = {**base, "BAO_ADDR": bao.address}
-        plan = workdir / "plan.yaml"
 
-        if node is not None:
-            step("sample workloads", "busybox Deployments reading Kubernetes Secrets as env")
-            create_real_samples(node)
-        else:
-            step(
-                "sample workloads",
-                "Deployments, a StatefulSet and a DaemonSet consuming Secrets as env, envFrom, "
-                "init containers and files",
+
+def workflow(
+    workdir: Path, bao: BaoServer, cluster: Cluster, node: RealNode | None, *, keep: bool
+) -> None:
+    """Every step a user types, on the servers ``servers()`` started."""
+    token_file = workdir / "vault-token"
+    token_file.write_text(bao.token)
+    token_file.chmod(0o600)
+    token = ["--token-file", token_file.name]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+    base["KUBECONFIG"] = str(workdir / "no-kubeconfig-here")
+    kubectl = str(Path(cluster.binaries["kubectl"])) if hasattr(cluster, "binaries") else "kubectl"
+    # cluster side: a kubeconfig, no vault credentials
+    cluster_env = {**base, "KUBECONFIG": str(cluster.kubeconfig)}
+    # vault side: vault address and token, no kubeconfig
+    vault_env = {**base, "BAO_ADDR": bao.address}
+    plan = workdir / "plan.yaml"
+
+    if node is not None:
+        step("sample workloads", "busybox Deployments reading Kubernetes Secrets as env")
+        create_real_samples(node)
+    else:
+        step(
+            "sample workloads",
+            "Deployments, a StatefulSet and a DaemonSet consuming Secrets as env, envFrom, "
+            "init containers and files",
+        )
+        create_samples(cluster)
+
+    step(
+        "connect the cluster to the vault (once per cluster)",
+        "token reviewer + system:auth-delegator, one auth mount per cluster, a real login",
+    )
+    both_env = {**cluster_env, "BAO_ADDR": bao.address}
+    run(["cloudtaser", "target", "connect", "--auth-mount", AUTH_MOUNT, *token],
+        env=both_env, cwd=workdir)  # fmt: skip
+
+    step("1. discover (cluster side only)", "scans workloads; the plan holds no secret value")
+    run(
+        ["cloudtaser", "target", "discover", "--name", PLAN_NAME, "--auth-mount", AUTH_MOUNT,
+         "-o", "plan.yaml"],
+        env=cluster_env, cwd=workdir,
+    )  # fmt: skip
+
+    step("2. review (no system access)", "the plan is valid; read the file itself")
+    run(["cloudtaser", "plan", "validate", "plan.yaml"], env=base, cwd=workdir)
+    run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)
+    print(plan.read_text())
+
+    step(
+        "approve (the security team, no system access)",
+        "an SSH signature binds the approval to the plan's reviewed content; every later step "
+        "refuses a plan that changed since (--require-approval)",
+    )
+    for name, identity in (SECURITY, VAULT_OPS):
+        ssh_key(workdir, name, identity, base)
+    allowed = workdir / "allowed_signers"
+    allowed.write_text(
+        "".join(
+            f'{identity} namespaces="{space}" '
+            + " ".join((workdir / f"{name}.pub").read_text().split()[:2])
+            + "\n"
+            for (name, identity), space in (
+                (SECURITY, "cloudtaser-plan"),
+                (VAULT_OPS, "cloudtaser-verification"),
             )
-            create_samples(cluster)
-
-        step(
-            "connect the cluster to the vault (once per cluster)",
-            "token reviewer + system:auth-delegator, one auth mount per cluster, a real login",
         )
-        both_env = {**cluster_env, "BAO_ADDR": bao.address}
-        run(
-            ["cloudtaser", "target", "connect", "--auth-mount", AUTH_MOUNT,
-             "--token-file", str(token_file)],
-            env=both_env, cwd=workdir,
-        )  # fmt: skip
+    )
+    print(
+        f"{DIM}allowed_signers: {SECURITY[1]} may approve plans, {VAULT_OPS[1]} may sign "
+        f"verification reports (the format of ssh-keygen -Y verify){RESET}"
+    )
+    run(
+        ["cloudtaser", "plan", "approve", "plan.yaml", "--key", SECURITY[0],
+         "--identity", SECURITY[1], "--comment", "demo change reviewed"],
+        env=base, cwd=workdir,
+    )  # fmt: skip
+    run(
+        ["cloudtaser", "plan", "verify-approvals", "plan.yaml", "--allowed-signers",
+         "allowed_signers"],
+        env=base, cwd=workdir,
+    )  # fmt: skip
 
-        step("1. discover (cluster side only)", "scan workloads; the plan holds no secret value")
-        run(
-            ["cloudtaser", "target", "discover", "--name", PLAN_NAME, "--auth-mount", AUTH_MOUNT,
-             "--output-plan", "plan.yaml"],
-            env=cluster_env, cwd=workdir,
-        )  # fmt: skip
+    step("3. apply (vault side only)", "one policy and one role per tenant, for an approved plan")
+    audience = ["--audience", AUDIENCE] if node is not None else []
+    run(["cloudtaser", "source", "apply-plan", "plan.yaml", "--dry-run", *GATE, *token,
+          *audience],
+        env=vault_env, cwd=workdir)  # fmt: skip
+    run(["cloudtaser", "source", "apply-plan", "plan.yaml", *GATE, *token, *audience],
+        env=vault_env, cwd=workdir)  # fmt: skip
 
-        step("2. review (no system access)", "validate and summarise; read the file itself")
-        run(["cloudtaser", "plan", "validate", "plan.yaml"], env=base, cwd=workdir)
-        run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)
-        print(plan.read_text())
+    step("4. populate", "people put the values into the vault with the bao CLI")
+    populate(bao, plan, canaries=node is not None)
 
-        step("3. apply (vault side only)", "one policy and one role per tenant; the plan is read")
-        audience = ["--audience", AUDIENCE] if node is not None else []
-        run(
-            ["cloudtaser", "source", "apply-plan", "plan.yaml", "--dry-run",
-             "--token-file", str(token_file), *audience],
-            env=vault_env, cwd=workdir,
-        )  # fmt: skip
-        run(
-            ["cloudtaser", "source", "apply-plan", "plan.yaml", "--token-file", str(token_file),
-             *audience],
-            env=vault_env, cwd=workdir,
-        )  # fmt: skip
+    step(
+        "5. verify (vault side only)",
+        "every path and field exists, no value read; the signed report (names only) is what "
+        "protect and finalize --delete-secrets require",
+    )
+    run(
+        ["cloudtaser", "source", "verify-plan", "plan.yaml", *token, "--attest",
+         "verified.json", "--key", VAULT_OPS[0], "--identity", VAULT_OPS[1]],
+        env=vault_env, cwd=workdir,
+    )  # fmt: skip
 
-        step("4. populate", "people put the values into the vault with the bao CLI")
-        populate(bao, plan, canaries=node is not None)
+    if node is not None:
+        real_lifecycle(workdir, bao, node, cluster_env, kubectl)
+    else:
+        kwok_lifecycle(workdir, bao, cluster, base, cluster_env)
 
-        step(
-            "5. verify (vault side only)",
-            "every path and field exists; no value is read. The report (names only) is what "
-            "finalize --delete-secrets needs before it deletes a Secret",
-        )
-        run(
-            ["cloudtaser", "source", "verify-plan", "plan.yaml", "--token-file", str(token_file),
-             "--attest", "verified.json"],
-            env=vault_env, cwd=workdir,
-        )  # fmt: skip
+    step("the final plan: the compliance evidence", "every workload migrated or skipped")
+    run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)
 
-        if node is not None:
-            real_lifecycle(workdir, bao, node, cluster_env, kubectl)
-        else:
-            kwok_lifecycle(workdir, bao, cluster, base, cluster_env)
-
-        step("the final plan: the compliance evidence", "every workload migrated or skipped")
-        run(["cloudtaser", "plan", "status", "plan.yaml"], env=base, cwd=workdir)
-        print(plan.read_text())
-
-        if keep:
-            print(f"\n{BOLD}servers kept running{RESET} (stop them with Ctrl-C):")
-            print(f"  export KUBECONFIG={cluster.kubeconfig}")
-            print(f"  export BAO_ADDR={bao.address}   # token in {token_file}")
-            print(f"  plan: {plan}", flush=True)
-            signal.signal(signal.SIGTERM, signal.default_int_handler)
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    time.sleep(3600)
+    if keep:
+        print(f"\n{BOLD}servers kept running{RESET} (stop them with Ctrl-C):")
+        print(f"  export KUBECONFIG={cluster.kubeconfig}")
+        print(f"  export BAO_ADDR={bao.address}   # token in {token_file}")
+        print(f"  plan: {plan}", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
 
 
 def real_lifecycle(
     workdir: Path, bao: BaoServer, node: RealNode, cluster_env: dict[str, str], kubectl: str
 ) -> None:
     """Steps 6-9 on the real node: install the injector, protect, finalize, delete, audit."""
-    step("6. install the injector (cluster side only)", "the webhook from the runtime image")
+    step(
+        "6. install the injector (cluster side only)",
+        "the mutating webhook from the runtime image, ready before protect relies on it",
+    )
     image = node.push_oci_layout(runtime_image_layout(workdir), "cloudtaser/runtime:demo")
     port = _free_port()
     run(
@@ -497,11 +670,12 @@ def real_lifecycle(
 
     step(
         "7. protect (cluster side only)",
-        "annotate, roll out once; the new pods restart through the wrapper and protect proves it",
+        "approved plan, values proven: annotate, roll out once; the new pods restart through the "
+        "wrapper and protect proves it",
     )
     run(
         ["cloudtaser", "target", "protect", "--plan", "plan.yaml", "--vault-address",
-         bao.address, "--yes"],
+         bao.address, "--yes", *GATE, "--require-verified", "verified.json"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
     print(f"{DIM}the app prints the value it got: from OpenBao, not the Kubernetes Secret's{RESET}")
@@ -511,15 +685,15 @@ def real_lifecycle(
 
     step(
         "8. finalize --delete-secrets (cluster side only)",
-        "remove the Secret references the vault now serves (one rollout each), then delete "
-        "every Secret whose every key the verification report proves in the vault and that "
-        "nothing uses any more. IRREVERSIBLE; tls stays (still mounted as files)",
+        "removes the Secret references the vault now serves, then deletes each Secret whose "
+        "every key the report proves in the vault and that nothing uses. IRREVERSIBLE; tls stays "
+        "(mounted as files)",
     )
     for namespace in ("payments", "shop"):
         run([kubectl, "get", "secrets", "-n", namespace], env=cluster_env, cwd=workdir)
     run(
-        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--yes", "--delete-secrets",
-         "--require-verified", "verified.json"],
+        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--yes", *GATE,
+         "--require-verified", "verified.json", "--delete-secrets"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
     for namespace in ("payments", "shop"):
@@ -538,18 +712,19 @@ def kwok_lifecycle(
     """Steps 6-8 on kwok: pods run nothing, so injection cannot happen or be proven."""
     step(
         "6. protect (cluster side only)",
-        "annotate, roll out once, record in the plan. kwok pods run nothing and no injector can "
-        "run here, so the proof of injection is turned off (--no-verify-injection, loudly)",
+        "approved plan, values proven: annotate, roll out once, record in the plan. kwok pods "
+        "run nothing, so the proof of injection is off (--no-verify-injection, loudly)",
     )
     run(
         ["cloudtaser", "target", "protect", "--plan", "plan.yaml", "--vault-address",
-         bao.address, "--no-verify-injection", "--yes"],
+         bao.address, "--yes", *GATE, "--require-verified", "verified.json",
+         "--no-verify-injection"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
 
     step(
         "runtime: the wrapper for a pod of payments/api, run on this host",
-        "logs in with the pod's ServiceAccount token, fetches its secrets, execs the app",
+        "it logs in with the pod's ServiceAccount token, fetches its secrets, execs the app",
     )
     client = cluster.client()
     jwt = wl.request_token(client, "payments", "api", seconds=600)
@@ -573,13 +748,13 @@ def kwok_lifecycle(
     run([runtime_binary(), "wrap", "--", "python3", "app.py"], env=pod_env, cwd=workdir)
 
     step(
-        "7. finalize (cluster side only), dry run",
-        "finalize removes Secret references only from workloads whose live pods are proven "
-        "injected; on kwok they are not, so it refuses every workload (that is the safety rule)",
+        "7. finalize --delete-secrets (cluster side only), DRY RUN",
+        "finalize acts only on workloads whose live pods are proven injected; on kwok they are "
+        "not, so it refuses every workload (the safety rule) and deletes nothing",
     )
     run(
-        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--dry-run",
-         "--delete-secrets", "--require-verified", "verified.json"],
+        ["cloudtaser", "target", "finalize", "--plan", "plan.yaml", "--dry-run", *GATE,
+         "--require-verified", "verified.json", "--delete-secrets"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
 
@@ -589,7 +764,7 @@ def kwok_lifecycle(
 def audit(workdir: Path, cluster_env: dict[str, str]) -> None:
     step(
         "audit (cluster side only)",
-        "per namespace: who still reads Secrets, protected, finalized, Secrets left and users",
+        "per namespace: who still reads Secrets, what is protected and finalized, Secrets left",
     )
     run(
         ["cloudtaser", "target", "audit", "-n", "payments", "-n", "shop"],
@@ -618,7 +793,16 @@ def main() -> None:
         help="realnode: pods really run (root); kwok: fake nodes; auto (default): the real "
         "node when it can run here, else kwok, saying why",
     )
+    parser.add_argument(
+        "--why-not-realnode",
+        action="store_true",
+        help="print why the real node cannot run here (nothing: it can, once nox builds its "
+        "binaries and the demo installs its packages) and exit",
+    )
     args = parser.parse_args()
+    if args.why_not_realnode:
+        print(realnode_unavailable(built=False) or "")
+        return
     if args.workdir:
         workdir = Path(args.workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +17,47 @@ from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace
 
 from tests.integration.runtime_binary import runtime_binary
-from tests.testenv.realnode import RealNode
+from tests.testenv.realnode import PACKAGES_SCRIPT, RealNode, missing_packages
 from tools import demo
 
 ROOT = Path(__file__).parents[2]
 
 pytestmark = [pytest.mark.integration]
+
+#: The gated path a newcomer should copy, as the demo prints it (docs/approval.md).
+GATED_COMMANDS = (
+    "$ ssh-keygen -q -t ed25519 -N '' -C security@example.com -f security.key",
+    "$ cloudtaser plan approve plan.yaml --key security.key --identity security@example.com",
+    "$ cloudtaser plan verify-approvals plan.yaml --allowed-signers allowed_signers",
+    "apply-plan plan.yaml --require-approval --allowed-signers allowed_signers --token-file",
+    "cloudtaser source verify-plan plan.yaml --token-file vault-token --attest verified.json"
+    " --key vault-ops.key --identity vault-ops@example.com",
+    " --yes --require-approval --allowed-signers allowed_signers --require-verified verified.json",
+    "--require-approval --allowed-signers allowed_signers --require-verified verified.json"
+    " --delete-secrets",
+)
+
+
+def _commands(stdout: str, verb: str) -> list[str]:
+    """The printed command lines (``$ [VAR=value ...] cloudtaser VERB ...``) of ``verb``."""
+    return [
+        line
+        for line in stdout.splitlines()
+        if line.startswith("$ ") and f" cloudtaser {verb} " in f" {line[2:]}"
+    ]
+
+
+def assert_gated_path(stdout: str) -> None:
+    """Every gated command is printed, and the gate let each step through."""
+    missing = [c for c in GATED_COMMANDS if c not in stdout]
+    assert not missing, missing
+    (protect,) = _commands(stdout, "target protect")
+    assert "--require-approval" in protect
+    assert "--require-verified verified.json" in protect
+    (finalize,) = _commands(stdout, "target finalize")
+    assert "--require-approval" in finalize
+    assert "--delete-secrets" in finalize
+    assert "not approved" not in stdout
 
 
 def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> None:
@@ -52,7 +88,22 @@ def test_demo_runs_the_whole_workflow_and_stops_everything(tmp_path: Path) -> No
     assert "the app sees: {'DB_USER': '" in result.stdout
     assert "CLOUDTASER_* in its environment: []" in result.stdout
     assert "stopped the OpenBao dev server and the local cluster" in result.stdout
-    assert "FALLING BACK to the kwok cluster" in result.stdout
+    assert_gated_path(result.stdout)
+    # the fallback says what it does not show and how to get it, before the first step and
+    # after everything stopped (the last thing the run prints)
+    start = result.stdout.index("FALLING BACK to the kwok cluster")
+    assert start < result.stdout.index("== 0. start")
+    end = result.stdout.index(
+        "the demo ran on FAKE NODES (kwok), so these steps were SKIPPED (or only"
+    )
+    assert end > result.stdout.index("stopped the OpenBao dev server and the local cluster")
+    for banner in (result.stdout[start:], result.stdout[end:]):
+        head = banner.split("!" * 100, 1)[0]
+        missing = [item for item in demo.REAL_ONLY if item not in head]
+        assert not missing, missing
+        assert "!! why: --mode kwok" in head
+        assert "!! the real thing: `nox -s demo` (without --mode kwok), as root" in head
+    assert "every step ran" not in result.stdout
     assert "not proven injected" in output  # finalize refuses: kwok pods are not injected
     assert (workdir / "audit.html").read_text().startswith("<!DOCTYPE html>")
     values = [v for secrets in demo.SECRETS.values() for d in secrets.values() for v in d.values()]
@@ -181,5 +232,61 @@ def _real_demo(tmp_path: Path) -> None:
     assert "redis" not in shop[-1]
     assert "tls" in shop[-1]  # still mounted as files: kept
     assert (workdir / "audit.html").is_file()
+    assert_gated_path(result.stdout)
+    assert "demo finished on a real node: every step ran" in result.stdout
+    assert "FAKE NODES" not in result.stdout
+    assert "FALLING BACK" not in result.stdout
     values = [v for secrets in demo.SECRETS.values() for d in secrets.values() for v in d.values()]
     assert not [v for v in values if v in output]
+
+
+def test_the_fallback_names_the_command_that_shows_the_real_node() -> None:
+    """Not root: the banner gives the exact command (as root the demo installs the packages)."""
+    why = "this machine lacks root (the kubelet and runc need it)"
+    assert demo.real_thing(why).startswith("on a Debian-like machine")
+    assert '`sudo "$(command -v nox)" -s demo`' in demo.real_thing(why)
+
+
+def _bin_without_ssh(tmp_path: Path) -> Path:
+    """A PATH directory with bash, dpkg-query and runc (when present) but no ssh-keygen."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dpkg-query", "runc"):
+        found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    return bin_dir
+
+
+def test_the_package_list_names_what_is_missing(tmp_path: Path) -> None:
+    """node-packages.sh (the list .ci/run and the demo install) names openssh-client when
+    ssh-keygen is not on PATH, and nothing more than it names here."""
+    present = missing_packages()
+    bin_dir = _bin_without_ssh(tmp_path)
+    out = subprocess.run(
+        [str(bin_dir / "bash"), str(PACKAGES_SCRIPT)],
+        capture_output=True, text=True, check=True, env={"PATH": str(bin_dir)},
+    ).stdout.split()  # fmt: skip
+    assert "openssh-client" in out
+    assert set(out) - {"openssh-client"} == set(present) - {"openssh-client"}
+
+
+def test_the_demo_installs_the_listed_packages_saying_so_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root with apt-get, the demo installs what node-packages.sh lists (here: a stand-in
+    apt-get that records its arguments), after one line naming the command."""
+    bin_dir = _bin_without_ssh(tmp_path)
+    calls = tmp_path / "calls"
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert demo.install_packages(tmp_path) is None
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("installing the real node's Debian packages (root, apt-get")
+    assert "apt-get install -y -q" in first
+    assert "openssh-client" in first
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "update -q"
+    assert lines[1].startswith("install -y -q ")
+    assert "openssh-client" in lines[1].split()

@@ -76,9 +76,21 @@ _MNT_DETACH = 2
 # -- prerequisites -------------------------------------------------------------------------------
 
 
-def missing_prerequisites(bin_dir: Path | None = None) -> list[str]:
-    """What this host lacks to run a real node (empty list: all present)."""
-    bin_dir = bin_dir or k8s_bin_dir()
+#: Prints the Debian packages this machine lacks (runc, containernetworking-plugins,
+#: busybox-static, openssh-client): the one list ``.ci/run`` and the demo install.
+PACKAGES_SCRIPT = Path(__file__).with_name("node-packages.sh")
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages of ``node-packages.sh`` this machine lacks (empty list: none)."""
+    out = subprocess.run(
+        ["bash", str(PACKAGES_SCRIPT)], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()
+
+
+def host_blockers() -> list[str]:
+    """What no package or build can give this host for a real node: root, overlayfs, cgroups."""
     out = []
     if os.geteuid() != 0:
         out.append("root (the kubelet and runc need it)")
@@ -90,16 +102,31 @@ def missing_prerequisites(bin_dir: Path | None = None) -> list[str]:
         out.append("overlayfs (`modprobe overlay`)")
     if not (CGROUP_ROOT / "memory").is_dir() and not (CGROUP_ROOT / "cgroup.controllers").exists():
         out.append(f"cgroups mounted under {CGROUP_ROOT}")
+    return out
+
+
+def missing_node_files() -> list[str]:
+    """The Debian-packaged files a real node runs with that this host lacks."""
+    out = []
     if not os.access(RUNC, os.X_OK):
         out.append(f"{RUNC} (`apt-get install -y runc`)")
     if not os.access(CNI_DIR / "loopback", os.X_OK):
         out.append(f"{CNI_DIR}/loopback (`apt-get install -y containernetworking-plugins`)")
     if not os.access(BUSYBOX, os.X_OK):
         out.append(f"{BUSYBOX} (`apt-get install -y busybox-static`)")
-    absent = [b for b in NODE_BINARIES if not os.access(bin_dir / b, os.X_OK)]
-    if absent:
-        out.append(f"node binaries in {bin_dir}: {', '.join(absent)} (`nox -s testenv`)")
     return out
+
+
+def missing_node_binaries(bin_dir: Path | None = None) -> list[str]:
+    """The node binaries ``build-k8s.sh`` builds that are not in ``bin_dir`` (the cache)."""
+    bin_dir = bin_dir or k8s_bin_dir()
+    absent = [b for b in NODE_BINARIES if not os.access(bin_dir / b, os.X_OK)]
+    return [f"node binaries in {bin_dir}: {', '.join(absent)} (`nox -s testenv`)"] if absent else []
+
+
+def missing_prerequisites(bin_dir: Path | None = None) -> list[str]:
+    """What this host lacks to run a real node (empty list: all present)."""
+    return host_blockers() + missing_node_files() + missing_node_binaries(bin_dir)
 
 
 # -- host state: mounts, cgroups, host paths, sysctls ---------------------------------------------
