@@ -68,6 +68,8 @@ MEANING = {
     ExitCode.USAGE: "invalid input or usage: bad flags, unreadable or invalid plan, bad config",
     ExitCode.REMOTE: "cannot reach or authenticate to a remote system (cluster or vault)",
     ExitCode.FAILED: "an operation was attempted and failed (server error, rollout, lock held)",
+    ExitCode.REFUSED: "refused by a gate before anything changed: approvals or verification "
+    "report missing, too few, stale or invalid (docs/approval.md)",
     ExitCode.INTERNAL: "a bug in cloudtaser (an unexpected exception)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C) after finishing the current write",
 }

@@ -268,7 +268,7 @@ def test_an_unmapped_key_keeps_the_secret_until_a_reviewer_releases_it(
     stale_approval = _finalize(
         cluster, plan, "--delete-secrets", "--require-verified", str(report), *gate
     )
-    assert stale_approval.returncode == 2, stale_approval.stderr
+    assert stale_approval.returncode == 5, stale_approval.stderr
     assert "not approved" in stale_approval.stderr
     _approve(openbao, plan, key)
     stale_report = _finalize(
@@ -375,7 +375,7 @@ def test_a_report_that_does_not_prove_a_mapped_field_keeps_the_secret(
 
     # the CLI gate refuses the run outright (the migrated workload is not covered) ...
     gated = _finalize(cluster, plan, "--delete-secrets", "--require-verified", str(report))
-    assert gated.returncode == 2, gated.stderr
+    assert gated.returncode == 5, gated.stderr
     assert "fields password not proven" in gated.stderr
     # ... and the library on its own keeps the Secret, naming the key
     run, secrets = _library_finalize(cluster, plan, verified=load_report(report))
