@@ -163,6 +163,7 @@ def register(groups: Any) -> None:
             "cloudtaser plan canonical plan.yaml --digest",
             "cloudtaser plan canonical plan.yaml > reviewed.json",
         ],
+        exit_codes="0 printed, 2 unreadable or invalid plan.",
     )
     add_plan_argument(canonical, "plan", metavar="PLAN", help="plan file")
     canonical.add_argument(

@@ -88,17 +88,27 @@ def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> 
     return message + (" (" + "; ".join(hints) + ")" if hints else "")
 
 
-def examples_epilog(examples: Any, epilog: str | None = None) -> str | None:
-    """The help epilog: an ``examples:`` block of shell lines, then ``epilog``.
+def examples_epilog(
+    examples: Any, epilog: str | None = None, exit_codes: str | None = None
+) -> str | None:
+    """The help epilog: an ``examples:`` block of shell lines, then ``epilog``, then the
+    ``exit codes:`` paragraph (``exit_codes``: ``"0 done, 2 bad flags, ..."``), which every
+    command's help ends with (tests/cli/test_exit_codes.py walks the parser).
 
     Use with ``formatter_class=argparse.RawDescriptionHelpFormatter`` (``groups.command`` does).
     Each example is one command line; a long one may be split with ``" \\\n      "``.
     """
+    import textwrap  # noqa: PLC0415
+
+    parts = []
     lines = list(examples)
-    if not lines:
-        return epilog
-    block = "examples:\n" + "\n".join(f"  {line}" for line in lines)
-    return block + ("\n\n" + epilog if epilog else "\n")
+    if lines:
+        parts.append("examples:\n" + "\n".join(f"  {line}" for line in lines) + "\n")
+    if epilog:
+        parts.append(epilog)
+    if exit_codes:
+        parts.append(textwrap.fill(f"exit codes: {exit_codes}", width=92) + "\n")
+    return "\n".join(parts) or None
 
 
 def plan_files_completer(prefix: str, **_: Any) -> list[str]:

@@ -190,6 +190,10 @@ def register(groups: Any) -> None:
             "cloudtaser source connect --import prod.conn.yaml --openbao-addr https://bao:8200",
             "cloudtaser source connect --import prod.conn.yaml --dry-run -o json",
         ],
+        exit_codes=(
+            "0 configured (or unchanged, or --dry-run), 2 bad flags or connection file, 3 "
+            "vault unreachable, token refused or vault sealed, 4 a write failed."
+        ),
     )
     source.add_argument(
         "--import",

@@ -203,6 +203,8 @@ def register(groups: Any) -> None:
         help="remove exactly what target install created",
         description=_UNINSTALL_DESCRIPTION,
         epilog=_UNINSTALL_EPILOG,
+        exit_codes="0 removed (or nothing to remove), 2 bad flags, 3 cluster unreachable, "
+        "credentials refused or a permission missing, 4 a delete failed.",
     )
     uninstall.add_argument(
         "--namespace",

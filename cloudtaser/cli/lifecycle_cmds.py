@@ -17,6 +17,7 @@ from cloudtaser.cli.common import add_cluster_options, cluster_session, usage_er
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import progress, table
 from cloudtaser.cli.steps import (
+    RUN_EXIT_CODES,
     StepRun,
     add_run_options,
     check_run,
@@ -86,6 +87,7 @@ def register(groups: Any) -> None:
             "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets"
             " --require-verified verified.json --require-approval --allowed-signers team.signers",
         ],
+        exit_codes=RUN_EXIT_CODES,
     )
     add_run_options(fin)
     add_gate_options(fin, verified="migrated")
@@ -111,6 +113,8 @@ def register(groups: Any) -> None:
             "cloudtaser target audit -o html --report audit.html",
             "cloudtaser target audit --plan plan.yaml --require-verified verified.json",
         ],
+        exit_codes="0 report written, 2 bad flags or plan, 3 cluster unreachable or "
+        "credentials refused, 5 the --require-verified report is unusable.",
     )
     add_cluster_options(audit)
     audit.add_argument(

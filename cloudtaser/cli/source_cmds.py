@@ -61,13 +61,14 @@ a unified diff of each policy's HCL (vault -> plan) and old -> new of each role 
 Policies and roles named cloudtaser-<plan>-* that the plan no longer contains (a tenant
 dropped from the plan) are reported as 'orphaned'; --prune deletes them (--dry-run shows
 them first). Finding them needs 'list' on sys/policies/acl and auth/<mount>/role.
+The operator policy these commands need is in docs/source-commands.md.
 
 exit codes: 0 applied (or nothing to do), 1 --dry-run found a conflict, 2 invalid plan or
 flags, 3 vault unreachable, token refused, capability missing or vault sealed, 4 pre-flight
-failed (missing mount, conflict) or a write failed (re-run: every write is idempotent).
+failed (missing mount, conflict) or a write failed (re-run: every write is idempotent),
+5 refused by --require-approval before any vault request.
 With --detailed-exitcode, as 'terraform plan -detailed-exitcode': 0 nothing to do, 2 changes
 pending (or, without --dry-run, made), 1 any error.
-The operator policy these commands need is in docs/source-commands.md.
 """
 
 _VERIFY_DESCRIPTION = """\

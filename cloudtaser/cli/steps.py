@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
+    "RUN_EXIT_CODES",
     "Interrupts",
     "StepRun",
     "add_run_options",
@@ -47,11 +48,22 @@ __all__ = [
     "exit_code",
     "make_decide",
     "print_report",
+    "reach",
     "render_proposal",
     "run_options",
     "run_step",
     "run_tally",
 ]
+
+
+#: The ``exit codes:`` line of every engine step's help (protect, unprotect, finalize), as
+#: :func:`exit_code` and the one error mapping (:mod:`cloudtaser.cli.exitcodes`) return them.
+RUN_EXIT_CODES = (
+    "0 done (or nothing to do), 1 some workloads refused (drift, paused, ...), 2 bad flags or "
+    "plan, 3 cluster unreachable or credentials refused (checked before any workload), 4 a "
+    "patch or rollout failed, 5 refused by --require-approval / --require-verified before "
+    "any change, 130 interrupted."
+)
 
 
 def add_run_options(
@@ -345,6 +357,7 @@ def run_step(args: argparse.Namespace, call: Callable[[StepRun], RunReport]) -> 
         interrupts.installed(),
         RunProgress(live=live, verbose=verbose) as reporter,
     ):
+        reach(session)
         interrupts.say = reporter.message
         report = call(
             StepRun(
@@ -353,6 +366,21 @@ def run_step(args: argparse.Namespace, call: Callable[[StepRun], RunReport]) -> 
         )
         reporter.close(run_tally(report))
     return report
+
+
+def reach(session: KubeSession) -> None:
+    """Prove the API server answers before any workload is looked at: an unreachable or
+    unauthenticated cluster is the one remote error of every command (exit 3, docs/cli.md),
+    not a failure of the first workload (exit 4). A 403 is an answer: reached."""
+    from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError  # noqa: PLC0415
+    from cloudtaser.target.kube.api import resource  # noqa: PLC0415
+    from cloudtaser.target.kube.errors import api_errors  # noqa: PLC0415
+
+    try:
+        with api_errors("start (nothing was changed)"):
+            session.client.get(resource("Namespace"), "kube-system")
+    except (ClusterForbiddenError, ClusterNotFoundError):
+        return
 
 
 def exit_code(report: RunReport, *, problems: bool = False) -> int:
