@@ -185,8 +185,8 @@ def resolve_gates(args: argparse.Namespace) -> Gates:
 
 def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathLike[str]) -> None:
     """Apply the gates ``args`` (and the environment) ask for to ``plan`` (loaded, or its
-    path); raise the library's ``ApprovalError`` (exit 5) / ``ConfigError`` (exit 2) when one refuses.
-    No gate asked: no-op (the plan is not even read)."""
+    path); raise the library's ``ApprovalError`` (exit 5) / ``ConfigError`` (exit 2) when one
+    refuses. No gate asked: no-op (the plan is not even read)."""
     check_plan(plan_gate(args), plan)
 
 
