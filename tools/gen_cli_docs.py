@@ -44,6 +44,13 @@ when this file and the parser disagree. For the workflow around these commands s
   `VAULT_CACERT`/`BAO_CACERT`,
   `VAULT_SKIP_VERIFY`/`BAO_SKIP_VERIFY` (booleans: `1|true|yes|on`, `0|false|no|off`, anything
   else is an error). Cluster: `KUBECONFIG`.
+- `--dry-run` (on protect, unprotect, finalize, apply-plan, connect, install, uninstall) reads
+  the live objects and writes nothing (a server-side dry run, `dryRun=All`, where the command
+  would write to the cluster). kubectl's `--dry-run=server` and `--dry-run=client` are accepted
+  and mean the same run: a client-only dry run could not show the exact change.
+- Exit codes: every command's help ends with its own `exit codes:` line, drawn from the table
+  below; one kind of failure has one code on every command (an unreachable or unauthenticated
+  API server or vault is 3, a refused approval or verification gate is 5).
 - Errors: one line on stderr, `cloudtaser: error: ...`, and a non-zero exit code. Expected errors
   (bad plan, unreachable vault, refused token) never print a traceback, not even with `-v`; an
   unexpected one (a bug, exit 70) shows its traceback with `-v`.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloudtaserParser",
     "add_cluster_options",
+    "add_dry_run_option",
     "add_output_option",
     "add_plan_argument",
     "add_vault_options",
@@ -341,6 +342,25 @@ def add_vault_options(
         default=False,
         help="follow a vault's 307/308 redirect to another host or port (default: same origin "
         "only, since the token goes with it; https is never downgraded)",
+    )
+
+
+#: ``--dry-run`` and kubectl's spellings of it. Both mean the one dry run cloudtaser has: it
+#: reads the live objects (a server-side dry run where it writes: ``dryRun=All``) and writes
+#: nothing. A client-only dry run (no request at all) cannot show the exact change, so
+#: ``=client`` is the same run, documented as such rather than refused (docs/cli.md).
+DRY_RUN_FLAGS = ("--dry-run", "--dry-run=server", "--dry-run=client")
+
+
+def add_dry_run_option(parser: argparse._ActionsContainer, *, help: str) -> argparse.Action:
+    """``--dry-run`` (also ``--dry-run=server`` and ``--dry-run=client``, kubectl's habit) as
+    ``args.dry_run``; ``help`` says what this command's dry run does. Registered as exact
+    option strings, so ``--dry-run PLAN`` still leaves PLAN to the positional argument."""
+    return parser.add_argument(
+        *DRY_RUN_FLAGS,
+        dest="dry_run",
+        action="store_true",
+        help=f"{help} (=server and =client, kubectl's spellings, are the same run)",
     )
 
 

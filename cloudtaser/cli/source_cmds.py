@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates
 from cloudtaser.cli.attest_opts import add_attest_options, write_attestation
 from cloudtaser.cli.common import (
+    add_dry_run_option,
     add_output_option,
     add_plan_argument,
     add_vault_options,
@@ -126,9 +127,8 @@ def register(groups: Any) -> None:
         examples=_APPLY_EXAMPLES,
     )
     _add_plan_and_vault(apply)
-    apply.add_argument(
-        "--dry-run",
-        action="store_true",
+    add_dry_run_option(
+        apply,
         help="read and compare, print the diff and create / update / unchanged per object, "
         "write nothing",
     )

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
     add_cluster_options,
+    add_dry_run_option,
     add_output_option,
     add_plan_argument,
     cluster_session,
@@ -94,9 +95,8 @@ def add_run_options(
         "--yes", "-y", action="store_true", help="go on for every workload without asking"
     )
     run = parser.add_argument_group("run")
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
+    add_dry_run_option(
+        run,
         help="server-side dry run (dryRun=All): print the exact patches; change neither the "
         "cluster nor the plan",
     )
