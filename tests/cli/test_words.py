@@ -1,0 +1,97 @@
+"""The words of messages: each names what the user actually did and offers the way that keeps
+them safe (issue 34, "Exit codes and words")."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from cloudtaser.cli import main
+from cloudtaser.config import resolve_vault_target
+
+PLAN = """\
+apiVersion: cloudtaser.io/v1
+kind: MigrationPlan
+metadata: {name: p}
+tenants:
+  - name: web
+    namespace: web
+    workloads:
+      - kind: Deployment
+        name: api
+        secrets:
+          - source: db
+            vaultPath: secret/data/web/db
+            fields: {password: DB_PASSWORD}
+"""
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_unreachable_vault_names_vault_addr_when_vault_addr_was_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("BAO_ADDR", raising=False)
+    monkeypatch.setenv("VAULT_ADDR", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("VAULT_TOKEN", "canary-token-never-printed")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    assert main(["source", "verify-plan", str(plan)]) == 3
+    err = capsys.readouterr().err
+    assert "cannot reach the vault" in err
+    assert "VAULT_ADDR" in err
+    assert "BAO_ADDR" not in err
+    assert "canary-token" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "not_named"),
+    [
+        ({"VAULT_ADDR": "http://127.0.0.1:{port}"}, "VAULT_ADDR", "BAO_ADDR"),
+        ({"BAO_ADDR": "http://127.0.0.1:{port}"}, "BAO_ADDR", "VAULT_ADDR"),
+        ({"VAULT_ADDR": "", "BAO_ADDR": "http://127.0.0.1:{port}"}, "BAO_ADDR", "VAULT_ADDR"),
+        ({}, "--openbao-addr", "_ADDR"),
+    ],
+    ids=["VAULT_ADDR", "BAO_ADDR", "empty-VAULT_ADDR", "flag"],
+)
+def test_the_client_names_where_the_address_came_from(
+    env: dict[str, str], named: str, not_named: str
+) -> None:
+    from cloudtaser.errors import VaultUnreachableError
+    from cloudtaser.source.openbao import OpenBaoClient, RetryPolicy
+
+    port = _closed_port()
+    environ = {name: value.format(port=port) for name, value in env.items()}
+    flag = None if env else f"http://127.0.0.1:{port}"
+    target = resolve_vault_target(address=flag, token="t", environ=environ)
+    assert target.address_source == named
+    with (
+        OpenBaoClient(target, retry=RetryPolicy(max_attempts=1)) as client,
+        pytest.raises(VaultUnreachableError) as caught,
+    ):
+        client.auth_mounts()
+    assert named in str(caught.value)
+    assert not_named not in str(caught.value)
+
+
+def test_a_bad_address_names_where_it_came_from() -> None:
+    from cloudtaser.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="VAULT_ADDR"):
+        resolve_vault_target(environ={"VAULT_ADDR": "bao.example:8200", "VAULT_TOKEN": "t"})
+    with pytest.raises(ConfigError, match="BAO_ADDR"):
+        resolve_vault_target(environ={"BAO_ADDR": "bao.example:8200", "BAO_TOKEN": "t"})
+    target = resolve_vault_target(
+        environ={
+            "VAULT_ADDR": "https://a.example",
+            "BAO_ADDR": "https://b.example",
+            "BAO_TOKEN": "t",
+        }
+    )
+    assert (target.address, target.address_source) == ("https://a.example", "VAULT_ADDR")
