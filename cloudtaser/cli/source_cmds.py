@@ -10,7 +10,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates
-from cloudtaser.cli.attest_opts import add_attest_options, write_attestation
+from cloudtaser.cli.attest_opts import add_attest_options, attestation_signer, write_attestation
 from cloudtaser.cli.common import (
     add_dry_run_option,
     add_output_option,
@@ -467,6 +467,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from cloudtaser.source.verify import verify_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
+    signer = attestation_signer(args)  # a key that cannot sign fails before any vault work
     with (
         vault_client(args, pool_size=args.concurrency) as client,
         RunProgress(verbose=_verbose(args)) as reporter,
@@ -478,7 +479,7 @@ def _run_verify(args: argparse.Namespace) -> int:
             progress=reporter.message,
             tenants=tuple(args.tenant),
         )
-        write_attestation(args, loaded, result, client)
+        write_attestation(args, loaded, result, client, signer)
         counts = result.path_counts()
         reporter.close(
             f"{result.paths_checked} distinct paths checked: "

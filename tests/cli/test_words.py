@@ -95,3 +95,33 @@ def test_a_bad_address_names_where_it_came_from() -> None:
         }
     )
     assert (target.address, target.address_source) == ("https://a.example", "VAULT_ADDR")
+
+
+def test_verify_plan_checks_the_signing_key_before_any_vault_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    key = tmp_path / "k.pub"
+    key.write_bytes(
+        public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + b" sec@example.com\n"
+    )
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # the key cannot be in an agent
+    monkeypatch.setenv("VAULT_TOKEN", "canary-token-never-printed")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN)
+    code = main(
+        [
+            "source", "verify-plan", str(plan), "--openbao-addr",
+            f"http://127.0.0.1:{_closed_port()}", "--attest", str(tmp_path / "v.json"),
+            "--key", str(key),
+        ]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "ssh-agent" in err
+    assert "cannot reach the vault" not in err  # refused before the vault was asked anything
+    assert not (tmp_path / "v.json").exists()

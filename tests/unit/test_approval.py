@@ -970,10 +970,10 @@ def test_verify_plan_key_without_attest_is_a_usage_error(
     args = build_parser().parse_args(
         ["source", "verify-plan", str(plan_file), "--key", str(keys["alice"])]
     )
-    from cloudtaser.cli.attest_opts import write_attestation
+    from cloudtaser.cli.attest_opts import attestation_signer
 
     with pytest.raises(ConfigError, match="needs --attest"):
-        write_attestation(args, planlib.load(plan_file), None, None)  # type: ignore[arg-type]
+        attestation_signer(args)
 
 
 def test_approve_takes_the_plan_lock(
