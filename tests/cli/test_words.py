@@ -125,3 +125,19 @@ def test_verify_plan_checks_the_signing_key_before_any_vault_request(
     assert "ssh-agent" in err
     assert "cannot reach the vault" not in err  # refused before the vault was asked anything
     assert not (tmp_path / "v.json").exists()
+
+
+def test_tenant_scope_error_offers_the_layout_fields_before_shared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.replace("secret/data/web/db", "secret/data/legacy/web-db"))
+    assert main(["plan", "validate", str(plan)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "outside the scope of tenant 'web'" in err
+    assert "'secret/data/web/web-db'" in err  # what a path in its scope looks like
+    assert "metadata.pathTemplate" in err
+    assert "tenants[0].pathPrefix" in err
+    # shared: true is named last, and as what it is
+    assert err.index("pathPrefix") < err.index("shared: true")
+    assert "widens access" in err
