@@ -261,7 +261,17 @@ def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
                 )
                 if not own:
                     problems.append(
-                        (where, _outside_scope(path, tenant, t_index, template, mount, cluster))
+                        (
+                            where,
+                            _outside_scope(
+                                path,
+                                tenant,
+                                t_index,
+                                template=template,
+                                mount=mount,
+                                cluster=cluster,
+                            ),
+                        )
                     )
                     continue
                 others = sorted(
@@ -294,7 +304,7 @@ def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
 
 
 def _outside_scope(
-    path: str, tenant: Tenant, t_index: int, template: str, mount: str, cluster: str
+    path: str, tenant: Tenant, t_index: int, *, template: str, mount: str, cluster: str
 ) -> str:
     """The problem of a path outside its tenant's scope, with the fixes that keep the tenants
     isolated first (the path, or the layout fields) and ``shared: true`` last, as what it is:
