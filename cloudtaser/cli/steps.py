@@ -407,8 +407,19 @@ def run_tally(report: RunReport) -> str:
     return tally(counts, (*(str(o) for o in OUTCOME_ORDER), "not reached"))
 
 
+def _detail(message: str, warnings: list[str], *, verbose: bool) -> str:
+    """A workload's DETAIL cell: its message, and how many warnings it had (each one was a
+    progress line with ``-v``; all are in ``-o json``)."""
+    extra = [w for w in warnings if w not in message]
+    if not extra or verbose:
+        return message
+    noun = "warning" if len(extra) == 1 else "warnings"
+    return f"{message} (+{len(extra)} {noun}: -v or -o json)"
+
+
 def print_report(report: RunReport, args: argparse.Namespace, result: RunResult) -> None:
-    """The run's result table, or with ``-o json`` its ``result`` (the library's Struct)."""
+    """The run's result table, one line per workload (its warnings counted, shown with ``-v``
+    and in the JSON), or with ``-o json`` its ``result`` (the library's Struct)."""
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
@@ -420,8 +431,12 @@ def print_report(report: RunReport, args: argparse.Namespace, result: RunResult)
                 print(f"# {r.ref.kind} {r.ref.namespace}/{r.ref.name} (strategic merge patch)")
                 print(json.dumps(r.patch, indent=2, sort_keys=True))
     if report.results:
+        verbose = int(getattr(args, "verbose", 0) or 0) > 0
         rows = [
-            [r.ref.tenant, r.ref.namespace, r.ref.kind, r.ref.name, str(r.outcome), r.message]
+            [
+                *(r.ref.tenant, r.ref.namespace, r.ref.kind, r.ref.name, str(r.outcome)),
+                _detail(r.message, r.warnings, verbose=verbose),
+            ]
             for r in report.results
         ]
         print(table(rows, ["TENANT", "NAMESPACE", "KIND", "NAME", "RESULT", "DETAIL"]))

@@ -141,3 +141,67 @@ def test_tenant_scope_error_offers_the_layout_fields_before_shared(
     # shared: true is named last, and as what it is
     assert err.index("pathPrefix") < err.index("shared: true")
     assert "widens access" in err
+
+
+# --- one line per workload ------------------------------------------------------------------
+
+
+def _screen(stream: str) -> str:
+    """What a terminal shows at the end: each line as left after its last in-place clear."""
+    return "\n".join(line.rsplit("\r\x1b[2K", 1)[-1] for line in stream.split("\n"))
+
+
+def _refused_run(live: bool, *, verbose: bool = False) -> tuple[str, str]:
+    """The events the engine emits for a refused workload with one extra warning, through
+    the reporter, then the result table: (stderr, stdout)."""
+    import argparse
+    import contextlib
+    import io
+
+    from cloudtaser.cli.output import RunProgress
+    from cloudtaser.cli.steps import print_report
+    from cloudtaser.target.engine.core import Event, RunReport, WorkloadResult
+    from cloudtaser.target.engine.result import Outcome
+    from cloudtaser.target.kube.workloads import WorkloadRef
+
+    ref = WorkloadRef("web", "web", "Deployment", "api")
+    err, out = io.StringIO(), io.StringIO()
+    with RunProgress(stream=err, live=live, verbose=verbose) as reporter:
+        reporter.event(Event(None, "protecting 1 workload", total=1))
+        reporter.event(Event(ref, DANGEROUS, warning=True))
+        reporter.event(Event(ref, f"not changed: {WHY}", warning=True))
+        reporter.event(Event(ref, f"refused: {WHY}", warning=True, outcome="refused"))
+        reporter.close("1 refused")
+    report = RunReport(results=[WorkloadResult(ref, Outcome.REFUSED, WHY, [DANGEROUS])])
+    args = argparse.Namespace(output="text", dry_run=False, verbose=int(verbose))
+    with contextlib.redirect_stdout(out):
+        print_report(report, args, None)  # type: ignore[arg-type]  # text: no JSON result
+    return err.getvalue(), out.getvalue()
+
+
+WHY = "Secret db is also read by CronJob web/backup, which the runtime does not serve"
+DANGEROUS = "the reviewed plan accepts vault fields as LD_PRELOAD (acceptedDangerousEnv)"
+
+
+def test_on_a_terminal_a_refused_workload_is_one_line_with_its_reason_once() -> None:
+    err, out = _refused_run(live=True)
+    screen = _screen(err) + out
+    assert screen.count(WHY) == 1, screen
+    assert [line for line in out.splitlines() if "api" in line] == [
+        line for line in out.splitlines() if WHY in line
+    ]
+    assert "(+1 warning: -v or -o json)" in out  # the other warning is counted, not lost
+    assert DANGEROUS not in screen
+
+
+def test_piped_the_reason_is_said_once_and_other_warnings_stay() -> None:
+    err, _out = _refused_run(live=False)
+    assert err.count(WHY) == 1, err
+    assert "refused: " + WHY in err
+    assert err.count(DANGEROUS) == 1
+
+
+def test_verbose_shows_every_warning() -> None:
+    err, out = _refused_run(live=True, verbose=True)
+    assert DANGEROUS in _screen(err)
+    assert "-v or -o json" not in out
