@@ -34,8 +34,10 @@ when this file and the parser disagree. For the workflow around these commands s
   Schemas are in `schema/output-<kind>.schema.json`. A new `formatVersion` means a field changed
   meaning or was removed; added fields keep the version.
 - Long runs (protect, unprotect, apply-plan, verify-plan, discover): on a terminal one live
-  status line (`[n/N]`, elapsed, ETA); piped, quiet line-oriented output (`-v` for every step);
-  always a closing tally such as `287 migrated, 2 failed, 1 refused`.
+  status line (`[n/N]`, elapsed, ETA, the tally so far), then the result: one line per
+  workload, its reason said once (other warnings counted there; `-v` prints each, `-o json`
+  holds them all); piped, quiet line-oriented output, one line per finished workload (`-v` for
+  every step); always a closing tally such as `287 migrated, 2 failed, 1 refused`.
 - Configuration precedence: flag, then environment, then default. Vault (`VAULT_*` first, like
   the vault CLI; `BAO_*` as the fallback): `VAULT_ADDR`/`BAO_ADDR`,
   `VAULT_TOKEN`/`BAO_TOKEN`, then `~/.vault-token` (written by `bao login` / `vault login`, read

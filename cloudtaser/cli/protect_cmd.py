@@ -53,8 +53,9 @@ _RUN_EPILOG = """\
 interactive answers: y yes, n no (protect: recorded skipped; undo with 'cloudtaser plan
 set-status'), l later / not now (stays pending, asked again next run), a yes to all remaining,
 t yes to the rest of this tenant, q quit (the rest stays pending).
-progress: on a terminal one live [n/N] status line with elapsed time and ETA; piped, one line
-per workload (-v for every step); always a closing tally.
+progress: on a terminal one live [n/N] status line (elapsed, ETA, tally), then the table, one
+line per workload (its other warnings counted; -v prints them, -o json holds them); piped, one
+line per workload (-v for every step); always a closing tally.
 """
 
 
