@@ -89,7 +89,7 @@ def register(groups: Any) -> None:
             "Print, for every distinct vault path the plan's non-skipped workloads read, the "
             "fields to create, as 'bao kv put -mount=<mount> <path> field=…' skeletons "
             "WITHOUT values, and which workloads need it: the checklist for the people who "
-            "put the secret values into the vault (workflow step 4). No system access: to "
+            "put the secret values into the vault (after workflow step 3). No system access: to "
             "list only what the vault still lacks, use 'source verify-plan PLAN --missing'."
         ),
         examples=[
