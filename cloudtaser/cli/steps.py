@@ -357,21 +357,29 @@ def run_step(args: argparse.Namespace, call: Callable[[StepRun], RunReport]) -> 
         interrupts.installed(),
         RunProgress(live=live, verbose=verbose) as reporter,
     ):
-        reach(session)
         interrupts.say = reporter.message
+        reached = threading.Event()
+
+        def event(item: Event) -> None:
+            # the run's total comes after every local check of the plan (lock, rules, gates,
+            # selection) and before any workload: prove the API server answers there
+            if item.total is not None and not reached.is_set():
+                reached.set()
+                reach(session)
+            reporter.event(item)
+
         report = call(
-            StepRun(
-                session=session, progress=reporter.event, decide=decide, cancel=interrupts.cancel
-            )
+            StepRun(session=session, progress=event, decide=decide, cancel=interrupts.cancel)
         )
         reporter.close(run_tally(report))
     return report
 
 
 def reach(session: KubeSession) -> None:
-    """Prove the API server answers before any workload is looked at: an unreachable or
+    """Prove the API server answers before any workload is looked at (and after the plan's
+    local checks, so a bad plan is still exit 2 without a request): an unreachable or
     unauthenticated cluster is the one remote error of every command (exit 3, docs/cli.md),
-    not a failure of the first workload (exit 4). A 403 is an answer: reached."""
+    not a failure of the first workload (exit 4). A 403 or 404 is an answer: reached."""
     from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError  # noqa: PLC0415
     from cloudtaser.target.kube.api import resource  # noqa: PLC0415
     from cloudtaser.target.kube.errors import api_errors  # noqa: PLC0415
