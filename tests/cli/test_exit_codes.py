@@ -144,3 +144,27 @@ def test_unreachable_api_server_is_exit_3_for_audit_too(
 ) -> None:
     assert main(["target", "audit", "--kubeconfig", str(unreachable)]) == ExitCode.REMOTE
     assert "cannot reach the API server" in capsys.readouterr().err
+
+
+def test_finalize_with_an_accepted_report_does_not_warn_that_none_was_given(
+    tmp_path: Path, unreachable: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning comes before any request, so an unreachable cluster still shows it."""
+    from cloudtaser import plan as planlib
+    from cloudtaser.plan.attest import build_report, dump_report
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(PLAN.format(status="migrated"))
+    loaded = planlib.load(plan)
+    proven = {
+        secret.vault_path: (list(secret.fields), 1)
+        for _tenant, workload in loaded.iter_workloads()
+        for secret in workload.secrets
+    }
+    report = tmp_path / "verified.json"
+    report.write_bytes(dump_report(build_report(loaded, proven, vault_address="https://bao:8200")))
+    finalize = ["target", "finalize", "--plan", str(plan), "--kubeconfig", str(unreachable)]
+    assert main([*finalize, "--yes"]) == ExitCode.REMOTE
+    assert "no verification report given" in capsys.readouterr().err  # can fail
+    assert main([*finalize, "--yes", "--require-verified", str(report)]) == ExitCode.REMOTE
+    assert "no verification report" not in capsys.readouterr().err
