@@ -106,6 +106,9 @@ class VaultTarget:
     #: Follow 307/308 redirects to another origin (host or port). Off by default: the token
     #: (or a login's JWT) would go with the request to wherever the server points.
     cross_origin_redirects: bool = False
+    #: Where ``address`` came from, as a message names it: ``--openbao-addr``,
+    #: ``VAULT_ADDR`` or ``BAO_ADDR`` (what the user set, never the other one).
+    address_source: str = "--openbao-addr"
 
     def __repr__(self) -> str:
         token = "<set>" if self.token else "<unset>"
@@ -143,10 +146,13 @@ def resolve_vault_target(
     ``VAULT_SKIP_VERIFY``, ``BAO_SKIP_VERIFY`` (a boolean; anything else is an error).
     """
     env = os.environ if environ is None else environ
-    address = address or contract.vault_env(env, "ADDR")
+    source = "--openbao-addr"
+    if not address:
+        address = contract.vault_env(env, "ADDR")
+        source = _env_name(env, ("VAULT_ADDR", "BAO_ADDR"), address)
     if not address:
         raise ConfigError("no vault address: pass --openbao-addr URL or set VAULT_ADDR / BAO_ADDR")
-    address = validate_vault_address(address)
+    address = validate_vault_address(address, what=f"the vault address ({source})")
     if token is not None:
         warn_token_flag()
     if token is None and token_file:
@@ -183,7 +189,14 @@ def resolve_vault_target(
         verify_tls=not skip_verify,
         timeout=timeout,
         cross_origin_redirects=cross_origin_redirects,
+        address_source=source,
     )
+
+
+def _env_name(env: Mapping[str, str], names: tuple[str, ...], value: str | None) -> str:
+    """Which of ``names`` holds ``value`` (the one :func:`cloudtaser.contract.vault_env`
+    chose), so a message names the variable the user actually set."""
+    return next((name for name in names if value and env.get(name) == value), names[0])
 
 
 def token_helper_path(env: Mapping[str, str]) -> Path | None:

@@ -34,8 +34,10 @@ when this file and the parser disagree. For the workflow around these commands s
   Schemas are in `schema/output-<kind>.schema.json`. A new `formatVersion` means a field changed
   meaning or was removed; added fields keep the version.
 - Long runs (protect, unprotect, apply-plan, verify-plan, discover): on a terminal one live
-  status line (`[n/N]`, elapsed, ETA); piped, quiet line-oriented output (`-v` for every step);
-  always a closing tally such as `287 migrated, 2 failed, 1 refused`.
+  status line (`[n/N]`, elapsed, ETA, the tally so far), then the result: one line per
+  workload, its reason said once (other warnings counted there; `-v` prints each, `-o json`
+  holds them all); piped, quiet line-oriented output, one line per finished workload (`-v` for
+  every step); always a closing tally such as `287 migrated, 2 failed, 1 refused`.
 - Configuration precedence: flag, then environment, then default. Vault (`VAULT_*` first, like
   the vault CLI; `BAO_*` as the fallback): `VAULT_ADDR`/`BAO_ADDR`,
   `VAULT_TOKEN`/`BAO_TOKEN`, then `~/.vault-token` (written by `bao login` / `vault login`, read
@@ -44,6 +46,13 @@ when this file and the parser disagree. For the workflow around these commands s
   `VAULT_CACERT`/`BAO_CACERT`,
   `VAULT_SKIP_VERIFY`/`BAO_SKIP_VERIFY` (booleans: `1|true|yes|on`, `0|false|no|off`, anything
   else is an error). Cluster: `KUBECONFIG`.
+- `--dry-run` (on protect, unprotect, finalize, apply-plan, connect, install, uninstall) reads
+  the live objects and writes nothing (a server-side dry run, `dryRun=All`, where the command
+  would write to the cluster). kubectl's `--dry-run=server` and `--dry-run=client` are accepted
+  and mean the same run: a client-only dry run could not show the exact change.
+- Exit codes: every command's help ends with its own `exit codes:` line, drawn from the table
+  below; one kind of failure has one code on every command (an unreachable or unauthenticated
+  API server or vault is 3, a refused approval or verification gate is 5).
 - Errors: one line on stderr, `cloudtaser: error: ...`, and a non-zero exit code. Expected errors
   (bad plan, unreachable vault, refused token) never print a traceback, not even with `-v`; an
   unexpected one (a bug, exit 70) shows its traceback with `-v`.
@@ -68,6 +77,8 @@ MEANING = {
     ExitCode.USAGE: "invalid input or usage: bad flags, unreadable or invalid plan, bad config",
     ExitCode.REMOTE: "cannot reach or authenticate to a remote system (cluster or vault)",
     ExitCode.FAILED: "an operation was attempted and failed (server error, rollout, lock held)",
+    ExitCode.REFUSED: "refused by a gate before anything changed: approvals or verification "
+    "report missing, too few, stale or invalid (docs/approval.md)",
     ExitCode.INTERNAL: "a bug in cloudtaser (an unexpected exception)",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C) after finishing the current write",
 }

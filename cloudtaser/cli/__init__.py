@@ -36,29 +36,39 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 _EPILOG = """\
-workflow (each step may run on a different machine, by a different team):
-  0. cloudtaser target connect --kubeconfig KCFG --openbao-addr URL        once per cluster
-  1. cloudtaser target discover --kubeconfig KCFG --output-plan plan.yaml   cluster only
-  2. cloudtaser plan validate plan.yaml                                     no system access
-  3. cloudtaser source apply-plan plan.yaml --openbao-addr URL              vault only
-  4. cloudtaser plan todo plan.yaml       the secret owners run each 'bao kv put' it lists
-  5. cloudtaser source verify-plan plan.yaml --openbao-addr URL             vault only
-  6. cloudtaser target protect --plan plan.yaml --vault-address URL --interactive
+workflow: eight steps, each may run on a different machine, by a different team, with access to
+one side only (the plan crosses between them and never holds a secret value):
+  0. cloudtaser target connect --kubeconfig KCFG --openbao-addr URL     once per cluster
+  1. cloudtaser target discover --kubeconfig KCFG -o plan.yaml          discover (cluster)
+  2. cloudtaser plan approve plan.yaml --key ~/.ssh/id_ed25519          review (no access)
+  3. cloudtaser source apply-plan plan.yaml --require-approval \\
+         --allowed-signers team.signers                                 apply-plan (vault)
+     then the secret owners run each 'bao kv put' that 'cloudtaser plan todo plan.yaml' lists
+  4. cloudtaser source verify-plan plan.yaml --attest verified.json     verify-plan (vault)
+  5. cloudtaser target install --image REF --allowed-vault-address URL \\
+         --audience AUD                                                 install (cluster)
+  6. cloudtaser target protect --plan plan.yaml --vault-address URL \\
+         --interactive --require-verified verified.json                 protect (cluster)
+  7. cloudtaser target finalize --plan plan.yaml --interactive \\
+         --delete-secrets --require-verified verified.json              finalize (cluster)
+  8. cloudtaser target audit -o html --report audit.html                audit (cluster)
 
-exit codes: 0 ok, 1 problems found, 2 invalid input or usage, 3 cannot reach or
-authenticate to a remote system, 4 operation failed, 130 interrupted.
+exit codes: 0 ok, 1 problems found, 2 invalid input or usage, 3 cannot reach or authenticate
+to a remote system, 4 operation failed, 5 refused by an approval or verification gate, 70 a
+bug, 130 interrupted (each command's help ends with its own).
 docs: docs/workflow.md, docs/cli.md, docs/plan-format.md
 """
 
 
 _EXAMPLES = [
-    "cloudtaser target discover --kubeconfig ~/.kube/prod --output-plan plan.yaml",
+    "cloudtaser target discover --kubeconfig ~/.kube/prod -o plan.yaml",
     "cloudtaser plan validate plan.yaml",
     "cloudtaser source apply-plan plan.yaml --openbao-addr https://bao.example:8200 --dry-run",
     "cloudtaser plan todo plan.yaml",
     "cloudtaser source verify-plan plan.yaml --openbao-addr https://bao.example:8200",
     "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200 "
     "--interactive",
+    "cloudtaser target audit",
 ]
 
 
@@ -80,7 +90,12 @@ class _Groups:
         if name not in self._nouns:
             help_text = self._HELP.get(name)
             parser = self._top.add_parser(
-                name, help=help_text, description=help_text, parents=[self.common]
+                name,
+                help=help_text,
+                description=help_text,
+                parents=[self.common],
+                epilog=f"exit codes: those of the COMMAND run (cloudtaser {name} COMMAND "
+                "--help lists them), 2 without one.",
             )
             sub = parser.add_subparsers(
                 dest="verb", metavar="COMMAND", required=True, parser_class=CloudtaserParser
@@ -100,17 +115,19 @@ class _Groups:
         description: str,
         epilog: str | None = None,
         examples: Sequence[str] = (),
+        exit_codes: str | None = None,
     ) -> argparse.ArgumentParser:
         """A command ``noun name`` (top-level when ``noun`` is ``None``) with the common
         options, its description and epilog shown as written. ``examples`` are shell lines
         rendered as the ``examples:`` block of the help (tests/cli/test_cli_examples.py parses
-        each one against this parser)."""
+        each one against this parser); ``exit_codes`` ends the help (``"0 done, 2 bad
+        flags"``) unless ``epilog`` ends with its own ``exit codes:`` paragraph."""
         sub = self._top if noun is None else self.noun(noun)
         parser: argparse.ArgumentParser = sub.add_parser(
             name,
             help=help,
             description=description,
-            epilog=examples_epilog(examples, epilog),
+            epilog=examples_epilog(examples, epilog, exit_codes),
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[self.common],
         )
@@ -160,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the cloudtaser version",
         description="Print the cloudtaser version.",
         examples=["cloudtaser version"],
+        exit_codes="0 printed.",
     )
     version.set_defaults(handler=_run_version)
     return parser

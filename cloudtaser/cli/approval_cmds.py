@@ -46,7 +46,7 @@ examples:
   cloudtaser plan canonical plan.yaml | ssh-keygen -Y sign -n cloudtaser-plan -f KEY > sig
   cloudtaser plan approve plan.yaml --signature sig --identity alice@example.com
 
-exit codes: 0 approved, 2 invalid plan, key or signature.
+exit codes: 0 approved, 2 invalid plan or key, 5 invalid signature.
 """
 
 _VERIFY_DESCRIPTION = """\
@@ -57,8 +57,9 @@ content and a line allows its key for its identity now; each identity and key co
 """
 
 _VERIFY_EPILOG = """\
-exit codes: 0 at least N approvals count, 2 fewer (the message names the digest; a stale
-approval means the reviewed content changed: see 'cloudtaser plan diff').
+exit codes: 0 at least N approvals count, 2 invalid plan or allowed-signers file, 5 fewer
+(the message names the digest; a stale approval means the reviewed content changed: see
+'cloudtaser plan diff').
 """
 
 _DIFF_DESCRIPTION = """\
@@ -162,6 +163,7 @@ def register(groups: Any) -> None:
             "cloudtaser plan canonical plan.yaml --digest",
             "cloudtaser plan canonical plan.yaml > reviewed.json",
         ],
+        exit_codes="0 printed, 2 unreadable or invalid plan.",
     )
     add_plan_argument(canonical, "plan", metavar="PLAN", help="plan file")
     canonical.add_argument(
@@ -291,7 +293,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         f"approval(s), {report.required} required; if it changed since the review, compare "
         "with the approved file: cloudtaser plan diff APPROVED.yaml THIS.yaml"
     )
-    return ExitCode.USAGE
+    return ExitCode.REFUSED
 
 
 def _approvals_document(report: ApprovalReport, name: str) -> PlanApprovals:

@@ -73,7 +73,7 @@ def add_gate_options(
         "--require-approval",
         action="store_true",
         default=None,
-        help="refuse (exit 2) unless the plan's reviewed content carries enough valid "
+        help="refuse (exit 5) unless the plan's reviewed content carries enough valid "
         "approvals (also CLOUDTASER_REQUIRE_APPROVAL=1)",
     )
     group.add_argument(
@@ -185,8 +185,8 @@ def resolve_gates(args: argparse.Namespace) -> Gates:
 
 def enforce_gates(args: argparse.Namespace, plan: MigrationPlan | str | os.PathLike[str]) -> None:
     """Apply the gates ``args`` (and the environment) ask for to ``plan`` (loaded, or its
-    path); raise the library's ``ApprovalError`` / ``ConfigError`` (exit 2) when one refuses.
-    No gate asked: no-op (the plan is not even read)."""
+    path); raise the library's ``ApprovalError`` (exit 5) / ``ConfigError`` (exit 2) when one
+    refuses. No gate asked: no-op (the plan is not even read)."""
     check_plan(plan_gate(args), plan)
 
 

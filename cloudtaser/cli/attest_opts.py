@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cloudtaser.plan import MigrationPlan
+    from cloudtaser.plan.sshsig import Signer
     from cloudtaser.source.openbao import OpenBaoClient
     from cloudtaser.source.verify import VerifyResult
 
-__all__ = ["add_attest_options", "write_attestation"]
+__all__ = ["add_attest_options", "attestation_signer", "write_attestation"]
 
 
 def add_attest_options(parser: argparse.ArgumentParser) -> None:
@@ -39,18 +40,37 @@ def add_attest_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def attestation_signer(args: argparse.Namespace) -> Signer | None:
+    """The signer of ``--key``, resolved before any vault request: a key that cannot sign (not
+    in ssh-agent, wrong passphrase, unreadable) fails now, not after the whole verification.
+    ``None`` without ``--key``."""
+    from cloudtaser.errors import ConfigError  # noqa: PLC0415
+
+    key = getattr(args, "key", None)
+    if not key:
+        return None
+    if not getattr(args, "attest", None):
+        raise ConfigError("--key signs the verification report: it needs --attest FILE")
+    from cloudtaser.cli.approval_cmds import signer_from_args  # noqa: PLC0415
+
+    return signer_from_args(key)
+
+
 def write_attestation(
-    args: argparse.Namespace, plan: MigrationPlan, result: VerifyResult, client: OpenBaoClient
+    args: argparse.Namespace,
+    plan: MigrationPlan,
+    result: VerifyResult,
+    client: OpenBaoClient,
+    signer: Signer | None,
 ) -> None:
-    """Write the report ``--attest`` asks for (no-op without it)."""
+    """Write the report ``--attest`` asks for (no-op without it), signed by ``signer`` (from
+    :func:`attestation_signer`, called before the verification)."""
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
 
     path = getattr(args, "attest", None)
     if not path:
-        if getattr(args, "key", None):
-            raise ConfigError("--key signs the verification report: it needs --attest FILE")
         return
-    from cloudtaser.cli.approval_cmds import default_identity, signer_from_args  # noqa: PLC0415
+    from cloudtaser.cli.approval_cmds import default_identity  # noqa: PLC0415
     from cloudtaser.cli.output import progress  # noqa: PLC0415
     from cloudtaser.fileio import atomic_write  # noqa: PLC0415
     from cloudtaser.plan.attest import build_report, dump_report, sign_report  # noqa: PLC0415
@@ -62,9 +82,9 @@ def write_attestation(
         vault_address=client.address,
         vault_namespace=client.namespace or None,
     )
-    if args.key:
+    if signer is not None:
         identity = args.identity or default_identity(args.key)
-        report = sign_report(report, signer_from_args(args.key), identity=identity)
+        report = sign_report(report, signer, identity=identity)
     try:
         atomic_write(path, dump_report(report))
     except OSError as exc:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CloudtaserParser",
     "add_cluster_options",
+    "add_dry_run_option",
     "add_output_option",
     "add_plan_argument",
     "add_vault_options",
@@ -88,17 +89,27 @@ def unrecognized_message(parser: argparse.ArgumentParser, extras: list[str]) -> 
     return message + (" (" + "; ".join(hints) + ")" if hints else "")
 
 
-def examples_epilog(examples: Any, epilog: str | None = None) -> str | None:
-    """The help epilog: an ``examples:`` block of shell lines, then ``epilog``.
+def examples_epilog(
+    examples: Any, epilog: str | None = None, exit_codes: str | None = None
+) -> str | None:
+    """The help epilog: an ``examples:`` block of shell lines, then ``epilog``, then the
+    ``exit codes:`` paragraph (``exit_codes``: ``"0 done, 2 bad flags, ..."``), which every
+    command's help ends with (tests/cli/test_exit_codes.py walks the parser).
 
     Use with ``formatter_class=argparse.RawDescriptionHelpFormatter`` (``groups.command`` does).
     Each example is one command line; a long one may be split with ``" \\\n      "``.
     """
+    import textwrap  # noqa: PLC0415
+
+    parts = []
     lines = list(examples)
-    if not lines:
-        return epilog
-    block = "examples:\n" + "\n".join(f"  {line}" for line in lines)
-    return block + ("\n\n" + epilog if epilog else "\n")
+    if lines:
+        parts.append("examples:\n" + "\n".join(f"  {line}" for line in lines) + "\n")
+    if epilog:
+        parts.append(epilog)
+    if exit_codes:
+        parts.append(textwrap.fill(f"exit codes: {exit_codes}", width=92) + "\n")
+    return "\n".join(parts) or None
 
 
 def plan_files_completer(prefix: str, **_: Any) -> list[str]:
@@ -331,6 +342,25 @@ def add_vault_options(
         default=False,
         help="follow a vault's 307/308 redirect to another host or port (default: same origin "
         "only, since the token goes with it; https is never downgraded)",
+    )
+
+
+#: ``--dry-run`` and kubectl's spellings of it. Both mean the one dry run cloudtaser has: it
+#: reads the live objects (a server-side dry run where it writes: ``dryRun=All``) and writes
+#: nothing. A client-only dry run (no request at all) cannot show the exact change, so
+#: ``=client`` is the same run, documented as such rather than refused (docs/cli.md).
+DRY_RUN_FLAGS = ("--dry-run", "--dry-run=server", "--dry-run=client")
+
+
+def add_dry_run_option(parser: argparse._ActionsContainer, *, help: str) -> argparse.Action:
+    """``--dry-run`` (also ``--dry-run=server`` and ``--dry-run=client``, kubectl's habit) as
+    ``args.dry_run``; ``help`` says what this command's dry run does. Registered as exact
+    option strings, so ``--dry-run PLAN`` still leaves PLAN to the positional argument."""
+    return parser.add_argument(
+        *DRY_RUN_FLAGS,
+        dest="dry_run",
+        action="store_true",
+        help=f"{help} (=server and =client, kubectl's spellings, are the same run)",
     )
 
 

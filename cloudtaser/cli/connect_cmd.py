@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
     add_cluster_options,
+    add_dry_run_option,
     add_output_option,
     add_plan_argument,
     add_vault_options,
@@ -190,6 +191,10 @@ def register(groups: Any) -> None:
             "cloudtaser source connect --import prod.conn.yaml --openbao-addr https://bao:8200",
             "cloudtaser source connect --import prod.conn.yaml --dry-run -o json",
         ],
+        exit_codes=(
+            "0 configured (or unchanged, or --dry-run), 2 bad flags or connection file, 3 "
+            "vault unreachable, token refused or vault sealed, 4 a write failed."
+        ),
     )
     source.add_argument(
         "--import",
@@ -204,7 +209,7 @@ def register(groups: Any) -> None:
         metavar="MOUNT",
         help="override the auth mount named in the file",
     )
-    source.add_argument("--dry-run", action="store_true", help="compare and report, write nothing")
+    add_dry_run_option(source, help="compare and report, write nothing")
     source.add_argument(
         "--force",
         action="store_true",
@@ -227,9 +232,7 @@ def _add_mount_options(parser: argparse.ArgumentParser) -> None:
         metavar="MOUNT",
         help="Kubernetes auth mount of this cluster (default: the plan's, else kubernetes)",
     )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="read and compare, print what would change"
-    )
+    add_dry_run_option(parser, help="read and compare, print what would change")
     parser.add_argument(
         "--force",
         action="store_true",

@@ -62,12 +62,12 @@ CloudTaser's 'discover -o plan.yaml' (the same as --output-plan FILE); anything 
 error. Give both with '-o plan.yaml -o json'. A plan file named otherwise: --output-plan.
 -o json prints a discovery report (counts, skips, warnings) on stdout; it cannot be combined
 with the plan on stdout ('-').
+required RBAC: list deployments, statefulsets, daemonsets (apps) cluster-wide or in the chosen
+namespaces; get/list secrets only where envFrom needs key names. docs: docs/discover.md
 
 exit codes: 0 plan written; 1 plan written but incomplete (something could not be read,
 see the 'could not read' lines); 2 bad flags, kubeconfig or context, or a plan with progress
 would be overwritten; 3 cluster unreachable, 401 or 403; 4 other API failures.
-required RBAC: list deployments, statefulsets, daemonsets (apps) cluster-wide or in the chosen
-namespaces; get/list secrets only where envFrom needs key names. docs: docs/discover.md
 """
 
 

@@ -21,6 +21,9 @@ class ExitCode(enum.IntEnum):
     REMOTE = 3
     #: An operation was attempted and failed (rollout failed, server error, lock held).
     FAILED = 4
+    #: A gate refused the command before it changed anything: the plan's approvals or the
+    #: verification report are missing, too few, stale or invalid (docs/approval.md).
+    REFUSED = 5
     #: A bug in cloudtaser: an exception nobody expected.
     INTERNAL = 70
     #: Interrupted (Ctrl-C); the current write was completed first.
@@ -29,6 +32,9 @@ class ExitCode(enum.IntEnum):
 
 def exit_code_for(exc: BaseException) -> tuple[ExitCode, str]:
     """Map an exception to ``(exit code, one-line message)``."""
+    # before PlanError, its base: "not approved" is a refusal, not a typo
+    if isinstance(exc, errors.ApprovalError):
+        return ExitCode.REFUSED, str(exc)
     if isinstance(exc, errors.PlanError | errors.ConfigError):
         return ExitCode.USAGE, str(exc)
     if isinstance(

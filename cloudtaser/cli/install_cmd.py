@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
     add_cluster_options,
+    add_dry_run_option,
     add_output_option,
     cluster_session,
     usage_error,
@@ -169,10 +170,8 @@ def register(groups: Any) -> None:
     )
     mode = install.add_argument_group("mode (default: apply and wait)")
     modes = mode.add_mutually_exclusive_group()
-    modes.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="server-side dry run: print what would change (with diffs); change nothing",
+    add_dry_run_option(
+        modes, help="server-side dry run: print what would change (with diffs); change nothing"
     )
     modes.add_argument(
         "--print",
@@ -203,6 +202,8 @@ def register(groups: Any) -> None:
         help="remove exactly what target install created",
         description=_UNINSTALL_DESCRIPTION,
         epilog=_UNINSTALL_EPILOG,
+        exit_codes="0 removed (or nothing to remove), 2 bad flags, 3 cluster unreachable, "
+        "credentials refused or a permission missing, 4 a delete failed.",
     )
     uninstall.add_argument(
         "--namespace",
@@ -210,9 +211,7 @@ def register(groups: Any) -> None:
         metavar="NS",
         help=f"the injector's namespace (default: {RUNTIME_NAMESPACE})",
     )
-    uninstall.add_argument(
-        "--dry-run", action="store_true", help="server-side dry run: print what would be deleted"
-    )
+    add_dry_run_option(uninstall, help="server-side dry run: print what would be deleted")
     _add_wait_options(uninstall)
     add_cluster_options(uninstall)
     add_output_option(uninstall)

@@ -18,6 +18,7 @@ from cloudtaser.cli.common import add_cluster_options, cluster_session, usage_er
 from cloudtaser.cli.exitcodes import ExitCode
 from cloudtaser.cli.output import progress, table
 from cloudtaser.cli.steps import (
+    RUN_EXIT_CODES,
     StepRun,
     add_run_options,
     check_run,
@@ -76,13 +77,6 @@ kind "audit", schema/output-audit.schema.json) or --output html (one self-contai
 reviewer signs off). --fail-on makes it a CI gate. See docs/lifecycle.md.
 """
 
-_AUDIT_EPILOG = """\
-exit codes: 0 reported (and no --fail-on condition holds), 1 a --fail-on condition holds (the
-report is written first; stderr names each condition), 2 invalid input (bad flags, a -n
-namespace that does not exist, unreadable plan or report), 3 cannot reach or authenticate to
-the cluster, 4 a cluster operation failed.
-"""
-
 
 def register(groups: Any) -> None:
     """Attach ``target finalize`` and ``target audit``."""
@@ -99,6 +93,7 @@ def register(groups: Any) -> None:
             "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets"
             " --require-verified verified.json --require-approval --allowed-signers team.signers",
         ],
+        exit_codes=RUN_EXIT_CODES,
     )
     add_run_options(fin)
     add_gate_options(fin, verified="migrated")
@@ -118,7 +113,6 @@ def register(groups: Any) -> None:
         help="per namespace: who still reads Kubernetes Secrets, what is protected and "
         "finalized, which Secrets are left and who uses them",
         description=_AUDIT_DESCRIPTION,
-        epilog=_AUDIT_EPILOG,
         examples=[
             "cloudtaser target audit",
             "cloudtaser target audit --namespace payments -o json",
@@ -126,6 +120,11 @@ def register(groups: Any) -> None:
             "cloudtaser target audit --plan plan.yaml --require-verified verified.json",
             "cloudtaser target audit --fail-on secrets-read --fail-on unprotected",
         ],
+        exit_codes="0 report written and no --fail-on condition holds, 1 a --fail-on condition "
+        "holds (the report is written first; stderr names each condition), 2 invalid input (bad "
+        "flags, a -n namespace that does not exist, an unreadable plan), 3 cluster unreachable or "
+        "credentials refused, 4 a cluster operation failed, 5 the --require-verified report is "
+        "unusable.",
     )
     add_cluster_options(audit)
     audit.add_argument(

@@ -103,9 +103,13 @@ class RunProgress:
     """Progress of one long run on stderr (see the module docstring).
 
     ``live`` (default: stderr is a terminal and ``TERM`` is not ``dumb``) keeps one status line
-    at the bottom, redrawn in place: ``[12/290] 1m03s elapsed, ETA 24m  <last message>``.
-    Otherwise the output is line-oriented and quiet: run-level messages, warnings and one line
-    per finished workload; intermediate steps (``Event.detail``) only with ``verbose``.
+    at the bottom, redrawn in place: ``[12/290] 1m03s elapsed, ETA 24m (11 migrated, 1
+    refused)  <last message>``; a workload's messages and its outcome only update that line,
+    so the result table is the one line per workload on a terminal. Otherwise the output is
+    line-oriented and quiet: run-level messages and one line per finished workload, preceded by
+    its warnings that the outcome does not already say. A workload's reason is never printed
+    twice: a warning that its outcome repeats ("not changed: X", then "refused: X") is dropped.
+    ``verbose`` prints every event as a line, intermediate steps (``Event.detail``) included.
     Thread-safe: the engine's wait workers emit too. Use it as a context manager, and call
     :meth:`close` with the tally at the end (the status line is cleared either way).
     """
@@ -134,6 +138,8 @@ class RunProgress:
         self.outcomes: dict[str, int] = {}
         self._last = ""
         self._shown = False
+        #: A workload's warnings, held until its outcome says whether they repeat it.
+        self._held: dict[str, list[str]] = {}
         # re-entrant: a signal handler on the main thread may report while it holds it
         self._lock = threading.RLock()
 
@@ -170,21 +176,42 @@ class RunProgress:
             if event.total is not None:
                 self.total = event.total
             if event.outcome is not None:
-                self.done += 1
-                self.outcomes[event.outcome] = self.outcomes.get(event.outcome, 0) + 1
-                self._print(f"{self._counter()}{event}", warning=event.warning)
+                self._outcome(event)
                 return
-            if event.detail and not self.verbose:
-                if self.live:
-                    self._last = str(event)
-                    self._redraw()
+            if self.verbose or event.ref is None:
+                self._print(str(event), warning=event.warning)
                 return
-            self._print(str(event), warning=event.warning)
+            if event.warning and not event.detail:
+                self._held.setdefault(str(event.ref), []).append(event.message)
+            if self.live:
+                self._last = str(event)
+                self._redraw()
+            elif not event.detail and not event.warning:
+                self._print(str(event))
+
+    def _outcome(self, event: Any) -> None:
+        self.done += 1
+        self.outcomes[event.outcome] = self.outcomes.get(event.outcome, 0) + 1
+        held = self._held.pop(str(event.ref), [])
+        if self.live and not self.verbose:
+            self._last = str(event)
+            self._redraw()
+            return
+        for message in held:
+            if message.removeprefix("not changed: ") not in event.message:
+                self._print(f"{event.ref}: {message}", warning=True)
+        self._print(f"{self._counter()}{event}", warning=event.warning)
 
     def close(self, summary: str) -> None:
-        """Clear the status line and print the closing tally (always, piped or not)."""
+        """Clear the status line and print the closing tally (always, piped or not); piped,
+        the warnings of workloads that got no outcome (quit, interrupted) first."""
         with self._lock:
             self._clear()
+            if not self.live:
+                for ref, messages in self._held.items():
+                    for message in messages:
+                        self._print(f"{ref}: {message}", warning=True)
+            self._held.clear()
             elapsed = _duration(self.clock() - self.started)
             self.stream.write(f"{self.prefix}{summary} (in {elapsed})\n")
             self.stream.flush()
@@ -208,6 +235,8 @@ class RunProgress:
             remaining = elapsed / self.done * max(0, self.total - self.done)
             parts.append(f"ETA {_duration(remaining)}")
         text = " ".join(parts[:1]) + (" " + ", ".join(parts[1:]) if len(parts) > 1 else "")
+        if self.outcomes:
+            text += f" ({tally(self.outcomes)})"
         if self._last:
             text += f"  {self._last}"
         return text

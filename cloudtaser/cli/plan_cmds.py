@@ -39,14 +39,15 @@ def register(groups: Any) -> None:
         description=(
             "Check one or more plan files ('-' reads standard input): schema, names, "
             "environment variable names, vault path safety, duplicates. Prints one line per "
-            "problem with its location ($.tenants[0].workloads[2]...). Exit 0 when every file "
-            "is valid, 2 otherwise."
+            "problem with its location ($.tenants[0].workloads[2]...)."
         ),
         examples=[
             "cloudtaser plan validate plan.yaml",
             "cloudtaser plan validate plan-a.yaml plan-b.yaml -o json",
             "cloudtaser target discover --output-plan - | cloudtaser plan validate -",
         ],
+        exit_codes="0 every file is valid, 2 a file is unreadable or invalid (each problem "
+        "is listed).",
     )
     add_plan_argument(
         validate, "plans", nargs="+", metavar="PLAN", help="plan file(s); '-' for stdin"
@@ -68,6 +69,7 @@ def register(groups: Any) -> None:
             "cloudtaser plan status plan.yaml --workloads --tenant payments",
             "cloudtaser plan status plan.yaml -o json",
         ],
+        exit_codes="0 summarised, 2 unreadable or invalid plan.",
     )
     add_plan_argument(status, "plan", metavar="PLAN", help="plan file")
     status.add_argument(
@@ -87,13 +89,14 @@ def register(groups: Any) -> None:
             "Print, for every distinct vault path the plan's non-skipped workloads read, the "
             "fields to create, as 'bao kv put -mount=<mount> <path> field=…' skeletons "
             "WITHOUT values, and which workloads need it: the checklist for the people who "
-            "put the secret values into the vault (workflow step 4). No system access: to "
+            "put the secret values into the vault (after workflow step 3). No system access: to "
             "list only what the vault still lacks, use 'source verify-plan PLAN --missing'."
         ),
         examples=[
             "cloudtaser plan todo plan.yaml",
             "cloudtaser plan todo plan.yaml --tenant payments -o json",
         ],
+        exit_codes="0 checklist printed, 2 unreadable or invalid plan.",
     )
     add_plan_argument(todo, "plan", metavar="PLAN", help="plan file")
     _add_tenant(todo)
@@ -117,6 +120,10 @@ def register(groups: Any) -> None:
             "cloudtaser plan set-status plan.yaml --tenant billing --status skipped "
             "--reason 'moves in Q3'",
         ],
+        exit_codes=(
+            "0 recorded, 2 bad flags, an unreadable or invalid plan, or no workload matched, "
+            "4 another run holds the plan lock."
+        ),
     )
     add_plan_argument(set_status, "plan", metavar="PLAN", help="plan file (updated in place)")
     set_status.add_argument(
@@ -147,6 +154,7 @@ def register(groups: Any) -> None:
             "'plan validate', not by the schema."
         ),
         examples=["cloudtaser plan schema > migration-plan.schema.json"],
+        exit_codes="0 schema printed.",
     )
     schema.set_defaults(handler=_run_schema)
     approval_cmds.register(groups)  # approve, verify-approvals, diff, canonical
@@ -158,6 +166,7 @@ def register(groups: Any) -> None:
         description="Print the completion script for SHELL on stdout.",
         examples=['eval "$(cloudtaser completion bash)"', "cloudtaser completion fish"],
         epilog=_COMPLETION_EPILOG,
+        exit_codes="0 script printed, 2 unknown shell.",
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     completion.set_defaults(handler=_run_completion)

@@ -16,6 +16,7 @@ from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates, plan_g
 from cloudtaser.cli.common import usage_error
 from cloudtaser.cli.output import progress
 from cloudtaser.cli.steps import (
+    RUN_EXIT_CODES,
     StepRun,
     add_run_options,
     check_run,
@@ -52,10 +53,9 @@ _RUN_EPILOG = """\
 interactive answers: y yes, n no (protect: recorded skipped; undo with 'cloudtaser plan
 set-status'), l later / not now (stays pending, asked again next run), a yes to all remaining,
 t yes to the rest of this tenant, q quit (the rest stays pending).
-progress: on a terminal one live [n/N] status line with elapsed time and ETA; piped, one line
-per workload (-v for every step); always a closing tally.
-exit codes: 0 done, 1 some workloads refused (drift, paused, ...), 2 bad flags or plan,
-3 cluster unreachable or credentials refused, 4 a patch or rollout failed, 130 interrupted.
+progress: on a terminal one live [n/N] status line (elapsed, ETA, tally), then the table, one
+line per workload (its other warnings counted; -v prints them, -o json holds them); piped, one
+line per workload (-v for every step); always a closing tally.
 """
 
 
@@ -75,6 +75,7 @@ def register(groups: Any) -> None:
             " --dry-run -o json",
         ],
         epilog=_RUN_EPILOG,
+        exit_codes=RUN_EXIT_CODES,
     )
     add_run_options(protect, _add_protect_options)
     add_gate_options(protect, verified="pending")
@@ -91,6 +92,7 @@ def register(groups: Any) -> None:
             "cloudtaser target unprotect --plan plan.yaml --tenant payments --interactive",
         ],
         epilog=_RUN_EPILOG,
+        exit_codes=RUN_EXIT_CODES,
     )
     add_run_options(unprotect)
     add_gate_options(unprotect)

@@ -10,8 +10,9 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.approval_opts import add_gate_options, enforce_gates
-from cloudtaser.cli.attest_opts import add_attest_options, write_attestation
+from cloudtaser.cli.attest_opts import add_attest_options, attestation_signer, write_attestation
 from cloudtaser.cli.common import (
+    add_dry_run_option,
     add_output_option,
     add_plan_argument,
     add_vault_options,
@@ -61,13 +62,14 @@ a unified diff of each policy's HCL (vault -> plan) and old -> new of each role 
 Policies and roles named cloudtaser-<plan>-* that the plan no longer contains (a tenant
 dropped from the plan) are reported as 'orphaned'; --prune deletes them (--dry-run shows
 them first). Finding them needs 'list' on sys/policies/acl and auth/<mount>/role.
+The operator policy these commands need is in docs/source-commands.md.
 
 exit codes: 0 applied (or nothing to do), 1 --dry-run found a conflict, 2 invalid plan or
 flags, 3 vault unreachable, token refused, capability missing or vault sealed, 4 pre-flight
-failed (missing mount, conflict) or a write failed (re-run: every write is idempotent).
+failed (missing mount, conflict) or a write failed (re-run: every write is idempotent),
+5 refused by --require-approval before any vault request.
 With --detailed-exitcode, as 'terraform plan -detailed-exitcode': 0 nothing to do, 2 changes
 pending (or, without --dry-run, made), 1 any error.
-The operator policy these commands need is in docs/source-commands.md.
 """
 
 _VERIFY_DESCRIPTION = """\
@@ -125,9 +127,8 @@ def register(groups: Any) -> None:
         examples=_APPLY_EXAMPLES,
     )
     _add_plan_and_vault(apply)
-    apply.add_argument(
-        "--dry-run",
-        action="store_true",
+    add_dry_run_option(
+        apply,
         help="read and compare, print the diff and create / update / unchanged per object, "
         "write nothing",
     )
@@ -466,6 +467,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     from cloudtaser.source.verify import verify_plan  # noqa: PLC0415
 
     loaded = planlib.load(args.plan)
+    signer = attestation_signer(args)  # a key that cannot sign fails before any vault work
     with (
         vault_client(args, pool_size=args.concurrency) as client,
         RunProgress(verbose=_verbose(args)) as reporter,
@@ -477,7 +479,7 @@ def _run_verify(args: argparse.Namespace) -> int:
             progress=reporter.message,
             tenants=tuple(args.tenant),
         )
-        write_attestation(args, loaded, result, client)
+        write_attestation(args, loaded, result, client, signer)
         counts = result.path_counts()
         reporter.close(
             f"{result.paths_checked} distinct paths checked: "

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
     add_cluster_options,
+    add_dry_run_option,
     add_output_option,
     add_plan_argument,
     cluster_session,
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
+    "RUN_EXIT_CODES",
     "Interrupts",
     "StepRun",
     "add_run_options",
@@ -47,11 +49,22 @@ __all__ = [
     "exit_code",
     "make_decide",
     "print_report",
+    "reach",
     "render_proposal",
     "run_options",
     "run_step",
     "run_tally",
 ]
+
+
+#: The ``exit codes:`` line of every engine step's help (protect, unprotect, finalize), as
+#: :func:`exit_code` and the one error mapping (:mod:`cloudtaser.cli.exitcodes`) return them.
+RUN_EXIT_CODES = (
+    "0 done (or nothing to do), 1 some workloads refused (drift, paused, ...), 2 bad flags or "
+    "plan, 3 cluster unreachable or credentials refused (checked before any workload), 4 a "
+    "patch or rollout failed, 5 refused by --require-approval / --require-verified before "
+    "any change, 130 interrupted."
+)
 
 
 def add_run_options(
@@ -82,9 +95,8 @@ def add_run_options(
         "--yes", "-y", action="store_true", help="go on for every workload without asking"
     )
     run = parser.add_argument_group("run")
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
+    add_dry_run_option(
+        run,
         help="server-side dry run (dryRun=All): print the exact patches; change neither the "
         "cluster nor the plan",
     )
@@ -346,13 +358,37 @@ def run_step(args: argparse.Namespace, call: Callable[[StepRun], RunReport]) -> 
         RunProgress(live=live, verbose=verbose) as reporter,
     ):
         interrupts.say = reporter.message
+        reached = threading.Event()
+
+        def event(item: Event) -> None:
+            # the run's total comes after every local check of the plan (lock, rules, gates,
+            # selection) and before any workload: prove the API server answers there
+            if item.total is not None and not reached.is_set():
+                reached.set()
+                reach(session)
+            reporter.event(item)
+
         report = call(
-            StepRun(
-                session=session, progress=reporter.event, decide=decide, cancel=interrupts.cancel
-            )
+            StepRun(session=session, progress=event, decide=decide, cancel=interrupts.cancel)
         )
         reporter.close(run_tally(report))
     return report
+
+
+def reach(session: KubeSession) -> None:
+    """Prove the API server answers before any workload is looked at (and after the plan's
+    local checks, so a bad plan is still exit 2 without a request): an unreachable or
+    unauthenticated cluster is the one remote error of every command (exit 3, docs/cli.md),
+    not a failure of the first workload (exit 4). A 403 or 404 is an answer: reached."""
+    from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError  # noqa: PLC0415
+    from cloudtaser.target.kube.api import resource  # noqa: PLC0415
+    from cloudtaser.target.kube.errors import api_errors  # noqa: PLC0415
+
+    try:
+        with api_errors("start (nothing was changed)"):
+            session.client.get(resource("Namespace"), "kube-system")
+    except (ClusterForbiddenError, ClusterNotFoundError):
+        return
 
 
 def exit_code(report: RunReport, *, problems: bool = False) -> int:
@@ -379,8 +415,19 @@ def run_tally(report: RunReport) -> str:
     return tally(counts, (*(str(o) for o in OUTCOME_ORDER), "not reached"))
 
 
+def _detail(message: str, warnings: list[str], *, verbose: bool) -> str:
+    """A workload's DETAIL cell: its message, and how many warnings it had (each one was a
+    progress line with ``-v``; all are in ``-o json``)."""
+    extra = [w for w in warnings if w not in message]
+    if not extra or verbose:
+        return message
+    noun = "warning" if len(extra) == 1 else "warnings"
+    return f"{message} (+{len(extra)} {noun}: -v or -o json)"
+
+
 def print_report(report: RunReport, args: argparse.Namespace, result: RunResult) -> None:
-    """The run's result table, or with ``-o json`` its ``result`` (the library's Struct)."""
+    """The run's result table, one line per workload (its warnings counted, shown with ``-v``
+    and in the JSON), or with ``-o json`` its ``result`` (the library's Struct)."""
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
@@ -392,8 +439,12 @@ def print_report(report: RunReport, args: argparse.Namespace, result: RunResult)
                 print(f"# {r.ref.kind} {r.ref.namespace}/{r.ref.name} (strategic merge patch)")
                 print(json.dumps(r.patch, indent=2, sort_keys=True))
     if report.results:
+        verbose = int(getattr(args, "verbose", 0) or 0) > 0
         rows = [
-            [r.ref.tenant, r.ref.namespace, r.ref.kind, r.ref.name, str(r.outcome), r.message]
+            [
+                *(r.ref.tenant, r.ref.namespace, r.ref.kind, r.ref.name, str(r.outcome)),
+                _detail(r.message, r.warnings, verbose=verbose),
+            ]
             for r in report.results
         ]
         print(table(rows, ["TENANT", "NAMESPACE", "KIND", "NAME", "RESULT", "DETAIL"]))

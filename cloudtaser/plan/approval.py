@@ -6,7 +6,7 @@ sign -n cloudtaser-plan``) and returns the plan with the approval added (replaci
 earlier one of the same identity). ``check_approvals`` classifies every approval against an
 allowed-signers file; ``require_approvals`` is the one gate ``source apply-plan``, ``target
 protect`` and ``target finalize`` call (``--require-approval``), raising
-:class:`ApprovalError` (exit 2) with the digest and a pointer to ``plan diff``.
+:class:`ApprovalError` (exit 5) with the digest and a pointer to ``plan diff``.
 
 Counting: an approval counts when its signature verifies over the plan's *current* reviewed
 content and an allowed-signers line allows its key for its identity, in this namespace, now.

@@ -263,9 +263,14 @@ def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
                     problems.append(
                         (
                             where,
-                            f"{path!r} is outside the scope of tenant {tenant.name!r} "
-                            f"(namespace {tenant.namespace}, path template {template!r})"
-                            f"{hint}",
+                            _outside_scope(
+                                path,
+                                tenant,
+                                t_index,
+                                template=template,
+                                mount=mount,
+                                cluster=cluster,
+                            ),
                         )
                     )
                     continue
@@ -296,6 +301,26 @@ def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
                 )
             )
     return problems
+
+
+def _outside_scope(
+    path: str, tenant: Tenant, t_index: int, *, template: str, mount: str, cluster: str
+) -> str:
+    """The problem of a path outside its tenant's scope, with the fixes that keep the tenants
+    isolated first (the path, or the layout fields) and ``shared: true`` last, as what it is:
+    a wider grant."""
+    example = template.format(
+        mount=mount, cluster=cluster, namespace=tenant.namespace, secret=path.rsplit("/", 1)[-1]
+    )
+    return (
+        f"{path!r} is outside the scope of tenant {tenant.name!r} (namespace "
+        f"{tenant.namespace}, path template {template!r}: its paths look like {example!r}). "
+        "To keep the tenants isolated, move the secret to such a path, or describe the layout "
+        "the paths really follow: metadata.pathTemplate (for every tenant) or "
+        f"tenants[{t_index}].pathPrefix (for this one; a reviewer's field, docs/plan-format.md). "
+        "'shared: true' on the secret also lets it through, but widens access: the path is then "
+        "exempt from the tenant checks and other tenants may use it too"
+    )
 
 
 def check_isolation(plan: MigrationPlan, *, source: str = "<plan>") -> None:

@@ -197,6 +197,7 @@ class OpenBaoClient:
         token: str | None = None,
     ) -> None:
         self._address = target.address.rstrip("/")
+        self._address_source = target.address_source
         self._namespace = target.namespace
         self._cross_origin_redirects = target.cross_origin_redirects
         self._timeout = (min(10.0, target.timeout), target.timeout)
@@ -514,7 +515,7 @@ class OpenBaoClient:
             )
         return VaultUnreachableError(
             f"cannot reach the vault at {self._address}: connection failed; check "
-            "--openbao-addr / BAO_ADDR, that the server runs and that this machine can reach it"
+            f"{self._address_source}, that the server runs and that this machine can reach it"
         )
 
     def _raise_for(self, reply: Reply, *, method: str, path: str) -> NoReturn:

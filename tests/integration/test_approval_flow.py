@@ -85,7 +85,7 @@ def test_approve_apply_verify_protect_gates(
     # unapproved: refused before any vault request
     mark = openbao.audit_mark()
     refused = run_cli(openbao, "source", "apply-plan", str(plan_file), *gate)
-    assert refused.returncode == 2, refused.stderr
+    assert refused.returncode == 5, refused.stderr
     assert "not approved: reviewed content sha256:" in refused.stderr
     assert openbao.request_ops_since(mark, client=CLI_AGENT) == []
 
@@ -127,7 +127,7 @@ def test_approve_apply_verify_protect_gates(
 
     # protect refuses, naming the workload the report does not cover
     blocked = _protect(openbao, plan_file, tmp_path, *gate, "--require-verified", str(report_file))
-    assert blocked.returncode == 2
+    assert blocked.returncode == 5
     assert "Deployment app/worker" in blocked.stderr
     assert "fields pw not proven" in blocked.stderr
     assert "verify-plan" in blocked.stderr
@@ -156,13 +156,13 @@ def test_approve_apply_verify_protect_gates(
     forged_file = tmp_path / "forged.json"
     forged_file.write_text(json.dumps(forged))
     bad = _protect(openbao, plan_file, tmp_path, *gate, "--require-verified", str(forged_file))
-    assert bad.returncode == 2
+    assert bad.returncode == 5
     assert "no valid signature" in bad.stderr
 
     # a plan changed after verification: the report no longer applies (nor the approval)
     edited = plan_file.read_text().replace("DB_PW", "DB_PASSWORD")
     plan_file.write_text(edited)
     stale = _protect(openbao, plan_file, tmp_path, "--require-verified", str(report_file))
-    assert stale.returncode == 2
+    assert stale.returncode == 5
     assert f"reviewed content {digest}" in stale.stderr
     assert hashlib.sha256(report_file.read_bytes()).hexdigest()  # report untouched, readable

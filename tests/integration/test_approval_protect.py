@@ -116,7 +116,7 @@ def test_protect_with_require_approval_keeps_approvals_and_refuses_edits(
     edited.write_text(plan_file.read_text().replace("DB_PASSWORD", "DB_PASS"))
     before = _replica_sets(kube_client, namespace)
     refused = _run(*[str(edited) if a == str(plan_file) else a for a in protect])
-    assert refused.returncode == 2
+    assert refused.returncode == 5
     assert "not approved" in refused.stderr
     assert "plan diff" in refused.stderr
     assert _replica_sets(kube_client, namespace) == before

@@ -268,13 +268,13 @@ def test_an_unmapped_key_keeps_the_secret_until_a_reviewer_releases_it(
     stale_approval = _finalize(
         cluster, plan, "--delete-secrets", "--require-verified", str(report), *gate
     )
-    assert stale_approval.returncode == 2, stale_approval.stderr
+    assert stale_approval.returncode == 5, stale_approval.stderr
     assert "not approved" in stale_approval.stderr
     _approve(openbao, plan, key)
     stale_report = _finalize(
         cluster, plan, "--delete-secrets", "--require-verified", str(report), *gate
     )
-    assert stale_report.returncode == 2, stale_report.stderr
+    assert stale_report.returncode == 5, stale_report.stderr
     assert "verification report is for plan" in stale_report.stderr
     assert "db" in _secret_names(kube_client, namespace)
 
@@ -375,7 +375,7 @@ def test_a_report_that_does_not_prove_a_mapped_field_keeps_the_secret(
 
     # the CLI gate refuses the run outright (the migrated workload is not covered) ...
     gated = _finalize(cluster, plan, "--delete-secrets", "--require-verified", str(report))
-    assert gated.returncode == 2, gated.stderr
+    assert gated.returncode == 5, gated.stderr
     assert "fields password not proven" in gated.stderr
     # ... and the library on its own keeps the Secret, naming the key
     run, secrets = _library_finalize(cluster, plan, verified=load_report(report))
@@ -512,7 +512,7 @@ def test_finalize_and_unprotect_refuse_an_unapproved_plan_and_change_nothing(
     }
 
     for command, result in refused.items():
-        assert result.returncode == 2, f"{command}: {result.stdout}{result.stderr}"
+        assert result.returncode == 5, f"{command}: {result.stdout}{result.stderr}"
         assert "not approved" in result.stderr, command
     assert plan.read_bytes() == before_plan
     assert _owned_count(kube_client, "Deployment", namespace, "web") == before_rs
@@ -563,7 +563,7 @@ def test_finalize_require_verified_refuses_a_report_that_covers_only_pending_wor
 
     result = _finalize(cluster, plan, "--delete-secrets", "--require-verified", str(report))
 
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == 5, result.stdout + result.stderr
     assert "does not cover 1 migrated workload(s)" in result.stderr
     assert f"Deployment {namespace}/done: {db} not proven" in result.stderr
     assert _owned_count(kube_client, "Deployment", namespace, "done") == before

@@ -438,7 +438,7 @@ def test_unknown_signer_is_refused(
 ) -> None:
     assert _approve(plan_file, keys["mallory"], "alice@example.com") == 0  # claims to be alice
     capsys.readouterr()
-    assert _verify(plan_file, allowed) == 2
+    assert _verify(plan_file, allowed) == 5
     captured = capsys.readouterr()
     assert "not-allowed" in captured.out
     assert "unknown signer" in captured.out
@@ -456,7 +456,7 @@ def test_expired_and_not_yet_valid_keys_are_refused(
     ):
         signers = _signers(tmp_path, f"alice@example.com {option} {_pub(keys['alice'])}")
         capsys.readouterr()
-        assert _verify(plan_file, signers) == 2
+        assert _verify(plan_file, signers) == 5
         assert word in capsys.readouterr().out
         # stock OpenSSH agrees
         result = _ssh_verify(
@@ -536,7 +536,7 @@ def test_truncated_or_corrupt_signatures_are_refused_cleanly(
     for name, bad in variants.items():
         _with_signature(plan_file, bad)
         capsys.readouterr()
-        assert _verify(plan_file, allowed) == 2, name
+        assert _verify(plan_file, allowed) == 5, name
         captured = capsys.readouterr()
         assert "invalid" in captured.out, name
         assert "Traceback" not in captured.err
@@ -684,7 +684,7 @@ def test_duplicate_approvals(plan_file: Path, keys: dict[str, Path], tmp_path: P
 
 def test_two_reviewers_meet_min_two(plan_file: Path, keys: dict[str, Path], allowed: Path) -> None:
     assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
-    assert _verify(plan_file, allowed, "--min", "2") == 2
+    assert _verify(plan_file, allowed, "--min", "2") == 5
     assert _approve(plan_file, keys["bob"], "bob@example.com") == 0
     assert _verify(plan_file, allowed, "--min", "2") == 0
 
@@ -816,7 +816,7 @@ def test_gates_refuse_before_any_connection(
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 5
     digest = plan_digest(planlib.load(plan_file))
     assert f"not approved: reviewed content {digest} has 0 valid approval(s), 1 required" in err
     assert "canary-token" not in err
@@ -835,12 +835,12 @@ def test_gates_refuse_before_any_connection(
     # environment variables alone turn the gate on (CI)
     monkeypatch.setenv("CLOUDTASER_REQUIRE_APPROVAL", "1")
     monkeypatch.setenv("CLOUDTASER_ALLOWED_SIGNERS", str(allowed))
-    assert main(protect) == 2
+    assert main(protect) == 5
     assert digest in capsys.readouterr().err
     # approved by one, two required
     assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
     monkeypatch.setenv("CLOUDTASER_MIN_APPROVALS", "2")
-    assert main(protect) == 2
+    assert main(protect) == 5
     assert "1 valid approval(s), 2 required" in capsys.readouterr().err
     # enough approvals: the gate lets it through to the (missing) cluster
     monkeypatch.setenv("CLOUDTASER_MIN_APPROVALS", "1")
@@ -850,7 +850,7 @@ def test_gates_refuse_before_any_connection(
     assert "not approved" not in err
     # a stale approval points at plan diff
     plan_file.write_text(plan_file.read_text().replace("POSTGRES_USER", "PG_USER"))
-    assert main(protect) == 2
+    assert main(protect) == 5
     err = capsys.readouterr().err
     assert "stale" in err
     assert "cloudtaser plan diff" in err
@@ -897,7 +897,7 @@ def test_report_signed_with_plan_approve_report_and_checked_by_protect(
     ]
     assert main(protect) == 2  # covered, but on to the missing kubeconfig
     assert "no kubeconfig found" in capsys.readouterr().err
-    assert main([*protect, "--allowed-signers", str(vault_ops)]) == 2
+    assert main([*protect, "--allowed-signers", str(vault_ops)]) == 5
     assert "no valid signature" in capsys.readouterr().err
     code = main(
         [
@@ -925,7 +925,7 @@ def test_report_signed_with_plan_approve_report_and_checked_by_protect(
     # the report lacks a field: protect names the workload
     proven["secret/data/payments/ledger-key"] = ([], 2)
     atomic_write(report_file, dump_report(build_report(plan, proven, vault_address="https://v")))
-    assert main(protect) == 2
+    assert main(protect) == 5
     err = capsys.readouterr().err
     assert (
         "StatefulSet payments/ledger: secret/data/payments/ledger-key fields key not proven" in err
@@ -956,7 +956,7 @@ def test_hostile_reports_are_refused_cleanly(
             str(report),
         ]
     )
-    assert code == 2
+    assert code == 5
     err = capsys.readouterr().err
     assert "r.json" in err
     assert "Traceback" not in err
@@ -970,10 +970,10 @@ def test_verify_plan_key_without_attest_is_a_usage_error(
     args = build_parser().parse_args(
         ["source", "verify-plan", str(plan_file), "--key", str(keys["alice"])]
     )
-    from cloudtaser.cli.attest_opts import write_attestation
+    from cloudtaser.cli.attest_opts import attestation_signer
 
     with pytest.raises(ConfigError, match="needs --attest"):
-        write_attestation(args, planlib.load(plan_file), None, None)  # type: ignore[arg-type]
+        attestation_signer(args)
 
 
 def test_approve_takes_the_plan_lock(

@@ -286,7 +286,7 @@ def test_unprotect_and_finalize_refuse_an_unapproved_plan_before_any_request(
         ]
     )  # fmt: skip
 
-    assert code == 2
+    assert code == 5
     err = capsys.readouterr().err
     assert "not approved" in err
     assert "kubeconfig" not in err  # refused before the cluster connection
@@ -317,7 +317,7 @@ def test_finalize_require_verified_refuses_a_report_covering_only_pending_worklo
          "--require-verified", str(report_file)]
     )  # fmt: skip
 
-    assert code == 2
+    assert code == 5
     err = capsys.readouterr().err
     assert "does not cover 1 migrated workload(s)" in err
     assert f"Deployment {NS}/api" in err

@@ -195,7 +195,7 @@ def test_diff_and_approvals_json_match_their_committed_schemas(
             "json",
         ]
     )
-    assert code == 2
+    assert code == 5  # not approved: the gate's code
     result = json.loads(capsys.readouterr().out)
     assert result["approvals"][0]["state"] == "invalid"
     _conforms(result, json.loads((SCHEMAS / "output-plan-approvals.schema.json").read_text()))

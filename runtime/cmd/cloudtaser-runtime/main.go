@@ -87,12 +87,51 @@ func main() {
 	os.Exit(cmd.run(os.Args[2:]))
 }
 
-func runWrap(args []string) int {
-	if len(args) > 0 && args[0] == "--" {
-		args = args[1:]
+// wrapHelp is the text of `cloudtaser-runtime wrap -h`.
+const wrapHelp = `usage: cloudtaser-runtime wrap [--] COMMAND [ARGS...]
+
+Log in to the vault with the pod's ServiceAccount token, read the secrets the pod's
+CLOUDTASER_* environment maps (fail closed: nothing starts when one is missing), and start
+COMMAND with them as environment variables, without the wrapper's own variables. The
+injector writes this command line into opted-in pods; wrap takes no flags of its own:
+everything after "wrap" (and an optional "--") is the command to run.
+
+environment: docs/connect-and-runtime.md lists every CLOUDTASER_* variable.
+
+exit codes: COMMAND's own once it runs; before that 2 bad configuration or usage, 3 vault
+unreachable, login refused or read denied, 4 a secret path or field missing, deleted or
+unusable, 70 a bug, 126 COMMAND cannot be executed, 127 COMMAND not found.
+`
+
+// wrapCommand splits wrap's arguments: the command to run, or help (-h, --help, help), or a
+// usage error. Only the first argument can ask for help: after it, everything is COMMAND's.
+func wrapCommand(args []string) (command []string, help bool, err error) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help", "help":
+			return nil, true, nil
+		case "--":
+			args = args[1:]
+		default:
+			if strings.HasPrefix(args[0], "-") {
+				return nil, false, fmt.Errorf("wrap takes no flags (%s): cloudtaser-runtime wrap -- COMMAND [ARGS...]", args[0])
+			}
+		}
 	}
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "cloudtaser-runtime: no command: cloudtaser-runtime wrap -- COMMAND [ARGS...]")
+		return nil, false, fmt.Errorf("no command: cloudtaser-runtime wrap -- COMMAND [ARGS...]")
+	}
+	return args, false, nil
+}
+
+func runWrap(args []string) int {
+	args, help, err := wrapCommand(args)
+	if help {
+		fmt.Print(wrapHelp)
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cloudtaser-runtime: %v\n", err)
 		return wrap.ExitConfig
 	}
 	environ := os.Environ() // the app's environment, unchanged
@@ -107,6 +146,10 @@ func runWrap(args []string) int {
 }
 
 func runInstall(args []string) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Println("usage: cloudtaser-runtime install DIR\n\ncopy this binary into DIR (mode 0555) and exit; what the init container runs")
+		return 0
+	}
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "usage: cloudtaser-runtime install DIR")
 		return wrap.ExitConfig
