@@ -383,6 +383,7 @@ def _wait_admission(session: KubeSession, namespace: str, deadline: float, say: 
     """Until ``deadline``: every check of ``target install --check`` passes (the caBundle
     published, a dry-run opted-in pod comes back injected), so install never says ready while
     ``--check`` would fail. On the deadline an :class:`OperationError` with what still fails."""
+    said = ""
     while True:
         failing = [c for c in check(session, namespace=namespace) if not c.ok]
         if not failing:
@@ -394,7 +395,10 @@ def _wait_admission(session: KubeSession, namespace: str, deadline: float, say: 
                 + ". Run `cloudtaser target install --check`; look at `kubectl -n "
                 f"{namespace} logs -l app.kubernetes.io/name={NAME}`"
             )
-        say(f"waiting for the injector: {failing[0].name}: {failing[0].detail}")
+        now = f"waiting for the injector: {failing[0].name}: {failing[0].detail}"
+        if now != said:  # each new reason once
+            say(now)
+            said = now
         time.sleep(ADMISSION_POLL)
 
 
