@@ -322,7 +322,7 @@ def test_install_waits_for_the_cabundle_and_a_mutation_and_never_says_ready_with
     icluster: Cluster, kclient: Client, ns: str
 ) -> None:
     # no webhook runs on kwok: the Deployment rolls out, its CA is never published
-    run = _install(icluster, ns, "--timeout", "20s", "--output", "text", wait=True)
+    run = _install(icluster, ns, "--timeout", "30s", "--output", "text", wait=True)
 
     assert run.code == 4, run.text  # docs/cli.md: the injector did not become ready
     assert "injector ready" not in run.stdout
