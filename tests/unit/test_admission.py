@@ -20,6 +20,7 @@ from cloudtaser.errors import (
     ClusterForbiddenError,
     ClusterInvalidError,
     ClusterUnreachableError,
+    OperationError,
 )
 from cloudtaser.target.engine.admission import (
     CHECK_HINT,
@@ -28,6 +29,8 @@ from cloudtaser.target.engine.admission import (
     judge,
     shape_problem,
 )
+from cloudtaser.target.install import apply
+from cloudtaser.target.install.check import CheckResult
 from cloudtaser.target.kube.workloads import WorkloadRef
 
 REF = WorkloadRef("t", "shop", "StatefulSet", "db")
@@ -205,3 +208,38 @@ def test_a_refusal_says_why_and_what_to_run(installed: bool, cause: str) -> None
     assert "not mutated by the injector" in answer.reason
     assert cause in answer.reason
     assert CHECK_HINT in answer.reason
+
+
+# -- target install's readiness wait ---------------------------------------------------------------
+
+
+def test_install_says_ready_only_once_every_check_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+
+    answers = [
+        [CheckResult("caBundle", False, "empty"), CheckResult("mutation", False, "refused")],
+        [CheckResult("caBundle", True, "1 CA"), CheckResult("mutation", False, "refused")],
+        [CheckResult("caBundle", True, "1 CA"), CheckResult("mutation", True, "injected")],
+    ]
+    monkeypatch.setattr(apply, "check", lambda _s, namespace: answers.pop(0))
+    monkeypatch.setattr(apply.time, "sleep", lambda _s: None)
+    said: list[str] = []
+    ready = apply._wait_admission(None, "ct", apply.time.monotonic() + 60, said.append)  # type: ignore[arg-type]
+    assert "came back injected" in ready
+    assert not answers  # it waited through both failing rounds
+    assert said == [
+        "waiting for the injector: caBundle: empty",
+        "waiting for the injector: mutation: refused",
+    ]
+
+
+def test_install_fails_at_the_deadline_naming_every_failing_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+
+    failing = [CheckResult("caBundle", False, "empty"), CheckResult("mutation", False, "refused")]
+    monkeypatch.setattr(apply, "check", lambda _s, namespace: failing)
+    with pytest.raises(OperationError) as caught:
+        apply._wait_admission(None, "ct", 0.0, lambda _m: None)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("the injector is not ready: caBundle: empty; mutation: refused")
+    assert "cloudtaser target install --check" in message
