@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace, ServiceAccount
@@ -75,6 +76,16 @@ def _install(
          "--audience", "vault", "--namespace", ns, "--kubeconfig", str(cl.kubeconfig),
          "--timeout", "60s", "--output", "json", *([] if wait else ["--no-wait"]), *extra]
     )  # fmt: skip
+
+
+def _exists(client: Client, kind: Any, name: str, namespace: str | None) -> bool:
+    try:
+        client.get(kind, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return False
+        raise
+    return True
 
 
 def _changes(run: CliRun) -> dict[str, str]:
@@ -208,8 +219,10 @@ def test_rerun_prunes_what_is_no_longer_wanted_and_pull_secrets_widen_only_the_c
     assert changes["PodDisruptionBudget"] == "delete"
     assert changes["ClusterRole"] == "update"
     assert "get secrets (all namespaces)" in run.stderr
-    with pytest.raises(Exception, match="not found"):
-        kclient.get(PodDisruptionBudget, NAME, namespace=ns)
+    deadline = time.monotonic() + 30  # --no-wait: the prune's delete is not awaited
+    while _exists(kclient, PodDisruptionBudget, NAME, ns):
+        assert time.monotonic() < deadline, "the pruned PodDisruptionBudget is still there"
+        time.sleep(0.2)
     rules = kclient.get(ClusterRole, NAME).rules or []
     assert [(r.resources, r.verbs) for r in rules][1:] == [(["secrets"], ["get"])]
 
@@ -339,6 +352,7 @@ def test_check_reports_a_missing_cabundle_and_exits_1(
     icluster: Cluster, kclient: Client, ns: str
 ) -> None:
     _changes(_install(icluster, ns))
+    wait_rollout(kclient, "Deployment", ns, NAME)  # kwok marks the pods ready
     run = cli(["target", "install", "--check", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
     assert run.code == 1, run.text
