@@ -68,7 +68,8 @@ examples:
 
 exit codes: 0 installed (or --check all good), 1 --check found problems, 2 bad flags,
 3 cluster unreachable, credentials refused or a permission missing, 4 an apply failed or the
-Deployment did not become ready.
+injector did not become ready within --timeout (install waits until every --check passes:
+Deployment ready, caBundle published, a dry-run opted-in pod mutated).
 """
 
 _UNINSTALL_DESCRIPTION = """\
@@ -227,8 +228,8 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
         type=parse_duration,
         default=120.0,
         metavar="DURATION",
-        help="how long to wait for the Deployment (install) or the deletions (uninstall) "
-        "(default: 2m)",
+        help="how long to wait for the injector to pass every --check (install) or for the "
+        "deletions (uninstall) (default: 2m)",
     )
     group.add_argument(
         "--no-wait", dest="wait", action="store_false", help="do not wait; return after the writes"

@@ -40,6 +40,7 @@ from cloudtaser.config import validate_vault_address
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.isolation import check_isolation
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.target.engine.admission import check_admission
 from cloudtaser.target.engine.consumption import drift, kept_reasons, live_triples, plan_triples
 from cloudtaser.target.engine.core import (
     DecideFn,
@@ -292,8 +293,9 @@ class ProtectStep(Step):
         if not self.verify_injection:
             engine.emit(
                 ref,
-                "injection NOT verified (--no-verify-injection): the pods may run exactly as "
-                "before; finalize proves it on the live pods before it removes anything",
+                "injection NOT verified (--no-verify-injection; nor was admission checked before "
+                "the patch): the pods may run exactly as before; finalize proves it on the live "
+                "pods before it removes anything",
                 warning=True,
             )
             return Verified(True, "injection NOT verified (--no-verify-injection)")
@@ -347,7 +349,38 @@ class ProtectStep(Step):
                 return None
             if pinned:
                 patch["spec"]["template"]["spec"] = {"containers": pinned}
+        if not already and not self._admitted(
+            engine, ref, workload, obj, patch=patch, warnings=found.warnings
+        ):
+            return None
         return Inspected(obj, None if already else patch, patch, found.warnings)
+
+    def _admitted(
+        self,
+        engine: Engine,
+        ref: WorkloadRef,
+        workload: Workload,
+        obj: Mapping[str, Any],
+        *,
+        patch: Mapping[str, Any],
+        warnings: list[str],
+    ) -> bool:
+        """Before the patch: a dry-run pod of the patched template comes back injected
+        (:mod:`cloudtaser.target.engine.admission`); else the workload is refused, untouched."""
+        if not self.verify_injection:
+            return True  # said once, loudly, by verify()
+        written = dig(patch, "spec", "template") or {}
+        answer = check_admission(
+            engine.cluster,
+            ref,
+            dig(obj, "spec", "template") or {},
+            labels=dig(written, "metadata", "labels"),
+            annotations=dig(written, "metadata", "annotations"),
+            containers=dig(written, "spec", "containers") or (),
+        )
+        if not answer.admitted:
+            engine.refuse(self, ref, workload, answer.reason, warnings)
+        return answer.admitted
 
 
 class UnprotectStep(Step):

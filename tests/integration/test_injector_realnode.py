@@ -8,7 +8,8 @@ Then: an image without `command` (ENTRYPOINT read from the local registry by the
 certificate rotation (30 s certificates) under steady pod creation with zero failed admissions;
 `protect --pin-entrypoints` with the webhook given no registry access (a mirror pointing to a
 dead port); the webhook stopped (an opted-in pod is refused, an ordinary pod is created);
-hostile annotations denied with the reason shown; `target install --check`; uninstall removes
+hostile annotations denied with the reason shown; `target install --check`; with an injector
+`--check` reports broken, protect refuses before any patch (issue 34); uninstall removes
 everything it created.
 
 The runtime image is built from `runtime/` as `nox -s runtime` builds it (static linux/amd64
@@ -287,6 +288,84 @@ def test_install_check_passes_against_the_running_webhook(
     assert set(checks) == {"deployment", "caBundle", "serving certificate", "mutation"}
     assert "verifies against it" in checks["serving certificate"]["detail"]
     assert "came back injected" in checks["mutation"]["detail"]
+
+
+def _injector_pods_gone(node: RealNode, namespace: str) -> None:
+    deadline = time.monotonic() + 60
+    with contextlib.closing(node.client()) as client:
+        while list(client.list(Pod, namespace=namespace)):
+            assert time.monotonic() < deadline, "webhook pods did not stop"
+            time.sleep(0.5)
+
+
+def _web(node: RealNode, namespace: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Deployment ``web`` and its pods, as API dicts."""
+    with contextlib.closing(node.client()) as client:
+        dep = client.get(Deployment, "web", namespace=namespace).to_dict()
+        pods = [p.to_dict() for p in client.list(Pod, namespace=namespace, labels={"app": "web"})]
+    return dep, pods
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def test_protect_refuses_before_any_patch_when_install_check_reports_the_injector_broken(
+    real_node: RealNode, openbao: BaoServer, workflow: Bed, injector: Injector
+) -> None:
+    """Issue 34: protect used to patch first; with an empty caBundle (failurePolicy Fail) the
+    new pods could not be created and the workload went to 0 Ready. Now it refuses first."""
+    bed = workflow
+    kube = ["--kubeconfig", str(real_node.kubeconfig)]
+    before, pods = _web(real_node, bed.namespace)
+    # running and unpatched, so the check below can fail
+    assert before["status"]["readyReplicas"] == 1
+    assert "cloudtaser.io/inject" not in before["spec"]["template"]["metadata"]["labels"]
+    assert pods
+    assert all(_ready(p) for p in pods)
+    names = sorted(p["metadata"]["name"] for p in pods)
+    # broken as install --check sees it: no replica (none publishes its CA), caBundle empty
+    real_node.kubectl("-n", injector.namespace, "scale", "deployment", "cloudtaser-injector",
+                      "--replicas", "0")  # fmt: skip
+    try:
+        _injector_pods_gone(real_node, injector.namespace)
+        with contextlib.closing(real_node.client()) as client:
+            mwc = client.get(MutatingWebhookConfiguration, "cloudtaser-injector").to_dict()
+            mwc["metadata"].pop("managedFields", None)  # kept by the server as they are
+            for hook in mwc["webhooks"]:
+                hook["clientConfig"].pop("caBundle", None)
+            client.replace(codecs.from_dict(mwc))
+        check = cli(["target", "install", "--check", "--namespace", injector.namespace,
+                     "--output", "json", *kube])  # fmt: skip
+        assert check.code == 1, check.text
+        checks = {c["name"]: c for c in json.loads(check.stdout)["checks"]}
+        assert checks["caBundle"]["ok"] is False
+        assert checks["mutation"]["ok"] is False
+
+        run = _protect(real_node, bed, openbao, "web")
+
+        assert run.code == 1, run.text
+        assert "admission check failed, nothing was changed" in run.text
+        assert "could not reach the injector" in run.text
+        assert "cloudtaser target install --check" in run.text
+        after, pods_after = _web(real_node, bed.namespace)
+        assert (after["metadata"]["generation"], after["metadata"]["resourceVersion"]) == (
+            before["metadata"]["generation"],
+            before["metadata"]["resourceVersion"],
+        )
+        assert after["spec"]["template"] == before["spec"]["template"]
+        assert after["status"]["readyReplicas"] == 1
+        assert sorted(p["metadata"]["name"] for p in pods_after) == names  # no new pod
+        assert all(_ready(p) for p in pods_after)
+        web = next(w for _t, w in planlib.load(bed.plan).iter_workloads() if w.name == "web")
+        assert web.effective_status == "pending"
+        assert "admission check failed" in (web.last_error or "")
+    finally:
+        # a re-run of install restores the replicas and waits until every --check passes
+        _cli_ok(injector.base_args)
+    check = cli(["target", "install", "--check", "--namespace", injector.namespace, *kube])
+    assert check.code == 0, check.text  # install said ready: --check agrees
 
 
 def test_protected_deployment_runs_the_wrapper_and_prints_the_openbao_value(

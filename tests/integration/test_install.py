@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from lightkube import Client
+from lightkube import ApiError, Client
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Namespace, ServiceAccount
@@ -25,6 +26,7 @@ from lightkube.types import PatchType
 
 from tests.integration.connect_helpers import CliRun, cli, hexid
 from tests.testenv.cluster import Cluster
+from tests.testenv.workloads import wait_rollout
 
 IMAGE_V1 = "registry.corp:5000/cloudtaser/runtime:0.1.0"
 IMAGE_V2 = "registry.corp:5000/cloudtaser/runtime:0.2.0"
@@ -63,12 +65,27 @@ def ns(icluster: Cluster, kclient: Client) -> Iterator[str]:
          "--timeout", "60s"])  # fmt: skip
 
 
-def _install(cl: Cluster, ns: str, *extra: str, image: str = IMAGE_V1) -> CliRun:
+def _install(
+    cl: Cluster, ns: str, *extra: str, image: str = IMAGE_V1, wait: bool = False
+) -> CliRun:
+    """``target install``, by default ``--no-wait``: no webhook runs on kwok, so install's wait
+    (every ``--check`` passes) can only end in its deadline
+    (:func:`test_install_waits_for_the_cabundle_and_a_mutation_and_never_says_ready_without`)."""
     return cli(
         ["target", "install", "--image", image, "--allowed-vault-address", VAULT,
          "--audience", "vault", "--namespace", ns, "--kubeconfig", str(cl.kubeconfig),
-         "--timeout", "60s", "--output", "json", *extra]
+         "--timeout", "60s", "--output", "json", *([] if wait else ["--no-wait"]), *extra]
     )  # fmt: skip
+
+
+def _exists(client: Client, kind: Any, name: str, namespace: str | None) -> bool:
+    try:
+        client.get(kind, name, namespace=namespace)
+    except ApiError as exc:
+        if exc.status.code == 404:
+            return False
+        raise
+    return True
 
 
 def _changes(run: CliRun) -> dict[str, str]:
@@ -144,9 +161,10 @@ def test_install_creates_everything_rerun_changes_nothing_and_keeps_the_cabundle
     listed = json.loads((record.data or {})["objects"])
     assert {o["kind"] for o in listed} == set(first)
     assert all(o["uid"] for o in listed)
+    wait_rollout(kclient, "Deployment", ns, NAME)  # kwok marks the pods ready
     dep = kclient.get(Deployment, NAME, namespace=ns)
     assert dep.status is not None
-    assert dep.status.readyReplicas == 2  # waited for (kwok marks the pods ready)
+    assert dep.status.readyReplicas == 2
 
     ca = _fake_ca()
     _publish_ca(kclient, ca)
@@ -201,8 +219,10 @@ def test_rerun_prunes_what_is_no_longer_wanted_and_pull_secrets_widen_only_the_c
     assert changes["PodDisruptionBudget"] == "delete"
     assert changes["ClusterRole"] == "update"
     assert "get secrets (all namespaces)" in run.stderr
-    with pytest.raises(Exception, match="not found"):
-        kclient.get(PodDisruptionBudget, NAME, namespace=ns)
+    deadline = time.monotonic() + 30  # --no-wait: the prune's delete is not awaited
+    while _exists(kclient, PodDisruptionBudget, NAME, ns):
+        assert time.monotonic() < deadline, "the pruned PodDisruptionBudget is still there"
+        time.sleep(0.2)
     rules = kclient.get(ClusterRole, NAME).rules or []
     assert [(r.resources, r.verbs) for r in rules][1:] == [(["secrets"], ["get"])]
 
@@ -311,10 +331,28 @@ def test_an_unlabelled_object_of_the_same_name_stops_install_with_a_clear_error(
         kclient.delete(ClusterRole, NAME)
 
 
+def test_install_waits_for_the_cabundle_and_a_mutation_and_never_says_ready_without(
+    icluster: Cluster, kclient: Client, ns: str
+) -> None:
+    # no webhook runs on kwok: the Deployment rolls out, its CA is never published
+    run = _install(icluster, ns, "--timeout", "30s", "--output", "text", wait=True)
+
+    assert run.code == 4, run.text  # docs/cli.md: the injector did not become ready
+    assert "injector ready" not in run.stdout
+    assert "the injector is not ready: caBundle: empty" in run.stderr
+    assert "mutation:" in run.stderr  # the dry-run pod's answer is named too
+    assert "cloudtaser target install --check" in run.stderr
+    wait_rollout(kclient, "Deployment", ns, NAME)  # it was the caBundle, not the rollout
+    check = cli(["target", "install", "--check", "--namespace", ns, "--kubeconfig",
+                 str(icluster.kubeconfig)])  # fmt: skip
+    assert check.code == 1, check.text  # what install said, --check says
+
+
 def test_check_reports_a_missing_cabundle_and_exits_1(
     icluster: Cluster, kclient: Client, ns: str
 ) -> None:
     _changes(_install(icluster, ns))
+    wait_rollout(kclient, "Deployment", ns, NAME)  # kwok marks the pods ready
     run = cli(["target", "install", "--check", "--namespace", ns, "--output", "json",
                "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
     assert run.code == 1, run.text
@@ -353,7 +391,7 @@ def test_install_check_and_uninstall_with_exactly_the_documented_rbac(
         kubeconfig = str(ident.kubeconfig())
         args = ["target", "install", "--image", IMAGE_V1, "--allowed-vault-address", VAULT,
                 "--audience", "vault", "--namespace", ns, "--kubeconfig", kubeconfig,
-                "--timeout", "60s", "--output", "json"]  # fmt: skip
+                "--timeout", "60s", "--output", "json", "--no-wait"]  # fmt: skip
         first = cli(args)
         assert first.code == 0, first.text
         assert {c["action"] for c in _doc(first.stdout)["changes"]} == {"create"}

@@ -262,8 +262,14 @@ def test_protect_and_unprotect_with_exactly_the_documented_rbac_in_one_namespace
     common = ["--plan", str(plan), "--kubeconfig", kubeconfig, "--poll-interval", "200ms"]
 
     dry = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200",
-                     "--dry-run")  # fmt: skip
+                     "--dry-run", "--no-verify-injection")  # fmt: skip
     assert dry.returncode == 0, dry.stderr
+    # the admission check's dry-run pod is allowed by the role; kwok has no injector: refused
+    checked = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200",
+                         "--dry-run")  # fmt: skip
+    assert checked.returncode != 0, checked.stderr
+    assert "not mutated by the injector" in checked.stdout + checked.stderr
+    assert "permission denied" not in checked.stdout + checked.stderr
     run = cloudtaser("target", "protect", *common, "--vault-address", "https://bao:8200",
                      "--no-verify-injection", "--yes")  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import codecs
+from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.core_v1 import Secret
 
 from cloudtaser import contract
@@ -177,22 +178,108 @@ def _app(client: Any, namespace: str, name: str) -> dict[str, Any]:
 # -- protect proves injection ----------------------------------------------------------------------
 
 
-def test_protect_without_an_injector_leaves_the_workload_pending_naming_the_cause(
+def _deployment(client: Any, namespace: str, name: str) -> dict[str, Any]:
+    from lightkube.resources.apps_v1 import Deployment
+
+    return dict(client.get(Deployment, name, namespace=namespace).to_dict())
+
+
+def _version(client: Any, namespace: str, name: str) -> tuple[int, str]:
+    meta = _deployment(client, namespace, name)["metadata"]
+    return meta["generation"], meta["resourceVersion"]
+
+
+def test_protect_without_an_injector_refuses_before_any_patch_naming_the_cause(
     cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
 ) -> None:
     _setup(kube_client, namespace, ["plain"], injected=False)
     plan = _plan(tmp_path / "plan.yaml", namespace, ["plain"])
+    # the workload runs and is not opted in, so the check below can fail
+    before = _version(kube_client, namespace, "plain")
+    template = _deployment(kube_client, namespace, "plain")["spec"]["template"]
+    assert contract.INJECT_LABEL not in (template["metadata"].get("labels") or {})
 
     result = _protect(cluster, plan)
 
-    assert result.returncode == 4, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr
     workload = _workload(plan, "plain")
     assert workload.effective_status == "pending"
     assert workload.last_error is not None
-    assert "no injector is installed" in workload.last_error
-    assert "cloudtaser-injector" in workload.last_error
-    assert "has no init container cloudtaser-init" in workload.last_error
-    assert workload.history[-1].reason == "injection not proven"
+    assert "admission check failed, nothing was changed" in workload.last_error
+    assert "not mutated by the injector" in workload.last_error
+    assert "the injector is not installed" in workload.last_error
+    assert "cloudtaser target install --check" in workload.last_error
+    assert _version(kube_client, namespace, "plain") == before  # never patched
+    assert _deployment(kube_client, namespace, "plain")["spec"]["template"] == template
+
+
+def _broken_injector(client: Any, namespace: str) -> str:
+    """A webhook configuration in the injector's name that the API server cannot call (an
+    empty caBundle, nothing listening), failurePolicy Fail, for opted-in pods of ``namespace``
+    only (so no other test is affected)."""
+    name = f"ct-broken-{namespace}"
+    body = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": contract.INJECTOR_WEBHOOK_NAME,
+                "clientConfig": {"url": "https://127.0.0.1:1/mutate", "caBundle": ""},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "objectSelector": {"matchLabels": {contract.INJECT_LABEL: "true"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 2,
+            }
+        ],
+    }
+    client.create(codecs.from_dict(body))
+    return name
+
+
+def test_protect_and_finalize_refuse_before_any_patch_when_the_injector_cannot_be_called(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    _setup(kube_client, namespace, ["web", "plain"])  # both templates in the injected shape
+    plan = _plan(tmp_path / "plan.yaml", namespace, ["web", "plain"])
+    assert _protect(cluster, plan, "--workload", "Deployment/web").returncode == 0
+    assert _workload(plan, "web").effective_status == "migrated"
+    web_before = _version(kube_client, namespace, "web")
+    plain_before = _version(kube_client, namespace, "plain")
+    # the Secret references finalize would remove are there, so the check below can fail
+    assert "secretKeyRef" in json.dumps(_app(kube_client, namespace, "web"))
+    broken = _broken_injector(kube_client, namespace)
+    try:
+        protect = _protect(cluster, plan)
+        finalize = _finalize(cluster, plan)
+    finally:
+        kube_client.delete(MutatingWebhookConfiguration, broken)
+
+    assert protect.returncode == 1, protect.stdout + protect.stderr
+    plain = _workload(plan, "plain")
+    assert plain.effective_status == "pending"
+    assert "the API server could not reach the injector" in (plain.last_error or "")
+    assert "cloudtaser target install --check" in (plain.last_error or "")
+    assert _version(kube_client, namespace, "plain") == plain_before
+
+    assert finalize.returncode == 1, finalize.stdout + finalize.stderr
+    text = finalize.stdout + finalize.stderr
+    assert "admission check failed, nothing was changed" in text
+    assert "could not reach the injector" in text
+    assert _workload(plan, "web").finalized_at is None
+    assert not _workload(plan, "web").finalized_refs  # refused before the plan records a removal
+    assert _version(kube_client, namespace, "web") == web_before
+    assert "secretKeyRef" in json.dumps(_app(kube_client, namespace, "web"))
 
 
 def test_protect_records_migrated_once_the_new_pods_are_proven_injected(

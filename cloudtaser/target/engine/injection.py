@@ -53,6 +53,7 @@ __all__ = [
     "denied",
     "diagnose",
     "explain_workload",
+    "injector_installed",
     "pod_problems",
     "prove",
     "revision_pods",
@@ -282,7 +283,9 @@ def prove(
     return proof
 
 
-def _injector_installed(cluster: WorkloadAPI) -> bool | None:
+def injector_installed(cluster: WorkloadAPI) -> bool | None:
+    """Is the injector's MutatingWebhookConfiguration there (``None``: reading it is
+    forbidden)?"""
     try:
         mwc = cluster.get_object(
             MutatingWebhookConfiguration,
@@ -363,7 +366,7 @@ def diagnose(
     pods: Sequence[Mapping[str, Any]],
 ) -> str:
     """The likely cause why ``ref``'s new pods are not proven injected (one line)."""
-    installed = _injector_installed(cluster)
+    installed = injector_installed(cluster)
     if installed is False:
         return (
             f"no injector is installed (no MutatingWebhookConfiguration "

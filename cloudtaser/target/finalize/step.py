@@ -6,7 +6,10 @@ Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md`
 
 1. The workload must be protected (the inject label on its template) and its **live pods
    proven injected** (:mod:`cloudtaser.target.engine.injection`): whatever the plan says, nothing is
-   removed from a workload whose pods do not run through the wrapper.
+   removed from a workload whose pods do not run through the wrapper. And the injector must
+   admit its *next* pods: a dry-run pod of its template comes back injected
+   (:mod:`cloudtaser.target.engine.admission`), since without the references they depend on
+   the injector alone.
 2. Drift check: the template must consume exactly the (Secret, key, env) triples the plan
    maps (:mod:`cloudtaser.target.engine.consumption`). Then exactly those
    ``env[].valueFrom.secretKeyRef`` entries, and the ``envFrom[].secretRef`` entries whose every
@@ -35,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudtaser.target.annotations as ann
 from cloudtaser.plan.model import FinalizedRef, Tenant, Workload, WorkloadStatus
+from cloudtaser.target.engine.admission import check_admission
 from cloudtaser.target.engine.consumption import drift, live_triples, plan_triples
 from cloudtaser.target.engine.core import (
     DecideFn,
@@ -189,6 +193,11 @@ class FinalizeStep(Step):
                 f"its live pods are not proven injected, so nothing is removed: {proof.message()}",
                 found.warnings,
             )
+            return None
+        # the pods will depend on the injector alone once the references are gone
+        admission = check_admission(engine.cluster, ref, template)
+        if not admission.admitted:
+            engine.refuse(self, ref, workload, admission.reason, found.warnings)
             return None
         patch: dict[str, Any] = {"spec": {"template": {"spec": edit.spec_patch}}}
         rv = dig(obj, "metadata", "resourceVersion")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ import yaml
 from cloudtaser import __version__
 from cloudtaser.changes import Action
 from cloudtaser.errors import OperationError
+from cloudtaser.target.install.check import check
 from cloudtaser.target.install.manifests import (
     CREATED_ANNOTATION,
     CREATED_VALUE,
@@ -61,6 +63,8 @@ __all__ = [
 ]
 
 
+#: Seconds between two admission checks while install waits for the injector.
+ADMISSION_POLL: Final = 1.0
 _NOISE: Final = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 
 
@@ -106,7 +110,7 @@ class InstallReport:
 
     changes: list[ObjectChange] = field(default_factory=list)
     dry_run: bool = False
-    #: The Deployment's rollout message when waited for.
+    #: When waited for: the Deployment's rollout, then the admission check (ready).
     rollout: str | None = None
 
 
@@ -134,7 +138,9 @@ def install(
 ) -> InstallReport:
     """Server-side apply every object (``dry_run``: the API server's dry run, nothing
     changes), prune what an earlier install created and this one does not want, write the
-    record, and (``wait``) wait for the Deployment to roll out."""
+    record, and (``wait``) wait, within ``timeout``, for the Deployment to roll out and then
+    for every check of ``target install --check`` to pass (caBundle, a dry-run pod injected):
+    ``report.rollout`` says ready only then; on the deadline an :class:`OperationError`."""
     opts = options.validated()
     say = progress or (lambda _m: None)
     report = InstallReport(dry_run=dry_run)
@@ -168,7 +174,9 @@ def install(
         actor=actor,
     )
     if wait:
+        deadline = time.monotonic() + timeout
         report.rollout = _wait_deployment(session, opts.namespace, timeout, say)
+        report.rollout += "; " + _wait_admission(session, opts.namespace, deadline, say)
     return report
 
 
@@ -369,6 +377,29 @@ def _wait_deployment(session: KubeSession, namespace: str, timeout: float, say: 
             f"describe pods -l app.kubernetes.io/name={NAME}` and the pods' logs"
         ) from None
     return state.message
+
+
+def _wait_admission(session: KubeSession, namespace: str, deadline: float, say: Progress) -> str:
+    """Until ``deadline``: every check of ``target install --check`` passes (the caBundle
+    published, a dry-run opted-in pod comes back injected), so install never says ready while
+    ``--check`` would fail. On the deadline an :class:`OperationError` with what still fails."""
+    said = ""
+    while True:
+        failing = [c for c in check(session, namespace=namespace) if not c.ok]
+        if not failing:
+            return "caBundle published and a dry-run opted-in pod came back injected"
+        if time.monotonic() >= deadline:
+            raise OperationError(
+                "the injector is not ready: "
+                + "; ".join(f"{c.name}: {c.detail}" for c in failing)
+                + ". Run `cloudtaser target install --check`; look at `kubectl -n "
+                f"{namespace} logs -l app.kubernetes.io/name={NAME}`"
+            )
+        now = f"waiting for the injector: {failing[0].name}: {failing[0].detail}"
+        if now != said:  # each new reason once
+            say(now)
+            said = now
+        time.sleep(ADMISSION_POLL)
 
 
 def delete_recorded(

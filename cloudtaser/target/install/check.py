@@ -4,7 +4,9 @@ Four checks, each an ok / fail with the reason: the Deployment has all its repli
 webhook configuration's ``caBundle`` holds a valid PEM CA; in URL mode a TLS connection to the
 webhook verifies against that bundle (skipped when the URL is not reachable from here); a
 server-side dry-run create of an opted-in pod (never stored) comes back injected — the real
-path: API server, webhook, mutation. Nothing here prints.
+path: API server, webhook, mutation; decided by
+:func:`cloudtaser.target.engine.admission.judge`, the decision protect and finalize make
+before any patch. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from cloudtaser import contract
-from cloudtaser.contract import INIT_CONTAINER, INJECTOR_WEBHOOK_NAME, WRAPPER_PATH
-from cloudtaser.errors import ClusterError
+from cloudtaser.contract import INJECTOR_WEBHOOK_NAME
 from cloudtaser.plan.rules import RUNTIME_NAMESPACE, shown
+from cloudtaser.target.engine.admission import judge
 from cloudtaser.target.install.manifests import NAME, RUNTIME_BINARY
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.api import get_object
@@ -211,27 +213,20 @@ def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str)
     addresses = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--allowed-vault-address"]
     if not image or not addresses:
         return CheckResult("mutation", False, "cannot tell the image or an allowed vault address")
-    body = check_pod(pod_namespace, image, addresses[0])
-    try:
-        pod = api.create(
+    answer = judge(
+        lambda body: api.create(
             session,
             body,
             dry_run=True,
             action=f"dry-run create an opted-in pod in namespace {pod_namespace}",
-        )
-    except ClusterError as exc:
-        return CheckResult("mutation", False, f"the dry-run pod was refused: {exc}")
-    spec = pod.get("spec") or {}
-    inits = [c.get("name") for c in spec.get("initContainers") or []]
-    commands = [(c.get("command") or [""])[0] for c in spec.get("containers") or []]
-    if inits[:1] == [INIT_CONTAINER] and commands and all(c == WRAPPER_PATH for c in commands):
-        return CheckResult(
-            "mutation", True, f"a dry-run opted-in pod in {pod_namespace} came back injected"
-        )
-    return CheckResult(
-        "mutation",
-        False,
-        f"a dry-run opted-in pod in {pod_namespace} came back NOT injected (init containers "
-        f"{inits}, command {commands[:1]}): is the webhook configuration's objectSelector or "
-        "namespaceSelector changed?",
+        ),
+        check_pod(pod_namespace, image, addresses[0]),
     )
+    if answer.admitted:
+        return CheckResult("mutation", True, f"{answer.reason} (namespace {pod_namespace})")
+    hint = (
+        ": is the webhook configuration's objectSelector or namespaceSelector changed?"
+        if answer.reason.startswith("not mutated")
+        else ""
+    )
+    return CheckResult("mutation", False, f"{answer.reason} (namespace {pod_namespace}){hint}")

@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lightkube import ApiError
+from lightkube import ApiError, codecs
 from lightkube.core.resource import GlobalResource
 from lightkube.models.meta_v1 import Status
 from lightkube.resources.core_v1 import Secret
@@ -109,6 +109,15 @@ class WorkloadAPI:
     def patch(self, ref: WorkloadRef, body: Mapping[str, Any], *, dry_run: bool) -> dict[str, Any]:
         """One strategic-merge patch (field manager ``cloudtaser``); the patched object."""
         return api.to_dict(self._run(self._patch(ref, dict(body), dry_run)))
+
+    async def _create_dry_run(self, body: dict[str, Any], action: str) -> Any:
+        with api_errors(action):
+            return await self._client.create(codecs.from_dict(body), dry_run=True)
+
+    def create_dry_run(self, body: Mapping[str, Any], *, action: str) -> dict[str, Any]:
+        """Create ``body`` with ``dryRun=All`` (the whole admission chain runs, nothing is
+        stored); the object as the API server would have stored it."""
+        return api.to_dict(self._run(self._create_dry_run(dict(body), action)))
 
     def secret_keys(self, namespace: str, name: str) -> list[str] | None:
         """The keys (never the values) of a Secret, ``None`` when it does not exist. Cached:
