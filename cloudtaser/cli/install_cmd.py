@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from cloudtaser.cli.common import (
@@ -24,6 +25,7 @@ from cloudtaser.plan.rules import RUNTIME_NAMESPACE
 if TYPE_CHECKING:
     from cloudtaser.target.install.apply import ObjectChange
     from cloudtaser.target.install.check import CheckResult
+    from cloudtaser.target.install.uninstall import OptedIn
 
 __all__ = ["register"]
 
@@ -77,13 +79,18 @@ Remove the injector: exactly the objects `target install` created (its record in
 ConfigMap cloudtaser-injector-install lists them with their UIDs; without a record, the
 fixed-name objects that carry install's labels). The MutatingWebhookConfiguration goes first,
 so no pod waits on a webhook being removed. The namespace is deleted only when install
-created it and nothing else lives in it. Pods already injected keep running.
+created it and nothing else lives in it. Pods already injected keep running, but the next
+pods of a protected workload would start unwrapped, and those of a finalized one with no
+secret at all: while any Deployment, StatefulSet or DaemonSet still opts in to injection,
+uninstall lists them and deletes nothing, unless --ignore-protected-workloads (first
+`cloudtaser target unprotect` them, which puts back what finalize removed).
 """
 
 _UNINSTALL_EPILOG = """\
 examples:
   cloudtaser target uninstall --dry-run      # what would be deleted
   cloudtaser target uninstall
+  cloudtaser target uninstall --ignore-protected-workloads   # although workloads opt in
 """
 
 
@@ -203,7 +210,8 @@ def register(groups: Any) -> None:
         help="remove exactly what target install created",
         description=_UNINSTALL_DESCRIPTION,
         epilog=_UNINSTALL_EPILOG,
-        exit_codes="0 removed (or nothing to remove), 2 bad flags, 3 cluster unreachable, "
+        exit_codes="0 removed (or nothing to remove), 1 refused: workloads still opt in to "
+        "injection (listed; --ignore-protected-workloads), 2 bad flags, 3 cluster unreachable, "
         "credentials refused or a permission missing, 4 a delete failed.",
     )
     uninstall.add_argument(
@@ -213,6 +221,12 @@ def register(groups: Any) -> None:
         help=f"the injector's namespace (default: {RUNTIME_NAMESPACE})",
     )
     add_dry_run_option(uninstall, help="server-side dry run: print what would be deleted")
+    uninstall.add_argument(
+        "--ignore-protected-workloads",
+        action="store_true",
+        help="uninstall although workloads still opt in to injection: their next pods start "
+        "unwrapped, finalized ones with no secret at all (they are listed either way)",
+    )
     _add_wait_options(uninstall)
     add_cluster_options(uninstall)
     add_output_option(uninstall)
@@ -316,10 +330,23 @@ def _run_uninstall(args: argparse.Namespace) -> int:
             wait=args.wait,
             timeout=args.timeout,
             progress=progress,
+            ignore_protected=args.ignore_protected_workloads,
         )
+    for workload in report.opted_in:
+        progress(f"WARNING: still opts in to injection: {workload}")
+    if report.refused:
+        progress(
+            f"refused: {len(report.opted_in)} workload(s) still opt in to injection; nothing "
+            "was deleted. `cloudtaser target unprotect` them first, or pass "
+            "--ignore-protected-workloads to uninstall anyway"
+        )
+        _print_changes(report.changes, args, dry_run=args.dry_run, kind="uninstall",
+                       opted_in=report.opted_in, refused=True)  # fmt: skip
+        return ExitCode.PROBLEMS
     if report.found_by == "labels" and args.output != "json":
         progress("no install record found: objects identified by their names and labels")
-    _print_changes(report.changes, args, dry_run=args.dry_run, kind="uninstall")
+    _print_changes(report.changes, args, dry_run=args.dry_run, kind="uninstall",
+                   opted_in=report.opted_in)  # fmt: skip
     return ExitCode.OK
 
 
@@ -333,12 +360,23 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _print_changes(
-    changes: list[ObjectChange], args: argparse.Namespace, *, dry_run: bool, kind: str
+    changes: list[ObjectChange],
+    args: argparse.Namespace,
+    *,
+    dry_run: bool,
+    kind: str,
+    opted_in: Sequence[OptedIn] = (),
+    refused: bool = False,
 ) -> None:
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.target.install.result import Install, ObjectEntry, Uninstall  # noqa: PLC0415
+        from cloudtaser.target.install.result import (  # noqa: PLC0415
+            Install,
+            ObjectEntry,
+            OptedInEntry,
+            Uninstall,
+        )
 
         counts: dict[str, int] = {}
         for c in changes:
@@ -354,10 +392,24 @@ def _print_changes(
             )
             for c in changes
         ]
-        document = (Install if kind == "install" else Uninstall)(
-            dry_run=dry_run, changes=entries, summary=counts
-        )
+        document = (
+            Install(dry_run=dry_run, changes=entries, summary=counts)
+            if kind == "install"
+            else Uninstall(
+                dry_run=dry_run, changes=entries, summary=counts, refused=refused,
+                opted_in=[OptedInEntry(namespace=w.namespace, kind=w.kind, name=w.name,
+                                       finalized=w.finalized) for w in opted_in],
+            )
+        )  # fmt: skip
         print_json(msgspec.to_builtins(document))
+        return
+    if opted_in:
+        rows = [[w.namespace, w.kind, w.name, "finalized" if w.finalized else "protected"]
+                for w in opted_in]  # fmt: skip
+        print("workloads still opting in to injection:")
+        print(table(rows, ["NAMESPACE", "KIND", "NAME", "STATE"]))
+    if refused:
+        print("refused: nothing deleted (--ignore-protected-workloads to go on)")
         return
     rows = [
         [c.kind, c.namespace or "", c.name, str(c.action) + (" (dry run)" if dry_run else ""),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,8 +58,10 @@ Secret holds must be mapped by the plan AND proven in the vault by the report gi
 reviewer in the plan (releasedKeys); otherwise it is kept and the keys are named (never a
 value). A Secret still in use is kept and its users are named. Just before each delete the
 Secret is read and its namespace scanned again, and the delete carries its uid and
-resourceVersion as preconditions. DELETION IS IRREVERSIBLE. With --dry-run it lists what
-would go. See docs/lifecycle.md.
+resourceVersion as preconditions. DELETION IS IRREVERSIBLE: with --interactive each delete
+is asked separately, default No, naming the Secret and its keys (never a value). With
+--dry-run it lists what would go. A workload named with --workload that finalize cannot act
+on (pending, skipped) is refused with the step that comes first. See docs/lifecycle.md.
 """
 
 _AUDIT_DESCRIPTION = """\
@@ -201,6 +204,8 @@ def _run_finalize(args: argparse.Namespace) -> int:
     options = run_options(args, plan_check=gates.check)
     secrets: list[SecretsReport | None] = []
 
+    ask = args.interactive and args.delete_secrets and not args.dry_run
+
     def call(run: StepRun) -> RunReport:
         report, deleted = finalize(
             run.session,
@@ -211,6 +216,7 @@ def _run_finalize(args: argparse.Namespace) -> int:
             progress=run.progress,
             decide=run.decide,
             cancel=run.cancel,
+            confirm_delete=_confirm_delete if ask else None,
         )
         secrets.append(deleted)
         return report
@@ -224,6 +230,26 @@ def _run_finalize(args: argparse.Namespace) -> int:
     return exit_code(report, problems=found is not None and bool(found.named("kept")))
 
 
+def _confirm_delete(namespace: str, name: str, keys: Sequence[str]) -> bool:
+    """``--interactive``: the separate question before each irreversible delete, default No
+    (key names only, never a value). Only ``y``/``yes`` deletes; Enter, anything else, end
+    of input or Ctrl-C keeps the Secret."""
+    listed = ", ".join(keys) if keys else "(no key)"
+    sys.stderr.write(
+        f"\nDELETE Secret {namespace}/{name} (keys: {listed})? This cannot be undone; "
+        "the values then exist only in the vault. [y]es / [N]o (default, keeps it): "
+    )
+    sys.stderr.flush()
+    try:
+        line = sys.stdin.readline()
+    except KeyboardInterrupt:
+        line = ""
+    yes = line.strip().lower() in {"y", "yes"}
+    sys.stderr.write("" if line.endswith("\n") else "\n")
+    progress(f"Secret {namespace}/{name}: {'deleting' if yes else 'kept (answered no)'}")
+    return yes
+
+
 def _print_secrets(secrets: SecretsReport) -> None:
     if not secrets.decisions:
         print("no Secret of a finalized workload to consider")
@@ -233,6 +259,7 @@ def _print_secrets(secrets: SecretsReport) -> None:
         "would-delete": "would delete (dry run)",
         "kept": "KEPT",
         "absent": "already gone",
+        "declined": "kept (answered no)",
     }
     rows = [
         [

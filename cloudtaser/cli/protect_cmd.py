@@ -38,8 +38,11 @@ apply the cloudtaser.io/* pod-template annotations and a restart marker in ONE
 strategic-merge patch (exactly one rollout), wait for the rollout by kubectl's rules, prove
 on the new pods that the injector wrapped them (else the workload stays pending with the
 likely cause), and record the result in the plan at once. migrated and skipped workloads
-are never touched again, so an interrupted run resumes where it stopped. Talks only to the
-cluster. See docs/protect.md.
+are never touched again, so an interrupted run resumes where it stopped. --reroll also
+restarts (one rollout) each migrated or annotated workload whose live pods are not proven
+injected (e.g. protected before the injector was installed) and proves the new pods. A
+workload named with --workload that protect cannot act on is refused with the step that
+comes first. Talks only to the cluster. See docs/protect.md.
 """
 
 _UNPROTECT_DESCRIPTION = """\
@@ -73,6 +76,8 @@ def register(groups: Any) -> None:
             " --yes --tenant payments --parallel 4",
             "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
             " --dry-run -o json",
+            "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
+            " --reroll --workload payments/Deployment/api --yes",
         ],
         epilog=_RUN_EPILOG,
         exit_codes=RUN_EXIT_CODES,
@@ -118,6 +123,13 @@ def _add_protect_options(parser: argparse.ArgumentParser) -> None:
         help="record migrated once the rollout completes without proving on the new pods "
         "that they were injected (a loud warning per workload and in the plan history; "
         "finalize still proves it before removing anything). Default: prove it",
+    )
+    parser.add_argument(
+        "--reroll",
+        action="store_true",
+        help="also restart the pods (one rollout, the restart marker) of each selected "
+        "migrated workload, or pending one already annotated, whose live pods are not proven "
+        "injected, and prove the new pods (recorded in the plan); proven ones are left alone",
     )
     _add_pin_options(parser)
 
@@ -182,6 +194,8 @@ def _check_protect(args: argparse.Namespace) -> str | None:
             "--vault-address URL is required: the vault address the pods "
             "will reach (it is written into the workloads)"
         )
+    if args.reroll and not args.verify_injection:
+        return "--reroll proves the new pods injected: drop --no-verify-injection"
     return check_run(args)
 
 
@@ -215,7 +229,7 @@ def _run_protect(args: argparse.Namespace) -> int:
         with _pin_lookup(args) as pin:  # opened inside the cluster session, as it always was
             return protect(
                 run.session, args.plan, options, progress=run.progress, decide=run.decide,
-                cancel=run.cancel, pin=pin,
+                cancel=run.cancel, pin=pin, reroll=args.reroll,
             )  # fmt: skip
 
     report = run_step(args, call)

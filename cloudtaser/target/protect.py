@@ -3,7 +3,11 @@ once, record every outcome in the plan.
 
 Per pending workload, in plan order (``docs/protect.md`` tells the whole story):
 
-1. ``migrated`` and ``skipped`` workloads are never touched again (that is what resumes).
+1. ``migrated`` and ``skipped`` workloads are never touched again (that is what resumes),
+   except with ``--reroll``: a ``migrated`` workload (or an annotated ``pending`` one) whose
+   live pods are not proven injected gets a new restart marker, one rollout, and is proven
+   again. A workload named with ``--workload`` that the step cannot act on is reported with
+   the step that comes first (exit 1), never passed over in silence.
 2. Drift check: the live pod template must still consume exactly the (Secret, key, env)
    triples the plan lists (``cloudtaser.target.podspec.consumed_env``). On drift nothing is
    patched; the workload stays ``pending`` with the reason recorded.
@@ -52,10 +56,17 @@ from cloudtaser.target.engine.core import (
     RunReport,
     Step,
     Verified,
+    WorkloadResult,
     check_options,
     run,
 )
-from cloudtaser.target.engine.injection import denied, explain_workload, verify_workload
+from cloudtaser.target.engine.injection import (
+    REROLL_HINT,
+    denied,
+    explain_workload,
+    prove,
+    verify_workload,
+)
 from cloudtaser.target.engine.secret_refs import (
     clear_finalized,
     restore_for_unprotect,
@@ -265,7 +276,7 @@ class ProtectStep(Step):
     done_outcome = Outcome.MIGRATED
     patched_reason = "protected: annotations applied and rolled out"
     found_reason = "protected: annotations found applied; rollout confirmed"
-    declined_status = WorkloadStatus.SKIPPED
+    declined_status: WorkloadStatus | None = WorkloadStatus.SKIPPED
     declined_message = "skipped (recorded in the plan)"
     already_message = "already carries the intended annotations: not patched again"
     already_dry_run = "already annotated; a real run would only wait and record"
@@ -281,13 +292,35 @@ class ProtectStep(Step):
     unverified_reason = "injection not proven"
 
     def __init__(
-        self, vault_address: str, pin: Lookup | None = None, *, verify_injection: bool = True
+        self,
+        vault_address: str,
+        pin: Lookup | None = None,
+        *,
+        verify_injection: bool = True,
+        reroll: bool = False,
+        named: bool = False,
     ) -> None:
         self.vault_address = vault_address
         #: ``--pin-entrypoints``: image lookups from this machine; explicit command/args go
         #: into the same patch (:func:`cloudtaser.target.registry.pin_commands`).
         self.pin = pin
-        self.verify_injection = verify_injection
+        self.verify_injection = verify_injection or reroll
+        #: ``--reroll``: also the ``migrated`` (and already annotated ``pending``) workloads
+        #: whose live pods are not proven injected get a new restart marker (one rollout) and
+        #: are proven again; a workload whose pods are proven is left alone.
+        self.reroll = reroll
+        #: The run names its workloads (``--workload``): one this step cannot act on is
+        #: refused with the step that comes first, never passed over in silence.
+        self.named = named
+        if reroll:
+            self.action = "reroll"
+            self.summary = "{todo} of {selected} selected workload(s) to protect or re-roll"
+            self.patched_reason = "re-rolled: pods restarted (one rollout)"
+            self.found_reason = "protected: annotations found applied; rollout confirmed"
+            # a migrated workload is never recorded pending or skipped by a refusal or a "no"
+            self.records_refusals = False
+            self.declined_status = None
+            self.declined_message = "left as it is"
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
         if not self.verify_injection:
@@ -312,11 +345,55 @@ class ProtectStep(Step):
         check_isolation(plan, source=source)
 
     def wanted(self, workload: Workload) -> bool:
-        return workload.effective_status == WorkloadStatus.PENDING
+        status = workload.effective_status
+        if self.named:
+            return True
+        if self.reroll:
+            return status != WorkloadStatus.SKIPPED
+        return status == WorkloadStatus.PENDING
+
+    def _tell(self, engine: Engine, ref: WorkloadRef, outcome: Outcome, why: str) -> None:
+        """Report a workload this step does not act on, without touching the plan."""
+        engine.emit(ref, why, warning=outcome == Outcome.REFUSED)
+        engine.result(WorkloadResult(ref, outcome, why))
+
+    def _not_pending(self, engine: Engine, workload: Workload, ref: WorkloadRef) -> bool:
+        """A named workload that is not protect's to do: say what comes first (``True``:
+        it is done with)."""
+        status = workload.effective_status
+        if status == WorkloadStatus.SKIPPED:
+            self._tell(
+                engine,
+                ref,
+                Outcome.REFUSED,
+                "skipped in the plan: `cloudtaser plan set-status PLAN --status pending "
+                f"--workload {ref.namespace}/{ref.kind}/{ref.name}` first",
+            )
+            return True
+        if status != WorkloadStatus.MIGRATED or self.reroll:
+            return False
+        obj = engine.cluster.get(ref)
+        if obj is None:
+            self._tell(engine, ref, Outcome.REFUSED, f"{ref} does not exist in the cluster")
+            return True
+        proof = prove(engine.cluster, ref, obj)
+        if proof.proven:
+            self._tell(
+                engine, ref, Outcome.MIGRATED, f"already migrated and {proof.message()}: "
+                "nothing to do (next: `cloudtaser target finalize`)",
+            )  # fmt: skip
+        else:
+            self._tell(
+                engine, ref, Outcome.REFUSED, f"already migrated, but {proof.message()}"
+                + ("" if REROLL_HINT in proof.message() else f"; {REROLL_HINT}"),
+            )  # fmt: skip
+        return True
 
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
+        if self._not_pending(engine, workload, ref):
+            return None
         try:
             intended = ann.build_annotations(engine.plan, tenant, workload, self.vault_address)
         except ann.AnnotationError as exc:
@@ -338,6 +415,14 @@ class ProtectStep(Step):
             return None
         obj = found.obj
         already = _is_applied(obj, intended)
+        if already and self.reroll:
+            proof = prove(engine.cluster, ref, obj)
+            if proof.proven and workload.effective_status == WorkloadStatus.MIGRATED:
+                self._tell(engine, ref, Outcome.MIGRATED, f"not re-rolled: {proof.message()}")
+                return None
+            if not proof.proven:
+                engine.emit(ref, f"re-rolls: {proof.message()}")
+                already = False  # a new restart marker: one rollout, then proven again
         rv = dig(obj, "metadata", "resourceVersion")
         patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(obj)[0])
         if self.pin is not None and not already:
@@ -400,8 +485,13 @@ class UnprotectStep(Step):
     patched_message = "annotations removed (one rollout)"
     patched_no_wait_message = "annotations removed (one rollout)"
 
+    def __init__(self, *, named: bool = False) -> None:
+        #: The run names its workloads (``--workload``): a skipped one is refused, and one
+        #: with nothing to undo says so, never passed over in silence.
+        self.named = named
+
     def wanted(self, workload: Workload) -> bool:
-        return workload.effective_status != WorkloadStatus.SKIPPED
+        return self.named or workload.effective_status != WorkloadStatus.SKIPPED
 
     def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
         return clear_finalized if workload.finalized_refs or workload.finalized_at else None
@@ -410,9 +500,16 @@ class UnprotectStep(Step):
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
         status = workload.effective_status
+        if status == WorkloadStatus.SKIPPED:
+            why = (
+                "skipped in the plan: protect never touched it, so there is nothing to undo "
+                "(`cloudtaser plan set-status PLAN --status pending` to protect it)"
+            )
+            engine.refuse(self, ref, workload, why, [])
+            return None
         obj = engine.cluster.get(ref)
         if obj is None:
-            if status == WorkloadStatus.MIGRATED:
+            if status == WorkloadStatus.MIGRATED or self.named:
                 engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
         restore, refused = restore_for_unprotect(engine.cluster, ref, workload, obj)
@@ -421,6 +518,10 @@ class UnprotectStep(Step):
             return None
         removal = with_restore(build_removal_patch(obj), obj, restore)
         if removal is None and status != WorkloadStatus.MIGRATED:
+            if self.named:  # asked by name: say it, it is already in the state asked for
+                why = "pending and carries no cloudtaser annotation: nothing to undo"
+                engine.emit(ref, why)
+                engine.result(WorkloadResult(ref, Outcome.UNPROTECTED, why))
             return None  # pending and clean: nothing to undo
         found = blockers(ref.kind, obj)
         if removal is not None and found.refusals:
@@ -438,12 +539,20 @@ def protect(
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
     pin: Lookup | None = None,
+    reroll: bool = False,
 ) -> RunReport:
     """Protect every selected ``pending`` workload of the plan at ``plan_path``.
 
     ``pin`` (``--pin-entrypoints``): an image lookup (``RegistryClient.image_config``); every
     container without a ``command`` gets its image's ENTRYPOINT/CMD written explicitly in the
     same patch, so the injector needs no registry access.
+
+    ``reroll`` (``--reroll``): also every selected ``migrated`` workload, and every
+    ``pending`` one already annotated, whose live pods are not proven injected gets a new
+    restart marker (one rollout), is proven on its new pods and recorded (``migrated``, or
+    ``pending`` with the reason when still not injected); proven ones are left alone.
+    A workload named with ``--workload`` that protect cannot act on (skipped; migrated
+    without ``reroll``) is reported with the step that comes first, never passed over.
 
     Takes the plan lock (not with ``dry_run``), loads the plan, and for each workload in plan
     order checks, asks ``decide`` (when given), patches once, waits (in up to
@@ -453,7 +562,13 @@ def protect(
     if not options.vault_address:
         raise ConfigError("protect needs the vault address the pods will use (--vault-address)")
     vault_address = validate_vault_address(options.vault_address, what="--vault-address")
-    step = ProtectStep(vault_address, pin, verify_injection=options.verify_injection)
+    step = ProtectStep(
+        vault_address,
+        pin,
+        verify_injection=options.verify_injection,
+        reroll=reroll,
+        named=bool(options.selection.workloads),
+    )
     return run(session, plan_path, step, options, progress=progress, decide=decide, cancel=cancel)
 
 
@@ -472,7 +587,7 @@ def unprotect(
     return run(
         session,
         plan_path,
-        UnprotectStep(),
+        UnprotectStep(named=bool(options.selection.workloads)),
         options,
         progress=progress,
         decide=decide,

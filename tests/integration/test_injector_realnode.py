@@ -124,7 +124,8 @@ def injector(real_node: RealNode, openbao: BaoServer, runtime_image: Image) -> I
     finally:
         if real_node.running:
             cli(["target", "uninstall", "--namespace", ns, "--kubeconfig",
-                 str(real_node.kubeconfig), "--timeout", "60s"])  # fmt: skip
+                 str(real_node.kubeconfig), "--timeout", "60s",
+                 "--ignore-protected-workloads"])  # fmt: skip
 
 
 def _injector_logs(node: RealNode, namespace: str) -> str:
@@ -617,8 +618,10 @@ def test_certificate_rotation_under_steady_pod_creation_fails_no_admission(
 def test_uninstall_removes_everything_install_created(
     real_node: RealNode, injector: Injector
 ) -> None:
+    # the workloads this module protected may still opt in: uninstall anyway
     run = _cli_ok(["target", "uninstall", "--namespace", injector.namespace, "--output", "json",
-                   "--kubeconfig", str(real_node.kubeconfig), "--timeout", "90s"])  # fmt: skip
+                   "--kubeconfig", str(real_node.kubeconfig), "--timeout", "90s",
+                   "--ignore-protected-workloads"])  # fmt: skip
     changes = json.loads(run.stdout)["changes"]
     assert {c["action"] for c in changes} == {"delete"}, changes
     assert {c["kind"] for c in changes} >= {

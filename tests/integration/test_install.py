@@ -8,6 +8,7 @@ closed for opted-in pods, which other tests on the shared cluster create.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,7 @@ from lightkube.types import PatchType
 
 from tests.integration.connect_helpers import CliRun, cli, hexid
 from tests.testenv.cluster import Cluster
-from tests.testenv.workloads import wait_rollout
+from tests.testenv.workloads import ContainerSpec, create_workload, deployment, wait_rollout
 
 IMAGE_V1 = "registry.corp:5000/cloudtaser/runtime:0.1.0"
 IMAGE_V2 = "registry.corp:5000/cloudtaser/runtime:0.2.0"
@@ -465,3 +466,63 @@ def test_printed_yaml_applies_as_is_and_uninstall_finds_it_by_labels(
     assert by_kind["MutatingWebhookConfiguration"] == "delete"
     assert by_kind["Namespace"] == "delete"  # annotated as created by install, nothing else in it
     assert "ConfigMap" not in by_kind  # a --print install has no record
+
+
+def test_uninstall_lists_workloads_still_opting_in_and_refuses_without_the_flag(
+    icluster: Cluster, kclient: Client, ns: str
+) -> None:
+    """A protected workload's next pods would start unwrapped, a finalized one's with no
+    secret at all: uninstall names them and deletes nothing unless told to go on."""
+    _changes(_install(icluster, ns))
+    apps = f"ct-apps-{hexid()}"
+    kclient.create(Namespace.from_dict({"metadata": {"name": apps}}))
+    inject = {"cloudtaser.io/inject": "true"}
+    try:
+        # protected (still reads its Secret) and finalized (reads none any more)
+        create_workload(kclient, deployment("web", apps, pod_labels=inject, containers=[
+            ContainerSpec(secret_env={"DB_PASSWORD": ("db", "password")})]))  # fmt: skip
+        create_workload(kclient, deployment("api", apps, pod_labels=inject))
+        create_workload(kclient, deployment("plain", apps))
+        # they exist and opt in, so the checks below can fail
+        for name in ("web", "api"):
+            obj = kclient.get(Deployment, name, namespace=apps)
+            assert obj.spec.template.metadata.labels["cloudtaser.io/inject"] == "true"
+        kclient.get(MutatingWebhookConfiguration, NAME)
+
+        refused = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
+                       "--kubeconfig", str(icluster.kubeconfig)])  # fmt: skip
+
+        assert refused.code == 1, refused.text
+        doc = _doc(refused.stdout)
+        assert doc["refused"] is True
+        assert doc["changes"] == []
+        listed = {(w["namespace"], w["kind"], w["name"], w["finalized"]) for w in doc["optedIn"]}
+        assert {(apps, "Deployment", "web", False), (apps, "Deployment", "api", True)} <= listed
+        assert not any(w[2] == "plain" for w in listed)
+        assert f"Deployment {apps}/api (finalized: its next pods would start with no secret" in (
+            refused.stderr
+        )
+        assert "--ignore-protected-workloads" in refused.stderr
+        # nothing was deleted
+        kclient.get(MutatingWebhookConfiguration, NAME)
+        kclient.get(Deployment, NAME, namespace=ns)
+        kclient.get(Namespace, ns)
+
+        run = cli(["target", "uninstall", "--namespace", ns, "--output", "json",
+                   "--kubeconfig", str(icluster.kubeconfig), "--timeout", "60s",
+                   "--ignore-protected-workloads"])  # fmt: skip
+
+        assert run.code == 0, run.text
+        doc = _doc(run.stdout)
+        assert doc["refused"] is False
+        assert ("MutatingWebhookConfiguration", "delete") in {
+            (c["kind"], c["action"]) for c in doc["changes"]
+        }
+        assert {w["name"] for w in doc["optedIn"]} >= {"web", "api"}
+        with pytest.raises(Exception, match="not found"):
+            kclient.get(MutatingWebhookConfiguration, NAME)
+    finally:
+        for name in ("web", "api", "plain"):
+            with contextlib.suppress(Exception):
+                kclient.delete(Deployment, name, namespace=apps)
+        kclient.delete(Namespace, apps)

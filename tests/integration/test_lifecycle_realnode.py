@@ -127,7 +127,10 @@ def injector(site: Site, rt_image: Image) -> Iterator[str]:
     try:
         yield rt_image.pinned
     finally:
-        _cloudtaser("target", "uninstall", "--kubeconfig", site.kubeconfig)
+        # the tests leave protected workloads behind: uninstall lists them and goes on
+        _cloudtaser(
+            "target", "uninstall", "--kubeconfig", site.kubeconfig, "--ignore-protected-workloads"
+        )
 
 
 @dataclass
@@ -304,6 +307,51 @@ def test_pods_not_injected_are_not_recorded_migrated(site: Site, app_image: str)
     assert "no injector is installed" in (workload.last_error or "")
     # the pods run exactly as before
     assert _printed(site, tenant.namespace, "web") == tenant.k8s_canary
+
+
+def test_reroll_injects_and_proves_a_workload_protected_before_the_injector(
+    site: Site, app_image: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 34's dead end: protected before the injector existed, a workload is ``migrated``
+    but its pods run as before, and plain protect had nothing to do. ``--reroll`` restarts it
+    (one rollout) and proves the new pods injected."""
+    webhook = site.node.kubectl(
+        "get", "mutatingwebhookconfiguration", "cloudtaser-injector", "--ignore-not-found",
+        "-o", "name",
+    )  # fmt: skip
+    assert webhook.stdout.strip() == "", "this test must run before the injector is installed"
+    tenant = _tenant(site, app_image, ["web"])
+    vault = ("--vault-address", site.openbao.address, "--yes")
+    first = _target(site, "protect", tenant, *vault, "--no-verify-injection")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _workload(tenant).effective_status == "migrated"
+    assert _printed(site, tenant.namespace, "web") == tenant.k8s_canary  # not injected
+
+    request.getfixturevalue("injector")
+    before = _replicasets(site, tenant.namespace)
+    named = _target(site, "protect", tenant, *vault, "--workload", "Deployment/web")
+    # named, but nothing protect itself can do: exit 1 naming the way out, nothing restarted
+    assert named.returncode == 1, named.stdout + named.stderr
+    assert "protect --reroll" in named.stdout + named.stderr
+    assert _replicasets(site, tenant.namespace) == before
+
+    reroll = _target(site, "protect", tenant, *vault, "--reroll")
+
+    assert reroll.returncode == 0, reroll.stdout + reroll.stderr
+    assert _replicasets(site, tenant.namespace) == before + 1  # exactly one rollout
+    workload = _workload(tenant)
+    assert workload.effective_status == "migrated"
+    reason = workload.history[-1].reason or ""
+    assert "re-rolled" in reason
+    assert "injection proven on 1 pod(s)" in reason
+    pod = _pods(site, tenant.namespace, "web")[0]
+    assert pod.spec.initContainers[0].name == contract.INIT_CONTAINER
+    assert _printed(site, tenant.namespace, "web") == tenant.vault_canary
+    # proven now: a second --reroll leaves it alone
+    again = _target(site, "protect", tenant, *vault, "--reroll")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "not re-rolled" in again.stdout + again.stderr
+    assert _replicasets(site, tenant.namespace) == before + 1
 
 
 # -- with the injector -----------------------------------------------------------------------------

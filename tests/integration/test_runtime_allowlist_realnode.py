@@ -121,7 +121,8 @@ def injector(real_node: RealNode, relay: TcpRelay, runtime_image: Image) -> Iter
     finally:
         if real_node.running:
             cli(["target", "uninstall", "--namespace", ns, "--kubeconfig",
-                 str(real_node.kubeconfig), "--timeout", "60s"])  # fmt: skip
+                 str(real_node.kubeconfig), "--timeout", "60s",
+                 "--ignore-protected-workloads"])  # fmt: skip
 
 
 @pytest.fixture(scope="module")

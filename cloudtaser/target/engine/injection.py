@@ -47,6 +47,7 @@ from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import dig
 
 __all__ = [
+    "REROLL_HINT",
     "Proof",
     "controller_revision_pods",
     "denial_from",
@@ -67,6 +68,11 @@ WRAPPER_LINES: Final = 3
 QUOTE_LIMIT: Final = 400
 _DENIED: Final = "denied the request: "
 _CALL_FAILED: Final = f'failed calling webhook "{INJECTOR_WEBHOOK_NAME}"'
+#: The one way to restart a protected workload's pods and prove them injected (a protected
+#: workload is never patched again by plain protect: its pods would stay as they are).
+REROLL_HINT: Final = (
+    "`cloudtaser target protect --reroll` restarts its pods and proves them injected"
+)
 
 
 # --- pure checks --------------------------------------------------------------------------------
@@ -371,7 +377,7 @@ def diagnose(
         return (
             f"no injector is installed (no MutatingWebhookConfiguration "
             f"{INJECTOR_WEBHOOK_CONFIGURATION}), so the pods run exactly as before; run "
-            "`cloudtaser target install`, then re-run protect"
+            f"`cloudtaser target install`, then {REROLL_HINT}"
         )
     denial = _failed_create(cluster, ref, controller)
     if denial:
@@ -391,7 +397,7 @@ def diagnose(
         return (
             f"the pods were created without injection although the template opts in{unknown}: "
             "the namespace may be excluded by the webhook's namespaceSelector, or the pods were "
-            "created before the injector was installed"
+            f"created before the injector was installed ({REROLL_HINT})"
         )
     failure = _wrapper_failure(cluster, wrapped)
     if failure:

@@ -110,7 +110,7 @@ class SecretEntry(_Entry, kw_only=True):
 
     namespace: str
     name: str
-    #: ``deleted``, ``would-delete``, ``kept`` or ``absent``.
+    #: ``deleted``, ``would-delete``, ``kept``, ``absent`` or ``declined`` (``--interactive``).
     action: str
     #: Who still uses it (``kept``).
     users: list[str]

@@ -13,7 +13,7 @@ into the plan history of the workloads that used them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cloudtaser.target.references.scan import Scan
 
 __all__ = [
+    "ConfirmFn",
     "SecretAction",
     "SecretDecision",
     "SecretsReport",
@@ -48,6 +49,8 @@ class SecretAction(enum.StrEnum):
     WOULD_DELETE = "would-delete"
     KEPT = "kept"
     ABSENT = "absent"
+    #: ``--interactive``: the operator answered no (or nothing) to the delete question.
+    DECLINED = "declined"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ class SecretDecision:
     reason: str = ""
     #: The keys that keep it: not mapped, or not proven in the vault (names only).
     keys: tuple[str, ...] = ()
+
+
+#: ``--interactive``: asked once per Secret just before it is deleted, with its namespace,
+#: name and key names (never a value); only ``True`` deletes it.
+ConfirmFn = Callable[[str, str, Sequence[str]], bool]
 
 
 @dataclass
@@ -177,8 +185,12 @@ def delete_unused_secrets(
     *,
     verified: VerificationReport | None = None,
     progress: ProgressFn | None = None,
+    confirm: ConfirmFn | None = None,
 ) -> SecretsReport:
     """Delete the Secrets of finalized workloads that lose nothing and that nothing uses.
+
+    ``confirm`` (``--interactive``): asked separately before each delete, with the Secret's
+    key names; anything but ``True`` keeps it (``declined``).
 
     Per Secret, in namespace and name order: read it (uid, resourceVersion, key names);
     keep it unless every key is proven in the vault by ``verified`` or released in the plan
@@ -226,6 +238,13 @@ def delete_unused_secrets(
                 continue
             if dry:
                 report.decisions.append(SecretDecision(namespace, name, SecretAction.WOULD_DELETE))
+                continue
+            if confirm is not None and not confirm(namespace, name, head.keys):
+                report.decisions.append(
+                    SecretDecision(
+                        namespace, name, SecretAction.DECLINED, reason="kept: answered no"
+                    )
+                )
                 continue
             decision = _recheck(engine, head) or _delete(engine, head)
             report.decisions.append(decision)

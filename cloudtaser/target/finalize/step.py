@@ -51,11 +51,17 @@ from cloudtaser.target.engine.core import (
     RunReport,
     Step,
     Verified,
+    WorkloadResult,
     run,
 )
-from cloudtaser.target.engine.injection import explain_workload, prove, verify_workload
+from cloudtaser.target.engine.injection import (
+    REROLL_HINT,
+    explain_workload,
+    prove,
+    verify_workload,
+)
 from cloudtaser.target.engine.secret_refs import describe, finalize_edit
-from cloudtaser.target.finalize.deletion import SecretsReport, delete_unused_secrets
+from cloudtaser.target.finalize.deletion import ConfirmFn, SecretsReport, delete_unused_secrets
 from cloudtaser.target.references.safety import ATTEST_HINT
 from cloudtaser.target.rollout import blockers, dig
 
@@ -111,19 +117,47 @@ class FinalizeStep(Step):
     failed_status = WorkloadStatus.MIGRATED
     unverified_reason = "finalize: injection not proven after the rollout"
 
-    def __init__(self) -> None:
+    def __init__(self, *, named: bool = False) -> None:
         self._removing: dict[int, list[FinalizedRef]] = {}
         #: One line per reference this run keeps (``str(KeptRef)``), for the history.
         self._keeping: dict[int, list[str]] = {}
+        #: The run names its workloads (``--workload``): one finalize cannot act on is
+        #: refused with the step that comes first, never passed over in silence.
+        self.named = named
 
     def wanted(self, workload: Workload) -> bool:
-        return (
+        return self.named or (
             workload.effective_status == WorkloadStatus.MIGRATED and workload.finalized_at is None
         )
+
+    def _comes_first(self, workload: Workload, ref: WorkloadRef) -> str | None:
+        """Why a named workload is not finalize's to do, naming the step that comes first."""
+        status = workload.effective_status
+        named = f"--workload {ref.namespace}/{ref.kind}/{ref.name}"
+        if status == WorkloadStatus.PENDING:
+            return (
+                "still pending: protect comes first (`cloudtaser target protect "
+                f"{named}`), then finalize"
+            )
+        if status == WorkloadStatus.SKIPPED:
+            return (
+                "skipped in the plan: `cloudtaser plan set-status PLAN --status pending "
+                f"{named}`, then `cloudtaser target protect`, then finalize"
+            )
+        return None
 
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
+        first = self._comes_first(workload, ref)
+        if first is not None:
+            engine.refuse(self, ref, workload, first, [])
+            return None
+        if workload.finalized_at is not None:  # named, already done: say so (exit 0)
+            why = f"already finalized ({workload.finalized_at.isoformat()}): nothing to do"
+            engine.emit(ref, why)
+            engine.result(WorkloadResult(ref, Outcome.FINALIZED, why))
+            return None
         obj = engine.cluster.get(ref)
         if obj is None:
             engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
@@ -190,7 +224,8 @@ class FinalizeStep(Step):
                 self,
                 ref,
                 workload,
-                f"its live pods are not proven injected, so nothing is removed: {proof.message()}",
+                f"its live pods are not proven injected, so nothing is removed: {proof.message()}"
+                + ("" if REROLL_HINT in proof.message() else f"; {REROLL_HINT} (then finalize)"),
                 found.warnings,
             )
             return None
@@ -246,13 +281,15 @@ def finalize(
     progress: ProgressFn | None = None,
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
+    confirm_delete: ConfirmFn | None = None,
 ) -> tuple[RunReport, SecretsReport | None]:
     """Finalize the selected ``migrated`` workloads of the plan at ``plan_path`` (one patch
     and one rollout each), then, with ``delete_secrets``, delete their Secrets that lose
     nothing (every key proven in the vault by ``verified``, the report of ``verify-plan
     --attest``, or released in the plan) and that nothing references any more. Same lock,
-    selection, dialogue, dry run and resume as protect."""
-    step = FinalizeStep()
+    selection, dialogue, dry run and resume as protect. ``confirm_delete``
+    (``--interactive``) is asked separately before each irreversible delete."""
+    step = FinalizeStep(named=bool(options.selection.workloads))
     secrets: list[SecretsReport] = []
     warning = verification_warning(verified, delete_secrets=delete_secrets)
     if warning and progress is not None:
@@ -267,7 +304,9 @@ def finalize(
             )
             return
         secrets.append(
-            delete_unused_secrets(engine, selected, verified=verified, progress=progress)
+            delete_unused_secrets(
+                engine, selected, verified=verified, progress=progress, confirm=confirm_delete
+            )
         )
 
     report = run(

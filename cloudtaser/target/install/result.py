@@ -16,6 +16,7 @@ __all__ = [
     "InstallCheck",
     "ObjectChanges",
     "ObjectEntry",
+    "OptedInEntry",
     "Uninstall",
 ]
 
@@ -33,7 +34,7 @@ class ObjectEntry(Part, kw_only=True):
 
 
 class ObjectChanges(Result, kw_only=True):
-    """The fields of ``install`` and ``uninstall``."""
+    """The fields of ``install``."""
 
     dry_run: bool
     changes: list[ObjectEntry]
@@ -50,11 +51,31 @@ class Install(ObjectChanges, kw_only=True):
     kind: Literal["install"] = "install"
 
 
-class Uninstall(ObjectChanges, kw_only=True):
+class OptedInEntry(Part, kw_only=True):
+    """A workload whose pod template still opts in to injection when uninstall ran."""
+
+    namespace: str
+    kind: str
+    name: str
+    #: Its template reads no Kubernetes Secret any more: its next pods would have no secret.
+    finalized: bool
+
+
+class Uninstall(Result, kw_only=True):
     """``cloudtaser target uninstall -o json``: what uninstall did (or, with dryRun, would do)
-    to each object install created."""
+    to each object install created, and the workloads still opting in to injection (while
+    there is one, uninstall refuses without --ignore-protected-workloads: refused, no
+    change)."""
 
     kind: Literal["uninstall"] = "uninstall"
+    dry_run: bool
+    changes: list[ObjectEntry]
+    opted_in: list[OptedInEntry]
+    refused: bool
+    summary: Annotated[
+        dict[str, Count],
+        Meta(description="objects by action (delete, keep, ...)"),
+    ]
 
 
 class CheckEntry(Part, kw_only=True):

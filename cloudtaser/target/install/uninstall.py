@@ -1,5 +1,11 @@
 """``target uninstall``: exactly what ``target install`` created, removed again.
 
+First, every Deployment, StatefulSet and DaemonSet of the cluster whose pod template still
+opts in to injection is listed (:func:`opted_in_workloads`): without the injector their next
+pods start unwrapped, and a finalized one (its template reads no Secret any more) with no
+secret at all. While there is one, uninstall refuses and deletes nothing, unless told to go
+on (``ignore_protected``, ``--ignore-protected-workloads``).
+
 The objects of the install record whose UID still matches are deleted (an object replaced by
 someone else is left and reported), or, without a record (a ``--print`` install, a deleted
 record), the objects of install's fixed names that carry all three labels. The webhook
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cloudtaser.changes import Action
 from cloudtaser.errors import ConfigError, OperationError
 from cloudtaser.plan.rules import RUNTIME_NAMESPACE, is_dns_label, shown
+from cloudtaser.target.annotations import INJECT_LABEL
 from cloudtaser.target.install.apply import (
     InstallRecord,
     ObjectChange,
@@ -28,12 +35,37 @@ from cloudtaser.target.install.apply import (
 from cloudtaser.target.install.manifests import KINDS, NAME, RECORD_NAME
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.api import get_object, where
+from cloudtaser.target.podspec import env_consumptions, env_refs_from, is_protected
+from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
     from cloudtaser.progress import Progress
     from cloudtaser.target.kube.session import KubeSession
 
-__all__ = ["UninstallReport", "uninstall"]
+__all__ = ["OptedIn", "UninstallReport", "opted_in_workloads", "uninstall"]
+
+
+#: The workload kinds protect patches (their pod templates opt in to injection).
+_WORKLOAD_KINDS: Final = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+@dataclass(frozen=True)
+class OptedIn:
+    """A workload whose pod template still opts in to injection (names only)."""
+
+    namespace: str
+    kind: str
+    name: str
+    #: Its template reads no Kubernetes Secret any more (finalize removed the references).
+    finalized: bool
+
+    def __str__(self) -> str:
+        what = (
+            "finalized: its next pods would start with no secret at all"
+            if self.finalized
+            else "protected: its next pods would start unwrapped, without the vault's values"
+        )
+        return f"{self.kind} {self.namespace}/{self.name} ({what})"
 
 
 @dataclass
@@ -44,6 +76,35 @@ class UninstallReport:
     dry_run: bool = False
     #: How the objects were found: "record" or "labels".
     found_by: str = "record"
+    #: The workloads still opted in to injection when uninstall ran.
+    opted_in: list[OptedIn] = field(default_factory=list)
+    #: Nothing was deleted because of :attr:`opted_in` (``ignore_protected`` not given).
+    refused: bool = False
+
+
+def opted_in_workloads(session: KubeSession) -> list[OptedIn]:
+    """Every Deployment, StatefulSet and DaemonSet (all namespaces) whose pod template opts
+    in to injection (the inject label or annotation), in namespace, kind, name order."""
+    found: list[OptedIn] = []
+    for kind in _WORKLOAD_KINDS:
+        for obj in api.list_objects(session, kind, "*", action=f"list {kind}s (all namespaces)"):
+            template = dig(obj, "spec", "template") or {}
+            labels = dig(template, "metadata", "labels") or {}
+            if labels.get(INJECT_LABEL) != "true" and not is_protected(template):
+                continue
+            reads_secrets = bool(env_refs_from(template)) or bool(
+                env_consumptions(template, lambda _name: None)
+            )
+            found.append(
+                OptedIn(
+                    namespace=str(dig(obj, "metadata", "namespace") or ""),
+                    kind=kind,
+                    name=str(dig(obj, "metadata", "name") or ""),
+                    finalized=not reads_secrets,
+                )
+            )
+    found.sort(key=lambda w: (w.namespace, _WORKLOAD_KINDS.index(w.kind), w.name))
+    return found
 
 
 #: What may stay in a namespace install created without making it "used by someone else".
@@ -99,14 +160,21 @@ def uninstall(
     wait: bool = True,
     timeout: float = 120.0,
     progress: Progress | None = None,
+    ignore_protected: bool = False,
 ) -> UninstallReport:
     """Delete exactly what install created: the record's objects (UID checked), else the
     fixed-name objects carrying all three labels; the namespace only when install created it
-    and nothing else is in it. The webhook configuration goes first."""
+    and nothing else is in it. The webhook configuration goes first.
+
+    While a workload still opts in to injection (:func:`opted_in_workloads`), nothing is
+    deleted and the report says ``refused``, unless ``ignore_protected``."""
     if not is_dns_label(namespace):
         raise ConfigError(f"--namespace {shown(namespace)} is not a DNS label")
     say = progress or (lambda _m: None)
-    report = UninstallReport(dry_run=dry_run)
+    report = UninstallReport(dry_run=dry_run, opted_in=opted_in_workloads(session))
+    if report.opted_in and not ignore_protected:
+        report.refused = True
+        return report
     ns_live = get_object(session, "Namespace", namespace, None)
     record = read_record(session, namespace) if ns_live is not None else None
     if record is not None:
