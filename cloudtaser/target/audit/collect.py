@@ -56,7 +56,7 @@ from cloudtaser.target.audit.result import (
     WorkloadEntry,
     WorkloadKind,
 )
-from cloudtaser.target.engine.injection import pod_problems
+from cloudtaser.target.engine.injection import REROLL_HINT, pod_problems
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.target.kube.workloads import WorkloadAPI
@@ -292,7 +292,7 @@ def next_actions(part: AuditNamespace) -> None:
         pods = [p.name for p in part.pods_not_injected]
         actions.append(
             f"pods {_names(pods)} opt in but are not proven injected: check the injector "
-            "(cloudtaser target install --check), then re-roll their workloads"
+            f"(cloudtaser target install --check), then {REROLL_HINT}"
         )
     unproven = [f"{w.kind} {w.name}" for w in env if w.opted_in and not w.pods]
     if unproven:
