@@ -96,12 +96,13 @@ def test_protect_of_a_named_proven_workload_says_so_and_names_finalize(
 # -- protect --reroll --------------------------------------------------------------------------
 
 
-def test_reroll_restarts_a_migrated_workload_once_and_records_what_it_proved(
+def test_reroll_without_an_injector_is_refused_before_any_restart(
     cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
 ) -> None:
-    """Without an injector the re-rolled pods are still not injected: one rollout, then the
-    workload is recorded pending with the cause (on the real node the same command proves
-    them injected)."""
+    """Without an injector a re-roll could only restart the pods into the same uninjected
+    state: the admission check refuses it before any patch, and the plan keeps what it
+    recorded (on the real node the same command restarts and proves the pods injected:
+    test_lifecycle_realnode.py)."""
     _setup(kube_client, namespace, ["plain"], injected=False)
     plan = _plan(tmp_path / "plan.yaml", namespace, ["plain"])
     assert _protect(cluster, plan, "--no-verify-injection").returncode == 0
@@ -110,12 +111,12 @@ def test_reroll_restarts_a_migrated_workload_once_and_records_what_it_proved(
 
     result = _protect(cluster, plan, "--reroll")
 
-    assert result.returncode == 4, result.stdout + result.stderr  # injection not proven
-    assert _owned_count(kube_client, "Deployment", namespace, "plain") == revisions + 1
-    workload = _workload(plan, "plain")
-    assert workload.effective_status == "pending"
-    assert "no injector is installed" in (workload.last_error or "")
-    assert REROLL in (workload.last_error or "")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output  # refused
+    assert "admission check failed, nothing was changed" in output
+    assert "the injector is not installed" in output
+    assert _owned_count(kube_client, "Deployment", namespace, "plain") == revisions  # no restart
+    assert _workload(plan, "plain").effective_status == "migrated"  # the plan is left alone
 
 
 def test_reroll_leaves_a_workload_whose_pods_are_proven_injected_alone(

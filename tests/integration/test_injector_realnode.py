@@ -42,7 +42,7 @@ from tests.integration.runtime_binary import REPO, go_binary, go_build
 from tests.testenv.openbao import BaoServer
 from tests.testenv.process import free_ports
 from tests.testenv.realnode import Image, RealNode
-from tests.testenv.workloads import create_secret, create_service_account
+from tests.testenv.workloads import create_secret, create_service_account, wait_rollout
 
 pytestmark = pytest.mark.integration
 
@@ -319,6 +319,8 @@ def test_protect_refuses_before_any_patch_when_install_check_reports_the_injecto
     new pods could not be created and the workload went to 0 Ready. Now it refuses first."""
     bed = workflow
     kube = ["--kubeconfig", str(real_node.kubeconfig)]
+    with contextlib.closing(real_node.client()) as client:
+        wait_rollout(client, "Deployment", bed.namespace, "web", timeout=120)
     before, pods = _web(real_node, bed.namespace)
     # running and unpatched, so the check below can fail
     assert before["status"]["readyReplicas"] == 1

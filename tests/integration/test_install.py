@@ -189,6 +189,9 @@ def test_upgrade_is_a_rerun_with_a_new_image_and_dry_run_shows_it_first(
     icluster: Cluster, kclient: Client, ns: str
 ) -> None:
     _changes(_install(icluster, ns))
+    # --no-wait returned before kwok finished the rollout: its status updates would move the
+    # resourceVersion the dry run must leave alone
+    wait_rollout(kclient, "Deployment", ns, NAME, timeout=60)
     before = _rv(kclient, Deployment, NAME, ns)
     dry = _install(icluster, ns, "--dry-run", image=IMAGE_V2)
     assert dry.code == 0, dry.text

@@ -301,10 +301,11 @@ def test_pods_not_injected_are_not_recorded_migrated(site: Site, app_image: str)
 
     result = _target(site, "protect", tenant, "--vault-address", site.openbao.address, "--yes")
 
-    assert result.returncode == 4, result.stdout + result.stderr
+    # no injector: the admission check refuses before any patch (issue 34)
+    assert result.returncode == 1, result.stdout + result.stderr
     workload = _workload(tenant)
     assert workload.effective_status == "pending"
-    assert "no injector is installed" in (workload.last_error or "")
+    assert "the injector is not installed" in (workload.last_error or "")
     # the pods run exactly as before
     assert _printed(site, tenant.namespace, "web") == tenant.k8s_canary
 
@@ -391,9 +392,12 @@ def test_protect_proves_injection_and_finalize_keeps_the_app_on_vault_values(
     assert _printed(site, tenant.namespace, "web") == tenant.k8s_canary
 
 
-def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
+def test_a_pod_the_injector_would_deny_is_refused_before_any_patch_with_the_injectors_reason(
     site: Site, injector: str, app_image: str
 ) -> None:
+    """The injector's denial comes from protect's admission check (a dry-run pod of the
+    template), before any patch: the workload keeps running as it was (issue 34; before, the
+    patch went out and the rollout stalled until the denial was diagnosed)."""
     tenant = _tenant(site, app_image, ["web"])
     # the container sets CLOUDTASER_VAULT_ADDR, which the injector owns: denied (env-conflict)
     with contextlib.closing(site.node.client()) as client:
@@ -406,7 +410,10 @@ def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
             namespace=tenant.namespace,
         )  # fmt: skip
     _wait_ready(site, tenant.namespace, "web")
-    started = time.monotonic()
+    with contextlib.closing(site.node.client()) as client:
+        before = client.get(Deployment, "web", namespace=tenant.namespace).metadata
+    assert before is not None
+    assert before.generation  # so the check below can fail
 
     result = _cloudtaser(
         "target", "protect", "--plan", str(tenant.plan), "--kubeconfig", site.kubeconfig,
@@ -414,13 +421,17 @@ def test_a_pod_the_injector_denies_stays_pending_with_the_injectors_reason(
         "--poll-interval", "500ms",
     )  # fmt: skip
 
-    assert result.returncode == 4, result.stdout + result.stderr
-    assert "not waiting any longer" in result.stdout + result.stderr
-    assert time.monotonic() - started < 120  # the denial ended the wait, not the 300 s timeout
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "admission check failed, nothing was changed" in output
     error = _workload(tenant).last_error or ""
     assert _workload(tenant).effective_status == "pending"
-    assert "likely cause: the injector denied the pods" in error
+    assert "the injector denied the pods" in error
     assert "CLOUDTASER_VAULT_ADDR" in error
+    with contextlib.closing(site.node.client()) as client:
+        after = client.get(Deployment, "web", namespace=tenant.namespace).metadata
+    assert after is not None
+    assert (after.generation, after.resourceVersion) == (before.generation, before.resourceVersion)
 
 
 def test_delete_secrets_keeps_a_secret_still_used_and_names_its_user(
