@@ -718,17 +718,6 @@ class OpenBaoClient:
             destroyed=bool(meta.get("destroyed")),
         )
 
-    def kv2_read_data(self, mount: str, path: str) -> dict[str, Any] | None:
-        """``GET <mount>/data/<path>``: the secret values (for the runtime wrapper only).
-
-        The values are returned to the caller and never logged.
-        """
-        data = self.read(f"{mount}/data/{path}")
-        if data is None:
-            return None
-        values = data.get("data")
-        return dict(values) if isinstance(values, dict) else None
-
     # --- auth -----------------------------------------------------------------------------
 
     def login_kubernetes(self, mount: str, role: str, jwt: str) -> str:
