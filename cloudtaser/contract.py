@@ -82,6 +82,7 @@ from cloudtaser.plan import rules
 
 __all__ = [
     "ACCEPT_DANGEROUS_ENV",
+    "AUTH_METHOD",
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
@@ -95,12 +96,14 @@ __all__ = [
     "MANAGED_KEYS",
     "PREFIX",
     "RESTARTED_AT",
+    "SECRET_FILES",
     "SECRET_PATHS",
     "STRIPPED_NAMES",
     "STRIPPED_PREFIX",
     "TOKEN_MOUNT_PATH",
     "TOKEN_VOLUME",
     "VAULT_ADDRESS",
+    "VAULT_NAMESPACE",
     "VAULT_ROLE",
     "WRAPPER_LOG_PREFIX",
     "WRAPPER_PATH",
@@ -141,6 +144,14 @@ RESTARTED_AT: Final = "cloudtaser.io/restartedAt"
 #: plan accepts as targets of a vault field (``acceptedDangerousEnv``); the injector denies
 #: an env-map target of that list that this annotation does not name.
 ACCEPT_DANGEROUS_ENV: Final = "cloudtaser.io/accept-dangerous-env"
+#: How the wrapper logs in: ``kubernetes`` (default) or ``jwt`` (the same login body, sent to
+#: a ``jwt`` auth mount that validates tokens offline with the cluster's public keys; issue 31).
+AUTH_METHOD: Final = "cloudtaser.io/vault-auth-method"
+#: The vault (OpenBao/Enterprise) namespace the wrapper sends as ``X-Vault-Namespace``.
+VAULT_NAMESPACE: Final = "cloudtaser.io/vault-namespace"
+#: The Secrets a workload reads as files, as the wrapper renders them into memory volumes
+#: (compact JSON, docs/secret-files.md; issue 29).
+SECRET_FILES: Final = "cloudtaser.io/secret-files"  # noqa: S105 - a key name
 
 #: Every annotation key protect may write; exactly these are removed by unprotect.
 MANAGED_KEYS: Final = (
@@ -152,6 +163,9 @@ MANAGED_KEYS: Final = (
     AUTH_PATH,
     RESTARTED_AT,
     ACCEPT_DANGEROUS_ENV,
+    AUTH_METHOD,
+    VAULT_NAMESPACE,
+    SECRET_FILES,
 )
 
 # --- the injected pod (docs/protect.md "Proven injected"; runtime/internal/inject) ---------------

@@ -331,6 +331,10 @@ class PlanMetadata(_Base, kw_only=True):
     #: The vault Kubernetes auth mount the cluster's workloads log in through
     #: (absent: ``kubernetes``, i.e. ``auth/kubernetes``).
     auth_mount: MountName | None = None
+    #: How the cluster's workloads log in (issue 31): ``kubernetes`` (the vault calls the
+    #: cluster's TokenReview API at every login) or ``jwt`` (the vault checks tokens offline
+    #: with the cluster's public signing keys). Absent: ``kubernetes``.
+    auth_method: Literal["kubernetes", "jwt"] | None = None
     #: The KV v2 mount every ``vaultPath`` must live in (absent: any, taken per path).
     kv_mount: MountName | None = None
     #: The naming template discovery used for vault paths. It also defines each tenant's

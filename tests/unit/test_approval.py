@@ -228,6 +228,7 @@ REVIEWED_EDITS: dict[str, Callable[[dict], None]] = {
     "path prefix": lambda d: d["tenants"][0].update(pathPrefix="secret/data/legacy"),
     "kv mount": lambda d: d["metadata"].update(kvMount="secret"),
     "auth mount": lambda d: d["metadata"].update(authMount="kubernetes-eu"),
+    "auth method": lambda d: d["metadata"].update(authMethod="jwt"),
     "plan name": lambda d: d["metadata"].update(name="prod-de"),
     "unread": lambda d: d["metadata"].update(unread=["namespace kube-x"]),
     "cluster": lambda d: d["metadata"].update(cluster="https://10.0.0.2:443"),
@@ -1055,7 +1056,7 @@ def test_signature_parser_never_crashes(blob: bytes, tail: str) -> None:
 REVIEWED_FIELDS = {
     "MigrationPlan": {"apiVersion", "kind", "metadata", "tenants"},
     "PlanMetadata": {
-        "name", "cluster", "createdAt", "createdBy", "authMount", "kvMount", "pathTemplate",
+        "name", "cluster", "createdAt", "createdBy", "authMount", "authMethod", "kvMount", "pathTemplate",
         "pathCluster", "unread",
     },
     "Tenant": {"name", "namespace", "workloads", "pathPrefix"},

@@ -11,6 +11,13 @@ const (
 	AnnotationSecretPaths  = "cloudtaser.io/secret-paths"
 	AnnotationEnvMap       = "cloudtaser.io/env-map"
 	AnnotationAuthPath     = "cloudtaser.io/vault-auth-path"
+	// AnnotationAuthMethod: kubernetes (default) or jwt (issue 31).
+	AnnotationAuthMethod = "cloudtaser.io/vault-auth-method"
+	// AnnotationVaultNamespace: the vault namespace sent as X-Vault-Namespace (issue 31).
+	AnnotationVaultNamespace = "cloudtaser.io/vault-namespace"
+	// AnnotationSecretFiles: the Secrets read as files, compact JSON (issue 29,
+	// docs/secret-files.md).
+	AnnotationSecretFiles = "cloudtaser.io/secret-files"
 )
 
 // DefaultAuthMount is the Kubernetes auth mount when no vault-auth-path annotation is set.
