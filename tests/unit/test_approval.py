@@ -1056,8 +1056,8 @@ def test_signature_parser_never_crashes(blob: bytes, tail: str) -> None:
 REVIEWED_FIELDS = {
     "MigrationPlan": {"apiVersion", "kind", "metadata", "tenants"},
     "PlanMetadata": {
-        "name", "cluster", "createdAt", "createdBy", "authMount", "authMethod", "kvMount", "pathTemplate",
-        "pathCluster", "unread",
+        "name", "cluster", "createdAt", "createdBy", "authMount", "authMethod", "kvMount",
+        "pathTemplate", "pathCluster", "unread",
     },
     "Tenant": {"name", "namespace", "workloads", "pathPrefix"},
     "Workload": {
