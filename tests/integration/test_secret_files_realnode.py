@@ -290,7 +290,8 @@ def _line(
         found = [line for line in logs.splitlines() if line.startswith(prefix)]
         if found:
             return found[-1]
-        assert time.monotonic() < deadline, f"no {prefix!r} line in {container}'s log"
+        own = [x for x in logs.splitlines() if x.startswith(("cloudtaser-runtime:", "watch:"))]
+        assert time.monotonic() < deadline, f"no {prefix!r} line in {container}'s log: {own}"
         time.sleep(0.3)
 
 
