@@ -15,27 +15,33 @@ import (
 //     emptyDir volume) becomes emptyDir {medium: Memory, sizeLimit: FilesSizeLimit}, so the
 //     kubelet never reads the Kubernetes Secret;
 //   - init container cloudtaser-files, right after cloudtaser-init, renders them
-//     (`cloudtaser-runtime files`), each volume mounted read-write at contract.FilesDir/<volume>;
+//     (`cloudtaser-runtime files`), each volume mounted read-write at contract.FilesDir/<volume>,
+//     as the user of the containers that rotate them when they name one (below);
 //   - every other mount of those volumes becomes readOnly (a Secret volume always is);
 //   - a container whose wrapper rotates (literal CLOUDTASER_MODE=resident and a non-zero
 //     CLOUDTASER_ROTATION_INTERVAL) and that is the first such container to mount a volume
 //     owns it: it also mounts it read-write at contract.FilesDir/<volume> and its
-//     CLOUDTASER_SECRET_FILES lists it, so its wrapper re-renders changed values in place;
+//     CLOUDTASER_SECRET_FILES lists it, so its wrapper re-renders changed values in place. The
+//     memory volume's root is sticky (tmpfs: 1777), so only the user who wrote ..data may swap
+//     it: every owner runs as the same user (the first rotating container's runAsUser, its own
+//     or the pod's), and a rotating container of another user owns nothing;
 //   - every wrapped container gets CLOUDTASER_SECRET_FILES (empty where it owns nothing).
 
 // Names and sizes of the files injection.
 const (
 	FilesContainerName = "cloudtaser-files"
 	FilesSizeLimit     = "16Mi" // per volume; a Kubernetes Secret holds at most 1 MiB
-	FilesRotatingFlag  = "--rotating"
 )
 
 // filesPod: what the files injection reads of a pod, beyond pod.
 type filesPod struct {
 	Spec struct {
-		Volumes        []map[string]json.RawMessage `json:"volumes"`
-		InitContainers []filesContainer             `json:"initContainers"`
-		Containers     []filesContainer             `json:"containers"`
+		Volumes         []map[string]json.RawMessage `json:"volumes"`
+		InitContainers  []filesContainer             `json:"initContainers"`
+		Containers      []filesContainer             `json:"containers"`
+		SecurityContext *struct {
+			RunAsUser *int64 `json:"runAsUser"`
+		} `json:"securityContext"`
 	} `json:"spec"`
 }
 
@@ -49,6 +55,9 @@ type filesContainer struct {
 		Name      string `json:"name"`
 		MountPath string `json:"mountPath"`
 	} `json:"volumeMounts"`
+	SecurityContext *struct {
+		RunAsUser *int64 `json:"runAsUser"`
+	} `json:"securityContext"`
 }
 
 // filesPlan is the files part of one mutation (nil: the pod has no secret files).
@@ -59,6 +68,7 @@ type filesPlan struct {
 	owner   map[string]int // volume name -> index of the container that rotates it
 	pod     filesPod
 	initLen int
+	rotUser *int64 // the user every rotating owner runs as (nil: unknown, the image's)
 }
 
 // secretFiles plans the files injection, or refuses the pod: a volume the annotation names
@@ -98,8 +108,16 @@ func (m *mutation) secretFiles(a contract.Annotations) (*filesPlan, *webhook.Dec
 			}
 		}
 	}
+	rotating := false
 	for i, c := range f.pod.Spec.Containers {
 		if !rotates(c) {
+			continue
+		}
+		user := f.runAsUser(c)
+		if !rotating {
+			rotating, f.rotUser = true, user
+		}
+		if !sameUser(user, f.rotUser) {
 			continue
 		}
 		for _, vm := range c.VolumeMounts {
@@ -113,6 +131,20 @@ func (m *mutation) secretFiles(a contract.Annotations) (*filesPlan, *webhook.Dec
 	f.initLen = len(f.pod.Spec.InitContainers)
 	return f, nil
 }
+
+// runAsUser is the user container c runs as when the pod spec says it (its own runAsUser, else
+// the pod's), nil when the image decides.
+func (f *filesPlan) runAsUser(c filesContainer) *int64 {
+	if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+		return c.SecurityContext.RunAsUser
+	}
+	if sc := f.pod.Spec.SecurityContext; sc != nil {
+		return sc.RunAsUser
+	}
+	return nil
+}
+
+func sameUser(a, b *int64) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 // served reports whether the annotation names volume name.
 func (f *filesPlan) served(name string) bool {
@@ -282,9 +314,9 @@ func encodeFiles(vols []contract.FileVolume) string {
 // cloudtaser-init's security context, the token, and each volume read-write.
 func (c *Config) filesInitContainer(f *filesPlan, env []envVar) map[string]any {
 	base := c.InitContainer()
-	cmd := []string{RuntimeBinary, "files"}
-	if r := f.rotatingVolumes(); len(r) > 0 {
-		cmd = append(cmd, FilesRotatingFlag, strings.Join(r, ","))
+	sc := base["securityContext"].(map[string]any)
+	if len(f.owner) > 0 && f.rotUser != nil && *f.rotUser != 0 {
+		sc["runAsUser"] = *f.rotUser // the rotating wrapper's user: it may then swap ..data
 	}
 	mounts := []any{
 		map[string]any{"name": VolumeToken, "mountPath": TokenDir, "readOnly": true},
@@ -303,7 +335,7 @@ func (c *Config) filesInitContainer(f *filesPlan, env []envVar) map[string]any {
 	return map[string]any{
 		"name":                     FilesContainerName,
 		"image":                    c.RuntimeImage,
-		"command":                  cmd,
+		"command":                  []string{RuntimeBinary, "files"},
 		"env":                      items,
 		"volumeMounts":             mounts,
 		"securityContext":          base["securityContext"],

@@ -192,8 +192,8 @@ func TestFilesRotatingContainerOwnsTheVolumesItMounts(t *testing.T) {
 		t.Error("two containers rotate the same volume")
 	}
 	files := byName(list(p, "spec", "initContainers"), FilesContainerName)
-	if !reflect.DeepEqual(files["command"], []any{RuntimeBinary, "files", FilesRotatingFlag, "certs,config"}) {
-		t.Errorf("cloudtaser-files command %v", files["command"])
+	if files["securityContext"].(map[string]any)["runAsUser"] != float64(InitUser) {
+		t.Error("cloudtaser-files does not run as the runtime's user when the rotating container's user is unknown")
 	}
 }
 
@@ -253,5 +253,27 @@ func TestFilesPlaceholderEmptyDirIsServed(t *testing.T) {
 	out := mutated(t, testConfig(), p)
 	if got := byName(list(out, "spec", "volumes"), "certs"); !reflect.DeepEqual(got["emptyDir"], map[string]any{"medium": "Memory", "sizeLimit": FilesSizeLimit}) {
 		t.Fatalf("certs: %v", got)
+	}
+}
+
+// The memory volume's root is sticky: cloudtaser-files runs as the rotating container's user,
+// and a rotating container of another user owns nothing.
+func TestFilesRotationRunsCloudtaserFilesAsTheRotatingUser(t *testing.T) {
+	rot := []any{map[string]any{"name": contract.EnvMode, "value": "resident"}, map[string]any{"name": contract.EnvRotation, "value": "30s"}}
+	p := servedPod(filesAnn(), rot...)
+	p["spec"].(map[string]any)["securityContext"] = map[string]any{"runAsUser": 1000, "fsGroup": 2000}
+	proxy := list(p, "spec", "containers")[1].(map[string]any)
+	proxy["env"] = rot
+	proxy["securityContext"] = map[string]any{"runAsUser": 1001}
+	out := mutated(t, testConfig(), p)
+	files := byName(list(out, "spec", "initContainers"), FilesContainerName)
+	if sc := files["securityContext"].(map[string]any); sc["runAsUser"] != float64(1000) || sc["runAsNonRoot"] != true {
+		t.Fatalf("cloudtaser-files security context %v", sc)
+	}
+	if e := filesEnvOf(list(out, "spec", "containers")[1].(map[string]any)); e[contract.EnvSecretFiles] != "" {
+		t.Fatal("a rotating container of another user owns a volume")
+	}
+	if e := filesEnvOf(list(out, "spec", "containers")[0].(map[string]any)); e[contract.EnvSecretFiles] == "" {
+		t.Fatal("the first rotating container owns nothing")
 	}
 }

@@ -167,10 +167,9 @@ func fileBytes(v any, b64 bool) ([]byte, error) {
 	return data, nil
 }
 
-// writeVolume writes files into root with the kubelet's atomic layout (see the package
-// comment of this file); writable makes the directories writable by any user of the pod's
-// read-write mounts, so that a rotating wrapper running as another user can remove them later.
-func writeVolume(root string, vd *volumeData, writable bool) (err error) {
+// writeVolume writes files into root with the kubelet's atomic layout (see the comment at the
+// top of this file).
+func writeVolume(root string, vd *volumeData) (err error) {
 	if err := memoryFS(root); err != nil {
 		return err
 	}
@@ -183,9 +182,6 @@ func writeVolume(root string, vd *volumeData, writable bool) (err error) {
 		gid = int(sys.Gid)
 	}
 	dirMode := os.FileMode(0o755)
-	if writable {
-		dirMode = 0o777
-	}
 	if gid >= 0 {
 		dirMode |= os.ModeSetgid
 	}
@@ -326,11 +322,10 @@ func tidy(root, ts string, files []fileData, gid int) error {
 }
 
 // RenderFiles is `cloudtaser-runtime files`: render every volume of w.Cfg.Files under
-// contract.FilesDir (rotating: those a resident wrapper re-renders later), write the report
-// to reportPath, and return the exit code.
-func (w *Wrapper) RenderFiles(rotating []string, reportPath string) int {
+// contract.FilesDir, write the report to reportPath, and return the exit code.
+func (w *Wrapper) RenderFiles(reportPath string) int {
 	rep := RenderReport{FormatVersion: 1}
-	err := w.renderFiles(contract.FilesDir, rotating, &rep)
+	err := w.renderFiles(contract.FilesDir, &rep)
 	if err != nil {
 		var f *Failure
 		if !errors.As(err, &f) {
@@ -346,7 +341,7 @@ func (w *Wrapper) RenderFiles(rotating []string, reportPath string) int {
 	return 0
 }
 
-func (w *Wrapper) renderFiles(base string, rotating []string, rep *RenderReport) error {
+func (w *Wrapper) renderFiles(base string, rep *RenderReport) error {
 	if len(w.Cfg.Files) == 0 {
 		return fail(ExitConfig, "%s lists no volume: nothing to render", contract.EnvSecretFiles)
 	}
@@ -364,10 +359,6 @@ func (w *Wrapper) renderFiles(base string, rotating []string, rep *RenderReport)
 	}
 	w.login, w.ownToken = l, l != nil
 	defer w.revoke()
-	writable := map[string]bool{}
-	for _, v := range rotating {
-		writable[v] = true
-	}
 	// Read everything first: a missing file refuses the pod before any volume is written.
 	cache := map[string]*vault.Secret{}
 	data := make([]*volumeData, len(w.Cfg.Files))
@@ -390,7 +381,7 @@ func (w *Wrapper) renderFiles(base string, rotating []string, rep *RenderReport)
 	}
 	for i, vol := range w.Cfg.Files {
 		root := filepath.Join(base, vol.Volume)
-		if err := writeVolume(root, data[i], writable[vol.Volume]); err != nil {
+		if err := writeVolume(root, data[i]); err != nil {
 			return fail(ExitInternal, "cannot write the files of volume %s: %v", vol.Volume, err)
 		}
 		rep.Volumes = append(rep.Volumes, VolumeReport{Volume: vol.Volume, Files: len(data[i].files), Skipped: data[i].skipped})
@@ -460,10 +451,14 @@ func (w *Wrapper) rotateFiles() {
 			w.Logf("rotation: volume %s: %v; its files keep the values they have", vol.Volume, err)
 			continue
 		}
-		err = writeVolume(root, vd, false)
+		err = writeVolume(root, vd)
 		vd.wipe()
 		if err != nil {
-			w.Logf("rotation: cannot re-render volume %s: %v; its files keep the values they have", vol.Volume, err)
+			hint := ""
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+				hint = " (the volume was written as another user: give this container a runAsUser, so that cloudtaser-files runs as the same user)"
+			}
+			w.Logf("rotation: cannot re-render volume %s: %v%s; its files keep the values they have", vol.Volume, err, hint)
 			continue
 		}
 		w.files.versions[vol.Volume] = vd.versions

@@ -118,10 +118,10 @@ func shopKV() *fakeKV {
 	return kv
 }
 
-func render(t *testing.T, w *Wrapper, base string, rotating ...string) RenderReport {
+func render(t *testing.T, w *Wrapper, base string) RenderReport {
 	t.Helper()
 	rep := RenderReport{FormatVersion: 1}
-	if err := w.renderFiles(base, rotating, &rep); err != nil {
+	if err := w.renderFiles(base, &rep); err != nil {
 		t.Fatalf("render: %v", err)
 	}
 	return rep
@@ -221,7 +221,7 @@ func TestRenderRefusesAMissingFileBeforeWritingAnything(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w, base, _ := filesWrapper(t, shopKV(), spec)
 			rep := RenderReport{}
-			err := w.renderFiles(base, nil, &rep)
+			err := w.renderFiles(base, &rep)
 			var f *Failure
 			if err == nil || !asFailure(err, &f) || f.Code != ExitMissing {
 				t.Fatalf("want exit %d, got %v", ExitMissing, err)
@@ -249,12 +249,12 @@ func TestRenderWithFsGroupMakesFilesGroupReadable(t *testing.T) {
 	if err := os.Chmod(root, 0o777|os.ModeSetgid); err != nil { // what the kubelet does with fsGroup
 		t.Fatal(err)
 	}
-	render(t, w, base, "certs")
+	render(t, w, base)
 	if m := mode(t, filepath.Join(root, "tls.key")); m != 0o440 {
 		t.Errorf("tls.key (mode 0400): %v, want 0440", m)
 	}
-	if m := mode(t, filepath.Join(root, DataLink, "ks")); m != os.ModeDir|os.ModeSetgid|0o777 {
-		t.Errorf("ks (rotating volume): %v", m)
+	if m := mode(t, filepath.Join(root, DataLink, "ks")); m != os.ModeDir|os.ModeSetgid|0o755 {
+		t.Errorf("ks: %v", m)
 	}
 	st, _ := os.Stat(filepath.Join(root, "tls.key"))
 	if int(st.Sys().(*syscall.Stat_t).Gid) != gid {
@@ -267,7 +267,7 @@ func TestRenderRefusesADiskDirectory(t *testing.T) {
 	if realMemoryFS(dir) == nil {
 		t.Skipf("%s is a memory filesystem here", dir)
 	}
-	err := writeVolume(dir, &volumeData{files: []fileData{{rel: "a", data: []byte("x"), mode: 0o400}}}, false)
+	err := writeVolume(dir, &volumeData{files: []fileData{{rel: "a", data: []byte("x"), mode: 0o400}}})
 	if err == nil || !strings.Contains(err.Error(), "not a memory filesystem") {
 		t.Fatalf("want a refusal, got %v", err)
 	}
