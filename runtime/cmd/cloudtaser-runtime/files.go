@@ -46,6 +46,7 @@ func runFiles(args []string) int {
 	cfg, err := contract.ResolveEnv(contract.EnvMap(environ), contract.OSFileExists)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cloudtaser-runtime: %v\n", err)
+		_ = wrap.WriteReport(TerminationLog, wrap.RenderReport{FormatVersion: 1, Error: err.Error()})
 		return wrap.ExitConfig
 	}
 	w := &wrap.Wrapper{Cfg: cfg, Environ: environ, Stderr: os.Stderr, Started: started}

@@ -280,15 +280,16 @@ func (f *filesPlan) addOwnerMounts(m *mutation, i int) {
 	}
 }
 
-// encodeFiles writes volumes back in the annotation's own format (ParseSecretFiles reads it).
+// encodeFiles writes volumes back in the annotation's own format (ParseSecretFiles reads it),
+// never longer than the annotation they came from: a mode equal to defaultMode is left out.
 func encodeFiles(vols []contract.FileVolume) string {
 	type file struct {
-		Encoding string `json:"encoding,omitempty"`
-		File     string `json:"file"`
-		Key      string `json:"key"`
-		Mode     uint32 `json:"mode"`
-		Optional bool   `json:"optional,omitempty"`
-		Path     string `json:"path"`
+		Encoding string  `json:"encoding,omitempty"`
+		File     string  `json:"file"`
+		Key      string  `json:"key"`
+		Mode     *uint32 `json:"mode,omitempty"`
+		Optional bool    `json:"optional,omitempty"`
+		Path     string  `json:"path"`
 	}
 	type volume struct {
 		DefaultMode uint32 `json:"defaultMode"`
@@ -303,7 +304,11 @@ func encodeFiles(vols []contract.FileVolume) string {
 			if f.Base64 {
 				enc = contract.EncodingBase64
 			}
-			out[i].Files = append(out[i].Files, file{Encoding: enc, File: f.File, Key: f.Key, Mode: f.Mode, Optional: f.Optional, Path: f.Path})
+			var mode *uint32
+			if f.Mode != v.DefaultMode {
+				mode = &f.Mode
+			}
+			out[i].Files = append(out[i].Files, file{Encoding: enc, File: f.File, Key: f.Key, Mode: mode, Optional: f.Optional, Path: f.Path})
 		}
 	}
 	b, _ := json.Marshal(out)

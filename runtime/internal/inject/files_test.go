@@ -2,7 +2,10 @@ package inject
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -275,5 +278,45 @@ func TestFilesRotationRunsCloudtaserFilesAsTheRotatingUser(t *testing.T) {
 	}
 	if e := filesEnvOf(list(out, "spec", "containers")[0].(map[string]any)); e[contract.EnvSecretFiles] == "" {
 		t.Fatal("the first rotating container owns nothing")
+	}
+}
+
+// encodeFiles (a rotating container's CLOUDTASER_SECRET_FILES) writes back exactly what it
+// read: every valid vector of spec/contract/secret-files.json survives the round trip.
+func TestFilesEncodeRoundTripsEveryValidVector(t *testing.T) {
+	_, here, _, _ := runtime.Caller(0)
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "..", "..", "spec", "contract", "secret-files.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Cases []struct {
+			Name  string `json:"name"`
+			Input struct {
+				Value string `json:"value"`
+			} `json:"input"`
+			Error string `json:"error"`
+		} `json:"cases"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range doc.Cases {
+		vols, err := contract.ParseSecretFiles("v", c.Input.Value)
+		if c.Error != "" || len(vols) == 0 {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		again, err := contract.ParseSecretFiles("v", encodeFiles(vols))
+		if err != nil || !reflect.DeepEqual(again, vols) {
+			t.Fatalf("%s: round trip gives %+v, %v", c.Name, again, err)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Fatalf("only %d valid vectors", n)
 	}
 }

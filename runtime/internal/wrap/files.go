@@ -391,16 +391,22 @@ func (w *Wrapper) renderFiles(base string, rep *RenderReport) error {
 	return nil
 }
 
-// writeReport writes the termination message; the volume list is left out when it does not fit.
+// writeReport writes the termination message, logging a failure to do so.
 func writeReport(w *Wrapper, path string, rep RenderReport) {
+	if err := WriteReport(path, rep); err != nil {
+		w.Logf("cannot write the report to %s: %v", path, err)
+	}
+}
+
+// WriteReport writes rep to path (the termination message); the volume list is left out when
+// it does not fit the kubelet's limit.
+func WriteReport(path string, rep RenderReport) error {
 	b, _ := json.Marshal(rep)
 	if len(b) > maxReport {
 		rep.Volumes = nil
 		b, _ = json.Marshal(rep)
 	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		w.Logf("cannot write the report to %s: %v", path, err)
-	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // fileRotation is a resident wrapper's state for the volumes it re-renders.
