@@ -7,9 +7,10 @@ that still read them would never start the pod).
 The workload reads a TLS key pair from a ``secret`` volume (``items``, ``defaultMode``, an item
 ``mode``) in two containers, a config file and a binary keystore from an all-secret
 ``projected`` volume, the config also through a ``subPath`` mount; the pod has ``fsGroup`` and
-runs as another user than the runtime. The app container's wrapper is resident with rotation,
-so it re-renders the files in place; ``filewatch`` (runtime/tools/filewatch) watches the volume
-with inotify as certificate-reloading libraries do. Values are compared by sha256 computed in
+runs as another user than the runtime; the config also arrives as env, injected as before. The
+app container's wrapper is resident with rotation, so it re-renders the files in place;
+``filewatch`` (runtime/tools/filewatch) watches the volume with inotify as certificate-reloading
+libraries do. Values are compared by sha256 computed in
 the container: no test prints a value, and none may appear in any log, event or pod record.
 """
 
@@ -164,9 +165,11 @@ APP = (
     "ks=$(sha256sum /etc/app/keystore.p12 | cut -c1-64) "
     "cfg=$(sha256sum /etc/app/app.yaml | cut -c1-64); exec /filewatch /etc/tls"
 )
+# The sidecar also gets the config as env (cloudtaser.io/secret-paths, unchanged by files).
 SIDECAR = (
     "echo sidecar: crt=$(sha256sum /tls/tls.crt | cut -c1-64) "
-    "cfg=$(sha256sum /app.yaml | cut -c1-64); exec sleep 3600"
+    "cfg=$(sha256sum /app.yaml | cut -c1-64) "
+    'env=$(printf %s "$APP_CONFIG" | sha256sum | cut -c1-64); exec sleep 3600'
 )
 
 
@@ -264,6 +267,10 @@ def shop(
     files_image: str,
 ) -> Shop:
     template = _template(real_node, bed, openbao, files_image, secret_files(bed))
+    template["metadata"]["annotations"].update({  # a Secret read as env too, as before
+        "cloudtaser.io/secret-paths": bed.path("cfg"),
+        "cloudtaser.io/env-map": "config=APP_CONFIG",
+    })  # fmt: skip
     manifest = {
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "shop", "namespace": bed.namespace},
@@ -313,7 +320,9 @@ def test_the_workload_reads_the_openbao_values_as_files_from_memory(
     assert app == (f"app: crt={bed.sha('crt')} key={bed.sha('key')} ks={bed.sha('keystore')} "
                    f"cfg={bed.sha('config')}")  # fmt: skip
     sidecar = _line(real_node, bed, shop.pod, "sidecar", "sidecar: ")
-    assert sidecar == f"sidecar: crt={bed.sha('crt')} cfg={bed.sha('config')}"  # the subPath too
+    # the subPath mount, and the same value through env in the same pod
+    config = bed.sha("config")
+    assert sidecar == f"sidecar: crt={bed.sha('crt')} cfg={config} env={config}"
 
     # the kubelet's layout, modes with fsGroup (group-readable), the optional file left out
     got = _sh(real_node, bed, shop.pod, "sidecar",
