@@ -101,6 +101,7 @@ def test_every_vector_file_is_well_formed() -> None:
         "registry-platforms.json",
         "registry-references.json",
         "rules.json",
+        "secret-files.json",
         "values.json",
         "wrapper-env.json",
     ]
