@@ -249,7 +249,12 @@ def signing_facts(
             f"--issuer {issuer[:120]} is not the cluster's issuer {announced[:120]} (from "
             f"{OPENID_CONFIGURATION}); drop --issuer"
         )
-    jwks = get_path(session, JWKS_PATH, action=f"read {JWKS_PATH} (the token signing keys)")
+    jwks = get_path(
+        session,
+        JWKS_PATH,
+        action=f"read {JWKS_PATH} (the token signing keys)",
+        accept="application/jwk-set+json, application/json",
+    )
     return announced, jwks_public_pems(jwks)
 
 

@@ -48,6 +48,7 @@ DESCRIPTION_PREFIX: Final = "cloudtaser target connect"
 FILE_API_VERSION: Final = "cloudtaser.io/v1"
 FILE_KIND: Final = "ClusterConnection"
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _RECORD_VALUE = re.compile(r"[^A-Za-z0-9._:/@+-]")
 _PEM_CERT = re.compile(
     r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
@@ -339,7 +340,7 @@ MAX_KEYS: Final = 32
 
 
 def _b64url_int(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not value or len(value) > 2048:
+    if not isinstance(value, str) or len(value) > 2048 or not _B64URL.fullmatch(value):
         raise ConfigError(f"{what} is not a base64url number")
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))

@@ -115,13 +115,16 @@ def get_object(
     return to_dict(obj)
 
 
-def get_path(session: KubeSession, path: str, *, action: str) -> dict[str, Any]:
+def get_path(
+    session: KubeSession, path: str, *, action: str, accept: str = "application/json"
+) -> dict[str, Any]:
     """GET a non-resource path of the API server (``/.well-known/openid-configuration``,
-    ``/openid/v1/jwks``) as a JSON object; a body that is not one is ``{}``."""
+    ``/openid/v1/jwks`` with ``accept="application/jwk-set+json"``) as a JSON object; a body
+    that is not one is ``{}``."""
     # lightkube's generic client: its httpx client carries the base URL, TLS and auth
     generic: Any = session.client._client  # lightkube has no raw GET
     with api_errors(action):
-        request = generic._client.build_request("GET", path, headers={"Accept": "application/json"})
+        request = generic._client.build_request("GET", path, headers={"Accept": accept})
         response = generic._client.send(request)
         if response.is_error:
             try:
