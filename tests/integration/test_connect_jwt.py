@@ -106,6 +106,9 @@ def test_connect_jwt_writes_only_the_clusters_keys_and_issuer_and_a_real_login_p
     openbao: BaoServer, cluster: Cluster, kube_client: Any, site: dict[str, str], tmp_path: Path
 ) -> None:
     mount = site["mount"]
+    dry = _connect(cluster, openbao, tmp_path, mount, site["ns"], "--dry-run")
+    assert dry.code == 0, dry.text
+    assert f"{mount}/" not in openbao.api_ok("GET", "sys/auth")["data"]
     run = _connect(cluster, openbao, tmp_path, mount, site["ns"])
     assert run.code == 0, run.text
     assert "self-test passed" in run.stdout
@@ -253,11 +256,13 @@ def test_apply_plan_jwt_roles_let_a_tenant_in_only_with_its_own_role(
         assert "--audience" in no_audience.text, no_audience.text
         dry = cli(["source", "apply-plan", str(plan), *base, "--audience", AUDIENCE, "--dry-run"])
         assert dry.code == 0, dry.text
-        assert "bound_claims" in dry.stdout or "create" in dry.stdout
-        applied = cli(["source", "apply-plan", str(plan), *base, "--audience", AUDIENCE])
-        assert applied.code == 0, applied.text
+        assert 'role_type: (unset) -> "jwt"' in dry.stdout
+        assert f'"/kubernetes.io/namespace": "{ns_a}"' in dry.stdout
         role_a = f"cloudtaser-jwtplan-{tag}-{ns_a}"
         role_b = f"cloudtaser-jwtplan-{tag}-{ns_b}"
+        assert openbao.api("GET", f"auth/{mount}/role/{role_a}").status_code == 404
+        applied = cli(["source", "apply-plan", str(plan), *base, "--audience", AUDIENCE])
+        assert applied.code == 0, applied.text
         fields = openbao.api_ok("GET", f"auth/{mount}/role/{role_a}")["data"]
         assert fields["role_type"] == "jwt"
         assert fields["user_claim"] == "sub"
@@ -284,6 +289,23 @@ def test_apply_plan_jwt_roles_let_a_tenant_in_only_with_its_own_role(
         assert rerun.code == 0, rerun.text
         roles = [w for w in openbao.writes_since(mark, client=CLI_AGENT) if "/role/" in w[1]]
         assert roles == []
+
+        # a new ServiceAccount in tenant A: the diff names the claim, apply updates only it;
+        # tenant B leaves the plan: --prune deletes its role and policy
+        data["tenants"][0]["workloads"].append(
+            workload("worker", {f"{kv_mount}/data/{ns_a}/db": {"pw": "PW"}}, sa="worker")
+        )
+        data["tenants"].pop()
+        write_plan(plan, data)
+        diff = cli(["source", "apply-plan", str(plan), *base, "--audience", AUDIENCE, "--dry-run"])
+        assert diff.code == 0, diff.text
+        assert f"~ role auth/{mount}/role/{role_a}: would update" in diff.stdout
+        assert "bound_claims:" in diff.stdout
+        pruned = cli(["source", "apply-plan", str(plan), *base, "--audience", AUDIENCE, "--prune"])
+        assert pruned.code == 0, pruned.text
+        claims = openbao.api_ok("GET", f"auth/{mount}/role/{role_a}")["data"]["bound_claims"]
+        assert claims["/kubernetes.io/serviceaccount/name"] == ["api", "worker"]
+        assert openbao.api("GET", f"auth/{mount}/role/{role_b}").status_code == 404
         # verify-plan's --check of a tenant role runs the jwt self-test
         check = cli(
             [
