@@ -280,6 +280,20 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
         plan = planlib.load(args.plan)
         mount, reviewers = plan_selection(plan, mount, method)
         method = plan_auth_method(plan)
+    reviewer_flags = [
+        flag
+        for flag, given in (
+            ("--no-reviewer-token", args.no_reviewer_token),
+            ("--rotate-reviewer-token", args.rotate_reviewer_token),
+            ("--include-reviewer-token", args.include_reviewer_token),
+        )
+        if given
+    ]
+    if method is AuthMethod.JWT and reviewer_flags:
+        raise ConfigError(
+            f"jwt auth has no token reviewer: drop {', '.join(reviewer_flags)} (the plan's "
+            "metadata.authMethod or --auth-method is jwt)"
+        )
     ca_pem = None
     if args.kubernetes_ca_file:
         try:
@@ -317,13 +331,6 @@ def _run_target_connect(args: argparse.Namespace) -> int:
         return usage_error("--self-test-role is used with --check")
     if args.check and (args.dry_run or args.skip_self_test):
         return usage_error("--check cannot be combined with --dry-run or --skip-self-test")
-    if args.auth_method == "jwt" and (
-        args.no_reviewer_token or args.rotate_reviewer_token or args.include_reviewer_token
-    ):
-        return usage_error(
-            "--auth-method jwt has no reviewer: drop --no-reviewer-token, "
-            "--rotate-reviewer-token and --include-reviewer-token"
-        )
     if args.export:
         return _run_export(args)
 

@@ -94,7 +94,8 @@ class SelfTest:
 
     ``reason`` is a stable code: ``ok``, ``role-missing``, ``role-not-bound``,
     ``audience-mismatch``, ``not-configured``, ``reviewer-forbidden``, ``reviewer-token-invalid``,
-    ``ca-mismatch``, ``host-unreachable`` or ``unknown``.
+    ``ca-mismatch``, ``host-unreachable``, jwt mode's ``issuer-mismatch`` and
+    ``unknown-signing-key``, or ``unknown``.
     """
 
     ok: bool

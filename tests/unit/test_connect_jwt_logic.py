@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cloudtaser.changes import Action
+from cloudtaser.cli import main
 from cloudtaser.connect import (
     AuthMethod,
     ClusterConnection,
@@ -293,3 +294,19 @@ def test_connect_and_the_plan_must_agree_on_the_method() -> None:
     assert plan_selection(plan, None, AuthMethod.JWT)[0] == "jwt-prod"
     with pytest.raises(ConfigError, match=r"metadata\.authMethod"):
         plan_selection(plan, None, AuthMethod.KUBERNETES)
+
+
+@pytest.mark.parametrize(
+    "flag", ["--no-reviewer-token", "--rotate-reviewer-token", "--include-reviewer-token"]
+)
+def test_reviewer_flags_are_refused_in_jwt_mode_before_any_request(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = ["--export", str(tmp_path / "c.yaml")] if flag == "--include-reviewer-token" else []
+    code = main(
+        ["target", "connect", "--kubeconfig", str(tmp_path / "none"), "--auth-method", "jwt",
+         flag, *extra]
+    )  # fmt: skip
+    assert code == 2
+    assert "jwt auth has no token reviewer" in capsys.readouterr().err
+    assert not (tmp_path / "c.yaml").exists()
