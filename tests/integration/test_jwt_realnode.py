@@ -11,7 +11,9 @@ protect``; then the pod, wrapped by the injected runtime, logs in through the jw
 "Nothing could reach the API server" is checked on both ends: the vault's side (no auth mount
 names the node's API server, the jwt mount's config holds no URL to fetch keys from) and the
 API server's side (its own ``apiserver_request_total{resource="tokenreviews"}`` does not move
-while the pods log in). Another tenant's role is refused to a pod on the real node as well.
+while the pods log in). Another tenant's role is refused to a pod on the real node as well; a
+token of another control plane is refused; and when the node's API server rotates its signing
+key, a new pod cannot log in until ``target connect`` runs again, then it can.
 """
 
 from __future__ import annotations
@@ -21,18 +23,28 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from lightkube import codecs
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from cloudtaser import contract
 from cloudtaser import plan as planlib
-from tests.integration.connect_helpers import cli, connect_args, token_file
+from tests.integration.connect_helpers import (
+    cli,
+    connect_args,
+    create_namespace_with_accounts,
+    request_token,
+    token_file,
+)
 from tests.integration.test_lifecycle_realnode import (
     AUDIENCE,
     Site,
@@ -45,6 +57,7 @@ from tests.integration.test_lifecycle_realnode import (
 )
 from tests.integration.test_runtime_realnode import BUSYBOX
 from tests.integration.test_runtime_realnode import runtime_image as _runtime_image
+from tests.testenv.cluster import Cluster
 from tests.testenv.openbao import BaoServer
 from tests.testenv.realnode import Image, RealNode
 from tests.testenv.workloads import create_secret, create_service_account
@@ -63,10 +76,16 @@ def app_image(real_node: RealNode) -> str:
     return BUSYBOX
 
 
+@dataclass
+class JwtSite(Site):
+    #: connect's namespace (the self-test's ServiceAccount), for re-running connect
+    system_ns: str = ""
+
+
 @pytest.fixture(scope="module")
 def site(
     real_node: RealNode, openbao: BaoServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Site]:
+) -> Iterator[JwtSite]:
     """The node's cluster connected in jwt mode (its own jwt mount) and a KV v2 mount."""
     tag = secrets.token_hex(3)
     tmp = tmp_path_factory.mktemp("jwt-rn")
@@ -78,7 +97,7 @@ def site(
     assert "self-test passed" in run.stdout
     kv = openbao.enable_kv2(f"kv-jwt-{tag}")
     try:
-        yield Site(real_node, openbao, mount, kv, tmp, token_file(openbao, tmp))
+        yield JwtSite(real_node, openbao, mount, kv, tmp, token_file(openbao, tmp), system_ns)
     finally:
         openbao.api("DELETE", f"sys/auth/{mount}")
         openbao.disable_mount(kv)
@@ -234,3 +253,88 @@ def _failed_pod_logs(site: Site, namespace: str, name: str, timeout: float = 120
             namespace, str(newest.metadata.name) if newest else name
         )
         time.sleep(1)
+
+
+def _delete_pods(site: Site, namespace: str, name: str) -> None:
+    with contextlib.closing(site.node.client()) as client:
+        for pod in _pods(site, namespace, name):
+            client.delete(Pod, str(pod.metadata.name), namespace=namespace, grace_period=0)
+
+
+def test_a_second_clusters_token_is_refused_and_a_key_rotation_is_picked_up_by_connect(
+    site: JwtSite, injector: str, app_image: str, cluster: Cluster, tmp_path: Path
+) -> None:
+    """A token of another control plane (the session's ``ct-main``: its own signing key) for the
+    same namespace and ServiceAccount is refused by this cluster's jwt mount. Then the node's
+    API server rotates its signing key (restarted with a new one, the old one still accepted
+    and published): a new pod's token is refused until connect runs again, then it logs in."""
+    openbao, mount = site.openbao, site.mount
+    namespace, plan, vault_canary = _jwt_tenant(site, app_image)
+    assert _protect(site, plan).returncode == 0
+    assert _printed(site, namespace, "web") == vault_canary
+    role = f"cloudtaser-{planlib.load(plan).metadata.name}-{planlib.load(plan).tenants[0].name}"
+
+    def login(jwt: str) -> int:
+        body = {"role": role, "jwt": jwt}
+        return openbao.api("POST", f"auth/{mount}/login", body, token="").status_code
+
+    other = cluster.client()
+    try:
+        create_namespace_with_accounts(other, namespace, "app")
+        forged = request_token(other, namespace, "app", [AUDIENCE])
+    finally:
+        other.close()
+    with contextlib.closing(site.node.client()) as client:
+        genuine = request_token(client, namespace, "app", [AUDIENCE])
+    assert login(genuine) == 200
+    assert login(forged) == 400
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file, pub_file = tmp_path / "sa-new.key", tmp_path / "sa-new.pub"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    pub_file.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    site.node.cluster.restart_apiserver(signing_key=key_file, verify_keys=[pub_file])
+    with contextlib.closing(site.node.client()) as client:
+        rotated = request_token(client, namespace, "app", [AUDIENCE])
+    assert login(rotated) == 400  # the vault does not know the new key yet
+    assert login(genuine) == 200  # the old key's tokens still do
+    # a new pod gets a token signed with the new key: it cannot log in
+    _delete_pods(site, namespace, "web")
+    logs = _failed_pod_logs(site, namespace, "web")
+    assert vault_canary not in logs
+
+    again = cli(
+        connect_args(
+            site.node.cluster, openbao, tmp_path, mount, site.system_ns, "--auth-method", "jwt"
+        )
+    )
+    assert again.code == 0, again.text
+    assert "keys: +1 -0" in again.stdout
+    assert login(rotated) == 200
+    assert login(genuine) == 200  # the overlap: both keys
+    _delete_pods(site, namespace, "web")
+    _wait_started(site, namespace, "web")
+    assert _printed(site, namespace, "web") == vault_canary
+
+
+def _wait_started(site: Site, namespace: str, name: str, timeout: float = 120) -> None:
+    """Until the newest pod of ``name`` has its app container running (logs readable)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = sorted(_pods(site, namespace, name), key=lambda p: str(p.metadata.creationTimestamp))
+        statuses = (pods[-1].status.containerStatuses or []) if pods and pods[-1].status else []
+        if any(s.name == "app" and s.state and (s.state.running or s.state.terminated)
+               for s in statuses):  # fmt: skip
+            return
+        assert time.monotonic() < deadline, site.node.diagnostics()
+        time.sleep(0.5)
