@@ -327,7 +327,8 @@ def _configure_jwt(
     if existing is None:
         progress(f"enabling the jwt auth method at auth/{mount}")
         client.enable_auth(mount, JWT_AUTH_TYPE, description=new_record.render())
-    else:  # the record first: a mount never holds one cluster's keys under another's name
+    else:  # the record first: should the config write fail, the cluster the mount served
+        # before cannot silently take it back (its connect is refused), and a re-run completes
         client.write(
             f"sys/auth/{mount}/tune", {"description": new_record.render()}, idempotent=True
         )

@@ -106,6 +106,9 @@ def test_connect_jwt_writes_only_the_clusters_keys_and_issuer_and_a_real_login_p
     openbao: BaoServer, cluster: Cluster, kube_client: Any, site: dict[str, str], tmp_path: Path
 ) -> None:
     mount = site["mount"]
+    wrong = _connect(cluster, openbao, tmp_path, mount, site["ns"], "--issuer", "https://other")
+    assert wrong.code == 2, wrong.text
+    assert "is not the cluster's issuer" in wrong.text
     dry = _connect(cluster, openbao, tmp_path, mount, site["ns"], "--dry-run")
     assert dry.code == 0, dry.text
     assert f"{mount}/" not in openbao.api_ok("GET", "sys/auth")["data"]
