@@ -357,6 +357,13 @@ def _run_target_connect(args: argparse.Namespace) -> int:
                 f"{session.context}) to {client.address} at auth/{options.auth_mount}"
             )
             result = connect(session, client, options, progress=progress)
+    if options.auth_method == "jwt" and not args.plan:
+        progress(
+            f"the plan of this cluster must say metadata.authMethod: jwt and metadata.authMount: "
+            f"{options.auth_mount} ('target discover --auth-method jwt --auth-mount "
+            f"{options.auth_mount}'), so that apply-plan writes jwt roles (with --audience) and "
+            "protect points the pods at this mount"
+        )
     return _report(result, args.output)
 
 

@@ -115,6 +115,7 @@ def test_connect_jwt_writes_only_the_clusters_keys_and_issuer_and_a_real_login_p
     run = _connect(cluster, openbao, tmp_path, mount, site["ns"])
     assert run.code == 0, run.text
     assert "self-test passed" in run.stdout
+    assert "metadata.authMethod: jwt" in run.stderr  # what the plan must record
     assert openbao.api_ok("GET", "sys/auth")["data"][f"{mount}/"]["type"] == "jwt"
     config = _config(openbao, mount)
     assert _norm(config["jwt_validation_pubkeys"]) == {_pem(cluster.pki.sa_pub)}
