@@ -33,8 +33,16 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 _TARGET_DESCRIPTION = """\
-Configure the vault's Kubernetes auth method for this cluster (one auth mount per cluster, so
-many clusters share one vault) and prove it with a real ServiceAccount login.
+Configure the vault's auth method for this cluster (one auth mount per cluster, so many
+clusters share one vault) and prove it with a real ServiceAccount login.
+
+--auth-method jwt (recommended for an air-gapped vault): the vault checks tokens offline with
+  the cluster's public signing keys; connect reads the issuer
+  (/.well-known/openid-configuration) and the keys (/openid/v1/jwks) and writes them to a jwt
+  mount of this cluster alone (jwt_validation_pubkeys, bound_issuer). The vault never reaches
+  the API server; no reviewer, no binding. Re-run connect to pick up a signing-key rotation.
+
+--auth-method kubernetes (the default):
 
 cluster: namespace (--namespace, default cloudtaser-system), token-reviewer ServiceAccount,
   ClusterRoleBinding to system:auth-delegator (checked with a SubjectAccessReview), a reviewer
@@ -58,6 +66,8 @@ _TARGET_EXAMPLES = [
     "cloudtaser target connect --kubeconfig prod.yaml --openbao-addr https://bao:8200 \\\n"
     "      --token-file ~/.bao-token --plan plan.yaml --kubernetes-host https://10.0.0.1:6443",
     "cloudtaser target connect --plan plan.yaml --dry-run",
+    "cloudtaser target connect --auth-method jwt --auth-mount jwt-prod --openbao-addr "
+    "https://bao:8200",
     "cloudtaser target connect --auth-mount k8s-prod --check",
     "cloudtaser target connect --kubeconfig prod.yaml --auth-mount k8s-prod --export "
     "prod.conn.yaml",
@@ -70,11 +80,13 @@ exit codes: 0 connected (or unchanged) and self-test passed, 2 invalid flags or 
 
 _SOURCE_DESCRIPTION = """\
 Vault side of the air-gapped split: read a connection file written by
-'cloudtaser target connect --export FILE' and enable/configure the Kubernetes auth mount it
-names. Talks only to the vault. Idempotent, --dry-run. Without a reviewer token in the file
-the vault uses each client's own JWT as the TokenReview bearer (see the docs for the
-trade-off). No self-test is possible from here: run 'target connect --check' where both sides
-are reachable, or watch the first pod log in.
+'cloudtaser target connect --export FILE' and enable/configure the auth mount it names. Talks
+only to the vault. Idempotent, --dry-run. A jwt file (--auth-method jwt) holds the cluster's
+issuer and public signing keys: the jwt mount gets exactly those keys (a rotation: export and
+import again). A kubernetes file without a reviewer token makes the vault use each client's
+own JWT as the TokenReview bearer (see the docs for the trade-off). No self-test is possible
+from here: run 'target connect --check' where both sides are reachable, or watch the first pod
+log in.
 """
 
 
@@ -83,7 +95,8 @@ def register(groups: Any) -> None:
     target = groups.command(
         "target",
         "connect",
-        help="configure the vault's Kubernetes auth for this cluster and self-test a login",
+        help="configure the vault's auth (jwt or kubernetes) for this cluster and self-test a "
+        "login",
         description=_TARGET_DESCRIPTION,
         epilog=_TARGET_EPILOG,
         examples=_TARGET_EXAMPLES,
@@ -185,7 +198,7 @@ def register(groups: Any) -> None:
     source = groups.command(
         "source",
         "connect",
-        help="configure the Kubernetes auth mount from a 'target connect --export' file",
+        help="configure the cluster's auth mount from a 'target connect --export' file",
         description=_SOURCE_DESCRIPTION,
         examples=[
             "cloudtaser source connect --import prod.conn.yaml --openbao-addr https://bao:8200",
@@ -230,7 +243,14 @@ def _add_mount_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth-mount",
         metavar="MOUNT",
-        help="Kubernetes auth mount of this cluster (default: the plan's, else kubernetes)",
+        help="auth mount of this cluster (default: the plan's, else kubernetes)",
+    )
+    parser.add_argument(
+        "--auth-method",
+        choices=("jwt", "kubernetes"),
+        help="jwt: the vault checks tokens offline with the cluster's public keys (never "
+        "reaches the API server; recommended for an air-gapped vault); kubernetes: a "
+        "TokenReview call per login (default: the plan's metadata.authMethod, else kubernetes)",
     )
     add_dry_run_option(parser, help="read and compare, print what would change")
     parser.add_argument(
@@ -242,6 +262,7 @@ def _add_mount_options(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
     from cloudtaser.connect import (  # noqa: PLC0415
+        AuthMethod,
         ConnectOptions,
         ReviewerMode,
         validate_auth_mount,
@@ -250,12 +271,29 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
     from cloudtaser.plan.rules import DEFAULT_AUTH_MOUNT  # noqa: PLC0415
 
     mount = validate_auth_mount(args.auth_mount) if args.auth_mount else None
+    method = AuthMethod(args.auth_method) if args.auth_method else None
     reviewers: tuple[tuple[str, str], ...] = ()
     if args.plan:
         from cloudtaser import plan as planlib  # noqa: PLC0415
-        from cloudtaser.connect import plan_selection  # noqa: PLC0415
+        from cloudtaser.connect import plan_auth_method, plan_selection  # noqa: PLC0415
 
-        mount, reviewers = plan_selection(planlib.load(args.plan), mount)
+        plan = planlib.load(args.plan)
+        mount, reviewers = plan_selection(plan, mount, method)
+        method = plan_auth_method(plan)
+    reviewer_flags = [
+        flag
+        for flag, given in (
+            ("--no-reviewer-token", args.no_reviewer_token),
+            ("--rotate-reviewer-token", args.rotate_reviewer_token),
+            ("--include-reviewer-token", args.include_reviewer_token),
+        )
+        if given
+    ]
+    if method is AuthMethod.JWT and reviewer_flags:
+        raise ConfigError(
+            f"jwt auth has no token reviewer: drop {', '.join(reviewer_flags)} (the plan's "
+            "metadata.authMethod or --auth-method is jwt)"
+        )
     ca_pem = None
     if args.kubernetes_ca_file:
         try:
@@ -265,6 +303,7 @@ def _options(args: argparse.Namespace, *, client_jwt: bool) -> ConnectOptions:
             raise ConfigError(f"cannot read --kubernetes-ca-file: {reason}") from None
     return ConnectOptions(
         auth_mount=mount or DEFAULT_AUTH_MOUNT,
+        auth_method=method or AuthMethod.KUBERNETES,
         namespace=args.namespace,
         reviewer_service_account=args.reviewer_service_account,
         reviewer_mode=ReviewerMode.CLIENT_JWT if client_jwt else ReviewerMode.TOKEN,
@@ -318,6 +357,13 @@ def _run_target_connect(args: argparse.Namespace) -> int:
                 f"{session.context}) to {client.address} at auth/{options.auth_mount}"
             )
             result = connect(session, client, options, progress=progress)
+    if options.auth_method == "jwt" and not args.plan:
+        progress(
+            f"the plan of this cluster must say metadata.authMethod: jwt and metadata.authMount: "
+            f"{options.auth_mount} ('target discover --auth-method jwt --auth-mount "
+            f"{options.auth_mount}'), so that apply-plan writes jwt roles (with --audience) and "
+            "protect points the pods at this mount"
+        )
     return _report(result, args.output)
 
 
@@ -343,9 +389,12 @@ def _run_export(args: argparse.Namespace) -> int:
             export=args.export,
             dry_run=args.dry_run,
             auth_mount=conn.auth_mount,
+            auth_method=conn.auth_method,
             cluster=conn.cluster,
             kubernetes_host=conn.kubernetes_host,
             reviewer_mode=conn.reviewer_mode,
+            issuer=conn.issuer,
+            public_keys=len(conn.jwt_keys),
             contains_credential=conn.reviewer_token is not None,
             steps=[_step_entry(s) for s in steps],
             summary=_step_summary(steps),
@@ -354,10 +403,16 @@ def _run_export(args: argparse.Namespace) -> int:
     else:
         _print_steps(steps)
         verb = "would write" if args.dry_run else "wrote"
-        print(
-            f"{verb} {args.export}: auth mount {conn.auth_mount}, host {conn.kubernetes_host}, "
-            f"reviewer {conn.reviewer_mode}"
-        )
+        if conn.auth_method == "jwt":
+            print(
+                f"{verb} {args.export}: jwt auth mount {conn.auth_mount}, issuer {conn.issuer}, "
+                f"{len(conn.jwt_keys)} public signing key(s); no credential, no API address"
+            )
+        else:
+            print(
+                f"{verb} {args.export}: auth mount {conn.auth_mount}, host "
+                f"{conn.kubernetes_host}, reviewer {conn.reviewer_mode}"
+            )
         if conn.reviewer_token is not None:
             print(
                 color(
@@ -366,7 +421,7 @@ def _run_export(args: argparse.Namespace) -> int:
                     "yellow",
                 )
             )
-        else:
+        elif conn.auth_method != "jwt":
             print(
                 "the file holds no credential; the vault will use each client's own JWT as "
                 "reviewer (their ServiceAccounts need system:auth-delegator)"
@@ -446,6 +501,7 @@ def _report(result: ConnectResult, output: str) -> int:
         totals.self_test = None if test is None else ("passed" if test.ok else "failed")
         document = Connect(
             auth_mount=result.auth_mount,
+            auth_method=result.auth_method,
             cluster=result.cluster,
             kubernetes_host=result.kubernetes_host,
             reviewer_mode=result.reviewer_mode,

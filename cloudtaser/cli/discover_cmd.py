@@ -151,6 +151,13 @@ def register(groups: Any) -> None:
         metavar="MOUNT",
         help="Kubernetes auth mount to record in the plan (default: kubernetes)",
     )
+    naming.add_argument(
+        "--auth-method",
+        choices=("jwt", "kubernetes"),
+        help="how the pods will log in, recorded in the plan (metadata.authMethod): jwt (the "
+        "vault checks tokens offline, recommended for an air-gapped vault) or kubernetes "
+        "(default, not recorded)",
+    )
     out = parser.add_argument_group("output")
     add_plan_argument(
         out,
@@ -337,6 +344,7 @@ def _run_discover(args: argparse.Namespace) -> int:
         path_template=template,
         kv_mount=args.kv_mount,
         auth_mount=args.auth_mount,
+        auth_method=args.auth_method,
         created_by=local_actor(),
     )
     options.validate()

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 _APPLY_DESCRIPTION = """\
-Create or update, for every tenant of PLAN, one ACL policy and one Kubernetes-auth role in
+Create or update, for every tenant of PLAN, one ACL policy and one auth role in
 OpenBao / Vault. Talks only to the vault; the plan file is never modified.
 
   policy  sys/policies/acl/cloudtaser-<plan>-<tenant>
@@ -41,6 +41,9 @@ OpenBao / Vault. Talks only to the vault; the plan file is never modified.
   role    auth/<authMount>/role/cloudtaser-<plan>-<tenant>
           bound to the tenant's namespace and the ServiceAccounts of its non-skipped
           workloads, token_policies=[that policy], token_ttl (--token-ttl), audience (--audience)
+          metadata.authMethod jwt: a role_type=jwt role bound by the token's claims
+          (/kubernetes.io/namespace, /kubernetes.io/serviceaccount/name) and bound_audiences
+          (--audience, required)
 
 Before any write it checks that the token has the capabilities it needs, that every KV mount
 exists and is version 2 and that the auth mount exists. It then reads each object, compares,
@@ -158,14 +161,16 @@ def register(groups: Any) -> None:
     apply.add_argument(
         "--audience",
         metavar="AUD",
-        help="audience the pods' ServiceAccount tokens must carry (recommended, e.g. openbao); "
-        "without it the role accepts any audience and a role that had one loses it",
+        help="audience the pods' ServiceAccount tokens must carry (recommended, e.g. openbao; "
+        "required when the plan's metadata.authMethod is jwt); without it the role accepts "
+        "any audience and a role that had one loses it",
     )
     apply.add_argument(
         "--enable-auth-mount",
         action="store_true",
-        help="enable the Kubernetes auth method at the plan's auth mount if it is missing "
-        "(needs sudo on sys/auth/<mount>; 'cloudtaser target connect' is the usual way)",
+        help="enable the plan's auth method (metadata.authMethod: kubernetes, or jwt) at its "
+        "auth mount if it is missing (needs sudo on sys/auth/<mount>; 'cloudtaser target "
+        "connect' is the usual way)",
     )
     _add_concurrency(apply)
     add_output_option(apply)

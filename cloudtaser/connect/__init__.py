@@ -1,5 +1,11 @@
 """``target connect``: let one cluster's ServiceAccount JWTs log in to the vault.
 
+Two auth methods (``ConnectOptions.auth_method``, the plan's ``metadata.authMethod``):
+``jwt`` (the vault checks tokens offline against the cluster's public signing keys, read from
+the API server's ``/.well-known/openid-configuration`` and ``/openid/v1/jwks``; one jwt mount
+per cluster, its record naming the cluster; nothing in the cluster but the self-test's
+ServiceAccount) and ``kubernetes`` (below: a TokenReview call per login).
+
 Cluster side (lightkube, through a :class:`~cloudtaser.target.kube.session.KubeSession`):
 
 * a dedicated namespace (default ``cloudtaser-system``) with the token-reviewer ServiceAccount
@@ -67,12 +73,16 @@ from cloudtaser.connect.model import (
     DEFAULT_REVIEWER_TTL,
     SELFTEST_ROLE,
     SELFTEST_SERVICE_ACCOUNT,
+    AuthMethod,
     ClusterConnection,
     ConnectOptions,
     ConnectResult,
     ReviewerMode,
     SelfTest,
     Step,
+    jwk_public_pem,
+    jwks_public_pems,
+    plan_auth_method,
     plan_selection,
     validate_auth_mount,
 )
@@ -83,6 +93,7 @@ __all__ = [
     "DEFAULT_REVIEWER_TTL",
     "SELFTEST_ROLE",
     "SELFTEST_SERVICE_ACCOUNT",
+    "AuthMethod",
     "ClusterConnection",
     "ConnectOptions",
     "ConnectResult",
@@ -93,6 +104,9 @@ __all__ = [
     "connect",
     "export_connection",
     "import_connection",
+    "jwk_public_pem",
+    "jwks_public_pems",
+    "plan_auth_method",
     "plan_selection",
     "read_connection_file",
     "validate_auth_mount",

@@ -1,5 +1,6 @@
 """The cluster side of target connect (Kubernetes only): reviewer ServiceAccount, system:auth-
-delegator binding checked by SubjectAccessReview, TokenRequest, cluster identity and CA.
+delegator binding checked by SubjectAccessReview, TokenRequest, cluster identity and CA; in jwt
+mode the issuer and the public signing keys (the API server's OIDC discovery documents).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import re
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta
@@ -21,6 +22,7 @@ from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
     MANAGED_LABELS,
     SELFTEST_SERVICE_ACCOUNT,
+    AuthMethod,
     ClusterConnection,
     ConnectOptions,
     ReviewerMode,
@@ -29,6 +31,8 @@ from cloudtaser.connect.model import (
     _record_value,
     _validate_ca,
     _validate_host,
+    _validate_issuer,
+    jwks_public_pems,
 )
 from cloudtaser.errors import (
     ClusterConflictError,
@@ -38,7 +42,7 @@ from cloudtaser.errors import (
 )
 from cloudtaser.progress import Progress
 from cloudtaser.target.kube import api
-from cloudtaser.target.kube.api import get_object
+from cloudtaser.target.kube.api import get_object, get_path
 from cloudtaser.target.kube.errors import api_errors
 from cloudtaser.target.kube.identity import cluster_identity
 from cloudtaser.target.rollout import dig
@@ -217,11 +221,65 @@ def _cluster_ca(session: KubeSession, options: ConnectOptions) -> tuple[str, str
     )
 
 
+#: The API server's OIDC discovery documents (readable by every ServiceAccount through the
+#: ``system:service-account-issuer-discovery`` ClusterRole). The JWKS is read from the API
+#: server's own path, not from the discovery's ``jwks_uri`` (an issuer URL this machine may
+#: not reach).
+OPENID_CONFIGURATION: Final = "/.well-known/openid-configuration"
+JWKS_PATH: Final = "/openid/v1/jwks"
+
+
+def signing_facts(
+    session: KubeSession, *, issuer: str | None = None
+) -> tuple[str, tuple[str, ...]]:
+    """``(issuer, public keys as PEM)`` of the cluster's ServiceAccount tokens. ``issuer``
+    (``--issuer``), when given, must be the one the API server announces."""
+    discovery = get_path(
+        session, OPENID_CONFIGURATION, action=f"read {OPENID_CONFIGURATION} (the token issuer)"
+    )
+    announced = discovery.get("issuer")
+    if not isinstance(announced, str) or not announced:
+        raise ClusterError(
+            f"the API server's {OPENID_CONFIGURATION} names no issuer; is ServiceAccount issuer "
+            "discovery enabled (--service-account-issuer)?"
+        )
+    announced = _validate_issuer(announced)
+    if issuer and issuer != announced:
+        raise ConfigError(
+            f"--issuer {issuer[:120]} is not the cluster's issuer {announced[:120]} (from "
+            f"{OPENID_CONFIGURATION}); drop --issuer"
+        )
+    jwks = get_path(
+        session,
+        JWKS_PATH,
+        action=f"read {JWKS_PATH} (the token signing keys)",
+        accept="application/jwk-set+json, application/json",
+    )
+    return announced, jwks_public_pems(jwks)
+
+
 def _cluster_facts(
     session: KubeSession, options: ConnectOptions, *, progress: Progress
 ) -> ClusterConnection:
     progress(f"reading cluster facts of context {session.context}")
     cluster_id = cluster_identity(session)
+    if options.auth_method is AuthMethod.JWT:
+        progress(f"reading the token issuer and signing keys ({JWKS_PATH})")
+        issuer, keys = signing_facts(session, issuer=options.issuer)
+        return ClusterConnection(
+            cluster=session.cluster_name,
+            cluster_id=cluster_id,
+            auth_mount=options.auth_mount,
+            kubernetes_host="",
+            kubernetes_ca_pem="",
+            reviewer_mode=ReviewerMode.NONE,
+            issuer=issuer,
+            auth_method=AuthMethod.JWT,
+            jwt_keys=keys,
+            ca_source="",
+            created_at=datetime.now(UTC).replace(microsecond=0),
+            created_by=_who(),
+        )
     host = options.kubernetes_host or _validate_host(session.server)
     ca_pem, ca_source = _cluster_ca(session, options)
     reviewer = (
@@ -264,8 +322,13 @@ def _prepare_cluster(
     with_selftest: bool,
     progress: Progress,
 ) -> list[Step]:
-    """Namespace, ServiceAccounts and bindings; then prove the reviewer may review tokens."""
+    """Namespace, ServiceAccounts and bindings; then prove the reviewer may review tokens.
+
+    jwt mode needs nothing in the cluster but the self-test's ServiceAccount (and its
+    namespace): no reviewer, no binding, no extra RBAC for any workload."""
     ns = options.namespace
+    if options.auth_method is AuthMethod.JWT and not with_selftest:
+        return []
     steps = [_ensure_namespace(session, ns, dry_run=options.dry_run)]
     fresh_namespace = steps[0].action is Action.CREATE
     accounts: list[str] = []
@@ -282,11 +345,13 @@ def _prepare_cluster(
     if options.reviewer_mode is ReviewerMode.TOKEN:
         subjects = [(ns, options.reviewer_service_account)]
         name = _binding_name(options)
-    else:
+    elif options.reviewer_mode is ReviewerMode.CLIENT_JWT:
         subjects = list(options.client_reviewers)
         if with_selftest:
             subjects.append((ns, SELFTEST_SERVICE_ACCOUNT))
         name = _client_binding_name(options)
+    else:  # jwt: the vault reviews nothing, so nobody needs system:auth-delegator
+        subjects, name = [], ""
     if subjects and not options.skip_rbac:
         progress(f"binding {len(set(subjects))} ServiceAccount(s) to {AUTH_DELEGATOR}")
         steps.append(

@@ -21,6 +21,7 @@ from cloudtaser.connect.model import (
     _JWT,
     FILE_API_VERSION,
     FILE_KIND,
+    AuthMethod,
     ClusterConnection,
     ReviewerMode,
     _iso,
@@ -30,6 +31,7 @@ from cloudtaser.connect.model import (
     _validate_host,
     _validate_issuer,
     validate_auth_mount,
+    validate_public_keys,
 )
 from cloudtaser.errors import ConfigError, PlanError
 from cloudtaser.fileio import atomic_write
@@ -88,25 +90,37 @@ class ConnectionFile(_Base, kw_only=True):
     kind: str
     metadata: FileMetadata
     auth_mount: str
-    kubernetes_host: str
-    kubernetes_ca_cert: str
+    #: ``kubernetes`` (absent) or ``jwt``.
+    auth_method: AuthMethod | None = None
+    #: ``kubernetes`` only: the API server as the vault reaches it, and its CA.
+    kubernetes_host: str | None = None
+    kubernetes_ca_cert: str | None = None
     #: Where the CA came from: ``kubeconfig``, ``configmap`` or ``file``.
     ca_source: str | None = None
-    reviewer: FileReviewer
+    #: ``kubernetes`` only.
+    reviewer: FileReviewer | None = None
     issuer: str | None = None
+    #: ``jwt`` only: the cluster's public signing keys (PEM), from ``/openid/v1/jwks``.
+    jwt_validation_pubkeys: list[str] | None = None
 
 
 def connection_document(conn: ClusterConnection) -> ConnectionFile:
-    """The document of a connection file (the token only if ``conn`` carries one)."""
+    """The document of a connection file (the token only if ``conn`` carries one; in jwt mode
+    only the cluster's identity, issuer and public keys)."""
+    if conn.auth_method is AuthMethod.JWT:
+        return ConnectionFile(
+            api_version=FILE_API_VERSION,
+            kind=FILE_KIND,
+            metadata=_file_metadata(conn),
+            auth_mount=conn.auth_mount,
+            auth_method=AuthMethod.JWT,
+            issuer=conn.issuer,
+            jwt_validation_pubkeys=list(conn.jwt_keys),
+        )
     return ConnectionFile(
         api_version=FILE_API_VERSION,
         kind=FILE_KIND,
-        metadata=FileMetadata(
-            cluster=conn.cluster,
-            cluster_id=conn.cluster_id,
-            created_at=_iso(conn.created_at) if conn.created_at else None,
-            created_by=conn.created_by or None,
-        ),
+        metadata=_file_metadata(conn),
         auth_mount=conn.auth_mount,
         kubernetes_host=conn.kubernetes_host,
         kubernetes_ca_cert=conn.kubernetes_ca_pem,
@@ -121,10 +135,19 @@ def connection_document(conn: ClusterConnection) -> ConnectionFile:
     )
 
 
+def _file_metadata(conn: ClusterConnection) -> FileMetadata:
+    return FileMetadata(
+        cluster=conn.cluster,
+        cluster_id=conn.cluster_id,
+        created_at=_iso(conn.created_at) if conn.created_at else None,
+        created_by=conn.created_by or None,
+    )
+
+
 _HEADER = """\
 # cloudtaser cluster connection: hand this file to the vault side and run
 #   cloudtaser source connect --import FILE
-# It holds the cluster's API address and CA{cred}.
+# It holds {what}{cred}.
 """
 
 
@@ -135,7 +158,14 @@ def write_connection_file(path: str | os.PathLike[str], conn: ClusterConnection)
         if conn.reviewer_token
         else ", and no credential"
     )
-    text = _HEADER.format(cred=cred) + emit(msgspec.to_builtins(connection_document(conn)))
+    what = (
+        "the cluster's token issuer and public signing keys (jwt auth)"
+        if conn.auth_method is AuthMethod.JWT
+        else "the cluster's API address and CA"
+    )
+    text = _HEADER.format(what=what, cred=cred) + emit(
+        msgspec.to_builtins(connection_document(conn))
+    )
     try:
         atomic_write(path, text.encode("utf-8"), mode=0o600)
     except OSError as exc:
@@ -175,6 +205,19 @@ def _connection(doc: ConnectionFile, path: str | os.PathLike[str]) -> ClusterCon
     applies to its flags (mount, host, CA, issuer)."""
     where = str(path)
     meta, reviewer = doc.metadata, doc.reviewer
+    cluster_id = _non_blank(meta.cluster_id, "metadata.clusterId", where)
+    if not _CLUSTER_ID.fullmatch(cluster_id):
+        raise ConfigError(f"{where}: metadata.clusterId is not a UID")
+    if doc.auth_method is AuthMethod.JWT:
+        return _jwt_connection(doc, where, cluster_id)
+    if reviewer is None or doc.kubernetes_host is None or doc.kubernetes_ca_cert is None:
+        raise ConfigError(
+            f"{where}: a kubernetes connection needs kubernetesHost, kubernetesCaCert and reviewer"
+        )
+    if doc.jwt_validation_pubkeys is not None:
+        raise ConfigError(f"{where}: jwtValidationPubkeys is only allowed with authMethod jwt")
+    if reviewer.mode is ReviewerMode.NONE:
+        raise ConfigError(f"{where}: reviewer mode 'none' is only for authMethod jwt")
     token = reviewer.token
     if token is not None:
         warn_if_exposed(path, "the connection file (it holds a reviewer token)")
@@ -182,9 +225,6 @@ def _connection(doc: ConnectionFile, path: str | os.PathLike[str]) -> ClusterCon
             raise ConfigError(f"{where}: reviewer.token is only allowed with mode 'token'")
         if len(token) > _MAX_JWT or not _JWT.fullmatch(token):
             raise ConfigError(f"{where}: reviewer.token is not a JWT")
-    cluster_id = _non_blank(meta.cluster_id, "metadata.clusterId", where)
-    if not _CLUSTER_ID.fullmatch(cluster_id):
-        raise ConfigError(f"{where}: metadata.clusterId is not a UID")
     account = reviewer.service_account
     if account is not None and not _SERVICE_ACCOUNT.fullmatch(account):
         raise ConfigError(f"{where}: reviewer.serviceAccount must be NAMESPACE/NAME")
@@ -203,6 +243,42 @@ def _connection(doc: ConnectionFile, path: str | os.PathLike[str]) -> ClusterCon
         reviewer_token=token,
         reviewer_expires=_parse_time(reviewer.expires_at),
         ca_source=(doc.ca_source or "file")[:32],
+        created_at=_parse_time(meta.created_at),
+        created_by=_record_value(meta.created_by or "") or None,
+    )
+
+
+def _jwt_connection(doc: ConnectionFile, where: str, cluster_id: str) -> ClusterConnection:
+    """A jwt connection: identity, issuer and public keys, nothing that reaches the cluster."""
+    extra = [
+        name
+        for name, value in (
+            ("kubernetesHost", doc.kubernetes_host),
+            ("kubernetesCaCert", doc.kubernetes_ca_cert),
+            ("caSource", doc.ca_source),
+            ("reviewer", doc.reviewer),
+        )
+        if value is not None
+    ]
+    if extra:
+        raise ConfigError(
+            f"{where}: {', '.join(extra)} not allowed with authMethod jwt (the vault never "
+            "reaches the cluster)"
+        )
+    if not doc.issuer or not doc.jwt_validation_pubkeys:
+        raise ConfigError(f"{where}: authMethod jwt needs issuer and jwtValidationPubkeys")
+    meta = doc.metadata
+    return ClusterConnection(
+        cluster=_record_value(_non_blank(meta.cluster, "metadata.cluster", where)),
+        cluster_id=cluster_id,
+        auth_mount=validate_auth_mount(_non_blank(doc.auth_mount, "authMount", where)),
+        kubernetes_host="",
+        kubernetes_ca_pem="",
+        reviewer_mode=ReviewerMode.NONE,
+        issuer=_validate_issuer(doc.issuer),
+        auth_method=AuthMethod.JWT,
+        jwt_keys=validate_public_keys(doc.jwt_validation_pubkeys, "jwtValidationPubkeys"),
+        ca_source="",
         created_at=_parse_time(meta.created_at),
         created_by=_record_value(meta.created_by or "") or None,
     )

@@ -17,6 +17,7 @@ from cloudtaser.connect.model import (
     SELFTEST_AUDIENCE,
     SELFTEST_ROLE,
     SELFTEST_SERVICE_ACCOUNT,
+    AuthMethod,
     ClusterConnection,
     ConnectOptions,
     ConnectResult,
@@ -52,6 +53,7 @@ def _new_result(
         kubernetes_host=conn.kubernetes_host,
         reviewer_mode=conn.reviewer_mode,
         dry_run=dry_run,
+        auth_method=conn.auth_method,
         reviewer_expires=reviewer_expires,
     )
 
@@ -102,7 +104,8 @@ def connect(
         conn,
         role=SELFTEST_ROLE,
         service_account=f"{options.namespace}/{SELFTEST_SERVICE_ACCOUNT}",
-        audience=SELFTEST_AUDIENCE if conn.reviewer_mode is ReviewerMode.TOKEN else None,
+        # client-JWT review: the login JWT is the TokenReview bearer, so the API's audience
+        audience=None if conn.reviewer_mode is ReviewerMode.CLIENT_JWT else SELFTEST_AUDIENCE,
         reviewer_expires=result.reviewer_expires,
         progress=say,
     )
@@ -141,21 +144,27 @@ def check_connection(
         raise OperationError(f"auth/{mount} does not exist; run 'cloudtaser target connect'")
     record = _Record.parse(str(table[mount].get("description") or ""))
     mode = options.reviewer_mode
+    method = record.auth if record is not None else options.auth_method
     reviewer = f"{options.namespace}/{options.reviewer_service_account}"
-    if record is not None:
+    if method is AuthMethod.JWT:
+        mode, reviewer = ReviewerMode.NONE, ""
+    elif record is not None:
         if record.reviewer == "client-jwt":
             mode, reviewer = ReviewerMode.CLIENT_JWT, ""
         elif record.reviewer.startswith("token:"):
             mode, reviewer = ReviewerMode.TOKEN, record.reviewer.removeprefix("token:")
     config = client.read(f"auth/{mount}/config") or {}
+    jwt = method is AuthMethod.JWT
     conn = ClusterConnection(
         cluster=session.cluster_name,
         cluster_id=record.cluster_id if record else "",
         auth_mount=mount,
-        kubernetes_host=str(config.get("kubernetes_host") or session.server),
-        kubernetes_ca_pem=str(config.get("kubernetes_ca_cert") or ""),
+        kubernetes_host="" if jwt else str(config.get("kubernetes_host") or session.server),
+        kubernetes_ca_pem="" if jwt else str(config.get("kubernetes_ca_cert") or ""),
         reviewer_mode=mode,
         reviewer=reviewer or None,
+        issuer=str(config.get("bound_issuer") or "") or None if jwt else None,
+        auth_method=method,
     )
     if record is not None and record.cluster_id != cluster_identity(session):
         raise OperationError(
@@ -163,8 +172,9 @@ def check_connection(
             "--auth-mount of this cluster"
         )
     result = _new_result(conn, dry_run=False, reviewer_expires=record.expires if record else None)
-    role_data = client.role_read(mount, role)
-    audience = str(role_data.get("audience") or "") if role_data else ""
+    role_data = client.role_read(mount, role) or {}
+    audiences = role_data.get("bound_audiences") if jwt else [role_data.get("audience")]
+    audience = str((audiences or [""])[0] or "")
     result.self_test = _self_test(
         session,
         client,
@@ -192,6 +202,10 @@ def export_connection(
     """
     say = progress or _noop
     mode = ReviewerMode.TOKEN if include_reviewer_token else ReviewerMode.CLIENT_JWT
+    if options.auth_method is AuthMethod.JWT:
+        if include_reviewer_token:
+            raise ConfigError("--include-reviewer-token has no use with --auth-method jwt")
+        mode = ReviewerMode.NONE
     options = replace(options, reviewer_mode=mode).validated()
     conn = _cluster_facts(session, options, progress=say)
     steps = _prepare_cluster(session, options, with_selftest=False, progress=say)
@@ -211,7 +225,9 @@ def import_connection(
 ) -> ConnectResult:
     """Vault side of the split form: enable/configure the mount from a connection file."""
     say = progress or _noop
-    options = replace(options, reviewer_mode=conn.reviewer_mode).validated()
+    options = replace(
+        options, reviewer_mode=conn.reviewer_mode, auth_method=conn.auth_method
+    ).validated()
     if options.auth_mount != conn.auth_mount:
         conn = replace(conn, auth_mount=options.auth_mount)
     if conn.reviewer_mode is ReviewerMode.TOKEN and conn.reviewer_token is None:

@@ -1,16 +1,23 @@
-"""The values of target connect: options, results, the connection, pure validation and the
-credential-free record kept in the auth mount description.
+"""The values of target connect: options, results, the connection, pure validation (the
+cluster's public signing keys included: JWK to PEM) and the credential-free record kept in the
+auth mount description.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 import ssl
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cloudtaser.changes import Action
 from cloudtaser.errors import ConfigError
@@ -41,10 +48,21 @@ DESCRIPTION_PREFIX: Final = "cloudtaser target connect"
 FILE_API_VERSION: Final = "cloudtaser.io/v1"
 FILE_KIND: Final = "ClusterConnection"
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _RECORD_VALUE = re.compile(r"[^A-Za-z0-9._:/@+-]")
 _PEM_CERT = re.compile(
     r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+-----END CERTIFICATE-----"
 )
+
+
+class AuthMethod(enum.StrEnum):
+    """How the vault checks a pod's ServiceAccount token (the plan's ``metadata.authMethod``)."""
+
+    #: The vault's ``kubernetes`` method: a TokenReview call to the API server at every login.
+    KUBERNETES = "kubernetes"
+    #: The vault's ``jwt`` method with the cluster's public signing keys: checked offline, the
+    #: vault never reaches the cluster.
+    JWT = "jwt"
 
 
 class ReviewerMode(enum.StrEnum):
@@ -55,6 +73,8 @@ class ReviewerMode(enum.StrEnum):
     #: Each logging-in client's own JWT (no stored credential; every client SA needs
     #: ``system:auth-delegator`` and API-audience tokens).
     CLIENT_JWT = "client-jwt"
+    #: ``jwt`` auth: the vault reviews no token with the cluster at all.
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -74,7 +94,8 @@ class SelfTest:
 
     ``reason`` is a stable code: ``ok``, ``role-missing``, ``role-not-bound``,
     ``audience-mismatch``, ``not-configured``, ``reviewer-forbidden``, ``reviewer-token-invalid``,
-    ``ca-mismatch``, ``host-unreachable`` or ``unknown``.
+    ``ca-mismatch``, ``host-unreachable``, jwt mode's ``issuer-mismatch`` and
+    ``unknown-signing-key``, or ``unknown``.
     """
 
     ok: bool
@@ -94,10 +115,14 @@ class ClusterConnection:
     cluster: str
     cluster_id: str
     auth_mount: str
+    #: Empty in ``jwt`` mode: the vault needs no way to the API server.
     kubernetes_host: str
     kubernetes_ca_pem: str
     reviewer_mode: ReviewerMode
     issuer: str | None = None
+    auth_method: AuthMethod = AuthMethod.KUBERNETES
+    #: ``jwt`` mode: the cluster's public signing keys (PEM, sorted), from ``/openid/v1/jwks``.
+    jwt_keys: tuple[str, ...] = ()
     #: ``namespace/name`` of the reviewer ServiceAccount (token mode).
     reviewer: str | None = None
     reviewer_token: str | None = field(default=None, repr=False)
@@ -113,6 +138,7 @@ class ConnectOptions:
     """Everything ``target connect`` can be told (validated by :meth:`validated`)."""
 
     auth_mount: str = DEFAULT_AUTH_MOUNT
+    auth_method: AuthMethod = AuthMethod.KUBERNETES
     namespace: str = RUNTIME_NAMESPACE
     reviewer_service_account: str = DEFAULT_REVIEWER
     reviewer_mode: ReviewerMode = ReviewerMode.TOKEN
@@ -156,8 +182,23 @@ class ConnectOptions:
         for ns, sa in self.client_reviewers:
             if not _valid_service_account(ns, sa):
                 raise ConfigError(f"ServiceAccount {ns[:63]}/{sa[:80]} is not a valid name")
+        reviewer_mode = self.reviewer_mode
+        if self.auth_method is AuthMethod.JWT:
+            if host or ca:
+                raise ConfigError(
+                    "--kubernetes-host and --kubernetes-ca-file have no use with --auth-method "
+                    "jwt: the vault never reaches the API server"
+                )
+            reviewer_mode = ReviewerMode.NONE
+        elif reviewer_mode is ReviewerMode.NONE:
+            raise ConfigError("reviewer mode 'none' is only for --auth-method jwt")
         return replace(
-            self, auth_mount=mount, kubernetes_host=host, kubernetes_ca_pem=ca, issuer=issuer
+            self,
+            auth_mount=mount,
+            kubernetes_host=host,
+            kubernetes_ca_pem=ca,
+            issuer=issuer,
+            reviewer_mode=reviewer_mode,
         )
 
 
@@ -170,6 +211,7 @@ class ConnectResult:
     kubernetes_host: str
     reviewer_mode: ReviewerMode
     dry_run: bool
+    auth_method: AuthMethod = AuthMethod.KUBERNETES
     steps: list[Step] = field(default_factory=list)
     self_test: SelfTest | None = None
     reviewer_expires: datetime | None = None
@@ -278,6 +320,126 @@ def _parse_time(value: Any) -> datetime | None:
     return None
 
 
+# --- the cluster's public signing keys (jwt mode) ----------------------------------------------
+
+#: JWK ``crv`` -> (curve, the JWS algorithm a key on it signs with).
+_CURVES: Final[Mapping[str, tuple[type[ec.EllipticCurve], str]]] = {
+    "P-256": (ec.SECP256R1, "ES256"),
+    "P-384": (ec.SECP384R1, "ES384"),
+    "P-521": (ec.SECP521R1, "ES512"),
+}
+#: cryptography's curve name -> the JWS algorithm.
+_ALG_OF_CURVE: Final[Mapping[str, str]] = {
+    "secp256r1": "ES256",
+    "secp384r1": "ES384",
+    "secp521r1": "ES512",
+}
+#: Fewer bits than this is not a signing key a cluster should have.
+MIN_RSA_BITS: Final = 2048
+#: A JWKS holds a handful of keys (more during rotations); anything past this is not one.
+MAX_KEYS: Final = 32
+
+
+def _b64url_int(value: Any, what: str) -> int:
+    if not isinstance(value, str) or len(value) > 2048 or not _B64URL.fullmatch(value):
+        raise ConfigError(f"{what} is not a base64url number")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{what} is not a base64url number") from None
+    return int.from_bytes(raw, "big")
+
+
+def jwk_public_pem(jwk: Mapping[str, Any]) -> str:
+    """One JSON Web Key (RFC 7517/7518: ``kty`` RSA with ``n``/``e``, or EC with
+    ``crv``/``x``/``y``) as a PEM public key (SubjectPublicKeyInfo), or :class:`ConfigError`."""
+    kty = jwk.get("kty")
+    kid = str(jwk.get("kid") or "?")[:80]
+    what = f"signing key {kid!r}"
+    try:
+        public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+        if kty == "RSA":
+            public = rsa.RSAPublicNumbers(
+                _b64url_int(jwk.get("e"), f"{what}: e"), _b64url_int(jwk.get("n"), f"{what}: n")
+            ).public_key()
+        elif kty == "EC":
+            curve = _CURVES.get(str(jwk.get("crv")))
+            if curve is None:
+                raise ConfigError(f"{what}: unsupported curve {str(jwk.get('crv'))[:20]!r}")
+            public = ec.EllipticCurvePublicNumbers(
+                _b64url_int(jwk.get("x"), f"{what}: x"),
+                _b64url_int(jwk.get("y"), f"{what}: y"),
+                curve[0](),
+            ).public_key()
+        else:
+            raise ConfigError(f"{what}: unsupported key type {str(kty)[:20]!r} (RSA or EC)")
+    except ValueError as exc:  # not on the curve, exponent out of range, ...
+        raise ConfigError(f"{what} is not a valid public key ({exc})") from None
+    return _public_pem(public, what)
+
+
+def _public_pem(public: Any, what: str) -> str:
+    if isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            raise ConfigError(f"{what}: an RSA key of {public.key_size} bits is too weak")
+    elif not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in (
+        _ALG_OF_CURVE
+    ):
+        raise ConfigError(f"{what}: only RSA and EC P-256/P-384/P-521 keys are supported")
+    pem: bytes = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.decode("ascii")
+
+
+def jwks_public_pems(jwks: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every signing key of a JWK Set (``/openid/v1/jwks``) as PEM, deduplicated and sorted
+    (so two reads of the same set compare equal); a set without one is a ConfigError."""
+    keys = jwks.get("keys")
+    if not isinstance(keys, list) or not keys:
+        raise ConfigError("the cluster's JWKS (/openid/v1/jwks) holds no key")
+    if len(keys) > MAX_KEYS:
+        raise ConfigError(f"the cluster's JWKS holds {len(keys)} keys (at most {MAX_KEYS})")
+    pems = {
+        jwk_public_pem(jwk)
+        for jwk in keys
+        if isinstance(jwk, dict) and jwk.get("use", "sig") == "sig"
+    }
+    if not pems:
+        raise ConfigError("the cluster's JWKS (/openid/v1/jwks) holds no signing key")
+    return tuple(sorted(pems))
+
+
+def validate_public_keys(pems: Iterable[str], what: str) -> tuple[str, ...]:
+    """PEM public keys re-serialised (the vault's and the file's formatting aside), sorted."""
+    out = set()
+    for index, pem in enumerate(pems):
+        where = f"{what}[{index}]"
+        try:
+            public = serialization.load_pem_public_key(pem.encode("ascii"))
+        except (ValueError, UnicodeEncodeError, TypeError):
+            raise ConfigError(f"{where} is not a PEM public key") from None
+        out.add(_public_pem(public, where))
+    if not out:
+        raise ConfigError(f"{what}: no public key")
+    if len(out) > MAX_KEYS:
+        raise ConfigError(f"{what}: {len(out)} keys (at most {MAX_KEYS})")
+    return tuple(sorted(out))
+
+
+def key_algorithms(pems: Iterable[str]) -> list[str]:
+    """The JWS algorithms ``pems`` verify (``jwt_supported_algs``): RS256 for RSA (what the
+    API server signs with), ES256/384/512 by curve; sorted."""
+    algs = set()
+    for pem in pems:
+        public = serialization.load_pem_public_key(pem.encode("ascii"))
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            algs.add(_ALG_OF_CURVE[public.curve.name])
+        else:
+            algs.add("RS256")
+    return sorted(algs)
+
+
 # --- the record in the mount description ---------------------------------------------------------
 
 
@@ -287,16 +449,20 @@ class _Record:
 
     cluster: str
     cluster_id: str
-    reviewer: str  # "token:<ns>/<sa>" | "client-jwt"
+    reviewer: str  # "token:<ns>/<sa>" | "client-jwt" | "none" (jwt)
     expires: datetime | None
+    auth: AuthMethod = AuthMethod.KUBERNETES
 
     def render(self) -> str:
         parts = [
             DESCRIPTION_PREFIX,
             f"cluster={_record_value(self.cluster)}",
             f"cluster-id={_record_value(self.cluster_id)}",
-            f"reviewer={_record_value(self.reviewer)}",
         ]
+        if self.auth is AuthMethod.JWT:
+            parts.append(f"auth={self.auth}")
+        else:
+            parts.append(f"reviewer={_record_value(self.reviewer)}")
         if self.expires is not None:
             parts.append(f"reviewer-expires={_iso(self.expires)}")
         return "; ".join(parts)
@@ -312,30 +478,46 @@ class _Record:
                 values[key] = value
         if "cluster-id" not in values:
             return None
+        jwt = values.get("auth") == AuthMethod.JWT
         return cls(
             cluster=values.get("cluster", ""),
             cluster_id=values["cluster-id"],
-            reviewer=values.get("reviewer", ""),
+            reviewer="none" if jwt else values.get("reviewer", ""),
             expires=_parse_time(values.get("reviewer-expires")),
+            auth=AuthMethod.JWT if jwt else AuthMethod.KUBERNETES,
         )
 
 
 def _reviewer_label(conn: ClusterConnection) -> str:
     if conn.reviewer_mode is ReviewerMode.CLIENT_JWT:
         return "client-jwt"
+    if conn.reviewer_mode is ReviewerMode.NONE:
+        return "none"
     return f"token:{conn.reviewer}"
 
 
+def plan_auth_method(plan: MigrationPlan) -> AuthMethod:
+    """The plan's ``metadata.authMethod`` (absent: ``kubernetes``)."""
+    return AuthMethod(plan.metadata.auth_method or AuthMethod.KUBERNETES)
+
+
 def plan_selection(
-    plan: MigrationPlan, auth_mount: str | None
+    plan: MigrationPlan, auth_mount: str | None, auth_method: AuthMethod | None = None
 ) -> tuple[str, tuple[tuple[str, str], ...]]:
     """What ``--plan`` selects for connect: the auth mount (``auth_mount`` must agree with the
-    plan's ``metadata.authMount`` when both are given) and the (namespace, ServiceAccount)
-    pairs of every active workload with secrets, sorted (the client-JWT reviewers)."""
+    plan's ``metadata.authMount`` when both are given, ``auth_method`` with its
+    ``metadata.authMethod``) and the (namespace, ServiceAccount) pairs of every active workload
+    with secrets, sorted (the client-JWT reviewers)."""
     if auth_mount and auth_mount != plan.auth_mount:
         raise ConfigError(
             f"--auth-mount {auth_mount} differs from the plan's metadata.authMount "
             f"{plan.auth_mount}; use one of them"
+        )
+    if auth_method is not None and auth_method is not plan_auth_method(plan):
+        raise ConfigError(
+            f"--auth-method {auth_method} differs from the plan's metadata.authMethod "
+            f"{plan_auth_method(plan)}; record the method in the plan (target discover "
+            "--auth-method) and give the plan alone"
         )
     reviewers = sorted(
         {

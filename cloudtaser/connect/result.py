@@ -9,7 +9,7 @@ from typing import Literal
 from msgspec import UNSET, UnsetType
 
 from cloudtaser.changes import Action
-from cloudtaser.connect.model import ReviewerMode
+from cloudtaser.connect.model import AuthMethod, ReviewerMode
 from cloudtaser.results import Count, Part, Result
 
 __all__ = ["Connect", "ConnectExport", "SelfTestEntry", "StepEntry", "StepSummary"]
@@ -52,7 +52,10 @@ class Connect(Result, kw_only=True):
 
     kind: Literal["connect"] = "connect"
     auth_mount: str
+    #: ``jwt``: the vault checks tokens offline (no ``kubernetesHost``, reviewer ``none``).
+    auth_method: AuthMethod
     cluster: str
+    #: Empty with ``jwt``.
     kubernetes_host: str
     reviewer_mode: ReviewerMode
     #: ISO 8601; ``null`` without a reviewer token.
@@ -72,9 +75,15 @@ class ConnectExport(Result, kw_only=True):
     export: str
     dry_run: bool
     auth_mount: str
+    auth_method: AuthMethod
     cluster: str
+    #: Empty with ``jwt``.
     kubernetes_host: str
     reviewer_mode: ReviewerMode
+    #: The cluster's token issuer (``jwt``; with ``kubernetes`` only if ``--issuer``).
+    issuer: str | None
+    #: How many public signing keys the file holds (``jwt``; 0 otherwise).
+    public_keys: int
     #: The file holds a reviewer token (a credential).
     contains_credential: bool
     steps: list[StepEntry]

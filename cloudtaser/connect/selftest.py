@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from cloudtaser.connect.cluster import can_review_tokens, request_token
 from cloudtaser.connect.model import (
     AUTH_DELEGATOR,
     MIN_TOKEN_SECONDS,
+    AuthMethod,
     ClusterConnection,
     ReviewerMode,
     SelfTest,
@@ -91,9 +93,9 @@ def _diagnose(
         return SelfTest(False, reason, message, role, who)
 
     text = said.lower()
-    if "invalid role name" in text:
+    if "invalid role name" in text or "could not be found" in text:
         return fail("role-missing", f"role {role!r} does not exist on auth/{mount}")
-    if "not authorized" in text:
+    if "not authorized" in text or "does not match any associated bound claim" in text:
         return fail(
             "role-not-bound",
             f"role not bound: role {role!r} does not bind ServiceAccount {who} ({said})",
@@ -102,6 +104,8 @@ def _diagnose(
         return fail("audience-mismatch", f"the token's audience does not match role {role!r}")
     if "not configured" in text or "could not load backend configuration" in text:
         return fail("not-configured", f"auth/{mount} has no config ({said})")
+    if conn.auth_method is AuthMethod.JWT:
+        return _diagnose_jwt(text, said, mount=mount, fail=fail)
     if status != 403 or text.strip() != "permission denied":
         return fail("unknown", f"login through auth/{mount} failed: {said}")
 
@@ -158,6 +162,27 @@ def _diagnose(
         "that address (firewall, DNS or routing between the vault and the API server); if it "
         "can, the reviewer token may have been revoked: re-run with --rotate-reviewer-token",
     )
+
+
+def _diagnose_jwt(
+    text: str, said: str, *, mount: str, fail: Callable[[str, str], SelfTest]
+) -> SelfTest:
+    """The jwt method says why (it checks offline), so its error text is the diagnosis."""
+    if "issuer" in text:
+        return fail(
+            "issuer-mismatch",
+            f"the token's issuer is not the one auth/{mount} is bound to: the cluster's issuer "
+            "changed, or the mount belongs to another cluster; re-run 'cloudtaser target "
+            "connect'",
+        )
+    if "signature" in text or "no known key" in text:
+        return fail(
+            "unknown-signing-key",
+            f"the token is signed with a key auth/{mount} does not hold (a signing-key "
+            "rotation, or another cluster's token): re-run 'cloudtaser target connect' to copy "
+            "the cluster's current keys",
+        )
+    return fail("unknown", f"login through auth/{mount} failed: {said}")
 
 
 def _self_test(

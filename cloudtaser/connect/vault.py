@@ -1,18 +1,20 @@
-"""The vault side of target connect (OpenBao only): enable and configure the Kubernetes auth mount,
-the connect record, the self-test role.
+"""The vault side of target connect (OpenBao only): enable and configure the cluster's auth mount
+(``kubernetes``, or ``jwt`` with the cluster's public keys), the connect record, the self-test
+role.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.changes import Action
 from cloudtaser.connect.model import (
     SELFTEST_AUDIENCE,
     SELFTEST_ROLE,
     SELFTEST_SERVICE_ACCOUNT,
+    AuthMethod,
     ClusterConnection,
     ConnectOptions,
     ConnectResult,
@@ -22,11 +24,14 @@ from cloudtaser.connect.model import (
     _Record,
     _reviewer_label,
     _same_pem,
+    key_algorithms,
+    validate_public_keys,
 )
-from cloudtaser.errors import OperationError
-from cloudtaser.plan.rules import KUBERNETES_AUTH_TYPE
+from cloudtaser.errors import ConfigError, OperationError
+from cloudtaser.plan.rules import JWT_AUTH_TYPE, KUBERNETES_AUTH_TYPE
 from cloudtaser.progress import Progress
-from cloudtaser.source.preflight import is_kubernetes_auth
+from cloudtaser.source.grants import claims_normalised, jwt_role_binding
+from cloudtaser.source.preflight import is_auth_type, is_kubernetes_auth
 
 if TYPE_CHECKING:
     from cloudtaser.source.openbao import OpenBaoClient
@@ -96,6 +101,9 @@ def _configure_vault(
     Adds the steps and the vault's warnings to ``result`` and sets the reviewer token expiry
     now in force (token mode).
     """
+    if conn.auth_method is AuthMethod.JWT:
+        _configure_jwt(client, conn, result, options=options, progress=progress)
+        return
     mount = conn.auth_mount
     steps = result.steps
     record_expires: datetime | None = None
@@ -204,7 +212,141 @@ def _configure_vault(
     result.reviewer_expires = expires
 
 
+#: What a jwt mount's config may hold that lets the vault reach out (connect never sets them,
+#: and removes them: the vault of a jwt connection reaches nothing).
+_REACHING_FIELDS: Final = ("oidc_discovery_url", "jwks_url")
+
+
+def _desired_jwt_config(conn: ClusterConnection) -> dict[str, Any]:
+    """``auth/<mount>/config`` of a jwt connection: the cluster's keys and issuer only."""
+    return {
+        "jwt_validation_pubkeys": list(conn.jwt_keys),
+        "bound_issuer": conn.issuer or "",
+        "jwt_supported_algs": key_algorithms(conn.jwt_keys),
+    }
+
+
+def _jwt_config_differences(
+    current: Mapping[str, Any] | None, desired: Mapping[str, Any]
+) -> list[str]:
+    """What differs, keys counted (``keys: +1 -0``) so a rotation shows as one."""
+    if not current:
+        return ["not configured"]
+    diffs = []
+    try:
+        have = set(validate_public_keys(current.get("jwt_validation_pubkeys") or [], "config"))
+    except ConfigError:
+        have = set()
+    want = set(desired["jwt_validation_pubkeys"])
+    if have != want:
+        diffs.append(f"keys: +{len(want - have)} -{len(have - want)}")
+    if (current.get("bound_issuer") or "") != desired["bound_issuer"]:
+        diffs.append("bound_issuer")
+    if sorted(current.get("jwt_supported_algs") or []) != desired["jwt_supported_algs"]:
+        diffs.append("jwt_supported_algs")
+    diffs += [f"{key} (removed)" for key in _REACHING_FIELDS if current.get(key)]
+    return diffs
+
+
+def _configure_jwt(
+    client: OpenBaoClient,
+    conn: ClusterConnection,
+    result: ConnectResult,
+    *,
+    options: ConnectOptions,
+    progress: Progress,
+) -> None:
+    """One jwt mount per cluster: enable it if absent, write the cluster's keys and issuer.
+
+    The mount's record names the cluster (kube-system UID); a mount recorded for another
+    cluster, or configured by someone else, is refused (``force`` re-points it: the keys are
+    then *replaced*, never merged, so a mount never trusts two clusters' keys). The keys are
+    exactly the cluster's JWKS, so re-running picks up a rotation: during the overlap the JWKS
+    holds the old and the new key, and so does the mount.
+    """
+    mount = conn.auth_mount
+    steps = result.steps
+    progress(f"reading auth/{mount} on the vault")
+    existing = _auth_table(client).get(mount)
+    record = None
+    current: dict[str, Any] | None = None
+    if existing is not None:
+        mtype = str(existing.get("type", ""))
+        if not is_auth_type(mtype, JWT_AUTH_TYPE):
+            raise OperationError(
+                f"auth/{mount} is a {mtype!r} auth method, not jwt; choose another --auth-mount "
+                "(one jwt mount per cluster)"
+            )
+        record = _Record.parse(str(existing.get("description") or ""))
+        current = client.read(f"auth/{mount}/config") or None
+        if record is not None and record.cluster_id != conn.cluster_id and not options.force:
+            raise OperationError(
+                f"auth/{mount} already holds the signing keys of another cluster "
+                f"({record.cluster}, kube-system UID {record.cluster_id}); a jwt mount serves "
+                "exactly one cluster (several clusters share issuers and ServiceAccount names, "
+                "so one mount would let a pod of one log in as the other's): pass --auth-mount "
+                "NAME (and record it in the plan's metadata.authMount), or --force to re-point "
+                "it at this cluster"
+            )
+        if record is None and current and not options.force:
+            raise OperationError(
+                f"auth/{mount} is already configured but not by cloudtaser target connect; "
+                "pass --auth-mount NAME for a mount of this cluster's own, or --force to take "
+                "it over"
+            )
+    desired = _desired_jwt_config(conn)
+    diffs = _jwt_config_differences(current, desired)
+    if record is not None and (
+        record.cluster_id != conn.cluster_id or record.auth != conn.auth_method
+    ):
+        diffs.append("re-pointed at this cluster")
+    steps.append(
+        Step(
+            "vault",
+            "auth-mount",
+            f"auth/{mount}",
+            Action.CREATE if existing is None else Action.UNCHANGED,
+            JWT_AUTH_TYPE if existing is None else "",
+        )
+    )
+    if not diffs and record is not None:
+        steps.append(Step("vault", "auth-config", f"auth/{mount}/config", Action.UNCHANGED))
+        return
+    detail = ", ".join(diffs) or "record"
+    action = Action.CREATE if not current else Action.UPDATE
+    steps.append(Step("vault", "auth-config", f"auth/{mount}/config", action, detail))
+    if options.dry_run:
+        return
+    new_record = _Record(
+        cluster=conn.cluster,
+        cluster_id=conn.cluster_id,
+        reviewer="none",
+        expires=None,
+        auth=AuthMethod.JWT,
+    )
+    if existing is None:
+        progress(f"enabling the jwt auth method at auth/{mount}")
+        client.enable_auth(mount, JWT_AUTH_TYPE, description=new_record.render())
+    else:  # the record first: should the config write fail, the cluster the mount served
+        # before cannot silently take it back (its connect is refused), and a re-run completes
+        client.write(
+            f"sys/auth/{mount}/tune", {"description": new_record.render()}, idempotent=True
+        )
+    progress(f"writing auth/{mount}/config ({detail})")
+    # a full write: whatever the config held before (a discovery or JWKS URL) is gone
+    reply = client.write(f"auth/{mount}/config", desired, idempotent=True)
+    result.warnings.extend(reply.warnings)
+
+
 def _selftest_role_fields(conn: ClusterConnection, namespace: str) -> dict[str, Any]:
+    if conn.auth_method is AuthMethod.JWT:
+        return jwt_role_binding(namespace, [SELFTEST_SERVICE_ACCOUNT], SELFTEST_AUDIENCE) | {
+            "token_policies": [],
+            "token_no_default_policy": True,
+            "token_type": "batch",
+            "token_ttl": 60,
+            "token_max_ttl": 60,
+        }
     fields: dict[str, Any] = {
         "bound_service_account_names": [SELFTEST_SERVICE_ACCOUNT],
         "bound_service_account_namespaces": [namespace],
@@ -243,6 +385,9 @@ def _role_matches(current: Mapping[str, Any], desired: Mapping[str, Any]) -> boo
         have = current.get(key)
         if isinstance(value, list):
             if sorted(str(v) for v in have or []) != sorted(str(v) for v in value):
+                return False
+        elif isinstance(value, dict):  # bound_claims
+            if claims_normalised(have) != claims_normalised(value):
                 return False
         elif key == "token_type":
             if str(have) != value:

@@ -49,6 +49,7 @@ __all__ = [
     "ENV_VAR",
     "FIELD_NAME",
     "ISOLATED_PATH_TEMPLATE",
+    "JWT_AUTH_TYPE",
     "KUBERNETES_AUTH_TYPE",
     "MAX_APPROVALS",
     "MAX_APPROVAL_IDENTITY",
@@ -109,6 +110,9 @@ DEFAULT_AUTH_MOUNT: Final = "kubernetes"
 #: The vault auth method type cloudtaser logs pods in with (compared case-insensitively:
 #: a vault reports mount types as it stores them).
 KUBERNETES_AUTH_TYPE: Final = "kubernetes"
+#: The vault auth method type that checks ServiceAccount tokens offline with the cluster's
+#: public signing keys (``metadata.authMethod: jwt``; the vault never calls the cluster).
+JWT_AUTH_TYPE: Final = "jwt"
 #: The namespace of the runtime (injector) and of connect's token reviewer, unless told otherwise.
 RUNTIME_NAMESPACE: Final = "cloudtaser-system"
 #: The KV v2 mount ``{mount}`` stands for when the plan records no ``kvMount``.

@@ -1,4 +1,4 @@
-"""The vault objects a plan asks for: one ACL policy and one Kubernetes-auth role per tenant.
+"""The vault objects a plan asks for: one ACL policy and one auth role per tenant.
 
 For every tenant with at least one non-skipped workload that has secrets, one ACL policy and
 one role, both named ``cloudtaser-<plan>-<tenant>`` (:mod:`cloudtaser.plan.rules`, lower-cased the
@@ -9,7 +9,9 @@ way OpenBao stores them):
   it as ours;
 * the role on ``auth/<plan auth mount>/role/<name>`` binds the tenant's namespace and the
   ServiceAccounts of its non-skipped workloads, with ``token_policies = [policy]``, a token TTL
-  and an optional audience.
+  and an optional audience. With the plan's ``metadata.authMethod: jwt`` it is a
+  ``role_type=jwt`` role that binds the same identity through the token's claims
+  (:func:`jwt_role_binding`) and requires the audience.
 
 Pure: no I/O. Everything taken from the plan is validated again right before it is rendered
 (defence in depth: a plan built in code skips the loader's checks), so a hostile value is
@@ -35,6 +37,8 @@ __all__ = [
     "MANAGED_BY",
     "TenantGrant",
     "build_grants",
+    "claims_normalised",
+    "jwt_role_binding",
     "owner_line",
     "parse_duration",
     "render_policy",
@@ -64,9 +68,18 @@ class TenantGrant:
     policy_hcl: str
     token_ttl: int
     audience: str | None
+    #: ``kubernetes`` or ``jwt`` (the plan's ``metadata.authMethod``).
+    auth_method: str = rules.KUBERNETES_AUTH_TYPE
 
     def role_fields(self) -> dict[str, Any]:
         """The role body apply-plan writes (only the fields cloudtaser manages)."""
+        if self.auth_method == rules.JWT_AUTH_TYPE:
+            if not self.audience:  # build_grants refuses it first
+                raise PlanError("a jwt role needs an audience", source="--audience")
+            return jwt_role_binding(self.namespace, self.service_accounts, self.audience) | {
+                "token_policies": [self.policy],
+                "token_ttl": self.token_ttl,
+            }
         fields: dict[str, Any] = {
             "bound_service_account_names": list(self.service_accounts),
             "bound_service_account_namespaces": [self.namespace],
@@ -76,6 +89,41 @@ class TenantGrant:
         if self.audience:
             fields["audience"] = self.audience
         return fields
+
+
+#: The JSON pointers of a projected ServiceAccount token's claims a jwt role binds.
+NAMESPACE_CLAIM: Final = "/kubernetes.io/namespace"
+SERVICE_ACCOUNT_CLAIM: Final = "/kubernetes.io/serviceaccount/name"
+
+
+def jwt_role_binding(
+    namespace: str, service_accounts: Sequence[str], audience: str
+) -> dict[str, Any]:
+    """The fields of a ``role_type=jwt`` role that accept exactly the ServiceAccount tokens of
+    ``service_accounts`` in ``namespace`` with ``audience`` (apply-plan's tenant roles and
+    connect's self-test role): ``user_claim: sub`` (``system:serviceaccount:<ns>:<sa>``), the
+    audience, and string-matched claims on the namespace and the ServiceAccount name."""
+    return {
+        "role_type": rules.JWT_AUTH_TYPE,
+        "user_claim": "sub",
+        "bound_audiences": [audience],
+        "bound_claims_type": "string",
+        "bound_claims": {
+            NAMESPACE_CLAIM: namespace,
+            SERVICE_ACCOUNT_CLAIM: sorted(service_accounts),
+        },
+    }
+
+
+def claims_normalised(value: Any) -> dict[str, Any]:
+    """``bound_claims`` as compared (a role read back vs the desired one): each pointer's value
+    a string or a sorted list of strings; anything else is ``{}``."""
+    if not isinstance(value, dict):
+        return {}
+    return {
+        str(k): sorted(str(v) for v in item) if isinstance(item, list) else str(item)
+        for k, item in sorted(value.items())
+    }
 
 
 def _reject(message: str, location: str | None = None) -> PlanError:
@@ -170,6 +218,14 @@ def build_grants(
     if not 1 <= token_ttl <= 366 * 24 * 3600:
         raise PlanError(f"token TTL {token_ttl}s is out of range", source="--token-ttl")
     audience = _validate_audience(audience)
+    auth_method = plan.metadata.auth_method or rules.KUBERNETES_AUTH_TYPE
+    if auth_method == rules.JWT_AUTH_TYPE and audience is None:
+        raise PlanError(
+            "the plan's metadata.authMethod is jwt: pass --audience, the audience the injector "
+            "projects into the pods' tokens (the vault's jwt method refuses a token whose "
+            "audience no role names)",
+            source="--audience",
+        )
     plan_name = plan.metadata.name
     if not rules.is_plan_name(plan_name):
         raise _reject(f"plan name {plan_name[:80]!r} is not safe", "$.metadata.name")
@@ -241,6 +297,7 @@ def build_grants(
                 policy_hcl=hcl,
                 token_ttl=token_ttl,
                 audience=audience,
+                auth_method=auth_method,
             )
         )
     # the rule book: no tenant reads outside its own scope unless a reviewer marked it shared

@@ -682,11 +682,12 @@ class OpenBaoClient:
         self.request("DELETE", f"auth/{mount}/role/{name}", idempotent=True, ok=(404,))
 
     def role_read(self, mount: str, name: str) -> dict[str, Any] | None:
-        """A Kubernetes-auth role on ``auth/<mount>``, or ``None`` when it does not exist."""
+        """A role on ``auth/<mount>`` (Kubernetes or jwt auth), or ``None`` when it does not
+        exist."""
         return self.read(f"auth/{mount}/role/{name}")
 
     def role_write(self, mount: str, name: str, fields: Mapping[str, Any]) -> list[str]:
-        """Create or update a Kubernetes-auth role; returns the server's warnings."""
+        """Create or update a role (Kubernetes or jwt auth); returns the server's warnings."""
         reply = self.request(
             "POST", f"auth/{mount}/role/{name}", json=dict(fields), idempotent=True
         )

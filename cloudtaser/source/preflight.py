@@ -18,6 +18,7 @@ __all__ = [
     "capability_error",
     "check_kv_mounts",
     "has_capability",
+    "is_auth_type",
     "is_kubernetes_auth",
     "missing_capabilities",
     "missing_kv_mount_error",
@@ -111,7 +112,13 @@ def is_kubernetes_auth(mount_type: str) -> bool:
     The one comparison apply-plan and connect make: case and a plugin version suffix
     (``kubernetes:v0.20``) do not matter.
     """
-    return mount_type.split(":", 1)[0].strip().lower() == KUBERNETES_AUTH_TYPE
+    return is_auth_type(mount_type, KUBERNETES_AUTH_TYPE)
+
+
+def is_auth_type(mount_type: str, expected: str) -> bool:
+    """True when an auth mount's ``type`` is ``expected`` (``kubernetes``, ``jwt``), case and
+    a plugin version suffix aside."""
+    return mount_type.split(":", 1)[0].strip().lower() == expected
 
 
 def missing_kv_mount_error(mount: str) -> OperationError:

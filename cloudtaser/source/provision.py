@@ -31,13 +31,14 @@ from cloudtaser.source.grants import (
     MANAGED_BY,
     TenantGrant,
     build_grants,
+    claims_normalised,
     owner_line,
 )
 from cloudtaser.source.preflight import (
     capability_error,
     check_kv_mounts,
     has_capability,
-    is_kubernetes_auth,
+    is_auth_type,
     missing_capabilities,
     missing_kv_mount_error,
 )
@@ -86,23 +87,42 @@ class Change:
         return out
 
 
-#: The role fields apply-plan manages (others on the role are left alone).
+#: The role fields apply-plan manages (others on the role are left alone): those of a
+#: ``kubernetes`` role, then those only a ``jwt`` role has.
 MANAGED_ROLE_FIELDS: Final = (
     "bound_service_account_names",
     "bound_service_account_namespaces",
     "token_policies",
     "token_ttl",
     "audience",
+    "role_type",
+    "user_claim",
+    "bound_audiences",
+    "bound_claims_type",
+    "bound_claims",
+)
+#: Role fields that hold one string (the others may come back as comma-joined lists).
+_ONE_STRING_FIELDS: Final = ("audience", "role_type", "user_claim", "bound_claims_type")
+#: What a jwt role is compared on besides its policies.
+_JWT_ROLE_FIELDS: Final = (
+    "role_type",
+    "user_claim",
+    "bound_audiences",
+    "bound_claims_type",
+    "bound_claims",
+    "token_ttl",
 )
 
 
 def _normalised(key: str, value: Any) -> Any:
     """A role field as compared: lists sorted, comma strings split, empty = None."""
-    if value in (None, "", []):
+    if value in (None, "", [], {}):
         return None
     if key == "token_ttl":
         return value
-    if isinstance(value, str) and key != "audience":
+    if isinstance(value, dict):  # bound_claims
+        return claims_normalised(value)
+    if isinstance(value, str) and key not in _ONE_STRING_FIELDS:
         value = [v for v in value.split(",") if v]
     if isinstance(value, list):
         return sorted(str(v) for v in value)
@@ -181,6 +201,16 @@ def role_action(grant: TenantGrant, current: Mapping[str, Any] | None) -> tuple[
             "it; pass --force to overwrite it",
         )
     differs = []
+    if grant.auth_method == rules.JWT_AUTH_TYPE:
+        desired = grant.role_fields()
+        differs = [
+            key
+            for key in _JWT_ROLE_FIELDS
+            if _normalised(key, current.get(key)) != _normalised(key, desired.get(key))
+        ]
+        if policies != [grant.policy]:
+            differs.append("token_policies")
+        return (Action.UPDATE, ", ".join(differs)) if differs else (Action.UNCHANGED, "")
     if strings("bound_service_account_names") != sorted(grant.service_accounts):
         differs.append("bound_service_account_names")
     if strings("bound_service_account_namespaces") != [grant.namespace]:
@@ -249,6 +279,7 @@ def apply_plan(
         auth_mount=plan.auth_mount,
         workers=max(1, min(concurrency, 64)),
         say=say,
+        auth_method=grants[0].auth_method,
     )
     _read_capabilities(run, enable_auth_mount=enable_auth_mount)
     _check_mounts(run, result, enable_auth_mount=enable_auth_mount)
@@ -276,6 +307,8 @@ class _Run:
     auth_mount: str
     workers: int
     say: Progress
+    #: ``kubernetes`` or ``jwt``: the auth method type the mount must have.
+    auth_method: str = KUBERNETES_AUTH_TYPE
     #: The token's capabilities, per path (phase 1; phase 5 adds the delete paths).
     caps: dict[str, frozenset[str]] = field(default_factory=dict)
     #: The auth mount does not exist yet and is created (phase 2).
@@ -341,12 +374,13 @@ def _check_mounts(run: _Run, result: ApplyResult, *, enable_auth_mount: bool) ->
         if not exists:
             raise missing_kv_mount_error(mount)
     auth_info = run.client.mount_info(f"auth/{auth_mount}")
+    method = run.auth_method
     if auth_info is None:
         if not enable_auth_mount:
             raise OperationError(
-                f"the Kubernetes auth mount auth/{auth_mount} does not exist. Configure it for "
+                f"the {method} auth mount auth/{auth_mount} does not exist. Configure it for "
                 "the cluster with 'cloudtaser target connect', or pass --enable-auth-mount to "
-                "enable an empty Kubernetes auth method there (it still needs 'target connect' "
+                f"enable an empty {method} auth method there (it still needs 'target connect' "
                 "before pods can log in)"
             )
         needs = [("sudo", run.enable_path), ("create", run.enable_path)]
@@ -356,10 +390,11 @@ def _check_mounts(run: _Run, result: ApplyResult, *, enable_auth_mount: bool) ->
         result.changes.append(
             Change(kind="auth-mount", name=auth_mount, path=run.enable_path, action=Action.CREATE)
         )
-    elif not is_kubernetes_auth(auth_info.type):
+    elif not is_auth_type(auth_info.type, method):
         raise OperationError(
-            f"auth/{auth_mount} is a {auth_info.type!r} auth method, not kubernetes; set the "
-            "plan's metadata.authMount to the cluster's Kubernetes auth mount"
+            f"auth/{auth_mount} is a {auth_info.type!r} auth method, not {method} (the plan's "
+            "metadata.authMethod); set the plan's metadata.authMount to the cluster's "
+            f"{method} auth mount"
         )
 
 
@@ -480,9 +515,9 @@ def _write(run: _Run, result: ApplyResult, counted: _Counted) -> None:
     policy)."""
     client, say = run.client, run.say
     if run.create_auth:
-        say(f"enabling the Kubernetes auth method at auth/{run.auth_mount}")
+        say(f"enabling the {run.auth_method} auth method at auth/{run.auth_mount}")
         client.enable_auth(
-            run.auth_mount, KUBERNETES_AUTH_TYPE, description="enabled by cloudtaser apply-plan"
+            run.auth_mount, run.auth_method, description="enabled by cloudtaser apply-plan"
         )
         result.writes += 1
     todo_policies, todo_roles = run.todo_policies, run.todo_roles

@@ -279,6 +279,37 @@ class Cluster:
         finally:
             client.close()
 
+    def restart_apiserver(
+        self, *, signing_key: Path | None = None, verify_keys: Sequence[Path] = ()
+    ) -> None:
+        """Restart only kube-apiserver, as a signing-key rotation does: etcd and its data stay
+        (the cluster keeps its objects and its ``kube-system`` UID). ``signing_key`` replaces
+        ``--service-account-signing-key-file`` (new tokens are signed with it); each of
+        ``verify_keys`` adds a ``--service-account-key-file`` (accepted, and published in
+        ``/openid/v1/jwks``). The cluster's own key stays accepted."""
+        old = self.processes["kube-apiserver"]
+        argv = [
+            f"--service-account-signing-key-file={signing_key}"
+            if signing_key is not None and arg.startswith("--service-account-signing-key-file=")
+            else arg
+            for arg in old.argv
+        ]
+        argv += [f"--service-account-key-file={key}" for key in verify_keys]
+        old.stop()
+        proc = ManagedProcess(
+            "kube-apiserver", argv, self.log_dir / "kube-apiserver.log", cwd=self.workdir
+        )
+        self.processes["kube-apiserver"] = proc
+        proc.start()
+        wait_until(
+            self._readyz,
+            timeout=self.start_timeout,
+            what=f"restarted kube-apiserver /readyz of cluster {self.name}",
+            abort=proc.exit_reason,
+            diagnostics=self.diagnostics,
+            interval=0.3,
+        )
+
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         argv = [*argv, *self.extra_args.get(name, ())]
         proc = ManagedProcess(name, argv, self.log_dir / f"{name}.log", cwd=self.workdir)

@@ -167,6 +167,7 @@ def _metadata(
         created_at=created,
         created_by=one_line(options.created_by, 256) if options.created_by else None,
         auth_mount=options.auth_mount or None,
+        auth_method=options.auth_method,
         kv_mount=options.kv_mount or None,
         path_template=options.path_template,
         path_cluster=naming.cluster if naming.uses_cluster and naming.cluster != name else None,

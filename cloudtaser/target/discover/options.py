@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal
 
 from cloudtaser.errors import ConfigError
 from cloudtaser.plan import rules
@@ -54,6 +54,9 @@ class DiscoverOptions:
     kv_mount: str | None = None
     #: Kubernetes auth mount recorded in the plan (``metadata.authMount``).
     auth_mount: str | None = None
+    #: How the pods log in, recorded in the plan (``metadata.authMethod``: ``kubernetes`` or
+    #: ``jwt``); absent: not recorded (``kubernetes``).
+    auth_method: Literal["kubernetes", "jwt"] | None = None
     created_by: str | None = None
     #: Creation time (default: now, UTC, second precision).
     now: datetime | None = None

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
-from lightkube import codecs
+from lightkube import ApiError, codecs
 from lightkube.core.resource import NamespacedResource
+from lightkube.models.meta_v1 import Status
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
 from lightkube.resources.batch_v1 import Job
@@ -48,6 +49,7 @@ __all__ = [
     "create",
     "delete",
     "get_object",
+    "get_path",
     "list_objects",
     "merge_patch",
     "namespaced",
@@ -111,6 +113,31 @@ def get_object(
     except ClusterNotFoundError:
         return None
     return to_dict(obj)
+
+
+def get_path(
+    session: KubeSession, path: str, *, action: str, accept: str = "application/json"
+) -> dict[str, Any]:
+    """GET a non-resource path of the API server (``/.well-known/openid-configuration``,
+    ``/openid/v1/jwks`` with ``accept="application/jwk-set+json"``) as a JSON object; a body
+    that is not one is ``{}``."""
+    # lightkube's generic client: its httpx client carries the base URL, TLS and auth
+    generic: Any = session.client._client  # lightkube has no raw GET
+    with api_errors(action):
+        request = generic._client.build_request("GET", path, headers={"Accept": accept})
+        response = generic._client.send(request)
+        if response.is_error:
+            try:
+                raise ApiError(request=request, response=response)
+            except ValueError:  # not a Status document
+                raise ApiError(
+                    status=Status(code=response.status_code, message=response.reason_phrase)
+                ) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+    return data if isinstance(data, dict) else {}
 
 
 def list_objects(
