@@ -90,8 +90,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from cloudtaser.plan import rules
@@ -99,6 +99,9 @@ from cloudtaser.plan import rules
 __all__ = [
     "ACCEPT_DANGEROUS_ENV",
     "AUTH_METHOD",
+    "AUTH_METHODS",
+    "AUTH_METHOD_JWT",
+    "AUTH_METHOD_KUBERNETES",
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
@@ -124,9 +127,6 @@ __all__ = [
     "VAULT_ROLE",
     "WRAPPER_LOG_PREFIX",
     "WRAPPER_PATH",
-    "AUTH_METHODS",
-    "AUTH_METHOD_JWT",
-    "AUTH_METHOD_KUBERNETES",
     "ContractError",
     "InjectorDefaults",
     "build_child_env",
