@@ -19,11 +19,12 @@ key                                value
 ``cloudtaser.io/env-map``          ``field=ENV`` pairs joined by ``,``; one group per secret path,
                                    groups joined by ``;`` (same order as ``secret-paths``)
 ``cloudtaser.io/vault-auth-path``  ``auth/<mount>``; written only when the plan's auth mount is
-                                   not the default ``kubernetes``
+                                   not what the injector applies without it (``kubernetes``
+                                   or its default; see "Cluster defaults")
 ``cloudtaser.io/restartedAt``      restart marker: RFC 3339 UTC time of the protect run that
                                    patched the workload (our own key, so GitOps tools can ignore it)
-``cloudtaser.io/vault-auth-method``  ``kubernetes`` (the default) or ``jwt``; written only when the
-                                   pods' method differs from what the injector would apply
+``cloudtaser.io/vault-auth-       ``kubernetes`` (the default) or ``jwt``; written only when the
+method``                           pods' method differs from what the injector would apply
 ``cloudtaser.io/vault-namespace``  the vault namespace (``X-Vault-Namespace``), rule book paths
                                    (:func:`cloudtaser.plan.rules.vault_namespace_problem`)
 ``cloudtaser.io/accept-dangerous-  loader / interpreter variables (``rules.DANGEROUS_ENV``) the
@@ -47,11 +48,11 @@ constants for them:
 
 ====================================  ============================================================
 ``CLOUDTASER_VAULT_ADDR``             vault URL with scheme and port (required)
-``CLOUDTASER_VAULT_AUTH_METHOD``      ``kubernetes`` (default) or ``token``
-``CLOUDTASER_VAULT_AUTH_ROLE``        the Kubernetes-auth role (required for ``kubernetes``)
+``CLOUDTASER_VAULT_AUTH_METHOD``      ``kubernetes`` (default), ``jwt`` or ``token``
+``CLOUDTASER_VAULT_AUTH_ROLE``        the role (required for ``kubernetes`` and ``jwt``)
 ``CLOUDTASER_VAULT_AUTH_MOUNT_PATH``  default ``auth/kubernetes`` (``auth/`` prefix optional)
 ``CLOUDTASER_VAULT_TOKEN``            the vault token (only for ``token``)
-``CLOUDTASER_VAULT_NAMESPACE``        vault namespace (optional)
+``CLOUDTASER_VAULT_NAMESPACE``        vault namespace, sent as ``X-Vault-Namespace`` (optional)
 ``CLOUDTASER_VAULT_CACERT``           CA bundle file (optional)
 ``CLOUDTASER_VAULT_SKIP_VERIFY``      a boolean (:func:`parse_bool`); true disables TLS checks
 ``CLOUDTASER_SECRET_PATHS``           the ``cloudtaser.io/secret-paths`` value
