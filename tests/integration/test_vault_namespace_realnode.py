@@ -3,14 +3,16 @@
 OpenBao (the test bed's ``bao server -dev``, 2.7.2: ``sys/namespaces`` is in OpenBao since
 2.3) gets a namespace of its own; inside it, and only there, ``target connect
 --vault-namespace`` makes the Kubernetes auth mount, and the test a KV v2 mount, the tenant
-policy and role. A real pod (init container ``cloudtaser-runtime install`` from the runtime
-image built from source, busybox main container ``wrap -- sh -c …``, projected token) with
-``CLOUDTASER_VAULT_NAMESPACE`` — the variable the injector writes from
-``cloudtaser.io/vault-namespace`` or its ``--default-vault-namespace``
-(spec/contract/injection.json) — prints the canary stored in the namespace. The same pod
-without the variable is refused at login: nothing of it exists in the root namespace, so the
-first pod can only have logged in and read through ``X-Vault-Namespace``. The audit log shows
-the requests in that namespace.
+policy and role. ``target install`` (URL mode, the runtime image built from source) gives the
+injector this cluster's defaults: the vault address, that auth mount and that vault namespace.
+
+A pod that carries only the inject label, the role, the secret path and the env map — no
+address, auth path or namespace annotation — is injected with the defaults
+(``CLOUDTASER_VAULT_NAMESPACE``), and its busybox app prints the canary stored in the
+namespace. The wrapper without the namespace (the same wrapper environment written by hand,
+``CLOUDTASER_VAULT_NAMESPACE`` left out) is refused at login: nothing of it exists in the root
+namespace, so the injected pod can only have logged in and read through ``X-Vault-Namespace``.
+The audit log shows its requests in that namespace.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from cloudtaser import contract
 from tests.integration.connect_helpers import cli, connect_args
 from tests.integration.runtime_binary import REPO, go_binary, go_build
 from tests.testenv.openbao import BaoServer
+from tests.testenv.process import free_ports
 from tests.testenv.realnode import Image, RealNode
 from tests.testenv.workloads import create_service_account
 
@@ -133,6 +137,32 @@ def bed(
             real_node.delete_namespace(system_ns)
 
 
+@pytest.fixture(scope="module")
+def injector(
+    real_node: RealNode, openbao: BaoServer, bed: NamespacedBed, runtime_image: Image
+) -> Iterator[str]:
+    """``target install`` with this cluster's defaults (its vault, auth mount, namespace)."""
+    ns = f"ct-inj-ns-{secrets.token_hex(3)}"
+    (port,) = free_ports(1)
+    run = cli(
+        ["target", "install", "--image", real_node.image_ref("cloudtaser/runtime:ns"),
+         "--allowed-vault-address", openbao.address, "--audience", AUDIENCE, "--namespace", ns,
+         "--webhook-url", f"https://127.0.0.1:{port}/mutate",
+         "--kube-api", f"{real_node.api_host}:{real_node.api_port}",
+         "--default-vault-address", openbao.address, "--default-auth-path", f"auth/{bed.mount}",
+         "--default-vault-namespace", bed.vault_namespace,
+         "--kubeconfig", str(real_node.kubeconfig), "--timeout", "180s"]
+    )  # fmt: skip
+    assert run.code == 0, run.text
+    try:
+        yield ns
+    finally:
+        if real_node.running:
+            cli(["target", "uninstall", "--namespace", ns, "--kubeconfig",
+                 str(real_node.kubeconfig), "--timeout", "60s",
+                 "--ignore-protected-workloads"])  # fmt: skip
+
+
 def _pod(
     node: RealNode, bed: NamespacedBed, openbao: BaoServer, image: Image, name: str, **env: str
 ) -> dict[str, object]:
@@ -188,7 +218,11 @@ def _pod(
 
 
 def test_a_pod_in_an_openbao_namespace_gets_its_value(
-    real_node: RealNode, openbao: BaoServer, bed: NamespacedBed, runtime_image: Image
+    real_node: RealNode,
+    openbao: BaoServer,
+    bed: NamespacedBed,
+    runtime_image: Image,
+    injector: str,
 ) -> None:
     real_node.build_image("cloudtaser-test/busybox:ns", cmd=["sh"])
     canary = f"CANARY-ns-{secrets.token_hex(8)}"
@@ -212,16 +246,30 @@ def test_a_pod_in_an_openbao_namespace_gets_its_value(
     assert f"login to auth/{bed.mount}" in refused
     assert canary not in refused
 
+    # through the injector: nothing cluster-specific on the pod, the defaults fill it in
+    manifest = real_node.pod_manifest(
+        "inside",
+        BUSYBOX,
+        ["sh", "-c", 'echo "$DB_PASSWORD"'],
+        namespace=bed.namespace,
+        service_account="app",
+        api_env=False,
+    )
+    manifest["metadata"]["labels"] = {contract.INJECT_LABEL: "true"}
+    manifest["metadata"]["annotations"] = {
+        contract.INJECT: "true",
+        contract.VAULT_ROLE: bed.role,
+        contract.SECRET_PATHS: bed.path,
+        contract.ENV_MAP: "password=DB_PASSWORD",
+    }
     mark = openbao.audit_mark()
-    inside = real_node.run_pod(
-        _pod(
-            real_node, bed, openbao, runtime_image, "inside",
-            CLOUDTASER_VAULT_NAMESPACE=bed.vault_namespace,
-        ),
-        until=("Succeeded",),
-        timeout=90,
-    )  # fmt: skip
-    assert inside.status is not None
+    inside = real_node.run_pod(manifest, until=("Succeeded",), timeout=90)
+    assert inside.spec is not None
+    main = inside.spec.containers[0]
+    assert (main.command or [])[0] == contract.WRAPPER_PATH  # injected
+    env = {e.name: e.value for e in main.env or []}
+    assert env["CLOUDTASER_VAULT_NAMESPACE"] == bed.vault_namespace  # from the default
+    assert env["CLOUDTASER_VAULT_AUTH_MOUNT_PATH"] == f"auth/{bed.mount}"
     assert real_node.logs(bed.namespace, "inside") == canary + "\n"
     entries = [e for e in openbao.audit_since(mark) if e.get("type") == "request"]
     paths = {(e["request"].get("namespace", {}).get("path"), e["request"]["path"]) for e in entries}
