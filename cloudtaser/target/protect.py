@@ -416,6 +416,15 @@ class ProtectStep(Step):
         try:
             if self.defaults is None:
                 self.defaults = injector_defaults(engine.cluster)
+                if self.defaults is None:
+                    engine.emit(
+                        None,
+                        "cannot read the injector's MutatingWebhookConfiguration (forbidden): "
+                        "its cluster defaults are unknown, so every cluster-specific annotation "
+                        "is written (grant get on it: docs/security.md, rbac-protect)",
+                        warning=True,
+                    )
+                    self.defaults = InjectorDefaults()
             intended = ann.build_annotations(
                 engine.plan,
                 tenant,

@@ -309,13 +309,13 @@ def injector_installed(cluster: WorkloadAPI) -> bool | None:
     return mwc is not None
 
 
-def injector_defaults(cluster: WorkloadAPI) -> InjectorDefaults:
+def injector_defaults(cluster: WorkloadAPI) -> InjectorDefaults | None:
     """The installed injector's cluster defaults, from the
     :data:`~cloudtaser.contract.INJECTOR_DEFAULTS` annotation ``target install`` writes on its
     MutatingWebhookConfiguration (one request). None set (the built-in ones) when there is no
-    injector, no annotation, or reading it is forbidden: protect then writes every
-    cluster-specific annotation, which is right whatever the injector does. An unreadable
-    annotation is a :class:`~cloudtaser.errors.ConfigError`-like refusal (ContractError)."""
+    injector or no annotation; ``None`` when reading it is forbidden. Either way protect then
+    writes every cluster-specific annotation, which is right whatever the injector does. An
+    unreadable annotation is a :class:`~cloudtaser.errors.CloudtaserError`."""
     try:
         mwc = cluster.get_object(
             MutatingWebhookConfiguration,
@@ -324,7 +324,7 @@ def injector_defaults(cluster: WorkloadAPI) -> InjectorDefaults:
             action=f"read MutatingWebhookConfiguration {INJECTOR_WEBHOOK_CONFIGURATION}",
         )
     except ClusterForbiddenError:
-        return InjectorDefaults()
+        return None
     raw = dig(mwc or {}, "metadata", "annotations", INJECTOR_DEFAULTS)
     if not isinstance(raw, str) or not raw:
         return InjectorDefaults()
