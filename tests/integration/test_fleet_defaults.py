@@ -17,8 +17,9 @@ What it proves:
   vault address on it;
 - **protect against an injector with defaults** writes no cluster-specific annotation into
   the template, records what it left to the injector in the plan (``injectorDefaults``), and
-  the rolled-out pods are injected with the defaults; unprotect removes everything protect
-  wrote and clears the record;
+  the rolled-out pods are injected with the defaults; finalize (its admission check of the
+  address-less template) removes the Secret reference; unprotect puts it back, removes
+  everything protect wrote and clears the record;
 - an annotation still overrides a default, but only within the allow-list.
 """
 
@@ -418,6 +419,19 @@ def test_protect_writes_no_cluster_specific_annotation_against_an_injector_with_
         env = _wrapper_env(pod)
         assert {k: env[k] for k in _expect(member.settings)} == _expect(member.settings)
 
+    # finalize: its admission check of the live template (no address on it) passes through
+    # the defaults; the Secret reference goes, the template stays free of cluster values
+    assert "secretKeyRef" in json.dumps(template["spec"])  # so the check below can fail
+    run = cli(
+        ["target", "finalize", "--plan", str(plan_path), "--kubeconfig", kubeconfig, "--yes",
+         "--timeout", "90s", "--poll-interval", "200ms"]
+    )  # fmt: skip
+    assert run.code == 0, run.text
+    template = client.get(Deployment, "web", namespace=namespace).to_dict()["spec"]["template"]
+    assert "secretKeyRef" not in json.dumps(template["spec"])
+    assert not set(CLUSTER_KEYS) & set(template["metadata"]["annotations"])
+    assert planlib.load(plan_path).tenants[0].workloads[0].finalized_at is not None
+
     run = cli(
         ["target", "unprotect", "--plan", str(plan_path), "--kubeconfig", kubeconfig, "--yes",
          "--timeout", "90s", "--poll-interval", "200ms"]
@@ -426,6 +440,7 @@ def test_protect_writes_no_cluster_specific_annotation_against_an_injector_with_
     template = client.get(Deployment, "web", namespace=namespace).to_dict()["spec"]["template"]
     left = (template["metadata"].get("annotations") or {}).keys()
     assert not {k for k in left if k.startswith(contract.PREFIX)}, left
+    assert "secretKeyRef" in json.dumps(template["spec"])  # put back by unprotect
     again = planlib.load(plan_path).tenants[0].workloads[0]
     assert again.status in (None, "pending")
     assert again.injector_defaults == []
