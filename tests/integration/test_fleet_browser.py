@@ -95,7 +95,8 @@ def test_the_fleet_report_of_two_real_clusters_matches_both_audits_in_chromium(
             delete_namespace(other_client, name)
         other_client.close()
     # so the checks below can fail: two clusters, their own identities, figures that differ
-    assert [a["clusterId"] for a in audits] == uids and uids[0] != uids[1]
+    assert [a["clusterId"] for a in audits] == uids
+    assert uids[0] != uids[1]
     assert audits[0]["cluster"] != audits[1]["cluster"]
     by_ns = [{n["name"]: n["summary"] for n in a["namespaces"]} for a in audits]
     assert by_ns[0][here]["readingSecretsAsEnv"] == 1
