@@ -74,8 +74,8 @@ def _run_report(args: argparse.Namespace) -> int:
     report = fleet_report(args.audits)
     for left in report.superseded:
         progress(
-            f"left out {left.file} (measured {left.measured_at}): {left.kept} is a newer audit "
-            "of the same cluster"
+            f"left out {left.file} (measured {left.measured_at}): {left.kept} is the newest "
+            "audit given of the same cluster"
         )
     if args.html:
         from cloudtaser.fileio import atomic_write  # noqa: PLC0415

@@ -74,8 +74,8 @@ def to_text(report: FleetReport) -> str:
             out.append(f"  empty (no workload, no Secret): {', '.join(empty)}")
     for left in report.superseded:
         out.append(
-            f"\nleft out: {left.file} (measured {left.measured_at}): {left.kept} is a newer "
-            f"audit of the same cluster"
+            f"\nleft out: {left.file} (measured {left.measured_at}): {left.kept} is the newest "
+            "audit given of the same cluster"
         )
     return "\n".join(out) + "\n"
 
@@ -157,7 +157,10 @@ def to_html(report: FleetReport) -> str:
         LEGEND,
     ]
     if report.superseded:
-        parts.append('<section id="superseded"><h2>Left out: newer audits given</h2><table>')
+        parts.append(
+            '<section id="superseded"><h2>Left out: not the newest audit of their cluster</h2>'
+            "<table>"
+        )
         parts.append("<tr><th>audit file</th><th>cluster</th><th>measured</th><th>kept</th></tr>")
         parts.extend(
             f"<tr><td>{e(x.file)}</td><td>{e(x.cluster)} ({e(x.cluster_id or 'unknown')})</td>"

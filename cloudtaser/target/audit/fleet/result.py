@@ -5,7 +5,8 @@ Per cluster: which audit file it comes from, its identity (API server, kube-syst
 it was measured, its verdict and score, its totals and per namespace the status and figures,
 exactly as its audit reported them. Then the fleet: its verdict and score (the audit's rules
 over the fleet's totals, :mod:`cloudtaser.target.audit.figures`), the audit files left out
-because a newer audit of the same cluster was given, and the totals. Names and counts only.
+because a newer (or the same) audit of their cluster was given, and the totals. Names and
+counts only.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class FleetCluster(Part, kw_only=True):
 
 
 class Superseded(Part, kw_only=True):
-    """An audit file left out: a newer audit of the same cluster was given."""
+    """An audit file left out: a newer (or the same) audit of its cluster was given."""
 
     file: str
     cluster: str
