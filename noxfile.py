@@ -318,8 +318,11 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover, protect, runtime_wrapper, login, secret_files: the real node, root). Not part of
-    plain ``nox``: they take minutes and measure, they do not test.
+    discover, protect, runtime_wrapper, injector, login, secret_files: the real node, root). Not
+    part of plain ``nox``: they take minutes and measure, they do not test. ``injector`` is the
+    Go benchmark of pod creations through the webhook
+    (runtime/cmd/cloudtaser-runtime/inject_bench_test.go, docs/injector.md): cases interleaved in
+    rounds, CLOUDTASER_BENCH_ROUNDS rounds (default 7).
     """
     _build_testenv(session)
     _install(session, "test")
@@ -330,6 +333,7 @@ def benchmarks(session: nox.Session) -> None:
         "discover",
         "protect",
         "runtime_wrapper",
+        "injector",
         "login",
         "secret_files",
     ]
@@ -339,4 +343,19 @@ def benchmarks(session: nox.Session) -> None:
         session.chdir(ROOT)
     for name in names:
         session.log(f"benchmark: {name}")
+        if name == "injector":
+            go, env = _go(session)
+            session.chdir(RUNTIME)
+            session.run(
+                go, "test", "-v", "-run", "^$", "-bench", "InjectorPodCreation",
+                "-benchtime", "1x", "-timeout", "60m", "./cmd/cloudtaser-runtime/",
+                external=True, env={**env, **_testenv_env(), **_bench_rounds()},
+            )  # fmt: skip
+            session.chdir(ROOT)
+            continue
         session.run("python", "-m", f"benchmarks.{name}", env=_testenv_env())
+
+
+def _bench_rounds() -> dict[str, str]:
+    rounds = os.environ.get("CLOUDTASER_BENCH_ROUNDS")
+    return {"CLOUDTASER_BENCH_ROUNDS": rounds} if rounds else {}

@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cloudtaser.cli.lifecycle_cmds",
     "cloudtaser.cli.connect_cmd",
     "cloudtaser.cli.install_cmd",
+    "cloudtaser.cli.fleet_cmd",
 )
 
 _EPILOG = """\
@@ -82,6 +83,7 @@ class _Groups:
 
     _HELP: ClassVar[dict[str, str]] = {
         "plan": "work with plan files locally (no system access)",
+        "fleet": "merge the audits of many clusters, from files (no cluster, no vault)",
         "source": "vault-side commands: talk only to OpenBao / Vault, never to a cluster",
         "target": "cluster-side commands: talk only to a Kubernetes cluster, never to a vault",
     }

@@ -52,13 +52,15 @@ def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def render(page: Path, tmp: Path) -> tuple[str, int, int, list[list[tuple[int, int, int]]]]:
-    """(DOM, width, height, RGB rows) of ``page`` rendered in a ``WINDOW`` sized window."""
+def render(
+    page: Path, tmp: Path, window: tuple[int, int] = WINDOW
+) -> tuple[str, int, int, list[list[tuple[int, int, int]]]]:
+    """(DOM, width, height, RGB rows) of ``page`` rendered in a ``window`` sized window."""
     url = page.resolve().as_uri()
     dom = _run(["--dump-dom", url], tmp)
     assert dom.returncode == 0, dom.stderr.decode(errors="replace")[-2000:]
     shot = tmp / "screenshot.png"
-    result = _run([f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url], tmp)
+    result = _run([f"--screenshot={shot}", f"--window-size={window[0]},{window[1]}", url], tmp)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
     width, height, rows = decode_png(shot.read_bytes())

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cloudtaser.contract import INJECT_LABEL, MANAGED_KEYS
 from cloudtaser.errors import ClusterError, ConfigError
 from cloudtaser.plan.canonical import plan_digest
+from cloudtaser.target.audit.figures import score, timestamp, totals, verdict
 from cloudtaser.target.audit.result import (
     ApprovalEntry,
     AuditNamespace,
@@ -46,12 +47,10 @@ from cloudtaser.target.audit.result import (
     NamespaceStatus,
     PodEntry,
     Provenance,
-    Score,
     SecretEntry,
     SecretRead,
     SecretUseEntry,
     Summary,
-    Verdict,
     VerificationEntry,
     WorkloadEntry,
     WorkloadKind,
@@ -436,7 +435,7 @@ def provenance(plan: MigrationPlan, verified: VerificationReport | None) -> Prov
         verification = VerificationEntry(
             plan=verified.plan,
             digest=verified.digest,
-            verified_at=_timestamp(verified.verified_at),
+            verified_at=timestamp(verified.verified_at),
             vault=verified.vault.address,
             signed_by=[s.identity for s in verified.signatures],
             matches_plan=verified.digest == digest and verified.plan == plan.metadata.name,
@@ -445,39 +444,10 @@ def provenance(plan: MigrationPlan, verified: VerificationReport | None) -> Prov
         plan=plan.metadata.name,
         digest=digest,
         approvals=[
-            ApprovalEntry(identity=a.identity, at=_timestamp(a.at), current=a.digest == digest)
+            ApprovalEntry(identity=a.identity, at=timestamp(a.at), current=a.digest == digest)
             for a in plan.approvals
         ],
         verification=verification,
-    )
-
-
-def _timestamp(value: datetime | str) -> str:
-    if isinstance(value, str):
-        return value
-    return value.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _percent(part: int, whole: int) -> int | None:
-    return None if whole == 0 else (100 * part) // whole
-
-
-def _verdict(totals: Summary) -> tuple[Verdict, str]:
-    problems = []
-    if totals.reading_secrets_as_env:
-        problems.append(f"{totals.reading_secrets_as_env} workload(s) still read Secrets as env")
-    if totals.pods_not_injected:
-        problems.append(f"{totals.pods_not_injected} opted-in pod(s) not proven injected")
-    if problems:
-        return Verdict.FAIL, "; ".join(problems)
-    if totals.unreadable_namespaces:
-        return (
-            Verdict.INCOMPLETE,
-            f"{totals.unreadable_namespaces} namespace(s) could not be read completely",
-        )
-    return (
-        Verdict.PASS,
-        "no workload reads Kubernetes Secrets as env and every opted-in pod is injected",
     )
 
 
@@ -489,24 +459,18 @@ def build_report(
     provenance: Provenance | None = None,
 ) -> AuditReport:
     """The report of ``parts``: totals, verdict and score."""
-    totals = Summary(
-        **{f: sum(getattr(p.summary, f) for p in parts) for f in Summary.__struct_fields__}
-    )
-    verdict, reason = _verdict(totals)
-    moved = totals.finalized
+    figures = totals(p.summary for p in parts)
+    judged, reason = verdict(figures)
     return AuditReport(
-        generated_at=_timestamp(datetime.now(UTC)),
+        generated_at=timestamp(datetime.now(UTC)),
         cluster=cluster,
         cluster_id=cluster_id,
-        verdict=verdict,
+        verdict=judged,
         verdict_reason=reason,
-        score=Score(
-            secret_consumption_moved=_percent(moved, moved + totals.reading_secrets_as_env),
-            pods_injected=_percent(totals.pods_injected, totals.pods),
-        ),
+        score=score(figures),
         provenance=provenance,
         namespaces=list(parts),
-        summary=totals,
+        summary=figures,
     )
 
 

@@ -15,6 +15,7 @@ from cloudtaser.target.audit.result import (
     AuditReport,
     NamespaceStatus,
     Provenance,
+    Score,
     SecretEntry,
     SecretRead,
     SecretUseEntry,
@@ -22,7 +23,21 @@ from cloudtaser.target.audit.result import (
     Verdict,
 )
 
-__all__ = ["group_reads", "group_users", "percent_text", "to_html", "to_text"]
+__all__ = [
+    "LEGEND",
+    "SUMMARY_HEADERS",
+    "figure_cells",
+    "figure_headers",
+    "group_reads",
+    "group_users",
+    "head_tiles",
+    "page",
+    "percent_text",
+    "summary_columns",
+    "table",
+    "to_html",
+    "to_text",
+]
 
 
 def percent_text(value: int | None) -> str:
@@ -89,7 +104,8 @@ def _secret_text(secret: SecretEntry) -> str:
     return f"unused, but kept: {secret.keys.reason}"
 
 
-def _table(rows: list[list[str]], headers: list[str]) -> str:
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """A plain left-aligned text table."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     return "\n".join(
         "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip()
@@ -97,10 +113,21 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     )
 
 
-def _row(name: str, s: Summary, status: str) -> list[str]:
+#: The column titles of :func:`summary_columns`.
+SUMMARY_HEADERS: Final = (
+    "WORKLOADS",
+    "READ SECRETS AS ENV",
+    "PROTECTED",
+    "FINALIZED",
+    "SECRETS",
+    "UNUSED",
+    "PODS NOT INJECTED",
+)
+
+
+def summary_columns(s: Summary) -> list[str]:
+    """The figures of a text table row (:data:`SUMMARY_HEADERS`)."""
     return [
-        name,
-        status,
         str(s.workloads),
         str(s.reading_secrets_as_env),
         str(s.protected),
@@ -109,6 +136,10 @@ def _row(name: str, s: Summary, status: str) -> list[str]:
         str(s.secrets_unused),
         str(s.pods_not_injected),
     ]
+
+
+def _row(name: str, s: Summary, status: str) -> list[str]:
+    return [name, status, *summary_columns(s)]
 
 
 def _status_text(ns: AuditNamespace) -> str:
@@ -136,19 +167,9 @@ def to_text(report: AuditReport) -> str:
         out.append(f"plan: {report.provenance.plan} {report.provenance.digest}")
     out.append("")
     out.append(
-        _table(
+        table(
             rows,
-            [
-                "NAMESPACE",
-                "STATUS",
-                "WORKLOADS",
-                "READ SECRETS AS ENV",
-                "PROTECTED",
-                "FINALIZED",
-                "SECRETS",
-                "UNUSED",
-                "PODS NOT INJECTED",
-            ],
+            ["NAMESPACE", "STATUS", *SUMMARY_HEADERS],
         )
     )
     if empty:
@@ -189,9 +210,10 @@ td.fig.bad{background:#b71c1c}td.fig.good{background:#1b5e20}td.fig.info{backgro
 .verdict.incomplete{background:#ef6c00}
 .score{padding:12px 20px;background:#37474f;color:#fff;min-width:200px}
 .score b{display:block;font-size:34px}
-.legend{font-size:12px;color:#555}.none{color:#777;font-style:italic}
+.legend{font-size:12px;color:#555}.none{color:#777;font-style:italic}.when{white-space:nowrap}
 .status{font-weight:700}.status.action,.status.unreadable{color:#c62828}
 .status.clean{color:#2e7d32}
+.status.fail{color:#c62828}.status.pass{color:#2e7d32}.status.incomplete{color:#ef6c00}
 ol.next{margin:4px 0 8px;padding-left:22px;font-size:14px}
 .signoff td{height:28px;min-width:220px}
 @media print{.head{break-inside:avoid}section{break-inside:avoid-page}}
@@ -214,28 +236,35 @@ _VERDICT_WORDS: Final = {
 }
 
 
-def _fig_cells(namespace: str, summary: Summary) -> str:
+def figure_headers() -> str:
+    """The ``<th>`` of each summary figure, in :func:`figure_cells`' order."""
+    return "".join(f"<th>{html.escape(label)}</th>" for _k, _a, label, _c in _FIGURES)
+
+
+def figure_cells(summary: Summary, **data: str) -> str:
+    """One large tile per summary figure: red where a warning figure is not zero, green where
+    it is, blue for the others; each ``<td>`` carries ``data-figure`` and the escaped
+    ``data-<key>`` attributes given (``namespace="shop"``, ``cluster=...``), so a test reads
+    the figures back from the page."""
+    attrs = "".join(f' data-{key}="{html.escape(value)}"' for key, value in data.items())
     cells = []
     for key, attr, _label, kind in _FIGURES:
         value = int(getattr(summary, attr))
         css = kind if kind != "bad" else ("bad" if value else "good")
-        cells.append(
-            f'<td class="fig {css}" data-namespace="{html.escape(namespace)}" '
-            f'data-figure="{key}">{value}</td>'
-        )
+        cells.append(f'<td class="fig {css}"{attrs} data-figure="{key}">{value}</td>')
     return "".join(cells)
 
 
-def _head(report: AuditReport) -> list[str]:
-    e = html.escape
-    s = report.summary
-    moved = percent_text(report.score.secret_consumption_moved)
-    injected = percent_text(report.score.pods_injected)
+def head_tiles(verdict: Verdict, reason: str, score: Score, summary: Summary) -> list[str]:
+    """The verdict tile (its colour) and the two score tiles, each saying what it counts."""
+    s = summary
+    moved = percent_text(score.secret_consumption_moved)
+    injected = percent_text(score.pods_injected)
     return [
         '<div class="head">',
-        f'<div class="verdict {report.verdict.value}" id="verdict" '
-        f'data-verdict="{report.verdict.value}"><b>{_VERDICT_WORDS[report.verdict]}</b>'
-        f"{e(report.verdict_reason)}</div>",
+        f'<div class="verdict {verdict.value}" id="verdict" '
+        f'data-verdict="{verdict.value}"><b>{_VERDICT_WORDS[verdict]}</b>'
+        f"{html.escape(reason)}</div>",
         f'<div class="score" data-score="secretConsumptionMoved"><b>{moved}</b>'
         f"of Secret consumption moved to the vault ({s.finalized} finalized of "
         f"{s.finalized + s.reading_secrets_as_env} workloads)</div>",
@@ -243,6 +272,32 @@ def _head(report: AuditReport) -> list[str]:
         f"of pods proven injected ({s.pods_injected} of {s.pods})</div>",
         "</div>",
     ]
+
+
+#: What the tile colours mean (under every table of tiles).
+LEGEND: Final = (
+    '<p class="legend">Red: still reads Kubernetes Secrets as environment variables, or '
+    "pods that opt in to injection but were not injected. Green: none. Protected: opted "
+    "in and every running pod proven injected.</p>"
+)
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained HTML document: ``title``, the report's inline CSS (no script, no
+    external asset) and ``body``, lines already escaped by the caller."""
+    return (
+        "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8">',
+                f"<title>{html.escape(title)}</title>",
+                f"<style>{_CSS}</style></head><body>",
+                *body,
+                "</body></html>",
+            ]
+        )
+        + "\n"
+    )
 
 
 def _provenance(report: AuditReport) -> list[str]:
@@ -359,30 +414,23 @@ def to_html(report: AuditReport) -> str:
     e = html.escape
     shown = [ns for ns in report.namespaces if ns.status is not NamespaceStatus.EMPTY]
     empty = [ns.name for ns in report.namespaces if ns.status is NamespaceStatus.EMPTY]
-    head = "".join(f"<th>{e(label)}</th>" for _k, _a, label, _c in _FIGURES)
     rows = [
         f'<tr><th scope="row">{e(ns.name)} <span class="status {ns.status.value}">'
-        f"{e(ns.status.value)}</span></th>{_fig_cells(ns.name, ns.summary)}</tr>"
+        f"{e(ns.status.value)}</span></th>{figure_cells(ns.summary, namespace=ns.name)}</tr>"
         for ns in shown
     ]
-    rows.append(f'<tr><th scope="row">TOTAL</th>{_fig_cells("*", report.summary)}</tr>')
+    rows.append(f'<tr><th scope="row">TOTAL</th>{figure_cells(report.summary, namespace="*")}</tr>')
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        "<title>cloudtaser audit</title>",
-        f"<style>{_CSS}</style></head><body>",
         "<h1>cloudtaser audit: Kubernetes Secrets still in use</h1>",
         f'<div class="meta">cluster <b>{e(report.cluster)}</b> &middot; kube-system UID '
         f"<b>{e(report.cluster_id or 'unknown')}</b> &middot; generated "
         f'<time datetime="{e(report.generated_at)}">{e(report.generated_at)}</time> &middot; '
         f"formatVersion {e(report.format_version)}</div>",
-        *_head(report),
-        f'<table class="summary" id="summary"><tr><th>namespace</th>{head}</tr>',
+        *head_tiles(report.verdict, report.verdict_reason, report.score, report.summary),
+        f'<table class="summary" id="summary"><tr><th>namespace</th>{figure_headers()}</tr>',
         *rows,
         "</table>",
-        '<p class="legend">Red: still reads Kubernetes Secrets as environment variables, or '
-        "pods that opt in to injection but were not injected. Green: none. Protected: opted "
-        "in and every running pod proven injected.</p>",
+        LEGEND,
     ]
     if empty:
         parts.append(
@@ -392,5 +440,4 @@ def to_html(report: AuditReport) -> str:
     parts.extend(_provenance(report))
     for ns in shown:
         parts.extend(_namespace(ns))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return page("cloudtaser audit", parts)
