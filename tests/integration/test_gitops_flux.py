@@ -23,10 +23,12 @@ import pytest
 import yaml
 from lightkube import ApiError
 from lightkube.resources.apps_v1 import Deployment
+from lightkube.types import PatchType
 from lightkube.resources.core_v1 import Secret
 
 from cloudtaser import plan as planlib
 from cloudtaser.target import annotations as ann
+from cloudtaser.target.engine.secret_refs import finalize_edit
 from tests.testenv.binaries import find_flux_binaries
 from tests.testenv.cluster import Cluster
 from tests.testenv.flux import (
@@ -161,3 +163,93 @@ def test_a_deleted_secret_that_git_holds_is_recreated_at_the_next_reconcile(
     after = kube_client.get(Secret, "db", namespace=app_ns)
     assert after.metadata.uid != before.metadata.uid  # recreated, not the old object
     assert after.data == before.data
+
+
+def _discover(cluster: Cluster, namespace: str, out: Path) -> planlib.MigrationPlan:
+    run = _cli(
+        "target", "discover", "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
+        "--name", "flux", "--output-plan", str(out),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert CANARY not in run.stdout + run.stderr + out.read_text()
+    return planlib.load(out)
+
+
+def _protect(cluster: Cluster, plan: Path) -> subprocess.CompletedProcess[str]:
+    # kwok pods run nothing and no injector is installed: the proof of injection is the real
+    # node's (test_lifecycle_realnode.py); here only what the patch does to the object matters.
+    return _cli(
+        "target", "protect", "--plan", str(plan), "--kubeconfig", str(cluster.kubeconfig),
+        "--vault-address", VAULT, "--no-verify-injection", "--yes", "--poll-interval", "200ms",
+        "--timeout", "90s",
+    )  # fmt: skip
+
+
+def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
+    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+) -> None:
+    artifact = _synced(flux, app_ns)
+    plan_path = tmp_path / "plan.yaml"
+    _discover(cluster, app_ns, plan_path)
+
+    # 1. protect patches the live object: prove the change is there, and whose it is.
+    run = _protect(cluster, plan_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert CANARY not in run.stdout + run.stderr
+    assert "Flux" in run.stdout + run.stderr  # the existing warning names the owner
+    protected = _deployment(kube_client, app_ns, "api")
+    labels, annotations = _template_meta(protected)
+    ours = {k: v for k, v in annotations.items() if k.startswith("cloudtaser.io/")}
+    assert labels[ann.INJECT_LABEL] == "true"
+    assert ann.RESTARTED_AT in ours and "cloudtaser.io/secret-paths" in ours
+    assert annotations["team"] == "shop"  # Git's own annotation
+    assert _managers(protected)["cloudtaser"] == "Update"
+    generation = protected["metadata"]["generation"]
+
+    # 2. Flux reconciles the unchanged artifact: what is left of the live protect?
+    flux.reconcile(app_ns, "app", artifact)
+    after = _deployment(kube_client, app_ns, "api")
+    labels_after, annotations_after = _template_meta(after)
+    assert {k: v for k, v in annotations_after.items() if k in ours} == ours
+    assert labels_after[ann.INJECT_LABEL] == "true"
+    assert after["metadata"]["generation"] == generation  # not even a new rollout
+
+    # 3. The next Git revision (a change the team makes) is applied: still there.
+    changed = _manifests("api")
+    changed["deployment.yaml"] = changed["deployment.yaml"].replace("team: shop", "team: shop2")
+    artifact2 = flux.push(f"{app_ns}/app", changed, revision="r2")
+    flux.reconcile(app_ns, "app", artifact2)
+    after2 = _deployment(kube_client, app_ns, "api")
+    labels2, annotations2 = _template_meta(after2)
+    assert annotations2["team"] == "shop2"  # Flux applied Git's change...
+    assert {k: v for k, v in annotations2.items() if k in ours} == ours  # ...and kept ours
+    assert labels2[ann.INJECT_LABEL] == "true"
+
+
+def test_finalize_s_removal_of_the_secret_references_is_put_back_by_flux(
+    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+) -> None:
+    artifact = _synced(flux, app_ns)
+    plan = _discover(cluster, app_ns, tmp_path / "plan.yaml")
+    (_tenant, workload), *_ = list(plan.iter_workloads())
+    live = _deployment(kube_client, app_ns, "api")
+    container = live["spec"]["template"]["spec"]["containers"][0]
+    assert [e["name"] for e in container["env"]] == ["DB_PASSWORD", "DB_USER"]  # Git's refs
+
+    # The exact patch finalize sends (its own pure function), with its field manager: it is
+    # applied here directly because finalize's proof of injection needs a real node.
+    edit = finalize_edit(live["spec"]["template"], workload, lambda _name: ["password", "username"])
+    assert {r.env for r in edit.refs} == {"DB_PASSWORD", "DB_USER"}
+    kube_client.patch(
+        Deployment, "api", {"spec": {"template": {"spec": edit.spec_patch}}},
+        namespace=app_ns, patch_type=PatchType.STRATEGIC, field_manager="cloudtaser",
+    )  # fmt: skip
+    removed = _deployment(kube_client, app_ns, "api")
+    assert "env" not in removed["spec"]["template"]["spec"]["containers"][0]  # really removed
+    generation = removed["metadata"]["generation"]
+
+    flux.reconcile(app_ns, "app", artifact)
+    back = _deployment(kube_client, app_ns, "api")
+    env = back["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == container["env"]  # Flux put Git's references back, exactly
+    assert back["metadata"]["generation"] == generation + 1  # one more rollout, to the old pods
