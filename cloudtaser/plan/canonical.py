@@ -2,8 +2,9 @@
 
 A reviewer judges the plan's metadata, tenants, workloads, secrets, vault paths, fields,
 environment variable names, skips and their reasons, and who owns each workload and Secret
-(``owner``, written by discover: an approval covers the owner the reviewer saw). Runs after the review (``protect``,
-``unprotect``, ``finalize``) change only a workload's ``status``, ``history``, ``lastError``,
+(``owner``, written by discover: an approval covers the owner the reviewer saw). Runs after
+the review (``protect``, ``unprotect``, ``finalize``) change only a workload's ``status``,
+``history``, ``lastError``,
 ``finalizedAt`` and ``finalizedRefs``; those are not reviewed content, so a protect run never
 invalidates an approval, and any edit of a reviewed field does. The exact rules (docs/approval.md,
 "The canonical form"), so that another tool can recompute the digest:

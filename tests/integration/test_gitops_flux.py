@@ -11,7 +11,6 @@ assert is what docs/gitops.md records as the truth about Flux.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -23,10 +22,11 @@ import pytest
 import yaml
 from lightkube import ApiError
 from lightkube.resources.apps_v1 import Deployment
-from lightkube.types import PatchType
 from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
 
 from cloudtaser import plan as planlib
+from cloudtaser.plan.model import Owner
 from cloudtaser.target import annotations as ann
 from cloudtaser.target.engine.secret_refs import finalize_edit
 from tests.testenv.binaries import find_flux_binaries
@@ -38,7 +38,6 @@ from tests.testenv.flux import (
     Flux,
     start_flux,
 )
-from tests.testenv.process import wait_until
 from tests.testenv.workloads import DEFAULT_IMAGE, create_namespace, delete_namespace, unique_name
 
 pytestmark = pytest.mark.integration
@@ -190,7 +189,19 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
 ) -> None:
     artifact = _synced(flux, app_ns)
     plan_path = tmp_path / "plan.yaml"
-    _discover(cluster, app_ns, plan_path)
+    plan = _discover(cluster, app_ns, plan_path)
+
+    # 0. discover records the owner of the workload and of its Secret (read for that only).
+    ((_tenant, workload),) = list(plan.iter_workloads())
+    owner = Owner(
+        tool="flux",
+        kind="Kustomization",
+        name="app",
+        namespace=app_ns,
+        evidence=f"labels {KUSTOMIZE_NAME_LABEL}, {KUSTOMIZE_NAMESPACE_LABEL}",
+    )
+    assert workload.owner == owner
+    assert [(s.source, s.owner) for s in workload.secrets] == [("db", owner)]
 
     # 1. protect patches the live object: prove the change is there, and whose it is.
     run = _protect(cluster, plan_path)
@@ -201,7 +212,8 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
     labels, annotations = _template_meta(protected)
     ours = {k: v for k, v in annotations.items() if k.startswith("cloudtaser.io/")}
     assert labels[ann.INJECT_LABEL] == "true"
-    assert ann.RESTARTED_AT in ours and "cloudtaser.io/secret-paths" in ours
+    assert ann.RESTARTED_AT in ours
+    assert "cloudtaser.io/secret-paths" in ours
     assert annotations["team"] == "shop"  # Git's own annotation
     assert _managers(protected)["cloudtaser"] == "Update"
     generation = protected["metadata"]["generation"]

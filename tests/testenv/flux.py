@@ -196,7 +196,9 @@ class Flux:
     def _state(self, namespace: str, name: str) -> str:
         parts = []
         for kind in ("ocirepository", "kustomization"):
-            got = self.cluster.kubectl("get", kind, "-n", namespace, name, "-o", "json", check=False)
+            got = self.cluster.kubectl(
+                "get", kind, "-n", namespace, name, "-o", "json", check=False
+            )
             if got.returncode != 0:
                 parts.append(f"{kind} {namespace}/{name}: {got.stderr.strip()}")
                 continue
@@ -235,9 +237,7 @@ class Flux:
                 interval=0.5,
             )
 
-    def sync(
-        self, namespace: str, name: str, artifact: Artifact, *, interval: str = "10m"
-    ) -> None:
+    def sync(self, namespace: str, name: str, artifact: Artifact, *, interval: str = "10m") -> None:
         """An ``OCIRepository`` and a ``Kustomization`` named ``name`` in ``namespace`` that
         apply the artifact's root into ``namespace`` (``targetNamespace``, ``prune: true``);
         waits until both are Ready at the artifact's revision."""

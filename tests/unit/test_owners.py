@@ -182,7 +182,8 @@ def test_secret_owner_ignores_unrelated_owner_references() -> None:
 def test_describe_says_possibly_when_ambiguous() -> None:
     ks = workload_owner(FLUX_KS)
     label = workload_owner(ARGO_LABEL)
-    assert ks is not None and label is not None
+    assert ks is not None
+    assert label is not None
     assert describe(ks) == "Flux Kustomization flux-system/apps"
     assert describe(label) == "possibly Argo CD Application shop"
 
@@ -208,17 +209,20 @@ def test_discover_records_workload_and_secret_owner_and_the_plan_round_trips() -
     entry = workload_entry(scanned, lookup, PathTemplate("{mount}/data/{namespace}/{secret}"))
     assert isinstance(entry, Entry)
     workload = entry.workload
-    assert workload.owner is not None and workload.owner.kind == "Kustomization"
+    assert workload.owner is not None
+    assert workload.owner.kind == "Kustomization"
     (ref,) = workload.secrets
-    assert ref.owner is not None and ref.owner.kind == "ExternalSecret"
+    assert ref.owner is not None
+    assert ref.owner.kind == "ExternalSecret"
     # the plan file form: camelCase, omitted when absent, loads back identical
     raw = msgspec.to_builtins(workload)
+    flux_labels = "kustomize.toolkit.fluxcd.io/name, kustomize.toolkit.fluxcd.io/namespace"
     assert raw["owner"] == {
         "tool": "flux",
         "kind": "Kustomization",
         "name": "apps",
         "namespace": "flux-system",
-        "evidence": "labels kustomize.toolkit.fluxcd.io/name, kustomize.toolkit.fluxcd.io/namespace",
+        "evidence": f"labels {flux_labels}",
     }
     assert msgspec.convert(raw, planlib.Workload) == workload
 
@@ -227,7 +231,9 @@ def test_no_owner_leaves_the_plan_unchanged() -> None:
     scanned = ScannedWorkload(
         namespace="shop", kind=planlib.WorkloadKind.DEPLOYMENT, name="api", template=_template()
     )
-    entry = workload_entry(scanned, SecretLookup(), PathTemplate("{mount}/data/{namespace}/{secret}"))
+    entry = workload_entry(
+        scanned, SecretLookup(), PathTemplate("{mount}/data/{namespace}/{secret}")
+    )
     assert isinstance(entry, Entry)
     raw = msgspec.to_builtins(entry.workload)
     assert "owner" not in raw

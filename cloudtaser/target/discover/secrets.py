@@ -76,7 +76,7 @@ def read_secret_owners(
         except ClusterForbiddenError:
             continue
         for obj in objs:
-            name = str(obj.metadata.name)
+            name = str(obj.metadata.name) if obj.metadata else ""
             owner = _owner_of(obj) if name in names else None
             if owner is not None:
                 owners[(ns, name)] = owner
@@ -170,6 +170,4 @@ def read_secret_keys(
             progress("listing secrets cluster-wide is forbidden; reading per namespace")
             for ns in sorted(needed):
                 list_namespace(ns, needed[ns])
-    return SecretLookup(
-        keys=keys, missing=frozenset(missing), unreadable=unreadable, owners=owners
-    )
+    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable, owners=owners)
