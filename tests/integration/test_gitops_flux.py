@@ -265,3 +265,31 @@ def test_finalize_s_removal_of_the_secret_references_is_put_back_by_flux(
     env = back["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == container["env"]  # Flux put Git's references back, exactly
     assert back["metadata"]["generation"] == generation + 1  # one more rollout, to the old pods
+
+
+def test_with_override_manager_flux_reverts_a_live_protect(
+    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+) -> None:
+    """The knob that makes Flux revert what another field manager added:
+    kustomize-controller ``--override-manager=cloudtaser`` (a platform team's choice)."""
+    artifact = _synced(flux, app_ns)
+    plan_path = tmp_path / "plan.yaml"
+    _discover(cluster, app_ns, plan_path)
+    run = _protect(cluster, plan_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    labels, annotations = _template_meta(_deployment(kube_client, app_ns, "api"))
+    assert labels[ann.INJECT_LABEL] == "true"  # protect's change is there
+    assert ann.RESTARTED_AT in annotations
+    generation = _deployment(kube_client, app_ns, "api")["metadata"]["generation"]
+    try:
+        flux.restart("kustomize-controller", ["--override-manager=cloudtaser"])
+        flux.reconcile(app_ns, "app", artifact)
+        reverted = _deployment(kube_client, app_ns, "api")
+    finally:
+        flux.restart("kustomize-controller", [])
+    labels_after, annotations_after = _template_meta(reverted)
+    assert ann.INJECT_LABEL not in labels_after
+    assert not [k for k in annotations_after if k.startswith("cloudtaser.io/")]
+    assert annotations_after == {"team": "shop"}  # exactly what Git says
+    assert "cloudtaser" not in _managers(reverted)
+    assert reverted["metadata"]["generation"] == generation + 1  # a rollout back, unprotected

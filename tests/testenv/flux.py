@@ -68,6 +68,8 @@ class Flux:
         self.registry = ""
         self.storage = ""
         self.processes: dict[str, ManagedProcess] = {}
+        self._argv: dict[str, list[str]] = {}
+        self._health: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"Flux(cluster={self.cluster.name!r}, registry={self.registry!r})"
@@ -113,7 +115,7 @@ class Flux:
         self.cluster.kubectl("apply", "--server-side", "-f", crds)
         self.cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", crds)
         common = ["--log-level=info", "--log-encoding=console", "--watch-all-namespaces=true"]
-        health = {
+        health = self._health = {
             "source-controller": sc_health,
             "kustomize-controller": kc_health,
         }
@@ -151,7 +153,25 @@ class Flux:
                 interval=0.3,
             )
 
+    def restart(self, name: str, extra_args: list[str]) -> None:
+        """Restart controller ``name`` with ``extra_args`` instead of the ones it had (e.g.
+        ``--override-manager=cloudtaser``; ``[]`` restores the defaults); waits for /readyz."""
+        old = self.processes[name]
+        old.stop()
+        self.extra_args[name] = list(extra_args)
+        self._spawn(name, self._argv[name], old.log_path.parent)
+        port = self._health[name]
+        wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).ok,
+            timeout=START_TIMEOUT,
+            what=f"restarted {name} /readyz",
+            abort=self._any_exited,
+            diagnostics=self.diagnostics,
+            interval=0.3,
+        )
+
     def _spawn(self, name: str, argv: list[str], logs: Path) -> ManagedProcess:
+        self._argv[name] = list(argv)
         argv = [*argv, *self.extra_args.get(name, ())]
         env = {
             k: v
