@@ -72,7 +72,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def testenv(session: nox.Session) -> None:
-    """Build (once) the real Kubernetes binaries from the Go module proxy into the cache.
+    """Build (once) the real Kubernetes binaries and Flux's source- and kustomize-controller
+    from the Go module proxy into the cache.
 
     Does nothing when the cache is complete, or when CLOUDTASER_TESTENV_BIN /
     KUBEBUILDER_ASSETS point at prebuilt binaries.
