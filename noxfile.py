@@ -20,6 +20,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 PYTHON = "3.11"
 K8S_VERSION = os.environ.get("CLOUDTASER_K8S_VERSION", "1.36.3")
 KWOK_VERSION = os.environ.get("CLOUDTASER_KWOK_VERSION", "v0.8.0")
+FLUX_VERSION = os.environ.get("CLOUDTASER_FLUX_VERSION", "v1.9.6")
 
 
 def _install(session: nox.Session, *groups: str, editable: bool = True) -> None:
@@ -31,6 +32,7 @@ def _testenv_env() -> dict[str, str]:
     return {
         "CLOUDTASER_K8S_VERSION": K8S_VERSION,
         "CLOUDTASER_KWOK_VERSION": KWOK_VERSION,
+        "CLOUDTASER_FLUX_VERSION": FLUX_VERSION,
     }
 
 
@@ -70,7 +72,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def testenv(session: nox.Session) -> None:
-    """Build (once) the real Kubernetes binaries from the Go module proxy into the cache.
+    """Build (once) the real Kubernetes binaries and Flux's source- and kustomize-controller
+    from the Go module proxy into the cache.
 
     Does nothing when the cache is complete, or when CLOUDTASER_TESTENV_BIN /
     KUBEBUILDER_ASSETS point at prebuilt binaries.

@@ -47,6 +47,9 @@ __all__ = [
     "EnvUseWhere",
     "FinalizedRef",
     "MigrationPlan",
+    "Owner",
+    "OwnerKind",
+    "OwnerTool",
     "PlanMetadata",
     "SecretFile",
     "SecretRef",
@@ -122,6 +125,37 @@ class _Base(
     """
 
 
+OwnerTool = Literal["argocd", "flux", "helm", "external-secrets", "sealed-secrets", "cert-manager"]
+OwnerKind = Literal[
+    "Application",  # Argo CD
+    "Kustomization",  # Flux kustomize-controller
+    "HelmRelease",  # Flux helm-controller
+    "Release",  # a Helm release (helm install/upgrade)
+    "ExternalSecret",
+    "SealedSecret",
+    "Certificate",  # cert-manager
+]
+
+
+class Owner(_Base, kw_only=True):
+    """Who writes a workload or Secret from elsewhere, so a live change may not last: written
+    by discover from the labels, annotations and ownerReferences each tool sets
+    (:mod:`cloudtaser.target.owners`, docs/gitops.md), for reviewers; never a value."""
+
+    tool: OwnerTool
+    #: The object that owns it (for Helm: the release, kept in ``helm.sh/release.v1`` Secrets).
+    kind: OwnerKind
+    name: Annotated[str, Meta(pattern=ONE_LINE, min_length=1, max_length=253)]
+    #: The owner's namespace, when the evidence names it.
+    namespace: DnsLabel | None = None
+    #: The label, annotation or ownerReference that says so.
+    evidence: NonEmptyLine
+    #: The evidence is also written by another tool: ``app.kubernetes.io/instance`` is Argo
+    #: CD's label tracking and every Helm chart's label; ``managed-by: Helm`` alone is also
+    #: what a chart rendered by Argo CD or ``helm template`` carries.
+    ambiguous: bool = False
+
+
 class SecretRef(_Base, kw_only=True):
     """One Kubernetes Secret (or existing vault path) a workload consumes, and where it moves.
 
@@ -149,6 +183,8 @@ class SecretRef(_Base, kw_only=True):
     #: --delete-secrets`` deletes the Secret. Without them a Secret holding a key that no
     #: workload of the tenant maps is kept (docs/lifecycle.md, "What is never deleted").
     released_keys: list[FieldName] = msgspec.field(default_factory=list)
+    #: Written by discover: who writes this Secret from elsewhere (an operator, Git, Helm).
+    owner: Owner | None = None
 
     @property
     def mount(self) -> str:
@@ -265,6 +301,8 @@ class Workload(_Base, kw_only=True):
     injector_defaults: list[Literal["address", "authMethod", "authMount", "namespace"]] = (
         msgspec.field(default_factory=list)
     )
+    #: Written by discover: who writes this workload from elsewhere (Argo CD, Flux, Helm).
+    owner: Owner | None = None
 
     def __post_init__(self) -> None:
         envs = self.env_names

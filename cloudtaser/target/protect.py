@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudtaser.target.annotations as ann
+import cloudtaser.target.owners as owner_rules
 from cloudtaser.config import valid_vault_namespace, validate_vault_address
 from cloudtaser.contract import InjectorDefaults
 from cloudtaser.errors import ConfigError, RegistryError
@@ -94,11 +95,12 @@ __all__ = [
 # --- pure helpers ---------------------------------------------------------------------------
 
 
-#: Workload metadata that reveals a GitOps controller (or Helm) owning the object.
-_ARGO_TRACKING = "argocd.argoproj.io/tracking-id"
+#: Workload metadata that reveals a GitOps controller (or Helm) owning the object (the names:
+#: cloudtaser.target.owners, whose rules discover records as the plan's ``owner``).
+_ARGO_TRACKING = owner_rules.ARGO_TRACKING_ID
 _FLUX_LABELS = (
-    ("kustomize.toolkit.fluxcd.io/name", "Flux Kustomization"),
-    ("helm.toolkit.fluxcd.io/name", "Flux HelmRelease"),
+    (owner_rules.FLUX_KUSTOMIZE_NAME, "Flux Kustomization"),
+    (owner_rules.FLUX_HELM_NAME, "Flux HelmRelease"),
 )
 _GITOPS_MANAGERS = {
     "argocd-controller": "Argo CD",
@@ -125,16 +127,16 @@ def gitops_owners(obj: Mapping[str, Any]) -> list[str]:
         if labels.get(label):
             ns = labels.get(label.replace("/name", "/namespace"), "")
             owners.append(f"{what} {ns + '/' if ns else ''}{labels[label]}")
-    instance = labels.get("app.kubernetes.io/instance")
-    helm = labels.get("app.kubernetes.io/managed-by") == "Helm" or bool(
-        annotations.get("meta.helm.sh/release-name")
+    instance = labels.get(owner_rules.INSTANCE_LABEL)
+    helm = labels.get(owner_rules.HELM_MANAGED_BY) == "Helm" or bool(
+        annotations.get(owner_rules.HELM_RELEASE_NAME)
     )
     if instance and not tracking:
         owners.append(
             f"possibly Argo CD (label app.kubernetes.io/instance={instance}; also set by Helm)"
         )
     if helm:
-        release = annotations.get("meta.helm.sh/release-name") or instance or "?"
+        release = annotations.get(owner_rules.HELM_RELEASE_NAME) or instance or "?"
         owners.append(f"Helm release {release!r} (the next helm upgrade rewrites the template)")
     seen: set[str] = set()
     for entry in meta.get("managedFields") or []:

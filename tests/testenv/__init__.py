@@ -1,7 +1,8 @@
 """The real test bed: an OpenBao dev server and local Kubernetes control planes.
 
 Nothing here fakes vault or cluster behaviour: every helper starts or drives a real process
-(``bao server -dev``, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok).
+(``bao server -dev``, etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, Flux's
+controllers).
 
 Modules:
 
@@ -15,6 +16,9 @@ Modules:
 - ``cluster``   -- ``Cluster``: etcd + apiserver + KCM + scheduler + kwok with fake nodes.
 - ``realnode``  -- ``RealNode``: control plane + containerd + kubelet (pods really run), a local
                    OCI registry, image building without Docker, pods/logs/exec; one per host.
+- ``oci``       -- push manifests to an OCI registry as a Flux artifact (Flux's media types).
+- ``flux``      -- ``Flux``: Flux's source-controller + kustomize-controller and a local OCI
+                   registry against a cluster; sync, forced reconcile, controller restart.
 - ``workloads`` -- namespaces, Secrets, Deployments/StatefulSets/DaemonSets from compact specs,
                    TokenRequest, and ``wait_rollout`` with kubectl's rules.
 

@@ -82,3 +82,32 @@ def find_k8s_binaries() -> dict[str, Path]:
             "run `nox -s testenv` or set CLOUDTASER_KWOK_STAGES"
         )
     return paths
+
+
+FLUX_BINARIES = ("source-controller", "kustomize-controller", "crane")
+#: CRDs that must be there (the fixture applies every CRD of both controllers' modules: each
+#: controller watches all of its kinds and does not start without their CRDs).
+FLUX_CRDS = (
+    "source.toolkit.fluxcd.io_ocirepositories.yaml",
+    "kustomize.toolkit.fluxcd.io_kustomizations.yaml",
+)
+
+
+def flux_crd_dir(bin_dir: Path | None = None) -> Path:
+    """``<bin>/../flux-crds`` (written by ``tests/testenv/build-flux.sh``)."""
+    return (bin_dir or k8s_bin_dir()).parent / "flux-crds"
+
+
+def find_flux_binaries() -> dict[str, Path]:
+    """Paths of source-controller, kustomize-controller and crane (the local OCI registry)."""
+    bin_dir = k8s_bin_dir()
+    paths = {name: bin_dir / name for name in FLUX_BINARIES}
+    absent = [n for n in FLUX_BINARIES if not os.access(paths[n], os.X_OK)]
+    crds = flux_crd_dir(bin_dir)
+    absent += [f"flux-crds/{c}" for c in FLUX_CRDS if not (crds / c).is_file()]
+    if absent:
+        missing(
+            f"Flux test-bed binaries missing in {bin_dir}: {', '.join(absent)}; "
+            "run `nox -s testenv` (tests/testenv/build-flux.sh builds them)"
+        )
+    return paths

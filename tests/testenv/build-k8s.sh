@@ -12,9 +12,13 @@
 #   CLOUDTASER_CONTAINERD_VERSION containerd version                  (default v2.4.2)
 #   CLOUDTASER_CRANE_VERSION      go-containerregistry (crane)        (default v0.22.1)
 #   CLOUDTASER_TESTENV_NODE       0: skip the real-node binaries      (default 1)
+#   CLOUDTASER_FLUX_VERSION       Flux source/kustomize-controller    (default v1.9.6)
+#   CLOUDTASER_TESTENV_FLUX       0: skip the Flux controllers        (default 1)
 #   CLOUDTASER_TESTENV_CACHE      cache root (default ~/.cache/cloudtaser-testenv)
-# Output: $CACHE/v$KV/bin/* with $CACHE/v$KV/bin/.complete (control plane) and
-# $CACHE/v$KV/bin/.complete-node (real node) as completeness stamps.
+# Output: $CACHE/v$KV/bin/* with $CACHE/v$KV/bin/.complete (control plane),
+# $CACHE/v$KV/bin/.complete-node (real node) and $CACHE/v$KV/bin/.complete-flux (Flux's
+# source-controller and kustomize-controller, built by build-flux.sh; their CRDs in
+# $CACHE/v$KV/flux-crds/) as completeness stamps.
 # Nothing from Kubernetes is ever written into the repository.
 #
 # No pipeline here may end before its writer does (`cmd | head -1` under pipefail fails with 141
@@ -174,4 +178,9 @@ elif stamped "$NODE_STAMP" "$NODE_WANT" $NODE_BINS; then
 else
   need_go
   build_node
+fi
+if [ "${CLOUDTASER_TESTENV_FLUX:-1}" = 0 ]; then
+  echo "testenv: Flux controllers skipped (CLOUDTASER_TESTENV_FLUX=0)"
+else
+  bash "$HERE/build-flux.sh"
 fi

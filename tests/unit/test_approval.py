@@ -1062,11 +1062,13 @@ REVIEWED_FIELDS = {
     "Tenant": {"name", "namespace", "workloads", "pathPrefix"},
     "Workload": {
         "kind", "name", "replicas", "secrets", "serviceAccount", "reason", "secretFiles",
-        "envUses", "acceptedDangerousEnv",
+        "envUses", "acceptedDangerousEnv", "owner",
     },
     "SecretRef": {
         "source", "vaultPath", "fields", "via", "optional", "note", "shared", "releasedKeys",
+        "owner",
     },
+    "Owner": {"tool", "kind", "name", "namespace", "evidence", "ambiguous"},
     "SecretFile": {"source", "volume", "mountPaths"},
 }  # fmt: skip
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import msgspec
+
 from cloudtaser.plan import rules
 from cloudtaser.plan.model import SecretFile, SecretRef, Workload, WorkloadKind, WorkloadStatus
 from cloudtaser.plan.rules import DNS_SUBDOMAIN, shown
@@ -414,15 +416,25 @@ def _entry(reads: _Reads, found: _Findings) -> Entry:
             name=workload.name,
             replicas=workload.replicas,
             status=status,
-            secrets=found.secrets,
+            secrets=_with_owners(found.secrets, reads),
             service_account=service_account,
             reason=one_line(reason, _MAX_REASON) if reason else None,
             secret_files=found.secret_files,
             env_uses=uses,
+            owner=workload.owner,
         ),
         skip_reason=skip_reason,
         warnings=tuple(found.warnings),
     )
+
+
+def _with_owners(secrets: list[SecretRef], reads: _Reads) -> list[SecretRef]:
+    """Each Secret's owner, when discover read it (:mod:`cloudtaser.target.owners`)."""
+    owners = reads.lookup.owners
+    return [
+        msgspec.structs.replace(ref, owner=owners.get((reads.namespace, ref.source)))
+        for ref in secrets
+    ]
 
 
 def _service_account(template: Mapping[str, Any]) -> str | None:

@@ -1,11 +1,13 @@
 """``target discover``: :func:`discover`, the one entry point that reads a cluster. It lists
 the workloads (:mod:`~cloudtaser.target.discover.scan`), reads the key names of the Secrets
-their ``envFrom`` needs (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
+their ``envFrom`` needs and the owners of every Secret the workloads read
+(:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
 (:mod:`~cloudtaser.target.discover.build`, pure).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 from cloudtaser.progress import Progress
@@ -14,9 +16,14 @@ from cloudtaser.target.discover.naming import default_plan_name
 from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scan import scan_workloads
 from cloudtaser.target.discover.scanned import ScannedWorkload
-from cloudtaser.target.discover.secrets import read_secret_keys
+from cloudtaser.target.discover.secrets import read_secret_keys, read_secret_owners
 from cloudtaser.target.kube.session import KubeSession
-from cloudtaser.target.podspec import env_refs_from, is_protected, secret_name_problem
+from cloudtaser.target.podspec import (
+    env_consumptions,
+    env_refs_from,
+    is_protected,
+    secret_name_problem,
+)
 
 __all__ = ["discover"]
 
@@ -38,6 +45,26 @@ def _needed_secrets(
             if secret_name_problem(ref.secret) is None:
                 needed[workload.namespace].add(ref.secret)
     return needed
+
+
+def _key_ref_secrets(
+    workloads: list[ScannedWorkload], options: DiscoverOptions, needed: dict[str, set[str]]
+) -> dict[str, set[str]]:
+    """``{namespace: {name}}`` of the ``secretKeyRef`` Secrets not in ``needed``: read only for
+    their owner (the plan needs no keys of them)."""
+    excluded = options.excluded()
+    more: dict[str, set[str]] = defaultdict(set)
+    for workload in workloads:
+        if workload.namespace in excluded or is_protected(workload.template):
+            continue
+        for item in env_consumptions(workload.template, lambda _name: None):
+            if (
+                item.via == "env"
+                and secret_name_problem(item.secret) is None
+                and item.secret not in needed.get(workload.namespace, ())
+            ):
+                more[workload.namespace].add(item.secret)
+    return more
 
 
 def discover(
@@ -62,12 +89,14 @@ def discover(
     workloads, namespaces_scanned = scan_workloads(
         session.client, options, report, unreadable, warnings
     )
+    needed = _needed_secrets(workloads, options)
     lookup = read_secret_keys(
-        session.client,
-        _needed_secrets(workloads, options),
-        cluster_wide=not options.namespaces,
-        progress=report,
+        session.client, needed, cluster_wide=not options.namespaces, progress=report
     )
+    more = _key_ref_secrets(workloads, options, needed)
+    if more:
+        owners = read_secret_owners(session.client, more)
+        lookup = dataclasses.replace(lookup, owners={**lookup.owners, **owners})
     for (ns, name), why in sorted(lookup.unreadable.items()):
         unreadable.append(f"keys of Secret {ns}/{name}: {why}")
     return build_plan(

@@ -29,6 +29,7 @@ from cloudtaser.progress import Counter, Progress
 from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.kube.errors import api_errors
+from cloudtaser.target.owners import workload_owner
 
 if TYPE_CHECKING:
     from lightkube import Client
@@ -90,6 +91,9 @@ def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
         name=str(obj.metadata.name),
         template=msgspec.to_builtins(spec.template),
         replicas=replicas,
+        owner=workload_owner(
+            {"labels": obj.metadata.labels or {}, "annotations": obj.metadata.annotations or {}}
+        ),
     )
 
 

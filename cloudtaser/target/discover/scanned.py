@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtaser.plan import WorkloadKind
+from cloudtaser.plan.model import Owner
 from cloudtaser.target.podspec import SecretKeys
 
 __all__ = ["ScannedWorkload", "SecretLookup"]
@@ -23,6 +24,8 @@ class ScannedWorkload:
     name: str
     template: Mapping[str, Any]
     replicas: int | None = None
+    #: Who writes the workload from elsewhere (:func:`cloudtaser.target.owners.workload_owner`).
+    owner: Owner | None = None
 
     @property
     def where(self) -> str:
@@ -38,6 +41,8 @@ class SecretLookup:
     missing: frozenset[tuple[str, str]] = frozenset()
     #: (namespace, name) -> why the keys are unknown (e.g. permission denied).
     unreadable: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: (namespace, name) -> who writes the Secret from elsewhere (only Secrets that were read).
+    owners: Mapping[tuple[str, str], Owner] = field(default_factory=dict)
 
     def for_namespace(self, namespace: str) -> SecretKeys:
         def lookup(name: str) -> Sequence[str] | None:

@@ -1,9 +1,10 @@
 """The Secret reader: the *key names* of the Secrets ``envFrom`` needs, read the cheapest way
 the caller's permissions allow (GETs, per-namespace lists or one cluster-wide list, each
-paginated).
+paginated), and the owner of every Secret it reads (:func:`cloudtaser.target.owners.secret_owner`).
 
 Secret values are never kept: a Secret object read from the API is reduced to its sorted key
-names at once, and nothing else of it leaves the function that read it.
+names and its owner (names only) at once, and nothing else of it leaves the function that read
+it.
 """
 
 from __future__ import annotations
@@ -11,18 +12,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 from lightkube.resources.core_v1 import Secret
 
 from cloudtaser.errors import ClusterForbiddenError, ClusterNotFoundError
+from cloudtaser.plan.model import Owner
 from cloudtaser.progress import Counter, Progress
 from cloudtaser.target.discover.scan import CHUNK_SIZE
 from cloudtaser.target.discover.scanned import SecretLookup
 from cloudtaser.target.kube.errors import api_errors
+from cloudtaser.target.owners import secret_owner
 
 if TYPE_CHECKING:
     from lightkube import Client
 
-__all__ = ["GET_SECRETS_LIMIT", "read_secret_keys"]
+__all__ = ["GET_SECRETS_LIMIT", "read_secret_keys", "read_secret_owners"]
 
 #: Up to this many Secrets are read with one GET each; beyond it, Secrets are listed.
 GET_SECRETS_LIMIT: Final = 16
@@ -32,6 +36,52 @@ def _keys_of(secret: Any) -> tuple[str, ...]:
     """The key names of a Secret object; the values are not touched."""
     data = getattr(secret, "data", None) or {}
     return tuple(sorted(str(k) for k in data))
+
+
+def _owner_of(secret: Any) -> Owner | None:
+    """The Secret's owner from its metadata (names only; never its data)."""
+    meta = getattr(secret, "metadata", None)
+    if meta is None:
+        return None
+    return secret_owner(
+        {
+            "labels": meta.labels or {},
+            "annotations": meta.annotations or {},
+            "ownerReferences": msgspec.to_builtins(meta.ownerReferences or []),
+        }
+    )
+
+
+def read_secret_owners(
+    client: Client, wanted: Mapping[str, set[str]]
+) -> dict[tuple[str, str], Owner]:
+    """The owners of more Secrets ({namespace: {name}}: those only ``secretKeyRef`` reads, whose
+    keys the plan does not need): one GET each, or one list per namespace with many. A Secret
+    that is missing or may not be read just has no owner recorded (its keys are not needed)."""
+    owners: dict[tuple[str, str], Owner] = {}
+    for ns in sorted(wanted):
+        names = wanted[ns]
+        try:
+            if len(names) <= GET_SECRETS_LIMIT:
+                objs = []
+                for name in sorted(names):
+                    try:
+                        with api_errors(f"get secret {ns}/{name}"):
+                            objs.append(client.get(Secret, name=name, namespace=ns))
+                    except ClusterNotFoundError:
+                        continue
+            else:
+                with api_errors(f"list secrets in namespace {ns}"):
+                    objs = list(client.list(Secret, namespace=ns, chunk_size=CHUNK_SIZE))
+        except ClusterForbiddenError:
+            continue
+        for obj in objs:
+            name = str(obj.metadata.name) if obj.metadata else ""
+            owner = _owner_of(obj) if name in names else None
+            if owner is not None:
+                owners[(ns, name)] = owner
+        del objs
+    return owners
 
 
 def read_secret_keys(
@@ -49,6 +99,7 @@ def read_secret_keys(
     user allowed to ``get`` only named Secrets still gets a complete plan.
     """
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
+    owners: dict[tuple[str, str], Owner] = {}
     missing: set[tuple[str, str]] = set()
     unreadable: dict[tuple[str, str], str] = {}
     total = sum(len(v) for v in needed.values())
@@ -71,6 +122,9 @@ def read_secret_keys(
                     missing.add((ns, name))
                     continue
                 keys[(ns, name)] = _keys_of(obj)
+                owner = _owner_of(obj)
+                if owner is not None:
+                    owners[(ns, name)] = owner
                 del obj
             except ClusterForbiddenError:
                 unreadable[(ns, name)] = f"permission denied: get secrets in namespace {ns}"
@@ -83,6 +137,9 @@ def read_secret_keys(
             ident = (str(obj.metadata.namespace), str(obj.metadata.name))
             if ident[1] in wanted.get(ident[0], ()):
                 keys[ident] = _keys_of(obj)
+                owner = _owner_of(obj)
+                if owner is not None:
+                    owners[ident] = owner
                 found.add(ident)
         return found
 
@@ -113,4 +170,4 @@ def read_secret_keys(
             progress("listing secrets cluster-wide is forbidden; reading per namespace")
             for ns in sorted(needed):
                 list_namespace(ns, needed[ns])
-    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable)
+    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable, owners=owners)
