@@ -73,6 +73,7 @@ messages are free text and never hold a secret value.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -83,10 +84,13 @@ from cloudtaser.plan import rules
 __all__ = [
     "ACCEPT_DANGEROUS_ENV",
     "AUTH_METHOD",
+    "BASE64",
+    "DEFAULT_FILE_MODE",
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
     "ENV_MAP",
+    "FILES_INIT_CONTAINER",
     "INIT_CONTAINER",
     "INJECT",
     "INJECTED_ANNOTATION",
@@ -113,6 +117,7 @@ __all__ = [
     "format_accept_dangerous_env",
     "format_auth_path",
     "format_env_map",
+    "format_secret_files",
     "format_secret_paths",
     "optional_duration",
     "parse_accept_dangerous_env",
@@ -122,6 +127,7 @@ __all__ = [
     "parse_duration",
     "parse_env_map",
     "parse_mapping",
+    "parse_secret_files",
     "parse_secret_paths",
     "parse_vault_address",
     "restart_marker",
@@ -174,6 +180,9 @@ MANAGED_KEYS: Final = (
 INJECTED_ANNOTATION: Final = "cloudtaser.io/injected"
 #: The init container the injector inserts first; it installs the runtime into BIN_VOLUME.
 INIT_CONTAINER: Final = "cloudtaser-init"
+#: The init container that renders ``cloudtaser.io/secret-files`` into memory volumes (after
+#: INIT_CONTAINER); its termination message reports volume names and file counts, never content.
+FILES_INIT_CONTAINER: Final = "cloudtaser-files"
 BIN_VOLUME: Final = "cloudtaser-bin"
 TOKEN_VOLUME: Final = "cloudtaser-token"  # noqa: S105 - a volume name
 BIN_MOUNT_PATH: Final = "/cloudtaser/bin"
@@ -401,6 +410,128 @@ def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, 
 # --- accepted dangerous targets --------------------------------------------------------------
 
 
+# --- cloudtaser.io/secret-files (docs/secret-files.md; spec/contract/secret-files.json) ---------
+
+_VOLUME_KEYS: Final = frozenset({"volume", "defaultMode", "files"})
+_FILE_KEYS: Final = frozenset({"key", "path", "file", "mode", "encoding", "optional"})
+#: The one binary encoding: the vault field holds the base64 of the file's bytes.
+BASE64: Final = "base64"
+#: Kubernetes' ``defaultMode`` of a secret volume that sets none (0o644).
+DEFAULT_FILE_MODE: Final = 0o644
+
+
+def _mode(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= rules.MAX_FILE_MODE:
+        raise ContractError(
+            "bad-mode", f"{where} must be an integer 0..{rules.MAX_FILE_MODE} (0o777)"
+        )
+    return value
+
+
+def _secret_file(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ContractError("bad-shape", f"{where} is not an object")
+    unknown = sorted(str(k) for k in raw if k not in _FILE_KEYS)
+    if unknown:
+        raise ContractError("unknown-key", f"{where}: unknown key(s) {', '.join(unknown)}")
+    for name in ("key", "path", "file"):
+        if not isinstance(raw.get(name), str):
+            raise ContractError("bad-shape", f"{where}.{name} is missing or not a string")
+    out: dict[str, Any] = {
+        "key": _check_field(raw["key"]),
+        "path": _check_path(raw["path"]),
+        "file": raw["file"],
+    }
+    problem = rules.file_path_problem(raw["file"])
+    if problem is not None:
+        raise ContractError("bad-file", f"{where}.file {rules.shown(raw['file'])} {problem}")
+    if "mode" in raw:
+        out["mode"] = _mode(raw["mode"], f"{where}.mode")
+    if "encoding" in raw:
+        if raw["encoding"] != BASE64:
+            raise ContractError("bad-encoding", f"{where}.encoding must be {BASE64!r}")
+        out["encoding"] = BASE64
+    if "optional" in raw:
+        if type(raw["optional"]) is not bool:
+            raise ContractError("bad-shape", f"{where}.optional must be true or false")
+        if raw["optional"]:
+            out["optional"] = True
+    return out
+
+
+def _secret_files_volume(raw: Any, where: str) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ContractError("bad-shape", f"{where} is not an object")
+    unknown = sorted(str(k) for k in raw if k not in _VOLUME_KEYS)
+    if unknown:
+        raise ContractError("unknown-key", f"{where}: unknown key(s) {', '.join(unknown)}")
+    volume = raw.get("volume")
+    if not isinstance(volume, str) or not rules.is_dns_label(volume):
+        shown_name = rules.shown(volume) if isinstance(volume, str) else "missing"
+        raise ContractError("bad-volume", f"{where}.volume {shown_name} is not a DNS label")
+    default_mode = _mode(raw.get("defaultMode", DEFAULT_FILE_MODE), f"{where}.defaultMode")
+    files = raw.get("files")
+    if not isinstance(files, list) or not 1 <= len(files) <= rules.MAX_SECRET_FILES:
+        raise ContractError(
+            "bad-files", f"{where}.files must list 1..{rules.MAX_SECRET_FILES} files"
+        )
+    checked = [_secret_file(f, f"{where}.files[{i}]") for i, f in enumerate(files)]
+    names = [f["file"] for f in checked]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})[0]
+        raise ContractError("duplicate-file", f"{where}: file {twice!r} is given twice")
+    dirs = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
+    clash = sorted(dirs & set(names))
+    if clash:
+        raise ContractError(
+            "file-is-directory",
+            f"{where}: {clash[0]!r} is a file and the directory of another file",
+        )
+    return {"volume": volume, "defaultMode": default_mode, "files": checked}
+
+
+def _secret_files(volumes: Any) -> list[dict[str, Any]]:
+    if not isinstance(volumes, list):
+        raise ContractError("bad-shape", f"{SECRET_FILES} is not a list of volumes")
+    checked = [_secret_files_volume(v, f"volume[{i}]") for i, v in enumerate(volumes)]
+    seen: set[str] = set()
+    for volume in checked:
+        if volume["volume"] in seen:
+            raise ContractError(
+                "duplicate-volume", f"{SECRET_FILES}: volume {volume['volume']!r} is given twice"
+            )
+        seen.add(volume["volume"])
+    return checked
+
+
+def format_secret_files(volumes: Sequence[Mapping[str, Any]]) -> str:
+    """The ``cloudtaser.io/secret-files`` value: compact JSON with sorted keys, one object per
+    migrated pod volume in the caller's order (the pod spec's); every name validated, the
+    kubelet's default mode made explicit, ``optional: false`` left out."""
+    text = json.dumps(_secret_files(list(volumes)), separators=(",", ":"), sort_keys=True)
+    if len(text.encode("utf-8")) > rules.MAX_SECRET_FILES_ANNOTATION:
+        raise ContractError(
+            "too-long",
+            f"{SECRET_FILES} would be {len(text)} bytes, more than "
+            f"{rules.MAX_SECRET_FILES_ANNOTATION}",
+        )
+    return text
+
+
+def parse_secret_files(value: str) -> list[dict[str, Any]]:
+    """Inverse of :func:`format_secret_files`: the volumes as the injector reads them
+    (``defaultMode`` filled in). Refusals carry the codes of ``spec/contract/secret-files.json``."""
+    if len(value.encode("utf-8")) > rules.MAX_SECRET_FILES_ANNOTATION:
+        raise ContractError(
+            "too-long", f"{SECRET_FILES} is longer than {rules.MAX_SECRET_FILES_ANNOTATION} bytes"
+        )
+    try:
+        raw = json.loads(value)
+    except ValueError as exc:
+        raise ContractError("bad-json", f"{SECRET_FILES} is not JSON: {exc.msg}") from exc
+    return _secret_files(raw)
+
+
 def format_accept_dangerous_env(names: Sequence[str]) -> str:
     """``LD_PRELOAD,PATH``: the accepted names sorted, each once (names validated; which names
     may stand there is :func:`check_dangerous_targets`' question)."""
@@ -571,9 +702,10 @@ def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
         if AUTH_PATH in annotations
         else rules.DEFAULT_AUTH_MOUNT
     )
-    if not annotations.get(SECRET_PATHS, "").strip():
+    files = parse_secret_files(annotations[SECRET_FILES]) if SECRET_FILES in annotations else []
+    if not annotations.get(SECRET_PATHS, "").strip() and not files:
         raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
-    pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))
+    pairs = parse_mapping(annotations.get(SECRET_PATHS, ""), annotations.get(ENV_MAP, ""))
     accepted = parse_accept_dangerous_env(annotations.get(ACCEPT_DANGEROUS_ENV, ""))
     check_dangerous_targets(pairs, accepted)
     return {
@@ -582,4 +714,5 @@ def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
         "role": role,
         "authMount": mount,
         "mapping": [{"path": path, "fields": fields} for path, fields in pairs],
+        **({"secretFiles": files} if files else {}),
     }

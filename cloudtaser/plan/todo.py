@@ -77,7 +77,7 @@ def checklist(plan: MigrationPlan, tenants: Iterable[Tenant] | None = None) -> l
             if workload.effective_status is WorkloadStatus.SKIPPED:
                 continue
             ref = f"{tenant.namespace}/{workload.kind}/{workload.name}"
-            for secret in workload.secrets:
+            for secret in workload.vault_reads():
                 fields.setdefault(secret.vault_path, {}).update(dict.fromkeys(secret.fields))
                 seen = users.setdefault(secret.vault_path, [])
                 if ref not in seen:

@@ -1067,7 +1067,12 @@ REVIEWED_FIELDS = {
     "SecretRef": {
         "source", "vaultPath", "fields", "via", "optional", "note", "shared", "releasedKeys",
     },
-    "SecretFile": {"source", "volume", "mountPaths"},
+    "SecretFile": {
+        "source", "volume", "mountPaths", "vaultPath", "files", "defaultMode", "optional",
+        "projected", "mounts",
+    },
+    "SecretFileKey": {"key", "file", "mode", "encoding"},
+    "FileMount": {"container", "init", "mountPath", "subPath", "readOnly"},
 }  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """``target discover``: :func:`discover`, the one entry point that reads a cluster. It lists
 the workloads (:mod:`~cloudtaser.target.discover.scan`), reads the key names of the Secrets
-their ``envFrom`` needs (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
+their ``envFrom`` and Secret volumes need (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
 (:mod:`~cloudtaser.target.discover.build`, pure).
 """
 
@@ -16,7 +16,12 @@ from cloudtaser.target.discover.scan import scan_workloads
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.discover.secrets import read_secret_keys
 from cloudtaser.target.kube.session import KubeSession
-from cloudtaser.target.podspec import env_refs_from, is_protected, secret_name_problem
+from cloudtaser.target.podspec import (
+    env_refs_from,
+    is_protected,
+    secret_files,
+    secret_name_problem,
+)
 
 __all__ = ["discover"]
 
@@ -28,15 +33,18 @@ def _noop(_message: str) -> None:
 def _needed_secrets(
     workloads: list[ScannedWorkload], options: DiscoverOptions
 ) -> dict[str, set[str]]:
-    """``{namespace: {name}}`` of the Secrets whose keys the plan needs (``envFrom``)."""
+    """``{namespace: {name}}`` of the Secrets whose keys the plan needs (``envFrom``, and
+    Secret volumes: every key without ``items``, and which keys are binary)."""
     excluded = options.excluded()
     needed: dict[str, set[str]] = defaultdict(set)
     for workload in workloads:
         if workload.namespace in excluded or is_protected(workload.template):
             continue
-        for ref in env_refs_from(workload.template):
-            if secret_name_problem(ref.secret) is None:
-                needed[workload.namespace].add(ref.secret)
+        names = [ref.secret for ref in env_refs_from(workload.template)]
+        names += [use.secret for use in secret_files(workload.template)]
+        for name in names:
+            if secret_name_problem(name) is None:
+                needed[workload.namespace].add(name)
     return needed
 
 

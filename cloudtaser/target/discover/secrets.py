@@ -1,13 +1,16 @@
-"""The Secret reader: the *key names* of the Secrets ``envFrom`` needs, read the cheapest way
+"""The Secret reader: the *key names* of the Secrets ``envFrom`` and Secret volumes need, read the cheapest way
 the caller's permissions allow (GETs, per-namespace lists or one cluster-wide list, each
 paginated).
 
 Secret values are never kept: a Secret object read from the API is reduced to its sorted key
-names at once, and nothing else of it leaves the function that read it.
+names, and the names of the keys whose value is not UTF-8 text (decoded once, in memory, to
+tell; :func:`binary_keys`), at once; nothing else of it leaves the function that read it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,7 +25,7 @@ from cloudtaser.target.kube.errors import api_errors
 if TYPE_CHECKING:
     from lightkube import Client
 
-__all__ = ["GET_SECRETS_LIMIT", "read_secret_keys"]
+__all__ = ["GET_SECRETS_LIMIT", "binary_keys", "read_secret_keys"]
 
 #: Up to this many Secrets are read with one GET each; beyond it, Secrets are listed.
 GET_SECRETS_LIMIT: Final = 16
@@ -32,6 +35,19 @@ def _keys_of(secret: Any) -> tuple[str, ...]:
     """The key names of a Secret object; the values are not touched."""
     data = getattr(secret, "data", None) or {}
     return tuple(sorted(str(k) for k in data))
+
+
+def binary_keys(data: Mapping[str, Any] | None) -> frozenset[str]:
+    """The keys of a Secret's ``data`` (base64, as the API returns it) whose value is not
+    UTF-8 text: a file of such a key is stored in the vault as base64 (``encoding: base64``).
+    Only the verdict leaves: the decoded bytes are dropped at once, never logged or returned."""
+    out: set[str] = set()
+    for key, encoded in (data or {}).items():
+        try:
+            base64.b64decode(str(encoded or ""), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            out.add(str(key))
+    return frozenset(out)
 
 
 def read_secret_keys(
@@ -49,6 +65,7 @@ def read_secret_keys(
     user allowed to ``get`` only named Secrets still gets a complete plan.
     """
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
+    binary: dict[tuple[str, str], frozenset[str]] = {}
     missing: set[tuple[str, str]] = set()
     unreadable: dict[tuple[str, str], str] = {}
     total = sum(len(v) for v in needed.values())
@@ -71,6 +88,7 @@ def read_secret_keys(
                     missing.add((ns, name))
                     continue
                 keys[(ns, name)] = _keys_of(obj)
+                binary[(ns, name)] = binary_keys(getattr(obj, "data", None))
                 del obj
             except ClusterForbiddenError:
                 unreadable[(ns, name)] = f"permission denied: get secrets in namespace {ns}"
@@ -83,6 +101,7 @@ def read_secret_keys(
             ident = (str(obj.metadata.namespace), str(obj.metadata.name))
             if ident[1] in wanted.get(ident[0], ()):
                 keys[ident] = _keys_of(obj)
+                binary[ident] = binary_keys(getattr(obj, "data", None))
                 found.add(ident)
         return found
 
@@ -113,4 +132,6 @@ def read_secret_keys(
             progress("listing secrets cluster-wide is forbidden; reading per namespace")
             for ns in sorted(needed):
                 list_namespace(ns, needed[ns])
-    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable)
+    return SecretLookup(
+        keys=keys, missing=frozenset(missing), unreadable=unreadable, binary=binary
+    )
