@@ -84,11 +84,11 @@ from cloudtaser.plan import rules
 __all__ = [
     "ACCEPT_DANGEROUS_ENV",
     "AUTH_METHOD",
-    "BASE64",
-    "DEFAULT_FILE_MODE",
     "AUTH_PATH",
+    "BASE64",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
+    "DEFAULT_FILE_MODE",
     "ENV_MAP",
     "FILES_INIT_CONTAINER",
     "INIT_CONTAINER",
@@ -528,7 +528,7 @@ def parse_secret_files(value: str) -> list[dict[str, Any]]:
     try:
         raw = json.loads(value)
     except ValueError as exc:
-        raise ContractError("bad-json", f"{SECRET_FILES} is not JSON: {exc.msg}") from exc
+        raise ContractError("bad-json", f"{SECRET_FILES} is not JSON") from exc
     return _secret_files(raw)
 
 

@@ -244,9 +244,7 @@ def finalized_volume_problem(workload: Workload, volume: FinalizedVolume) -> str
     return None
 
 
-def finalized_volumes_violation(
-    workload: Workload, where: str, who: str
-) -> tuple[str, str] | None:
+def finalized_volumes_violation(workload: Workload, where: str, who: str) -> tuple[str, str] | None:
     """``(location, message)`` for the first ``finalizedVolumes`` entry
     :func:`finalized_volume_problem` refuses, or None."""
     for index, volume in enumerate(workload.finalized_volumes):

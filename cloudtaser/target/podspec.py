@@ -4,8 +4,8 @@
 ``env`` entries with ``secretKeyRef``, ``envFrom`` with ``secretRef`` (expanded to the
 Secret's keys, with the prefix), secret and projected volumes (files, which the runtime
 renders from the vault into memory volumes: docs/secret-files.md) and the Vault Agent
-injector's ``agent-inject-secret-*`` annotations. Every name is checked against the rule book; a name that breaks it is reported as a problem, never
-passed on.
+injector's ``agent-inject-secret-*`` annotations. Every name is checked against the rule
+book; a name that breaks it is reported as a problem, never passed on.
 """
 
 from __future__ import annotations
@@ -345,9 +345,7 @@ def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
         projected = volume.get("projected")
         if isinstance(projected, Mapping):
             sources = [s for s in projected.get("sources") or () if isinstance(s, Mapping)]
-            others = tuple(
-                sorted({str(k) for s in sources for k in s if k != "secret"})
-            )
+            others = tuple(sorted({str(k) for s in sources for k in s if k != "secret"}))
             for source in sources:
                 psecret = source.get("secret")
                 if isinstance(psecret, Mapping):

@@ -203,9 +203,7 @@ def namespace_report(
     the namespace's Secret list (only ``metadata.name`` and ``type`` are read). Its next
     actions are set by :func:`next_actions` (``--plan`` adds key verdicts first)."""
     owners = _owners(found)
-    env_pods: set[str] = {
-        u.name for u in found.uses if u.kind == "Pod" and u.via in _REPLACED_VIAS
-    }
+    env_pods: set[str] = {u.name for u in found.uses if u.kind == "Pod" and u.via in _REPLACED_VIAS}
     live = [p for p in found.objects.get("Pod", []) if _live(p)]
     problems = {str(dig(p, "metadata", "name")): pod_problems(p) for p in live if _opts_in(p)}
     pods_by_workload: dict[tuple[str, str], list[bool]] = {}
@@ -298,8 +296,9 @@ def next_actions(part: AuditNamespace) -> None:
     unprotected = [f"{w.kind} {w.name}" for w in env if not w.opted_in]
     if unprotected:
         actions.append(
-            f"protect {_names(unprotected)} (still read Secrets as env or files): cloudtaser target "
-            f"discover -n {ns} -o plan.yaml, approve the plan, source apply-plan, target protect"
+            f"protect {_names(unprotected)} (still read Secrets as env or files): cloudtaser "
+            f"target discover -n {ns} -o plan.yaml, approve the plan, source apply-plan, "
+            "target protect"
         )
     if part.pods_not_injected:
         pods = [p.name for p in part.pods_not_injected]
@@ -494,8 +493,7 @@ def _verdict(totals: Summary) -> tuple[Verdict, str]:
         )
     return (
         Verdict.PASS,
-        "no workload reads Kubernetes Secrets as env or files and every opted-in pod is "
-        "injected",
+        "no workload reads Kubernetes Secrets as env or files and every opted-in pod is injected",
     )
 
 

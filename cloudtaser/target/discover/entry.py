@@ -419,7 +419,8 @@ def _map_files(reads: _Reads, found: _Findings) -> None:
         entries.append((use, entry, why))
     seen: dict[str, set[str]] = defaultdict(set)
     kept: dict[str, str] = {}
-    for use, entry, why in entries:
+    for use, entry, problem in entries:
+        why = problem
         if why is None:
             twice = sorted(seen[use.volume] & {f.file for f in entry.files})
             seen[use.volume].update(f.file for f in entry.files)

@@ -1,7 +1,7 @@
 """``target discover``: :func:`discover`, the one entry point that reads a cluster. It lists
 the workloads (:mod:`~cloudtaser.target.discover.scan`), reads the key names of the Secrets
-their ``envFrom`` and Secret volumes need (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
-(:mod:`~cloudtaser.target.discover.build`, pure).
+their ``envFrom`` and Secret volumes need (:mod:`~cloudtaser.target.discover.secrets`) and
+builds the plan (:mod:`~cloudtaser.target.discover.build`, pure).
 """
 
 from __future__ import annotations

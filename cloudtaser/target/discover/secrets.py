@@ -1,6 +1,6 @@
-"""The Secret reader: the *key names* of the Secrets ``envFrom`` and Secret volumes need, read the cheapest way
-the caller's permissions allow (GETs, per-namespace lists or one cluster-wide list, each
-paginated).
+"""The Secret reader: the *key names* of the Secrets ``envFrom`` and Secret volumes need,
+read the cheapest way the caller's permissions allow (GETs, per-namespace lists or one
+cluster-wide list, each paginated).
 
 Secret values are never kept: a Secret object read from the API is reduced to its sorted key
 names, and the names of the keys whose value is not UTF-8 text (decoded once, in memory, to
@@ -132,6 +132,4 @@ def read_secret_keys(
             progress("listing secrets cluster-wide is forbidden; reading per namespace")
             for ns in sorted(needed):
                 list_namespace(ns, needed[ns])
-    return SecretLookup(
-        keys=keys, missing=frozenset(missing), unreadable=unreadable, binary=binary
-    )
+    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable, binary=binary)

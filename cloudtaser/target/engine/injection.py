@@ -139,8 +139,10 @@ def files_problems(pod: Mapping[str, Any]) -> list[str]:
         return [f"pod {name} has no init container {FILES_INIT_CONTAINER} (files not rendered)"]
     status = _status_of(dig(pod, "status", "initContainerStatuses"), FILES_INIT_CONTAINER)
     term = (status.get("state") or {}).get("terminated")
-    if not isinstance(term, Mapping) or term.get("exitCode") != 0 or (
-        term.get("reason") != "Completed"
+    if (
+        not isinstance(term, Mapping)
+        or term.get("exitCode") != 0
+        or (term.get("reason") != "Completed")
     ):
         return [
             f"pod {name}: init container {FILES_INIT_CONTAINER} did not complete "

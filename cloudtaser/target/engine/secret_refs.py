@@ -33,12 +33,12 @@ if TYPE_CHECKING:
     from cloudtaser.target.podspec import SecretKeys
 
 __all__ = [
+    "MEMORY_VOLUME",
     "FinalizeEdit",
     "KeptRef",
     "clear_finalized",
     "describe",
     "finalize_edit",
-    "MEMORY_VOLUME",
     "missing_refs",
     "missing_volumes",
     "restore_for_unprotect",
@@ -378,7 +378,9 @@ def restore_volumes(
     out: list[dict[str, Any]] = []
     for volume in missing_volumes(template, volumes):
         kind, source = (
-            ("secret", volume.secret) if volume.secret is not None else ("projected", volume.projected)
+            ("secret", volume.secret)
+            if volume.secret is not None
+            else ("projected", volume.projected)
         )
         out.append({"name": volume.volume, "emptyDir": None, kind: copy.deepcopy(source)})
     return out

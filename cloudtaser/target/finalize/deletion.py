@@ -216,9 +216,7 @@ def delete_unused_secrets(
         sources = [s.source for s in workload.secrets if s.via != "vaultAgent"]
         sources += [f.source for f in workload.migrated_files]
         for source in dict.fromkeys(sources):
-            by_ns.setdefault(tenant.namespace, {}).setdefault(source, []).append(
-                (tenant, workload)
-            )
+            by_ns.setdefault(tenant.namespace, {}).setdefault(source, []).append((tenant, workload))
     # one cache per run: the cluster-wide kinds (PersistentVolumes, StorageClasses, custom
     # resources, ServiceAccount access) are listed once; the re-check before each delete
     # (_recheck) scans afresh, without it
