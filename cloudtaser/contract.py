@@ -412,124 +412,162 @@ def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, 
 
 # --- cloudtaser.io/secret-files (docs/secret-files.md; spec/contract/secret-files.json) ---------
 
-_VOLUME_KEYS: Final = frozenset({"volume", "defaultMode", "files"})
-_FILE_KEYS: Final = frozenset({"key", "path", "file", "mode", "encoding", "optional"})
+_VOLUME_KEYS: Final = ("volume", "defaultMode", "files")
+_FILE_KEYS: Final = ("file", "path", "key", "mode", "encoding", "optional")
 #: The one binary encoding: the vault field holds the base64 of the file's bytes.
 BASE64: Final = "base64"
 #: Kubernetes' ``defaultMode`` of a secret volume that sets none (0o644).
 DEFAULT_FILE_MODE: Final = 0o644
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _object(raw: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ContractError("bad-secret-files", f"{where} is not a JSON object")
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if unknown:
+        raise ContractError(
+            "bad-secret-files", f"{where} has an unknown key {rules.shown(unknown[0], 40)}"
+        )
+    return raw
+
+
+def _required(raw: Mapping[str, Any], where: str, keys: Sequence[str]) -> None:
+    for key in keys:
+        if key not in raw:
+            raise ContractError("bad-secret-files", f"{where} has no {key}")
+
+
 def _mode(value: Any, where: str) -> int:
     if type(value) is not int or not 0 <= value <= rules.MAX_FILE_MODE:
         raise ContractError(
-            "bad-mode", f"{where} must be an integer 0..{rules.MAX_FILE_MODE} (0o777)"
+            "bad-file-mode", f"{where} is not a file mode (an integer 0..511, 0o777)"
         )
     return value
 
 
-def _secret_file(raw: Any, where: str) -> dict[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise ContractError("bad-shape", f"{where} is not an object")
-    unknown = sorted(str(k) for k in raw if k not in _FILE_KEYS)
-    if unknown:
-        raise ContractError("unknown-key", f"{where}: unknown key(s) {', '.join(unknown)}")
-    for name in ("key", "path", "file"):
-        if not isinstance(raw.get(name), str):
-            raise ContractError("bad-shape", f"{where}.{name} is missing or not a string")
-    out: dict[str, Any] = {
-        "key": _check_field(raw["key"]),
-        "path": _check_path(raw["path"]),
-        "file": raw["file"],
+def _secret_file(raw: Any, where: str, default_mode: int) -> dict[str, Any]:
+    m = _object(raw, where, _FILE_KEYS)
+    _required(m, where, ("file", "path", "key"))
+    file, path, key = m["file"], m["path"], m["key"]
+    if not isinstance(file, str) or rules.file_path_problem(file) is not None:
+        raise ContractError(
+            "bad-file-path",
+            f"{where}: file is not a relative path of [A-Za-z0-9._-] segments (none empty, "
+            f"'.' or starting with '..', at most {rules.MAX_FILE_PATH} characters)",
+        )
+    if not isinstance(path, str) or rules.vault_path_problem(path) is not None:
+        raise ContractError(
+            "unsafe-path", f"{where}: path is not a safe KV v2 path (<mount>/data/<path>)"
+        )
+    if not isinstance(key, str) or not rules.is_field_name(key):
+        raise ContractError("bad-field", f"{where}: key is not a valid vault field name")
+    mode = _mode(m["mode"], f"{where}.mode") if "mode" in m else default_mode
+    if "encoding" in m and m["encoding"] != BASE64:
+        raise ContractError("bad-encoding", f"{where}: encoding can only be {BASE64!r}")
+    optional = m.get("optional", False)
+    if type(optional) is not bool:
+        raise ContractError("bad-secret-files", f"{where}: optional is not true or false")
+    return {
+        "file": file,
+        "path": path,
+        "key": key,
+        "mode": mode,
+        "base64": "encoding" in m,
+        "optional": optional,
     }
-    problem = rules.file_path_problem(raw["file"])
-    if problem is not None:
-        raise ContractError("bad-file", f"{where}.file {rules.shown(raw['file'])} {problem}")
-    if "mode" in raw:
-        out["mode"] = _mode(raw["mode"], f"{where}.mode")
-    if "encoding" in raw:
-        if raw["encoding"] != BASE64:
-            raise ContractError("bad-encoding", f"{where}.encoding must be {BASE64!r}")
-        out["encoding"] = BASE64
-    if "optional" in raw:
-        if type(raw["optional"]) is not bool:
-            raise ContractError("bad-shape", f"{where}.optional must be true or false")
-        if raw["optional"]:
-            out["optional"] = True
-    return out
 
 
 def _secret_files_volume(raw: Any, where: str) -> dict[str, Any]:
-    if not isinstance(raw, Mapping):
-        raise ContractError("bad-shape", f"{where} is not an object")
-    unknown = sorted(str(k) for k in raw if k not in _VOLUME_KEYS)
-    if unknown:
-        raise ContractError("unknown-key", f"{where}: unknown key(s) {', '.join(unknown)}")
-    volume = raw.get("volume")
+    m = _object(raw, where, _VOLUME_KEYS)
+    _required(m, where, _VOLUME_KEYS)
+    volume = m["volume"]
     if not isinstance(volume, str) or not rules.is_dns_label(volume):
-        shown_name = rules.shown(volume) if isinstance(volume, str) else "missing"
-        raise ContractError("bad-volume", f"{where}.volume {shown_name} is not a DNS label")
-    default_mode = _mode(raw.get("defaultMode", DEFAULT_FILE_MODE), f"{where}.defaultMode")
-    files = raw.get("files")
-    if not isinstance(files, list) or not 1 <= len(files) <= rules.MAX_SECRET_FILES:
         raise ContractError(
-            "bad-files", f"{where}.files must list 1..{rules.MAX_SECRET_FILES} files"
+            "bad-volume-name", f"{where}: volume is not a pod volume name (a DNS label)"
         )
-    checked = [_secret_file(f, f"{where}.files[{i}]") for i, f in enumerate(files)]
-    names = [f["file"] for f in checked]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})[0]
-        raise ContractError("duplicate-file", f"{where}: file {twice!r} is given twice")
-    dirs = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
-    clash = sorted(dirs & set(names))
-    if clash:
+    default_mode = _mode(m["defaultMode"], f"{where}.defaultMode")
+    files = m["files"]
+    if not isinstance(files, list) or not files:
+        raise ContractError("bad-secret-files", f"{where}: files is not a non-empty list")
+    if len(files) > rules.MAX_SECRET_FILES:
         raise ContractError(
-            "file-is-directory",
-            f"{where}: {clash[0]!r} is a file and the directory of another file",
+            "too-many-files",
+            f"{where} has {len(files)} files, more than the {rules.MAX_SECRET_FILES} allowed",
         )
+    checked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, raw_file in enumerate(files):
+        file = _secret_file(raw_file, f"{where}.files[{index}]", default_mode)
+        if file["file"] in seen:
+            raise ContractError(
+                "duplicate-file",
+                f"{where}.files[{index}]: file {rules.shown(file['file'])} is listed twice in "
+                f"volume {volume}",
+            )
+        seen.add(file["file"])
+        checked.append(file)
+    for file in checked:
+        parts = file["file"].split("/")
+        for end in range(1, len(parts)):
+            directory = "/".join(parts[:end])
+            if directory in seen:
+                raise ContractError(
+                    "file-prefix",
+                    f"{where}: file {rules.shown(directory)} is also the directory of "
+                    f"{rules.shown(file['file'])}",
+                )
     return {"volume": volume, "defaultMode": default_mode, "files": checked}
 
 
-def _secret_files(volumes: Any) -> list[dict[str, Any]]:
-    if not isinstance(volumes, list):
-        raise ContractError("bad-shape", f"{SECRET_FILES} is not a list of volumes")
-    checked = [_secret_files_volume(v, f"volume[{i}]") for i, v in enumerate(volumes)]
+def parse_secret_files(value: str) -> list[dict[str, Any]]:
+    """A ``cloudtaser.io/secret-files`` value as the injector reads it: one
+    ``{volume, defaultMode, files}`` per volume, in order, each file
+    ``{file, path, key, mode, base64, optional}`` with its effective mode. An empty or blank
+    value is no files. Refusals carry the codes of ``spec/contract/secret-files.json``
+    (the Go twin is ``contract.ParseSecretFiles``)."""
+    if not value.strip():
+        return []
+    if len(value.encode("utf-8")) > rules.MAX_SECRET_FILES_ANNOTATION:
+        raise ContractError(
+            "secret-files-too-long",
+            f"{SECRET_FILES} is longer than the {rules.MAX_SECRET_FILES_ANNOTATION} bytes allowed",
+        )
+    try:
+        raw = json.loads(value, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise ContractError("bad-secret-files", f"{SECRET_FILES} is not JSON") from exc
+    if not isinstance(raw, list):
+        raise ContractError("bad-secret-files", f"{SECRET_FILES} is not a JSON list of volumes")
+    if not raw:
+        raise ContractError(
+            "bad-secret-files", f"{SECRET_FILES} lists no volume (leave it out instead)"
+        )
+    out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for volume in checked:
+    for index, raw_volume in enumerate(raw):
+        volume = _secret_files_volume(raw_volume, f"{SECRET_FILES}[{index}]")
         if volume["volume"] in seen:
             raise ContractError(
-                "duplicate-volume", f"{SECRET_FILES}: volume {volume['volume']!r} is given twice"
+                "duplicate-volume",
+                f"{SECRET_FILES}[{index}]: volume {volume['volume']!r} is listed twice",
             )
         seen.add(volume["volume"])
-    return checked
+        out.append(volume)
+    return out
 
 
 def format_secret_files(volumes: Sequence[Mapping[str, Any]]) -> str:
-    """The ``cloudtaser.io/secret-files`` value: compact JSON with sorted keys, one object per
-    migrated pod volume in the caller's order (the pod spec's); every name validated, the
-    kubelet's default mode made explicit, ``optional: false`` left out."""
-    text = json.dumps(_secret_files(list(volumes)), separators=(",", ":"), sort_keys=True)
-    if len(text.encode("utf-8")) > rules.MAX_SECRET_FILES_ANNOTATION:
-        raise ContractError(
-            "too-long",
-            f"{SECRET_FILES} would be {len(text)} bytes, more than "
-            f"{rules.MAX_SECRET_FILES_ANNOTATION}",
-        )
+    """The ``cloudtaser.io/secret-files`` value of ``volumes`` (the annotation's own shape:
+    ``{volume, defaultMode, files: [{key, path, file, mode?, encoding?, optional?}]}``, in the
+    pod spec's volume order): compact JSON with sorted keys, refused with the same codes as
+    :func:`parse_secret_files` when the injector would refuse it."""
+    text = json.dumps(list(volumes), separators=(",", ":"), sort_keys=True)
+    parse_secret_files(text)
     return text
-
-
-def parse_secret_files(value: str) -> list[dict[str, Any]]:
-    """Inverse of :func:`format_secret_files`: the volumes as the injector reads them
-    (``defaultMode`` filled in). Refusals carry the codes of ``spec/contract/secret-files.json``."""
-    if len(value.encode("utf-8")) > rules.MAX_SECRET_FILES_ANNOTATION:
-        raise ContractError(
-            "too-long", f"{SECRET_FILES} is longer than {rules.MAX_SECRET_FILES_ANNOTATION} bytes"
-        )
-    try:
-        raw = json.loads(value)
-    except ValueError as exc:
-        raise ContractError("bad-json", f"{SECRET_FILES} is not JSON") from exc
-    return _secret_files(raw)
 
 
 def format_accept_dangerous_env(names: Sequence[str]) -> str:

@@ -196,9 +196,10 @@ ARMORED_SIGNATURE: Final = (
 )
 
 #: A file inside a Secret volume (``items[].path``; ``file`` of ``cloudtaser.io/secret-files``):
-#: the kubelet's own rules: relative, segments of ``[A-Za-z0-9._-]``, no empty segment, none
-#: starting with ``..`` (so never ``..``), no leading ``/``; at most :data:`MAX_FILE_PATH`.
-FILE_PATH: Final = r"^(?!\.\.)[A-Za-z0-9._-]+(/(?!\.\.)[A-Za-z0-9._-]+)*(?!\n)$"
+#: the kubelet's own rules, tightened by one: relative, segments of ``[A-Za-z0-9._-]``, none
+#: empty, none ``.`` or starting with ``..`` (the kubelet's own ``..data``), no leading ``/``;
+#: at most :data:`MAX_FILE_PATH` (Go: ``contract.ValidFilePath``).
+FILE_PATH: Final = r"^(?!\.\.|\.(?:/|$))[A-Za-z0-9._-]+(/(?!\.\.|\.(?:/|$))[A-Za-z0-9._-]+)*(?!\n)$"
 MAX_FILE_PATH: Final = 4096
 #: A file mode (``mode``, ``defaultMode``): 0..0o777, as the kubelet accepts.
 MAX_FILE_MODE: Final = 0o777
@@ -251,8 +252,8 @@ def file_path_problem(path: str) -> str | None:
         return f"is longer than {MAX_FILE_PATH} characters"
     if _FILE_PATH_RE.fullmatch(path) is None:
         return (
-            "is not a relative path of segments of letters, digits, '.', '_', '-' (no empty "
-            "segment, none starting with '..', no leading '/')"
+            "is not a relative path of segments of letters, digits, '.', '_', '-' (none "
+            "empty, '.' or starting with '..', no leading '/')"
         )
     return None
 

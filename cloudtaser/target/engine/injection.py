@@ -29,7 +29,7 @@ Pure checks (:func:`pod_problems`) are separate from the reads (:func:`revision_
 
 from __future__ import annotations
 
-import re
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -119,7 +119,26 @@ def _state_text(status: Mapping[str, Any]) -> str:
     return "not started"
 
 
-_REPORT_WORD: Final = re.compile(r"[a-z0-9-]+")
+def _report_volumes(message: str) -> set[str] | None:
+    """The volumes a ``cloudtaser-files`` report names (its termination message:
+    ``{"formatVersion": 1, "files": N, "volumes": [{"volume", "files", "skipped"}]}``, names
+    and counts only); ``None`` when it is not such a report. The runtime leaves the volume list
+    out when the report would pass the kubelet's 4096 bytes: then the empty set."""
+    try:
+        report = json.loads(message)
+    except ValueError:
+        return None
+    if (
+        not isinstance(report, Mapping)
+        or report.get("formatVersion") != 1
+        or report.get("error")
+        or type(report.get("files")) is not int
+    ):
+        return None
+    volumes = report.get("volumes") or []
+    if not isinstance(volumes, list):
+        return None
+    return {str(v.get("volume")) for v in volumes if isinstance(v, Mapping)}
 
 
 def files_problems(pod: Mapping[str, Any]) -> list[str]:
@@ -142,14 +161,16 @@ def files_problems(pod: Mapping[str, Any]) -> list[str]:
     if (
         not isinstance(term, Mapping)
         or term.get("exitCode") != 0
-        or (term.get("reason") != "Completed")
+        or term.get("reason") != "Completed"
     ):
         return [
             f"pod {name}: init container {FILES_INIT_CONTAINER} did not complete "
             f"({_state_text(status) if status else 'no status yet'})"
         ]
-    reported = set(_REPORT_WORD.findall(str(term.get("message") or "")))
-    unreported = [v for v in volumes if v not in reported]
+    reported = _report_volumes(str(term.get("message") or ""))
+    if reported is None:
+        return [f"pod {name}: {FILES_INIT_CONTAINER} left no files report"]
+    unreported = [v for v in volumes if reported and v not in reported]
     if unreported:
         return [
             f"pod {name}: {FILES_INIT_CONTAINER} did not report volume(s) "
