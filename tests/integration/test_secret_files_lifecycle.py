@@ -189,7 +189,7 @@ def _reporter(client: Any, namespace: str) -> Iterator[None]:
                         namespace=namespace,
                         patch_type=PatchType.MERGE,
                     )
-            except Exception:  # noqa: BLE001, S110 - the next round tries again
+            except Exception:  # the next round tries again
                 pass
 
     thread = threading.Thread(target=loop, daemon=True)
