@@ -176,6 +176,8 @@ class VaultRead:
     location: str
     #: The path may lie outside the tenant's scope (a reviewer's ``shared: true``).
     shared: bool = False
+    #: Fields of Secret files marked ``encoding: base64`` (stored as the base64 of the bytes).
+    binary: tuple[str, ...] = ()
 
 
 class SecretFileKey(_Base, kw_only=True):
@@ -446,6 +448,7 @@ class Workload(_Base, kw_only=True):
                     fields=required,
                     location=f"secretFiles[{i}]",
                     shared=f.vault_path in shared,
+                    binary=tuple(k.key for k in f.files if k.encoding == "base64"),
                 )
             )
         return out

@@ -17,6 +17,7 @@ from cloudtaser import plan as planlib
 from cloudtaser.contract import SECRET_FILES, parse_secret_files
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
+from cloudtaser.plan.todo import checklist
 from cloudtaser.source.grants import build_grants
 from cloudtaser.target.annotations import ENV_MAP, SECRET_PATHS, build_annotations
 from cloudtaser.target.discover.scanned import SecretLookup
@@ -467,3 +468,14 @@ def test_file_keys_count_as_mapped_for_delete_secrets() -> None:
     assert unproven.unmapped == ("x",)
     assert not unproven.safe
     assert unproven.unproven == ("keystore.jks", "tls.crt", "tls.key")
+
+
+def test_plan_todo_tells_to_store_a_binary_file_as_base64() -> None:
+    plan = build([wl("shop", D, "web", tls_app())], LOOKUP).plan
+    by_path = {item.vault_path: item for item in checklist(plan)}
+    tls = by_path["secret/data/shop/tls"]
+    assert tls.binary_fields == ("keystore.jks",)
+    assert tls.command() == (
+        "bao kv put -mount=secret shop/tls tls.crt=… tls.key=… keystore.jks=@<(base64 -w0 …)"
+    )
+    assert by_path["secret/data/shop/db"].fields == ("password", "conf")
