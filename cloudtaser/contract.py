@@ -27,6 +27,12 @@ env``                              reviewed plan accepts as env-map targets, sor
                                    ``,``; written only when the workload accepts some. An env-map
                                    target that is dangerous and not named here is refused, a
                                    reserved one (``CLOUDTASER_*``) always
+``cloudtaser.io/secret-files``     the Secret volumes the pods read, served from the vault:
+                                   compact JSON, one ``{volume, defaultMode, files: [{key, path,
+                                   file, mode?, encoding?, optional?}]}`` per volume in the pod
+                                   spec's order (:func:`format_secret_files`,
+                                   :func:`parse_secret_files`, docs/secret-files.md); a pod may
+                                   carry it without ``secret-paths``
 =================================  ==============================================================
 
 Wrapper environment
