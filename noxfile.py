@@ -318,7 +318,8 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover, protect, runtime_wrapper). Not part of plain ``nox``: they take minutes and measure,
+    discover, protect, runtime_wrapper, secret_files: the real node, root). Not part of plain
+    ``nox``: they take minutes and measure,
     they do not test.
     """
     _build_testenv(session)
@@ -330,6 +331,7 @@ def benchmarks(session: nox.Session) -> None:
         "discover",
         "protect",
         "runtime_wrapper",
+        "secret_files",
     ]
     if "runtime_wrapper" in names:
         session.chdir(RUNTIME)

@@ -30,6 +30,7 @@ type Annotations struct {
 	Role      string
 	AuthMount string
 	Secrets   []Secret
+	Files     []FileVolume // cloudtaser.io/secret-files (secretfiles.go)
 }
 
 // ParseAnnotations validates the cloudtaser.io/* annotations of a pod. A pod that does not
@@ -60,7 +61,10 @@ func ParseAnnotations(a map[string]string) (Annotations, error) {
 			return Annotations{}, err
 		}
 	}
-	if strings.TrimSpace(a[AnnotationSecretPaths]) == "" {
+	if out.Files, err = ParseSecretFiles(AnnotationSecretFiles, a[AnnotationSecretFiles]); err != nil {
+		return Annotations{}, err
+	}
+	if strings.TrimSpace(a[AnnotationSecretPaths]) == "" && len(out.Files) == 0 {
 		return Annotations{}, errorf(CodeMissingPaths, "%s is not set: there are no secrets to fetch", AnnotationSecretPaths)
 	}
 	out.Secrets, err = ParseMapping(AnnotationSecretPaths, a[AnnotationSecretPaths], AnnotationEnvMap, a[AnnotationEnvMap])

@@ -22,6 +22,10 @@ import (
 // [A-Za-z0-9._-], none empty, none "." or starting with "..", at most MaxFilePath characters.
 // spec/contract/secret-files.json holds the vectors both languages run.
 
+// FilesDir is where the files init container, and a resident wrapper that rotates files,
+// mount each volume of the annotation read-write: FilesDir/<volume>.
+const FilesDir = "/cloudtaser/files"
+
 // Limits of the secret-files annotation.
 const (
 	MaxSecretFilesBytes = 65536 // the whole annotation value

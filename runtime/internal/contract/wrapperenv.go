@@ -25,6 +25,7 @@ const (
 	EnvEnvMap         = "CLOUDTASER_ENV_MAP"
 	EnvSATokenPath    = "CLOUDTASER_SA_TOKEN_PATH"
 	EnvAcceptDanger   = "CLOUDTASER_ACCEPT_DANGEROUS_ENV"
+	EnvSecretFiles    = "CLOUDTASER_SECRET_FILES" // secretfiles.go
 	EnvMode           = "CLOUDTASER_MODE"
 	EnvStartTimeout   = "CLOUDTASER_START_TIMEOUT"
 	EnvRotation       = "CLOUDTASER_ROTATION_INTERVAL"
@@ -143,7 +144,8 @@ type Config struct {
 	SkipVerify       bool
 	SATokenPath      string
 	Secrets          []Secret
-	AcceptDangerous  []string // dangerous targets the pod's reviewers accepted
+	AcceptDangerous  []string     // dangerous targets the pod's reviewers accepted
+	Files            []FileVolume // the volumes this wrapper renders (EnvSecretFiles)
 	Mode             string
 	StartTimeout     time.Duration
 	RequestTimeout   time.Duration
@@ -179,6 +181,7 @@ func OSFileExists(path string) bool {
 func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	var c Config
 	var err error
+	files, injectedFiles := env[EnvSecretFiles]
 	env = controlEnv(env)
 	addr := env[EnvAddr]
 	if addr == "" {
@@ -221,8 +224,14 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	if token != "" && !HeaderSafeToken(token) {
 		return c, errorf(CodeBadToken, "%s contains blanks, control or non-ASCII characters", EnvToken)
 	}
-	if strings.TrimSpace(env[EnvSecretPaths]) == "" {
+	// In a pod with secret files the injector writes EnvSecretFiles on every container (empty
+	// where the container renders none): such a pod may have no secret paths at all (admission
+	// checked that it has files).
+	if strings.TrimSpace(env[EnvSecretPaths]) == "" && !injectedFiles {
 		return c, errorf(CodeMissingPaths, "%s is not set: there are no secrets to fetch", EnvSecretPaths)
+	}
+	if c.Files, err = ParseSecretFiles(EnvSecretFiles, files); err != nil {
+		return c, err
 	}
 	if c.Secrets, err = ParseMapping(EnvSecretPaths, env[EnvSecretPaths], EnvEnvMap, env[EnvEnvMap]); err != nil {
 		return c, err

@@ -12,6 +12,7 @@
 //     from the runtime image, restricted security context, small resources
 //   - every container: command = wrapper + original command, the two mounts, the wrapper env
 //   - annotation cloudtaser.io/injected: <runtime version>
+//   - with cloudtaser.io/secret-files: the files injection of files.go
 //
 // Annotations are validated by internal/contract (the rule book shared with the Python CLI);
 // nothing here re-implements a rule. Messages never carry a secret value or token.
@@ -284,6 +285,10 @@ func (m *mutation) run(ctx context.Context) webhook.Decision {
 	if refused := m.conflicts(); refused != nil {
 		return *refused
 	}
+	files, refused := m.secretFiles(a) // files.go
+	if refused != nil {
+		return *refused
+	}
 	cmds, refused := m.commands(ctx)
 	if refused != nil {
 		return *refused
@@ -291,8 +296,10 @@ func (m *mutation) run(ctx context.Context) webhook.Decision {
 	m.addVolumes()
 	m.addInitContainer()
 	env := wrapperEnv(a, m.accepted)
+	files.addTo(m, env)
 	for i, c := range spec.Containers {
-		m.wrapContainer(i, c, cmds[i], env)
+		m.wrapContainer(i, c, cmds[i], files.containerEnv(i, env))
+		files.addOwnerMounts(m, i)
 	}
 	m.addAnnotation()
 	patch, err := json.Marshal(m.ops)

@@ -161,34 +161,41 @@ func readFailure(path string, err error) error {
 	return fail(ExitRemote, "reading %s failed: %v; refusing to start", path, err)
 }
 
-// envValue turns a vault field into an environment string, refusing null and NUL bytes.
-// Strings as they are; numbers as written in the vault's JSON; booleans true/false;
-// objects and arrays as compact JSON with sorted keys.
+// envValue turns a vault field into an environment string (fieldText), refusing null and NUL
+// bytes.
 func envValue(v any, where string) (string, error) {
-	var text string
-	switch x := v.(type) {
-	case nil:
-		return "", fail(ExitMissing, "%s is null in the vault; refusing to start", where)
-	case string:
-		text = x
-	case json.Number:
-		text = x.String()
-	case bool:
-		text = "false"
-		if x {
-			text = "true"
-		}
-	default:
-		var b bytes.Buffer
-		enc := json.NewEncoder(&b)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(x); err != nil {
-			return "", fail(ExitMissing, "%s cannot be turned into an environment value", where)
-		}
-		text = strings.TrimSuffix(b.String(), "\n")
+	text, ok := fieldText(v)
+	if !ok {
+		return "", fail(ExitMissing, "%s is null in the vault or cannot be turned into text; refusing to start", where)
 	}
 	if err := contract.CheckValue(where, text); err != nil {
 		return "", fail(ExitMissing, "%s; refusing to start", err.Error())
 	}
 	return text, nil
+}
+
+// fieldText is the text of a vault field, for an environment variable or a file: strings as
+// they are; numbers as written in the vault's JSON; booleans true/false; objects and arrays as
+// compact JSON with sorted keys. ok is false for null.
+func fieldText(v any) (string, bool) {
+	switch x := v.(type) {
+	case nil:
+		return "", false
+	case string:
+		return x, true
+	case json.Number:
+		return x.String(), true
+	case bool:
+		if x {
+			return "true", true
+		}
+		return "false", true
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return "", false
+	}
+	return strings.TrimSuffix(b.String(), "\n"), true
 }

@@ -138,6 +138,7 @@ func (w *Wrapper) resident(got *fetched) error {
 				_ = unix.Kill(pid, unix.SIGKILL)
 			}
 		case <-tick:
+			w.rotateFiles() // in place, never a restart (files.go)
 			if restarting || stopping {
 				continue
 			}

@@ -38,6 +38,7 @@ type Wrapper struct {
 	requests  int
 	ownToken  bool // the token came from our login (so we revoke it)
 	login     *vault.Login
+	files     *fileRotation // files.go: the volumes a resident wrapper re-renders
 }
 
 // Logf writes one diagnostic line. Callers never pass a value or a token.
@@ -70,6 +71,23 @@ func (w *Wrapper) run() error {
 	if err := secmem.SetNotDumpable(); err != nil {
 		return fail(ExitInternal, "prctl(PR_SET_DUMPABLE, 0) failed: %v", err)
 	}
+	if err := w.connect(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.Cfg.StartTimeout)
+	defer cancel()
+	got, err := w.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	if w.Cfg.Mode == contract.ModeResident {
+		return w.resident(got)
+	}
+	return w.execApp(got)
+}
+
+// connect makes the vault client (no request yet).
+func (w *Wrapper) connect() error {
 	c, err := vault.New(vault.Options{
 		Address: w.Cfg.Address, Namespace: w.Cfg.Namespace, CACert: w.Cfg.CACert,
 		SkipVerify: w.Cfg.SkipVerify, RequestTimeout: w.Cfg.RequestTimeout,
@@ -85,16 +103,7 @@ func (w *Wrapper) run() error {
 		}
 	}
 	w.client = c
-	ctx, cancel := context.WithTimeout(context.Background(), w.Cfg.StartTimeout)
-	defer cancel()
-	got, err := w.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	if w.Cfg.Mode == contract.ModeResident {
-		return w.resident(got)
-	}
-	return w.execApp(got)
+	return nil
 }
 
 // acquire logs in and fetches; a failed fetch revokes our token before it returns.
