@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from cloudtaser import plan as planlib
+from cloudtaser.connect import plan_selection
 from cloudtaser.contract import SECRET_FILES, parse_secret_files
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import WorkloadKind, WorkloadStatus
@@ -479,3 +480,10 @@ def test_plan_todo_tells_to_store_a_binary_file_as_base64() -> None:
         "bao kv put -mount=secret shop/tls tls.crt=… tls.key=… keystore.jks=@<(base64 -w0 …)"
     )
     assert by_path["secret/data/shop/db"].fields == ("password", "conf")
+
+
+def test_connect_binds_the_service_account_of_a_files_only_workload() -> None:
+    """client-JWT mode: every ServiceAccount that logs in needs system:auth-delegator; a
+    workload reading Secrets only as files logs in too (cloudtaser-files)."""
+    plan = build([wl("db", S, "pg", bitnami_postgresql())], LOOKUP).plan
+    assert plan_selection(plan, None)[1] == (("db", "default"),)
