@@ -32,6 +32,12 @@ env``                              reviewed plan accepts as env-map targets, sor
                                    ``,``; written only when the workload accepts some. An env-map
                                    target that is dangerous and not named here is refused, a
                                    reserved one (``CLOUDTASER_*``) always
+``cloudtaser.io/secret-files``     the Secret volumes the pods read, served from the vault:
+                                   compact JSON, one ``{volume, defaultMode, files: [{key, path,
+                                   file, mode?, encoding?, optional?}]}`` per volume in the pod
+                                   spec's order (:func:`format_secret_files`,
+                                   :func:`parse_secret_files`, docs/secret-files.md); a pod may
+                                   carry it without ``secret-paths``
 =================================  ==============================================================
 
 Wrapper environment
@@ -104,9 +110,12 @@ __all__ = [
     "AUTH_METHOD_JWT",
     "AUTH_METHOD_KUBERNETES",
     "AUTH_PATH",
+    "BASE64",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
+    "DEFAULT_FILE_MODE",
     "ENV_MAP",
+    "FILES_INIT_CONTAINER",
     "INIT_CONTAINER",
     "INJECT",
     "INJECTED_ANNOTATION",
@@ -135,6 +144,7 @@ __all__ = [
     "format_accept_dangerous_env",
     "format_auth_path",
     "format_env_map",
+    "format_secret_files",
     "format_secret_paths",
     "optional_duration",
     "parse_accept_dangerous_env",
@@ -146,6 +156,7 @@ __all__ = [
     "parse_env_map",
     "parse_injector_defaults",
     "parse_mapping",
+    "parse_secret_files",
     "parse_secret_paths",
     "parse_vault_address",
     "parse_vault_namespace",
@@ -199,6 +210,9 @@ MANAGED_KEYS: Final = (
 INJECTED_ANNOTATION: Final = "cloudtaser.io/injected"
 #: The init container the injector inserts first; it installs the runtime into BIN_VOLUME.
 INIT_CONTAINER: Final = "cloudtaser-init"
+#: The init container that renders ``cloudtaser.io/secret-files`` into memory volumes (after
+#: INIT_CONTAINER); its termination message reports volume names and file counts, never content.
+FILES_INIT_CONTAINER: Final = "cloudtaser-files"
 BIN_VOLUME: Final = "cloudtaser-bin"
 TOKEN_VOLUME: Final = "cloudtaser-token"  # noqa: S105 - a volume name
 BIN_MOUNT_PATH: Final = "/cloudtaser/bin"
@@ -435,6 +449,166 @@ def parse_mapping(secret_paths: str, env_map: str) -> list[tuple[str, dict[str, 
 
 
 # --- accepted dangerous targets --------------------------------------------------------------
+
+
+# --- cloudtaser.io/secret-files (docs/secret-files.md; spec/contract/secret-files.json) ---------
+
+_VOLUME_KEYS: Final = ("volume", "defaultMode", "files")
+_FILE_KEYS: Final = ("file", "path", "key", "mode", "encoding", "optional")
+#: The one binary encoding: the vault field holds the base64 of the file's bytes.
+BASE64: Final = "base64"
+#: Kubernetes' ``defaultMode`` of a secret volume that sets none (0o644).
+DEFAULT_FILE_MODE: Final = 0o644
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _object(raw: Any, where: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ContractError("bad-secret-files", f"{where} is not a JSON object")
+    unknown = sorted(str(k) for k in raw if k not in allowed)
+    if unknown:
+        raise ContractError(
+            "bad-secret-files", f"{where} has an unknown key {rules.shown(unknown[0], 40)}"
+        )
+    return raw
+
+
+def _required(raw: Mapping[str, Any], where: str, keys: Sequence[str]) -> None:
+    for key in keys:
+        if key not in raw:
+            raise ContractError("bad-secret-files", f"{where} has no {key}")
+
+
+def _mode(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= rules.MAX_FILE_MODE:
+        raise ContractError(
+            "bad-file-mode", f"{where} is not a file mode (an integer 0..511, 0o777)"
+        )
+    return value
+
+
+def _secret_file(raw: Any, where: str, default_mode: int) -> dict[str, Any]:
+    m = _object(raw, where, _FILE_KEYS)
+    _required(m, where, ("file", "path", "key"))
+    file, path, key = m["file"], m["path"], m["key"]
+    if not isinstance(file, str) or rules.file_path_problem(file) is not None:
+        raise ContractError(
+            "bad-file-path",
+            f"{where}: file is not a relative path of [A-Za-z0-9._-] segments (none empty, "
+            f"'.' or starting with '..', at most {rules.MAX_FILE_PATH} characters)",
+        )
+    if not isinstance(path, str) or rules.vault_path_problem(path) is not None:
+        raise ContractError(
+            "unsafe-path", f"{where}: path is not a safe KV v2 path (<mount>/data/<path>)"
+        )
+    if not isinstance(key, str) or not rules.is_field_name(key):
+        raise ContractError("bad-field", f"{where}: key is not a valid vault field name")
+    mode = _mode(m["mode"], f"{where}.mode") if "mode" in m else default_mode
+    if "encoding" in m and m["encoding"] != BASE64:
+        raise ContractError("bad-encoding", f"{where}: encoding can only be {BASE64!r}")
+    optional = m.get("optional", False)
+    if type(optional) is not bool:
+        raise ContractError("bad-secret-files", f"{where}: optional is not true or false")
+    return {
+        "file": file,
+        "path": path,
+        "key": key,
+        "mode": mode,
+        "base64": "encoding" in m,
+        "optional": optional,
+    }
+
+
+def _secret_files_volume(raw: Any, where: str) -> dict[str, Any]:
+    m = _object(raw, where, _VOLUME_KEYS)
+    _required(m, where, _VOLUME_KEYS)
+    volume = m["volume"]
+    if not isinstance(volume, str) or not rules.is_dns_label(volume):
+        raise ContractError(
+            "bad-volume-name", f"{where}: volume is not a pod volume name (a DNS label)"
+        )
+    default_mode = _mode(m["defaultMode"], f"{where}.defaultMode")
+    files = m["files"]
+    if not isinstance(files, list) or not files:
+        raise ContractError("bad-secret-files", f"{where}: files is not a non-empty list")
+    if len(files) > rules.MAX_SECRET_FILES:
+        raise ContractError(
+            "too-many-files",
+            f"{where} has {len(files)} files, more than the {rules.MAX_SECRET_FILES} allowed",
+        )
+    checked: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, raw_file in enumerate(files):
+        file = _secret_file(raw_file, f"{where}.files[{index}]", default_mode)
+        if file["file"] in seen:
+            raise ContractError(
+                "duplicate-file",
+                f"{where}.files[{index}]: file {rules.shown(file['file'])} is listed twice in "
+                f"volume {volume}",
+            )
+        seen.add(file["file"])
+        checked.append(file)
+    for file in checked:
+        parts = file["file"].split("/")
+        for end in range(1, len(parts)):
+            directory = "/".join(parts[:end])
+            if directory in seen:
+                raise ContractError(
+                    "file-prefix",
+                    f"{where}: file {rules.shown(directory)} is also the directory of "
+                    f"{rules.shown(file['file'])}",
+                )
+    return {"volume": volume, "defaultMode": default_mode, "files": checked}
+
+
+def parse_secret_files(value: str) -> list[dict[str, Any]]:
+    """A ``cloudtaser.io/secret-files`` value as the injector reads it: one
+    ``{volume, defaultMode, files}`` per volume, in order, each file
+    ``{file, path, key, mode, base64, optional}`` with its effective mode. An empty or blank
+    value is no files. Refusals carry the codes of ``spec/contract/secret-files.json``
+    (the Go twin is ``contract.ParseSecretFiles``)."""
+    if not value.strip():
+        return []
+    if len(value.encode("utf-8")) > rules.MAX_SECRET_FILES_ANNOTATION:
+        raise ContractError(
+            "secret-files-too-long",
+            f"{SECRET_FILES} is longer than the {rules.MAX_SECRET_FILES_ANNOTATION} bytes allowed",
+        )
+    try:
+        raw = json.loads(value, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise ContractError("bad-secret-files", f"{SECRET_FILES} is not JSON") from exc
+    if not isinstance(raw, list):
+        raise ContractError("bad-secret-files", f"{SECRET_FILES} is not a JSON list of volumes")
+    if not raw:
+        raise ContractError(
+            "bad-secret-files", f"{SECRET_FILES} lists no volume (leave it out instead)"
+        )
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, raw_volume in enumerate(raw):
+        volume = _secret_files_volume(raw_volume, f"{SECRET_FILES}[{index}]")
+        if volume["volume"] in seen:
+            raise ContractError(
+                "duplicate-volume",
+                f"{SECRET_FILES}[{index}]: volume {volume['volume']!r} is listed twice",
+            )
+        seen.add(volume["volume"])
+        out.append(volume)
+    return out
+
+
+def format_secret_files(volumes: Sequence[Mapping[str, Any]]) -> str:
+    """The ``cloudtaser.io/secret-files`` value of ``volumes`` (the annotation's own shape:
+    ``{volume, defaultMode, files: [{key, path, file, mode?, encoding?, optional?}]}``, in the
+    pod spec's volume order): compact JSON with sorted keys, refused with the same codes as
+    :func:`parse_secret_files` when the injector would refuse it."""
+    text = json.dumps(list(volumes), separators=(",", ":"), sort_keys=True)
+    parse_secret_files(text)
+    return text
 
 
 def format_accept_dangerous_env(names: Sequence[str]) -> str:
@@ -738,9 +912,10 @@ def parse_annotations(
     namespace = defaults.namespace
     if annotations.get(VAULT_NAMESPACE, "").strip():
         namespace = parse_vault_namespace(VAULT_NAMESPACE, annotations[VAULT_NAMESPACE])
-    if not annotations.get(SECRET_PATHS, "").strip():
+    files = parse_secret_files(annotations[SECRET_FILES]) if SECRET_FILES in annotations else []
+    if not annotations.get(SECRET_PATHS, "").strip() and not files:
         raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
-    pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))
+    pairs = parse_mapping(annotations.get(SECRET_PATHS, ""), annotations.get(ENV_MAP, ""))
     accepted = parse_accept_dangerous_env(annotations.get(ACCEPT_DANGEROUS_ENV, ""))
     check_dangerous_targets(pairs, accepted)
     parsed: dict[str, Any] = {
@@ -749,6 +924,7 @@ def parse_annotations(
         "role": role,
         "authMount": mount,
         "mapping": [{"path": path, "fields": fields} for path, fields in pairs],
+        **({"secretFiles": files} if files else {}),
     }
     if method != AUTH_METHOD_KUBERNETES:
         parsed["authMethod"] = method

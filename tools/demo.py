@@ -12,9 +12,11 @@ Two modes (``--mode auto`` picks the first that can run, and says why when it fa
   The injector is installed with ``target install``; protect restarts the pods with the wrapper
   and the app prints the value it got from OpenBao (a canary that differs from the Kubernetes
   Secret's); ``finalize --delete-secrets --require-verified verified.json`` (the report of
-  ``verify-plan --attest``) removes the Secret references and deletes the Secrets whose every
-  key is proven in the vault and that nothing uses any more (``kubectl get secrets`` shows them
-  gone); ``target audit`` writes its HTML report.
+  ``verify-plan --attest``) removes the Secret references (the ``tls`` volume becomes a memory
+  volume the runtime fills from OpenBao, and the app prints the certificate it reads there) and
+  deletes the Secrets whose every key is proven in the vault and that nothing uses any more:
+  ``kubectl get secrets`` shows none left in the sample namespaces; ``target audit`` writes its
+  HTML report.
 - ``kwok``: the control plane with kwok's fake nodes (no root needed). Pods run nothing, so
   protect cannot prove injection (``--no-verify-injection``), the wrapper is shown on the host,
   finalize refuses (the pods are not injected: that is the safety rule) and audit reports it.
@@ -80,7 +82,12 @@ AUDIENCE = "openbao"
 #: Real node: the app (busybox) prints what it got; the vault holds these canaries, which
 #: differ from the Kubernetes Secrets' values above (those are never printed).
 BUSYBOX = "ghcr.io/cloudtaser-test/busybox:1"
-APP_SCRIPT = 'echo "the app got DB_PASSWORD=$DB_PASSWORD"; exec sleep 3600'
+APP_SCRIPT = (
+    'echo "the app got DB_PASSWORD=$DB_PASSWORD"; '
+    "if [ -f /etc/files/tls.crt ]; then "
+    'echo "the app read /etc/files/tls.crt: $(cat /etc/files/tls.crt)"; fi; '
+    "exec sleep 3600"
+)
 
 #: A stand-in for the application: it reports which secrets it received (masked).
 APP = """\
@@ -320,7 +327,7 @@ def create_samples(cluster: Cluster) -> None:
                 )
             ],
         ),
-        # env plus a secret volume (files cannot be replaced by env injection: noted)
+        # env plus a secret volume (both served from the vault: env and a memory volume)
         wl.deployment(
             "web",
             "shop",
@@ -333,7 +340,7 @@ def create_samples(cluster: Cluster) -> None:
             ],
             secret_volumes={"tls": "tls"},
         ),
-        # files only: discover marks it skipped with the reason
+        # files only: migrated too (a memory volume rendered from the vault)
         wl.deployment(
             "cert-sync",
             "shop",
@@ -391,7 +398,8 @@ def servers(workdir: Path, *, real: bool) -> Iterator[tuple[BaoServer, Cluster, 
 
 def create_real_samples(node: RealNode) -> None:
     """Real node: busybox Deployments (hostNetwork, so they reach OpenBao on loopback) that
-    print the DB_PASSWORD they were given; one also mounts a Secret as files."""
+    print the DB_PASSWORD they were given; one also mounts Secret ``tls`` as files and prints
+    the certificate it reads from them."""
     node.build_image("cloudtaser-test/busybox:1", cmd=["sh"])
     client = node.client()
     used = {"payments": ("postgres",), "shop": ("redis", "tls")}
@@ -454,7 +462,7 @@ def populate(bao: BaoServer, plan_path: Path, *, canaries: bool) -> None:
     plan = planlib.load(plan_path)
     done: set[str] = set()
     for tenant, workload in plan.iter_workloads():
-        for secret in workload.secrets:
+        for secret in workload.vault_reads():  # env fields and Secret files alike
             if secret.vault_path in done or secret.source not in SECRETS[tenant.namespace]:
                 continue
             done.add(secret.vault_path)
@@ -678,16 +686,20 @@ def real_lifecycle(
          bao.address, "--yes", *GATE, "--require-verified", "verified.json"],
         env=cluster_env, cwd=workdir,
     )  # fmt: skip
-    print(f"{DIM}the app prints the value it got: from OpenBao, not the Kubernetes Secret's{RESET}")
+    print(
+        f"{DIM}the app prints the values it got, as env and from a file: from OpenBao, not the "
+        f"Kubernetes Secret's{RESET}"
+    )
     for namespace, name in (("payments", "api"), ("shop", "web")):
         run([kubectl, "logs", "-n", namespace, f"deployment/{name}", "-c", "app"],
             env=cluster_env, cwd=workdir)  # fmt: skip
 
     step(
         "8. finalize --delete-secrets (cluster side only)",
-        "removes the Secret references the vault now serves, then deletes each Secret whose "
-        "every key the report proves in the vault and that nothing uses. IRREVERSIBLE; tls stays "
-        "(mounted as files)",
+        "removes the Secret references the vault now serves (the tls volume becomes a memory "
+        "volume the runtime fills from OpenBao), then deletes each Secret whose every key the "
+        "report proves in the vault and that nothing uses: no Kubernetes Secret is left. "
+        "IRREVERSIBLE",
     )
     for namespace in ("payments", "shop"):
         run([kubectl, "get", "secrets", "-n", namespace], env=cluster_env, cwd=workdir)

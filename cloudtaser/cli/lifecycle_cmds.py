@@ -168,7 +168,7 @@ def register(groups: Any) -> None:
         default=[],
         choices=("secrets-read", "unprotected", "unused-secrets", "incomplete", "any"),
         help="exit 1 when the condition holds (repeatable): secrets-read (a workload still "
-        "reads a Secret as env), unprotected (an opted-in pod is not proven injected), "
+        "reads a Secret as env or files), unprotected (an opted-in pod is not proven injected), "
         "unused-secrets (a Secret nothing references is left), incomplete (something could "
         "not be read), any (one of them); the report is written first",
     )

@@ -523,7 +523,7 @@ def plan_selection(
         {
             (tenant.namespace, workload.service_account or "default")
             for tenant, workload in plan.iter_workloads()
-            if workload.effective_status is not WorkloadStatus.SKIPPED and workload.secrets
+            if workload.effective_status is not WorkloadStatus.SKIPPED and workload.vault_reads()
         }
     )
     return auth_mount or plan.auth_mount, tuple(reviewers)

@@ -225,7 +225,7 @@ def uncovered(
         if include is not None and not include(tenant, workload):
             continue
         missing = []
-        for secret in workload.secrets:
+        for secret in workload.vault_reads():
             fields = proven.get(secret.vault_path)
             if fields is None:
                 missing.append(f"{secret.vault_path} not proven")

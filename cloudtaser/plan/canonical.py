@@ -4,9 +4,9 @@ A reviewer judges the plan's metadata, tenants, workloads, secrets, vault paths,
 environment variable names, skips and their reasons, and who owns each workload and Secret
 (``owner``, written by discover: an approval covers the owner the reviewer saw). Runs after the
 review (``protect``, ``unprotect``, ``finalize``) change only a workload's ``status``,
-``history``, ``lastError``, ``finalizedAt``, ``finalizedRefs`` and ``injectorDefaults``; those
-are not reviewed content, so a protect run never invalidates an approval, and any edit of a
-reviewed field does. The exact rules (docs/approval.md, "The canonical form"), so that another
+``history``, ``lastError``, ``finalizedAt``, ``finalizedRefs``, ``finalizedVolumes`` and
+``injectorDefaults``; those are not reviewed content, so a protect run never invalidates an
+approval, and any edit of a reviewed field does. The exact rules (docs/approval.md, "The canonical form"), so that another
 tool can recompute the digest:
 
 1. Start from the plan as loaded (YAML formatting, comments, quoting and key order do not
@@ -55,7 +55,15 @@ __all__ = [
 
 #: Workload fields that runs write after the review (camelCase, as in the file).
 RUN_FIELDS: Final = frozenset(
-    {"status", "history", "lastError", "finalizedAt", "finalizedRefs", "injectorDefaults"}
+    {
+        "status",
+        "history",
+        "lastError",
+        "finalizedAt",
+        "finalizedRefs",
+        "finalizedVolumes",
+        "injectorDefaults",
+    }
 )
 #: Top-level fields that are not reviewed content (the approvals themselves).
 PLAN_FIELDS_NOT_REVIEWED: Final = frozenset({"approvals"})

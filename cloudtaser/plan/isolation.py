@@ -22,10 +22,13 @@ unless a reviewer marked that secret ``shared: true``.
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import rules
 from cloudtaser.plan.model import (
     FinalizedRef,
+    FinalizedVolume,
     MigrationPlan,
     Tenant,
     Workload,
@@ -43,6 +46,8 @@ __all__ = [
     "dangerous_env_violation",
     "finalized_ref_problem",
     "finalized_refs_violation",
+    "finalized_volume_problem",
+    "finalized_volumes_violation",
     "isolation_problems",
     "plan_kv_mount",
     "rule_problem",
@@ -74,10 +79,10 @@ def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
             return "$.metadata.kvMount", problem
     for t_index, tenant in enumerate(plan.tenants):
         for w_index, workload in enumerate(tenant.workloads):
-            for s_index, secret in enumerate(workload.secrets):
-                problem = rules.vault_path_problem(secret.vault_path)
+            for read in workload.vault_reads():
+                problem = rules.vault_path_problem(read.vault_path)
                 if problem:
-                    where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}]"
+                    where = f"$.tenants[{t_index}].workloads[{w_index}].{read.location}"
                     return f"{where}.vaultPath", problem
             violation = _workload_problem(
                 tenant, workload, f"$.tenants[{t_index}].workloads[{w_index}]"
@@ -90,8 +95,10 @@ def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
 def _workload_problem(tenant: Tenant, workload: Workload, where: str) -> tuple[str, str] | None:
     """The first dangerous-target or forged-run-state problem of one workload."""
     who = f"tenant {tenant.name}, {workload.kind} {workload.name}"
-    return dangerous_env_violation(workload, where, who) or finalized_refs_violation(
-        workload, where, who
+    return (
+        dangerous_env_violation(workload, where, who)
+        or finalized_refs_violation(workload, where, who)
+        or finalized_volumes_violation(workload, where, who)
     )
 
 
@@ -182,6 +189,77 @@ def finalized_refs_violation(workload: Workload, where: str, who: str) -> tuple[
     return None
 
 
+_SECRET_SOURCE_KEYS: Final = frozenset({"secretName", "items", "defaultMode", "optional"})
+_PROJECTED_KEYS: Final = frozenset({"sources", "defaultMode"})
+_PROJECTED_SECRET_KEYS: Final = frozenset({"name", "items", "optional"})
+_ITEM_KEYS: Final = frozenset({"key", "path", "mode"})
+
+
+def _items_problem(items: Any) -> str | None:
+    if items is None:
+        return None
+    if not isinstance(items, list) or not all(
+        isinstance(i, dict) and set(i) <= _ITEM_KEYS for i in items
+    ):
+        return "its 'items' are not a list of {key, path, mode}"
+    return None
+
+
+def finalized_volume_problem(workload: Workload, volume: FinalizedVolume) -> str | None:
+    """Why ``volume`` is not a volume source ``target finalize`` could have recorded for
+    ``workload``, or None: it must be a ``secret`` (or all-``secret`` ``projected``) source of
+    Kubernetes' own fields, naming only Secrets the workload's reviewed ``secretFiles``
+    migrate in that very volume (``finalizedVolumes`` is run state, outside the approvals, and
+    ``target unprotect`` puts it into the pod template)."""
+    reviewed = {f.source for f in workload.migrated_files if f.volume == volume.volume}
+    names: list[Any] = []
+    if volume.secret is not None:
+        if not set(volume.secret) <= _SECRET_SOURCE_KEYS:
+            return "its secret source has fields finalize never records"
+        names.append(volume.secret.get("secretName"))
+        problem = _items_problem(volume.secret.get("items"))
+        if problem:
+            return problem
+    else:
+        projected = volume.projected or {}
+        sources = projected.get("sources")
+        if not set(projected) <= _PROJECTED_KEYS or not isinstance(sources, list) or not sources:
+            return "its projected source is not a list of secret sources"
+        for source in sources:
+            secret = source.get("secret") if isinstance(source, dict) else None
+            if set(source) != {"secret"} or not isinstance(secret, dict):
+                return "its projected source holds a source that is not a Secret"
+            if not set(secret) <= _PROJECTED_SECRET_KEYS:
+                return "its projected secret source has fields finalize never records"
+            problem = _items_problem(secret.get("items"))
+            if problem:
+                return problem
+            names.append(secret.get("name"))
+    stray = sorted(str(n) for n in names if n not in reviewed)
+    if stray:
+        return (
+            f"Secret(s) {', '.join(stray)} of volume {volume.volume} are not migrated files of "
+            "the workload's reviewed secretFiles"
+        )
+    return None
+
+
+def finalized_volumes_violation(workload: Workload, where: str, who: str) -> tuple[str, str] | None:
+    """``(location, message)`` for the first ``finalizedVolumes`` entry
+    :func:`finalized_volume_problem` refuses, or None."""
+    for index, volume in enumerate(workload.finalized_volumes):
+        problem = finalized_volume_problem(workload, volume)
+        if problem is not None:
+            return (
+                f"{where}.finalizedVolumes[{index}]",
+                f"{who}: finalizedVolumes[{index}]: {problem}. finalizedVolumes is run state, "
+                "not signed by the approvals, and `target unprotect` would put it into the "
+                "workload: the plan was edited after finalize. Restore the plan file from "
+                "the run that wrote it, or remove the entry",
+            )
+    return None
+
+
 def plan_kv_mount(plan: MigrationPlan) -> str | None:
     """The one KV mount of the plan: ``kvMount``, else the template's literal mount, else the
     mount every active non-shared path uses (None when they use several, or none)."""
@@ -195,7 +273,7 @@ def plan_kv_mount(plan: MigrationPlan) -> str | None:
         secret.vault_path.partition("/data/")[0]
         for _tenant, workload in plan.iter_workloads()
         if workload.effective_status is not WorkloadStatus.SKIPPED
-        for secret in workload.secrets
+        for secret in workload.vault_reads()
         if not secret.shared
     }
     return mounts.pop() if len(mounts) == 1 else None
@@ -230,14 +308,14 @@ def isolation_problems(plan: MigrationPlan) -> list[tuple[str, str]]:
         for w_index, workload in enumerate(tenant.workloads):
             if workload.effective_status is WorkloadStatus.SKIPPED:
                 continue
-            for s_index, secret in enumerate(workload.secrets):
+            for secret in workload.vault_reads():
                 path = secret.vault_path
                 users.setdefault(path, set())
                 if not secret.shared:
                     users[path].add(tenant.name)
                 if secret.shared:
                     continue
-                where = f"$.tenants[{t_index}].workloads[{w_index}].secrets[{s_index}].vaultPath"
+                where = f"$.tenants[{t_index}].workloads[{w_index}].{secret.location}.vaultPath"
                 hint = (
                     "; if this is intended, mark the secret 'shared: true' (a reviewer's "
                     "decision, see docs/plan-format.md)"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -31,6 +32,7 @@ from cloudtaser.plan.rules import (
     DNS_SUBDOMAIN,
     ENV_VAR,
     FIELD_NAME,
+    FILE_PATH,
     MOUNT,
     ONE_LINE,
     PLAN_NAME,
@@ -45,16 +47,20 @@ __all__ = [
     "Approval",
     "EnvUse",
     "EnvUseWhere",
+    "FileMount",
     "FinalizedRef",
+    "FinalizedVolume",
     "MigrationPlan",
     "Owner",
     "OwnerKind",
     "OwnerTool",
     "PlanMetadata",
     "SecretFile",
+    "SecretFileKey",
     "SecretRef",
     "StatusChange",
     "Tenant",
+    "VaultRead",
     "Workload",
     "WorkloadKind",
     "WorkloadStatus",
@@ -80,6 +86,8 @@ SourceRef = Annotated[str, Meta(pattern=SOURCE_REF, min_length=1, max_length=512
 OneLine = Annotated[str, Meta(pattern=ONE_LINE, max_length=4096)]
 NonEmptyLine = Annotated[str, Meta(pattern=ONE_LINE, min_length=1, max_length=1024)]
 UtcTimestamp = Annotated[datetime, Meta(tz=True)]
+FilePath = Annotated[str, Meta(pattern=FILE_PATH, max_length=rules.MAX_FILE_PATH)]
+FileMode = Annotated[int, Meta(ge=0, le=rules.MAX_FILE_MODE)]
 #: Kubernetes ``replicas`` is an int32 (the bound also keeps the canonical form's integers
 #: exact in every JSON implementation, RFC 8785).
 Replicas = Annotated[int, Meta(ge=0, le=2**31 - 1)]
@@ -192,12 +200,92 @@ class SecretRef(_Base, kw_only=True):
         return split_vault_path(self.vault_path)[0]
 
 
+@dataclass(frozen=True)
+class VaultRead:
+    """One vault path a workload reads, and the fields it needs there
+    (:meth:`Workload.vault_reads`); ``location`` is the plan entry, relative to the workload
+    (``secrets[0]``, ``secretFiles[1]``)."""
+
+    source: str
+    vault_path: str
+    fields: tuple[str, ...]
+    location: str
+    #: The path may lie outside the tenant's scope (a reviewer's ``shared: true``).
+    shared: bool = False
+    #: Fields of Secret files marked ``encoding: base64`` (stored as the base64 of the bytes).
+    binary: tuple[str, ...] = ()
+
+
+class SecretFileKey(_Base, kw_only=True):
+    """One file of a migrated Secret volume: the Secret key (the vault field) and the file it
+    becomes (a path relative to the volume root, ``items[].path`` or the key itself)."""
+
+    key: FieldName
+    file: FilePath
+    #: The file's mode (``items[].mode``); absent: the volume's ``defaultMode``.
+    mode: FileMode | None = None
+    #: ``base64``: the value is not UTF-8 text (a keystore, a DER key); the vault field holds
+    #: the base64 of its bytes and the runtime writes the decoded bytes (docs/secret-files.md).
+    encoding: Literal["base64"] | None = None
+
+
+class FileMount(_Base, kw_only=True):
+    """Where one container mounts a Secret volume (``volumeMounts[]``)."""
+
+    container: DnsLabel
+    #: The container is an init container.
+    init: bool = False
+    mount_path: NonEmptyLine
+    #: One file of the volume mounted alone (``subPath``): rendered at start, never updated
+    #: in place (as with Kubernetes).
+    sub_path: NonEmptyLine | None = None
+    read_only: bool = False
+
+
 class SecretFile(_Base, kw_only=True):
-    """A Secret mounted as files (secret or projected volume): env injection cannot replace it."""
+    """A Secret mounted as files, through a ``secret`` volume or a ``projected`` volume whose
+    sources are all Secrets (one entry per Secret of the volume).
+
+    With ``vaultPath`` and ``files`` the volume is migrated (issue 29): protect has the runtime
+    render ``files`` from the vault into a memory volume of the same name, finalize replaces the
+    volume's source by ``emptyDir {medium: Memory}``. Without them (plans written before, or a
+    volume discover cannot migrate) it is recorded for review only and stays a Kubernetes
+    Secret.
+    """
 
     source: SourceRef
     volume: DnsSubdomain
+    #: ``<container>:<mountPath>`` of every mount (written by earlier versions; see ``mounts``).
     mount_paths: list[NonEmptyLine] = msgspec.field(default_factory=list)
+    # --- migration (optional; issue 29) ---
+    #: Where the Secret's keys live in the vault: the same path as the Secret's env use, if any.
+    vault_path: VaultPath | None = None
+    #: The files the volume holds from this Secret (every key when the volume lists no
+    #: ``items``), key names only.
+    files: list[SecretFileKey] = msgspec.field(default_factory=list)
+    #: The volume's ``defaultMode`` (absent: Kubernetes' 0o644, 420).
+    default_mode: FileMode | None = None
+    #: The Secret (or the projected source) was marked ``optional: true``.
+    optional: bool = False
+    #: The volume is a ``projected`` volume (all sources Secrets), not a ``secret`` volume.
+    projected: bool = False
+    #: The containers mounting the volume.
+    mounts: list[FileMount] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if (self.vault_path is None) != (not self.files):
+            raise ValueError(
+                f"secret file {self.source} (volume {self.volume}): 'vaultPath' and 'files' go "
+                "together (both for a migrated volume, neither for one kept as a Secret)"
+            )
+        names = [f.file for f in self.files]
+        if len(names) != len(set(names)):
+            raise ValueError(f"volume {self.volume}: a file is listed twice in {self.source}")
+
+    @property
+    def migrated(self) -> bool:
+        """The runtime serves this Secret's files from the vault."""
+        return self.vault_path is not None
 
 
 class FinalizedRef(_Base, kw_only=True):
@@ -222,6 +310,25 @@ class FinalizedRef(_Base, kw_only=True):
             raise ValueError("a finalized env reference needs both 'key' and 'env'")
         if self.via == "envFrom" and (self.key is not None or self.env is not None):
             raise ValueError("a finalized envFrom reference has no 'key' or 'env' (only 'prefix')")
+
+
+class FinalizedVolume(_Base, kw_only=True):
+    """One pod volume whose Secret source ``target finalize`` replaced by
+    ``emptyDir {medium: Memory}``, with the source exactly as it was (Kubernetes' own field
+    names: Secret names, keys, paths and modes, never a value), so that ``target unprotect``
+    puts it back."""
+
+    volume: DnsSubdomain
+    #: The ``secret`` volume source as it was.
+    secret: dict[str, Any] | None = None
+    #: The ``projected`` volume source as it was.
+    projected: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.secret is None) == (self.projected is None):
+            raise ValueError(
+                f"finalized volume {self.volume}: exactly one of 'secret' or 'projected'"
+            )
 
 
 EnvUseWhere = Literal[
@@ -273,7 +380,8 @@ class Workload(_Base, kw_only=True):
     service_account: DnsSubdomain | None = None
     #: Why the workload is skipped, or a note for reviewers.
     reason: OneLine | None = None
-    #: Secrets consumed as files; kept for review, not migrated by env injection.
+    #: Secrets consumed as files (secret and projected volumes); migrated when they carry
+    #: ``vaultPath`` and ``files``.
     secret_files: list[SecretFile] = msgspec.field(default_factory=list)
     #: The last error ``protect`` recorded (rollout timeout, drift, ...).
     last_error: OneLine | None = None
@@ -285,6 +393,9 @@ class Workload(_Base, kw_only=True):
     #: The references finalize removed (written just before its patch, so a killed run can
     #: still be undone); unprotect restores exactly these.
     finalized_refs: list[FinalizedRef] = msgspec.field(default_factory=list)
+    #: The volumes finalize turned into memory volumes (same timing as ``finalizedRefs``);
+    #: unprotect puts their Secret sources back.
+    finalized_volumes: list[FinalizedVolume] = msgspec.field(default_factory=list)
     #: Written by discover: where a mapped variable is read besides the environment
     #: (``$(VAR)``, exec probes, lifecycle hooks), so reviewers see it.
     env_uses: list[EnvUse] = msgspec.field(default_factory=list)
@@ -305,6 +416,16 @@ class Workload(_Base, kw_only=True):
     owner: Owner | None = None
 
     def __post_init__(self) -> None:
+        volume_files: dict[str, set[str]] = {}
+        for entry in self.secret_files:
+            files = volume_files.setdefault(entry.volume, set())
+            for item in entry.files:
+                if item.file in files:
+                    raise ValueError(
+                        f"volume {entry.volume} of {self.kind} {self.name}: file {item.file!r} "
+                        "comes from two Secrets"
+                    )
+                files.add(item.file)
         envs = self.env_names
         if len(envs) == len(set(envs)):
             return
@@ -341,6 +462,42 @@ class Workload(_Base, kw_only=True):
     def env_names(self) -> list[str]:
         """Every environment variable this workload will receive, in plan order."""
         return [env for secret in self.secrets for env in secret.fields.values()]
+
+    @property
+    def migrated_files(self) -> list[SecretFile]:
+        """The Secret files the runtime serves from the vault (``vaultPath`` set), plan order."""
+        return [f for f in self.secret_files if f.vault_path is not None]
+
+    def vault_reads(self) -> list[VaultRead]:
+        """Every vault path this workload reads and the fields it needs there: its secrets'
+        field mappings, then its migrated Secret files' keys (plan order). What apply-plan
+        grants, verify-plan proves and ``plan todo`` lists."""
+        out = [
+            VaultRead(
+                source=s.source,
+                vault_path=s.vault_path,
+                fields=tuple(s.fields),
+                location=f"secrets[{i}]",
+                shared=s.shared,
+            )
+            for i, s in enumerate(self.secrets)
+        ]
+        shared = {s.vault_path for s in self.secrets if s.shared}
+        for i, f in enumerate(self.secret_files):
+            if f.vault_path is None:
+                continue
+            required = tuple(dict.fromkeys(k.key for k in f.files))
+            out.append(
+                VaultRead(
+                    source=f.source,
+                    vault_path=f.vault_path,
+                    fields=required,
+                    location=f"secretFiles[{i}]",
+                    shared=f.vault_path in shared,
+                    binary=tuple(k.key for k in f.files if k.encoding == "base64"),
+                )
+            )
+        return out
 
 
 class Tenant(_Base, kw_only=True):
@@ -455,11 +612,11 @@ class MigrationPlan(_Base, kw_only=True):
         if kv_mount is not None:
             for t_index, tenant in enumerate(self.tenants):
                 for w_index, workload in enumerate(tenant.workloads):
-                    for s_index, secret in enumerate(workload.secrets):
-                        if secret.mount != kv_mount:
+                    for read in workload.vault_reads():
+                        if split_vault_path(read.vault_path)[0] != kv_mount:
                             raise ValueError(
-                                f"tenants[{t_index}].workloads[{w_index}].secrets[{s_index}]"
-                                f".vaultPath: {secret.vault_path!r} is outside the plan's "
+                                f"tenants[{t_index}].workloads[{w_index}].{read.location}"
+                                f".vaultPath: {read.vault_path!r} is outside the plan's "
                                 f"kvMount {kv_mount!r}"
                             )
 

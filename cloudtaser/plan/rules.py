@@ -48,6 +48,7 @@ __all__ = [
     "DNS_SUBDOMAIN",
     "ENV_VAR",
     "FIELD_NAME",
+    "FILE_PATH",
     "ISOLATED_PATH_TEMPLATE",
     "JWT_AUTH_TYPE",
     "KUBERNETES_AUTH_TYPE",
@@ -59,10 +60,14 @@ __all__ = [
     "MAX_DNS_SUBDOMAIN",
     "MAX_ENV_VAR",
     "MAX_FIELD_NAME",
+    "MAX_FILE_MODE",
+    "MAX_FILE_PATH",
     "MAX_MOUNT",
     "MAX_OBJECT_NAME",
     "MAX_PLAN_NAME",
     "MAX_ROLE_NAME",
+    "MAX_SECRET_FILES",
+    "MAX_SECRET_FILES_ANNOTATION",
     "MAX_SEGMENT",
     "MAX_SEGMENT_CHARS",
     "MAX_VAULT_NAMESPACE",
@@ -80,6 +85,7 @@ __all__ = [
     "accepted_dangerous_env_problem",
     "auth_mount_problem",
     "dangerous_env_problem",
+    "file_path_problem",
     "fit_segment",
     "hidden_character_problem",
     "is_dangerous_env",
@@ -202,12 +208,26 @@ ARMORED_SIGNATURE: Final = (
     r"-----END SSH SIGNATURE-----\n?(?!\n)$"
 )
 
+#: A file inside a Secret volume (``items[].path``; ``file`` of ``cloudtaser.io/secret-files``):
+#: the kubelet's own rules, tightened by one: relative, segments of ``[A-Za-z0-9._-]``, none
+#: empty, none ``.`` or starting with ``..`` (the kubelet's own ``..data``), no leading ``/``;
+#: at most :data:`MAX_FILE_PATH` (Go: ``contract.ValidFilePath``).
+FILE_PATH: Final = r"^(?!\.\.|\.(?:/|$))[A-Za-z0-9._-]+(/(?!\.\.|\.(?:/|$))[A-Za-z0-9._-]+)*(?!\n)$"
+MAX_FILE_PATH: Final = 4096
+#: A file mode (``mode``, ``defaultMode``): 0..0o777, as the kubelet accepts.
+MAX_FILE_MODE: Final = 0o777
+#: Files per migrated volume in ``cloudtaser.io/secret-files``.
+MAX_SECRET_FILES: Final = 4096
+#: The whole ``cloudtaser.io/secret-files`` value, in bytes.
+MAX_SECRET_FILES_ANNOTATION: Final = 65536
+
 _DNS_LABEL_RE: Final = re.compile(DNS_LABEL)
 _DNS_SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 _PLAN_NAME_RE: Final = re.compile(PLAN_NAME)
 _ENV_VAR_RE: Final = re.compile(ENV_VAR)
 _FIELD_NAME_RE: Final = re.compile(FIELD_NAME)
 _VAULT_PATH_RE: Final = re.compile(VAULT_PATH)
+_FILE_PATH_RE: Final = re.compile(FILE_PATH)
 _SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _ROLE_RE: Final = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ROLE_NAME - 1}}}")
 
@@ -235,6 +255,20 @@ def is_env_var(value: str) -> bool:
 def is_field_name(value: str) -> bool:
     """A vault field / Secret key name."""
     return len(value) <= MAX_FIELD_NAME and _FIELD_NAME_RE.fullmatch(value) is not None
+
+
+def file_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a file path inside a volume (:data:`FILE_PATH`), or None."""
+    if not isinstance(path, str) or not path:
+        return "is empty"
+    if len(path) > MAX_FILE_PATH:
+        return f"is longer than {MAX_FILE_PATH} characters"
+    if _FILE_PATH_RE.fullmatch(path) is None:
+        return (
+            "is not a relative path of segments of letters, digits, '.', '_', '-' (none "
+            "empty, '.' or starting with '..', no leading '/')"
+        )
+    return None
 
 
 def policy_name(plan_name: str, tenant_name: str) -> str:

@@ -37,6 +37,9 @@ class TodoItem:
     workloads: tuple[str, ...]
     #: ``unknown`` (plan todo: not checked), or the verify-plan status of the path.
     status: str = "unknown"
+    #: Fields of Secret files marked ``encoding: base64`` (binary): the value to store is the
+    #: base64 of the file's bytes (docs/secret-files.md).
+    binary_fields: tuple[str, ...] = ()
 
     @property
     def patch(self) -> bool:
@@ -45,9 +48,15 @@ class TodoItem:
         return self.status == "missing-fields"
 
     def command(self) -> str:
-        """The skeleton: ``bao kv put -mount=secret payments/db password=… user=…``."""
+        """The skeleton: ``bao kv put -mount=secret payments/db password=… user=…``; a binary
+        field reads the base64 of its file: ``keystore.jks=@<(base64 -w0 …)``."""
         verb = "patch" if self.patch else "put"
-        fields = " ".join(f"{shlex.quote(f)}={PLACEHOLDER}" for f in self.missing_fields)
+        fields = " ".join(
+            f"{shlex.quote(f)}=@<(base64 -w0 {PLACEHOLDER})"
+            if f in self.binary_fields
+            else f"{shlex.quote(f)}={PLACEHOLDER}"
+            for f in self.missing_fields
+        )
         return f"bao kv {verb} -mount={shlex.quote(self.mount)} {shlex.quote(self.path)} {fields}"
 
 
@@ -71,14 +80,16 @@ def checklist(plan: MigrationPlan, tenants: Iterable[Tenant] | None = None) -> l
     """Every distinct vault path of the non-skipped workloads, with the union of their fields
     (in plan order of first use)."""
     fields: dict[str, dict[str, None]] = {}
+    binary: dict[str, set[str]] = {}
     users: dict[str, list[str]] = {}
     for tenant in plan.tenants if tenants is None else tenants:
         for workload in tenant.workloads:
             if workload.effective_status is WorkloadStatus.SKIPPED:
                 continue
             ref = f"{tenant.namespace}/{workload.kind}/{workload.name}"
-            for secret in workload.secrets:
+            for secret in workload.vault_reads():
                 fields.setdefault(secret.vault_path, {}).update(dict.fromkeys(secret.fields))
+                binary.setdefault(secret.vault_path, set()).update(secret.binary)
                 seen = users.setdefault(secret.vault_path, [])
                 if ref not in seen:
                     seen.append(ref)
@@ -93,6 +104,7 @@ def checklist(plan: MigrationPlan, tenants: Iterable[Tenant] | None = None) -> l
                 fields=tuple(names),
                 missing_fields=tuple(names),
                 workloads=tuple(users[vault_path]),
+                binary_fields=tuple(n for n in names if n in binary[vault_path]),
             )
         )
     return items

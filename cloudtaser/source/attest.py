@@ -33,7 +33,7 @@ def proven_paths(
             continue
         if workload.effective_status is WorkloadStatus.SKIPPED or report.skipped:
             continue
-        for secret, check in zip(workload.secrets, report.secrets, strict=True):
+        for secret, check in zip(workload.vault_reads(), report.secrets, strict=True):
             if check.status not in {PathStatus.OK, PathStatus.MISSING_FIELDS}:
                 continue
             present = {f for f in secret.fields if f not in check.missing_fields}

@@ -262,11 +262,12 @@ def build_grants(
                     f"ServiceAccount {account[:80]!r} is not a DNS subdomain",
                     f"{where}.workloads[{w_index}].serviceAccount",
                 )
-            for s_index, secret in enumerate(workload.secrets):
-                loc = f"{where}.workloads[{w_index}].secrets[{s_index}].vaultPath"
-                validate_kv_path(secret.vault_path, allowed_mount=kv_mount, location=loc)
-                paths.add(secret.vault_path)
-            if workload.secrets:
+            reads = workload.vault_reads()  # env fields and migrated Secret files
+            for read in reads:
+                loc = f"{where}.workloads[{w_index}].{read.location}.vaultPath"
+                validate_kv_path(read.vault_path, allowed_mount=kv_mount, location=loc)
+                paths.add(read.vault_path)
+            if reads:
                 accounts.add(account)
         if not active:
             skipped.append((tenant.name, "every workload is skipped"))

@@ -259,13 +259,13 @@ def verify_plan(
         for w_index, workload in enumerate(tenant.workloads):
             if workload.effective_status is WorkloadStatus.SKIPPED:
                 continue
-            for s_index, secret in enumerate(workload.secrets):
-                if secret.vault_path not in wanted:
-                    wanted[secret.vault_path] = validate_kv_path(
-                        secret.vault_path,
+            for read in workload.vault_reads():
+                if read.vault_path not in wanted:
+                    wanted[read.vault_path] = validate_kv_path(
+                        read.vault_path,
                         allowed_mount=kv_mount,
                         location=f"$.tenants[{t_index}].workloads[{w_index}]"
-                        f".secrets[{s_index}].vaultPath",
+                        f".{read.location}.vaultPath",
                     )
 
     states: dict[str, _PathState] = {}
@@ -336,7 +336,7 @@ def verify_plan(
                 )
                 continue
             checks = []
-            for secret in workload.secrets:
+            for secret in workload.vault_reads():  # env fields, then Secret files' keys
                 state = states[secret.vault_path]
                 status, detail = state.status, state.detail
                 missing_fields: tuple[str, ...] = ()

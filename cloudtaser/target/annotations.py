@@ -20,6 +20,11 @@ only when the value the pods need differs from what the injector would apply wit
 address always, the auth path when not ``auth/kubernetes``, the method when ``jwt``, the
 namespace when given.
 
+``cloudtaser.io/secret-files`` carries the workload's migrated Secret files
+(:func:`secret_files_value`), one object per pod volume in plan order (discover writes the pod
+spec's volume order); a workload that reads Secrets only as files gets it without
+``secret-paths`` / ``env-map``.
+
 The restart marker is deliberately *not* part of the comparison that decides whether a
 workload already carries the intended annotations (:func:`matches_intended`): its value is a
 time, and a resumed run must recognise its own earlier patch and roll out nothing twice.
@@ -28,19 +33,21 @@ time, and a resumed run must recognise its own earlier patch and roll out nothin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.contract import (
     ACCEPT_DANGEROUS_ENV,
     AUTH_METHOD,
     AUTH_METHOD_KUBERNETES,
     AUTH_PATH,
+    DEFAULT_FILE_MODE,
     ENV_MAP,
     INJECT,
     INJECT_LABEL,
     MANAGED_KEYS,
     PREFIX,
     RESTARTED_AT,
+    SECRET_FILES,
     SECRET_PATHS,
     VAULT_ADDRESS,
     VAULT_NAMESPACE,
@@ -50,6 +57,7 @@ from cloudtaser.contract import (
     format_accept_dangerous_env,
     format_auth_path,
     format_env_map,
+    format_secret_files,
     format_secret_paths,
     parse_env_map,
     parse_mapping,
@@ -73,6 +81,7 @@ __all__ = [
     "MANAGED_KEYS",
     "PREFIX",
     "RESTARTED_AT",
+    "SECRET_FILES",
     "SECRET_PATHS",
     "VAULT_ADDRESS",
     "VAULT_ROLE",
@@ -86,6 +95,7 @@ __all__ = [
     "parse_mapping",
     "parse_secret_paths",
     "restart_marker",
+    "secret_files_value",
 ]
 
 
@@ -168,11 +178,12 @@ def build_annotations(
         plan, vault_address, defaults=defaults, vault_namespace=vault_namespace
     )
     mapped = [s for s in workload.secrets if s.fields]
-    if not mapped:
+    files = secret_files_value(workload)
+    if not mapped and not files:
         raise AnnotationError(
             "nothing-to-inject",
             f"{workload.kind} {tenant.namespace}/{workload.name} maps no secret field to an "
-            "environment variable: there is nothing to inject",
+            "environment variable and migrates no Secret file: there is nothing to inject",
         )
     role = role_name(plan.metadata.name, tenant.name)
     if not valid_role_name(role):
@@ -181,16 +192,47 @@ def build_annotations(
         INJECT: "true",
         **{k: v for k, v in cluster.items() if k == VAULT_ADDRESS},
         VAULT_ROLE: role,
-        SECRET_PATHS: format_secret_paths([s.vault_path for s in mapped]),
-        ENV_MAP: format_env_map([s.fields for s in mapped]),
-        **{k: v for k, v in cluster.items() if k != VAULT_ADDRESS},
     }
+    if mapped:
+        annotations[SECRET_PATHS] = format_secret_paths([s.vault_path for s in mapped])
+        annotations[ENV_MAP] = format_env_map([s.fields for s in mapped])
+    if files:
+        annotations[SECRET_FILES] = format_secret_files(files)
+    annotations.update({k: v for k, v in cluster.items() if k != VAULT_ADDRESS})
     # the plan loader refused this already; checked again on what is written (defence in depth)
     accepted = frozenset(workload.accepted_dangerous_env)
     check_dangerous_targets([(s.vault_path, s.fields) for s in mapped], accepted)
     if accepted:
         annotations[ACCEPT_DANGEROUS_ENV] = format_accept_dangerous_env(sorted(accepted))
     return annotations
+
+
+def secret_files_value(workload: Workload) -> list[dict[str, Any]]:
+    """The ``cloudtaser.io/secret-files`` volumes of ``workload`` (empty: none migrated): one
+    object per volume, in plan order, with the files of each of its Secrets
+    (:func:`cloudtaser.contract.format_secret_files` validates and serialises them)."""
+    volumes: dict[str, dict[str, Any]] = {}
+    for entry in workload.migrated_files:
+        volume = volumes.setdefault(
+            entry.volume,
+            {
+                "volume": entry.volume,
+                "defaultMode": (
+                    DEFAULT_FILE_MODE if entry.default_mode is None else entry.default_mode
+                ),
+                "files": [],
+            },
+        )
+        for item in entry.files:
+            file: dict[str, Any] = {"key": item.key, "path": entry.vault_path, "file": item.file}
+            if item.mode is not None:
+                file["mode"] = item.mode
+            if item.encoding is not None:
+                file["encoding"] = item.encoding
+            if entry.optional:
+                file["optional"] = True
+            volume["files"].append(file)
+    return list(volumes.values())
 
 
 def matches_intended(live: Mapping[str, str] | None, intended: Mapping[str, str]) -> bool:

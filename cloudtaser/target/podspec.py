@@ -2,10 +2,10 @@
 ``discover`` (what to put in the plan) and ``protect`` (the drift check before a patch).
 
 ``env`` entries with ``secretKeyRef``, ``envFrom`` with ``secretRef`` (expanded to the
-Secret's keys, with the prefix), secret and projected volumes (files: env injection cannot
-replace them) and the Vault Agent injector's ``agent-inject-secret-*`` annotations. Every
-name is checked against the rule book; a name that breaks it is reported as a problem, never
-passed on.
+Secret's keys, with the prefix), secret and projected volumes (files, which the runtime
+renders from the vault into memory volumes: docs/secret-files.md) and the Vault Agent
+injector's ``agent-inject-secret-*`` annotations. Every name is checked against the rule
+book; a name that breaks it is reported as a problem, never passed on.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ __all__ = [
     "SecretFileUse",
     "SecretKeys",
     "VaultAgentSecret",
+    "VolumeItem",
+    "VolumeMountUse",
     "consumed_env",
     "env_consumptions",
     "env_refs_from",
@@ -96,14 +98,45 @@ class EnvFromRef:
     init: bool
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
+class VolumeItem:
+    """One ``items[]`` entry of a secret volume (or projected secret source)."""
+
+    key: str
+    path: str
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class VolumeMountUse:
+    """One ``volumeMounts[]`` entry naming a Secret volume."""
+
+    container: str
+    init: bool
+    mount_path: str
+    sub_path: str | None = None
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class SecretFileUse:
-    """A Secret mounted as files through a secret or projected volume."""
+    """A Secret mounted as files through a secret or projected volume (one per Secret of the
+    volume)."""
 
     secret: str
     volume: str
     mount_paths: tuple[str, ...]
     optional: bool = False
+    #: ``items`` of the source; None: every key of the Secret, each as a file of its name.
+    items: tuple[VolumeItem, ...] | None = None
+    #: The volume's ``defaultMode`` (None: Kubernetes' 0o644).
+    default_mode: int | None = None
+    #: A ``projected`` volume rather than a ``secret`` volume.
+    projected: bool = False
+    #: The other kinds of source of a projected volume (``configMap``, ``downwardAPI``,
+    #: ``serviceAccountToken``, ...): such a mixed volume cannot be served from the vault.
+    mixed_with: tuple[str, ...] = ()
+    mounts: tuple[VolumeMountUse, ...] = ()
 
 
 @dataclass(frozen=True, order=True)
@@ -245,24 +278,57 @@ def consumed_env(
     }
 
 
-def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
-    """Secrets mounted as files (secret volumes and projected volumes), sorted.
+def _items(raw: Any) -> tuple[VolumeItem, ...] | None:
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        return None
+    return tuple(
+        VolumeItem(
+            key=str(item.get("key") or ""),
+            path=str(item.get("path") or ""),
+            mode=item.get("mode") if type(item.get("mode")) is int else None,
+        )
+        for item in raw
+        if isinstance(item, Mapping)
+    )
 
-    ``mount_paths`` lists ``<container>:<mountPath>`` of every container and init container
-    that mounts the volume.
-    """
-    spec = pod_template.get("spec") or {}
-    mounts: dict[str, list[str]] = defaultdict(list)
-    for container, _init in _containers(spec):
+
+def _mode(raw: Any) -> int | None:
+    return raw if type(raw) is int else None
+
+
+def _volume_mounts(spec: Mapping[str, Any]) -> dict[str, list[VolumeMountUse]]:
+    mounts: dict[str, list[VolumeMountUse]] = defaultdict(list)
+    for container, init in _containers(spec):
         for mount in container.get("volumeMounts") or ():
             if isinstance(mount, Mapping) and mount.get("name") and mount.get("mountPath"):
-                mounts[str(mount["name"])].append(f"{container.get('name')}:{mount['mountPath']}")
+                mounts[str(mount["name"])].append(
+                    VolumeMountUse(
+                        container=str(container.get("name") or ""),
+                        init=init,
+                        mount_path=str(mount["mountPath"]),
+                        sub_path=str(mount["subPath"]) if mount.get("subPath") else None,
+                        read_only=bool(mount.get("readOnly")),
+                    )
+                )
+    return mounts
+
+
+def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
+    """Secrets mounted as files (secret volumes and projected volumes), in the pod spec's
+    volume order (a projected volume: one entry per Secret source, in source order).
+
+    ``mount_paths`` lists ``<container>:<mountPath>`` of every container and init container
+    that mounts the volume, sorted; ``mounts`` the same mounts in full, in container order.
+    """
+    spec = pod_template.get("spec") or {}
+    mounts = _volume_mounts(spec)
     out: list[SecretFileUse] = []
     for volume in spec.get("volumes") or ():
         if not isinstance(volume, Mapping):
             continue
         vname = str(volume.get("name") or "")
-        paths = tuple(sorted(mounts.get(vname, ())))
+        used = tuple(mounts.get(vname, ()))
+        paths = tuple(sorted({f"{m.container}:{m.mount_path}" for m in used}))
         secret = volume.get("secret")
         if isinstance(secret, Mapping):
             out.append(
@@ -271,12 +337,17 @@ def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
                     volume=vname,
                     mount_paths=paths,
                     optional=bool(secret.get("optional")),
+                    items=_items(secret.get("items")),
+                    default_mode=_mode(secret.get("defaultMode")),
+                    mounts=used,
                 )
             )
         projected = volume.get("projected")
         if isinstance(projected, Mapping):
-            for source in projected.get("sources") or ():
-                psecret = source.get("secret") if isinstance(source, Mapping) else None
+            sources = [s for s in projected.get("sources") or () if isinstance(s, Mapping)]
+            others = tuple(sorted({str(k) for s in sources for k in s if k != "secret"}))
+            for source in sources:
+                psecret = source.get("secret")
                 if isinstance(psecret, Mapping):
                     out.append(
                         SecretFileUse(
@@ -284,9 +355,14 @@ def secret_files(pod_template: Mapping[str, Any]) -> list[SecretFileUse]:
                             volume=vname,
                             mount_paths=paths,
                             optional=bool(psecret.get("optional")),
+                            items=_items(psecret.get("items")),
+                            default_mode=_mode(projected.get("defaultMode")),
+                            projected=True,
+                            mixed_with=others,
+                            mounts=used,
                         )
                     )
-    return sorted(set(out))
+    return out
 
 
 def vault_agent_paths(pod_template: Mapping[str, Any]) -> list[VaultAgentSecret]:

@@ -47,7 +47,13 @@ from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.isolation import check_isolation
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
 from cloudtaser.target.engine.admission import check_admission
-from cloudtaser.target.engine.consumption import drift, kept_reasons, live_triples, plan_triples
+from cloudtaser.target.engine.consumption import (
+    drift,
+    file_drift,
+    kept_reasons,
+    live_triples,
+    plan_triples,
+)
 from cloudtaser.target.engine.core import (
     DecideFn,
     Engine,
@@ -232,6 +238,7 @@ def _inspect_for_protect(
     template = dig(obj, "spec", "template") or {}
     secret_keys = _secret_keys(cluster, ref)
     differences = drift(plan_triples(workload), live_triples(template, secret_keys))
+    differences += file_drift(workload, template)
     if differences:
         found.refusals.append(
             "drift since discovery: "
@@ -539,7 +546,9 @@ class UnprotectStep(Step):
         return self.named or workload.effective_status != WorkloadStatus.SKIPPED
 
     def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
-        finalized = bool(workload.finalized_refs or workload.finalized_at)
+        finalized = bool(
+            workload.finalized_refs or workload.finalized_volumes or workload.finalized_at
+        )
         if not finalized and not workload.injector_defaults:
             return None
 

@@ -18,7 +18,7 @@ from tests.unit.test_audit_render import figures_from_html, figures_from_json, s
 RED, GREEN, BLUE = (0xB7, 0x1C, 0x1C), (0x1B, 0x5E, 0x20), (0x0D, 0x47, 0xA1)
 VERDICT = {"pass": (0x2E, 0x7D, 0x32), "fail": (0xC6, 0x28, 0x28), "incomplete": (0xEF, 0x6C, 0x00)}
 SCORE = (0x37, 0x47, 0x4F)
-WARNINGS = ("readingSecretsAsEnv", "podsNotInjected")
+WARNINGS = ("readingSecretsAsEnv", "readingSecretsOnlyAsFiles", "podsNotInjected")
 
 
 def _text(dom: str, pattern: str) -> str:

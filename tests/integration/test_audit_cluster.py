@@ -113,8 +113,9 @@ def test_the_whole_cluster_audit_counts_a_cronjob_a_job_and_a_bare_pod(
     gate = _audit(cluster, "-n", namespace, "-o", "json", "--fail-on", "secrets-read")
     assert gate.returncode == 1, gate.stderr
     assert json.loads(gate.stdout)["namespaces"][0]["name"] == namespace
-    assert "--fail-on secrets-read: 3 workload(s) still read Kubernetes Secrets as env" in (
-        gate.stderr
+    assert (
+        "--fail-on secrets-read: 3 workload(s) still read Kubernetes Secrets as env or files"
+        in (gate.stderr)
     )
     unused = _audit(cluster, "-n", namespace, "--fail-on", "unused-secrets")
     assert unused.returncode == 0, unused.stderr  # db is used: the condition does not hold

@@ -175,7 +175,9 @@ def test_demo_on_the_real_node_deletes_the_migrated_secrets(
 ) -> None:
     """`nox -s demo` where the real node can run (root, prerequisites): the pods restart with
     the wrapper, the app prints the OpenBao canary, finalize --delete-secrets deletes the
-    migrated Secrets (tls stays: it is mounted as files) and the audit report is written.
+    migrated Secrets, the files-consumed tls included (zero Secrets left in the sample
+    namespaces), the app reads its certificate file from OpenBao, and the audit report is
+    written.
 
     The demo starts its own real node, and there is one per host (a lock): the session's node
     is stopped for the demo and started again afterwards."""
@@ -216,6 +218,7 @@ def _real_demo(tmp_path: Path) -> None:
     assert result.returncode == 0, output[-6000:]
     assert "the app got DB_PASSWORD=from-openbao-postgres-password" in result.stdout
     assert "the app got DB_PASSWORD=from-openbao-redis-password" in result.stdout
+    assert "the app read /etc/files/tls.crt: from-openbao-tls-tls.crt" in result.stdout
     blocks = result.stdout.split("$ ")
 
     def listings(namespace: str) -> list[str]:
@@ -230,7 +233,11 @@ def _real_demo(tmp_path: Path) -> None:
     assert "postgres" not in payments[-1]  # deleted: nothing uses it any more
     assert "redis" in shop[0]
     assert "redis" not in shop[-1]
-    assert "tls" in shop[-1]  # still mounted as files: kept
+    assert "tls" in shop[0]  # mounted as files, so the check below can fail
+    assert "tls" not in shop[-1]  # served from OpenBao as files: deleted too
+    assert "Opaque" in shop[0]
+    for listing in (payments[-1], shop[-1]):
+        assert "Opaque" not in listing  # zero Kubernetes Secrets left
     assert (workdir / "audit.html").is_file()
     assert_gated_path(result.stdout)
     assert "demo finished on a real node: every step ran" in result.stdout

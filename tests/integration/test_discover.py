@@ -344,12 +344,12 @@ def test_discover_on_a_terminal_shows_a_live_counter_with_eta_and_a_tally(
     # listing: 3 kinds x 2 namespaces = 6 list calls
     assert any(line.startswith("[6/6] ") and "listed daemonsets" in line for line in status)
     assert any(line.startswith("[1/6] ") and "ETA" in line for line in status)
-    # reading the key names: one step per Secret (db, api, tls, alt in one namespace, db in
-    # the other)
+    # reading the key names: one step per Secret envFrom or a Secret volume needs (db, api,
+    # ghost, tls, alt in one namespace, db in the other)
     reads = [line for line in status if "Secrets (namespace" in line]
     assert reads
     assert all("elapsed" in line for line in reads)
-    assert reads[-1].startswith("[5/5] ")
+    assert reads[-1].startswith("[6/6] ")
     assert "workloads scanned" in screen.rsplit("\x1b[2K", 1)[-1]  # the closing tally
 
 
@@ -405,15 +405,25 @@ def test_discover_records_optional_and_missing_secrets_with_warnings(scene: Scen
 def test_discover_records_secret_files(scene: Scene) -> None:
     found = workloads_of(scene.run.plan)
     files = found[(scene.ns, "Deployment", "files")]
-    assert files.status is planlib.WorkloadStatus.SKIPPED
-    assert "only as files" in (files.reason or "")
-    assert [(f.source, f.volume, f.mount_paths) for f in files.secret_files] == [
-        ("tls", "certs", ["app:/certs"])
+    # read only as files: migrated to memory volumes now (issue 29), no longer skipped
+    assert files.status is planlib.WorkloadStatus.PENDING, files.reason
+    (certs,) = files.secret_files
+    assert (certs.source, certs.volume, certs.vault_path) == (
+        "tls",
+        "certs",
+        f"secret/data/{scene.ns}/tls",
+    )
+    assert [(f.key, f.file) for f in certs.files] == [("tls.key", "tls.key")]
+    assert [(m.container, m.mount_path, m.read_only) for m in certs.mounts] == [
+        ("app", "/certs", True)
     ]
     mixed = found[(scene.ns, "Deployment", "mixed")]
     assert mixed.status is planlib.WorkloadStatus.PENDING
-    assert sorted(f.source for f in mixed.secret_files) == ["api", "tls"]
-    assert "files" in (mixed.reason or "")
+    assert [(f.source, f.volume, f.projected) for f in mixed.secret_files] == [
+        ("tls", "bundle", True),
+        ("api", "bundle", True),
+    ]
+    assert [f.file for f in mixed.secret_files[1].files] == ["ca.crt", "token"]
 
 
 def test_discover_records_vault_agent_paths(scene: Scene) -> None:

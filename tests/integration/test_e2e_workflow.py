@@ -211,7 +211,7 @@ def _populate_cluster_a(
             service_account="cache",
             containers=[ContainerSpec(env_from=[("cache-cfg", "CACHE_")])],
         ),
-        # a secret volume only: discovered as skipped
+        # a secret volume only: migrated to a memory volume (issue 29)
         deployment(
             "certs",
             shop,
@@ -282,7 +282,7 @@ def _populate_cluster_b(
                 )
             ],
         ),
-        # envFrom with a prefix plus a secret volume (mixed: env migrates, files stay)
+        # envFrom with a prefix plus a secret volume (both migrate)
         deployment(
             "worker",
             ops,
@@ -363,8 +363,8 @@ def _needed(paths: list[Path]) -> dict[str, set[str]]:
         for _t, w in _workloads(path).values():
             if str(w.effective_status) == "skipped":
                 continue
-            for s in w.secrets:
-                out.setdefault(s.vault_path, set()).update(s.fields)
+            for read in w.vault_reads():  # env fields and Secret files' keys
+                out.setdefault(read.vault_path, set()).update(read.fields)
     return out
 
 
@@ -432,7 +432,7 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
     prefix_b = f"{kv}/data/{site_b.plan_name}" if layout == "isolated" else f"{kv}/data"
     found_a = _workloads(site_a.plan_path)
     assert _statuses(site_a.plan_path) == {
-        f"{shop}/Deployment/certs": "skipped",  # files only
+        f"{shop}/Deployment/certs": "pending",  # files only: served from the vault too
         f"{shop}/Deployment/web": "pending",
         f"{shop}/StatefulSet/cache": "pending",
         f"{pay}/Deployment/legacy": "skipped",  # its agent path is outside the tenant's scope
@@ -494,7 +494,7 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
         for tenant, workloads in _tenants(site.plan_path).items():
             name = f"cloudtaser-{site.plan_name}-{tenant}".lower()
             policy = openbao.api_ok("GET", f"sys/policies/acl/{name}")["data"]["policy"]
-            wanted = {s.vault_path for w in workloads for s in w.secrets}
+            wanted = {r.vault_path for w in workloads for r in w.vault_reads()}
             assert set(_policy_paths(policy)) == wanted, name
             role = openbao.api_ok("GET", f"auth/{site.auth_mount}/role/{name}")["data"]
             assert role["bound_service_account_namespaces"] == [tenant]
@@ -576,7 +576,8 @@ def test_two_clusters_one_vault_every_step_with_one_side_only(
     requests = openbao.requests_since(mark, client=CLI_AGENT)
     assert requests == [], "protect must not talk to the vault"
 
-    assert set(_statuses(site_a.plan_path).values()) == {"migrated", "skipped"}
+    # the files-only certs migrates too now (issue 29): nothing of plan A is left skipped
+    assert set(_statuses(site_a.plan_path).values()) == {"migrated"}
     statuses_b = _statuses(site_b.plan_path)
     assert statuses_b.pop(declined) == "skipped"
     assert set(statuses_b.values()) == {"migrated"}
@@ -650,7 +651,7 @@ def _tenants(path: Path) -> dict[str, list[planlib.Workload]]:
     """namespace -> its non-skipped workloads with secrets."""
     out: dict[str, list[planlib.Workload]] = {}
     for t, w in planlib.load(path).iter_workloads():
-        if str(w.effective_status) != "skipped" and w.secrets:
+        if str(w.effective_status) != "skipped" and w.vault_reads():
             out.setdefault(t.namespace, []).append(w)
     return out
 

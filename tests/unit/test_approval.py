@@ -1069,7 +1069,12 @@ REVIEWED_FIELDS = {
         "owner",
     },
     "Owner": {"tool", "kind", "name", "namespace", "evidence", "ambiguous"},
-    "SecretFile": {"source", "volume", "mountPaths"},
+    "SecretFile": {
+        "source", "volume", "mountPaths", "vaultPath", "files", "defaultMode", "optional",
+        "projected", "mounts",
+    },
+    "SecretFileKey": {"key", "file", "mode", "encoding"},
+    "FileMount": {"container", "init", "mountPath", "subPath", "readOnly"},
 }  # fmt: skip
 
 

@@ -173,6 +173,7 @@ def figures_from_html(text: str) -> dict[tuple[str, str], int]:
 def figures_from_json(data: dict[str, Any]) -> dict[tuple[str, str], int]:
     keys = (
         "readingSecretsAsEnv",
+        "readingSecretsOnlyAsFiles",
         "podsNotInjected",
         "protected",
         "finalized",
@@ -293,7 +294,7 @@ def test_the_fail_on_conditions() -> None:
     report = sample()
     assert failures(report, []) == []
     assert failures(report, [FailOn.SECRETS_READ]) == [
-        "--fail-on secrets-read: 4 workload(s) still read Kubernetes Secrets as env"
+        "--fail-on secrets-read: 4 workload(s) still read Kubernetes Secrets as env or files"
     ]
     assert len(failures(report, [FailOn.ANY])) == 3  # secrets-read, unprotected, unused
     assert failures(report, [FailOn.INCOMPLETE]) == []

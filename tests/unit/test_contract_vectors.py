@@ -1,8 +1,8 @@
 """The shared contract vectors (spec/contract/*.json) against the Python side.
 
 The runtime (``go test ./runtime/internal/contract``) runs the same files; here every case
-of ``annotations.json``, ``values.json`` and ``child-env.json`` runs against
-:mod:`cloudtaser.contract`, so the annotations protect writes and the runtime reads cannot
+of ``annotations.json``, ``values.json``, ``child-env.json`` and ``secret-files.json`` runs
+against :mod:`cloudtaser.contract`, so the annotations protect writes and the runtime reads cannot
 drift. (``wrapper-env.json`` describes the Go wrapper's own environment: modes, token files,
 CA files; the Python side has no wrapper any more.)
 """
@@ -64,6 +64,19 @@ def test_dangerous_env_annotation_vector(case: dict[str, Any]) -> None:
         annotations.get(contract.ACCEPT_DANGEROUS_ENV, "")
     )
     assert {"mapping": parsed["mapping"], "accepted": sorted(accepted)} == case["expect"]
+
+
+@pytest.mark.parametrize("case", _cases("secret-files.json"))
+def test_secret_files_vector(case: dict[str, Any]) -> None:
+    """``cloudtaser.io/secret-files``: the Python parser accepts and refuses exactly what the
+    Go injector does (``contract.ParseSecretFiles``), with the same codes."""
+    value = case["input"]["value"]
+    if "error" in case:
+        with pytest.raises(ContractError) as info:
+            contract.parse_secret_files(value)
+        assert info.value.code == case["error"], str(info.value)
+    else:
+        assert contract.parse_secret_files(value) == case["expect"]["volumes"]
 
 
 def _value(kind: str, name: str, value: str) -> dict[str, Any]:

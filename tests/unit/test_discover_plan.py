@@ -250,7 +250,8 @@ def test_one_key_under_two_env_names_splits_into_two_entries() -> None:
     assert {s.vault_path for s in workload.secrets} == {"secret/data/ns/db"}
 
 
-def test_file_only_workload_is_skipped_and_mixed_is_pending_with_reason() -> None:
+def test_files_of_an_unknown_secret_stay_a_secret_and_a_files_only_workload_is_skipped() -> None:
+    # the Secret was not found, the volume lists no items: its keys (the files) are unknown
     vol = [{"name": "certs", "secret": {"secretName": "tls"}}]
     mounts = [{"name": "certs", "mountPath": "/certs"}]
     result = build(
@@ -267,13 +268,14 @@ def test_file_only_workload_is_skipped_and_mixed_is_pending_with_reason() -> Non
     by_name = {w.name: w for _t, w in result.plan.iter_workloads()}
     files, mixed = by_name["files"], by_name["mixed"]
     assert files.status is WorkloadStatus.SKIPPED
-    assert "only as files" in (files.reason or "")
+    assert "Secret tls not found in the cluster: its keys are unknown" in (files.reason or "")
     assert files.secrets == []
-    assert [(f.source, f.volume, f.mount_paths) for f in files.secret_files] == [
-        ("tls", "certs", ["app:/certs"])
+    assert [(f.source, f.volume, f.vault_path) for f in files.secret_files] == [
+        ("tls", "certs", None)
     ]
+    assert [m.mount_path for m in files.secret_files[0].mounts] == ["/certs"]
     assert mixed.status is WorkloadStatus.PENDING
-    assert "files" in (mixed.reason or "")
+    assert "keeps Secret volume(s) as Kubernetes Secrets" in (mixed.reason or "")
     assert len(mixed.secret_files) == 1
     assert any(s.in_plan and s.name == "files" for s in result.skipped)
 
@@ -542,4 +544,4 @@ def test_workload_entry_says_why_a_workload_is_left_out_or_skipped() -> None:
     assert isinstance(skipped, Entry)
     assert skipped.workload.status is WorkloadStatus.SKIPPED
     assert skipped.skip_reason is not None
-    assert "only as files (tls)" in skipped.skip_reason
+    assert "reads Secrets as files the vault cannot serve" in skipped.skip_reason

@@ -188,11 +188,15 @@ def test_secret_files_records_secret_and_projected_volumes_with_mount_paths() ->
         ],
     )
     files = secret_files(tpl)
+    # pod spec volume order, then source order
     assert [(f.secret, f.volume, f.mount_paths, f.optional) for f in files] == [
-        ("one", "bundle", ("side:/etc/bundle",), False),
         ("tls", "certs", ("app:/certs", "init:/init-certs"), False),
+        ("one", "bundle", ("side:/etc/bundle",), False),
         ("two", "bundle", ("side:/etc/bundle",), True),
     ]
+    mixed = ("configMap", "serviceAccountToken")
+    assert [f.mixed_with for f in files] == [(), mixed, mixed]
+    assert [(m.container, m.init) for m in files[0].mounts] == [("init", True), ("app", False)]
 
 
 def test_vault_agent_paths_reads_only_inject_secret_annotations() -> None:

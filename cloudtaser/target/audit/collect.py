@@ -10,7 +10,8 @@ never values):
   template), Jobs no CronJob owns and Pods no controller owns;
 - those opted in (the ``cloudtaser.io/inject`` label on the pod template), those protected
   (opted in and every running pod proven injected, :func:`cloudtaser.target.engine.injection.
-  pod_problems`) and those finalized (protected and no env / envFrom Secret reference left);
+  pod_problems`, which also checks the files report of ``cloudtaser-files``) and those
+  finalized (protected and no env / envFrom / secret or projected volume reference left);
 - every Secret left and who uses it, or why it must stay (the reference scan of
   :mod:`cloudtaser.target.references.scan`, shared with ``finalize --delete-secrets``, one
   :class:`~cloudtaser.target.references.cluster.ScanCache` for the whole run: owners and
@@ -80,8 +81,12 @@ __all__ = [
 ]
 
 _CONTROLLERS: Final[tuple[WorkloadKind, ...]] = ("Deployment", "StatefulSet", "DaemonSet")
-#: Ways of reading a Secret that cloudtaser's env injection replaces.
+#: Ways of reading a Secret as environment variables (the wrapper's env injection replaces them).
 _ENV_VIAS: Final = frozenset({"env", "envFrom"})
+#: Ways of reading a Secret as files (the runtime's memory volumes replace them).
+_FILE_VIAS: Final = frozenset({"volume", "projected"})
+#: Every way of reading a Secret that cloudtaser replaces.
+_REPLACED_VIAS: Final = _ENV_VIAS | _FILE_VIAS
 #: How many names a next action lists before "and N more".
 _NAMES_SHOWN: Final = 5
 
@@ -171,6 +176,12 @@ def _summary(
         reading_secrets_as_env=sum(
             1 for w in workloads if any(r.via in _ENV_VIAS for r in w.secret_reads)
         ),
+        reading_secrets_only_as_files=sum(
+            1
+            for w in workloads
+            if any(r.via in _FILE_VIAS for r in w.secret_reads)
+            and not any(r.via in _ENV_VIAS for r in w.secret_reads)
+        ),
         opted_in=sum(1 for w in workloads if w.opted_in),
         protected=sum(1 for w in workloads if w.protected),
         finalized=sum(1 for w in workloads if w.finalized),
@@ -191,7 +202,7 @@ def namespace_report(
     the namespace's Secret list (only ``metadata.name`` and ``type`` are read). Its next
     actions are set by :func:`next_actions` (``--plan`` adds key verdicts first)."""
     owners = _owners(found)
-    env_pods: set[str] = {u.name for u in found.uses if u.kind == "Pod" and u.via in _ENV_VIAS}
+    env_pods: set[str] = {u.name for u in found.uses if u.kind == "Pod" and u.via in _REPLACED_VIAS}
     live = [p for p in found.objects.get("Pod", []) if _live(p)]
     problems = {str(dig(p, "metadata", "name")): pod_problems(p) for p in live if _opts_in(p)}
     pods_by_workload: dict[tuple[str, str], list[bool]] = {}
@@ -222,7 +233,7 @@ def namespace_report(
                 pods=len(proofs),
                 pods_injected=sum(proofs),
                 protected=protected,
-                finalized=protected and not any(r.via in _ENV_VIAS for r in reads),
+                finalized=protected and not any(r.via in _REPLACED_VIAS for r in reads),
                 secret_reads=reads,
             )
         )
@@ -280,12 +291,13 @@ def next_actions(part: AuditNamespace) -> None:
             f"could not list {_names(kinds)}: audit again with credentials that may list them "
             "(until then these figures are a lower bound)"
         )
-    env = [w for w in part.workloads if any(r.via in _ENV_VIAS for r in w.secret_reads)]
+    env = [w for w in part.workloads if any(r.via in _REPLACED_VIAS for r in w.secret_reads)]
     unprotected = [f"{w.kind} {w.name}" for w in env if not w.opted_in]
     if unprotected:
         actions.append(
-            f"protect {_names(unprotected)} (still read Secrets as env): cloudtaser target "
-            f"discover -n {ns} -o plan.yaml, approve the plan, source apply-plan, target protect"
+            f"protect {_names(unprotected)} (still read Secrets as env or files): cloudtaser "
+            f"target discover -n {ns} -o plan.yaml, approve the plan, source apply-plan, "
+            "target protect"
         )
     if part.pods_not_injected:
         pods = [p.name for p in part.pods_not_injected]
@@ -479,8 +491,8 @@ def failures(report: AuditReport, fail_on: Iterable[FailOn]) -> list[str]:
     t = report.summary
     holds = {
         FailOn.SECRETS_READ: (
-            t.reading_secrets_as_env,
-            "workload(s) still read Kubernetes Secrets as env",
+            t.reading_secrets_as_env + t.reading_secrets_only_as_files,
+            "workload(s) still read Kubernetes Secrets as env or files",
         ),
         FailOn.UNPROTECTED: (t.pods_not_injected, "opted-in pod(s) not proven injected"),
         FailOn.UNUSED_SECRETS: (t.secrets_unused, "Secret(s) nothing references"),

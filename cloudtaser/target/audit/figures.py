@@ -34,22 +34,28 @@ def _percent(part: int, whole: int) -> int | None:
 
 def score(figures: Summary) -> Score:
     """``secretConsumptionMoved``: finalized among the workloads that consume Secrets as env
-    (finalized + still reading); ``podsInjected``: of the pods that need the vault. ``None``
-    when there is nothing to count."""
+    or files (finalized + still reading); ``podsInjected``: of the pods that need the vault.
+    ``None`` when there is nothing to count."""
     moved = figures.finalized
+    still = figures.reading_secrets_as_env + figures.reading_secrets_only_as_files
     return Score(
-        secret_consumption_moved=_percent(moved, moved + figures.reading_secrets_as_env),
+        secret_consumption_moved=_percent(moved, moved + still),
         pods_injected=_percent(figures.pods_injected, figures.pods),
     )
 
 
 def verdict(figures: Summary) -> tuple[Verdict, str]:
-    """``fail`` when a workload still reads Secrets as env or an opted-in pod is not injected,
+    """``fail`` when a workload still reads Secrets (as env or as files) or an opted-in pod is
+    not injected,
     else ``incomplete`` when a namespace could not be read completely, else ``pass``; and why,
     in one line."""
     problems = []
     if figures.reading_secrets_as_env:
         problems.append(f"{figures.reading_secrets_as_env} workload(s) still read Secrets as env")
+    if figures.reading_secrets_only_as_files:
+        problems.append(
+            f"{figures.reading_secrets_only_as_files} workload(s) still read Secrets as files"
+        )
     if figures.pods_not_injected:
         problems.append(f"{figures.pods_not_injected} opted-in pod(s) not proven injected")
     if problems:
@@ -61,5 +67,5 @@ def verdict(figures: Summary) -> tuple[Verdict, str]:
         )
     return (
         Verdict.PASS,
-        "no workload reads Kubernetes Secrets as env and every opted-in pod is injected",
+        "no workload reads Kubernetes Secrets as env or files and every opted-in pod is injected",
     )

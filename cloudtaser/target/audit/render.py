@@ -221,6 +221,12 @@ ol.next{margin:4px 0 8px;padding-left:22px;font-size:14px}
 
 _FIGURES: Final = (
     ("readingSecretsAsEnv", "reading_secrets_as_env", "still read Secrets as env", "bad"),
+    (
+        "readingSecretsOnlyAsFiles",
+        "reading_secrets_only_as_files",
+        "still read Secrets as files",
+        "bad",
+    ),
     ("podsNotInjected", "pods_not_injected", "pods opted in but not injected", "bad"),
     ("protected", "protected", "protected (pods injected)", "info"),
     ("finalized", "finalized", "finalized", "info"),
@@ -267,7 +273,8 @@ def head_tiles(verdict: Verdict, reason: str, score: Score, summary: Summary) ->
         f"{html.escape(reason)}</div>",
         f'<div class="score" data-score="secretConsumptionMoved"><b>{moved}</b>'
         f"of Secret consumption moved to the vault ({s.finalized} finalized of "
-        f"{s.finalized + s.reading_secrets_as_env} workloads)</div>",
+        f"{s.finalized + s.reading_secrets_as_env + s.reading_secrets_only_as_files} "
+        "workloads)</div>",
         f'<div class="score" data-score="podsInjected"><b>{injected}</b>'
         f"of pods proven injected ({s.pods_injected} of {s.pods})</div>",
         "</div>",

@@ -46,9 +46,9 @@ Percent = Annotated[int, Meta(ge=0, le=100)] | None
 class Verdict(enum.StrEnum):
     """The report's verdict (wire values)."""
 
-    #: Nothing reads a Secret as env, every opted-in pod is proven injected, all was read.
+    #: Nothing reads a Secret as env or files, every opted-in pod is proven injected, all was read.
     PASS = "pass"  # noqa: S105 - a verdict, not a password
-    #: A workload still reads Secrets as env, or an opted-in pod is not injected.
+    #: A workload still reads Secrets as env or files, or an opted-in pod is not injected.
     FAIL = "fail"
     #: Nothing failed in what was read, but something could not be read.
     INCOMPLETE = "incomplete"
@@ -69,7 +69,7 @@ class NamespaceStatus(enum.StrEnum):
 class FailOn(enum.StrEnum):
     """``--fail-on`` conditions: the audit exits 1 when one of them holds."""
 
-    #: A workload still reads a Secret as env / envFrom.
+    #: A workload still reads a Secret as env / envFrom or as files (secret / projected volume).
     SECRETS_READ = "secrets-read"
     #: A pod opts in to injection but is not proven injected.
     UNPROTECTED = "unprotected"
@@ -115,7 +115,7 @@ class WorkloadEntry(Part, kw_only=True):
     pods_injected: Count
     #: Opted in, and every one of its running pods (at least one) is proven injected.
     protected: bool
-    #: Protected, and no env / envFrom Secret reference is left.
+    #: Protected, and no env / envFrom / secret or projected volume reference is left.
     finalized: bool
     #: The Secrets it still reads (empty: none).
     secret_reads: list[SecretRead]
@@ -157,6 +157,9 @@ class Summary(Part, kw_only=True):
     workloads: Count
     reading_secrets: Count
     reading_secrets_as_env: Count
+    #: Workloads that read Secrets through secret / projected volumes and not as env (the
+    #: runtime serves such files from the vault too: docs/secret-files.md).
+    reading_secrets_only_as_files: Count
     #: Workloads whose pod template carries the inject label.
     opted_in: Count
     #: Opted in and every running pod proven injected.
@@ -178,7 +181,8 @@ class Summary(Part, kw_only=True):
 class Score(Part, kw_only=True):
     """The two shares the verdict rests on."""
 
-    #: Finalized workloads among those that consume Secrets as env (finalized + still reading).
+    #: Finalized workloads among those that consume Secrets as env or files (finalized + still
+    #: reading).
     secret_consumption_moved: Percent
     #: ``summary.podsInjected`` of ``summary.pods``.
     pods_injected: Percent

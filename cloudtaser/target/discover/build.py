@@ -200,7 +200,7 @@ def _summary(
             skipped += 1
         else:
             pending += 1
-        paths.update(s.vault_path for s in wl.secrets)
+        paths.update(r.vault_path for r in wl.vault_reads())
     not_in_plan: dict[str, int] = defaultdict(int)
     for skip in tenants.skipped:
         if not skip.in_plan:

@@ -4,7 +4,8 @@
 :func:`workload_entry` reads the pod template once (:mod:`cloudtaser.target.podspec`), then
 runs the steps of :data:`_STEPS` in order, each adding to one :class:`_Findings`: the field
 mappings of ``env``/``envFrom``, the notes on ``secretKeyRef`` keys, the ``envFrom`` Secrets'
-keys, the Vault Agent paths, the Secrets mounted as files, and last the vault path of every
+keys, the Vault Agent paths, the Secrets mounted as files (their keys, file paths, modes
+and binary marks: migrated to memory volumes), and last the vault path of every
 Secret. A workload that does not belong in the plan is a :class:`LeftOut` with its reason;
 one that does is an :class:`Entry`, skipped (``skip_reason`` set) or pending.
 """
@@ -20,7 +21,15 @@ from typing import Any, Final, Literal
 import msgspec
 
 from cloudtaser.plan import rules
-from cloudtaser.plan.model import SecretFile, SecretRef, Workload, WorkloadKind, WorkloadStatus
+from cloudtaser.plan.model import (
+    FileMount,
+    SecretFile,
+    SecretFileKey,
+    SecretRef,
+    Workload,
+    WorkloadKind,
+    WorkloadStatus,
+)
 from cloudtaser.plan.rules import DNS_SUBDOMAIN, shown
 from cloudtaser.plan.store import one_line
 from cloudtaser.target.consumers import env_uses, migrated_by_container
@@ -323,27 +332,114 @@ def _map_vault_agent(reads: _Reads, found: _Findings) -> None:
         )
 
 
-def _record_files(reads: _Reads, found: _Findings) -> None:
-    """Secrets mounted as files: kept for review; a workload with nothing else is skipped."""
+def _file_keys(reads: _Reads, use: SecretFileUse) -> tuple[list[SecretFileKey], str | None]:
+    """The files one Secret gives a volume (key names, file paths, modes, binary marks), or
+    why the volume cannot be served from the vault."""
+    lookup, ident = reads.lookup, (reads.namespace, use.secret)
+    if use.mixed_with:
+        return [], (
+            f"the projected volume also holds {', '.join(use.mixed_with)} source(s), which the "
+            "vault does not serve"
+        )
+    if not rules.is_dns_label(use.volume):
+        return [], f"volume name {shown(use.volume)} is not a DNS label"
+    if use.default_mode is not None and not 0 <= use.default_mode <= rules.MAX_FILE_MODE:
+        return [], f"defaultMode {use.default_mode} is out of range"
+    if use.items is not None:
+        pairs = [(i.key, i.path, i.mode) for i in use.items]
+    elif ident in lookup.unreadable:
+        return [], f"the keys of Secret {use.secret} could not be read ({lookup.unreadable[ident]})"
+    elif ident not in lookup.keys:
+        return [], f"Secret {use.secret} not found in the cluster: its keys are unknown"
+    else:
+        pairs = [(key, key, None) for key in lookup.keys[ident]]
+    if not pairs:
+        return [], f"Secret {use.secret} has no keys"
+    binary = lookup.binary.get(ident, frozenset())
+    out: list[SecretFileKey] = []
+    for key, path, mode in pairs:
+        if not rules.is_field_name(key):
+            return [], f"key {shown(key)} is not a valid vault field name"
+        problem = rules.file_path_problem(path)
+        if problem is not None:
+            return [], f"file {shown(path)} {problem}"
+        if mode is not None and not 0 <= mode <= rules.MAX_FILE_MODE:
+            return [], f"the mode of file {path} is out of range"
+        encoding: Literal["base64"] | None = "base64" if key in binary else None
+        out.append(SecretFileKey(key=key, file=path, mode=mode, encoding=encoding))
+    return out, None
+
+
+def _file_mounts(use: SecretFileUse) -> list[FileMount]:
+    """The mounts of a Secret volume that fit the plan (a container name that is not a DNS
+    label, or a path with control characters, is left out of the record, never passed on)."""
+    return [
+        FileMount(
+            container=m.container,
+            init=m.init,
+            mount_path=m.mount_path,
+            sub_path=m.sub_path,
+            read_only=m.read_only,
+        )
+        for m in use.mounts
+        if rules.is_dns_label(m.container)
+        and all(p.isprintable() and 0 < len(p) <= 1024 for p in (m.mount_path, m.sub_path or "x"))
+    ]
+
+
+def _map_files(reads: _Reads, found: _Findings) -> None:
+    """Secrets mounted as files: every key (or the volume's ``items``) becomes a file the
+    runtime renders from the vault path of the Secret (the same path as its env use). A
+    volume is migrated whole or not at all: one that cannot be (a projected volume mixing
+    other sources, unknown keys, a name outside the rules) stays a Kubernetes Secret, with the
+    reason; a workload left with nothing to migrate is skipped."""
+    ns = reads.namespace
+    entries: list[tuple[SecretFileUse, SecretFile, str | None]] = []
     for use in reads.files:
         problem = secret_name_problem(use.secret)
         if problem is not None or not _SUBDOMAIN_RE.fullmatch(use.volume):
             found.skip_reasons.append(f"volume {shown(use.volume)}: {problem or 'invalid name'}")
             continue
-        paths = [p for p in use.mount_paths if p.isprintable() and len(p) <= 1024]
-        found.secret_files.append(
-            SecretFile(source=use.secret, volume=use.volume, mount_paths=paths)
+        files, why = _file_keys(reads, use)
+        vault_path = None
+        if why is None:
+            vault_path, note = reads.naming.render_fitted(ns, use.secret)
+            if vault_path is None:
+                why = f"the vault path of Secret {use.secret} would break the plan rules"
+            elif note is not None:
+                found.warnings.append(f"{ns}/{use.secret}: {note}")
+        entry = SecretFile(
+            source=use.secret,
+            volume=use.volume,
+            vault_path=vault_path if why is None else None,
+            files=files if why is None else [],
+            default_mode=use.default_mode,
+            optional=use.optional,
+            projected=use.projected,
+            mounts=_file_mounts(use),
         )
-    if found.secret_files:
-        names = ", ".join(sorted({f.source for f in found.secret_files}))
-        if not found.refs.groups:
-            found.skip_reasons.append(
-                f"uses Secrets only as files ({names}); env injection cannot replace files"
-            )
+        entries.append((use, entry, why))
+    seen: dict[str, set[str]] = defaultdict(set)
+    kept: dict[str, str] = {}
+    for use, entry, problem in entries:
+        why = problem
+        if why is None:
+            twice = sorted(seen[use.volume] & {f.file for f in entry.files})
+            seen[use.volume].update(f.file for f in entry.files)
+            if twice:
+                why = f"file {twice[0]} comes from two Secrets"
+        if why is not None:
+            kept.setdefault(use.volume, f"volume {use.volume} (Secret {use.secret}): {why}")
+    for _use, entry, _why in entries:
+        if entry.volume in kept:  # whole or not at all
+            entry.vault_path, entry.files = None, []
+        found.secret_files.append(entry)
+    if kept:
+        why = "; ".join(kept.values())
+        if not found.refs.groups and not any(f.migrated for f in found.secret_files):
+            found.skip_reasons.append(f"reads Secrets as files the vault cannot serve: {why}")
         else:
-            found.reasons.append(
-                f"also mounts Secrets as files ({names}); those stay Kubernetes Secrets"
-            )
+            found.reasons.append(f"keeps Secret volume(s) as Kubernetes Secrets: {why}")
 
 
 def _render_vault_paths(reads: _Reads, found: _Findings) -> None:
@@ -375,7 +471,7 @@ _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _check_key_refs,
     _map_env_from,
     _map_vault_agent,
-    _record_files,
+    _map_files,
     _render_vault_paths,
 )
 

@@ -1,6 +1,6 @@
 """``target discover``: :func:`discover`, the one entry point that reads a cluster. It lists
 the workloads (:mod:`~cloudtaser.target.discover.scan`), reads the key names of the Secrets
-their ``envFrom`` needs and the owners of every Secret the workloads read
+their ``envFrom`` and Secret volumes need and the owners of every Secret the workloads read
 (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
 (:mod:`~cloudtaser.target.discover.build`, pure).
 """
@@ -22,6 +22,7 @@ from cloudtaser.target.podspec import (
     env_consumptions,
     env_refs_from,
     is_protected,
+    secret_files,
     secret_name_problem,
 )
 
@@ -35,15 +36,18 @@ def _noop(_message: str) -> None:
 def _needed_secrets(
     workloads: list[ScannedWorkload], options: DiscoverOptions
 ) -> dict[str, set[str]]:
-    """``{namespace: {name}}`` of the Secrets whose keys the plan needs (``envFrom``)."""
+    """``{namespace: {name}}`` of the Secrets whose keys the plan needs (``envFrom``, and
+    Secret volumes: every key without ``items``, and which keys are binary)."""
     excluded = options.excluded()
     needed: dict[str, set[str]] = defaultdict(set)
     for workload in workloads:
         if workload.namespace in excluded or is_protected(workload.template):
             continue
-        for ref in env_refs_from(workload.template):
-            if secret_name_problem(ref.secret) is None:
-                needed[workload.namespace].add(ref.secret)
+        names = [ref.secret for ref in env_refs_from(workload.template)]
+        names += [use.secret for use in secret_files(workload.template)]
+        for name in names:
+            if secret_name_problem(name) is None:
+                needed[workload.namespace].add(name)
     return needed
 
 

@@ -1,5 +1,6 @@
 """What a scan hands to the pure plan builder: the workloads read
-(:class:`ScannedWorkload`) and the key names of the Secrets their ``envFrom`` needs
+(:class:`ScannedWorkload`) and the key names of the Secrets their ``envFrom`` and Secret
+volumes need
 (:class:`SecretLookup`). Plain values: tests build them by hand, without a cluster."""
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class SecretLookup:
     unreadable: Mapping[tuple[str, str], str] = field(default_factory=dict)
     #: (namespace, name) -> who writes the Secret from elsewhere (only Secrets that were read).
     owners: Mapping[tuple[str, str], Owner] = field(default_factory=dict)
+    #: (namespace, name) -> the keys whose value is not UTF-8 text (never the values).
+    binary: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     def for_namespace(self, namespace: str) -> SecretKeys:
         def lookup(name: str) -> Sequence[str] | None:

@@ -1,14 +1,18 @@
-"""The Secret reader: the *key names* of the Secrets ``envFrom`` needs, read the cheapest way
-the caller's permissions allow (GETs, per-namespace lists or one cluster-wide list, each
-paginated), and the owner of every Secret it reads (:func:`cloudtaser.target.owners.secret_owner`).
+"""The Secret reader: the *key names* of the Secrets ``envFrom`` and Secret volumes need,
+read the cheapest way the caller's permissions allow (GETs, per-namespace lists or one
+cluster-wide list, each paginated), and the owner of every Secret it reads
+(:func:`cloudtaser.target.owners.secret_owner`).
 
 Secret values are never kept: a Secret object read from the API is reduced to its sorted key
-names and its owner (names only) at once, and nothing else of it leaves the function that read
-it.
+names, its owner (names only), and the names of the keys whose value is not UTF-8 text
+(decoded once, in memory, to tell; :func:`binary_keys`), at once; nothing else of it leaves the
+function that read it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,7 +30,7 @@ from cloudtaser.target.owners import secret_owner
 if TYPE_CHECKING:
     from lightkube import Client
 
-__all__ = ["GET_SECRETS_LIMIT", "read_secret_keys", "read_secret_owners"]
+__all__ = ["GET_SECRETS_LIMIT", "binary_keys", "read_secret_keys", "read_secret_owners"]
 
 #: Up to this many Secrets are read with one GET each; beyond it, Secrets are listed.
 GET_SECRETS_LIMIT: Final = 16
@@ -84,6 +88,19 @@ def read_secret_owners(
     return owners
 
 
+def binary_keys(data: Mapping[str, Any] | None) -> frozenset[str]:
+    """The keys of a Secret's ``data`` (base64, as the API returns it) whose value is not
+    UTF-8 text: a file of such a key is stored in the vault as base64 (``encoding: base64``).
+    Only the verdict leaves: the decoded bytes are dropped at once, never logged or returned."""
+    out: set[str] = set()
+    for key, encoded in (data or {}).items():
+        try:
+            base64.b64decode(str(encoded or ""), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            out.add(str(key))
+    return frozenset(out)
+
+
 def read_secret_keys(
     client: Client,
     needed: Mapping[str, set[str]],
@@ -100,6 +117,7 @@ def read_secret_keys(
     """
     keys: dict[tuple[str, str], tuple[str, ...]] = {}
     owners: dict[tuple[str, str], Owner] = {}
+    binary: dict[tuple[str, str], frozenset[str]] = {}
     missing: set[tuple[str, str]] = set()
     unreadable: dict[tuple[str, str], str] = {}
     total = sum(len(v) for v in needed.values())
@@ -125,6 +143,7 @@ def read_secret_keys(
                 owner = _owner_of(obj)
                 if owner is not None:
                     owners[(ns, name)] = owner
+                binary[(ns, name)] = binary_keys(getattr(obj, "data", None))
                 del obj
             except ClusterForbiddenError:
                 unreadable[(ns, name)] = f"permission denied: get secrets in namespace {ns}"
@@ -140,6 +159,7 @@ def read_secret_keys(
                 owner = _owner_of(obj)
                 if owner is not None:
                     owners[ident] = owner
+                binary[ident] = binary_keys(getattr(obj, "data", None))
                 found.add(ident)
         return found
 
@@ -170,4 +190,10 @@ def read_secret_keys(
             progress("listing secrets cluster-wide is forbidden; reading per namespace")
             for ns in sorted(needed):
                 list_namespace(ns, needed[ns])
-    return SecretLookup(keys=keys, missing=frozenset(missing), unreadable=unreadable, owners=owners)
+    return SecretLookup(
+        keys=keys,
+        missing=frozenset(missing),
+        unreadable=unreadable,
+        owners=owners,
+        binary=binary,
+    )

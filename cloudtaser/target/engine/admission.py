@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from cloudtaser.contract import (
+    FILES_INIT_CONTAINER,
     INIT_CONTAINER,
     INJECTED_ANNOTATION,
     INJECTOR_WEBHOOK_CONFIGURATION,
+    SECRET_FILES,
     WRAPPER_PATH,
 )
 from cloudtaser.errors import (
@@ -102,7 +104,8 @@ def admission_pod(
 
 def shape_problem(pod: Mapping[str, Any]) -> str | None:
     """Why the pod the API server returned is not in the injected shape (``None``: it is):
-    the init container ``cloudtaser-init`` first, every container started by the wrapper."""
+    the init container ``cloudtaser-init`` first, every container started by the wrapper, and
+    with ``cloudtaser.io/secret-files`` the init container ``cloudtaser-files``."""
     spec = pod.get("spec") or {}
     inits = [str(c.get("name")) for c in spec.get("initContainers") or [] if isinstance(c, Mapping)]
     commands = {
@@ -111,6 +114,13 @@ def shape_problem(pod: Mapping[str, Any]) -> str | None:
         if isinstance(c, Mapping)
     }
     unwrapped = sorted(name for name, command in commands.items() if command != WRAPPER_PATH)
+    files = bool(((pod.get("metadata") or {}).get("annotations") or {}).get(SECRET_FILES))
+    if files and FILES_INIT_CONTAINER not in inits:
+        # an injector that predates secret files would start the pod on empty memory volumes
+        return (
+            f"the pod carries {SECRET_FILES} but no init container {FILES_INIT_CONTAINER}: "
+            "the injector does not serve secret files (upgrade it: cloudtaser target install)"
+        )
     if inits[:1] == [INIT_CONTAINER] and commands and not unwrapped:
         return None
     first = f"first init container {inits[0]!r}" if inits else "no init container"

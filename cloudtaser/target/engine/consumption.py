@@ -4,6 +4,8 @@
 - :func:`live_triples`: what its live pod template consumes
   (:func:`cloudtaser.target.podspec.consumed_env`);
 - :func:`drift`: the differences, as lines a reviewer reads (names only);
+- :func:`file_drift`: the same for the plan's migrated Secret volumes (volume name, Secret
+  names, ``items``) against the template's volumes;
 - :func:`kept_reasons`: the mapped variables whose Secret reference must stay because
   something the runtime does not serve reads them (:mod:`cloudtaser.target.consumers`).
 
@@ -18,9 +20,9 @@ from typing import Any
 
 from cloudtaser.plan.model import Workload
 from cloudtaser.target.consumers import keep_reasons
-from cloudtaser.target.podspec import SecretKeys, consumed_env, env_consumptions
+from cloudtaser.target.podspec import SecretKeys, consumed_env, env_consumptions, secret_files
 
-__all__ = ["Triple", "drift", "kept_reasons", "live_triples", "plan_triples"]
+__all__ = ["Triple", "drift", "file_drift", "kept_reasons", "live_triples", "plan_triples"]
 
 #: (Secret, key, env): one variable a workload takes from one key of one Secret.
 Triple = tuple[str, str, str]
@@ -69,3 +71,36 @@ def kept_reasons(
         c for c in env_consumptions(template, secret_keys) if (c.secret, c.key, c.env) in planned
     ]
     return keep_reasons(template, mapped, workload.env_uses)
+
+
+def file_drift(workload: Workload, template: Mapping[str, Any]) -> list[str]:
+    """Differences between the plan's migrated Secret volumes and the template's volumes
+    (names only): a migrated volume that is gone, that no longer reads the planned Secrets,
+    or whose ``items`` changed. A volume finalize already replaced (recorded in
+    ``finalizedVolumes``) is not compared."""
+    finalized = {v.volume for v in workload.finalized_volumes}
+    live: dict[str, dict[str, set[tuple[str, str]] | None]] = {}
+    for use in secret_files(template):
+        items = None if use.items is None else {(i.key, i.path) for i in use.items}
+        live.setdefault(use.volume, {})[use.secret] = items
+    planned: dict[str, dict[str, set[tuple[str, str]]]] = {}
+    for entry in workload.migrated_files:
+        planned.setdefault(entry.volume, {})[entry.source] = {(f.key, f.file) for f in entry.files}
+    lines: list[str] = []
+    for volume, sources in planned.items():
+        if volume in finalized:
+            continue
+        if volume not in live:
+            lines.append(f"the plan migrates volume {volume}, which the workload no longer has")
+            continue
+        if set(sources) != set(live[volume]):
+            lines.append(
+                f"volume {volume} now reads Secret(s) {', '.join(sorted(live[volume]))}, the "
+                f"plan {', '.join(sorted(sources))}"
+            )
+            continue
+        for secret, files in sorted(sources.items()):
+            items = live[volume][secret]
+            if items is not None and items != files:
+                lines.append(f"the items of Secret {secret} in volume {volume} changed")
+    return lines

@@ -125,7 +125,8 @@ class Decision(enum.StrEnum):
 
 @dataclass(frozen=True)
 class MappingLine:
-    """One secret of a workload as shown to the reviewer: source → vaultPath, field → ENV."""
+    """One secret of a workload as shown to the reviewer: source → vaultPath, field → ENV (or,
+    ``via: files``, key → the file it becomes)."""
 
     source: str
     vault_path: str
@@ -303,9 +304,20 @@ def _replicas(kind: str, obj: Mapping[str, Any]) -> int | None:
 
 
 def _mapping(workload: Workload) -> list[MappingLine]:
+    """The secrets (field → ENV), then the migrated Secret files (key → ``file
+    <volume>/<path>``, via ``files``)."""
     return [
         MappingLine(source=s.source, vault_path=s.vault_path, fields=dict(s.fields), via=s.via)
         for s in workload.secrets
+    ] + [
+        MappingLine(
+            source=f.source,
+            vault_path=f.vault_path,
+            fields={k.key: f"file {f.volume}/{k.file}" for k in f.files},
+            via="files",
+        )
+        for f in workload.secret_files
+        if f.vault_path is not None
     ]
 
 

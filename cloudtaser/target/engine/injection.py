@@ -8,6 +8,10 @@ selector and their owner) must each be **proven injected** (the pod shape is fix
 ``docs/protect.md``, "Proven injected"):
 
 - the init container ``cloudtaser-init`` is present and terminated with exit code 0,
+- when the pod carries ``cloudtaser.io/secret-files``: the init container ``cloudtaser-files``
+  is present, terminated ``Completed`` with exit code 0, and its report (the termination
+  message: volume names and file counts, never content) names every volume of the annotation
+  (:func:`files_problems`),
 - every container's ``command[0]`` is ``/cloudtaser/bin/cloudtaser-runtime``,
 - the pod is Ready.
 
@@ -25,6 +29,7 @@ Pure checks (:func:`pod_problems`) are separate from the reads (:func:`revision_
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -34,15 +39,18 @@ from lightkube.resources.apps_v1 import ControllerRevision, ReplicaSet
 from lightkube.resources.core_v1 import Event, Pod
 
 from cloudtaser.contract import (
+    FILES_INIT_CONTAINER,
     INIT_CONTAINER,
     INJECTOR_DEFAULTS,
     INJECTOR_WEBHOOK_CONFIGURATION,
     INJECTOR_WEBHOOK_NAME,
+    SECRET_FILES,
     WRAPPER_LOG_PREFIX,
     WRAPPER_PATH,
     ContractError,
     InjectorDefaults,
     parse_injector_defaults,
+    parse_secret_files,
 )
 from cloudtaser.errors import CloudtaserError, ClusterForbiddenError
 from cloudtaser.plan.store import one_line
@@ -58,6 +66,7 @@ __all__ = [
     "denied",
     "diagnose",
     "explain_workload",
+    "files_problems",
     "injector_defaults",
     "injector_installed",
     "pod_problems",
@@ -114,6 +123,66 @@ def _state_text(status: Mapping[str, Any]) -> str:
     return "not started"
 
 
+def _report_volumes(message: str) -> set[str] | None:
+    """The volumes a ``cloudtaser-files`` report names (its termination message:
+    ``{"formatVersion": 1, "files": N, "volumes": [{"volume", "files", "skipped"}]}``, names
+    and counts only); ``None`` when it is not such a report. The runtime leaves the volume list
+    out when the report would pass the kubelet's 4096 bytes: then the empty set."""
+    try:
+        report = json.loads(message)
+    except ValueError:
+        return None
+    if (
+        not isinstance(report, Mapping)
+        or report.get("formatVersion") != 1
+        or report.get("error")
+        or type(report.get("files")) is not int
+    ):
+        return None
+    volumes = report.get("volumes") or []
+    if not isinstance(volumes, list):
+        return None
+    return {str(v.get("volume")) for v in volumes if isinstance(v, Mapping)}
+
+
+def files_problems(pod: Mapping[str, Any]) -> list[str]:
+    """Why the Secret files of ``pod`` are not proven rendered (empty: proven, or the pod
+    carries no ``cloudtaser.io/secret-files``). Reads only the ``cloudtaser-files`` init
+    container's state and its report (volume names and file counts), never a file."""
+    value = dig(pod, "metadata", "annotations", SECRET_FILES)
+    if not value:
+        return []
+    name = dig(pod, "metadata", "name") or "?"
+    try:
+        volumes = [v["volume"] for v in parse_secret_files(str(value))]
+    except ContractError as exc:
+        return [f"pod {name}: {SECRET_FILES} is not valid ({exc.code})"]
+    inits = [c for c in dig(pod, "spec", "initContainers") or () if isinstance(c, Mapping)]
+    if not any(c.get("name") == FILES_INIT_CONTAINER for c in inits):
+        return [f"pod {name} has no init container {FILES_INIT_CONTAINER} (files not rendered)"]
+    status = _status_of(dig(pod, "status", "initContainerStatuses"), FILES_INIT_CONTAINER)
+    term = (status.get("state") or {}).get("terminated")
+    if (
+        not isinstance(term, Mapping)
+        or term.get("exitCode") != 0
+        or term.get("reason") != "Completed"
+    ):
+        return [
+            f"pod {name}: init container {FILES_INIT_CONTAINER} did not complete "
+            f"({_state_text(status) if status else 'no status yet'})"
+        ]
+    reported = _report_volumes(str(term.get("message") or ""))
+    if reported is None:
+        return [f"pod {name}: {FILES_INIT_CONTAINER} left no files report"]
+    unreported = [v for v in volumes if reported and v not in reported]
+    if unreported:
+        return [
+            f"pod {name}: {FILES_INIT_CONTAINER} did not report volume(s) "
+            f"{', '.join(unreported)} as rendered"
+        ]
+    return []
+
+
 def pod_problems(pod: Mapping[str, Any]) -> list[str]:
     """Why ``pod`` is not proven injected (empty: proven). Names only, never a value."""
     name = dig(pod, "metadata", "name") or "?"
@@ -130,6 +199,7 @@ def pod_problems(pod: Mapping[str, Any]) -> list[str]:
                 f"pod {name}: init container {INIT_CONTAINER} did not complete "
                 f"({_state_text(status) if status else 'no status yet'})"
             )
+    problems.extend(files_problems(pod))
     for container in spec.get("containers") or ():
         if not isinstance(container, Mapping):
             continue

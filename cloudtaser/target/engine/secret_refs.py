@@ -3,8 +3,10 @@ what it keeps, and why), and how unprotect puts back what finalize removed.
 
 - :func:`finalize_edit`: the ``env[].valueFrom.secretKeyRef`` entries the plan maps, and the
   ``envFrom[].secretRef`` entries whose every key it maps, as :class:`FinalizedRef` entries
-  (recorded in the plan as ``finalizedRefs``) and the ``spec.template.spec`` fragment of the
-  strategic-merge patch removing exactly them; what must stay goes into ``kept``
+  (recorded in the plan as ``finalizedRefs``), the Secret volumes the plan migrates, whose
+  ``secret``/``projected`` source becomes ``emptyDir {medium: Memory}`` of the same name
+  (recorded, source as it was, as ``finalizedVolumes``), and the ``spec.template.spec``
+  fragment of the strategic-merge patch doing exactly that; what must stay goes into ``kept``
   (:class:`KeptRef`, with the reason: :func:`cloudtaser.target.engine.consumption.kept_reasons`);
 - :func:`missing_refs`, :func:`restore_fragment`, :func:`restore_for_unprotect`,
   :func:`with_restore`: the way back, from the recorded ``finalizedRefs`` (unprotect puts them
@@ -22,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser.plan.model import FinalizedRef, Workload
+from cloudtaser.plan.model import FinalizedRef, FinalizedVolume, Workload
 from cloudtaser.target.engine.consumption import Triple, kept_reasons, plan_triples
 from cloudtaser.target.rollout import dig
 
@@ -31,18 +33,24 @@ if TYPE_CHECKING:
     from cloudtaser.target.podspec import SecretKeys
 
 __all__ = [
+    "MEMORY_VOLUME",
     "FinalizeEdit",
     "KeptRef",
     "clear_finalized",
     "describe",
     "finalize_edit",
     "missing_refs",
+    "missing_volumes",
     "restore_for_unprotect",
     "restore_fragment",
+    "restore_volumes",
+    "volume_secrets",
     "with_restore",
 ]
 
 _CONTAINER_KEYS: Final = (("initContainers", True), ("containers", False))
+#: The source of a migrated Secret volume after finalize (the injector renders into it).
+MEMORY_VOLUME: Final = {"medium": "Memory"}
 
 
 # --- what finalize removes ------------------------------------------------------------------
@@ -59,6 +67,8 @@ class FinalizeEdit:
     #: Plan-mapped references left in place because something the runtime does not serve
     #: reads them (:mod:`cloudtaser.target.consumers`).
     kept: list[KeptRef] = field(default_factory=list)
+    #: The migrated Secret volumes whose source becomes a memory volume.
+    volumes: list[FinalizedVolume] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -208,18 +218,72 @@ def finalize_edit(
                 fragments.append({"name": str(container.get("name") or ""), **fragment})
         if fragments:
             edit.spec_patch[key] = fragments
+    _volume_edit(spec, workload, edit)
     return edit
 
 
-def describe(refs: Sequence[FinalizedRef]) -> str:
-    """The removed references in one line (names only), for the plan history."""
+def _volume_edit(spec: Mapping[str, Any], workload: Workload, edit: FinalizeEdit) -> None:
+    """The migrated Secret volumes of ``spec`` that still read a Secret: their source, as it
+    is, into ``edit.volumes``; the patch replaces it by ``emptyDir {medium: Memory}``."""
+    migrated = {f.volume for f in workload.migrated_files}
+    patches: list[dict[str, Any]] = []
+    for volume in spec.get("volumes") or ():
+        if not isinstance(volume, Mapping) or volume.get("name") not in migrated:
+            continue
+        name = str(volume["name"])
+        for kind in ("secret", "projected"):
+            source = volume.get(kind)
+            if isinstance(source, Mapping):
+                edit.volumes.append(
+                    FinalizedVolume(volume=name, **{kind: copy.deepcopy(dict(source))})
+                )
+                patches.append({"name": name, kind: None, "emptyDir": dict(MEMORY_VOLUME)})
+                break
+    if patches:
+        edit.spec_patch["volumes"] = patches
+
+
+def describe(refs: Sequence[FinalizedRef], volumes: Sequence[FinalizedVolume] = ()) -> str:
+    """The removed references and replaced volumes in one line (names only), for the plan
+    history."""
     parts = [
         f"env {r.env} (Secret {r.secret} key {r.key}, container {r.container})"
         if r.via == "env"
         else f"envFrom Secret {r.secret} (container {r.container})"
         for r in refs
     ]
+    parts += [f"Secret volume {v.volume} (now a memory volume)" for v in volumes]
     return ", ".join(parts) if parts else "nothing"
+
+
+def volume_secrets(volume: FinalizedVolume) -> list[tuple[str, bool]]:
+    """``(Secret name, optional)`` of every Secret a recorded volume source reads."""
+    if volume.secret is not None:
+        return [(str(volume.secret.get("secretName") or ""), bool(volume.secret.get("optional")))]
+    return [
+        (str(s["secret"].get("name") or ""), bool(s["secret"].get("optional")))
+        for s in (volume.projected or {}).get("sources") or ()
+        if isinstance(s, Mapping) and isinstance(s.get("secret"), Mapping)
+    ]
+
+
+def missing_volumes(
+    template: Mapping[str, Any], volumes: Sequence[FinalizedVolume]
+) -> list[FinalizedVolume]:
+    """The recorded volumes whose source ``template`` no longer carries (to restore): the
+    volume exists and reads no Secret (finalize's memory volume)."""
+    live = {
+        str(v.get("name")): v
+        for v in (template.get("spec") or {}).get("volumes") or ()
+        if isinstance(v, Mapping)
+    }
+    return [
+        v
+        for v in volumes
+        if v.volume in live
+        and not isinstance(live[v.volume].get("secret"), Mapping)
+        and not isinstance(live[v.volume].get("projected"), Mapping)
+    ]
 
 
 # --- the way back (unprotect) --------------------------------------------------------------
@@ -306,6 +370,22 @@ def restore_fragment(template: Mapping[str, Any], refs: Sequence[FinalizedRef]) 
     return out
 
 
+def restore_volumes(
+    template: Mapping[str, Any], volumes: Sequence[FinalizedVolume]
+) -> list[dict[str, Any]]:
+    """The ``volumes`` patch entries putting back the recorded sources ``template`` lacks (the
+    memory volume goes, the source as it was comes back)."""
+    out: list[dict[str, Any]] = []
+    for volume in missing_volumes(template, volumes):
+        kind, source = (
+            ("secret", volume.secret)
+            if volume.secret is not None
+            else ("projected", volume.projected)
+        )
+        out.append({"name": volume.volume, "emptyDir": None, kind: copy.deepcopy(source)})
+    return out
+
+
 def restore_for_unprotect(
     cluster: WorkloadAPI, ref: WorkloadRef, workload: Workload, obj: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str | None]:
@@ -313,11 +393,17 @@ def restore_for_unprotect(
     nothing is missing), or a refusal when a Secret it needs was deleted."""
     template = dig(obj, "spec", "template") or {}
     missing = missing_refs(template, workload.finalized_refs)
+    needed = {(r.secret, r.optional) for r in missing}
+    needed |= {
+        pair
+        for volume in missing_volumes(template, workload.finalized_volumes)
+        for pair in volume_secrets(volume)
+    }
     gone = sorted(
         {
-            r.secret
-            for r in missing
-            if not r.optional and cluster.secret_keys(ref.namespace, r.secret) is None
+            secret
+            for secret, optional in needed
+            if not optional and cluster.secret_keys(ref.namespace, secret) is None
         }
     )
     if gone:
@@ -326,7 +412,11 @@ def restore_for_unprotect(
             "exist (finalize --delete-secrets?): putting the references back would stop the pods. "
             "Recreate the Secret(s) from the vault first, then re-run unprotect"
         )
-    return restore_fragment(template, workload.finalized_refs), None
+    fragment = restore_fragment(template, workload.finalized_refs)
+    volumes = restore_volumes(template, workload.finalized_volumes)
+    if volumes:
+        fragment["volumes"] = volumes
+    return fragment, None
 
 
 def with_restore(
@@ -348,3 +438,4 @@ def clear_finalized(workload: Workload) -> None:
     """Forget finalize (unprotect has put the references back)."""
     workload.finalized_at = None
     workload.finalized_refs = []
+    workload.finalized_volumes = []

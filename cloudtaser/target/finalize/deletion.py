@@ -22,7 +22,7 @@ from cloudtaser.plan.model import Tenant, Workload, WorkloadStatus
 from cloudtaser.target.engine.core import Engine, Event, Outcome, ProgressFn, workload_ref
 from cloudtaser.target.engine.injection import revision_pods
 from cloudtaser.target.engine.result import SecretEntry
-from cloudtaser.target.engine.secret_refs import finalize_edit
+from cloudtaser.target.engine.secret_refs import finalize_edit, volume_secrets
 from cloudtaser.target.references import scan as references
 from cloudtaser.target.references.cluster import ScanCache
 from cloudtaser.target.references.safety import KeySafety, key_safety, proof
@@ -99,7 +99,9 @@ def _users(found: Scan, name: str, ignored: set[tuple[str, str, str]]) -> list[s
     return [
         str(u)
         for u in found.users(name)
-        if not ((u.kind, u.name, name) in ignored and u.via in {"env", "envFrom"})
+        if not (
+            (u.kind, u.name, name) in ignored and u.via in {"env", "envFrom", "volume", "projected"}
+        )
     ]
 
 
@@ -211,12 +213,10 @@ def delete_unused_secrets(
         if not finalized:
             continue
         tenants[tenant.namespace] = tenant
-        for secret in workload.secrets:
-            if secret.via == "vaultAgent":
-                continue
-            by_ns.setdefault(tenant.namespace, {}).setdefault(secret.source, []).append(
-                (tenant, workload)
-            )
+        sources = [s.source for s in workload.secrets if s.via != "vaultAgent"]
+        sources += [f.source for f in workload.migrated_files]
+        for source in dict.fromkeys(sources):
+            by_ns.setdefault(tenant.namespace, {}).setdefault(source, []).append((tenant, workload))
     # one cache per run: the cluster-wide kinds (PersistentVolumes, StorageClasses, custom
     # resources, ServiceAccount access) are listed once; the re-check before each delete
     # (_recheck) scans afresh, without it
@@ -278,9 +278,10 @@ def _dry_run_users(
     namespace: str,
     would: set[WorkloadRef],
 ) -> set[tuple[str, str, str]]:
-    """The (kind, name, Secret) env/envFrom uses a dry run discounts: those of each workload
+    """The (kind, name, Secret) env/envFrom/volume uses a dry run discounts: those of each workload
     the real run would finalize, and of the pods of its current revision (the rollout replaces
-    them) — only for the Secrets whose references the real run removes, so a Secret that keeps
+    them) — only for the Secrets whose references the real run removes (env, envFrom, and the
+    sources of the Secret volumes it turns into memory volumes), so a Secret that keeps
     a reference (init container, ``$(VAR)``, probe, hook) stays used, as in the real run."""
     out: set[tuple[str, str, str]] = set()
     for tenant, workload in selected:
@@ -296,6 +297,7 @@ def _dry_run_users(
             lambda name: engine.cluster.secret_keys(namespace, name),
         )
         gone = {r.secret for r in edit.refs} - {k.ref.secret for k in edit.kept}
+        gone |= {secret for v in edit.volumes for secret, _optional in volume_secrets(v)}
         objects = [(ref.kind, ref.name)] + [
             ("Pod", str(dig(p, "metadata", "name")))
             for p in revision_pods(engine.cluster, ref, obj)

@@ -13,16 +13,18 @@ Per ``migrated`` workload not yet finalized, in plan order (``docs/lifecycle.md`
 2. Drift check: the template must consume exactly the (Secret, key, env) triples the plan
    maps (:mod:`cloudtaser.target.engine.consumption`). Then exactly those
    ``env[].valueFrom.secretKeyRef`` entries, and the ``envFrom[].secretRef`` entries whose every
-   key the plan maps, are removed; anything else stays
+   key the plan maps, are removed, and each migrated Secret volume's ``secret``/``projected``
+   source becomes ``emptyDir {medium: Memory}`` of the same name (the template no longer
+   references the Secret; the injector renders the files into it); anything else stays
    (:func:`cloudtaser.target.engine.secret_refs.finalize_edit`). An ``envFrom`` whose Secret has
    a key the plan does not map is refused (removing it would take that variable away). A mapped
    reference the runtime does not serve is kept and reported
    (:class:`~cloudtaser.target.engine.secret_refs.KeptRef`): init containers', and a variable
    read by ``$(VAR)``, an exec probe or a lifecycle hook (:mod:`cloudtaser.target.consumers`);
    when nothing is left to remove, the workload is refused and left alone.
-3. What will be removed is written into the plan (``finalizedRefs``) just before the one
-   strategic-merge patch (``resourceVersion`` precondition, field manager ``cloudtaser``), so a
-   run killed at any moment can still be undone by ``target unprotect``.
+3. What will be removed is written into the plan (``finalizedRefs``, ``finalizedVolumes``)
+   just before the one strategic-merge patch (``resourceVersion`` precondition, field manager
+   ``cloudtaser``), so a run killed at any moment can still be undone by ``target unprotect``.
 4. Wait for the one rollout, prove injection again on the new pods, record ``finalizedAt``
    and a history entry. The status stays ``migrated``. A re-run after a kill finds the
    references gone: no patch, only wait and record (no second rollout).
@@ -37,9 +39,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import cloudtaser.target.annotations as ann
-from cloudtaser.plan.model import FinalizedRef, Tenant, Workload, WorkloadStatus
+from cloudtaser.plan.model import FinalizedRef, FinalizedVolume, Tenant, Workload, WorkloadStatus
 from cloudtaser.target.engine.admission import check_admission
-from cloudtaser.target.engine.consumption import drift, live_triples, plan_triples
+from cloudtaser.target.engine.consumption import drift, file_drift, live_triples, plan_triples
 from cloudtaser.target.engine.core import (
     DecideFn,
     Engine,
@@ -119,6 +121,7 @@ class FinalizeStep(Step):
 
     def __init__(self, *, named: bool = False) -> None:
         self._removing: dict[int, list[FinalizedRef]] = {}
+        self._replacing: dict[int, list[FinalizedVolume]] = {}
         #: One line per reference this run keeps (``str(KeptRef)``), for the history.
         self._keeping: dict[int, list[str]] = {}
         #: The run names its workloads (``--workload``): one finalize cannot act on is
@@ -164,7 +167,9 @@ class FinalizeStep(Step):
             return None
         labels = dig(obj, "spec", "template", "metadata", "labels") or {}
         annotations = dig(obj, "spec", "template", "metadata", "annotations") or {}
-        if labels.get(ann.INJECT_LABEL) != "true" or ann.SECRET_PATHS not in annotations:
+        if labels.get(ann.INJECT_LABEL) != "true" or not (
+            ann.SECRET_PATHS in annotations or ann.SECRET_FILES in annotations
+        ):
             engine.refuse(
                 self,
                 ref,
@@ -187,9 +192,11 @@ class FinalizeStep(Step):
             return None
         live = live_triples(template, lambda n: engine.cluster.secret_keys(ref.namespace, n))
         planned = plan_triples(workload)
+        files_drift = file_drift(workload, template)
         kept = [str(k) for k in edit.kept]
-        if not edit.refs:
-            if workload.finalized_refs and live <= planned:
+        if not edit.refs and not edit.volumes:
+            finalized = workload.finalized_refs or workload.finalized_volumes
+            if finalized and live <= planned and not files_drift:
                 # our own earlier patch (a run killed before recording): only wait and record;
                 # what is left is what finalize keeps
                 self._keeping[id(workload)] = kept
@@ -201,19 +208,19 @@ class FinalizeStep(Step):
                     "nothing can be removed: every mapped reference is still read by something "
                     "the runtime does not serve: " + "; ".join(kept)
                 )
-            elif live or planned:
-                why = "drift since protect: " + "; ".join(drift(planned, live))
+            elif live or planned or files_drift:
+                why = "drift since protect: " + "; ".join(drift(planned, live) + files_drift)
             else:
                 why = "the plan maps no Kubernetes Secret reference of this workload"
             engine.refuse(self, ref, workload, f"{why}. Nothing was changed", found.warnings)
             return None
-        if live != planned:
+        if live != planned or files_drift:
             engine.refuse(
                 self,
                 ref,
                 workload,
                 "drift since protect: "
-                + "; ".join(drift(planned, live))
+                + "; ".join(drift(planned, live) + files_drift)
                 + ". Nothing was changed; re-run discover (or fix the plan) and review again",
                 found.warnings,
             )
@@ -239,17 +246,20 @@ class FinalizeStep(Step):
         if rv:
             patch["metadata"] = {"resourceVersion": rv}
         self._removing[id(workload)] = edit.refs
+        self._replacing[id(workload)] = edit.volumes
         self._keeping[id(workload)] = kept
-        engine.emit(ref, f"removes {describe(edit.refs)}")
+        engine.emit(ref, f"removes {describe(edit.refs, edit.volumes)}")
         for line in kept:
             engine.emit(ref, line, warning=True)
         return Inspected(obj, patch, patch, [*found.warnings, *kept])
 
     def before_patch(self, engine: Engine, workload: Workload, step: Inspected) -> None:
         refs = self._removing.get(id(workload), [])
+        volumes = self._replacing.get(id(workload), [])
 
         def change(w: Workload) -> None:
             w.finalized_refs = list(refs)
+            w.finalized_volumes = list(volumes)
 
         engine.store.update(workload, change)
 
@@ -266,7 +276,8 @@ class FinalizeStep(Step):
             w.finalized_at = datetime.now(UTC).replace(microsecond=0)
             if w.history:
                 last = w.history[-1]
-                last.reason = f"{last.reason}; removed {describe(w.finalized_refs)}{kept}"[:4000]
+                removed = describe(w.finalized_refs, w.finalized_volumes)
+                last.reason = f"{last.reason}; removed {removed}{kept}"[:4000]
 
         return change
 

@@ -4,7 +4,8 @@
 (docs/lifecycle.md, "What is never deleted"):
 
 - **proven**: some non-skipped workload of the Secret's tenant maps the key (``secrets[]``
-  entry with ``source`` = the Secret and the key among its ``fields``) *and* a verification
+  entry with ``source`` = the Secret and the key among its ``fields``, or a migrated
+  ``secretFiles[]`` entry of the Secret with the key among its ``files``) *and* a verification
   report (``source verify-plan --attest``, bound to this plan's reviewed content) proves that
   field present at that entry's ``vaultPath``; or
 - **released**: a reviewer listed the key in ``releasedKeys`` of a ``secrets[]`` entry of the
@@ -164,6 +165,12 @@ def key_safety(
                 continue
             for field in ref.fields:
                 mapped.setdefault(field, set()).add(ref.vault_path)
+        if workload.effective_status is WorkloadStatus.SKIPPED:
+            continue
+        for entry in workload.migrated_files:  # a Secret volume's keys, served as files
+            if entry.source == secret and entry.vault_path is not None:
+                for item in entry.files:
+                    mapped.setdefault(item.key, set()).add(entry.vault_path)
     out: dict[str, list[str]] = {"proven": [], "released": [], "unmapped": [], "unproven": []}
     paths: set[str] = set()
     for key in sorted(set(keys)):
