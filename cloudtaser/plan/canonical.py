@@ -6,8 +6,8 @@ environment variable names, skips and their reasons, and who owns each workload 
 review (``protect``, ``unprotect``, ``finalize``) change only a workload's ``status``,
 ``history``, ``lastError``, ``finalizedAt``, ``finalizedRefs``, ``finalizedVolumes`` and
 ``injectorDefaults``; those are not reviewed content, so a protect run never invalidates an
-approval, and any edit of a reviewed field does. The exact rules (docs/approval.md, "The canonical form"), so that another
-tool can recompute the digest:
+approval, and any edit of a reviewed field does. The exact rules (docs/approval.md, "The
+canonical form"), so that another tool can recompute the digest:
 
 1. Start from the plan as loaded (YAML formatting, comments, quoting and key order do not
    matter) with every field at its default omitted: an absent ``fields``, ``fields: {}``,

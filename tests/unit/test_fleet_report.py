@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schema/output-fleet-report.schema.json").read_text())
 FIGURES = (
     "readingSecretsAsEnv",
+    "readingSecretsOnlyAsFiles",
     "podsNotInjected",
     "protected",
     "finalized",

@@ -117,6 +117,7 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 SUMMARY_HEADERS: Final = (
     "WORKLOADS",
     "READ SECRETS AS ENV",
+    "ONLY AS FILES",
     "PROTECTED",
     "FINALIZED",
     "SECRETS",
@@ -130,6 +131,7 @@ def summary_columns(s: Summary) -> list[str]:
     return [
         str(s.workloads),
         str(s.reading_secrets_as_env),
+        str(s.reading_secrets_only_as_files),
         str(s.protected),
         str(s.finalized),
         str(s.secrets),
