@@ -19,10 +19,10 @@ from typing import Any, Final, Literal
 from cloudtaser.contract import INJECT
 from cloudtaser.plan.rules import (
     DNS_SUBDOMAIN,
-    ENV_VAR,
     FIELD_NAME,
     MAX_SEGMENT_CHARS,
     MAX_VAULT_PATH,
+    env_name_problem,
     reserved_mount,
     safe_segment,
     shown,
@@ -56,7 +56,6 @@ SecretKeys = Callable[[str], Sequence[str] | None]
 
 # Always used with ``fullmatch``: the plan patterns end in ``$``, which also matches before a
 # trailing newline.
-_ENV_RE: Final = re.compile(ENV_VAR)
 _FIELD_RE: Final = re.compile(FIELD_NAME)
 _SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 
@@ -65,10 +64,11 @@ _SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 class EnvConsumption:
     """One environment variable fed from a Secret key.
 
-    ``usable`` is False when the names cannot go into a plan (an env var name that is not a
-    portable identifier, a key that is not a valid field, a Secret name that is not a DNS
-    subdomain); ``problem`` then says why. Kubernetes itself skips envFrom keys that are not
-    valid identifiers, so such keys are not part of :func:`consumed_env`.
+    ``usable`` is False when the names cannot go into a plan (an env var name the cluster's
+    env-name rule refuses or the env-map annotation cannot carry, a key that is not a valid
+    field, a Secret name that is not a DNS subdomain); ``problem`` then says why. The kubelet
+    itself skips envFrom keys its rule refuses, so such keys are not part of
+    :func:`consumed_env` (:func:`cloudtaser.plan.rules.env_name_problem`).
     """
 
     secret: str
@@ -160,12 +160,14 @@ def env_refs_from(pod_template: Mapping[str, Any]) -> list[EnvFromRef]:
 
 
 def env_consumptions(
-    pod_template: Mapping[str, Any], secret_keys: SecretKeys
+    pod_template: Mapping[str, Any], secret_keys: SecretKeys, *, env_names: str | None = None
 ) -> list[EnvConsumption]:
     """Every env var a pod template feeds from a Secret, in container order.
 
     ``env[].valueFrom.secretKeyRef`` gives one entry; ``envFrom[].secretRef`` one per key that
-    ``secret_keys(name)`` returns (none when it returns None), named ``prefix + key``.
+    ``secret_keys(name)`` returns (none when it returns None), named ``prefix + key``. Names
+    are checked with the env-name rule ``env_names`` (the plan's ``metadata.envNameRule``;
+    None: the plan default, ``identifier``).
     """
     spec = pod_template.get("spec") or {}
     out: list[EnvConsumption] = []
@@ -181,7 +183,11 @@ def env_consumptions(
             secret = str(ref.get("name") or "")
             key = str(ref.get("key") or "")
             env = str(entry.get("name") or "")
-            problem = secret_name_problem(secret) or _key_problem(key) or _env_problem(env, key)
+            problem = (
+                secret_name_problem(secret)
+                or _key_problem(key)
+                or _env_problem(env, key, env_names)
+            )
             out.append(
                 EnvConsumption(
                     secret=secret,
@@ -207,7 +213,7 @@ def env_consumptions(
                         container=cname,
                         init=init,
                         optional=from_ref.optional,
-                        problem=_key_problem(key) or _env_problem(env, key),
+                        problem=_key_problem(key) or _env_problem(env, key, env_names),
                     )
                 )
     return out
@@ -219,17 +225,13 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _env_problem(env: str, key: str) -> str | None:
-    if len(env) > 256 or not _ENV_RE.fullmatch(env):
-        return (
-            f"environment variable name {shown(env)} (from key {shown(key)}) is not a "
-            "portable identifier [A-Za-z_][A-Za-z0-9_]*"
-        )
-    return None
+def _env_problem(env: str, key: str, rule: str | None) -> str | None:
+    problem = env_name_problem(env, rule)
+    return None if problem is None else f"{problem} (from key {shown(key)})"
 
 
 def consumed_env(
-    pod_template: Mapping[str, Any], secret_keys: SecretKeys
+    pod_template: Mapping[str, Any], secret_keys: SecretKeys, *, env_names: str | None = None
 ) -> set[tuple[str, str, str]]:
     """``(secret name, key, env var name)`` for every env var a pod template takes from a Secret.
 
@@ -237,11 +239,13 @@ def consumed_env(
     in containers and init containers. ``pod_template`` is the plain-dict API form of
     ``spec.template``; ``secret_keys(name)`` returns a Secret's key names, or None when the
     Secret is missing (its envFrom then contributes nothing). Entries whose names cannot go
-    into a plan (see :class:`EnvConsumption`) are left out, exactly as discovery leaves them
-    out of the plan, so ``protect`` and ``discover`` agree.
+    into a plan under the env-name rule ``env_names`` (see :class:`EnvConsumption`) are left
+    out, exactly as discovery leaves them out of the plan, so ``protect`` and ``discover`` agree.
     """
     return {
-        (c.secret, c.key, c.env) for c in env_consumptions(pod_template, secret_keys) if c.usable
+        (c.secret, c.key, c.env)
+        for c in env_consumptions(pod_template, secret_keys, env_names=env_names)
+        if c.usable
     }
 
 

@@ -214,7 +214,11 @@ class _Inspection:
 
 
 def _inspect_for_protect(
-    cluster: WorkloadAPI, ref: WorkloadRef, workload: Workload, intended: Mapping[str, str]
+    cluster: WorkloadAPI,
+    ref: WorkloadRef,
+    workload: Workload,
+    intended: Mapping[str, str],
+    env_names: str | None = None,
 ) -> _Inspection:
     obj = cluster.get(ref)
     if obj is None:
@@ -227,7 +231,8 @@ def _inspect_for_protect(
         return found
     template = dig(obj, "spec", "template") or {}
     secret_keys = _secret_keys(cluster, ref)
-    differences = drift(plan_triples(workload), live_triples(template, secret_keys))
+    live = live_triples(template, secret_keys, env_names=env_names)
+    differences = drift(plan_triples(workload), live)
     if differences:
         found.refusals.append(
             "drift since discovery: "
@@ -399,7 +404,9 @@ class ProtectStep(Step):
         except ann.AnnotationError as exc:
             engine.refuse(self, ref, workload, str(exc), [])
             return None
-        found = _inspect_for_protect(engine.cluster, ref, workload, intended)
+        found = _inspect_for_protect(
+            engine.cluster, ref, workload, intended, engine.plan.metadata.env_name_rule
+        )
         if found.obj is not None and not found.refusals:
             found.warnings.extend(_kept_after_finalize(engine.cluster, ref, workload, found.obj))
         if workload.accepted_dangerous_env:

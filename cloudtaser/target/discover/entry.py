@@ -384,7 +384,9 @@ def _read(workload: ScannedWorkload, lookup: SecretLookup, naming: PathTemplate)
         workload=workload,
         lookup=lookup,
         naming=naming,
-        consumptions=env_consumptions(template, lookup.for_namespace(workload.namespace)),
+        consumptions=env_consumptions(
+            template, lookup.for_namespace(workload.namespace), env_names=lookup.env_names
+        ),
         from_refs=env_refs_from(template),
         files=secret_files(template),
         agents=vault_agent_paths(template),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudtaser.plan import WorkloadKind
+from cloudtaser.plan.rules import EnvNameRule
 from cloudtaser.target.podspec import SecretKeys
 
 __all__ = ["ScannedWorkload", "SecretLookup"]
@@ -38,6 +39,9 @@ class SecretLookup:
     missing: frozenset[tuple[str, str]] = frozenset()
     #: (namespace, name) -> why the keys are unknown (e.g. permission denied).
     unreadable: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Which of these keys reach a container's environment: the cluster's env-name rule
+    #: (:func:`cloudtaser.plan.rules.env_name_rule_for`; None: not known, the plan default).
+    env_names: EnvNameRule | None = None
 
     def for_namespace(self, namespace: str) -> SecretKeys:
         def lookup(name: str) -> Sequence[str] | None:

@@ -40,9 +40,12 @@ def plan_triples(workload: Workload) -> set[Triple]:
     }
 
 
-def live_triples(template: Mapping[str, Any], secret_keys: SecretKeys) -> set[Triple]:
-    """(Secret, key, env) triples the pod ``template`` (``spec.template``) consumes."""
-    return set(consumed_env(template, secret_keys))
+def live_triples(
+    template: Mapping[str, Any], secret_keys: SecretKeys, *, env_names: str | None = None
+) -> set[Triple]:
+    """(Secret, key, env) triples the pod ``template`` (``spec.template``) consumes, names
+    read with the plan's env-name rule ``env_names`` (``metadata.envNameRule``)."""
+    return set(consumed_env(template, secret_keys, env_names=env_names))
 
 
 def drift(planned: set[Triple], live: set[Triple]) -> list[str]:
@@ -65,7 +68,10 @@ def kept_reasons(
     (:func:`cloudtaser.target.consumers.keep_reasons` over the template's plan-mapped
     consumptions)."""
     planned = plan_triples(workload)
+    # the widest rule: only what the plan maps is kept, and the plan's names passed its rule
     mapped = [
-        c for c in env_consumptions(template, secret_keys) if (c.secret, c.key, c.env) in planned
+        c
+        for c in env_consumptions(template, secret_keys, env_names="relaxed")
+        if (c.secret, c.key, c.env) in planned
     ]
     return keep_reasons(template, mapped, workload.env_uses)

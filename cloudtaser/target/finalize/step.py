@@ -185,7 +185,11 @@ class FinalizeStep(Step):
         if edit.problems:
             engine.refuse(self, ref, workload, "; ".join(edit.problems), found.warnings)
             return None
-        live = live_triples(template, lambda n: engine.cluster.secret_keys(ref.namespace, n))
+        live = live_triples(
+            template,
+            lambda n: engine.cluster.secret_keys(ref.namespace, n),
+            env_names=engine.plan.metadata.env_name_rule,
+        )
         planned = plan_triples(workload)
         kept = [str(k) for k in edit.kept]
         if not edit.refs:
