@@ -45,6 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cloudtaser.contract import references
 from cloudtaser.plan.model import EnvUse, EnvUseWhere
 from cloudtaser.plan.rules import shown
 from cloudtaser.target.podspec import EnvConsumption
@@ -131,28 +132,11 @@ class Consumer:
 
 
 def expansion_names(text: str) -> list[str]:
-    """The variable names ``text`` references by the kubelet's ``$(NAME)`` rules, in order.
-
-    A line-by-line port of ``expansion.Expand``: ``$$`` yields a literal ``$`` (so ``$$(A)`` is
-    no reference), ``$(`` up to the first ``)`` is a reference, an unclosed ``$(`` and ``$``
-    before any other character are literal.
-    """
-    names: list[str] = []
-    cursor = 0
-    while cursor < len(text):
-        if text[cursor] == "$" and cursor + 1 < len(text):
-            following = text[cursor + 1]
-            if following == "(":
-                close = text.find(")", cursor + 2)
-                if close != -1:
-                    names.append(text[cursor + 2 : close])
-                    cursor = close + 1
-                    continue
-            # "$$" (escape), "$x" or an unclosed "$(": both characters are literal
-            cursor += 2
-            continue
-        cursor += 1
-    return names
+    """The variable names ``text`` references by the kubelet's ``$(NAME)`` rules, in order:
+    :func:`cloudtaser.contract.references`, the Python twin of the expansion the wrapper
+    applies (``$$`` is an escaped ``$``, so ``$$(A)`` is no reference; an unclosed ``$(`` and
+    ``$`` before any other character are literal)."""
+    return references(text)
 
 
 def names_word(text: str, name: str) -> bool:

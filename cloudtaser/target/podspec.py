@@ -29,6 +29,7 @@ from cloudtaser.plan.rules import (
 )
 
 __all__ = [
+    "OS_LABEL",
     "VAULT_AGENT_INJECT",
     "VAULT_AGENT_SECRET_PREFIX",
     "EnvConsumption",
@@ -45,12 +46,15 @@ __all__ = [
     "secret_name_problem",
     "template_annotations",
     "vault_agent_paths",
+    "windows_reason",
 ]
 
 #: The HashiCorp Vault Agent injector's switch annotation (``"true"`` activates it).
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
 #: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
 VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
+#: The node label that names a node's operating system (and ``spec.os.name``'s values).
+OS_LABEL: Final = "kubernetes.io/os"
 #: Key names of a Secret, or None when the Secret is missing or could not be read.
 SecretKeys = Callable[[str], Sequence[str] | None]
 
@@ -331,3 +335,53 @@ def kv2_path(path: str) -> tuple[str | None, str | None]:
             return None, "is too long"
         return converted, f"converted from {cleaned!r} assuming a KV v2 mount"
     return None, "names a mount but no secret"
+
+
+def _windows_terms(affinity: Any) -> bool:
+    """True when a required node affinity lets the pods run only on Windows nodes: every
+    ``nodeSelectorTerms`` entry (the terms are ORed) requires ``kubernetes.io/os`` In only
+    ``windows``."""
+    node = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = (
+        node.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node, Mapping)
+        else None
+    )
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    if not isinstance(terms, list) or not terms:
+        return False
+
+    def windows_only(term: Any) -> bool:
+        expressions = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        return isinstance(expressions, list) and any(
+            isinstance(e, Mapping)
+            and e.get("key") == OS_LABEL
+            and e.get("operator") == "In"
+            and e.get("values") == ["windows"]
+            for e in expressions
+        )
+
+    return all(windows_only(term) for term in terms)
+
+
+def windows_reason(pod_template: Mapping[str, Any]) -> str | None:
+    """Why the pods run on Windows nodes (the runtime is a Linux binary: the wrapper cannot
+    start there), or None: ``spec.os.name: windows``, ``nodeSelector kubernetes.io/os:
+    windows``, or a required node affinity that admits only Windows nodes."""
+    spec = pod_template.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        return None
+    os_name = (spec.get("os") or {}).get("name") if isinstance(spec.get("os"), Mapping) else None
+    selector = spec.get("nodeSelector") if isinstance(spec.get("nodeSelector"), Mapping) else {}
+    if str(os_name).lower() == "windows":
+        how = "spec.os.name: windows"
+    elif str(selector.get(OS_LABEL, "")).lower() == "windows":
+        how = f"nodeSelector {OS_LABEL}: windows"
+    elif _windows_terms(spec.get("affinity")):
+        how = f"a required node affinity on {OS_LABEL} In [windows]"
+    else:
+        return None
+    return (
+        f"runs on Windows nodes ({how}): the cloudtaser runtime is a Linux binary and cannot "
+        "wrap its containers; its Secrets stay Kubernetes Secrets"
+    )

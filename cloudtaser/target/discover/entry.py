@@ -38,6 +38,7 @@ from cloudtaser.target.podspec import (
     secret_name_problem,
     template_annotations,
     vault_agent_paths,
+    windows_reason,
 )
 
 __all__ = ["ALREADY_PROTECTED", "NO_SECRETS", "Entry", "LeftOut", "workload_entry"]
@@ -367,6 +368,14 @@ def _render_vault_paths(reads: _Reads, found: _Findings) -> None:
     found.secrets = found.refs.build(paths)
 
 
+def _skip_windows(reads: _Reads, found: _Findings) -> None:
+    """Pods pinned to Windows nodes: the Linux wrapper cannot run there, so skipped with the
+    reason (their Secret consumption is still recorded for the reviewer)."""
+    reason = windows_reason(reads.workload.template)
+    if reason is not None:
+        found.skip_reasons.append(reason)
+
+
 #: The steps, in order: each may add mappings, notes, skip reasons and warnings.
 _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _map_env,
@@ -375,6 +384,7 @@ _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _map_vault_agent,
     _record_files,
     _render_vault_paths,
+    _skip_windows,
 )
 
 
