@@ -539,13 +539,11 @@ def expand(text: str, lookup: Callable[[str], str | None]) -> str:
 def references(text: str) -> list[str]:
     """The names :func:`expand` would look up in ``text``, in order (repeats kept)."""
     found: list[str] = []
-    expand(text, lambda name: found.append(name))
+    expand(text, found.append)
     return found
 
 
-def expand_env(
-    context: Mapping[str, str], entries: Iterable[tuple[str, str]]
-) -> dict[str, str]:
+def expand_env(context: Mapping[str, str], entries: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The final value of every variable: ``context`` (defined before the env list), then each
     ``(name, value)`` entry in order, its value expanded with what is defined so far (a later
     entry of the same name replaces the earlier one)."""

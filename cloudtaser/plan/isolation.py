@@ -96,9 +96,7 @@ def _workload_problem(tenant: Tenant, workload: Workload, where: str) -> tuple[s
     )
 
 
-def env_name_violation(
-    workload: Workload, where: str, rule: str | None
-) -> tuple[str, str] | None:
+def env_name_violation(workload: Workload, where: str, rule: str | None) -> tuple[str, str] | None:
     """``(location, message)`` for the first mapped variable (or ``envUses`` name) the plan's
     env-name ``rule`` (``metadata.envNameRule``, :func:`cloudtaser.plan.rules.env_name_problem`)
     refuses, or None. The Struct pattern admits the widest rule; this narrows it."""

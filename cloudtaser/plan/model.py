@@ -200,14 +200,17 @@ EnvUseWhere = Literal[
     "startupProbe",
     "postStart",
     "preStop",
+    "subPathExpr",
 ]
 
 
 class EnvUse(_Base, kw_only=True):
     """A place other than the process environment that reads a migrated variable: a
     ``$(VAR)`` expansion in ``command``/``args``/another env value, or an exec probe or
-    lifecycle hook (which run with the container spec's env, not the wrapper's child env).
-    Written by discover for reviewers; finalize keeps such references (docs/lifecycle.md)."""
+    lifecycle hook (which run with the container spec's env, not the wrapper's child env), or
+    a ``volumeMounts[].subPathExpr`` (expanded by the kubelet, which the runtime cannot serve).
+    Written by discover for reviewers; finalize keeps such references unless the injected pods
+    show the runtime serving the use (docs/lifecycle.md)."""
 
     env: EnvVarName
     container: DnsLabel

@@ -51,7 +51,6 @@ __all__ = [
     "ENV_NAME_RULES",
     "ENV_PREFIX",
     "ENV_VAR",
-    "EnvNameRule",
     "FIELD_NAME",
     "ISOLATED_PATH_TEMPLATE",
     "JWT_AUTH_TYPE",
@@ -75,12 +74,13 @@ __all__ = [
     "ONE_LINE",
     "PLAN_NAME",
     "PREFIX",
-    "RESERVED_ENV_PREFIXES",
     "RELAXED_ENV_NAMES_SINCE",
+    "RESERVED_ENV_PREFIXES",
     "RESERVED_MOUNTS",
     "RUNTIME_NAMESPACE",
     "SOURCE_REF",
     "VAULT_PATH",
+    "EnvNameRule",
     "accepted_dangerous_env_problem",
     "auth_mount_problem",
     "dangerous_env_problem",
@@ -483,9 +483,9 @@ def path_in_prefix(path: str, prefix: str | None) -> bool:
 # annotation, whose entries ``,`` ``;`` and ``=`` separate and whose tokens lose blanks at
 # either end: such names cannot be carried and are refused with that reason (discover leaves
 # the key out with a note); so is ``$``, which would meet the kubelet's ``$(VAR)`` expansion
-# where the injector hands the mapping to the wrapper. The annotation itself (the injector, the wrapper) accepts the
-# widest rule, ``relaxed`` (:data:`ENV_NAME`): the plan narrows it, protect writes only from a
-# validated plan.
+# where the injector hands the mapping to the wrapper. The annotation itself (the injector,
+# the wrapper) accepts the widest rule, ``relaxed`` (:data:`ENV_NAME`): the plan narrows it,
+# protect writes only from a validated plan.
 
 #: An env-name rule a plan may record (``metadata.envNameRule``).
 EnvNameRule = Literal["identifier", "kubernetes", "relaxed"]
@@ -507,7 +507,7 @@ def env_name_rule_for(major: str, minor: str) -> EnvNameRule:
     ``kubernetes``. Unparsable: ``kubernetes`` (the narrower Kubernetes rule: a key it leaves
     out keeps its Secret, a wrong ``relaxed`` would map a variable the pods never had)."""
     digits_major = "".join(c for c in major if c.isdigit())
-    digits_minor = "".join(c for c in minor.split("+")[0] if c.isdigit())
+    digits_minor = "".join(c for c in minor.split("+", maxsplit=1)[0] if c.isdigit())
     if not digits_major or not digits_minor:
         return "kubernetes"
     version = (int(digits_major), int(digits_minor))
@@ -524,7 +524,9 @@ def env_name_problem(name: str, rule: str | None = None) -> str | None:
     if len(name) > MAX_ENV_VAR:
         return f"{what} is longer than {MAX_ENV_VAR} characters"
     if rule == "identifier" and _ENV_VAR_RE.fullmatch(name) is None:
-        return f"{what} is not a portable identifier [A-Za-z_][A-Za-z0-9_]* (env-name rule identifier)"
+        return (
+            f"{what} is not a portable identifier [A-Za-z_][A-Za-z0-9_]* (env-name rule identifier)"
+        )
     if rule == "kubernetes" and (
         _KUBERNETES_ENV_RE.fullmatch(name) is None or name.startswith("..") or name == "."
     ):

@@ -371,8 +371,10 @@ def windows_reason(pod_template: Mapping[str, Any]) -> str | None:
     spec = pod_template.get("spec") or {}
     if not isinstance(spec, Mapping):
         return None
-    os_name = (spec.get("os") or {}).get("name") if isinstance(spec.get("os"), Mapping) else None
-    selector = spec.get("nodeSelector") if isinstance(spec.get("nodeSelector"), Mapping) else {}
+    os_spec = spec.get("os")
+    os_name = os_spec.get("name") if isinstance(os_spec, Mapping) else None
+    selector = spec.get("nodeSelector")
+    selector = selector if isinstance(selector, Mapping) else {}
     if str(os_name).lower() == "windows":
         how = "spec.os.name: windows"
     elif str(selector.get(OS_LABEL, "")).lower() == "windows":

@@ -44,6 +44,7 @@ from cloudtaser.config import validate_vault_address
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.isolation import check_isolation
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.target.consumers import DESIGN_COVERAGE
 from cloudtaser.target.engine.admission import check_admission
 from cloudtaser.target.engine.consumption import drift, kept_reasons, live_triples, plan_triples
 from cloudtaser.target.engine.core import (
@@ -265,7 +266,9 @@ def _kept_after_finalize(
         f"finalize will keep the Secret reference of env {env} in "
         f"{'init container' if init else 'container'} {container}: {'; '.join(why)}"
         for (container, init, env), why in sorted(
-            kept_reasons(template, workload, _secret_keys(cluster, ref)).items()
+            kept_reasons(
+                template, workload, _secret_keys(cluster, ref), coverage=DESIGN_COVERAGE
+            ).items()
         )
     ]
 

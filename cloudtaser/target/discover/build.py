@@ -163,6 +163,7 @@ def _metadata(
     naming: PathTemplate,
     cluster: str,
     unread: list[str],
+    *,
     env_names: EnvNameRule | None = None,
 ) -> PlanMetadata:
     created = (options.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -252,7 +253,7 @@ def build_plan(
         plan = MigrationPlan(
             api_version=API_VERSION,
             kind=KIND,
-            metadata=_metadata(options, name, naming, cluster, unread, lookup.env_names),
+            metadata=_metadata(options, name, naming, cluster, unread, env_names=lookup.env_names),
             tenants=[
                 Tenant(name=ns, namespace=ns, workloads=tenants.by_namespace[ns])
                 for ns in sorted(tenants.by_namespace)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cloudtaser.plan.model import Workload
-from cloudtaser.target.consumers import keep_reasons
+from cloudtaser.target.consumers import Coverage, keep_reasons
 from cloudtaser.target.podspec import SecretKeys, consumed_env, env_consumptions
 
 __all__ = ["Triple", "drift", "kept_reasons", "live_triples", "plan_triples"]
@@ -62,11 +62,15 @@ def drift(planned: set[Triple], live: set[Triple]) -> list[str]:
 
 
 def kept_reasons(
-    template: Mapping[str, Any], workload: Workload, secret_keys: SecretKeys
+    template: Mapping[str, Any],
+    workload: Workload,
+    secret_keys: SecretKeys,
+    *,
+    coverage: Coverage | None = None,
 ) -> dict[tuple[str, bool, str], list[str]]:
     """Why a variable the plan maps must keep its Secret reference, by (container, init, env)
     (:func:`cloudtaser.target.consumers.keep_reasons` over the template's plan-mapped
-    consumptions)."""
+    consumptions): every use ``coverage`` does not serve (None: none is served)."""
     planned = plan_triples(workload)
     # the widest rule: only what the plan maps is kept, and the plan's names passed its rule
     mapped = [
@@ -74,4 +78,4 @@ def kept_reasons(
         for c in env_consumptions(template, secret_keys, env_names="relaxed")
         if (c.secret, c.key, c.env) in planned
     ]
-    return keep_reasons(template, mapped, workload.env_uses)
+    return keep_reasons(template, mapped, workload.env_uses, coverage=coverage)
