@@ -52,11 +52,13 @@ from cloudtaser.plan.rules import shown
 from cloudtaser.target.podspec import EnvConsumption
 
 __all__ = [
+    "CANNOT_SERVE_NOTE",
     "DESIGN_COVERAGE",
     "EXEC_RUNNER",
     "EXPAND_FLAG",
     "INIT_REASON",
     "SCRIPT_SUFFIXES",
+    "UNSERVED_NOTE",
     "Consumer",
     "Coverage",
     "DesignCoverage",
@@ -77,6 +79,10 @@ __all__ = [
 INIT_REASON: Final = (
     "the runtime does not serve init containers (the injector wraps only containers)"
 )
+#: Why a use the runtime could serve still keeps its reference (finalize, with the live pods).
+UNSERVED_NOTE: Final = "the injected pods do not show the runtime serving it"
+#: Why a use keeps its reference whatever the injector does.
+CANNOT_SERVE_NOTE: Final = "the runtime cannot serve it"
 #: A command word ending in one of these is a script that may read any variable.
 SCRIPT_SUFFIXES: Final = (".sh", ".bash", ".py", ".pl", ".rb")
 
@@ -142,7 +148,7 @@ class Consumer:
             container=self.container,
             init=self.init,
             where=self.where,
-            target=self.target or None,
+            target=(self.target or None) if self.where == "env" else None,
         )
 
 
@@ -407,12 +413,13 @@ def env_uses(pod_template: Mapping[str, Any], migrated: Migrated) -> list[EnvUse
     """:func:`consumers` in the plan's form (``workloads[].envUses``): sorted, one entry per
     (container, variable, place), deterministic for the same template."""
     out: list[EnvUse] = []
-    seen: set[tuple[str, bool, str, str, str]] = set()
+    seen: set[tuple[str, bool, str, str, str | None]] = set()
     for use in consumers(pod_template, migrated):
-        key = (use.container, use.init, use.env, use.where, use.target)
+        plan_form = use.env_use()
+        key = (use.container, use.init, use.env, use.where, plan_form.target)
         if key not in seen:
             seen.add(key)
-            out.append(use.env_use())
+            out.append(plan_form)
     return out
 
 
@@ -449,14 +456,16 @@ def keep_reasons(
         if reason not in reasons:
             reasons.append(reason)
 
+    notes: dict[tuple[str, bool, str], set[str]] = {}
+
     def unserved(use: Consumer) -> str | None:
-        if coverage is not None and coverage.serves(use):
-            return None
         if coverage is None:
             return use.reason
-        if not DESIGN_COVERAGE.serves(use):
-            return f"{use.reason} (the runtime cannot serve it)"
-        return f"{use.reason} (the injected pods do not show the runtime serving it)"
+        if coverage.serves(use):
+            return None
+        note = UNSERVED_NOTE if DESIGN_COVERAGE.serves(use) else CANNOT_SERVE_NOTE
+        notes.setdefault((use.container, use.init, use.env), set()).add(note)
+        return use.reason
 
     def unwrapped(container: str, init: bool) -> bool:
         return init and (coverage is None or not coverage.wraps(container, init))
@@ -469,7 +478,9 @@ def keep_reasons(
         why = None if unwrapped(use.container, use.init) else unserved(use)
         if why is not None:
             add(use.container, use.init, use.env, why)
-    shown_uses = {(u.container, u.init, u.env, u.where, u.target) for u in found}
+    shown_uses = {
+        (u.container, u.init, u.env, u.where, u.target if u.where == "env" else "") for u in found
+    }
     for listed in recorded:
         place = (listed.container, listed.init, listed.env, listed.where, listed.target or "")
         if place in shown_uses or unwrapped(listed.container, listed.init):
@@ -487,4 +498,7 @@ def keep_reasons(
             listed.env,
             f"the plan's envUses lists a use in its {listed.where}",
         )
+    for key, added in notes.items():  # after the reasons, once: why the runtime does not help
+        for note in sorted(added):
+            add(*key, note)
     return {k: v for k, v in out.items() if v}
