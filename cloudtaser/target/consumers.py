@@ -1,6 +1,7 @@
 """Where a pod template reads a migrated variable besides the process environment: pure
 functions shared by ``discover`` (``envUses`` in the plan), ``protect`` (a warning) and
-``finalize`` (which keeps the Secret references these readers need).
+``finalize`` (which keeps the Secret references these readers need unless the runtime
+serves them).
 
 The runtime hands the vault's values to the one process the wrapper starts. Everything else
 that reads a variable takes it from the **container spec's** env, which finalize is about to
@@ -27,11 +28,21 @@ containers are not wrapped at all. So a variable is *used* (:class:`Consumer`) w
   inside), counts as using **every** migrated variable of that container ("runs a script
   that may read it").
 
+* **``$(NAME)`` in a volume mount's ``subPathExpr``** (the kubelet expands it from the
+  spec's env; no runtime can serve it).
+
 ``httpGet``, ``tcpSocket``, ``grpc`` and ``sleep`` handlers never read env. Not detected: a
 program that reads a variable without it being named (``mysqladmin`` reads ``MYSQL_PWD``,
-``psql`` ``PGPASSWORD``) or a script without one of those suffixes outside a volume, and
-``subPathExpr``; a reviewer adds an ``envUses`` entry to the plan for such a case, and finalize
-keeps the reference (docs/lifecycle.md, "What finalize keeps, and why").
+``psql`` ``PGPASSWORD``) or a script without one of those suffixes outside a volume; a reviewer
+adds an ``envUses`` entry to the plan for such a case, and finalize keeps the reference
+(docs/lifecycle.md, "What finalize keeps, and why").
+
+**What the runtime serves** (issue 30): an injector with that support wraps init containers,
+hands ``$(VAR)`` references to migrated variables to the wrapper (``wrap --expand=``) and routes
+an exec handler that names one (:func:`mentions`, its ``UsesVariable``) through
+``cloudtaser-runtime exec``. :class:`DesignCoverage` is that design (what ``protect`` warns
+about is what it cannot serve); :class:`ProvenCoverage` is what the live pods show, the only
+thing finalize lifts its guard for (:func:`keep_reasons`).
 
 Only variables the caller names per container (the migrated ones) are looked for; names and
 paths only, never a value. Everything here is a pure function of plain-dict pod templates.
