@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cloudtaser import contract
 from cloudtaser.errors import ConfigError
-from cloudtaser.plan.rules import safe_segment
+from cloudtaser.plan import rules
 
 __all__ = ["ClusterTarget", "VaultTarget", "resolve_cluster_target", "resolve_vault_target"]
 
@@ -89,8 +89,9 @@ def header_safe_token(token: str) -> bool:
 
 
 def valid_vault_namespace(namespace: str) -> bool:
-    """A vault namespace path (sent as ``X-Vault-Namespace``): safe ASCII segments."""
-    return bool(namespace) and all(safe_segment(seg) for seg in namespace.split("/"))
+    """A vault namespace path (sent as ``X-Vault-Namespace``): the rule book's
+    (:func:`cloudtaser.plan.rules.valid_vault_namespace`)."""
+    return rules.valid_vault_namespace(namespace)
 
 
 @dataclass(frozen=True)

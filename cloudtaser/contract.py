@@ -19,9 +19,14 @@ key                                value
 ``cloudtaser.io/env-map``          ``field=ENV`` pairs joined by ``,``; one group per secret path,
                                    groups joined by ``;`` (same order as ``secret-paths``)
 ``cloudtaser.io/vault-auth-path``  ``auth/<mount>``; written only when the plan's auth mount is
-                                   not the default ``kubernetes``
+                                   not what the injector applies without it (``kubernetes``
+                                   or its default; see "Cluster defaults")
 ``cloudtaser.io/restartedAt``      restart marker: RFC 3339 UTC time of the protect run that
                                    patched the workload (our own key, so GitOps tools can ignore it)
+``cloudtaser.io/vault-auth-       ``kubernetes`` (the default) or ``jwt``; written only when the
+method``                           pods' method differs from what the injector would apply
+``cloudtaser.io/vault-namespace``  the vault namespace (``X-Vault-Namespace``), rule book paths
+                                   (:func:`cloudtaser.plan.rules.vault_namespace_problem`)
 ``cloudtaser.io/accept-dangerous-  loader / interpreter variables (``rules.DANGEROUS_ENV``) the
 env``                              reviewed plan accepts as env-map targets, sorted, joined by
                                    ``,``; written only when the workload accepts some. An env-map
@@ -43,11 +48,11 @@ constants for them:
 
 ====================================  ============================================================
 ``CLOUDTASER_VAULT_ADDR``             vault URL with scheme and port (required)
-``CLOUDTASER_VAULT_AUTH_METHOD``      ``kubernetes`` (default) or ``token``
-``CLOUDTASER_VAULT_AUTH_ROLE``        the Kubernetes-auth role (required for ``kubernetes``)
+``CLOUDTASER_VAULT_AUTH_METHOD``      ``kubernetes`` (default), ``jwt`` or ``token``
+``CLOUDTASER_VAULT_AUTH_ROLE``        the role (required for ``kubernetes`` and ``jwt``)
 ``CLOUDTASER_VAULT_AUTH_MOUNT_PATH``  default ``auth/kubernetes`` (``auth/`` prefix optional)
 ``CLOUDTASER_VAULT_TOKEN``            the vault token (only for ``token``)
-``CLOUDTASER_VAULT_NAMESPACE``        vault namespace (optional)
+``CLOUDTASER_VAULT_NAMESPACE``        vault namespace, sent as ``X-Vault-Namespace`` (optional)
 ``CLOUDTASER_VAULT_CACERT``           CA bundle file (optional)
 ``CLOUDTASER_VAULT_SKIP_VERIFY``      a boolean (:func:`parse_bool`); true disables TLS checks
 ``CLOUDTASER_SECRET_PATHS``           the ``cloudtaser.io/secret-paths`` value
@@ -55,6 +60,16 @@ constants for them:
 ``CLOUDTASER_SA_TOKEN_PATH``          default: the ServiceAccount token of the pod
 ``CLOUDTASER_ACCEPT_DANGEROUS_ENV``   the ``cloudtaser.io/accept-dangerous-env`` value
 ====================================  ============================================================
+
+Cluster defaults
+================
+
+An injector installed with cluster defaults (``target install --default-vault-address`` ...,
+:class:`InjectorDefaults`, recorded on its MutatingWebhookConfiguration as the
+:data:`INJECTOR_DEFAULTS` annotation) applies them to a pod whose ``vault-address``,
+``vault-auth-path``, ``vault-auth-method`` or ``vault-namespace`` annotation is absent; a
+present annotation wins (its address still within the allow-list). :func:`parse_annotations`
+takes them as the injector does.
 
 The child process gets the parent environment minus every ``CLOUDTASER_*`` variable and every
 vault token (``VAULT_TOKEN``, ``BAO_TOKEN``), plus the fetched secrets (:func:`build_child_env`).
@@ -73,8 +88,10 @@ messages are free text and never hold a secret value.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -83,6 +100,9 @@ from cloudtaser.plan import rules
 __all__ = [
     "ACCEPT_DANGEROUS_ENV",
     "AUTH_METHOD",
+    "AUTH_METHODS",
+    "AUTH_METHOD_JWT",
+    "AUTH_METHOD_KUBERNETES",
     "AUTH_PATH",
     "BIN_MOUNT_PATH",
     "BIN_VOLUME",
@@ -90,6 +110,7 @@ __all__ = [
     "INIT_CONTAINER",
     "INJECT",
     "INJECTED_ANNOTATION",
+    "INJECTOR_DEFAULTS",
     "INJECTOR_WEBHOOK_CONFIGURATION",
     "INJECTOR_WEBHOOK_NAME",
     "INJECT_LABEL",
@@ -108,6 +129,7 @@ __all__ = [
     "WRAPPER_LOG_PREFIX",
     "WRAPPER_PATH",
     "ContractError",
+    "InjectorDefaults",
     "build_child_env",
     "check_dangerous_targets",
     "expand",
@@ -119,13 +141,16 @@ __all__ = [
     "optional_duration",
     "parse_accept_dangerous_env",
     "parse_annotations",
+    "parse_auth_method",
     "parse_auth_path",
     "parse_bool",
     "parse_duration",
     "parse_env_map",
+    "parse_injector_defaults",
     "parse_mapping",
     "parse_secret_paths",
     "parse_vault_address",
+    "parse_vault_namespace",
     "references",
     "restart_marker",
     "vault_env",
@@ -188,6 +213,17 @@ WRAPPER_LOG_PREFIX: Final = "cloudtaser-runtime: "
 #: The MutatingWebhookConfiguration ``target install`` creates, and its webhook.
 INJECTOR_WEBHOOK_CONFIGURATION: Final = "cloudtaser-injector"
 INJECTOR_WEBHOOK_NAME: Final = "inject.cloudtaser.io"
+#: Annotation of that MutatingWebhookConfiguration: the injector's cluster defaults as compact
+#: JSON (``{"address":…,"authMethod":…,"authMount":…,"namespace":…}``, only the ones set);
+#: ``target install`` writes it with the same values it passes as ``--default-*`` flags, so
+#: protect and ``install --check`` read them with one request (:func:`parse_injector_defaults`).
+INJECTOR_DEFAULTS: Final = "cloudtaser.io/injector-defaults"
+
+#: The auth methods a pod may log in with (the same login body; the vault checks the token by
+#: TokenReview, or offline with the cluster's public keys).
+AUTH_METHOD_KUBERNETES: Final = "kubernetes"
+AUTH_METHOD_JWT: Final = "jwt"
+AUTH_METHODS: Final = (AUTH_METHOD_KUBERNETES, AUTH_METHOD_JWT)
 
 PATH_SEPARATOR: Final = ","
 GROUP_SEPARATOR: Final = ";"
@@ -465,6 +501,121 @@ def parse_auth_path(value: str) -> str:
     return mount
 
 
+def parse_auth_method(what: str, value: str) -> str:
+    """``kubernetes`` or ``jwt`` (blanks and case ignored); ``bad-auth-method`` otherwise."""
+    method = value.strip().lower()
+    if method not in AUTH_METHODS:
+        raise ContractError(
+            "bad-auth-method", f"{what} must be kubernetes or jwt, not {rules.shown(value, 20)}"
+        )
+    return method
+
+
+def parse_vault_namespace(what: str, value: str) -> str:
+    """A vault namespace path without surrounding blanks and slashes (the rule book's
+    :func:`~cloudtaser.plan.rules.vault_namespace_problem`); ``bad-namespace`` otherwise."""
+    namespace = value.strip().strip("/")
+    problem = rules.vault_namespace_problem(namespace)
+    if problem is not None:
+        raise ContractError(
+            "bad-namespace",
+            f"{what} {rules.shown(value)} is not a vault namespace path such as team-a or "
+            f"eu/prod: {problem}",
+        )
+    return namespace
+
+
+@dataclass(frozen=True)
+class InjectorDefaults:
+    """An injector's cluster defaults (normalised; ``None`` = not set: the built-in default).
+
+    The Go twin is ``contract.Defaults`` (runtime/internal/contract/annotations.go); the
+    vectors' ``input.defaults`` and the :data:`INJECTOR_DEFAULTS` annotation use the JSON
+    names of :meth:`to_json`.
+    """
+
+    address: str | None = None
+    auth_mount: str | None = None
+    auth_method: str | None = None
+    namespace: str | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        address: str | None = None,
+        auth_mount: str | None = None,
+        auth_method: str | None = None,
+        namespace: str | None = None,
+        flag: str = "--default-",
+    ) -> InjectorDefaults:
+        """Validate and normalise with the annotations' own rules; messages name ``flag``."""
+        return cls(
+            address=parse_vault_address(f"{flag}vault-address", address) if address else None,
+            auth_mount=parse_auth_path(auth_mount) if auth_mount else None,
+            auth_method=parse_auth_method(f"{flag}auth-method", auth_method)
+            if auth_method
+            else None,
+            namespace=parse_vault_namespace(f"{flag}vault-namespace", namespace)
+            if namespace
+            else None,
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """``{"address", "authMethod", "authMount", "namespace"}``, only the ones set."""
+        out = {
+            "address": self.address,
+            "authMethod": self.auth_method,
+            "authMount": self.auth_mount,
+            "namespace": self.namespace,
+        }
+        return {key: value for key, value in out.items() if value}
+
+    @property
+    def any(self) -> bool:
+        """True when at least one default is set."""
+        return bool(self.to_json())
+
+    def effective(self) -> dict[str, str | None]:
+        """What a pod without the four annotations gets: address (None: no default, the pod
+        is refused), auth mount, auth method, namespace (None: none)."""
+        return {
+            VAULT_ADDRESS: self.address,
+            AUTH_PATH: self.auth_mount or rules.DEFAULT_AUTH_MOUNT,
+            AUTH_METHOD: self.auth_method or AUTH_METHOD_KUBERNETES,
+            VAULT_NAMESPACE: self.namespace,
+        }
+
+
+def parse_injector_defaults(value: str) -> InjectorDefaults:
+    """The :data:`INJECTOR_DEFAULTS` annotation (compact JSON) read back and validated;
+    ``bad-injector-defaults`` when it is not an object of the four known string keys."""
+    try:
+        raw = json.loads(value)
+    except ValueError as exc:
+        raise ContractError(
+            "bad-injector-defaults", f"{INJECTOR_DEFAULTS} is not JSON: {exc}"
+        ) from exc
+    known = {"address", "authMethod", "authMount", "namespace"}
+    if (
+        not isinstance(raw, dict)
+        or not set(raw) <= known
+        or not all(isinstance(v, str) for v in raw.values())
+    ):
+        raise ContractError(
+            "bad-injector-defaults",
+            f"{INJECTOR_DEFAULTS} must be a JSON object with string values for "
+            + ", ".join(sorted(known)),
+        )
+    return InjectorDefaults.parse(
+        address=raw.get("address"),
+        auth_mount=raw.get("authMount"),
+        auth_method=raw.get("authMethod"),
+        namespace=raw.get("namespace"),
+        flag=f"{INJECTOR_DEFAULTS} ",
+    )
+
+
 def restart_marker(at: datetime | None = None) -> str:
     """The restart marker value: RFC 3339 UTC, seconds precision (``2026-01-02T03:04:05Z``)."""
     when = (at or datetime.now(UTC)).astimezone(UTC)
@@ -620,16 +771,26 @@ def _valid_authority(authority: str) -> bool:
     return _PORT.fullmatch(port) is not None and int(port) <= _MAX_PORT
 
 
-def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
+def parse_annotations(
+    annotations: Mapping[str, str], defaults: InjectorDefaults | None = None
+) -> dict[str, Any]:
     """A pod's annotations as the injector reads them: ``{"inject": False}``, or the address,
-    role, auth mount and the ordered ``[{path, fields}]`` mapping. Refusals carry the codes of
-    ``spec/contract/annotations.json``."""
+    role, auth mount, the ordered ``[{path, fields}]`` mapping, and ``authMethod`` (only when
+    not ``kubernetes``) and ``namespace`` (only when set). ``defaults``, an injector's cluster
+    defaults, stand in for absent (or blank) address, auth-path, auth-method and namespace
+    annotations. Refusals carry the codes of ``spec/contract/annotations.json``."""
     if not parse_bool(INJECT, annotations.get(INJECT, "")):
         return {"inject": False}
+    defaults = defaults or InjectorDefaults()
     address = annotations.get(VAULT_ADDRESS, "")
-    if not address.strip():
-        raise ContractError("missing-addr", f"{VAULT_ADDRESS} is not set")
-    address = parse_vault_address(VAULT_ADDRESS, address)
+    if address.strip():
+        address = parse_vault_address(VAULT_ADDRESS, address)
+    elif defaults.address:
+        address = defaults.address
+    else:
+        raise ContractError(
+            "missing-addr", f"{VAULT_ADDRESS} is not set and the injector has no default address"
+        )
     role = annotations.get(VAULT_ROLE, "").strip()
     if not role:
         raise ContractError("missing-role", f"{VAULT_ROLE} is not set")
@@ -638,17 +799,28 @@ def parse_annotations(annotations: Mapping[str, str]) -> dict[str, Any]:
     mount = (
         parse_auth_path(annotations[AUTH_PATH])
         if AUTH_PATH in annotations
-        else rules.DEFAULT_AUTH_MOUNT
+        else defaults.auth_mount or rules.DEFAULT_AUTH_MOUNT
     )
+    method = defaults.auth_method or AUTH_METHOD_KUBERNETES
+    if annotations.get(AUTH_METHOD, "").strip():
+        method = parse_auth_method(AUTH_METHOD, annotations[AUTH_METHOD])
+    namespace = defaults.namespace
+    if annotations.get(VAULT_NAMESPACE, "").strip():
+        namespace = parse_vault_namespace(VAULT_NAMESPACE, annotations[VAULT_NAMESPACE])
     if not annotations.get(SECRET_PATHS, "").strip():
         raise ContractError("missing-secret-paths", f"{SECRET_PATHS} is not set")
     pairs = parse_mapping(annotations[SECRET_PATHS], annotations.get(ENV_MAP, ""))
     accepted = parse_accept_dangerous_env(annotations.get(ACCEPT_DANGEROUS_ENV, ""))
     check_dangerous_targets(pairs, accepted)
-    return {
+    parsed: dict[str, Any] = {
         "inject": True,
         "address": address,
         "role": role,
         "authMount": mount,
         "mapping": [{"path": path, "fields": fields} for path, fields in pairs],
     }
+    if method != AUTH_METHOD_KUBERNETES:
+        parsed["authMethod"] = method
+    if namespace:
+        parsed["namespace"] = namespace
+    return parsed

@@ -65,7 +65,14 @@ examples:
       --allowed-vault-address https://vault.corp:8200 --audience vault \\
       --webhook-url https://127.0.0.1:9443/mutate --kube-api 127.0.0.1:6443
 
-  # is it working? (Deployment ready, caBundle valid, a dry-run opted-in pod is mutated)
+  # one set of manifests for many clusters: this cluster's vault, jwt mount and namespace
+  # as defaults (protect then writes none of them into the templates)
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault \\
+      --default-vault-address https://vault.corp:8200 --default-auth-path auth/jwt-eu1 \\
+      --default-auth-method jwt --default-vault-namespace eu1
+
+  # is it working? (Deployment ready, caBundle valid, defaults, a dry-run pod is mutated)
   cloudtaser target install --check
 
 exit codes: 0 installed (or --check all good), 1 --check found problems, 2 bad flags,
@@ -176,6 +183,39 @@ def register(groups: Any) -> None:
         help="lifetime of the webhook's in-memory serving certificate, rotated at 2/3 of it "
         "(30s to 8760h; default: the webhook's, 24h)",
     )
+    fleet = install.add_argument_group(
+        "cluster defaults (for pods whose annotations leave them out; an annotation wins)"
+    )
+    fleet.add_argument(
+        "--default-vault-address",
+        metavar="URL",
+        help="the vault URL of pods without cloudtaser.io/vault-address; must be one of "
+        "--allowed-vault-address. protect then leaves the address out of the templates",
+    )
+    fleet.add_argument(
+        "--default-auth-path",
+        metavar="auth/MOUNT",
+        help="the auth mount of pods without cloudtaser.io/vault-auth-path (built-in: "
+        "auth/kubernetes)",
+    )
+    fleet.add_argument(
+        "--default-auth-method",
+        choices=("kubernetes", "jwt"),
+        help="how pods without cloudtaser.io/vault-auth-method log in (built-in: kubernetes)",
+    )
+    fleet.add_argument(
+        "--default-vault-namespace",
+        metavar="NAMESPACE",
+        help="the vault namespace (X-Vault-Namespace) of pods without "
+        "cloudtaser.io/vault-namespace (built-in: none)",
+    )
+    fleet.add_argument(
+        "--jwt-token-expiration",
+        type=int,
+        metavar="SECONDS",
+        help="lifetime of the projected token of jwt-mode pods, 600 (the default and the API "
+        "server's minimum) to 4294967296: the vault cannot revoke it, so keep it short",
+    )
     mode = install.add_argument_group("mode (default: apply and wait)")
     modes = mode.add_mutually_exclusive_group()
     add_dry_run_option(
@@ -191,7 +231,8 @@ def register(groups: Any) -> None:
         "--check",
         action="store_true",
         help="verify an installed injector: Deployment ready, caBundle a valid CA that "
-        "verifies the serving certificate (when reachable), a dry-run opted-in pod is mutated",
+        "verifies the serving certificate (when reachable), its cluster defaults (reported), a "
+        "dry-run opted-in pod is mutated",
     )
     mode.add_argument(
         "--check-namespace",
@@ -251,6 +292,7 @@ def _add_wait_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> Any:
+    from cloudtaser.contract import ContractError, InjectorDefaults  # noqa: PLC0415
     from cloudtaser.errors import ConfigError  # noqa: PLC0415
     from cloudtaser.target.install.manifests import InstallOptions  # noqa: PLC0415
 
@@ -260,6 +302,15 @@ def _options(args: argparse.Namespace) -> Any:
         if not sep or not registry or not mirror:
             raise ConfigError(f"--mirror {raw!r}: expected REGISTRY=MIRROR")
         mirrors.append((registry, mirror))
+    try:
+        defaults = InjectorDefaults.parse(
+            address=args.default_vault_address,
+            auth_mount=args.default_auth_path,
+            auth_method=args.default_auth_method,
+            namespace=args.default_vault_namespace,
+        )
+    except ContractError as exc:
+        raise ConfigError(str(exc)) from None
     return InstallOptions(
         image=args.image,
         allowed_vault_addresses=tuple(args.allowed_vault_address),
@@ -272,6 +323,8 @@ def _options(args: argparse.Namespace) -> Any:
         replicas=args.replicas,
         timeout_seconds=args.timeout_seconds,
         cert_validity=args.cert_validity,
+        defaults=defaults,
+        jwt_token_expiration=args.jwt_token_expiration,
     ).validated()
 
 
@@ -430,12 +483,17 @@ def _print_check(results: list[CheckResult], args: argparse.Namespace) -> None:
         from cloudtaser.target.install.result import (  # noqa: PLC0415
             CheckEntry,
             CheckSummary,
+            ClusterDefaults,
             InstallCheck,
         )
 
+        found = next((r.defaults for r in results if r.defaults is not None), None)
         document = InstallCheck(
             ok=all(r.ok for r in results),
             checks=[CheckEntry(name=r.name, ok=r.ok, detail=r.detail) for r in results],
+            defaults=msgspec.convert(found.to_json(), ClusterDefaults)
+            if found is not None and found.any
+            else msgspec.UNSET,
             summary=CheckSummary(
                 passed=sum(r.ok for r in results), failed=sum(not r.ok for r in results)
             ),

@@ -25,6 +25,7 @@ from cloudtaser.cli.steps import (
     run_options,
     run_step,
 )
+from cloudtaser.plan.rules import vault_namespace_problem
 
 if TYPE_CHECKING:
     from cloudtaser.target.engine.core import RunReport
@@ -42,7 +43,11 @@ are never touched again, so an interrupted run resumes where it stopped. --rerol
 restarts (one rollout) each migrated or annotated workload whose live pods are not proven
 injected (e.g. protected before the injector was installed) and proves the new pods. A
 workload named with --workload that protect cannot act on is refused with the step that
-comes first. Talks only to the cluster. See docs/protect.md.
+comes first. When the installed injector carries cluster defaults (target install
+--default-*), only what differs from them is written: the templates then hold nothing
+cluster-specific (no vault address, auth path, auth method or vault namespace), and the plan
+records per workload what was left to the injector (injectorDefaults). Talks only to the
+cluster. See docs/protect.md.
 """
 
 _UNPROTECT_DESCRIPTION = """\
@@ -78,6 +83,7 @@ def register(groups: Any) -> None:
             " --dry-run -o json",
             "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
             " --reroll --workload payments/Deployment/api --yes",
+            "cloudtaser target protect --plan plan.yaml --yes  # the injector's default address",
         ],
         epilog=_RUN_EPILOG,
         exit_codes=RUN_EXIT_CODES,
@@ -114,7 +120,15 @@ def _add_protect_options(parser: argparse.ArgumentParser) -> None:
         dest="vault_address",
         metavar="URL",
         help="the vault URL the PODS will use, written into cloudtaser.io/vault-address "
-        "(required; not taken from $VAULT_ADDR, which is usually the operator's address)",
+        "unless it is the installed injector's default address (required when the injector "
+        "has none; not taken from $VAULT_ADDR, which is usually the operator's address)",
+    )
+    parser.add_argument(
+        "--vault-namespace",
+        metavar="NAMESPACE",
+        help="the vault namespace (X-Vault-Namespace) the PODS will use, written into "
+        "cloudtaser.io/vault-namespace unless it is the injector's default (default: the "
+        "injector's default namespace, else none)",
     )
     parser.add_argument(
         "--no-verify-injection",
@@ -189,18 +203,19 @@ def _pin_lookup(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def _check_protect(args: argparse.Namespace) -> str | None:
-    if not args.vault_address:
+    namespace = (args.vault_namespace or "").strip().strip("/")
+    if args.vault_namespace is not None and vault_namespace_problem(namespace):
         return (
-            "--vault-address URL is required: the vault address the pods "
-            "will reach (it is written into the workloads)"
+            f"--vault-namespace {args.vault_namespace!r} is not a vault namespace path such as "
+            f"team-a or eu/prod: {vault_namespace_problem(namespace)}"
         )
     if args.reroll and not args.verify_injection:
         return "--reroll proves the new pods injected: drop --no-verify-injection"
     return check_run(args)
 
 
-def _warn_plain_http(address: str) -> None:
-    if address.lower().startswith("http://"):
+def _warn_plain_http(address: str | None) -> None:
+    if address and address.lower().startswith("http://"):
         progress(
             "WARNING: --vault-address "
             f"{address} is plain http://: every pod will send its ServiceAccount token and "
@@ -230,6 +245,7 @@ def _run_protect(args: argparse.Namespace) -> int:
             return protect(
                 run.session, args.plan, options, progress=run.progress, decide=run.decide,
                 cancel=run.cancel, pin=pin, reroll=args.reroll,
+                vault_namespace=args.vault_namespace,
             )  # fmt: skip
 
     report = run_step(args, call)

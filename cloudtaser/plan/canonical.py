@@ -3,9 +3,9 @@
 A reviewer judges the plan's metadata, tenants, workloads, secrets, vault paths, fields,
 environment variable names, skips and their reasons. Runs after the review (``protect``,
 ``unprotect``, ``finalize``) change only a workload's ``status``, ``history``, ``lastError``,
-``finalizedAt`` and ``finalizedRefs``; those are not reviewed content, so a protect run never
-invalidates an approval, and any edit of a reviewed field does. The exact rules (docs/approval.md,
-"The canonical form"), so that another tool can recompute the digest:
+``finalizedAt``, ``finalizedRefs`` and ``injectorDefaults``; those are not reviewed content, so
+a protect run never invalidates an approval, and any edit of a reviewed field does. The exact
+rules (docs/approval.md, "The canonical form"), so that another tool can recompute the digest:
 
 1. Start from the plan as loaded (YAML formatting, comments, quoting and key order do not
    matter) with every field at its default omitted: an absent ``fields``, ``fields: {}``,
@@ -52,7 +52,9 @@ __all__ = [
 ]
 
 #: Workload fields that runs write after the review (camelCase, as in the file).
-RUN_FIELDS: Final = frozenset({"status", "history", "lastError", "finalizedAt", "finalizedRefs"})
+RUN_FIELDS: Final = frozenset(
+    {"status", "history", "lastError", "finalizedAt", "finalizedRefs", "injectorDefaults"}
+)
 #: Top-level fields that are not reviewed content (the approvals themselves).
 PLAN_FIELDS_NOT_REVIEWED: Final = frozenset({"approvals"})
 _SKIPPED: Final = "skipped"

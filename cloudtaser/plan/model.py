@@ -263,6 +263,14 @@ class Workload(_Base, kw_only=True):
     #: Whoever can write the tenant's vault path can run code in the pod through them, so
     #: ``plan validate``, apply-plan, protect and the injector refuse them unless listed here.
     accepted_dangerous_env: list[EnvVarName] = msgspec.field(default_factory=list)
+    #: Written by protect (run state): the cluster-specific values it left out of the pod
+    #: template because the installed injector's cluster defaults supply them (``address``:
+    #: ``cloudtaser.io/vault-address``, ``authMount``: ``vault-auth-path``, ``authMethod``:
+    #: ``vault-auth-method``, ``namespace``: ``vault-namespace``); empty when it wrote them
+    #: all. Cleared by unprotect.
+    injector_defaults: list[Literal["address", "authMethod", "authMount", "namespace"]] = (
+        msgspec.field(default_factory=list)
+    )
 
     def __post_init__(self) -> None:
         envs = self.env_names

@@ -69,6 +69,7 @@ __all__ = [
     "MAX_ROLE_NAME",
     "MAX_SEGMENT",
     "MAX_SEGMENT_CHARS",
+    "MAX_VAULT_NAMESPACE",
     "MAX_VAULT_PATH",
     "MOUNT",
     "ONE_LINE",
@@ -77,6 +78,7 @@ __all__ = [
     "RELAXED_ENV_NAMES_SINCE",
     "RESERVED_ENV_PREFIXES",
     "RESERVED_MOUNTS",
+    "RESERVED_NAMESPACES",
     "RUNTIME_NAMESPACE",
     "SOURCE_REF",
     "VAULT_PATH",
@@ -110,6 +112,8 @@ __all__ = [
     "usable_mount",
     "valid_audience",
     "valid_role_name",
+    "valid_vault_namespace",
+    "vault_namespace_problem",
     "vault_path_problem",
 ]
 
@@ -134,6 +138,9 @@ ISOLATED_PATH_TEMPLATE: Final = "{mount}/data/{cluster}/{namespace}/{secret}"
 #: Mount names the vault reserves: never a KV engine or a cluster's Kubernetes auth method.
 #: Compared case-insensitively on the first segment (``SYS``, ``Sys/x`` are reserved too).
 RESERVED_MOUNTS: Final = frozenset({"sys", "auth", "identity", "cubbyhole", "token"})
+#: Names OpenBao refuses for a namespace (``sys/namespaces/<name>``: "is a reserved path");
+#: refused here in any letter case, in every segment of a nested namespace path.
+RESERVED_NAMESPACES: Final = frozenset({"root", "sys", "audit", "auth", "cubbyhole", "identity"})
 
 # --- length limits ----------------------------------------------------------------------------
 
@@ -149,6 +156,8 @@ MAX_SEGMENT: Final = 128
 #: The name issue 18 (sec) gave the same limit.
 MAX_SEGMENT_CHARS: Final = MAX_SEGMENT
 MAX_MOUNT: Final = 128
+#: A whole vault namespace path (``eu/prod``), sent as ``X-Vault-Namespace``.
+MAX_VAULT_NAMESPACE: Final = 256
 #: A policy or role name (``cloudtaser-<plan>-<tenant>`` is at most 138).
 MAX_OBJECT_NAME: Final = 140
 #: A Kubernetes-auth role name the vault accepts (:func:`valid_role_name`).
@@ -344,6 +353,32 @@ def _mount_problem(mount: str, what: str) -> str | None:
 def kv_mount_problem(mount: str) -> str | None:
     """Why ``mount`` cannot be a KV v2 mount of a plan, or None."""
     return _mount_problem(mount, "KV mount")
+
+
+def vault_namespace_problem(namespace: str) -> str | None:
+    """Why ``namespace`` (without surrounding slashes) is not a vault namespace path, or None:
+    segments of the safe characters (:func:`safe_segment`, at most :data:`MAX_SEGMENT` each),
+    none a name the vault reserves (:data:`RESERVED_NAMESPACES`, any case), at most
+    :data:`MAX_VAULT_NAMESPACE` characters. The pods' ``cloudtaser.io/vault-namespace``, the
+    injector's default and the CLI's own ``--namespace`` all pass this one rule."""
+    if not namespace:
+        return "is empty"
+    if len(namespace) > MAX_VAULT_NAMESPACE:
+        return f"is longer than {MAX_VAULT_NAMESPACE} characters"
+    for segment in namespace.split("/"):
+        if not safe_segment(segment) or len(segment) > MAX_SEGMENT:
+            return (
+                f"segment {shown(segment)} is not letters, digits, '.', '_', '-' (not starting "
+                f"with '.', at most {MAX_SEGMENT} characters)"
+            )
+        if segment.lower() in RESERVED_NAMESPACES:
+            return f"segment {shown(segment)} is a name the vault reserves"
+    return None
+
+
+def valid_vault_namespace(namespace: str) -> bool:
+    """True for a vault namespace path (:func:`vault_namespace_problem`)."""
+    return vault_namespace_problem(namespace) is None
 
 
 def auth_mount_problem(mount: str) -> str | None:

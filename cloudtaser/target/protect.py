@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudtaser.target.annotations as ann
-from cloudtaser.config import validate_vault_address
+from cloudtaser.config import valid_vault_namespace, validate_vault_address
+from cloudtaser.contract import InjectorDefaults
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.isolation import check_isolation
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
@@ -65,6 +66,7 @@ from cloudtaser.target.engine.injection import (
     REROLL_HINT,
     denied,
     explain_workload,
+    injector_defaults,
     prove,
     verify_workload,
 )
@@ -301,14 +303,21 @@ class ProtectStep(Step):
 
     def __init__(
         self,
-        vault_address: str,
+        vault_address: str | None,
         pin: Lookup | None = None,
         *,
         verify_injection: bool = True,
         reroll: bool = False,
         named: bool = False,
+        vault_namespace: str | None = None,
     ) -> None:
+        #: ``None``: the installed injector's default address (read at the first workload).
         self.vault_address = vault_address
+        self.vault_namespace = vault_namespace
+        #: The injector's cluster defaults (:func:`injector_defaults`), read once.
+        self.defaults: InjectorDefaults | None = None
+        #: What the templates leave to those defaults (recorded as ``injectorDefaults``).
+        self.left_to_injector: list[str] = []
         #: ``--pin-entrypoints``: image lookups from this machine; explicit command/args go
         #: into the same patch (:func:`cloudtaser.target.registry.pin_commands`).
         self.pin = pin
@@ -347,6 +356,16 @@ class ProtectStep(Step):
 
     def watch(self, engine: Engine, ref: WorkloadRef) -> str | None:
         return denied(engine.cluster, ref) if self.verify_injection else None
+
+    def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
+        left = list(self.left_to_injector)
+        if left == workload.injector_defaults:
+            return None
+
+        def update(target: Workload) -> None:
+            target.injector_defaults = left  # type: ignore[assignment]
+
+        return update
 
     def check_plan(self, plan: MigrationPlan, *, source: str) -> None:
         # the rule book: never point a tenant's pods at paths outside its scope
@@ -403,7 +422,31 @@ class ProtectStep(Step):
         if self._not_pending(engine, workload, ref):
             return None
         try:
-            intended = ann.build_annotations(engine.plan, tenant, workload, self.vault_address)
+            if self.defaults is None:
+                self.defaults = injector_defaults(engine.cluster)
+                if self.defaults is None:
+                    engine.emit(
+                        None,
+                        "cannot read the injector's MutatingWebhookConfiguration (forbidden): "
+                        "its cluster defaults are unknown, so every cluster-specific annotation "
+                        "is written (grant get on it: docs/security.md, rbac-protect)",
+                        warning=True,
+                    )
+                    self.defaults = InjectorDefaults()
+            intended = ann.build_annotations(
+                engine.plan,
+                tenant,
+                workload,
+                self.vault_address,
+                defaults=self.defaults,
+                vault_namespace=self.vault_namespace,
+            )
+            self.left_to_injector = ann.cluster_annotations(
+                engine.plan,
+                self.vault_address,
+                defaults=self.defaults,
+                vault_namespace=self.vault_namespace,
+            )[1]
         except ann.AnnotationError as exc:
             engine.refuse(self, ref, workload, str(exc), [])
             return None
@@ -504,7 +547,16 @@ class UnprotectStep(Step):
         return self.named or workload.effective_status != WorkloadStatus.SKIPPED
 
     def done_update(self, workload: Workload) -> Callable[[Workload], None] | None:
-        return clear_finalized if workload.finalized_refs or workload.finalized_at else None
+        finalized = bool(workload.finalized_refs or workload.finalized_at)
+        if not finalized and not workload.injector_defaults:
+            return None
+
+        def update(target: Workload) -> None:
+            if finalized:
+                clear_finalized(target)
+            target.injector_defaults = []  # the templates carry nothing of ours any more
+
+        return update
 
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
@@ -550,8 +602,15 @@ def protect(
     cancel: threading.Event | None = None,
     pin: Lookup | None = None,
     reroll: bool = False,
+    vault_namespace: str | None = None,
 ) -> RunReport:
     """Protect every selected ``pending`` workload of the plan at ``plan_path``.
+
+    ``options.vault_address`` (the pods' vault) may be ``None`` when the installed injector
+    has a default address; ``vault_namespace`` is the pods' vault namespace (``None``: the
+    injector's default, or none). With cluster defaults installed, only what differs from
+    them is written (:func:`cloudtaser.target.annotations.cluster_annotations`), and the
+    names left to them are recorded per workload (``injectorDefaults``).
 
     ``pin`` (``--pin-entrypoints``): an image lookup (``RegistryClient.image_config``); every
     container without a ``command`` gets its image's ENTRYPOINT/CMD written explicitly in the
@@ -569,15 +628,23 @@ def protect(
     ``options.parallel`` workers) and saves the plan after each status change.
     """
     check_options(options)
-    if not options.vault_address:
-        raise ConfigError("protect needs the vault address the pods will use (--vault-address)")
-    vault_address = validate_vault_address(options.vault_address, what="--vault-address")
+    vault_address = (
+        validate_vault_address(options.vault_address, what="--vault-address")
+        if options.vault_address
+        else None  # the installed injector's default address (refused when it has none)
+    )
+    if vault_namespace and not valid_vault_namespace(vault_namespace.strip("/")):
+        raise ConfigError(
+            f"--vault-namespace {vault_namespace!r} is not a vault namespace path such as "
+            "team-a or eu/prod"
+        )
     step = ProtectStep(
         vault_address,
         pin,
         verify_injection=options.verify_injection,
         reroll=reroll,
         named=bool(options.selection.workloads),
+        vault_namespace=vault_namespace,
     )
     return run(session, plan_path, step, options, progress=progress, decide=decide, cancel=cancel)
 

@@ -181,7 +181,10 @@ def test_example_parses_against_the_real_parser(example: Example) -> None:
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("cloudtaser target protect --plan plan.yaml --yes", "--vault-address"),
+        (
+            "cloudtaser target protect --plan plan.yaml --yes --vault-namespace sys",
+            "--vault-namespace",
+        ),
         ("cloudtaser target discover --output json", "--output-plan"),
         ("cloudtaser target protect --plan p.yaml --vault-address https://v", "--yes"),
         ("cloudtaser source verify-plan plan.yaml --namespace team-00", "--vault-namespace"),

@@ -33,9 +33,14 @@ def test_protect_without_yes_or_interactive_refuses_before_touching_anything(
     assert "--yes" in capsys.readouterr().err
 
 
-def test_protect_needs_the_vault_address(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["target", "protect", "--plan", "/nonexistent.yaml", "--yes"]) == 2
-    assert "--vault-address" in capsys.readouterr().err
+def test_protect_refuses_a_bad_vault_namespace_before_touching_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """(--vault-address is optional: the installed injector's default address stands in,
+    and protect refuses the workloads when it has none: test_fleet_defaults.py.)"""
+    args = ["target", "protect", "--plan", "/nonexistent.yaml", "--yes"]
+    assert main([*args, "--vault-namespace", "eu/../prod"]) == 2
+    assert "--vault-namespace" in capsys.readouterr().err
 
 
 def test_yes_and_interactive_are_exclusive() -> None:

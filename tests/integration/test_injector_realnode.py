@@ -286,7 +286,10 @@ def test_install_check_passes_against_the_running_webhook(
                "json", "--kubeconfig", str(real_node.kubeconfig)])  # fmt: skip
     assert run.code == 0, run.text
     checks = {c["name"]: c for c in json.loads(run.stdout)["checks"]}
-    assert set(checks) == {"deployment", "caBundle", "serving certificate", "mutation"}
+    assert set(checks) == {
+        "deployment", "caBundle", "serving certificate", "cluster defaults", "mutation",
+    }  # fmt: skip
+    assert checks["cluster defaults"]["detail"].startswith("none")  # installed without them
     assert "verifies against it" in checks["serving certificate"]["detail"]
     assert "came back injected" in checks["mutation"]["detail"]
 

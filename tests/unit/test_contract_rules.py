@@ -38,7 +38,8 @@ _DESCRIPTION = (
     "env-name-kubernetes (the plan's narrower env-name rules, metadata.envNameRule), "
     "field-name (vault field / Secret key), role-name (Kubernetes-auth role), vault-path (a KV "
     "v2 <mount>/data/<path>), mount (a KV or auth mount), audience (a ServiceAccount token "
-    "audience), auth-mount, vault-address."
+    "audience), vault-namespace (an X-Vault-Namespace path without surrounding slashes), "
+    "auth-mount, vault-address."
 )
 
 
@@ -74,6 +75,15 @@ def _path_of(length: int) -> str:
 def _mount_of(length: int) -> str:
     """A mount of exactly ``length`` characters (two segments)."""
     return "k8s/" + "m" * (length - 4)
+
+
+def _namespace_of(length: int) -> str:
+    """A vault namespace path of exactly ``length`` characters (segments of at most 64)."""
+    path = ""
+    while len(path) < length:
+        room = length - len(path)
+        path += "n" * room if room <= 64 else "n" * 63 + "/"
+    return path
 
 
 def build_vectors() -> dict[str, Any]:
@@ -218,6 +228,36 @@ def build_vectors() -> dict[str, Any]:
         _valid("mount", "a blank", "a b", False),
     ]
 
+    cases += _at_and_over(
+        "vault-namespace",
+        "a segment",
+        rules.MAX_SEGMENT,
+        lambda n: "eu/" + "n" * n,
+    )
+    cases += _at_and_over(
+        "vault-namespace",
+        "a namespace path",
+        rules.MAX_VAULT_NAMESPACE,
+        _namespace_of,
+    )
+    cases += [
+        _valid("vault-namespace", "one segment", "team-a", True),
+        _valid("vault-namespace", "nested", "eu/prod", True),
+        _valid("vault-namespace", "dots and underscores inside", "a.b_c", True),
+        _valid("vault-namespace", "a name that starts like a reserved one", "system", True),
+        _valid("vault-namespace", "empty", "", False),
+        _valid("vault-namespace", "an empty segment", "eu//prod", False),
+        _valid("vault-namespace", "a trailing slash (trimmed before the rule)", "eu/", False),
+        _valid("vault-namespace", "a dot-dot segment", "eu/../prod", False),
+        _valid("vault-namespace", "a segment starting with a dot", ".hidden", False),
+        _valid("vault-namespace", "a blank", "team a", False),
+        _valid("vault-namespace", "non-ASCII", "tèam", False),
+        _valid("vault-namespace", "reserved: root", "root", False),
+        _valid("vault-namespace", "reserved: sys, nested", "eu/sys", False),
+        _valid("vault-namespace", "reserved in another case", "Audit", False),
+        _valid("vault-namespace", "reserved: identity", "identity", False),
+    ]
+
     def auth(name: str, value: str, mount: str | None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": f"auth-mount: {name}",
@@ -303,6 +343,7 @@ def _python(rule: str, value: str) -> dict[str, Any]:
         "vault-path": lambda v: rules.vault_path_problem(v) is None,
         "mount": rules.usable_mount,
         "audience": rules.valid_audience,
+        "vault-namespace": rules.valid_vault_namespace,
     }
     if rule in checks:
         return {"valid": checks[rule](value)}
@@ -331,6 +372,7 @@ def test_rules_vectors_cover_every_rule_at_and_over_its_limit() -> None:
         "role-name",
         "mount",
         "audience",
+        "vault-namespace",
     ):
         assert any(n.startswith(f"{rule}: ") and "(the limit)" in n for n in names), rule
         assert any(n.startswith(f"{rule}: ") and "(over the limit)" in n for n in names), rule

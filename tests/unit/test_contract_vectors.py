@@ -31,12 +31,23 @@ def _cases(name: str) -> list[Any]:
 @pytest.mark.parametrize("case", _cases("annotations.json"))
 def test_annotation_vector(case: dict[str, Any]) -> None:
     annotations = case["input"]["annotations"]
+    given = case["input"].get("defaults")
+    defaults = (
+        None
+        if given is None
+        else contract.InjectorDefaults.parse(
+            address=given.get("address"),
+            auth_mount=given.get("authMount"),
+            auth_method=given.get("authMethod"),
+            namespace=given.get("namespace"),
+        )
+    )
     if "error" in case:
         with pytest.raises(ContractError) as info:
-            contract.parse_annotations(annotations)
+            contract.parse_annotations(annotations, defaults)
         assert info.value.code == case["error"], str(info.value)
     else:
-        assert contract.parse_annotations(annotations) == case["expect"]
+        assert contract.parse_annotations(annotations, defaults) == case["expect"]
 
 
 @pytest.mark.parametrize("case", _cases("dangerous-env-annotations.json"))

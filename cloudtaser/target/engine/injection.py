@@ -35,10 +35,14 @@ from lightkube.resources.core_v1 import Event, Pod
 
 from cloudtaser.contract import (
     INIT_CONTAINER,
+    INJECTOR_DEFAULTS,
     INJECTOR_WEBHOOK_CONFIGURATION,
     INJECTOR_WEBHOOK_NAME,
     WRAPPER_LOG_PREFIX,
     WRAPPER_PATH,
+    ContractError,
+    InjectorDefaults,
+    parse_injector_defaults,
 )
 from cloudtaser.errors import CloudtaserError, ClusterForbiddenError
 from cloudtaser.plan.store import one_line
@@ -54,6 +58,7 @@ __all__ = [
     "denied",
     "diagnose",
     "explain_workload",
+    "injector_defaults",
     "injector_installed",
     "pod_problems",
     "prove",
@@ -302,6 +307,34 @@ def injector_installed(cluster: WorkloadAPI) -> bool | None:
     except ClusterForbiddenError:
         return None
     return mwc is not None
+
+
+def injector_defaults(cluster: WorkloadAPI) -> InjectorDefaults | None:
+    """The installed injector's cluster defaults, from the
+    :data:`~cloudtaser.contract.INJECTOR_DEFAULTS` annotation ``target install`` writes on its
+    MutatingWebhookConfiguration (one request). None set (the built-in ones) when there is no
+    injector or no annotation; ``None`` when reading it is forbidden. Either way protect then
+    writes every cluster-specific annotation, which is right whatever the injector does. An
+    unreadable annotation is a :class:`~cloudtaser.errors.CloudtaserError`."""
+    try:
+        mwc = cluster.get_object(
+            MutatingWebhookConfiguration,
+            INJECTOR_WEBHOOK_CONFIGURATION,
+            None,
+            action=f"read MutatingWebhookConfiguration {INJECTOR_WEBHOOK_CONFIGURATION}",
+        )
+    except ClusterForbiddenError:
+        return None
+    raw = dig(mwc or {}, "metadata", "annotations", INJECTOR_DEFAULTS)
+    if not isinstance(raw, str) or not raw:
+        return InjectorDefaults()
+    try:
+        return parse_injector_defaults(raw)
+    except ContractError as exc:
+        raise CloudtaserError(
+            f"MutatingWebhookConfiguration {INJECTOR_WEBHOOK_CONFIGURATION}: {exc}; re-run "
+            "cloudtaser target install"
+        ) from exc
 
 
 def _failed_create(

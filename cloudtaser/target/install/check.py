@@ -1,10 +1,13 @@
 """``target install --check``: is the injector working?
 
-Four checks, each an ok / fail with the reason: the Deployment has all its replicas ready; the
+Five checks, each an ok / fail with the reason: the Deployment has all its replicas ready; the
 webhook configuration's ``caBundle`` holds a valid PEM CA; in URL mode a TLS connection to the
-webhook verifies against that bundle (skipped when the URL is not reachable from here); a
-server-side dry-run create of an opted-in pod (never stored) comes back injected — the real
-path: API server, webhook, mutation; decided by
+webhook verifies against that bundle (skipped when the URL is not reachable from here); the
+cluster defaults recorded on the webhook configuration
+(:data:`~cloudtaser.contract.INJECTOR_DEFAULTS`) are the ones the injector runs with (its
+``--default-*`` flags); a server-side dry-run create of an opted-in pod (never stored; without
+a vault address when the injector has a default one, so the default is what admits it) comes
+back injected — the real path: API server, webhook, mutation; decided by
 :func:`cloudtaser.target.engine.admission.judge`, the decision protect and finalize make
 before any patch. Nothing here prints.
 """
@@ -24,14 +27,14 @@ from cloudtaser import contract
 from cloudtaser.contract import INJECTOR_WEBHOOK_NAME
 from cloudtaser.plan.rules import RUNTIME_NAMESPACE, shown
 from cloudtaser.target.engine.admission import judge
-from cloudtaser.target.install.manifests import NAME, RUNTIME_BINARY
+from cloudtaser.target.install.manifests import NAME, RUNTIME_BINARY, defaults_from_args
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.api import get_object
 
 if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
 
-__all__ = ["CHECK_PATH", "CHECK_ROLE", "CheckResult", "check", "check_pod"]
+__all__ = ["CHECK_PATH", "CHECK_ROLE", "CheckResult", "check", "check_pod", "describe_defaults"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    #: The ``cluster defaults`` check: the defaults the injector carries.
+    defaults: contract.InjectorDefaults | None = None
 
 
 CHECK_ROLE: Final = "cloudtaser-install-check"
@@ -76,8 +81,59 @@ def check(
         )
         return results
     results.extend(_check_ca(hook, timeout))
-    results.append(_check_dry_run_pod(session, namespace, pod_namespace))
+    defaults = _check_defaults(session, mwc, namespace)
+    results.append(defaults)
+    results.append(_check_dry_run_pod(session, namespace, pod_namespace, defaults.defaults))
     return results
+
+
+def _inject_args(session: KubeSession, namespace: str) -> tuple[str, list[str]] | None:
+    """(image, args) of the injector Deployment's container, or None when it is missing."""
+    deployment = get_object(session, "Deployment", NAME, namespace)
+    if deployment is None:
+        return None
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
+    if not containers:
+        return None
+    return str(containers[0].get("image") or ""), list(containers[0].get("args") or [])
+
+
+def describe_defaults(defaults: contract.InjectorDefaults) -> str:
+    """One line for people: what a pod without the cluster-specific annotations gets."""
+    if not defaults.any:
+        return "none: pods carry their vault address (and auth path, method, namespace) themselves"
+    effective = defaults.effective()
+    parts = [
+        f"vault address {defaults.address or '(none: pods must name it)'}",
+        f"auth/{effective[contract.AUTH_PATH]}",
+        f"auth method {effective[contract.AUTH_METHOD]}",
+        f"vault namespace {defaults.namespace or '(none)'}",
+    ]
+    return ", ".join(parts) + " (for pods without these annotations)"
+
+
+def _check_defaults(
+    session: KubeSession, mwc: Mapping[str, Any] | None, namespace: str
+) -> CheckResult:
+    name = "cluster defaults"
+    meta = (mwc or {}).get("metadata") or {}
+    raw = (meta.get("annotations") or {}).get(contract.INJECTOR_DEFAULTS)
+    found = _inject_args(session, namespace)
+    try:
+        recorded = contract.parse_injector_defaults(raw) if raw else contract.InjectorDefaults()
+        running = defaults_from_args(found[1]) if found else recorded
+    except contract.ContractError as exc:
+        return CheckResult(name, False, f"{exc}: re-run target install")
+    if recorded != running:
+        return CheckResult(
+            name,
+            False,
+            f"the webhook configuration records {describe_defaults(recorded)}, but the "
+            f"injector runs with {describe_defaults(running)}: re-run target install",
+        )
+    return CheckResult(name, True, describe_defaults(running), defaults=running)
 
 
 def _check_deployment(session: KubeSession, namespace: str) -> CheckResult:
@@ -173,9 +229,10 @@ def _check_ca(hook: Mapping[str, Any], timeout: float) -> list[CheckResult]:
     return results
 
 
-def check_pod(namespace: str, image: str, vault_address: str) -> dict[str, Any]:
-    """The opted-in pod ``--check`` creates with ``dryRun=All`` (never stored)."""
-    return {
+def check_pod(namespace: str, image: str, vault_address: str | None) -> dict[str, Any]:
+    """The opted-in pod ``--check`` creates with ``dryRun=All`` (never stored); without a
+    vault address (``None``) it relies on the injector's default one."""
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -197,19 +254,18 @@ def check_pod(namespace: str, image: str, vault_address: str) -> dict[str, Any]:
             "restartPolicy": "Never",
         },
     }
+    if vault_address is None:
+        del pod["metadata"]["annotations"][contract.VAULT_ADDRESS]
+    return pod
 
 
-def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str) -> CheckResult:
-    deployment = get_object(session, "Deployment", NAME, namespace)
-    args: list[str] = []
-    image = ""
-    if deployment is not None:
-        containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
-            "containers"
-        ) or []
-        if containers:
-            args = list(containers[0].get("args") or [])
-            image = str(containers[0].get("image") or "")
+def _check_dry_run_pod(
+    session: KubeSession,
+    namespace: str,
+    pod_namespace: str,
+    defaults: contract.InjectorDefaults | None,
+) -> CheckResult:
+    image, args = _inject_args(session, namespace) or ("", [])
     addresses = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--allowed-vault-address"]
     if not image or not addresses:
         return CheckResult("mutation", False, "cannot tell the image or an allowed vault address")
@@ -220,10 +276,11 @@ def _check_dry_run_pod(session: KubeSession, namespace: str, pod_namespace: str)
             dry_run=True,
             action=f"dry-run create an opted-in pod in namespace {pod_namespace}",
         ),
-        check_pod(pod_namespace, image, addresses[0]),
+        check_pod(pod_namespace, image, None if defaults and defaults.address else addresses[0]),
     )
     if answer.admitted:
-        return CheckResult("mutation", True, f"{answer.reason} (namespace {pod_namespace})")
+        how = " without a vault-address annotation" if defaults and defaults.address else ""
+        return CheckResult("mutation", True, f"{answer.reason}{how} (namespace {pod_namespace})")
     hint = (
         ": is the webhook configuration's objectSelector or namespaceSelector changed?"
         if answer.reason.startswith("not mutated")

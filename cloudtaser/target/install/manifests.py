@@ -16,10 +16,17 @@ What is created (``docs/injector.md`` § Installing the injector has the table):
   ``caBundle``, which the webhook publishes with field manager ``cloudtaser-injector``.
 
 Every object carries the labels :data:`LABELS`.
+
+Cluster defaults (``--default-vault-address``, ``--default-auth-path``, ``--default-auth-method``,
+``--default-vault-namespace``; :class:`cloudtaser.contract.InjectorDefaults`) go to the
+injector as the same ``inject`` flags and onto the MutatingWebhookConfiguration as the
+:data:`cloudtaser.contract.INJECTOR_DEFAULTS` annotation, where protect and ``--check`` read
+them with one request (``--check`` also compares it with the Deployment's flags).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -35,9 +42,12 @@ from cloudtaser.target.registry import mirrors_problem, parse_reference, registr
 __all__ = [
     "CREATED_ANNOTATION",
     "CREATED_VALUE",
+    "DEFAULT_FLAGS",
     "FIELD_MANAGER",
     "KINDS",
     "LABELS",
+    "MAX_TOKEN_EXPIRATION",
+    "MIN_TOKEN_EXPIRATION",
     "NAME",
     "PULL_SECRETS_RULE",
     "RECORD_NAME",
@@ -45,6 +55,8 @@ __all__ = [
     "InstallOptions",
     "build_objects",
     "cluster_rules",
+    "defaults_args",
+    "defaults_from_args",
     "inject_args",
     "object_meta",
     "render_yaml",
@@ -65,6 +77,9 @@ LABELS: Final = {
 }
 SELECTOR: Final = {"app.kubernetes.io/name": NAME}
 DEFAULT_PORT: Final = 8443
+#: The API server's limits of a projected token's ``expirationSeconds`` (the injector's too).
+MIN_TOKEN_EXPIRATION: Final = 600
+MAX_TOKEN_EXPIRATION: Final = 2**32
 #: The runtime binary in its image.
 RUNTIME_BINARY: Final = "/cloudtaser-runtime"
 #: Every kind install may create, in deletion order (the webhook configuration first, so no
@@ -83,6 +98,8 @@ KINDS: Final = (
     "Namespace",
 )
 
+#: No cluster defaults (pods carry every annotation themselves).
+_NO_DEFAULTS: Final = contract.InjectorDefaults()
 _SECURITY_CONTEXT: Final = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
@@ -118,6 +135,12 @@ class InstallOptions:
     #: The webhook's serving-certificate lifetime (``--cert-validity``; rotated at 2/3 of it);
     #: ``None`` = the webhook's default (24h).
     cert_validity: str | None = None
+    #: The cluster's defaults for pods whose annotations leave them out (validated already:
+    #: :meth:`cloudtaser.contract.InjectorDefaults.parse`).
+    defaults: contract.InjectorDefaults = _NO_DEFAULTS
+    #: ``--jwt-token-expiration``: seconds a projected token lives in jwt mode (``None``: the
+    #: injector's 600).
+    jwt_token_expiration: int | None = None
 
     def validated(self) -> InstallOptions:
         """These options with normalised values, or :class:`ConfigError` naming the flag."""
@@ -164,7 +187,21 @@ class InstallOptions:
                 raise ConfigError(str(exc)) from None
             if not 30 <= seconds <= 8760 * 3600:
                 raise ConfigError("--cert-validity must be between 30s and 8760h")
+        if self.defaults.address and self.defaults.address not in addresses:
+            raise ConfigError(
+                f"--default-vault-address {self.defaults.address} is not one of the "
+                "--allowed-vault-address values: a default must itself be allowed"
+            )
+        if self.jwt_token_expiration is not None and not (
+            MIN_TOKEN_EXPIRATION <= self.jwt_token_expiration <= MAX_TOKEN_EXPIRATION
+        ):
+            raise ConfigError(
+                f"--jwt-token-expiration must be between {MIN_TOKEN_EXPIRATION} and "
+                f"{MAX_TOKEN_EXPIRATION} seconds (the API server's limits for a projected token)"
+            )
         return InstallOptions(
+            defaults=self.defaults,
+            jwt_token_expiration=self.jwt_token_expiration,
             image=self.image,
             allowed_vault_addresses=tuple(dict.fromkeys(addresses)),
             audience=self.audience,
@@ -248,7 +285,44 @@ def inject_args(opts: InstallOptions) -> list[str]:
         args.append("--reuse-port")
     if opts.cert_validity is not None:
         args += ["--cert-validity", opts.cert_validity]
+    args += defaults_args(opts.defaults)
+    if opts.jwt_token_expiration is not None:
+        args += ["--jwt-token-expiration", str(opts.jwt_token_expiration)]
     return args
+
+
+#: ``inject`` flag of each default (the JSON name of :meth:`InjectorDefaults.to_json`).
+DEFAULT_FLAGS: Final = {
+    "address": "--default-vault-address",
+    "authMount": "--default-auth-path",
+    "authMethod": "--default-auth-method",
+    "namespace": "--default-vault-namespace",
+}
+
+
+def defaults_args(defaults: contract.InjectorDefaults) -> list[str]:
+    """The ``--default-*`` flags of ``cloudtaser-runtime inject`` for ``defaults`` (the auth
+    mount as ``auth/<mount>``)."""
+    args: list[str] = []
+    for key, value in defaults.to_json().items():
+        args += [DEFAULT_FLAGS[key], f"auth/{value}" if key == "authMount" else value]
+    return args
+
+
+def defaults_from_args(args: Sequence[str]) -> contract.InjectorDefaults:
+    """The defaults an ``inject`` argument list carries (:func:`defaults_args` read back)."""
+    given = {
+        key: args[i + 1]
+        for i, arg in enumerate(args[:-1])
+        for key, flag in DEFAULT_FLAGS.items()
+        if arg == flag
+    }
+    return contract.InjectorDefaults.parse(
+        address=given.get("address"),
+        auth_mount=given.get("authMount"),
+        auth_method=given.get("authMethod"),
+        namespace=given.get("namespace"),
+    )
 
 
 def _deployment(opts: InstallOptions) -> dict[str, Any]:
@@ -347,7 +421,7 @@ def _webhook_configuration(opts: InstallOptions) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": object_meta(NAME),
+        "metadata": object_meta(NAME, **_defaults_annotation(opts.defaults)),
         "webhooks": [
             {
                 "name": contract.INJECTOR_WEBHOOK_NAME,
@@ -380,6 +454,14 @@ def _webhook_configuration(opts: InstallOptions) -> dict[str, Any]:
             }
         ],
     }
+
+
+def _defaults_annotation(defaults: contract.InjectorDefaults) -> dict[str, Any]:
+    """``{"annotations": {INJECTOR_DEFAULTS: <compact JSON>}}`` when any default is set."""
+    if not defaults.any:
+        return {}
+    value = json.dumps(defaults.to_json(), separators=(",", ":"), sort_keys=True)
+    return {"annotations": {contract.INJECTOR_DEFAULTS: value}}
 
 
 def cluster_rules(opts: InstallOptions) -> list[dict[str, Any]]:

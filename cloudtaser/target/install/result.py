@@ -12,6 +12,7 @@ from cloudtaser.results import Count, Part, Result
 __all__ = [
     "CheckEntry",
     "CheckSummary",
+    "ClusterDefaults",
     "Install",
     "InstallCheck",
     "ObjectChanges",
@@ -89,6 +90,16 @@ class CheckSummary(Part, kw_only=True):
     failed: Count
 
 
+class ClusterDefaults(Part, kw_only=True):
+    """The cluster defaults the injector applies to pods whose annotation is absent (each
+    absent here when not set: the built-in default)."""
+
+    address: str | UnsetType = UNSET
+    auth_mount: str | UnsetType = UNSET
+    auth_method: Literal["kubernetes", "jwt"] | UnsetType = UNSET
+    namespace: str | UnsetType = UNSET
+
+
 class InstallCheck(Result, kw_only=True):
     """``cloudtaser target install --check -o json``: the results of the injector checks."""
 
@@ -96,4 +107,6 @@ class InstallCheck(Result, kw_only=True):
     #: Every check passed.
     ok: bool
     checks: list[CheckEntry]
+    #: The injector's cluster defaults (absent: none, or they could not be read).
+    defaults: ClusterDefaults | UnsetType = UNSET
     summary: CheckSummary

@@ -49,6 +49,8 @@ type injectFlags struct {
 	podName, podNamespace, kubeHost, kubePort string
 	dnsSANs                                   []string
 	ipSANs                                    []net.IP
+	defaults                                  contract.Defaults
+	jwtTokenExpiration                        int64
 }
 
 const injectUsage = `usage: cloudtaser-runtime inject --runtime-image REF --allowed-vault-address URL --audience AUD --san NAME [flags]
@@ -82,6 +84,11 @@ func parseInjectFlags(args []string, getenv func(string) string, stderr io.Write
 	fs.StringVar(&f.shutdownDelay, "shutdown-delay", "5s", "on SIGTERM, `DURATION` between /readyz turning false and closing the listener")
 	fs.StringVar(&f.kubeTokenFile, "kube-token-file", kubeapi.DefaultTokenFile, "ServiceAccount token `FILE` for the API server (re-read per request)")
 	fs.StringVar(&f.kubeCAFile, "kube-ca-file", kubeapi.DefaultCAFile, "cluster CA `FILE` for the API server")
+	fs.StringVar(&f.defaults.Address, "default-vault-address", "", "vault `URL` of pods without cloudtaser.io/vault-address (must be allowed)")
+	fs.StringVar(&f.defaults.AuthMount, "default-auth-path", "", "auth mount `PATH` (auth/<mount>) of pods without cloudtaser.io/vault-auth-path (else auth/kubernetes)")
+	fs.StringVar(&f.defaults.AuthMethod, "default-auth-method", "", "`METHOD` (kubernetes or jwt) of pods without cloudtaser.io/vault-auth-method (else kubernetes)")
+	fs.StringVar(&f.defaults.Namespace, "default-vault-namespace", "", "vault `NAMESPACE` of pods without cloudtaser.io/vault-namespace (else none)")
+	fs.Int64Var(&f.jwtTokenExpiration, "jwt-token-expiration", 600, "`SECONDS` a projected token lives in jwt mode (600 to 4294967296)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, injectUsage)
@@ -214,7 +221,7 @@ func injectMain(args []string, getenv func(string) string, stderr io.Writer) int
 		return wrap.ExitConfig
 	}
 	cfg := &inject.Config{RuntimeImage: f.runtimeImage, AllowedAddresses: f.allowed, Audience: f.audience,
-		EmptyDirSize: f.emptyDir, Version: version}
+		EmptyDirSize: f.emptyDir, Version: version, Defaults: f.defaults, JWTTokenExpiration: f.jwtTokenExpiration}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "cloudtaser-runtime inject: %v\n", err)
 		return wrap.ExitConfig

@@ -23,6 +23,7 @@ const (
 	MaxMount        = 128 // a whole mount path
 	MaxRole         = 255
 	MaxAudience     = 256
+	MaxNamespace    = 256 // a whole vault namespace path
 )
 
 // reservedMounts are mounts the vault reserves: never a KV engine or a Kubernetes auth method.
@@ -231,13 +232,19 @@ func NormaliseAuthMount(name, value string) (string, error) {
 	return m, nil
 }
 
-// ValidNamespace reports whether ns (without surrounding slashes) is a vault namespace path.
+// reservedNamespaces are the names OpenBao refuses for a namespace (sys/namespaces answers
+// "is a reserved path"); matched in any case, as reservedMount.
+var reservedNamespaces = map[string]bool{"root": true, "sys": true, "audit": true, "auth": true, "cubbyhole": true, "identity": true}
+
+// ValidNamespace reports whether ns (without surrounding slashes) is a vault namespace path:
+// segments of the safe characters (mountSegment), none a reserved name in any case, at most
+// MaxNamespace characters (rules.vault_namespace_problem).
 func ValidNamespace(ns string) bool {
-	if ns == "" {
+	if ns == "" || len(ns) > MaxNamespace {
 		return false
 	}
 	for _, s := range strings.Split(ns, "/") {
-		if !mountSegment(s) {
+		if !mountSegment(s) || reservedNamespaces[strings.ToLower(s)] {
 			return false
 		}
 	}

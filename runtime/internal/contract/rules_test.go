@@ -10,14 +10,15 @@ import (
 // Go rules. A limit or pattern changed on the Python side fails here until names.go follows.
 func TestRulesVectors(t *testing.T) {
 	checks := map[string]func(string) bool{
-		"dns-label":     DNSLabel,
-		"dns-subdomain": DNSSubdomain,
-		"env-name":      ValidEnvName,
-		"field-name":    ValidField,
-		"role-name":     ValidRole,
-		"vault-path":    ValidVaultPath,
-		"mount":         ValidMount,
-		"audience":      ValidAudience,
+		"dns-label":       DNSLabel,
+		"dns-subdomain":   DNSSubdomain,
+		"env-name":        ValidEnvName,
+		"field-name":      ValidField,
+		"role-name":       ValidRole,
+		"vault-path":      ValidVaultPath,
+		"mount":           ValidMount,
+		"audience":        ValidAudience,
+		"vault-namespace": ValidNamespace,
 	}
 	// the plan's narrower env-name rules (metadata.envNameRule); "env-name" is the widest,
 	// what the annotations carry

@@ -110,14 +110,33 @@ func TestAnnotationVectors(t *testing.T) {
 		t.Run(c.Name, func(t *testing.T) {
 			var in struct {
 				Annotations map[string]string `json:"annotations"`
+				Defaults    *Defaults         `json:"defaults"`
 			}
 			if err := json.Unmarshal(c.Input, &in); err != nil {
 				t.Fatal(err)
 			}
-			a, err := ParseAnnotations(in.Annotations)
+			var a Annotations
+			var err error
+			if in.Defaults == nil {
+				a, err = ParseAnnotations(in.Annotations)
+			} else {
+				d, derr := ValidateDefaults(*in.Defaults, func(f string) string { return "--default-" + f })
+				if derr != nil {
+					t.Fatalf("the case's defaults are invalid: %v", derr)
+				}
+				a, err = ParseAnnotationsWith(in.Annotations, d)
+			}
 			var got any = map[string]any{"inject": false}
 			if a.Inject {
-				got = map[string]any{"inject": true, "address": a.Address, "role": a.Role, "authMount": a.AuthMount, "mapping": mappingJSON(a.Secrets)}
+				m := map[string]any{"inject": true, "address": a.Address, "role": a.Role, "authMount": a.AuthMount, "mapping": mappingJSON(a.Secrets)}
+				// present only when not the built-in default (the vectors' shape)
+				if a.AuthMethod != AuthKubernetes {
+					m["authMethod"] = a.AuthMethod
+				}
+				if a.Namespace != "" {
+					m["namespace"] = a.Namespace
+				}
+				got = m
 			}
 			checkOutcome(t, c, got, err, false)
 		})

@@ -126,6 +126,9 @@ const (
 // wrapper never reads them; an operator's token must not reach the app by accident).
 var StrippedNames = map[string]bool{"VAULT_TOKEN": true, "BAO_TOKEN": true}
 
+// AuthToken: the wrapper uses CLOUDTASER_VAULT_TOKEN as it is (outside a pod only).
+const AuthToken = "token"
+
 // Modes.
 const (
 	ModeExec     = "exec"
@@ -135,7 +138,7 @@ const (
 // Config is the wrapper's resolved configuration. Its String and GoString never show the token.
 type Config struct {
 	Address          string
-	AuthMethod       string // "kubernetes" or "token"
+	AuthMethod       string // AuthKubernetes, AuthJWT or AuthToken
 	AuthMount        string // without "auth/"
 	Role             string
 	Token            string // only for AuthMethod "token"; never printed
@@ -193,10 +196,10 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	method := env[EnvAuthMethod]
 	c.AuthMethod = strings.ToLower(strings.TrimSpace(method))
 	if c.AuthMethod == "" {
-		c.AuthMethod = "kubernetes"
+		c.AuthMethod = AuthKubernetes
 	}
-	if c.AuthMethod != "kubernetes" && c.AuthMethod != "token" {
-		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes or token, not %s", EnvAuthMethod, quote(method, 20))
+	if c.AuthMethod != AuthKubernetes && c.AuthMethod != AuthJWT && c.AuthMethod != AuthToken {
+		return c, errorf(CodeBadAuthMethod, "%s must be kubernetes, jwt or token, not %s", EnvAuthMethod, quote(method, 20))
 	}
 	mount := env[EnvAuthMountPath]
 	if mount == "" {
@@ -207,7 +210,7 @@ func ResolveEnv(env map[string]string, exists FileExists) (Config, error) {
 	}
 	role := strings.TrimSpace(env[EnvAuthRole])
 	token := env[EnvToken]
-	if c.AuthMethod == "kubernetes" {
+	if c.AuthMethod != AuthToken { // kubernetes and jwt: a role and the ServiceAccount JWT
 		if role == "" {
 			return c, errorf(CodeMissingRole, "%s is not set (the vault role of this workload)", EnvAuthRole)
 		}

@@ -7,7 +7,8 @@
 //
 // The pod it produces (docs/injector.md, "What the webhook changes in a pod"):
 //   - volume cloudtaser-bin: emptyDir {medium: Memory, sizeLimit}
-//   - volume cloudtaser-token: projected serviceAccountToken {audience, expirationSeconds 3600}
+//   - volume cloudtaser-token: projected serviceAccountToken {audience, expirationSeconds 3600,
+//     or JWTTokenExpiration in jwt mode}
 //   - init container cloudtaser-init first: `/cloudtaser-runtime install /cloudtaser/bin`
 //     from the runtime image, restricted security context, small resources
 //   - every container: command = wrapper + original command, the two mounts, the wrapper env
@@ -71,6 +72,11 @@ type Config struct {
 	Audience         string   // audience of the projected token
 	EmptyDirSize     string   // sizeLimit of cloudtaser-bin; "" = 32Mi
 	Version          string   // value of cloudtaser.io/injected; "" = "dev"
+	// Defaults stand in for a pod's absent vault-address, vault-auth-path, vault-auth-method
+	// and vault-namespace annotations (defaults.go).
+	Defaults contract.Defaults
+	// JWTTokenExpiration: expirationSeconds of the projected token in jwt mode; 0 = 600.
+	JWTTokenExpiration int64
 	// Resolver looks up images of containers without command. nil: such containers are
 	// refused (image-unresolvable) with the advice to set command or pin entrypoints.
 	Resolver EntrypointResolver
@@ -102,6 +108,9 @@ func (c *Config) validate() error {
 			return err
 		}
 		c.allowed[canonAddress(v)] = true
+	}
+	if err := c.validateDefaults(); err != nil {
+		return err
 	}
 	if !contract.ValidAudience(c.Audience) {
 		return errors.New("--audience is required: the audience of the projected ServiceAccount token, as source apply-plan --audience gave the vault roles (letters, digits, '.', '_', ':', '/', '@', '+', '=', '-')")
@@ -204,6 +213,7 @@ type mutation struct {
 	who      string
 	ops      []patchOp
 	accepted []string // cloudtaser.io/accept-dangerous-env
+	method   string   // the pod's auth method (annotation or default)
 }
 
 type patchOp struct {
@@ -250,7 +260,7 @@ func (m *mutation) run(ctx context.Context) webhook.Decision {
 		}
 	}
 	ann[contract.AnnotationInject] = "true"
-	a, err := contract.ParseAnnotations(ann)
+	a, err := contract.ParseAnnotationsWith(ann, m.cfg.Defaults)
 	if err != nil {
 		return m.deny(webhook.ReasonBadAnnotations, err.Error(), "Fix the pod template's cloudtaser.io/* annotations (cloudtaser target protect writes them)")
 	}
@@ -270,6 +280,7 @@ func (m *mutation) run(ctx context.Context) webhook.Decision {
 		return *refused
 	}
 	m.accepted = accepted
+	m.method = a.AuthMethod
 	spec := m.pod.Spec
 	for _, c := range spec.InitContainers {
 		if c.Name == InitContainerName {
@@ -544,13 +555,14 @@ func wrapperEnv(a contract.Annotations, accepted []string) []envVar {
 	}
 	values := map[string]string{
 		contract.EnvAddr:          a.Address,
-		contract.EnvAuthMethod:    "kubernetes",
+		contract.EnvAuthMethod:    a.AuthMethod,
 		contract.EnvAuthRole:      a.Role,
 		contract.EnvAuthMountPath: "auth/" + a.AuthMount,
 		contract.EnvSecretPaths:   strings.Join(paths, ","),
 		contract.EnvEnvMap:        strings.Join(groups, ";"),
 		contract.EnvSATokenPath:   TokenPath,
 		contract.EnvAcceptDanger:  strings.Join(accepted, ","),
+		contract.EnvNamespace:     a.Namespace,
 	}
 	env := make([]envVar, len(contract.OwnedEnv))
 	for i, name := range contract.OwnedEnv {
@@ -582,7 +594,7 @@ func (m *mutation) addList(path string, have int, first bool, items ...any) {
 func (m *mutation) addVolumes() {
 	bin := map[string]any{"name": VolumeBin, "emptyDir": map[string]any{"medium": "Memory", "sizeLimit": m.cfg.EmptyDirSize}}
 	tok := map[string]any{"name": VolumeToken, "projected": map[string]any{"sources": []any{
-		map[string]any{"serviceAccountToken": map[string]any{"audience": m.cfg.Audience, "expirationSeconds": TokenExpiration, "path": TokenFile}},
+		map[string]any{"serviceAccountToken": map[string]any{"audience": m.cfg.Audience, "expirationSeconds": m.cfg.tokenExpiration(m.method), "path": TokenFile}},
 	}}}
 	m.addList("/spec/volumes", len(m.pod.Spec.Volumes), false, bin, tok)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"cloudtaser/runtime/internal/contract"
 	"cloudtaser/runtime/internal/jsonpatch"
 	"cloudtaser/runtime/internal/webhook"
 )
@@ -34,6 +35,9 @@ type vectorConfig struct {
 	EmptyDirSize     string   `json:"emptyDirSize,omitempty"`
 	Version          string   `json:"version,omitempty"`
 	Registry         *bool    `json:"registry,omitempty"`
+	// Defaults and JWTTokenExpiration: the cluster defaults of defaults.go.
+	Defaults           *contract.Defaults `json:"defaults,omitempty"`
+	JWTTokenExpiration int64              `json:"jwtTokenExpiration,omitempty"`
 }
 
 type imageJSON struct {
@@ -114,8 +118,13 @@ func TestInjectionVectors(t *testing.T) {
 				if o.Registry != nil {
 					useRegistry = *o.Registry
 				}
+				vc.Defaults, vc.JWTTokenExpiration = o.Defaults, o.JWTTokenExpiration
 			}
-			cfg := &Config{RuntimeImage: vc.RuntimeImage, AllowedAddresses: vc.AllowedAddresses, Audience: vc.Audience, EmptyDirSize: vc.EmptyDirSize, Version: vc.Version}
+			cfg := &Config{RuntimeImage: vc.RuntimeImage, AllowedAddresses: vc.AllowedAddresses, Audience: vc.Audience, EmptyDirSize: vc.EmptyDirSize, Version: vc.Version,
+				JWTTokenExpiration: vc.JWTTokenExpiration}
+			if vc.Defaults != nil {
+				cfg.Defaults = *vc.Defaults
+			}
 			if useRegistry {
 				cfg.Resolver = resolver
 			}

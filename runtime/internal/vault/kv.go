@@ -16,6 +16,7 @@ type Login struct {
 }
 
 // LoginKubernetes logs in on auth/<mount>/login with a ServiceAccount JWT and sets the token.
+// The jwt auth method takes the same body ({role, jwt}), so it logs in through here too.
 func (c *Client) LoginKubernetes(ctx context.Context, mount, role, jwt string) (*Login, error) {
 	reply, err := c.Do(ctx, "POST", "auth/"+mount+"/login", map[string]string{"role": role, "jwt": jwt})
 	if err != nil {

@@ -68,9 +68,10 @@ func readJWT(path string) (string, error) {
 	return tok, nil
 }
 
-// login logs the client in (Kubernetes auth) or sets the given token.
+// login logs the client in with the ServiceAccount JWT (the kubernetes and the jwt auth
+// methods take the same body at auth/<mount>/login) or sets the given token.
 func login(ctx context.Context, c *vault.Client, cfg *contract.Config) (*vault.Login, error) {
-	if cfg.AuthMethod == "token" {
+	if cfg.AuthMethod == contract.AuthToken {
 		c.SetToken(cfg.Token)
 		return nil, nil
 	}
@@ -90,6 +91,10 @@ func login(ctx context.Context, c *vault.Client, cfg *contract.Config) (*vault.L
 		}
 		hint := ""
 		switch {
+		case strings.Contains(said, "does not match any associated bound claim"):
+			hint = ": the role does not bind this pod's namespace/ServiceAccount (jwt)"
+		case strings.Contains(said, "error validating token") || strings.Contains(said, "no known key"):
+			hint = ": the vault could not verify the token with the cluster's public keys (jwt; after a signing-key rotation re-run 'cloudtaser target connect')"
 		case strings.Contains(said, "not authorized"):
 			hint = ": the role does not bind this pod's namespace/ServiceAccount"
 		case strings.Contains(said, "audience"):

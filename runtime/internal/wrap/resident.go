@@ -287,7 +287,7 @@ func (w *Wrapper) keepToken(t *time.Timer) {
 			return
 		}
 	}
-	if w.Cfg.AuthMethod != "kubernetes" {
+	if w.Cfg.AuthMethod == contract.AuthToken {
 		w.Logf("the given vault token cannot be renewed any more; rotation checks will fail")
 		return
 	}
