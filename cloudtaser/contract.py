@@ -96,7 +96,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -141,6 +141,8 @@ __all__ = [
     "InjectorDefaults",
     "build_child_env",
     "check_dangerous_targets",
+    "expand",
+    "expand_env",
     "format_accept_dangerous_env",
     "format_auth_path",
     "format_env_map",
@@ -160,6 +162,7 @@ __all__ = [
     "parse_secret_paths",
     "parse_vault_address",
     "parse_vault_namespace",
+    "references",
     "restart_marker",
     "vault_env",
 ]
@@ -359,7 +362,10 @@ def _check_field(field: str) -> str:
 
 
 def _check_env(env: str) -> str:
-    if not rules.is_env_var(env):
+    """A name the annotations may carry: the rule book's widest env-name rule (``relaxed``:
+    printable ASCII without ``=``, ``,``, ``;`` or blanks at either end); the plan's own rule
+    (``metadata.envNameRule``) is narrower or the same, and protect writes only from it."""
+    if not rules.is_env_name(env, "relaxed"):
         raise ContractError(
             "bad-env-name", f"{rules.shown(env)} is not a valid environment variable name"
         )
@@ -807,6 +813,69 @@ def build_child_env(parent: Mapping[str, str], secrets: Mapping[str, str]) -> di
     }
     child.update(secrets)
     return child
+
+
+# --- $(VAR) expansion: the kubelet's rules (spec/contract/var-expansion.json) ------------------
+#
+# Kubernetes expands ``$(NAME)`` in a container's ``command``, ``args`` and env values
+# (k8s.io/kubernetes ``third_party/forked/golang/expansion``, ``expand.go``): ``$$`` is one
+# literal ``$``; ``$(`` up to the first ``)`` is a reference, replaced by the variable's value
+# when it is defined (the value is never expanded again) and kept literally when it is not; a
+# ``$(`` without a ``)`` after it, a ``$`` before any other character and a trailing ``$`` stay
+# as they are. Env values are expanded in definition order: a value sees the variables defined
+# before the env list (``envFrom``, service links) and the entries before it, never a later one.
+# The Go runtime's twin (``contract.Expand``/``ExpandEnv``) is what the wrapper applies; both
+# run the shared vectors. Python uses it to find references precisely (discover's envUses).
+
+
+def expand(text: str, lookup: Callable[[str], str | None]) -> str:
+    """``text`` with its ``$(NAME)`` references expanded by the kubelet's rules; ``lookup``
+    returns a variable's value, or None when it is not defined (the reference stays)."""
+    if "$" not in text:
+        return text
+    out: list[str] = []
+    cursor = 0
+    while cursor < len(text):
+        char = text[cursor]
+        if char != "$" or cursor + 1 == len(text):
+            out.append(char)
+            cursor += 1
+            continue
+        following = text[cursor + 1]
+        if following == "$":  # the escape: one literal "$"
+            out.append("$")
+            cursor += 2
+        elif following == "(":
+            close = text.find(")", cursor + 2)
+            if close == -1:  # unterminated: literal, scanning goes on after the "("
+                out.append("$(")
+                cursor += 2
+                continue
+            name = text[cursor + 2 : close]
+            value = lookup(name)
+            out.append(f"$({name})" if value is None else value)
+            cursor = close + 1
+        else:  # "$" before anything else: both characters as they are
+            out.append(char + following)
+            cursor += 2
+    return "".join(out)
+
+
+def references(text: str) -> list[str]:
+    """The names :func:`expand` would look up in ``text``, in order (repeats kept)."""
+    found: list[str] = []
+    expand(text, found.append)
+    return found
+
+
+def expand_env(context: Mapping[str, str], entries: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The final value of every variable: ``context`` (defined before the env list), then each
+    ``(name, value)`` entry in order, its value expanded with what is defined so far (a later
+    entry of the same name replaces the earlier one)."""
+    defined = dict(context)
+    for name, value in entries:
+        defined[name] = expand(value, defined.get)
+    return defined
 
 
 # --- a whole pod's annotations (what the injector reads) ------------------------------------

@@ -44,6 +44,7 @@ from cloudtaser.plan.rules import (
 __all__ = [
     "check_isolation",
     "dangerous_env_violation",
+    "env_name_violation",
     "finalized_ref_problem",
     "finalized_refs_violation",
     "finalized_volume_problem",
@@ -84,9 +85,9 @@ def rule_problem(plan: MigrationPlan) -> tuple[str, str] | None:
                 if problem:
                     where = f"$.tenants[{t_index}].workloads[{w_index}].{read.location}"
                     return f"{where}.vaultPath", problem
-            violation = _workload_problem(
-                tenant, workload, f"$.tenants[{t_index}].workloads[{w_index}]"
-            )
+            violation = env_name_violation(
+                workload, f"$.tenants[{t_index}].workloads[{w_index}]", meta.env_name_rule
+            ) or _workload_problem(tenant, workload, f"$.tenants[{t_index}].workloads[{w_index}]")
             if violation is not None:
                 return violation
     return None
@@ -100,6 +101,26 @@ def _workload_problem(tenant: Tenant, workload: Workload, where: str) -> tuple[s
         or finalized_refs_violation(workload, where, who)
         or finalized_volumes_violation(workload, where, who)
     )
+
+
+def env_name_violation(workload: Workload, where: str, rule: str | None) -> tuple[str, str] | None:
+    """``(location, message)`` for the first mapped variable (or ``envUses`` name) the plan's
+    env-name ``rule`` (``metadata.envNameRule``, :func:`cloudtaser.plan.rules.env_name_problem`)
+    refuses, or None. The Struct pattern admits the widest rule; this narrows it."""
+    for s_index, secret in enumerate(workload.secrets):
+        for field, env in secret.fields.items():
+            problem = rules.env_name_problem(env, rule)
+            if problem is not None:
+                return (
+                    f"{where}.secrets[{s_index}].fields.{field}",
+                    f"{workload.kind} {workload.name}, secret {secret.source}: {problem}",
+                )
+    for u_index, use in enumerate(workload.env_uses):
+        for name in (use.env, use.target):
+            problem = None if name is None else rules.env_name_problem(name, rule)
+            if problem is not None:
+                return f"{where}.envUses[{u_index}]", f"{workload.kind} {workload.name}: {problem}"
+    return None
 
 
 def dangerous_env_violation(workload: Workload, where: str, who: str) -> tuple[str, str] | None:

@@ -30,7 +30,8 @@ from cloudtaser.plan.rules import (
     DEFAULT_AUTH_MOUNT,
     DNS_LABEL,
     DNS_SUBDOMAIN,
-    ENV_VAR,
+    ENV_NAME,
+    ENV_PREFIX,
     FIELD_NAME,
     FILE_PATH,
     MOUNT,
@@ -76,7 +77,9 @@ KIND: Final = "MigrationPlan"
 DnsLabel = Annotated[str, Meta(pattern=DNS_LABEL, max_length=rules.MAX_DNS_LABEL)]
 DnsSubdomain = Annotated[str, Meta(pattern=DNS_SUBDOMAIN, max_length=rules.MAX_DNS_SUBDOMAIN)]
 PlanName = Annotated[str, Meta(pattern=PLAN_NAME, max_length=rules.MAX_PLAN_NAME)]
-EnvVarName = Annotated[str, Meta(pattern=ENV_VAR, max_length=rules.MAX_ENV_VAR)]
+#: The widest name any plan may map (the ``relaxed`` rule); the plan's ``envNameRule``
+#: narrows it when the plan is loaded (:func:`cloudtaser.plan.isolation.rule_problem`).
+EnvVarName = Annotated[str, Meta(pattern=ENV_NAME, max_length=rules.MAX_ENV_VAR)]
 FieldName = Annotated[str, Meta(pattern=FIELD_NAME, max_length=rules.MAX_FIELD_NAME)]
 #: The pattern gives the schema; :func:`cloudtaser.plan.isolation.rule_problem` applies the
 #: rest of the rule book (segment length, reserved mounts) when a plan is loaded.
@@ -302,7 +305,7 @@ class FinalizedRef(_Base, kw_only=True):
     key: FieldName | None = None
     env: EnvVarName | None = None
     #: ``envFrom`` only: the ``prefix`` of the entry (absent: none).
-    prefix: Annotated[str, Meta(pattern=ENV_VAR, max_length=rules.MAX_ENV_VAR)] | None = None
+    prefix: Annotated[str, Meta(pattern=ENV_PREFIX, max_length=rules.MAX_ENV_VAR)] | None = None
     optional: bool = False
 
     def __post_init__(self) -> None:
@@ -340,14 +343,17 @@ EnvUseWhere = Literal[
     "startupProbe",
     "postStart",
     "preStop",
+    "subPathExpr",
 ]
 
 
 class EnvUse(_Base, kw_only=True):
     """A place other than the process environment that reads a migrated variable: a
     ``$(VAR)`` expansion in ``command``/``args``/another env value, or an exec probe or
-    lifecycle hook (which run with the container spec's env, not the wrapper's child env).
-    Written by discover for reviewers; finalize keeps such references (docs/lifecycle.md)."""
+    lifecycle hook (which run with the container spec's env, not the wrapper's child env), or
+    a ``volumeMounts[].subPathExpr`` (expanded by the kubelet, which the runtime cannot serve).
+    Written by discover for reviewers; finalize keeps such references unless the injected pods
+    show the runtime serving the use (docs/lifecycle.md)."""
 
     env: EnvVarName
     container: DnsLabel
@@ -538,6 +544,10 @@ class PlanMetadata(_Base, kw_only=True):
     #: cluster's TokenReview API at every login) or ``jwt`` (the vault checks tokens offline
     #: with the cluster's public signing keys). Absent: ``kubernetes``.
     auth_method: Literal["kubernetes", "jwt"] | None = None
+    #: Which environment variable names the cluster passes to containers (written by
+    #: discover from the API server's version; :data:`cloudtaser.plan.rules.ENV_NAME_RULES`):
+    #: ``identifier`` (absent), ``kubernetes`` or ``relaxed``. Every mapped name must pass it.
+    env_name_rule: rules.EnvNameRule | None = None
     #: The KV v2 mount every ``vaultPath`` must live in (absent: any, taken per path).
     kv_mount: MountName | None = None
     #: The naming template discovery used for vault paths. It also defines each tenant's

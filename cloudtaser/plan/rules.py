@@ -31,7 +31,7 @@ import hashlib
 import re
 import string
 from collections.abc import Collection
-from typing import Final
+from typing import Final, Literal
 
 from cloudtaser.sanitize import clip  # standard library only as well: the one truncation
 
@@ -41,11 +41,15 @@ __all__ = [
     "DANGEROUS_ENV",
     "DANGEROUS_ENV_PREFIXES",
     "DEFAULT_AUTH_MOUNT",
+    "DEFAULT_ENV_NAME_RULE",
     "DEFAULT_KV_MOUNT",
     "DEFAULT_PATH_TEMPLATE",
     "DIGEST",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
+    "ENV_NAME",
+    "ENV_NAME_RULES",
+    "ENV_PREFIX",
     "ENV_VAR",
     "FIELD_NAME",
     "FILE_PATH",
@@ -76,21 +80,26 @@ __all__ = [
     "ONE_LINE",
     "PLAN_NAME",
     "PREFIX",
+    "RELAXED_ENV_NAMES_SINCE",
     "RESERVED_ENV_PREFIXES",
     "RESERVED_MOUNTS",
     "RESERVED_NAMESPACES",
     "RUNTIME_NAMESPACE",
     "SOURCE_REF",
     "VAULT_PATH",
+    "EnvNameRule",
     "accepted_dangerous_env_problem",
     "auth_mount_problem",
     "dangerous_env_problem",
+    "env_name_problem",
+    "env_name_rule_for",
     "file_path_problem",
     "fit_segment",
     "hidden_character_problem",
     "is_dangerous_env",
     "is_dns_label",
     "is_dns_subdomain",
+    "is_env_name",
     "is_env_var",
     "is_field_name",
     "is_plan_name",
@@ -168,8 +177,15 @@ DNS_LABEL: Final = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(?!\n)$"
 DNS_SUBDOMAIN: Final = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(?!\n)$"
 #: A plan name: goes into vault policy and role names, so letters, digits, '.', '_', '-'.
 PLAN_NAME: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?(?!\n)$"
-#: A POSIX-portable environment variable name.
+#: A POSIX-portable environment variable name (the ``identifier`` env-name rule).
 ENV_VAR: Final = r"^[A-Za-z_][A-Za-z0-9_]*(?!\n)$"
+#: The widest environment variable name any plan may map (the ``relaxed`` env-name rule):
+#: printable ASCII without ``=``, ``,``, ``;`` or ``$`` and without a blank at either end. The
+#: plan's ``metadata.envNameRule`` narrows it (:func:`env_name_problem`).
+ENV_NAME: Final = r"^[!-#%-+\--:<>-~](?:[ -#%-+\--:<>-~]*[!-#%-+\--:<>-~])?(?!\n)$"
+#: An ``envFrom`` prefix a finalized reference records (the mapped names it forms are
+#: checked as :data:`ENV_NAME` and against the plan's rule).
+ENV_PREFIX: Final = r"^[ -#%-+\--:<>-~]+(?!\n)$"
 #: A vault field name / Kubernetes Secret key (letters, digits, '.', '_', '-'; not '.' or '..').
 FIELD_NAME: Final = r"^(?!\.{1,2}$)[A-Za-z0-9._-]+(?!\n)$"
 #: One path segment in vault: letters, digits, '.', '_', '-', never starting with '.' (so never
@@ -225,6 +241,7 @@ _DNS_LABEL_RE: Final = re.compile(DNS_LABEL)
 _DNS_SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 _PLAN_NAME_RE: Final = re.compile(PLAN_NAME)
 _ENV_VAR_RE: Final = re.compile(ENV_VAR)
+_ENV_NAME_RE: Final = re.compile(ENV_NAME)
 _FIELD_NAME_RE: Final = re.compile(FIELD_NAME)
 _VAULT_PATH_RE: Final = re.compile(VAULT_PATH)
 _FILE_PATH_RE: Final = re.compile(FILE_PATH)
@@ -250,6 +267,11 @@ def is_plan_name(value: str) -> bool:
 def is_env_var(value: str) -> bool:
     """A portable environment variable name."""
     return len(value) <= MAX_ENV_VAR and _ENV_VAR_RE.fullmatch(value) is not None
+
+
+def is_env_name(value: str, rule: str | None = None) -> bool:
+    """An environment variable name under the env-name ``rule`` (:func:`env_name_problem`)."""
+    return env_name_problem(value, rule) is None
 
 
 def is_field_name(value: str) -> bool:
@@ -507,6 +529,97 @@ def tenant_scope(template: str, *, namespace: str, mount: str, cluster: str) -> 
 def path_in_prefix(path: str, prefix: str | None) -> bool:
     """True when ``path`` is ``prefix`` or lies below it."""
     return prefix is not None and (path == prefix or path.startswith(prefix + "/"))
+
+
+# --- environment variable names: the cluster's rule, and what the annotation can carry ---------
+#
+# Which names reach a container's environment is the cluster's decision, and it changed:
+#
+# * ``kubernetes``: Kubernetes' ``validation.IsEnvVarName`` (apimachinery
+#   ``pkg/util/validation``), ``[-._a-zA-Z][-._a-zA-Z0-9]*`` and not ``.``, ``..`` or a name
+#   starting with ``..``: ``env[].name``, ``envFrom`` prefixes, and the kubelet's filter of
+#   ``envFrom`` keys (a key failing it was skipped with an ``InvalidEnvironmentVariableNames``
+#   event). Note that ``tls.crt`` and ``config-json`` pass it.
+# * ``relaxed``: ``validation.IsRelaxedEnvVarName`` (feature gate
+#   ``RelaxedEnvironmentVariableValidation``: alpha in 1.30, on by default from 1.32, GA and
+#   locked on from 1.34): any printable ASCII character but ``=`` (``1st``, ``my var``, ``a:b``).
+# * ``identifier``: the portable ``[A-Za-z_][A-Za-z0-9_]*`` every shell can name; the rule of a
+#   plan that records none (plans written before discover read the cluster's version).
+#
+# ``target discover`` records the cluster's rule in ``metadata.envNameRule``
+# (:func:`env_name_rule_for` its API server version); every command that loads the plan checks
+# the mapped names against it. Whatever the rule, a name must fit the ``cloudtaser.io/env-map``
+# annotation, whose entries ``,`` ``;`` and ``=`` separate and whose tokens lose blanks at
+# either end: such names cannot be carried and are refused with that reason (discover leaves
+# the key out with a note); so is ``$``, which would meet the kubelet's ``$(VAR)`` expansion
+# where the injector hands the mapping to the wrapper. The annotation itself (the injector,
+# the wrapper) accepts the widest rule, ``relaxed`` (:data:`ENV_NAME`): the plan narrows it,
+# protect writes only from a validated plan.
+
+#: An env-name rule a plan may record (``metadata.envNameRule``).
+EnvNameRule = Literal["identifier", "kubernetes", "relaxed"]
+#: The env-name rules, narrowest first.
+ENV_NAME_RULES: Final[tuple[EnvNameRule, ...]] = ("identifier", "kubernetes", "relaxed")
+#: The rule of a plan that records none.
+DEFAULT_ENV_NAME_RULE: Final[EnvNameRule] = "identifier"
+#: The first Kubernetes minor version whose API server and kubelet use ``relaxed`` by default.
+RELAXED_ENV_NAMES_SINCE: Final = (1, 32)
+_KUBERNETES_ENV_RE: Final = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+#: What the env-map annotation cannot carry: its separators, and ``$`` (the injector hands the
+#: mapping to the wrapper in an env value, where the kubelet expands ``$(...)``).
+_UNCARRIED: Final = (",", ";", "=", "$")
+
+
+def env_name_rule_for(major: str, minor: str) -> EnvNameRule:
+    """The env-name rule of a cluster whose API server reports ``major``/``minor``
+    (``/version``; a minor such as ``32+`` counts as 32): ``relaxed`` from 1.32 on, else
+    ``kubernetes``. Unparsable: ``kubernetes`` (the narrower Kubernetes rule: a key it leaves
+    out keeps its Secret, a wrong ``relaxed`` would map a variable the pods never had)."""
+    digits_major = "".join(c for c in major if c.isdigit())
+    digits_minor = "".join(c for c in minor.split("+", maxsplit=1)[0] if c.isdigit())
+    if not digits_major or not digits_minor:
+        return "kubernetes"
+    version = (int(digits_major), int(digits_minor))
+    return "relaxed" if version >= RELAXED_ENV_NAMES_SINCE else "kubernetes"
+
+
+def env_name_problem(name: str, rule: str | None = None) -> str | None:
+    """Why ``name`` cannot be a mapped environment variable under the env-name ``rule``
+    (:data:`ENV_NAME_RULES`; None: :data:`DEFAULT_ENV_NAME_RULE`), or None."""
+    rule = rule or DEFAULT_ENV_NAME_RULE
+    what = f"environment variable name {shown(name)}"
+    if not name:
+        return "empty environment variable name"
+    if len(name) > MAX_ENV_VAR:
+        return f"{what} is longer than {MAX_ENV_VAR} characters"
+    if rule == "identifier" and _ENV_VAR_RE.fullmatch(name) is None:
+        return (
+            f"{what} is not a portable identifier [A-Za-z_][A-Za-z0-9_]* (env-name rule identifier)"
+        )
+    if rule == "kubernetes" and (
+        _KUBERNETES_ENV_RE.fullmatch(name) is None or name.startswith("..") or name == "."
+    ):
+        return (
+            f"{what} is not a Kubernetes environment variable name [-._a-zA-Z][-._a-zA-Z0-9]* "
+            "(not '.', not starting with '..'; env-name rule kubernetes)"
+        )
+    if any(c < " " or c > "~" for c in name):
+        return f"{what} is not printable ASCII"
+    uncarried = [c for c in _UNCARRIED if c in name]
+    if uncarried or name != name.strip(" "):
+        why = (
+            f"contains {', '.join(repr(c) for c in uncarried)}"
+            if uncarried
+            else "starts or ends with a blank"
+        )
+        return (
+            f"{what} {why}: the cloudtaser.io/env-map annotation cannot carry it (',' ';' and "
+            "'=' separate its entries, '$' would meet the kubelet's $(VAR) expansion on the way "
+            "to the wrapper, blanks around a name are trimmed)"
+        )
+    if rule not in ENV_NAME_RULES:
+        return f"unknown env-name rule {rule!r} (one of {', '.join(ENV_NAME_RULES)})"
+    return None
 
 
 # --- dangerous targets of a vault field (spec/contract/dangerous-env.json) ----------------------

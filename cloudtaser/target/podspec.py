@@ -19,16 +19,17 @@ from typing import Any, Final, Literal
 from cloudtaser.contract import INJECT
 from cloudtaser.plan.rules import (
     DNS_SUBDOMAIN,
-    ENV_VAR,
     FIELD_NAME,
     MAX_SEGMENT_CHARS,
     MAX_VAULT_PATH,
+    env_name_problem,
     reserved_mount,
     safe_segment,
     shown,
 )
 
 __all__ = [
+    "OS_LABEL",
     "VAULT_AGENT_INJECT",
     "VAULT_AGENT_SECRET_PREFIX",
     "EnvConsumption",
@@ -47,18 +48,20 @@ __all__ = [
     "secret_name_problem",
     "template_annotations",
     "vault_agent_paths",
+    "windows_reason",
 ]
 
 #: The HashiCorp Vault Agent injector's switch annotation (``"true"`` activates it).
 VAULT_AGENT_INJECT: Final = "vault.hashicorp.com/agent-inject"
 #: Prefix of the HashiCorp Vault Agent injector's per-secret annotations.
 VAULT_AGENT_SECRET_PREFIX: Final = "vault.hashicorp.com/agent-inject-secret-"  # noqa: S105
+#: The node label that names a node's operating system (and ``spec.os.name``'s values).
+OS_LABEL: Final = "kubernetes.io/os"
 #: Key names of a Secret, or None when the Secret is missing or could not be read.
 SecretKeys = Callable[[str], Sequence[str] | None]
 
 # Always used with ``fullmatch``: the plan patterns end in ``$``, which also matches before a
 # trailing newline.
-_ENV_RE: Final = re.compile(ENV_VAR)
 _FIELD_RE: Final = re.compile(FIELD_NAME)
 _SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 
@@ -67,10 +70,11 @@ _SUBDOMAIN_RE: Final = re.compile(DNS_SUBDOMAIN)
 class EnvConsumption:
     """One environment variable fed from a Secret key.
 
-    ``usable`` is False when the names cannot go into a plan (an env var name that is not a
-    portable identifier, a key that is not a valid field, a Secret name that is not a DNS
-    subdomain); ``problem`` then says why. Kubernetes itself skips envFrom keys that are not
-    valid identifiers, so such keys are not part of :func:`consumed_env`.
+    ``usable`` is False when the names cannot go into a plan (an env var name the cluster's
+    env-name rule refuses or the env-map annotation cannot carry, a key that is not a valid
+    field, a Secret name that is not a DNS subdomain); ``problem`` then says why. The kubelet
+    itself skips envFrom keys its rule refuses, so such keys are not part of
+    :func:`consumed_env` (:func:`cloudtaser.plan.rules.env_name_problem`).
     """
 
     secret: str
@@ -193,12 +197,14 @@ def env_refs_from(pod_template: Mapping[str, Any]) -> list[EnvFromRef]:
 
 
 def env_consumptions(
-    pod_template: Mapping[str, Any], secret_keys: SecretKeys
+    pod_template: Mapping[str, Any], secret_keys: SecretKeys, *, env_names: str | None = None
 ) -> list[EnvConsumption]:
     """Every env var a pod template feeds from a Secret, in container order.
 
     ``env[].valueFrom.secretKeyRef`` gives one entry; ``envFrom[].secretRef`` one per key that
-    ``secret_keys(name)`` returns (none when it returns None), named ``prefix + key``.
+    ``secret_keys(name)`` returns (none when it returns None), named ``prefix + key``. Names
+    are checked with the env-name rule ``env_names`` (the plan's ``metadata.envNameRule``;
+    None: the plan default, ``identifier``).
     """
     spec = pod_template.get("spec") or {}
     out: list[EnvConsumption] = []
@@ -214,7 +220,11 @@ def env_consumptions(
             secret = str(ref.get("name") or "")
             key = str(ref.get("key") or "")
             env = str(entry.get("name") or "")
-            problem = secret_name_problem(secret) or _key_problem(key) or _env_problem(env, key)
+            problem = (
+                secret_name_problem(secret)
+                or _key_problem(key)
+                or _env_problem(env, key, env_names)
+            )
             out.append(
                 EnvConsumption(
                     secret=secret,
@@ -240,7 +250,7 @@ def env_consumptions(
                         container=cname,
                         init=init,
                         optional=from_ref.optional,
-                        problem=_key_problem(key) or _env_problem(env, key),
+                        problem=_key_problem(key) or _env_problem(env, key, env_names),
                     )
                 )
     return out
@@ -252,17 +262,13 @@ def _key_problem(key: str) -> str | None:
     return None
 
 
-def _env_problem(env: str, key: str) -> str | None:
-    if len(env) > 256 or not _ENV_RE.fullmatch(env):
-        return (
-            f"environment variable name {shown(env)} (from key {shown(key)}) is not a "
-            "portable identifier [A-Za-z_][A-Za-z0-9_]*"
-        )
-    return None
+def _env_problem(env: str, key: str, rule: str | None) -> str | None:
+    problem = env_name_problem(env, rule)
+    return None if problem is None else f"{problem} (from key {shown(key)})"
 
 
 def consumed_env(
-    pod_template: Mapping[str, Any], secret_keys: SecretKeys
+    pod_template: Mapping[str, Any], secret_keys: SecretKeys, *, env_names: str | None = None
 ) -> set[tuple[str, str, str]]:
     """``(secret name, key, env var name)`` for every env var a pod template takes from a Secret.
 
@@ -270,11 +276,13 @@ def consumed_env(
     in containers and init containers. ``pod_template`` is the plain-dict API form of
     ``spec.template``; ``secret_keys(name)`` returns a Secret's key names, or None when the
     Secret is missing (its envFrom then contributes nothing). Entries whose names cannot go
-    into a plan (see :class:`EnvConsumption`) are left out, exactly as discovery leaves them
-    out of the plan, so ``protect`` and ``discover`` agree.
+    into a plan under the env-name rule ``env_names`` (see :class:`EnvConsumption`) are left
+    out, exactly as discovery leaves them out of the plan, so ``protect`` and ``discover`` agree.
     """
     return {
-        (c.secret, c.key, c.env) for c in env_consumptions(pod_template, secret_keys) if c.usable
+        (c.secret, c.key, c.env)
+        for c in env_consumptions(pod_template, secret_keys, env_names=env_names)
+        if c.usable
     }
 
 
@@ -403,3 +411,55 @@ def kv2_path(path: str) -> tuple[str | None, str | None]:
             return None, "is too long"
         return converted, f"converted from {cleaned!r} assuming a KV v2 mount"
     return None, "names a mount but no secret"
+
+
+def _windows_terms(affinity: Any) -> bool:
+    """True when a required node affinity lets the pods run only on Windows nodes: every
+    ``nodeSelectorTerms`` entry (the terms are ORed) requires ``kubernetes.io/os`` In only
+    ``windows``."""
+    node = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = (
+        node.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node, Mapping)
+        else None
+    )
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    if not isinstance(terms, list) or not terms:
+        return False
+
+    def windows_only(term: Any) -> bool:
+        expressions = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        return isinstance(expressions, list) and any(
+            isinstance(e, Mapping)
+            and e.get("key") == OS_LABEL
+            and e.get("operator") == "In"
+            and e.get("values") == ["windows"]
+            for e in expressions
+        )
+
+    return all(windows_only(term) for term in terms)
+
+
+def windows_reason(pod_template: Mapping[str, Any]) -> str | None:
+    """Why the pods run on Windows nodes (the runtime is a Linux binary: the wrapper cannot
+    start there), or None: ``spec.os.name: windows``, ``nodeSelector kubernetes.io/os:
+    windows``, or a required node affinity that admits only Windows nodes."""
+    spec = pod_template.get("spec") or {}
+    if not isinstance(spec, Mapping):
+        return None
+    os_spec = spec.get("os")
+    os_name = os_spec.get("name") if isinstance(os_spec, Mapping) else None
+    selector = spec.get("nodeSelector")
+    selector = selector if isinstance(selector, Mapping) else {}
+    if str(os_name).lower() == "windows":
+        how = "spec.os.name: windows"
+    elif str(selector.get(OS_LABEL, "")).lower() == "windows":
+        how = f"nodeSelector {OS_LABEL}: windows"
+    elif _windows_terms(spec.get("affinity")):
+        how = f"a required node affinity on {OS_LABEL} In [windows]"
+    else:
+        return None
+    return (
+        f"runs on Windows nodes ({how}): the cloudtaser runtime is a Linux binary and cannot "
+        "wrap its containers; its Secrets stay Kubernetes Secrets"
+    )

@@ -46,6 +46,7 @@ from cloudtaser.contract import InjectorDefaults
 from cloudtaser.errors import ConfigError, RegistryError
 from cloudtaser.plan.isolation import check_isolation
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.target.consumers import DESIGN_COVERAGE
 from cloudtaser.target.engine.admission import check_admission
 from cloudtaser.target.engine.consumption import (
     drift,
@@ -224,7 +225,11 @@ class _Inspection:
 
 
 def _inspect_for_protect(
-    cluster: WorkloadAPI, ref: WorkloadRef, workload: Workload, intended: Mapping[str, str]
+    cluster: WorkloadAPI,
+    ref: WorkloadRef,
+    workload: Workload,
+    intended: Mapping[str, str],
+    env_names: str | None = None,
 ) -> _Inspection:
     obj = cluster.get(ref)
     if obj is None:
@@ -237,7 +242,8 @@ def _inspect_for_protect(
         return found
     template = dig(obj, "spec", "template") or {}
     secret_keys = _secret_keys(cluster, ref)
-    differences = drift(plan_triples(workload), live_triples(template, secret_keys))
+    live = live_triples(template, secret_keys, env_names=env_names)
+    differences = drift(plan_triples(workload), live)
     differences += file_drift(workload, template)
     if differences:
         found.refusals.append(
@@ -271,7 +277,9 @@ def _kept_after_finalize(
         f"finalize will keep the Secret reference of env {env} in "
         f"{'init container' if init else 'container'} {container}: {'; '.join(why)}"
         for (container, init, env), why in sorted(
-            kept_reasons(template, workload, _secret_keys(cluster, ref)).items()
+            kept_reasons(
+                template, workload, _secret_keys(cluster, ref), coverage=DESIGN_COVERAGE
+            ).items()
         )
     ]
 
@@ -451,7 +459,9 @@ class ProtectStep(Step):
         except ann.AnnotationError as exc:
             engine.refuse(self, ref, workload, str(exc), [])
             return None
-        found = _inspect_for_protect(engine.cluster, ref, workload, intended)
+        found = _inspect_for_protect(
+            engine.cluster, ref, workload, intended, engine.plan.metadata.env_name_rule
+        )
         if found.obj is not None and not found.refusals:
             found.warnings.extend(_kept_after_finalize(engine.cluster, ref, workload, found.obj))
         if workload.accepted_dangerous_env:

@@ -369,10 +369,11 @@ def test_discover_maps_deployment_containers_and_init_containers(scene: Scene) -
         f"secret/data/{scene.ns}/db",
         {"password": "DB_PASSWORD", "username": "MIGRATE_USER"},
     )
-    # envFrom with prefix: every key except ca.crt (not a valid env name with the prefix)
+    # envFrom with prefix: every key, ca.crt too (the cluster's relaxed env-name rule, 1.32+)
+    assert scene.run.plan.metadata.env_name_rule == "relaxed"
     path, fields = mapping[("api", "envFrom")]
     assert path == f"secret/data/{scene.ns}/api"
-    assert fields == {"token": "API_token"}
+    assert fields == {"ca.crt": "API_ca.crt", "token": "API_token"}
 
 
 def test_discover_env_from_without_prefix_and_shared_secret_paths(scene: Scene) -> None:

@@ -113,7 +113,7 @@ def test_parse_env_map_reads_the_crd_example_and_tolerates_blanks() -> None:
     [
         ("password", "not a field=ENV_VAR pair"),
         ("a=A,,b=B", "not a field=ENV_VAR pair"),
-        ("a=1BAD", "environment variable"),
+        ("a=1$BAD", "environment variable"),
         ("a=A,a=B", "given twice"),
         ("a=A;b=A", "fed twice"),
         ("../x=A", "field name"),

@@ -229,6 +229,7 @@ REVIEWED_EDITS: dict[str, Callable[[dict], None]] = {
     "kv mount": lambda d: d["metadata"].update(kvMount="secret"),
     "auth mount": lambda d: d["metadata"].update(authMount="kubernetes-eu"),
     "auth method": lambda d: d["metadata"].update(authMethod="jwt"),
+    "env name rule": lambda d: d["metadata"].update(envNameRule="relaxed"),
     "plan name": lambda d: d["metadata"].update(name="prod-de"),
     "unread": lambda d: d["metadata"].update(unread=["namespace kube-x"]),
     "cluster": lambda d: d["metadata"].update(cluster="https://10.0.0.2:443"),
@@ -1057,7 +1058,7 @@ REVIEWED_FIELDS = {
     "MigrationPlan": {"apiVersion", "kind", "metadata", "tenants"},
     "PlanMetadata": {
         "name", "cluster", "createdAt", "createdBy", "authMount", "authMethod", "kvMount",
-        "pathTemplate", "pathCluster", "unread",
+        "pathTemplate", "pathCluster", "unread", "envNameRule",
     },
     "Tenant": {"name", "namespace", "workloads", "pathPrefix"},
     "Workload": {

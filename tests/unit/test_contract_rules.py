@@ -33,7 +33,9 @@ _DESCRIPTION = (
     "input.rule names the rule, input.value the string. For a name rule expect.valid says "
     "whether the rule accepts it; auth-mount gives expect.mount (the mount of an "
     "auth/<mount> value) or error; vault-address gives expect.address (trimmed, without a "
-    "trailing slash) or error. Rules: dns-label, dns-subdomain (Kubernetes names), env-name, "
+    "trailing slash) or error. Rules: dns-label, dns-subdomain (Kubernetes names), env-name (the "
+    "widest env-name rule, what the annotations carry), env-name-identifier and "
+    "env-name-kubernetes (the plan's narrower env-name rules, metadata.envNameRule), "
     "field-name (vault field / Secret key), role-name (Kubernetes-auth role), vault-path (a KV "
     "v2 <mount>/data/<path>), mount (a KV or auth mount), audience (a ServiceAccount token "
     "audience), vault-namespace (an X-Vault-Namespace path without surrounding slashes), "
@@ -114,16 +116,50 @@ def build_vectors() -> dict[str, Any]:
         _valid("dns-subdomain", "a slash", "api/v2", False),
     ]
     # environment variables, vault fields, roles
-    cases += _at_and_over("env-name", "a name", rules.MAX_ENV_VAR, lambda n: "A" * n)
+    # environment variable names: env-name is the widest rule (what the annotations carry:
+    # Kubernetes' relaxed rule minus the env-map separators); the plan's narrower rules
+    # (metadata.envNameRule) are env-name-identifier and env-name-kubernetes
+    for rule in ("env-name", "env-name-identifier", "env-name-kubernetes"):
+        cases += _at_and_over(rule, "a name", rules.MAX_ENV_VAR, lambda n: "A" * n)
     cases += [
-        _valid("env-name", "leading underscore", "_DB_1", True),
-        _valid("env-name", "lower case", "db_password", True),
+        _valid("env-name-identifier", "leading underscore", "_DB_1", True),
+        _valid("env-name-identifier", "lower case", "db_password", True),
+        _valid("env-name-identifier", "empty", "", False),
+        _valid("env-name-identifier", "leading digit", "1DB", False),
+        _valid("env-name-identifier", "a hyphen", "DB-PASSWORD", False),
+        _valid("env-name-identifier", "a dot", "DB.PASSWORD", False),
+        _valid("env-name-identifier", "an equals sign", "DB=X", False),
+        _valid("env-name-identifier", "trailing newline", "DB\n", False),
+        _valid("env-name-kubernetes", "a Secret key with a dot", "tls.crt", True),
+        _valid("env-name-kubernetes", "a hyphen", "config-json", True),
+        _valid("env-name-kubernetes", "a leading dot", ".dockercfg", True),
+        _valid("env-name-kubernetes", "leading underscore", "_DB_1", True),
+        _valid("env-name-kubernetes", "empty", "", False),
+        _valid("env-name-kubernetes", "leading digit", "1DB", False),
+        _valid("env-name-kubernetes", "one dot", ".", False),
+        _valid("env-name-kubernetes", "two dots", "..", False),
+        _valid("env-name-kubernetes", "starting with two dots", "..data", False),
+        _valid("env-name-kubernetes", "a blank", "my var", False),
+        _valid("env-name-kubernetes", "a colon", "a:b", False),
+        _valid("env-name-kubernetes", "a comma", "a,b", False),
+        _valid("env-name", "lower case identifier", "db_password", True),
+        _valid("env-name", "a Secret key with a dot", "ca.crt", True),
+        _valid("env-name", "a hyphen", "DB-PASSWORD", True),
+        _valid("env-name", "leading digit", "1DB", True),
+        _valid("env-name", "starting with two dots", "..data", True),
+        _valid("env-name", "a blank inside", "my var", True),
+        _valid("env-name", "punctuation", "a:b!c%d(e)", True),
+        _valid("env-name", "a dollar (the kubelet would expand $(...))", "a$(B)", False),
         _valid("env-name", "empty", "", False),
-        _valid("env-name", "leading digit", "1DB", False),
-        _valid("env-name", "a hyphen", "DB-PASSWORD", False),
-        _valid("env-name", "a dot", "DB.PASSWORD", False),
         _valid("env-name", "an equals sign", "DB=X", False),
+        _valid("env-name", "a comma (the env-map pair separator)", "a,b", False),
+        _valid("env-name", "a semicolon (the env-map group separator)", "a;b", False),
+        _valid("env-name", "a leading blank (trimmed in the annotation)", " A", False),
+        _valid("env-name", "a trailing blank (trimmed in the annotation)", "A ", False),
+        _valid("env-name", "a tab", "A\tB", False),
         _valid("env-name", "trailing newline", "DB\n", False),
+        _valid("env-name", "DEL", "A\x7f", False),
+        _valid("env-name", "non-ASCII", "DBÜ", False),
     ]
     cases += _at_and_over("field-name", "a field", rules.MAX_FIELD_NAME, lambda n: "f" * n)
     cases += [
@@ -299,7 +335,9 @@ def _python(rule: str, value: str) -> dict[str, Any]:
     checks: dict[str, Callable[[str], bool]] = {
         "dns-label": rules.is_dns_label,
         "dns-subdomain": rules.is_dns_subdomain,
-        "env-name": rules.is_env_var,
+        "env-name": lambda v: rules.is_env_name(v, "relaxed"),
+        "env-name-identifier": lambda v: rules.is_env_name(v, "identifier"),
+        "env-name-kubernetes": lambda v: rules.is_env_name(v, "kubernetes"),
         "field-name": rules.is_field_name,
         "role-name": rules.valid_role_name,
         "vault-path": lambda v: rules.vault_path_problem(v) is None,
@@ -328,6 +366,8 @@ def test_rules_vectors_cover_every_rule_at_and_over_its_limit() -> None:
         "dns-label",
         "dns-subdomain",
         "env-name",
+        "env-name-identifier",
+        "env-name-kubernetes",
         "field-name",
         "role-name",
         "mount",

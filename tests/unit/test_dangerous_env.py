@@ -312,7 +312,7 @@ def pod(env_map: str, accept: str | None = None) -> dict[str, str]:
         # loader refuses it, tests above)
         ("hook=LD_PRELOAD", "LD_PRELOAD,PATH", None),
         ("pw=DB_PASSWORD", "DB_PASSWORD", None),
-        ("pw=DB_PASSWORD", "not a name", "bad-env-name"),
+        ("pw=DB_PASSWORD", "not=a name", "bad-env-name"),
         ("hook=LD_PRELOAD", "LD_PRELOAD", None),
         ("hook=LD_PRELOAD,p=PATH", " PATH , LD_PRELOAD ", None),
         ("path=path", None, None),

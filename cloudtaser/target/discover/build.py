@@ -30,7 +30,7 @@ from cloudtaser.plan.model import (
     WorkloadKind,
     WorkloadStatus,
 )
-from cloudtaser.plan.rules import DNS_LABEL, DNS_SUBDOMAIN, shown
+from cloudtaser.plan.rules import DNS_LABEL, DNS_SUBDOMAIN, EnvNameRule, shown
 from cloudtaser.plan.store import one_line
 from cloudtaser.target.discover.entry import LeftOut, workload_entry
 from cloudtaser.target.discover.naming import PathTemplate, valid_plan_name
@@ -158,7 +158,13 @@ def _add_workload(
 
 
 def _metadata(
-    options: DiscoverOptions, name: str, naming: PathTemplate, cluster: str, unread: list[str]
+    options: DiscoverOptions,
+    name: str,
+    naming: PathTemplate,
+    cluster: str,
+    unread: list[str],
+    *,
+    env_names: EnvNameRule | None = None,
 ) -> PlanMetadata:
     created = (options.now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     return PlanMetadata(
@@ -168,6 +174,7 @@ def _metadata(
         created_by=one_line(options.created_by, 256) if options.created_by else None,
         auth_mount=options.auth_mount or None,
         auth_method=options.auth_method,
+        env_name_rule=env_names,
         kv_mount=options.kv_mount or None,
         path_template=options.path_template,
         path_cluster=naming.cluster if naming.uses_cluster and naming.cluster != name else None,
@@ -246,7 +253,7 @@ def build_plan(
         plan = MigrationPlan(
             api_version=API_VERSION,
             kind=KIND,
-            metadata=_metadata(options, name, naming, cluster, unread),
+            metadata=_metadata(options, name, naming, cluster, unread, env_names=lookup.env_names),
             tenants=[
                 Tenant(name=ns, namespace=ns, workloads=tenants.by_namespace[ns])
                 for ns in sorted(tenants.by_namespace)

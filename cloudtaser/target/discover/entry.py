@@ -49,6 +49,7 @@ from cloudtaser.target.podspec import (
     secret_name_problem,
     template_annotations,
     vault_agent_paths,
+    windows_reason,
 )
 
 __all__ = ["ALREADY_PROTECTED", "NO_SECRETS", "Entry", "LeftOut", "workload_entry"]
@@ -465,6 +466,14 @@ def _render_vault_paths(reads: _Reads, found: _Findings) -> None:
     found.secrets = found.refs.build(paths)
 
 
+def _skip_windows(reads: _Reads, found: _Findings) -> None:
+    """Pods pinned to Windows nodes: the Linux wrapper cannot run there, so skipped with the
+    reason (their Secret consumption is still recorded for the reviewer)."""
+    reason = windows_reason(reads.workload.template)
+    if reason is not None:
+        found.skip_reasons.append(reason)
+
+
 #: The steps, in order: each may add mappings, notes, skip reasons and warnings.
 _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _map_env,
@@ -473,6 +482,7 @@ _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _map_vault_agent,
     _map_files,
     _render_vault_paths,
+    _skip_windows,
 )
 
 
@@ -482,7 +492,9 @@ def _read(workload: ScannedWorkload, lookup: SecretLookup, naming: PathTemplate)
         workload=workload,
         lookup=lookup,
         naming=naming,
-        consumptions=env_consumptions(template, lookup.for_namespace(workload.namespace)),
+        consumptions=env_consumptions(
+            template, lookup.for_namespace(workload.namespace), env_names=lookup.env_names
+        ),
         from_refs=env_refs_from(template),
         files=secret_files(template),
         agents=vault_agent_paths(template),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 
+from cloudtaser.errors import ClusterError
+from cloudtaser.plan.rules import EnvNameRule, env_name_rule_for
 from cloudtaser.progress import Progress
 from cloudtaser.target.discover.build import DiscoveryResult, build_plan
 from cloudtaser.target.discover.naming import default_plan_name
@@ -17,6 +19,7 @@ from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scan import scan_workloads
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.discover.secrets import read_secret_keys, read_secret_owners
+from cloudtaser.target.kube.api import get_path
 from cloudtaser.target.kube.session import KubeSession
 from cloudtaser.target.podspec import (
     env_consumptions,
@@ -26,7 +29,7 @@ from cloudtaser.target.podspec import (
     secret_name_problem,
 )
 
-__all__ = ["discover"]
+__all__ = ["cluster_env_names", "discover"]
 
 
 def _noop(_message: str) -> None:
@@ -71,6 +74,22 @@ def _key_ref_secrets(
     return more
 
 
+def cluster_env_names(session: KubeSession, warnings: list[str]) -> EnvNameRule | None:
+    """The cluster's env-name rule, from its API server's ``/version`` (read once): which
+    ``envFrom`` keys reach a container's environment (:func:`cloudtaser.plan.rules.
+    env_name_rule_for`). None, with a warning, when the version cannot be read: the plan then
+    keeps the portable rule (keys outside it are left out, and their Secrets kept)."""
+    try:
+        version = get_path(session, "/version", action="read the API server's version")
+    except ClusterError as exc:
+        warnings.append(
+            f"could not read the API server's version ({exc}); environment variable names "
+            "are held to the portable rule [A-Za-z_][A-Za-z0-9_]*"
+        )
+        return None
+    return env_name_rule_for(str(version.get("major", "")), str(version.get("minor", "")))
+
+
 def discover(
     session: KubeSession,
     options: DiscoverOptions,
@@ -101,6 +120,10 @@ def discover(
     if more:
         owners = read_secret_owners(session.client, more)
         lookup = dataclasses.replace(lookup, owners={**lookup.owners, **owners})
+    env_names = cluster_env_names(session, warnings)
+    if env_names is not None:
+        report(f"environment variable names: the cluster's {env_names} rule")
+    lookup = dataclasses.replace(lookup, env_names=env_names)
     for (ns, name), why in sorted(lookup.unreadable.items()):
         unreadable.append(f"keys of Secret {ns}/{name}: {why}")
     return build_plan(

@@ -11,6 +11,7 @@ from typing import Any
 
 from cloudtaser.plan import WorkloadKind
 from cloudtaser.plan.model import Owner
+from cloudtaser.plan.rules import EnvNameRule
 from cloudtaser.target.podspec import SecretKeys
 
 __all__ = ["ScannedWorkload", "SecretLookup"]
@@ -46,6 +47,9 @@ class SecretLookup:
     owners: Mapping[tuple[str, str], Owner] = field(default_factory=dict)
     #: (namespace, name) -> the keys whose value is not UTF-8 text (never the values).
     binary: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    #: Which of these keys reach a container's environment: the cluster's env-name rule
+    #: (:func:`cloudtaser.plan.rules.env_name_rule_for`; None: not known, the plan default).
+    env_names: EnvNameRule | None = None
 
     def for_namespace(self, namespace: str) -> SecretKeys:
         def lookup(name: str) -> Sequence[str] | None:

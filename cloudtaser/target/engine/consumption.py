@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cloudtaser.plan.model import Workload
-from cloudtaser.target.consumers import keep_reasons
+from cloudtaser.target.consumers import Coverage, keep_reasons
 from cloudtaser.target.podspec import SecretKeys, consumed_env, env_consumptions, secret_files
 
 __all__ = ["Triple", "drift", "file_drift", "kept_reasons", "live_triples", "plan_triples"]
@@ -42,9 +42,12 @@ def plan_triples(workload: Workload) -> set[Triple]:
     }
 
 
-def live_triples(template: Mapping[str, Any], secret_keys: SecretKeys) -> set[Triple]:
-    """(Secret, key, env) triples the pod ``template`` (``spec.template``) consumes."""
-    return set(consumed_env(template, secret_keys))
+def live_triples(
+    template: Mapping[str, Any], secret_keys: SecretKeys, *, env_names: str | None = None
+) -> set[Triple]:
+    """(Secret, key, env) triples the pod ``template`` (``spec.template``) consumes, names
+    read with the plan's env-name rule ``env_names`` (``metadata.envNameRule``)."""
+    return set(consumed_env(template, secret_keys, env_names=env_names))
 
 
 def drift(planned: set[Triple], live: set[Triple]) -> list[str]:
@@ -61,16 +64,23 @@ def drift(planned: set[Triple], live: set[Triple]) -> list[str]:
 
 
 def kept_reasons(
-    template: Mapping[str, Any], workload: Workload, secret_keys: SecretKeys
+    template: Mapping[str, Any],
+    workload: Workload,
+    secret_keys: SecretKeys,
+    *,
+    coverage: Coverage | None = None,
 ) -> dict[tuple[str, bool, str], list[str]]:
     """Why a variable the plan maps must keep its Secret reference, by (container, init, env)
     (:func:`cloudtaser.target.consumers.keep_reasons` over the template's plan-mapped
-    consumptions)."""
+    consumptions): every use ``coverage`` does not serve (None: none is served)."""
     planned = plan_triples(workload)
+    # the widest rule: only what the plan maps is kept, and the plan's names passed its rule
     mapped = [
-        c for c in env_consumptions(template, secret_keys) if (c.secret, c.key, c.env) in planned
+        c
+        for c in env_consumptions(template, secret_keys, env_names="relaxed")
+        if (c.secret, c.key, c.env) in planned
     ]
-    return keep_reasons(template, mapped, workload.env_uses)
+    return keep_reasons(template, mapped, workload.env_uses, coverage=coverage)
 
 
 def file_drift(workload: Workload, template: Mapping[str, Any]) -> list[str]:

@@ -29,6 +29,7 @@ from cloudtaser.target.engine.consumption import Triple, kept_reasons, plan_trip
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
+    from cloudtaser.target.consumers import Coverage
     from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
     from cloudtaser.target.podspec import SecretKeys
 
@@ -189,15 +190,20 @@ def _env_from_edit(
 
 
 def finalize_edit(
-    template: Mapping[str, Any], workload: Workload, secret_keys: SecretKeys
+    template: Mapping[str, Any],
+    workload: Workload,
+    secret_keys: SecretKeys,
+    *,
+    coverage: Coverage | None = None,
 ) -> FinalizeEdit:
     """The references of ``template`` (``spec.template``) that the plan maps and nothing but
     the wrapped process reads, as :class:`FinalizedRef` entries and the patch fragment
     removing exactly them. The others go into ``kept`` with the reason: every init container
     reference, and a variable used by ``$(VAR)``, an exec probe or hook, or an ``envFrom``
-    providing one (:func:`cloudtaser.target.consumers.keep_reasons`)."""
+    providing one (:func:`cloudtaser.target.consumers.keep_reasons`), unless ``coverage`` (what
+    the injected pods show the runtime serving) covers the use."""
     planned = plan_triples(workload)
-    reasons = kept_reasons(template, workload, secret_keys)
+    reasons = kept_reasons(template, workload, secret_keys, coverage=coverage)
     edit = FinalizeEdit()
     spec = template.get("spec") or {}
     for key, init in _CONTAINER_KEYS:

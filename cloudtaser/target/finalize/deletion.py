@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from cloudtaser.errors import ClusterConflictError, ClusterForbiddenError, ClusterNotFoundError
 from cloudtaser.plan.model import Tenant, Workload, WorkloadStatus
+from cloudtaser.target.consumers import ProvenCoverage
 from cloudtaser.target.engine.core import Engine, Event, Outcome, ProgressFn, workload_ref
 from cloudtaser.target.engine.injection import revision_pods
 from cloudtaser.target.engine.result import SecretEntry
@@ -291,16 +292,15 @@ def _dry_run_users(
         obj = engine.cluster.get(ref)
         if obj is None:
             continue
+        pods = revision_pods(engine.cluster, ref, obj)
         edit = finalize_edit(
             dig(obj, "spec", "template") or {},
             workload,
             lambda name: engine.cluster.secret_keys(namespace, name),
+            coverage=ProvenCoverage.of_pods(pods),
         )
         gone = {r.secret for r in edit.refs} - {k.ref.secret for k in edit.kept}
         gone |= {secret for v in edit.volumes for secret, _optional in volume_secrets(v)}
-        objects = [(ref.kind, ref.name)] + [
-            ("Pod", str(dig(p, "metadata", "name")))
-            for p in revision_pods(engine.cluster, ref, obj)
-        ]
+        objects = [(ref.kind, ref.name)] + [("Pod", str(dig(p, "metadata", "name"))) for p in pods]
         out.update((kind, name, secret) for kind, name in objects for secret in gone)
     return out

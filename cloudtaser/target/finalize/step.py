@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudtaser.target.annotations as ann
 from cloudtaser.plan.model import FinalizedRef, FinalizedVolume, Tenant, Workload, WorkloadStatus
+from cloudtaser.target.consumers import ProvenCoverage
 from cloudtaser.target.engine.admission import check_admission
 from cloudtaser.target.engine.consumption import drift, file_drift, live_triples, plan_triples
 from cloudtaser.target.engine.core import (
@@ -60,6 +61,7 @@ from cloudtaser.target.engine.injection import (
     REROLL_HINT,
     explain_workload,
     prove,
+    revision_pods,
     verify_workload,
 )
 from cloudtaser.target.engine.secret_refs import describe, finalize_edit
@@ -184,13 +186,22 @@ class FinalizeStep(Step):
             engine.refuse(self, ref, workload, " ".join(found.refusals), found.warnings)
             return None
         template = dig(obj, "spec", "template") or {}
+        # a use the runtime serves no longer needs its reference, proven on the live pods
+        coverage = ProvenCoverage.of_pods(revision_pods(engine.cluster, ref, obj))
         edit = finalize_edit(
-            template, workload, lambda name: engine.cluster.secret_keys(ref.namespace, name)
+            template,
+            workload,
+            lambda name: engine.cluster.secret_keys(ref.namespace, name),
+            coverage=coverage,
         )
         if edit.problems:
             engine.refuse(self, ref, workload, "; ".join(edit.problems), found.warnings)
             return None
-        live = live_triples(template, lambda n: engine.cluster.secret_keys(ref.namespace, n))
+        live = live_triples(
+            template,
+            lambda n: engine.cluster.secret_keys(ref.namespace, n),
+            env_names=engine.plan.metadata.env_name_rule,
+        )
         planned = plan_triples(workload)
         files_drift = file_drift(workload, template)
         kept = [str(k) for k in edit.kept]

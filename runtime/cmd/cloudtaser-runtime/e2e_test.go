@@ -340,7 +340,7 @@ func TestExecModeFailsClosedAndKeepsExitCodes(t *testing.T) {
 		{"app exit code is its own", append(base, "CLOUDTASER_ENV_MAP=password=DB_PASSWORD", "CT_HELPER=exit"), []string{self(t)}, 7, ""},
 		{"missing field", append(base, "CLOUDTASER_ENV_MAP=password=DB_PASSWORD,api_key=API_KEY"), touch, 4, "'api_key'"},
 		{"missing path", []string{"CLOUDTASER_VAULT_AUTH_METHOD=token", "CLOUDTASER_VAULT_TOKEN=" + tok, "CLOUDTASER_SECRET_PATHS=" + mount + "/data/app/none", "CLOUDTASER_ENV_MAP=a=A"}, touch, 3, "permission denied reading " + mount + "/data/app/none"},
-		{"bad configuration", append(base, "CLOUDTASER_ENV_MAP=password=1BAD"), touch, 2, "CLOUDTASER_ENV_MAP"},
+		{"bad configuration", append(base, "CLOUDTASER_ENV_MAP=password=1$BAD"), touch, 2, "CLOUDTASER_ENV_MAP"},
 		{"command not found", append(base, "CLOUDTASER_ENV_MAP=password=DB_PASSWORD"), []string{"no-such-cmd-xyz"}, 127, "command not found"},
 		{"dangerous target without acceptance", append(base, "CLOUDTASER_ENV_MAP=password=LD_PRELOAD"), touch, 2, "to LD_PRELOAD, which changes what code the app loads or runs"},
 		{"dangerous target accepted for another name", append(base, "CLOUDTASER_ENV_MAP=password=NODE_OPTIONS", "CLOUDTASER_ACCEPT_DANGEROUS_ENV=PATH"), touch, 2, "NODE_OPTIONS"},

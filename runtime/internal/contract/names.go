@@ -6,7 +6,7 @@ import (
 )
 
 // The name, length, mount and address rules of the plan's rule book
-// (cloudtaser/plan/rules.py: DNS_LABEL, DNS_SUBDOMAIN, ENV_VAR, FIELD_NAME, VAULT_PATH, MOUNT,
+// (cloudtaser/plan/rules.py: DNS_LABEL, DNS_SUBDOMAIN, env_name_problem, FIELD_NAME, VAULT_PATH, MOUNT,
 // valid_role_name, valid_audience and the MAX_* limits; cloudtaser/contract.py: parse_vault_address,
 // parse_auth_path), as the runtime applies them. spec/contract/rules.json holds the vectors
 // both languages run, generated from the rule book's limits, so a limit changed on one side
@@ -146,16 +146,51 @@ func SplitVaultPath(p string) (mount, rest string) {
 // most MaxField characters (rules.FIELD_NAME, rules.is_field_name).
 func ValidField(f string) bool { return len(f) <= MaxField && pathChars(f) }
 
-// ValidEnvName reports whether n is an environment variable name [A-Za-z_][A-Za-z0-9_]*, at
-// most MaxEnvName characters (rules.ENV_VAR, rules.is_env_var).
-func ValidEnvName(n string) bool {
-	if n == "" || len(n) > MaxEnvName {
+// The environment variable name rules a plan may record (metadata.envNameRule; rules.py
+// ENV_NAME_RULES, env_name_problem): the portable identifier [A-Za-z_][A-Za-z0-9_]*,
+// Kubernetes' IsEnvVarName ([-._a-zA-Z][-._a-zA-Z0-9]*, not "." and not starting with "..")
+// and its relaxed rule (IsRelaxedEnvVarName: any printable ASCII but '='). Under every rule a
+// name must fit the env-map annotation: no ',', ';' or '=' (its separators), no '$' (the
+// injector hands the mapping to the wrapper in an env value, where the kubelet expands
+// $(...)) and no blank at either end (tokens are trimmed), at most MaxEnvName characters.
+const (
+	EnvNamesIdentifier = "identifier"
+	EnvNamesKubernetes = "kubernetes"
+	EnvNamesRelaxed    = "relaxed"
+)
+
+// ValidEnvName reports whether n is an environment variable name the annotations may carry:
+// the widest rule any plan may record (EnvNamesRelaxed). The plan's own rule is the same or
+// narrower, and protect writes env-map only from a validated plan; the wrapper sets the name
+// in the child's environment as it is.
+func ValidEnvName(n string) bool { return ValidEnvNameUnder(EnvNamesRelaxed, n) }
+
+// ValidEnvNameUnder reports whether n is a mapped environment variable name under rule.
+func ValidEnvNameUnder(rule, n string) bool {
+	if n == "" || len(n) > MaxEnvName || n[0] == ' ' || n[len(n)-1] == ' ' {
+		return false
+	}
+	if rule == EnvNamesKubernetes && (n == "." || strings.HasPrefix(n, "..")) {
 		return false
 	}
 	for i := 0; i < len(n); i++ {
 		c := n[i]
+		if c < ' ' || c > '~' || c == '=' || c == ',' || c == ';' || c == '$' {
+			return false
+		}
 		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
-		if !letter && (i == 0 || c < '0' || c > '9') {
+		digit := c >= '0' && c <= '9'
+		switch rule {
+		case EnvNamesIdentifier:
+			if !letter && (i == 0 || !digit) {
+				return false
+			}
+		case EnvNamesKubernetes:
+			if !letter && c != '-' && c != '.' && (i == 0 || !digit) {
+				return false
+			}
+		case EnvNamesRelaxed:
+		default:
 			return false
 		}
 	}

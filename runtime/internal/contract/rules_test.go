@@ -20,6 +20,10 @@ func TestRulesVectors(t *testing.T) {
 		"audience":        ValidAudience,
 		"vault-namespace": ValidNamespace,
 	}
+	// the plan's narrower env-name rules (metadata.envNameRule); "env-name" is the widest,
+	// what the annotations carry
+	checks["env-name-identifier"] = func(v string) bool { return ValidEnvNameUnder(EnvNamesIdentifier, v) }
+	checks["env-name-kubernetes"] = func(v string) bool { return ValidEnvNameUnder(EnvNamesKubernetes, v) }
 	for _, c := range loadVectors(t, "rules.json") {
 		t.Run(c.Name, func(t *testing.T) {
 			var in struct {
