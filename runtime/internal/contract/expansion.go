@@ -1,6 +1,9 @@
 package contract
 
-import "strings"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // Kubernetes' $(VAR) expansion, as the kubelet applies it to a container's command, args and
 // env values (k8s.io/kubernetes third_party/forked/golang/expansion, expand.go; its test table
@@ -92,3 +95,99 @@ func ExpandEnv(context map[string]string, env []EnvVar) []EnvVar {
 	}
 	return out
 }
+
+// ExpandPlan is what the wrapper expands itself (`wrap --expand=JSON`, written by the
+// injector): Args, positions in COMMAND ARGS... (after "--") whose text the injector escaped;
+// Env, the env entries whose values it escaped, in definition order. Later names, per entry,
+// the variables it refers to that the pod's env list defines only at or after that entry:
+// the kubelet keeps those references literally.
+type ExpandPlan struct {
+	Args []int         `json:"args,omitempty"`
+	Env  []ExpandEntry `json:"env,omitempty"`
+}
+
+// ExpandEntry is one deferred env entry of an ExpandPlan.
+type ExpandEntry struct {
+	Name  string   `json:"name"`
+	Later []string `json:"later,omitempty"`
+}
+
+// MaxExpandPlan bounds the --expand value (the kubelet's limit for one argument is far above).
+const MaxExpandPlan = 64 << 10
+
+// ParseExpandPlan reads the value of `wrap --expand=`.
+func ParseExpandPlan(s string) (ExpandPlan, error) {
+	var p ExpandPlan
+	if len(s) > MaxExpandPlan {
+		return p, errorf(CodeBadExpandPlan, "--expand is longer than %d bytes", MaxExpandPlan)
+	}
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil || dec.More() {
+		return ExpandPlan{}, errorf(CodeBadExpandPlan, "--expand is not a valid expansion plan (JSON with args and env)")
+	}
+	for _, i := range p.Args {
+		if i < 0 {
+			return ExpandPlan{}, errorf(CodeBadExpandPlan, "--expand names a negative argument position")
+		}
+	}
+	for _, e := range p.Env {
+		if e.Name == "" || strings.ContainsAny(e.Name, "=\x00") {
+			return ExpandPlan{}, errorf(CodeBadExpandPlan, "--expand names an env entry without a valid name")
+		}
+	}
+	return p, nil
+}
+
+// Apply expands what the plan names, as the kubelet would have with the vault's values:
+// environ is the process environment (the deferred entries hold their text unexpanded, as the
+// kubelet passed the escaped text on), secrets the vault's values. The vault's values count as
+// defined before the pod's env list (like envFrom). It returns argv with the named positions
+// expanded (a new slice) and the expanded env entries, in plan order, to be put into the
+// child's environment like secrets (they may hold secret values). A position past argv is an
+// error (the plan does not belong to this command line).
+func (p ExpandPlan) Apply(argv, environ []string, secrets []EnvVar) ([]string, []EnvVar, error) {
+	final := EnvMap(ChildEnv(environ, secrets))
+	vault := make(map[string]string, len(secrets))
+	for _, s := range secrets {
+		vault[s.Name] = s.Value
+	}
+	defined := map[string]string{}
+	var out []EnvVar
+	for _, e := range p.Env {
+		raw, ok := final[e.Name]
+		if !ok {
+			continue // not in this environment: nothing to expand
+		}
+		later := map[string]bool{}
+		for _, n := range e.Later {
+			later[n] = true
+		}
+		v := Expand(raw, func(name string) (string, bool) {
+			if v, ok := defined[name]; ok {
+				return v, true
+			}
+			if later[name] {
+				return "", false
+			}
+			if v, ok := vault[name]; ok {
+				return v, true
+			}
+			v, ok := final[name]
+			return v, ok
+		})
+		defined[e.Name], final[e.Name] = v, v
+		out = append(out, EnvVar{Name: e.Name, Value: v})
+	}
+	args := append([]string{}, argv...)
+	for _, i := range p.Args {
+		if i >= len(args) {
+			return nil, nil, errorf(CodeBadExpandPlan, "--expand names argument %d of a command of %d", i, len(args))
+		}
+		args[i] = Expand(args[i], func(name string) (string, bool) { v, ok := final[name]; return v, ok })
+	}
+	return args, out, nil
+}
+
+// CodeBadExpandPlan: a `wrap --expand=` value that is not a plan (only the injector writes it).
+const CodeBadExpandPlan = "bad-expand-plan"

@@ -30,13 +30,14 @@ const (
 	ReasonDangerousEnv      = "dangerous-env"
 	ReasonBadRequest        = "bad-request"
 	ReasonInternal          = "internal"
+	ReasonUnsupportedOS     = "unsupported-os" // a pod pinned to Windows: the wrapper is a Linux binary
 )
 
 // DenialReasons lists every denial reason; any other reason is counted as internal, so the
 // metric's label set stays bounded.
 var DenialReasons = []string{
 	ReasonBadAnnotations, ReasonAddressNotAllowed, ReasonImageUnresolvable, ReasonEnvConflict,
-	ReasonVaultSteering, ReasonDangerousEnv, ReasonBadRequest, ReasonInternal,
+	ReasonVaultSteering, ReasonDangerousEnv, ReasonBadRequest, ReasonInternal, ReasonUnsupportedOS,
 }
 
 // Review is the envelope of a request and of its answer. Request stays raw until the server
