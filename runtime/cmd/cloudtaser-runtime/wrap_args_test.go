@@ -64,7 +64,7 @@ func TestExpandFlagComesOffTheFrontBeforeDashDash(t *testing.T) {
 		t.Fatalf("%q %+v %v", args, plan, err)
 	}
 	for _, bad := range [][]string{
-		{`--expand={"args":[1]}`, "redis"},    // no --
+		{`--expand={"args":[1]}`, "redis"},   // no --
 		{`--expand={"argz":[1]}`, "--", "x"}, // unknown field
 		{`--expand={"args":[-1]}`, "--", "x"},
 		{`--expand=`, "--", "x"},
