@@ -318,8 +318,8 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover, protect, runtime_wrapper, login, secret_files: the real node, root). Not part of
-    plain ``nox``: they take minutes and measure, they do not test.
+    discover, protect, runtime_wrapper, login, secret_files and exec_probes: the real node,
+    root). Not part of plain ``nox``: they take minutes and measure, they do not test.
     """
     _build_testenv(session)
     _install(session, "test")
@@ -332,6 +332,7 @@ def benchmarks(session: nox.Session) -> None:
         "runtime_wrapper",
         "login",
         "secret_files",
+        "exec_probes",
     ]
     if "runtime_wrapper" in names:
         session.chdir(RUNTIME)

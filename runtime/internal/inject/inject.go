@@ -10,9 +10,11 @@
 //   - volume cloudtaser-token: projected serviceAccountToken {audience, expirationSeconds 3600}
 //   - init container cloudtaser-init first: `/cloudtaser-runtime install /cloudtaser/bin`
 //     from the runtime image, restricted security context, small resources
-//   - every container: command = wrapper + original command, the two mounts, the wrapper env
+//   - every container, and every init container of the pod's own (native sidecars too):
+//     command = wrapper + original command, the two mounts, the wrapper env
 //   - annotation cloudtaser.io/injected: <runtime version>
 //   - with cloudtaser.io/secret-files: the files injection of files.go
+//   - $(VAR) references, exec probes and hooks, Windows: consumers.go
 //
 // Annotations are validated by internal/contract (the rule book shared with the Python CLI);
 // nothing here re-implements a rule. Messages never carry a secret value or token.
