@@ -30,7 +30,8 @@ const (
 	ReasonDangerousEnv      = "dangerous-env"
 	ReasonBadRequest        = "bad-request"
 	ReasonInternal          = "internal"
-	ReasonUnsupportedOS     = "unsupported-os" // a pod pinned to Windows: the wrapper is a Linux binary
+	// a pod pinned to Windows: the wrapper is a Linux binary
+	ReasonUnsupportedOS = "unsupported-os"
 )
 
 // DenialReasons lists every denial reason; any other reason is counted as internal, so the
