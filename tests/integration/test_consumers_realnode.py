@@ -36,7 +36,7 @@ from tests.integration.connect_helpers import cli, connect_args
 from tests.integration.test_injector_realnode import AUDIENCE, Injector
 from tests.testenv.openbao import BaoServer
 from tests.testenv.realnode import RealNode
-from tests.testenv.workloads import create_service_account, wait_rollout
+from tests.testenv.workloads import RolloutError, create_service_account, wait_rollout
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,18 @@ def shop(
     mark = openbao.audit_mark()
     with contextlib.closing(real_node.client()) as client:
         client.create(codecs.from_dict(_manifest(bed, openbao, busybox)))
-        wait_rollout(client, Deployment, bed.namespace, "shop", timeout=120)
+        try:
+            wait_rollout(client, Deployment, bed.namespace, "shop", timeout=120)
+        except RolloutError:
+            for p in client.list(Pod, namespace=bed.namespace):
+                assert p.metadata is not None
+                name = str(p.metadata.name)
+                print(real_node.pod_diagnostics(bed.namespace, name))
+                for c in ("migrate", "app", "side"):
+                    got = real_node.kubectl("-n", bed.namespace, "logs", name, "-c", c,
+                                            check=False)  # fmt: skip
+                    print(f"--- {c}\n{got.stdout[-1500:]}{got.stderr[-500:]}")
+            raise
         (pod,) = client.list(Pod, namespace=bed.namespace, labels={"app": "shop"})
     assert pod.metadata is not None
     assert pod.metadata.name is not None

@@ -262,7 +262,7 @@ func (cc *containerConsumers) patch(m *mutation, base string, ct consumerContain
 	}
 }
 
-var shellRef = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)|\$\(([^)]*)\)`)
+var shellRef = regexp.MustCompile(`\$\{?([A-Za-z_][A-Za-z0-9_]*)`)
 
 // UsesVariable reports whether an exec command mentions one of names: $NAME or ${NAME...}
 // (a shell reading it) or $(NAME). A command already routed through the runner is not
@@ -273,9 +273,12 @@ func UsesVariable(command []string, names map[string]bool) bool {
 	}
 	for _, s := range command {
 		for _, m := range shellRef.FindAllStringSubmatch(s, -1) {
-			if names[m[1]] || names[m[2]] {
+			if names[m[1]] {
 				return true
 			}
+		}
+		if refersTo(s, names) { // $(NAME), read apart: "$(cmd "$X")" holds $X too
+			return true
 		}
 	}
 	return false

@@ -242,6 +242,7 @@ func TestUsesVariable(t *testing.T) {
 	for cmd, want := range map[string]bool{
 		"echo $PW": true, "echo ${PW}": true, "echo ${PW:-x}": true, "echo $(PW)": true, "a$PW-b": true,
 		"echo $PWX": false, "echo PW": false, "echo $$PW_2": false, "echo $(tls.crt)": true, "echo $tls.crt": false,
+		`test "$(printf %s "$PW" | sha256sum)" = x`: true, `echo "$(date) ${PW}"`: true,
 	} {
 		if got := UsesVariable([]string{"sh", "-c", cmd}, names); got != want {
 			t.Errorf("%q: %v, want %v", cmd, got, want)
