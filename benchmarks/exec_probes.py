@@ -108,7 +108,13 @@ def ready_pods(node: RealNode) -> list[Pod]:
 
 
 def phase(
-    node: RealNode, openbao: BaoServer, image: str, *, naive: bool, pods: int, window: float,
+    node: RealNode,
+    openbao: BaoServer,
+    image: str,
+    *,
+    naive: bool,
+    pods: int,
+    window: float,
     period: int,
 ) -> tuple[int, int, int, int]:
     """(pods ready, logins in the window, restarts, probe failures) of one variant."""
@@ -151,7 +157,12 @@ def main() -> None:
             rows = []
             for naive in (False, True):
                 ready, count, restarts, failures = phase(
-                    node, openbao, image, naive=naive, pods=args.pods, window=args.window,
+                    node,
+                    openbao,
+                    image,
+                    naive=naive,
+                    pods=args.pods,
+                    window=args.window,
                     period=args.period,
                 )
                 rows.append((naive, ready, count, restarts, failures))

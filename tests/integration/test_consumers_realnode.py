@@ -164,11 +164,16 @@ def _manifest(bed: Bed, openbao: BaoServer, image: str) -> dict[str, Any]:
             "serviceAccountName": "shop",
             "terminationGracePeriodSeconds": 1,
             "securityContext": {"runAsUser": APP_USER, "runAsGroup": APP_USER},
-            "volumes": [{"name": f"work-{n}", "emptyDir": {"medium": "Memory"}} for n in ("app", "side")],
-            "initContainers": [{
-                "name": "migrate", "image": image,
-                "command": ["sh", "-c", INIT, "migrate", "$(DB_PASSWORD)"],
-            }],  # fmt: skip
+            "volumes": [
+                {"name": f"work-{n}", "emptyDir": {"medium": "Memory"}} for n in ("app", "side")
+            ],
+            "initContainers": [
+                {
+                    "name": "migrate",
+                    "image": image,
+                    "command": ["sh", "-c", INIT, "migrate", "$(DB_PASSWORD)"],
+                }
+            ],
             "containers": [
                 _container(bed, image, "app", resident=False),
                 _container(bed, image, "side", resident=True),
@@ -237,7 +242,9 @@ def _pod(node: RealNode, bed: Bed, name: str) -> Pod:
         return client.get(Pod, name, namespace=bed.namespace)
 
 
-def test_no_secret_and_no_secret_key_ref_anywhere(real_node: RealNode, bed: Bed, shop: Shop) -> None:
+def test_no_secret_and_no_secret_key_ref_anywhere(
+    real_node: RealNode, bed: Bed, shop: Shop
+) -> None:
     with contextlib.closing(real_node.client()) as client:
         assert list(client.list(Secret, namespace=bed.namespace)) == []
     pods = real_node.kubectl("-n", bed.namespace, "get", "pods", "-o", "json").stdout
@@ -289,7 +296,11 @@ def test_probes_and_hooks_pass_without_a_vault_login_per_run(
         assert c.livenessProbe is not None
         assert c.livenessProbe.exec is not None
         assert c.livenessProbe.exec.command is not None
-        assert c.livenessProbe.exec.command[:3] == ["/cloudtaser/bin/cloudtaser-runtime", "exec", "--"]
+        assert c.livenessProbe.exec.command[:3] == [
+            "/cloudtaser/bin/cloudtaser-runtime",
+            "exec",
+            "--",
+        ]
     _assert_no_value_anywhere(real_node, bed, shop.pod)
 
 
