@@ -284,6 +284,7 @@ def test_probes_and_hooks_pass_without_a_vault_login_per_run(
     for name, count in runs.items():
         assert count >= WINDOW / PROBE_PERIOD / 2, (name, count)  # they really ran
     assert per_minute <= 1
+    assert logins == 0  # the design: a probe or hook never logs in
     for name in ("app", "side"):
         assert _runs(real_node, bed, shop, name, "poststart") == 1, name
     pod = _pod(real_node, bed, shop.pod)
