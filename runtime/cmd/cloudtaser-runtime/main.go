@@ -99,7 +99,9 @@ Log in to the vault with the pod's ServiceAccount token, read the secrets the po
 CLOUDTASER_* environment maps (fail closed: nothing starts when one is missing), and start
 COMMAND with them as environment variables, without the wrapper's own variables. The
 injector writes this command line into opted-in pods; wrap takes no flags of its own:
-everything after "wrap" (and an optional "--") is the command to run.
+everything after "wrap" (and an optional "--") is the command to run. The one exception is
+the injector's --expand=PLAN before "--": the $(VAR) references of the pod spec it left for
+the wrapper to expand with the vault's values (docs/injector.md).
 
 environment: docs/connect-and-runtime.md lists every CLOUDTASER_* variable.
 
