@@ -132,12 +132,16 @@ def phase(
     count = logins(openbao, mark)
     ready_after = ready_pods(node)
     restarts = sum(s.restartCount for p in ready_after for s in p.status.containerStatuses or [])  # type: ignore[union-attr]
-    events = node.kubectl("-n", NAMESPACE, "get", "events", "-o",
-                          "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}").stdout  # fmt: skip
-    failures = events.split().count("Unhealthy")
+    events = node.kubectl(
+        "-n", NAMESPACE, "get", "events", "-o",
+        'jsonpath={range .items[*]}{.reason} {.involvedObject.name}{"\\n"}{end}',
+    ).stdout  # fmt: skip
+    failures = sum(1 for line in events.splitlines() if line.startswith(f"Unhealthy {kind}-"))
     node.kubectl("-n", NAMESPACE, "delete", "pods", "-l", "bench=probes", "--grace-period=0",
-                 "--force", "--wait=true", "--timeout=300s", check=False)  # fmt: skip
-    node.kubectl("-n", NAMESPACE, "delete", "events", "--all", check=False)
+                 "--force", "--wait=true", "--timeout=300s", check=False,
+                 timeout=360)  # fmt: skip
+    print(f"  {kind}: {len(ready)} pods, {count} logins in {window:.0f} s, restarts {restarts}, "
+          f"failed probes {failures}", flush=True)  # fmt: skip
     return len(ready), count, restarts, failures
 
 
