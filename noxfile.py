@@ -321,9 +321,9 @@ def benchmarks(session: nox.Session) -> None:
     """Benchmark scripts, each comparing cloudtaser with the obvious alternative in one run.
 
     ``nox -s benchmarks -- plan_load`` runs one of them (plan_load, apply_plan, verify_plan,
-    discover, protect, runtime_wrapper, injector, login, secret_files: the real node, root). Not
-    part of plain ``nox``: they take minutes and measure, they do not test. ``injector`` is the
-    Go benchmark of pod creations through the webhook
+    discover, protect, runtime_wrapper, injector, login, secret_files, exec_probes: the real node,
+    root). Not part of plain ``nox``: they take minutes and measure, they do not test.
+    ``injector`` is the Go benchmark of pod creations through the webhook
     (runtime/cmd/cloudtaser-runtime/inject_bench_test.go, docs/injector.md): cases interleaved in
     rounds, CLOUDTASER_BENCH_ROUNDS rounds (default 7).
     """
@@ -339,6 +339,7 @@ def benchmarks(session: nox.Session) -> None:
         "injector",
         "login",
         "secret_files",
+        "exec_probes",
     ]
     if "runtime_wrapper" in names:
         session.chdir(RUNTIME)

@@ -38,6 +38,11 @@ var commands = map[string]command{
 		help:  "the admission webhook that injects the wrapper into opted-in pods (docs/injector.md)",
 		run:   runInject,
 	},
+	"exec": {
+		usage: "exec -- COMMAND [ARGS...]",
+		help:  "run COMMAND with the app's environment (an exec probe or hook the injector routes here; no vault login)",
+		run:   func(args []string) int { return wrap.RunExec(execCommand(args), os.Environ(), os.Stderr) },
+	},
 	"install": {
 		usage: "install DIR",
 		help:  "copy this binary into DIR (mode 0555) and exit; what the init container runs",
@@ -94,7 +99,9 @@ Log in to the vault with the pod's ServiceAccount token, read the secrets the po
 CLOUDTASER_* environment maps (fail closed: nothing starts when one is missing), and start
 COMMAND with them as environment variables, without the wrapper's own variables. The
 injector writes this command line into opted-in pods; wrap takes no flags of its own:
-everything after "wrap" (and an optional "--") is the command to run.
+everything after "wrap" (and an optional "--") is the command to run. The one exception is
+the injector's --expand=PLAN before "--": the $(VAR) references of the pod spec it left for
+the wrapper to expand with the vault's values (docs/injector.md).
 
 environment: docs/connect-and-runtime.md lists every CLOUDTASER_* variable.
 
@@ -124,7 +131,38 @@ func wrapCommand(args []string) (command []string, help bool, err error) {
 	return args, false, nil
 }
 
+// execCommand is exec's COMMAND: everything after an optional "--".
+func execCommand(args []string) []string {
+	if len(args) > 0 && args[0] == "--" {
+		return args[1:]
+	}
+	return args
+}
+
+// expandFlag takes the injector's --expand=PLAN off the front of wrap's arguments (the
+// $(VAR) references the wrapper expands: contract.ExpandPlan).
+func expandFlag(args []string) ([]string, contract.ExpandPlan, error) {
+	if len(args) > 0 {
+		if v, ok := strings.CutPrefix(args[0], "--expand="); ok {
+			plan, err := contract.ParseExpandPlan(v)
+			if err != nil {
+				return nil, plan, err
+			}
+			if len(args) < 2 || args[1] != "--" {
+				return nil, plan, fmt.Errorf("--expand must be followed by --: cloudtaser-runtime wrap --expand=PLAN -- COMMAND [ARGS...]")
+			}
+			return args[1:], plan, nil
+		}
+	}
+	return args, contract.ExpandPlan{}, nil
+}
+
 func runWrap(args []string) int {
+	args, plan, err := expandFlag(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cloudtaser-runtime: %v\n", err)
+		return wrap.ExitConfig
+	}
 	args, help, err := wrapCommand(args)
 	if help {
 		fmt.Print(wrapHelp)
@@ -141,7 +179,7 @@ func runWrap(args []string) int {
 		fmt.Fprintf(os.Stderr, "cloudtaser-runtime: %v\n", err)
 		return wrap.ExitConfig
 	}
-	w := &wrap.Wrapper{Cfg: cfg, Argv: args, Environ: environ, Stderr: os.Stderr, Started: started}
+	w := &wrap.Wrapper{Cfg: cfg, Argv: args, Expand: plan, Environ: environ, Stderr: os.Stderr, Started: started}
 	return w.Run()
 }
 

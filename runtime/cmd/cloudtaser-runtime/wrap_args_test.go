@@ -57,3 +57,23 @@ func TestWrapHelpExitsZeroWithoutRunningAnything(t *testing.T) {
 		t.Error("wrap -h does not end with its exit codes")
 	}
 }
+
+func TestExpandFlagComesOffTheFrontBeforeDashDash(t *testing.T) {
+	args, plan, err := expandFlag([]string{`--expand={"args":[1],"env":[{"name":"URL","later":["X"]}]}`, "--", "redis", "$(PW)"})
+	if err != nil || len(plan.Args) != 1 || plan.Env[0].Name != "URL" || strings.Join(args, " ") != "-- redis $(PW)" {
+		t.Fatalf("%q %+v %v", args, plan, err)
+	}
+	for _, bad := range [][]string{
+		{`--expand={"args":[1]}`, "redis"},   // no --
+		{`--expand={"argz":[1]}`, "--", "x"}, // unknown field
+		{`--expand={"args":[-1]}`, "--", "x"},
+		{`--expand=`, "--", "x"},
+	} {
+		if _, _, err := expandFlag(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if args, plan, err := expandFlag([]string{"--", "x"}); err != nil || len(plan.Args) != 0 || len(args) != 2 {
+		t.Fatalf("no flag: %q %v", args, err)
+	}
+}

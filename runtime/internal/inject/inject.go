@@ -11,9 +11,11 @@
 //     or JWTTokenExpiration in jwt mode}
 //   - init container cloudtaser-init first: `/cloudtaser-runtime install /cloudtaser/bin`
 //     from the runtime image, restricted security context, small resources
-//   - every container: command = wrapper + original command, the two mounts, the wrapper env
+//   - every container, and every init container of the pod's own (native sidecars too):
+//     command = wrapper + original command, the two mounts, the wrapper env
 //   - annotation cloudtaser.io/injected: <runtime version>
 //   - with cloudtaser.io/secret-files: the files injection of files.go
+//   - $(VAR) references, exec probes and hooks, Windows: consumers.go
 //
 // Annotations are validated by internal/contract (the rule book shared with the Python CLI);
 // nothing here re-implements a rule. Messages never carry a secret value or token.
@@ -300,7 +302,15 @@ func (m *mutation) run(ctx context.Context) webhook.Decision {
 	if refused != nil {
 		return *refused
 	}
-	cmds, refused := m.commands(ctx)
+	cons, refused := m.consumers(a) // consumers.go: Windows, $(VAR), exec probes and hooks
+	if refused != nil {
+		return *refused
+	}
+	cmds, refused := m.commands(ctx, spec.Containers)
+	if refused != nil {
+		return *refused
+	}
+	initCmds, refused := m.commands(ctx, spec.InitContainers)
 	if refused != nil {
 		return *refused
 	}
@@ -309,8 +319,21 @@ func (m *mutation) run(ctx context.Context) webhook.Decision {
 	env := wrapperEnv(a, m.accepted)
 	files.addTo(m, env)
 	for i, c := range spec.Containers {
-		m.wrapContainer(i, c, cmds[i], files.containerEnv(i, env))
+		base := fmt.Sprintf("/spec/containers/%d", i)
+		m.wrapContainer(base, c, cons.main[i].wrapped(cmds[i], cmds[i].setArgs), cmds[i], files.containerEnv(i, env))
+		cons.main[i].patch(m, base, cons.pod.Spec.Containers[i], cmds[i].setArgs)
 		files.addOwnerMounts(m, i)
+	}
+	// The pod's own init containers, after cloudtaser-init (and cloudtaser-files): wrapped
+	// like containers (their binary comes from cloudtaser-init, which runs first).
+	offset := 1
+	if files != nil {
+		offset = 2
+	}
+	for k, c := range spec.InitContainers {
+		base := fmt.Sprintf("/spec/initContainers/%d", k+offset)
+		m.wrapContainer(base, c, cons.init[k].wrapped(initCmds[k], initCmds[k].setArgs), initCmds[k], files.containerEnv(-1, env))
+		cons.init[k].patch(m, base, cons.pod.Spec.InitContainers[k], initCmds[k].setArgs)
 	}
 	m.addAnnotation()
 	patch, err := json.Marshal(m.ops)
@@ -345,7 +368,7 @@ func (m *mutation) hostAliases(addr string) *webhook.Decision {
 // appears more than once: a later webhook appended its own value, which Kubernetes would
 // apply instead of ours (the last entry of a name wins).
 func (m *mutation) ownedTwice() *webhook.Decision {
-	for _, c := range m.pod.Spec.Containers {
+	for _, c := range m.wrappable() {
 		seen := map[string]bool{}
 		for _, e := range c.Env {
 			if contract.PodSettable(e.Name) {
@@ -361,6 +384,18 @@ func (m *mutation) ownedTwice() *webhook.Decision {
 	return nil
 }
 
+// wrappable are the containers the injector wraps: the pod's init containers (not its own)
+// and its containers.
+func (m *mutation) wrappable() []container {
+	out := make([]container, 0, len(m.pod.Spec.InitContainers)+len(m.pod.Spec.Containers))
+	for _, c := range m.pod.Spec.InitContainers {
+		if c.Name != InitContainerName && c.Name != FilesContainerName {
+			out = append(out, c)
+		}
+	}
+	return append(out, m.pod.Spec.Containers...)
+}
+
 // canonHost: host names compare case-insensitively and without a trailing dot.
 func canonHost(h string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(h)), ".")
@@ -374,7 +409,7 @@ func (m *mutation) conflicts() *webhook.Decision {
 			return m.refusal(webhook.ReasonEnvConflict, fmt.Sprintf("it already has a volume named %s", v.Name), todo)
 		}
 	}
-	for _, c := range m.pod.Spec.Containers {
+	for _, c := range m.wrappable() {
 		cn := clip(c.Name, 63)
 		for _, e := range c.Env {
 			if !contract.PodSettable(e.Name) {
@@ -402,10 +437,9 @@ type command struct {
 
 // commands computes every container's command, looking up the images of those without one
 // (concurrently; the resolver de-duplicates identical images).
-func (m *mutation) commands(ctx context.Context) ([]command, *webhook.Decision) {
+func (m *mutation) commands(ctx context.Context, cs []container) ([]command, *webhook.Decision) {
 	ctx, cancel := lookupContext(ctx)
 	defer cancel()
-	cs := m.pod.Spec.Containers
 	out := make([]command, len(cs))
 	errs := make([]*webhook.Decision, len(cs))
 	var wg sync.WaitGroup
@@ -633,9 +667,8 @@ func (m *mutation) addInitContainer() {
 	m.addList("/spec/initContainers", len(m.pod.Spec.InitContainers), true, m.cfg.InitContainer())
 }
 
-func (m *mutation) wrapContainer(i int, c container, cmd command, env []envVar) {
-	base := fmt.Sprintf("/spec/containers/%d", i)
-	m.add(base+"/command", cmd.cmd)
+func (m *mutation) wrapContainer(base string, c container, wrapped []string, cmd command, env []envVar) {
+	m.add(base+"/command", wrapped)
 	if cmd.setArgs {
 		m.add(base+"/args", cmd.args)
 	}

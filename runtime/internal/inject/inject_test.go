@@ -275,7 +275,7 @@ func TestInjectedPodIsStillChecked(t *testing.T) {
 	denied(t, testConfig(), p, webhook.ReasonBadAnnotations)
 }
 
-func TestOursFirstSidecarsAndInitContainersKept(t *testing.T) {
+func TestOursFirstThenInitContainersAndNativeSidecarsWrapped(t *testing.T) {
 	p := testPod(annotations())
 	spec := p["spec"].(map[string]any)
 	spec["initContainers"] = []any{
@@ -297,11 +297,14 @@ func TestOursFirstSidecarsAndInitContainersKept(t *testing.T) {
 	if !reflect.DeepEqual(names, []string{InitContainerName, "migrate", "proxy"}) {
 		t.Fatalf("init containers %v", names)
 	}
-	if got := strs(get(inits[2], "command")); !reflect.DeepEqual(got, []string{"/envoy"}) || get(inits[2], "env") != nil {
-		t.Fatalf("native sidecar changed: %s", asJSON(inits[2]))
+	if got := strs(get(inits[2], "command")); !reflect.DeepEqual(got, []string{WrapperPath, "wrap", "--", "/envoy"}) || len(envOf(inits[2])) != len(contract.OwnedEnv) {
+		t.Fatalf("native sidecar not wrapped: %s", asJSON(inits[2]))
 	}
-	if got := strs(get(inits[1], "command")); !reflect.DeepEqual(got, []string{"/migrate"}) {
-		t.Fatalf("init container changed: %s", asJSON(inits[1]))
+	if get(inits[2], "restartPolicy") != "Always" || len(get(inits[2], "volumeMounts").([]any)) != 2 {
+		t.Fatalf("native sidecar: %s", asJSON(inits[2]))
+	}
+	if got := strs(get(inits[1], "command")); !reflect.DeepEqual(got, []string{WrapperPath, "wrap", "--", "/migrate"}) || envOf(inits[1])[contract.EnvEnvMap] == "" {
+		t.Fatalf("init container not wrapped: %s", asJSON(inits[1]))
 	}
 	second := get(out, "spec", "containers", 1)
 	if got := strs(get(second, "command")); !reflect.DeepEqual(got, []string{WrapperPath, "wrap", "--", "sleep", "1"}) {

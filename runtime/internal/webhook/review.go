@@ -30,13 +30,15 @@ const (
 	ReasonDangerousEnv      = "dangerous-env"
 	ReasonBadRequest        = "bad-request"
 	ReasonInternal          = "internal"
+	// a pod pinned to Windows: the wrapper is a Linux binary
+	ReasonUnsupportedOS = "unsupported-os"
 )
 
 // DenialReasons lists every denial reason; any other reason is counted as internal, so the
 // metric's label set stays bounded.
 var DenialReasons = []string{
 	ReasonBadAnnotations, ReasonAddressNotAllowed, ReasonImageUnresolvable, ReasonEnvConflict,
-	ReasonVaultSteering, ReasonDangerousEnv, ReasonBadRequest, ReasonInternal,
+	ReasonVaultSteering, ReasonDangerousEnv, ReasonBadRequest, ReasonInternal, ReasonUnsupportedOS,
 }
 
 // Review is the envelope of a request and of its answer. Request stays raw until the server

@@ -48,6 +48,18 @@ func TestMain(m *testing.M) {
 		}
 		time.Sleep(300 * time.Millisecond)
 		os.Exit(5)
+	case "runexec": // the exec subcommand, as the kubelet would start it for a probe
+		os.Exit(RunExec(os.Args[1:], os.Environ(), os.Stderr))
+	case "argv-env": // its arguments, then its environment
+		f, _ := os.Create(os.Getenv("CT_OUT"))
+		for _, a := range os.Args[1:] {
+			fmt.Fprintln(f, "ARG="+a)
+		}
+		for _, kv := range os.Environ() {
+			fmt.Fprintln(f, kv)
+		}
+		f.Close()
+		os.Exit(0)
 	case "env":
 		f, _ := os.Create(os.Getenv("CT_OUT"))
 		for _, kv := range os.Environ() {

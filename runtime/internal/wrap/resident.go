@@ -153,6 +153,9 @@ func (w *Wrapper) resident(got *fetched) error {
 			ctx, cancel := context.WithTimeout(context.Background(), w.Cfg.StartTimeout)
 			fresh, err := fetch(ctx, w.client, &w.Cfg)
 			cancel()
+			if err == nil {
+				err = w.expand(fresh)
+			}
 			if err != nil {
 				w.Logf("rotation: %v; the app keeps running with the values it has", err)
 				continue

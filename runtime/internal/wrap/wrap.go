@@ -29,7 +29,8 @@ import (
 type Wrapper struct {
 	Cfg     contract.Config
 	Argv    []string
-	Environ []string // the inherited environment (os.Environ())
+	Expand  contract.ExpandPlan // $(VAR) references to expand with the vault's values (expand.go)
+	Environ []string            // the inherited environment (os.Environ())
 	Stderr  io.Writer
 	Started time.Time // process start, for timing output
 
@@ -39,6 +40,7 @@ type Wrapper struct {
 	ownToken  bool // the token came from our login (so we revoke it)
 	login     *vault.Login
 	files     *fileRotation // files.go: the volumes a resident wrapper re-renders
+	rawArgv   []string      // the command line before expansion (expand.go)
 }
 
 // Logf writes one diagnostic line. Callers never pass a value or a token.
@@ -114,6 +116,9 @@ func (w *Wrapper) acquire(ctx context.Context) (*fetched, error) {
 	}
 	w.login, w.ownToken = l, l != nil
 	got, err := fetch(ctx, w.client, &w.Cfg)
+	if err == nil {
+		err = w.expand(got)
+	}
 	if err != nil {
 		w.revoke() // the start fails: the token is of no use to anybody
 		return nil, err
