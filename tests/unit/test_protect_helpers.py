@@ -108,7 +108,7 @@ def test_removal_patch_removes_exactly_what_protect_adds() -> None:
             }
         },
     }
-    assert protect.build_removal_patch(obj) == {
+    assert protect.build_removal_patch(obj, "Deployment") == {
         "metadata": {"resourceVersion": "7"},
         "spec": {
             "template": {
@@ -123,7 +123,9 @@ def test_removal_patch_removes_exactly_what_protect_adds() -> None:
             }
         },
     }
-    assert protect.build_removal_patch({"spec": {"template": {"metadata": {}}}}) is None
+    assert (
+        protect.build_removal_patch({"spec": {"template": {"metadata": {}}}}, "Deployment") is None
+    )
 
 
 def _plan() -> MigrationPlan:

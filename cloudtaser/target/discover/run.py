@@ -1,5 +1,6 @@
 """``target discover``: :func:`discover`, the one entry point that reads a cluster. It lists
-the workloads (:mod:`~cloudtaser.target.discover.scan`), reads the key names of the Secrets
+the workloads (:mod:`~cloudtaser.target.discover.scan`; an optional kind only where the
+cluster serves it), reads the key names of the Secrets
 their ``envFrom`` needs (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
 (:mod:`~cloudtaser.target.discover.build`, pure).
 """
@@ -12,7 +13,7 @@ from cloudtaser.progress import Progress
 from cloudtaser.target.discover.build import DiscoveryResult, build_plan
 from cloudtaser.target.discover.naming import default_plan_name
 from cloudtaser.target.discover.options import DiscoverOptions
-from cloudtaser.target.discover.scan import scan_workloads
+from cloudtaser.target.discover.scan import optional_kinds_absent, scan_workloads
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.discover.secrets import read_secret_keys
 from cloudtaser.target.kube.session import KubeSession
@@ -59,8 +60,9 @@ def discover(
     options.naming(plan_name)  # refuse bad naming before talking to the cluster
     unreadable: list[str] = []
     warnings: list[str] = []
+    absent = frozenset() if options.cloudtaser_kinds_only else optional_kinds_absent(session)
     workloads, namespaces_scanned = scan_workloads(
-        session.client, options, report, unreadable, warnings
+        session.client, options, report, unreadable, warnings, absent=absent
     )
     lookup = read_secret_keys(
         session.client,

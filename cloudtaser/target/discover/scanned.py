@@ -23,6 +23,10 @@ class ScannedWorkload:
     name: str
     template: Mapping[str, Any]
     replicas: int | None = None
+    #: (kind, name) of the controlling owner (a Job's CronJob), if any.
+    owner: tuple[str, str] | None = None
+    #: A Job with active pods (still running).
+    running: bool = False
 
     @property
     def where(self) -> str:

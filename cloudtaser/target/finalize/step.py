@@ -54,14 +54,11 @@ from cloudtaser.target.engine.core import (
     WorkloadResult,
     run,
 )
-from cloudtaser.target.engine.injection import (
-    REROLL_HINT,
-    explain_workload,
-    prove,
-    verify_workload,
-)
+from cloudtaser.target.engine.injection import REROLL_HINT, explain_workload
 from cloudtaser.target.engine.secret_refs import describe, finalize_edit
+from cloudtaser.target.engine.template_proof import live_proof, verify_injection
 from cloudtaser.target.finalize.deletion import ConfirmFn, SecretsReport, delete_unused_secrets
+from cloudtaser.target.kube.kinds import pod_template
 from cloudtaser.target.references.safety import ATTEST_HINT
 from cloudtaser.target.rollout import blockers, dig
 
@@ -162,8 +159,9 @@ class FinalizeStep(Step):
         if obj is None:
             engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
-        labels = dig(obj, "spec", "template", "metadata", "labels") or {}
-        annotations = dig(obj, "spec", "template", "metadata", "annotations") or {}
+        template = pod_template(ref.kind, obj)
+        labels = dig(template, "metadata", "labels") or {}
+        annotations = dig(template, "metadata", "annotations") or {}
         if labels.get(ann.INJECT_LABEL) != "true" or ann.SECRET_PATHS not in annotations:
             engine.refuse(
                 self,
@@ -178,7 +176,6 @@ class FinalizeStep(Step):
         if found.refusals:
             engine.refuse(self, ref, workload, " ".join(found.refusals), found.warnings)
             return None
-        template = dig(obj, "spec", "template") or {}
         edit = finalize_edit(
             template, workload, lambda name: engine.cluster.secret_keys(ref.namespace, name)
         )
@@ -218,14 +215,14 @@ class FinalizeStep(Step):
                 found.warnings,
             )
             return None
-        proof = prove(engine.cluster, ref, obj)
-        if not proof.proven:
+        proof = live_proof(engine.cluster, ref, obj)
+        if not proof.ok:
             engine.refuse(
                 self,
                 ref,
                 workload,
-                f"its live pods are not proven injected, so nothing is removed: {proof.message()}"
-                + ("" if REROLL_HINT in proof.message() else f"; {REROLL_HINT} (then finalize)"),
+                f"its live pods are not proven injected, so nothing is removed: {proof.message}"
+                + ("" if REROLL_HINT in proof.message else f"; {REROLL_HINT} (then finalize)"),
                 found.warnings,
             )
             return None
@@ -254,7 +251,7 @@ class FinalizeStep(Step):
         engine.store.update(workload, change)
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
-        return verify_workload(engine.cluster, ref)
+        return verify_injection(engine.cluster, ref)
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
         return explain_workload(engine.cluster, ref)
