@@ -230,6 +230,14 @@ def scan_workloads(
                         try:
                             all_namespaces = _list_namespaces(client)
                         except ClusterForbiddenError:
+                            if kind not in CLOUDTASER_KINDS:
+                                # an extension kind: the plan is incomplete for it, not void
+                                unreadable.append(
+                                    f"list {group} in all namespaces: permission denied "
+                                    "(grant it, or discover --cloudtaser-kinds-only)"
+                                )
+                                lists.skip()
+                                break
                             raise ClusterAuthError(
                                 f"cannot list {group} in all namespaces: permission denied "
                                 f"(403). discover needs 'list {plural}' in API group "
