@@ -269,9 +269,11 @@ def test_discover_lists_cronjobs_rollouts_and_standalone_jobs_but_not_a_cronjobs
     assert backup.secrets[0].fields == {"password": "DB_PASSWORD"}
     migrate = _kinds(plan)[("Job", "migrate")]
     assert migrate.status == "skipped"
-    assert "immutable" in (migrate.reason or "") and "still running" in (migrate.reason or "")
+    assert "immutable" in (migrate.reason or "")
+    assert "still running" in (migrate.reason or "")
     seed = _kinds(plan)[("Job", "seed")]
-    assert seed.status == "skipped" and "has finished" in (seed.reason or "")
+    assert seed.status == "skipped"
+    assert "has finished" in (seed.reason or "")
 
     # CloudTaser-only: a plan CloudTaser's own tools accept
     only = _discover(cluster, namespace, tmp_path / "only.yaml", "--cloudtaser-kinds-only")
@@ -376,7 +378,8 @@ def test_protect_finalize_unprotect_of_a_rollout_without_a_controller(
     workload = _kinds(planlib.load(plan_path))[("Rollout", "web")]
     assert workload.effective_status == "migrated"
     reason = workload.history[-1].reason or ""
-    assert "no Argo Rollouts controller" in reason and "template patched, not rolled" in reason
+    assert "no Argo Rollouts controller" in reason
+    assert "template patched, not rolled" in reason
     assert "dry-run pod came back injected" in reason
 
     finalized = _step(cluster, "finalize", plan_path)

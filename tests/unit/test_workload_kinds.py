@@ -135,7 +135,8 @@ def test_merge_form_sends_named_lists_whole_as_the_strategic_merge_would_leave_t
 
 def test_a_cronjob_rolls_nothing_out_and_starts_no_run() -> None:
     state = rollout_status("CronJob", {"metadata": {"name": "backup", "generation": 4}})
-    assert state.done and not state.rolled
+    assert state.done
+    assert not state.rolled
     assert "no run started" in state.message
     # no observedGeneration to wait for: the wait returns at once
     calls: list[int] = []
@@ -150,7 +151,9 @@ def test_a_cronjob_rolls_nothing_out_and_starts_no_run() -> None:
 
 def test_an_argo_rollout_without_a_controller_is_patched_not_rolled() -> None:
     state = argo_rollout_status({"metadata": {"name": "r", "generation": 2}})
-    assert state.done and not state.rolled and state.message == NO_ROLLOUT_CONTROLLER
+    assert state.done
+    assert not state.rolled
+    assert state.message == NO_ROLLOUT_CONTROLLER
 
 
 @pytest.mark.parametrize(
@@ -234,9 +237,11 @@ def test_discover_records_cronjobs_rollouts_and_standalone_jobs() -> None:
     assert got[(WorkloadKind.ROLLOUT, "web")].status is WorkloadStatus.PENDING
     migrate = got[(WorkloadKind.JOB, "migrate")]
     assert migrate.status is WorkloadStatus.SKIPPED
-    assert "immutable" in (migrate.reason or "") and "still running" in (migrate.reason or "")
+    assert "immutable" in (migrate.reason or "")
+    assert "still running" in (migrate.reason or "")
     seed = got[(WorkloadKind.JOB, "seed")]
-    assert seed.status is WorkloadStatus.SKIPPED and "has finished" in (seed.reason or "")
+    assert seed.status is WorkloadStatus.SKIPPED
+    assert "has finished" in (seed.reason or "")
     assert result.summary.not_in_plan == {COVERED_BY_CRONJOB: 1}
     assert any("still running" in w for w in result.warnings)
 
@@ -244,7 +249,9 @@ def test_discover_records_cronjobs_rollouts_and_standalone_jobs() -> None:
 def test_a_plan_with_the_new_kinds_round_trips() -> None:
     plan = _build(_scanned()).plan
     text = planlib.dumps(plan)
-    assert "kind: CronJob" in text and "kind: Rollout" in text and "kind: Job" in text
+    assert "kind: CronJob" in text
+    assert "kind: Rollout" in text
+    assert "kind: Job" in text
     again = planlib.loads(text)
     assert planlib.dumps(again) == text
 
