@@ -16,6 +16,13 @@ API returns it):
   ``partition``, default 0) complete when ``updatedReplicas >= replicas - partition``;
   otherwise waiting while ``updateRevision != currentRevision``.
 
+* **CronJob** — nothing rolls out: its next scheduled run uses the new job template (and
+  nothing here starts a run); done at once, ``rolled`` false.
+* **Rollout** (Argo Rollouts) — by the controller's ``status.phase`` once its
+  ``observedGeneration`` (a numeric string) reaches the generation: ``Healthy`` complete,
+  ``Degraded`` failed, ``Paused`` / ``Progressing`` waiting; no status at all means no
+  controller: done, ``rolled`` false (the template is patched, nothing rolled).
+
 :func:`blockers` names what would stop a template change from rolling out (a paused
 Deployment, an ``OnDelete`` strategy, a StatefulSet partition) and what deserves a warning (a
 ``Recreate`` Deployment: every pod stops before the new ones start).

@@ -173,7 +173,7 @@ def test_selection(
         (("nope",), (), "--tenant 'nope'"),
         ((), ("ns-a/nope",), "matches no workload"),
         ((), ("a/b/c/d",), "expected KIND/NAME"),
-        ((), ("ns/cronjob/x",), "unknown kind"),
+        ((), ("ns/replicaset/x",), "unknown kind"),
     ],
 )
 def test_selection_rejects_what_matches_nothing(

@@ -22,6 +22,7 @@ from cloudtaser.target.discover.entry import COVERED_BY_CRONJOB
 from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scan import _kinds
 from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
+from cloudtaser.target.engine.core import Selection
 from cloudtaser.target.kube.kinds import KINDS, kind_info, merge_form, placed, pod_template
 from cloudtaser.target.rollout import (
     NO_ROLLOUT_CONTROLLER,
@@ -275,3 +276,13 @@ def test_the_cli_passes_cloudtaser_kinds_only() -> None:
     args = build_parser().parse_args(["target", "discover", "--cloudtaser-kinds-only"])
     assert args.cloudtaser_kinds_only is True
     assert build_parser().parse_args(["target", "discover"]).cloudtaser_kinds_only is False
+
+
+def test_workload_selection_knows_the_new_kinds_and_their_short_names() -> None:
+    plan = _build(_scanned()).plan
+    ((tenant, cron),) = [(t, w) for t, w in plan.iter_workloads() if w.name == "backup"]
+    ((_, web),) = [(t, w) for t, w in plan.iter_workloads() if w.name == "web"]
+    for ref in ("CronJob/backup", "cj/backup", "shop/cronjobs/backup"):
+        assert Selection(workloads=(ref,)).matches(tenant, cron)
+    assert Selection(workloads=("ro/web",)).matches(tenant, web)
+    assert not Selection(workloads=("Rollout/backup",)).matches(tenant, cron)

@@ -87,6 +87,14 @@ _KIND_ALIASES: Final = {
     "daemonset": "DaemonSet",
     "daemonsets": "DaemonSet",
     "ds": "DaemonSet",
+    "cronjob": "CronJob",
+    "cronjobs": "CronJob",
+    "cj": "CronJob",
+    "job": "Job",
+    "jobs": "Job",
+    "rollout": "Rollout",
+    "rollouts": "Rollout",
+    "ro": "Rollout",
 }
 
 
