@@ -339,6 +339,15 @@ def test_protect_of_a_cronjob_patches_its_job_template_and_starts_no_run(
         ("env", "db", "DB_PASSWORD")
     ]
 
+    # audit: the CronJob between runs is protected and finalized from its job template
+    audit = _run(cluster, "target", "audit", "-n", namespace, "--output", "json")
+    assert audit.returncode in {0, 1}, audit.stderr
+    (entry,) = [
+        w for w in json.loads(audit.stdout)["namespaces"][0]["workloads"] if w["kind"] == "CronJob"
+    ]
+    assert (entry["name"], entry["optedIn"], entry["pods"]) == ("backup", True, 0)
+    assert (entry["protected"], entry["finalized"]) == (True, True)
+
     # unprotect: the reference is back, the annotations and label are gone, still no run
     undone = _step(cluster, "unprotect", plan_path)
     assert undone.returncode == 0, undone.stdout + undone.stderr
