@@ -23,7 +23,9 @@ from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scan import _kinds
 from cloudtaser.target.discover.scanned import ScannedWorkload, SecretLookup
 from cloudtaser.target.engine.core import Selection
+from cloudtaser.target.engine.injection import controller_revision_pods
 from cloudtaser.target.kube.kinds import KINDS, kind_info, merge_form, placed, pod_template
+from cloudtaser.target.kube.workloads import WorkloadRef
 from cloudtaser.target.rollout import (
     NO_ROLLOUT_CONTROLLER,
     RolloutFailedError,
@@ -286,3 +288,55 @@ def test_workload_selection_knows_the_new_kinds_and_their_short_names() -> None:
         assert Selection(workloads=(ref,)).matches(tenant, cron)
     assert Selection(workloads=("ro/web",)).matches(tenant, web)
     assert not Selection(workloads=("Rollout/backup",)).matches(tenant, cron)
+
+
+class _Cluster:
+    """The two lists the proof makes (ReplicaSets, pods), answered from memory."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+        self.objects = objects
+
+    def list_objects(self, resource: Any, namespace: str, **_: Any) -> list[dict[str, Any]]:
+        return self.objects.get(resource.__name__, [])
+
+
+def _owned(name: str, uid: str, owner_uid: str, **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": uid,
+            "labels": labels,
+            "ownerReferences": [{"uid": owner_uid, "controller": True}],
+        }
+    }
+
+
+def test_a_rollouts_new_pods_are_those_of_its_current_pod_hash() -> None:
+    rollout = {
+        "metadata": {"name": "web", "uid": "ro-1"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}},
+        "status": {"currentPodHash": "new"},
+    }
+    hash_label = "rollouts-pod-template-hash"
+    cluster = _Cluster(
+        {
+            "ReplicaSet": [
+                _owned("web-old", "rs-old", "ro-1", **{hash_label: "old"}),
+                _owned("web-new", "rs-new", "ro-1", **{hash_label: "new"}),
+                _owned("other-new", "rs-x", "ro-2", **{hash_label: "new"}),
+            ],
+            "Pod": [
+                _owned("web-old-a", "p1", "rs-old"),
+                _owned("web-new-a", "p2", "rs-new"),
+                _owned("web-new-b", "p3", "rs-new"),
+                _owned("other-new-a", "p4", "rs-x"),
+            ],
+        }
+    )
+    ref = WorkloadRef(tenant="shop", namespace="shop", kind="Rollout", name="web")
+    controller, pods = controller_revision_pods(cluster, ref, rollout)  # type: ignore[arg-type]
+    assert (controller or {})["metadata"]["name"] == "web-new"
+    assert sorted(p["metadata"]["name"] for p in pods) == ["web-new-a", "web-new-b"]
+    # no current hash yet (the controller has not reported): no pod counts
+    del rollout["status"]
+    assert controller_revision_pods(cluster, ref, rollout) == (None, [])  # type: ignore[arg-type]
