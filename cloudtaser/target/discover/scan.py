@@ -32,7 +32,7 @@ from cloudtaser.target.discover.options import DiscoverOptions
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.errors import api_errors
-from cloudtaser.target.kube.kinds import KINDS, kind_info, pod_template
+from cloudtaser.target.kube.kinds import KINDS, kind_info
 
 if TYPE_CHECKING:
     from lightkube import Client
@@ -113,31 +113,46 @@ def _list(
         raise
 
 
-def _controller_of(data: dict[str, Any]) -> tuple[str, str] | None:
+def _at(obj: Any, *path: str) -> Any:
+    """The value at ``path`` of a lightkube object (camelCase attributes) or of an API dict
+    (a generic resource: Rollout), ``None`` where absent. Only what discover needs is
+    converted, never a whole object (its managedFields and status), for fleet-size lists."""
+    for key in path:
+        obj = obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def _builtins(value: Any) -> Any:
+    """A lightkube model (or a list of them) as API dicts; a generic resource's dicts as
+    they are."""
+    return value if value is None or isinstance(value, dict) else msgspec.to_builtins(value)
+
+
+def _controller_of(obj: Any) -> tuple[str, str] | None:
     """(kind, name) of the object's controlling owner, if any."""
-    for ref in (data.get("metadata") or {}).get("ownerReferences") or ():
+    for ref in _builtins(_at(obj, "metadata", "ownerReferences")) or ():
         if isinstance(ref, dict) and ref.get("controller"):
             return str(ref.get("kind")), str(ref.get("name"))
     return None
 
 
 def _scanned(kind: WorkloadKind, obj: Any) -> ScannedWorkload:
-    data: dict[str, Any] = msgspec.to_builtins(obj) if not isinstance(obj, dict) else dict(obj)
-    meta = data.get("metadata") or {}
-    spec = data.get("spec") or {}
+    info = kind_info(kind)
     replicas = None
-    if kind_info(kind).replicas:
-        value = spec.get("replicas")
+    if info.replicas:
+        value = _at(obj, "spec", "replicas")
         replicas = value if isinstance(value, int) else 1
-    status = data.get("status") or {}
+    template = _builtins(_at(obj, *info.template_path))
     return ScannedWorkload(
-        namespace=str(meta.get("namespace")),
+        namespace=str(_at(obj, "metadata", "namespace")),
         kind=kind,
-        name=str(meta.get("name")),
-        template=dict(pod_template(kind, data)),
+        name=str(_at(obj, "metadata", "name")),
+        template=template if isinstance(template, dict) else {},
         replicas=replicas,
-        owner=_controller_of(data),
-        running=kind is WorkloadKind.JOB and bool(status.get("active")),
+        owner=_controller_of(obj),
+        running=kind is WorkloadKind.JOB and bool(_at(obj, "status", "active")),
     )
 
 
