@@ -340,3 +340,13 @@ def test_a_rollouts_new_pods_are_those_of_its_current_pod_hash() -> None:
     # no current hash yet (the controller has not reported): no pod counts
     del rollout["status"]
     assert controller_revision_pods(cluster, ref, rollout) == (None, [])  # type: ignore[arg-type]
+
+
+def test_a_cronjob_has_no_revision_pods_and_lists_nothing() -> None:
+    class _NoLists:
+        def list_objects(self, *_a: Any, **_k: Any) -> list[dict[str, Any]]:
+            raise AssertionError("a CronJob's template change replaces no pod: nothing to list")
+
+    ref = WorkloadRef(tenant="shop", namespace="shop", kind="CronJob", name="backup")
+    cron = _obj("CronJob")
+    assert controller_revision_pods(_NoLists(), ref, cron) == (cron, [])  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ from cloudtaser.contract import (
 from cloudtaser.errors import CloudtaserError, ClusterForbiddenError
 from cloudtaser.plan.store import one_line
 from cloudtaser.target.engine.core import Verified
+from cloudtaser.target.kube.kinds import kind_info
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import dig
 
@@ -225,7 +226,10 @@ def controller_revision_pods(
     cluster: WorkloadAPI, ref: WorkloadRef, obj: Mapping[str, Any]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The object that creates the new pods (the Deployment's current ReplicaSet, else the
-    workload itself) and the pods of the workload's current revision."""
+    workload itself) and the pods of the workload's current revision. A kind whose template
+    change replaces no pod (a CronJob: its Jobs' pods are not its revision) has none."""
+    if not kind_info(ref.kind).rolls_out:
+        return dict(obj), []
     labels = _match_labels(obj)
     pods = cluster.list_objects(Pod, ref.namespace, labels=labels, action=f"list the pods of {ref}")
     pods = [p for p in pods if not dig(p, "metadata", "deletionTimestamp")]
