@@ -32,8 +32,9 @@ _DEFAULT_TEMPLATE = DEFAULT_PATH_TEMPLATE
 _ISOLATED_TEMPLATE = ISOLATED_PATH_TEMPLATE
 
 _DESCRIPTION = """\
-Scan one cluster (never a vault) for Deployments, StatefulSets and DaemonSets that consume
-Kubernetes Secrets, and write a MigrationPlan: one tenant per namespace, every workload with
+Scan one cluster (never a vault) for Deployments, StatefulSets, DaemonSets, CronJobs, Jobs
+and Argo Rollouts (where their CRD is installed) that consume Kubernetes Secrets, and write a
+MigrationPlan: one tenant per namespace, every workload with
 the vault path each Secret moves to. The plan holds no secret values: for envFrom, discover
 reads only the key names of the Secrets.
 
@@ -42,7 +43,10 @@ and init containers; secret and projected volumes (recorded as secretFiles; a wo
 uses Secrets only as files is 'skipped'); HashiCorp Vault Agent annotations
 (vault.hashicorp.com/agent-inject-secret-<name>: <path>, kept as the vaultPath).
 Skipped: kube-system, kube-public, kube-node-lease, cloudtaser-system and --exclude-namespace;
-workloads already annotated cloudtaser.io/inject: "true"; workloads that use no Secrets.
+workloads already annotated cloudtaser.io/inject: "true"; workloads that use no Secrets;
+Jobs a CronJob owns (covered through the CronJob). A standalone Job is written 'skipped' (its
+pod template is immutable). CronJob, Job and Rollout are an extension of CloudTaser's kinds:
+--cloudtaser-kinds-only writes only Deployments, StatefulSets and DaemonSets.
 """
 
 _EPILOG = """\
@@ -108,6 +112,12 @@ def register(groups: Any) -> None:
         "--selector",
         metavar="SELECTOR",
         help="label selector for workloads, kubectl syntax (e.g. 'app=web,tier!=cache')",
+    )
+    scope.add_argument(
+        "--cloudtaser-kinds-only",
+        action="store_true",
+        help="list only Deployments, StatefulSets and DaemonSets, so the plan is valid for "
+        "CloudTaser's own tools (default: also CronJobs, Jobs and Argo Rollouts, an extension)",
     )
     scope.add_argument(
         "--exclude-namespace",
@@ -345,6 +355,7 @@ def _run_discover(args: argparse.Namespace) -> int:
         kv_mount=args.kv_mount,
         auth_mount=args.auth_mount,
         auth_method=args.auth_method,
+        cloudtaser_kinds_only=args.cloudtaser_kinds_only,
         created_by=local_actor(),
     )
     options.validate()

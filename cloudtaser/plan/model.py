@@ -43,6 +43,7 @@ from cloudtaser.plan.rules import (
 
 __all__ = [
     "API_VERSION",
+    "CLOUDTASER_KINDS",
     "KIND",
     "MAX_APPROVALS",
     "Approval",
@@ -106,11 +107,24 @@ ArmoredSignature = Annotated[
 
 
 class WorkloadKind(enum.StrEnum):
-    """The workload kinds a plan may name."""
+    """The workload kinds a plan may name: CloudTaser's three (:data:`CLOUDTASER_KINDS`) and
+    our extension (issue 30): CronJobs (their job template), Jobs (recorded, never protected:
+    a Job's pod template is immutable) and Argo Rollouts (``argoproj.io/v1alpha1``)."""
 
     DEPLOYMENT = "Deployment"
     STATEFUL_SET = "StatefulSet"
     DAEMON_SET = "DaemonSet"
+    # --- extensions (docs/plan-format.md) ---
+    CRON_JOB = "CronJob"
+    JOB = "Job"
+    ROLLOUT = "Rollout"
+
+
+#: The kinds CloudTaser's own tools know: a plan naming only these is valid for them
+#: (``target discover --cloudtaser-kinds-only`` writes nothing else).
+CLOUDTASER_KINDS: Final = frozenset(
+    {WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFUL_SET, WorkloadKind.DAEMON_SET}
+)
 
 
 class WorkloadStatus(enum.StrEnum):
@@ -374,7 +388,7 @@ class StatusChange(_Base, kw_only=True):
 
 
 class Workload(_Base, kw_only=True):
-    """A Deployment, StatefulSet or DaemonSet of one tenant."""
+    """A Deployment, StatefulSet, DaemonSet, CronJob, Job or Argo Rollout of one tenant."""
 
     kind: WorkloadKind
     name: DnsSubdomain

@@ -74,14 +74,14 @@ from cloudtaser.target.engine.injection import (
     denied,
     explain_workload,
     injector_defaults,
-    prove,
-    verify_workload,
 )
 from cloudtaser.target.engine.secret_refs import (
     clear_finalized,
     restore_for_unprotect,
     with_restore,
 )
+from cloudtaser.target.engine.template_proof import live_proof, verify_injection
+from cloudtaser.target.kube.kinds import kind_info, pod_template
 from cloudtaser.target.kube.session import KubeSession
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.podspec import SecretKeys
@@ -188,15 +188,17 @@ def build_patch(
     return patch
 
 
-def _template_meta(obj: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    meta = dig(obj, "spec", "template", "metadata") or {}
+def _template_meta(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    meta = pod_template(kind, obj).get("metadata") or {}
     return dict(meta.get("annotations") or {}), dict(meta.get("labels") or {})
 
 
-def build_removal_patch(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+def build_removal_patch(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
     """The one patch of unprotect: ``null`` for each annotation (and the label) protect adds
-    that is present; ``None`` when nothing is there."""
-    live_ann, live_labels = _template_meta(obj)
+    that is present on ``obj``'s pod template (a workload of ``kind``); ``None`` when
+    nothing is there. The patch carries the template at ``spec.template`` (the engine
+    places it: :func:`cloudtaser.target.kube.kinds.placed`)."""
+    live_ann, live_labels = _template_meta(kind, obj)
     annotations: dict[str, None] = {k: None for k in ann.MANAGED_KEYS if k in live_ann}
     template_meta: dict[str, Any] = {}
     if annotations:
@@ -212,8 +214,8 @@ def build_removal_patch(obj: Mapping[str, Any]) -> dict[str, Any] | None:
     return patch
 
 
-def _is_applied(obj: Mapping[str, Any], intended: Mapping[str, str]) -> bool:
-    live_ann, live_labels = _template_meta(obj)
+def _is_applied(kind: str, obj: Mapping[str, Any], intended: Mapping[str, str]) -> bool:
+    live_ann, live_labels = _template_meta(kind, obj)
     return ann.matches_intended(live_ann, intended) and live_labels.get(ann.INJECT_LABEL) == "true"
 
 
@@ -235,12 +237,15 @@ def _inspect_for_protect(
     if obj is None:
         return _Inspection(refusals=[f"{ref} does not exist in the cluster"])
     found = _Inspection(obj=obj)
-    if _is_applied(obj, intended):
+    if not kind_info(ref.kind).mutable:
+        found.refusals.extend(blockers(ref.kind, obj).refusals)
+        return found
+    if _is_applied(ref.kind, obj, intended):
         # Our own earlier patch (a run killed before recording): no drift check is possible
         # against an injected template that still carries the Secret refs - and none needed.
         found.warnings.extend(f"GitOps: {o}" for o in gitops_owners(obj))
         return found
-    template = dig(obj, "spec", "template") or {}
+    template = pod_template(ref.kind, obj)
     secret_keys = _secret_keys(cluster, ref)
     live = live_triples(template, secret_keys, env_names=env_names)
     differences = drift(plan_triples(workload), live)
@@ -272,7 +277,7 @@ def _kept_after_finalize(
 ) -> list[str]:
     """One warning per mapped variable whose Secret reference finalize will keep, because
     something the runtime does not serve reads it (docs/lifecycle.md, "What finalize keeps")."""
-    template = dig(obj, "spec", "template") or {}
+    template = pod_template(ref.kind, obj)
     return [
         f"finalize will keep the Secret reference of env {env} in "
         f"{'init container' if init else 'container'} {container}: {'; '.join(why)}"
@@ -358,7 +363,7 @@ class ProtectStep(Step):
                 warning=True,
             )
             return Verified(True, "injection NOT verified (--no-verify-injection)")
-        return verify_workload(engine.cluster, ref)
+        return verify_injection(engine.cluster, ref)
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
         return explain_workload(engine.cluster, ref)
@@ -412,16 +417,16 @@ class ProtectStep(Step):
         if obj is None:
             self._tell(engine, ref, Outcome.REFUSED, f"{ref} does not exist in the cluster")
             return True
-        proof = prove(engine.cluster, ref, obj)
-        if proof.proven:
+        proof = live_proof(engine.cluster, ref, obj)
+        if proof.ok:
             self._tell(
-                engine, ref, Outcome.MIGRATED, f"already migrated and {proof.message()}: "
+                engine, ref, Outcome.MIGRATED, f"already migrated and {proof.message}: "
                 "nothing to do (next: `cloudtaser target finalize`)",
             )  # fmt: skip
         else:
             self._tell(
-                engine, ref, Outcome.REFUSED, f"already migrated, but {proof.message()}"
-                + ("" if REROLL_HINT in proof.message() else f"; {REROLL_HINT}"),
+                engine, ref, Outcome.REFUSED, f"already migrated, but {proof.message}"
+                + ("" if REROLL_HINT in proof.message else f"; {REROLL_HINT}"),
             )  # fmt: skip
         return True
 
@@ -476,20 +481,20 @@ class ProtectStep(Step):
             engine.refuse(self, ref, workload, " ".join(found.refusals), found.warnings)
             return None
         obj = found.obj
-        already = _is_applied(obj, intended)
+        already = _is_applied(ref.kind, obj, intended)
         if already and self.reroll:
-            proof = prove(engine.cluster, ref, obj)
-            if proof.proven and workload.effective_status == WorkloadStatus.MIGRATED:
-                self._tell(engine, ref, Outcome.MIGRATED, f"not re-rolled: {proof.message()}")
+            proof = live_proof(engine.cluster, ref, obj)
+            if proof.ok and workload.effective_status == WorkloadStatus.MIGRATED:
+                self._tell(engine, ref, Outcome.MIGRATED, f"not re-rolled: {proof.message}")
                 return None
-            if not proof.proven:
-                engine.emit(ref, f"re-rolls: {proof.message()}")
+            if not proof.ok:
+                engine.emit(ref, f"re-rolls: {proof.message}")
                 already = False  # a new restart marker: one rollout, then proven again
         rv = dig(obj, "metadata", "resourceVersion")
-        patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(obj)[0])
+        patch = build_patch(intended, ann.restart_marker(), rv, _template_meta(ref.kind, obj)[0])
         if self.pin is not None and not already:
             try:
-                pinned = pin_commands(dig(obj, "spec", "template", "spec") or {}, self.pin)
+                pinned = pin_commands(pod_template(ref.kind, obj).get("spec") or {}, self.pin)
             except (RegistryError, ConfigError) as exc:  # ConfigError: an unparsable image
                 why = f"--pin-entrypoints: {exc}. Set the container's command, or fix the lookup"
                 engine.refuse(self, ref, workload, why, found.warnings)
@@ -520,7 +525,7 @@ class ProtectStep(Step):
         answer = check_admission(
             engine.cluster,
             ref,
-            dig(obj, "spec", "template") or {},
+            pod_template(ref.kind, obj),
             labels=dig(written, "metadata", "labels"),
             annotations=dig(written, "metadata", "annotations"),
             containers=dig(written, "spec", "containers") or (),
@@ -589,7 +594,7 @@ class UnprotectStep(Step):
         if refused:
             engine.refuse(self, ref, workload, refused, [])
             return None
-        removal = with_restore(build_removal_patch(obj), obj, restore)
+        removal = with_restore(build_removal_patch(obj, ref.kind), obj, restore)
         if removal is None and status != WorkloadStatus.MIGRATED:
             if self.named:  # asked by name: say it, it is already in the state asked for
                 why = "pending and carries no cloudtaser annotation: nothing to undo"

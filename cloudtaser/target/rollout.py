@@ -16,6 +16,13 @@ API returns it):
   ``partition``, default 0) complete when ``updatedReplicas >= replicas - partition``;
   otherwise waiting while ``updateRevision != currentRevision``.
 
+* **CronJob** — nothing rolls out: its next scheduled run uses the new job template (and
+  nothing here starts a run); done at once, ``rolled`` false.
+* **Rollout** (Argo Rollouts) — by the controller's ``status.phase`` once its
+  ``observedGeneration`` (a numeric string) reaches the generation: ``Healthy`` complete,
+  ``Degraded`` failed, ``Paused`` / ``Progressing`` waiting; no status at all means no
+  controller: done, ``rolled`` false (the template is patched, nothing rolled).
+
 :func:`blockers` names what would stop a template change from rolling out (a paused
 Deployment, an ``OnDelete`` strategy, a StatefulSet partition) and what deserves a warning (a
 ``Recreate`` Deployment: every pod stops before the new ones start).
@@ -37,13 +44,16 @@ from typing import Any, Final
 from cloudtaser.errors import OperationError
 
 __all__ = [
+    "NO_ROLLOUT_CONTROLLER",
     "PROGRESS_DEADLINE_EXCEEDED",
     "Blockers",
     "RolloutCancelledError",
     "RolloutFailedError",
     "RolloutState",
     "RolloutTimeoutError",
+    "argo_rollout_status",
     "blockers",
+    "cronjob_status",
     "daemonset_status",
     "deployment_status",
     "dig",
@@ -74,6 +84,9 @@ class RolloutState:
     done: bool
     message: str
     failed: bool = False
+    #: The pods were replaced (False: a CronJob, whose next run uses the template, or a
+    #: Rollout without a controller).
+    rolled: bool = True
 
 
 def dig(obj: Mapping[str, Any] | None, *path: str) -> Any:
@@ -199,20 +212,89 @@ def statefulset_status(obj: Mapping[str, Any]) -> RolloutState:
     return RolloutState(done=True, message=f"statefulset {name!r} successfully rolled out")
 
 
-_RULES: Final[dict[str, Callable[[Mapping[str, Any]], RolloutState]]] = {
-    "Deployment": deployment_status,
-    "StatefulSet": statefulset_status,
-    "DaemonSet": daemonset_status,
+def cronjob_status(obj: Mapping[str, Any]) -> RolloutState:
+    """A CronJob rolls nothing out: its next run creates its Job from the new template.
+    Nothing is started here (protect never starts a run)."""
+    name = dig(obj, "metadata", "name") or "cronjob"
+    suspended = " (suspended: no run until it is resumed)" if dig(obj, "spec", "suspend") else ""
+    return RolloutState(
+        done=True,
+        rolled=False,
+        message=f"cronjob {name!r}: job template updated, no run started; the next scheduled "
+        f"run uses it{suspended}",
+    )
+
+
+#: The message of a Rollout nobody reconciles (no Argo Rollouts controller wrote a status).
+NO_ROLLOUT_CONTROLLER: Final = (
+    "no Argo Rollouts controller (the Rollout has no status): template patched, not rolled"
+)
+
+
+def _generation(value: Any) -> int:
+    """``status.observedGeneration``: an int, or Argo Rollouts' numeric string."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return _int(value)
+
+
+def argo_rollout_status(obj: Mapping[str, Any]) -> RolloutState:
+    """An Argo Rollout by its controller's ``status.phase`` (what ``kubectl argo rollouts
+    status`` reports): ``Healthy`` complete, ``Degraded`` failed, ``Paused`` (a canary
+    step, or ``spec.paused``) and ``Progressing`` waiting. Without any status no controller
+    runs: done, not rolled (:data:`NO_ROLLOUT_CONTROLLER`)."""
+    name = dig(obj, "metadata", "name") or "rollout"
+    status = obj.get("status")
+    if not status:
+        return RolloutState(done=True, rolled=False, message=NO_ROLLOUT_CONTROLLER)
+    if _generation(dig(obj, "status", "observedGeneration")) < _int(
+        dig(obj, "metadata", "generation")
+    ):
+        return _waiting(f"waiting for rollout {name!r} spec update to be observed")
+    phase = dig(obj, "status", "phase")
+    message = str(dig(obj, "status", "message") or "")
+    if phase == "Healthy":
+        return RolloutState(done=True, message=f"rollout {name!r} is Healthy")
+    if phase == "Degraded":
+        return RolloutState(
+            done=False, failed=True, message=f"rollout {name!r} is Degraded: {message}".strip()
+        )
+    if phase == "Paused":
+        return _waiting(
+            f"rollout {name!r} is paused ({message or 'a canary step'}): promote it with "
+            "`kubectl argo rollouts promote`"
+        )
+    return _waiting(f"rollout {name!r} is {phase or 'progressing'} {message}".strip())
+
+
+@dataclass(frozen=True)
+class _Rule:
+    status: Callable[[Mapping[str, Any]], RolloutState]
+    #: The rule counts only once the controller observed our generation (the wait checks
+    #: ``status.observedGeneration`` first); other rules judge that themselves.
+    gated: bool = True
+
+
+_RULES: Final[dict[str, _Rule]] = {
+    "Deployment": _Rule(deployment_status),
+    "StatefulSet": _Rule(statefulset_status),
+    "DaemonSet": _Rule(daemonset_status),
+    "CronJob": _Rule(cronjob_status, gated=False),
+    "Rollout": _Rule(argo_rollout_status, gated=False),
 }
 
 
-def rollout_status(kind: str, obj: Mapping[str, Any]) -> RolloutState:
-    """Dispatch to the rule of ``kind`` (Deployment, StatefulSet, DaemonSet)."""
+def _rule(kind: str) -> _Rule:
     try:
-        rule = _RULES[kind]
+        return _RULES[kind]
     except KeyError:
         raise ValueError(f"no rollout rule for kind {kind!r}") from None
-    return rule(obj)
+
+
+def rollout_status(kind: str, obj: Mapping[str, Any]) -> RolloutState:
+    """Dispatch to the rule of ``kind`` (Deployment, StatefulSet, DaemonSet, CronJob,
+    Rollout)."""
+    return _rule(kind).status(obj)
 
 
 @dataclass(frozen=True)
@@ -227,13 +309,25 @@ def blockers(kind: str, obj: Mapping[str, Any]) -> Blockers:
     """Paused / OnDelete / partition (refusals) and Recreate (warning) for one workload."""
     refusals: list[str] = []
     warnings: list[str] = []
-    if kind == "Deployment":
+    if kind == "Job":
+        refusals.append(
+            "a Job's pod template is immutable: a standalone Job cannot be protected; let it "
+            "finish, then run it again from a protected CronJob or Deployment (or delete it)"
+        )
+    if kind == "CronJob" and dig(obj, "spec", "suspend") is True:
+        warnings.append("the CronJob is suspended: no run proves the injection until it is resumed")
+    if kind in {"Deployment", "Rollout"}:
         if dig(obj, "spec", "paused") is True:
             refusals.append(
-                "the Deployment is paused: a template change would not roll out; "
-                "run 'kubectl rollout resume' first (or skip it in the plan)"
+                f"the {kind} is paused: a template change would not roll out; "
+                + (
+                    "run 'kubectl rollout resume' first"
+                    if kind == "Deployment"
+                    else "run 'kubectl argo rollouts resume' first"
+                )
+                + " (or skip it in the plan)"
             )
-        if dig(obj, "spec", "strategy", "type") == "Recreate":
+        if kind == "Deployment" and dig(obj, "spec", "strategy", "type") == "Recreate":
             warnings.append(
                 "the Deployment uses the Recreate strategy: every pod stops before the new "
                 "ones start (downtime during the rollout)"
@@ -286,7 +380,7 @@ def wait_for_rollout(
     while True:
         obj = fetch()
         observed = _int(dig(obj, "status", "observedGeneration"))
-        if observed < min_generation:
+        if _rule(kind).gated and observed < min_generation:
             state = _waiting("waiting for the controller to observe the new template")
         else:
             state = rollout_status(kind, obj)

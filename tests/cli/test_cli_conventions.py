@@ -212,12 +212,12 @@ def test_plan_validate_reads_standard_input(
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(VALID.encode())))
     assert main(["plan", "validate", "-"]) == 0
     assert "<stdin>: valid (2 tenants, 2 workloads)" in capsys.readouterr().out
-    bad = VALID.replace("kind: Deployment", "kind: CronJob")
+    bad = VALID.replace("kind: Deployment", "kind: ReplicaSet")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(bad.encode())))
     assert main(["plan", "validate", "-", "-o", "json"]) == ExitCode.USAGE
     doc = json.loads(capsys.readouterr().out)
     assert doc["summary"] == {"files": 1, "valid": 0, "invalid": 1}
-    assert "CronJob" in doc["files"][0]["error"]
+    assert "ReplicaSet" in doc["files"][0]["error"]
 
 
 # -- 3. the populate checklist ----------------------------------------------------------------

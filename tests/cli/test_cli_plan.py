@@ -61,14 +61,14 @@ def test_validate_reports_each_invalid_file(
     plan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(VALID.replace("kind: Deployment", "kind: CronJob"))
+    bad.write_text(VALID.replace("kind: Deployment", "kind: ReplicaSet"))
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     code = main(["plan", "validate", str(plan_file), str(bad), str(empty)])
     captured = capsys.readouterr()
     assert code == ExitCode.USAGE
     assert f"{plan_file}: valid" in captured.out
-    assert f"{bad}: $.tenants[0].workloads[0].kind: Invalid enum value 'CronJob'" in captured.err
+    assert f"{bad}: $.tenants[0].workloads[0].kind: Invalid enum value 'ReplicaSet'" in captured.err
     assert f"{empty}: the file is empty" in captured.err
     assert "Traceback" not in captured.err
 

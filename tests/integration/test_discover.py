@@ -341,9 +341,10 @@ def test_discover_on_a_terminal_shows_a_live_counter_with_eta_and_a_tally(
     # the status line is redrawn in place ("\r" + erase line), never a new line per step
     drawn = [part.split("\x1b[2K", 1)[1] for part in screen.split("\r") if "\x1b[2K" in part]
     status = [line for line in drawn if line.startswith("[")]
-    # listing: 3 kinds x 2 namespaces = 6 list calls
-    assert any(line.startswith("[6/6] ") and "listed daemonsets" in line for line in status)
-    assert any(line.startswith("[1/6] ") and "ETA" in line for line in status)
+    # listing: 5 kinds (CloudTaser's three, CronJobs and Jobs; no Rollout CRD here) x 2
+    # namespaces = 10 list calls
+    assert any(line.startswith("[10/10] ") and "listed jobs" in line for line in status)
+    assert any(line.startswith("[1/10] ") and "ETA" in line for line in status)
     # reading the key names: one step per Secret envFrom or a Secret volume needs (db, api,
     # ghost, tls, alt in one namespace, db in the other)
     reads = [line for line in status if "Secrets (namespace" in line]

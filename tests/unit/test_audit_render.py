@@ -233,7 +233,7 @@ def test_verdict_score_and_next_actions() -> None:
     assert quiet.next_actions == []
 
 
-def test_an_opted_in_cronjob_between_runs_is_not_clean() -> None:
+def test_an_opted_in_cronjob_between_runs_is_protected_from_its_template() -> None:
     cron = {
         "metadata": {"name": "nightly"},
         "spec": {
@@ -254,11 +254,13 @@ def test_an_opted_in_cronjob_between_runs_is_not_clean() -> None:
     )
     part = namespace_report("batch", found, [{"metadata": {"name": "db"}, "type": "Opaque"}], [])
     (job,) = part.workloads
-    assert (job.opted_in, job.pods, job.protected) == (True, 0, False)
+    # issue 30: a CronJob between runs is protected from its job template (protect proved
+    # it with a dry-run pod; its next run's pods are counted when they run)
+    assert (job.opted_in, job.pods, job.protected, job.finalized) == (True, 0, True, False)
     assert part.status == "action"
     assert part.next_actions == [
-        "CronJob nightly opt in but run no pod to prove injection yet: finalize after their "
-        "next run (or rollout) is proven injected"
+        "finalize CronJob nightly (injected, Secret references left): cloudtaser target "
+        "finalize --plan PLAN"
     ]
 
 

@@ -280,7 +280,7 @@ def test_a_stale_acceptance_is_removed_by_protect_and_unprotect() -> None:
     patch = build_patch(intended, "2026-01-01T00:00:00Z", "7", live)
     assert patch["spec"]["template"]["metadata"]["annotations"][ann.ACCEPT_DANGEROUS_ENV] is None
     obj = {"spec": {"template": {"metadata": {"annotations": live}}}}
-    removal = build_removal_patch(obj)
+    removal = build_removal_patch(obj, "Deployment")
     assert removal is not None
     assert removal["spec"]["template"]["metadata"]["annotations"][ann.ACCEPT_DANGEROUS_ENV] is None
 

@@ -126,9 +126,9 @@ def test_unquoted_yaml_timestamp_is_accepted() -> None:
             ">= 0",
         ),
         (
-            lambda d: d["tenants"][0]["workloads"][0].update(kind="CronJob"),
+            lambda d: d["tenants"][0]["workloads"][0].update(kind="ReplicaSet"),
             "$.tenants[0].workloads[0].kind",
-            "Invalid enum value 'CronJob'",
+            "Invalid enum value 'ReplicaSet'",
         ),
         (
             lambda d: d["tenants"][0]["workloads"][0].update(status="done"),

@@ -108,7 +108,7 @@ def test_removal_patch_removes_exactly_what_protect_adds() -> None:
             }
         },
     }
-    assert protect.build_removal_patch(obj) == {
+    assert protect.build_removal_patch(obj, "Deployment") == {
         "metadata": {"resourceVersion": "7"},
         "spec": {
             "template": {
@@ -123,7 +123,9 @@ def test_removal_patch_removes_exactly_what_protect_adds() -> None:
             }
         },
     }
-    assert protect.build_removal_patch({"spec": {"template": {"metadata": {}}}}) is None
+    assert (
+        protect.build_removal_patch({"spec": {"template": {"metadata": {}}}}, "Deployment") is None
+    )
 
 
 def _plan() -> MigrationPlan:
@@ -171,7 +173,7 @@ def test_selection(
         (("nope",), (), "--tenant 'nope'"),
         ((), ("ns-a/nope",), "matches no workload"),
         ((), ("a/b/c/d",), "expected KIND/NAME"),
-        ((), ("ns/cronjob/x",), "unknown kind"),
+        ((), ("ns/replicaset/x",), "unknown kind"),
     ],
 )
 def test_selection_rejects_what_matches_nothing(

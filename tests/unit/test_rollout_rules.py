@@ -136,7 +136,7 @@ def test_rollout_status_dispatches_by_kind() -> None:
         "Deployment", _deploy(updatedReplicas=3, replicas=3, availableReplicas=3)
     ).done
     with pytest.raises(ValueError, match="no rollout rule"):
-        rollout.rollout_status("CronJob", {})
+        rollout.rollout_status("ReplicaSet", {})
 
 
 def test_blockers_refuse_paused_ondelete_partition_and_warn_recreate() -> None:

@@ -59,6 +59,7 @@ from cloudtaser.target.audit.result import (
 from cloudtaser.target.engine.injection import REROLL_HINT, pod_problems
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.identity import cluster_identity
+from cloudtaser.target.kube.kinds import pod_template
 from cloudtaser.target.kube.workloads import WorkloadAPI
 from cloudtaser.target.references.cluster import ScanCache
 from cloudtaser.target.references.safety import key_safety, proof
@@ -127,9 +128,18 @@ def _workload_objects(found: Scan) -> Iterable[tuple[WorkloadKind, Mapping[str, 
 def _template_labels(kind: WorkloadKind, obj: Mapping[str, Any]) -> Mapping[str, Any]:
     if kind == "Pod":
         return dig(obj, "metadata", "labels") or {}
-    if kind == "CronJob":
-        return dig(obj, "spec", "jobTemplate", "spec", "template", "metadata", "labels") or {}
-    return dig(obj, "spec", "template", "metadata", "labels") or {}
+    return dig(pod_template(kind, obj), "metadata", "labels") or {}
+
+
+def _protected(kind: WorkloadKind, obj: Mapping[str, Any], proofs: Sequence[bool]) -> bool:
+    """Opted in and every running pod proven injected; a CronJob between runs (no pod of
+    its Jobs running) counts as protected from its job template alone (its next run is
+    proven when it runs: its pods are then counted here)."""
+    if _template_labels(kind, obj).get(INJECT_LABEL) != "true":
+        return False
+    if proofs:
+        return all(proofs)
+    return kind == "CronJob"
 
 
 def _owners(found: Scan) -> dict[str, tuple[str, str, Mapping[str, Any] | None]]:
@@ -224,7 +234,7 @@ def namespace_report(
         ]
         opted_in = _template_labels(kind, obj).get(INJECT_LABEL) == "true"
         proofs = pods_by_workload.get((kind, name), [])
-        protected = opted_in and bool(proofs) and all(proofs)
+        protected = _protected(kind, obj, proofs)
         workloads.append(
             WorkloadEntry(
                 kind=kind,
@@ -305,7 +315,7 @@ def next_actions(part: AuditNamespace) -> None:
             f"pods {_names(pods)} opt in but are not proven injected: check the injector "
             f"(cloudtaser target install --check), then {REROLL_HINT}"
         )
-    unproven = [f"{w.kind} {w.name}" for w in env if w.opted_in and not w.pods]
+    unproven = [f"{w.kind} {w.name}" for w in env if w.opted_in and not w.pods and not w.protected]
     if unproven:
         actions.append(
             f"{_names(unproven)} opt in but run no pod to prove injection yet: finalize "

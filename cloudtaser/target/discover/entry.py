@@ -52,12 +52,26 @@ from cloudtaser.target.podspec import (
     windows_reason,
 )
 
-__all__ = ["ALREADY_PROTECTED", "NO_SECRETS", "Entry", "LeftOut", "workload_entry"]
+__all__ = [
+    "ALREADY_PROTECTED",
+    "COVERED_BY_CRONJOB",
+    "NO_SECRETS",
+    "Entry",
+    "LeftOut",
+    "workload_entry",
+]
 
 #: Why a workload ``protect`` already marked is left out of the plan.
 ALREADY_PROTECTED: Final = 'already protected (cloudtaser.io/inject: "true")'
 #: Why a workload without Secret consumption is left out of the plan.
 NO_SECRETS: Final = "uses no Secrets"
+#: Why a Job a CronJob created is left out of the plan: its CronJob's entry covers it.
+COVERED_BY_CRONJOB: Final = "a Job of a CronJob (covered through its CronJob)"
+#: Why a standalone Job is skipped: its pod template is immutable.
+_JOB_IMMUTABLE: Final = (
+    "a standalone Job (no CronJob owns it): its pod template is immutable, so it cannot be "
+    "protected"
+)
 
 #: How a plan secret reaches the workload (``SecretRef.via``).
 Via = Literal["env", "envFrom", "vaultAgent"]
@@ -474,6 +488,29 @@ def _skip_windows(reads: _Reads, found: _Findings) -> None:
         found.skip_reasons.append(reason)
 
 
+def _standalone_job(reads: _Reads, found: _Findings) -> None:
+    """A Job no CronJob owns: recorded for review, skipped with what to do (a running one
+    is reported as such: it reads its Secrets until it finishes)."""
+    workload = reads.workload
+    if workload.kind is not WorkloadKind.JOB:
+        return
+    if workload.running:
+        found.skip_reasons.append(
+            f"{_JOB_IMMUTABLE}; it is still running and reads its Secrets until it finishes: "
+            "let it finish, run this work from a protected CronJob (or Deployment) next time, "
+            "then delete the Job"
+        )
+        found.warnings.append(
+            f"{workload.where}: a standalone Job still running: its Secrets stay in use until "
+            "it finishes (it cannot be protected)"
+        )
+    else:
+        found.skip_reasons.append(
+            f"{_JOB_IMMUTABLE}; it has finished and reads nothing any more: delete it when its "
+            "record is no longer needed, and run this work from a protected CronJob next time"
+        )
+
+
 #: The steps, in order: each may add mappings, notes, skip reasons and warnings.
 _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _map_env,
@@ -483,6 +520,7 @@ _STEPS: Final[tuple[Callable[[_Reads, _Findings], None], ...]] = (
     _map_files,
     _render_vault_paths,
     _skip_windows,
+    _standalone_job,
 )
 
 
@@ -555,6 +593,8 @@ def workload_entry(
     workload: ScannedWorkload, lookup: SecretLookup, naming: PathTemplate
 ) -> Entry | LeftOut:
     """The plan entry of one workload, or why it does not belong in the plan."""
+    if workload.kind is WorkloadKind.JOB and (workload.controller or ("", ""))[0] == "CronJob":
+        return LeftOut(COVERED_BY_CRONJOB)
     if is_protected(workload.template):
         return LeftOut(ALREADY_PROTECTED)
     reads = _read(workload, lookup, naming)

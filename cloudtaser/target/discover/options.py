@@ -57,6 +57,9 @@ class DiscoverOptions:
     #: How the pods log in, recorded in the plan (``metadata.authMethod``: ``kubernetes`` or
     #: ``jwt``); absent: not recorded (``kubernetes``).
     auth_method: Literal["kubernetes", "jwt"] | None = None
+    #: List only CloudTaser's own kinds (Deployment, StatefulSet, DaemonSet), so the plan is
+    #: valid for CloudTaser's tools (``--cloudtaser-kinds-only``); default: every kind.
+    cloudtaser_kinds_only: bool = False
     created_by: str | None = None
     #: Creation time (default: now, UTC, second precision).
     now: datetime | None = None

@@ -1,6 +1,7 @@
 """``target discover``: :func:`discover`, the one entry point that reads a cluster. It lists
-the workloads (:mod:`~cloudtaser.target.discover.scan`), reads the key names of the Secrets
-their ``envFrom`` and Secret volumes need and the owners of every Secret the workloads read
+the workloads (:mod:`~cloudtaser.target.discover.scan`; an optional kind only where the
+cluster serves it), reads the key names of the Secrets their ``envFrom`` and Secret volumes
+need and the owners of every Secret the workloads read
 (:mod:`~cloudtaser.target.discover.secrets`) and builds the plan
 (:mod:`~cloudtaser.target.discover.build`, pure).
 """
@@ -16,7 +17,7 @@ from cloudtaser.progress import Progress
 from cloudtaser.target.discover.build import DiscoveryResult, build_plan
 from cloudtaser.target.discover.naming import default_plan_name
 from cloudtaser.target.discover.options import DiscoverOptions
-from cloudtaser.target.discover.scan import scan_workloads
+from cloudtaser.target.discover.scan import optional_kinds_absent, scan_workloads
 from cloudtaser.target.discover.scanned import ScannedWorkload
 from cloudtaser.target.discover.secrets import read_secret_keys, read_secret_owners
 from cloudtaser.target.kube.api import get_path
@@ -109,8 +110,9 @@ def discover(
     options.naming(plan_name)  # refuse bad naming before talking to the cluster
     unreadable: list[str] = []
     warnings: list[str] = []
+    absent = frozenset() if options.cloudtaser_kinds_only else optional_kinds_absent(session)
     workloads, namespaces_scanned = scan_workloads(
-        session.client, options, report, unreadable, warnings
+        session.client, options, report, unreadable, warnings, absent=absent
     )
     needed = _needed_secrets(workloads, options)
     lookup = read_secret_keys(

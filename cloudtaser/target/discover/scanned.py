@@ -28,6 +28,10 @@ class ScannedWorkload:
     replicas: int | None = None
     #: Who writes the workload from elsewhere (:func:`cloudtaser.target.owners.workload_owner`).
     owner: Owner | None = None
+    #: (kind, name) of the controlling owner (a Job's CronJob), if any.
+    controller: tuple[str, str] | None = None
+    #: A Job with active pods (still running).
+    running: bool = False
 
     @property
     def where(self) -> str:

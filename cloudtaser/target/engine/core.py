@@ -28,6 +28,7 @@ the one state machine a reviewer must read as a whole.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import functools
 import os
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from cloudtaser.errors import CloudtaserError, ClusterConflictError, ClusterError, ConfigError
 from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
 from cloudtaser.plan.store import PlanStore, one_line
+from cloudtaser.target.kube.kinds import kind_info, placed
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import (
     RolloutCancelledError,
@@ -85,6 +87,14 @@ _KIND_ALIASES: Final = {
     "daemonset": "DaemonSet",
     "daemonsets": "DaemonSet",
     "ds": "DaemonSet",
+    "cronjob": "CronJob",
+    "cronjobs": "CronJob",
+    "cj": "CronJob",
+    "job": "Job",
+    "jobs": "Job",
+    "rollout": "Rollout",
+    "rollouts": "Rollout",
+    "ro": "Rollout",
 }
 
 
@@ -294,12 +304,12 @@ DecideFn = Callable[[Proposal], Decision]
 
 
 def _replicas(kind: str, obj: Mapping[str, Any]) -> int | None:
-    if kind == "DaemonSet":
-        value = dig(obj, "status", "desiredNumberScheduled")
-    else:
+    if kind_info(kind).replicas:
         value = dig(obj, "spec", "replicas")
         if value is None:
             value = 1
+    else:  # a DaemonSet's pods per node; a CronJob's runs have none
+        value = dig(obj, "status", "desiredNumberScheduled")
     return value if isinstance(value, int) else None
 
 
@@ -779,7 +789,7 @@ def _apply(
     asked = False
     try:
         for _attempt in range(CONFLICT_RETRIES):
-            step = flow.inspect(engine, tenant, workload, ref)
+            step = _placed(ref.kind, flow.inspect(engine, tenant, workload, ref))
             if step is None:
                 return None
             if not asked:
@@ -837,6 +847,19 @@ def _apply(
             engine.record(workload, flow.failed_status, reason=flow.failed_reason, error=error)
         engine.result(WorkloadResult(ref, Outcome.FAILED, error))
         return None
+
+
+def _placed(kind: str, step: Inspected | None) -> Inspected | None:
+    """The step's patches (pod template at ``spec.template``) in ``kind``'s layout
+    (:func:`cloudtaser.target.kube.kinds.placed`: a CronJob's job template, a Rollout's
+    ``spec.restartAt``), so what is shown is what is sent."""
+    if step is None:
+        return None
+    return dataclasses.replace(
+        step,
+        patch=placed(kind, step.patch),
+        shown_patch=placed(kind, step.shown_patch) or {},
+    )
 
 
 def _ask(engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected) -> bool:

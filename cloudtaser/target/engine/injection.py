@@ -55,6 +55,7 @@ from cloudtaser.contract import (
 from cloudtaser.errors import CloudtaserError, ClusterForbiddenError
 from cloudtaser.plan.store import one_line
 from cloudtaser.target.engine.core import Verified
+from cloudtaser.target.kube.kinds import kind_info
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
 from cloudtaser.target.rollout import dig
 
@@ -266,10 +267,22 @@ def _match_labels(obj: Mapping[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in labels.items()}
 
 
+#: Kinds whose revisions are ReplicaSets, and how the current one is known: the Deployment's
+#: revision annotation, or an Argo Rollout's ``status.currentPodHash`` (the ReplicaSet's
+#: ``rollouts-pod-template-hash`` label).
+_REPLICASET_REVISION: Final = {
+    "Deployment": (("metadata", "annotations", "deployment.kubernetes.io/revision"),
+                   ("metadata", "annotations", "deployment.kubernetes.io/revision")),
+    "Rollout": (("status", "currentPodHash"),
+                ("metadata", "labels", "rollouts-pod-template-hash")),
+}  # fmt: skip
+
+
 def _current_replicaset(
     cluster: WorkloadAPI, ref: WorkloadRef, obj: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    revision = dig(obj, "metadata", "annotations", "deployment.kubernetes.io/revision")
+    ours, theirs = _REPLICASET_REVISION[ref.kind]
+    revision = dig(obj, *ours)
     uid = dig(obj, "metadata", "uid")
     sets = cluster.list_objects(
         ReplicaSet,
@@ -279,7 +292,7 @@ def _current_replicaset(
     )
     owned = [rs for rs in sets if _owned_by(rs, uid)]
     for rs in owned:
-        if dig(rs, "metadata", "annotations", "deployment.kubernetes.io/revision") == revision:
+        if revision is not None and dig(rs, *theirs) == revision:
             return rs
     return None
 
@@ -288,11 +301,14 @@ def controller_revision_pods(
     cluster: WorkloadAPI, ref: WorkloadRef, obj: Mapping[str, Any]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The object that creates the new pods (the Deployment's current ReplicaSet, else the
-    workload itself) and the pods of the workload's current revision."""
+    workload itself) and the pods of the workload's current revision. A kind whose template
+    change replaces no pod (a CronJob: its Jobs' pods are not its revision) has none."""
+    if not kind_info(ref.kind).rolls_out:
+        return dict(obj), []
     labels = _match_labels(obj)
     pods = cluster.list_objects(Pod, ref.namespace, labels=labels, action=f"list the pods of {ref}")
     pods = [p for p in pods if not dig(p, "metadata", "deletionTimestamp")]
-    if ref.kind == "Deployment":
+    if ref.kind in _REPLICASET_REVISION:
         rs = _current_replicaset(cluster, ref, obj)
         if rs is None:
             return None, []

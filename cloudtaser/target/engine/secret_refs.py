@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.plan.model import FinalizedRef, FinalizedVolume, Workload
 from cloudtaser.target.engine.consumption import Triple, kept_reasons, plan_triples
+from cloudtaser.target.kube.kinds import pod_template
 from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
@@ -397,7 +398,7 @@ def restore_for_unprotect(
 ) -> tuple[dict[str, Any], str | None]:
     """The ``spec.template.spec`` fragment that puts back what finalize removed (empty when
     nothing is missing), or a refusal when a Secret it needs was deleted."""
-    template = dig(obj, "spec", "template") or {}
+    template = pod_template(ref.kind, obj)
     missing = missing_refs(template, workload.finalized_refs)
     needed = {(r.secret, r.optional) for r in missing}
     needed |= {

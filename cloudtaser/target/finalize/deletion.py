@@ -24,6 +24,7 @@ from cloudtaser.target.engine.core import Engine, Event, Outcome, ProgressFn, wo
 from cloudtaser.target.engine.injection import revision_pods
 from cloudtaser.target.engine.result import SecretEntry
 from cloudtaser.target.engine.secret_refs import finalize_edit, volume_secrets
+from cloudtaser.target.kube.kinds import pod_template
 from cloudtaser.target.references import scan as references
 from cloudtaser.target.references.cluster import ScanCache
 from cloudtaser.target.references.safety import KeySafety, key_safety, proof
@@ -294,7 +295,7 @@ def _dry_run_users(
             continue
         pods = revision_pods(engine.cluster, ref, obj)
         edit = finalize_edit(
-            dig(obj, "spec", "template") or {},
+            pod_template(ref.kind, obj),
             workload,
             lambda name: engine.cluster.secret_keys(namespace, name),
             coverage=ProvenCoverage.of_pods(pods),

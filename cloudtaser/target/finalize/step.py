@@ -57,15 +57,11 @@ from cloudtaser.target.engine.core import (
     WorkloadResult,
     run,
 )
-from cloudtaser.target.engine.injection import (
-    REROLL_HINT,
-    explain_workload,
-    prove,
-    revision_pods,
-    verify_workload,
-)
+from cloudtaser.target.engine.injection import REROLL_HINT, explain_workload, revision_pods
 from cloudtaser.target.engine.secret_refs import describe, finalize_edit
+from cloudtaser.target.engine.template_proof import live_proof, verify_injection
 from cloudtaser.target.finalize.deletion import ConfirmFn, SecretsReport, delete_unused_secrets
+from cloudtaser.target.kube.kinds import pod_template
 from cloudtaser.target.references.safety import ATTEST_HINT
 from cloudtaser.target.rollout import blockers, dig
 
@@ -167,8 +163,9 @@ class FinalizeStep(Step):
         if obj is None:
             engine.refuse(self, ref, workload, f"{ref} does not exist in the cluster", [])
             return None
-        labels = dig(obj, "spec", "template", "metadata", "labels") or {}
-        annotations = dig(obj, "spec", "template", "metadata", "annotations") or {}
+        template = pod_template(ref.kind, obj)
+        labels = dig(template, "metadata", "labels") or {}
+        annotations = dig(template, "metadata", "annotations") or {}
         if labels.get(ann.INJECT_LABEL) != "true" or not (
             ann.SECRET_PATHS in annotations or ann.SECRET_FILES in annotations
         ):
@@ -185,7 +182,6 @@ class FinalizeStep(Step):
         if found.refusals:
             engine.refuse(self, ref, workload, " ".join(found.refusals), found.warnings)
             return None
-        template = dig(obj, "spec", "template") or {}
         # a use the runtime serves no longer needs its reference, proven on the live pods
         coverage = ProvenCoverage.of_pods(revision_pods(engine.cluster, ref, obj))
         edit = finalize_edit(
@@ -236,14 +232,14 @@ class FinalizeStep(Step):
                 found.warnings,
             )
             return None
-        proof = prove(engine.cluster, ref, obj)
-        if not proof.proven:
+        proof = live_proof(engine.cluster, ref, obj)
+        if not proof.ok:
             engine.refuse(
                 self,
                 ref,
                 workload,
-                f"its live pods are not proven injected, so nothing is removed: {proof.message()}"
-                + ("" if REROLL_HINT in proof.message() else f"; {REROLL_HINT} (then finalize)"),
+                f"its live pods are not proven injected, so nothing is removed: {proof.message}"
+                + ("" if REROLL_HINT in proof.message else f"; {REROLL_HINT} (then finalize)"),
                 found.warnings,
             )
             return None
@@ -275,7 +271,7 @@ class FinalizeStep(Step):
         engine.store.update(workload, change)
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
-        return verify_workload(engine.cluster, ref)
+        return verify_injection(engine.cluster, ref)
 
     def explain(self, engine: Engine, ref: WorkloadRef) -> str | None:
         return explain_workload(engine.cluster, ref)

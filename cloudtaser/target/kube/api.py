@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 from lightkube import ApiError, codecs
 from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.meta_v1 import Status
 from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
 from lightkube.resources.apps_v1 import DaemonSet, Deployment, StatefulSet
-from lightkube.resources.batch_v1 import Job
+from lightkube.resources.batch_v1 import CronJob, Job
 from lightkube.resources.core_v1 import (
     ConfigMap,
     Namespace,
@@ -58,8 +59,12 @@ __all__ = [
     "where",
 ]
 
+#: Argo Rollouts' ``Rollout`` (a custom resource: lightkube's generic resource; reading it
+#: answers 404 where the CRD is not installed).
+Rollout: Final[Any] = create_namespaced_resource("argoproj.io", "v1alpha1", "Rollout", "rollouts")
+
 #: The kinds cloudtaser reads or writes by name (kind -> lightkube resource class).
-_RESOURCES: Final[Mapping[str, Any]] = {
+_RESOURCES: Final[Mapping[str, Any]] = {"Rollout": Rollout} | {
     res.__name__: res
     for res in (
         Namespace,
@@ -76,6 +81,7 @@ _RESOURCES: Final[Mapping[str, Any]] = {
         StatefulSet,
         DaemonSet,
         Job,
+        CronJob,
         PodDisruptionBudget,
         MutatingWebhookConfiguration,
     )

@@ -27,6 +27,7 @@ from lightkube.types import PatchType
 from cloudtaser.errors import ClusterConflictError, ClusterNotFoundError
 from cloudtaser.target.kube import api
 from cloudtaser.target.kube.errors import api_errors
+from cloudtaser.target.kube.kinds import kind_info, merge_form
 from cloudtaser.target.kube.session import FIELD_MANAGER
 
 if TYPE_CHECKING:
@@ -95,19 +96,34 @@ class WorkloadAPI:
     async def _patch(self, ref: WorkloadRef, body: dict[str, Any], dry_run: bool) -> Any:
 
         action = f"patch {ref}" + (" (server-side dry run)" if dry_run else "")
+        patch_type = PatchType.STRATEGIC
+        if not kind_info(ref.kind).strategic:
+            # a custom resource takes no strategic merge: the same change as a JSON merge
+            # patch of the object as it is now (its resourceVersion must be the patch's)
+            live = await self._get(api.resource(ref.kind), ref.name, ref.namespace, f"read {ref}")
+            if live is None:
+                raise ClusterNotFoundError(f"{action}: {ref} does not exist")
+            live_dict = api.to_dict(live)
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted and (live_dict.get("metadata") or {}).get("resourceVersion") != wanted:
+                raise ClusterConflictError(f"{action}: {ref} changed since it was read (409)")
+            body = merge_form(live_dict, body)
+            patch_type = PatchType.MERGE
         with api_errors(action):
             return await self._client.patch(
                 api.resource(ref.kind),
                 ref.name,
                 body,
                 namespace=ref.namespace,
-                patch_type=PatchType.STRATEGIC,
+                patch_type=patch_type,
                 field_manager=FIELD_MANAGER,
                 dry_run=dry_run,
             )
 
     def patch(self, ref: WorkloadRef, body: Mapping[str, Any], *, dry_run: bool) -> dict[str, Any]:
-        """One strategic-merge patch (field manager ``cloudtaser``); the patched object."""
+        """One strategic-merge patch (field manager ``cloudtaser``); the patched object. A
+        kind that takes none (an Argo Rollout) gets the same change as a JSON merge patch
+        (:func:`cloudtaser.target.kube.kinds.merge_form`)."""
         return api.to_dict(self._run(self._patch(ref, dict(body), dry_run)))
 
     async def _create_dry_run(self, body: dict[str, Any], action: str) -> Any:
