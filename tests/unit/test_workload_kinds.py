@@ -208,7 +208,7 @@ def _scanned() -> list[ScannedWorkload]:
     return [
         ScannedWorkload("shop", WorkloadKind.CRON_JOB, "backup", _template()),
         ScannedWorkload(
-            "shop", WorkloadKind.JOB, "backup-29000", _template(), owner=("CronJob", "backup")
+            "shop", WorkloadKind.JOB, "backup-29000", _template(), controller=("CronJob", "backup")
         ),
         ScannedWorkload("shop", WorkloadKind.JOB, "migrate", _template(), running=True),
         ScannedWorkload("shop", WorkloadKind.JOB, "seed", _template()),
