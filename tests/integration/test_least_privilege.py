@@ -82,12 +82,18 @@ def doc_policy(
 
 
 def test_security_doc_blocks_are_well_formed() -> None:
-    for marker in ("rbac-discover", "rbac-protect", "rbac-connect", "rbac-install"):
+    for marker in (
+        "rbac-discover",
+        "rbac-protect",
+        "rbac-connect",
+        "rbac-connect-jwt",
+        "rbac-install",
+    ):
         role = doc_cluster_role(marker)
         assert role["rules"], marker
         for rule in role["rules"]:
             assert "*" not in rule["verbs"], marker
-            assert "*" not in rule["resources"], marker
+            assert "*" not in rule.get("resources", rule.get("nonResourceURLs")), marker
     for marker in ("policy-source", "policy-connect"):
         hcl = doc_policy(marker)
         assert "delete" not in hcl
@@ -408,6 +414,40 @@ def test_apply_without_the_role_rule_fails_naming_the_missing_capability(
 
 
 # -- connect: both sides, each with exactly its documented permissions --------------------------
+
+
+def test_jwt_connect_with_exactly_the_documented_rbac_and_policy(
+    identity: Identity, openbao: BaoServer, kube_client: Any, tmp_path: Path
+) -> None:
+    """jwt mode: the ``rbac-connect-jwt`` rules (no binding, no SubjectAccessReview) and the
+    ``policy-connect`` paths on a jwt mount are enough for connect, its re-run and ``--check``."""
+    identity.grant(doc_cluster_role("rbac-connect-jwt"))
+    mount = f"jwt-lp-{identity.tag}"
+    connect_ns = f"lp-jwt-{identity.tag}"
+    identity.namespaces.append(connect_ns)
+    token = token_with_only(openbao, doc_policy("policy-connect", auth=mount))
+    token_file = tmp_path / "vault-token"
+    token_file.write_text(token)
+    args = ["target", "connect", "--auth-method", "jwt",
+            "--kubeconfig", str(identity.kubeconfig()),
+            "--openbao-addr", openbao.address, "--token-file", str(token_file),
+            "--auth-mount", mount, "--namespace", connect_ns]  # fmt: skip
+    try:
+        run = cloudtaser(*args)
+        assert run.returncode == 0, run.stdout + run.stderr
+        config = openbao.api_ok("GET", f"auth/{mount}/config")["data"]
+        assert config["jwt_validation_pubkeys"], config  # the cluster's keys reached the vault
+        assert not config.get("kubernetes_host")
+        again = cloudtaser(*args)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "nothing to change" in again.stdout
+        check = cloudtaser(*args, "--check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert token not in run.stdout + run.stderr
+    finally:
+        openbao.api("DELETE", f"sys/auth/{mount}")
+        with contextlib.suppress(ApiError):
+            kube_client.delete(Namespace, connect_ns)
 
 
 def test_connect_with_exactly_the_documented_rbac_and_policy(
