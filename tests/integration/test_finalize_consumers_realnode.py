@@ -1,20 +1,24 @@
-"""Issue 28, findings 6 and 9 on the real node: finalize keeps the Secret references that
-something besides the wrapped process reads, and the pods keep working after it.
+"""Issues 28 and 30 on the real node: the Secret references that something besides the
+wrapped process reads, and what finalize does with them now that the runtime serves them.
 
-The runtime gives the vault's values to the process the wrapper starts. An exec probe runs with
-the container spec's env, the kubelet expands ``$(VAR)`` in args from the container spec's env,
-and init containers are not wrapped at all: remove their Secret reference and the probe fails,
-the argument becomes the literal text ``$(DB_PASSWORD)``, the init container gets nothing.
+An exec probe runs with the container spec's env, the kubelet expands ``$(VAR)`` in args from
+the container spec's env, and init containers are the pod's own processes: before issue 30
+finalize had to keep their references. The runtime now wraps init containers, routes exec
+probes that name a migrated variable through ``cloudtaser-runtime exec`` and expands
+``$(VAR)`` itself (docs/injector.md), so finalize removes those references too, proven on the
+live pods (``ProvenCoverage``), and ``--delete-secrets`` may then delete the Secret.
 
 Two Deployments, protected through the real injector and finalized through the real CLI:
 
 * ``probed``: an init container and exec readiness / liveness probes that test DB_PASSWORD
-  against the Kubernetes Secret's canary (the probe passes only with the Secret's value);
+  against the canaries (either one passes: the Kubernetes Secret's before protect; after
+  finalize no reference is left, so only the vault's value served by the runtime can pass);
 * ``expanded``: ``args: ["$(DB_PASSWORD)"]``, printed by the app next to the value the wrapper
   gives it (the vault's canary).
 
 A third, ``scripted``, runs its probe from a script under a volume mount: every variable may be
-read by it, nothing can be removed, and finalize says so and leaves it alone.
+read by it, the runtime cannot tell, nothing can be removed, and finalize says so and leaves it
+alone.
 """
 
 from __future__ import annotations
@@ -91,12 +95,15 @@ def _deployment(
     }
 
 
-def _manifest(name: str, namespace: str, image: str, k8s_canary: str) -> dict[str, Any]:
+def _manifest(
+    name: str, namespace: str, image: str, k8s_canary: str, vault_canary: str
+) -> dict[str, Any]:
     """``probed``: exec readiness / liveness probes and an init container that pass only with
     the Kubernetes Secret's value; ``expanded``: ``$(DB_PASSWORD)`` in args; ``scripted``: a
     readiness probe running a file under a volume mount."""
+    either = f'test "$DB_PASSWORD" = "{k8s_canary}" -o "$DB_PASSWORD" = "{vault_canary}"'
     check = {
-        "exec": {"command": ["sh", "-c", f'test "$DB_PASSWORD" = "{k8s_canary}"']},
+        "exec": {"command": ["sh", "-c", either]},
         "periodSeconds": 1,
         "failureThreshold": 3,
     }
@@ -104,7 +111,7 @@ def _manifest(name: str, namespace: str, image: str, k8s_canary: str) -> dict[st
         init = {
             "name": "wait-db",
             "image": image,
-            "command": ["sh", "-c", f'test "$DB_PASSWORD" = "{k8s_canary}"'],
+            "command": ["sh", "-c", either],
             "env": [_secret_env("DB_PASSWORD", "password")],
         }
         app = {
@@ -136,7 +143,9 @@ def _tenant(site: Site, image: str, names: list[str]) -> Tenant:
         create_service_account(client, namespace, "app")
         create_secret(client, namespace, "db", {"password": k8s_canary, "username": "app"})
         for name in names:
-            client.create(codecs.from_dict(_manifest(name, namespace, image, k8s_canary)))
+            client.create(
+                codecs.from_dict(_manifest(name, namespace, image, k8s_canary, vault_canary))
+            )
     for name in names:
         _wait_ready(site, namespace, name)
     plan = site.tmp / f"plan-cons-{tag}.yaml"
@@ -199,7 +208,7 @@ def _ready_pods(site: Site, tenant: Tenant, name: str) -> int:
     return ready
 
 
-def test_finalize_keeps_what_probes_args_and_init_containers_read_and_the_pods_stay_ready(
+def test_finalize_removes_what_the_runtime_serves_to_probes_args_and_init_containers(
     site: Site, injector: str, app_image: str
 ) -> None:
     tenant = _tenant(site, app_image, ["probed", "expanded"])
@@ -209,76 +218,59 @@ def test_finalize_keeps_what_probes_args_and_init_containers_read_and_the_pods_s
     assert EnvUse(env="DB_PASSWORD", container="app", where="livenessProbe") in probed.env_uses
     expanded = _workload(tenant, "expanded")
     assert expanded.env_uses == [EnvUse(env="DB_PASSWORD", container="app", where="args")]
+    # so the checks below can fail: the kubelet expands $(DB_PASSWORD) from the Secret
+    assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.k8s_canary
 
     protect = _target(site, "protect", tenant, "--vault-address", site.openbao.address, "--yes")
     assert protect.returncode == 0, protect.stdout + protect.stderr
     warned = protect.stdout + protect.stderr
-    # protect warns only about what the runtime cannot serve at all (issue 30): these probes
-    # name $DB_PASSWORD, the init container can be wrapped; finalize decides on the live pods
+    # protect warns only about what the runtime cannot serve at all (issue 30)
     assert "finalize will keep the Secret reference of env DB_PASSWORD" not in warned
-    # so the checks below can fail: every reference is there, the probe passes with it, and
-    # the kubelet expands $(DB_PASSWORD) from the Kubernetes Secret
+    # the runtime expands $(DB_PASSWORD) with the vault's value now (the injector escaped it)
+    assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.vault_canary
+    # so the checks below can fail: every reference is there
     for name in ("probed", "expanded"):
         assert _env_names(_template(site, tenant, name)["containers"][0]) == [
             "DB_PASSWORD",
             "DB_USER",
         ]
-    assert _template(site, tenant, "probed")["initContainers"][0]["env"]
+    assert _env_names(_template(site, tenant, "probed")["initContainers"][0]) == ["DB_PASSWORD"]
     assert _ready_pods(site, tenant, "probed") == 1
-    assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.k8s_canary
-    before = _replicasets(site, tenant.namespace)
-    # every key of db is proven in the vault (the report), so only its users can keep it: a
-    # dry run must count the references finalize will keep, as the real run does
+    with contextlib.closing(site.node.client()) as client:
+        assert client.get(Secret, "db", namespace=tenant.namespace) is not None
     verified = ("--require-verified", f"{tenant.plan}.verified.json")
-    dry = _target(site, "finalize", tenant, "--yes", "--dry-run", "--delete-secrets", *verified)
-    assert dry.returncode in (0, 1), dry.stdout + dry.stderr
-    assert "would delete" not in dry.stdout, dry.stdout
-    assert "KEPT" in dry.stdout, dry.stdout
-    assert "probed" in dry.stdout, dry.stdout
-    assert _replicasets(site, tenant.namespace) == before  # the dry run changed nothing
 
-    result = _target(site, "finalize", tenant, "--yes")
+    result = _target(site, "finalize", tenant, "--yes", "--delete-secrets", *verified)
 
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    # what each kept reference is kept for, one line each
-    assert (
-        "kept env DB_PASSWORD (Secret db key password, container app): its livenessProbe exec "
-        "command names it; its readinessProbe exec command names it" in out
-    )
-    assert (
-        "kept env DB_PASSWORD (Secret db key password, init container wait-db): the runtime "
-        "does not serve init containers" in out
-    )
-    assert (
-        "kept env DB_PASSWORD (Secret db key password, container app): $(DB_PASSWORD) in its args"
-        in out
-    )
-    # the kept references are still in the templates; the others went (one rollout each)
-    assert _replicasets(site, tenant.namespace) == before + 2
+    # every reference went: the live pods prove the runtime serves the probes, the args and
+    # the init container
     for name in ("probed", "expanded"):
-        assert _env_names(_template(site, tenant, name)["containers"][0]) == ["DB_PASSWORD"]
+        assert _env_names(_template(site, tenant, name)["containers"][0]) == []
         workload = _workload(tenant, name)
         assert workload.finalized_at is not None
-        assert [(r.env, r.init) for r in workload.finalized_refs] == [("DB_USER", False)]
-        assert "kept env DB_PASSWORD" in (workload.history[-1].reason or "")
-    assert _env_names(_template(site, tenant, "probed")["initContainers"][0]) == ["DB_PASSWORD"]
-    # the new pods passed their probes (finalize waited for the rollout) and stay Ready
+        assert {r.env for r in workload.finalized_refs} == {"DB_PASSWORD", "DB_USER"}
+    assert _env_names(_template(site, tenant, "probed")["initContainers"][0]) == []
+    # the new pods passed their probes with the vault's value only (no reference is left)
     _wait_ready(site, tenant.namespace, "probed")
     time.sleep(3)  # a few more probe periods: liveness would restart, readiness would flip
     assert _ready_pods(site, tenant, "probed") == 1
     pod = _pods(site, tenant.namespace, "probed")[0]
     assert all((s.restartCount or 0) == 0 for s in pod.status.containerStatuses or [])
-    # the app gets the vault's value from the wrapper; the kubelet still expands the argument
+    assert all(
+        (s.state and s.state.terminated and s.state.terminated.exitCode == 0)
+        for s in pod.status.initContainerStatuses or []
+    )
     assert _newest_log(site, tenant, "expanded", "DB_PASSWORD=") == tenant.vault_canary
-    assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.k8s_canary
-    # a kept reference is a user: --delete-secrets keeps the Secret and names who uses it
-    deletion = _target(site, "finalize", tenant, "--yes", "--delete-secrets", *verified)
-    assert deletion.returncode == 1, deletion.stdout + deletion.stderr
-    assert "probed" in deletion.stdout
-    assert "expanded" in deletion.stdout
+    assert _newest_log(site, tenant, "expanded", "ARG=") == tenant.vault_canary
+    # nothing uses the Secret any more: --delete-secrets deleted it
     with contextlib.closing(site.node.client()) as client:
-        assert client.get(Secret, "db", namespace=tenant.namespace) is not None
+        assert [
+            s.metadata.name
+            for s in client.list(Secret, namespace=tenant.namespace)
+            if s.metadata is not None
+        ] == []
 
 
 def test_finalize_leaves_a_workload_alone_when_nothing_can_be_removed(
