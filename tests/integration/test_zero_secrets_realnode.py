@@ -311,8 +311,8 @@ def test_a_namespace_with_every_consumer_reaches_zero_secrets_and_keeps_running(
     # 8. the Deployment restarted without any Secret: Ready, no restart, probes and hook
     # passing with the vault's value, init container and app (args too) on the vault's values
     with contextlib.closing(node.client()) as client:
-        restart(client, Deployment, namespace, "web")
-        wait_rollout(client, Deployment, namespace, "web", timeout=120)
+        restart(client, "Deployment", namespace, "web")
+        wait_rollout(client, "Deployment", namespace, "web", timeout=120)
     (pod,) = _pods(site, namespace, "web")
     name = str(pod.metadata.name)
     assert name != before
