@@ -193,10 +193,11 @@ def script_words(text: str, mount_paths: Sequence[str]) -> list[str]:
 
 
 #: How the injector finds an exec probe or hook that uses a migrated variable
-#: (``runtime/internal/inject/consumers.go``, ``UsesVariable``): ``$NAME``, ``${NAME...}`` or
-#: ``$(NAME)`` in an element of its command. Such a handler is routed through
-#: ``cloudtaser-runtime exec --`` and runs with the app's own environment.
-_MENTION: Final = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)|\$\(([^)]*)\)")
+#: (``runtime/internal/inject/consumers.go``, ``UsesVariable``): ``$NAME`` or ``${NAME...}``
+#: anywhere in an element of its command (its ``shellRef``; also inside a command
+#: substitution, ``"$(cmd "$NAME")"``), or ``$(NAME)`` by the kubelet's rules. Such a handler
+#: is routed through ``cloudtaser-runtime exec --`` and runs with the app's own environment.
+_SHELL_REF: Final = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 #: ``command`` of an exec probe or hook the injector routed through the runtime.
 EXEC_RUNNER: Final = (WRAPPER_PATH, "exec", "--")
 #: The flag of a wrapped command whose ``$(VAR)`` references the wrapper expands.
@@ -211,9 +212,9 @@ def mentions(command: Sequence[str], names: Iterable[str]) -> bool:
     if list(command[:1]) == [WRAPPER_PATH]:
         return False
     return any(
-        (found.group(1) or found.group(2)) in wanted
+        any(found.group(1) in wanted for found in _SHELL_REF.finditer(element))
+        or any(name in wanted for name in references(element))
         for element in command
-        for found in _MENTION.finditer(element)
     )
 
 

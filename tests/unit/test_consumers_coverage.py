@@ -235,6 +235,9 @@ def test_linux_pods_and_mixed_affinities_are_not_windows() -> None:
         (["sh", "-c", 'mysqladmin ping -p"$MYSQL_ROOT_PASSWORD"'], True),
         (["sh", "-c", 'p="${MYSQL_ROOT_PASSWORD:-}"'], True),
         (["check", "$(MYSQL_ROOT_PASSWORD)"], True),
+        # inside a command substitution, as the Go rule reads it (issue 30's realnode probes)
+        (["sh", "-c", 'test "$(printf %s "$MYSQL_ROOT_PASSWORD" | sha256sum)" = x'], True),
+        (["sh", "-c", 'test "$(printf %s "${MYSQL_ROOT_PASSWORD}")" = x'], True),
         (["printenv", "MYSQL_ROOT_PASSWORD"], False),  # a program reading it: not routed
         (["sh", "-c", "/health/ping.sh"], False),  # a script: not routed
         (["sh", "-c", "echo $MYSQL_ROOT_PASSWORD_FILE"], False),
