@@ -111,3 +111,19 @@ def find_flux_binaries() -> dict[str, Path]:
             "run `nox -s testenv` (tests/testenv/build-flux.sh builds them)"
         )
     return paths
+
+
+GITOPS_TOOLS = ("helm", "kustomize")
+
+
+def find_gitops_tools() -> dict[str, Path]:
+    """Paths of ``helm`` and ``kustomize`` (built by ``tests/testenv/build-gitops-tools.sh``)."""
+    bin_dir = k8s_bin_dir()
+    paths = {name: bin_dir / name for name in GITOPS_TOOLS}
+    absent = [n for n in GITOPS_TOOLS if not os.access(paths[n], os.X_OK)]
+    if absent:
+        missing(
+            f"GitOps renderers missing in {bin_dir}: {', '.join(absent)}; "
+            "run `nox -s testenv` (tests/testenv/build-gitops-tools.sh builds them)"
+        )
+    return paths

@@ -13,7 +13,7 @@
 #   CLOUDTASER_CRANE_VERSION      go-containerregistry (crane)        (default v0.22.1)
 #   CLOUDTASER_TESTENV_NODE       0: skip the real-node binaries      (default 1)
 #   CLOUDTASER_FLUX_VERSION       Flux source/kustomize-controller    (default v1.9.6)
-#   CLOUDTASER_TESTENV_FLUX       0: skip the Flux controllers        (default 1)
+#   CLOUDTASER_TESTENV_FLUX       0: skip the Flux controllers, helm and kustomize (default 1)
 #   CLOUDTASER_TESTENV_CACHE      cache root (default ~/.cache/cloudtaser-testenv)
 # Output: $CACHE/v$KV/bin/* with $CACHE/v$KV/bin/.complete (control plane),
 # $CACHE/v$KV/bin/.complete-node (real node) and $CACHE/v$KV/bin/.complete-flux (Flux's
@@ -183,4 +183,5 @@ if [ "${CLOUDTASER_TESTENV_FLUX:-1}" = 0 ]; then
   echo "testenv: Flux controllers skipped (CLOUDTASER_TESTENV_FLUX=0)"
 else
   bash "$HERE/build-flux.sh"
+  bash "$HERE/build-gitops-tools.sh"
 fi

@@ -1,0 +1,66 @@
+"""The one representation of a change to a workload's pod template that leaves the cluster as
+files: the engine's strategic-merge patch (the step's own patch, in the kind's layout:
+:func:`cloudtaser.target.kube.kinds.placed`) plus who the workload is and who owns it.
+
+The patch is what a live protect / finalize would send, minus what only makes sense live:
+``metadata.resourceVersion`` (a precondition) and the restart marker (a change in Git rolls the
+pods by itself). Nothing in it is a secret value: names, vault paths, annotation values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from cloudtaser.plan.model import Owner
+from cloudtaser.target.annotations import RESTARTED_AT
+
+__all__ = ["ChangeAction", "TemplateChange", "for_git"]
+
+ChangeAction = Literal["protect", "finalize", "unprotect"]
+_RESTART_FIELDS: Final = ("restartAt",)
+
+
+@dataclass(frozen=True)
+class TemplateChange:
+    """One workload's change, ready to be emitted for its owner."""
+
+    action: ChangeAction
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    owner: Owner | None
+    #: The placed strategic-merge patch without resourceVersion and restart marker
+    #: (:func:`for_git`).
+    patch: Mapping[str, Any]
+
+
+def for_git(patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``patch`` without ``metadata.resourceVersion`` and without the restart marker (the
+    template annotation, or a kind's restart field such as a Rollout's ``spec.restartAt``)."""
+    out = copy.deepcopy(dict(patch))
+    meta = out.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("resourceVersion", None)
+        if not meta:
+            out.pop("metadata")
+    _drop_marker(out)
+    return out
+
+
+def _drop_marker(node: Any) -> None:
+    if not isinstance(node, dict):
+        return
+    for key in list(node):
+        if key == RESTARTED_AT or key in _RESTART_FIELDS:
+            node.pop(key)
+            continue
+        _drop_marker(node[key])
+        if (
+            key in ("annotations", "metadata", "spec", "template", "jobTemplate")
+            and node[key] == {}
+        ):
+            node.pop(key)
