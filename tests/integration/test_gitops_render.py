@@ -24,7 +24,7 @@ import copy
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,9 @@ def tools() -> dict[str, Path]:
     return find_gitops_tools()
 
 
-def run(argv: Sequence[str | Path], *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+def run(
+    argv: Sequence[str | Path], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> str:
     done = subprocess.run(
         [str(a) for a in argv],
         cwd=cwd,
@@ -95,7 +97,9 @@ def live_template(
     real API server), return the pod template without the restart marker."""
     kind, name = obj["kind"], obj["metadata"]["name"]
     client.create(codecs.from_dict(copy.deepcopy(dict(obj))), namespace=namespace)
-    before = copy.deepcopy(pod_template(kind, client.get(RESOURCES[kind], name, namespace=namespace).to_dict()))
+    before = copy.deepcopy(
+        pod_template(kind, client.get(RESOURCES[kind], name, namespace=namespace).to_dict())
+    )
     for action in actions:
         client.patch(
             RESOURCES[kind],
@@ -105,7 +109,9 @@ def live_template(
             patch_type=PatchType.STRATEGIC,
             field_manager="cloudtaser",
         )
-    after = dict(pod_template(kind, client.get(RESOURCES[kind], name, namespace=namespace).to_dict()))
+    after = dict(
+        pod_template(kind, client.get(RESOURCES[kind], name, namespace=namespace).to_dict())
+    )
     after["metadata"]["annotations"].pop(ann.RESTARTED_AT)
     assert after != before  # the live change changed the template: the comparisons can fail
     return after
@@ -139,7 +145,9 @@ def assert_same_templates(
 # --- the emitted files ----------------------------------------------------------------------------
 
 
-def changes(namespace: str, owner: Owner, actions: Sequence[str], workloads: Sequence[tuple[str, str]]) -> list[TemplateChange]:
+def changes(
+    namespace: str, owner: Owner, actions: Sequence[str], workloads: Sequence[tuple[str, str]]
+) -> list[TemplateChange]:
     out = []
     for kind, name in workloads:
         for action in actions:
@@ -169,16 +177,25 @@ def emit(out: Path, items: Sequence[TemplateChange]) -> Path:
 def kustomize_dir(root: Path, resources: str, patches: list[Any]) -> Path:
     root.mkdir(parents=True)
     (root / "manifests.yaml").write_text(resources)
-    (root / "kustomization.yaml").write_text(yaml.safe_dump({"resources": ["manifests.yaml"], "patches": patches}))
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["manifests.yaml"], "patches": patches})
+    )
     return root
 
 
-def originals(namespace: str, workloads: Sequence[tuple[str, str]] = WORKLOADS) -> list[dict[str, Any]]:
+def originals(
+    namespace: str, workloads: Sequence[tuple[str, str]] = WORKLOADS
+) -> list[dict[str, Any]]:
     return [manifest(kind, name, namespace) for kind, name in workloads]
 
 
-def lives(client: Client, namespace: str, objs: Sequence[Mapping[str, Any]], actions: Sequence[str]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(o["kind"], o["metadata"]["name"]): live_template(client, namespace, o, actions) for o in objs}
+def lives(
+    client: Client, namespace: str, objs: Sequence[Mapping[str, Any]], actions: Sequence[str]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (o["kind"], o["metadata"]["name"]): live_template(client, namespace, o, actions)
+        for o in objs
+    }
 
 
 # --- the kustomize form (Flux Kustomization, plain kustomize, unknown owner) ------------------
@@ -186,9 +203,15 @@ def lives(client: Client, namespace: str, objs: Sequence[Mapping[str, Any]], act
 
 @pytest.mark.parametrize("actions", [("protect",), ("protect", "finalize")])
 def test_kustomize_build_of_the_emitted_patches_gives_the_live_templates(
-    kube_client: Client, namespace: str, tools: dict[str, Path], tmp_path: Path, actions: tuple[str, ...]
+    kube_client: Client,
+    namespace: str,
+    tools: dict[str, Path],
+    tmp_path: Path,
+    actions: tuple[str, ...],
 ) -> None:
-    owner = Owner(tool="flux", kind="Kustomization", name="apps", namespace="flux-system", evidence="labels")
+    owner = Owner(
+        tool="flux", kind="Kustomization", name="apps", namespace="flux-system", evidence="labels"
+    )
     objs = originals(namespace)
     owner_dir = emit(tmp_path / "out", changes(namespace, owner, actions, WORKLOADS))
     # the team's directory: its manifests, the emitted file next to them, the entries added
@@ -196,7 +219,9 @@ def test_kustomize_build_of_the_emitted_patches_gives_the_live_templates(
     repo = kustomize_dir(tmp_path / "git", yaml.safe_dump_all(objs), entry["patches"])
     shutil.copy(owner_dir / PATCHES_FILE, repo / PATCHES_FILE)
     rendered = rendered_objects(run([tools["kustomize"], "build", repo]))
-    assert_same_templates(kube_client, namespace, rendered, lives(kube_client, namespace, objs, actions))
+    assert_same_templates(
+        kube_client, namespace, rendered, lives(kube_client, namespace, objs, actions)
+    )
 
 
 # --- Argo CD: the Application's inline patches, as Argo CD hands them to kustomize ------------
@@ -206,7 +231,9 @@ def test_the_argocd_inline_patches_rendered_by_kustomize_give_the_live_templates
     kube_client: Client, namespace: str, tools: dict[str, Path], tmp_path: Path
 ) -> None:
     actions = ("protect", "finalize")
-    owner = Owner(tool="argocd", kind="Application", name="shop", namespace="argocd", evidence="annotation")
+    owner = Owner(
+        tool="argocd", kind="Application", name="shop", namespace="argocd", evidence="annotation"
+    )
     objs = originals(namespace)
     owner_dir = emit(tmp_path / "out", changes(namespace, owner, actions, WORKLOADS))
     (app,) = yaml.safe_load_all((owner_dir / APPLICATION_FILE).read_text())
@@ -214,7 +241,9 @@ def test_the_argocd_inline_patches_rendered_by_kustomize_give_the_live_templates
     # Argo CD writes spec.source.kustomize.patches into the source's kustomization.yaml
     repo = kustomize_dir(tmp_path / "git", yaml.safe_dump_all(objs), patches)
     rendered = rendered_objects(run([tools["kustomize"], "build", repo]))
-    assert_same_templates(kube_client, namespace, rendered, lives(kube_client, namespace, objs, actions))
+    assert_same_templates(
+        kube_client, namespace, rendered, lives(kube_client, namespace, objs, actions)
+    )
 
 
 # --- Helm: a chart exposing podAnnotations / podLabels -----------------------------------------
@@ -262,9 +291,9 @@ def chart(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def helm_env(tmp_path: Path, tools: dict[str, Path]) -> Iterator[dict[str, str]]:
+def helm_env(tmp_path: Path, tools: dict[str, Path]) -> dict[str, str]:
     home = tmp_path / "helm-home"
-    yield {
+    return {
         "HELM_CACHE_HOME": str(home / "cache"),
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
@@ -272,7 +301,9 @@ def helm_env(tmp_path: Path, tools: dict[str, Path]) -> Iterator[dict[str, str]]
     }
 
 
-def helm_template(tools: dict[str, Path], chart: Path, namespace: str, env: Mapping[str, str], *extra: str | Path) -> str:
+def helm_template(
+    tools: dict[str, Path], chart: Path, namespace: str, env: Mapping[str, str], *extra: str | Path
+) -> str:
     return run([tools["helm"], "template", "web", chart, "-n", namespace, *extra], env=env)
 
 
@@ -287,38 +318,66 @@ def test_the_chart_renders_the_originals(
 
 
 def test_helm_template_with_the_values_snippet_gives_the_live_protect(
-    kube_client: Client, namespace: str, tools: dict[str, Path], chart: Path, helm_env: dict[str, str], tmp_path: Path
+    kube_client: Client,
+    namespace: str,
+    tools: dict[str, Path],
+    chart: Path,
+    helm_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
-    owner = Owner(tool="helm", kind="Release", name="web", namespace=namespace, evidence="annotations")
+    owner = Owner(
+        tool="helm", kind="Release", name="web", namespace=namespace, evidence="annotations"
+    )
     workloads = [("Deployment", "web")]  # podAnnotations apply to every pod: one workload
     owner_dir = emit(tmp_path / "out", changes(namespace, owner, ("protect",), workloads))
     text = helm_template(tools, chart, namespace, helm_env, "-f", owner_dir / VALUES_FILE)
     rendered = rendered_objects(text)
     objs = originals(namespace, workloads)
-    assert_same_templates(kube_client, namespace, rendered, lives(kube_client, namespace, objs, ("protect",)))
+    assert_same_templates(
+        kube_client, namespace, rendered, lives(kube_client, namespace, objs, ("protect",))
+    )
 
 
 def test_helm_template_with_the_post_renderer_plugin_gives_the_live_finalize(
-    kube_client: Client, namespace: str, tools: dict[str, Path], chart: Path, helm_env: dict[str, str], tmp_path: Path
+    kube_client: Client,
+    namespace: str,
+    tools: dict[str, Path],
+    chart: Path,
+    helm_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     actions = ("protect", "finalize")
-    owner = Owner(tool="helm", kind="Release", name="web", namespace=namespace, evidence="annotations")
+    owner = Owner(
+        tool="helm", kind="Release", name="web", namespace=namespace, evidence="annotations"
+    )
     owner_dir = emit(tmp_path / "out", changes(namespace, owner, actions, WORKLOADS))
     # the command the values snippet's header documents (Helm 4: post-renderers are plugins)
     env = {**helm_env, "HELM_PLUGINS": str(owner_dir / "helm-plugins")}
     text = helm_template(tools, chart, namespace, env, "--post-renderer", "cloudtaser-patches")
     rendered = rendered_objects(text)
-    assert_same_templates(kube_client, namespace, rendered, lives(kube_client, namespace, originals(namespace), actions))
+    assert_same_templates(
+        kube_client,
+        namespace,
+        rendered,
+        lives(kube_client, namespace, originals(namespace), actions),
+    )
 
 
 # --- Flux HelmRelease: the post-renderer patches over the chart's output -----------------------
 
 
 def test_the_helmrelease_post_renderer_patches_over_the_chart_give_the_live_templates(
-    kube_client: Client, namespace: str, tools: dict[str, Path], chart: Path, helm_env: dict[str, str], tmp_path: Path
+    kube_client: Client,
+    namespace: str,
+    tools: dict[str, Path],
+    chart: Path,
+    helm_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     actions = ("protect", "finalize")
-    owner = Owner(tool="flux", kind="HelmRelease", name="web", namespace=namespace, evidence="labels")
+    owner = Owner(
+        tool="flux", kind="HelmRelease", name="web", namespace=namespace, evidence="labels"
+    )
     owner_dir = emit(tmp_path / "out", changes(namespace, owner, actions, WORKLOADS))
     (release,) = yaml.safe_load_all((owner_dir / HELMRELEASE_FILE).read_text())
     (renderer,) = release["spec"]["postRenderers"]
@@ -326,4 +385,9 @@ def test_the_helmrelease_post_renderer_patches_over_the_chart_give_the_live_temp
     chart_output = helm_template(tools, chart, namespace, helm_env)
     repo = kustomize_dir(tmp_path / "render", chart_output, renderer["kustomize"]["patches"])
     rendered = rendered_objects(run([tools["kustomize"], "build", repo]))
-    assert_same_templates(kube_client, namespace, rendered, lives(kube_client, namespace, originals(namespace), actions))
+    assert_same_templates(
+        kube_client,
+        namespace,
+        rendered,
+        lives(kube_client, namespace, originals(namespace), actions),
+    )

@@ -195,8 +195,12 @@ def protect_patch(kind: str = "Deployment", name: str = "web") -> dict[str, Any]
 def finalize_patch(kind: str = "Deployment", name: str = "web") -> dict[str, Any]:
     """finalize's own patch (``finalize_edit``, as finalize/step.py builds it), placed."""
     edit = finalize_edit(template(), workload(kind, name), secret_keys)
-    assert not edit.problems and not edit.kept
-    out = placed(kind, {"spec": {"template": {"spec": edit.spec_patch}}, "metadata": {"resourceVersion": "4712"}})
+    assert not edit.problems
+    assert not edit.kept
+    out = placed(
+        kind,
+        {"spec": {"template": {"spec": edit.spec_patch}}, "metadata": {"resourceVersion": "4712"}},
+    )
     assert out is not None
     return out
 
@@ -246,7 +250,10 @@ def all_changes() -> list[TemplateChange]:
     out = []
     for owner in [None, *OWNERS.values()]:
         for name in ("web", "api"):
-            out += [change("protect", "Deployment", name, owner), change("finalize", "Deployment", name, owner)]
+            out += [
+                change("protect", "Deployment", name, owner),
+                change("finalize", "Deployment", name, owner),
+            ]
         out.append(change("protect", "CronJob", "report", owner))
     return out
 
@@ -294,7 +301,9 @@ def test_no_time_stamp_or_absolute_path_in_any_file(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_every_owner_form_writes_its_files(tmp_path: Path, key: str | None, expected: set[str]) -> None:
+def test_every_owner_form_writes_its_files(
+    tmp_path: Path, key: str | None, expected: set[str]
+) -> None:
     owner = OWNERS[key] if key else None
     c = change("protect", owner=owner)
     files = emitted(tmp_path, [c, change("finalize", owner=owner)])
@@ -343,7 +352,8 @@ def test_the_helmrelease_form_carries_each_patch_inline_with_its_target(tmp_path
     plain = documents(files[f"{slug}/{PATCHES_FILE}"])
     assert [yaml.safe_load(p["patch"]) for p in patches] == plain
     assert all(
-        p["target"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE} for p in patches
+        p["target"] == {"kind": "Deployment", "name": "web", "namespace": NAMESPACE}
+        for p in patches
     )
     assert "REPLACES" in files[f"{slug}/{HELMRELEASE_FILE}"].decode()
 
@@ -359,7 +369,9 @@ def test_the_argocd_form_is_the_applications_inline_patches_without_ignore_diffe
     assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
     assert app["metadata"] == {"name": "shop", "namespace": "argocd"}
     patches = app["spec"]["source"]["kustomize"]["patches"]
-    assert [yaml.safe_load(p["patch"]) for p in patches] == documents(files[f"{slug}/{PATCHES_FILE}"])
+    assert [yaml.safe_load(p["patch"]) for p in patches] == documents(
+        files[f"{slug}/{PATCHES_FILE}"]
+    )
     assert "ignoreDifferences" not in app["spec"]
     assert "argo-cd#3698" in files[f"{slug}/{APPLICATION_FILE}"].decode()
 
@@ -406,7 +418,10 @@ def test_the_helm_values_are_the_protect_labels_and_annotations(tmp_path: Path) 
 
 def test_helm_values_refuse_workloads_that_need_different_annotations(tmp_path: Path) -> None:
     owner = OWNERS["helm"]
-    changes = [change("protect", name="web", owner=owner), change("protect", name="api", owner=owner)]
+    changes = [
+        change("protect", name="web", owner=owner),
+        change("protect", name="api", owner=owner),
+    ]
     files = emitted(tmp_path, changes)
     data = files[f"{owner_slug(changes[0])}/{VALUES_FILE}"]
     assert documents(data) == [{}]
@@ -418,9 +433,22 @@ def test_helm_values_refuse_workloads_that_need_different_annotations(tmp_path: 
 
 @pytest.mark.parametrize(
     "name",
-    ["../../etc/cron.d", "..", ".hidden", "a/b", "a\\b", "x\ny", "tab\there", "ü-nicode", "x" * 300, ""],
+    [
+        "../../etc/cron.d",
+        "..",
+        ".hidden",
+        "a/b",
+        "a\\b",
+        "x\ny",
+        "tab\there",
+        "ü-nicode",
+        "x" * 300,
+        "",
+    ],
 )
-def test_hostile_owner_names_stay_one_safe_file_name_inside_the_output(tmp_path: Path, name: str) -> None:
+def test_hostile_owner_names_stay_one_safe_file_name_inside_the_output(
+    tmp_path: Path, name: str
+) -> None:
     # constructed without validation, as a hand-edited plan loaded by a careless caller could
     owner = Owner(tool="helm", kind="Release", name=name, namespace="..", evidence="e")
     c = change("protect", owner=owner)
@@ -539,8 +567,9 @@ def test_summary_is_one_line_per_owner(tmp_path: Path) -> None:
         change("protect", name="api", owner=OWNERS["kustomization"]),
         change("protect", owner=None),
     ]
+    flux_dir = tmp_path / "flux-kustomization-flux-system-apps"
     assert summary(changes, tmp_path) == [
-        f"Flux Kustomization flux-system/apps: 2 workloads -> {tmp_path / 'flux-kustomization-flux-system-apps'}",
+        f"Flux Kustomization flux-system/apps: 2 workloads -> {flux_dir}",
         f"No owner: 1 workload -> {tmp_path / UNOWNED}",
     ]
     emitter = Emitter(tmp_path)

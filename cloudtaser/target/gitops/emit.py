@@ -61,7 +61,12 @@ _DIGEST: Final = 8
 
 def _slug(owner: Owner) -> str:
     raw = "-".join(
-        [owner.tool, owner.kind.lower(), *([owner.namespace] if owner.namespace else []), owner.name]
+        [
+            owner.tool,
+            owner.kind.lower(),
+            *([owner.namespace] if owner.namespace else []),
+            owner.name,
+        ]
     )
     if safe_segment(raw) and len(raw) <= MAX_SEGMENT:
         return raw

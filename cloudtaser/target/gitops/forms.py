@@ -70,7 +70,7 @@ POST_RENDERER: Final = "cloudtaser-patches"
 HELMRELEASE_API: Final = "helm.toolkit.fluxcd.io/v2"
 APPLICATION_API: Final = "argoproj.io/v1alpha1"
 _ACTION_ORDER: Final = ("protect", "finalize", "unprotect")
-_NO_SECRET: Final = "Holds no secret value: names, vault paths and annotations only."
+_NO_VALUE_NOTE: Final = "Holds no secret value: names, vault paths and annotations only."
 
 
 class Form(enum.StrEnum):
@@ -108,7 +108,9 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+    return dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    )
 
 
 _Dumper.add_representer(str, _str)
@@ -127,9 +129,7 @@ def dump(documents: Sequence[Any]) -> str:
 
 
 def _dump_one(document: Any) -> str:
-    return yaml.dump(
-        document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=4096
-    )
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=4096)
 
 
 def _line(text: str) -> str:
@@ -141,7 +141,7 @@ def _header(title: str, changes: Sequence[TemplateChange], lines: Sequence[str])
     out = [
         f"# {title}",
         "# Written by cloudtaser (target protect / target finalize --emit).",
-        f"# {_NO_SECRET}",
+        f"# {_NO_VALUE_NOTE}",
         "# Workloads:",
         *(f"#   {c.action}: {c.kind} {c.namespace}/{c.name}" for c in changes),
         "#",
@@ -288,7 +288,9 @@ def _helmrelease_file(owner: Owner, changes: Sequence[TemplateChange]) -> str:
         "apiVersion": HELMRELEASE_API,
         "kind": "HelmRelease",
         "metadata": meta,
-        "spec": {"postRenderers": [{"kustomize": {"patches": [_inline_patch(c) for c in changes]}}]},
+        "spec": {
+            "postRenderers": [{"kustomize": {"patches": [_inline_patch(c) for c in changes]}}]
+        },
     }
     lines = [
         f"For the Flux HelmRelease {_where(owner)}: helm-controller applies these kustomize",
@@ -307,7 +309,9 @@ def _helmrelease_file(owner: Owner, changes: Sequence[TemplateChange]) -> str:
 
 def _application_file(owner: Owner, changes: Sequence[TemplateChange]) -> str:
     meta = {"name": owner.name, **({"namespace": owner.namespace} if owner.namespace else {})}
-    spec: dict[str, Any] = {"source": {"kustomize": {"patches": [_inline_patch(c) for c in changes]}}}
+    spec: dict[str, Any] = {
+        "source": {"kustomize": {"patches": [_inline_patch(c) for c in changes]}}
+    }
     ignore = _ignore_differences(changes)
     if ignore:
         spec["ignoreDifferences"] = ignore
@@ -334,7 +338,9 @@ def _application_file(owner: Owner, changes: Sequence[TemplateChange]) -> str:
         *drift,
     ]
     header = _header("Argo CD Application inline kustomize patches", changes, lines)
-    return header + dump([{"apiVersion": APPLICATION_API, "kind": "Application", "metadata": meta, "spec": spec}])
+    return header + dump(
+        [{"apiVersion": APPLICATION_API, "kind": "Application", "metadata": meta, "spec": spec}]
+    )
 
 
 def _template_meta(change: TemplateChange) -> Mapping[str, Any]:
@@ -351,6 +357,12 @@ def _values(changes: Sequence[TemplateChange]) -> tuple[dict[str, Any], list[str
     found: list[dict[str, Any]] = []
     notes: list[str] = []
     for c in changes:
+        if c.action == "unprotect":
+            notes.append(
+                f"unprotect of {c.kind} {c.namespace}/{c.name}: remove the podAnnotations and "
+                "podLabels cloudtaser added (its earlier values snippet) from the values."
+            )
+            continue
         if c.action != "protect":
             notes.append(
                 f"{c.action} of {c.kind} {c.namespace}/{c.name} cannot be written as values (a "
@@ -390,7 +402,7 @@ def _values_file(owner: Owner, changes: Sequence[TemplateChange], form: Form) ->
             f"  helm upgrade {release} <chart> -n {ns} --reuse-values -f {VALUES_FILE}",
             "or, for every change (also finalize's removals), with the post-renderer (Helm 4",
             "takes only a post-renderer plugin; it runs `kustomize build`, kustomize on PATH):",
-            f"  HELM_PLUGINS=\"$PWD/{HELM_PLUGINS_DIR}\" helm upgrade {release} <chart> -n {ns} \\",
+            f'  HELM_PLUGINS="$PWD/{HELM_PLUGINS_DIR}" helm upgrade {release} <chart> -n {ns} \\',
             f"    --reuse-values -f {VALUES_FILE} --post-renderer {POST_RENDERER}",
             "(run from this directory; or `helm plugin install "
             f"{HELM_PLUGINS_DIR}/{POST_RENDERER}`).",
@@ -425,7 +437,7 @@ def _plugin_files() -> dict[str, str]:
             "# Helm 4 post-renderer (written by cloudtaser; holds no secret value): applies",
             f"# ../../{PATCHES_FILE} to the chart's rendered manifests with `kustomize build`.",
             "set -eu",
-            'work=$(mktemp -d)',
+            "work=$(mktemp -d)",
             "trap 'rm -rf \"$work\"' EXIT",
             'cat > "$work/rendered.yaml"',
             f'cp "$HELM_PLUGIN_DIR/../../{PATCHES_FILE}" "$work/{PATCHES_FILE}"',
