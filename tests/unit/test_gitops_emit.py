@@ -521,7 +521,9 @@ def test_a_rollout_protect_has_no_restart_field_and_its_finalize_writes_lists_wh
         {"name": "tls", "emptyDir": {"medium": "Memory"}},
         {"name": "cache", "emptyDir": {}},
     ]
-    assert "$patch" not in files[f"{owner_slug(p)}/{PATCHES_FILE}"].decode()
+    text = files[f"{owner_slug(p)}/{PATCHES_FILE}"].decode()
+    assert "$patch" not in text
+    assert "Rollout shop/web: a custom resource, whose lists kustomize replaces" in text
 
 
 def test_finalize_deletes_env_entries_by_name_and_turns_the_secret_volume_into_memory(

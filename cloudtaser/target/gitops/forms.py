@@ -271,6 +271,18 @@ def _kustomize_files(changes: Sequence[TemplateChange], form: Form) -> dict[str,
             "The same change in plain kustomize form, for review: commit",
             f"{other} (see its header), which carries these patches inline.",
         ]
+    whole = sorted(
+        {
+            f"{c.kind} {c.namespace}/{c.name}"
+            for c in changes
+            if not kind_info(c.kind).strategic and _touches_list(c.patch)
+        }
+    )
+    if whole:
+        use += [
+            f"{', '.join(whole)}: a custom resource, whose lists kustomize replaces instead of",
+            "merging by name: every list the change touches is written whole, as it must end up.",
+        ]
     patches = _header("Strategic-merge patches (kustomize `patches: - path:`)", changes, use)
     patches += dump([patch_document(c) for c in changes])
     entry = _header(
