@@ -543,6 +543,10 @@ def test_finalize_deletes_env_entries_by_name_and_turns_the_secret_volume_into_m
         }
     ]
     assert spec["volumes"] == [{"name": "tls", "secret": None, "emptyDir": {"medium": "Memory"}}]
+    # a finalize alone: the header says not to replace the protect patches committed before
+    assert "KEEP the protect patches" in files[f"{owner_slug(f)}/{PATCHES_FILE}"].decode()
+    both = emitted(tmp_path / "both", [f, change("protect", owner=OWNERS["kustomization"])])
+    assert "KEEP" not in both[f"{owner_slug(f)}/{PATCHES_FILE}"].decode()
 
 
 # --- no Secret value -------------------------------------------------------------------------

@@ -271,6 +271,18 @@ def _kustomize_files(changes: Sequence[TemplateChange], form: Form) -> dict[str,
             "The same change in plain kustomize form, for review: commit",
             f"{other} (see its header), which carries these patches inline.",
         ]
+    protected = {(c.namespace, c.kind, c.name) for c in changes if c.action == "protect"}
+    alone = sorted(
+        f"{c.kind} {c.namespace}/{c.name}"
+        for c in changes
+        if c.action == "finalize" and (c.namespace, c.kind, c.name) not in protected
+    )
+    if alone:
+        use += [
+            f"KEEP the protect patches committed earlier for {', '.join(alone)}: add these",
+            "documents to that file, do not replace it. Without protect's annotations the new",
+            "pods would not be injected while their Secret references are gone.",
+        ]
     whole = sorted(
         {
             f"{c.kind} {c.namespace}/{c.name}"
