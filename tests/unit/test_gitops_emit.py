@@ -467,6 +467,16 @@ def test_hostile_owner_names_stay_one_safe_file_name_inside_the_output(
     assert [d["kind"] for d in documents(files[f"{slug}/{PATCHES_FILE}"])] == ["Deployment"]
 
 
+def test_an_owner_name_in_a_suggested_command_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    owner = Owner(
+        tool="helm", kind="Release", name="web; rm -rf ~", namespace=NAMESPACE, evidence="e"
+    )
+    c = change("protect", owner=owner)
+    text = emitted(tmp_path, [c])[f"{owner_slug(c)}/{VALUES_FILE}"].decode()
+    assert "helm upgrade 'web; rm -rf ~' <chart> -n shop" in text
+    assert "helm upgrade web; rm" not in text
+
+
 def test_two_owners_that_differ_only_in_unsafe_characters_get_two_directories() -> None:
     slugs = {
         owner_slug(

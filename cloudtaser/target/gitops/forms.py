@@ -32,6 +32,7 @@ Nothing written is a secret value: the patches carry names, vault paths and anno
 from __future__ import annotations
 
 import enum
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
@@ -324,7 +325,8 @@ def _helmrelease_file(owner: Owner, changes: Sequence[TemplateChange]) -> str:
         "it whole. If the HelmRelease already has post-renderers, add these `patches` entries",
         "to its existing kustomize post-renderer instead of pasting this list.",
         "  git add <the HelmRelease file> && git commit -m 'cloudtaser: <what>' && git push",
-        f"  flux reconcile helmrelease {owner.name} -n {owner.namespace or '<namespace>'} "
+        f"  flux reconcile helmrelease {shlex.quote(owner.name)} -n "
+        f"{shlex.quote(owner.namespace) if owner.namespace else '<namespace>'} "
         "--with-source",
     ]
     header = _header("Flux HelmRelease post-renderer patches", changes, lines)
@@ -415,8 +417,9 @@ def _values(changes: Sequence[TemplateChange]) -> tuple[dict[str, Any], list[str
 
 def _values_file(owner: Owner, changes: Sequence[TemplateChange], form: Form) -> str:
     values, notes = _values(changes)
-    release = owner.name
-    ns = owner.namespace or "<namespace>"
+    # names in a command the reader may paste: quoted for the shell
+    release = shlex.quote(owner.name)
+    ns = shlex.quote(owner.namespace) if owner.namespace else "<namespace>"
     lines = [
         "Helm values: the chart must expose podAnnotations and podLabels and put them on the",
         "pod template (most charts do, e.g. bitnami's; check the chart's values.yaml).",
