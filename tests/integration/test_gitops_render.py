@@ -224,6 +224,40 @@ def test_kustomize_build_of_the_emitted_patches_gives_the_live_templates(
     )
 
 
+def test_manifests_without_a_namespace_take_the_patches_after_the_documented_sed(
+    kube_client: Client, namespace: str, tools: dict[str, Path], tmp_path: Path
+) -> None:
+    """Manifests that leave the namespace to the kustomization's ``namespace:``: the patches
+    (which name it) match nothing, kustomize says so; the header's ``sed`` makes them match."""
+    actions = ("protect", "finalize")
+    owner = Owner(tool="flux", kind="Kustomization", name="apps", evidence="labels")
+    objs = originals(namespace)
+    bare = copy.deepcopy(objs)
+    for obj in bare:
+        del obj["metadata"]["namespace"]
+    owner_dir = emit(tmp_path / "out", changes(namespace, owner, actions, WORKLOADS))
+    header = (owner_dir / PATCHES_FILE).read_text()
+    sed = "sed -i '/^  namespace: /d' cloudtaser-patches.yaml"
+    assert sed in header
+    repo = tmp_path / "git"
+    repo.mkdir()
+    (repo / "manifests.yaml").write_text(yaml.safe_dump_all(bare))
+    entry = yaml.safe_load((owner_dir / KUSTOMIZATION_ENTRY_FILE).read_text())
+    kustomization = {"namespace": namespace, "resources": ["manifests.yaml"], **entry}
+    (repo / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    shutil.copy(owner_dir / PATCHES_FILE, repo / PATCHES_FILE)
+    failed = subprocess.run(
+        [tools["kustomize"], "build", repo], capture_output=True, text=True, check=False
+    )
+    assert failed.returncode != 0
+    assert "no resource matches strategic merge patch" in failed.stderr
+    run(["sh", "-c", sed], cwd=repo)
+    rendered = rendered_objects(run([tools["kustomize"], "build", repo]))
+    assert_same_templates(
+        kube_client, namespace, rendered, lives(kube_client, namespace, objs, actions)
+    )
+
+
 # --- Argo CD: the Application's inline patches, as Argo CD hands them to kustomize ------------
 
 

@@ -68,6 +68,8 @@ VALUES_FILE: Final = "values-snippet.yaml"
 HELM_PLUGINS_DIR: Final = "helm-plugins"
 POST_RENDERER: Final = "cloudtaser-patches"
 
+#: Drops ``metadata.namespace`` (the only key at two spaces named so) from every document.
+NAMESPACE_SED: Final = f"sed -i '/^  namespace: /d' {PATCHES_FILE}"
 HELMRELEASE_API: Final = "helm.toolkit.fluxcd.io/v2"
 APPLICATION_API: Final = "argoproj.io/v1alpha1"
 _ACTION_ORDER: Final = ("protect", "finalize", "unprotect")
@@ -260,6 +262,10 @@ def _kustomize_files(changes: Sequence[TemplateChange], form: Form) -> dict[str,
             f"  git add <that directory>/{PATCHES_FILE} <that directory>/kustomization.yaml",
             "  git commit -m 'cloudtaser: <what>' && git push",
             "The owner applies it at its next sync; the new pods are injected.",
+            "Each document names its workload's namespace. Manifests that leave it to the",
+            "kustomization's `namespace:` make kustomize say 'no resource matches strategic",
+            "merge patch': then drop the documents' namespace lines first:",
+            f"  {NAMESPACE_SED}",
         ]
     elif form is Form.HELM:
         use = [
