@@ -261,19 +261,24 @@ def test_manifests_without_a_namespace_take_the_patches_after_the_documented_sed
 # --- Argo CD: the Application's inline patches, as Argo CD hands them to kustomize ------------
 
 
+@pytest.mark.parametrize("namespaced", [True, False], ids=["namespaced", "destination-namespace"])
 def test_the_argocd_inline_patches_rendered_by_kustomize_give_the_live_templates(
-    kube_client: Client, namespace: str, tools: dict[str, Path], tmp_path: Path
+    kube_client: Client, namespace: str, tools: dict[str, Path], tmp_path: Path, namespaced: bool
 ) -> None:
     actions = ("protect", "finalize")
     owner = Owner(
         tool="argocd", kind="Application", name="shop", namespace="argocd", evidence="annotation"
     )
     objs = originals(namespace)
+    source = copy.deepcopy(objs)
+    if not namespaced:  # Argo CD places them in spec.destination.namespace when it applies
+        for obj in source:
+            del obj["metadata"]["namespace"]
     owner_dir = emit(tmp_path / "out", changes(namespace, owner, actions, WORKLOADS))
     (app,) = yaml.safe_load_all((owner_dir / APPLICATION_FILE).read_text())
     patches = app["spec"]["source"]["kustomize"]["patches"]
     # Argo CD writes spec.source.kustomize.patches into the source's kustomization.yaml
-    repo = kustomize_dir(tmp_path / "git", yaml.safe_dump_all(objs), patches)
+    repo = kustomize_dir(tmp_path / "git", yaml.safe_dump_all(source), patches)
     rendered = rendered_objects(run([tools["kustomize"], "build", repo]))
     assert_same_templates(
         kube_client, namespace, rendered, lives(kube_client, namespace, objs, actions)
@@ -285,10 +290,13 @@ def test_the_argocd_inline_patches_rendered_by_kustomize_give_the_live_templates
 CHART_VALUES = "podAnnotations: {}\npodLabels: {}\n"
 
 
-def _chart_template(kind: str, name: str) -> str:
-    """``manifest(kind, name)`` as a chart template: the release's namespace, the pod
-    template's labels and annotations from the values (as bitnami's charts do)."""
+def _chart_template(kind: str, name: str, *, namespaced: bool) -> str:
+    """``manifest(kind, name)`` as a chart template: the release's namespace (bitnami's
+    charts render it; many charts leave it to Helm: ``namespaced=False``), the pod template's
+    labels and annotations from the values."""
     obj = manifest(kind, name, "RELEASE_NAMESPACE")
+    if not namespaced:
+        del obj["metadata"]["namespace"]
     tpl = pod_template(kind, obj)
     labels = tpl["metadata"]["labels"]  # type: ignore[index]
     tpl["metadata"] = "POD_METADATA"  # type: ignore[index]
@@ -313,14 +321,15 @@ def _chart_template(kind: str, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def chart(tmp_path: Path) -> Path:
+@pytest.fixture(params=[True, False], ids=["chart-renders-namespace", "chart-without-namespace"])
+def chart(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     root = tmp_path / "chart"
     (root / "templates").mkdir(parents=True)
     (root / "Chart.yaml").write_text("apiVersion: v2\nname: web\nversion: 0.1.0\n")
     (root / "values.yaml").write_text(CHART_VALUES)
     for kind, name in WORKLOADS:
-        (root / "templates" / f"{name}.yaml").write_text(_chart_template(kind, name))
+        text = _chart_template(kind, name, namespaced=request.param)
+        (root / "templates" / f"{name}.yaml").write_text(text)
     return root
 
 
@@ -348,7 +357,9 @@ def test_the_chart_renders_the_originals(
     comparisons below compare the emitted change, not the chart)."""
     rendered = rendered_objects(helm_template(tools, chart, namespace, helm_env))
     for obj in originals(namespace):
-        assert rendered[(obj["kind"], obj["metadata"]["name"])] == obj
+        got = rendered[(obj["kind"], obj["metadata"]["name"])]
+        got["metadata"].setdefault("namespace", namespace)  # Helm installs it there
+        assert got == obj
 
 
 def test_helm_template_with_the_values_snippet_gives_the_live_protect(

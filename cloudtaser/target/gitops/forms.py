@@ -198,9 +198,12 @@ def patch_document(change: TemplateChange) -> dict[str, Any]:
 
 
 def _inline_patch(change: TemplateChange) -> dict[str, Any]:
-    """The ``{target, patch}`` entry of Flux's and Argo CD's inline kustomize patches."""
+    """The ``{target, patch}`` entry of Flux's and Argo CD's inline kustomize patches. The
+    target names kind and name only: a chart's output, or manifests Argo CD places in the
+    destination namespace, often carry no namespace, and kustomize (5.8) silently skips a
+    target whose namespace a resource does not spell the same way."""
     return {
-        "target": {"kind": change.kind, "name": change.name, "namespace": change.namespace},
+        "target": {"kind": change.kind, "name": change.name},
         "patch": _dump_one(patch_document(change)),
     }
 
@@ -269,8 +272,8 @@ def _kustomize_files(changes: Sequence[TemplateChange], form: Form) -> dict[str,
         ]
     elif form is Form.HELM:
         use = [
-            "The same change for `kustomize build`, read by the Helm post-renderer plugin in",
-            f"{HELM_PLUGINS_DIR}/ (see {VALUES_FILE}); keep the two side by side.",
+            "The same change in plain kustomize form, for review; the Helm post-renderer",
+            f"plugin in {HELM_PLUGINS_DIR}/ carries it (see {VALUES_FILE} for the commands).",
         ]
     else:
         other = HELMRELEASE_FILE if form is Form.HELMRELEASE else APPLICATION_FILE
@@ -452,7 +455,10 @@ def _values_file(owner: Owner, changes: Sequence[TemplateChange], form: Form) ->
     return header + _dump_one(values)
 
 
-def _plugin_files() -> dict[str, str]:
+def _plugin_files(changes: Sequence[TemplateChange]) -> dict[str, str]:
+    """A Helm 4 post-renderer plugin (``postrenderer/v1``, subprocess) applying the changes
+    with ``kustomize build`` over the chart's output: its own ``patches.yaml`` holds the same
+    inline entries as a HelmRelease's post-renderer (targets by kind and name)."""
     base = f"{HELM_PLUGINS_DIR}/{POST_RENDERER}"
     plugin = {
         "apiVersion": "v1",
@@ -468,24 +474,40 @@ def _plugin_files() -> dict[str, str]:
         [
             "#!/bin/sh",
             "# Helm 4 post-renderer (written by cloudtaser; holds no secret value): applies",
-            f"# ../../{PATCHES_FILE} to the chart's rendered manifests with `kustomize build`.",
+            "# patches.yaml to the chart's rendered manifests with `kustomize build`.",
             "set -eu",
             "work=$(mktemp -d)",
             "trap 'rm -rf \"$work\"' EXIT",
             'cat > "$work/rendered.yaml"',
-            f'cp "$HELM_PLUGIN_DIR/../../{PATCHES_FILE}" "$work/{PATCHES_FILE}"',
-            "printf 'resources:\\n- rendered.yaml\\npatches:\\n- path: %s\\n' "
-            f'"{PATCHES_FILE}" > "$work/kustomization.yaml"',
+            "{ printf 'resources:\\n- rendered.yaml\\n'; "
+            'cat "$HELM_PLUGIN_DIR/patches.yaml"; } > "$work/kustomization.yaml"',
             '"${KUSTOMIZE:-kustomize}" build "$work"',
             "",
         ]
     )
-    header = (
-        "# Helm 4 post-renderer plugin (written by cloudtaser; holds no secret value): use as\n"
-        f"#   HELM_PLUGINS=<this owner's directory>/{HELM_PLUGINS_DIR} helm upgrade ... "
-        f"--post-renderer {POST_RENDERER}\n"
+    usage = (
+        f"HELM_PLUGINS=<this owner's directory>/{HELM_PLUGINS_DIR} helm upgrade ... "
+        f"--post-renderer {POST_RENDERER}"
     )
-    return {f"{base}/plugin.yaml": header + _dump_one(plugin), f"{base}/render.sh": script}
+    header = (
+        "# Helm 4 post-renderer plugin (written by cloudtaser; holds no secret value):\n"
+        f"# {usage}\n"
+    )
+    patches = _header(
+        "kustomize patches of the Helm post-renderer plugin (render.sh)",
+        changes,
+        [
+            f"The same change as ../../{PATCHES_FILE}, as inline entries that target each",
+            "workload by kind and name (a chart's manifests often carry no namespace).",
+            f"Use: {usage}",
+        ],
+    )
+    return {
+        f"{base}/plugin.yaml": header + _dump_one(plugin),
+        f"{base}/render.sh": script,
+        f"{base}/patches.yaml": patches
+        + _dump_one({"patches": [_inline_patch(c) for c in changes]}),
+    }
 
 
 def owner_files(owner: Owner | None, changes: Sequence[TemplateChange]) -> dict[str, bytes]:
@@ -502,5 +524,5 @@ def owner_files(owner: Owner | None, changes: Sequence[TemplateChange]) -> dict[
             files[VALUES_FILE] = _values_file(owner, ordered, form)
     elif owner is not None and form is Form.HELM:
         files[VALUES_FILE] = _values_file(owner, ordered, form)
-        files.update(_plugin_files())
+        files.update(_plugin_files(ordered))
     return {name: text.encode() for name, text in sorted(files.items())}
