@@ -13,12 +13,13 @@ Every owner gets the kustomize form, the change in its plainest reviewable shape
 and, by :func:`owner_form`, the file its tool reads:
 
 - Flux ``HelmRelease``: :data:`HELMRELEASE_FILE`, ``spec.postRenderers[].kustomize.patches[]``
-  (helm-controller API v2: ``{target: {kind, name, namespace}, patch: <string>}``);
+  (helm-controller API v2: ``{target: {kind, name}, patch: <string>}``; no namespace in the
+  target: :func:`_inline_patch`);
 - Argo CD ``Application``: :data:`APPLICATION_FILE`, ``spec.source.kustomize.patches[]`` (the
   same entry shape), and :data:`VALUES_FILE` for an Application whose source is a Helm chart
   (Argo CD cannot post-render Helm, argo-cd#3698);
 - Helm release: :data:`VALUES_FILE` (``podAnnotations`` / ``podLabels``) and a Helm 4
-  post-renderer plugin (:data:`HELM_PLUGINS_DIR`) applying :data:`PATCHES_FILE` with
+  post-renderer plugin (:data:`HELM_PLUGINS_DIR`) applying the same inline entries with
   ``kustomize build`` (Helm 4 takes only plugins for ``--post-renderer``).
 
 The patch of a kind kustomize cannot strategic-merge (a custom resource: an Argo Rollout) is
@@ -49,6 +50,7 @@ __all__ = [
     "HELMRELEASE_FILE",
     "HELM_PLUGINS_DIR",
     "KUSTOMIZATION_ENTRY_FILE",
+    "NAMESPACE_SED",
     "PATCHES_FILE",
     "POST_RENDERER",
     "VALUES_FILE",
