@@ -36,6 +36,11 @@ class TemplateChange:
     #: The placed strategic-merge patch without resourceVersion and restart marker
     #: (:func:`for_git`).
     patch: Mapping[str, Any]
+    #: The live pod template the patch was built against. Needed only for a kind the API
+    #: server and kustomize cannot strategic-merge (an Argo Rollout, a custom resource):
+    #: kustomize replaces such a kind's lists, so the emitter writes every list the patch
+    #: touches whole (:func:`cloudtaser.target.kube.kinds.merge_form`), as the live step does.
+    template: Mapping[str, Any] | None = None
 
 
 def for_git(patch: Mapping[str, Any]) -> dict[str, Any]:
