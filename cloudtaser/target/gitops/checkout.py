@@ -37,8 +37,10 @@ MAX_FILES: Final = 20_000
 _SUFFIXES: Final = (".yaml", ".yml", ".json")
 _ALIASES: Final = yaml_rs.AliasLimits(max_total_replayed_events=10_000)
 _SECRET_KINDS: Final = {"Secret": "", "SealedSecret": "bitnami.com/"}
-#: kustomize's secretGenerator suffix: ``-`` and a 10-character hash.
+#: kustomize's secretGenerator suffix: ``-`` and 10 characters of the hash, hex with
+#: 0 1 3 a e replaced by g h k m t (sigs.k8s.io/kustomize/api/hasher ``encode``).
 _HASH_LEN: Final = 10
+_HASH_CHARS: Final = frozenset("2456789bcdfghkmt")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def _generated(doc: dict[Any, Any], name: str) -> bool:
         if not isinstance(gen, str) or not gen:
             continue
         suffix = name[len(gen) + 1 :] if name.startswith(gen + "-") else ""
-        if name == gen or (len(suffix) == _HASH_LEN and suffix.isalnum()):
+        if name == gen or (len(suffix) == _HASH_LEN and set(suffix) <= _HASH_CHARS):
             return True
     return False
 
@@ -112,7 +114,7 @@ def _match(doc: Any, name: str, namespace: str, any_namespace: bool) -> str | No
     if _generated(doc, name):
         return "secretGenerator"
     kind = doc.get("kind")
-    if kind not in _SECRET_KINDS:
+    if not isinstance(kind, str) or kind not in _SECRET_KINDS:
         return None
     api_version = doc.get("apiVersion")
     if not isinstance(api_version, str) or not api_version.startswith(_SECRET_KINDS[kind]):
@@ -121,7 +123,7 @@ def _match(doc: Any, name: str, namespace: str, any_namespace: bool) -> str | No
     if not isinstance(meta, dict) or meta.get("name") != name:
         return None
     ns = meta.get("namespace")
-    if not any_namespace and ns not in (None, "", namespace):
+    if not any_namespace and ns is not None and ns not in ("", namespace):
         return None
     if kind == "Secret" and isinstance(doc.get("sops"), dict):
         return "Secret (SOPS-encrypted)"
@@ -187,4 +189,5 @@ def find_secret_files(
         if hows:
             rel = candidate.relative_to(base).as_posix()
             found.files.append(SourceFile(rel, hows[0]))
+    found.files.sort(key=lambda f: f.path)
     return found
