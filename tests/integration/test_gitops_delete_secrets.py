@@ -30,6 +30,7 @@ from lightkube.resources.core_v1 import Secret
 
 from cloudtaser import contract
 from cloudtaser import plan as planlib
+from tests.integration.test_least_privilege import Identity, doc_cluster_role
 from tests.testenv.binaries import find_flux_binaries
 from tests.testenv.cluster import Cluster
 from tests.testenv.flux import Flux, start_flux
@@ -267,25 +268,50 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
     assert _uids(kube_client, app_ns) == after
 
 
-def test_an_owner_object_that_cannot_be_read_still_refuses_and_says_so(
-    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
-) -> None:
-    """A Flux label naming a Kustomization that does not exist (or no Flux at all): refused,
-    naming what could not be read. Runs without Flux's CRDs mattering: 404 either way."""
+def _at_source(kubeconfig: Path, namespace: str, name: str, checkout: Path) -> Any:
+    """What to remove at the source of Secret ``namespace/db`` owned by Kustomization ``name``,
+    read with ``kubeconfig``'s identity."""
     from cloudtaser.config import ClusterTarget
     from cloudtaser.plan.model import Owner
     from cloudtaser.target.gitops.at_source import at_source
     from cloudtaser.target.kube.session import connect
     from cloudtaser.target.kube.workloads import WorkloadAPI
 
-    owner = Owner(tool="flux", kind="Kustomization", name="gone", evidence="labels")
-    session = connect(ClusterTarget(kubeconfig=(str(cluster.kubeconfig),)))
+    owner = Owner(tool="flux", kind="Kustomization", name=name, evidence="labels")
+    session = connect(ClusterTarget(kubeconfig=(str(kubeconfig),)))
     try:
         with WorkloadAPI(session) as api:
-            found = at_source(api, owner, namespace, "db", checkout=tmp_path)
+            return at_source(api, owner, namespace, "db", checkout=checkout)
     finally:
         session.close()
 
-    assert found.unread == (f"Kustomization {namespace}/gone not found",)
-    assert found.line.startswith(f"remove it from Git: Flux Kustomization {namespace}/gone")
-    assert "no file of" in found.line  # the whole (empty) checkout was searched
+
+def test_the_source_is_named_with_exactly_the_documented_rbac_and_degrades_without_it(
+    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+) -> None:
+    """``rbac-finalize-owners`` is enough to name the Kustomization's source; without it (403)
+    or for a Kustomization that does not exist (404) the refusal stands and says what could
+    not be read."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    artifact = flux.push(f"{app_ns}/app", _git(checkout, app_ns), revision="r1")
+    flux.sync(app_ns, "app", artifact)
+    source = f"OCIRepository {app_ns}/app ({artifact.url}), path ./"
+    identity = Identity(cluster, kube_client, tmp_path)
+    try:
+        denied = _at_source(identity.kubeconfig(), app_ns, "app", checkout)
+        identity.grant(doc_cluster_role("rbac-finalize-owners"))
+        allowed = _at_source(identity.kubeconfig(), app_ns, "app", checkout)
+        missing = _at_source(identity.kubeconfig(), app_ns, "gone", checkout)
+    finally:
+        identity.close()
+
+    assert allowed.unread == ()
+    assert f"Flux Kustomization {app_ns}/app applies it from {source}" in allowed.line
+    assert allowed.files == ("db-secret.yaml",)
+    kustomizations = "get kustomizations.kustomize.toolkit.fluxcd.io"
+    assert denied.unread == (f"may not read Kustomization {app_ns}/app (RBAC: {kustomizations})",)
+    assert denied.line.startswith(f"remove it from Git: Flux Kustomization {app_ns}/app")
+    assert "its source could not be read" in denied.line
+    assert denied.files == ("db-secret.yaml",)  # the checkout is still searched, all of it
+    assert missing.unread == (f"Kustomization {app_ns}/gone not found",)
