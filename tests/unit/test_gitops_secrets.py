@@ -181,12 +181,13 @@ def _owner(**kw: Any) -> Owner:
         ),
         (
             _owner(tool="helm", kind="Release", name="web", namespace="shop"),
-            "Helm release shop/web renders it; change the chart value that renders it, e.g. "
+            "Helm release shop/web renders it: change the chart value that renders it, e.g. "
             "an existingSecret-style value",
         ),
         (
             _owner(tool="sealed-secrets", kind="SealedSecret", name="db"),
-            "delete SealedSecret shop/db (and its file in Git)",
+            "delete SealedSecret shop/db (the sealed-secrets controller writes the Secret again "
+            "from it): remove it from Git (give --gitops-source DIR",
         ),
     ],
 )
@@ -205,7 +206,7 @@ def test_a_sealed_secret_names_its_file_in_the_checkout(tmp_path: Path) -> None:
     owner = _owner(tool="sealed-secrets", kind="SealedSecret", name="db")
     found = at_source(None, owner, "shop", "db", checkout=tmp_path)  # type: ignore[arg-type]
     assert found.files == ("sealed/db.yaml",)
-    assert f"its file: {tmp_path / 'sealed/db.yaml'} (SealedSecret)" in found.line
+    assert found.line.endswith(f"remove it from {tmp_path / 'sealed/db.yaml'} (SealedSecret)")
 
 
 def test_an_ambiguous_owner_refuses_too_and_says_why() -> None:

@@ -103,24 +103,22 @@ def _at(obj: Any, *keys: str) -> Any:
     return obj
 
 
-def _files_text(
-    found: Found | None, checkout: Path | None, where: str
-) -> tuple[str, tuple[str, ...]]:
-    """The sentence naming the files (or why none), and the files."""
+def _where(found: Found | None, checkout: Path | None, under: str) -> tuple[str, tuple[str, ...]]:
+    """Where to remove it: the files of the checkout, or "Git" and why no file is named."""
     if checkout is None:
-        return " (give --gitops-source DIR, a checkout of that source, to name the file)", ()
+        return "Git (give --gitops-source DIR, a checkout of that source, to name the file)", ()
     assert found is not None
     if found.refused:
-        return f"; the checkout {checkout} was not searched: {found.refused}", ()
-    files = tuple(str(f) for f in found.files)
-    skipped = f", {found.skipped} file(s) skipped" if found.skipped else ""
-    more = " (stopped after the first files)" if found.truncated else ""
-    if not files:
-        return f"; no file of {checkout}{where} defines it{skipped}{more}", ()
-    shown = files[:_MAX_FILES_NAMED]
-    rest = f" and {len(files) - len(shown)} more" if len(files) > len(shown) else ""
-    paths = ", ".join(str(checkout / f.path) + f" ({f.how})" for f in found.files[: len(shown)])
-    return f"; remove it from {paths}{rest}{skipped}{more}", tuple(f.path for f in found.files)
+        return f"Git (the checkout {checkout} was not searched: {found.refused})", ()
+    skipped = f"; {found.skipped} file(s) skipped" if found.skipped else ""
+    more = "; stopped after the first files" if found.truncated else ""
+    if not found.files:
+        return f"Git (no file of {checkout}{under} defines it{skipped}{more})", ()
+    shown = found.files[:_MAX_FILES_NAMED]
+    rest = f" and {len(found.files) - len(shown)} more" if len(found.files) > len(shown) else ""
+    paths = ", ".join(f"{checkout / f.path} ({f.how})" for f in shown)
+    note = f" ({(skipped + more).lstrip('; ')})" if skipped or more else ""
+    return f"{paths}{rest}{note}", tuple(f.path for f in found.files)
 
 
 def _search(
@@ -149,16 +147,12 @@ def _kustomization(
     if source and kind in _SOURCES:
         url = _str(_at(reader.get(_SOURCES[kind], kind, src_ns, src), "spec", "url"))
         source += f" ({url})" if url else ""
-    where = f"Flux Kustomization {ns}/{owner.name}"
-    line = f"remove it from Git: {where} applies it"
-    if source:
-        line += f" from {source}, path {path}"
-    if not ks:
-        line += " (its source could not be read)"
+    line = f"Flux Kustomization {ns}/{owner.name} applies it"
+    line += f" from {source}, path {path}" if source else " (its source could not be read)"
     any_ns = bool(_str(_at(ks, "spec", "targetNamespace")))
     found, under = _search(checkout, name, namespace, path if ks else "", any_namespace=any_ns)
-    text, files = _files_text(found, checkout, under)
-    return AtSource(line + text, files)
+    where, files = _where(found, checkout, under)
+    return AtSource(f"{line}: remove it from {where}", files)
 
 
 def _helm_release(reader: _Reader, owner: Owner, namespace: str) -> AtSource:
@@ -169,24 +163,24 @@ def _helm_release(reader: _Reader, owner: Owner, namespace: str) -> AtSource:
     if _str(chart.get("chart")):
         src = chart.get("sourceRef") or {}
         source = f"{_str(src.get('kind'))} {_str(src.get('name'))}".strip()
-        what = f"chart {chart['chart']}" + (f" from {source}" if source else "")
+        what = f" from chart {chart['chart']}" + (f" ({source})" if source else "")
     elif _str(chart_ref.get("name")):
-        what = f"chart {_str(chart_ref.get('kind'))} {chart_ref['name']}".replace("  ", " ")
+        what = f" from chart {_str(chart_ref.get('kind'))} {chart_ref['name']}".replace("  ", " ")
     else:
-        what = "its chart"
+        what = ""
     return AtSource(
-        f"change the HelmRelease in Git: Flux HelmRelease {ns}/{owner.name} renders it from "
-        f"{what}; change the chart value that renders it (e.g. an existingSecret-style value, "
-        "spec.values of the HelmRelease) or the chart's template"
+        f"Flux HelmRelease {ns}/{owner.name} renders it{what}: change the chart value that "
+        "renders it (e.g. an existingSecret-style value in the HelmRelease's spec.values) or "
+        "the chart's template, in Git"
     )
 
 
 def _plain_helm(owner: Owner, namespace: str) -> AtSource:
     ns = owner.namespace or namespace
     return AtSource(
-        f"change the chart: Helm release {ns}/{owner.name} renders it; change the chart value "
-        "that renders it, e.g. an existingSecret-style value, and upgrade the release (the "
-        "release record is not read here: it holds the values)"
+        f"Helm release {ns}/{owner.name} renders it: change the chart value that renders it, "
+        "e.g. an existingSecret-style value, and upgrade the release (its release record is "
+        "not read here: it holds the values)"
     )
 
 
@@ -201,16 +195,16 @@ def _argo(
         for s in sources
         if isinstance(s, dict) and _str(s.get("repoURL"))
     ]
-    line = f"remove it from Git: Argo CD Application {ns}/{owner.name} syncs it"
-    line += f" from {'; '.join(named)}" if named else ""
+    line = f"Argo CD Application {ns}/{owner.name} syncs it"
+    line += f" from {'; '.join(named)}" if named else " (its source could not be read)"
     paths = [_str(s.get("path")) for s in sources if isinstance(s, dict)]
     path = paths[0] if len(paths) == 1 else ""
     found, under = _search(checkout, name, namespace, path, any_namespace=False)
-    text, files = _files_text(found, checkout, under)
-    return AtSource(line + text, files)
+    where, files = _where(found, checkout, under)
+    return AtSource(f"{line}: remove it from {where}", files)
 
 
-def _operator(owner: Owner, namespace: str, name: str, checkout: Path | None) -> AtSource:
+def _operator(owner: Owner, namespace: str, checkout: Path | None) -> AtSource:
     ns = owner.namespace or namespace
     if owner.kind == "ExternalSecret":
         return AtSource(
@@ -223,12 +217,12 @@ def _operator(owner: Owner, namespace: str, name: str, checkout: Path | None) ->
             "issues the Secret again"
         )
     found, under = _search(checkout, owner.name, namespace, "", any_namespace=False)
-    text, files = _files_text(found, checkout, under)
-    line = (
-        f"delete SealedSecret {ns}/{owner.name} (and its file in Git): the sealed-secrets "
-        "controller writes the Secret again"
+    where, files = _where(found, checkout, under)
+    return AtSource(
+        f"delete SealedSecret {ns}/{owner.name} (the sealed-secrets controller writes the "
+        f"Secret again from it): remove it from {where}",
+        files,
     )
-    return AtSource(line + text.replace("remove it from", "its file:"), files)
 
 
 def at_source(
@@ -246,7 +240,7 @@ def at_source(
     elif owner.tool == "argocd":
         found = _argo(reader, owner, namespace, name, checkout)
     else:
-        found = _operator(owner, namespace, name, checkout)
+        found = _operator(owner, namespace, checkout)
     return AtSource(found.line, found.files, tuple(reader.unread))
 
 
