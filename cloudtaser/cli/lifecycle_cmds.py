@@ -199,16 +199,15 @@ def _check_finalize(args: argparse.Namespace) -> str | None:
         return problem
     if args.delete_secrets and not args.wait:
         return "--delete-secrets needs the rollouts awaited (drop --no-wait)"
-    if args.gitops_source is not None:
-        if not args.delete_secrets:
-            return "--gitops-source only names files for --delete-secrets: add it, or drop DIR"
-        if not Path(args.gitops_source).is_dir():
-            return f"--gitops-source {args.gitops_source}: not an existing directory"
+    if args.gitops_source is not None and not args.delete_secrets:
+        return "--gitops-source only names files for --delete-secrets: add it, or drop DIR"
     return None
 
 
 def _run_finalize(args: argparse.Namespace) -> int:
     problem = _check_finalize(args)
+    if not problem and args.gitops_source and not Path(args.gitops_source).is_dir():
+        problem = f"--gitops-source {args.gitops_source}: not an existing directory"
     if problem:
         return usage_error(problem)
     gates = resolve_gates(args)  # the report is read once: the gate and --delete-secrets
