@@ -148,17 +148,23 @@ def test_nothing_outside_the_checkout_is_read(tmp_path: Path) -> None:
     ]
 
 
-def test_an_unreadable_file_is_skipped(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
+def test_fifos_dangling_links_and_unreadable_files_are_skipped(tmp_path: Path) -> None:
+    """A FIFO named ``*.yaml`` would block a reader forever: never opened."""
+    os.mkfifo(tmp_path / "pipe.yaml")
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    (tmp_path / "dir.yaml").mkdir()
     locked = _write(tmp_path / "locked.yaml", _secret())
     locked.chmod(0)
     try:
         found = find_secret_files(tmp_path, "db", "shop")
     finally:
         locked.chmod(0o600)
-    assert found.files == []
-    assert found.skipped == 1
+    if os.geteuid() == 0:  # root reads a mode-0 file
+        assert [f.path for f in found.files] == ["locked.yaml"]
+        assert found.skipped == 2
+    else:
+        assert found.files == []
+        assert found.skipped == 3
 
 
 # --- the refusal texts (owners that need no cluster read) ----------------------------------------
