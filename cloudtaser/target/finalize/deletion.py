@@ -12,9 +12,10 @@ into the plan history of the workloads that used them.
 A Secret with an owner is never deleted: Git, Helm or an operator would write it again at its
 next sync (docs/gitops.md). The owner is decided from both the plan (``secrets[].owner`` and
 ``secretFiles[].owner``, written by discover) and the live Secret's metadata, read with the
-decision and again just before the delete (:func:`cloudtaser.target.owners.secret_owner`; the
-live read is the truth, so an owner label added after discover still stops it, and an owner the
-plan records stops it even when the live labels no longer show it). An *ambiguous* owner
+decision (:func:`cloudtaser.target.owners.secret_owner`; the re-read just before the delete
+refuses any change, an owner label included, by its resourceVersion). The live read is the
+truth, so an owner label added after discover still stops it, and an owner the plan records
+stops it even when the live labels no longer show it. An *ambiguous* owner
 (``possibly …``) stops it too: a possible owner still probably recreates it. The refusal names
 what to remove at the source (:mod:`cloudtaser.target.gitops.at_source`).
 """
