@@ -30,6 +30,7 @@ from lightkube.resources.core_v1 import Secret
 
 from cloudtaser import contract
 from cloudtaser import plan as planlib
+from cloudtaser.plan.model import Owner
 from tests.integration.test_least_privilege import Identity, doc_cluster_role
 from tests.testenv.binaries import find_flux_binaries
 from tests.testenv.cluster import Cluster
@@ -50,8 +51,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 VAULT = "http://openbao.vault.svc:8200"
 CANARY = "gitops-delete-canary-3e9b"
-#: The Secrets the Deployment reads: Git's, an ExternalSecret's, a Helm release's, nobody's.
-SECRETS = {"DB": "db", "EXT": "ext", "CHART": "chart", "PLAIN": "plain"}
+#: The Secrets the Deployment reads: Git's, an ExternalSecret's, a Helm release's, one whose
+#: owner only the plan records, nobody's.
+SECRETS = {"DB": "db", "EXT": "ext", "CHART": "chart", "OLD": "recorded", "PLAIN": "plain"}
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +170,7 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
     _external_secret_owned(kube_client, app_ns)
     create_secret(kube_client, app_ns, "chart", {"password": CANARY})
     create_secret(kube_client, app_ns, "plain", {"password": CANARY})
+    create_secret(kube_client, app_ns, "recorded", {"password": CANARY})
     flux.sync(app_ns, "app", artifact)  # applies the Deployment (it reads all four) and db
 
     plan = tmp_path / "plan.yaml"
@@ -186,6 +189,13 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
     assert owners["plain"] is None
     for ref in workload.secrets:  # every key released: only the owner gate may keep one
         ref.released_keys = sorted(ref.fields)
+        if ref.source == "recorded":  # the plan says Argo CD wrote it; the live labels do not
+            ref.owner = Owner(
+                tool="argocd",
+                kind="Application",
+                name="legacy",
+                evidence="label argocd.argoproj.io/instance",
+            )
     planlib.save(edited, plan)
     # a Helm release takes "chart" over after discover: the live read must still stop it
     kube_client.patch(
@@ -250,11 +260,17 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
     }
     assert f"Helm release {app_ns}/web renders it" in chart["removeAtSource"]
     assert "an existingSecret-style value" in chart["removeAtSource"]
+    # the owner only the plan records stops it too, and the line says the labels are gone
+    recorded = decisions["recorded"]
+    assert recorded["action"] == "kept"
+    assert "recorded in the plan by discover, no longer on the live Secret" in recorded["reason"]
+    assert recorded["removeAtSource"].startswith("Argo CD Application argocd/legacy syncs it")
+    assert recorded["ownerUnread"] == ["Application argocd/legacy not found"]
     # the unowned one goes: the gate still deletes
     assert decisions["plain"]["action"] == "deleted"
     after = _uids(kube_client, app_ns)
     assert "plain" not in after
-    for name in ("db", "ext", "chart"):
+    for name in ("db", "ext", "chart", "recorded"):
         assert after[name] == before[name], f"Secret {name} was replaced or deleted"
 
     # the text output: one line per Secret naming what to remove at the source
@@ -272,7 +288,6 @@ def _at_source(kubeconfig: Path, namespace: str, name: str, checkout: Path) -> A
     """What to remove at the source of Secret ``namespace/db`` owned by Kustomization ``name``,
     read with ``kubeconfig``'s identity."""
     from cloudtaser.config import ClusterTarget
-    from cloudtaser.plan.model import Owner
     from cloudtaser.target.gitops.at_source import at_source
     from cloudtaser.target.kube.session import connect
     from cloudtaser.target.kube.workloads import WorkloadAPI

@@ -260,6 +260,26 @@ def test_discover_records_the_owner_of_a_secret_volume() -> None:
     assert "owner" not in msgspec.to_builtins(bare.workload)["secretFiles"][0]
 
 
+def test_deletion_takes_the_recorded_owner_from_secrets_and_secret_files() -> None:
+    from cloudtaser.plan.model import SecretFile, SecretRef, Tenant, Workload
+    from cloudtaser.target.finalize.deletion import _recorded_owners
+
+    cert = _owner(tool="cert-manager", kind="Certificate", name="web-tls")
+    ext = _owner(tool="external-secrets", kind="ExternalSecret", name="db-creds")
+    workload = Workload(
+        kind="Deployment",
+        name="api",
+        secrets=[
+            SecretRef(source="db", vault_path="secret/data/shop/db", owner=ext),
+            SecretRef(source="plain", vault_path="secret/data/shop/plain"),
+        ],
+        secret_files=[SecretFile(source="tls", volume="certs", owner=cert)],
+    )
+    tenant = Tenant(name="shop", namespace="shop", workloads=[workload])
+
+    assert _recorded_owners([(tenant, workload)]) == {("shop", "db"): ext, ("shop", "tls"): cert}
+
+
 # --- the option -----------------------------------------------------------------------------------
 
 
