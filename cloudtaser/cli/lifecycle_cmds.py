@@ -56,7 +56,11 @@ external-secrets). Every key the
 Secret holds must be mapped by the plan AND proven in the vault by the report given with
 --require-verified (`cloudtaser source verify-plan PLAN --attest REPORT`), or released by a
 reviewer in the plan (releasedKeys); otherwise it is kept and the keys are named (never a
-value). A Secret still in use is kept and its users are named. Just before each delete the
+value). A Secret still in use is kept and its users are named. A Secret that Git, Helm or an
+operator owns (the plan's owner or its live labels, annotations, ownerReferences) is never
+deleted: the output names what to remove at the source instead (the Flux Kustomization and its
+source URL, the chart, the ExternalSecret; the file with --gitops-source DIR, a local checkout
+of that source). Just before each delete the
 Secret is read and its namespace scanned again, and the delete carries its uid and
 resourceVersion as preconditions. DELETION IS IRREVERSIBLE: with --interactive each delete
 is asked separately, default No, naming the Secret and its keys (never a value). With
@@ -106,6 +110,13 @@ def register(groups: Any) -> None:
         help="afterwards delete each Secret of a finalized workload whose every key is "
         "proven in the vault by --require-verified REPORT (or released in the plan) and that "
         "nothing in its namespace references (IRREVERSIBLE; with --dry-run: list what would go)",
+    )
+    fin.add_argument(
+        "--gitops-source",
+        metavar="DIR",
+        help="with --delete-secrets: a local checkout of the Git source (Flux, Argo CD) of the "
+        "Secrets it refuses because Git owns them; names the file(s) under DIR that define "
+        "each one (read only, never followed out of DIR, never a value printed)",
     )
     fin.set_defaults(command_name="finalize")
     fin.set_defaults(handler=_run_finalize, precheck=_check_finalize)
@@ -188,11 +199,15 @@ def _check_finalize(args: argparse.Namespace) -> str | None:
         return problem
     if args.delete_secrets and not args.wait:
         return "--delete-secrets needs the rollouts awaited (drop --no-wait)"
+    if args.gitops_source is not None and not args.delete_secrets:
+        return "--gitops-source only names files for --delete-secrets: add it, or drop DIR"
     return None
 
 
 def _run_finalize(args: argparse.Namespace) -> int:
     problem = _check_finalize(args)
+    if not problem and args.gitops_source and not Path(args.gitops_source).is_dir():
+        problem = f"--gitops-source {args.gitops_source}: not an existing directory"
     if problem:
         return usage_error(problem)
     gates = resolve_gates(args)  # the report is read once: the gate and --delete-secrets
@@ -217,6 +232,7 @@ def _run_finalize(args: argparse.Namespace) -> int:
             decide=run.decide,
             cancel=run.cancel,
             confirm_delete=_confirm_delete if ask else None,
+            gitops_source=Path(args.gitops_source) if args.gitops_source else None,
         )
         secrets.append(deleted)
         return report

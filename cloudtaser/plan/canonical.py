@@ -1,13 +1,13 @@
 """The plan's *reviewed content* and its canonical bytes: what an approval signs.
 
 A reviewer judges the plan's metadata, tenants, workloads, secrets, vault paths, fields,
-environment variable names, skips and their reasons, and who owns each workload and Secret
-(``owner``, written by discover: an approval covers the owner the reviewer saw). Runs after the
-review (``protect``, ``unprotect``, ``finalize``) change only a workload's ``status``,
-``history``, ``lastError``, ``finalizedAt``, ``finalizedRefs``, ``finalizedVolumes`` and
-``injectorDefaults``; those are not reviewed content, so a protect run never invalidates an
-approval, and any edit of a reviewed field does. The exact rules (docs/approval.md, "The
-canonical form"), so that another tool can recompute the digest:
+environment variable names, skips and their reasons, and who owns each workload, Secret and
+Secret volume (``owner``, written by discover: an approval covers the owner the reviewer
+saw). Runs after the review (``protect``, ``unprotect``, ``finalize``) change only a
+workload's ``status``, ``history``, ``lastError``, ``finalizedAt``, ``finalizedRefs``,
+``finalizedVolumes`` and ``injectorDefaults``; those are not reviewed content, so a protect
+run never invalidates an approval, and any edit of a reviewed field does. The exact rules
+(docs/approval.md, "The canonical form"), so that another tool can recompute the digest:
 
 1. Start from the plan as loaded (YAML formatting, comments, quoting and key order do not
    matter) with every field at its default omitted: an absent ``fields``, ``fields: {}``,

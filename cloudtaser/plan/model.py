@@ -288,6 +288,9 @@ class SecretFile(_Base, kw_only=True):
     projected: bool = False
     #: The containers mounting the volume.
     mounts: list[FileMount] = msgspec.field(default_factory=list)
+    #: Written by discover: who writes this Secret from elsewhere (an operator, Git, Helm),
+    #: as on ``secrets[].owner``.
+    owner: Owner | None = None
 
     def __post_init__(self) -> None:
         if (self.vault_path is None) != (not self.files):

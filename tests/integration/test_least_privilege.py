@@ -88,6 +88,7 @@ def test_security_doc_blocks_are_well_formed() -> None:
         "rbac-connect",
         "rbac-connect-jwt",
         "rbac-install",
+        "rbac-finalize-owners",
     ):
         role = doc_cluster_role(marker)
         assert role["rules"], marker

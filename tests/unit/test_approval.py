@@ -1072,7 +1072,7 @@ REVIEWED_FIELDS = {
     "Owner": {"tool", "kind", "name", "namespace", "evidence", "ambiguous"},
     "SecretFile": {
         "source", "volume", "mountPaths", "vaultPath", "files", "defaultMode", "optional",
-        "projected", "mounts",
+        "projected", "mounts", "owner",
     },
     "SecretFileKey": {"key", "file", "mode", "encoding"},
     "FileMount": {"container", "init", "mountPath", "subPath", "readOnly"},

@@ -565,7 +565,7 @@ def _entry(reads: _Reads, found: _Findings) -> Entry:
             secrets=_with_owners(found.secrets, reads),
             service_account=service_account,
             reason=one_line(reason, _MAX_REASON) if reason else None,
-            secret_files=found.secret_files,
+            secret_files=_files_with_owners(found.secret_files, reads),
             env_uses=uses,
             owner=workload.owner,
         ),
@@ -580,6 +580,15 @@ def _with_owners(secrets: list[SecretRef], reads: _Reads) -> list[SecretRef]:
     return [
         msgspec.structs.replace(ref, owner=owners.get((reads.namespace, ref.source)))
         for ref in secrets
+    ]
+
+
+def _files_with_owners(files: list[SecretFile], reads: _Reads) -> list[SecretFile]:
+    """Each Secret volume's owner, as :func:`_with_owners` for ``secrets[]``."""
+    owners = reads.lookup.owners
+    return [
+        msgspec.structs.replace(entry, owner=owners.get((reads.namespace, entry.source)))
+        for entry in files
     ]
 
 

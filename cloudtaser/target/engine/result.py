@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from cloudtaser.plan.model import Owner
 from cloudtaser.results import Part, Result
 from cloudtaser.target.engine.core import Outcome, RunReport
 
@@ -118,6 +119,15 @@ class SecretEntry(_Entry, kw_only=True):
     reason: str = ""
     #: The keys that keep it: not mapped, or not proven in the vault.
     keys: list[str] = msgspec.field(default_factory=list)
+    #: ``kept`` because it has an owner (Git, Helm or an operator would recreate it): who,
+    #: from the live Secret's metadata, else from the plan (docs/lifecycle.md).
+    owner: Owner | None = None
+    #: With ``owner``: what to remove or change at the source instead (one line).
+    remove_at_source: str = ""
+    #: With ``owner`` and ``--gitops-source DIR``: the files of DIR that define the Secret.
+    source_files: list[str] = msgspec.field(default_factory=list)
+    #: With ``owner``: the owner objects that could not be read, and why.
+    owner_unread: list[str] = msgspec.field(default_factory=list)
 
 
 class FinalizeRun(RunResult, kw_only=True):

@@ -8,6 +8,16 @@ plan and proven in the vault by the verification report, or released by a review
 again just before the delete, which carries the Secret's uid and resourceVersion as
 preconditions. Otherwise it keeps it and names the keys or users. Names of deleted Secrets go
 into the plan history of the workloads that used them.
+
+A Secret with an owner is never deleted: Git, Helm or an operator would write it again at its
+next sync (docs/gitops.md). The owner is decided from both the plan (``secrets[].owner`` and
+``secretFiles[].owner``, written by discover) and the live Secret's metadata, read with the
+decision (:func:`cloudtaser.target.owners.secret_owner`; the re-read just before the delete
+refuses any change, an owner label included, by its resourceVersion). The live read is the
+truth, so an owner label added after discover still stops it, and an owner the plan records
+stops it even when the live labels no longer show it. An *ambiguous* owner
+(``possibly …``) stops it too: a possible owner still probably recreates it. The refusal names
+what to remove at the source (:mod:`cloudtaser.target.gitops.at_source`).
 """
 
 from __future__ import annotations
@@ -15,16 +25,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloudtaser.errors import ClusterConflictError, ClusterForbiddenError, ClusterNotFoundError
-from cloudtaser.plan.model import Tenant, Workload, WorkloadStatus
+from cloudtaser.plan.model import Owner, Tenant, Workload, WorkloadStatus
 from cloudtaser.target.consumers import ProvenCoverage
 from cloudtaser.target.engine.core import Engine, Event, Outcome, ProgressFn, workload_ref
 from cloudtaser.target.engine.injection import revision_pods
 from cloudtaser.target.engine.result import SecretEntry
 from cloudtaser.target.engine.secret_refs import finalize_edit, volume_secrets
+from cloudtaser.target.gitops.at_source import AtSource, at_source, refusal
 from cloudtaser.target.kube.kinds import pod_template
+from cloudtaser.target.owners import describe, secret_owner
 from cloudtaser.target.references import scan as references
 from cloudtaser.target.references.cluster import ScanCache
 from cloudtaser.target.references.safety import KeySafety, key_safety, proof
@@ -68,6 +81,10 @@ class SecretDecision:
     reason: str = ""
     #: The keys that keep it: not mapped, or not proven in the vault (names only).
     keys: tuple[str, ...] = ()
+    #: Who writes it from elsewhere (``kept``: an owned Secret is never deleted).
+    owner: Owner | None = None
+    #: What to remove or change at the owner's source instead.
+    at_source: AtSource | None = None
 
 
 #: ``--interactive``: asked once per Secret just before it is deleted, with its namespace,
@@ -92,6 +109,10 @@ class SecretsReport:
                 users=list(d.users),
                 reason=d.reason,
                 keys=list(d.keys),
+                owner=d.owner,
+                remove_at_source=d.at_source.line if d.at_source else "",
+                source_files=list(d.at_source.files) if d.at_source else [],
+                owner_unread=list(d.at_source.unread) if d.at_source else [],
             )
             for d in self.decisions
         ]
@@ -130,6 +151,46 @@ def _decide(
         users=tuple(users),
         reason="; ".join(reasons),
         keys=safety.keeping,
+    )
+
+
+def _recorded_owners(
+    selected: Sequence[tuple[Tenant, Workload]],
+) -> dict[tuple[str, str], Owner]:
+    """(namespace, Secret) -> the owner discover recorded on a ``secrets[]`` or
+    ``secretFiles[]`` entry of a selected workload (the first one found)."""
+    out: dict[tuple[str, str], Owner] = {}
+    for tenant, workload in selected:
+        entries = [(s.source, s.owner) for s in workload.secrets]
+        entries += [(f.source, f.owner) for f in workload.secret_files]
+        for source, owner in entries:
+            if owner is not None:
+                out.setdefault((tenant.namespace, source), owner)
+    return out
+
+
+def _owned(
+    engine: Engine, head: SecretHead, recorded: Owner | None, checkout: Path | None
+) -> SecretDecision | None:
+    """``kept`` when the Secret has an owner, live or recorded in the plan (module doc)."""
+    live = secret_owner(head.owner_metadata)
+    owner = live or recorded
+    if owner is None:
+        return None
+    if live is None:
+        note = "; recorded in the plan by discover, no longer on the live Secret: discover again"
+    elif recorded is not None and recorded != live:
+        note = f"; the plan records {describe(recorded)}"
+    else:
+        note = ""
+    found = at_source(engine.cluster, owner, head.namespace, head.name, checkout=checkout)
+    return SecretDecision(
+        head.namespace,
+        head.name,
+        SecretAction.KEPT,
+        reason=refusal(owner, found, note=note),
+        owner=owner,
+        at_source=found,
     )
 
 
@@ -190,6 +251,7 @@ def delete_unused_secrets(
     verified: VerificationReport | None = None,
     progress: ProgressFn | None = None,
     confirm: ConfirmFn | None = None,
+    checkout: Path | None = None,
 ) -> SecretsReport:
     """Delete the Secrets of finalized workloads that lose nothing and that nothing uses.
 
@@ -200,7 +262,12 @@ def delete_unused_secrets(
     keep it unless every key is proven in the vault by ``verified`` or released in the plan
     (:mod:`cloudtaser.target.references.safety`) and the reference scan of its namespace finds
     no user; then, immediately before deleting, read it again and scan again, and delete
-    with the uid/resourceVersion of the decision as preconditions (a 409 keeps it).
+    with the uid/resourceVersion of the decision as preconditions (a 409 keeps it; an owner
+    label added in between changes the resourceVersion too).
+
+    A Secret with an owner (the live metadata, or the plan's ``owner``) is kept first, with
+    what to remove at the source; ``checkout`` (``--gitops-source DIR``), a local checkout
+    of the owner's Git source, lets it name the file(s).
 
     With ``dry_run`` nothing is deleted: a workload that the dry run would finalize counts as
     finalized, and its own plan-mapped env/envFrom references are not counted as uses."""
@@ -223,6 +290,7 @@ def delete_unused_secrets(
     # resources, ServiceAccount access) are listed once; the re-check before each delete
     # (_recheck) scans afresh, without it
     cache = ScanCache()
+    recorded = _recorded_owners(selected)
     for namespace, secrets in sorted(by_ns.items()):
         found = references.scan(engine.cluster, namespace, cache=cache)
         ignored = _dry_run_users(engine, selected, namespace, would) if dry else set()
@@ -232,6 +300,10 @@ def delete_unused_secrets(
                 report.decisions.append(
                     SecretDecision(namespace, name, SecretAction.ABSENT, reason="already gone")
                 )
+                continue
+            owned = _owned(engine, head, recorded.get((namespace, name)), checkout)
+            if owned is not None:
+                report.decisions.append(owned)
                 continue
             safety = key_safety(tenants[namespace], name, head.keys, proven, no_proof=no_proof)
             kept = _decide(head, safety, found, ignored)

@@ -66,6 +66,8 @@ from cloudtaser.target.references.safety import ATTEST_HINT
 from cloudtaser.target.rollout import blockers, dig
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from cloudtaser.plan.attest import VerificationReport
     from cloudtaser.target.kube.session import KubeSession
     from cloudtaser.target.kube.workloads import WorkloadRef
@@ -300,13 +302,16 @@ def finalize(
     decide: DecideFn | None = None,
     cancel: threading.Event | None = None,
     confirm_delete: ConfirmFn | None = None,
+    gitops_source: Path | None = None,
 ) -> tuple[RunReport, SecretsReport | None]:
     """Finalize the selected ``migrated`` workloads of the plan at ``plan_path`` (one patch
     and one rollout each), then, with ``delete_secrets``, delete their Secrets that lose
     nothing (every key proven in the vault by ``verified``, the report of ``verify-plan
     --attest``, or released in the plan) and that nothing references any more. Same lock,
     selection, dialogue, dry run and resume as protect. ``confirm_delete``
-    (``--interactive``) is asked separately before each irreversible delete."""
+    (``--interactive``) is asked separately before each irreversible delete.
+    ``gitops_source`` (``--gitops-source DIR``): a local checkout of the Git source of owned
+    Secrets, searched for the files that define them (an owned Secret is never deleted)."""
     step = FinalizeStep(named=bool(options.selection.workloads))
     secrets: list[SecretsReport] = []
     warning = verification_warning(verified, delete_secrets=delete_secrets)
@@ -323,7 +328,12 @@ def finalize(
             return
         secrets.append(
             delete_unused_secrets(
-                engine, selected, verified=verified, progress=progress, confirm=confirm_delete
+                engine,
+                selected,
+                verified=verified,
+                progress=progress,
+                confirm=confirm_delete,
+                checkout=gitops_source,
             )
         )
 

@@ -15,8 +15,8 @@ import asyncio
 import json
 import threading
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from lightkube import ApiError, codecs
 from lightkube.core.resource import GlobalResource
@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 
     from cloudtaser.target.kube.session import KubeSession
 
-__all__ = ["SecretHead", "WorkloadAPI", "WorkloadRef"]
+__all__ = ["LAST_APPLIED", "SecretHead", "WorkloadAPI", "WorkloadRef"]
 
 _T = TypeVar("_T")
+
+#: ``kubectl apply``'s copy of the whole manifest: for a Secret, its values.
+LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class SecretHead:
     uid: str
     resource_version: str
     keys: tuple[str, ...]
+    #: What an owner is recognised by (:func:`cloudtaser.target.owners.secret_owner`), read
+    #: with the rest: ``labels``, ``annotations`` without :data:`LAST_APPLIED` (it can hold
+    #: the whole manifest, values included) and ``ownerReferences``. Names, never a value.
+    owner_metadata: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 class WorkloadAPI:
@@ -333,20 +340,32 @@ class WorkloadAPI:
         return self._run(self._log(namespace, pod, container, tail))
 
     def secret_head(self, namespace: str, name: str) -> SecretHead | None:
-        """The Secret's uid, resourceVersion and key names, read now (not cached); ``None``
-        when it does not exist. The values are dropped as soon as the keys are taken."""
+        """The Secret's uid, resourceVersion, key names and owner metadata, read now (not
+        cached); ``None`` when it does not exist. The values are dropped as soon as the keys
+        are taken; ``last-applied-configuration`` is never kept."""
 
         action = f"read Secret {namespace}/{name} (its key names, before deleting it)"
         secret = self._run(self._get(Secret, name, namespace, action))
         if secret is None:
             return None
+        meta = secret.metadata
+        annotations = {k: v for k, v in (meta.annotations or {}).items() if k != LAST_APPLIED}
         head = SecretHead(
             namespace=namespace,
             name=name,
-            uid=str(secret.metadata.uid or ""),
-            resource_version=str(secret.metadata.resourceVersion or ""),
+            uid=str(meta.uid or ""),
+            resource_version=str(meta.resourceVersion or ""),
             keys=tuple(sorted((secret.data or {}).keys())),
+            owner_metadata={
+                "labels": dict(meta.labels or {}),
+                "annotations": annotations,
+                "ownerReferences": [
+                    {"apiVersion": r.apiVersion, "kind": r.kind, "name": r.name}
+                    for r in meta.ownerReferences or ()
+                ],
+            },
         )
+        del meta, annotations
         del secret
         return head
 

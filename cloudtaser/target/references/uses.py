@@ -26,6 +26,7 @@ from cloudtaser.errors import (
     ClusterForbiddenError,
     ClusterUnreachableError,
 )
+from cloudtaser.target.kube.workloads import LAST_APPLIED
 from cloudtaser.target.rollout import dig
 
 __all__ = [
@@ -75,9 +76,6 @@ class SecretMeta:
     owners: tuple[tuple[str, str], ...] = ()
 
 
-_LAST_APPLIED: Final = "kubectl.kubernetes.io/last-applied-configuration"
-
-
 def secret_meta(obj: Mapping[str, Any], namespace: str, type_: str) -> SecretMeta:
     """A :class:`SecretMeta` from an object's ``metadata`` (a PartialObjectMetadata)."""
     meta = obj.get("metadata") or {}
@@ -95,7 +93,7 @@ def secret_meta(obj: Mapping[str, Any], namespace: str, type_: str) -> SecretMet
         resource_version=str(meta.get("resourceVersion") or ""),
         labels=strings(meta.get("labels")),
         annotations={
-            k: v for k, v in strings(meta.get("annotations")).items() if k != _LAST_APPLIED
+            k: v for k, v in strings(meta.get("annotations")).items() if k != LAST_APPLIED
         },
         owners=tuple(
             (str(o.get("kind") or "?"), str(o.get("name") or "?"))
