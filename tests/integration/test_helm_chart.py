@@ -1,0 +1,213 @@
+"""The Helm chart ``charts/cloudtaser-runtime`` on the real node, installed by the real ``helm``
+(v4, built from the Go module proxy) from an OCI artifact in the test bed's local registry.
+
+``helm package`` (reproducible: ``SOURCE_DATE_EPOCH`` plus the archive's modification time, see
+docs/gitops-install.md) → ``helm push --plain-http`` to ``oci://<local registry>/charts`` →
+``helm install`` from there with the values ``target install --print-helm-values`` writes (URL
+mode, as tests/integration/test_injector_realnode.py installs: the API server calls
+https://127.0.0.1:PORT/mutate) → ``target install --check`` passes against the running webhook
+(the dry-run pod is mutated). Then what cloudtaser does to a Helm-owned injector: ``target
+uninstall`` deletes nothing of it, and ``target install`` refuses to take it over. ``helm
+uninstall`` removes it.
+
+Realnode: the webhook must really run to publish its caBundle and mutate the dry-run pod.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import ApiError
+from lightkube.resources.admissionregistration_v1 import MutatingWebhookConfiguration
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.core_v1 import Namespace
+
+from cloudtaser.target.install.chart import CHART_NAME, HELM_MANAGED_BY
+from cloudtaser.target.install.manifests import NAME
+from tests.integration.connect_helpers import cli
+from tests.integration.test_injector_realnode import AUDIENCE, runtime_image  # noqa: F401
+from tests.testenv.binaries import find_gitops_tools
+from tests.testenv.openbao import BaoServer
+from tests.testenv.process import free_ports
+from tests.testenv.realnode import Image, RealNode
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / CHART_NAME
+EPOCH = 1700000000
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+@dataclass
+class Helm:
+    """The built ``helm`` with its own cache/config/data homes (nothing from ``~``)."""
+
+    binary: Path
+    home: Path
+    kubeconfig: Path
+
+    def run(self, *args: str, check: bool = True, epoch: bool = False) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG", "SOURCE_DATE_EPOCH"}}
+        env.update(HELM_CACHE_HOME=str(self.home / "cache"),
+                   HELM_CONFIG_HOME=str(self.home / "config"),
+                   HELM_DATA_HOME=str(self.home / "data"), KUBECONFIG=str(self.kubeconfig))  # fmt: skip
+        if epoch:
+            env["SOURCE_DATE_EPOCH"] = str(EPOCH)
+        run = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
+                             env=env, timeout=300, check=False)  # fmt: skip
+        if check:
+            assert run.returncode == 0, f"helm {' '.join(args)}: {run.stdout}{run.stderr}"
+        return run.stdout + run.stderr
+
+    def package(self, dest: Path) -> Path:
+        """The chart packaged reproducibly: SOURCE_DATE_EPOCH for the archive's entries and
+        the archive's own mtime (``helm push`` records it as org.opencontainers.image.created)."""
+        self.run("package", str(CHART), "--destination", str(dest), epoch=True)
+        (tgz,) = dest.glob(f"{CHART_NAME}-*.tgz")
+        os.utime(tgz, (EPOCH, EPOCH))
+        return tgz
+
+
+def push(helm: Helm, tgz: Path, url: str) -> str:
+    """``helm push`` → the manifest digest it reports."""
+    out = helm.run("push", str(tgz), url, "--plain-http")
+    (digest,) = [line.split()[-1] for line in out.splitlines() if line.startswith("Digest:")]
+    return digest
+
+
+def install_flags(real_node: RealNode, openbao: BaoServer, port: int, *extra: str) -> list[str]:
+    """The ``target install`` flags of a URL-mode injector on the real node."""
+    return [
+        "--image", real_node.image_ref("cloudtaser/runtime:e2e"),
+        "--allowed-vault-address", openbao.address, "--audience", AUDIENCE,
+        "--webhook-url", f"https://127.0.0.1:{port}/mutate",
+        "--kube-api", f"{real_node.api_host}:{real_node.api_port}", "--replicas", "1", *extra,
+    ]  # fmt: skip
+
+
+def check(real_node: RealNode, namespace: str) -> dict[str, dict[str, Any]]:
+    """``target install --check`` → its checks by name (asserting exit code 0)."""
+    run = cli(["target", "install", "--check", "--namespace", namespace, "--output", "json",
+               "--kubeconfig", str(real_node.kubeconfig)])  # fmt: skip
+    assert run.code == 0, run.text
+    return {c["name"]: c for c in json.loads(run.stdout)["checks"]}
+
+
+def ca_bundle(real_node: RealNode) -> str:
+    with contextlib.closing(real_node.client()) as client:
+        mwc = client.get(MutatingWebhookConfiguration, NAME).to_dict()
+    return str(mwc["webhooks"][0]["clientConfig"].get("caBundle") or "")
+
+
+@dataclass
+class Release:
+    namespace: str
+    flags: list[str]
+    digest: str
+    layer: str
+
+
+@pytest.fixture(scope="module")
+def helm(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(find_gitops_tools()["helm"], tmp_path_factory.mktemp("helm"), real_node.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def release(
+    real_node: RealNode, openbao: BaoServer, runtime_image: Image, helm: Helm,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Release]:
+    """The chart pushed to the local registry and installed from there with ``helm install``."""
+    tmp = tmp_path_factory.mktemp("chart")
+    tgz = helm.package(tmp / "a")
+    url = f"oci://{real_node.registry}/charts"
+    digest = push(helm, tgz, url)
+    (port,) = free_ports(1)
+    namespace = f"ct-helm-{secrets.token_hex(3)}"
+    flags = install_flags(real_node, openbao, port)
+    values = cli(["target", "install", *flags, "--print-helm-values"])
+    assert values.code == 0, values.text
+    (tmp / "values.yaml").write_text(values.stdout)
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    helm.run("install", "cloudtaser", f"{url}/{CHART_NAME}", "--version", version,
+             "--plain-http", "--namespace", namespace, "--create-namespace",
+             "--values", str(tmp / "values.yaml"), "--wait", "--timeout", "180s")  # fmt: skip
+    try:
+        yield Release(namespace, flags, digest, hashlib.sha256(tgz.read_bytes()).hexdigest())
+    finally:
+        if real_node.running:
+            helm.run("uninstall", "cloudtaser", "--namespace", namespace, "--wait",
+                     "--timeout", "120s", check=False)  # fmt: skip
+            with contextlib.closing(real_node.client()) as client, contextlib.suppress(ApiError):
+                client.delete(Namespace, namespace)
+
+
+def test_the_chart_artifact_is_reproducible_and_holds_the_packaged_chart(
+    real_node: RealNode, helm: Helm, release: Release, tmp_path: Path
+) -> None:
+    again = helm.package(tmp_path)  # a second package, pushed to another repository
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == release.layer
+    assert push(helm, again, f"oci://{real_node.registry}/charts-again") == release.digest
+    # what helm pulls back is the chart that was packaged
+    (tmp_path / "pulled").mkdir()
+    helm.run("pull", f"oci://{real_node.registry}/charts/{CHART_NAME}", "--plain-http",
+             "--destination", str(tmp_path / "pulled"))  # fmt: skip
+    (pulled,) = (tmp_path / "pulled").glob("*.tgz")
+    assert hashlib.sha256(pulled.read_bytes()).hexdigest() == release.layer
+
+
+def test_install_check_passes_on_the_chart_installed_injector(
+    real_node: RealNode, release: Release
+) -> None:
+    with contextlib.closing(real_node.client()) as client:
+        deployment = client.get(Deployment, NAME, namespace=release.namespace).to_dict()
+    meta = deployment["metadata"]
+    # installed by Helm, not by target install: Helm's labels and annotations, no record
+    assert meta["labels"][MANAGED_BY] == HELM_MANAGED_BY
+    assert meta["annotations"]["meta.helm.sh/release-name"] == "cloudtaser"
+    assert "cloudtaser-install" not in {m["manager"] for m in meta["managedFields"]}
+    checks = check(real_node, release.namespace)
+    assert set(checks) == {
+        "deployment", "caBundle", "serving certificate", "cluster defaults", "mutation",
+    }  # fmt: skip
+    assert all(c["ok"] for c in checks.values()), checks
+    assert "verifies against it" in checks["serving certificate"]["detail"]
+    assert "came back injected" in checks["mutation"]["detail"]
+
+
+def test_target_uninstall_and_install_leave_a_helm_release_alone(
+    real_node: RealNode, release: Release
+) -> None:
+    # first: the release's objects exist and the webhook has published its CA
+    bundle = ca_bundle(real_node)
+    assert bundle
+    run = cli(["target", "uninstall", "--namespace", release.namespace, "--output", "json",
+               "--ignore-protected-workloads", "--kubeconfig", str(real_node.kubeconfig)])  # fmt: skip
+    assert run.code == 0, run.text
+    report = json.loads(run.stdout)
+    deleted = [c for c in report["changes"] if c["action"] == "delete"]
+    assert deleted == [], deleted
+    assert {c["action"] for c in report["changes"]} == {"keep"}, report
+    assert any("left alone" in c["detail"] for c in report["changes"]), report
+    # then: nothing of it went away, and it still works
+    with contextlib.closing(real_node.client()) as client:
+        client.get(Deployment, NAME, namespace=release.namespace)
+    assert ca_bundle(real_node) == bundle
+    # install refuses to take over what Helm owns
+    run = cli(["target", "install", *release.flags, "--namespace", release.namespace,
+               "--kubeconfig", str(real_node.kubeconfig), "--timeout", "60s"])  # fmt: skip
+    assert run.code != 0, run.text
+    assert "was not created by cloudtaser" in run.text
+    assert check(real_node, release.namespace)["mutation"]["ok"]
