@@ -80,6 +80,11 @@ def _mwc(real_node: RealNode) -> dict[str, Any]:
     return obj
 
 
+def _passes(real_node: RealNode, namespace: str) -> bool:
+    return cli(["target", "install", "--check", "--namespace", namespace,
+                "--kubeconfig", str(real_node.kubeconfig)]).code == 0  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def synced(
     real_node: RealNode, openbao: BaoServer, runtime_image: Image, flux: Flux,  # noqa: F811
@@ -91,8 +96,9 @@ def synced(
     artifact = flux.push(f"{namespace}/injector", _git(flags), revision="r1")
     try:
         flux.sync(namespace, "injector", artifact)
-        wait_until(lambda: bool(ca_bundle(real_node)), timeout=180,
-                   what="the injector publishes its caBundle",
+        # as target install waits: the CA published, the replica ready, a pod mutated
+        wait_until(lambda: _passes(real_node, namespace), timeout=180,
+                   what="target install --check passes", interval=1.0,
                    diagnostics=flux.diagnostics)  # fmt: skip
         yield namespace, flags, artifact
     finally:
