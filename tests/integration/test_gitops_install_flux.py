@@ -12,12 +12,14 @@ reconcile of the same revision, then a new revision that really changes the
 MutatingWebhookConfiguration (so kustomize-controller applies it), each keep the caBundle — the
 same CA, still the injector's field — and ``--check`` still passes. Flux's server-side apply
 owns only the fields in Git; install never writes caBundle, so there is nothing to fight over.
+The contrast last: a revision whose Git does hold a caBundle has Flux take the field over.
 
 Realnode: the webhook must really run to publish its CA.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import secrets
 import time
@@ -42,6 +44,10 @@ from tests.testenv.workloads import create_namespace, delete_namespace
 
 pytestmark = pytest.mark.integration
 
+#: A caBundle that is not the injector's (for the contrast at the end).
+STALE_CA = base64.b64encode(
+    b"-----BEGIN CERTIFICATE-----\nc3RhbGU=\n-----END CERTIFICATE-----\n"
+).decode()
 #: The injector's field manager (runtime/internal/webhook/bundle.go).
 INJECTOR_MANAGER = "cloudtaser-injector"
 
@@ -139,3 +145,16 @@ def test_flux_keeps_the_cabundle_the_injector_publishes(
     assert ca_bundle(real_node) == bundle
     checks = check(real_node, namespace)
     assert all(c["ok"] for c in checks.values()), checks
+
+    # the contrast, why install and the chart never render caBundle: a caBundle in Git is
+    # taken over by Flux's forced server-side apply on the next revision — the fight
+    files = _git(changed)
+    docs = list(yaml.safe_load_all(files["injector.yaml"]))
+    for doc in docs:
+        if doc["kind"] == "MutatingWebhookConfiguration":
+            doc["webhooks"][0]["clientConfig"]["caBundle"] = STALE_CA
+    files["injector.yaml"] = yaml.safe_dump_all(docs, sort_keys=False)
+    flux.reconcile(namespace, "injector", flux.push(f"{namespace}/injector", files, revision="r3"))
+    mwc = _mwc(real_node)
+    assert mwc["webhooks"][0]["clientConfig"]["caBundle"] == STALE_CA
+    assert FIELD_MANAGER in _bundle_managers(mwc)
