@@ -93,7 +93,10 @@ def _passes(real_node: RealNode, namespace: str) -> bool:
 
 @pytest.fixture(scope="module")
 def synced(
-    real_node: RealNode, openbao: BaoServer, runtime_image: Image, flux: Flux,  # noqa: F811
+    real_node: RealNode,
+    openbao: BaoServer,
+    runtime_image: Image,  # noqa: F811
+    flux: Flux,
 ) -> Iterator[tuple[str, list[str], Artifact]]:
     (port,) = free_ports(1)
     with contextlib.closing(real_node.client()) as client:

@@ -59,10 +59,14 @@ class Helm:
     kubeconfig: Path
 
     def run(self, *args: str, check: bool = True, epoch: bool = False) -> str:
-        env = {k: v for k, v in os.environ.items() if k not in {"KUBECONFIG", "SOURCE_DATE_EPOCH"}}
-        env.update(HELM_CACHE_HOME=str(self.home / "cache"),
-                   HELM_CONFIG_HOME=str(self.home / "config"),
-                   HELM_DATA_HOME=str(self.home / "data"), KUBECONFIG=str(self.kubeconfig))  # fmt: skip
+        drop = {"KUBECONFIG", "SOURCE_DATE_EPOCH"}
+        env = {k: v for k, v in os.environ.items() if k not in drop}
+        env.update(
+            HELM_CACHE_HOME=str(self.home / "cache"),
+            HELM_CONFIG_HOME=str(self.home / "config"),
+            HELM_DATA_HOME=str(self.home / "data"),
+            KUBECONFIG=str(self.kubeconfig),
+        )
         if epoch:
             env["SOURCE_DATE_EPOCH"] = str(EPOCH)
         run = subprocess.run([str(self.binary), *args], capture_output=True, text=True,
@@ -126,7 +130,10 @@ def helm(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 @pytest.fixture(scope="module")
 def release(
-    real_node: RealNode, openbao: BaoServer, runtime_image: Image, helm: Helm,  # noqa: F811
+    real_node: RealNode,
+    openbao: BaoServer,
+    runtime_image: Image,  # noqa: F811
+    helm: Helm,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
     """The chart pushed to the local registry and installed from there with ``helm install``."""
@@ -194,7 +201,8 @@ def test_target_uninstall_and_install_leave_a_helm_release_alone(
     bundle = ca_bundle(real_node)
     assert bundle
     run = cli(["target", "uninstall", "--namespace", release.namespace, "--output", "json",
-               "--ignore-protected-workloads", "--kubeconfig", str(real_node.kubeconfig)])  # fmt: skip
+               "--ignore-protected-workloads",
+               "--kubeconfig", str(real_node.kubeconfig)])  # fmt: skip
     assert run.code == 0, run.text
     report = json.loads(run.stdout)
     deleted = [c for c in report["changes"] if c["action"] == "delete"]

@@ -81,7 +81,7 @@ def test_helm_and_kustomize_are_stamped_with_the_versions_the_script_builds() ->
     bin_dir = k8s_bin_dir()
     stamp = bin_dir / ".complete-gitops-tools"
     if not stamp.is_file():
-        pytest.skip(f"no GitOps tools build in {bin_dir} (prebuilt binaries?); run `nox -s testenv`")
+        pytest.skip(f"no GitOps tools in {bin_dir} (prebuilt binaries?); run `nox -s testenv`")
     fields = dict(f.split("=", 1) for f in stamp.read_text().split())
     helm_v, kustomize_v = _script_default("HELM_V"), _script_default("KUSTOMIZE_V")
     assert fields == {"helm": helm_v, "kustomize": kustomize_v}

@@ -194,7 +194,8 @@ def test_print_argocd_ignore_names_only_the_cabundle_of_the_injectors_configurat
         "jsonPointers": ["/webhooks/0/clientConfig/caBundle"],
     }
     notes = (CHART / "templates" / "NOTES.txt").read_text()
-    assert chart.CA_BUNDLE_POINTER in notes and "RespectIgnoreDifferences=true" in notes
+    assert chart.CA_BUNDLE_POINTER in notes
+    assert "RespectIgnoreDifferences=true" in notes
 
 
 def _package(dest: Path, epoch: str | None) -> bytes:

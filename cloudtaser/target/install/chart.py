@@ -71,4 +71,3 @@ def helm_values(opts: InstallOptions) -> dict[str, Any]:
         },
         "jwtTokenExpiration": opts.jwt_token_expiration or 0,
     }
-
