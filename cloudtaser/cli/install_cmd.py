@@ -55,6 +55,14 @@ examples:
   cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault --print
 
+  # the same objects from the Helm chart charts/cloudtaser-runtime (docs/gitops-install.md)
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault \\
+      --print-helm-values > values.yaml
+  helm install cloudtaser oci://registry.corp/charts/cloudtaser-runtime --version 0.1.0 \\
+      -n cloudtaser-system --create-namespace -f values.yaml
+  cloudtaser target install --print-argocd-ignore   # Argo CD: ignore the self-published caBundle
+
   # air-gapped: look images up in a mirror, with the pods' imagePullSecrets
   cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault \\
@@ -375,7 +383,11 @@ def _run_install(args: argparse.Namespace) -> int:
 
         from cloudtaser.target.install.chart import helm_values  # noqa: PLC0415
 
-        sys.stdout.write(yaml.safe_dump(helm_values(options), sort_keys=False))
+        sys.stdout.write(
+            f"# values of the chart cloudtaser-runtime; its namespace is the release's:\n"
+            f"#   helm install cloudtaser <chart> -n {options.namespace} -f <this file>\n"
+            + yaml.safe_dump(helm_values(options), sort_keys=False)
+        )
         return ExitCode.OK
     from cloudtaser.config import local_actor  # noqa: PLC0415
     from cloudtaser.target.install.apply import install  # noqa: PLC0415
