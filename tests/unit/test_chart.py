@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloudtaser import __version__
 from cloudtaser.cli import main
 from cloudtaser.target.install import chart
 from cloudtaser.target.install.manifests import CREATED_ANNOTATION, LABELS, NAME, InstallOptions
@@ -218,3 +219,9 @@ def test_helm_package_is_byte_reproducible_with_source_date_epoch(tmp_path: Path
         os.utime(path, (time.time() + 5, time.time() + 5))
     assert _package(tmp_path / "b", "1700000000") == first
     assert _package(tmp_path / "c", None) != first  # the finding: not reproducible by default
+
+
+def test_the_chart_is_released_with_the_runtime_version() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["name"] == chart.CHART_NAME
+    assert meta["appVersion"] == meta["version"] == __version__
