@@ -115,6 +115,9 @@ def synced(
             # deleting the Kustomization prunes what it applied (the webhook configuration too)
             real_node.cluster.kubectl("delete", "kustomization", "-n", namespace, "injector",
                                       "--wait=true", "--timeout=120s", check=False)  # fmt: skip
+            # the contrast leaves a stale CA: never leave a failing webhook to later modules
+            real_node.cluster.kubectl("delete", "mutatingwebhookconfiguration", NAME,
+                                      "--ignore-not-found", check=False)  # fmt: skip
             with contextlib.closing(real_node.client()) as client:
                 delete_namespace(client, namespace)
 

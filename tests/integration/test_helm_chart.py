@@ -121,6 +121,9 @@ class Release:
     flags: list[str]
     digest: str
     layer: str
+    chart: str
+    version: str
+    values: Path
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +155,9 @@ def release(
              "--plain-http", "--namespace", namespace, "--create-namespace",
              "--values", str(tmp / "values.yaml"), "--wait", "--timeout", "180s")  # fmt: skip
     try:
-        yield Release(namespace, flags, digest, hashlib.sha256(tgz.read_bytes()).hexdigest())
+        layer = hashlib.sha256(tgz.read_bytes()).hexdigest()
+        yield Release(namespace, flags, digest, layer, f"{url}/{CHART_NAME}", version,
+                      tmp / "values.yaml")  # fmt: skip
     finally:
         if real_node.running:
             helm.run("uninstall", "cloudtaser", "--namespace", namespace, "--wait",
@@ -219,3 +224,23 @@ def test_target_uninstall_and_install_leave_a_helm_release_alone(
     assert run.code != 0, run.text
     assert "was not created by cloudtaser" in run.text
     assert check(real_node, release.namespace)["mutation"]["ok"]
+
+
+def test_helm_upgrade_keeps_the_cabundle_the_injector_published(
+    real_node: RealNode, helm: Helm, release: Release
+) -> None:
+    """Helm v4 applies server-side (field manager helm): the chart never names caBundle, so
+    an upgrade that changes the webhook configuration leaves the injector's field alone."""
+    bundle = ca_bundle(real_node)
+    assert bundle  # first: published
+    helm.run("upgrade", "cloudtaser", release.chart, "--version", release.version,
+             "--plain-http", "--namespace", release.namespace, "--values", str(release.values),
+             "--set", "timeoutSeconds=11", "--wait", "--timeout", "180s")  # fmt: skip
+    with contextlib.closing(real_node.client()) as client:
+        mwc = client.get(MutatingWebhookConfiguration, NAME).to_dict()
+    assert mwc["webhooks"][0]["timeoutSeconds"] == 11  # the upgrade applied the object
+    managers = {(m["manager"], m["operation"]) for m in mwc["metadata"]["managedFields"]}
+    assert ("helm", "Apply") in managers, managers
+    assert mwc["webhooks"][0]["clientConfig"]["caBundle"] == bundle  # and the CA survived
+    checks = check(real_node, release.namespace)
+    assert all(c["ok"] for c in checks.values()), checks
