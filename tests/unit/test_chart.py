@@ -225,3 +225,13 @@ def test_the_chart_is_released_with_the_runtime_version() -> None:
     meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert meta["name"] == chart.CHART_NAME
     assert meta["appVersion"] == meta["version"] == __version__
+
+
+def test_helm_lint_passes_on_install_written_values(tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(_cli(["target", "install", *BASE, "--print-helm-values"]))
+    run = subprocess.run(
+        [str(_helm()), "lint", "--strict", str(CHART), "--values", str(path)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
