@@ -1,7 +1,8 @@
 {{/*
-The objects of `cloudtaser target install --print`, one template each. Their source of truth is
-cloudtaser/target/install/manifests.py: tests/unit/test_chart.py renders this chart with the real
-`helm template` over a matrix of settings and compares every object with `target install --print`.
+The objects of `cloudtaser target install --print`, one template each. Their source of truth
+is cloudtaser/target/install/manifests.py: tests/integration/test_helm_chart.py renders this
+chart with the real `helm template` over a matrix of settings and compares every object with
+`target install --print`.
 The name is the contract's (runtime/internal/contract): it cannot be changed.
 */}}
 {{- define "cloudtaser.name" -}}cloudtaser-injector{{- end -}}

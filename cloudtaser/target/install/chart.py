@@ -1,9 +1,9 @@
 """The Helm chart of the injector (``charts/cloudtaser-runtime``), seen from install's side.
 
 The chart renders the objects of :func:`cloudtaser.target.install.manifests.build_objects`
-(``tests/unit/test_chart.py`` runs the real ``helm template`` over a matrix of settings and
-compares every object with ``target install --print``). Two things belong to install rather than
-to the chart, so that each rule exists once:
+(``tests/integration/test_helm_chart.py`` runs the real ``helm template`` over a matrix of
+settings and compares every object with ``target install --print``). Two things belong to
+install rather than to the chart, so that each rule exists once:
 
 * :func:`helm_values`: the chart's values for validated :class:`InstallOptions`
   (``target install --print-helm-values``): install's own validation and normalisation
