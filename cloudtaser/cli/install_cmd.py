@@ -55,6 +55,14 @@ examples:
   cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault --print
 
+  # the same objects from the Helm chart charts/cloudtaser-runtime (docs/gitops-install.md)
+  cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
+      --allowed-vault-address https://vault.corp:8200 --audience vault \\
+      --print-helm-values > values.yaml
+  helm install cloudtaser oci://registry.corp/charts/cloudtaser-runtime --version 0.1.0 \\
+      -n cloudtaser-system --create-namespace -f values.yaml
+  cloudtaser target install --print-argocd-ignore   # Argo CD: ignore the self-published caBundle
+
   # air-gapped: look images up in a mirror, with the pods' imagePullSecrets
   cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault \\
@@ -228,6 +236,18 @@ def register(groups: Any) -> None:
         help="print the objects as YAML (for GitOps) and exit; no cluster access",
     )
     modes.add_argument(
+        "--print-helm-values",
+        action="store_true",
+        help="print the values of the Helm chart cloudtaser-runtime for these flags (validated "
+        "as install validates them; its objects are --print's) and exit; no cluster access",
+    )
+    modes.add_argument(
+        "--print-argocd-ignore",
+        action="store_true",
+        help="print the Argo CD Application spec.ignoreDifferences entry for the caBundle the "
+        "injector publishes itself, and exit",
+    )
+    modes.add_argument(
         "--check",
         action="store_true",
         help="verify an installed injector: Deployment ready, caBundle a valid CA that "
@@ -331,6 +351,14 @@ def _options(args: argparse.Namespace) -> Any:
 def _run_install(args: argparse.Namespace) -> int:
     if args.check:
         return _run_check(args)
+    if args.print_argocd_ignore:
+        import yaml  # noqa: PLC0415
+
+        from cloudtaser.target.install import chart  # noqa: PLC0415
+
+        document = {"ignoreDifferences": [chart.ARGOCD_IGNORE_DIFFERENCES]}
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+        return ExitCode.OK
     missing = [
         flag
         for flag, value in (
@@ -349,6 +377,17 @@ def _run_install(args: argparse.Namespace) -> int:
         progress(f"--read-pull-secrets adds to the RBAC: {manifests.PULL_SECRETS_RULE}")
     if args.print_yaml:
         sys.stdout.write(manifests.render_yaml(manifests.build_objects(options)))
+        return ExitCode.OK
+    if args.print_helm_values:
+        import yaml  # noqa: PLC0415
+
+        from cloudtaser.target.install.chart import helm_values  # noqa: PLC0415
+
+        sys.stdout.write(
+            f"# values of the chart cloudtaser-runtime; its namespace is the release's:\n"
+            f"#   helm install cloudtaser <chart> -n {options.namespace} -f <this file>\n"
+            + yaml.safe_dump(helm_values(options), sort_keys=False)
+        )
         return ExitCode.OK
     from cloudtaser.config import local_actor  # noqa: PLC0415
     from cloudtaser.target.install.apply import install  # noqa: PLC0415

@@ -9,7 +9,9 @@ cluster defaults recorded on the webhook configuration
 a vault address when the injector has a default one, so the default is what admits it) comes
 back injected — the real path: API server, webhook, mutation; decided by
 :func:`cloudtaser.target.engine.admission.judge`, the decision protect and finalize make
-before any patch. Nothing here prints.
+before any patch. The injector is found by its fixed names only (not by install's labels,
+field manager or record), so a chart- or GitOps-installed injector is checked the same way
+(``tests/integration/test_helm_chart.py``). Nothing here prints.
 """
 
 from __future__ import annotations
