@@ -312,6 +312,7 @@ class ProtectStep(Step):
     patched_no_wait_message = "patched"
     failed_reason = "protect failed"
     records_refusals = True
+    gitops_action = "protect"
 
     unverified_reason = "injection not proven"
 
