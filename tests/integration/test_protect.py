@@ -410,7 +410,7 @@ def test_paused_ondelete_and_partition_are_refused_with_the_reason(
             assert obj["metadata"]["generation"] == 1
 
 
-def test_gitops_owned_workload_gets_a_warning(
+def test_a_gitops_owned_workload_is_refused_then_patched_live_loudly_with_the_flag(
     cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
 ) -> None:
     spec = _spec(
@@ -423,9 +423,20 @@ def test_gitops_owned_workload_gets_a_warning(
     _setup(kube_client, namespace, [spec])
     plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "argo")]})
 
-    result = _cli(cluster, "protect", plan, "--yes", "--output", "json")
+    refused = _cli(cluster, "protect", plan, "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "owned by Argo CD Application shop" in refused.stdout + refused.stderr
+    assert "--emit DIR" in refused.stdout + refused.stderr
+    untouched = _obj(kube_client, "Deployment", namespace, "argo")
+    assert untouched["metadata"]["generation"] == 1  # refused before any patch
+    assert "cloudtaser.io/inject" not in (
+        untouched["spec"]["template"]["metadata"].get("labels") or {}
+    )
+
+    result = _cli(cluster, "protect", plan, "--yes", "--live-patch-owned", "--output", "json")
 
     assert result.returncode == 0, result.stderr
+    assert "WARNING: live patch of a workload owned by Argo CD Application shop" in result.stderr
     assert "Argo CD (application 'shop'" in result.stderr
     assert "Flux Kustomization" in result.stderr
     assert "Git" in result.stderr
