@@ -169,25 +169,39 @@ def _run(cluster: Cluster, verb: str, plan: Path, *args: str) -> subprocess.Comp
     return _cli(*_argv(cluster, verb, plan, *args))
 
 
-def _start(cluster: Cluster, verb: str, plan: Path, *args: str) -> subprocess.Popen[str]:
-    """A ``--wait-for-git`` run in the background (it waits for what the test pushes next)."""
-    return subprocess.Popen(
-        _argv(cluster, verb, plan, *args),
+#: What a ``--wait-for-git`` run says once it found the change not applied yet and polls.
+POLLING = "to apply the change from Git"
+
+
+def _start(cluster: Cluster, verb: str, plan: Path) -> tuple[subprocess.Popen[str], str]:
+    """A ``--wait-for-git`` run in the background, returned once it is polling (it saw the
+    change not applied yet), with what it said so far on stderr."""
+    process = subprocess.Popen(
+        _argv(cluster, verb, plan, "--wait-for-git", "--deadline", "4m"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
         env=_env(),
     )
+    assert process.stderr is not None
+    said = []
+    for line in process.stderr:
+        said.append(line)
+        if POLLING in line:
+            break
+    return process, "".join(said)
 
 
-def _finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+def _finish(process: subprocess.Popen[str], said: str) -> subprocess.CompletedProcess[str]:
     try:
         out, err = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate()
-    return _checked(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    result = subprocess.CompletedProcess(process.args, process.returncode, out, said + err)
+    assert POLLING in said, result.stdout + result.stderr  # it waited for the push below
+    return _checked(result)
 
 
 def _deployment(client: Any, namespace: str) -> dict[str, Any]:
@@ -282,11 +296,11 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
 
     # 3. The team merges: the next revision; --wait-for-git (re-run: resumable) sees Flux apply
     # it, waits for the rollout, proves the new pods injected and records migrated.
-    waiter = _start(cluster, "protect", plan, "--wait-for-git", "--deadline", "4m")
+    waiter, said = _start(cluster, "protect", plan)
     git = _fold(_git(app_ns), emitted, "cloudtaser/protect")
     revision2 = flux.push(f"{app_ns}/app", git, revision="r2")
     flux.reconcile(app_ns, "app", revision2)
-    done = _finish(waiter)
+    done = _finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
     migrated = _workload(plan)
     assert migrated.effective_status == "migrated"
@@ -318,11 +332,11 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     assert '"waitingForGit"' in status_json.stdout
 
     # 5. Merged: Flux removes them, finalize --wait-for-git proves and records it.
-    waiter = _start(cluster, "finalize", plan, "--wait-for-git", "--deadline", "4m")
+    waiter, said = _start(cluster, "finalize", plan)
     git3 = _fold(git, emitted2, "cloudtaser/finalize")
     revision3 = flux.push(f"{app_ns}/app", git3, revision="r3")
     flux.reconcile(app_ns, "app", revision3)
-    done = _finish(waiter)
+    done = _finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
     finalized = _workload(plan)
     assert finalized.finalized_at is not None
