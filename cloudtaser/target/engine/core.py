@@ -1039,13 +1039,21 @@ def _may_patch_live(
         return True
     who = describe(owner)
     if not owner.ambiguous and not engine.options.live_patch_owned:
+        wait = workload.gitops
         engine.refuse(
             flow,
             ref,
             workload,
             f"owned by {who} ({owner.evidence}): a live {flow.gitops_action} is not in Git "
-            "and its owner may revert it. Write the change for Git with --emit DIR (commit it, "
-            "then re-run with --wait-for-git), or patch live anyway with --live-patch-owned",
+            "and its owner may revert it. "
+            + (
+                f"Its change was written for Git ({wait.emitted_at.isoformat()}): once merged, "
+                "re-run with --wait-for-git"
+                if wait is not None and wait.action == flow.gitops_action
+                else "Write the change for Git with --emit DIR (commit it, then re-run with "
+                "--wait-for-git)"
+            )
+            + ", or patch live anyway with --live-patch-owned",
             step.warnings,
         )
         return False
