@@ -62,7 +62,8 @@ __all__ = [
 #: The ``exit codes:`` line of every engine step's help (protect, unprotect, finalize), as
 #: :func:`exit_code` and the one error mapping (:mod:`cloudtaser.cli.exitcodes`) return them.
 RUN_EXIT_CODES = (
-    "0 done (or nothing to do), 1 some workloads refused (drift, paused, ...), 2 bad flags or "
+    "0 done (or nothing to do), 1 some workloads refused (drift, paused, owned, ...) or still "
+    "waiting for Git at the --wait-for-git deadline, 2 bad flags or "
     "plan, 3 cluster unreachable or credentials refused (checked before any workload), 4 a "
     "patch or rollout failed, 5 refused by --require-approval / --require-verified before "
     "any change, 130 interrupted."

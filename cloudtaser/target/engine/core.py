@@ -461,7 +461,7 @@ class Engine:
                 Event(
                     ref=res.ref,
                     message=f"{res.outcome}: {res.message}",
-                    warning=res.outcome in {Outcome.FAILED, Outcome.REFUSED},
+                    warning=res.outcome in {Outcome.FAILED, Outcome.REFUSED, Outcome.WAITING},
                     outcome=str(res.outcome),
                 )
             )
@@ -1112,7 +1112,7 @@ def _write_emitted(engine: Engine) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     for done in engine.emitted:
         workload, ref, change = done.workload, done.ref, done.change
-        mine = [str(p) for p in files if p.parent == root / owner_slug(change)]
+        mine = [str(p) for p in files if p.is_relative_to(root / owner_slug(change))]
         who = describe(change.owner) if change.owner is not None else "no known owner"
         message = (
             f"{change.action} written for Git ({who}): {', '.join(mine) or 'no file'}; commit "
