@@ -949,7 +949,8 @@ def _ask(engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step:
             replicas=_replicas(ref.kind, step.obj),
             mapping=_mapping(workload),
             warnings=step.warnings,
-            patch=step.shown_patch,
+            # --emit: what goes to Git (no resourceVersion, no restart marker)
+            patch=for_git(step.shown_patch) if engine.emitter is not None else step.shown_patch,
             already_applied=step.patch is None,
         )
     )
@@ -1106,9 +1107,15 @@ def _write_emitted(engine: Engine) -> None:
     as waiting for Git (nothing with ``dry_run``: the plan is read-only)."""
     if engine.emitter is None or not engine.emitted:
         return
-    files = engine.emitter.write()
-    engine.report.files = list(files)
     root = engine.emitter.out_dir
+    try:
+        files = engine.emitter.write()
+    except OSError as exc:
+        raise ConfigError(
+            f"--emit {root}: cannot write the files ({exc.strerror or exc}); nothing was "
+            "changed in the cluster, re-run with a directory you can write"
+        ) from exc
+    engine.report.files = list(files)
     now = datetime.now(UTC).replace(microsecond=0)
     for done in engine.emitted:
         workload, ref, change = done.workload, done.ref, done.change
