@@ -129,7 +129,9 @@ def _fold(git: dict[str, str], emitted: Path, prefix: str) -> dict[str, str]:
     ``prefix/`` in Git, and its ``patches:`` entries added to kustomization.yaml."""
     (owner_dir,) = [d for d in emitted.iterdir() if d.is_dir()]
     out = dict(git)
-    out[f"{prefix}/{PATCHES_FILE}"] = (owner_dir / PATCHES_FILE).read_text()
+    for path in owner_dir.rglob("*"):
+        if path.is_file() and path.name != KUSTOMIZATION_ENTRY_FILE:
+            out[f"{prefix}/{path.relative_to(owner_dir)}"] = path.read_text()
     entries = yaml.safe_load((owner_dir / KUSTOMIZATION_ENTRY_FILE).read_text())["patches"]
     kustomization = yaml.safe_load(out["kustomization.yaml"])
     kustomization.setdefault("patches", []).extend(
@@ -268,12 +270,14 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     assert run.returncode == 0, run.stdout + run.stderr
     _assert_unchanged(kube_client, app_ns, before)
     files = sorted(p for p in emitted.rglob("*") if p.is_file())
-    assert [p.name for p in files] == [PATCHES_FILE, KUSTOMIZATION_ENTRY_FILE]
+    assert {PATCHES_FILE, KUSTOMIZATION_ENTRY_FILE} <= {p.name for p in files}
     for path in files:
         assert str(path) in run.stdout  # the CLI names every file written
         assert CANARY not in path.read_text()
     assert "--wait-for-git" in run.stdout  # ... and what to do next
-    patches = yaml.safe_load((files[0].parent / PATCHES_FILE).read_text())
+    (patch_file,) = [p for p in files if p.name == PATCHES_FILE]
+    (patches,) = [d for d in yaml.safe_load_all(patch_file.read_text()) if d]
+    assert (patches["kind"], patches["metadata"]["name"]) == ("Deployment", NAME)
     written = patches["spec"]["template"]["metadata"]
     assert written["labels"] == {ann.INJECT_LABEL: "true"}
     assert ann.RESTARTED_AT not in written["annotations"]  # Git rolls the pods by itself
