@@ -445,6 +445,47 @@ def test_a_gitops_owned_workload_is_refused_then_patched_live_loudly_with_the_fl
     assert _statuses(plan)[f"{namespace}/argo"] == "migrated"
 
 
+def test_an_ambiguous_owner_gets_a_loud_warning_and_is_patched(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    """``app.kubernetes.io/instance`` alone: Argo CD's label tracking, or any Helm chart."""
+    spec = _spec("Deployment", "chart", namespace, labels={"app.kubernetes.io/instance": "shop"})
+    _setup(kube_client, namespace, [spec])
+    plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "chart")]})
+
+    result = _cli(cluster, "protect", plan, "--yes")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING: possibly Argo CD Application shop may write this workload" in result.stderr
+    assert "--emit DIR" in result.stderr
+    assert _statuses(plan)[f"{namespace}/chart"] == "migrated"
+
+
+def test_emit_with_dry_run_writes_the_files_and_changes_neither_cluster_nor_plan(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    _setup(kube_client, namespace, [_spec("Deployment", "web", namespace)])
+    plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "web")]})
+    before_plan = plan.read_bytes()
+    before = _obj(kube_client, "Deployment", namespace, "web")
+    out = tmp_path / "gitops"
+
+    result = _cli(cluster, "protect", plan, "--emit", str(out), "--dry-run", "-o", "json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert [r["outcome"] for r in report["results"]] == ["emitted"]
+    assert report["files"] == [str(out / "unowned" / n) for n in (
+        "cloudtaser-patches.yaml", "kustomization-entry.yaml"
+    )]  # fmt: skip
+    assert all(Path(f).is_file() for f in report["files"])
+    assert "cloudtaser.io/inject" in Path(report["files"][0]).read_text()
+    assert plan.read_bytes() == before_plan  # nothing recorded
+    after = _obj(kube_client, "Deployment", namespace, "web")
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+
+
 # -- lock, failures, interrupt -------------------------------------------------------------------
 
 
