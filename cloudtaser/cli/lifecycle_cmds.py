@@ -21,7 +21,9 @@ from cloudtaser.cli.output import progress, table
 from cloudtaser.cli.steps import (
     RUN_EXIT_CODES,
     StepRun,
+    add_gitops_options,
     add_run_options,
+    check_gitops,
     check_run,
     exit_code,
     print_report,
@@ -65,7 +67,11 @@ Secret is read and its namespace scanned again, and the delete carries its uid a
 resourceVersion as preconditions. DELETION IS IRREVERSIBLE: with --interactive each delete
 is asked separately, default No, naming the Secret and its keys (never a value). With
 --dry-run it lists what would go. A workload named with --workload that finalize cannot act
-on (pending, skipped) is refused with the step that comes first. See docs/lifecycle.md.
+on (pending, skipped) is refused with the step that comes first. A workload Argo CD, Flux or
+a Helm release owns is not patched live unless --live-patch-owned (its owner would put the
+references back): --emit DIR writes the removal as files its owner commits (what it removes
+is recorded in the plan at once), and --wait-for-git, once merged, waits until the owner
+applied it, then proves and records as usual. See docs/lifecycle.md and docs/gitops.md.
 """
 
 _AUDIT_DESCRIPTION = """\
@@ -96,13 +102,15 @@ def register(groups: Any) -> None:
         examples=[
             "cloudtaser target finalize --plan plan.yaml --dry-run",
             "cloudtaser target finalize --plan plan.yaml --yes --tenant payments",
+            "cloudtaser target finalize --plan plan.yaml --yes --emit gitops/",
+            "cloudtaser target finalize --plan plan.yaml --yes --wait-for-git --deadline 45m",
             "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets --dry-run",
             "cloudtaser target finalize --plan plan.yaml --yes --delete-secrets"
             " --require-verified verified.json --require-approval --allowed-signers team.signers",
         ],
         exit_codes=RUN_EXIT_CODES,
     )
-    add_run_options(fin)
+    add_run_options(fin, lambda parser: add_gitops_options(parser, "finalize"))
     add_gate_options(fin, verified="migrated")
     fin.add_argument(
         "--delete-secrets",
@@ -201,7 +209,12 @@ def _check_finalize(args: argparse.Namespace) -> str | None:
         return "--delete-secrets needs the rollouts awaited (drop --no-wait)"
     if args.gitops_source is not None and not args.delete_secrets:
         return "--gitops-source only names files for --delete-secrets: add it, or drop DIR"
-    return None
+    if args.delete_secrets and args.emit:
+        return (
+            "--delete-secrets needs the references gone from the cluster: run it with "
+            "--wait-for-git once the emitted change is merged"
+        )
+    return check_gitops(args)
 
 
 def _run_finalize(args: argparse.Namespace) -> int:

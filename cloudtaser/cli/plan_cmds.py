@@ -62,7 +62,9 @@ def register(groups: Any) -> None:
         description=(
             "Summarise a plan's progress per tenant and overall: workloads and secrets that "
             "are pending, migrated or skipped. --workloads lists each workload with its "
-            "status and the last error protect recorded."
+            "status and the last error protect recorded. Workloads whose change was written "
+            "for Git (target protect / finalize --emit) and not yet found applied are listed "
+            "as waiting for Git, with their files and the --wait-for-git command."
         ),
         examples=[
             "cloudtaser plan status plan.yaml",
@@ -238,7 +240,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     from cloudtaser.cli.output import print_json, table  # noqa: PLC0415
-    from cloudtaser.plan.summary import status_counts  # noqa: PLC0415
+    from cloudtaser.plan.summary import status_counts, waiting_for_git  # noqa: PLC0415
     from cloudtaser.plan.todo import select_tenants  # noqa: PLC0415
 
     loaded = _load(args.plan)
@@ -255,18 +257,22 @@ def _run_status(args: argparse.Namespace) -> int:
             "status": w.effective_status.value,
             "reason": w.history[-1].reason if w.history else w.reason,
             "lastError": w.last_error,
+            **({"waitingForGit": w.gitops.action} if w.gitops is not None else {}),
         }
         for t in scope
         for w in t.workloads
     ]
+    waiting = waiting_for_git(scope)
     if args.output == "json":
         import msgspec  # noqa: PLC0415
 
-        from cloudtaser.plan.result import PlanStatus, WorkloadState  # noqa: PLC0415
+        from cloudtaser.plan.result import GitWaiting, PlanStatus, WorkloadState  # noqa: PLC0415
 
         document = msgspec.convert({**report, "summary": report["total"]}, PlanStatus)
         if args.workloads:
             document.workloads = msgspec.convert(workloads, list[WorkloadState])
+        if waiting:
+            document.waiting_for_git = msgspec.convert(waiting, list[GitWaiting])
         print_json(msgspec.to_builtins(document))
         return ExitCode.OK
     if args.workloads:
@@ -274,7 +280,7 @@ def _run_status(args: argparse.Namespace) -> int:
             [
                 str(w["tenant"]),
                 f"{w['namespace']}/{w['kind']}/{w['name']}",
-                str(w["status"]),
+                str(w["status"]) + (", waiting for Git" if "waitingForGit" in w else ""),
                 str(w["lastError"] or w["reason"] or ""),
             ]
             for w in workloads
@@ -293,7 +299,30 @@ def _run_status(args: argparse.Namespace) -> int:
         )
     print(f"plan {report['plan']}: workloads (secrets) by status")
     print(table(rows, ["TENANT", "NAMESPACE", "PENDING", "MIGRATED", "SKIPPED"]))
+    if waiting:
+        _print_waiting(waiting, args.plan)
     return ExitCode.OK
+
+
+def _print_waiting(waiting: list[dict[str, Any]], plan: str) -> None:
+    """``plan status``: the workloads whose change waits for its owner to apply it from Git."""
+    from cloudtaser.cli.output import table  # noqa: PLC0415
+
+    print()
+    print(f"waiting for Git: {len(waiting)} workload(s) (written with --emit, not applied yet)")
+    rows = [
+        [
+            f"{w['namespace']}/{w['kind']}/{w['name']}",
+            str(w["action"]),
+            str(w["emittedAt"]),
+            ", ".join(w["files"]),
+        ]
+        for w in waiting
+    ]
+    print(table(rows, ["WORKLOAD", "CHANGE", "EMITTED", "FILES"]))
+    verbs = sorted({str(w["action"]) for w in waiting})
+    for verb in verbs:
+        print(f"once merged: cloudtaser target {verb} --plan {plan} --wait-for-git --yes")
 
 
 def _run_todo(args: argparse.Namespace) -> int:

@@ -18,7 +18,9 @@ from cloudtaser.cli.output import progress
 from cloudtaser.cli.steps import (
     RUN_EXIT_CODES,
     StepRun,
+    add_gitops_options,
     add_run_options,
+    check_gitops,
     check_run,
     exit_code,
     print_report,
@@ -46,8 +48,12 @@ workload named with --workload that protect cannot act on is refused with the st
 comes first. When the installed injector carries cluster defaults (target install
 --default-*), only what differs from them is written: the templates then hold nothing
 cluster-specific (no vault address, auth path, auth method or vault namespace), and the plan
-records per workload what was left to the injector (injectorDefaults). Talks only to the
-cluster. See docs/protect.md.
+records per workload what was left to the injector (injectorDefaults). A workload an Argo CD
+Application, a Flux Kustomization / HelmRelease or a Helm release owns is not patched live
+(its owner may revert it) unless --live-patch-owned: --emit DIR writes the change as files its
+owner commits instead (nothing in the cluster changes; the plan records it waiting for Git),
+and once merged --wait-for-git waits until the owner has applied it, then proves and records
+as usual. Talks only to the cluster. See docs/protect.md and docs/gitops.md.
 """
 
 _UNPROTECT_DESCRIPTION = """\
@@ -84,6 +90,8 @@ def register(groups: Any) -> None:
             "cloudtaser target protect --plan plan.yaml --vault-address https://bao.example:8200"
             " --reroll --workload payments/Deployment/api --yes",
             "cloudtaser target protect --plan plan.yaml --yes  # the injector's default address",
+            "cloudtaser target protect --plan plan.yaml --yes --emit gitops/",
+            "cloudtaser target protect --plan plan.yaml --yes --wait-for-git --deadline 1h",
         ],
         epilog=_RUN_EPILOG,
         exit_codes=RUN_EXIT_CODES,
@@ -146,6 +154,7 @@ def _add_protect_options(parser: argparse.ArgumentParser) -> None:
         "injected, and prove the new pods (recorded in the plan); proven ones are left alone",
     )
     _add_pin_options(parser)
+    add_gitops_options(parser, "protect")
 
 
 def _add_pin_options(parser: argparse.ArgumentParser) -> None:
@@ -211,7 +220,11 @@ def _check_protect(args: argparse.Namespace) -> str | None:
         )
     if args.reroll and not args.verify_injection:
         return "--reroll proves the new pods injected: drop --no-verify-injection"
-    return check_run(args)
+    if args.reroll and (args.emit or args.wait_for_git):
+        return (
+            "--reroll restarts pods live: it does not go through Git (drop --emit / --wait-for-git)"
+        )
+    return check_gitops(args) or check_run(args)
 
 
 def _warn_plain_http(address: str | None) -> None:

@@ -44,7 +44,9 @@ __all__ = [
     "RUN_EXIT_CODES",
     "Interrupts",
     "StepRun",
+    "add_gitops_options",
     "add_run_options",
+    "check_gitops",
     "check_run",
     "exit_code",
     "make_decide",
@@ -60,7 +62,8 @@ __all__ = [
 #: The ``exit codes:`` line of every engine step's help (protect, unprotect, finalize), as
 #: :func:`exit_code` and the one error mapping (:mod:`cloudtaser.cli.exitcodes`) return them.
 RUN_EXIT_CODES = (
-    "0 done (or nothing to do), 1 some workloads refused (drift, paused, ...), 2 bad flags or "
+    "0 done (or nothing to do), 1 some workloads refused (drift, paused, owned, ...) or still "
+    "waiting for Git at the --wait-for-git deadline, 2 bad flags or "
     "plan, 3 cluster unreachable or credentials refused (checked before any workload), 4 a "
     "patch or rollout failed, 5 refused by --require-approval / --require-verified before "
     "any change, 130 interrupted."
@@ -196,6 +199,68 @@ class Interrupts:
             signal.signal(signal.SIGTERM, old_term)
 
 
+def add_gitops_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--emit DIR``, ``--live-patch-owned``, ``--wait-for-git`` and ``--deadline`` of the
+    steps whose change can go through Git (protect, finalize: docs/gitops.md)."""
+    git = parser.add_argument_group(
+        "GitOps (a workload Argo CD, Flux or a Helm release writes: docs/gitops.md)"
+    )
+    exclusive = git.add_mutually_exclusive_group()
+    exclusive.add_argument(
+        "--emit",
+        metavar="DIR",
+        help=f"change nothing in the cluster: write each selected workload's {verb} change as "
+        "files for its owner to commit (DIR/<owner>/cloudtaser-patches.yaml and the "
+        "kustomization entry); the plan records the workloads waiting for Git",
+    )
+    exclusive.add_argument(
+        "--wait-for-git",
+        action="store_true",
+        help="take only the workloads waiting for Git (written with --emit): wait until each "
+        "live object carries the change, then wait for the rollout, prove and record as "
+        "usual; resumable (re-run to go on)",
+    )
+    exclusive.add_argument(
+        "--live-patch-owned",
+        action="store_true",
+        help="patch a workload an Argo CD Application, a Flux Kustomization / HelmRelease or "
+        "a Helm release owns live anyway (refused without it; its owner may revert it), with "
+        "a loud warning",
+    )
+    git.add_argument(
+        "--deadline",
+        type=parse_duration,
+        metavar="DURATION",
+        help="with --wait-for-git: stop waiting for Git after DURATION (default: 30m); "
+        "the workloads not applied by then stay waiting (exit 1)",
+    )
+
+
+#: ``--wait-for-git`` without ``--deadline``.
+DEFAULT_GIT_DEADLINE = 30 * 60.0
+
+
+def check_gitops(args: argparse.Namespace) -> str | None:
+    """Usage rules of :func:`add_gitops_options` argparse cannot express."""
+    if args.deadline is not None and not args.wait_for_git:
+        return "--deadline is the deadline of --wait-for-git"
+    return None
+
+
+def _print_emitted(report: RunReport, args: argparse.Namespace) -> None:
+    """After ``--emit``: each file written, and what to do next (text output)."""
+    if not report.files or args.output == "json":
+        return
+    print(f"\nwritten for Git ({len(report.files)} file(s)):")
+    for path in report.files:
+        print(f"  {path}")
+    print(
+        "next: add each cloudtaser-patches.yaml next to the owner's kustomization.yaml and its "
+        "kustomization-entry.yaml's patches to it (docs/gitops.md), commit, merge; then: "
+        f"cloudtaser target {args.command_name} --plan {args.plan} --wait-for-git --yes"
+    )
+
+
 def render_proposal(proposal: Proposal) -> str:
     """The proposal as the reviewer reads it: mapping, warnings and the exact patch."""
     ref = proposal.ref
@@ -312,9 +377,13 @@ def run_options(
 ) -> RunOptions:
     """The engine's :class:`~cloudtaser.target.engine.core.RunOptions` from the run options of
     :func:`add_run_options`; ``plan_check``: the approval / verification gates."""
+    from pathlib import Path  # noqa: PLC0415
+
     from cloudtaser.config import local_actor  # noqa: PLC0415
     from cloudtaser.target.engine.core import RunOptions, Selection  # noqa: PLC0415
 
+    emit = getattr(args, "emit", None)
+    wait_for_git = bool(getattr(args, "wait_for_git", False))
     return RunOptions(
         actor=local_actor(),
         vault_address=vault_address,
@@ -327,6 +396,9 @@ def run_options(
         selection=Selection(tenants=tuple(args.tenant), workloads=tuple(args.workload)),
         plan_check=plan_check,
         verify_injection=verify_injection,
+        emit_dir=Path(emit) if emit else None,
+        live_patch_owned=bool(getattr(args, "live_patch_owned", False)),
+        wait_for_git=(args.deadline or DEFAULT_GIT_DEADLINE) if wait_for_git else None,
     )
 
 
@@ -461,3 +533,4 @@ def print_report(report: RunReport, args: argparse.Namespace, result: RunResult)
         )
         print(f"not reached ({why}): {names}; re-run to resume")
     print(f"{len(report.results)} workload(s): {run_tally(report)}")
+    _print_emitted(report, args)

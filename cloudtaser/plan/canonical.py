@@ -5,9 +5,10 @@ environment variable names, skips and their reasons, and who owns each workload,
 Secret volume (``owner``, written by discover: an approval covers the owner the reviewer
 saw). Runs after the review (``protect``, ``unprotect``, ``finalize``) change only a
 workload's ``status``, ``history``, ``lastError``, ``finalizedAt``, ``finalizedRefs``,
-``finalizedVolumes`` and ``injectorDefaults``; those are not reviewed content, so a protect
-run never invalidates an approval, and any edit of a reviewed field does. The exact rules
-(docs/approval.md, "The canonical form"), so that another tool can recompute the digest:
+``finalizedVolumes``, ``injectorDefaults`` and ``gitops`` (``--emit``: waiting for the owner);
+those are not reviewed content, so a protect run never invalidates an approval, and any edit of
+a reviewed field does. The exact rules (docs/approval.md, "The canonical form"), so that another
+tool can recompute the digest:
 
 1. Start from the plan as loaded (YAML formatting, comments, quoting and key order do not
    matter) with every field at its default omitted: an absent ``fields``, ``fields: {}``,
@@ -63,6 +64,7 @@ RUN_FIELDS: Final = frozenset(
         "finalizedRefs",
         "finalizedVolumes",
         "injectorDefaults",
+        "gitops",
     }
 )
 #: Top-level fields that are not reviewed content (the approvals themselves).

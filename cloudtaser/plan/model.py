@@ -52,6 +52,8 @@ __all__ = [
     "FileMount",
     "FinalizedRef",
     "FinalizedVolume",
+    "GitopsAction",
+    "GitopsWait",
     "MigrationPlan",
     "Owner",
     "OwnerKind",
@@ -390,6 +392,25 @@ class StatusChange(_Base, kw_only=True):
     reason: OneLine | None = None
 
 
+#: The steps whose change can be written for Git (``--emit``).
+GitopsAction = Literal["protect", "finalize"]
+
+
+class GitopsWait(_Base, kw_only=True):
+    """A change ``target protect --emit`` / ``target finalize --emit`` wrote as files for the
+    workload's owner to commit, instead of patching it live (docs/gitops.md): the workload waits
+    for its owner (Argo CD, Flux, Helm) to apply it, which ``--wait-for-git`` checks. Run
+    state; cleared when the change is found applied and recorded."""
+
+    #: Which step's change: ``protect`` (the status stays ``pending`` until it is applied) or
+    #: ``finalize`` (``finalizedRefs`` / ``finalizedVolumes`` are recorded at emit time).
+    action: GitopsAction
+    emitted_at: UtcTimestamp
+    #: The files written for this workload's owner (as given on the command line: relative
+    #: to where it ran, or absolute).
+    files: list[NonEmptyLine] = msgspec.field(default_factory=list)
+
+
 class Workload(_Base, kw_only=True):
     """A Deployment, StatefulSet, DaemonSet, CronJob, Job or Argo Rollout of one tenant."""
 
@@ -437,6 +458,8 @@ class Workload(_Base, kw_only=True):
     )
     #: Written by discover: who writes this workload from elsewhere (Argo CD, Flux, Helm).
     owner: Owner | None = None
+    #: Written by ``--emit`` (run state): the change waits for the owner to apply it from Git.
+    gitops: GitopsWait | None = None
 
     def __post_init__(self) -> None:
         volume_files: dict[str, set[str]] = {}

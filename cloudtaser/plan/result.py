@@ -10,7 +10,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from cloudtaser.plan.approval import ApprovalState
-from cloudtaser.plan.model import Digest, WorkloadKind, WorkloadStatus
+from cloudtaser.plan.model import Digest, GitopsAction, WorkloadKind, WorkloadStatus
 from cloudtaser.results import Count, Part, Result
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "DiffStatusChange",
     "DiffSummary",
     "FileCheck",
+    "GitWaiting",
     "PlanApprovals",
     "PlanDiff",
     "PlanSetStatus",
@@ -69,6 +70,22 @@ class WorkloadState(Part, kw_only=True):
     #: Why it has its status (the last history entry's reason, else the workload's).
     reason: str | None
     last_error: str | None
+    #: The change written with ``--emit`` that its owner has not applied yet, when any.
+    waiting_for_git: GitopsAction | UnsetType = UNSET
+
+
+class GitWaiting(Part, kw_only=True):
+    """A workload waiting for Git: its change was written with ``--emit`` (the plan's
+    ``gitops``) and ``--wait-for-git`` has not found it applied yet."""
+
+    tenant: str
+    namespace: str
+    kind: WorkloadKind
+    name: str
+    status: WorkloadStatus
+    action: GitopsAction
+    emitted_at: str
+    files: list[str]
 
 
 class PlanStatus(Result, kw_only=True):
@@ -80,6 +97,8 @@ class PlanStatus(Result, kw_only=True):
     tenants: list[TenantStatus]
     total: StatusTotals
     workloads: list[WorkloadState] | UnsetType = UNSET
+    #: The workloads waiting for Git (absent when none).
+    waiting_for_git: list[GitWaiting] | UnsetType = UNSET
     summary: StatusTotals
 
 

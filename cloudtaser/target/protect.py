@@ -260,8 +260,8 @@ def _inspect_for_protect(
     found.refusals.extend(found_rules.refusals)
     found.warnings.extend(found_rules.warnings)
     found.warnings.extend(
-        f"GitOps: owned by {o}: the annotations must also be committed to Git or they will be "
-        "reverted (docs/protect.md)"
+        f"GitOps: owned by {o}: the annotations must be in Git to last (--emit DIR writes "
+        "them for Git: docs/gitops.md)"
         for o in gitops_owners(obj)
     )
     return found
@@ -312,6 +312,7 @@ class ProtectStep(Step):
     patched_no_wait_message = "patched"
     failed_reason = "protect failed"
     records_refusals = True
+    gitops_action = "protect"
 
     unverified_reason = "injection not proven"
 

@@ -180,7 +180,7 @@ def _protect(cluster: Cluster, plan: Path) -> subprocess.CompletedProcess[str]:
     return _cli(
         "target", "protect", "--plan", str(plan), "--kubeconfig", str(cluster.kubeconfig),
         "--vault-address", VAULT, "--no-verify-injection", "--yes", "--poll-interval", "200ms",
-        "--timeout", "90s",
+        "--timeout", "90s", "--live-patch-owned",  # the live patch is what these tests study
     )  # fmt: skip
 
 

@@ -410,7 +410,7 @@ def test_paused_ondelete_and_partition_are_refused_with_the_reason(
             assert obj["metadata"]["generation"] == 1
 
 
-def test_gitops_owned_workload_gets_a_warning(
+def test_a_gitops_owned_workload_is_refused_then_patched_live_loudly_with_the_flag(
     cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
 ) -> None:
     spec = _spec(
@@ -423,15 +423,67 @@ def test_gitops_owned_workload_gets_a_warning(
     _setup(kube_client, namespace, [spec])
     plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "argo")]})
 
-    result = _cli(cluster, "protect", plan, "--yes", "--output", "json")
+    refused = _cli(cluster, "protect", plan, "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "owned by Argo CD Application shop" in refused.stdout + refused.stderr
+    assert "--emit DIR" in refused.stdout + refused.stderr
+    untouched = _obj(kube_client, "Deployment", namespace, "argo")
+    assert untouched["metadata"]["generation"] == 1  # refused before any patch
+    assert "cloudtaser.io/inject" not in (
+        untouched["spec"]["template"]["metadata"].get("labels") or {}
+    )
+
+    result = _cli(cluster, "protect", plan, "--yes", "--live-patch-owned", "--output", "json")
 
     assert result.returncode == 0, result.stderr
+    assert "WARNING: live patch of a workload owned by Argo CD Application shop" in result.stderr
     assert "Argo CD (application 'shop'" in result.stderr
     assert "Flux Kustomization" in result.stderr
     assert "Git" in result.stderr
     report = json.loads(result.stdout)
     assert any("Argo CD" in w for w in report["results"][0]["warnings"])
     assert _statuses(plan)[f"{namespace}/argo"] == "migrated"
+
+
+def test_an_ambiguous_owner_gets_a_loud_warning_and_is_patched(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    """``app.kubernetes.io/instance`` alone: Argo CD's label tracking, or any Helm chart."""
+    spec = _spec("Deployment", "chart", namespace, labels={"app.kubernetes.io/instance": "shop"})
+    _setup(kube_client, namespace, [spec])
+    plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "chart")]})
+
+    result = _cli(cluster, "protect", plan, "--yes")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING: possibly Argo CD Application shop may write this workload" in result.stderr
+    assert "--emit DIR" in result.stderr
+    assert _statuses(plan)[f"{namespace}/chart"] == "migrated"
+
+
+def test_emit_with_dry_run_writes_the_files_and_changes_neither_cluster_nor_plan(
+    cluster: Cluster, kube_client: Any, namespace: str, tmp_path: Path
+) -> None:
+    _setup(kube_client, namespace, [_spec("Deployment", "web", namespace)])
+    plan = _write_plan(tmp_path / "plan.yaml", {namespace: [("Deployment", "web")]})
+    before_plan = plan.read_bytes()
+    before = _obj(kube_client, "Deployment", namespace, "web")
+    out = tmp_path / "gitops"
+
+    result = _cli(cluster, "protect", plan, "--emit", str(out), "--dry-run", "-o", "json")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert [r["outcome"] for r in report["results"]] == ["emitted"]
+    assert report["files"] == [str(out / "unowned" / n) for n in (
+        "cloudtaser-patches.yaml", "kustomization-entry.yaml"
+    )]  # fmt: skip
+    assert all(Path(f).is_file() for f in report["files"])
+    assert "cloudtaser.io/inject" in Path(report["files"][0]).read_text()
+    assert plan.read_bytes() == before_plan  # nothing recorded
+    after = _obj(kube_client, "Deployment", namespace, "web")
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
 
 
 # -- lock, failures, interrupt -------------------------------------------------------------------

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -30,6 +31,7 @@ from cloudtaser.plan.approval import (
     require_approvals,
 )
 from cloudtaser.plan.canonical import canonical_bytes, plan_digest
+from cloudtaser.plan.model import GitopsWait
 from cloudtaser.plan.signers import load_allowed_signers, match_pattern_list, parse
 from cloudtaser.plan.store import PlanStore
 from tests.unit.test_plan import VALID
@@ -277,6 +279,28 @@ def test_a_full_protect_run_keeps_the_approval_valid(
     with PlanStore(plan_file, actor="ci@runner") as store:
         plan = store.load()
         store.record(plan.tenants[0].workloads[0], planlib.WorkloadStatus.PENDING, reason="undo")
+    assert _verify(plan_file, allowed) == 0
+
+
+def test_an_emit_for_git_and_its_wait_keep_the_approval_valid(
+    plan_file: Path, keys: dict[str, Path], allowed: Path
+) -> None:
+    """``gitops`` (protect / finalize --emit: waiting for the owner) is run state."""
+    assert _approve(plan_file, keys["alice"], "alice@example.com") == 0
+    before = plan_digest(planlib.load(plan_file))
+    wait = GitopsWait(
+        action="protect",
+        emitted_at=datetime(2026, 5, 16, 11, tzinfo=UTC),
+        files=["gitops/flux-kustomization-apps/cloudtaser-patches.yaml"],
+    )
+    with PlanStore(plan_file, actor="ci@runner") as store:
+        api = store.load().tenants[0].workloads[0]
+        store.record(
+            api, api.effective_status, reason="emitted", update=lambda w: setattr(w, "gitops", wait)
+        )
+    emitted = planlib.load(plan_file)
+    assert emitted.tenants[0].workloads[0].gitops == wait  # recorded, so the check can fail
+    assert plan_digest(emitted) == before
     assert _verify(plan_file, allowed) == 0
 
 

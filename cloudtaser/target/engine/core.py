@@ -13,6 +13,15 @@ each other nor are imported here: what they share is in this package
 (:mod:`~cloudtaser.target.engine.consumption`, :mod:`~cloudtaser.target.engine.secret_refs`,
 :mod:`~cloudtaser.target.engine.injection`).
 
+With ``--emit DIR`` (:attr:`RunOptions.emit_dir`) the same loop sends nothing: each change
+becomes a :class:`~cloudtaser.target.gitops.change.TemplateChange` for the workload's owner,
+the files are written once at the end and the plan records the workload waiting for Git
+(``gitops``). A live patch of a workload an unambiguous owner writes (Argo CD, Flux, a Helm
+release) is refused unless :attr:`RunOptions.live_patch_owned`. With ``--wait-for-git``
+(:attr:`RunOptions.wait_for_git`) only the waiting workloads are taken, each inspected until
+the live object carries the change (the step then has no patch left), and then waited for,
+proven and recorded exactly as after a live patch.
+
 The library never prints: progress goes to ``progress`` (a callable taking an
 :class:`Event`), questions to ``decide`` (a callable taking a :class:`Proposal`, returning a
 :class:`Decision`). ``cancel`` (a :class:`threading.Event`) asks the run to stop between
@@ -28,22 +37,36 @@ the one state machine a reviewer must read as a whole.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import enum
 import functools
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.errors import CloudtaserError, ClusterConflictError, ClusterError, ConfigError
-from cloudtaser.plan.model import MigrationPlan, Tenant, Workload, WorkloadStatus
+from cloudtaser.plan.model import (
+    GitopsAction,
+    GitopsWait,
+    MigrationPlan,
+    Owner,
+    Tenant,
+    Workload,
+    WorkloadStatus,
+)
 from cloudtaser.plan.store import PlanStore, one_line
-from cloudtaser.target.kube.kinds import kind_info, placed
+from cloudtaser.target.gitops.change import TemplateChange, for_git
+from cloudtaser.target.gitops.emit import Emitter, owner_slug
+from cloudtaser.target.kube.kinds import kind_info, placed, pod_template
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
+from cloudtaser.target.owners import describe, workload_owner
 from cloudtaser.target.rollout import (
     RolloutCancelledError,
     RolloutFailedError,
@@ -121,6 +144,10 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
     #: Finalize: the plan-mapped Secret references removed, rolled out, ``finalizedAt`` set.
     FINALIZED = "finalized"
+    #: ``--emit``: the change written as files for the owner; nothing changed in the cluster.
+    EMITTED = "emitted"
+    #: ``--wait-for-git``: the owner had not applied the change by the deadline (still waiting).
+    WAITING = "waiting"
 
 
 class Decision(enum.StrEnum):
@@ -205,13 +232,17 @@ class RunReport:
     stopped_on_error: bool = False
     #: Workloads selected but never reached (quit, interrupt, stop-on-error).
     not_reached: list[WorkloadRef] = field(default_factory=list)
+    #: ``--emit``: the files written (sorted).
+    files: list[Path] = field(default_factory=list)
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
 
     @property
     def problems(self) -> bool:
-        return any(r.outcome in {Outcome.REFUSED, Outcome.FAILED} for r in self.results)
+        return any(
+            r.outcome in {Outcome.REFUSED, Outcome.FAILED, Outcome.WAITING} for r in self.results
+        )
 
     @property
     def failed(self) -> bool:
@@ -297,6 +328,15 @@ class RunOptions:
     #: protect: prove on the new pods that they were injected before recording ``migrated``
     #: (``--no-verify-injection`` turns it off, loudly; finalize always proves).
     verify_injection: bool = True
+    #: ``--emit DIR``: write each change as files for the workload's owner instead of
+    #: patching it (nothing changes in the cluster); the plan records it waiting for Git.
+    emit_dir: Path | None = None
+    #: ``--live-patch-owned``: patch a workload an unambiguous owner writes (Argo CD, Flux,
+    #: a Helm release) live anyway, with a loud warning; without it such a patch is refused.
+    live_patch_owned: bool = False
+    #: ``--wait-for-git``: the deadline in seconds. Only the workloads waiting for Git
+    #: (``gitops``) are taken; each is inspected until its owner has applied the change.
+    wait_for_git: float | None = None
 
 
 ProgressFn = Callable[[Event], None]
@@ -347,6 +387,10 @@ def check_options(options: RunOptions) -> None:
         raise ConfigError("the poll interval must be positive")
     if not options.actor or not options.actor.isprintable():
         raise ConfigError("the actor name must be a non-empty printable string")
+    if options.wait_for_git is not None and options.wait_for_git <= 0:
+        raise ConfigError("--deadline must be positive")
+    if options.emit_dir is not None and options.wait_for_git is not None:
+        raise ConfigError("--emit writes the change; --wait-for-git waits for it: one at a time")
 
 
 class Engine:
@@ -374,8 +418,24 @@ class Engine:
         self._report_lock = threading.Lock()
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(max(1, options.parallel))
+        self._quiet = threading.local()
+        #: ``--emit``: the changes collected, written once at the end of the run.
+        self.emitter = Emitter(options.emit_dir) if options.emit_dir is not None else None
+        self.emitted: list[_Emitted] = []
+        #: ``--wait-for-git``: when the run stops waiting (monotonic clock).
+        self.git_deadline = time.monotonic() + (options.wait_for_git or 0.0)
 
     # -- reporting and recording --
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Drop this thread's progress messages (not results) meanwhile: the repeated
+        inspections of a workload waiting for Git."""
+        self._quiet.on = True
+        try:
+            yield
+        finally:
+            self._quiet.on = False
 
     def emit(
         self,
@@ -386,7 +446,7 @@ class Engine:
         total: int | None = None,
         detail: bool = False,
     ) -> None:
-        if self._progress is not None:
+        if self._progress is not None and not getattr(self._quiet, "on", False):
             self._progress(
                 Event(ref=ref, message=message, warning=warning, total=total, detail=detail)
             )
@@ -401,7 +461,7 @@ class Engine:
                 Event(
                     ref=res.ref,
                     message=f"{res.outcome}: {res.message}",
-                    warning=res.outcome in {Outcome.FAILED, Outcome.REFUSED},
+                    warning=res.outcome in {Outcome.FAILED, Outcome.REFUSED, Outcome.WAITING},
                     outcome=str(res.outcome),
                 )
             )
@@ -487,7 +547,7 @@ class Engine:
                 message = "rollout started; not waited for (--no-wait)"
                 reason = f"{done_reason}; rollout not awaited (--no-wait)"
                 outcome = Outcome.APPLIED
-            self.record(workload, done_status, reason=reason, update=flow.done_update(workload))
+            self.record(workload, done_status, reason=reason, update=_done_update(flow, workload))
             self.emit(ref, f"{message}; recorded {done_status}", detail=True)
             self.result(
                 WorkloadResult(ref, outcome, message, warnings, patch, already_applied=already)
@@ -615,6 +675,9 @@ class Step(abc.ABC):
     failed_status: WorkloadStatus = WorkloadStatus.PENDING
     #: The plan reason when :meth:`verify` says the rollout did not achieve the step's goal.
     unverified_reason: str = "not verified"
+    #: The change this step can write for Git (``--emit``); its live patch of an owned
+    #: workload needs ``--live-patch-owned``. ``None``: neither (unprotect, the way back).
+    gitops_action: GitopsAction | None = None
 
     def verify(self, engine: Engine, ref: WorkloadRef, workload: Workload) -> Verified | None:
         """After a completed rollout: check the result on the live pods (``None``: no check).
@@ -717,13 +780,19 @@ def _run_loaded(
         cancel=cancel or threading.Event(),
     )
     todo = [(t, w) for t, w in selected if step.wanted(w)]
-    engine.emit(
-        None,
-        step.summary.format(todo=len(todo), selected=len(selected))
-        + (" (server-side dry run: nothing will change)" if options.dry_run else ""),
-        total=len(todo),
-    )
+    if options.wait_for_git is not None:
+        todo = [(t, w) for t, w in todo if _waits_for_git(step, w)]
+        summary = f"{len(todo)} of {len(selected)} selected workload(s) waiting for Git"
+    else:
+        summary = step.summary.format(todo=len(todo), selected=len(selected))
+    if options.emit_dir is not None:
+        summary += f" (--emit {options.emit_dir}: nothing in the cluster will change)"
+    elif options.dry_run:
+        summary += " (server-side dry run: nothing will change)"
+    engine.emit(None, summary, total=len(todo))
     _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
+    if engine.emitter is not None:
+        _write_emitted(engine)
     if after is not None:
         after(engine, selected)
     return engine.report
@@ -789,7 +858,10 @@ def _apply(
     asked = False
     try:
         for _attempt in range(CONFLICT_RETRIES):
-            step = _placed(ref.kind, flow.inspect(engine, tenant, workload, ref))
+            step = _gitops(
+                engine, flow, tenant, workload, ref,
+                step=_placed(ref.kind, flow.inspect(engine, tenant, workload, ref)),
+            )  # fmt: skip
             if step is None:
                 return None
             if not asked:
@@ -816,6 +888,9 @@ def _apply(
                 )
             if not opts.dry_run:
                 flow.before_patch(engine, workload, step)
+            if engine.emitter is not None:
+                _emit(engine, flow, ref, workload, step)
+                return None
             try:
                 patched = engine.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
             except ClusterConflictError:
@@ -874,7 +949,8 @@ def _ask(engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step:
             replicas=_replicas(ref.kind, step.obj),
             mapping=_mapping(workload),
             warnings=step.warnings,
-            patch=step.shown_patch,
+            # --emit: what goes to Git (no resourceVersion, no restart marker)
+            patch=for_git(step.shown_patch) if engine.emitter is not None else step.shown_patch,
             already_applied=step.patch is None,
         )
     )
@@ -924,3 +1000,205 @@ def _waiter(
         )
 
     return run
+
+
+# -- GitOps: the owner guard, --emit, --wait-for-git ---------------------------------------------
+
+
+def _gitops(
+    engine: Engine,
+    flow: Step,
+    tenant: Tenant,
+    workload: Workload,
+    ref: WorkloadRef,
+    *,
+    step: Inspected | None,
+) -> Inspected | None:
+    """Between inspect and the dialogue, for a step with a patch: ``--wait-for-git`` waits
+    until the owner applied it; a live patch passes the owner guard (``--emit`` needs none)."""
+    if step is None or step.patch is None:
+        return step
+    if engine.options.wait_for_git is not None:
+        return _until_applied(engine, flow, tenant, workload, ref)
+    if engine.options.emit_dir is None and not _may_patch_live(engine, flow, ref, workload, step):
+        return None
+    return step
+
+
+def _owner(workload: Workload, obj: Mapping[str, Any]) -> Owner | None:
+    """The plan's owner (what the reviewer saw), else the live object's."""
+    return workload.owner or workload_owner(obj.get("metadata") or {})
+
+
+def _may_patch_live(
+    engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected
+) -> bool:
+    """Before a live patch: refuse one of a workload an unambiguous owner writes (unless
+    ``--live-patch-owned``), warn loudly about an ambiguous owner or an allowed patch."""
+    owner = _owner(workload, step.obj) if flow.gitops_action is not None else None
+    if owner is None:
+        return True
+    who = describe(owner)
+    if not owner.ambiguous and not engine.options.live_patch_owned:
+        wait = workload.gitops
+        engine.refuse(
+            flow,
+            ref,
+            workload,
+            f"owned by {who} ({owner.evidence}): a live {flow.gitops_action} is not in Git "
+            "and its owner may revert it. "
+            + (
+                f"Its change was written for Git ({wait.emitted_at.isoformat()}): once merged, "
+                "re-run with --wait-for-git"
+                if wait is not None and wait.action == flow.gitops_action
+                else "Write the change for Git with --emit DIR (commit it, then re-run with "
+                "--wait-for-git)"
+            )
+            + ", or patch live anyway with --live-patch-owned",
+            step.warnings,
+        )
+        return False
+    warning = (
+        f"live patch of a workload owned by {who} (--live-patch-owned): Git does not know "
+        "this change and its owner may revert it; --emit DIR writes it for Git instead"
+        if not owner.ambiguous
+        else f"{who} may write this workload ({owner.evidence}): a live {flow.gitops_action} "
+        "may be reverted at its next sync; if Git owns it, use --emit DIR instead"
+    )
+    engine.emit(ref, f"WARNING: {warning}", warning=True)
+    step.warnings.append(warning)
+    return True
+
+
+@dataclass(frozen=True)
+class _Emitted:
+    """A change collected by ``--emit``, to report and record once the files are written."""
+
+    workload: Workload
+    ref: WorkloadRef
+    action: GitopsAction
+    change: TemplateChange
+    warnings: list[str]
+
+
+def _emit(
+    engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected
+) -> None:
+    """``--emit``: the step's placed patch, for Git, goes to the emitter instead of the
+    cluster (written, reported and recorded at the end: :func:`_write_emitted`)."""
+    if engine.emitter is None or flow.gitops_action is None or step.patch is None:
+        raise ConfigError(f"target {flow.action} cannot write its change for Git (--emit)")
+    change = TemplateChange(
+        action=flow.gitops_action,
+        api_version=str(step.obj.get("apiVersion") or kind_info(ref.kind).api_version),
+        kind=ref.kind,
+        namespace=ref.namespace,
+        name=ref.name,
+        owner=_owner(workload, step.obj),
+        patch=for_git(step.patch),
+        template=pod_template(ref.kind, step.obj),
+    )
+    engine.emitter.add(change)
+    engine.emitted.append(_Emitted(workload, ref, flow.gitops_action, change, step.warnings))
+    engine.emit(ref, f"{flow.gitops_action} change collected for Git", detail=True)
+
+
+def _write_emitted(engine: Engine) -> None:
+    """Write every collected change, then per workload report it and record it in the plan
+    as waiting for Git (nothing with ``dry_run``: the plan is read-only)."""
+    if engine.emitter is None or not engine.emitted:
+        return
+    root = engine.emitter.out_dir
+    try:
+        files = engine.emitter.write()
+    except OSError as exc:
+        raise ConfigError(
+            f"--emit {root}: cannot write the files ({exc.strerror or exc}); nothing was "
+            "changed in the cluster, re-run with a directory you can write"
+        ) from exc
+    engine.report.files = list(files)
+    now = datetime.now(UTC).replace(microsecond=0)
+    for done in engine.emitted:
+        workload, ref, change = done.workload, done.ref, done.change
+        mine = [str(p) for p in files if p.is_relative_to(root / owner_slug(change))]
+        who = describe(change.owner) if change.owner is not None else "no known owner"
+        message = (
+            f"{change.action} written for Git ({who}): {', '.join(mine) or 'no file'}; commit "
+            "it, then re-run with --wait-for-git"
+        )
+        wait = GitopsWait(action=done.action, emitted_at=now, files=mine)
+
+        def waiting(target: Workload, wait: GitopsWait = wait) -> None:
+            target.gitops = wait
+
+        engine.record(
+            workload,
+            workload.effective_status,
+            reason=f"{change.action} emitted for Git ({who}); waiting for it to be applied",
+            update=waiting,
+        )
+        engine.result(
+            WorkloadResult(ref, Outcome.EMITTED, message, done.warnings, dict(change.patch))
+        )
+
+
+def _waits_for_git(flow: Step, workload: Workload) -> bool:
+    return workload.gitops is not None and workload.gitops.action == flow.gitops_action
+
+
+#: How often (seconds) a workload waiting for Git says so while it waits.
+GIT_PROGRESS_INTERVAL: Final = 30.0
+
+
+def _until_applied(
+    engine: Engine, flow: Step, tenant: Tenant, workload: Workload, ref: WorkloadRef
+) -> Inspected | None:
+    """``--wait-for-git``: inspect the workload again every poll interval until its owner
+    has applied the change (the step has no patch left: returned, to be waited for, proven
+    and recorded as usual). ``None`` when it is done with: refused by the step, interrupted,
+    or still waiting at the deadline (reported ``waiting``; the plan keeps it waiting)."""
+    opts = engine.options
+    wait = workload.gitops
+    owner = describe(workload.owner) if workload.owner is not None else "its owner"
+    since = wait.emitted_at.isoformat() if wait is not None else "?"
+    engine.emit(ref, f"waiting for {owner} to apply the change from Git (emitted {since})")
+    said = time.monotonic()
+    while True:
+        left = engine.git_deadline - time.monotonic()
+        if engine.cancel.is_set():
+            why = "interrupted while waiting for Git: still waiting; re-run --wait-for-git"
+            engine.result(WorkloadResult(ref, Outcome.INTERRUPTED, why))
+            return None
+        if left <= 0:
+            why = (
+                f"not applied by {owner} before the deadline: still waiting for Git (files: "
+                f"{', '.join(wait.files) if wait is not None else '?'}); merge them, then re-run "
+                "--wait-for-git"
+            )
+            engine.emit(ref, why, warning=True)
+            engine.result(WorkloadResult(ref, Outcome.WAITING, why))
+            return None
+        engine.cancel.wait(min(opts.poll_interval, left))
+        if time.monotonic() - said >= GIT_PROGRESS_INTERVAL:
+            said = time.monotonic()
+            engine.emit(ref, f"still waiting for Git ({int(left)}s left)", detail=True)
+        with engine.quiet():
+            step = _placed(ref.kind, flow.inspect(engine, tenant, workload, ref))
+        if step is None or step.patch is None:
+            if step is not None:
+                engine.emit(ref, f"{owner} applied the change")
+            return step
+
+
+def _done_update(flow: Step, workload: Workload) -> Callable[[Workload], None] | None:
+    """The step's own done update, and a change waiting for Git is not waiting any more."""
+    more = flow.done_update(workload)
+    if workload.gitops is None:
+        return more
+
+    def update(target: Workload) -> None:
+        target.gitops = None
+        if more is not None:
+            more(target)
+
+    return update

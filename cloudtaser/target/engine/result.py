@@ -76,6 +76,10 @@ class RunSummary(_Entry, kw_only=True):
     skipped: int
     deferred: int
     interrupted: int
+    #: ``--emit``: written for Git, nothing changed in the cluster.
+    emitted: int
+    #: ``--wait-for-git``: not applied by the owner before the deadline (still waiting).
+    waiting: int
     not_reached: int
     total: int
 
@@ -89,6 +93,8 @@ class RunResult(Result, kw_only=True):
     stopped_on_error: bool
     results: list[WorkloadEntry]
     not_reached: list[NotReachedEntry]
+    #: ``--emit``: the files written for the owners to commit (sorted).
+    files: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ProtectRun(RunResult, kw_only=True):
@@ -149,9 +155,11 @@ KINDS: dict[str, type[RunResult]] = {
 OUTCOME_ORDER: tuple[Outcome, ...] = (
     Outcome.MIGRATED,
     Outcome.FINALIZED,
+    Outcome.EMITTED,
     Outcome.UNPROTECTED,
     Outcome.APPLIED,
     Outcome.DRY_RUN,
+    Outcome.WAITING,
     Outcome.FAILED,
     Outcome.REFUSED,
     Outcome.SKIPPED,
@@ -174,6 +182,8 @@ def run_summary(report: RunReport) -> RunSummary:
         skipped=counts[Outcome.SKIPPED],
         deferred=counts[Outcome.DEFERRED],
         interrupted=counts[Outcome.INTERRUPTED],
+        emitted=counts[Outcome.EMITTED],
+        waiting=counts[Outcome.WAITING],
         not_reached=len(report.not_reached),
         total=len(report.results),
     )
@@ -210,6 +220,7 @@ def _fields(report: RunReport, *, dry_run: bool) -> dict[str, Any]:
         "stopped_on_error": report.stopped_on_error,
         "results": results,
         "not_reached": not_reached,
+        "files": [str(p) for p in report.files] if report.files else msgspec.UNSET,
         "summary": run_summary(report),
     }
 

@@ -118,6 +118,7 @@ class FinalizeStep(Step):
     failed_reason = "finalize failed"
     failed_status = WorkloadStatus.MIGRATED
     unverified_reason = "finalize: injection not proven after the rollout"
+    gitops_action = "finalize"
 
     def __init__(self, *, named: bool = False) -> None:
         self._removing: dict[int, list[FinalizedRef]] = {}
