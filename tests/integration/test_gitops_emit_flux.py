@@ -335,9 +335,19 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     status_json = _plan_status(plan, "-o", "json")
     assert '"waitingForGit"' in status_json.stdout
 
-    # 5. Merged: Flux removes them, finalize --wait-for-git proves and records it.
+    # finalize's file carries protect's annotations too (rebuilt from the live template, which
+    # Git's protect change set), so the team may replace protect's file with it.
+    (finalize_file,) = [p for p in emitted2.rglob(PATCHES_FILE)]
+    documents = [d for d in yaml.safe_load_all(finalize_file.read_text()) if d]
+    kept = [
+        d["spec"]["template"]["metadata"] for d in documents if "metadata" in d["spec"]["template"]
+    ]
+    assert {ann.SECRET_PATHS, ann.ENV_MAP} <= {k for m in kept for k in m.get("annotations", {})}
+
+    # 5. Merged, replacing protect's file: Flux removes the references and keeps the injection;
+    # finalize --wait-for-git proves and records it.
     waiter, said = _start(cluster, "finalize", plan)
-    git3 = _fold(git, emitted2, "cloudtaser/finalize")
+    git3 = _fold(_git(app_ns), emitted2, "cloudtaser/protect")
     revision3 = flux.push(f"{app_ns}/app", git3, revision="r3")
     flux.reconcile(app_ns, "app", revision3)
     done = _finish(waiter, said)
@@ -349,6 +359,10 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     gone = _deployment(kube_client, app_ns)
     assert _refs(gone) == []
     assert gone["spec"]["template"]["metadata"]["labels"][ann.INJECT_LABEL] == "true"
+    assert (
+        gone["spec"]["template"]["metadata"]["annotations"][ann.SECRET_PATHS]
+        == annotations[ann.SECRET_PATHS]
+    )
 
     # 6. The next forced reconcile does not put them back (Git no longer has them).
     flux.reconcile(app_ns, "app", revision3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from cloudtaser.plan.model import FileMount, Owner, SecretFile, SecretFileKey
 from cloudtaser.plan.rules import MAX_SEGMENT, safe_segment
 from cloudtaser.target import annotations as ann
 from cloudtaser.target.engine.secret_refs import finalize_edit
-from cloudtaser.target.gitops.change import TemplateChange, for_git
+from cloudtaser.target.gitops.change import TemplateChange, for_git, protection
 from cloudtaser.target.gitops.emit import (
     APPLICATION_FILE,
     HELMRELEASE_FILE,
@@ -590,3 +591,48 @@ def test_summary_is_one_line_per_owner(tmp_path: Path) -> None:
     for c in changes:
         emitter.add(copy.copy(c))
     assert emitter.summary() == summary(changes, tmp_path)
+
+
+# --- finalize keeps protect's injection in Git ------------------------------------------------
+
+
+def protected_template() -> dict[str, Any]:
+    """The live template once Git's protect change is applied (what the patch set)."""
+    tpl = template()
+    meta = protect_patch("Deployment", "web")["spec"]["template"]["metadata"]
+    tpl["metadata"]["labels"].update(meta["labels"])
+    tpl["metadata"]["annotations"] = {
+        **{k: v for k, v in meta["annotations"].items() if v is not None},
+        "unrelated.example/keep-out": "x",
+    }
+    return tpl
+
+
+def test_protection_is_the_live_inject_label_and_annotations_without_the_restart_marker() -> None:
+    live = protected_template()
+    assert ann.RESTARTED_AT in live["metadata"]["annotations"]  # so its removal can show
+    kept = protection(live)
+    assert kept is not None
+    meta = kept["spec"]["template"]["metadata"]
+    assert meta["labels"] == {ann.INJECT_LABEL: "true"}
+    assert ann.RESTARTED_AT not in meta["annotations"]
+    assert "unrelated.example/keep-out" not in meta["annotations"]
+    expected = for_git(protect_patch("Deployment", "web"))["spec"]["template"]["metadata"]
+    assert meta["annotations"] == {k: v for k, v in expected["annotations"].items() if v}
+    assert protection(template()) is None  # not protected: nothing to keep
+
+
+def test_a_finalize_with_the_rebuilt_protection_may_replace_protects_file(tmp_path: Path) -> None:
+    owner = OWNERS["kustomization"]
+    f = change("finalize", owner=owner)
+    rebuilt = dataclasses.replace(
+        f, action="protect", patch=protection(protected_template()) or {}, rebuilt=True
+    )
+    files = emitted(tmp_path, [f, rebuilt])
+    text = files[f"{owner_slug(f)}/{PATCHES_FILE}"].decode()
+    assert "KEEP the protect patches" not in text
+    assert "protect (kept, from the live template): Deployment shop/web" in text
+    assert "--pin-entrypoints" in text
+    first, second = documents(text.encode())
+    assert first["spec"]["template"]["metadata"]["labels"] == {ann.INJECT_LABEL: "true"}
+    assert "env" in second["spec"]["template"]["spec"]["containers"][0]

@@ -62,7 +62,7 @@ from cloudtaser.plan.model import (
     WorkloadStatus,
 )
 from cloudtaser.plan.store import PlanStore, one_line
-from cloudtaser.target.gitops.change import TemplateChange, for_git
+from cloudtaser.target.gitops.change import TemplateChange, for_git, protection
 from cloudtaser.target.gitops.emit import Emitter, owner_slug
 from cloudtaser.target.kube.kinds import kind_info, placed, pod_template
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
@@ -1099,6 +1099,18 @@ def _emit(
         template=pod_template(ref.kind, step.obj),
     )
     engine.emitter.add(change)
+    template = pod_template(ref.kind, step.obj)
+    kept = protection(template) if flow.gitops_action == "finalize" else None
+    if kept is not None:
+        engine.emitter.add(
+            dataclasses.replace(
+                change,
+                action="protect",
+                patch=placed(ref.kind, kept) or {},
+                template=template,
+                rebuilt=True,
+            )
+        )
     engine.emitted.append(_Emitted(workload, ref, flow.gitops_action, change, step.warnings))
     engine.emit(ref, f"{flow.gitops_action} change collected for Git", detail=True)
 

@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from cloudtaser.contract import INJECT_LABEL, MANAGED_KEYS, RESTARTED_AT
 from cloudtaser.plan.model import Owner
-from cloudtaser.target.annotations import RESTARTED_AT
 
-__all__ = ["ChangeAction", "TemplateChange", "for_git"]
+__all__ = ["ChangeAction", "TemplateChange", "for_git", "protection"]
 
 ChangeAction = Literal["protect", "finalize", "unprotect"]
 _RESTART_FIELDS: Final = ("restartAt",)
@@ -41,6 +41,10 @@ class TemplateChange:
     #: kustomize replaces such a kind's lists, so the emitter writes every list the patch
     #: touches whole (:func:`cloudtaser.target.kube.kinds.merge_form`), as the live step does.
     template: Mapping[str, Any] | None = None
+    #: A protect change rebuilt from the live template (:func:`protection`), not from the plan:
+    #: ``finalize --emit`` writes it with its own change, so that its file can replace the
+    #: one protect wrote without taking the injection out of Git.
+    rebuilt: bool = False
 
 
 def for_git(patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,3 +73,29 @@ def _drop_marker(node: Any) -> None:
             and node[key] == {}
         ):
             node.pop(key)
+
+
+def protection(template: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The protection a live pod template carries, as a patch with the template at
+    ``spec.template`` (place it for the kind): the inject label and every cloudtaser annotation
+    but the restart marker, with their live values; ``None`` when it carries none.
+
+    ``finalize --emit`` adds it to its own change: the team may replace the file protect wrote
+    with finalize's, and without protect's annotations the new pods would not be injected while
+    their Secret references are gone. Once Git's protect change is applied, the live template's
+    values are Git's."""
+    meta = template.get("metadata") if isinstance(template, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+    kept = {
+        key: value
+        for key, value in sorted(annotations.items())
+        if key in MANAGED_KEYS and key != RESTARTED_AT and isinstance(value, str)
+    }
+    if labels.get(INJECT_LABEL) != "true" or not kept:
+        return None
+    return {
+        "spec": {"template": {"metadata": {"labels": {INJECT_LABEL: "true"}, "annotations": kept}}}
+    }

@@ -148,7 +148,11 @@ def _header(title: str, changes: Sequence[TemplateChange], lines: Sequence[str])
         "# Written by cloudtaser (target protect / target finalize --emit).",
         f"# {_NO_VALUE_NOTE}",
         "# Workloads:",
-        *(f"#   {c.action}: {c.kind} {c.namespace}/{c.name}" for c in changes),
+        *(
+            f"#   {c.action}{' (kept, from the live template)' if c.rebuilt else ''}: "
+            f"{c.kind} {c.namespace}/{c.name}"
+            for c in changes
+        ),
         "#",
         *(f"# {line}" if line else "#" for line in lines),
     ]
@@ -294,6 +298,14 @@ def _kustomize_files(changes: Sequence[TemplateChange], form: Form) -> dict[str,
             f"KEEP the protect patches committed earlier for {', '.join(alone)}: add these",
             "documents to that file, do not replace it. Without protect's annotations the new",
             "pods would not be injected while their Secret references are gone.",
+        ]
+    rebuilt = sorted(f"{c.kind} {c.namespace}/{c.name}" for c in changes if c.rebuilt)
+    if rebuilt:
+        use += [
+            f"The protect documents of {', '.join(rebuilt)} are rebuilt from the live template",
+            "(the protection Git applied), so this file may replace the one protect wrote. A",
+            "container `command` that protect --pin-entrypoints wrote is not in them: keep",
+            "those lines from the earlier file.",
         ]
     whole = sorted(
         {
