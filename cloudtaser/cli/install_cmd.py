@@ -55,7 +55,7 @@ examples:
   cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault --print
 
-  # the same objects from the Helm chart charts/cloudtaser-runtime (docs/gitops.md, "GitOps install of the injector")
+  # the same objects from the Helm chart charts/cloudtaser-runtime (docs/gitops.md)
   cloudtaser target install --image registry.corp/cloudtaser-runtime:0.1.0 \\
       --allowed-vault-address https://vault.corp:8200 --audience vault \\
       --print-helm-values > values.yaml

@@ -337,7 +337,7 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
 
     # finalize's file carries protect's annotations too (rebuilt from the live template, which
     # Git's protect change set), so the team may replace protect's file with it.
-    (finalize_file,) = [p for p in emitted2.rglob(PATCHES_FILE)]
+    (finalize_file,) = list(emitted2.rglob(PATCHES_FILE))
     documents = [d for d in yaml.safe_load_all(finalize_file.read_text()) if d]
     kept = [
         d["spec"]["template"]["metadata"] for d in documents if "metadata" in d["spec"]["template"]

@@ -19,7 +19,7 @@ Also: the chart refuses what install would refuse, never renders caBundle, passe
 (and not without it).
 
 **Installed (real node).** ``helm package`` (reproducible: ``SOURCE_DATE_EPOCH`` plus the
-archive's modification time, see docs/gitops.md, "GitOps install of the injector") → ``helm push --plain-http`` to
+archive's modification time, see docs/gitops.md) → ``helm push --plain-http`` to
 ``oci://<local registry>/charts`` → ``helm install`` from there with the values ``target install
 --print-helm-values`` writes (URL mode, as tests/integration/test_injector_realnode.py installs:
 the API server calls https://127.0.0.1:PORT/mutate) → ``target install --check`` passes against
@@ -218,7 +218,7 @@ def _package(dest: Path, epoch: str | None) -> bytes:
 
 
 def test_helm_package_is_byte_reproducible_with_source_date_epoch(tmp_path: Path) -> None:
-    """The release recipe (docs/gitops.md, "GitOps install of the injector"): with SOURCE_DATE_EPOCH the archive's bytes
+    """The release recipe (docs/gitops.md): with SOURCE_DATE_EPOCH the archive's bytes
     depend on the chart's content only; without it, on the files' modification times."""
     first = _package(tmp_path / "a", "1700000000")
     for path in CHART.rglob("*"):  # new modification times, same content

@@ -29,44 +29,61 @@ steps; a plan write in progress is always completed. Cluster calls go through on
 :class:`~cloudtaser.target.kube.workloads.WorkloadAPI` (an async client on its own event loop), so
 the wait workers' reads really overlap.
 
-Why one module of this size: it is one concept, the run loop, and its values (options,
-report, proposal, event) are only meaningful with it; splitting them apart would scatter
-the one state machine a reviewer must read as a whole.
+The run loop is one state machine and stays in one module; its plain values (options,
+selection, events, results: :mod:`~cloudtaser.target.engine.values`) and its GitOps part (the
+owner guard, ``--emit``, ``--wait-for-git``: :mod:`~cloudtaser.target.engine.gitflow`) live
+beside it, and this module re-exports the values its callers use.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
-import enum
-import functools
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from cloudtaser.errors import CloudtaserError, ClusterConflictError, ClusterError, ConfigError
+from cloudtaser.errors import CloudtaserError, ClusterConflictError, ClusterError
 from cloudtaser.plan.model import (
     GitopsAction,
-    GitopsWait,
     MigrationPlan,
-    Owner,
     Tenant,
     Workload,
     WorkloadStatus,
 )
 from cloudtaser.plan.store import PlanStore, one_line
-from cloudtaser.target.gitops.change import TemplateChange, for_git, protection
-from cloudtaser.target.gitops.emit import Emitter, owner_slug
-from cloudtaser.target.kube.kinds import kind_info, placed, pod_template
+from cloudtaser.target.engine.gitflow import (
+    Emitted,
+    done_update,
+    emit_change,
+    guard,
+    waits_for_git,
+    write_emitted,
+)
+from cloudtaser.target.engine.values import (
+    DecideFn,
+    Decision,
+    Event,
+    Inspected,
+    MappingLine,
+    Outcome,
+    ProgressFn,
+    Proposal,
+    RunOptions,
+    RunReport,
+    Selection,
+    Verified,
+    WorkloadResult,
+    check_options,
+    placed_step,
+)
+from cloudtaser.target.gitops.change import for_git
+from cloudtaser.target.gitops.emit import Emitter
+from cloudtaser.target.kube.kinds import kind_info
 from cloudtaser.target.kube.workloads import WorkloadAPI, WorkloadRef
-from cloudtaser.target.owners import describe, workload_owner
 from cloudtaser.target.rollout import (
     RolloutCancelledError,
     RolloutFailedError,
@@ -79,12 +96,14 @@ if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
 
 __all__ = [
+    "DecideFn",
     "Decision",
     "Engine",
     "Event",
     "Inspected",
     "MappingLine",
     "Outcome",
+    "ProgressFn",
     "Proposal",
     "RunOptions",
     "RunReport",
@@ -99,248 +118,6 @@ __all__ = [
 
 #: How often a 409 Conflict (the object changed between our GET and PATCH) is retried.
 CONFLICT_RETRIES: Final = 5
-
-_KIND_ALIASES: Final = {
-    "deployment": "Deployment",
-    "deployments": "Deployment",
-    "deploy": "Deployment",
-    "statefulset": "StatefulSet",
-    "statefulsets": "StatefulSet",
-    "sts": "StatefulSet",
-    "daemonset": "DaemonSet",
-    "daemonsets": "DaemonSet",
-    "ds": "DaemonSet",
-    "cronjob": "CronJob",
-    "cronjobs": "CronJob",
-    "cj": "CronJob",
-    "job": "Job",
-    "jobs": "Job",
-    "rollout": "Rollout",
-    "rollouts": "Rollout",
-    "ro": "Rollout",
-}
-
-
-class Outcome(enum.StrEnum):
-    """What happened to one workload in this run."""
-
-    #: Rolled out (or found already rolled out) and recorded ``migrated``.
-    MIGRATED = "migrated"
-    #: ``--no-wait``: patched and recorded without waiting for the rollout.
-    APPLIED = "applied"
-    #: Declined at the prompt: recorded ``skipped`` (protect) / left alone (unprotect).
-    SKIPPED = "skipped"
-    #: Not touched: drift, paused, OnDelete, partition, not found, nothing to inject.
-    REFUSED = "refused"
-    #: Patch or rollout failed or timed out; left ``pending`` with the error recorded.
-    FAILED = "failed"
-    #: The run was interrupted while this workload was waited for; it stays ``pending``.
-    INTERRUPTED = "interrupted"
-    #: ``--dry-run``: the server accepted the patch; nothing was changed.
-    DRY_RUN = "dry-run"
-    #: Unprotect: annotations removed, rolled out, back to ``pending``.
-    UNPROTECTED = "unprotected"
-    #: Answered "not now" at the prompt: nothing changed, the workload stays ``pending``.
-    DEFERRED = "deferred"
-    #: Finalize: the plan-mapped Secret references removed, rolled out, ``finalizedAt`` set.
-    FINALIZED = "finalized"
-    #: ``--emit``: the change written as files for the owner; nothing changed in the cluster.
-    EMITTED = "emitted"
-    #: ``--wait-for-git``: the owner had not applied the change by the deadline (still waiting).
-    WAITING = "waiting"
-
-
-class Decision(enum.StrEnum):
-    """The answer to a :class:`Proposal`."""
-
-    YES = "yes"
-    NO = "no"
-    QUIT = "quit"
-    #: "Not now": leave this workload as it is (still ``pending``) and go on with the next.
-    LATER = "later"
-
-
-@dataclass(frozen=True)
-class MappingLine:
-    """One secret of a workload as shown to the reviewer: source → vaultPath, field → ENV (or,
-    ``via: files``, key → the file it becomes)."""
-
-    source: str
-    vault_path: str
-    fields: dict[str, str]
-    via: str | None = None
-
-
-@dataclass(frozen=True)
-class Proposal:
-    """What is about to happen to one workload, for a yes / no / quit decision."""
-
-    action: str  # "protect", "unprotect" or "finalize"
-    ref: WorkloadRef
-    replicas: int | None
-    mapping: list[MappingLine]
-    warnings: list[str]
-    patch: dict[str, Any]
-    #: The workload already carries the intended state: no patch, only wait and record.
-    already_applied: bool
-
-
-@dataclass(frozen=True)
-class Event:
-    """A progress line: ``ref`` may be ``None`` for run-level messages.
-
-    The stream a run emits, for progress reporters (cloudtaser.cli.output.RunProgress): one
-    run-level event with ``total`` (how many workloads this run will work on), per-workload
-    messages (``detail``: intermediate steps such as rollout polls, which a quiet reporter
-    drops), and one event with ``outcome`` per workload when it is done with.
-    """
-
-    ref: WorkloadRef | None
-    message: str
-    warning: bool = False
-    #: Run-level: the number of workloads the run will work on.
-    total: int | None = None
-    #: The workload is done with in this run: its :class:`Outcome` value.
-    outcome: str | None = None
-    #: An intermediate step (rollout progress, "patched; waiting"), not a result.
-    detail: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.ref}: {self.message}" if self.ref else self.message
-
-
-@dataclass
-class WorkloadResult:
-    """The outcome of one workload in this run."""
-
-    ref: WorkloadRef
-    outcome: Outcome
-    message: str
-    warnings: list[str] = field(default_factory=list)
-    #: The exact patch sent (or, with ``--dry-run``, that would be sent).
-    patch: dict[str, Any] | None = None
-    already_applied: bool = False
-
-
-@dataclass
-class RunReport:
-    """Everything a run did, in plan order."""
-
-    results: list[WorkloadResult] = field(default_factory=list)
-    interrupted: bool = False
-    quit: bool = False
-    stopped_on_error: bool = False
-    #: Workloads selected but never reached (quit, interrupt, stop-on-error).
-    not_reached: list[WorkloadRef] = field(default_factory=list)
-    #: ``--emit``: the files written (sorted).
-    files: list[Path] = field(default_factory=list)
-
-    def count(self, outcome: Outcome) -> int:
-        return sum(1 for r in self.results if r.outcome == outcome)
-
-    @property
-    def problems(self) -> bool:
-        return any(
-            r.outcome in {Outcome.REFUSED, Outcome.FAILED, Outcome.WAITING} for r in self.results
-        )
-
-    @property
-    def failed(self) -> bool:
-        return any(r.outcome == Outcome.FAILED for r in self.results)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Limit a run to some tenants and/or workloads (empty: everything).
-
-    ``tenants``: tenant names or namespaces. ``workloads``: ``kind/name``, ``namespace/name``
-    or ``namespace/kind/name`` (kinds case-insensitive, with kubectl short names). A workload
-    is selected when it matches any ``--workload`` (if given) and its tenant matches any
-    ``--tenant`` (if given).
-    """
-
-    tenants: tuple[str, ...] = ()
-    workloads: tuple[str, ...] = ()
-
-    @functools.cached_property
-    def _parsed(self) -> list[tuple[str | None, str | None, str]]:
-        """The parsed ``workloads`` (parsed once, not once per workload of the plan)."""
-        out: list[tuple[str | None, str | None, str]] = []
-        for raw in self.workloads:
-            parts = raw.strip().split("/")
-            if len(parts) == 3 and all(parts):
-                kind = _KIND_ALIASES.get(parts[1].lower())
-                if kind is None:
-                    raise ConfigError(f"--workload {raw!r}: unknown kind {parts[1]!r}")
-                out.append((parts[0], kind, parts[2]))
-            elif len(parts) == 2 and all(parts):
-                kind = _KIND_ALIASES.get(parts[0].lower())
-                out.append((None, kind, parts[1]) if kind else (parts[0], None, parts[1]))
-            else:
-                raise ConfigError(
-                    f"--workload {raw!r}: expected KIND/NAME, NAMESPACE/NAME or NAMESPACE/KIND/NAME"
-                )
-        return out
-
-    def matches(self, tenant: Tenant, workload: Workload) -> bool:
-        if self.tenants and not ({tenant.name, tenant.namespace} & set(self.tenants)):
-            return False
-        if not self.workloads:
-            return True
-        return any(_match(p, tenant, workload) for p in self._parsed)
-
-    def check(self, plan: MigrationPlan) -> None:
-        """Raise :class:`ConfigError` for a ``--tenant`` / ``--workload`` that matches nothing."""
-        for name in self.tenants:
-            if not any(name in {t.name, t.namespace} for t in plan.tenants):
-                raise ConfigError(f"--tenant {name!r} matches no tenant or namespace of the plan")
-        for raw, parsed in zip(self.workloads, self._parsed, strict=True):
-            if not any(_match(parsed, t, w) for t, w in plan.iter_workloads()):
-                raise ConfigError(f"--workload {raw!r} matches no workload of the plan")
-
-
-def _match(parsed: tuple[str | None, str | None, str], tenant: Tenant, workload: Workload) -> bool:
-    namespace, kind, name = parsed
-    return (
-        workload.name == name
-        and (kind is None or str(workload.kind) == kind)
-        and (namespace is None or namespace == tenant.namespace)
-    )
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run. ``vault_address`` is required by :func:`protect` (validated URL)."""
-
-    actor: str
-    vault_address: str | None = None
-    dry_run: bool = False
-    wait: bool = True
-    timeout: float = 300.0
-    poll_interval: float = 1.0
-    parallel: int = 1
-    stop_on_error: bool = True
-    selection: Selection = Selection()
-    #: Called with the plan as loaded under the lock, before the cluster is touched; raises to
-    #: refuse the run (the approval / verification gates of docs/approval.md, so what they
-    #: checked is exactly what runs).
-    plan_check: Callable[[MigrationPlan], None] | None = None
-    #: protect: prove on the new pods that they were injected before recording ``migrated``
-    #: (``--no-verify-injection`` turns it off, loudly; finalize always proves).
-    verify_injection: bool = True
-    #: ``--emit DIR``: write each change as files for the workload's owner instead of
-    #: patching it (nothing changes in the cluster); the plan records it waiting for Git.
-    emit_dir: Path | None = None
-    #: ``--live-patch-owned``: patch a workload an unambiguous owner writes (Argo CD, Flux,
-    #: a Helm release) live anyway, with a loud warning; without it such a patch is refused.
-    live_patch_owned: bool = False
-    #: ``--wait-for-git``: the deadline in seconds. Only the workloads waiting for Git
-    #: (``gitops``) are taken; each is inspected until its owner has applied the change.
-    wait_for_git: float | None = None
-
-
-ProgressFn = Callable[[Event], None]
-DecideFn = Callable[[Proposal], Decision]
 
 
 def _replicas(kind: str, obj: Mapping[str, Any]) -> int | None:
@@ -377,22 +154,6 @@ def workload_ref(tenant: Tenant, workload: Workload) -> WorkloadRef:
     )
 
 
-def check_options(options: RunOptions) -> None:
-    """Refuse unusable run options before anything is read."""
-    if options.parallel < 1 or options.parallel > 64:
-        raise ConfigError("--parallel must be between 1 and 64")
-    if options.timeout <= 0:
-        raise ConfigError("--timeout must be positive")
-    if options.poll_interval <= 0:
-        raise ConfigError("the poll interval must be positive")
-    if not options.actor or not options.actor.isprintable():
-        raise ConfigError("the actor name must be a non-empty printable string")
-    if options.wait_for_git is not None and options.wait_for_git <= 0:
-        raise ConfigError("--deadline must be positive")
-    if options.emit_dir is not None and options.wait_for_git is not None:
-        raise ConfigError("--emit writes the change; --wait-for-git waits for it: one at a time")
-
-
 class Engine:
     """One run of a :class:`Step` over the selected workloads of a plan: state shared by the
     main thread (inspect, ask, patch) and the wait workers (wait, record)."""
@@ -421,7 +182,7 @@ class Engine:
         self._quiet = threading.local()
         #: ``--emit``: the changes collected, written once at the end of the run.
         self.emitter = Emitter(options.emit_dir) if options.emit_dir is not None else None
-        self.emitted: list[_Emitted] = []
+        self.emitted: list[Emitted] = []
         #: ``--wait-for-git``: when the run stops waiting (monotonic clock).
         self.git_deadline = time.monotonic() + (options.wait_for_git or 0.0)
 
@@ -547,7 +308,7 @@ class Engine:
                 message = "rollout started; not waited for (--no-wait)"
                 reason = f"{done_reason}; rollout not awaited (--no-wait)"
                 outcome = Outcome.APPLIED
-            self.record(workload, done_status, reason=reason, update=_done_update(flow, workload))
+            self.record(workload, done_status, reason=reason, update=done_update(flow, workload))
             self.emit(ref, f"{message}; recorded {done_status}", detail=True)
             self.result(
                 WorkloadResult(ref, outcome, message, warnings, patch, already_applied=already)
@@ -613,32 +374,11 @@ class _Watch:
         return obj
 
 
-@dataclass(frozen=True)
-class Verified:
-    """The result of :meth:`Step.verify`: ``ok`` and a one-line message (names only)."""
-
-    ok: bool
-    message: str
-
-
 def _explain(flow: Step, engine: Engine, ref: WorkloadRef) -> str | None:
     try:
         return flow.explain(engine, ref)
     except CloudtaserError as exc:
         return f"(could not tell: {one_line(str(exc), 200)})"
-
-
-@dataclass(frozen=True)
-class Inspected:
-    """One inspected workload, ready for the shared steps (ask, patch, wait, record)."""
-
-    obj: dict[str, Any]
-    #: What to send; ``None`` when the workload already carries the intended state (a run
-    #: killed after its patch, before recording): then it is only waited for and recorded.
-    patch: dict[str, Any] | None
-    #: What the reviewer is shown (protect shows its patch even when it is not sent again).
-    shown_patch: dict[str, Any]
-    warnings: list[str]
 
 
 class Step(abc.ABC):
@@ -781,7 +521,7 @@ def _run_loaded(
     )
     todo = [(t, w) for t, w in selected if step.wanted(w)]
     if options.wait_for_git is not None:
-        todo = [(t, w) for t, w in todo if _waits_for_git(step, w)]
+        todo = [(t, w) for t, w in todo if waits_for_git(step, w)]
         summary = f"{len(todo)} of {len(selected)} selected workload(s) waiting for Git"
     else:
         summary = step.summary.format(todo=len(todo), selected=len(selected))
@@ -792,7 +532,7 @@ def _run_loaded(
     engine.emit(None, summary, total=len(todo))
     _drive(engine, todo, lambda t, w: _apply(engine, step, t, w))
     if engine.emitter is not None:
-        _write_emitted(engine)
+        write_emitted(engine)
     if after is not None:
         after(engine, selected)
     return engine.report
@@ -858,9 +598,9 @@ def _apply(
     asked = False
     try:
         for _attempt in range(CONFLICT_RETRIES):
-            step = _gitops(
+            step = guard(
                 engine, flow, tenant, workload, ref,
-                step=_placed(ref.kind, flow.inspect(engine, tenant, workload, ref)),
+                step=placed_step(ref.kind, flow.inspect(engine, tenant, workload, ref)),
             )  # fmt: skip
             if step is None:
                 return None
@@ -889,7 +629,7 @@ def _apply(
             if not opts.dry_run:
                 flow.before_patch(engine, workload, step)
             if engine.emitter is not None:
-                _emit(engine, flow, ref, workload, step)
+                emit_change(engine, flow, ref, workload, step)
                 return None
             try:
                 patched = engine.cluster.patch(ref, step.patch, dry_run=opts.dry_run)
@@ -922,19 +662,6 @@ def _apply(
             engine.record(workload, flow.failed_status, reason=flow.failed_reason, error=error)
         engine.result(WorkloadResult(ref, Outcome.FAILED, error))
         return None
-
-
-def _placed(kind: str, step: Inspected | None) -> Inspected | None:
-    """The step's patches (pod template at ``spec.template``) in ``kind``'s layout
-    (:func:`cloudtaser.target.kube.kinds.placed`: a CronJob's job template, a Rollout's
-    ``spec.restartAt``), so what is shown is what is sent."""
-    if step is None:
-        return None
-    return dataclasses.replace(
-        step,
-        patch=placed(kind, step.patch),
-        shown_patch=placed(kind, step.shown_patch) or {},
-    )
 
 
 def _ask(engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected) -> bool:
@@ -1000,217 +727,3 @@ def _waiter(
         )
 
     return run
-
-
-# -- GitOps: the owner guard, --emit, --wait-for-git ---------------------------------------------
-
-
-def _gitops(
-    engine: Engine,
-    flow: Step,
-    tenant: Tenant,
-    workload: Workload,
-    ref: WorkloadRef,
-    *,
-    step: Inspected | None,
-) -> Inspected | None:
-    """Between inspect and the dialogue, for a step with a patch: ``--wait-for-git`` waits
-    until the owner applied it; a live patch passes the owner guard (``--emit`` needs none)."""
-    if step is None or step.patch is None:
-        return step
-    if engine.options.wait_for_git is not None:
-        return _until_applied(engine, flow, tenant, workload, ref)
-    if engine.options.emit_dir is None and not _may_patch_live(engine, flow, ref, workload, step):
-        return None
-    return step
-
-
-def _owner(workload: Workload, obj: Mapping[str, Any]) -> Owner | None:
-    """The plan's owner (what the reviewer saw), else the live object's."""
-    return workload.owner or workload_owner(obj.get("metadata") or {})
-
-
-def _may_patch_live(
-    engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected
-) -> bool:
-    """Before a live patch: refuse one of a workload an unambiguous owner writes (unless
-    ``--live-patch-owned``), warn loudly about an ambiguous owner or an allowed patch."""
-    owner = _owner(workload, step.obj) if flow.gitops_action is not None else None
-    if owner is None:
-        return True
-    who = describe(owner)
-    if not owner.ambiguous and not engine.options.live_patch_owned:
-        wait = workload.gitops
-        engine.refuse(
-            flow,
-            ref,
-            workload,
-            f"owned by {who} ({owner.evidence}): a live {flow.gitops_action} is not in Git "
-            "and its owner may revert it. "
-            + (
-                f"Its change was written for Git ({wait.emitted_at.isoformat()}): once merged, "
-                "re-run with --wait-for-git"
-                if wait is not None and wait.action == flow.gitops_action
-                else "Write the change for Git with --emit DIR (commit it, then re-run with "
-                "--wait-for-git)"
-            )
-            + ", or patch live anyway with --live-patch-owned",
-            step.warnings,
-        )
-        return False
-    warning = (
-        f"live patch of a workload owned by {who} (--live-patch-owned): Git does not know "
-        "this change and its owner may revert it; --emit DIR writes it for Git instead"
-        if not owner.ambiguous
-        else f"{who} may write this workload ({owner.evidence}): a live {flow.gitops_action} "
-        "may be reverted at its next sync; if Git owns it, use --emit DIR instead"
-    )
-    engine.emit(ref, f"WARNING: {warning}", warning=True)
-    step.warnings.append(warning)
-    return True
-
-
-@dataclass(frozen=True)
-class _Emitted:
-    """A change collected by ``--emit``, to report and record once the files are written."""
-
-    workload: Workload
-    ref: WorkloadRef
-    action: GitopsAction
-    change: TemplateChange
-    warnings: list[str]
-
-
-def _emit(
-    engine: Engine, flow: Step, ref: WorkloadRef, workload: Workload, step: Inspected
-) -> None:
-    """``--emit``: the step's placed patch, for Git, goes to the emitter instead of the
-    cluster (written, reported and recorded at the end: :func:`_write_emitted`)."""
-    if engine.emitter is None or flow.gitops_action is None or step.patch is None:
-        raise ConfigError(f"target {flow.action} cannot write its change for Git (--emit)")
-    change = TemplateChange(
-        action=flow.gitops_action,
-        api_version=str(step.obj.get("apiVersion") or kind_info(ref.kind).api_version),
-        kind=ref.kind,
-        namespace=ref.namespace,
-        name=ref.name,
-        owner=_owner(workload, step.obj),
-        patch=for_git(step.patch),
-        template=pod_template(ref.kind, step.obj),
-    )
-    engine.emitter.add(change)
-    template = pod_template(ref.kind, step.obj)
-    kept = protection(template) if flow.gitops_action == "finalize" else None
-    if kept is not None:
-        engine.emitter.add(
-            dataclasses.replace(
-                change,
-                action="protect",
-                patch=placed(ref.kind, kept) or {},
-                template=template,
-                rebuilt=True,
-            )
-        )
-    engine.emitted.append(_Emitted(workload, ref, flow.gitops_action, change, step.warnings))
-    engine.emit(ref, f"{flow.gitops_action} change collected for Git", detail=True)
-
-
-def _write_emitted(engine: Engine) -> None:
-    """Write every collected change, then per workload report it and record it in the plan
-    as waiting for Git (nothing with ``dry_run``: the plan is read-only)."""
-    if engine.emitter is None or not engine.emitted:
-        return
-    root = engine.emitter.out_dir
-    try:
-        files = engine.emitter.write()
-    except OSError as exc:
-        raise ConfigError(
-            f"--emit {root}: cannot write the files ({exc.strerror or exc}); nothing was "
-            "changed in the cluster, re-run with a directory you can write"
-        ) from exc
-    engine.report.files = list(files)
-    now = datetime.now(UTC).replace(microsecond=0)
-    for done in engine.emitted:
-        workload, ref, change = done.workload, done.ref, done.change
-        mine = [str(p) for p in files if p.is_relative_to(root / owner_slug(change))]
-        who = describe(change.owner) if change.owner is not None else "no known owner"
-        message = (
-            f"{change.action} written for Git ({who}): {', '.join(mine) or 'no file'}; commit "
-            "it, then re-run with --wait-for-git"
-        )
-        wait = GitopsWait(action=done.action, emitted_at=now, files=mine)
-
-        def waiting(target: Workload, wait: GitopsWait = wait) -> None:
-            target.gitops = wait
-
-        engine.record(
-            workload,
-            workload.effective_status,
-            reason=f"{change.action} emitted for Git ({who}); waiting for it to be applied",
-            update=waiting,
-        )
-        engine.result(
-            WorkloadResult(ref, Outcome.EMITTED, message, done.warnings, dict(change.patch))
-        )
-
-
-def _waits_for_git(flow: Step, workload: Workload) -> bool:
-    return workload.gitops is not None and workload.gitops.action == flow.gitops_action
-
-
-#: How often (seconds) a workload waiting for Git says so while it waits.
-GIT_PROGRESS_INTERVAL: Final = 30.0
-
-
-def _until_applied(
-    engine: Engine, flow: Step, tenant: Tenant, workload: Workload, ref: WorkloadRef
-) -> Inspected | None:
-    """``--wait-for-git``: inspect the workload again every poll interval until its owner
-    has applied the change (the step has no patch left: returned, to be waited for, proven
-    and recorded as usual). ``None`` when it is done with: refused by the step, interrupted,
-    or still waiting at the deadline (reported ``waiting``; the plan keeps it waiting)."""
-    opts = engine.options
-    wait = workload.gitops
-    owner = describe(workload.owner) if workload.owner is not None else "its owner"
-    since = wait.emitted_at.isoformat() if wait is not None else "?"
-    engine.emit(ref, f"waiting for {owner} to apply the change from Git (emitted {since})")
-    said = time.monotonic()
-    while True:
-        left = engine.git_deadline - time.monotonic()
-        if engine.cancel.is_set():
-            why = "interrupted while waiting for Git: still waiting; re-run --wait-for-git"
-            engine.result(WorkloadResult(ref, Outcome.INTERRUPTED, why))
-            return None
-        if left <= 0:
-            why = (
-                f"not applied by {owner} before the deadline: still waiting for Git (files: "
-                f"{', '.join(wait.files) if wait is not None else '?'}); merge them, then re-run "
-                "--wait-for-git"
-            )
-            engine.emit(ref, why, warning=True)
-            engine.result(WorkloadResult(ref, Outcome.WAITING, why))
-            return None
-        engine.cancel.wait(min(opts.poll_interval, left))
-        if time.monotonic() - said >= GIT_PROGRESS_INTERVAL:
-            said = time.monotonic()
-            engine.emit(ref, f"still waiting for Git ({int(left)}s left)", detail=True)
-        with engine.quiet():
-            step = _placed(ref.kind, flow.inspect(engine, tenant, workload, ref))
-        if step is None or step.patch is None:
-            if step is not None:
-                engine.emit(ref, f"{owner} applied the change")
-            return step
-
-
-def _done_update(flow: Step, workload: Workload) -> Callable[[Workload], None] | None:
-    """The step's own done update, and a change waiting for Git is not waiting any more."""
-    more = flow.done_update(workload)
-    if workload.gitops is None:
-        return more
-
-    def update(target: Workload) -> None:
-        target.gitops = None
-        if more is not None:
-            more(target)
-
-    return update

@@ -87,8 +87,9 @@ def protection(template: Mapping[str, Any]) -> dict[str, Any] | None:
     meta = template.get("metadata") if isinstance(template, Mapping) else None
     if not isinstance(meta, Mapping):
         return None
-    labels = meta.get("labels") if isinstance(meta.get("labels"), Mapping) else {}
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), Mapping) else {}
+    raw_labels, raw_annotations = meta.get("labels"), meta.get("annotations")
+    labels: Mapping[str, Any] = raw_labels if isinstance(raw_labels, Mapping) else {}
+    annotations: Mapping[str, Any] = raw_annotations if isinstance(raw_annotations, Mapping) else {}
     kept = {
         key: value
         for key, value in sorted(annotations.items())
