@@ -90,10 +90,15 @@ def _chart(root: Path) -> Path:
     meta = {"apiVersion": "v2", "name": NAME, "version": "0.1.0", "appVersion": "1.0.0"}
     (chart / "Chart.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     (chart / "values.yaml").write_text(yaml.safe_dump({"replicas": 2, "password": ""}))
-    labels = (
-        "    helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}\n"
+    # `helm create`'s labels: helm-controller versions the chart <version>+<digest>, and a
+    # "+" is no label character, hence the replace
+    selector = (
         "    app.kubernetes.io/name: {{ .Chart.Name }}\n"
         "    app.kubernetes.io/instance: {{ .Release.Name }}\n"
+    )
+    labels = (
+        '    helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}\n'
+        f"{selector}"
         "    app.kubernetes.io/managed-by: {{ .Release.Service }}\n"
     )
     (chart / "templates" / "secret.yaml").write_text(
@@ -127,7 +132,7 @@ def _chart(root: Path) -> Path:
         f"  labels:\n{labels}spec:\n  replicas: {{{{ .Values.replicas }}}}\n  selector:\n"
         "    matchLabels:\n      app.kubernetes.io/instance: {{ .Release.Name }}\n"
         "  template:\n    metadata:\n      labels:\n"
-        f"{labels.replace('    ', '        ')}"
+        f"{selector.replace('    ', '        ')}"
         "      annotations:\n        team: shop\n    spec:\n"
         + "".join(f"      {line}\n" for line in pod.splitlines())
     )
