@@ -104,7 +104,7 @@ def _chart(root: Path) -> Path:
     (chart / "templates" / "secret.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {{ .Release.Name }}-db\n"
         f"  labels:\n{labels}type: Opaque\nstringData:\n"
-        "  password: {{ required \"password\" .Values.password | quote }}\n  username: app\n"
+        '  password: {{ required "password" .Values.password | quote }}\n  username: app\n'
     )
     env = [
         {"name": "LOG_LEVEL", "value": "info"},
@@ -259,9 +259,7 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     assert run.returncode == 0, run.stdout + run.stderr
     assert _refs(_deployment(kube_client, app_ns)) == ["DB_PASSWORD", "DB_USER"]
     finalize_renderers = _post_renderers(emitted2, app_ns)
-    kept = [
-        d["spec"]["template"].get("metadata") or {} for d in _patches(finalize_renderers)
-    ]
+    kept = [d["spec"]["template"].get("metadata") or {} for d in _patches(finalize_renderers)]
     assert {ann.SECRET_PATHS, ann.ENV_MAP} <= {k for m in kept for k in m.get("annotations", {})}
     assert any(m.get("labels", {}).get(ann.INJECT_LABEL) == "true" for m in kept)
 
@@ -314,4 +312,3 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
         f"Flux HelmRelease {app_ns}/{NAME} renders it from chart OCIRepository {NAME}:"
     )
     assert kube_client.get(Secret, SECRET, namespace=app_ns).metadata.uid == uid
-

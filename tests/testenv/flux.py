@@ -210,11 +210,7 @@ class Flux:
     def _spawn(self, name: str, argv: list[str], logs: Path) -> ManagedProcess:
         self._argv[name] = list(argv)
         argv = [*argv, *self.extra_args.get(name, ())]
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k.lower() not in _PROXY_VARS
-        }
+        env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARS}
         env["KUBECONFIG"] = str(self.cluster.kubeconfig)
         proc = ManagedProcess(name, argv, logs / f"{name}.log", env=env, cwd=self.workdir)
         self.processes[name] = proc
@@ -420,9 +416,7 @@ class Flux:
     def _release_state(self, namespace: str, name: str) -> str:
         parts = []
         for kind in ("ocirepository", "helmrelease", "kustomization"):
-            got = self.cluster.kubectl(
-                "get", kind, "-n", namespace, "-o", "json", check=False
-            )
+            got = self.cluster.kubectl("get", kind, "-n", namespace, "-o", "json", check=False)
             if got.returncode != 0:
                 parts.append(f"{kind} in {namespace}: {got.stderr.strip()}")
                 continue
@@ -490,7 +484,9 @@ class Flux:
         its generation. Returns the request token."""
         token = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         notes = [f"{REQUESTED_AT}={token}", *([f"{FORCE_AT}={token}"] if force else [])]
-        self.cluster.kubectl("annotate", "--overwrite", "helmrelease", "-n", namespace, name, *notes)
+        self.cluster.kubectl(
+            "annotate", "--overwrite", "helmrelease", "-n", namespace, name, *notes
+        )
         generation = int(self._get("helmrelease", namespace, name)["metadata"]["generation"])
         self.wait_release(namespace, name, generation, token=token, forced=force)
         return token
