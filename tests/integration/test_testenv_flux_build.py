@@ -1,4 +1,5 @@
-"""The Flux part of the test-bed build (tests/testenv/build-flux.sh): stamped with its versions,
+"""The Flux part of the test-bed build (tests/testenv/build-flux.sh): stamped with its versions
+(helm-controller's the script's default),
 CRDs next to the binaries, hooked into build-k8s.sh, and an artifact layer that is the same
 bytes for the same manifests (a re-push of unchanged "Git" is not a new revision). The same for
 the GitOps renderers (tests/testenv/build-gitops-tools.sh: helm, kustomize): hooked in, stamped
@@ -46,6 +47,8 @@ def test_flux_binaries_and_crds_are_stamped_with_their_versions() -> None:
         pytest.skip(f"no Flux build in {bin_dir} (prebuilt binaries?); run `nox -s testenv`")
     fields = dict(f.split("=", 1) for f in stamp.read_text().split())
     assert fields["source-controller"] == fields["kustomize-controller"] == "v1.9.6"
+    assert fields["helm-controller"] == _script_default("HELM_CTRL_V", "build-flux.sh")
+    assert set(fields) == set(FLUX_BINARIES)  # a binary missing from the stamp: a stale cache
     for name in FLUX_BINARIES:
         assert os.access(bin_dir / name, os.X_OK), name
     for crd in FLUX_CRDS:
@@ -69,9 +72,9 @@ def test_gitops_tools_build_is_hooked_into_the_test_bed_build_and_has_no_early_p
     assert [ln for ln in code if re.search(r"\|\s*(head|grep -q|grep -m|sed q)", ln)] == []
 
 
-def _script_default(name: str) -> str:
-    """``NAME=${CLOUDTASER_..._VERSION:-<default>}`` of build-gitops-tools.sh."""
-    script = TESTENV.joinpath("build-gitops-tools.sh").read_text()
+def _script_default(name: str, script_name: str = "build-gitops-tools.sh") -> str:
+    """``NAME=${CLOUDTASER_..._VERSION:-<default>}`` of a build script."""
+    script = TESTENV.joinpath(script_name).read_text()
     match = re.search(rf"^{name}=\$\{{[A-Z_]+:-([^}}]+)\}}$", script, re.MULTILINE)
     assert match, name
     return match.group(1)

@@ -84,12 +84,13 @@ def find_k8s_binaries() -> dict[str, Path]:
     return paths
 
 
-FLUX_BINARIES = ("source-controller", "kustomize-controller", "crane")
-#: CRDs that must be there (the fixture applies every CRD of both controllers' modules: each
+FLUX_BINARIES = ("source-controller", "kustomize-controller", "helm-controller", "crane")
+#: CRDs that must be there (the fixture applies every CRD of the controllers' modules: each
 #: controller watches all of its kinds and does not start without their CRDs).
 FLUX_CRDS = (
     "source.toolkit.fluxcd.io_ocirepositories.yaml",
     "kustomize.toolkit.fluxcd.io_kustomizations.yaml",
+    "helm.toolkit.fluxcd.io_helmreleases.yaml",
 )
 
 
@@ -99,7 +100,7 @@ def flux_crd_dir(bin_dir: Path | None = None) -> Path:
 
 
 def find_flux_binaries() -> dict[str, Path]:
-    """Paths of source-controller, kustomize-controller and crane (the local OCI registry)."""
+    """Paths of source-, kustomize- and helm-controller and crane (the local OCI registry)."""
     bin_dir = k8s_bin_dir()
     paths = {name: bin_dir / name for name in FLUX_BINARIES}
     absent = [n for n in FLUX_BINARIES if not os.access(paths[n], os.X_OK)]
