@@ -93,8 +93,8 @@ __all__ = [
     "UnprotectStep",
     "build_patch",
     "build_removal_patch",
-    "gitops_owners",
     "protect",
+    "unlabelled_gitops_writers",
     "unprotect",
 ]
 
@@ -102,13 +102,9 @@ __all__ = [
 # --- pure helpers ---------------------------------------------------------------------------
 
 
-#: Workload metadata that reveals a GitOps controller (or Helm) owning the object (the names:
-#: cloudtaser.target.owners, whose rules discover records as the plan's ``owner``).
-_ARGO_TRACKING = owner_rules.ARGO_TRACKING_ID
-_FLUX_LABELS = (
-    (owner_rules.FLUX_KUSTOMIZE_NAME, "Flux Kustomization"),
-    (owner_rules.FLUX_HELM_NAME, "Flux HelmRelease"),
-)
+#: Field managers of GitOps controllers: evidence of an owner that labels and annotations may
+#: not show (the owner rules, cloudtaser.target.owners, read those; the engine's owner guard
+#: refuses or warns from them).
 _GITOPS_MANAGERS = {
     "argocd-controller": "Argo CD",
     "argocd-application-controller": "Argo CD",
@@ -119,40 +115,22 @@ _GITOPS_MANAGERS = {
 }
 
 
-def gitops_owners(obj: Mapping[str, Any]) -> list[str]:
-    """Who else writes this workload: Argo CD, Flux, Helm (from labels, annotations and
-    ``managedFields`` managers). Each entry is a short description for a warning."""
+def unlabelled_gitops_writers(obj: Mapping[str, Any]) -> list[str]:
+    """GitOps controllers among the object's ``managedFields`` managers when its labels and
+    annotations name no owner (:func:`cloudtaser.target.owners.workload_owner`): the one
+    evidence the owner rules do not read. An owner they find is the engine's to say (one
+    refusal or warning), so nothing is listed then."""
     meta = obj.get("metadata") or {}
-    labels: Mapping[str, str] = meta.get("labels") or {}
-    annotations: Mapping[str, str] = meta.get("annotations") or {}
-    owners: list[str] = []
-    tracking = annotations.get(_ARGO_TRACKING)
-    if tracking:
-        app = str(tracking).split(":", 1)[0]
-        owners.append(f"Argo CD (application {app!r}, tracking annotation)")
-    for label, what in _FLUX_LABELS:
-        if labels.get(label):
-            ns = labels.get(label.replace("/name", "/namespace"), "")
-            owners.append(f"{what} {ns + '/' if ns else ''}{labels[label]}")
-    instance = labels.get(owner_rules.INSTANCE_LABEL)
-    helm = labels.get(owner_rules.HELM_MANAGED_BY) == "Helm" or bool(
-        annotations.get(owner_rules.HELM_RELEASE_NAME)
-    )
-    if instance and not tracking:
-        owners.append(
-            f"possibly Argo CD (label app.kubernetes.io/instance={instance}; also set by Helm)"
-        )
-    if helm:
-        release = annotations.get(owner_rules.HELM_RELEASE_NAME) or instance or "?"
-        owners.append(f"Helm release {release!r} (the next helm upgrade rewrites the template)")
-    seen: set[str] = set()
+    if owner_rules.workload_owner(meta) is not None:
+        return []
+    found: list[str] = []
     for entry in meta.get("managedFields") or []:
         manager = str((entry or {}).get("manager") or "")
         tool = _GITOPS_MANAGERS.get(manager)
-        if tool and manager not in seen:
-            seen.add(manager)
-            owners.append(f"{tool} (field manager {manager!r})")
-    return owners
+        text = f"{tool} (field manager {manager!r})"
+        if tool and text not in found:
+            found.append(text)
+    return found
 
 
 def build_patch(
@@ -243,7 +221,7 @@ def _inspect_for_protect(
     if _is_applied(ref.kind, obj, intended):
         # Our own earlier patch (a run killed before recording): no drift check is possible
         # against an injected template that still carries the Secret refs - and none needed.
-        found.warnings.extend(f"GitOps: {o}" for o in gitops_owners(obj))
+        found.warnings.extend(_writer_warnings(obj))
         return found
     template = pod_template(ref.kind, obj)
     secret_keys = _secret_keys(cluster, ref)
@@ -259,12 +237,16 @@ def _inspect_for_protect(
     found_rules = blockers(ref.kind, obj)
     found.refusals.extend(found_rules.refusals)
     found.warnings.extend(found_rules.warnings)
-    found.warnings.extend(
-        f"GitOps: owned by {o}: the annotations must be in Git to last (--emit DIR writes "
-        "them for Git: docs/gitops.md)"
-        for o in gitops_owners(obj)
-    )
+    found.warnings.extend(_writer_warnings(obj))
     return found
+
+
+def _writer_warnings(obj: Mapping[str, Any]) -> list[str]:
+    return [
+        f"GitOps: {w} writes this workload although its labels name no owner: a live change "
+        "may not last; if Git owns it, --emit DIR writes the change for Git (docs/gitops.md)"
+        for w in unlabelled_gitops_writers(obj)
+    ]
 
 
 def _secret_keys(cluster: WorkloadAPI, ref: WorkloadRef) -> SecretKeys:
