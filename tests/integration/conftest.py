@@ -39,12 +39,13 @@ from typing import Any
 
 import pytest
 
-from tests.testenv.binaries import find_bao, find_k8s_binaries, missing
+from tests.testenv.binaries import find_bao, find_flux_binaries, find_k8s_binaries, missing
 from tests.testenv.cluster import Cluster, ExternalCluster
+from tests.testenv.flux import Flux, start_flux
 from tests.testenv.openbao import BaoServer
 from tests.testenv.process import sweep_leftovers
 from tests.testenv.realnode import RealNode, missing_prerequisites
-from tests.testenv.workloads import create_namespace, delete_namespace
+from tests.testenv.workloads import create_namespace, delete_namespace, unique_name
 
 _INTEGRATION_DIR = Path(__file__).parent
 _CLUSTER_FIXTURES = {"cluster", "cluster_factory", "namespace", "kube_client"}
@@ -231,3 +232,23 @@ def node_namespace(real_node: RealNode) -> Iterator[str]:
     yield name
     if real_node.running:
         real_node.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def flux(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
+    """Flux's own source-, kustomize- and helm-controller against the session cluster, and a
+    local OCI registry for "Git" (tests/testenv/flux.py): started once for every kwok GitOps
+    module; each test works in its own namespace (:func:`gitops_ns`)."""
+    started = start_flux(cluster, tmp_path_factory.mktemp("flux"), find_flux_binaries(), helm=True)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def gitops_ns(kube_client: Any) -> Iterator[str]:
+    """A fresh namespace for one GitOps test's "Git" objects and workloads."""
+    name = create_namespace(kube_client, unique_name("gitops"))
+    yield name
+    delete_namespace(kube_client, name)

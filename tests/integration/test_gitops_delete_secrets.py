@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,14 @@ from cloudtaser import contract
 from cloudtaser import plan as planlib
 from cloudtaser.plan.model import Owner
 from tests.integration.test_least_privilege import Identity, doc_cluster_role
-from tests.testenv.binaries import find_flux_binaries
 from tests.testenv.cluster import Cluster
-from tests.testenv.flux import Flux, start_flux
+from tests.testenv.flux import Flux
 from tests.testenv.workloads import (
     DEFAULT_IMAGE,
     ContainerSpec,
     WorkloadSpec,
-    create_namespace,
     create_secret,
-    delete_namespace,
     manifest,
-    unique_name,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,22 +49,6 @@ CANARY = "gitops-delete-canary-3e9b"
 #: The Secrets the Deployment reads: Git's, an ExternalSecret's, a Helm release's, one whose
 #: owner only the plan records, nobody's.
 SECRETS = {"DB": "db", "EXT": "ext", "CHART": "chart", "OLD": "recorded", "PLAIN": "plain"}
-
-
-@pytest.fixture(scope="module")
-def flux(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
-    started = start_flux(cluster, tmp_path_factory.mktemp("flux"), find_flux_binaries())
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@pytest.fixture
-def app_ns(kube_client: Any) -> Iterator[str]:
-    name = create_namespace(kube_client, unique_name("gds"))
-    yield name
-    delete_namespace(kube_client, name)
 
 
 def _cli(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
@@ -162,20 +141,20 @@ def _uids(client: Any, namespace: str) -> dict[str, str]:
 
 
 def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_rest(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    artifact = flux.push(f"{app_ns}/app", _git(checkout, app_ns), revision="r1")
-    _external_secret_owned(kube_client, app_ns)
-    create_secret(kube_client, app_ns, "chart", {"password": CANARY})
-    create_secret(kube_client, app_ns, "plain", {"password": CANARY})
-    create_secret(kube_client, app_ns, "recorded", {"password": CANARY})
-    flux.sync(app_ns, "app", artifact)  # applies the Deployment (it reads all four) and db
+    artifact = flux.push(f"{gitops_ns}/app", _git(checkout, gitops_ns), revision="r1")
+    _external_secret_owned(kube_client, gitops_ns)
+    create_secret(kube_client, gitops_ns, "chart", {"password": CANARY})
+    create_secret(kube_client, gitops_ns, "plain", {"password": CANARY})
+    create_secret(kube_client, gitops_ns, "recorded", {"password": CANARY})
+    flux.sync(gitops_ns, "app", artifact)  # applies the Deployment (it reads all four) and db
 
     plan = tmp_path / "plan.yaml"
     found = _cli(
-        cluster, "target", "discover", "-n", app_ns, "--name", "gds", "--output-plan", str(plan)
+        cluster, "target", "discover", "-n", gitops_ns, "--name", "gds", "--output-plan", str(plan)
     )
     assert found.returncode == 0, found.stderr
     edited = planlib.load(plan)
@@ -205,12 +184,12 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
             "metadata": {
                 "annotations": {
                     "meta.helm.sh/release-name": "web",
-                    "meta.helm.sh/release-namespace": app_ns,
+                    "meta.helm.sh/release-namespace": gitops_ns,
                 },
                 "labels": {"app.kubernetes.io/managed-by": "Helm"},
             }
         },
-        namespace=app_ns,
+        namespace=gitops_ns,
     )
     live = _owned_flag(cluster)
     protected = _cli(
@@ -218,7 +197,7 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
         "--poll-interval", "200ms", "--timeout", "90s", *live,
     )  # fmt: skip
     assert protected.returncode == 0, protected.stdout + protected.stderr
-    before = _uids(kube_client, app_ns)
+    before = _uids(kube_client, gitops_ns)
     assert set(SECRETS.values()) <= set(before)  # every Secret exists: the checks can fail
 
     result = _cli(
@@ -235,30 +214,30 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
     assert db["action"] == "kept"
     assert db["owner"]["tool"] == "flux"
     assert db["owner"]["kind"] == "Kustomization"
-    source = f"OCIRepository {app_ns}/app ({artifact.url})"
+    source = f"OCIRepository {gitops_ns}/app ({artifact.url})"
     assert db["removeAtSource"] == (
-        f"Flux Kustomization {app_ns}/app applies it from {source}, path ./: "
+        f"Flux Kustomization {gitops_ns}/app applies it from {source}, path ./: "
         f"remove it from {checkout / 'db-secret.yaml'} (Secret)"
     )
     assert db["sourceFiles"] == ["db-secret.yaml"]  # not deployment.yaml, not unrelated.yaml
-    assert db["reason"].startswith(f"owned by Flux Kustomization {app_ns}/app (labels ")
+    assert db["reason"].startswith(f"owned by Flux Kustomization {gitops_ns}/app (labels ")
     assert "not deleted, its owner would recreate it" in db["reason"]
     assert "ownerUnread" not in db
     # the ExternalSecret's Secret, and the Secret a Helm release took over after discover
     ext = decisions["ext"]
     assert ext["action"] == "kept"
     assert "delete or change ExternalSecret" in ext["removeAtSource"]
-    assert f"ExternalSecret {app_ns}/db-creds: its store still holds the value" in ext["reason"]
+    assert f"ExternalSecret {gitops_ns}/db-creds: its store still holds the value" in ext["reason"]
     chart = decisions["chart"]
     assert chart["action"] == "kept"
     assert chart["owner"] == {
         "tool": "helm",
         "kind": "Release",
         "name": "web",
-        "namespace": app_ns,
+        "namespace": gitops_ns,
         "evidence": "annotations meta.helm.sh/release-name, meta.helm.sh/release-namespace",
     }
-    assert f"Helm release {app_ns}/web renders it" in chart["removeAtSource"]
+    assert f"Helm release {gitops_ns}/web renders it" in chart["removeAtSource"]
     assert "an existingSecret-style value" in chart["removeAtSource"]
     # the owner only the plan records stops it too, and the line says the labels are gone
     recorded = decisions["recorded"]
@@ -268,7 +247,7 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
     assert recorded["ownerUnread"] == ["Application argocd/legacy not found"]
     # the unowned one goes: the gate still deletes
     assert decisions["plain"]["action"] == "deleted"
-    after = _uids(kube_client, app_ns)
+    after = _uids(kube_client, gitops_ns)
     assert "plain" not in after
     for name in ("db", "ext", "chart", "recorded"):
         assert after[name] == before[name], f"Secret {name} was replaced or deleted"
@@ -279,9 +258,9 @@ def test_delete_secrets_refuses_owned_secrets_names_the_source_and_deletes_the_r
         "--timeout", "90s", "--delete-secrets", "--dry-run", *live,
     )  # fmt: skip
     assert text.returncode == 1, text.stdout + text.stderr
-    assert f"Flux Kustomization {app_ns}/app applies it from {source}" in text.stdout
+    assert f"Flux Kustomization {gitops_ns}/app applies it from {source}" in text.stdout
     assert "give --gitops-source DIR" in text.stdout  # no checkout given this time
-    assert _uids(kube_client, app_ns) == after
+    assert _uids(kube_client, gitops_ns) == after
 
 
 def _at_source(kubeconfig: Path, namespace: str, name: str, checkout: Path) -> Any:
@@ -302,33 +281,35 @@ def _at_source(kubeconfig: Path, namespace: str, name: str, checkout: Path) -> A
 
 
 def test_the_source_is_named_with_exactly_the_documented_rbac_and_degrades_without_it(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
     """``rbac-finalize-owners`` is enough to name the Kustomization's source; without it (403)
     or for a Kustomization that does not exist (404) the refusal stands and says what could
     not be read."""
     checkout = tmp_path / "checkout"
     checkout.mkdir()
-    artifact = flux.push(f"{app_ns}/app", _git(checkout, app_ns), revision="r1")
-    flux.sync(app_ns, "app", artifact)
-    source = f"OCIRepository {app_ns}/app ({artifact.url}), path ./"
+    artifact = flux.push(f"{gitops_ns}/app", _git(checkout, gitops_ns), revision="r1")
+    flux.sync(gitops_ns, "app", artifact)
+    source = f"OCIRepository {gitops_ns}/app ({artifact.url}), path ./"
     identity = Identity(cluster, kube_client, tmp_path)
     try:
-        denied = _at_source(identity.kubeconfig(), app_ns, "app", checkout)
+        denied = _at_source(identity.kubeconfig(), gitops_ns, "app", checkout)
         identity.grant(doc_cluster_role("rbac-finalize-owners"))
-        allowed = _at_source(identity.kubeconfig(), app_ns, "app", checkout)
-        missing = _at_source(identity.kubeconfig(), app_ns, "gone", checkout)
+        allowed = _at_source(identity.kubeconfig(), gitops_ns, "app", checkout)
+        missing = _at_source(identity.kubeconfig(), gitops_ns, "gone", checkout)
     finally:
         identity.close()
 
     assert allowed.unread == ()
-    assert f"Flux Kustomization {app_ns}/app applies it from {source}" in allowed.line
+    assert f"Flux Kustomization {gitops_ns}/app applies it from {source}" in allowed.line
     assert allowed.files == ("db-secret.yaml",)
     kustomizations = "get kustomizations.kustomize.toolkit.fluxcd.io"
-    assert denied.unread == (f"may not read Kustomization {app_ns}/app (RBAC: {kustomizations})",)
+    assert denied.unread == (
+        f"may not read Kustomization {gitops_ns}/app (RBAC: {kustomizations})",
+    )
     assert denied.line.startswith(
-        f"Flux Kustomization {app_ns}/app applies it (its source could not be read): "
+        f"Flux Kustomization {gitops_ns}/app applies it (its source could not be read): "
         f"remove it from {checkout / 'db-secret.yaml'} (Secret)"
     )
     assert denied.files == ("db-secret.yaml",)  # the checkout is still searched, all of it
-    assert missing.unread == (f"Kustomization {app_ns}/gone not found",)
+    assert missing.unread == (f"Kustomization {gitops_ns}/gone not found",)

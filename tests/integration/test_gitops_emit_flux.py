@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,10 @@ from cloudtaser import plan as planlib
 from cloudtaser.plan.model import Workload
 from cloudtaser.target import annotations as ann
 from cloudtaser.target.gitops.emit import KUSTOMIZATION_ENTRY_FILE, PATCHES_FILE
-from tests.testenv.binaries import find_flux_binaries
 from tests.testenv.cluster import Cluster
-from tests.testenv.flux import FIELD_MANAGER, Flux, start_flux
+from tests.testenv.flux import FIELD_MANAGER, Flux
 from tests.testenv.oci import Artifact
-from tests.testenv.workloads import DEFAULT_IMAGE, create_namespace, delete_namespace, unique_name
+from tests.testenv.workloads import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.integration
 
@@ -47,23 +45,6 @@ VAULT = "http://openbao.vault.svc:8200"
 #: A value that must never appear in any output or emitted file (the Secret in "Git").
 CANARY = "flux-emit-canary-39be2a"
 NAME = "api"
-
-
-@pytest.fixture(scope="module")
-def flux(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
-    binaries = find_flux_binaries()
-    started = start_flux(cluster, tmp_path_factory.mktemp("flux-emit"), binaries)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@pytest.fixture
-def app_ns(kube_client: Any) -> Iterator[str]:
-    name = create_namespace(kube_client, unique_name("gitflow"))
-    yield name
-    delete_namespace(kube_client, name)
 
 
 def _git(namespace: str) -> dict[str, str]:
@@ -256,19 +237,19 @@ def _assert_unchanged(client: Any, namespace: str, before: dict[str, Any]) -> No
 
 
 def test_protect_and_finalize_through_git_with_a_real_flux(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
-    _sync(flux, app_ns)
+    _sync(flux, gitops_ns)
     plan = tmp_path / "plan.yaml"
-    _discover(cluster, app_ns, plan)
-    before = _deployment(kube_client, app_ns)
+    _discover(cluster, gitops_ns, plan)
+    before = _deployment(kube_client, gitops_ns)
     assert _refs(before) == ["DB_PASSWORD", "DB_USER"]  # Git's references, so they can go
 
     # 1. --emit: nothing refused, nothing changed live, the files written, the plan waits.
     emitted = tmp_path / "protect"
     run = _run(cluster, "protect", plan, "--emit", str(emitted))
     assert run.returncode == 0, run.stdout + run.stderr
-    _assert_unchanged(kube_client, app_ns, before)
+    _assert_unchanged(kube_client, gitops_ns, before)
     files = sorted(p for p in emitted.rglob("*") if p.is_file())
     assert {PATCHES_FILE, KUSTOMIZATION_ENTRY_FILE} <= {p.name for p in files}
     for path in files:
@@ -289,28 +270,28 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     status = _plan_status(plan, "--workloads")
     assert "waiting for Git: 1 workload(s)" in status.stdout
     assert "pending, waiting for Git" in status.stdout
-    assert f"{app_ns}/Deployment/{NAME}" in status.stdout
+    assert f"{gitops_ns}/Deployment/{NAME}" in status.stdout
 
     # 2. --wait-for-git before the merge: past its deadline it exits 1 and the plan still waits.
     early = _run(cluster, "protect", plan, "--wait-for-git", "--deadline", "2s")
     assert early.returncode == 1, early.stdout + early.stderr
     assert "still waiting for Git" in early.stdout + early.stderr
     assert _workload(plan).gitops == waiting.gitops
-    _assert_unchanged(kube_client, app_ns, before)
+    _assert_unchanged(kube_client, gitops_ns, before)
 
     # 3. The team merges: the next revision; --wait-for-git (re-run: resumable) sees Flux apply
     # it, waits for the rollout, proves the new pods injected and records migrated.
     waiter, said = _start(cluster, "protect", plan)
-    git = _fold(_git(app_ns), emitted, "cloudtaser/protect")
-    revision2 = flux.push(f"{app_ns}/app", git, revision="r2")
-    flux.reconcile(app_ns, "app", revision2)
+    git = _fold(_git(gitops_ns), emitted, "cloudtaser/protect")
+    revision2 = flux.push(f"{gitops_ns}/app", git, revision="r2")
+    flux.reconcile(gitops_ns, "app", revision2)
     done = _finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
     migrated = _workload(plan)
     assert migrated.effective_status == "migrated"
     assert migrated.gitops is None
     assert "injection proven on 2 pod(s) of the new revision" in (migrated.history[-1].reason or "")
-    protected = _deployment(kube_client, app_ns)
+    protected = _deployment(kube_client, gitops_ns)
     labels = protected["spec"]["template"]["metadata"]["labels"]
     annotations = protected["spec"]["template"]["metadata"]["annotations"]
     assert labels[ann.INJECT_LABEL] == "true"
@@ -325,8 +306,8 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     emitted2 = tmp_path / "finalize"
     run = _run(cluster, "finalize", plan, "--emit", str(emitted2))
     assert run.returncode == 0, run.stdout + run.stderr
-    _assert_unchanged(kube_client, app_ns, protected)
-    assert _refs(_deployment(kube_client, app_ns)) == ["DB_PASSWORD", "DB_USER"]
+    _assert_unchanged(kube_client, gitops_ns, protected)
+    assert _refs(_deployment(kube_client, gitops_ns)) == ["DB_PASSWORD", "DB_USER"]
     finalizing = _workload(plan)
     assert finalizing.finalized_at is None
     assert sorted(r.env or "" for r in finalizing.finalized_refs) == ["DB_PASSWORD", "DB_USER"]
@@ -347,16 +328,16 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     # 5. Merged, replacing protect's file: Flux removes the references and keeps the injection;
     # finalize --wait-for-git proves and records it.
     waiter, said = _start(cluster, "finalize", plan)
-    git3 = _fold(_git(app_ns), emitted2, "cloudtaser/protect")
-    revision3 = flux.push(f"{app_ns}/app", git3, revision="r3")
-    flux.reconcile(app_ns, "app", revision3)
+    git3 = _fold(_git(gitops_ns), emitted2, "cloudtaser/protect")
+    revision3 = flux.push(f"{gitops_ns}/app", git3, revision="r3")
+    flux.reconcile(gitops_ns, "app", revision3)
     done = _finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
     finalized = _workload(plan)
     assert finalized.finalized_at is not None
     assert finalized.gitops is None
     assert finalized.effective_status == "migrated"
-    gone = _deployment(kube_client, app_ns)
+    gone = _deployment(kube_client, gitops_ns)
     assert _refs(gone) == []
     assert gone["spec"]["template"]["metadata"]["labels"][ann.INJECT_LABEL] == "true"
     assert (
@@ -365,35 +346,35 @@ def test_protect_and_finalize_through_git_with_a_real_flux(
     )
 
     # 6. The next forced reconcile does not put them back (Git no longer has them).
-    flux.reconcile(app_ns, "app", revision3)
-    again = _deployment(kube_client, app_ns)
+    flux.reconcile(gitops_ns, "app", revision3)
+    again = _deployment(kube_client, gitops_ns)
     assert _refs(again) == []
     assert again["metadata"]["generation"] == gone["metadata"]["generation"]
 
 
 def test_a_live_protect_of_a_flux_owned_deployment_is_refused_without_the_flag(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
-    _sync(flux, app_ns)
+    _sync(flux, gitops_ns)
     plan = tmp_path / "plan.yaml"
-    _discover(cluster, app_ns, plan)
-    before = _deployment(kube_client, app_ns)
+    _discover(cluster, gitops_ns, plan)
+    before = _deployment(kube_client, gitops_ns)
     assert ann.INJECT_LABEL not in before["spec"]["template"]["metadata"]["labels"]
 
     refused = _run(cluster, "protect", plan)
 
     assert refused.returncode == 1, refused.stdout + refused.stderr
     text = refused.stdout + refused.stderr
-    assert f"owned by Flux Kustomization {app_ns}/app" in text
+    assert f"owned by Flux Kustomization {gitops_ns}/app" in text
     assert "--emit DIR" in text
-    _assert_unchanged(kube_client, app_ns, before)
+    _assert_unchanged(kube_client, gitops_ns, before)
     assert _workload(plan).effective_status == "pending"
 
     # with the flag: patched live, loudly
     forced = _run(cluster, "protect", plan, "--live-patch-owned")
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert f"WARNING: live patch of a workload owned by Flux Kustomization {app_ns}/app" in (
+    assert f"WARNING: live patch of a workload owned by Flux Kustomization {gitops_ns}/app" in (
         forced.stderr
     )
-    assert "cloudtaser" in _managers(_deployment(kube_client, app_ns))
+    assert "cloudtaser" in _managers(_deployment(kube_client, gitops_ns))
     assert _workload(plan).effective_status == "migrated"

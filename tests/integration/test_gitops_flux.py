@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,14 @@ from cloudtaser import plan as planlib
 from cloudtaser.plan.model import Owner
 from cloudtaser.target import annotations as ann
 from cloudtaser.target.engine.secret_refs import finalize_edit
-from tests.testenv.binaries import find_flux_binaries
 from tests.testenv.cluster import Cluster
 from tests.testenv.flux import (
     FIELD_MANAGER,
     KUSTOMIZE_NAME_LABEL,
     KUSTOMIZE_NAMESPACE_LABEL,
     Flux,
-    start_flux,
 )
-from tests.testenv.workloads import DEFAULT_IMAGE, create_namespace, delete_namespace, unique_name
+from tests.testenv.workloads import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.integration
 
@@ -46,24 +43,6 @@ REPO = Path(__file__).resolve().parents[2]
 VAULT = "http://openbao.vault.svc:8200"
 #: A value that must never appear in any output (the Secret in "Git").
 CANARY = "flux-canary-7d1c0e"
-
-
-@pytest.fixture(scope="module")
-def flux(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
-    """Flux's two controllers and a local OCI registry against the session cluster."""
-    binaries = find_flux_binaries()
-    started = start_flux(cluster, tmp_path_factory.mktemp("flux"), binaries)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@pytest.fixture
-def app_ns(kube_client: Any) -> Iterator[str]:
-    name = create_namespace(kube_client, unique_name("flux"))
-    yield name
-    delete_namespace(kube_client, name)
 
 
 def _manifests(name: str) -> dict[str, str]:
@@ -135,31 +114,31 @@ def _managers(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def test_flux_applies_the_artifact_and_labels_what_it_owns(
-    flux: Flux, kube_client: Any, app_ns: str
+    flux: Flux, kube_client: Any, gitops_ns: str
 ) -> None:
-    artifact = _synced(flux, app_ns)
-    obj = _deployment(kube_client, app_ns, "api")
+    artifact = _synced(flux, gitops_ns)
+    obj = _deployment(kube_client, gitops_ns, "api")
     labels = obj["metadata"]["labels"]
     assert labels[KUSTOMIZE_NAME_LABEL] == "app"
-    assert labels[KUSTOMIZE_NAMESPACE_LABEL] == app_ns
+    assert labels[KUSTOMIZE_NAMESPACE_LABEL] == gitops_ns
     assert _managers(obj)[FIELD_MANAGER] == "Apply"
-    secret = kube_client.get(Secret, "db", namespace=app_ns)
+    secret = kube_client.get(Secret, "db", namespace=gitops_ns)
     assert secret.metadata.labels[KUSTOMIZE_NAME_LABEL] == "app"
     assert artifact.revision.startswith("latest@sha256:")
 
 
 def test_a_deleted_secret_that_git_holds_is_recreated_at_the_next_reconcile(
-    flux: Flux, kube_client: Any, app_ns: str
+    flux: Flux, kube_client: Any, gitops_ns: str
 ) -> None:
-    artifact = _synced(flux, app_ns)
-    before = kube_client.get(Secret, "db", namespace=app_ns)
+    artifact = _synced(flux, gitops_ns)
+    before = kube_client.get(Secret, "db", namespace=gitops_ns)
     assert sorted(before.data or {}) == ["password", "username"]  # it exists
-    kube_client.delete(Secret, "db", namespace=app_ns)
+    kube_client.delete(Secret, "db", namespace=gitops_ns)
     with pytest.raises(ApiError) as gone:
-        kube_client.get(Secret, "db", namespace=app_ns)
+        kube_client.get(Secret, "db", namespace=gitops_ns)
     assert gone.value.status.code == 404  # it is really gone
-    flux.reconcile(app_ns, "app", artifact)
-    after = kube_client.get(Secret, "db", namespace=app_ns)
+    flux.reconcile(gitops_ns, "app", artifact)
+    after = kube_client.get(Secret, "db", namespace=gitops_ns)
     assert after.metadata.uid != before.metadata.uid  # recreated, not the old object
     assert after.data == before.data
 
@@ -185,11 +164,11 @@ def _protect(cluster: Cluster, plan: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
-    artifact = _synced(flux, app_ns)
+    artifact = _synced(flux, gitops_ns)
     plan_path = tmp_path / "plan.yaml"
-    plan = _discover(cluster, app_ns, plan_path)
+    plan = _discover(cluster, gitops_ns, plan_path)
 
     # 0. discover records the owner of the workload and of its Secret (read for that only).
     ((_tenant, workload),) = list(plan.iter_workloads())
@@ -197,7 +176,7 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
         tool="flux",
         kind="Kustomization",
         name="app",
-        namespace=app_ns,
+        namespace=gitops_ns,
         evidence=f"labels {KUSTOMIZE_NAME_LABEL}, {KUSTOMIZE_NAMESPACE_LABEL}",
     )
     assert workload.owner == owner
@@ -208,7 +187,7 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
     assert run.returncode == 0, run.stdout + run.stderr
     assert CANARY not in run.stdout + run.stderr
     assert "Flux" in run.stdout + run.stderr  # the existing warning names the owner
-    protected = _deployment(kube_client, app_ns, "api")
+    protected = _deployment(kube_client, gitops_ns, "api")
     labels, annotations = _template_meta(protected)
     ours = {k: v for k, v in annotations.items() if k.startswith("cloudtaser.io/")}
     assert labels[ann.INJECT_LABEL] == "true"
@@ -219,8 +198,8 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
     generation = protected["metadata"]["generation"]
 
     # 2. Flux reconciles the unchanged artifact: what is left of the live protect?
-    flux.reconcile(app_ns, "app", artifact)
-    after = _deployment(kube_client, app_ns, "api")
+    flux.reconcile(gitops_ns, "app", artifact)
+    after = _deployment(kube_client, gitops_ns, "api")
     labels_after, annotations_after = _template_meta(after)
     assert {k: v for k, v in annotations_after.items() if k in ours} == ours
     assert labels_after[ann.INJECT_LABEL] == "true"
@@ -229,9 +208,9 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
     # 3. The next Git revision (a change the team makes) is applied: still there.
     changed = _manifests("api")
     changed["deployment.yaml"] = changed["deployment.yaml"].replace("team: shop", "team: shop2")
-    artifact2 = flux.push(f"{app_ns}/app", changed, revision="r2")
-    flux.reconcile(app_ns, "app", artifact2)
-    after2 = _deployment(kube_client, app_ns, "api")
+    artifact2 = flux.push(f"{gitops_ns}/app", changed, revision="r2")
+    flux.reconcile(gitops_ns, "app", artifact2)
+    after2 = _deployment(kube_client, gitops_ns, "api")
     labels2, annotations2 = _template_meta(after2)
     assert annotations2["team"] == "shop2"  # Flux applied Git's change...
     assert {k: v for k, v in annotations2.items() if k in ours} == ours  # ...and kept ours
@@ -239,12 +218,12 @@ def test_a_live_protect_of_a_flux_owned_deployment_against_the_next_reconcile(
 
 
 def test_finalize_s_removal_of_the_secret_references_is_put_back_by_flux(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
-    artifact = _synced(flux, app_ns)
-    plan = _discover(cluster, app_ns, tmp_path / "plan.yaml")
+    artifact = _synced(flux, gitops_ns)
+    plan = _discover(cluster, gitops_ns, tmp_path / "plan.yaml")
     (_tenant, workload), *_ = list(plan.iter_workloads())
-    live = _deployment(kube_client, app_ns, "api")
+    live = _deployment(kube_client, gitops_ns, "api")
     container = live["spec"]["template"]["spec"]["containers"][0]
     assert [e["name"] for e in container["env"]] == ["DB_PASSWORD", "DB_USER"]  # Git's refs
 
@@ -254,37 +233,37 @@ def test_finalize_s_removal_of_the_secret_references_is_put_back_by_flux(
     assert {r.env for r in edit.refs} == {"DB_PASSWORD", "DB_USER"}
     kube_client.patch(
         Deployment, "api", {"spec": {"template": {"spec": edit.spec_patch}}},
-        namespace=app_ns, patch_type=PatchType.STRATEGIC, field_manager="cloudtaser",
+        namespace=gitops_ns, patch_type=PatchType.STRATEGIC, field_manager="cloudtaser",
     )  # fmt: skip
-    removed = _deployment(kube_client, app_ns, "api")
+    removed = _deployment(kube_client, gitops_ns, "api")
     assert "env" not in removed["spec"]["template"]["spec"]["containers"][0]  # really removed
     generation = removed["metadata"]["generation"]
 
-    flux.reconcile(app_ns, "app", artifact)
-    back = _deployment(kube_client, app_ns, "api")
+    flux.reconcile(gitops_ns, "app", artifact)
+    back = _deployment(kube_client, gitops_ns, "api")
     env = back["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env == container["env"]  # Flux put Git's references back, exactly
     assert back["metadata"]["generation"] == generation + 1  # one more rollout, to the old pods
 
 
 def test_with_override_manager_flux_reverts_a_live_protect(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
     """The knob that makes Flux revert what another field manager added:
     kustomize-controller ``--override-manager=cloudtaser`` (a platform team's choice)."""
-    artifact = _synced(flux, app_ns)
+    artifact = _synced(flux, gitops_ns)
     plan_path = tmp_path / "plan.yaml"
-    _discover(cluster, app_ns, plan_path)
+    _discover(cluster, gitops_ns, plan_path)
     run = _protect(cluster, plan_path)
     assert run.returncode == 0, run.stdout + run.stderr
-    labels, annotations = _template_meta(_deployment(kube_client, app_ns, "api"))
+    labels, annotations = _template_meta(_deployment(kube_client, gitops_ns, "api"))
     assert labels[ann.INJECT_LABEL] == "true"  # protect's change is there
     assert ann.RESTARTED_AT in annotations
-    generation = _deployment(kube_client, app_ns, "api")["metadata"]["generation"]
+    generation = _deployment(kube_client, gitops_ns, "api")["metadata"]["generation"]
     try:
         flux.restart("kustomize-controller", ["--override-manager=cloudtaser"])
-        flux.reconcile(app_ns, "app", artifact)
-        reverted = _deployment(kube_client, app_ns, "api")
+        flux.reconcile(gitops_ns, "app", artifact)
+        reverted = _deployment(kube_client, gitops_ns, "api")
     finally:
         flux.restart("kustomize-controller", [])
     labels_after, annotations_after = _template_meta(reverted)

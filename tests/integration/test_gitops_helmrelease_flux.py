@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +49,11 @@ from tests.integration.test_gitops_emit_flux import (
     _start,
     _workload,
 )
-from tests.testenv.binaries import find_flux_binaries, find_gitops_tools
+from tests.testenv.binaries import find_gitops_tools
 from tests.testenv.cluster import Cluster
-from tests.testenv.flux import HELM_API, Flux, start_flux
+from tests.testenv.flux import HELM_API, Flux
 from tests.testenv.oci import Artifact
-from tests.testenv.workloads import DEFAULT_IMAGE, create_namespace, delete_namespace, unique_name
+from tests.testenv.workloads import DEFAULT_IMAGE
 
 pytestmark = pytest.mark.integration
 
@@ -62,23 +61,6 @@ pytestmark = pytest.mark.integration
 SECRET = f"{NAME}-db"
 #: The Kustomization (and its OCIRepository) that applies "Git".
 GIT = "app"
-
-
-@pytest.fixture(scope="module")
-def flux(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
-    binaries = find_flux_binaries()
-    started = start_flux(cluster, tmp_path_factory.mktemp("flux-helm"), binaries, helm=True)
-    try:
-        yield started
-    finally:
-        started.stop()
-
-
-@pytest.fixture
-def app_ns(kube_client: Any) -> Iterator[str]:
-    name = create_namespace(kube_client, unique_name("hrflow"))
-    yield name
-    delete_namespace(kube_client, name)
 
 
 def _chart(root: Path) -> Path:
@@ -191,20 +173,20 @@ def _helm_revision(release: dict[str, Any]) -> int:
 
 
 def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_controller(
-    flux: Flux, cluster: Cluster, kube_client: Any, app_ns: str, tmp_path: Path
+    flux: Flux, cluster: Cluster, kube_client: Any, gitops_ns: str, tmp_path: Path
 ) -> None:
     helm = find_gitops_tools()["helm"]
-    chart = flux.push_chart(helm, _chart(tmp_path / "chart"), f"{app_ns}/charts")
-    revision1 = flux.push(f"{app_ns}/git", _git(chart), revision="r1")
-    flux.sync(app_ns, GIT, revision1)
-    installed = flux.wait_release(app_ns, NAME, 1)
+    chart = flux.push_chart(helm, _chart(tmp_path / "chart"), f"{gitops_ns}/charts")
+    revision1 = flux.push(f"{gitops_ns}/git", _git(chart), revision="r1")
+    flux.sync(gitops_ns, GIT, revision1)
+    installed = flux.wait_release(gitops_ns, NAME, 1)
     assert _helm_revision(installed) == 1
 
     # discover: the chart's Deployment and its Secret belong to the HelmRelease
     plan = tmp_path / "plan.yaml"
     found = _cli(
         sys.executable, "-m", "cloudtaser", "target", "discover", "--kubeconfig",
-        str(cluster.kubeconfig), "-n", app_ns, "--name", "hrflow", "--output-plan", str(plan),
+        str(cluster.kubeconfig), "-n", gitops_ns, "--name", "hrflow", "--output-plan", str(plan),
     )  # fmt: skip
     assert found.returncode == 0, found.stdout + found.stderr
     workload = _workload(plan)
@@ -218,7 +200,7 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     assert secret_ref.source == SECRET
     assert secret_ref.owner is not None
     assert (secret_ref.owner.kind, secret_ref.owner.name) == ("HelmRelease", NAME)
-    before = _deployment(kube_client, app_ns)
+    before = _deployment(kube_client, gitops_ns)
     assert _refs(before) == ["DB_PASSWORD", "DB_USER"]  # the chart's references, so they can go
     assert ann.INJECT_LABEL not in before["spec"]["template"]["metadata"]["labels"]
 
@@ -226,8 +208,8 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     emitted = tmp_path / "protect"
     run = _run(cluster, "protect", plan, "--emit", str(emitted))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert _deployment(kube_client, app_ns)["spec"]["template"] == before["spec"]["template"]
-    protect_renderers = _post_renderers(emitted, app_ns)
+    assert _deployment(kube_client, gitops_ns)["spec"]["template"] == before["spec"]["template"]
+    protect_renderers = _post_renderers(emitted, gitops_ns)
     (protect_patch,) = _patches(protect_renderers)
     assert protect_patch["spec"]["template"]["metadata"]["labels"] == {ann.INJECT_LABEL: "true"}
     assert _workload(plan).gitops is not None
@@ -235,9 +217,9 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     # 2. Merged into the HelmRelease in Git: kustomize-controller applies it, helm-controller
     # upgrades the release through the post-renderer; --wait-for-git proves and records it.
     waiter, said = _start(cluster, "protect", plan)
-    revision2 = flux.push(f"{app_ns}/git", _git(chart, protect_renderers), revision="r2")
-    flux.reconcile(app_ns, GIT, revision2)
-    upgraded = flux.wait_release(app_ns, NAME, 2)
+    revision2 = flux.push(f"{gitops_ns}/git", _git(chart, protect_renderers), revision="r2")
+    flux.reconcile(gitops_ns, GIT, revision2)
+    upgraded = flux.wait_release(gitops_ns, NAME, 2)
     assert _helm_revision(upgraded) == 2  # a Helm upgrade, not a live patch
     done = _finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -245,7 +227,7 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     assert migrated.effective_status == "migrated"
     assert migrated.gitops is None
     assert "injection proven on 2 pod(s) of the new revision" in (migrated.history[-1].reason or "")
-    protected = _deployment(kube_client, app_ns)
+    protected = _deployment(kube_client, gitops_ns)
     template = protected["spec"]["template"]["metadata"]
     assert template["labels"][ann.INJECT_LABEL] == "true"
     assert template["annotations"][ann.SECRET_PATHS]
@@ -257,24 +239,24 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     emitted2 = tmp_path / "finalize"
     run = _run(cluster, "finalize", plan, "--emit", str(emitted2))
     assert run.returncode == 0, run.stdout + run.stderr
-    assert _refs(_deployment(kube_client, app_ns)) == ["DB_PASSWORD", "DB_USER"]
-    finalize_renderers = _post_renderers(emitted2, app_ns)
+    assert _refs(_deployment(kube_client, gitops_ns)) == ["DB_PASSWORD", "DB_USER"]
+    finalize_renderers = _post_renderers(emitted2, gitops_ns)
     kept = [d["spec"]["template"].get("metadata") or {} for d in _patches(finalize_renderers)]
     assert {ann.SECRET_PATHS, ann.ENV_MAP} <= {k for m in kept for k in m.get("annotations", {})}
     assert any(m.get("labels", {}).get(ann.INJECT_LABEL) == "true" for m in kept)
 
     # 4. Git's post-renderers replaced by finalize's: the references go, the injection stays.
     waiter, said = _start(cluster, "finalize", plan)
-    revision3 = flux.push(f"{app_ns}/git", _git(chart, finalize_renderers), revision="r3")
-    flux.reconcile(app_ns, GIT, revision3)
-    flux.wait_release(app_ns, NAME, 3)
+    revision3 = flux.push(f"{gitops_ns}/git", _git(chart, finalize_renderers), revision="r3")
+    flux.reconcile(gitops_ns, GIT, revision3)
+    flux.wait_release(gitops_ns, NAME, 3)
     done = _finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
     finalized = _workload(plan)
     assert finalized.finalized_at is not None
     assert finalized.gitops is None
     assert finalized.effective_status == "migrated"
-    gone = _deployment(kube_client, app_ns)
+    gone = _deployment(kube_client, gitops_ns)
     assert _refs(gone) == []
     assert gone["spec"]["template"]["metadata"]["labels"][ann.INJECT_LABEL] == "true"
     assert (
@@ -284,12 +266,12 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
 
     # 5. A forced reconcile of the Kustomization and a forced Helm upgrade (helm-controller
     # renders the chart again, post-renders it, upgrades): the references stay gone.
-    flux.reconcile(app_ns, GIT, revision3)
-    latest = _helm_revision(flux.wait_release(app_ns, NAME, _generation(flux, app_ns)))
-    flux.reconcile_release(app_ns, NAME, force=True)
-    forced = flux.wait_release(app_ns, NAME, _generation(flux, app_ns))
+    flux.reconcile(gitops_ns, GIT, revision3)
+    latest = _helm_revision(flux.wait_release(gitops_ns, NAME, _generation(flux, gitops_ns)))
+    flux.reconcile_release(gitops_ns, NAME, force=True)
+    forced = flux.wait_release(gitops_ns, NAME, _generation(flux, gitops_ns))
     assert _helm_revision(forced) == latest + 1  # the upgrade really ran
-    again = _deployment(kube_client, app_ns)
+    again = _deployment(kube_client, gitops_ns)
     assert _refs(again) == []
     assert again["spec"]["template"]["metadata"]["labels"][ann.INJECT_LABEL] == "true"
 
@@ -300,7 +282,7 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     for ref in planned.secrets:
         ref.released_keys = sorted(ref.fields)
     planlib.save(edited, plan)
-    uid = kube_client.get(Secret, SECRET, namespace=app_ns).metadata.uid
+    uid = kube_client.get(Secret, SECRET, namespace=gitops_ns).metadata.uid
     assert uid  # it exists: the gate can fail
     result = _run(cluster, "finalize", plan, "--delete-secrets", "-o", "json")
     assert result.returncode == 1, result.stdout + result.stderr  # a kept Secret: exit 1
@@ -309,6 +291,6 @@ def test_protect_and_finalize_of_a_helmrelease_through_git_with_a_real_helm_cont
     assert decision["action"] == "kept"
     assert (decision["owner"]["tool"], decision["owner"]["kind"]) == ("flux", "HelmRelease")
     assert decision["removeAtSource"].startswith(
-        f"Flux HelmRelease {app_ns}/{NAME} renders it from chart OCIRepository {NAME}:"
+        f"Flux HelmRelease {gitops_ns}/{NAME} renders it from chart OCIRepository {NAME}:"
     )
-    assert kube_client.get(Secret, SECRET, namespace=app_ns).metadata.uid == uid
+    assert kube_client.get(Secret, SECRET, namespace=gitops_ns).metadata.uid == uid
