@@ -107,7 +107,9 @@ def _sha(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def flux(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
-    started = start_flux(real_node.cluster, tmp_path_factory.mktemp("flux-rn"), find_flux_binaries())
+    started = start_flux(
+        real_node.cluster, tmp_path_factory.mktemp("flux-rn"), find_flux_binaries()
+    )
     try:
         yield started
     finally:
@@ -387,6 +389,12 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
         "Kustomization",
         "app",
     )
+    owners = {
+        (o.kind, o.name)
+        for o in [*(r.owner for r in workload.secrets), *(f.owner for f in workload.secret_files)]
+        if o
+    }
+    assert owners == {("Kustomization", "app")}  # Git's Secret, for the env and the volume
     fields: dict[str, set[str]] = {}
     for ref in workload.secrets:
         fields.setdefault(ref.vault_path, set()).update(ref.fields)
@@ -462,9 +470,14 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     assert unchanged["spec"]["template"] == protected["spec"]["template"]
     assert unchanged["metadata"]["generation"] == protected["metadata"]["generation"]
     (finalize_doc,) = _docs(emitted2)
-    finalize_meta = finalize_doc["spec"]["template"].get("metadata") or {}
+    written = finalize_doc["spec"]["template"]["spec"]
+    assert written["containers"] == [
+        {"name": "app", "env": [{"name": "DB_PASSWORD", "$patch": "delete"}]}
+    ]
+    assert written["volumes"] == [{"name": "tls", "emptyDir": {"medium": "Memory"}, "secret": None}]
     # committed next to protect's as docs/gitops-flow.md says (a second file with its own
-    # patches entry): protect's document keeps the annotations in Git
+    # patches entry), never in its place: finalize's document does not carry protect's
+    # annotations, and Git must keep them (or the new pods are not injected)
     waiter, said = run.start("finalize")
     git = _fold(git, emitted2, "cloudtaser/finalize")
     assert "cloudtaser/protect/" + PATCHES_FILE in git
@@ -480,9 +493,10 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     assert env == []
     assert volumes == [{"name": "tls", "emptyDir": {"medium": "Memory"}}]
     assert gone["spec"]["template"]["metadata"]["labels"][ann.INJECT_LABEL] == "true"
-    assert gone["spec"]["template"]["metadata"]["annotations"] == protected["spec"]["template"][
-        "metadata"
-    ]["annotations"]
+    assert (
+        gone["spec"]["template"]["metadata"]["annotations"]
+        == protected["spec"]["template"]["metadata"]["annotations"]
+    )
     third = _pod(site, namespace, not_named=str(second.metadata.name))
     assert _injected(third)
     assert _printed(site, namespace, third, logs) == vault.line()
@@ -528,4 +542,3 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     for text in texts:
         for canary in [*k8s.canaries(), *vault.canaries()]:
             assert canary not in text, "a value reached an output, a file, a log or an event"
-    print(f"finalize's emitted template metadata: {finalize_meta}")
