@@ -435,6 +435,8 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     assert {PATCHES_FILE, KUSTOMIZATION_ENTRY_FILE} <= {p.name for p in files}
     assert all(str(p) in protect.stdout for p in files)
     assert _workload(plan).gitops is not None
+    status = run.cli("plan", "status", str(plan), "--workloads")
+    assert "pending, waiting for Git" in status.stdout, status.stdout + status.stderr
     (protect_doc,) = _docs(emitted)
     protect_annotations = protect_doc["spec"]["template"]["metadata"]["annotations"]
     assert protect_annotations[ann.SECRET_PATHS]
@@ -493,6 +495,7 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     assert env == []
     assert volumes == [{"name": "tls", "emptyDir": {"medium": "Memory"}}]
     assert gone["spec"]["template"]["metadata"]["labels"][ann.INJECT_LABEL] == "true"
+    assert "cloudtaser" not in _managers(gone)  # Flux removed them, from Git
     assert (
         gone["spec"]["template"]["metadata"]["annotations"]
         == protected["spec"]["template"]["metadata"]["annotations"]
@@ -514,6 +517,7 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     assert delete.returncode == 1, delete.stdout + delete.stderr  # kept: exit 1
     (decision,) = [d for d in json.loads(delete.stdout)["secrets"] if d["name"] == "db"]
     assert decision["action"] == "kept"
+    assert (decision["owner"]["kind"], decision["owner"]["name"]) == ("Kustomization", "app")
     assert decision["sourceFiles"] == ["secret.yaml"]
     assert str(checkout / "secret.yaml") in decision["removeAtSource"]
     assert _secret_uid(site, namespace) == uid
