@@ -14,9 +14,10 @@ The flow, through the real CLI: discover (the Kustomization recorded as owner) �
 the vault's values put with ``bao kv put`` → ``verify-plan --attest`` → ``target install`` (the
 runtime image built from source) → ``protect --emit`` (nothing changes live) → the files folded
 into the next revision → ``protect --wait-for-git`` (already polling) sees Flux apply it; the new
-pod is really injected and reads the vault's values → ``finalize --emit`` as a second file next
-to protect's (docs/gitops-flow.md) → ``finalize --wait-for-git``: the secretKeyRef and the Secret
-volume are gone, the pod restarts on the vault's values, a forced reconcile keeps them gone →
+pod is really injected and reads the vault's values → ``finalize --emit``, its file (which
+carries protect's label and annotations too) committed in place of protect's →
+``finalize --wait-for-git``: the secretKeyRef and the Secret volume are gone, the injection
+stays, the pod restarts on the vault's values, a forced reconcile keeps them gone →
 ``finalize --delete-secrets --gitops-source`` keeps the Flux-owned Secret (same UID) and names
 its file → the Secret removed from Git, Flux prunes it: no Secret left, the pod restarted once
 more still reads the vault's values.
@@ -106,7 +107,7 @@ def _sha(value: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def flux(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
+def node_flux(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
     started = start_flux(
         real_node.cluster, tmp_path_factory.mktemp("flux-rn"), find_flux_binaries()
     )
@@ -117,7 +118,7 @@ def flux(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-def app_ns(site: Site, flux: Flux) -> Iterator[str]:
+def app_ns(site: Site, node_flux: Flux) -> Iterator[str]:
     """The team's namespace; its Kustomization is deleted (while Flux still runs, so its
     finalizer is handled) before the namespace."""
     namespace = site.node.create_namespace(f"gitrn-{secrets.token_hex(3)}")
@@ -344,13 +345,13 @@ class Run:
 
 def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_with_no_secret(
     site: Site,
-    flux: Flux,
+    node_flux: Flux,
     app_image: str,
     app_ns: str,
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
-    node, namespace = site.node, app_ns
+    node, namespace, flux = site.node, app_ns, node_flux
     k8s, vault = Values.new("K8S"), Values.new("BAO")
     checkout = tmp_path / "checkout"
     checkout.mkdir()
@@ -444,7 +445,7 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
 
     # ... the team merges it: the next revision, applied by Flux while --wait-for-git polls
     waiter, said = run.start("protect")
-    git = _fold(git, emitted, "cloudtaser/protect")
+    base, git = git, _fold(git, emitted, "cloudtaser/protect")
     flux.reconcile(namespace, "app", push(git, "r2"))
     done = run.finish(waiter, said)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -471,18 +472,25 @@ def test_a_flux_owned_app_moves_to_openbao_through_git_and_its_namespace_ends_wi
     unchanged = _template(site, namespace)
     assert unchanged["spec"]["template"] == protected["spec"]["template"]
     assert unchanged["metadata"]["generation"] == protected["metadata"]["generation"]
-    (finalize_doc,) = _docs(emitted2)
-    written = finalize_doc["spec"]["template"]["spec"]
+    documents = _docs(emitted2)
+    (written,) = [
+        d["spec"]["template"]["spec"] for d in documents if "spec" in d["spec"]["template"]
+    ]
     assert written["containers"] == [
         {"name": "app", "env": [{"name": "DB_PASSWORD", "$patch": "delete"}]}
     ]
     assert written["volumes"] == [{"name": "tls", "emptyDir": {"medium": "Memory"}, "secret": None}]
-    # committed next to protect's as docs/gitops-flow.md says (a second file with its own
-    # patches entry), never in its place: finalize's document does not carry protect's
-    # annotations, and Git must keep them (or the new pods are not injected)
+    # finalize's file carries protect's label and annotations too (rebuilt from the live
+    # template), so the team replaces protect's file with it: Git keeps the injection
+    carried = [d["spec"]["template"].get("metadata") or {} for d in documents]
+    assert {k: v for m in carried for k, v in (m.get("annotations") or {}).items()} == (
+        protect_annotations
+    )
+    assert {ann.INJECT_LABEL: "true"} in [m.get("labels") for m in carried]
     waiter, said = run.start("finalize")
-    git = _fold(git, emitted2, "cloudtaser/finalize")
-    assert "cloudtaser/protect/" + PATCHES_FILE in git
+    git = _fold(base, emitted2, "cloudtaser/protect")
+    (finalize_file,) = emitted2.rglob(PATCHES_FILE)
+    assert git["cloudtaser/protect/" + PATCHES_FILE] == finalize_file.read_text()  # replaced
     revision3 = push(git, "r3")
     flux.reconcile(namespace, "app", revision3)
     done = run.finish(waiter, said)
