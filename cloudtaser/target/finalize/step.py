@@ -153,6 +153,13 @@ class FinalizeStep(Step):
     def inspect(
         self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef
     ) -> Inspected | None:
+        return self._inspect(engine, tenant, workload, ref, again=True)
+
+    def _inspect(
+        self, engine: Engine, tenant: Tenant, workload: Workload, ref: WorkloadRef, *, again: bool
+    ) -> Inspected | None:
+        """``again``: inspect once more when the template changed while its pods were being
+        proven (see below)."""
         first = self._comes_first(workload, ref)
         if first is not None:
             engine.refuse(self, ref, workload, first, [])
@@ -236,6 +243,11 @@ class FinalizeStep(Step):
             )
             return None
         proof = live_proof(engine.cluster, ref, obj)
+        if not proof.ok and again and _changed(engine, ref, obj):
+            # the template changed between the read and the proof (its owner applied a change:
+            # with --wait-for-git, the very change it waits for; a Recreate rollout has no pod
+            # of either revision then): judge the new template, not the old one's gone pods
+            return self._inspect(engine, tenant, workload, ref, again=False)
         if not proof.ok:
             engine.refuse(
                 self,
@@ -290,6 +302,14 @@ class FinalizeStep(Step):
                 last.reason = f"{last.reason}; removed {removed}{kept}"[:4000]
 
         return change
+
+
+def _changed(engine: Engine, ref: WorkloadRef, obj: dict[str, Any]) -> bool:
+    """Has the workload's spec changed since ``obj`` was read (another generation)?"""
+    now = engine.cluster.get(ref)
+    return now is not None and dig(now, "metadata", "generation") != dig(
+        obj, "metadata", "generation"
+    )
 
 
 def finalize(
