@@ -12,7 +12,10 @@ import pytest
 from cloudtaser import plan as planlib
 from cloudtaser.errors import PlanError
 from cloudtaser.plan import SecretRef, Workload
+from cloudtaser.plan.model import WorkloadStatus
 from cloudtaser.target.engine.secret_refs import finalize_edit, missing_refs, restore_fragment
+from cloudtaser.target.finalize.step import not_protected_reason
+from cloudtaser.target.kube.workloads import WorkloadRef
 from cloudtaser.target.references.scan import object_uses
 
 KEYS = {"db": ["password", "username"], "api": ["token"], "other": ["x"]}
@@ -320,3 +323,17 @@ def test_the_reference_scan_reads_every_kind(
     kind: str, obj: dict[str, Any], expected: set[tuple[str, str]]
 ) -> None:
     assert {(u.secret, u.via) for u in object_uses(kind, obj)} == expected
+
+
+def test_a_migrated_workload_that_lost_its_protection_is_told_how_to_put_it_back() -> None:
+    ref = WorkloadRef(tenant="shop", namespace="shop", kind="Deployment", name="api")
+    pending = workload()
+    assert pending.effective_status == WorkloadStatus.PENDING  # so the two texts can differ
+    assert not_protected_reason(pending, ref).endswith("run `cloudtaser target protect` first")
+    migrated = workload()
+    migrated.status = WorkloadStatus.MIGRATED
+    said = not_protected_reason(migrated, ref)
+    assert "not protected any more" in said
+    assert "keep protect's documents in Git" in said
+    assert "--status pending --workload shop/Deployment/api" in said
+    assert "run `cloudtaser target protect` first" not in said

@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     from cloudtaser.target.kube.session import KubeSession
     from cloudtaser.target.kube.workloads import WorkloadRef
 
-__all__ = ["FinalizeStep", "finalize", "verification_warning"]
+__all__ = ["FinalizeStep", "finalize", "not_protected_reason", "verification_warning"]
 
 
 def verification_warning(
@@ -179,14 +179,7 @@ class FinalizeStep(Step):
         if labels.get(ann.INJECT_LABEL) != "true" or not (
             ann.SECRET_PATHS in annotations or ann.SECRET_FILES in annotations
         ):
-            engine.refuse(
-                self,
-                ref,
-                workload,
-                "not protected (its pod template lacks the cloudtaser.io/inject label or "
-                "annotations): run `cloudtaser target protect` first",
-                [],
-            )
+            engine.refuse(self, ref, workload, not_protected_reason(workload, ref), [])
             return None
         found = blockers(ref.kind, obj)
         if found.refusals:
@@ -302,6 +295,21 @@ class FinalizeStep(Step):
                 last.reason = f"{last.reason}; removed {removed}{kept}"[:4000]
 
         return change
+
+
+def not_protected_reason(workload: Workload, ref: WorkloadRef) -> str:
+    """Why a workload without protect's label or annotations is refused, and the way back."""
+    lacks = "its pod template lacks the cloudtaser.io/inject label or annotations"
+    if workload.effective_status != WorkloadStatus.MIGRATED:
+        return f"not protected ({lacks}): run `cloudtaser target protect` first"
+    return (
+        f"not protected any more: {lacks}, though the plan records it migrated: something "
+        "re-applied the template without them (its owner: Git, a chart?). Put protect's change "
+        "back: for an owned workload, keep protect's documents in Git (finalize --emit writes "
+        "them with its own: docs/gitops.md); otherwise `cloudtaser plan set-status PLAN "
+        f"--status pending --workload {ref.namespace}/{ref.kind}/{ref.name}`, then "
+        "`cloudtaser target protect`"
+    )
 
 
 def _changed(engine: Engine, ref: WorkloadRef, obj: dict[str, Any]) -> bool:
