@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cloudtaser.errors import ClusterError, ClusterForbiddenError, ClusterNotFoundError
 from cloudtaser.target.gitops.checkout import Found, find_secret_files
+from cloudtaser.target.gitops.forms import APPLICATION_API, HELMRELEASE_API
 from cloudtaser.target.owners import describe
+from cloudtaser.target.rollout import dig
 
 if TYPE_CHECKING:
     from cloudtaser.plan.model import Owner
@@ -46,8 +48,8 @@ __all__ = ["APPLICATION", "HELM_RELEASE", "KUSTOMIZATION", "AtSource", "at_sourc
 #: (API path prefix, plural) of each object read here; ``get`` on each plural is the RBAC
 #: finalize --delete-secrets needs to name the source (docs/security.md, rbac-finalize-owners).
 KUSTOMIZATION: Final = ("/apis/kustomize.toolkit.fluxcd.io/v1", "kustomizations")
-HELM_RELEASE: Final = ("/apis/helm.toolkit.fluxcd.io/v2", "helmreleases")
-APPLICATION: Final = ("/apis/argoproj.io/v1alpha1", "applications")
+HELM_RELEASE: Final = (f"/apis/{HELMRELEASE_API}", "helmreleases")
+APPLICATION: Final = (f"/apis/{APPLICATION_API}", "applications")
 _SOURCES: Final = {
     "OCIRepository": ("/apis/source.toolkit.fluxcd.io/v1", "ocirepositories"),
     "GitRepository": ("/apis/source.toolkit.fluxcd.io/v1", "gitrepositories"),
@@ -97,12 +99,6 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _at(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
-
-
 def _where(found: Found | None, checkout: Path | None, under: str) -> tuple[str, tuple[str, ...]]:
     """Where to remove it: the files of the checkout, or "Git" and why no file is named."""
     if checkout is None:
@@ -139,17 +135,17 @@ def _kustomization(
 ) -> AtSource:
     ns = owner.namespace or namespace
     ks = reader.get(KUSTOMIZATION, "Kustomization", ns, owner.name)
-    ref = _at(ks, "spec", "sourceRef") or {}
+    ref = dig(ks, "spec", "sourceRef") or {}
     kind, src = _str(ref.get("kind")), _str(ref.get("name"))
     src_ns = _str(ref.get("namespace")) or ns
-    path = _str(_at(ks, "spec", "path")) or "./"
+    path = _str(dig(ks, "spec", "path")) or "./"
     source = f"{kind} {src_ns}/{src}" if kind and src else ""
     if source and kind in _SOURCES:
-        url = _str(_at(reader.get(_SOURCES[kind], kind, src_ns, src), "spec", "url"))
+        url = _str(dig(reader.get(_SOURCES[kind], kind, src_ns, src), "spec", "url"))
         source += f" ({url})" if url else ""
     line = f"Flux Kustomization {ns}/{owner.name} applies it"
     line += f" from {source}, path {path}" if source else " (its source could not be read)"
-    any_ns = bool(_str(_at(ks, "spec", "targetNamespace")))
+    any_ns = bool(_str(dig(ks, "spec", "targetNamespace")))
     found, under = _search(checkout, name, namespace, path if ks else "", any_namespace=any_ns)
     where, files = _where(found, checkout, under)
     return AtSource(f"{line}: remove it from {where}", files)
@@ -158,8 +154,8 @@ def _kustomization(
 def _helm_release(reader: _Reader, owner: Owner, namespace: str) -> AtSource:
     ns = owner.namespace or namespace
     hr = reader.get(HELM_RELEASE, "HelmRelease", ns, owner.name)
-    chart = _at(hr, "spec", "chart", "spec") or {}
-    chart_ref = _at(hr, "spec", "chartRef") or {}
+    chart = dig(hr, "spec", "chart", "spec") or {}
+    chart_ref = dig(hr, "spec", "chartRef") or {}
     if _str(chart.get("chart")):
         src = chart.get("sourceRef") or {}
         source = f"{_str(src.get('kind'))} {_str(src.get('name'))}".strip()
@@ -189,7 +185,7 @@ def _argo(
 ) -> AtSource:
     ns = owner.namespace or ARGOCD_NAMESPACE
     app = reader.get(APPLICATION, "Application", ns, owner.name)
-    sources = [_at(app, "spec", "source"), *(_at(app, "spec", "sources") or [])]
+    sources = [dig(app, "spec", "source"), *(dig(app, "spec", "sources") or [])]
     named = [
         f"{_str(s.get('repoURL'))}" + (f", path {_str(s.get('path'))}" if s.get("path") else "")
         for s in sources

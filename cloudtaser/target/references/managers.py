@@ -29,6 +29,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from cloudtaser.target.owners import (
+    ARGO_INSTANCE_LABEL,
+    ARGO_TRACKING_ID,
+    CERT_MANAGER_CERTIFICATE,
+    HELM_MANAGED_BY,
+    HELM_RELEASE_NAME,
+    INSTANCE_LABEL,
+)
 from cloudtaser.target.references.uses import SecretMeta, SecretUse
 
 __all__ = ["manager_uses"]
@@ -90,7 +98,7 @@ def manager_uses(meta: SecretMeta) -> list[SecretUse]:
     if keys := _prefixed(annotations, _CERT_MANAGER):
         add(
             "cert-manager Certificate",
-            annotations.get("cert-manager.io/certificate-name", ""),
+            annotations.get(CERT_MANAGER_CERTIFICATE, ""),
             "managedBy",
             f"annotation {keys[0]}; cert-manager writes it: delete the Certificate (or the "
             "annotation that requests it) instead",
@@ -111,12 +119,12 @@ def manager_uses(meta: SecretMeta) -> list[SecretUse]:
             "SealedSecret and its file in Git instead",
         )
     argo = (
-        ("label argocd.argoproj.io/instance", labels.get("argocd.argoproj.io/instance")),
+        (f"label {ARGO_INSTANCE_LABEL}", labels.get(ARGO_INSTANCE_LABEL)),
         (
-            "annotation argocd.argoproj.io/tracking-id",
-            (annotations.get("argocd.argoproj.io/tracking-id") or "").split(":", 1)[0] or None,
+            f"annotation {ARGO_TRACKING_ID}",
+            (annotations.get(ARGO_TRACKING_ID) or "").split(":", 1)[0] or None,
         ),
-        ("label app.kubernetes.io/instance", labels.get("app.kubernetes.io/instance")),
+        (f"label {INSTANCE_LABEL}", labels.get(INSTANCE_LABEL)),
     )
     for where, app in argo:
         if app:
@@ -136,8 +144,8 @@ def manager_uses(meta: SecretMeta) -> list[SecretUse]:
                 "managedBy",
                 f"label {keys[0]}; Flux re-applies it: remove it from {where} instead",
             )
-    managed_by = labels.get("app.kubernetes.io/managed-by", "")
-    release = annotations.get("meta.helm.sh/release-name", "")
+    managed_by = labels.get(HELM_MANAGED_BY, "")
+    release = annotations.get(HELM_RELEASE_NAME, "")
     if release or managed_by.lower() == "helm":
         add(
             "Helm release",
