@@ -380,19 +380,24 @@ def prove(
     return proof
 
 
+def _webhook_configuration(cluster: WorkloadAPI) -> dict[str, Any] | None:
+    """The injector's MutatingWebhookConfiguration (``None``: absent; a forbidden read raises
+    :class:`~cloudtaser.errors.ClusterForbiddenError`)."""
+    return cluster.get_object(
+        MutatingWebhookConfiguration,
+        INJECTOR_WEBHOOK_CONFIGURATION,
+        None,
+        action=f"read MutatingWebhookConfiguration {INJECTOR_WEBHOOK_CONFIGURATION}",
+    )
+
+
 def injector_installed(cluster: WorkloadAPI) -> bool | None:
     """Is the injector's MutatingWebhookConfiguration there (``None``: reading it is
     forbidden)?"""
     try:
-        mwc = cluster.get_object(
-            MutatingWebhookConfiguration,
-            INJECTOR_WEBHOOK_CONFIGURATION,
-            None,
-            action=f"read MutatingWebhookConfiguration {INJECTOR_WEBHOOK_CONFIGURATION}",
-        )
+        return _webhook_configuration(cluster) is not None
     except ClusterForbiddenError:
         return None
-    return mwc is not None
 
 
 def injector_defaults(cluster: WorkloadAPI) -> InjectorDefaults | None:
@@ -403,12 +408,7 @@ def injector_defaults(cluster: WorkloadAPI) -> InjectorDefaults | None:
     writes every cluster-specific annotation, which is right whatever the injector does. An
     unreadable annotation is a :class:`~cloudtaser.errors.CloudtaserError`."""
     try:
-        mwc = cluster.get_object(
-            MutatingWebhookConfiguration,
-            INJECTOR_WEBHOOK_CONFIGURATION,
-            None,
-            action=f"read MutatingWebhookConfiguration {INJECTOR_WEBHOOK_CONFIGURATION}",
-        )
+        mwc = _webhook_configuration(cluster)
     except ClusterForbiddenError:
         return None
     raw = dig(mwc or {}, "metadata", "annotations", INJECTOR_DEFAULTS)
