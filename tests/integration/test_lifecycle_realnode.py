@@ -237,7 +237,15 @@ def _wait_ready(site: Site, namespace: str, name: str, timeout: float = 120) -> 
         while True:
             obj = client.get(Deployment, name, namespace=namespace)
             status = obj.status
-            if status and (status.readyReplicas or 0) >= 1 and status.updatedReplicas == 1:
+            # the controller has seen the newest template (right after a patch the status
+            # still describes the previous rollout), and its one pod is the new one, ready
+            if (
+                status
+                and (status.observedGeneration or 0) >= (obj.metadata.generation or 0)
+                and (status.readyReplicas or 0) >= 1
+                and status.updatedReplicas == 1
+                and status.replicas == 1
+            ):
                 return
             assert time.monotonic() < deadline, site.node.diagnostics()
             time.sleep(0.5)
